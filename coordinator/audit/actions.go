@@ -1,0 +1,61 @@
+package audit
+
+// Actions. The names are stored in the log: never rename one, add new ones.
+const (
+	ActionJobCreated     = "job.created"
+	ActionJobEdited      = "job.edited" // binding changed while pending; approvals voided
+	ActionJobTransition  = "job.transition"
+	ActionJobApproved    = "job.approved"
+	ActionJobRejected    = "job.rejected"
+	ActionJobCancelled   = "job.cancelled"
+	ActionJobSuperseded  = "job.superseded"
+	ActionJobExpired     = "job.expired"
+	ActionJobRetried     = "job.retried"
+	ActionJobResultStale = "job.result_ignored" // a result for an old attempt, fenced off
+
+	ActionCertificateIssued  = "certificate.issued"
+	ActionCertificateRevoked = "certificate.revoked"
+	ActionCSRRejected        = "csr.rejected" // bad signature, wrong key, wrong key type
+	ActionPINRevealed        = "pin.revealed" // a PIN shown to its user (at most once)
+
+	ActionAccessDenied    = "access.denied"
+	ActionTokenUsed       = "token.used" // an API token was used
+	ActionTokenCreated    = "token.created"
+	ActionTokenRevoked    = "token.revoked"
+	ActionMessageRejected = "message.rejected" // malformed, forged or unknown message dead-lettered
+
+	ActionConfigChanged  = "config.changed"
+	ActionProfileApplied = "profile.applied"
+	ActionProfileDeleted = "profile.deleted"
+	ActionUserCreated    = "user.created"
+	ActionUserUpdated    = "user.updated"
+	ActionUserDisabled   = "user.disabled"
+	ActionRolesChanged   = "user.roles_changed"
+	ActionOrgCreated     = "org.created"
+	ActionOrgUpdated     = "org.updated"
+
+	ActionAgentEnrolled    = "agent.enrolled"
+	ActionAgentApproved    = "agent.approved"
+	ActionAgentRevoked     = "agent.revoked"
+	ActionAgentDuplicateID = "agent.duplicate_id" // a second agent tried a taken ID
+
+	ActionAuditVerified = "audit.verified"
+)
+
+var actions = map[string]bool{
+	ActionJobCreated: true, ActionJobEdited: true, ActionJobTransition: true, ActionJobApproved: true,
+	ActionJobRejected: true, ActionJobCancelled: true, ActionJobSuperseded: true, ActionJobExpired: true,
+	ActionJobRetried: true, ActionJobResultStale: true,
+	ActionCertificateIssued: true, ActionCertificateRevoked: true, ActionCSRRejected: true, ActionPINRevealed: true,
+	ActionAccessDenied: true, ActionTokenUsed: true, ActionTokenCreated: true, ActionTokenRevoked: true,
+	ActionMessageRejected: true,
+	ActionConfigChanged:   true, ActionProfileApplied: true, ActionProfileDeleted: true,
+	ActionUserCreated: true, ActionUserUpdated: true, ActionUserDisabled: true, ActionRolesChanged: true,
+	ActionOrgCreated: true, ActionOrgUpdated: true,
+	ActionAgentEnrolled: true, ActionAgentApproved: true, ActionAgentRevoked: true, ActionAgentDuplicateID: true,
+	ActionAuditVerified: true,
+}
+
+// KnownAction reports whether a is one of the actions above. Verification never depends
+// on it: a log written by a newer version with more actions still verifies.
+func KnownAction(a string) bool { return actions[a] }

@@ -1,0 +1,70 @@
+package jobs
+
+import "time"
+
+// CanCancel checks whether actor a may cancel job j: only the requester or an admin, and
+// only before the job runs (pending_approval, approved, dispatched; see the package doc
+// for why dispatched is included).
+func CanCancel(j Job, a Actor) error {
+	if err := knownStates(j.State); err != nil {
+		return err
+	}
+	switch j.State {
+	case StatePendingApproval, StateApproved, StateDispatched:
+	default:
+		why := "it is already running"
+		if Terminal(j.State) {
+			why = "it has ended"
+		}
+		return errorf(CodeNotCancellable, "job %s is %s and can no longer be cancelled: %s", j.ID, j.State, why)
+	}
+	if a.ID == "" || (a.ID != j.RequesterID && !a.HasRole(RoleAdmin)) {
+		return errorf(CodeNotPermitted, "%q may not cancel job %s: only its requester or an admin may", a.ID, j.ID)
+	}
+	return nil
+}
+
+// CanRetry checks whether actor a may retry the failed job j at time now. A retry moves it
+// failed → approved with Attempt+1, so its request-gate approvals must still be valid
+// (bound to the same hash, not lapsed); otherwise a new request is needed. The requester,
+// a help desk operator or an admin may retry.
+func CanRetry(p Policy, j Job, a Actor, now time.Time) error {
+	if err := knownStates(j.State); err != nil {
+		return err
+	}
+	if j.State != StateFailed {
+		return errorf(CodeNotRetryable, "job %s is %s; only a failed job can be retried", j.ID, j.State)
+	}
+	if a.ID == "" || (a.ID != j.RequesterID && !a.HasRole(RoleHelpdesk) && !a.HasRole(RoleAdmin)) {
+		return errorf(CodeNotPermitted, "%q may not retry job %s: only its requester, a helpdesk operator or an admin may", a.ID, j.ID)
+	}
+	out, err := Evaluate(p, j, now)
+	if err != nil {
+		return err
+	}
+	if out.Status != StatusApproved {
+		return errorf(CodeApprovalExpired, "job %s can no longer be retried: its approvals are no longer valid (%d of %d); file a new request", j.ID, out.Approvals, out.Required)
+	}
+	return nil
+}
+
+// Open reports whether a job in state s can still be superseded or cancelled: it has not
+// ended and not started running.
+func Open(s State) bool {
+	return s == StatePendingApproval || s == StateApproved || s == StateDispatched
+}
+
+// Supersedes reports whether the new request supersedes the existing job old: same
+// holder, same profile, same target (agent and token serial, an empty serial meaning "any
+// token at that agent"), old still open, and both run on an agent. The kind is not
+// compared: the latest request for a holder's token under a profile is the one that
+// counts, whatever it asks.
+func Supersedes(newJob, old Job) bool {
+	return newJob.ID != old.ID &&
+		Open(old.State) &&
+		OnAgent(newJob.Kind) && OnAgent(old.Kind) &&
+		newJob.HolderID != "" && newJob.HolderID == old.HolderID &&
+		newJob.ProfileName != "" && newJob.ProfileName == old.ProfileName &&
+		newJob.TargetAgentID != "" && newJob.TargetAgentID == old.TargetAgentID &&
+		newJob.TokenSerial == old.TokenSerial
+}

@@ -1,0 +1,74 @@
+package profile
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Code is a stable error code; the HTTP API returns it as data.
+type Code string
+
+// Error codes returned by this package.
+const (
+	// CodeInvalidProfile: the profile file is malformed or breaks a rule.
+	CodeInvalidProfile Code = "invalid_profile"
+	// CodeMissingAttribute: the holder lacks an attribute a template needs.
+	CodeMissingAttribute Code = "missing_holder_attribute"
+	// CodeInvalidAttribute: a holder attribute gives a value the certificate cannot carry.
+	CodeInvalidAttribute Code = "invalid_holder_attribute"
+	// CodeKeyNotAllowed: a key's type or size is not among the profile's allowed keys.
+	CodeKeyNotAllowed Code = "key_not_allowed"
+)
+
+// Error is the error type of this package; one problem, with where it is.
+type Error struct {
+	Code     Code
+	Profile  string // profile name, when known
+	Document int    // 1-based document of a multi-document input, when the name is unknown
+	Field    string // field path, e.g. "key.size" or "approval.roles[1]"
+	Msg      string
+}
+
+func (e *Error) Error() string {
+	s := "profile"
+	switch {
+	case e.Profile != "":
+		s += " " + strconv.Quote(e.Profile)
+	case e.Document > 0:
+		s += " document " + strconv.Itoa(e.Document)
+	}
+	if e.Field != "" {
+		s += ": " + e.Field
+	}
+	return s + ": " + e.Msg
+}
+
+// Is matches on the code alone, so errors.Is(err, ErrInvalid) finds any invalid-profile
+// problem inside a joined error.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// Sentinels for errors.Is.
+var (
+	ErrInvalid          = &Error{Code: CodeInvalidProfile, Msg: "invalid profile"}
+	ErrMissingAttribute = &Error{Code: CodeMissingAttribute, Msg: "missing holder attribute"}
+	ErrInvalidAttribute = &Error{Code: CodeInvalidAttribute, Msg: "invalid holder attribute"}
+	ErrKeyNotAllowed    = &Error{Code: CodeKeyNotAllowed, Msg: "key not allowed"}
+)
+
+// problems collects errors about one profile.
+type problems struct {
+	profile string
+	doc     int
+	errs    []error
+}
+
+func (ps *problems) add(code Code, field, format string, args ...any) {
+	ps.errs = append(ps.errs, &Error{Code: code, Profile: ps.profile, Document: ps.doc, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (ps *problems) invalid(field, format string, args ...any) {
+	ps.add(CodeInvalidProfile, field, format, args...)
+}

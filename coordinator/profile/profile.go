@@ -1,0 +1,176 @@
+package profile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+)
+
+// Profile is one certificate profile. Field names in YAML and in the canonical JSON form
+// are the snake_case tags.
+type Profile struct {
+	Name        string  `yaml:"name" json:"name"` // slug: a-z, 0-9, '-'
+	Description string  `yaml:"description,omitempty" json:"description,omitempty"`
+	Key         KeySpec `yaml:"key" json:"key"`
+	// AllowedKeys is what the RA accepts in a CSR; empty means exactly Key.
+	AllowedKeys []KeySpec `yaml:"allowed_keys,omitempty" json:"allowed_keys,omitempty"`
+	Subject     Subject   `yaml:"subject,omitempty" json:"subject"`
+	SANs        SANs      `yaml:"sans,omitempty" json:"sans"`
+	KeyUsage    []string  `yaml:"key_usage" json:"key_usage"`
+	ExtKeyUsage []string  `yaml:"extended_key_usage" json:"extended_key_usage"`
+	Validity    Duration  `yaml:"validity" json:"validity"`
+	Token       Token     `yaml:"token,omitempty" json:"token"`
+	PINPolicy   PINPolicy `yaml:"pin_policy" json:"pin_policy"`
+	Approval    Approval  `yaml:"approval,omitempty" json:"approval"`
+}
+
+// KeyType names a key algorithm.
+type KeyType string
+
+// Key types.
+const (
+	KeyRSA KeyType = "rsa"
+	KeyEC  KeyType = "ec"
+)
+
+// KeySpec is a key algorithm with its size (RSA) or curve (EC).
+type KeySpec struct {
+	Type  KeyType `yaml:"type" json:"type"`
+	Size  int     `yaml:"size,omitempty" json:"size,omitempty"`
+	Curve string  `yaml:"curve,omitempty" json:"curve,omitempty"`
+}
+
+func (k KeySpec) String() string {
+	if k.Type == KeyRSA {
+		return fmt.Sprintf("rsa-%d", k.Size)
+	}
+	return fmt.Sprintf("%s-%s", k.Type, k.Curve)
+}
+
+// Subject holds the templates of the subject's attributes. Multi-valued attributes take a
+// single template or a list.
+type Subject struct {
+	CommonName         string    `yaml:"common_name,omitempty" json:"common_name,omitempty"`
+	Organization       Templates `yaml:"organization,omitempty" json:"organization,omitempty"`
+	OrganizationalUnit Templates `yaml:"organizational_unit,omitempty" json:"organizational_unit,omitempty"`
+	Country            Templates `yaml:"country,omitempty" json:"country,omitempty"`
+	Province           Templates `yaml:"province,omitempty" json:"province,omitempty"` // ST
+	Locality           Templates `yaml:"locality,omitempty" json:"locality,omitempty"`
+	StreetAddress      Templates `yaml:"street_address,omitempty" json:"street_address,omitempty"`
+	PostalCode         Templates `yaml:"postal_code,omitempty" json:"postal_code,omitempty"`
+	SerialNumber       string    `yaml:"serial_number,omitempty" json:"serial_number,omitempty"`
+}
+
+// SANs holds the subject alternative name templates. In YAML, `email: true` and
+// `upn: true` take the holder's own address; a string is a template; false or absent
+// means none.
+type SANs struct {
+	Email string    `json:"email,omitempty"`
+	UPN   string    `json:"upn,omitempty"` // otherName 1.3.6.1.4.1.311.20.2.3, for smart-card logon
+	DNS   Templates `json:"dns,omitempty"`
+}
+
+// Token says how the job treats the token.
+type Token struct {
+	// Initialize wipes and initialises the token before use.
+	Initialize bool `yaml:"initialize,omitempty" json:"initialize,omitempty"`
+	// Label is the token label template, used when initialising (at most 32 bytes; a
+	// longer rendered label is cut at a character boundary).
+	Label string `yaml:"label,omitempty" json:"label,omitempty"`
+	// Model is a selection hint: the agent prefers a token of this model.
+	Model string `yaml:"model,omitempty" json:"model,omitempty"`
+	// AnyBlank lets the agent pick any uninitialised token; it needs Initialize.
+	AnyBlank bool `yaml:"any_blank,omitempty" json:"any_blank,omitempty"`
+}
+
+// PINPolicy bounds the PINs the coordinator generates for the token.
+type PINPolicy struct {
+	MinLength   int  `yaml:"min_length" json:"min_length"`
+	MaxLength   int  `yaml:"max_length" json:"max_length"`
+	DigitsOnly  bool `yaml:"digits_only,omitempty" json:"digits_only,omitempty"`
+	SOPINLength int  `yaml:"so_pin_length,omitempty" json:"so_pin_length,omitempty"` // set when initialising
+}
+
+// Approval is the profile's approval policy.
+type Approval struct {
+	Required           int         `yaml:"required,omitempty" json:"required"`
+	Roles              []jobs.Role `yaml:"roles,omitempty" json:"roles,omitempty"`
+	Scope              jobs.Scope  `yaml:"scope,omitempty" json:"scope"` // empty means organization
+	ExpiresAfter       Duration    `yaml:"expires_after,omitempty" json:"expires_after,omitempty"`
+	CAOperatorRequired bool        `yaml:"ca_operator_required,omitempty" json:"ca_operator_required,omitempty"`
+}
+
+// Policy returns the approval policy in the form the job rules take.
+func (a Approval) Policy() jobs.Policy {
+	scope := a.Scope
+	if scope == "" {
+		scope = jobs.ScopeOrganization
+	}
+	return jobs.Policy{
+		Required:           a.Required,
+		Roles:              append([]jobs.Role(nil), a.Roles...),
+		Scope:              scope,
+		ExpiresAfter:       time.Duration(a.ExpiresAfter),
+		CAOperatorRequired: a.CAOperatorRequired,
+	}
+}
+
+// Load reads every profile in r (one per YAML document), refuses unknown fields, validates
+// each profile and returns them in normal form. All problems found are returned together.
+func Load(r io.Reader) ([]Profile, error) {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	var out []Profile
+	var errs []error
+	seen := map[string]int{}
+	for doc := 1; ; doc++ {
+		var p Profile
+		err := dec.Decode(&p)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			// The decoder cannot resynchronise after a syntax error: stop here.
+			errs = append(errs, &Error{Code: CodeInvalidProfile, Document: doc, Msg: err.Error()})
+			break
+		}
+		verr := p.validate(doc)
+		if first, dup := seen[p.Name]; dup && p.Name != "" {
+			verr = errors.Join(verr, &Error{Code: CodeInvalidProfile, Profile: p.Name, Field: "name", Msg: fmt.Sprintf("defined twice (documents %d and %d)", first, doc)})
+		} else {
+			seen[p.Name] = doc
+		}
+		if verr != nil {
+			errs = append(errs, verr)
+			continue
+		}
+		out = append(out, p.Normalized())
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if len(out) == 0 {
+		return nil, &Error{Code: CodeInvalidProfile, Msg: "no profile in input"}
+	}
+	return out, nil
+}
+
+// LoadFile loads the profiles of one file; errors name the file.
+func LoadFile(path string) ([]Profile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("profile file: %w", err)
+	}
+	ps, err := Load(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ps, nil
+}

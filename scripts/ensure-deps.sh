@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Makes sure what tokenfleet's build, tests and demo need is installed and running.
+# Installs missing Debian packages when it can (root + apt-get), starts stopped services,
+# and otherwise stops with the exact command to run. Idempotent: cheap when all is there.
+set -euo pipefail
+
+need_pkgs=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# Build and token tooling.
+for p in gcc libc6-dev pkg-config libusb-1.0-0-dev softhsm2 opensc openssl; do
+  have_pkg "$p" || need_pkgs+=("$p")
+done
+# Broker and database (used by the coordinator, agent and their tests).
+if [ "${TOKENFLEET_SKIP_SERVICES:-}" != "1" ]; then
+  command -v rabbitmq-server >/dev/null 2>&1 || need_pkgs+=(rabbitmq-server)
+  command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)
+fi
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-deps: installing ${need_pkgs[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "ensure-deps: missing packages: ${need_pkgs[*]}" >&2
+    echo "ensure-deps: install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${need_pkgs[*]}" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "ensure-deps: Go is not on PATH; install Go 1.26 or newer (https://go.dev/dl) and retry" >&2
+  exit 1
+fi
+
+[ "${TOKENFLEET_SKIP_SERVICES:-}" = "1" ] && exit 0
+
+# RabbitMQ on 127.0.0.1:5672.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! port_open 5672; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "ensure-deps: starting RabbitMQ" >&2
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do
+      rabbitmqctl await_startup >/dev/null 2>&1 && break
+      sleep 1
+    done
+  fi
+  if ! port_open 5672; then
+    echo "ensure-deps: RabbitMQ is not listening on 127.0.0.1:5672; start it with: sudo rabbitmq-server -detached" >&2
+    exit 1
+  fi
+fi
+
+# PostgreSQL on 127.0.0.1:5432.
+if ! port_open 5432; then
+  if [ "$(id -u)" = 0 ] && command -v pg_ctlcluster >/dev/null 2>&1; then
+    ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+    if [ -z "$ver" ]; then
+      ver=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+      pg_createcluster "$ver" main >/dev/null
+    fi
+    echo "ensure-deps: starting PostgreSQL $ver" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+    for _ in $(seq 1 30); do port_open 5432 && break; sleep 1; done
+  fi
+  if ! port_open 5432; then
+    echo "ensure-deps: PostgreSQL is not listening on 127.0.0.1:5432; start it with: sudo pg_ctlcluster <version> main start" >&2
+    exit 1
+  fi
+fi
+
+# A role for tests and the demo, allowed to create (and so drop) its own databases. Made over
+# the local socket as the postgres OS user, which works with Debian's default peer auth.
+pg_url="${TOKENFLEET_TEST_POSTGRES_URL:-postgres://tokenfleet:tokenfleet@127.0.0.1:5432/postgres?sslmode=disable}"
+if command -v psql >/dev/null 2>&1 && ! psql "$pg_url" -Atqc 'select 1' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
+    runuser -u postgres -- psql -qAtc "DO \$\$BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tokenfleet') THEN
+        CREATE ROLE tokenfleet LOGIN CREATEDB PASSWORD 'tokenfleet';
+      END IF; END\$\$;" >/dev/null
+  fi
+  if ! psql "$pg_url" -Atqc 'select 1' >/dev/null 2>&1; then
+    echo "ensure-deps: cannot connect to PostgreSQL as $pg_url" >&2
+    echo "ensure-deps: create the role with: sudo -u postgres psql -c \"CREATE ROLE tokenfleet LOGIN CREATEDB PASSWORD 'tokenfleet'\"" >&2
+    echo "ensure-deps: or point TOKENFLEET_TEST_POSTGRES_URL at a role that may create databases" >&2
+    exit 1
+  fi
+fi
