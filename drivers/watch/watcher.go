@@ -478,40 +478,13 @@ func (w *Watcher) tie(t TokenState) *usb.Identified {
 	return w.tieLocked(t, others)
 }
 
-// tieLocked finds the USB device a token sits on. PKCS#11 does not say, so this is a
-// best effort that prefers no answer to a wrong one:
-//  1. a known device whose USB serial equals the token serial;
-//  2. otherwise, when exactly one attached known device and exactly one token (among
-//     tokens) claim the same manufacturer, those two.
+// tieLocked finds the USB device a token sits on (see usb.Tie).
 func (w *Watcher) tieLocked(t TokenState, tokens map[string]TokenState) *usb.Identified {
-	cands := w.candidatesLocked()
-	serial := strings.TrimSpace(t.Serial)
-	if serial != "" {
-		for _, d := range cands {
-			if strings.EqualFold(strings.TrimSpace(d.Device.Serial), serial) {
-				return &d
-			}
-		}
-	}
-	var devs []usb.Identified
-	for _, d := range cands {
-		if manufacturerMatches(d.Model, t.Manufacturer) {
-			devs = append(devs, d)
-		}
-	}
-	if len(devs) != 1 {
-		return nil
-	}
-	n := 0
+	refs := make([]usb.TokenRef, 0, len(tokens))
 	for _, o := range tokens {
-		if manufacturerMatches(devs[0].Model, o.Manufacturer) {
-			n++
-		}
+		refs = append(refs, usb.TokenRef{Serial: o.Serial, Manufacturer: o.Manufacturer})
 	}
-	if n != 1 {
-		return nil
-	}
-	return &devs[0]
+	return usb.Tie(usb.TokenRef{Serial: t.Serial, Manufacturer: t.Manufacturer}, w.candidatesLocked(), refs)
 }
 
 // candidatesLocked are the devices a token may sit on: those of the latest USB poll, plus
@@ -538,19 +511,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-func manufacturerMatches(m usb.Model, manufacturer string) bool {
-	got := strings.ToLower(strings.TrimSpace(manufacturer))
-	if got == "" {
-		return false
-	}
-	for _, want := range m.TokenManufacturers {
-		if strings.Contains(got, strings.ToLower(want)) {
-			return true
-		}
-	}
-	return false
 }
 
 // moduleErrors splits err into per-module failures. partial is false when err holds
