@@ -64,6 +64,9 @@ const (
 	CodeTokenModuleLoadFailed       ErrorCode = "token.module_load_failed"
 	CodeTokenSessionError           ErrorCode = "token.session_error"
 	CodeTokenGeneralError           ErrorCode = "token.general_error"
+	CodeTokenInvalidArgument        ErrorCode = "token.invalid_argument"
+	CodeTokenCancelled              ErrorCode = "token.cancelled"
+	CodeTokenKeyExists              ErrorCode = "token.key_exists"
 )
 
 // ErrorInfo is one row of the error table.

@@ -90,6 +90,7 @@ func TestTokenCodesSpelling(t *testing.T) {
 		"token.certificate_not_found", "token.certificate_key_mismatch", "token.not_found",
 		"token.ambiguous", "token.write_protected", "token.memory_full", "token.module_load_failed",
 		"token.session_error", "token.general_error",
+		"token.invalid_argument", "token.cancelled", "token.key_exists",
 	}
 	var got []string
 	for _, info := range ErrorCodes() {

@@ -1,0 +1,448 @@
+//go:build cgo
+
+package pkcs11
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	p11 "github.com/miekg/pkcs11"
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/uri"
+)
+
+// library is one loaded PKCS#11 library. C_Initialize and C_Finalize act on the whole
+// process, so every Module on the same path shares one library and the last Close
+// finalizes it.
+type library struct {
+	ctx      *p11.Ctx
+	refs     int
+	finalize bool // we called C_Initialize, so C_Finalize is ours to call
+}
+
+// libraries mirrors the process-wide state of the C libraries; it is global because
+// that state is.
+var libraries = struct {
+	mu sync.Mutex // guards m and every library's refs
+	m  map[string]*library
+}{m: map[string]*library{}}
+
+// Module is a loaded PKCS#11 module. Open it once and share it; it is safe for
+// concurrent use.
+type Module struct {
+	path string
+	key  string // key in libraries
+	b    Backend
+	log  zerolog.Logger
+
+	mu     sync.Mutex // guards the fields below
+	closed bool
+	tokens map[*Token]struct{} // open tokens, closed with the module
+}
+
+// Open loads the PKCS#11 library at path and initializes it. A library that cannot be
+// loaded gives CodeModuleLoadFailed saying why: missing, unreadable, not a shared
+// library, built for another architecture, no C_GetFunctionList, or refused by the loader.
+func Open(path string, opts Options) (*Module, error) {
+	const op = "open module"
+	if path == "" {
+		return nil, invalidf(op, "empty module path")
+	}
+	if err := checkModuleFile(path); err != nil {
+		return nil, &Error{Op: op, Code: CodeModuleLoadFailed, Err: err}
+	}
+	key := filepath.Clean(path)
+
+	libraries.mu.Lock()
+	defer libraries.mu.Unlock()
+	lib := libraries.m[key]
+	if lib == nil {
+		ctx := p11.New(path)
+		if ctx == nil {
+			return nil, &Error{Op: op, Code: CodeModuleLoadFailed, Err: explainLoadFailure(path)}
+		}
+		lib = &library{ctx: ctx, finalize: true}
+		if err := ctx.Initialize(); err != nil {
+			if rvOf(err) != p11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
+				ctx.Destroy()
+				return nil, &Error{Op: op, Code: CodeModuleLoadFailed, RV: rvOf(err),
+					Err: fmt.Errorf("C_Initialize of %s failed (for SoftHSM2: is SOFTHSM2_CONF readable and its tokendir present?): %w", path, err)}
+			}
+			// Someone else in this process initialized it: C_Finalize is theirs.
+			lib.finalize = false
+		}
+		libraries.m[key] = lib
+	}
+	lib.refs++
+
+	var b Backend = lib.ctx
+	if opts.Wrap != nil {
+		b = opts.Wrap(b)
+	}
+	opts.Logger.Debug().Str("module", path).Int("users", lib.refs).Msg("pkcs11 module opened")
+	return &Module{path: path, key: key, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
+}
+
+// Close closes the module's tokens (which logs them out) and, when no other Module in the
+// process uses the library, finalizes and unloads it. Calling it twice is harmless.
+func (m *Module) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	tokens := make([]*Token, 0, len(m.tokens))
+	for t := range m.tokens {
+		tokens = append(tokens, t)
+	}
+	m.tokens = nil
+	m.mu.Unlock()
+
+	for _, t := range tokens {
+		t.closeSession()
+	}
+
+	libraries.mu.Lock()
+	defer libraries.mu.Unlock()
+	lib := libraries.m[m.key]
+	if lib == nil {
+		return nil
+	}
+	lib.refs--
+	m.log.Debug().Str("module", m.path).Int("users", lib.refs).Msg("pkcs11 module closed")
+	if lib.refs > 0 {
+		return nil
+	}
+	delete(libraries.m, m.key)
+	var err error
+	if lib.finalize {
+		if ferr := lib.ctx.Finalize(); ferr != nil {
+			err = &Error{Op: "close module", Code: CodeGeneralError, RV: rvOf(ferr), Err: ferr}
+		}
+	}
+	lib.ctx.Destroy()
+	return err
+}
+
+// Path is the library path the module was opened with.
+func (m *Module) Path() string { return m.path }
+
+func (m *Module) check(ctx context.Context, op string) error {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return &Error{Op: op, Code: CodeGeneralError, Err: fmt.Errorf("module %s is closed", m.path)}
+	}
+	if err := ctx.Err(); err != nil {
+		return ctxErr(op, err)
+	}
+	return nil
+}
+
+// Info describes the library.
+func (m *Module) Info(ctx context.Context) (ModuleInfo, error) {
+	const op = "module info"
+	if err := m.check(ctx, op); err != nil {
+		return ModuleInfo{}, err
+	}
+	in, err := m.b.GetInfo()
+	if err != nil {
+		return ModuleInfo{}, wrapErr(op, err)
+	}
+	return ModuleInfo{
+		Path:            m.path,
+		Manufacturer:    trim(in.ManufacturerID),
+		Description:     trim(in.LibraryDescription),
+		CryptokiVersion: version(in.CryptokiVersion),
+		LibraryVersion:  version(in.LibraryVersion),
+	}, nil
+}
+
+// Slots lists every slot, with the token in it when there is one. Poll it to watch tokens
+// come and go (C_WaitForSlotEvent is not dependable across modules).
+func (m *Module) Slots(ctx context.Context) ([]Slot, error) {
+	const op = "list slots"
+	if err := m.check(ctx, op); err != nil {
+		return nil, err
+	}
+	ids, err := m.b.GetSlotList(false)
+	if err != nil {
+		return nil, wrapErr(op, err)
+	}
+	slots := make([]Slot, 0, len(ids))
+	for _, id := range ids {
+		si, err := m.b.GetSlotInfo(id)
+		if err != nil {
+			if codeForRV(rvOf(err)) == CodeNotPresent {
+				continue // the slot went away between the two calls (a reader unplugged)
+			}
+			return nil, wrapErr(op, err)
+		}
+		s := Slot{
+			ID:           id,
+			Description:  trim(si.SlotDescription),
+			Manufacturer: trim(si.ManufacturerID),
+			TokenPresent: si.Flags&p11.CKF_TOKEN_PRESENT != 0,
+			Removable:    si.Flags&p11.CKF_REMOVABLE_DEVICE != 0,
+			Hardware:     si.Flags&p11.CKF_HW_SLOT != 0,
+		}
+		if s.TokenPresent {
+			ti, err := m.b.GetTokenInfo(id)
+			switch {
+			case err == nil:
+				info := tokenInfo(id, ti)
+				s.Token = &info
+				s.Free = !info.Initialized
+			case rvOf(err) == p11.CKR_TOKEN_NOT_RECOGNIZED:
+				// present but unusable: Token stays nil
+			case codeForRV(rvOf(err)) == CodeNotPresent || codeForRV(rvOf(err)) == CodeDeviceRemoved:
+				s.TokenPresent = false // pulled out between the two calls
+			default:
+				return nil, wrapErr(op, err)
+			}
+		}
+		slots = append(slots, s)
+	}
+	return slots, nil
+}
+
+// FindToken opens the one present token the URI selects, by its token attributes (label,
+// serial, manufacturer, model), slot attributes and library attributes; object and query
+// attributes are ignored. The Token follows the token by serial number from slot to slot,
+// so it must have one: an uninitialised SoftHSM2 token has none, initialise it with
+// InitToken. Errors: CodeNotFound listing the tokens present, CodeAmbiguous naming the
+// candidates.
+func (m *Module) FindToken(ctx context.Context, sel *uri.URI) (*Token, error) {
+	const op = "find token"
+	if sel == nil {
+		return nil, invalidf(op, "no token URI")
+	}
+	info, err := m.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Library versions beyond a byte cannot match a URI anyway.
+	major, minor, _ := uri.ParseVersion(info.LibraryVersion)
+	if !sel.MatchesLibrary(info.Manufacturer, info.Description, major, minor) {
+		return nil, &Error{Op: op, Code: CodeNotFound,
+			Err: fmt.Errorf("%s selects another library than %s (%s %s %s)", sel.Redacted(), m.path, info.Manufacturer, info.Description, info.LibraryVersion)}
+	}
+	slots, err := m.Slots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var found, seen []TokenInfo
+	for _, s := range slots {
+		if s.Token == nil {
+			continue
+		}
+		ti := *s.Token
+		seen = append(seen, ti)
+		if sel.MatchSlot(s.Description, s.Manufacturer, s.ID) && sel.MatchToken(ti.Label, ti.Manufacturer, ti.Serial, ti.Model) {
+			found = append(found, ti)
+		}
+	}
+	switch {
+	case len(found) == 0:
+		return nil, &Error{Op: op, Code: CodeNotFound,
+			Err: fmt.Errorf("no present token matches %s; present: %s", sel.Redacted(), describeTokens(seen))}
+	case len(found) > 1:
+		return nil, &Error{Op: op, Code: CodeAmbiguous,
+			Err: fmt.Errorf("%d tokens match %s: %s", len(found), sel.Redacted(), describeTokens(found))}
+	}
+	ti := found[0]
+	if ti.Serial == "" {
+		return nil, &Error{Op: op, Code: CodeNotInitialized, Label: ti.Label,
+			Err: fmt.Errorf("the token in slot %d has no serial number to follow it by: initialise it first", ti.SlotID)}
+	}
+	t := &Token{mod: m, serial: ti.Serial, label: ti.Label, slot: ti.SlotID, sem: make(chan struct{}, 1)}
+	t.remember(ti)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, &Error{Op: op, Code: CodeGeneralError, Err: fmt.Errorf("module %s is closed", m.path)}
+	}
+	m.tokens[t] = struct{}{}
+	return t, nil
+}
+
+func describeTokens(ts []TokenInfo) string {
+	if len(ts) == 0 {
+		return "none"
+	}
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		state := ""
+		if !t.Initialized {
+			state = ", not initialised"
+		}
+		parts[i] = fmt.Sprintf("%q (serial %q, %s %s, slot %d%s)", t.Label, t.Serial, t.Manufacturer, t.Model, t.SlotID, state)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// InitToken initialises the token in the slot (use a slot Slots lists as Free): it sets
+// the SO PIN and the label and erases every object on it. A token already initialised is
+// refused with CodeAlreadyInitialized unless opts.Force. Set the user PIN afterwards with
+// Token.InitUserPIN (find the token by its new serial or label).
+func (m *Module) InitToken(ctx context.Context, slotID uint, opts InitOptions) (TokenInfo, error) {
+	const op = "initialise token"
+	if err := m.check(ctx, op); err != nil {
+		return TokenInfo{}, err
+	}
+	start := time.Now()
+	info, err := initToken(m.b, op, slotID, opts)
+	m.log.Debug().Str("op", op).Uint("slot", slotID).Str("label", opts.Label).Dur("took", time.Since(start)).
+		Str("code", string(CodeOf(err))).Msg("pkcs11")
+	return info, err
+}
+
+// initToken checks the request against the token and runs C_InitToken.
+func initToken(b Backend, op string, slotID uint, opts InitOptions) (TokenInfo, error) {
+	if opts.Label == "" || len(opts.Label) > 32 {
+		return TokenInfo{}, invalidf(op, "token label %q: want 1 to 32 bytes", opts.Label)
+	}
+	ti, err := b.GetTokenInfo(slotID)
+	if err != nil {
+		return TokenInfo{}, wrapErr(op, err)
+	}
+	before := tokenInfo(slotID, ti)
+	named := func(e *Error) *Error { e.Token, e.Label = before.Serial, before.Label; return e }
+	if before.Initialized && !opts.Force {
+		return TokenInfo{}, named(&Error{Op: op, Code: CodeAlreadyInitialized,
+			Err: errors.New("the token is initialised already; wiping it needs Force")})
+	}
+	if err := checkPINLen(op, "SO PIN", opts.SOPIN, before.MinPINLen, before.MaxPINLen); err != nil {
+		return TokenInfo{}, named(err)
+	}
+	if err := b.InitToken(slotID, opts.SOPIN, opts.Label); err != nil {
+		e := named(wrapErr(op, err))
+		if e.Code == CodePINIncorrect || e.Code == CodePINLocked {
+			e = pinStatusErr(b, slotID, e, true)
+		}
+		if e.RV == p11.CKR_SESSION_EXISTS {
+			e.Err = fmt.Errorf("sessions are open on the token (close other Tokens on it first): %w", e.Err)
+		}
+		return TokenInfo{}, e
+	}
+	ti, err = b.GetTokenInfo(slotID)
+	if err != nil {
+		return TokenInfo{}, wrapErr(op, err)
+	}
+	return tokenInfo(slotID, ti), nil
+}
+
+// checkPINLen refuses a PIN the token would refuse for its length, before the token sees
+// it (a refused PIN may count as a wrong one). Tokens that report no sensible range are
+// not checked.
+func checkPINLen(op, which, pin string, minLen, maxLen uint) *Error {
+	if pin == "" {
+		return &Error{Op: op, Code: CodePINLenRange, Err: fmt.Errorf("empty %s", which)}
+	}
+	if maxLen == 0 || maxLen == unavailable || minLen > maxLen {
+		return nil
+	}
+	if n := uint(len(pin)); n < minLen || n > maxLen {
+		return &Error{Op: op, Code: CodePINLenRange,
+			Err: fmt.Errorf("%s length out of this token's range of %d to %d characters", which, minLen, maxLen)}
+	}
+	return nil
+}
+
+// pinStatusErr adds the PIN's retry state to a PIN error, and turns "incorrect" into
+// "locked" when that wrong PIN was the last try.
+func pinStatusErr(b Backend, slotID uint, e *Error, so bool) *Error {
+	ti, err := b.GetTokenInfo(slotID)
+	if err != nil {
+		return e
+	}
+	info := tokenInfo(slotID, ti)
+	st := info.UserPIN
+	if so {
+		st = info.SOPIN
+	}
+	e.PIN = &st
+	if st.Locked {
+		e.Code = CodePINLocked
+	}
+	return e
+}
+
+// wrapErr turns an error of the module into an *Error; an *Error passes unchanged.
+func wrapErr(op string, err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	rv := rvOf(err)
+	code := CodeGeneralError
+	if rv != 0 {
+		code = codeForRV(rv)
+	}
+	return &Error{Op: op, Code: code, RV: rv, Err: err}
+}
+
+func ctxErr(op string, err error) *Error {
+	return &Error{Op: op, Code: CodeCancelled, Err: err}
+}
+
+// unavailable is CK_UNAVAILABLE_INFORMATION as miekg/pkcs11 hands it over.
+const unavailable = ^uint(0)
+
+func memory(v uint) *uint64 {
+	if v == unavailable {
+		return nil
+	}
+	m := uint64(v)
+	return &m
+}
+
+func tokenInfo(slotID uint, ti p11.TokenInfo) TokenInfo {
+	f := ti.Flags
+	return TokenInfo{
+		SlotID:             slotID,
+		Label:              trim(ti.Label),
+		Manufacturer:       trim(ti.ManufacturerID),
+		Model:              trim(ti.Model),
+		Serial:             trim(ti.SerialNumber),
+		Initialized:        f&p11.CKF_TOKEN_INITIALIZED != 0,
+		LoginRequired:      f&p11.CKF_LOGIN_REQUIRED != 0,
+		UserPINInitialized: f&p11.CKF_USER_PIN_INITIALIZED != 0,
+		UserPIN: PINStatus{
+			CountLow:    f&p11.CKF_USER_PIN_COUNT_LOW != 0,
+			FinalTry:    f&p11.CKF_USER_PIN_FINAL_TRY != 0,
+			Locked:      f&p11.CKF_USER_PIN_LOCKED != 0,
+			ToBeChanged: f&p11.CKF_USER_PIN_TO_BE_CHANGED != 0,
+		},
+		SOPIN: PINStatus{
+			CountLow:    f&p11.CKF_SO_PIN_COUNT_LOW != 0,
+			FinalTry:    f&p11.CKF_SO_PIN_FINAL_TRY != 0,
+			Locked:      f&p11.CKF_SO_PIN_LOCKED != 0,
+			ToBeChanged: f&p11.CKF_SO_PIN_TO_BE_CHANGED != 0,
+		},
+		WriteProtected:     f&p11.CKF_WRITE_PROTECTED != 0,
+		ProtectedAuthPath:  f&p11.CKF_PROTECTED_AUTHENTICATION_PATH != 0,
+		RNG:                f&p11.CKF_RNG != 0,
+		MinPINLen:          ti.MinPinLen,
+		MaxPINLen:          ti.MaxPinLen,
+		TotalPublicMemory:  memory(ti.TotalPublicMemory),
+		FreePublicMemory:   memory(ti.FreePublicMemory),
+		TotalPrivateMemory: memory(ti.TotalPrivateMemory),
+		FreePrivateMemory:  memory(ti.FreePrivateMemory),
+		HardwareVersion:    version(ti.HardwareVersion),
+		FirmwareVersion:    version(ti.FirmwareVersion),
+		Flags:              f,
+	}
+}
+
+func trim(s string) string { return strings.TrimRight(s, " \x00") }
+
+func version(v p11.Version) string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) }
