@@ -1,0 +1,187 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"strconv"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+)
+
+const auditCols = "seq, at, actor, action, job_id, target, reason, details, prev_hash, hash"
+
+func scanAudit(r scanner) (audit.Entry, error) {
+	var e audit.Entry
+	err := r.Scan(&e.Seq, timeCol{&e.Time}, &e.Actor, &e.Action, &e.JobID, &e.Target, &e.Reason,
+		bytesCol{(*[]byte)(&e.Details)}, &e.PrevHash, &e.Hash)
+	return e, err
+}
+
+func (x *q) AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error) {
+	what := "append audit " + e.Action
+	if seal == nil {
+		return audit.Entry{}, fmt.Errorf("store: %s: no seal function: %w", what, ErrInvalid)
+	}
+	if err := required(what, "actor", e.Actor, "action", e.Action); err != nil {
+		return audit.Entry{}, err
+	}
+	if err := checkJSON(what+" details", e.Details); err != nil {
+		return audit.Entry{}, err
+	}
+	// The time is put in store form before it is hashed, so the hash still matches the
+	// entry read back.
+	e.Time = orNow(e.Time)
+	e.Seq, e.PrevHash, e.Hash = 0, "", ""
+
+	// Lock the chain head: every appender, on every coordinator, queues here until the
+	// transaction holding it ends, so each entry links to the one committed before it.
+	var headSeq int64
+	var headHash string
+	if err := x.queryRow(ctx, "SELECT seq, hash FROM audit_head WHERE id = 1"+x.d.forUpdate).Scan(&headSeq, &headHash); err != nil {
+		return audit.Entry{}, x.d.wrap(what+": chain head", err)
+	}
+	var prev *audit.Entry
+	wantPrev := audit.GenesisHash
+	if headSeq > 0 {
+		p, err := scanAudit(x.queryRow(ctx, "SELECT "+auditCols+" FROM audit_log WHERE seq = ?", headSeq))
+		if err != nil {
+			return audit.Entry{}, x.d.wrap(what+": last entry "+strconv.FormatInt(headSeq, 10), err)
+		}
+		if p.Hash != headHash {
+			return audit.Entry{}, fmt.Errorf("store: %s: chain head says entry %d has hash %s, the log says %s", what, headSeq, headHash, p.Hash)
+		}
+		prev, wantPrev = &p, headHash
+	}
+	sealed, err := seal(prev, e)
+	if err != nil {
+		return audit.Entry{}, fmt.Errorf("store: %s: seal: %w", what, err)
+	}
+	if err := checkSealed(headSeq+1, wantPrev, sealed); err != nil {
+		return audit.Entry{}, fmt.Errorf("store: %s: %w", what, err)
+	}
+	if len(sealed.Details) == 0 {
+		sealed.Details = nil
+	}
+	if _, err := x.exec(ctx, "INSERT INTO audit_log ("+auditCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		sealed.Seq, x.d.ts(sealed.Time), sealed.Actor, sealed.Action, sealed.JobID, sealed.Target, sealed.Reason,
+		nullText(sealed.Details), sealed.PrevHash, sealed.Hash); err != nil {
+		return audit.Entry{}, x.d.wrap(what, err)
+	}
+	if _, err := x.exec(ctx, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", sealed.Seq, sealed.Hash); err != nil {
+		return audit.Entry{}, x.d.wrap(what+": chain head", err)
+	}
+	return sealed, nil
+}
+
+// checkSealed makes sure the seal function linked the entry where the store holds the
+// head, and gave it a time the store keeps exactly (else the hash would not verify once
+// read back). The content is the seal function's to put in canonical form.
+func checkSealed(seq int64, prevHash string, e audit.Entry) error {
+	switch {
+	case e.Seq != seq:
+		return fmt.Errorf("seal gave sequence number %d, the next is %d: %w", e.Seq, seq, ErrInvalid)
+	case e.PrevHash != prevHash:
+		return fmt.Errorf("seal linked to %q, the chain head is %q: %w", e.PrevHash, prevHash, ErrInvalid)
+	case e.Hash == "":
+		return fmt.Errorf("seal gave no hash: %w", ErrInvalid)
+	case e.Time.IsZero() || e.Time != normTime(e.Time):
+		return fmt.Errorf("seal gave time %v, which the store cannot keep exactly (UTC, whole microseconds): %w", e.Time, ErrInvalid)
+	case e.Actor == "" || e.Action == "":
+		return fmt.Errorf("seal removed the actor or action: %w", ErrInvalid)
+	case len(e.Details) > 0 && !json.Valid(e.Details):
+		return fmt.Errorf("seal gave details that are not JSON: %w", ErrInvalid)
+	}
+	return nil
+}
+
+// nullText passes text held in bytes as a string (NULL when empty): PostgreSQL json and
+// text columns take strings.
+func nullText(d []byte) any {
+	if len(d) == 0 {
+		return nil
+	}
+	return string(d)
+}
+
+func (x *q) AuditHead(ctx context.Context) (audit.Head, error) {
+	var h audit.Head
+	if err := x.queryRow(ctx, "SELECT seq, hash FROM audit_head WHERE id = 1").Scan(&h.Seq, &h.Hash); err != nil {
+		return audit.Head{}, x.d.wrap("audit head", err)
+	}
+	if h.Seq == 0 {
+		h.Hash = audit.GenesisHash
+	}
+	return h, nil
+}
+
+func (x *q) ListAudit(ctx context.Context, f AuditFilter, p Page) ([]audit.Entry, string, error) {
+	const op = "list audit"
+	limit, err := p.limit()
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	var w where
+	if f.FromSeq > 0 {
+		w.add("seq >= ?", f.FromSeq)
+	}
+	if f.ToSeq > 0 {
+		w.add("seq <= ?", f.ToSeq)
+	}
+	if f.JobID != "" {
+		w.add("job_id = ?", f.JobID)
+	}
+	if p.Cursor != "" {
+		c, err := decodeCursor(p.Cursor, 1)
+		if err != nil {
+			return nil, "", x.d.wrap(op, err)
+		}
+		after, err := strconv.ParseInt(c[0], 10, 64)
+		if err != nil {
+			return nil, "", x.d.wrap(op, fmt.Errorf("malformed page cursor: %w", ErrInvalid))
+		}
+		w.add("seq > ?", after)
+	}
+	rows, err := x.query(ctx, "SELECT "+auditCols+" FROM audit_log"+w.sql()+" ORDER BY seq LIMIT ?", append(w.args, limit+1)...)
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	out, err := collect(rows, x.d, op, scanAudit)
+	if err != nil {
+		return nil, "", err
+	}
+	return pageOf(out, limit, func(e audit.Entry) string { return encodeCursor(strconv.FormatInt(e.Seq, 10)) })
+}
+
+// auditBatch is how many entries AuditEntries reads per query.
+const auditBatch = 500
+
+func (x *q) AuditEntries(ctx context.Context, fromSeq int64) iter.Seq2[audit.Entry, error] {
+	// The log is append-only, so reading it in sequence-number batches sees each entry
+	// exactly once without holding one read transaction over the whole log.
+	return func(yield func(audit.Entry, error) bool) {
+		next := fromSeq
+		for {
+			rows, err := x.query(ctx, "SELECT "+auditCols+" FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?", next, auditBatch)
+			if err != nil {
+				yield(audit.Entry{}, x.d.wrap("read audit", err))
+				return
+			}
+			batch, err := collect(rows, x.d, "read audit", scanAudit)
+			if err != nil {
+				yield(audit.Entry{}, err)
+				return
+			}
+			for _, e := range batch {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if len(batch) < auditBatch {
+				return
+			}
+			next = batch[len(batch)-1].Seq + 1
+		}
+	}
+}

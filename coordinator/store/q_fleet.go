@@ -1,0 +1,421 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// ---- agents ----
+
+const agentCols = "id, hostname, os, version, public_key, broker_user, enrolled_at, approved_at, approved_by, last_seen_at, last_heartbeat_at, online"
+
+func scanAgent(r scanner) (Agent, error) {
+	var a Agent
+	err := r.Scan(&a.ID, &a.Hostname, &a.OS, &a.Version, bytesCol{&a.PublicKey}, strCol{&a.BrokerUser},
+		timeCol{&a.Enrolled}, timeCol{&a.Approved}, &a.ApprovedBy, timeCol{&a.LastSeen},
+		timeCol{&a.LastHeartbeat}, &a.Online)
+	return a, err
+}
+
+func (x *q) CreateAgent(ctx context.Context, a Agent) (Agent, error) {
+	if err := checkID("enrol agent", a.ID); err != nil {
+		return Agent{}, err
+	}
+	if err := required("enrol agent "+a.ID, "hostname", a.Hostname); err != nil {
+		return Agent{}, err
+	}
+	a.Enrolled = orNow(a.Enrolled)
+	row := x.queryRow(ctx, `INSERT INTO agents (id, hostname, os, version, public_key, broker_user,
+			enrolled_at, approved_at, approved_by, last_seen_at, last_heartbeat_at, online)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO NOTHING RETURNING `+agentCols,
+		a.ID, a.Hostname, a.OS, a.Version, nullBytes(a.PublicKey), nullStr(a.BrokerUser),
+		x.d.ts(a.Enrolled), x.d.ts(a.Approved), a.ApprovedBy, x.d.ts(a.LastSeen),
+		x.d.ts(a.LastHeartbeat), a.Online)
+	out, err := scanAgent(row)
+	if isNoRows(err) {
+		// A taken ID is the duplicate-agent case: say which host holds it.
+		var host string
+		if err := x.queryRow(ctx, "SELECT hostname FROM agents WHERE id = ?", a.ID).Scan(&host); err != nil {
+			return Agent{}, x.d.wrap("enrol agent "+a.ID, err)
+		}
+		return Agent{}, fmt.Errorf("store: enrol agent: ID %q is already enrolled, held by host %q: %w", a.ID, host, ErrConflict)
+	}
+	return out, x.d.wrap("enrol agent "+a.ID, err)
+}
+
+func (x *q) UpdateAgent(ctx context.Context, a Agent) (Agent, error) {
+	if err := required("update agent "+a.ID, "ID", a.ID, "hostname", a.Hostname); err != nil {
+		return Agent{}, err
+	}
+	row := x.queryRow(ctx, `UPDATE agents SET hostname = ?, os = ?, version = ?, public_key = ?, broker_user = ?
+		WHERE id = ? RETURNING `+agentCols,
+		a.Hostname, a.OS, a.Version, nullBytes(a.PublicKey), nullStr(a.BrokerUser), a.ID)
+	out, err := scanAgent(row)
+	return out, x.d.wrap("update agent "+a.ID, err)
+}
+
+func (x *q) ApproveAgent(ctx context.Context, id, by string, at time.Time) (Agent, error) {
+	if err := required("approve agent "+id, "approver", by); err != nil {
+		return Agent{}, err
+	}
+	row := x.queryRow(ctx, `UPDATE agents SET approved_at = ?, approved_by = ?
+		WHERE id = ? AND approved_at IS NULL RETURNING `+agentCols, x.d.ts(orNow(at)), by, id)
+	out, err := scanAgent(row)
+	if isNoRows(err) {
+		if err := x.exists(ctx, "agent "+id, "SELECT 1 FROM agents WHERE id = ?", id); err != nil {
+			return Agent{}, err
+		}
+		return Agent{}, fmt.Errorf("store: approve agent %s: already approved: %w", id, ErrConflict)
+	}
+	return out, x.d.wrap("approve agent "+id, err)
+}
+
+func (x *q) RecordAgentSeen(ctx context.Context, id string, at time.Time, heartbeat bool) error {
+	at = orNow(at)
+	query := "UPDATE agents SET online = ?, last_seen_at = ?"
+	args := []any{true, x.d.ts(at)}
+	if heartbeat {
+		query += ", last_heartbeat_at = ?"
+		args = append(args, x.d.ts(at))
+	}
+	res, err := x.exec(ctx, query+" WHERE id = ?", append(args, id)...)
+	if err == nil {
+		err = mustAffect(res)
+	}
+	return x.d.wrap("agent "+id+" seen", err)
+}
+
+func (x *q) SetAgentOffline(ctx context.Context, id string) error {
+	res, err := x.exec(ctx, "UPDATE agents SET online = ? WHERE id = ?", false, id)
+	if err == nil {
+		err = mustAffect(res)
+	}
+	return x.d.wrap("agent "+id+" offline", err)
+}
+
+func (x *q) MarkAgentsOffline(ctx context.Context, before time.Time) (int64, error) {
+	res, err := x.exec(ctx, `UPDATE agents SET online = ?
+		WHERE online = ? AND (last_heartbeat_at IS NULL OR last_heartbeat_at < ?)`,
+		false, true, x.d.ts(orNow(before)))
+	if err != nil {
+		return 0, x.d.wrap("mark agents offline", err)
+	}
+	n, err := res.RowsAffected()
+	return n, x.d.wrap("mark agents offline", err)
+}
+
+func (x *q) GetAgent(ctx context.Context, id string) (Agent, error) {
+	a, err := scanAgent(x.queryRow(ctx, "SELECT "+agentCols+" FROM agents WHERE id = ?", id))
+	return a, x.d.wrap("agent "+id, err)
+}
+
+func (x *q) ListAgents(ctx context.Context, f AgentFilter, p Page) ([]Agent, string, error) {
+	const op = "list agents"
+	limit, err := p.limit()
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	var w where
+	if f.Online != nil {
+		w.add("online = ?", *f.Online)
+	}
+	if f.Approved != nil {
+		if *f.Approved {
+			w.add("approved_at IS NOT NULL")
+		} else {
+			w.add("approved_at IS NULL")
+		}
+	}
+	if p.Cursor != "" {
+		c, err := decodeCursor(p.Cursor, 1)
+		if err != nil {
+			return nil, "", x.d.wrap(op, err)
+		}
+		w.add("id > ?", c[0])
+	}
+	rows, err := x.query(ctx, "SELECT "+agentCols+" FROM agents"+w.sql()+" ORDER BY id LIMIT ?", append(w.args, limit+1)...)
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	out, err := collect(rows, x.d, op, scanAgent)
+	if err != nil {
+		return nil, "", err
+	}
+	return pageOf(out, limit, func(a Agent) string { return encodeCursor(a.ID) })
+}
+
+// pageOf trims the extra row a list query fetched and makes the cursor for the next page.
+func pageOf[T any](items []T, limit int, cursor func(T) string) ([]T, string, error) {
+	if len(items) <= limit {
+		return items, "", nil
+	}
+	items = items[:limit]
+	return items, cursor(items[limit-1]), nil
+}
+
+// ---- tokens ----
+
+const tokenCols = "serial, agent_id, label, manufacturer, model, flags, last_seen_at"
+
+func scanToken(r scanner) (Token, error) {
+	var t Token
+	err := r.Scan(&t.Serial, strCol{&t.AgentID}, &t.Label, &t.Manufacturer, &t.Model,
+		bytesCol{(*[]byte)(&t.Flags)}, timeCol{&t.LastSeen})
+	return t, err
+}
+
+func (x *q) UpsertToken(ctx context.Context, t Token) (Token, error) {
+	t.Serial = strings.TrimSpace(t.Serial)
+	if err := required("record token", "serial", t.Serial); err != nil {
+		return Token{}, err
+	}
+	if err := checkJSON("record token "+t.Serial+" flags", t.Flags); err != nil {
+		return Token{}, err
+	}
+	flags := "{}"
+	if len(t.Flags) > 0 {
+		flags = string(t.Flags)
+	}
+	row := x.queryRow(ctx, `INSERT INTO tokens (serial, agent_id, label, manufacturer, model, flags, last_seen_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (serial) DO UPDATE SET agent_id = excluded.agent_id, label = excluded.label,
+			manufacturer = excluded.manufacturer, model = excluded.model, flags = excluded.flags,
+			last_seen_at = excluded.last_seen_at
+		RETURNING `+tokenCols,
+		t.Serial, nullStr(t.AgentID), t.Label, t.Manufacturer, t.Model, flags, x.d.ts(orNow(t.LastSeen)))
+	out, err := scanToken(row)
+	return out, x.d.wrap("record token "+t.Serial, err)
+}
+
+func (x *q) GetToken(ctx context.Context, serial string) (Token, error) {
+	t, err := scanToken(x.queryRow(ctx, "SELECT "+tokenCols+" FROM tokens WHERE serial = ?", serial))
+	return t, x.d.wrap("token "+serial, err)
+}
+
+func (x *q) ListTokens(ctx context.Context, f TokenFilter, p Page) ([]Token, string, error) {
+	const op = "list tokens"
+	limit, err := p.limit()
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	var w where
+	if f.AgentID != "" {
+		w.add("agent_id = ?", f.AgentID)
+	}
+	if p.Cursor != "" {
+		c, err := decodeCursor(p.Cursor, 1)
+		if err != nil {
+			return nil, "", x.d.wrap(op, err)
+		}
+		w.add("serial > ?", c[0])
+	}
+	rows, err := x.query(ctx, "SELECT "+tokenCols+" FROM tokens"+w.sql()+" ORDER BY serial LIMIT ?", append(w.args, limit+1)...)
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	out, err := collect(rows, x.d, op, scanToken)
+	if err != nil {
+		return nil, "", err
+	}
+	return pageOf(out, limit, func(t Token) string { return encodeCursor(t.Serial) })
+}
+
+// ---- certificates ----
+
+const certCols = "serial, job_id, holder_id, profile, token_serial, agent_id, subject, issuer, not_before, not_after, der, created_at, revoked_at, revocation_reason"
+
+func scanCert(r scanner) (Certificate, error) {
+	var c Certificate
+	err := r.Scan(&c.Serial, strCol{&c.JobID}, strCol{&c.HolderID}, &c.Profile, strCol{&c.TokenSerial},
+		strCol{&c.AgentID}, &c.Subject, &c.Issuer, timeCol{&c.NotBefore}, timeCol{&c.NotAfter},
+		bytesCol{&c.DER}, timeCol{&c.Created}, timeCol{&c.RevokedAt}, &c.RevocationReason)
+	return c, err
+}
+
+// normSerial gives a serial number one spelling: lower-case hex without leading zeros, as
+// (*big.Int).Text(16) writes it.
+func normSerial(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", fmt.Errorf("certificate serial is required: %w", ErrInvalid)
+	}
+	n, ok := new(big.Int).SetString(s, 16)
+	if !ok || n.Sign() < 0 {
+		return "", fmt.Errorf("certificate serial %q is not hexadecimal: %w", s, ErrInvalid)
+	}
+	return n.Text(16), nil
+}
+
+func (x *q) AddCertificate(ctx context.Context, c Certificate) (Certificate, error) {
+	serial, err := normSerial(c.Serial)
+	if err != nil {
+		return Certificate{}, fmt.Errorf("store: add certificate: %w", err)
+	}
+	c.Serial = serial
+	what := "add certificate " + serial
+	if err := required(what, "subject", c.Subject, "issuer", c.Issuer); err != nil {
+		return Certificate{}, err
+	}
+	if c.NotBefore.IsZero() || c.NotAfter.IsZero() || len(c.DER) == 0 {
+		return Certificate{}, fmt.Errorf("store: %s: validity and DER are required: %w", what, ErrInvalid)
+	}
+	row := x.queryRow(ctx, `INSERT INTO certificates (serial, job_id, holder_id, profile, token_serial, agent_id,
+			subject, issuer, not_before, not_after, der, created_at, revoked_at, revocation_reason)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (serial) DO NOTHING RETURNING `+certCols,
+		c.Serial, nullStr(c.JobID), nullStr(c.HolderID), c.Profile, nullStr(c.TokenSerial), nullStr(c.AgentID),
+		c.Subject, c.Issuer, x.d.ts(c.NotBefore), x.d.ts(c.NotAfter), c.DER, x.d.ts(orNow(c.Created)),
+		x.d.ts(c.RevokedAt), c.RevocationReason)
+	out, err := scanCert(row)
+	if isNoRows(err) {
+		return Certificate{}, fmt.Errorf("store: %s: serial already recorded: %w", what, ErrConflict)
+	}
+	return out, x.d.wrap(what, err)
+}
+
+func (x *q) RevokeCertificate(ctx context.Context, serial string, at time.Time, reason int) (Certificate, error) {
+	s, err := normSerial(serial)
+	if err != nil {
+		return Certificate{}, fmt.Errorf("store: revoke certificate: %w", err)
+	}
+	row := x.queryRow(ctx, `UPDATE certificates SET revoked_at = ?, revocation_reason = ?
+		WHERE serial = ? AND revoked_at IS NULL RETURNING `+certCols, x.d.ts(orNow(at)), reason, s)
+	out, err := scanCert(row)
+	if isNoRows(err) {
+		if err := x.exists(ctx, "certificate "+s, "SELECT 1 FROM certificates WHERE serial = ?", s); err != nil {
+			return Certificate{}, err
+		}
+		return Certificate{}, fmt.Errorf("store: revoke certificate %s: already revoked: %w", s, ErrConflict)
+	}
+	return out, x.d.wrap("revoke certificate "+s, err)
+}
+
+func (x *q) GetCertificate(ctx context.Context, serial string) (Certificate, error) {
+	s, err := normSerial(serial)
+	if err != nil {
+		return Certificate{}, fmt.Errorf("store: certificate: %w", err)
+	}
+	c, err := scanCert(x.queryRow(ctx, "SELECT "+certCols+" FROM certificates WHERE serial = ?", s))
+	return c, x.d.wrap("certificate "+s, err)
+}
+
+func (x *q) ListCertificates(ctx context.Context, f CertificateFilter, p Page) ([]Certificate, string, error) {
+	const op = "list certificates"
+	limit, err := p.limit()
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	var w where
+	for _, c := range []struct{ col, val string }{
+		{"holder_id", f.HolderID}, {"token_serial", f.TokenSerial}, {"agent_id", f.AgentID}, {"job_id", f.JobID},
+	} {
+		if c.val != "" {
+			w.add(c.col+" = ?", c.val)
+		}
+	}
+	if f.Revoked != nil {
+		if *f.Revoked {
+			w.add("revoked_at IS NOT NULL")
+		} else {
+			w.add("revoked_at IS NULL")
+		}
+	}
+	if p.Cursor != "" {
+		c, err := decodeCursor(p.Cursor, 2)
+		if err != nil {
+			return nil, "", x.d.wrap(op, err)
+		}
+		t, err := parseCursorTime(c[0])
+		if err != nil {
+			return nil, "", x.d.wrap(op, err)
+		}
+		w.add("(not_before < ? OR (not_before = ? AND serial < ?))", x.d.ts(t), x.d.ts(t), c[1])
+	}
+	rows, err := x.query(ctx, "SELECT "+certCols+" FROM certificates"+w.sql()+
+		" ORDER BY not_before DESC, serial DESC LIMIT ?", append(w.args, limit+1)...)
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	out, err := collect(rows, x.d, op, scanCert)
+	if err != nil {
+		return nil, "", err
+	}
+	return pageOf(out, limit, func(c Certificate) string { return encodeCursor(cursorTime(c.NotBefore), c.Serial) })
+}
+
+// ---- profiles ----
+
+const profileCols = "name, content, content_hash, version, updated_at, updated_by"
+
+func scanProfile(r scanner) (Profile, error) {
+	var p Profile
+	var content string
+	err := r.Scan(&p.Name, &content, &p.ContentHash, &p.Version, timeCol{&p.Updated}, &p.UpdatedBy)
+	p.Content = []byte(content)
+	return p, err
+}
+
+func (x *q) PutProfile(ctx context.Context, p Profile, expectedVersion int64) (Profile, error) {
+	what := "put profile " + p.Name
+	// The hash is the profile package's (over its canonical form, not these bytes), so
+	// the store does not make one up.
+	if err := required(what, "name", p.Name, "content hash", p.ContentHash, "updated by", p.UpdatedBy); err != nil {
+		return Profile{}, err
+	}
+	if len(p.Content) == 0 || !utf8.Valid(p.Content) {
+		return Profile{}, fmt.Errorf("store: %s: content must be non-empty UTF-8 text: %w", what, ErrInvalid)
+	}
+	if expectedVersion < 0 {
+		return Profile{}, fmt.Errorf("store: %s: negative expected version: %w", what, ErrInvalid)
+	}
+	at := x.d.ts(orNow(p.Updated))
+	var out Profile
+	var err error
+	if expectedVersion == 0 {
+		out, err = scanProfile(x.queryRow(ctx, `INSERT INTO profiles (name, content, content_hash, version, updated_at, updated_by)
+			VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING `+profileCols,
+			p.Name, string(p.Content), p.ContentHash, at, p.UpdatedBy))
+	} else {
+		out, err = scanProfile(x.queryRow(ctx, `UPDATE profiles SET content = ?, content_hash = ?, version = version + 1,
+				updated_at = ?, updated_by = ?
+			WHERE name = ? AND version = ? RETURNING `+profileCols,
+			string(p.Content), p.ContentHash, at, p.UpdatedBy, p.Name, expectedVersion))
+	}
+	if isNoRows(err) {
+		var v int64
+		if err := x.queryRow(ctx, "SELECT version FROM profiles WHERE name = ?", p.Name).Scan(&v); err != nil {
+			return Profile{}, x.d.wrap(what, err)
+		}
+		return Profile{}, fmt.Errorf("store: %s: profile is at version %d, not %d: %w", what, v, expectedVersion, ErrConflict)
+	}
+	if err != nil {
+		return Profile{}, x.d.wrap(what, err)
+	}
+	_, err = x.exec(ctx, `INSERT INTO profile_revisions (name, version, content, content_hash, updated_at, updated_by)
+		VALUES (?, ?, ?, ?, ?, ?)`, out.Name, out.Version, string(out.Content), out.ContentHash, x.d.ts(out.Updated), out.UpdatedBy)
+	return out, x.d.wrap(what, err)
+}
+
+func (x *q) GetProfile(ctx context.Context, name string) (Profile, error) {
+	p, err := scanProfile(x.queryRow(ctx, "SELECT "+profileCols+" FROM profiles WHERE name = ?", name))
+	return p, x.d.wrap("profile "+name, err)
+}
+
+func (x *q) GetProfileVersion(ctx context.Context, name string, version int64) (Profile, error) {
+	p, err := scanProfile(x.queryRow(ctx, "SELECT "+profileCols+" FROM profile_revisions WHERE name = ? AND version = ?", name, version))
+	return p, x.d.wrap("profile "+name+" version "+strconv.FormatInt(version, 10), err)
+}
+
+func (x *q) ListProfiles(ctx context.Context) ([]Profile, error) {
+	rows, err := x.query(ctx, "SELECT "+profileCols+" FROM profiles ORDER BY name")
+	if err != nil {
+		return nil, x.d.wrap("list profiles", err)
+	}
+	return collect(rows, x.d, "list profiles", scanProfile)
+}

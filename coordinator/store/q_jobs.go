@@ -1,0 +1,337 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+)
+
+// toStrings turns typed names into query arguments.
+func toStrings[T ~string](in []T) []string {
+	out := make([]string, len(in))
+	for i, v := range in {
+		out[i] = string(v)
+	}
+	return out
+}
+
+// ---- jobs ----
+
+const jobCols = "id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id, token_serial, requester_id, organisation_id, binding_hash, attempt, step_current, step_highest, deadline, created_at, updated_at, error_code, error_message, superseded_by, version"
+
+func scanJob(r scanner) (Job, error) {
+	var j Job
+	err := r.Scan(&j.ID, &j.Kind, &j.State, timeCol{&j.StateSince}, strCol{&j.HolderID}, &j.ProfileName, &j.ProfileHash,
+		strCol{&j.AgentID}, strCol{&j.TokenSerial}, &j.RequesterID, strCol{&j.OrganisationID},
+		&j.BindingHash, &j.Attempt, &j.Progress.Current, &j.Progress.Highest, timeCol{&j.Deadline},
+		timeCol{&j.Created}, timeCol{&j.Updated}, &j.ErrorCode, &j.ErrorMessage, strCol{&j.SupersededBy}, &j.Version)
+	return j, err
+}
+
+func (x *q) CreateJob(ctx context.Context, j Job) (Job, error) {
+	if j.ID == "" {
+		j.ID = newID()
+	} else if err := checkID("create job", j.ID); err != nil {
+		return Job{}, err
+	}
+	what := "create job " + j.ID
+	if err := required(what, "kind", string(j.Kind), "state", string(j.State), "requester", j.RequesterID); err != nil {
+		return Job{}, err
+	}
+	j.Created = orNow(j.Created)
+	row := x.queryRow(ctx, `INSERT INTO jobs (id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id,
+			token_serial, requester_id, organisation_id, binding_hash, attempt, deadline, created_at, updated_at,
+			error_code, error_message, superseded_by, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1) RETURNING `+jobCols,
+		j.ID, string(j.Kind), string(j.State), x.d.ts(j.Created), nullStr(j.HolderID), j.ProfileName, j.ProfileHash,
+		nullStr(j.AgentID), nullStr(j.TokenSerial), j.RequesterID, nullStr(j.OrganisationID), j.BindingHash,
+		x.d.ts(j.Deadline), x.d.ts(j.Created), x.d.ts(j.Created), j.ErrorCode, j.ErrorMessage, nullStr(j.SupersededBy))
+	out, err := scanJob(row)
+	if err != nil {
+		return Job{}, x.d.wrap(what, err)
+	}
+	if err := x.startAttempt(ctx, out.ID, 1, out.Created); err != nil {
+		return Job{}, x.d.wrap(what, err)
+	}
+	if err := x.addEvent(ctx, JobEvent{JobID: out.ID, To: out.State, Attempt: 1, Actor: out.RequesterID,
+		Reason: "created", At: out.Created}); err != nil {
+		return Job{}, x.d.wrap(what, err)
+	}
+	return out, nil
+}
+
+func (x *q) startAttempt(ctx context.Context, jobID string, attempt int, at time.Time) error {
+	_, err := x.exec(ctx, "INSERT INTO job_attempts (job_id, attempt, started_at) VALUES (?, ?, ?)",
+		jobID, attempt, x.d.ts(at))
+	return err
+}
+
+func (x *q) addEvent(ctx context.Context, e JobEvent) error {
+	_, err := x.exec(ctx, `INSERT INTO job_events (job_id, from_state, to_state, attempt, actor, reason, at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, e.JobID, string(e.From), string(e.To), e.Attempt, e.Actor, e.Reason, x.d.ts(e.At))
+	return err
+}
+
+func (x *q) UpdateJobState(ctx context.Context, id string, from, to jobs.State, expectedVersion int64, c JobChange) (Job, error) {
+	what := fmt.Sprintf("job %s %s -> %s", id, from, to)
+	if err := required(what, "job ID", id, "from state", string(from), "to state", string(to), "actor", c.Actor); err != nil {
+		return Job{}, err
+	}
+	if err := checkVersion(what, expectedVersion); err != nil {
+		return Job{}, err
+	}
+	at := orNow(c.At)
+	set := "state = ?, state_since = ?, version = version + 1, updated_at = ?"
+	args := []any{string(to), x.d.ts(at), x.d.ts(at)}
+	if c.NewAttempt {
+		set += ", attempt = attempt + 1, step_current = '', step_highest = ''"
+	}
+	if c.Error != nil {
+		set += ", error_code = ?, error_message = ?"
+		args = append(args, c.Error.Code, c.Error.Message)
+	}
+	if c.SupersededBy != "" {
+		set += ", superseded_by = ?"
+		args = append(args, c.SupersededBy)
+	}
+	if c.TokenSerial != "" {
+		set += ", token_serial = ?"
+		args = append(args, c.TokenSerial)
+	}
+	if !c.Deadline.IsZero() {
+		set += ", deadline = ?"
+		args = append(args, x.d.ts(c.Deadline))
+	}
+	// Compare-and-set: the row changes only if nobody changed it since the caller read it.
+	// On PostgreSQL a concurrent updater waits for the row lock, then re-checks the
+	// condition against the committed row and matches nothing.
+	row := x.queryRow(ctx, "UPDATE jobs SET "+set+" WHERE id = ? AND state = ? AND version = ? RETURNING "+jobCols,
+		append(args, id, string(from), expectedVersion)...)
+	j, err := scanJob(row)
+	if isNoRows(err) {
+		return Job{}, x.jobConflict(ctx, what, id, from, expectedVersion)
+	}
+	if err != nil {
+		return Job{}, x.d.wrap(what, err)
+	}
+	if c.NewAttempt {
+		if err := x.startAttempt(ctx, id, j.Attempt, at); err != nil {
+			return Job{}, x.d.wrap(what, err)
+		}
+	}
+	if err := x.addEvent(ctx, JobEvent{JobID: id, From: from, To: to, Attempt: j.Attempt, Actor: c.Actor,
+		Reason: c.Reason, At: at}); err != nil {
+		return Job{}, x.d.wrap(what, err)
+	}
+	return j, nil
+}
+
+// jobConflict explains why a compare-and-set on a job matched no row: it is missing
+// (ErrNotFound) or was changed by someone else (ErrConflict). An empty from skips the state.
+func (x *q) jobConflict(ctx context.Context, what, id string, from jobs.State, expectedVersion int64) error {
+	var state string
+	var version int64
+	if err := x.queryRow(ctx, "SELECT state, version FROM jobs WHERE id = ?", id).Scan(&state, &version); err != nil {
+		return x.d.wrap(what, err)
+	}
+	expected := fmt.Sprintf("version %d", expectedVersion)
+	if from != "" {
+		expected = fmt.Sprintf("%s at version %d", from, expectedVersion)
+	}
+	return fmt.Errorf("store: %s: job is %s at version %d, expected %s: %w", what, state, version, expected, ErrConflict)
+}
+
+func checkVersion(what string, v int64) error {
+	if v < 1 {
+		return fmt.Errorf("store: %s: expected version %d: versions start at 1: %w", what, v, ErrInvalid)
+	}
+	return nil
+}
+
+func (x *q) EditJob(ctx context.Context, id string, expectedVersion int64, e JobEdit) (Job, error) {
+	what := "edit job " + id
+	if err := required(what, "job ID", id, "binding hash", e.BindingHash); err != nil {
+		return Job{}, err
+	}
+	if err := checkVersion(what, expectedVersion); err != nil {
+		return Job{}, err
+	}
+	at := x.d.ts(orNow(e.At))
+	row := x.queryRow(ctx, `UPDATE jobs SET holder_id = ?, profile_name = ?, profile_hash = ?, agent_id = ?,
+			token_serial = ?, binding_hash = ?, state_since = ?, updated_at = ?, version = version + 1
+		WHERE id = ? AND version = ? RETURNING `+jobCols,
+		nullStr(e.HolderID), e.ProfileName, e.ProfileHash, nullStr(e.AgentID), nullStr(e.TokenSerial), e.BindingHash,
+		at, at, id, expectedVersion)
+	j, err := scanJob(row)
+	if isNoRows(err) {
+		return Job{}, x.jobConflict(ctx, what, id, "", expectedVersion)
+	}
+	return j, x.d.wrap(what, err)
+}
+
+func (x *q) AddJobStep(ctx context.Context, s JobStep, p jobs.Progress, expectedVersion int64) (Job, error) {
+	what := fmt.Sprintf("job %s step %s", s.JobID, s.Step)
+	if err := required(what, "job ID", s.JobID, "step", string(s.Step)); err != nil {
+		return Job{}, err
+	}
+	if err := checkVersion(what, expectedVersion); err != nil {
+		return Job{}, err
+	}
+	// The attempt in the condition fences off results of an older attempt; the version
+	// makes sure the progress was computed from the row as it is.
+	at := orNow(s.At)
+	row := x.queryRow(ctx, `UPDATE jobs SET step_current = ?, step_highest = ?, updated_at = ?, version = version + 1
+		WHERE id = ? AND attempt = ? AND version = ? RETURNING `+jobCols,
+		string(p.Current), string(p.Highest), x.d.ts(at), s.JobID, s.Attempt, expectedVersion)
+	j, err := scanJob(row)
+	if isNoRows(err) {
+		var attempt int
+		if err := x.queryRow(ctx, "SELECT attempt FROM jobs WHERE id = ?", s.JobID).Scan(&attempt); err != nil {
+			return Job{}, x.d.wrap(what, err)
+		}
+		if attempt != s.Attempt {
+			return Job{}, fmt.Errorf("store: %s: attempt %d is not the current attempt %d: %w", what, s.Attempt, attempt, ErrConflict)
+		}
+		return Job{}, x.jobConflict(ctx, what, s.JobID, "", expectedVersion)
+	}
+	if err != nil {
+		return Job{}, x.d.wrap(what, err)
+	}
+	if _, err := x.exec(ctx, `INSERT INTO job_steps (job_id, attempt, step, detail, at) VALUES (?, ?, ?, ?, ?)`,
+		s.JobID, s.Attempt, string(s.Step), s.Detail, x.d.ts(at)); err != nil {
+		return Job{}, x.d.wrap(what, err)
+	}
+	return j, nil
+}
+
+func (x *q) GetJob(ctx context.Context, id string) (Job, error) {
+	j, err := scanJob(x.queryRow(ctx, "SELECT "+jobCols+" FROM jobs WHERE id = ?", id))
+	return j, x.d.wrap("job "+id, err)
+}
+
+func (x *q) ListJobs(ctx context.Context, f JobFilter, p Page) ([]Job, string, error) {
+	const op = "list jobs"
+	limit, err := p.limit()
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	var w where
+	w.in("state", toStrings(f.States))
+	w.in("kind", toStrings(f.Kinds))
+	for _, c := range []struct{ col, val string }{
+		{"organisation_id", f.OrganisationID}, {"holder_id", f.HolderID}, {"agent_id", f.AgentID},
+		{"requester_id", f.RequesterID}, {"profile_name", f.ProfileName}, {"token_serial", f.TokenSerial},
+	} {
+		if c.val != "" {
+			w.add(c.col+" = ?", c.val)
+		}
+	}
+	if !f.DeadlineBefore.IsZero() {
+		w.add("deadline < ?", x.d.ts(f.DeadlineBefore))
+	}
+	if p.Cursor != "" {
+		c, err := decodeCursor(p.Cursor, 2)
+		if err != nil {
+			return nil, "", x.d.wrap(op, err)
+		}
+		t, err := parseCursorTime(c[0])
+		if err != nil {
+			return nil, "", x.d.wrap(op, err)
+		}
+		w.add("(created_at < ? OR (created_at = ? AND id < ?))", x.d.ts(t), x.d.ts(t), c[1])
+	}
+	rows, err := x.query(ctx, "SELECT "+jobCols+" FROM jobs"+w.sql()+" ORDER BY created_at DESC, id DESC LIMIT ?",
+		append(w.args, limit+1)...)
+	if err != nil {
+		return nil, "", x.d.wrap(op, err)
+	}
+	out, err := collect(rows, x.d, op, scanJob)
+	if err != nil {
+		return nil, "", err
+	}
+	return pageOf(out, limit, func(j Job) string { return encodeCursor(cursorTime(j.Created), j.ID) })
+}
+
+func (x *q) ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error) {
+	rows, err := x.query(ctx, `SELECT id, job_id, from_state, to_state, attempt, actor, reason, at
+		FROM job_events WHERE job_id = ? ORDER BY id`, jobID)
+	if err != nil {
+		return nil, x.d.wrap("job "+jobID+" timeline", err)
+	}
+	return collect(rows, x.d, "job "+jobID+" timeline", func(r scanner) (JobEvent, error) {
+		var e JobEvent
+		err := r.Scan(&e.ID, &e.JobID, &e.From, &e.To, &e.Attempt, &e.Actor, &e.Reason, timeCol{&e.At})
+		return e, err
+	})
+}
+
+func (x *q) ListJobSteps(ctx context.Context, jobID string) ([]JobStep, error) {
+	rows, err := x.query(ctx, `SELECT id, job_id, attempt, step, detail, at FROM job_steps WHERE job_id = ? ORDER BY id`, jobID)
+	if err != nil {
+		return nil, x.d.wrap("job "+jobID+" steps", err)
+	}
+	return collect(rows, x.d, "job "+jobID+" steps", func(r scanner) (JobStep, error) {
+		var s JobStep
+		err := r.Scan(&s.ID, &s.JobID, &s.Attempt, &s.Step, &s.Detail, timeCol{&s.At})
+		return s, err
+	})
+}
+
+func (x *q) ListJobAttempts(ctx context.Context, jobID string) ([]JobAttempt, error) {
+	rows, err := x.query(ctx, `SELECT job_id, attempt, started_at FROM job_attempts WHERE job_id = ? ORDER BY attempt`, jobID)
+	if err != nil {
+		return nil, x.d.wrap("job "+jobID+" attempts", err)
+	}
+	return collect(rows, x.d, "job "+jobID+" attempts", func(r scanner) (JobAttempt, error) {
+		var a JobAttempt
+		err := r.Scan(&a.JobID, &a.Attempt, timeCol{&a.Started})
+		return a, err
+	})
+}
+
+// ---- approvals ----
+
+const approvalCols = "id, job_id, gate, approver_id, verdict, bound_hash, attempt, reason, at, expires_at"
+
+func scanApproval(r scanner) (Approval, error) {
+	var a Approval
+	err := r.Scan(&a.ID, &a.JobID, &a.Gate, &a.ApproverID, &a.Verdict, &a.BoundHash, &a.Attempt, &a.Reason,
+		timeCol{&a.At}, timeCol{&a.Expires})
+	return a, err
+}
+
+func (x *q) AddApproval(ctx context.Context, a Approval) (Approval, error) {
+	what := fmt.Sprintf("job %s %s approval by %s", a.JobID, a.Gate, a.ApproverID)
+	if err := required(what, "job ID", a.JobID, "approver", a.ApproverID, "bound hash", a.BoundHash); err != nil {
+		return Approval{}, err
+	}
+	if a.Gate != jobs.GateRequest && a.Gate != jobs.GateCAOperator {
+		return Approval{}, fmt.Errorf("store: %s: unknown gate %q: %w", what, a.Gate, ErrInvalid)
+	}
+	if a.Verdict != jobs.VerdictApprove && a.Verdict != jobs.VerdictReject {
+		return Approval{}, fmt.Errorf("store: %s: unknown verdict %q: %w", what, a.Verdict, ErrInvalid)
+	}
+	if a.Attempt < 1 {
+		return Approval{}, fmt.Errorf("store: %s: attempt %d: attempts start at 1: %w", what, a.Attempt, ErrInvalid)
+	}
+	row := x.queryRow(ctx, `INSERT INTO approvals (job_id, gate, approver_id, verdict, bound_hash, attempt, reason, at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (job_id, gate, approver_id, bound_hash, attempt) DO NOTHING RETURNING `+approvalCols,
+		a.JobID, string(a.Gate), a.ApproverID, string(a.Verdict), a.BoundHash, a.Attempt, a.Reason,
+		x.d.ts(orNow(a.At)), x.d.ts(a.Expires))
+	out, err := scanApproval(row)
+	if isNoRows(err) {
+		return Approval{}, fmt.Errorf("store: %s: this approver already decided on this content in this attempt: %w", what, ErrConflict)
+	}
+	return out, x.d.wrap(what, err)
+}
+
+func (x *q) ListApprovals(ctx context.Context, jobID string) ([]Approval, error) {
+	rows, err := x.query(ctx, "SELECT "+approvalCols+" FROM approvals WHERE job_id = ? ORDER BY id", jobID)
+	if err != nil {
+		return nil, x.d.wrap("job "+jobID+" approvals", err)
+	}
+	return collect(rows, x.d, "job "+jobID+" approvals", scanApproval)
+}

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+)
+
+// Sentinel errors; every error the store returns for these cases wraps one of them, so the
+// API can map them to codes.
+var (
+	// ErrNotFound: the record does not exist (or, for API tokens, does not authenticate).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique value is taken, or the record changed since it was read
+	// (compare-and-set failure); re-read and decide again.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the input is malformed or refers to something that does not exist.
+	ErrInvalid = errors.New("invalid")
+)
+
+// Drivers.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+// Config chooses and locates the database.
+type Config struct {
+	// Driver is "sqlite" or "postgres".
+	Driver string
+	// DSN is, for SQLite, the path of the database file (created with mode 0600 in an
+	// existing directory); for PostgreSQL, a URL or key=value connection string.
+	DSN string
+	// MaxConns bounds the PostgreSQL connection pool; 0 means 10. SQLite always uses one
+	// writer and a few readers.
+	MaxConns int
+}
+
+// Reader is every read the store offers, on the Store (outside a transaction) and on a Tx
+// (inside one).
+type Reader interface {
+	GetOrganisation(ctx context.Context, id string) (Organisation, error)
+	GetOrganisationByName(ctx context.Context, name string) (Organisation, error)
+	ListOrganisations(ctx context.Context, p Page) (orgs []Organisation, next string, err error)
+
+	GetUser(ctx context.Context, id string) (User, error)
+	GetUserByUsername(ctx context.Context, username string) (User, error)
+	ListUsers(ctx context.Context, f UserFilter, p Page) (users []User, next string, err error)
+
+	// LookupAPIToken authenticates a presented token: it returns the token's record and its
+	// owner, or ErrNotFound when the token is malformed, unknown, wrong, revoked, expired at
+	// now, or its owner is disabled.
+	LookupAPIToken(ctx context.Context, presented string, now time.Time) (APIToken, User, error)
+	ListAPITokens(ctx context.Context, userID string) ([]APIToken, error)
+
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	ListAgents(ctx context.Context, f AgentFilter, p Page) (agents []Agent, next string, err error)
+
+	GetToken(ctx context.Context, serial string) (Token, error)
+	ListTokens(ctx context.Context, f TokenFilter, p Page) (tokens []Token, next string, err error)
+
+	GetCertificate(ctx context.Context, serial string) (Certificate, error)
+	ListCertificates(ctx context.Context, f CertificateFilter, p Page) (certs []Certificate, next string, err error)
+
+	GetProfile(ctx context.Context, name string) (Profile, error)
+	GetProfileVersion(ctx context.Context, name string, version int64) (Profile, error)
+	ListProfiles(ctx context.Context) ([]Profile, error)
+
+	GetJob(ctx context.Context, id string) (Job, error)
+	ListJobs(ctx context.Context, f JobFilter, p Page) (jobs []Job, next string, err error)
+	ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error)
+	ListJobSteps(ctx context.Context, jobID string) ([]JobStep, error)
+	ListJobAttempts(ctx context.Context, jobID string) ([]JobAttempt, error)
+
+	ListApprovals(ctx context.Context, jobID string) ([]Approval, error)
+
+	// AuditHead returns the last entry's sequence number and hash ({0, audit.GenesisHash}
+	// for an empty log): what a verifier compares the end of the chain with.
+	AuditHead(ctx context.Context) (audit.Head, error)
+	ListAudit(ctx context.Context, f AuditFilter, p Page) (entries []audit.Entry, next string, err error)
+	// AuditEntries yields every entry from fromSeq on, in order, reading in batches so that
+	// no transaction stays open for the whole log; a read error is yielded and ends it.
+	// It is what audit.VerifySeq takes.
+	AuditEntries(ctx context.Context, fromSeq int64) iter.Seq2[audit.Entry, error]
+
+	// ListUnsentOutbox returns up to limit unsent messages, oldest first.
+	ListUnsentOutbox(ctx context.Context, limit int) ([]OutboxMessage, error)
+	GetOutbox(ctx context.Context, id int64) (OutboxMessage, error)
+	GetInbox(ctx context.Context, messageID string) (InboxEntry, error)
+}
+
+// Writer is every change the store offers; it exists only inside a transaction. After a
+// method returns an error, return it from the InTx function: on PostgreSQL the
+// transaction is aborted and accepts no further statements.
+type Writer interface {
+	CreateOrganisation(ctx context.Context, o Organisation) (Organisation, error)
+
+	CreateUser(ctx context.Context, u User) (User, error)
+	// UpdateUser replaces every field of the user but ID and Created, roles included.
+	UpdateUser(ctx context.Context, u User) (User, error)
+
+	// CreateAPIToken makes a new random token for userID and returns its record and the
+	// token itself, which is not stored and cannot be shown again. A zero expires never
+	// expires.
+	CreateAPIToken(ctx context.Context, userID, name string, expires time.Time) (APIToken, string, error)
+	// TouchAPIToken records a use. To spare a write per request it only writes when the
+	// recorded last use is older than a minute.
+	TouchAPIToken(ctx context.Context, id string, at time.Time) error
+	RevokeAPIToken(ctx context.Context, id string, at time.Time) error
+
+	// CreateAgent enrols an agent. A taken ID gives ErrConflict naming the host holding it.
+	CreateAgent(ctx context.Context, a Agent) (Agent, error)
+	// UpdateAgent replaces the hostname, OS, version, public key and broker user.
+	UpdateAgent(ctx context.Context, a Agent) (Agent, error)
+	ApproveAgent(ctx context.Context, id, by string, at time.Time) (Agent, error)
+	// RecordAgentSeen marks the agent online and seen at at; heartbeat also records it
+	// as the last heartbeat.
+	RecordAgentSeen(ctx context.Context, id string, at time.Time, heartbeat bool) error
+	SetAgentOffline(ctx context.Context, id string) error
+	// MarkAgentsOffline marks offline every online agent whose last heartbeat is older
+	// than before, and returns how many it marked.
+	MarkAgentsOffline(ctx context.Context, before time.Time) (int64, error)
+
+	// UpsertToken records a token as an agent reported it.
+	UpsertToken(ctx context.Context, t Token) (Token, error)
+
+	AddCertificate(ctx context.Context, c Certificate) (Certificate, error)
+	// RevokeCertificate gives ErrConflict when the certificate is already revoked.
+	RevokeCertificate(ctx context.Context, serial string, at time.Time, reason int) (Certificate, error)
+
+	// PutProfile creates a profile (expectedVersion 0) or replaces the content of the
+	// version the caller read (compare-and-set); each version is kept. ContentHash is
+	// required: the profile package's hash, which jobs record.
+	PutProfile(ctx context.Context, p Profile, expectedVersion int64) (Profile, error)
+
+	// CreateJob stores a new job at attempt 1, version 1, with its first timeline event
+	// (actor: the requester).
+	CreateJob(ctx context.Context, j Job) (Job, error)
+	// UpdateJobState moves job id from state from to state to if it is still in state
+	// from at row version expectedVersion, and records the transition in the timeline.
+	// Otherwise it returns ErrConflict (or ErrNotFound) and changes nothing.
+	UpdateJobState(ctx context.Context, id string, from, to jobs.State, expectedVersion int64, c JobChange) (Job, error)
+	// EditJob replaces what a pending request asks for (compare-and-set on the version)
+	// and restarts its StateSince.
+	EditJob(ctx context.Context, id string, expectedVersion int64, e JobEdit) (Job, error)
+	// AddJobStep records a step and the job's progress after it (jobs.AdvanceStep computes
+	// it from the job at expectedVersion). A step of an attempt other than the job's current
+	// one gives ErrConflict: attempt numbers fence stale results.
+	AddJobStep(ctx context.Context, s JobStep, p jobs.Progress, expectedVersion int64) (Job, error)
+
+	// AddApproval records a decision; the same approver deciding twice at one gate on the
+	// same bound hash in the same attempt gives ErrConflict.
+	AddApproval(ctx context.Context, a Approval) (Approval, error)
+
+	// AppendAudit adds e at the end of the audit log, chained by seal. Appends are
+	// serialised (the chain head is locked until the transaction ends), so append last in
+	// a transaction to hold that lock briefly.
+	AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error)
+
+	AddOutbox(ctx context.Context, m OutboxMessage) (OutboxMessage, error)
+	// MarkOutboxSent records the broker's confirmation; marking a sent message again keeps
+	// the first time and is not an error.
+	MarkOutboxSent(ctx context.Context, id int64, at time.Time) error
+	RecordOutboxFailure(ctx context.Context, id int64, reason string) error
+	PurgeSentOutbox(ctx context.Context, sentBefore time.Time) (int64, error)
+
+	// RecordInbox records a processed message ID and reports whether it was already
+	// there, in which case the message is a duplicate and nothing is written.
+	RecordInbox(ctx context.Context, e InboxEntry) (alreadySeen bool, err error)
+	PurgeInbox(ctx context.Context, receivedBefore time.Time) (int64, error)
+}
+
+// Tx is a transaction: reads see its own writes.
+type Tx interface {
+	Reader
+	Writer
+}
+
+// Store is the coordinator's store.
+type Store interface {
+	Reader
+	// InTx runs fn in a transaction and commits when fn returns nil; otherwise, or when fn
+	// panics, it rolls back and returns fn's error unchanged. It does not retry. Do not
+	// call InTx again from inside fn: on SQLite there is a single writer, and the inner call
+	// would wait for the outer one forever.
+	InTx(ctx context.Context, fn func(tx Tx) error) error
+	// Migrate brings the schema up to date. Open runs it; running it again is harmless.
+	Migrate(ctx context.Context) error
+	// Driver returns "sqlite" or "postgres".
+	Driver() string
+	Close() error
+}
+
+// Open opens the store described by cfg and migrates its schema.
+func Open(ctx context.Context, cfg Config, log zerolog.Logger) (Store, error) {
+	log = log.With().Str("component", "store").Str("driver", cfg.Driver).Logger()
+	var (
+		s   *sqlStore
+		err error
+	)
+	switch cfg.Driver {
+	case DriverSQLite:
+		s, err = openSQLite(ctx, cfg, log)
+	case DriverPostgres:
+		s, err = openPostgres(ctx, cfg, log)
+	default:
+		return nil, fmt.Errorf("store: unknown driver %q (want %q or %q): %w", cfg.Driver, DriverSQLite, DriverPostgres, ErrInvalid)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Migrate(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}

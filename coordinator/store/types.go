@@ -1,0 +1,317 @@
+package store
+
+import (
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+)
+
+// All times the store returns are UTC with microsecond precision, the precision both back
+// ends keep; times passed in are converted the same way. A zero time means "none" and is
+// stored as NULL.
+
+// Organisation scopes approvers and jobs.
+type Organisation struct {
+	ID      string
+	Name    string // unique, compared case-insensitively
+	Created time.Time
+}
+
+// User is a person: a certificate holder, an operator, or both.
+type User struct {
+	ID             string
+	Username       string // unique, compared case-insensitively
+	DisplayName    string
+	Email          string
+	UPN            string
+	OrganisationID string // "" for none
+	Attributes     map[string]string
+	Roles          []jobs.Role // cumulative, sorted, no duplicates; a holder may have none
+	Disabled       bool
+	Created        time.Time
+}
+
+// HasRole reports whether u holds r.
+func (u User) HasRole(r jobs.Role) bool { return slices.Contains(u.Roles, r) }
+
+// APIToken is the stored side of an API token: never the token itself, which the store
+// hands out once, when it is created.
+type APIToken struct {
+	ID       string // public part of the token, used for lookup
+	UserID   string
+	Name     string
+	Created  time.Time
+	Expires  time.Time // zero: never
+	LastUsed time.Time
+	Revoked  time.Time
+}
+
+// Agent is an enrolled workstation agent.
+type Agent struct {
+	ID            string // chosen by the agent; unique
+	Hostname      string
+	OS            string
+	Version       string
+	PublicKey     []byte // the agent's key (DER SubjectPublicKeyInfo)
+	BrokerUser    string // its own broker user, unique when set
+	Enrolled      time.Time
+	Approved      time.Time // zero until an administrator approves it
+	ApprovedBy    string
+	LastSeen      time.Time // last message of any kind
+	LastHeartbeat time.Time
+	Online        bool
+}
+
+// Token is a hardware token as last reported by an agent.
+type Token struct {
+	Serial       string
+	AgentID      string // agent it was last seen on; "" when unknown
+	Label        string
+	Manufacturer string
+	Model        string
+	Flags        json.RawMessage // as reported; compared as JSON, not byte for byte
+	LastSeen     time.Time
+}
+
+// Certificate is a certificate the coordinator issued or installed.
+type Certificate struct {
+	Serial           string // lower-case hex without leading zeros; input is normalised
+	JobID            string
+	HolderID         string
+	Profile          string
+	TokenSerial      string
+	AgentID          string
+	Subject          string
+	Issuer           string
+	NotBefore        time.Time
+	NotAfter         time.Time
+	DER              []byte
+	Created          time.Time
+	RevokedAt        time.Time // zero while valid
+	RevocationReason int       // RFC 5280 CRLReason code
+}
+
+// Profile is a named issuance profile, kept as the text it was given.
+type Profile struct {
+	Name        string
+	Content     []byte // YAML or JSON text, byte for byte
+	ContentHash string // the profile's hash as the profile package computes it (required)
+	Version     int64  // 1 for the first version, +1 per change
+	Updated     time.Time
+	UpdatedBy   string
+}
+
+// Job is one unit of work for an agent or the coordinator. Which transitions and steps
+// are legal is decided by package jobs before the store is called; the store makes each
+// change atomic and refuses lost updates.
+type Job struct {
+	ID             string // random and URL-safe; generated when empty
+	Kind           jobs.Kind
+	State          jobs.State
+	StateSince     time.Time // when the job entered State; an edit resets it
+	HolderID       string
+	ProfileName    string
+	ProfileHash    string
+	AgentID        string // target agent
+	TokenSerial    string // target token, when known
+	RequesterID    string
+	OrganisationID string
+	BindingHash    string        // hash of what approvers approve; an edit changes it
+	Attempt        int           // starts at 1; a fencing token for results
+	Progress       jobs.Progress // steps of the current attempt
+	Deadline       time.Time
+	Created        time.Time
+	Updated        time.Time
+	ErrorCode      string // last error
+	ErrorMessage   string
+	SupersededBy   string
+	Version        int64 // row version for compare-and-set; 1 on creation, +1 per change
+}
+
+// Rules returns the job as package jobs reads it, with the organisation of its holder and
+// the decisions recorded on it.
+func (j Job) Rules(holderOrganisation string, approvals []Approval) jobs.Job {
+	decisions := make([]jobs.Decision, len(approvals))
+	for i, a := range approvals {
+		decisions[i] = a.Decision()
+	}
+	return jobs.Job{ID: j.ID, Kind: j.Kind, State: j.State, Attempt: j.Attempt, RequesterID: j.RequesterID,
+		HolderID: j.HolderID, HolderOrganization: holderOrganisation, ProfileName: j.ProfileName,
+		TargetAgentID: j.AgentID, TokenSerial: j.TokenSerial, BindingHash: j.BindingHash,
+		StateSince: j.StateSince, Decisions: decisions}
+}
+
+// JobEdit replaces what a pending request asks for. Approvals bound to the old binding hash
+// no longer count (package jobs ignores them), and the request's expiry starts again.
+type JobEdit struct {
+	HolderID    string
+	ProfileName string
+	ProfileHash string
+	AgentID     string
+	TokenSerial string
+	BindingHash string
+	At          time.Time // zero: now
+}
+
+// JobChange is what accompanies a state change besides the new state.
+type JobChange struct {
+	Actor  string // who made the change: a user ID, "system", an agent ID
+	Reason string
+	At     time.Time // zero: now
+
+	NewAttempt   bool      // start a new attempt (attempt+1, progress reset): older results are void
+	Error        *JobError // nil leaves the last error as it is; a zero JobError clears it
+	SupersededBy string    // set when not empty
+	TokenSerial  string    // set when not empty (the token became known)
+	Deadline     time.Time // set when not zero
+}
+
+// JobError is the last error a job met.
+type JobError struct {
+	Code    string
+	Message string
+}
+
+// JobEvent is one state transition in a job's timeline.
+type JobEvent struct {
+	ID      int64
+	JobID   string
+	From    jobs.State // "" for the creation
+	To      jobs.State
+	Attempt int
+	Actor   string
+	Reason  string
+	At      time.Time
+}
+
+// JobStep is progress reported inside the running state.
+type JobStep struct {
+	ID      int64
+	JobID   string
+	Attempt int
+	Step    jobs.Step
+	Detail  string
+	At      time.Time
+}
+
+// JobAttempt records when an attempt started.
+type JobAttempt struct {
+	JobID   string
+	Attempt int
+	Started time.Time
+}
+
+// Approval is one approver's decision at one gate, bound to the hash of what was
+// approved and to the job's attempt.
+type Approval struct {
+	ID         int64
+	JobID      string
+	Gate       jobs.Gate
+	ApproverID string
+	Verdict    jobs.Verdict
+	BoundHash  string
+	Attempt    int
+	Reason     string
+	At         time.Time
+	Expires    time.Time // zero: does not expire
+}
+
+// Decision is the approval as package jobs reads it.
+func (a Approval) Decision() jobs.Decision {
+	return jobs.Decision{ActorID: a.ApproverID, Gate: a.Gate, Verdict: a.Verdict, BindingHash: a.BoundHash,
+		Attempt: a.Attempt, At: a.At, Reason: a.Reason}
+}
+
+// SealFunc chains e to prev (nil for the first entry) and returns the entry to store, with
+// Seq, PrevHash and Hash set: audit.Seal. The store calls it while it holds the chain head,
+// so the chain has no forks, and checks that the result links where it must.
+type SealFunc func(prev *audit.Entry, e audit.Entry) (audit.Entry, error)
+
+// OutboxMessage is a message written in the same transaction as the change that caused it,
+// sent later by the publisher.
+type OutboxMessage struct {
+	ID            int64
+	MessageID     string // generated when empty; receivers dedupe on it
+	Exchange      string
+	RoutingKey    string
+	Type          string
+	CorrelationID string // the job ID, when there is one
+	Body          []byte
+	Headers       json.RawMessage // kept byte for byte
+	Created       time.Time
+	SentAt        time.Time // zero until the broker confirmed it
+	Attempts      int
+	LastError     string
+}
+
+// InboxEntry records a processed message, for deduplication.
+type InboxEntry struct {
+	MessageID string
+	Received  time.Time
+	JobID     string
+	Result    string
+}
+
+// Page asks for one page of a list. Lists have a stable order; Cursor is the opaque value a
+// previous call returned as next.
+type Page struct {
+	Limit  int // 0: DefaultPageLimit; at most MaxPageLimit
+	Cursor string
+}
+
+// Page sizes.
+const (
+	DefaultPageLimit = 100
+	MaxPageLimit     = 1000
+)
+
+// UserFilter selects users; empty fields match everything. Users are listed by username.
+type UserFilter struct {
+	OrganisationID string
+	Role           jobs.Role
+	Disabled       *bool
+}
+
+// AgentFilter selects agents; nil fields match everything. Agents are listed by ID.
+type AgentFilter struct {
+	Online   *bool
+	Approved *bool
+}
+
+// TokenFilter selects tokens. Tokens are listed by serial.
+type TokenFilter struct {
+	AgentID string
+}
+
+// CertificateFilter selects certificates; empty fields match everything. Certificates are
+// listed newest (not before) first.
+type CertificateFilter struct {
+	HolderID    string
+	TokenSerial string
+	AgentID     string
+	JobID       string
+	Revoked     *bool
+}
+
+// JobFilter selects jobs; empty fields match everything. Jobs are listed newest first.
+type JobFilter struct {
+	States         []jobs.State
+	Kinds          []jobs.Kind
+	OrganisationID string
+	HolderID       string
+	AgentID        string
+	RequesterID    string
+	ProfileName    string
+	TokenSerial    string
+	DeadlineBefore time.Time // jobs with a deadline before this time
+}
+
+// AuditFilter selects audit entries, listed by sequence number.
+type AuditFilter struct {
+	FromSeq int64 // first sequence number, inclusive; 0: from the start
+	ToSeq   int64 // last sequence number, inclusive; 0: to the end
+	JobID   string
+}
