@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -33,7 +34,8 @@ func randomName(prefix string) string {
 // RequireRabbitMQ fails the test when nothing listens on the broker's port.
 func RequireRabbitMQ(t testing.TB) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", RabbitMQAddr, 2*time.Second)
+	d := net.Dialer{Timeout: 2 * time.Second}
+	c, err := d.DialContext(context.Background(), "tcp", RabbitMQAddr)
 	if err != nil {
 		t.Fatalf("RabbitMQ is not reachable on %s (%v); %s", RabbitMQAddr, err, rabbitHint)
 	}

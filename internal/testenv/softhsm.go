@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -132,7 +133,7 @@ func RunErr(name string, args ...string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s not found on PATH (%w); %s", name, err, installHint)
 	}
-	cmd := exec.Command(path, args...)
+	cmd := exec.CommandContext(context.Background(), path, args...)
 	var buf bytes.Buffer
 	cmd.Stdout = &buf
 	cmd.Stderr = &buf
