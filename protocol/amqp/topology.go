@@ -1,0 +1,90 @@
+package amqp
+
+import (
+	"fmt"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tokenfleet/tokenfleet/protocol"
+)
+
+// Declarer is what topology declaration needs of a channel;
+// *amqp091.Channel has it. A broker refusal closes the channel: use a
+// fresh one after an error.
+type Declarer interface {
+	ExchangeDeclare(name, kind string, durable, autoDelete, internal, noWait bool, args amqp091.Table) error
+	QueueDeclare(name string, durable, autoDelete, exclusive, noWait bool, args amqp091.Table) (amqp091.Queue, error)
+	QueueDeclarePassive(name string, durable, autoDelete, exclusive, noWait bool, args amqp091.Table) (amqp091.Queue, error)
+	QueueBind(name, key, exchange string, noWait bool, args amqp091.Table) error
+}
+
+// DeclareShared declares the exchanges and shared queues of
+// protocol.SharedTopology, with their bindings. It is idempotent; a queue
+// or exchange that exists with other properties fails with
+// ErrTopologyMismatch. Coordinators call it after every connection
+// (Config.Topology).
+func DeclareShared(ch Declarer) error {
+	t := protocol.SharedTopology()
+	for _, x := range t.Exchanges {
+		if err := ch.ExchangeDeclare(x.Name, x.Kind, x.Durable, false, false, false, nil); err != nil {
+			return declareError("exchange", x.Name, err)
+		}
+	}
+	for _, q := range t.Queues {
+		if err := declareQueue(ch, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeclareAgent declares an agent's command queue (protocol.AgentQueueSpec)
+// and binds it to the commands exchange, which must exist (DeclareShared).
+// The coordinator calls it when it enrols an agent; an agent's broker user
+// may not configure anything and uses CheckAgentQueue instead.
+func DeclareAgent(ch Declarer, agentID string) error {
+	q, err := protocol.AgentQueueSpec(agentID)
+	if err != nil {
+		return err
+	}
+	return declareQueue(ch, q)
+}
+
+// CheckAgentQueue passively declares an agent's command queue: it needs no
+// configure permission and fails with ErrNotEnrolled (a *QueueNotFoundError)
+// when the queue does not exist. Agents call it after every connection.
+func CheckAgentQueue(ch Declarer, agentID string) error {
+	name, err := protocol.AgentQueue(agentID)
+	if err != nil {
+		return err
+	}
+	if _, err := ch.QueueDeclarePassive(name, true, false, false, false, nil); err != nil {
+		if ae, ok := brokerError(err); ok && ae.Code == amqp091.NotFound {
+			return &QueueNotFoundError{Queue: name, AgentID: agentID, Cause: err}
+		}
+		return fmt.Errorf("checking queue %s: %w", name, err)
+	}
+	return nil
+}
+
+func declareQueue(ch Declarer, q protocol.QueueSpec) error {
+	if _, err := ch.QueueDeclare(q.Name, q.Durable, false, false, false, amqp091.Table(q.Args)); err != nil {
+		return declareError("queue", q.Name, err)
+	}
+	for _, b := range q.Bindings {
+		if err := ch.QueueBind(q.Name, b.RoutingKey, b.Exchange, false, nil); err != nil {
+			if ae, ok := brokerError(err); ok && ae.Code == amqp091.NotFound {
+				return fmt.Errorf("binding queue %s to exchange %s (declare the shared topology first): %w", q.Name, b.Exchange, err)
+			}
+			return fmt.Errorf("binding queue %s to exchange %s with key %q: %w", q.Name, b.Exchange, b.RoutingKey, err)
+		}
+	}
+	return nil
+}
+
+func declareError(kind, name string, err error) error {
+	if ae, ok := brokerError(err); ok && ae.Code == amqp091.PreconditionFailed {
+		return fmt.Errorf("%w: %s %s exists with other properties; migrate it by hand: %w", ErrTopologyMismatch, kind, name, err)
+	}
+	return fmt.Errorf("declaring %s %s: %w", kind, name, err)
+}
