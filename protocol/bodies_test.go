@@ -132,6 +132,38 @@ func TestJobDispatchValidate(t *testing.T) {
 		{"wipe without token", func(d *JobDispatch) { minimal(KindWipe)(d); d.Token = TokenSelector{} }, CodeBadRequest, "token: no criterion"},
 		{"inventory with PINs", func(d *JobDispatch) { minimal(KindInventory)(d); d.PINs = user }, CodeBadRequest, "pins: not used by inventory jobs"},
 		{"inventory with policy", func(d *JobDispatch) { minimal(KindInventory)(d); d.PINPolicy = policy }, CodeBadRequest, "pin_policy: not used by inventory jobs"},
+
+		// factory_pins: the agent knows the PINs per model and replaces them.
+		{"factory PINs", func(d *JobDispatch) {
+			d.Token, d.Initialise, d.TokenLabel, d.PINs, d.FactoryPINs = bySerial, false, "", nil, true
+		}, "", ""},
+		{"factory PINs on csr", func(d *JobDispatch) {
+			d.Kind, d.Token, d.Initialise, d.TokenLabel, d.PINs, d.FactoryPINs = KindCSR, bySerial, false, "", nil, true
+		}, "", ""},
+		{"factory PINs without policy", func(d *JobDispatch) {
+			d.Token, d.Initialise, d.TokenLabel, d.PINs, d.FactoryPINs, d.PINPolicy = bySerial, false, "", nil, true, nil
+		}, CodeBadRequest, "pin_policy: required by issue jobs that replace factory PINs"},
+		{"factory PINs without result key", func(d *JobDispatch) {
+			d.Token, d.Initialise, d.TokenLabel, d.PINs, d.FactoryPINs, d.ResultKey = bySerial, false, "", nil, true, nil
+		}, CodeBadRequest, "result_key: required by issue jobs that replace factory PINs"},
+		{"factory PINs re-initialise without SO PIN", func(d *JobDispatch) { d.Token, d.PINs, d.FactoryPINs = bySerial, nil, true }, "", ""},
+		{"factory PINs on a blank token", func(d *JobDispatch) { d.FactoryPINs = true }, CodeBadRequest, "factory_pins: a blank token has no PINs"},
+		{"factory PINs on renew", func(d *JobDispatch) { minimal(KindRenew)(d); d.FactoryPINs = true }, CodeBadRequest, "factory_pins: not used by renew jobs"},
+		{"factory PINs on unblock", func(d *JobDispatch) { minimal(KindUnblockPIN)(d); d.FactoryPINs = true }, CodeBadRequest, "factory_pins: not used by unblock_pin jobs"},
+		// key.replaces names the key a renewal removes once the new one is verified.
+		{"renew replaces", func(d *JobDispatch) {
+			minimal(KindRenew)(d)
+			d.Key = &KeyParams{Type: KeyP256, ID: DeriveKeyID("renewal"), Replaces: DeriveKeyID(testJob)}
+		}, "", ""},
+		{"renew replaces itself", func(d *JobDispatch) {
+			minimal(KindRenew)(d)
+			d.Key = &KeyParams{Type: KeyP256, ID: DeriveKeyID(testJob), Replaces: DeriveKeyID(testJob)}
+		}, CodeBadRequest, "key.replaces: is the new key's own id"},
+		{"renew replaces not hex", func(d *JobDispatch) {
+			minimal(KindRenew)(d)
+			d.Key = &KeyParams{Type: KeyP256, ID: DeriveKeyID(testJob), Replaces: "XY"}
+		}, CodeBadRequest, "key.replaces: byte 0 ('X') is not a lowercase hex digit"},
+		{"issue replaces", func(d *JobDispatch) { d.Key = &KeyParams{Type: KeyP256, ID: "01", Replaces: "02"} }, CodeBadRequest, "key.replaces: only used by renew jobs"},
 	}
 	runBodyCases(t, sampleOf[JobDispatch](t, TypeDispatch), cases)
 }

@@ -45,8 +45,14 @@ func (r JobRef) Validate() error {
 // initialise a blank token needs no PIN, and re-initialising a chosen
 // token needs its SO PIN.
 //
+// factory_pins (issue, csr) says the token still has its vendor's factory
+// PINs, which the agent knows per token model: it then needs no sealed PIN
+// (the factory SO PIN also authorises an initialise), and since it replaces
+// them with PINs of its own, pin_policy and result_key are required.
+//
 // token_label goes with initialise and wipe. The token selector needs a
 // criterion except for inventory, where an empty one means every token.
+// key.replaces goes with renew only.
 type JobDispatch struct {
 	Kind JobKind `json:"kind"`
 	// Deadline is when the agent stops this attempt and reports
@@ -59,6 +65,11 @@ type JobDispatch struct {
 	// Initialise (issue, csr) wipes and initialises the token first, with
 	// fresh SO and user PINs the agent generates per PINPolicy.
 	Initialise bool `json:"initialise,omitempty"`
+	// FactoryPINs (issue, csr) says the token is initialised with its
+	// vendor's factory PINs: the agent looks them up for the token's model
+	// and replaces them with fresh PINs per PINPolicy, so that an issued
+	// token never keeps a factory PIN. Not for blank tokens, which have none.
+	FactoryPINs bool `json:"factory_pins,omitempty"`
 	// TokenLabel is the label set when the token is initialised or wiped.
 	TokenLabel string `json:"token_label,omitempty"`
 	// PINPolicy governs the PINs the agent generates (initialise,
@@ -110,6 +121,9 @@ func (d JobDispatch) Validate() error {
 		if err := within("key", d.Key.Validate(d.Kind != KindInstallCertificate)); err != nil {
 			return err
 		}
+		if d.Key.Replaces != "" && d.Kind != KindRenew {
+			return invalid("key.replaces", "only used by renew jobs")
+		}
 	}
 	if d.Certificates != nil {
 		if err := within("certificates", d.Certificates.Validate()); err != nil {
@@ -129,19 +143,22 @@ func (d JobDispatch) Validate() error {
 
 // need is what one kind requires and allows; see the table on JobDispatch.
 type need struct {
-	initialise, tokenLabel, key, certificates bool
-	userPIN, soPIN, pinPolicy, resultKey      bool // required
-	anyPINs                                   bool // allowed
+	initialise, factoryPINs, tokenLabel, key, certificates bool
+	userPIN, soPIN, pinPolicy, resultKey                   bool // required
+	anyPINs                                                bool // allowed
 }
 
 func (d JobDispatch) needs() need {
 	switch d.Kind {
 	case KindIssue, KindCSR:
-		n := need{initialise: true, key: true, anyPINs: true}
-		if d.Initialise {
+		n := need{initialise: true, factoryPINs: true, key: true, anyPINs: true}
+		switch {
+		case d.Initialise:
 			n.tokenLabel, n.pinPolicy, n.resultKey = true, true, true
-			n.soPIN = !d.Token.Blank
-		} else {
+			n.soPIN = !d.Token.Blank && !d.FactoryPINs
+		case d.FactoryPINs:
+			n.pinPolicy, n.resultKey = true, true
+		default:
 			n.userPIN = true
 		}
 		return n
@@ -166,14 +183,21 @@ func (d JobDispatch) checkSections() error {
 		return invalid(field, "not used by %s jobs", d.Kind)
 	}
 	neededBy := func(field string) error {
-		if d.Initialise {
+		switch {
+		case d.Initialise:
 			return invalid(field, "required by %s jobs that initialise the token", d.Kind)
+		case d.FactoryPINs:
+			return invalid(field, "required by %s jobs that replace factory PINs", d.Kind)
 		}
 		return invalid(field, "required by %s jobs", d.Kind)
 	}
 	switch {
 	case d.Initialise && !n.initialise:
 		return notFor("initialise")
+	case d.FactoryPINs && !n.factoryPINs:
+		return notFor("factory_pins")
+	case d.FactoryPINs && d.Token.Blank:
+		return invalid("factory_pins", "a blank token has no PINs, factory or other")
 	case d.TokenLabel != "" && !n.tokenLabel:
 		if n.initialise {
 			return invalid("token_label", "only used when initialise is set")
@@ -279,6 +303,11 @@ type KeyParams struct {
 	ID string `json:"id"`
 	// Label is the CKA_LABEL of the key pair.
 	Label string `json:"label,omitempty"`
+	// Replaces (renew only) is the CKA_ID of the key pair the renewal
+	// replaces. The agent removes that key and its certificate once the new
+	// certificate is written and verified, never before. When empty, the
+	// agent removes nothing: it never guesses which key is the old one.
+	Replaces string `json:"replaces,omitempty"`
 }
 
 // Validate checks the key parameters; typeRequired is set for jobs that
@@ -291,6 +320,12 @@ func (k KeyParams) Validate(typeRequired bool) error {
 	}
 	if err := checkHex("id", k.ID, MaxKeyIDBytes, true); err != nil {
 		return err
+	}
+	if err := checkHex("replaces", k.Replaces, MaxKeyIDBytes, false); err != nil {
+		return err
+	}
+	if k.Replaces != "" && k.Replaces == k.ID {
+		return invalid("replaces", "is the new key's own id")
 	}
 	return checkText("label", k.Label, MaxLabelLen, false)
 }

@@ -161,10 +161,17 @@ type SealPurpose string
 const (
 	PurposeUserPIN SealPurpose = "user_pin"
 	PurposeSOPIN   SealPurpose = "so_pin"
+	// PurposeAgentResume never travels: it binds the secrets an agent keeps
+	// in its own journal, sealed to its own key, to resume a job after a
+	// restart (PINs it set but has not reported yet). Its own purpose keeps
+	// such a value from ever opening as a PIN of a dispatch.
+	PurposeAgentResume SealPurpose = "agent_resume"
 )
 
 // Valid reports whether p is a known purpose.
-func (p SealPurpose) Valid() bool { return p == PurposeUserPIN || p == PurposeSOPIN }
+func (p SealPurpose) Valid() bool {
+	return p == PurposeUserPIN || p == PurposeSOPIN || p == PurposeAgentResume
+}
 
 // Outcome is how an attempt ended, as the agent reports it.
 type Outcome string

@@ -56,7 +56,7 @@ func TestEnumValid(t *testing.T) {
 	if JobKind("").Dispatchable() {
 		t.Error("empty kind dispatchable")
 	}
-	for _, p := range []SealPurpose{PurposeUserPIN, PurposeSOPIN} {
+	for _, p := range []SealPurpose{PurposeUserPIN, PurposeSOPIN, PurposeAgentResume} {
 		if !p.Valid() {
 			t.Errorf("%s not valid", p)
 		}

@@ -296,3 +296,71 @@ func TestPayloadUnknownType(t *testing.T) {
 	_, err := e.Payload()
 	checkErr(t, err, CodeUnknownType, "telemetry")
 }
+
+// The fields added to version 1 before its release travel under their JSON
+// names and survive a round trip; left unset they leave no trace.
+func TestDispatchAdditionsRoundTrip(t *testing.T) {
+	m := testMaterial(t)
+	tests := []struct {
+		name string
+		body JobDispatch
+		keys []string // JSON keys the body must carry
+	}{
+		{"factory_pins", JobDispatch{
+			Kind: KindIssue, Deadline: testTime, Token: TokenSelector{Serial: "0a1b2c3d4e5f6789"},
+			FactoryPINs: true, PINPolicy: &PINPolicy{MinLength: 6, MaxLength: 8},
+			Key: &KeyParams{Type: KeyP256, ID: DeriveKeyID(testJob)}, ResultKey: m.sealKeyDER,
+		}, []string{`"factory_pins":true`}},
+		{"key.replaces", JobDispatch{
+			Kind: KindRenew, Deadline: testTime, Token: TokenSelector{Serial: "0a1b2c3d4e5f6789"},
+			Key:  &KeyParams{Type: KeyP256, ID: DeriveKeyID("renewal"), Replaces: DeriveKeyID(testJob)},
+			PINs: &SealedPINs{UserPIN: testSealed(1)},
+		}, []string{`"replaces":"` + DeriveKeyID(testJob) + `"`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := NewEnvelope(testAgent, testJobRef, tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := Encode(e)
+			if err != nil {
+				t.Fatalf("Encode: %v", err)
+			}
+			for _, k := range tc.keys {
+				if !bytes.Contains(data, []byte(k)) {
+					t.Errorf("encoded dispatch lacks %s:\n%s", k, data)
+				}
+			}
+			got, err := Decode(data)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			body, err := DecodeBody[JobDispatch](got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(body, tc.body) {
+				t.Errorf("body changed in transit:\n sent %#v\n got  %#v", tc.body, body)
+			}
+		})
+	}
+	plain, err := Encode(mustEnvelope(t, testSamples(t)[TypeDispatch]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"factory_pins", "replaces"} {
+		if bytes.Contains(plain, []byte(k)) {
+			t.Errorf("a dispatch without %s still carries the key:\n%s", k, plain)
+		}
+	}
+}
+
+func mustEnvelope(t *testing.T, s sample) *Envelope {
+	t.Helper()
+	e, err := NewEnvelope(testAgent, s.job, s.body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}

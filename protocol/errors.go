@@ -27,15 +27,16 @@ const (
 
 // Job codes: why an attempt of a job failed.
 const (
-	CodeJobExpired       ErrorCode = "job_expired"
-	CodeJobCancelled     ErrorCode = "job_cancelled"
-	CodeNoMatchingToken  ErrorCode = "no_matching_token"
-	CodeDeadlineExceeded ErrorCode = "deadline_exceeded"
-	CodeCSRRejected      ErrorCode = "csr_rejected"
-	CodeKeyMismatch      ErrorCode = "key_mismatch"
-	CodeWeakKey          ErrorCode = "weak_key"
-	CodePolicyViolation  ErrorCode = "policy_violation"
-	CodeUnsealFailed     ErrorCode = "unseal_failed"
+	CodeJobExpired         ErrorCode = "job_expired"
+	CodeJobCancelled       ErrorCode = "job_cancelled"
+	CodeNoMatchingToken    ErrorCode = "no_matching_token"
+	CodeDeadlineExceeded   ErrorCode = "deadline_exceeded"
+	CodeCSRRejected        ErrorCode = "csr_rejected"
+	CodeKeyMismatch        ErrorCode = "key_mismatch"
+	CodeWeakKey            ErrorCode = "weak_key"
+	CodePolicyViolation    ErrorCode = "policy_violation"
+	CodeUnsealFailed       ErrorCode = "unseal_failed"
+	CodeFactoryPINsUnknown ErrorCode = "factory_pins_unknown"
 )
 
 // Token codes: the PKCS#11 driver reports these exact strings, so a failure

@@ -26,6 +26,10 @@ package protocol
 //   - 2026-11-21: 1, initial: envelope, dispatch/certificate/cancel to
 //     agents, hello/heartbeat/progress/csr/result/inventory from agents,
 //     sealed PINs (x25519-hkdf-sha256-aes256gcm).
+//   - 2026-11-21: 1, amended before any release (no receiver of 1 existed
+//     yet, so no bump): dispatch.factory_pins, key.replaces (renew), error
+//     code factory_pins_unknown, seal purpose agent_resume (agent-local,
+//     never on the wire). Messages without the new fields are unchanged.
 const Version = 1
 
 // MinVersion is the oldest version this code still accepts.

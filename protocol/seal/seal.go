@@ -54,8 +54,8 @@ func (b Binding) Validate() error {
 		return fmt.Errorf("binding: %w", err)
 	}
 	if !b.Purpose.Valid() {
-		return protocol.NewError(protocol.CodeBadRequest, "binding: purpose %q unknown; want %q or %q",
-			b.Purpose, protocol.PurposeUserPIN, protocol.PurposeSOPIN)
+		return protocol.NewError(protocol.CodeBadRequest, "binding: purpose %q unknown; want %q, %q or %q",
+			b.Purpose, protocol.PurposeUserPIN, protocol.PurposeSOPIN, protocol.PurposeAgentResume)
 	}
 	return nil
 }

@@ -145,6 +145,7 @@ func TestWrongBindingFails(t *testing.T) {
 		{"another job", Binding{JobID: "0193a5c4-7d2e-7b1f-9c3a-2f4e5d6c7b8b", Attempt: binding.Attempt, Purpose: binding.Purpose}},
 		{"another attempt", Binding{JobID: binding.JobID, Attempt: binding.Attempt + 1, Purpose: binding.Purpose}},
 		{"another purpose", Binding{JobID: binding.JobID, Attempt: binding.Attempt, Purpose: protocol.PurposeSOPIN}},
+		{"agent resume purpose", Binding{JobID: binding.JobID, Attempt: binding.Attempt, Purpose: protocol.PurposeAgentResume}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

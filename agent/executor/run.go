@@ -1,0 +1,420 @@
+package executor
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/agent/journal"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
+	"github.com/tokenfleet/tokenfleet/protocol"
+	"github.com/tokenfleet/tokenfleet/protocol/seal"
+)
+
+// Ways a pass over a job ends without a result.
+var (
+	// errParked: the job waits for its certificate; no goroutine needs to wait with it.
+	errParked = errors.New("parked until the certificate is delivered")
+	// errCancelled: a cancel was journalled; the job ends with job_cancelled.
+	errCancelled = errors.New("cancelled")
+)
+
+// journalError is a failure to write the journal: nothing can be recorded, so the job
+// stops where it is and is resumed on the next start.
+type journalError struct{ err error }
+
+func (e journalError) Error() string { return "journal: " + e.err.Error() }
+func (e journalError) Unwrap() error { return e.err }
+
+// run is one pass of the executor over one job attempt.
+type run struct {
+	e   *Executor
+	rn  *runner
+	log zerolog.Logger
+
+	job   journal.Job // as last read from the journal
+	env   *protocol.Envelope
+	d     protocol.JobDispatch
+	sel   selector
+	keyID []byte // the dispatch's CKA_ID, decoded
+
+	// The token, once found: the slot it was found in, its handle (nil while a blank
+	// token is not initialised) and serial, and the lock held on it.
+	slot     pkcs11.Slot
+	tok      *pkcs11.Token
+	serial   string
+	release  func()
+	loggedIn bool
+	// waited says this pass had to wait for the token (so token_found is reported again).
+	waited bool
+
+	// secrets are the job's secrets from the journal, kept in step with it.
+	secrets map[string]journal.Secret
+}
+
+func (e *Executor) execute(ctx context.Context, rn *runner, job journal.Job) {
+	if job.State.Finished() {
+		return
+	}
+	r := &run{e: e, rn: rn, job: job, log: e.log.With().Str("job", job.Ref.JobID).Uint32("attempt", job.Ref.Attempt).
+		Str("kind", string(job.Kind)).Logger()}
+	defer r.close()
+	err := r.prepare(ctx)
+	if err == nil {
+		e.setActive(job.Ref, "")
+		err = r.drive(ctx)
+	}
+	r.settle(ctx, err)
+}
+
+// prepare decodes what the journal holds for the attempt.
+func (r *run) prepare(ctx context.Context) error {
+	if r.job.DispatchEnvelope == nil {
+		// A cancel tombstone: there is no job to run or report.
+		return journal.ErrFinished
+	}
+	env, d, err := r.job.Dispatch()
+	if err != nil {
+		return err
+	}
+	r.env, r.d = env, d
+	if r.sel, err = newSelector(d.Token); err != nil {
+		return err
+	}
+	if d.Key != nil {
+		if r.keyID, err = hex.DecodeString(d.Key.ID); err != nil {
+			return protocol.NewError(protocol.CodeBadRequest, "key.id: %v", err)
+		}
+	}
+	secrets, err := r.e.cfg.Journal.Secrets(ctx, r.job.Ref.JobID)
+	if err != nil {
+		return journalError{err}
+	}
+	r.secrets = map[string]journal.Secret{}
+	for _, s := range secrets {
+		r.secrets[s.Name] = s
+	}
+	return nil
+}
+
+func (r *run) close() {
+	if r.tok != nil {
+		_ = r.tok.Close() // logs the token out; nothing of ours is lost if it fails
+		r.tok = nil
+	}
+	if r.release != nil {
+		r.release()
+	}
+}
+
+// drive runs the job's steps from where the journal says it is.
+func (r *run) drive(ctx context.Context) error {
+	if err := r.checkpoint(ctx); err != nil {
+		return err
+	}
+	steps := stepsFor(r.job.Kind, r.d)
+	start, resumed := resumePoint(steps, r.job)
+	if start < len(steps) && steps[start].needsCertificate && !r.hasCertificate() {
+		return errParked
+	}
+	if r.needsToken() {
+		if err := r.acquire(ctx); err != nil {
+			return err
+		}
+	} else if r.job.State == journal.StateReceived {
+		if err := r.update(ctx, journal.Change{State: journal.StateRunning}); err != nil {
+			return err
+		}
+	}
+	for i := start; i < len(steps); i++ {
+		s := steps[i]
+		if err := r.checkpoint(ctx); err != nil {
+			return err
+		}
+		if s.needsCertificate && !r.hasCertificate() {
+			return errParked
+		}
+		r.log.Debug().Str("step", s.name).Bool("resumed", resumed && i == start).Msg("step")
+		if err := s.run(r, ctx, resumed && i == start); err != nil {
+			return err
+		}
+		if r.job.State.Finished() {
+			return nil
+		}
+	}
+	return r.succeed(ctx)
+}
+
+// resumePoint finds the first step to run and whether it was interrupted.
+func resumePoint(steps []step, job journal.Job) (int, bool) {
+	for i, s := range steps {
+		if s.name == job.Step {
+			if job.StepStatus == journal.StepDone {
+				return i + 1, false
+			}
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func (r *run) needsToken() bool {
+	return r.job.Kind != protocol.KindInventory || !r.sel.empty()
+}
+
+func (r *run) hasCertificate() bool {
+	return r.job.CertificateEnvelope != nil
+}
+
+// preCSR reports whether the job is still before its CSR: the deadline bounds that part.
+// A certificate that arrives after the deadline is still installed when the token is
+// there; waiting for an absent token stays bounded by the deadline.
+func (r *run) preCSR() bool {
+	return r.job.State == journal.StateReceived || r.job.State == journal.StateRunning
+}
+
+// checkpoint is a safe point: between steps and while waiting. It stops the pass on
+// shutdown, on a newer attempt, on a cancel and at the deadline.
+func (r *run) checkpoint(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	job, err := r.e.cfg.Journal.Job(ctx, r.job.Ref)
+	if err != nil {
+		return journalError{err}
+	}
+	r.job = job
+	switch {
+	case job.State.Finished():
+		return journal.ErrFinished
+	case job.CancelEnvelope != nil:
+		return errCancelled
+	case r.preCSR() && !r.e.cfg.Now().Before(r.d.Deadline):
+		return r.deadlineError()
+	}
+	return nil
+}
+
+func (r *run) deadlineError() error {
+	return protocol.NewError(protocol.CodeDeadlineExceeded, "the attempt's deadline %s passed before the job was done",
+		r.d.Deadline.UTC().Format(time.RFC3339))
+}
+
+// settle turns how the pass ended into the journal's terms.
+func (r *run) settle(ctx context.Context, err error) {
+	var je journalError
+	switch {
+	case err == nil:
+		if r.job.State.Finished() {
+			r.log.Info().Str("state", string(r.job.State)).Msg("job finished")
+		}
+	case errors.Is(err, errParked):
+		r.log.Info().Msg("job parked until its certificate is delivered")
+	case errors.Is(err, journal.ErrFinished):
+		r.log.Info().Msg("job attempt finished elsewhere (superseded or cancelled); stopping")
+	case errors.As(err, &je):
+		r.log.Error().Err(err).Msg("cannot write the journal; the job resumes on the next start")
+	case ctx.Err() != nil:
+		r.log.Info().Str("step", r.job.Step).Str("step_status", string(r.job.StepStatus)).Msg("job parked for shutdown")
+	case errors.Is(err, errCancelled):
+		r.finishCancelled(ctx)
+	default:
+		r.fail(ctx, err)
+	}
+}
+
+// fail ends the attempt with a failed result carrying what the job left behind.
+func (r *run) fail(ctx context.Context, cause error) {
+	werr := wireError(cause)
+	r.log.Warn().Str("code", string(werr.Code)).Bool("retryable", werr.Retryable).Str("step", r.job.Step).
+		Str("error", werr.Message).Msg("job failed")
+	res := protocol.Result{Outcome: protocol.OutcomeFailed, Error: werr, Outputs: r.outputs()}
+	if err := r.finish(ctx, journal.StateFailed, res); err != nil {
+		r.log.Error().Err(err).Msg("recording the failure")
+	}
+}
+
+func (r *run) finishCancelled(ctx context.Context) {
+	msg := "cancelled by the coordinator"
+	if c, err := r.job.Cancel(); err == nil && c != nil {
+		msg = fmt.Sprintf("the coordinator moved the job to %s", c.State)
+		if c.Reason != "" {
+			msg += ": " + c.Reason
+		}
+	}
+	r.log.Info().Str("step", r.job.Step).Msg("job cancelled")
+	res := protocol.Result{Outcome: protocol.OutcomeFailed, Error: protocol.NewError(protocol.CodeJobCancelled, "%s", clean(msg)),
+		Outputs: r.outputs()}
+	if err := r.finish(ctx, journal.StateCancelled, res); err != nil {
+		r.log.Error().Err(err).Msg("recording the cancellation")
+	}
+}
+
+// succeed ends the attempt with a successful result.
+func (r *run) succeed(ctx context.Context) error {
+	return r.finish(ctx, journal.StateDone, protocol.Result{Outcome: protocol.OutcomeSucceeded, Outputs: r.outputs()})
+}
+
+func (r *run) finish(ctx context.Context, state journal.State, res protocol.Result) error {
+	env, err := r.message(res)
+	if err != nil {
+		return err
+	}
+	return r.update(ctx, journal.Change{State: state, Result: env})
+}
+
+// outputs is what the attempt leaves behind, reported with success and failure alike: the
+// PINs the token now has above all, sealed to the coordinator's result key.
+func (r *run) outputs() *protocol.Outputs {
+	o := &protocol.Outputs{TokenSerial: r.serial}
+	if o.TokenSerial == "" {
+		o.TokenSerial = r.job.TokenSerial
+	}
+	if r.job.KeyID != "" {
+		o.KeyID = r.job.KeyID
+	} else if r.d.Key != nil && r.job.Kind == protocol.KindInstallCertificate {
+		o.KeyID = r.d.Key.ID
+	}
+	o.CertificateSerial = r.certificateSerial()
+	pins, err := r.sealedPINs()
+	if err != nil {
+		r.log.Error().Err(err).Msg("sealing the PINs for the coordinator")
+	}
+	o.PINs = pins
+	if o.TokenSerial == "" && o.KeyID == "" && o.CertificateSerial == "" && o.PINs == nil {
+		return nil
+	}
+	return o
+}
+
+// sealedPINs seals the job's applied secrets to the dispatch's result key. Secrets not
+// applied are left out: the token may not have them, and a coordinator that believed it
+// did would lose the PIN the token really has. They stay in the journal for a retry of
+// the job to resolve.
+func (r *run) sealedPINs() (*protocol.SealedPINs, error) {
+	user, so := r.secrets[secretUserPIN], r.secrets[secretSOPIN]
+	if !user.Applied && !so.Applied {
+		return nil, nil
+	}
+	if len(r.d.ResultKey) == 0 {
+		return nil, errors.New("the job set PINs but its dispatch has no result key")
+	}
+	to, err := seal.ParsePublicKey(r.d.ResultKey)
+	if err != nil {
+		return nil, err
+	}
+	var out protocol.SealedPINs
+	b := seal.Binding{JobID: r.job.Ref.JobID, Attempt: r.job.Ref.Attempt}
+	if user.Applied {
+		b.Purpose = protocol.PurposeUserPIN
+		if out.UserPIN, err = seal.Seal(to, []byte(user.Value), b); err != nil {
+			return nil, err
+		}
+	}
+	if so.Applied {
+		b.Purpose = protocol.PurposeSOPIN
+		if out.SOPIN, err = seal.Seal(to, []byte(so.Value), b); err != nil {
+			return nil, err
+		}
+	}
+	return &out, nil
+}
+
+func sealBinding(ref protocol.JobRef, purpose protocol.SealPurpose) seal.Binding {
+	return seal.Binding{JobID: ref.JobID, Attempt: ref.Attempt, Purpose: purpose}
+}
+
+// message wraps a body for the coordinator, for this attempt.
+func (r *run) message(body protocol.Body) (*protocol.Envelope, error) {
+	return protocol.NewEnvelope(r.e.cfg.AgentID, r.job.Ref, body)
+}
+
+// progress makes a progress message for a step.
+func (r *run) progress(p protocol.Progress) (*protocol.Envelope, error) {
+	if p.TokenSerial == "" {
+		p.TokenSerial = r.serial
+	}
+	p.Detail = clean(p.Detail)
+	return r.message(p)
+}
+
+// update writes a change to the journal and reads the attempt back. A write after the
+// attempt finished elsewhere fails with journal.ErrFinished; any other failure is a
+// journalError. Writes are not cut short by shutdown: what the token did must be recorded.
+func (r *run) update(ctx context.Context, c journal.Change) error {
+	ctx = context.WithoutCancel(ctx)
+	if err := r.e.cfg.Journal.Update(ctx, r.job.Ref, c); err != nil {
+		if errors.Is(err, journal.ErrFinished) {
+			return err
+		}
+		return journalError{err}
+	}
+	for _, s := range c.Secrets {
+		r.secrets[s.Name] = s
+	}
+	for _, n := range c.Applied {
+		s := r.secrets[n]
+		s.Applied = true
+		r.secrets[n] = s
+	}
+	for _, env := range c.Outbox {
+		if env.Type == protocol.TypeProgress {
+			if p, err := protocol.DecodeBody[protocol.Progress](env); err == nil {
+				r.e.setActive(r.job.Ref, p.Step)
+			}
+		}
+	}
+	job, err := r.e.cfg.Journal.Job(ctx, r.job.Ref)
+	if err != nil {
+		return journalError{err}
+	}
+	r.job = job
+	return nil
+}
+
+// wireError turns any error into the protocol's form: codes of the protocol and of the
+// PKCS#11 driver (the same strings) pass through, anything else is internal.
+func wireError(err error) *protocol.Error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		out := *pe
+		out.Message = clean(out.Message)
+		if out.Message == "" {
+			out.Message = string(out.Code)
+		}
+		return &out
+	}
+	var ke *pkcs11.Error
+	if errors.As(err, &ke) {
+		code := protocol.ErrorCode(ke.Code)
+		e := protocol.NewError(code, "%s", clean(err.Error()))
+		e.Retryable = code.Retryable() || pkcs11.Retryable(err)
+		return e
+	}
+	return protocol.NewError(protocol.CodeInternal, "%s", clean(err.Error()))
+}
+
+// clean makes text fit a message field: no control characters, at most MaxTextLen bytes.
+func clean(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	if len(s) <= protocol.MaxTextLen {
+		return s
+	}
+	cut := protocol.MaxTextLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
