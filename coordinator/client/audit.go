@@ -1,0 +1,134 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+)
+
+// AuditEntry is an audit log entry as the API sends it (the AuditEntry schema). Entry
+// turns it into the audit.Entry whose hash it carries.
+type AuditEntry struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Job    string    `json:"job,omitempty"`
+	Target string    `json:"target,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	// Details are kept as received: they are hashed byte for byte.
+	Details  json.RawMessage `json:"details,omitempty"`
+	PrevHash string          `json:"prev_hash"`
+	Hash     string          `json:"hash"`
+}
+
+// AuditPage is one page of the audit log.
+type AuditPage struct {
+	Items []AuditEntry `json:"items"`
+	// NextAfterSeq is the after_seq of the next page; 0 when this was the last page.
+	NextAfterSeq int64 `json:"next_after_seq"`
+}
+
+// Entry returns the entry as the audit package hashes it. The time is read back in UTC
+// (the hash covers whole microseconds, which RFC 3339 carries) and the details in the
+// compact form the log sealed them in: the server's JSON encoder may re-space them,
+// which changes no byte of the compact form.
+func (e AuditEntry) Entry() audit.Entry {
+	return audit.Entry{
+		Seq:      e.Seq,
+		Time:     e.Time.UTC(),
+		Actor:    e.Actor,
+		Action:   e.Action,
+		JobID:    e.Job,
+		Target:   e.Target,
+		Reason:   e.Reason,
+		Details:  compactDetails(e.Details),
+		PrevHash: e.PrevHash,
+		Hash:     e.Hash,
+	}
+}
+
+// compactDetails undoes what a JSON encoder may do to a raw object in transit: spacing and
+// HTML escaping. It maps absent and null to nil, as the log stores them, and leaves every
+// other value, including an empty object, as a value whose hash the log checks.
+func compactDetails(d json.RawMessage) json.RawMessage {
+	if len(d) == 0 || string(d) == "null" {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, d); err != nil {
+		return d
+	}
+	var out bytes.Buffer
+	json.HTMLEscape(&out, buf.Bytes())
+	return out.Bytes()
+}
+
+// AuditEntries yields the audit log from the entry after afterSeq on, page by page
+// (pageSize entries per request; 0: the server's default), in the order the server sends
+// them. It stops with an error when the server's paging does not move forward.
+func (c *Client) AuditEntries(ctx context.Context, afterSeq int64, pageSize int) iter.Seq2[AuditEntry, error] {
+	return func(yield func(AuditEntry, error) bool) {
+		after := afterSeq
+		for {
+			p, err := c.ListAudit(ctx, after, pageSize)
+			if err != nil {
+				yield(AuditEntry{}, err)
+				return
+			}
+			for _, e := range p.Items {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if p.NextAfterSeq == 0 || len(p.Items) == 0 {
+				return
+			}
+			if p.NextAfterSeq <= after {
+				yield(AuditEntry{}, fmt.Errorf("the coordinator's audit paging went back from after_seq %d to %d", after, p.NextAfterSeq))
+				return
+			}
+			after = p.NextAfterSeq
+		}
+	}
+}
+
+// AuditVerification is the outcome of a verified audit log.
+type AuditVerification struct {
+	Entries int64      // entries received and checked
+	Head    audit.Head // the last entry of the chain
+}
+
+// VerifyAudit downloads the whole audit log and verifies its hash chain here, in the
+// client: a coordinator could lie about its own log, so the check must not be the
+// server's. A broken chain gives an *audit.VerifyError naming the first bad entry (match
+// with errors.Is(err, audit.ErrTampered)); other errors are about fetching the log. The
+// result counts what was checked before any error.
+func (c *Client) VerifyAudit(ctx context.Context, pageSize int) (AuditVerification, error) {
+	var n int64
+	var fetchErr error
+	entries := func(yield func(audit.Entry, error) bool) {
+		for e, err := range c.AuditEntries(ctx, 0, pageSize) {
+			if err != nil {
+				// Not tampering: stop here, and report it rather than what the verifier
+				// would make of a log that ends early.
+				fetchErr = err
+				return
+			}
+			n++
+			if !yield(e.Entry(), nil) {
+				return
+			}
+		}
+	}
+	head, err := audit.VerifySeq(audit.Head{}, entries)
+	if fetchErr != nil {
+		return AuditVerification{Entries: n, Head: head}, fmt.Errorf("reading the audit log after entry %d: %w", head.Seq, fetchErr)
+	}
+	return AuditVerification{Entries: n, Head: head}, err
+}

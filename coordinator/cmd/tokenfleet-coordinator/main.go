@@ -1,0 +1,103 @@
+// Command tokenfleet-coordinator runs the tokenfleet coordinator: the HTTP API, the job
+// store and the approval gates.
+//
+//	tokenfleet-coordinator serve [--config FILE] [--data DIR] [--listen ADDR] ...
+//
+// Flags override the configuration file. SIGINT and SIGTERM shut it down gracefully.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokenfleet/tokenfleet/coordinator"
+)
+
+func main() {
+	if err := newRootCommand().ExecuteContext(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "tokenfleet-coordinator:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tokenfleet-coordinator",
+		Short:         "The tokenfleet coordinator: job queue, approval gates and HTTP API",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCommand())
+	return root
+}
+
+func newServeCommand() *cobra.Command {
+	var (
+		configFile string
+		flags      coordinator.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the API until SIGINT or SIGTERM",
+		Long: `Serve the coordinator's API.
+
+On first start with an empty data directory the coordinator creates its database and a
+bootstrap administrator "admin", whose API token it writes to DIR/admin.token (mode 0600).
+
+Plain HTTP is only allowed on a loopback address (127.0.0.0/8, ::1, localhost); elsewhere
+give --tls-cert and --tls-key, or --insecure-http behind a TLS-terminating proxy.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := coordinator.DefaultConfig()
+			if configFile != "" {
+				var err error
+				if cfg, err = coordinator.LoadConfig(configFile); err != nil {
+					return err
+				}
+			}
+			f := cmd.Flags()
+			set := func(name string, dst *string, v string) {
+				if f.Changed(name) {
+					*dst = v
+				}
+			}
+			set("data", &cfg.DataDir, flags.DataDir)
+			set("listen", &cfg.Listen, flags.Listen)
+			set("db-driver", &cfg.Database.Driver, flags.Database.Driver)
+			set("db-dsn", &cfg.Database.DSN, flags.Database.DSN)
+			set("tls-cert", &cfg.TLS.CertFile, flags.TLS.CertFile)
+			set("tls-key", &cfg.TLS.KeyFile, flags.TLS.KeyFile)
+			set("log-level", &cfg.Log.Level, flags.Log.Level)
+			set("log-format", &cfg.Log.Format, flags.Log.Format)
+			if f.Changed("insecure-http") {
+				cfg.InsecureHTTP = flags.InsecureHTTP
+			}
+
+			log := coordinator.NewLogger(cfg.Log, os.Stderr)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, err := coordinator.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			return srv.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "configuration file (YAML)")
+	f.StringVar(&flags.DataDir, "data", coordinator.DefaultDataDir, "data directory (database, admin.token)")
+	f.StringVar(&flags.Listen, "listen", coordinator.DefaultListen, "API listen address host:port")
+	f.StringVar(&flags.Database.Driver, "db-driver", "sqlite", "store: sqlite or postgres")
+	f.StringVar(&flags.Database.DSN, "db-dsn", "", "PostgreSQL URL (or the SQLite file, default DIR/coordinator.db)")
+	f.StringVar(&flags.TLS.CertFile, "tls-cert", "", "TLS certificate file (PEM)")
+	f.StringVar(&flags.TLS.KeyFile, "tls-key", "", "TLS private key file (PEM)")
+	f.BoolVar(&flags.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address")
+	f.StringVar(&flags.Log.Level, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&flags.Log.Format, "log-format", "auto", "json, console, or auto (console on a terminal)")
+	return cmd
+}

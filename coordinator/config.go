@@ -1,0 +1,235 @@
+package coordinator
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// Defaults.
+const (
+	DefaultListen        = "127.0.0.1:8443"
+	DefaultDataDir       = "/var/lib/tokenfleet" // the service's state directory
+	DefaultSweepInterval = 30 * time.Second
+	// DatabaseFile is the SQLite database's name inside the data directory.
+	DatabaseFile = "coordinator.db"
+	// AdminTokenFile holds the bootstrap administrator's API token (mode 0600).
+	AdminTokenFile = "admin.token"
+)
+
+// Config is the coordinator's configuration: a YAML file (LoadConfig), overridden by
+// command-line flags. Field names in YAML are the snake_case tags.
+type Config struct {
+	// Listen is the address of the HTTP API (host:port).
+	Listen string `yaml:"listen"`
+	// DataDir holds the SQLite database and the bootstrap admin token (created 0700).
+	DataDir  string         `yaml:"data_dir"`
+	Database DatabaseConfig `yaml:"database"`
+	TLS      TLSConfig      `yaml:"tls"`
+	// InsecureHTTP allows plain HTTP on a non-loopback address. Tokens then cross the
+	// network in clear: only behind a TLS-terminating proxy on a trusted link.
+	InsecureHTTP bool      `yaml:"insecure_http"`
+	Log          LogConfig `yaml:"log"`
+	// ExpirySweepInterval is how often jobs are checked for expiry.
+	ExpirySweepInterval Duration `yaml:"expiry_sweep_interval"`
+}
+
+// DatabaseConfig chooses the store.
+type DatabaseConfig struct {
+	// Driver is "sqlite" (default; the file DataDir/coordinator.db) or "postgres".
+	Driver string `yaml:"driver"`
+	// DSN is the PostgreSQL connection string, or the SQLite file when it should not be
+	// in the data directory.
+	DSN string `yaml:"dsn"`
+}
+
+// TLSConfig names the server's certificate and key (PEM files).
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// LogConfig sets the log level and format.
+type LogConfig struct {
+	// Level is debug, info, warn or error (default info).
+	Level string `yaml:"level"`
+	// Format is json, console, or auto (default: console when stderr is a terminal).
+	Format string `yaml:"format"`
+}
+
+// Duration is a Go duration in YAML ("30s", "5m").
+type Duration time.Duration
+
+// UnmarshalYAML refuses a bare number: its unit would be a guess.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!int" || n.Tag == "!!float" {
+		return fmt.Errorf("line %d: want a duration with a unit, such as 30s or 5m", n.Line)
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 30s or 5m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// DefaultConfig returns the configuration used when neither file nor flag says otherwise.
+func DefaultConfig() Config {
+	return Config{Listen: DefaultListen, DataDir: DefaultDataDir, Database: DatabaseConfig{Driver: store.DriverSQLite},
+		Log: LogConfig{Level: "info", Format: "auto"}, ExpirySweepInterval: Duration(DefaultSweepInterval)}
+}
+
+// maxConfigSize bounds the configuration file.
+const maxConfigSize = 1 << 20
+
+// LoadConfig reads a configuration file over the defaults, strictly: unknown fields and
+// wrong types are refused with the field and line named. It does not validate; call
+// Validate once flags are applied.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer func() { _ = f.Close() }() // read-only: nothing to lose
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(data) > maxConfigSize {
+		return Config{}, fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
+	}
+	if err := decodeConfig(data, &cfg); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func decodeConfig(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file keeps the defaults
+		}
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
+		msg = unknownFieldRE.ReplaceAllString(msg, `unknown field "$1"`)
+		msg = strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", ";")), " ")
+		if field := service.YAMLField(data, msg); field != "" && !strings.Contains(msg, "unknown field") {
+			return &FieldError{Field: field, Msg: msg}
+		}
+		return errors.New(msg)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return errors.New("holds more than one YAML document")
+	}
+	return nil
+}
+
+// unknownFieldRE rewrites the YAML decoder's unknown-field message, which names Go types.
+var unknownFieldRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// FieldError is a configuration problem with the field it concerns.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return "config: " + e.Field + ": " + e.Msg }
+
+// Validate checks the configuration; every problem is reported, each naming its field.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port (e.g. %s): %v", c.Listen, DefaultListen, err)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		bad("listen", "port %q of %q is not a number from 0 to 65535", port, c.Listen)
+	} else if strings.ContainsAny(host, " /") {
+		bad("listen", "host %q of %q is not a host name or address", host, c.Listen)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "is required")
+	}
+	switch c.Database.Driver {
+	case store.DriverSQLite:
+	case store.DriverPostgres:
+		if c.Database.DSN == "" {
+			bad("database.dsn", "is required with driver postgres (e.g. postgres://user@host:5432/tokenfleet)")
+		}
+	default:
+		bad("database.driver", "%q is neither %s nor %s", c.Database.Driver, store.DriverSQLite, store.DriverPostgres)
+	}
+	switch {
+	case c.TLS.CertFile != "" && c.TLS.KeyFile == "":
+		bad("tls.key_file", "is required when tls.cert_file is set")
+	case c.TLS.CertFile == "" && c.TLS.KeyFile != "":
+		bad("tls.cert_file", "is required when tls.key_file is set")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "json", "console":
+	default:
+		bad("log.format", "%q is not one of auto, json, console", c.Log.Format)
+	}
+	if d := time.Duration(c.ExpirySweepInterval); d < time.Second || d > time.Hour {
+		bad("expiry_sweep_interval", "%s is outside 1s..1h", d)
+	}
+	return errors.Join(errs...)
+}
+
+// TLSEnabled reports whether the API is served over TLS.
+func (c Config) TLSEnabled() bool { return c.TLS.CertFile != "" }
+
+// storeConfig locates the database.
+func (c Config) storeConfig() store.Config {
+	if c.Database.Driver == store.DriverSQLite && c.Database.DSN == "" {
+		return store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(c.DataDir, DatabaseFile)}
+	}
+	return store.Config{Driver: c.Database.Driver, DSN: c.Database.DSN}
+}
+
+// IsLoopback reports whether a listen address only accepts local connections:
+// 127.0.0.0/8, ::1 or localhost. An empty host (every interface) is not loopback.
+func IsLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkTransport refuses plain HTTP on a non-loopback address unless forced.
+func (c Config) checkTransport() error {
+	if c.TLSEnabled() || IsLoopback(c.Listen) || c.InsecureHTTP {
+		return nil
+	}
+	return &FieldError{Field: "listen", Msg: fmt.Sprintf("%s is not a loopback address and no TLS certificate is configured: "+
+		"API tokens would cross the network in clear; set tls.cert_file and tls.key_file (--tls-cert, --tls-key), "+
+		"or --insecure-http when a TLS proxy on a trusted link fronts the coordinator", c.Listen)}
+}

@@ -1,0 +1,122 @@
+package coordinator_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "coordinator.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfig(t *testing.T) {
+	p := writeConfig(t, `# every field
+listen: 0.0.0.0:9443
+data_dir: /srv/tokenfleet
+database:
+  driver: postgres
+  dsn: postgres://tf@db.example:5432/tokenfleet
+tls:
+  cert_file: /etc/tokenfleet/cert.pem
+  key_file: /etc/tokenfleet/key.pem
+insecure_http: false
+log:
+  level: debug
+  format: json
+expiry_sweep_interval: 2m
+`)
+	cfg, err := coordinator.LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := coordinator.Config{Listen: "0.0.0.0:9443", DataDir: "/srv/tokenfleet",
+		Database: coordinator.DatabaseConfig{Driver: "postgres", DSN: "postgres://tf@db.example:5432/tokenfleet"},
+		TLS:      coordinator.TLSConfig{CertFile: "/etc/tokenfleet/cert.pem", KeyFile: "/etc/tokenfleet/key.pem"},
+		Log:      coordinator.LogConfig{Level: "debug", Format: "json"}, ExpirySweepInterval: coordinator.Duration(2 * time.Minute)}
+	if cfg != want {
+		t.Fatalf("got %+v\nwant %+v", cfg, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Fields left out keep their defaults; an empty file is all defaults.
+	cfg, err = coordinator.LoadConfig(writeConfig(t, "listen: 127.0.0.1:1234\n"))
+	if err != nil || cfg.Listen != "127.0.0.1:1234" || cfg.DataDir != coordinator.DefaultDataDir || cfg.Database.Driver != "sqlite" {
+		t.Fatalf("partial file: %+v, %v", cfg, err)
+	}
+	cfg, err = coordinator.LoadConfig(writeConfig(t, "# nothing\n"))
+	if err != nil || cfg != coordinator.DefaultConfig() {
+		t.Fatalf("empty file: %+v, %v", cfg, err)
+	}
+	if _, err := coordinator.LoadConfig(filepath.Join(t.TempDir(), "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string // all must appear
+	}{
+		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`unknown field "port"`, "line 2"}},
+		{"unknown nested field", "database:\n  driver: sqlite\n  user: x\n", []string{`unknown field "user"`, "line 3"}},
+		{"wrong type", "listen: [1, 2]\n", []string{"line 1", "listen"}},
+		{"bool as string", "insecure_http: perhaps\n", []string{"line 1", "perhaps"}},
+		{"duration without unit", "expiry_sweep_interval: 30\n", []string{"line 1", "unit"}},
+		{"bad duration", "expiry_sweep_interval: soon\n", []string{"line 1", "soon"}},
+		{"two documents", "listen: 127.0.0.1:1\n---\nlisten: 127.0.0.1:2\n", []string{"more than one"}},
+		{"not YAML", "listen: [\n", []string{"line"}},
+		{"bad listen", "listen: nowhere\n", []string{"listen:", "host:port"}},
+		{"bad port", "listen: 127.0.0.1:http\n", []string{"listen:", "port"}},
+		{"unknown driver", "database: {driver: mysql}\n", []string{"database.driver:", "mysql"}},
+		{"postgres without DSN", "database: {driver: postgres}\n", []string{"database.dsn:"}},
+		{"certificate without key", "tls: {cert_file: /c.pem}\n", []string{"tls.key_file:"}},
+		{"key without certificate", "tls: {key_file: /k.pem}\n", []string{"tls.cert_file:"}},
+		{"log level", "log: {level: loud}\n", []string{"log.level:", "loud"}},
+		{"log format", "log: {format: xml}\n", []string{"log.format:", "xml"}},
+		{"sweep too often", "expiry_sweep_interval: 10ms\n", []string{"expiry_sweep_interval:"}},
+		{"empty data dir", "data_dir: \"\"\n", []string{"data_dir:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := coordinator.LoadConfig(writeConfig(t, tc.yaml))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	// Every problem at once.
+	cfg := coordinator.DefaultConfig()
+	cfg.Listen, cfg.Log.Level = "x", "loud"
+	err := cfg.Validate()
+	var fields []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *coordinator.FieldError
+		if errors.As(e, &fe) {
+			fields = append(fields, fe.Field)
+		}
+	}
+	if strings.Join(fields, ",") != "listen,log.level" {
+		t.Fatalf("fields %v", fields)
+	}
+}

@@ -1,0 +1,107 @@
+package ctl
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/client"
+)
+
+func agentsCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agents",
+		Short: "List agents with their presence",
+		Args:  exactArgs(),
+	}
+	lf := addListFlags(cmd, "agents")
+	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
+		if err := lf.check(cmd); err != nil {
+			return err
+		}
+		c, err := e.newClient(e.conn)
+		if err != nil {
+			return err
+		}
+		return list(e, lf, c.AllAgents(cmd.Context(), lf.pageSize()), func(as []client.Agent) error {
+			now := e.now()
+			t := newTable(e.stdout, "ID", "HOSTNAME", "OS", "VERSION", "PRESENCE", "LAST SEEN", "APPROVED", "ENROLLED")
+			for _, a := range as {
+				presence := "offline"
+				if a.Online {
+					presence = "online"
+				}
+				t.row(a.ID, a.Hostname, a.OS, a.Version, presence, relText(a.LastSeen, now), yesNo(a.Approved), timeText(a.Enrolled))
+			}
+			return t.flush()
+		})
+	})
+	return cmd
+}
+
+func tokensCommand(e *env) *cobra.Command {
+	var agent string
+	cmd := &cobra.Command{
+		Use:   "tokens [--agent A]",
+		Short: "List tokens as last reported by agents",
+		Args:  exactArgs(),
+	}
+	lf := addListFlags(cmd, "tokens")
+	cmd.Flags().StringVar(&agent, "agent", "", "only tokens last seen on this agent")
+	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
+		if err := lf.check(cmd); err != nil {
+			return err
+		}
+		c, err := e.newClient(e.conn)
+		if err != nil {
+			return err
+		}
+		return list(e, lf, c.AllTokens(cmd.Context(), client.TokenFilter{Agent: agent}, lf.pageSize()), func(ts []client.Token) error {
+			now := e.now()
+			t := newTable(e.stdout, "SERIAL", "AGENT", "LABEL", "MANUFACTURER", "MODEL", "LAST SEEN")
+			for _, tok := range ts {
+				t.row(tok.Serial, tok.Agent, tok.Label, tok.Manufacturer, tok.Model, relText(tok.LastSeen, now))
+			}
+			return t.flush()
+		})
+	})
+	return cmd
+}
+
+func certsCommand(e *env) *cobra.Command {
+	var f client.CertificateFilter
+	cmd := &cobra.Command{
+		Use:   "certs [--holder H] [--agent A] [--token S]",
+		Short: "List certificates issued or installed",
+		Args:  exactArgs(),
+	}
+	lf := addListFlags(cmd, "certificates")
+	cmd.Flags().StringVar(&f.Holder, "holder", "", "only this holder's certificates (username)")
+	cmd.Flags().StringVar(&f.Agent, "agent", "", "only certificates installed through this agent")
+	cmd.Flags().StringVar(&f.Token, "token", "", "only certificates on this token (serial)")
+	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
+		if err := lf.check(cmd); err != nil {
+			return err
+		}
+		c, err := e.newClient(e.conn)
+		if err != nil {
+			return err
+		}
+		return list(e, lf, c.AllCertificates(cmd.Context(), f, lf.pageSize()), func(cs []client.Certificate) error {
+			now := e.now()
+			t := newTable(e.stdout, "SERIAL", "HOLDER", "PROFILE", "SUBJECT", "TOKEN", "NOT AFTER", "STATUS")
+			for _, c := range cs {
+				status := "valid"
+				switch {
+				case !c.RevokedAt.IsZero():
+					status = "revoked " + timeText(c.RevokedAt)
+				case !c.NotAfter.IsZero() && now.After(c.NotAfter):
+					status = "expired"
+				case !c.NotBefore.IsZero() && now.Before(c.NotBefore):
+					status = "not yet valid"
+				}
+				t.row(c.Serial, c.Holder, c.Profile, c.Subject, c.TokenSerial, timeText(c.NotAfter), status)
+			}
+			return t.flush()
+		})
+	})
+	return cmd
+}

@@ -1,0 +1,303 @@
+package ctl
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/client"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/profile"
+)
+
+func issueCommand(e *env) *cobra.Command {
+	var (
+		req      client.JobCreate
+		kind     string
+		deadline string
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "issue --holder H --agent A --profile P [--token-serial S] [--kind K]",
+		Short: "Queue a job for a holder at a workstation and print its ID (helpdesk, admin)",
+		Long: `Queue a job: issue a token of profile P for holder H at the workstation of agent A.
+Only the new job's ID is printed, so it can be captured: JOB=$(tokenfleetctl issue ...).
+A new job for the same holder, profile and target supersedes an open one.
+Kinds: ` + joinStrings(jobs.Kinds(), ", ") + `.`,
+		Args: exactArgs(),
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			req.Kind = jobs.Kind(kind)
+			if !jobs.KnownKind(req.Kind) {
+				return usageErrorf("--kind %q: want one of %s", kind, joinStrings(jobs.Kinds(), ", "))
+			}
+			if deadline != "" {
+				t, err := e.parseDeadline(deadline)
+				if err != nil {
+					return err
+				}
+				req.Deadline = t
+			}
+			c, err := e.newClient(e.conn)
+			if err != nil {
+				return err
+			}
+			j, err := c.CreateJob(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, j)
+			}
+			if j.ID == "" {
+				return fmt.Errorf("the coordinator answered without a job ID")
+			}
+			_, err = fmt.Fprintln(e.stdout, j.ID)
+			return err
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Holder, "holder", "", "holder's username (required)")
+	f.StringVar(&req.Agent, "agent", "", "agent ID of the target workstation (required)")
+	f.StringVar(&req.Profile, "profile", "", "profile name (required)")
+	f.StringVar(&req.TokenSerial, "token-serial", "", "serial of the token to use (default: any token the profile allows)")
+	f.StringVar(&kind, "kind", string(jobs.KindIssue), "job kind")
+	f.StringVar(&deadline, "deadline", "", "deadline: RFC 3339 time or a span from now (72h, 3d); default: the profile's expires_after")
+	f.BoolVar(&asJSON, "json", false, "print the created job as JSON instead of its ID")
+	for _, name := range []string{"holder", "agent", "profile"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func (e *env) parseDeadline(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t.UTC(), nil
+	}
+	d, err := profile.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, usageErrorf("--deadline %q: want an RFC 3339 time (2030-01-02T15:04:05Z) or a span from now (72h, 3d)", s)
+	}
+	return e.now().UTC().Add(time.Duration(d)), nil
+}
+
+func jobsCommand(e *env) *cobra.Command {
+	var state, org, holder, agent, kind string
+	cmd := &cobra.Command{
+		Use:   "jobs [--state S] [--org O] [--holder H] [--agent A] [--kind K] [--limit N] [--all]",
+		Short: "List jobs, newest first",
+		Long: `List jobs, newest first.
+States: ` + joinStrings(jobs.States(), ", ") + `.`,
+		Args: exactArgs(),
+	}
+	lf := addListFlags(cmd, "jobs")
+	f := cmd.Flags()
+	f.StringVar(&state, "state", "", "only jobs in this state")
+	f.StringVar(&org, "org", "", "only jobs of this organisation")
+	f.StringVar(&holder, "holder", "", "only jobs for this holder (username)")
+	f.StringVar(&agent, "agent", "", "only jobs for this agent")
+	f.StringVar(&kind, "kind", "", "only jobs of this kind")
+	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
+		if err := lf.check(cmd); err != nil {
+			return err
+		}
+		if state != "" && !jobs.KnownState(jobs.State(state)) {
+			return usageErrorf("--state %q: want one of %s", state, joinStrings(jobs.States(), ", "))
+		}
+		if kind != "" && !jobs.KnownKind(jobs.Kind(kind)) {
+			return usageErrorf("--kind %q: want one of %s", kind, joinStrings(jobs.Kinds(), ", "))
+		}
+		c, err := e.newClient(e.conn)
+		if err != nil {
+			return err
+		}
+		filter := client.JobFilter{State: jobs.State(state), Organization: org, Holder: holder, Agent: agent, Kind: jobs.Kind(kind)}
+		return list(e, lf, c.AllJobs(cmd.Context(), filter, lf.pageSize()), func(js []client.Job) error {
+			t := newTable(e.stdout, "ID", "KIND", "STATE", "HOLDER", "PROFILE", "AGENT", "APPROVALS", "REQUESTER", "UPDATED")
+			for _, j := range js {
+				t.row(j.ID, string(j.Kind), string(j.State), j.Holder, j.Profile, j.Agent, j.Approvals, j.Requester, timeText(j.Updated))
+			}
+			return t.flush()
+		})
+	})
+	return cmd
+}
+
+func jobCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "One job: show"}
+	var asJSON bool
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a job with its approvals, timeline and steps",
+		Args:  exactArgs("ID"),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			c, err := e.newClient(e.conn)
+			if err != nil {
+				return err
+			}
+			d, err := c.GetJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, d)
+			}
+			return printJob(e, d)
+		}),
+	}
+	show.Flags().BoolVar(&asJSON, "json", false, "print the job as JSON")
+	cmd.AddCommand(show)
+	return cmd
+}
+
+func printJob(e *env, d client.JobDetail) error {
+	now := e.now()
+	t := newTable(e.stdout)
+	t.row("Job", d.ID)
+	t.row("Kind", string(d.Kind))
+	t.row("State", string(d.State))
+	t.row("Holder", d.Holder)
+	t.row("Organisation", d.Organization)
+	t.row("Profile", d.Profile+hashSuffix(d.ProfileHash))
+	t.row("Agent", d.Agent)
+	tokenSerial := d.TokenSerial
+	if tokenSerial == "" {
+		tokenSerial = "any the profile allows"
+	}
+	t.row("Token", tokenSerial)
+	t.row("Requester", d.Requester)
+	t.row("Approvals", d.Approvals)
+	t.row("Attempt", strconv.Itoa(d.Attempt))
+	t.row("Deadline", bothTimes(d.Deadline, now))
+	t.row("Created", bothTimes(d.Created, now))
+	t.row("Updated", bothTimes(d.Updated, now))
+	if d.ErrorCode != "" || d.ErrorMessage != "" {
+		t.row("Error", strings.TrimPrefix(d.ErrorCode+": "+d.ErrorMessage, ": "))
+	}
+	if d.SupersededBy != "" {
+		t.row("Superseded by", d.SupersededBy)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(e.stdout, "\nApprovals:")
+	if len(d.ApprovalList) == 0 {
+		fmt.Fprintln(e.stdout, "  none yet")
+	} else {
+		t = newTable(e.stdout, "  GATE", "APPROVER", "DECISION", "VALID", "AT", "REASON")
+		for _, a := range d.ApprovalList {
+			t.row("  "+string(a.Gate), a.Approver, string(a.Decision), yesNo(a.Valid), timeText(a.At), a.Reason)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintln(e.stdout, "\nTimeline:")
+	if len(d.Timeline) == 0 {
+		fmt.Fprintln(e.stdout, "  empty")
+	} else {
+		t = newTable(e.stdout, "  AT", "FROM", "TO", "ATTEMPT", "ACTOR", "REASON")
+		for _, ev := range d.Timeline {
+			from := string(ev.From)
+			if from == "" {
+				from = "(new)"
+			}
+			t.row("  "+timeText(ev.At), from, string(ev.To), strconv.Itoa(ev.Attempt), ev.Actor, ev.Reason)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintln(e.stdout, "\nSteps:")
+	if len(d.Steps) == 0 {
+		_, err := fmt.Fprintln(e.stdout, "  none yet")
+		return err
+	}
+	t = newTable(e.stdout, "  AT", "ATTEMPT", "STEP", "DETAIL")
+	for _, s := range d.Steps {
+		t.row("  "+timeText(s.At), strconv.Itoa(s.Attempt), string(s.Step), s.Detail)
+	}
+	return t.flush()
+}
+
+// hashSuffix shows the start of a hash, enough to compare two by eye.
+func hashSuffix(h string) string {
+	if h == "" {
+		return ""
+	}
+	if len(h) > 12 {
+		h = h[:12]
+	}
+	return " (hash " + h + "…)"
+}
+
+// decisionCommand is approve, reject or cancel.
+func decisionCommand(e *env, verb string) *cobra.Command {
+	var (
+		reason string
+		asJSON bool
+	)
+	var short, use, past string
+	switch verb {
+	case "approve":
+		use, past = "approve ID [--reason R]", "approved"
+		short = "Approve a job at the gate it waits at (approver or CA operator; never your own request)"
+	case "reject":
+		use, past = "reject ID --reason R", "rejected"
+		short = "Reject a job; one rejection ends it, and a reason is required"
+	default:
+		use, past = "cancel ID [--reason R]", "cancelled"
+		short = "Cancel a job that is not yet running (its requester or an admin)"
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs("ID"),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			if verb == "reject" && strings.TrimSpace(reason) == "" {
+				return usageErrorf("a rejection needs a reason: pass --reason")
+			}
+			c, err := e.newClient(e.conn)
+			if err != nil {
+				return err
+			}
+			ctx, id := cmd.Context(), args[0]
+			var d client.JobDetail
+			switch verb {
+			case "approve":
+				d, err = c.Approve(ctx, id, reason)
+			case "reject":
+				d, err = c.Reject(ctx, id, reason)
+			default:
+				d, err = c.Cancel(ctx, id, reason)
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, d)
+			}
+			msg := fmt.Sprintf("job %s %s: state %s", clean(d.ID), past, d.State)
+			if verb == "approve" && d.State == jobs.StatePendingApproval {
+				msg = fmt.Sprintf("job %s: approval recorded; still %s", clean(d.ID), d.State)
+			}
+			if d.Approvals != "" {
+				msg += ", approvals " + clean(d.Approvals)
+			}
+			_, err = fmt.Fprintln(e.stdout, msg)
+			return err
+		}),
+	}
+	help := "why (kept in the job's history and the audit log)"
+	if verb == "reject" {
+		help = "why the job is rejected (required)"
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", help)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the job as JSON")
+	return cmd
+}

@@ -1,0 +1,248 @@
+// Package httpapi is the coordinator's JSON API under /api/v1, as coordinator/api/openapi.yaml
+// specifies it, plus /healthz and /metrics. It authenticates bearer API tokens, decodes
+// requests strictly (unknown fields, wrong types, oversized bodies and unknown query
+// parameters are refused, naming what is wrong) and maps every error to the API's stable
+// codes. The rules themselves live in package service.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// Options configure the API handler.
+type Options struct {
+	Service *service.Service // required
+	Logger  zerolog.Logger
+	// Registry collects the HTTP metrics and is served at /metrics; nil serves an empty
+	// registry's metrics.
+	Registry *prometheus.Registry
+}
+
+// api holds what the handlers share.
+type api struct {
+	svc     *service.Service
+	log     zerolog.Logger
+	metrics *httpMetrics
+}
+
+// New returns the API's handler.
+func New(o Options) (http.Handler, error) {
+	if o.Service == nil {
+		return nil, errors.New("httpapi: no service")
+	}
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newHTTPMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	a := &api{svc: o.Service, log: o.Logger, metrics: m}
+
+	mux := http.NewServeMux()
+	paths := http.NewServeMux() // the same paths without methods: tells 405 from 404
+	seen := map[string]bool{}
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		if _, path, _ := strings.Cut(pattern, " "); !seen[path] {
+			seen[path] = true
+			paths.Handle(path, http.NotFoundHandler())
+		}
+	}
+	authed := func(pattern string, h func(w http.ResponseWriter, r *http.Request, u store.User)) {
+		handle(pattern, a.authenticate(h))
+	}
+
+	handle("GET /healthz", http.HandlerFunc(a.health))
+	handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	authed("GET /api/v1/whoami", a.whoami)
+	authed("GET /api/v1/orgs", a.listOrgs)
+	authed("POST /api/v1/orgs", a.createOrg)
+	authed("GET /api/v1/users", a.listUsers)
+	authed("POST /api/v1/users", a.createUser)
+	authed("GET /api/v1/users/{username}", a.getUser)
+	authed("POST /api/v1/users/{username}/tokens", a.issueToken)
+	authed("GET /api/v1/profiles", a.listProfiles)
+	authed("PUT /api/v1/profiles", a.applyProfiles)
+	authed("GET /api/v1/profiles/{name}", a.getProfile)
+	authed("GET /api/v1/jobs", a.listJobs)
+	authed("POST /api/v1/jobs", a.createJob)
+	authed("GET /api/v1/jobs/{id}", a.getJob)
+	authed("POST /api/v1/jobs/{id}/approve", a.approve)
+	authed("POST /api/v1/jobs/{id}/reject", a.reject)
+	authed("POST /api/v1/jobs/{id}/cancel", a.cancel)
+	authed("GET /api/v1/agents", a.listAgents)
+	authed("GET /api/v1/tokens", a.listTokens)
+	authed("GET /api/v1/certificates", a.listCertificates)
+	authed("GET /api/v1/audit", a.listAudit)
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, p := paths.Handler(r); p != "" {
+			writeError(w, a.log, &service.Error{Code: codeMethodNotAllowed, Msg: "method " + r.Method + " is not allowed on " + r.URL.Path})
+			return
+		}
+		writeError(w, a.log, &service.Error{Code: service.CodeNotFound, Msg: "no such endpoint: " + r.URL.Path})
+	})
+	return a.instrument(a.recoverPanics(mux)), nil
+}
+
+// recoverPanics turns a handler panic into a 500 and a log line instead of a dropped
+// connection.
+func (a *api) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+					panic(v)
+				}
+				a.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panicked")
+				writeError(w, a.log, &service.Error{Code: service.CodeInternal, Msg: "internal error"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authenticate resolves the bearer token to a user before calling h.
+func (a *api) authenticate(h func(w http.ResponseWriter, r *http.Request, u store.User)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, why := bearer(r)
+		if why != "" {
+			writeError(w, a.log, a.svc.RefuseUnauthenticated(r.Context(), source(r), why))
+			return
+		}
+		u, err := a.svc.Authenticate(r.Context(), token, source(r))
+		if err != nil {
+			writeError(w, a.log, err)
+			return
+		}
+		h(w, r, u)
+	})
+}
+
+// bearer extracts the token of an "Authorization: Bearer <token>" header, or says what is
+// wrong with the header; no header at all gives "", "".
+func bearer(r *http.Request) (token, why string) {
+	hs := r.Header.Values("Authorization")
+	switch len(hs) {
+	case 0:
+		return "", ""
+	case 1:
+	default:
+		return "", "more than one Authorization header"
+	}
+	scheme, token, ok := strings.Cut(strings.TrimSpace(hs[0]), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return "", "malformed Authorization header"
+	}
+	return strings.TrimSpace(token), ""
+}
+
+// source names the client for audit entries: its address without the port.
+func source(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// healthTimeout bounds the store check of /healthz.
+const healthTimeout = 3 * time.Second
+
+func (a *api) health(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+	defer cancel()
+	if err := a.svc.Ping(ctx); err != nil {
+		a.log.Warn().Err(err).Msg("health check: store unreachable")
+		writeJSON(w, http.StatusServiceUnavailable, healthJSON{Status: "unhealthy", Store: "unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, healthJSON{Status: "ok", Store: "ok"})
+}
+
+// httpMetrics counts requests by route pattern and status.
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "http_requests_total",
+			Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "http_request_duration_seconds",
+			Help:    "HTTP request latency by route and method.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "method"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// instrument counts every request under its route pattern (never the raw path, which
+// would make a label per job ID).
+func (a *api) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if _, path, ok := strings.Cut(route, " "); ok {
+			route = path
+		}
+		if route == "/" || route == "" {
+			route = "unmatched"
+		}
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		a.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+		a.metrics.latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+		a.log.Debug().Str("method", r.Method).Str("route", route).Int("status", sw.status).
+			Dur("took", time.Since(start)).Msg("request")
+	})
+}

@@ -1,0 +1,317 @@
+// Package coordinator wires the coordinator together: configuration, the store, the
+// service, the HTTP API with TLS, the expiry sweeper and the first-start bootstrap. The
+// main in cmd/tokenfleet-coordinator parses flags, calls New and Run, and cancels Run's
+// context on SIGINT or SIGTERM: that is the only shutdown path.
+//
+// Decisions:
+//   - The data directory defaults to /var/lib/tokenfleet (the service's state directory);
+//     it is created with mode 0700 and holds the SQLite database coordinator.db, unless
+//     the database is PostgreSQL, and the bootstrap token file.
+//   - First start: when the database holds no user at all, an administrator "admin" is
+//     created with an API token written to DATA/admin.token (0600, never replaced, never
+//     logged), in the same transaction and audited as system:bootstrap. Later starts,
+//     and starts on a used database whose token file was removed, create nothing.
+//   - Transport: TLS with the configured certificate and key (TLS 1.2 or later). Plain
+//     HTTP only on a loopback address (127.0.0.0/8, ::1, localhost); anywhere else it is
+//     refused unless insecure_http is set, and then a warning is logged at start.
+//   - /metrics is served without authentication on the API's listener, so the listener's
+//     reach is the metrics' reach.
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/httpapi"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// Timeouts.
+const (
+	openTimeout     = 30 * time.Second // opening and migrating the store, bootstrap
+	shutdownTimeout = 10 * time.Second // in-flight requests at shutdown
+)
+
+// Server is a coordinator: New prepares everything (store open, bootstrap done, listener
+// bound), Run serves until its context ends.
+type Server struct {
+	cfg     Config
+	log     zerolog.Logger // the coordinator's own messages
+	base    zerolog.Logger // what components add their name to
+	st      store.Store
+	svc     *service.Service
+	handler http.Handler
+	ln      net.Listener
+	http    *http.Server
+
+	mu      sync.Mutex // guards started
+	started bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New validates cfg, creates the data directory, opens the store, creates the bootstrap
+// administrator on first start, and binds the listener.
+func New(cfg Config, log zerolog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkTransport(); err != nil {
+		return nil, err
+	}
+	base := log
+	log = log.With().Str("component", "coordinator").Logger()
+	var tlsConf *tls.Config
+	if cfg.TLSEnabled() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, &FieldError{Field: "tls", Msg: fmt.Sprintf("cannot load certificate %s and key %s: %v", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)}
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else if !IsLoopback(cfg.Listen) {
+		log.Warn().Str("listen", cfg.Listen).
+			Msg("INSECURE: serving plain HTTP on a non-loopback address (--insecure-http); API tokens cross the network in clear")
+	}
+	if err := prepareDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	st, err := store.Open(ctx, cfg.storeConfig(), base)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, base: base, st: st}
+	if err := s.setup(ctx, tlsConf); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := service.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	s.svc, err = service.New(service.Options{Store: s.st, Logger: s.base.With().Str("component", "service").Logger(), Observer: m})
+	if err != nil {
+		return err
+	}
+	if err := s.bootstrap(ctx); err != nil {
+		return err
+	}
+	s.handler, err = httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg})
+	if err != nil {
+		return err
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return &FieldError{Field: "listen", Msg: err.Error()}
+	}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	s.ln = ln
+	s.http = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(logWriter{s.log}, "", 0),
+	}
+	return nil
+}
+
+// prepareDataDir creates the data directory private to the service, and warns when an
+// existing one is open to others.
+func prepareDataDir(dir string, log zerolog.Logger) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return &FieldError{Field: "data_dir", Msg: err.Error()}
+		}
+		return nil
+	case err != nil:
+		return &FieldError{Field: "data_dir", Msg: err.Error()}
+	case !st.IsDir():
+		return &FieldError{Field: "data_dir", Msg: dir + " is not a directory"}
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		log.Warn().Str("data_dir", dir).Str("mode", st.Mode().Perm().String()).
+			Msg("data directory is open to other users; chmod 700 it")
+	}
+	return nil
+}
+
+// bootstrap creates the first administrator when the store has no user, with its API
+// token in DataDir/admin.token (0600). The token is never logged.
+func (s *Server) bootstrap(ctx context.Context) error {
+	path := filepath.Join(s.cfg.DataDir, AdminTokenFile)
+	wrote := false
+	created, err := s.svc.Bootstrap(ctx, func(token string) error {
+		if err := writeSecret(path, token+"\n"); err != nil {
+			return err
+		}
+		wrote = true
+		return nil
+	})
+	if err != nil {
+		if wrote {
+			// The transaction did not commit: the token in the file authenticates nobody.
+			_ = os.Remove(path)
+		}
+		if e := service.AsError(err); e.Err != nil {
+			err = e.Err
+		}
+		return fmt.Errorf("bootstrap administrator: %w", err)
+	}
+	if created {
+		s.log.Info().Str("username", service.BootstrapUsername).Str("token_file", path).
+			Msg("first start: created the bootstrap administrator; its API token is in the token file")
+	}
+	return nil
+}
+
+// writeSecret creates path with mode 0600 and writes data, refusing to replace a file.
+func writeSecret(path, data string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists but the database holds no user: remove the file (it authenticates nobody) or point the coordinator at the database it belongs to", path)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(data); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return err
+	}
+	return f.Close()
+}
+
+// Addr returns the address the API listens on (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL returns the API's base URL.
+func (s *Server) URL() string {
+	scheme := "http"
+	if s.cfg.TLSEnabled() {
+		scheme = "https"
+	}
+	return scheme + "://" + s.Addr()
+}
+
+// Handler returns the API's handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Store returns the server's store (for tests and tools in the same process).
+func (s *Server) Store() store.Store { return s.st }
+
+// Service returns the server's service.
+func (s *Server) Service() *service.Service { return s.svc }
+
+// Run serves the API and runs the expiry sweeper until ctx is done, then shuts down
+// gracefully (in-flight requests get shutdownTimeout), stops the sweeper and closes the
+// store. It returns nil after a shutdown asked for by ctx, or the error that stopped it.
+// Run may be called once.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("coordinator: Run called twice")
+	}
+	s.started = true
+	s.mu.Unlock()
+	defer func() {
+		if err := s.Close(); err != nil {
+			s.log.Warn().Err(err).Msg("closing the store")
+		}
+	}()
+
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		s.svc.RunExpiry(sweepCtx, time.Duration(s.cfg.ExpirySweepInterval))
+	}()
+	defer func() {
+		stopSweep()
+		<-sweepDone
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.http.Serve(s.ln) }()
+	s.log.Info().Str("listen", s.Addr()).Bool("tls", s.cfg.TLSEnabled()).Str("store", s.st.Driver()).Msg("coordinator serving")
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("coordinator: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info().Msg("coordinator shutting down")
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err := s.http.Shutdown(shutCtx)
+	if serr := <-serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("coordinator: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close releases the listener and the store. Run calls it; call it yourself only for a
+// Server that never ran. Calling it twice is harmless.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if s.ln != nil {
+			if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.closeErr = err
+			}
+		}
+		if err := s.st.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}
+
+// logWriter carries the HTTP server's own messages (TLS handshake errors and the like)
+// into the injected logger.
+type logWriter struct{ log zerolog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Str("source", "net/http").Msg(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

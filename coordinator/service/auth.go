@@ -1,0 +1,176 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// Token use is audited as token.used at most once per token per TokenUseAuditEvery: the
+// first use after the window, per coordinator process. The store's own last-use time is
+// written at most once a minute (TouchAPIToken) and cannot tell when the last audit entry
+// was written, so the window is kept in memory; a restart audits the next use again,
+// which errs on the side of more entries.
+const TokenUseAuditEvery = time.Hour
+
+// touchEvery matches the store's throttle: a use is written when the recorded one is older.
+const touchEvery = time.Minute
+
+// AnonymousActor is the actor of audit entries about requests without a valid token.
+const AnonymousActor = "anonymous"
+
+// Unauthenticated requests are audited at most once per source and reason per
+// anonDenialWindow; the entry carries how many were left out since the last one, so a
+// flood of bad tokens costs one write a minute per source, not one per request.
+const anonDenialWindow = time.Minute
+
+// maxTracked bounds the in-memory tables of token uses and denial sources.
+const maxTracked = 10000
+
+// Authenticate returns the user behind a presented API token. A missing or bad token gives
+// unauthenticated, audited (rate-limited) with the request's source.
+func (s *Service) Authenticate(ctx context.Context, presented, source string) (store.User, error) {
+	now := s.clock()
+	if presented == "" {
+		return store.User{}, s.unauthenticated(ctx, source, "no bearer token", now)
+	}
+	tok, u, err := s.st.LookupAPIToken(ctx, presented, now)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.User{}, s.unauthenticated(ctx, source, "unknown, revoked or expired API token", now)
+	}
+	if err != nil {
+		return store.User{}, AsError(err)
+	}
+	if err := s.recordUse(ctx, tok, u, source, now); err != nil {
+		return store.User{}, err
+	}
+	return u, nil
+}
+
+// recordUse writes the token's last use and, once per window, a token.used entry.
+func (s *Service) recordUse(ctx context.Context, tok store.APIToken, u store.User, source string, now time.Time) error {
+	if s.tokenUse.claim(tok.ID, now) {
+		err := s.update(ctx, func(t *txn) error {
+			if err := t.TouchAPIToken(ctx, tok.ID, now); err != nil {
+				return err
+			}
+			return t.audit(ctx, audit.Entry{Actor: u.ID, Action: audit.ActionTokenUsed, Target: "token:" + tok.ID,
+				Details: details("name", tok.Name, "source", source, "username", u.Username)})
+		})
+		if err != nil {
+			// Fail closed: a use that cannot be audited is not allowed.
+			s.tokenUse.release(tok.ID)
+			return err
+		}
+		return nil
+	}
+	if now.Sub(tok.LastUsed) < touchEvery {
+		return nil
+	}
+	if err := s.st.InTx(ctx, func(tx store.Tx) error { return tx.TouchAPIToken(ctx, tok.ID, now) }); err != nil {
+		s.log.Warn().Err(err).Str("token_id", tok.ID).Msg("cannot record API token use")
+	}
+	return nil
+}
+
+// RefuseUnauthenticated refuses a request whose credentials could not even be read (a
+// malformed Authorization header), audited like a bad token.
+func (s *Service) RefuseUnauthenticated(ctx context.Context, source, reason string) error {
+	return s.unauthenticated(ctx, source, reason, s.clock())
+}
+
+func (s *Service) unauthenticated(ctx context.Context, source, reason string, now time.Time) error {
+	e := newErr(CodeUnauthenticated, "", "%s; send Authorization: Bearer <API token>", reason)
+	if suppressed, ok := s.anon.allow(source+"|"+reason, now); ok {
+		err := s.update(ctx, func(t *txn) error {
+			return t.audit(ctx, audit.Entry{Actor: AnonymousActor, Action: audit.ActionAccessDenied, Reason: reason,
+				Details: details("code", string(CodeUnauthenticated), "source", source, "suppressed", suppressed)})
+		})
+		if err != nil {
+			s.log.Warn().Err(err).Str("source", source).Msg("cannot audit an unauthenticated request")
+		}
+	}
+	s.obs.Denial(CodeUnauthenticated)
+	return e
+}
+
+// tokenUseLog remembers when each token's use was last audited.
+type tokenUseLog struct {
+	mu   sync.Mutex // guards last
+	last map[string]time.Time
+}
+
+func newTokenUseLog() *tokenUseLog { return &tokenUseLog{last: map[string]time.Time{}} }
+
+// claim reports whether this use is the first of a new window, and if so takes it, so
+// that concurrent requests with the same token write one entry.
+func (l *tokenUseLog) claim(id string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[id]; ok && now.Sub(t) < TokenUseAuditEvery {
+		return false
+	}
+	if len(l.last) >= maxTracked {
+		for k, t := range l.last {
+			if now.Sub(t) >= TokenUseAuditEvery {
+				delete(l.last, k)
+			}
+		}
+	}
+	l.last[id] = now
+	return true
+}
+
+func (l *tokenUseLog) release(id string) {
+	l.mu.Lock()
+	delete(l.last, id)
+	l.mu.Unlock()
+}
+
+// denialLimiter lets one audit entry per key through per window and counts the rest.
+type denialLimiter struct {
+	mu   sync.Mutex // guards keys
+	keys map[string]*denialWindow
+}
+
+type denialWindow struct {
+	start      time.Time
+	suppressed int
+}
+
+func newDenialLimiter() *denialLimiter { return &denialLimiter{keys: map[string]*denialWindow{}} }
+
+// allow reports whether an entry for key may be written now and how many were suppressed
+// since the last one. Past maxTracked keys, the remaining sources share one key, so a
+// flood from many addresses is still bounded.
+func (l *denialLimiter) allow(key string, now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.keys[key]
+	if !ok && len(l.keys) >= maxTracked {
+		for k, w := range l.keys {
+			if now.Sub(w.start) >= anonDenialWindow && w.suppressed == 0 {
+				delete(l.keys, k)
+			}
+		}
+		if len(l.keys) >= maxTracked {
+			key = "*"
+			w, ok = l.keys[key]
+		}
+	}
+	if !ok {
+		l.keys[key] = &denialWindow{start: now}
+		return 0, true
+	}
+	if now.Sub(w.start) < anonDenialWindow {
+		w.suppressed++
+		return 0, false
+	}
+	n := w.suppressed
+	w.start, w.suppressed = now, 0
+	return n, true
+}

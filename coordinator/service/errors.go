@@ -1,0 +1,169 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/profile"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// Code is a stable error code; the HTTP API returns it as data (coordinator/api/openapi.yaml
+// lists them with their status).
+type Code string
+
+// Error codes.
+const (
+	CodeUnauthenticated   Code = "unauthenticated"
+	CodeForbidden         Code = "forbidden"
+	CodeNotFound          Code = "not_found"
+	CodeBadRequest        Code = "bad_request"
+	CodeInvalidProfile    Code = "invalid_profile"
+	CodeConflict          Code = "conflict"
+	CodeIllegalTransition Code = "illegal_transition"
+	CodeSelfApproval      Code = "self_approval"
+	CodeAlreadyDecided    Code = "already_decided"
+	CodeRoleNotPermitted  Code = "role_not_permitted"
+	CodeOutOfScope        Code = "out_of_scope"
+	CodeApprovalExpired   Code = "approval_expired"
+	CodeBindingMismatch   Code = "binding_mismatch"
+	CodeNotPending        Code = "not_pending"
+	CodeNotCancellable    Code = "not_cancellable"
+	CodeReasonRequired    Code = "reason_required"
+	CodeMissingAttribute  Code = "missing_holder_attribute"
+	CodeInvalidAttribute  Code = "invalid_holder_attribute"
+	CodeTooLarge          Code = "too_large"
+	CodeInternal          Code = "internal"
+)
+
+// Error is what every operation of the service returns on failure: a stable code, a
+// message for people, and the request field at fault when there is one.
+type Error struct {
+	Code  Code
+	Msg   string
+	Field string
+	Err   error // the cause, for logs; never shown to clients for internal errors
+}
+
+func (e *Error) Error() string {
+	s := string(e.Code) + ": " + e.Msg
+	if e.Field != "" {
+		s = string(e.Code) + ": " + e.Field + ": " + e.Msg
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is matches on the code alone: errors.Is(err, &Error{Code: CodeNotFound}).
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+func newErr(code Code, field, format string, args ...any) *Error {
+	return &Error{Code: code, Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+func badRequest(field, format string, args ...any) *Error {
+	return newErr(CodeBadRequest, field, format, args...)
+}
+
+func forbidden(format string, args ...any) *Error {
+	return newErr(CodeForbidden, "", format, args...)
+}
+
+func internal(err error) *Error {
+	return &Error{Code: CodeInternal, Msg: "internal error", Err: err}
+}
+
+// AsError turns any error into an *Error: errors of the rule, profile and store packages
+// keep their meaning; anything else is internal.
+func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var se *Error
+	if errors.As(err, &se) {
+		return se
+	}
+	var je *jobs.Error
+	if errors.As(err, &je) {
+		return &Error{Code: jobsCode(je.Code), Msg: strings.TrimPrefix(je.Error(), "jobs: "), Err: err}
+	}
+	var pe *profile.Error
+	if errors.As(err, &pe) {
+		code := CodeInvalidProfile
+		switch pe.Code {
+		case profile.CodeMissingAttribute:
+			code = CodeMissingAttribute
+		case profile.CodeInvalidAttribute:
+			code = CodeInvalidAttribute
+		}
+		// Every problem of a joined error goes in the message; the field is the first one's.
+		return &Error{Code: code, Field: pe.Field, Msg: oneLine(err.Error()), Err: err}
+	}
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return &Error{Code: CodeNotFound, Msg: trimStore(err), Err: err}
+	case errors.Is(err, store.ErrConflict):
+		return &Error{Code: CodeConflict, Msg: trimStore(err), Err: err}
+	case errors.Is(err, store.ErrInvalid):
+		return &Error{Code: CodeBadRequest, Msg: trimStore(err), Err: err}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &Error{Code: CodeInternal, Msg: "request cancelled or timed out", Err: err}
+	}
+	return internal(err)
+}
+
+func jobsCode(c jobs.Code) Code {
+	switch c {
+	case jobs.CodeIllegalTransition, jobs.CodeIllegalStep:
+		return CodeIllegalTransition
+	case jobs.CodeSelfApproval:
+		return CodeSelfApproval
+	case jobs.CodeAlreadyDecided:
+		return CodeAlreadyDecided
+	case jobs.CodeRoleNotPermitted:
+		return CodeRoleNotPermitted
+	case jobs.CodeOutOfScope:
+		return CodeOutOfScope
+	case jobs.CodeApprovalExpired:
+		return CodeApprovalExpired
+	case jobs.CodeBindingMismatch:
+		return CodeBindingMismatch
+	case jobs.CodeNotPending:
+		return CodeNotPending
+	case jobs.CodeReasonRequired:
+		return CodeReasonRequired
+	case jobs.CodeNotCancellable:
+		return CodeNotCancellable
+	case jobs.CodeNotPermitted:
+		return CodeForbidden
+	case jobs.CodeNotRetryable:
+		return CodeConflict
+	}
+	return CodeBadRequest
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
+
+// trimStore drops the "store: " prefix of store errors for messages shown to clients.
+func trimStore(err error) string { return strings.TrimPrefix(err.Error(), "store: ") }
+
+// retryable marks a lost compare-and-set: the operation reads again and decides again.
+type retryable struct{ err error }
+
+func (r retryable) Error() string { return r.err.Error() }
+func (r retryable) Unwrap() error { return r.err }
+
+// casLost wraps err as retryable when it is a store conflict.
+func casLost(err error) error {
+	if errors.Is(err, store.ErrConflict) {
+		return retryable{err}
+	}
+	return err
+}

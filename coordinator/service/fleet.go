@@ -1,0 +1,107 @@
+package service
+
+import (
+	"context"
+	"errors"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// ListAgents lists agents by ID with their presence.
+func (s *Service) ListAgents(ctx context.Context, actor store.User, p store.Page) ([]store.Agent, string, error) {
+	if _, err := s.canRead(ctx, actor, resFleet); err != nil {
+		return nil, "", err
+	}
+	as, next, err := s.st.ListAgents(ctx, store.AgentFilter{}, p)
+	if err != nil {
+		return nil, "", pageErr(err)
+	}
+	return as, next, nil
+}
+
+// ListTokens lists tokens by serial, as agents last reported them.
+func (s *Service) ListTokens(ctx context.Context, actor store.User, agentID string, p store.Page) ([]store.Token, string, error) {
+	if _, err := s.canRead(ctx, actor, resFleet); err != nil {
+		return nil, "", err
+	}
+	ts, next, err := s.st.ListTokens(ctx, store.TokenFilter{AgentID: agentID}, p)
+	if err != nil {
+		return nil, "", pageErr(err)
+	}
+	return ts, next, nil
+}
+
+// Certificate is a stored certificate with its holder's username.
+type Certificate struct {
+	store.Certificate
+	Holder string
+}
+
+// CertificateQuery filters ListCertificates.
+type CertificateQuery struct {
+	Holder      string // username
+	Agent       string
+	TokenSerial string
+}
+
+// ListCertificates lists certificates, newest first.
+func (s *Service) ListCertificates(ctx context.Context, actor store.User, q CertificateQuery, p store.Page) ([]Certificate, string, error) {
+	if _, err := s.canRead(ctx, actor, resCertificates); err != nil {
+		return nil, "", err
+	}
+	f := store.CertificateFilter{AgentID: q.Agent, TokenSerial: q.TokenSerial}
+	if q.Holder != "" {
+		u, err := s.st.GetUserByUsername(ctx, q.Holder)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, "", badRequest("holder", "no user named %q", q.Holder)
+		}
+		if err != nil {
+			return nil, "", AsError(err)
+		}
+		f.HolderID = u.ID
+	}
+	cs, next, err := s.st.ListCertificates(ctx, f, p)
+	if err != nil {
+		return nil, "", pageErr(err)
+	}
+	names := newNames(s.st)
+	out := make([]Certificate, len(cs))
+	for i, c := range cs {
+		out[i] = Certificate{Certificate: c, Holder: names.user(ctx, c.HolderID)}
+	}
+	return out, next, nil
+}
+
+// MaxAuditPage bounds one page of ListAudit.
+const MaxAuditPage = 5000
+
+// ListAudit returns up to limit audit entries after sequence number afterSeq, as stored,
+// and the sequence number to continue after (0 when this was the last page). Admin and
+// auditor only.
+func (s *Service) ListAudit(ctx context.Context, actor store.User, afterSeq int64, limit int) ([]audit.Entry, int64, error) {
+	if _, err := s.canRead(ctx, actor, resAudit); err != nil {
+		return nil, 0, err
+	}
+	if afterSeq < 0 {
+		return nil, 0, badRequest("after_seq", "must not be negative")
+	}
+	if limit < 1 || limit > MaxAuditPage {
+		return nil, 0, badRequest("limit", "must be between 1 and %d", MaxAuditPage)
+	}
+	out := make([]audit.Entry, 0, min(limit, store.MaxPageLimit))
+	p := store.Page{}
+	for len(out) < limit {
+		p.Limit = min(limit-len(out), store.MaxPageLimit)
+		es, next, err := s.st.ListAudit(ctx, store.AuditFilter{FromSeq: afterSeq + 1}, p)
+		if err != nil {
+			return nil, 0, AsError(err)
+		}
+		out = append(out, es...)
+		if next == "" {
+			return out, 0, nil
+		}
+		p.Cursor = next
+	}
+	return out, out[len(out)-1].Seq, nil
+}

@@ -1,0 +1,404 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/profile"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/protocol"
+)
+
+// DefaultJobDeadline is the deadline of a job whose profile needs no approval (and so
+// has no request expiry) when the request gives none.
+const DefaultJobDeadline = 14 * 24 * time.Hour
+
+// MaxJobDeadline bounds how far ahead a request may set its deadline.
+const MaxJobDeadline = 366 * 24 * time.Hour
+
+var tokenSerialRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+
+// JobRequest is a request to queue a job.
+type JobRequest struct {
+	Kind        jobs.Kind
+	Holder      string // username
+	Agent       string // target agent ID
+	Profile     string
+	TokenSerial string    // "" means any token the profile allows
+	Deadline    time.Time // zero: the profile's request expiry from now
+}
+
+// Job is a stored job with the names the API shows and its approval progress.
+type Job struct {
+	store.Job
+	Holder       string // username
+	Requester    string // username
+	Organization string // name
+	Approvals    int    // valid request-gate approvals
+	Required     int    // approvals the profile requires
+}
+
+// JobDetail is a job with its decisions, timeline and steps.
+type JobDetail struct {
+	Job
+	Decisions []DecisionView
+	Timeline  []Event
+	Steps     []store.JobStep
+}
+
+// DecisionView is one recorded decision.
+type DecisionView struct {
+	Gate     jobs.Gate
+	Approver string // username
+	Verdict  jobs.Verdict
+	Reason   string
+	At       time.Time
+	Valid    bool // still counts: bound to the job as it is, not lapsed, of this attempt
+}
+
+// Event is one transition of a job's timeline.
+type Event struct {
+	store.JobEvent
+	ActorName string // username, or the actor as recorded when it is not a user
+}
+
+func (r *JobRequest) validate(now time.Time) error {
+	switch {
+	case r.Kind == "":
+		return badRequest("kind", "is required")
+	case !jobs.KnownKind(r.Kind):
+		return badRequest("kind", "unknown kind %q (known: %v)", r.Kind, jobs.Kinds())
+	case !jobs.OnAgent(r.Kind):
+		return badRequest("kind", "%s runs on the coordinator and is not queued for an agent", r.Kind)
+	case r.Holder == "":
+		return badRequest("holder", "is required")
+	case r.Profile == "":
+		return badRequest("profile", "is required")
+	case r.Agent == "":
+		return badRequest("agent", "is required")
+	}
+	if err := protocol.ValidateAgentID(r.Agent); err != nil {
+		return badRequest("agent", "%v", err)
+	}
+	if r.TokenSerial != "" && !tokenSerialRE.MatchString(r.TokenSerial) {
+		return badRequest("token_serial", "%q: use 1 to 64 letters, digits and . _ : -", r.TokenSerial)
+	}
+	if !r.Deadline.IsZero() {
+		switch {
+		case !r.Deadline.After(now):
+			return badRequest("deadline", "%s is not in the future", r.Deadline.UTC().Format(time.RFC3339))
+		case r.Deadline.Sub(now) > MaxJobDeadline:
+			return badRequest("deadline", "%s is more than %s ahead", r.Deadline.UTC().Format(time.RFC3339), profile.Duration(MaxJobDeadline))
+		}
+	}
+	return nil
+}
+
+// holderOf gives the profile package's view of a user.
+func holderOf(u store.User, orgName string) profile.Holder {
+	return profile.Holder{ID: u.Username, Name: u.DisplayName, Email: u.Email, UPN: u.UPN, Organization: orgName, Attributes: u.Attributes}
+}
+
+// CreateJob queues a job (helpdesk or admin). The job starts in pending_approval and
+// moves to approved in the same transaction when its profile needs no approval. An open
+// job for the same holder, profile and target is superseded by it.
+//
+// The target agent must be known to the coordinator (enrolled, whether online or not): a
+// job waits for an offline agent, but a job for an agent ID nobody enrolled is a typo that
+// would sit until it expires.
+func (s *Service) CreateJob(ctx context.Context, actor store.User, r JobRequest) (Job, error) {
+	if err := s.requireRole(ctx, actor, "create job", jobs.RoleHelpdesk, jobs.RoleAdmin); err != nil {
+		return Job{}, err
+	}
+	r.Holder, r.Profile, r.Agent, r.TokenSerial = strings.TrimSpace(r.Holder), strings.TrimSpace(r.Profile), strings.TrimSpace(r.Agent), strings.TrimSpace(r.TokenSerial)
+	if err := r.validate(s.clock()); err != nil {
+		return Job{}, err
+	}
+	var out store.Job
+	err := s.update(ctx, func(t *txn) error {
+		holder, err := t.GetUserByUsername(ctx, r.Holder)
+		if errors.Is(err, store.ErrNotFound) {
+			return badRequest("holder", "no user named %q", r.Holder)
+		}
+		if err != nil {
+			return err
+		}
+		if holder.Disabled {
+			return badRequest("holder", "user %q is disabled", holder.Username)
+		}
+		sp, err := t.GetProfile(ctx, r.Profile)
+		if errors.Is(err, store.ErrNotFound) {
+			return badRequest("profile", "no profile named %q", r.Profile)
+		}
+		if err != nil {
+			return err
+		}
+		p, err := s.profiles.parse(sp)
+		if err != nil {
+			return internal(err)
+		}
+		if _, err := t.GetAgent(ctx, r.Agent); errors.Is(err, store.ErrNotFound) {
+			return badRequest("agent", "agent %q is not enrolled; a job waits for an offline agent, not for one the coordinator has never seen", r.Agent)
+		} else if err != nil {
+			return err
+		}
+		orgName := ""
+		if holder.OrganisationID != "" {
+			o, err := t.GetOrganisation(ctx, holder.OrganisationID)
+			if err != nil {
+				return err
+			}
+			orgName = o.Name
+		}
+		id, err := p.Render(holderOf(holder, orgName))
+		if err != nil {
+			e := AsError(err)
+			return &Error{Code: e.Code, Field: "holder", Msg: e.Msg, Err: err}
+		}
+		policy := p.Approval.Policy()
+		deadline := r.Deadline
+		if deadline.IsZero() {
+			life := policy.ExpiresAfter
+			if life <= 0 {
+				life = DefaultJobDeadline
+			}
+			deadline = t.now.Add(life)
+		}
+		binding := jobs.BindingHash(jobs.Binding{Kind: r.Kind, HolderID: holder.ID, ProfileName: sp.Name, ProfileHash: sp.ContentHash,
+			Subject: id.Canonical(), TargetAgentID: r.Agent, TokenSerial: r.TokenSerial})
+		j, err := t.CreateJob(ctx, store.Job{Kind: r.Kind, State: jobs.StatePendingApproval, HolderID: holder.ID,
+			ProfileName: sp.Name, ProfileHash: sp.ContentHash, AgentID: r.Agent, TokenSerial: r.TokenSerial,
+			RequesterID: actor.ID, OrganisationID: holder.OrganisationID, BindingHash: binding,
+			Deadline: deadline, Created: t.now})
+		if err != nil {
+			return err
+		}
+		if err := t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionJobCreated, JobID: j.ID, Target: "user:" + holder.ID,
+			Details: details("kind", string(j.Kind), "holder", holder.Username, "profile", sp.Name, "profile_hash", sp.ContentHash,
+				"agent", j.AgentID, "token_serial", j.TokenSerial, "binding_hash", binding,
+				"deadline", deadline.Format(time.RFC3339))}); err != nil {
+			return err
+		}
+		if err := t.supersede(ctx, actor, j); err != nil {
+			return err
+		}
+		out = j
+		// A profile without approvals passes its request gate at once.
+		outcome, err := jobs.Evaluate(policy, j.Rules(j.OrganisationID, nil), t.now)
+		if err != nil {
+			return err
+		}
+		if outcome.Status == jobs.StatusApproved {
+			out, err = t.transition(ctx, j, jobs.StateApproved, store.JobChange{Actor: actor.ID,
+				Reason: fmt.Sprintf("profile %s needs no approval", sp.Name)}, "")
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return Job{}, err
+	}
+	return s.jobView(ctx, s.st, newNames(s.st), out)
+}
+
+// supersede ends every open job the new one replaces: same holder, profile and target.
+func (t *txn) supersede(ctx context.Context, actor store.User, nj store.Job) error {
+	f := store.JobFilter{States: []jobs.State{jobs.StatePendingApproval, jobs.StateApproved, jobs.StateDispatched},
+		HolderID: nj.HolderID, ProfileName: nj.ProfileName, AgentID: nj.AgentID}
+	var old []store.Job
+	p := store.Page{Limit: store.MaxPageLimit}
+	for {
+		page, next, err := t.ListJobs(ctx, f, p)
+		if err != nil {
+			return err
+		}
+		old = append(old, page...)
+		if next == "" {
+			break
+		}
+		p.Cursor = next
+	}
+	for _, o := range old {
+		if !jobs.Supersedes(nj.Rules("", nil), o.Rules("", nil)) {
+			continue
+		}
+		if _, err := t.transition(ctx, o, jobs.StateSuperseded, store.JobChange{Actor: actor.ID,
+			Reason: "superseded by job " + nj.ID, SupersededBy: nj.ID}, audit.ActionJobSuperseded); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// JobQuery filters ListJobs.
+type JobQuery struct {
+	State        jobs.State
+	Kind         jobs.Kind
+	Organization string // name
+	Holder       string // username
+	Agent        string
+}
+
+// ListJobs lists jobs, newest first: all of them, or an approver's organisation's.
+func (s *Service) ListJobs(ctx context.Context, actor store.User, q JobQuery, p store.Page) ([]Job, string, error) {
+	sc, err := s.canRead(ctx, actor, resJobs)
+	if err != nil {
+		return nil, "", err
+	}
+	var f store.JobFilter
+	if q.State != "" {
+		if !jobs.KnownState(q.State) {
+			return nil, "", badRequest("state", "unknown state %q (known: %v)", q.State, jobs.States())
+		}
+		f.States = []jobs.State{q.State}
+	}
+	if q.Kind != "" {
+		if !jobs.KnownKind(q.Kind) {
+			return nil, "", badRequest("kind", "unknown kind %q (known: %v)", q.Kind, jobs.Kinds())
+		}
+		f.Kinds = []jobs.Kind{q.Kind}
+	}
+	if q.Organization != "" {
+		o, err := s.st.GetOrganisationByName(ctx, q.Organization)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, "", badRequest("organization", "no organisation named %q", q.Organization)
+		}
+		if err != nil {
+			return nil, "", AsError(err)
+		}
+		f.OrganisationID = o.ID
+	}
+	if q.Holder != "" {
+		u, err := s.st.GetUserByUsername(ctx, q.Holder)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, "", badRequest("holder", "no user named %q", q.Holder)
+		}
+		if err != nil {
+			return nil, "", AsError(err)
+		}
+		f.HolderID = u.ID
+	}
+	f.AgentID = q.Agent
+	if !sc.all {
+		if f.OrganisationID != "" && f.OrganisationID != sc.org {
+			return nil, "", s.deny(ctx, actor, "list jobs", "", "org:"+f.OrganisationID,
+				newErr(CodeOutOfScope, "organization", "%s reads the jobs of their own organisation only", actor.Username))
+		}
+		f.OrganisationID = sc.org
+	}
+	js, next, err := s.st.ListJobs(ctx, f, p)
+	if err != nil {
+		return nil, "", pageErr(err)
+	}
+	names := newNames(s.st)
+	out := make([]Job, 0, len(js))
+	for _, j := range js {
+		v, err := s.jobView(ctx, s.st, names, j)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, v)
+	}
+	return out, next, nil
+}
+
+// GetJob returns one job with its decisions, timeline and steps.
+func (s *Service) GetJob(ctx context.Context, actor store.User, id string) (JobDetail, error) {
+	sc, err := s.canRead(ctx, actor, resJobs)
+	if err != nil {
+		return JobDetail{}, err
+	}
+	j, err := s.st.GetJob(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return JobDetail{}, newErr(CodeNotFound, "", "no job %q", id)
+	}
+	if err != nil {
+		return JobDetail{}, AsError(err)
+	}
+	if !sc.all && j.OrganisationID != sc.org {
+		return JobDetail{}, s.deny(ctx, actor, "read job", j.ID, "",
+			newErr(CodeOutOfScope, "", "%s reads the jobs of their own organisation only", actor.Username))
+	}
+	return s.jobDetail(ctx, j)
+}
+
+// jobView adds names and approval progress to a job.
+func (s *Service) jobView(ctx context.Context, r store.Reader, n *names, j store.Job) (Job, error) {
+	v := Job{Job: j, Holder: n.user(ctx, j.HolderID), Requester: n.user(ctx, j.RequesterID), Organization: n.org(ctx, j.OrganisationID)}
+	p, _, err := s.profileOfJob(ctx, r, j)
+	if err != nil {
+		return Job{}, internal(err)
+	}
+	approvals, err := r.ListApprovals(ctx, j.ID)
+	if err != nil {
+		return Job{}, AsError(err)
+	}
+	v.Required = p.Approval.Required
+	approvers := map[string]bool{}
+	for _, a := range approvals {
+		if a.Gate == jobs.GateRequest && a.Verdict == jobs.VerdictApprove && a.BoundHash == j.BindingHash && s.decisionValid(p, j, a) {
+			approvers[a.ApproverID] = true
+		}
+	}
+	v.Approvals = len(approvers)
+	return v, nil
+}
+
+// decisionValid reports whether a recorded decision still counts for the job as it is.
+func (s *Service) decisionValid(p profile.Profile, j store.Job, a store.Approval) bool {
+	if a.BoundHash != j.BindingHash {
+		return false
+	}
+	if a.Gate == jobs.GateCAOperator {
+		return a.Attempt == j.Attempt
+	}
+	// A request-gate approval lapses while the job still waits to run; once it ran, it
+	// did its work.
+	if jobs.Open(j.State) && a.Verdict == jobs.VerdictApprove {
+		life := time.Duration(p.Approval.ExpiresAfter)
+		return life <= 0 || s.clock().Before(a.At.Add(life))
+	}
+	return true
+}
+
+func (s *Service) jobDetail(ctx context.Context, j store.Job) (JobDetail, error) {
+	n := newNames(s.st)
+	v, err := s.jobView(ctx, s.st, n, j)
+	if err != nil {
+		return JobDetail{}, err
+	}
+	d := JobDetail{Job: v, Decisions: []DecisionView{}, Timeline: []Event{}, Steps: []store.JobStep{}}
+	p, _, err := s.profileOfJob(ctx, s.st, j)
+	if err != nil {
+		return JobDetail{}, internal(err)
+	}
+	approvals, err := s.st.ListApprovals(ctx, j.ID)
+	if err != nil {
+		return JobDetail{}, AsError(err)
+	}
+	for _, a := range approvals {
+		d.Decisions = append(d.Decisions, DecisionView{Gate: a.Gate, Approver: n.user(ctx, a.ApproverID), Verdict: a.Verdict,
+			Reason: a.Reason, At: a.At, Valid: s.decisionValid(p, j, a)})
+	}
+	events, err := s.st.ListJobEvents(ctx, j.ID)
+	if err != nil {
+		return JobDetail{}, AsError(err)
+	}
+	for _, e := range events {
+		d.Timeline = append(d.Timeline, Event{JobEvent: e, ActorName: n.user(ctx, e.Actor)})
+	}
+	steps, err := s.st.ListJobSteps(ctx, j.ID)
+	if err != nil {
+		return JobDetail{}, AsError(err)
+	}
+	if steps != nil {
+		d.Steps = steps
+	}
+	return d, nil
+}

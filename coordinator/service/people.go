@@ -1,0 +1,386 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/profile"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// User is a stored user with the name of their organisation.
+type User struct {
+	store.User
+	Organization string
+}
+
+// UserRequest describes a user to create.
+type UserRequest struct {
+	Username     string
+	DisplayName  string
+	Email        string
+	UPN          string
+	Organization string // organisation name; "" for none
+	Attributes   map[string]string
+	Roles        []jobs.Role
+}
+
+// Limits on user fields.
+const (
+	maxNameLen       = 128
+	maxDisplayLen    = 256
+	maxAttributes    = 64
+	maxAttrKeyLen    = 64
+	maxAttrValueLen  = 1024
+	maxTokenNameLen  = 64
+	defaultTokenName = "api"
+)
+
+var (
+	usernameRE = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,128}$`)
+	attrKeyRE  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]*$`)
+)
+
+// checkText refuses text a name or a certificate field should not hold.
+func checkText(field, v string, maxLen int) error {
+	switch {
+	case !utf8.ValidString(v):
+		return badRequest(field, "is not valid UTF-8")
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return badRequest(field, "holds control characters")
+	case utf8.RuneCountInString(v) > maxLen:
+		return badRequest(field, "is %d characters long, at most %d", utf8.RuneCountInString(v), maxLen)
+	}
+	return nil
+}
+
+func (r UserRequest) validate() error {
+	if r.Username == "" {
+		return badRequest("username", "is required")
+	}
+	if !usernameRE.MatchString(r.Username) {
+		return badRequest("username", "%q: use 1 to 128 letters, digits and . _ @ -", r.Username)
+	}
+	if err := checkText("display_name", r.DisplayName, maxDisplayLen); err != nil {
+		return err
+	}
+	if r.Email != "" {
+		if a, err := mail.ParseAddress(r.Email); err != nil || a.Address != r.Email || len(r.Email) > 254 {
+			return badRequest("email", "%q is not a plain e-mail address (name@example.org)", r.Email)
+		}
+	}
+	if r.UPN != "" {
+		user, domain, ok := strings.Cut(r.UPN, "@")
+		if !ok || user == "" || domain == "" || strings.Contains(domain, "@") || strings.ContainsFunc(r.UPN, unicode.IsSpace) || len(r.UPN) > 256 {
+			return badRequest("upn", "%q is not a user principal name (user@domain)", r.UPN)
+		}
+	}
+	if err := checkText("organization", r.Organization, maxNameLen); err != nil {
+		return err
+	}
+	if len(r.Attributes) > maxAttributes {
+		return badRequest("attributes", "%d attributes, at most %d", len(r.Attributes), maxAttributes)
+	}
+	for k, v := range r.Attributes {
+		if len(k) > maxAttrKeyLen || !attrKeyRE.MatchString(k) {
+			return badRequest("attributes", "key %q: start with a letter, then letters, digits and _ . - (at most %d)", k, maxAttrKeyLen)
+		}
+		if err := checkText("attributes."+k, v, maxAttrValueLen); err != nil {
+			return err
+		}
+	}
+	for i, role := range r.Roles {
+		if !role.Valid() {
+			return badRequest(fmt.Sprintf("roles[%d]", i), "unknown role %q (known: %v)", role, jobs.AllRoles())
+		}
+	}
+	return nil
+}
+
+// Whoami returns the caller. Everyone may ask.
+func (s *Service) Whoami(ctx context.Context, actor store.User) User {
+	return User{User: actor, Organization: newNames(s.st).org(ctx, actor.OrganisationID)}
+}
+
+// CreateOrganisation creates an organisation (admin).
+func (s *Service) CreateOrganisation(ctx context.Context, actor store.User, name string) (store.Organisation, error) {
+	if err := s.requireRole(ctx, actor, "create organisation", jobs.RoleAdmin); err != nil {
+		return store.Organisation{}, err
+	}
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return store.Organisation{}, badRequest("name", "is required")
+	}
+	if err := checkText("name", name, maxNameLen); err != nil {
+		return store.Organisation{}, err
+	}
+	var out store.Organisation
+	err := s.update(ctx, func(t *txn) error {
+		o, err := t.CreateOrganisation(ctx, store.Organisation{Name: name, Created: t.now})
+		if errors.Is(err, store.ErrConflict) {
+			return newErr(CodeConflict, "name", "an organisation named %q exists", name)
+		}
+		if err != nil {
+			return err
+		}
+		out = o
+		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionOrgCreated, Target: "org:" + o.ID,
+			Details: details("name", o.Name)})
+	})
+	return out, err
+}
+
+// ListOrganisations lists organisations by name: all of them, or an approver's own.
+func (s *Service) ListOrganisations(ctx context.Context, actor store.User, p store.Page) ([]store.Organisation, string, error) {
+	sc, err := s.canRead(ctx, actor, resOrgs)
+	if err != nil {
+		return nil, "", err
+	}
+	if !sc.all {
+		if p.Cursor != "" {
+			return []store.Organisation{}, "", nil
+		}
+		o, err := s.st.GetOrganisation(ctx, sc.org)
+		if err != nil {
+			return nil, "", AsError(err)
+		}
+		return []store.Organisation{o}, "", nil
+	}
+	orgs, next, err := s.st.ListOrganisations(ctx, p)
+	if err != nil {
+		return nil, "", pageErr(err)
+	}
+	return orgs, next, nil
+}
+
+// CreateUser creates a person: a certificate holder, an operator, or both (admin).
+func (s *Service) CreateUser(ctx context.Context, actor store.User, r UserRequest) (User, error) {
+	if err := s.requireRole(ctx, actor, "create user", jobs.RoleAdmin); err != nil {
+		return User{}, err
+	}
+	r.Organization = strings.TrimSpace(r.Organization)
+	if err := r.validate(); err != nil {
+		return User{}, err
+	}
+	var out User
+	err := s.update(ctx, func(t *txn) error {
+		var orgID string
+		if r.Organization != "" {
+			o, err := t.GetOrganisationByName(ctx, r.Organization)
+			if errors.Is(err, store.ErrNotFound) {
+				return badRequest("organization", "no organisation named %q", r.Organization)
+			}
+			if err != nil {
+				return err
+			}
+			orgID, r.Organization = o.ID, o.Name
+		}
+		u, err := t.CreateUser(ctx, store.User{Username: r.Username, DisplayName: r.DisplayName, Email: r.Email, UPN: r.UPN,
+			OrganisationID: orgID, Attributes: r.Attributes, Roles: r.Roles, Created: t.now})
+		if errors.Is(err, store.ErrConflict) {
+			return newErr(CodeConflict, "username", "a user named %q exists", r.Username)
+		}
+		if err != nil {
+			return err
+		}
+		out = User{User: u, Organization: r.Organization}
+		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionUserCreated, Target: "user:" + u.ID,
+			Details: details("username", u.Username, "organization", r.Organization, "roles", roleNames(u.Roles))})
+	})
+	return out, err
+}
+
+func roleNames(rs []jobs.Role) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = string(r)
+	}
+	return out
+}
+
+// UserQuery filters ListUsers.
+type UserQuery struct {
+	Organization string // name
+	Role         jobs.Role
+}
+
+// ListUsers lists people by username: everyone, or an approver's organisation.
+func (s *Service) ListUsers(ctx context.Context, actor store.User, q UserQuery, p store.Page) ([]User, string, error) {
+	sc, err := s.canRead(ctx, actor, resUsers)
+	if err != nil {
+		return nil, "", err
+	}
+	f := store.UserFilter{Role: q.Role}
+	if q.Role != "" && !q.Role.Valid() {
+		return nil, "", badRequest("role", "unknown role %q (known: %v)", q.Role, jobs.AllRoles())
+	}
+	if q.Organization != "" {
+		o, err := s.st.GetOrganisationByName(ctx, q.Organization)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, "", badRequest("organization", "no organisation named %q", q.Organization)
+		}
+		if err != nil {
+			return nil, "", AsError(err)
+		}
+		f.OrganisationID = o.ID
+	}
+	if !sc.all {
+		if f.OrganisationID != "" && f.OrganisationID != sc.org {
+			return nil, "", s.deny(ctx, actor, "list users", "", "org:"+f.OrganisationID,
+				newErr(CodeOutOfScope, "organization", "%s reads the users of their own organisation only", actor.Username))
+		}
+		f.OrganisationID = sc.org
+	}
+	us, next, err := s.st.ListUsers(ctx, f, p)
+	if err != nil {
+		return nil, "", pageErr(err)
+	}
+	names := newNames(s.st)
+	out := make([]User, len(us))
+	for i, u := range us {
+		out[i] = User{User: u, Organization: names.org(ctx, u.OrganisationID)}
+	}
+	return out, next, nil
+}
+
+// GetUser returns one person: anyone may read themselves.
+func (s *Service) GetUser(ctx context.Context, actor store.User, username string) (User, error) {
+	if strings.EqualFold(username, actor.Username) {
+		return s.Whoami(ctx, actor), nil
+	}
+	sc, err := s.canRead(ctx, actor, resUsers)
+	if err != nil {
+		return User{}, err
+	}
+	u, err := s.st.GetUserByUsername(ctx, username)
+	if errors.Is(err, store.ErrNotFound) {
+		return User{}, newErr(CodeNotFound, "", "no user named %q", username)
+	}
+	if err != nil {
+		return User{}, AsError(err)
+	}
+	if !sc.all && u.OrganisationID != sc.org {
+		return User{}, s.deny(ctx, actor, "read user", "", "user:"+u.ID,
+			newErr(CodeOutOfScope, "", "%s reads the users of their own organisation only", actor.Username))
+	}
+	return User{User: u, Organization: newNames(s.st).org(ctx, u.OrganisationID)}, nil
+}
+
+// IssuedToken is a new API token: the secret is in Token, this once.
+type IssuedToken struct {
+	store.APIToken
+	Token    string
+	Username string
+}
+
+// IssueAPIToken creates an API token for a person (admin). expiresIn is a Go duration or
+// whole days ("90d"); empty means the token never expires.
+func (s *Service) IssueAPIToken(ctx context.Context, actor store.User, username, name, expiresIn string) (IssuedToken, error) {
+	if err := s.requireRole(ctx, actor, "issue API token", jobs.RoleAdmin); err != nil {
+		return IssuedToken{}, err
+	}
+	name = strings.TrimSpace(name)
+	if name == "" {
+		name = defaultTokenName
+	}
+	if err := checkText("name", name, maxTokenNameLen); err != nil {
+		return IssuedToken{}, err
+	}
+	var life time.Duration
+	if expiresIn != "" {
+		d, err := profile.ParseDuration(expiresIn)
+		if err != nil {
+			return IssuedToken{}, badRequest("expires_in", "%v", err)
+		}
+		if life = time.Duration(d); life <= 0 {
+			return IssuedToken{}, badRequest("expires_in", "%q is not a positive duration", expiresIn)
+		}
+	}
+	var out IssuedToken
+	err := s.update(ctx, func(t *txn) error {
+		u, err := t.GetUserByUsername(ctx, username)
+		if errors.Is(err, store.ErrNotFound) {
+			return newErr(CodeNotFound, "", "no user named %q", username)
+		}
+		if err != nil {
+			return err
+		}
+		if u.Disabled {
+			return newErr(CodeConflict, "", "user %q is disabled", u.Username)
+		}
+		var expires time.Time
+		if life > 0 {
+			expires = t.now.Add(life)
+		}
+		tok, secret, err := t.CreateAPIToken(ctx, u.ID, name, expires)
+		if err != nil {
+			return err
+		}
+		out = IssuedToken{APIToken: tok, Token: secret, Username: u.Username}
+		kv := []any{"token_id", tok.ID, "name", tok.Name, "username", u.Username}
+		if !expires.IsZero() {
+			kv = append(kv, "expires", expires.Format(time.RFC3339))
+		}
+		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionTokenCreated, Target: "user:" + u.ID, Details: details(kv...)})
+	})
+	return out, err
+}
+
+// BootstrapUsername is the first administrator's username.
+const BootstrapUsername = "admin"
+
+// Bootstrap creates the first administrator and an API token for them when the store holds
+// no user at all, and hands the token to keep inside the transaction: if keep fails,
+// nothing is created. It reports whether it created the administrator.
+func (s *Service) Bootstrap(ctx context.Context, keep func(token string) error) (bool, error) {
+	created := false
+	err := s.update(ctx, func(t *txn) error {
+		created = false
+		us, _, err := t.ListUsers(ctx, store.UserFilter{}, store.Page{Limit: 1})
+		if err != nil || len(us) > 0 {
+			return err
+		}
+		actor := systemActor("bootstrap")
+		u, err := t.CreateUser(ctx, store.User{Username: BootstrapUsername, DisplayName: "Bootstrap administrator",
+			Roles: []jobs.Role{jobs.RoleAdmin}, Created: t.now})
+		if err != nil {
+			// Another coordinator sharing the database bootstrapped first.
+			return casLost(err)
+		}
+		tok, secret, err := t.CreateAPIToken(ctx, u.ID, "bootstrap", time.Time{})
+		if err != nil {
+			return err
+		}
+		if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionUserCreated, Target: "user:" + u.ID,
+			Reason: "first start", Details: details("username", u.Username, "roles", roleNames(u.Roles))}); err != nil {
+			return err
+		}
+		if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionTokenCreated, Target: "user:" + u.ID,
+			Reason: "first start", Details: details("token_id", tok.ID, "name", tok.Name, "username", u.Username)}); err != nil {
+			return err
+		}
+		if err := keep(secret); err != nil {
+			return err
+		}
+		created = true
+		return nil
+	})
+	return created, err
+}
+
+// pageErr maps a list error: a malformed cursor is the client's.
+func pageErr(err error) error {
+	if errors.Is(err, store.ErrInvalid) {
+		return &Error{Code: CodeBadRequest, Field: "cursor", Msg: "malformed or foreign page cursor; start again without it", Err: err}
+	}
+	return AsError(err)
+}

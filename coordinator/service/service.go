@@ -1,0 +1,242 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// Dispatcher is told about job changes inside the transaction that makes them, so that
+// the message a change causes goes into the outbox atomically with it. An error rolls the
+// change back.
+type Dispatcher interface {
+	// JobApproved is called when job has just entered approved.
+	JobApproved(ctx context.Context, tx store.Tx, job store.Job) error
+	// JobWithdrawn is called when job left approved or dispatched (from) without running:
+	// cancelled, superseded or expired. A dispatched job's message may sit in the agent's
+	// queue; the agent must be told to drop it.
+	JobWithdrawn(ctx context.Context, tx store.Tx, job store.Job, from jobs.State) error
+}
+
+// Issuer continues issuance once the CA-operator gate of a job in awaiting_certificate
+// has passed: it signs the certificate and moves the job on. Called inside the
+// transaction that records the deciding approval.
+type Issuer interface {
+	CAGatePassed(ctx context.Context, tx store.Tx, job store.Job) error
+}
+
+// Observer counts what happened, after the transaction committed (so retried attempts
+// are not counted twice). Metrics implements it.
+type Observer interface {
+	JobTransition(from, to jobs.State)
+	Decision(gate jobs.Gate, verdict jobs.Verdict)
+	Denial(code Code)
+}
+
+// NopDispatcher does nothing: jobs stay approved until a dispatcher is wired in.
+type NopDispatcher struct{}
+
+func (NopDispatcher) JobApproved(context.Context, store.Tx, store.Job) error { return nil }
+func (NopDispatcher) JobWithdrawn(context.Context, store.Tx, store.Job, jobs.State) error {
+	return nil
+}
+
+// NopIssuer does nothing: a job whose CA-operator gate passed stays in
+// awaiting_certificate until an issuer is wired in.
+type NopIssuer struct{}
+
+func (NopIssuer) CAGatePassed(context.Context, store.Tx, store.Job) error { return nil }
+
+type nopObserver struct{}
+
+func (nopObserver) JobTransition(jobs.State, jobs.State) {}
+func (nopObserver) Decision(jobs.Gate, jobs.Verdict)     {}
+func (nopObserver) Denial(Code)                          {}
+
+// Options configure a Service.
+type Options struct {
+	Store      store.Store    // required
+	Logger     zerolog.Logger // the zero value discards
+	Now        func() time.Time
+	Dispatcher Dispatcher // nil: NopDispatcher
+	Issuer     Issuer     // nil: NopIssuer
+	Observer   Observer   // nil: nothing is counted
+}
+
+// Service is the coordinator's business operations. It is safe for concurrent use.
+type Service struct {
+	st       store.Store
+	log      zerolog.Logger
+	now      func() time.Time
+	disp     Dispatcher
+	issuer   Issuer
+	obs      Observer
+	profiles *profileCache
+	tokenUse *tokenUseLog
+	anon     *denialLimiter
+}
+
+// New returns a Service over o.Store.
+func New(o Options) (*Service, error) {
+	if o.Store == nil {
+		return nil, errors.New("service: no store")
+	}
+	s := &Service{st: o.Store, log: o.Logger, now: o.Now, disp: o.Dispatcher, issuer: o.Issuer, obs: o.Observer,
+		profiles: newProfileCache(), tokenUse: newTokenUseLog(), anon: newDenialLimiter()}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.disp == nil {
+		s.disp = NopDispatcher{}
+	}
+	if s.issuer == nil {
+		s.issuer = NopIssuer{}
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	return s, nil
+}
+
+// Ping checks that the store answers.
+func (s *Service) Ping(ctx context.Context) error {
+	_, err := s.st.AuditHead(ctx)
+	return err
+}
+
+// clock returns the service's current time in store precision.
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// maxTxAttempts bounds how often an operation re-reads and re-decides after losing a
+// compare-and-set to a concurrent change.
+const maxTxAttempts = 4
+
+// txn is one attempt of an operation's transaction: what it observed, to report after the
+// commit, and the refusal it recorded (committed with its audit entry).
+type txn struct {
+	store.Tx
+	s       *Service
+	now     time.Time
+	events  []func(Observer)
+	refusal error
+}
+
+// update runs fn in a transaction. A lost compare-and-set (fn returns a retryable error)
+// rolls back and runs fn again on fresh reads, at most maxTxAttempts times. When fn
+// refused the operation (t.refuse), the transaction commits — the refusal's audit entry
+// must stay — and update returns the refusal.
+func (s *Service) update(ctx context.Context, fn func(t *txn) error) error {
+	var err error
+	for range maxTxAttempts {
+		var t *txn
+		err = s.st.InTx(ctx, func(tx store.Tx) error {
+			t = &txn{Tx: tx, s: s, now: s.clock()}
+			return fn(t)
+		})
+		var r retryable
+		if errors.As(err, &r) {
+			s.log.Debug().Err(err).Msg("concurrent change; reading again")
+			continue
+		}
+		if err != nil {
+			return AsError(err)
+		}
+		for _, ev := range t.events {
+			ev(s.obs)
+		}
+		if t.refusal != nil {
+			return t.refusal
+		}
+		return nil
+	}
+	return &Error{Code: CodeConflict, Msg: "the record kept changing while this request was processed; try again", Err: err}
+}
+
+// audit appends an entry at the transaction's time.
+func (t *txn) audit(ctx context.Context, e audit.Entry) error {
+	if e.Time.IsZero() {
+		e.Time = t.now
+	}
+	_, err := t.AppendAudit(ctx, e, audit.Seal)
+	return err
+}
+
+// refuse records a refusal: an access.denied audit entry naming the actor, the operation
+// and the rule's code. The transaction then commits only that entry, and the operation
+// returns err.
+func (t *txn) refuse(ctx context.Context, actor store.User, op, jobID, target string, err error) error {
+	e := AsError(err)
+	if err := t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionAccessDenied, JobID: jobID, Target: target,
+		Reason: e.Msg, Details: details("operation", op, "code", string(e.Code), "username", actor.Username)}); err != nil {
+		return err
+	}
+	t.refusal = e
+	t.events = append(t.events, func(o Observer) { o.Denial(e.Code) })
+	return nil
+}
+
+// transition moves j to state to (checked against the kind's table) with a timeline
+// event and an audit entry, and tells the dispatcher.
+func (t *txn) transition(ctx context.Context, j store.Job, to jobs.State, c store.JobChange, action string) (store.Job, error) {
+	if err := jobs.CanTransitionKind(j.Kind, j.State, to); err != nil {
+		return store.Job{}, err
+	}
+	if c.At.IsZero() {
+		c.At = t.now
+	}
+	from := j.State
+	nj, err := t.UpdateJobState(ctx, j.ID, from, to, j.Version, c)
+	if err != nil {
+		return store.Job{}, casLost(err)
+	}
+	if action == "" {
+		action = audit.ActionJobTransition
+	}
+	kv := []any{"from", string(from), "to", string(to), "attempt", nj.Attempt}
+	if c.SupersededBy != "" {
+		kv = append(kv, "superseded_by", c.SupersededBy)
+	}
+	if err := t.audit(ctx, audit.Entry{Actor: c.Actor, Action: action, JobID: j.ID, Reason: c.Reason, Details: details(kv...)}); err != nil {
+		return store.Job{}, err
+	}
+	t.events = append(t.events, func(o Observer) { o.JobTransition(from, to) })
+	switch {
+	case to == jobs.StateApproved:
+		err = t.s.disp.JobApproved(ctx, t.Tx, nj)
+	case (from == jobs.StateApproved || from == jobs.StateDispatched) && jobs.Terminal(to):
+		err = t.s.disp.JobWithdrawn(ctx, t.Tx, nj, from)
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("dispatcher: job %s %s -> %s: %w", j.ID, from, to, err)
+	}
+	return nj, nil
+}
+
+// details builds an audit details object from key-value pairs; empty strings are left out.
+func details(kv ...any) json.RawMessage {
+	m := make(map[string]any, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		k, _ := kv[i].(string)
+		if s, ok := kv[i+1].(string); ok && s == "" {
+			continue
+		}
+		m[k] = kv[i+1]
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		// Only strings, numbers, booleans and lists of them are passed.
+		panic("service: audit details: " + err.Error())
+	}
+	return b
+}
