@@ -244,3 +244,18 @@ func needID(what, v string) error {
 	}
 	return nil
 }
+
+// AgentEnrolment enrols an agent before it first connects.
+type AgentEnrolment struct {
+	ID         string `json:"id"`
+	Hostname   string `json:"hostname,omitempty"`
+	BrokerUser string `json:"broker_user,omitempty"`
+}
+
+// EnrolAgent records a new agent (admin), so that jobs can be queued for it.
+func (c *Client) EnrolAgent(ctx context.Context, e AgentEnrolment) (Agent, error) {
+	var a Agent
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/agents", body: e,
+		want: []int{http.StatusCreated}, out: &a})
+	return a, err
+}

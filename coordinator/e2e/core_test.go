@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
@@ -121,18 +120,8 @@ func TestCoordinatorCore(t *testing.T) {
 		t.Fatal("the admin token file is empty")
 	}
 
-	// Jobs target enrolled agents only. Agents enrol over the broker, which this test of
-	// the core does not run: record three workstations in the database the way enrolment
-	// does, with the coordinator stopped. A restart on the same data keeps the token.
+	// A restart on the same data keeps the token.
 	co.stop()
-	db := filepath.Join(data, "coordinator.db")
-	enrolled := time.Now().UTC().Format("2006-01-02T15:04:05.000000Z")
-	var enrol strings.Builder
-	for _, id := range []string{"ws-01", "ws-02", "ws-03"} {
-		fmt.Fprintf(&enrol, "INSERT INTO agents (id, hostname, os, version, enrolled_at) VALUES ('%s', '%s.acme.example', 'linux', 'e2e', '%s');\n",
-			id, id, enrolled)
-	}
-	sqlite(t, db, enrol.String())
 	co = startCoordinator(t, bins.coordinator, data)
 	if again, err := os.ReadFile(tokenPath); err != nil || string(again) != string(raw) {
 		t.Fatalf("a restart changed the admin token file (%v)", err)
@@ -145,6 +134,14 @@ func TestCoordinatorCore(t *testing.T) {
 		t.Fatalf("the bootstrap token's user has roles %v, want admin", me.Roles)
 	}
 	s.fails("not-a-token", 1, "unauthenticated", "whoami")
+
+	// Jobs target enrolled agents: the administrator enrols three workstations; a taken
+	// ID is refused, naming the host that holds it.
+	for _, id := range []string{"ws-01", "ws-02", "ws-03"} {
+		s.ok(admin, "agent", "add", id, "--hostname", id+".acme.example")
+	}
+	s.fails(admin, 1, "ws-01.acme.example", "agent", "add", "ws-01", "--hostname", "other.acme.example")
+	s.fails(admin, 1, "bad_request", "agent", "add", "WS.01")
 
 	// 2. Organisations, people, their API tokens, the profile.
 	s.ok(admin, "org", "create", "acme")
@@ -339,6 +336,7 @@ func TestCoordinatorCore(t *testing.T) {
 	// Tamper with the database as an intruder with the file would: stop the coordinator,
 	// drop the append-only trigger, edit the row, put the trigger back.
 	co.stop()
+	db := filepath.Join(data, "coordinator.db")
 	pristine := filepath.Join(t.TempDir(), "pristine.db")
 	sqlite(t, db, ".backup "+pristine+"\n")
 	editActor := fmt.Sprintf("DROP TRIGGER audit_log_no_update;\n"+

@@ -87,6 +87,7 @@ func New(o Options) (http.Handler, error) {
 	authed("POST /api/v1/jobs/{id}/reject", a.reject)
 	authed("POST /api/v1/jobs/{id}/cancel", a.cancel)
 	authed("GET /api/v1/agents", a.listAgents)
+	authed("POST /api/v1/agents", a.enrolAgent)
 	authed("GET /api/v1/tokens", a.listTokens)
 	authed("GET /api/v1/certificates", a.listCertificates)
 	authed("GET /api/v1/audit", a.listAudit)

@@ -171,7 +171,7 @@ func TestFleetLists(t *testing.T) {
 		Approved bool      `json:"approved"`
 	}
 	as := ok[list[agent]](t, e.as(t, "hd", "GET", "/api/v1/agents", nil), 200)
-	if len(as.Items) != 2 || as.Items[0].ID != "ws-1" || !as.Items[0].Online || as.Items[1].Online || as.Items[0].Approved {
+	if len(as.Items) != 2 || as.Items[0].ID != "ws-1" || !as.Items[0].Online || as.Items[1].Online || !as.Items[0].Approved {
 		t.Fatalf("agents %+v", as)
 	}
 	as = ok[list[agent]](t, e.as(t, "aud", "GET", "/api/v1/agents?limit=1", nil), 200)

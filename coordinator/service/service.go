@@ -69,6 +69,7 @@ type Options struct {
 	Dispatcher Dispatcher // nil: NopDispatcher
 	Issuer     Issuer     // nil: NopIssuer
 	Observer   Observer   // nil: nothing is counted
+	AgentHook  AgentHook  // nil: enrolled agents' queues are declared when the dispatcher starts
 }
 
 // Service is the coordinator's business operations. It is safe for concurrent use.
@@ -79,6 +80,7 @@ type Service struct {
 	disp     Dispatcher
 	issuer   Issuer
 	obs      Observer
+	agents   AgentHook
 	profiles *profileCache
 	tokenUse *tokenUseLog
 	anon     *denialLimiter
@@ -89,7 +91,7 @@ func New(o Options) (*Service, error) {
 	if o.Store == nil {
 		return nil, errors.New("service: no store")
 	}
-	s := &Service{st: o.Store, log: o.Logger, now: o.Now, disp: o.Dispatcher, issuer: o.Issuer, obs: o.Observer,
+	s := &Service{st: o.Store, log: o.Logger, now: o.Now, disp: o.Dispatcher, issuer: o.Issuer, obs: o.Observer, agents: o.AgentHook,
 		profiles: newProfileCache(), tokenUse: newTokenUseLog(), anon: newDenialLimiter()}
 	if s.now == nil {
 		s.now = time.Now
