@@ -130,8 +130,17 @@ type Job struct {
 // Actor is the user acting on a job.
 type Actor struct {
 	ID           string
+	Name         string // for messages (a username); ID when empty
 	Roles        []Role
 	Organization string
+}
+
+// name is how messages call the actor.
+func (a Actor) name() string {
+	if a.Name != "" {
+		return a.Name
+	}
+	return a.ID
 }
 
 // HasRole reports whether the actor holds r.
@@ -316,20 +325,20 @@ func Decide(p Policy, j Job, a Actor, v Vote, now time.Time) (Decision, Outcome,
 		return Decision{}, before, errorf(CodeNotPending, "the %s gate of job %s is already %s", gate, j.ID, before.Status)
 	}
 	if a.ID == j.RequesterID {
-		return Decision{}, before, errorf(CodeSelfApproval, "%s requested job %s and may not decide on it (the requester may cancel it instead)", a.ID, j.ID)
+		return Decision{}, before, errorf(CodeSelfApproval, "%s requested job %s and may not decide on it (the requester may cancel it instead)", a.name(), j.ID)
 	}
 	if a.ID == j.HolderID {
-		return Decision{}, before, errorf(CodeSelfApproval, "%s is the holder of job %s and may not decide on it", a.ID, j.ID)
+		return Decision{}, before, errorf(CodeSelfApproval, "%s is the holder of job %s and may not decide on it", a.name(), j.ID)
 	}
 	permitted := p.Roles
 	if gate == GateCAOperator {
 		permitted = []Role{RoleCAOperator}
 	}
 	if !slices.ContainsFunc(permitted, a.HasRole) {
-		return Decision{}, before, errorf(CodeRoleNotPermitted, "%s holds none of the roles that decide at the %s gate (%s)", a.ID, gate, joinRoles(permitted))
+		return Decision{}, before, errorf(CodeRoleNotPermitted, "%s holds none of the roles that decide at the %s gate (%s)", a.name(), gate, joinRoles(permitted))
 	}
 	if gate == GateRequest && p.Scope == ScopeOrganization && (a.Organization == "" || a.Organization != j.HolderOrganization) {
-		return Decision{}, before, errorf(CodeOutOfScope, "%s (organisation %q) may not decide for a holder of organisation %q", a.ID, a.Organization, j.HolderOrganization)
+		return Decision{}, before, errorf(CodeOutOfScope, "%s may not decide for a holder of another organisation", a.name())
 	}
 	for _, d := range j.Decisions {
 		if d.ActorID != a.ID || d.BindingHash != j.BindingHash {
@@ -338,11 +347,11 @@ func Decide(p Policy, j Job, a Actor, v Vote, now time.Time) (Decision, Outcome,
 		// Request-gate decisions count across gates (one person never passes both
 		// gates); CA-operator decisions belong to their attempt.
 		if d.Gate == GateRequest || d.Attempt == j.Attempt {
-			return Decision{}, before, errorf(CodeAlreadyDecided, "%s already decided (%s at the %s gate) on job %s", a.ID, d.Verdict, d.Gate, j.ID)
+			return Decision{}, before, errorf(CodeAlreadyDecided, "%s already decided (%s at the %s gate) on job %s", a.name(), d.Verdict, d.Gate, j.ID)
 		}
 	}
 	if v.BindingHash != j.BindingHash {
-		return Decision{}, before, errorf(CodeBindingMismatch, "job %s changed since %s saw it; review it again", j.ID, a.ID)
+		return Decision{}, before, errorf(CodeBindingMismatch, "job %s changed since %s saw it; review it again", j.ID, a.name())
 	}
 	if v.Verdict == VerdictReject && strings.TrimSpace(v.Reason) == "" {
 		return Decision{}, before, errorf(CodeReasonRequired, "a rejection needs a reason")

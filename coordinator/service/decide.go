@@ -85,7 +85,7 @@ func (s *Service) decide(ctx context.Context, actor store.User, jobID string, ve
 		if vote.BindingHash == "" {
 			vote.BindingHash = j.BindingHash
 		}
-		who := jobs.Actor{ID: actor.ID, Roles: actor.Roles, Organization: actor.OrganisationID}
+		who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganisationID}
 		d, outcome, err := jobs.Decide(policy, j.Rules(j.OrganisationID, approvals), who, vote, t.now)
 		var je *jobs.Error
 		if errors.As(err, &je) && je.Code != jobs.CodeInvalidInput {
@@ -171,7 +171,7 @@ func (s *Service) Cancel(ctx context.Context, actor store.User, jobID, reason st
 			return err
 		}
 		out = j
-		who := jobs.Actor{ID: actor.ID, Roles: actor.Roles, Organization: actor.OrganisationID}
+		who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganisationID}
 		if err := jobs.CanCancel(j.Rules(j.OrganisationID, nil), who); err != nil {
 			return t.refuse(ctx, actor, "cancel job", j.ID, "", err)
 		}
