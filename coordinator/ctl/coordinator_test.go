@@ -113,6 +113,18 @@ func TestAgainstCoordinator(t *testing.T) {
 		t.Errorf("job show --json: %v %+v", err, d)
 	}
 
+	// watch follows the job until it ends: here, cancelled by its requester.
+	r = runCtl(t, op, "", "job", "watch", id, "--timeout", "300ms", "--interval", "100ms")
+	if r.code != 1 || !strings.Contains(r.stdout, "approved; being sent to agent ws-01") ||
+		!strings.Contains(r.stderr, "is still approved") {
+		t.Errorf("watch of a job that does not move: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	ok(op, "cancel", id, "--reason", "wrong holder")
+	r = runCtl(t, op, "", "job", "watch", id)
+	if r.code != 1 || !strings.Contains(r.stdout, "  cancelled\n") || !strings.Contains(r.stderr, "ended cancelled") {
+		t.Errorf("watch of a cancelled job: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+
 	agents := ok(admin, "agents")
 	if !strings.Contains(agents, "ws-01  ws-01.acme.example  linux  test     offline ") {
 		t.Errorf("agents:\n%s", agents)
