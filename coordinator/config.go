@@ -45,6 +45,10 @@ type Config struct {
 	Log          LogConfig `yaml:"log"`
 	// ExpirySweepInterval is how often jobs are checked for expiry.
 	ExpirySweepInterval Duration `yaml:"expiry_sweep_interval"`
+	// Broker is the AMQP broker jobs and events travel through.
+	Broker BrokerConfig `yaml:"broker"`
+	// CA is the built-in CA that signs the checked CSRs.
+	CA CAConfig `yaml:"ca"`
 }
 
 // DatabaseConfig chooses the store.
@@ -89,7 +93,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // DefaultConfig returns the configuration used when neither file nor flag says otherwise.
 func DefaultConfig() Config {
 	return Config{Listen: DefaultListen, DataDir: DefaultDataDir, Database: DatabaseConfig{Driver: store.DriverSQLite},
-		Log: LogConfig{Level: "info", Format: "auto"}, ExpirySweepInterval: Duration(DefaultSweepInterval)}
+		Log: LogConfig{Level: "info", Format: "auto"}, ExpirySweepInterval: Duration(DefaultSweepInterval),
+		Broker: BrokerConfig{URL: DefaultBrokerURL}}
 }
 
 // maxConfigSize bounds the configuration file.
@@ -196,6 +201,7 @@ func (c Config) Validate() error {
 	if d := time.Duration(c.ExpirySweepInterval); d < time.Second || d > time.Hour {
 		bad("expiry_sweep_interval", "%s is outside 1s..1h", d)
 	}
+	c.validateDispatch(bad)
 	return errors.Join(errs...)
 }
 

@@ -35,6 +35,16 @@ log:
   level: debug
   format: json
 expiry_sweep_interval: 2m
+broker:
+  url: amqps://tf:secret@mq.example:5671/tokenfleet
+  agent_users: per_agent
+ca:
+  dir: /srv/tokenfleet/pki
+  cert_file: /etc/tokenfleet/ca.pem
+  key_file: /etc/tokenfleet/ca-key.pem
+  name: Example CA
+  organization: Example
+  crl_url: http://pki.example/tokenfleet.crl
 `)
 	cfg, err := coordinator.LoadConfig(p)
 	if err != nil {
@@ -43,7 +53,10 @@ expiry_sweep_interval: 2m
 	want := coordinator.Config{Listen: "0.0.0.0:9443", DataDir: "/srv/tokenfleet",
 		Database: coordinator.DatabaseConfig{Driver: "postgres", DSN: "postgres://tf@db.example:5432/tokenfleet"},
 		TLS:      coordinator.TLSConfig{CertFile: "/etc/tokenfleet/cert.pem", KeyFile: "/etc/tokenfleet/key.pem"},
-		Log:      coordinator.LogConfig{Level: "debug", Format: "json"}, ExpirySweepInterval: coordinator.Duration(2 * time.Minute)}
+		Log:      coordinator.LogConfig{Level: "debug", Format: "json"}, ExpirySweepInterval: coordinator.Duration(2 * time.Minute),
+		Broker: coordinator.BrokerConfig{URL: "amqps://tf:secret@mq.example:5671/tokenfleet", AgentUsers: "per_agent"},
+		CA: coordinator.CAConfig{Dir: "/srv/tokenfleet/pki", CertFile: "/etc/tokenfleet/ca.pem", KeyFile: "/etc/tokenfleet/ca-key.pem",
+			Name: "Example CA", Organization: "Example", CRLURL: "http://pki.example/tokenfleet.crl"}}
 	if cfg != want {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
 	}
@@ -88,6 +101,14 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"log format", "log: {format: xml}\n", []string{"log.format:", "xml"}},
 		{"sweep too often", "expiry_sweep_interval: 10ms\n", []string{"expiry_sweep_interval:"}},
 		{"empty data dir", "data_dir: \"\"\n", []string{"data_dir:"}},
+		{"empty broker URL", "broker: {url: \"\"}\n", []string{"broker.url:", "required"}},
+		{"broker URL not AMQP", "broker: {url: \"http://u:pw@mq:15672/\"}\n", []string{"broker.url:", "amqp://"}},
+		{"broker password kept out", "broker: {url: \"https://u:hunter2@mq/\"}\n", []string{"broker.url:", "xxxxx"}},
+		{"agent users", "broker: {agent_users: everyone}\n", []string{"broker.agent_users:", "everyone"}},
+		{"CA certificate without key", "ca: {cert_file: /ca.pem}\n", []string{"ca.key_file:"}},
+		{"CA key without certificate", "ca: {key_file: /k.pem}\n", []string{"ca.cert_file:"}},
+		{"CRL URL relative", "ca: {crl_url: /crl}\n", []string{"ca.crl_url:"}},
+		{"CRL URL without path", "ca: {crl_url: \"http://pki.example\"}\n", []string{"ca.crl_url:"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package coordinator wires the coordinator together: configuration, the store, the
-// service, the HTTP API with TLS, the expiry sweeper and the first-start bootstrap. The
-// main in cmd/tokenfleet-coordinator parses flags, calls New and Run, and cancels Run's
-// context on SIGINT or SIGTERM: that is the only shutdown path.
+// service, the HTTP API with TLS, the dispatcher on the broker, the built-in CA and its
+// CRL, the expiry sweeper and the first-start bootstrap. The main in
+// cmd/tokenfleet-coordinator parses flags, calls New and Run, and cancels Run's context on
+// SIGINT or SIGTERM: that is the only shutdown path.
 //
 // Decisions:
 //   - The data directory defaults to /var/lib/tokenfleet (the service's state directory);
@@ -16,6 +17,17 @@
 //     refused unless insecure_http is set, and then a warning is logged at start.
 //   - /metrics is served without authentication on the API's listener, so the listener's
 //     reach is the metrics' reach.
+//   - Broker (broker.url, --broker; default guest on loopback): the coordinator starts and
+//     serves without it; messages wait in the outbox until it answers (package dispatch).
+//     broker.agent_users says whether agents have their own broker users (per_agent: an
+//     event whose user_id is not its agent's is refused and audited) or share one
+//     (shared: the coordinator warns at start that sender checks rely on it). Unset, it
+//     is shared for a loopback broker, the development default, and per_agent otherwise.
+//   - CA: the built-in CA is created on first start in DATA/ca (or loaded from
+//     ca.cert_file and ca.key_file). Its CRL is served without authentication at the path
+//     of ca.crl_url, the URL every certificate names; the default is the API's own
+//     listener, http(s)://LISTEN/crl. The key agents seal PINs to is DATA/result-key.pem
+//     (0600), created on first start.
 package coordinator
 
 import (
@@ -37,6 +49,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/ca"
+	_ "github.com/tokenfleet/tokenfleet/coordinator/ca/builtin" // registers the built-in CA
+	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/httpapi"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -56,6 +71,8 @@ type Server struct {
 	base    zerolog.Logger // what components add their name to
 	st      store.Store
 	svc     *service.Service
+	disp    *dispatch.Dispatcher
+	ca      ca.CA
 	handler http.Handler
 	ln      net.Listener
 	http    *http.Server
@@ -107,28 +124,42 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) error {
+func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m, err := service.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
-	s.svc, err = service.New(service.Options{Store: s.st, Logger: s.base.With().Str("component", "service").Logger(), Observer: m})
+	// Bound first: the default CRL URL, named in every certificate, is on this listener.
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return &FieldError{Field: "listen", Msg: err.Error()}
+	}
+	defer func() {
+		if err != nil {
+			_ = ln.Close()
+		}
+	}()
+	crlURL := s.cfg.crlURL(ln.Addr().String())
+	if err := s.setupDispatch(ctx, crlURL); err != nil {
+		return err
+	}
+	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),
+		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp})
 	if err != nil {
 		return err
 	}
 	if err := s.bootstrap(ctx); err != nil {
 		return err
 	}
-	s.handler, err = httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg})
+	api, err := httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg})
 	if err != nil {
 		return err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
-	if err != nil {
-		return &FieldError{Field: "listen", Msg: err.Error()}
+	if s.handler, err = s.withCRL(api, crlURL); err != nil {
+		return err
 	}
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
@@ -267,6 +298,18 @@ func (s *Server) Run(ctx context.Context) error {
 	defer func() {
 		stopSweep()
 		<-sweepDone
+	}()
+
+	// The dispatcher stops after the HTTP server (deferred calls run last first), so that
+	// what requests in flight queue is still sent.
+	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
+	dispDone := make(chan error, 1)
+	go func() { dispDone <- s.disp.Run(dispCtx) }()
+	defer func() {
+		stopDisp()
+		if err := <-dispDone; err != nil {
+			s.log.Warn().Err(err).Msg("dispatcher stopped")
+		}
 	}()
 
 	serveErr := make(chan error, 1)

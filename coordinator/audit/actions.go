@@ -12,6 +12,7 @@ const (
 	ActionJobExpired     = "job.expired"
 	ActionJobRetried     = "job.retried"
 	ActionJobResultStale = "job.result_ignored" // a result for an old attempt, fenced off
+	ActionJobWaiting     = "job.waiting"        // an approved job cannot be dispatched yet, and why
 
 	ActionCertificateIssued  = "certificate.issued"
 	ActionCertificateRevoked = "certificate.revoked"
@@ -38,6 +39,8 @@ const (
 	ActionAgentApproved    = "agent.approved"
 	ActionAgentRevoked     = "agent.revoked"
 	ActionAgentDuplicateID = "agent.duplicate_id" // a second agent tried a taken ID
+	ActionAgentKeySet      = "agent.key_set"      // the seal key of the agent's first hello was recorded
+	ActionAgentKeyReset    = "agent.key_reset"    // an admin cleared the seal key: the next hello sets it
 
 	ActionAuditVerified = "audit.verified"
 )
@@ -45,7 +48,7 @@ const (
 var actions = map[string]bool{
 	ActionJobCreated: true, ActionJobEdited: true, ActionJobTransition: true, ActionJobApproved: true,
 	ActionJobRejected: true, ActionJobCancelled: true, ActionJobSuperseded: true, ActionJobExpired: true,
-	ActionJobRetried: true, ActionJobResultStale: true,
+	ActionJobRetried: true, ActionJobResultStale: true, ActionJobWaiting: true,
 	ActionCertificateIssued: true, ActionCertificateRevoked: true, ActionCSRRejected: true, ActionPINRevealed: true,
 	ActionAccessDenied: true, ActionTokenUsed: true, ActionTokenCreated: true, ActionTokenRevoked: true,
 	ActionMessageRejected: true,
@@ -53,6 +56,7 @@ var actions = map[string]bool{
 	ActionUserCreated: true, ActionUserUpdated: true, ActionUserDisabled: true, ActionRolesChanged: true,
 	ActionOrgCreated: true, ActionOrgUpdated: true,
 	ActionAgentEnrolled: true, ActionAgentApproved: true, ActionAgentRevoked: true, ActionAgentDuplicateID: true,
+	ActionAgentKeySet: true, ActionAgentKeyReset: true,
 	ActionAuditVerified: true,
 }
 

@@ -1,6 +1,7 @@
 // Package coordinatortest starts a real coordinator inside a test: the whole server (store,
-// service, HTTP API, expiry sweeper) listening on a random loopback port, with plain HTTP
-// and signals left alone. It stops when the test ends.
+// service, HTTP API, dispatcher, CA, expiry sweeper) listening on a random loopback port,
+// with plain HTTP and signals left alone. It stops when the test ends. Without a broker
+// URL it runs with no broker: approved jobs wait in its outbox.
 //
 //	c := coordinatortest.Start(t, coordinatortest.Options{})
 //	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
@@ -30,7 +31,17 @@ type Options struct {
 	// Driver is "sqlite" (default) or "postgres"; DSN is the PostgreSQL URL (for example
 	// internal/testenv.PostgresDatabase(t)). With SQLite, DSN is normally empty.
 	Driver, DSN string
+	// BrokerURL is the broker (for example internal/testenv.NewBroker(t).URL). Empty: an
+	// address nothing listens on, so the coordinator runs without a broker and leaves the
+	// machine's alone; approved jobs then wait in its outbox.
+	BrokerURL string
+	// AgentUsers is the config's broker.agent_users ("per_agent" or "shared"); empty
+	// takes the coordinator's default.
+	AgentUsers string
 }
+
+// NoBroker is the broker address of Options without a BrokerURL.
+const NoBroker = "amqp://guest:guest@127.0.0.1:1/"
 
 // Instance is a running coordinator.
 type Instance struct {
@@ -57,6 +68,11 @@ func Start(t testing.TB, o Options) *Instance {
 	}
 	cfg.Database.DSN = o.DSN
 	cfg.ExpirySweepInterval = coordinator.Duration(time.Second)
+	cfg.Broker.URL = o.BrokerURL
+	if cfg.Broker.URL == "" {
+		cfg.Broker.URL = NoBroker
+	}
+	cfg.Broker.AgentUsers = o.AgentUsers
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 
 	srv, err := coordinator.New(cfg, log)

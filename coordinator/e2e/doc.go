@@ -3,5 +3,7 @@
 // data directory, and drives it with tokenfleetctl as people would — organisations,
 // people, a profile, a job behind an approval gate, refused and accepted approvals,
 // rejection, cancellation — then tampers with the SQLite file by hand and checks that
-// tokenfleetctl audit verify names the entry. The package has no code besides the test.
+// tokenfleetctl audit verify names the entry. Its dispatch test kills the coordinator
+// with SIGKILL while a committed dispatch waits in its outbox and checks the restarted
+// coordinator sends it. The package has no code besides the tests.
 package e2e

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,13 +96,21 @@ type coordinatorProc struct {
 	err    error         // its exit status, once done is closed
 }
 
-// startCoordinator runs `tokenfleet-coordinator serve` on dataDir and waits until
-// /healthz answers ok.
-func startCoordinator(t *testing.T, bin, dataDir string) *coordinatorProc {
+// noBroker is a broker address nothing listens on: a coordinator started without
+// --broker among the extra arguments runs without a broker and leaves the machine's alone.
+const noBroker = "amqp://guest:guest@127.0.0.1:1/"
+
+// startCoordinator runs `tokenfleet-coordinator serve` on dataDir, with extra arguments,
+// and waits until /healthz answers ok.
+func startCoordinator(t *testing.T, bin, dataDir string, extra ...string) *coordinatorProc {
 	t.Helper()
 	addr := freeAddr(t)
 	p := &coordinatorProc{t: t, url: "http://" + addr, output: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "serve", "--data", dataDir, "--listen", addr)
+	args := append([]string{"serve", "--data", dataDir, "--listen", addr}, extra...)
+	if !slices.Contains(extra, "--broker") {
+		args = append(args, "--broker", noBroker)
+	}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
 	p.cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 	if err := p.cmd.Start(); err != nil {

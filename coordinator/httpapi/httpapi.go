@@ -86,10 +86,14 @@ func New(o Options) (http.Handler, error) {
 	authed("POST /api/v1/jobs/{id}/approve", a.approve)
 	authed("POST /api/v1/jobs/{id}/reject", a.reject)
 	authed("POST /api/v1/jobs/{id}/cancel", a.cancel)
+	authed("POST /api/v1/jobs/{id}/retry", a.retry)
 	authed("GET /api/v1/agents", a.listAgents)
 	authed("POST /api/v1/agents", a.enrolAgent)
+	authed("POST /api/v1/agents/{id}/reset-key", a.resetAgentKey)
 	authed("GET /api/v1/tokens", a.listTokens)
 	authed("GET /api/v1/certificates", a.listCertificates)
+	authed("POST /api/v1/certificates/{serial}/revoke", a.revokeCertificate)
+	handle("GET /api/v1/ca/certificate", http.HandlerFunc(a.caCertificate))
 	authed("GET /api/v1/audit", a.listAudit)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

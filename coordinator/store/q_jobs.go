@@ -280,15 +280,11 @@ func (x *q) ListJobSteps(ctx context.Context, jobID string) ([]JobStep, error) {
 }
 
 func (x *q) ListJobAttempts(ctx context.Context, jobID string) ([]JobAttempt, error) {
-	rows, err := x.query(ctx, `SELECT job_id, attempt, started_at FROM job_attempts WHERE job_id = ? ORDER BY attempt`, jobID)
+	rows, err := x.query(ctx, `SELECT `+attemptCols+` FROM job_attempts WHERE job_id = ? ORDER BY attempt`, jobID)
 	if err != nil {
 		return nil, x.d.wrap("job "+jobID+" attempts", err)
 	}
-	return collect(rows, x.d, "job "+jobID+" attempts", func(r scanner) (JobAttempt, error) {
-		var a JobAttempt
-		err := r.Scan(&a.JobID, &a.Attempt, timeCol{&a.Started})
-		return a, err
-	})
+	return collect(rows, x.d, "job "+jobID+" attempts", scanAttempt)
 }
 
 // ---- approvals ----

@@ -78,6 +78,10 @@ type Reader interface {
 	ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error)
 	ListJobSteps(ctx context.Context, jobID string) ([]JobStep, error)
 	ListJobAttempts(ctx context.Context, jobID string) ([]JobAttempt, error)
+	GetJobAttempt(ctx context.Context, jobID string, attempt int) (JobAttempt, error)
+
+	// GetTokenPIN returns the newest PIN of this purpose recorded for the token.
+	GetTokenPIN(ctx context.Context, tokenSerial, purpose string) (TokenPIN, error)
 
 	ListApprovals(ctx context.Context, jobID string) ([]Approval, error)
 
@@ -154,6 +158,26 @@ type Writer interface {
 	// it from the job at expectedVersion). A step of an attempt other than the job's current
 	// one gives ErrConflict: attempt numbers fence stale results.
 	AddJobStep(ctx context.Context, s JobStep, p jobs.Progress, expectedVersion int64) (Job, error)
+
+	// RecordAttemptDispatch records the dispatch message written for an attempt; a second
+	// one gives ErrConflict (an attempt is dispatched once).
+	RecordAttemptDispatch(ctx context.Context, jobID string, attempt int, messageID string) error
+	// SetAttemptWaiting records why an attempt is not dispatched yet and reports whether
+	// the reason changed.
+	SetAttemptWaiting(ctx context.Context, jobID string, attempt int, reason string) (changed bool, err error)
+	// RecordAttemptKey records the public key reported for an attempt. The same key again
+	// is no change; another key gives ErrConflict: the first report counts.
+	RecordAttemptKey(ctx context.Context, jobID string, attempt int, publicKey []byte) error
+	// RecordAttemptCSR records the CSR accepted for an attempt; a second one gives
+	// ErrConflict: one CSR per attempt.
+	RecordAttemptCSR(ctx context.Context, jobID string, attempt int, csr []byte, at time.Time) error
+
+	// AddTokenPIN keeps a sealed PIN; the same job, attempt and purpose twice gives
+	// ErrConflict.
+	AddTokenPIN(ctx context.Context, p TokenPIN) (TokenPIN, error)
+	// MarkTokenPINRevealed records that a PIN was shown to its holder; a PIN already
+	// revealed gives ErrConflict (a PIN is revealed at most once).
+	MarkTokenPINRevealed(ctx context.Context, id int64, at time.Time) error
 
 	// AddApproval records a decision; the same approver deciding twice at one gate on the
 	// same bound hash in the same attempt gives ErrConflict.

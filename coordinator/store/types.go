@@ -197,11 +197,43 @@ type JobStep struct {
 	At      time.Time
 }
 
-// JobAttempt records when an attempt started.
+// JobAttempt records when an attempt started and what the dispatcher learnt of it.
 type JobAttempt struct {
 	JobID   string
 	Attempt int
 	Started time.Time
+
+	// DispatchMessageID is the message ID of the dispatch written to the outbox for this
+	// attempt; empty until then.
+	DispatchMessageID string
+	// WaitingReason says why the attempt is not dispatched yet (no seal key from the
+	// agent, a PIN the coordinator does not hold, ...); empty once dispatched.
+	WaitingReason string
+	// PublicKey is the key (PKIX DER) the agent reported at key_generated.
+	PublicKey []byte
+	// CSR is the one CSR (DER) accepted for the attempt, at CSRAccepted.
+	CSR         []byte
+	CSRAccepted time.Time
+}
+
+// PIN purposes of TokenPIN, as the protocol names them.
+const (
+	PINPurposeUser = "user_pin"
+	PINPurposeSO   = "so_pin"
+)
+
+// TokenPIN is a PIN an agent set on a token, kept as the agent sealed it to the
+// coordinator's result key: never in clear. Opening it needs that key and the binding it
+// was sealed with (JobID, Attempt, Purpose).
+type TokenPIN struct {
+	ID          int64
+	TokenSerial string
+	Purpose     string // PINPurposeUser or PINPurposeSO
+	JobID       string // the job and attempt whose result carried it
+	Attempt     int
+	Sealed      json.RawMessage // protocol.Sealed, as received
+	Recorded    time.Time
+	Revealed    time.Time // zero until the PIN was shown to its holder (at most once)
 }
 
 // Approval is one approver's decision at one gate, bound to the hash of what was

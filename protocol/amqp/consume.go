@@ -56,6 +56,12 @@ const (
 	// and, if ConsumeOptions.CoordinatorUsers is set, come from one of
 	// those broker users.
 	SenderCoordinator
+	// SenderAgentRecordedUsers is for the coordinator's queues when every agent has its
+	// own broker user under a name the coordinator records per agent (not necessarily
+	// protocol.AgentUser): direction and routing key are checked here, as with
+	// SenderSharedUser, and the handler compares Delivery.UserID, which RabbitMQ
+	// validated against the publishing connection, with the agent's recorded user.
+	SenderAgentRecordedUsers
 )
 
 // DeadLetterMode says how a consumer dead-letters a message.
@@ -104,6 +110,23 @@ type ConsumeOptions struct {
 	RetryDelay time.Duration
 	// DeadLetter is how messages are dead-lettered.
 	DeadLetter DeadLetterMode
+	// OnRefused, if set, hears of every message dead-lettered before the handler saw it
+	// (undecodable, or failing the sender check), so that the refusal can be audited.
+	// It runs on the consumer's goroutine before the message is dead-lettered and must
+	// return quickly.
+	OnRefused func(ctx context.Context, r Refusal)
+}
+
+// Refusal is a message a consumer refused before its handler saw it.
+type Refusal struct {
+	Queue      string
+	MessageID  string // the message_id property, possibly empty
+	RoutingKey string
+	UserID     string // the user_id property, possibly empty
+	// Envelope is the decoded envelope, nil when the message could not be decoded.
+	Envelope *protocol.Envelope
+	// Err says why; protocol.CodeOf gives its code.
+	Err error
 }
 
 // Delivery is a decoded, checked message handed to a Handler.
@@ -257,13 +280,13 @@ func (o *ConsumeOptions) fill() error {
 		return fmt.Errorf("consume: retry delay %v is negative", o.RetryDelay)
 	}
 	switch o.Senders {
-	case SenderAgentUsers, SenderSharedUser:
+	case SenderAgentUsers, SenderSharedUser, SenderAgentRecordedUsers:
 	case SenderCoordinator:
 		if err := protocol.ValidateAgentID(o.AgentID); err != nil {
 			return fmt.Errorf("consume: SenderCoordinator needs the agent ID: %w", err)
 		}
 	default:
-		return errors.New("consume: Senders must be set (SenderAgentUsers, SenderSharedUser or SenderCoordinator)")
+		return errors.New("consume: Senders must be set (SenderAgentUsers, SenderAgentRecordedUsers, SenderSharedUser or SenderCoordinator)")
 	}
 	switch o.DeadLetter {
 	case DeadLetterPublish, DeadLetterNack:
@@ -398,6 +421,11 @@ func (cons *Consumer) serve(ctx context.Context, sub *subscription) error {
 func (cons *Consumer) handle(ctx context.Context, sub *subscription, d amqp091.Delivery) {
 	del, err := cons.check(d)
 	if err != nil {
+		if cons.opts.OnRefused != nil {
+			env, _ := protocol.Decode(d.Body) // nil when it does not decode: that is the refusal
+			cons.opts.OnRefused(ctx, Refusal{Queue: cons.queue, MessageID: d.MessageId, RoutingKey: d.RoutingKey,
+				UserID: d.UserId, Envelope: env, Err: err})
+		}
 		cons.deadLetter(ctx, sub, d, err)
 		return
 	}
@@ -484,7 +512,7 @@ func (cons *Consumer) check(d amqp091.Delivery) (*Delivery, error) {
 		if err := protocol.CheckSender(env, d.UserId, d.RoutingKey); err != nil {
 			return nil, err
 		}
-	case SenderSharedUser:
+	case SenderSharedUser, SenderAgentRecordedUsers:
 		if env.Type.Direction() != protocol.ToCoordinator {
 			return nil, protocol.NewError(protocol.CodeForgedSender, "type %s is never sent by agents", env.Type)
 		}

@@ -50,7 +50,11 @@ On first start with an empty data directory the coordinator creates its database
 bootstrap administrator "admin", whose API token it writes to DIR/admin.token (mode 0600).
 
 Plain HTTP is only allowed on a loopback address (127.0.0.0/8, ::1, localhost); elsewhere
-give --tls-cert and --tls-key, or --insecure-http behind a TLS-terminating proxy.`,
+give --tls-cert and --tls-key, or --insecure-http behind a TLS-terminating proxy.
+
+Approved jobs go to their agents through the broker (--broker); the coordinator starts
+and serves without it, and sends what waits in its outbox once the broker answers. On first
+start it also creates its CA in DIR/ca and the key agents seal PINs to, DIR/result-key.pem.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := coordinator.DefaultConfig()
@@ -74,6 +78,9 @@ give --tls-cert and --tls-key, or --insecure-http behind a TLS-terminating proxy
 			set("tls-key", &cfg.TLS.KeyFile, flags.TLS.KeyFile)
 			set("log-level", &cfg.Log.Level, flags.Log.Level)
 			set("log-format", &cfg.Log.Format, flags.Log.Format)
+			set("broker", &cfg.Broker.URL, flags.Broker.URL)
+			set("agent-users", &cfg.Broker.AgentUsers, flags.Broker.AgentUsers)
+			set("crl-url", &cfg.CA.CRLURL, flags.CA.CRLURL)
 			if f.Changed("insecure-http") {
 				cfg.InsecureHTTP = flags.InsecureHTTP
 			}
@@ -99,5 +106,8 @@ give --tls-cert and --tls-key, or --insecure-http behind a TLS-terminating proxy
 	f.BoolVar(&flags.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback address")
 	f.StringVar(&flags.Log.Level, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&flags.Log.Format, "log-format", "auto", "json, console, or auto (console on a terminal)")
+	f.StringVar(&flags.Broker.URL, "broker", coordinator.DefaultBrokerURL, "broker URL amqp://user:password@host:port/vhost")
+	f.StringVar(&flags.Broker.AgentUsers, "agent-users", "", "per_agent or shared broker users for agents (default: shared on a loopback broker, else per_agent)")
+	f.StringVar(&flags.CA.CRLURL, "crl-url", "", "public URL of the CRL, named in certificates (default http(s)://LISTEN/crl)")
 	return cmd
 }

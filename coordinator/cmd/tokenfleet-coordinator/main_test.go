@@ -124,9 +124,13 @@ func (p *proc) exit(t *testing.T) (int, string) {
 	}
 }
 
+// noBroker is a broker address nothing listens on: the coordinator serves without its
+// broker, and these tests leave the machine's broker alone.
+const noBroker = "amqp://guest:guest@127.0.0.1:1/"
+
 func TestServeStartsAndStopsOnSIGTERM(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	p := startProc(t, "serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json")
+	p := startProc(t, "serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json", "--broker", noBroker)
 	m := p.waitLog(t, "coordinator serving")
 	addr, _ := m["listen"].(string)
 	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
@@ -171,6 +175,8 @@ func TestServeRefusals(t *testing.T) {
 		{"missing config file", []string{"serve", "--config", "/nonexistent/tokenfleet.yaml"}, "no such file"},
 		{"unknown flag", []string{"serve", "--colour"}, "unknown flag"},
 		{"bad driver flag", []string{"serve", "--db-driver", "mysql"}, "database.driver"},
+		{"bad broker flag", []string{"serve", "--broker", "http://mq.example/"}, "broker.url"},
+		{"bad agent users flag", []string{"serve", "--agent-users", "all"}, "broker.agent_users"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,7 +197,7 @@ func TestFlagsOverrideConfigFile(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, "serve", "--config", cfgFile, "--listen", "127.0.0.1:0")
+	p := startProc(t, "serve", "--config", cfgFile, "--listen", "127.0.0.1:0", "--broker", noBroker)
 	p.waitLog(t, "coordinator serving")
 	if _, err := os.Stat(filepath.Join(dir, "from-file", "admin.token")); err != nil {
 		t.Fatalf("data_dir of the file not used: %v", err)

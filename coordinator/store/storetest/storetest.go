@@ -56,6 +56,8 @@ func Run(t *testing.T, fresh Fresh) {
 		{"AuditConcurrentAppenders", testAuditConcurrent},
 		{"Outbox", testOutbox},
 		{"Inbox", testInbox},
+		{"AttemptRecords", testAttemptRecords},
+		{"TokenPINs", testTokenPINs},
 		{"TxCommitsTogether", testTxCommit},
 		{"TxRollbackLeavesNothing", testTxRollback},
 		{"TxPanicRollsBack", testTxPanic},

@@ -1,0 +1,103 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/protocol"
+	"github.com/tokenfleet/tokenfleet/protocol/amqp"
+)
+
+// onHello records what the agent says of itself: hostname, OS, version, its seal key
+// (set by the first hello; another key is refused until an administrator resets it) and
+// its tokens. Jobs waiting for the seal key may go now.
+func (d *Dispatcher) onHello(ctx context.Context, tx store.Tx, del *amqp.Delivery, a store.Agent) (string, verdict, error) {
+	h, err := protocol.DecodeBody[protocol.Hello](del.Envelope)
+	if err != nil {
+		return d.badBody(ctx, tx, del, err)
+	}
+	keySet := false
+	switch {
+	case len(a.PublicKey) == 0:
+		keySet = true
+	case !bytes.Equal(a.PublicKey, h.SealKey):
+		v, err := d.refuse(ctx, tx, del, false, protocol.CodeForgedSender,
+			"agent %s presents seal key %s, not the key %s recorded at its first hello; if the agent was reinstalled, an administrator resets the recorded key (tokenfleetctl agent reset-key %s)",
+			a.ID, protocol.KeyFingerprint(h.SealKey), protocol.KeyFingerprint(a.PublicKey), a.ID)
+		return "", v, err
+	}
+	a.Hostname, a.OS, a.Version, a.PublicKey = h.Hostname, h.OS+"/"+h.Arch, h.AgentVersion, h.SealKey
+	if _, err := tx.UpdateAgent(ctx, a); err != nil {
+		return "", verdict{}, err
+	}
+	// A hello counts as a heartbeat: the agent is there now.
+	if err := tx.RecordAgentSeen(ctx, a.ID, d.clock(), true); err != nil {
+		return "", verdict{}, err
+	}
+	if err := d.upsertTokens(ctx, tx, a.ID, h.Tokens); err != nil {
+		return "", verdict{}, err
+	}
+	if keySet {
+		if err := d.auditTx(ctx, tx, audit.Entry{Actor: agentActor(a.ID), Action: audit.ActionAgentKeySet, Target: "agent:" + a.ID,
+			Reason: "first hello", Details: details("seal_key", protocol.KeyFingerprint(h.SealKey), "hostname", h.Hostname,
+				"instance_id", h.InstanceID, "version", h.AgentVersion)}); err != nil {
+			return "", verdict{}, err
+		}
+	}
+	d.log.Info().Str("agent", a.ID).Str("hostname", h.Hostname).Str("version", h.AgentVersion).Str("instance_id", h.InstanceID).
+		Int("tokens", len(h.Tokens)).Bool("seal_key_set", keySet).Msg("agent said hello")
+	return fmt.Sprintf("hello: %d tokens", len(h.Tokens)), verdict{wake: true}, nil
+}
+
+// onInventory replaces what the agent's tokens look like.
+func (d *Dispatcher) onInventory(ctx context.Context, tx store.Tx, del *amqp.Delivery) (string, verdict, error) {
+	inv, err := protocol.DecodeBody[protocol.Inventory](del.Envelope)
+	if err != nil {
+		return d.badBody(ctx, tx, del, err)
+	}
+	if err := tx.RecordAgentSeen(ctx, del.Envelope.AgentID, d.clock(), false); err != nil {
+		return "", verdict{}, err
+	}
+	if err := d.upsertTokens(ctx, tx, del.Envelope.AgentID, inv.Tokens); err != nil {
+		return "", verdict{}, err
+	}
+	return fmt.Sprintf("inventory: %d tokens", len(inv.Tokens)), verdict{wake: true}, nil
+}
+
+// handleHeartbeat keeps the agent online. Heartbeats are not deduplicated (seeing one
+// twice changes nothing) and their refusals are audited at most hourly per agent.
+func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) amqp.Outcome {
+	if _, err := protocol.DecodeBody[protocol.Heartbeat](del.Envelope); err != nil {
+		return amqp.Reject(err)
+	}
+	var v verdict
+	err := d.update(ctx, func(tx store.Tx) error {
+		a, vv, err := d.sender(ctx, tx, del, true)
+		if v = vv; err != nil || v.reject != nil {
+			return err
+		}
+		return tx.RecordAgentSeen(ctx, a.ID, d.clock(), true)
+	})
+	if err != nil {
+		return amqp.Retry(err)
+	}
+	if v.reject != nil {
+		return amqp.Reject(v.reject)
+	}
+	return amqp.Ack()
+}
+
+// SweepOffline marks offline the agents whose last heartbeat is older than the heartbeat
+// timeout, and returns how many.
+func (d *Dispatcher) SweepOffline(ctx context.Context) (int64, error) {
+	var n int64
+	err := d.update(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = tx.MarkAgentsOffline(ctx, d.clock().Add(-d.opts.HeartbeatTimeout))
+		return err
+	})
+	return n, err
+}
