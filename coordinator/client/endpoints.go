@@ -259,3 +259,13 @@ func (c *Client) EnrolAgent(ctx context.Context, e AgentEnrolment) (Agent, error
 		want: []int{http.StatusCreated}, out: &a})
 	return a, err
 }
+
+// RevealUserPIN returns the user PIN a job set on its token. The coordinator shows it
+// once, to the job's requester or an administrator.
+func (c *Client) RevealUserPIN(ctx context.Context, jobID string) (string, error) {
+	var out struct {
+		PIN string `json:"pin"`
+	}
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/jobs/" + url.PathEscape(jobID) + "/pin", out: &out})
+	return out.PIN, err
+}

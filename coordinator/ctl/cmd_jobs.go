@@ -126,7 +126,7 @@ States: ` + joinStrings(jobs.States(), ", ") + `.`,
 }
 
 func jobCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "job", Short: "One job: show, watch"}
+	cmd := &cobra.Command{Use: "job", Short: "One job: show, watch, pin"}
 	var asJSON bool
 	show := &cobra.Command{
 		Use:   "show ID",
@@ -148,7 +148,7 @@ func jobCommand(e *env) *cobra.Command {
 		}),
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, "print the job as JSON")
-	cmd.AddCommand(show, jobWatchCommand(e))
+	cmd.AddCommand(show, jobWatchCommand(e), jobPINCommand(e))
 	return cmd
 }
 

@@ -361,3 +361,6 @@ func OpenTokenPIN(key *ecdh.PrivateKey, p store.TokenPIN) ([]byte, error) {
 	}
 	return seal.Open(key, &s, seal.Binding{JobID: p.JobID, Attempt: uint32(p.Attempt), Purpose: protocol.SealPurpose(p.Purpose)})
 }
+
+// OpenTokenPIN opens a kept PIN with this coordinator's result key (service.PINOpener).
+func (d *Dispatcher) OpenTokenPIN(p store.TokenPIN) ([]byte, error) { return OpenTokenPIN(d.resultKey, p) }

@@ -108,6 +108,20 @@ func TestIssueThroughBroker(t *testing.T) {
 		}
 	}
 
+	// The user PIN is shown once, to the requester (or an admin), and the reveal audited.
+	if _, err := w.caop.RevealUserPIN(w.ctx, j.ID); apiCode(err) != "forbidden" {
+		t.Errorf("a CA operator asking for the PIN: %v", err)
+	}
+	if out := runCtl(t, w, w.tokenOf("desk"), 0, "job", "pin", j.ID); out != is.Pins.User+"\n" {
+		t.Errorf("job pin printed %q, want the user PIN the agent set", out)
+	}
+	if _, err := w.desk.RevealUserPIN(w.ctx, j.ID); apiCode(err) != "conflict" {
+		t.Errorf("a second reveal: %v", err)
+	}
+	if es := w.auditOf(audit.ActionPINRevealed, j.ID); len(es) != 1 || bytes.Contains(es[0].Details, []byte(is.Pins.User)) {
+		t.Errorf("PIN reveal audit %+v", es)
+	}
+
 	// The CA certificate (the API serves it without a token) and openssl's verdict.
 	dir := t.TempDir()
 	caPEM := runCtl(t, w, w.tokenOf("desk"), 0, "ca", "cert")

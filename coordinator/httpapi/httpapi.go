@@ -86,6 +86,7 @@ func New(o Options) (http.Handler, error) {
 	authed("POST /api/v1/jobs/{id}/approve", a.approve)
 	authed("POST /api/v1/jobs/{id}/reject", a.reject)
 	authed("POST /api/v1/jobs/{id}/cancel", a.cancel)
+	authed("POST /api/v1/jobs/{id}/pin", a.revealPIN)
 	authed("POST /api/v1/jobs/{id}/retry", a.retry)
 	authed("GET /api/v1/agents", a.listAgents)
 	authed("POST /api/v1/agents", a.enrolAgent)

@@ -1,0 +1,30 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// revealPIN shows a job's user PIN once. POST, because it changes what the coordinator
+// will show next time; no-store, so no cache between keeps it.
+func (a *api) revealPIN(w http.ResponseWriter, r *http.Request, u store.User) {
+	var in struct{}
+	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, false)); err != nil {
+		a.fail(w, err)
+		return
+	}
+	pin, err := a.svc.RevealUserPIN(r.Context(), u, r.PathValue("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	defer clear(pin)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(struct {
+		PIN string `json:"pin"`
+	}{string(pin)})
+}

@@ -1,0 +1,79 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// PINOpener is an optional capability of the Issuer: it opens a PIN an agent sealed to
+// the coordinator's result key. The caller clears the returned bytes.
+type PINOpener interface {
+	OpenTokenPIN(p store.TokenPIN) ([]byte, error)
+}
+
+// RevealUserPIN returns the user PIN a job set on its token, once: to the job's requester
+// (who hands the token over) or an administrator. It is shown only while it is still the
+// token's PIN, and the reveal is recorded, with who asked, before the PIN leaves the
+// coordinator; a second call is refused. The caller clears the returned bytes.
+func (s *Service) RevealUserPIN(ctx context.Context, actor store.User, jobID string) ([]byte, error) {
+	const op = "reveal user PIN"
+	j, err := s.st.GetJob(ctx, jobID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, newErr(CodeNotFound, "id", "no job %q", jobID)
+	}
+	if err != nil {
+		return nil, AsError(err)
+	}
+	if actor.ID != j.RequesterID && !actor.HasRole(jobs.RoleAdmin) {
+		return nil, s.deny(ctx, actor, op, j.ID, "job:"+j.ID,
+			forbidden("only the requester of job %s or an administrator may see its PIN; %s is neither", j.ID, actor.Username))
+	}
+	if j.State != jobs.StateSucceeded {
+		return nil, newErr(CodeConflict, "id", "job %s is %s: its PIN is shown once it succeeded", j.ID, j.State)
+	}
+	opener, ok := s.issuer.(PINOpener)
+	if !ok {
+		return nil, newErr(CodeInternal, "", "this coordinator keeps no PINs")
+	}
+	if j.TokenSerial == "" {
+		return nil, newErr(CodeNotFound, "id", "job %s set no PIN on a token", j.ID)
+	}
+	p, err := s.st.GetTokenPIN(ctx, j.TokenSerial, store.PINPurposeUser)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, newErr(CodeNotFound, "id", "no user PIN was recorded for job %s", j.ID)
+	}
+	if err != nil {
+		return nil, AsError(err)
+	}
+	if p.JobID != j.ID {
+		return nil, newErr(CodeConflict, "id", "the user PIN of token %s was set again by job %s: ask for that one", j.TokenSerial, p.JobID)
+	}
+	if !p.Revealed.IsZero() {
+		return nil, newErr(CodeConflict, "id", "the user PIN of job %s was already shown at %s; a PIN is shown once (run unblock_pin for a new one)",
+			j.ID, p.Revealed.Format(time.RFC3339))
+	}
+	pin, err := opener.OpenTokenPIN(p)
+	if err != nil {
+		return nil, newErr(CodeInternal, "", "the user PIN of job %s cannot be opened with this coordinator's result key", j.ID)
+	}
+	err = s.update(ctx, func(t *txn) error {
+		if err := t.MarkTokenPINRevealed(ctx, p.ID, t.now); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return newErr(CodeConflict, "id", "the user PIN of job %s was already shown", j.ID)
+			}
+			return err
+		}
+		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionPINRevealed, JobID: j.ID,
+			Target: "token:" + j.TokenSerial, Details: details("purpose", store.PINPurposeUser, "username", actor.Username)})
+	})
+	if err != nil {
+		clear(pin)
+		return nil, err
+	}
+	return pin, nil
+}
