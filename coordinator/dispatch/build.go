@@ -363,4 +363,6 @@ func OpenTokenPIN(key *ecdh.PrivateKey, p store.TokenPIN) ([]byte, error) {
 }
 
 // OpenTokenPIN opens a kept PIN with this coordinator's result key (service.PINOpener).
-func (d *Dispatcher) OpenTokenPIN(p store.TokenPIN) ([]byte, error) { return OpenTokenPIN(d.resultKey, p) }
+func (d *Dispatcher) OpenTokenPIN(p store.TokenPIN) ([]byte, error) {
+	return OpenTokenPIN(d.resultKey, p)
+}
