@@ -97,9 +97,15 @@ or when --timeout passed first.`,
 					return err
 				}
 				now := e.now().UTC().Format(time.TimeOnly)
-				if d.State != lastState {
-					fmt.Fprintf(e.stdout, "%s  %s\n", now, clean(stateText(d)))
-					lastState = d.State
+				// Steps came before the state they led to when the job ended in between.
+				printState := func() {
+					if d.State != lastState {
+						fmt.Fprintf(e.stdout, "%s  %s\n", now, clean(stateText(d)))
+						lastState = d.State
+					}
+				}
+				if !jobs.Terminal(d.State) {
+					printState()
 				}
 				for _, s := range d.Steps[min(seenSteps, len(d.Steps)):] {
 					text, ok := stepText[string(s.Step)]
@@ -107,11 +113,12 @@ or when --timeout passed first.`,
 						text = string(s.Step)
 					}
 					if s.Detail != "" {
-						text += " (" + s.Detail + ")"
+						text = s.Detail // the agent's own words say more: which token, which key
 					}
 					fmt.Fprintf(e.stdout, "%s    attempt %d: %s\n", now, s.Attempt, clean(text))
 				}
 				seenSteps = max(seenSteps, len(d.Steps))
+				printState()
 				if jobs.Terminal(d.State) {
 					if d.State == jobs.StateSucceeded {
 						return nil
