@@ -10,7 +10,7 @@ export CGO_ENABLED := 1
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: all build test vet lint bench deps clean
+.PHONY: all build test vet lint bench deps demo clean
 
 all: build
 
@@ -39,6 +39,10 @@ lint: vet
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 $(PKGS)
 	$(GO) test -run '^$$' -bench 'SignOverhead' -benchtime 3000x -count 1 ./drivers/pkcs11/
+
+# A token issued end to end: coordinator on SQLite, agent, RabbitMQ, SoftHSM2 as the token.
+demo: build
+	@bash scripts/demo.sh
 
 clean:
 	rm -rf $(BIN)

@@ -17,7 +17,7 @@ import (
 const (
 	ExitOK    = 0
 	ExitError = 1 // the command ran and failed
-	ExitUsage = 2 // the command line is wrong
+	ExitUsage = 2 // the command line or the configuration is wrong
 )
 
 // usageError marks errors in the command line itself.
@@ -68,21 +68,29 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "warn", "log level: debug, info, warn, error (run: info unless set here or in its configuration)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(tokensCommand(e))
+	root.AddCommand(tokensCommand(e), runCommand(e), installCommand(e), uninstallCommand(e),
+		startCommand(e), stopCommand(e), statusCommand(e))
 
 	err := root.ExecuteContext(ctx)
-	var ee exitError
-	var ue usageError
+	var (
+		ee exitError
+		ue usageError
+		ce configError
+		xe codedError
+	)
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.As(err, &ce):
 		fmt.Fprintf(stderr, "tokenfleet-agent: %v\n", err)
 		return ExitUsage
+	case errors.As(err, &xe):
+		fmt.Fprintf(stderr, "tokenfleet-agent: %v\n", err)
+		return xe.code
 	default:
 		fmt.Fprintf(stderr, "tokenfleet-agent: %v\n", err)
 		return ExitError

@@ -1,0 +1,222 @@
+package config_test
+
+import (
+	"errors"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/agent"
+	"github.com/tokenfleet/tokenfleet/agent/config"
+)
+
+func TestExampleLoads(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "broker-password")
+	if err := os.WriteFile(pw, []byte("s3cret-Pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load("agent.example.yaml")
+	if err != nil {
+		t.Fatalf("the example configuration: %v", err)
+	}
+	c.Broker.PasswordFile = pw // the example's path is for a real host
+	c.SetBy("broker.password_file", "--broker-password-file")
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.Agent
+	if a.ID != "ws-0042" || a.DataDir != "/var/lib/tokenfleet-agent" || a.PollInterval != time.Second ||
+		a.HeartbeatInterval != 15*time.Second || a.Broker.Queue != agent.QueueCheck || len(a.Broker.CoordinatorUsers) != 1 {
+		t.Errorf("resolved %+v", a)
+	}
+	u, err := url.Parse(a.Broker.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := u.User.Password(); p != "s3cret-Pw" || u.User.Username() != "agent-ws-0042" {
+		t.Errorf("the password file's password is not in the URL")
+	}
+	if r.LogFormat != "json" || r.LogLevel.String() != "info" {
+		t.Errorf("log %s %s", r.LogFormat, r.LogLevel)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := config.Default()
+	c.ID = "ws-01"
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Agent.Broker.URL != config.DefaultBrokerURL || r.Agent.DataDir != config.DefaultDataDir() || r.Agent.NoUSB || r.Agent.Broker.Queue != agent.QueueAuto {
+		t.Errorf("defaults: %+v", r.Agent)
+	}
+}
+
+// Strict decoding: the error names the field, in the file's terms, with its line.
+func TestLoadNamesTheField(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		want []string
+	}{
+		{"testdata/unknown-field.yaml", []string{"config testdata/unknown-field.yaml: broker.urll: unknown field (line 4)"}},
+		{"testdata/wrong-type.yaml", []string{
+			`poll_interval: "15" is not a duration (e.g. 15s, 2m) (line 2)`,
+			`modules: "/usr/li`, `is not a list of strings (line 3)`,
+		}},
+	} {
+		_, err := config.Load(tc.file)
+		if err == nil {
+			t.Errorf("%s loaded", tc.file)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", tc.file, err, w)
+			}
+		}
+		if strings.Contains(err.Error(), "config.Config") || strings.Contains(err.Error(), "time.Duration") {
+			t.Errorf("%s: error %q speaks Go", tc.file, err)
+		}
+	}
+}
+
+// Every invalid value is reported at once, each with its field and where it came from.
+func TestResolveReportsEveryField(t *testing.T) {
+	c, err := config.Load("testdata/invalid-values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Resolve()
+	if err == nil {
+		t.Fatal("invalid values resolved")
+	}
+	src := "(config testdata/invalid-values.yaml)"
+	for _, w := range []string{
+		"id " + src + `: "WS 01" contains upper case 'W'`,
+		"broker.url " + src + `: scheme "http": want amqp or amqps`,
+		"broker.queue " + src + `: "sometimes": want auto, declare or check`,
+		"log.level " + src + `: "loud"`,
+		"heartbeat_interval " + src + ": -5s is negative",
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%v", w, err)
+		}
+	}
+	var fe *config.FieldError
+	if !errors.As(err, &fe) {
+		t.Errorf("%T is not a FieldError", err)
+	}
+
+	// A flag's value is blamed on the flag.
+	c = config.Default()
+	c.ID = "-ws"
+	c.SetBy("id", "--id")
+	if _, err := c.Resolve(); err == nil || !strings.Contains(err.Error(), "id (--id): ") {
+		t.Errorf("error %v does not name --id", err)
+	}
+}
+
+func TestDefaultID(t *testing.T) {
+	for host, want := range map[string]string{
+		"WS-01":                   "ws-01",
+		"ws-01.corp.example.org":  "ws-01-corp-example-org",
+		"Alice's PC":              "alice-s-pc",
+		"-lead":                   "lead",
+		strings.Repeat("a", 300):  strings.Repeat("a", 128),
+		"TERMINAL_SERVER@SITE-02": "terminal_server@site-02",
+	} {
+		got, err := config.DefaultID(host)
+		if err != nil || got != want {
+			t.Errorf("DefaultID(%q) = %q, %v; want %q", host, got, err, want)
+		}
+	}
+	for _, host := range []string{"", "---", "ÄÖ"} {
+		if id, err := config.DefaultID(host); err == nil {
+			t.Errorf("DefaultID(%q) = %q, want an error", host, id)
+		}
+	}
+}
+
+func TestPasswordFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	resolve := func(c config.Config) (string, error) {
+		c.ID = "ws-01"
+		r, err := c.Resolve()
+		if err != nil {
+			return "", err
+		}
+		return r.Agent.Broker.URL, nil
+	}
+
+	c := config.Default()
+	c.Broker.URL = "amqp://agent-ws-01@broker.example.org/"
+	c.Broker.PasswordFile = write("open", "pw\n", 0o644)
+	if _, err := resolve(c); err == nil || !strings.Contains(err.Error(), "broker.password_file") || !strings.Contains(err.Error(), "mode 0644") {
+		t.Errorf("a password file others may read: %v", err)
+	}
+	c.Broker.PasswordFile = write("group", "pw\n", 0o640)
+	if u, err := resolve(c); err != nil || u != "amqp://agent-ws-01:pw@broker.example.org/" {
+		t.Errorf("a password file of mode 0640: %q, %v", u, err)
+	}
+	c.Broker.URL = "amqp://agent-ws-01:other@broker.example.org/"
+	if _, err := resolve(c); err == nil || !strings.Contains(err.Error(), "in one place") {
+		t.Errorf("two passwords: %v", err)
+	}
+
+	// A configuration file holding the password must be private too.
+	cfg := write("agent.yaml", "broker:\n  url: amqp://u:secret@broker.example.org/\n", 0o644)
+	if _, err := config.Load(cfg); err == nil || !strings.Contains(err.Error(), "holds the broker password") {
+		t.Errorf("a world-readable configuration with a password: %v", err)
+	}
+	if err := os.Chmod(cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(cfg); err != nil {
+		t.Errorf("a private configuration with a password: %v", err)
+	}
+
+	// Under systemd, the credential broker-password is used when nothing else gives one.
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, config.CredentialName), []byte("from-systemd"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	c = config.Default()
+	c.Broker.URL = "amqp://agent-ws-01@broker.example.org/"
+	if u, err := resolve(c); err != nil || u != "amqp://agent-ws-01:from-systemd@broker.example.org/" {
+		t.Errorf("the systemd credential: %q, %v", u, err)
+	}
+}
+
+func TestTLSFiles(t *testing.T) {
+	c := config.Default()
+	c.ID = "ws-01"
+	c.Broker.CAFile = "agent.example.yaml"
+	if _, err := c.Resolve(); err == nil || !strings.Contains(err.Error(), "broker.ca_file: set, but the broker URL is not amqps://") {
+		t.Errorf("a CA file with amqp://: %v", err)
+	}
+	c.Broker.URL = "amqps://broker.example.org/"
+	if _, err := c.Resolve(); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+		t.Errorf("a CA file without certificates: %v", err)
+	}
+	c.Broker.CAFile, c.Broker.CertFile = "", "x.pem"
+	if _, err := c.Resolve(); err == nil || !strings.Contains(err.Error(), "needs both cert_file and key_file") {
+		t.Errorf("a certificate without its key: %v", err)
+	}
+}
