@@ -3,13 +3,11 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,81 +15,11 @@ import (
 	"github.com/tokenfleet/tokenfleet/agent/journal"
 	"github.com/tokenfleet/tokenfleet/agent/keys"
 	"github.com/tokenfleet/tokenfleet/internal/sdnotify"
+	"github.com/tokenfleet/tokenfleet/internal/sdnotify/sdnotifytest"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
 )
-
-// notifySocket stands in for systemd's notification socket.
-type notifySocket struct {
-	path string
-
-	mu      sync.Mutex // guards the fields below
-	states  []string
-	changed chan struct{}
-}
-
-func newNotifySocket(t *testing.T) *notifySocket {
-	t.Helper()
-	n := &notifySocket{path: filepath.Join(t.TempDir(), "notify.sock"), changed: make(chan struct{})}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			n.mu.Lock()
-			n.states = append(n.states, strings.Split(string(buf[:k]), "\n")...)
-			close(n.changed)
-			n.changed = make(chan struct{})
-			n.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = conn.Close()
-		<-done
-	})
-	return n
-}
-
-// wait waits until the service sent the state, counting from the start.
-func (n *notifySocket) wait(t *testing.T, state string) {
-	t.Helper()
-	deadline := time.NewTimer(waitLimit)
-	defer deadline.Stop()
-	for {
-		n.mu.Lock()
-		found, changed := slices.Contains(n.states, state), n.changed
-		n.mu.Unlock()
-		if found {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("the service never sent %s", state)
-		}
-	}
-}
-
-func (n *notifySocket) count(state string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, s := range n.states {
-		if s == state {
-			c++
-		}
-	}
-	return c
-}
 
 // process is a running tokenfleet-agent binary.
 type process struct {
@@ -99,16 +27,16 @@ type process struct {
 	logs   *logBuffer
 	done   chan struct{}
 	state  *os.ProcessState
-	notify *notifySocket
+	notify *sdnotifytest.Socket
 }
 
 // startBinary runs `tokenfleet-agent run` with the args, SOFTHSM2_CONF of this test run and
 // a notification socket.
 func startBinary(t *testing.T, args ...string) *process {
 	t.Helper()
-	p := &process{logs: newLogBuffer(), done: make(chan struct{}), notify: newNotifySocket(t)}
+	p := &process{logs: newLogBuffer(), done: make(chan struct{}), notify: sdnotifytest.Listen(t)}
 	p.cmd = exec.Command(agentBinary(t), append([]string{"run"}, args...)...)
-	p.cmd.Env = append(os.Environ(), sdnotify.SocketEnv+"="+p.notify.path)
+	p.cmd.Env = append(os.Environ(), sdnotify.SocketEnv+"="+p.notify.Path)
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {
@@ -201,7 +129,7 @@ func TestBinarySIGTERMAndResume(t *testing.T) {
 	id, dir := newAgentID(t), t.TempDir()
 	args := binaryArgs(b.URL, id, dir)
 	p := startBinary(t, args...)
-	p.notify.wait(t, sdnotify.Ready)
+	p.notify.Wait(t, sdnotify.Ready, waitLimit)
 	h := c.hello(id, nil)
 
 	const userPIN, soPIN = "bin-user-61442", "bin-so-77310"
@@ -218,8 +146,8 @@ func TestBinarySIGTERMAndResume(t *testing.T) {
 
 	p.signal(t, syscall.SIGTERM)
 	wantExit(t, p.exit(t, waitLimit), 0)
-	if p.notify.count(sdnotify.Stopping) != 1 {
-		t.Errorf("STOPPING=1 sent %d times, want once", p.notify.count(sdnotify.Stopping))
+	if p.notify.Count(sdnotify.Stopping) != 1 {
+		t.Errorf("STOPPING=1 sent %d times, want once", p.notify.Count(sdnotify.Stopping))
 	}
 	j := openJournal(t, dir)
 	pending, err := j.Pending(context.Background())
@@ -239,7 +167,7 @@ func TestBinarySIGTERMAndResume(t *testing.T) {
 		t.Fatal("no serial")
 	}
 	p = startBinary(t, args...)
-	p.notify.wait(t, sdnotify.Ready)
+	p.notify.Wait(t, sdnotify.Ready, waitLimit)
 	_, res := c.result(ref)
 	if res.Outcome != protocol.OutcomeSucceeded {
 		t.Fatalf("job failed: %+v", res.Error)

@@ -8,7 +8,7 @@ need_pkgs=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
 # Build and token tooling.
-for p in gcc libc6-dev pkg-config libusb-1.0-0-dev softhsm2 opensc openssl sqlite3; do
+for p in gcc libc6-dev pkg-config libusb-1.0-0-dev softhsm2 opensc openssl sqlite3 gcc-mingw-w64-x86-64; do
   have_pkg "$p" || need_pkgs+=("$p")
 done
 # Broker and database (used by the coordinator, agent and their tests).

@@ -1,4 +1,4 @@
-//go:build !cgo
+//go:build !cgo || windows
 
 package usb
 
@@ -9,13 +9,15 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// ErrNoCgo is returned when tokenfleet was built without cgo: libusb cannot be used.
-var ErrNoCgo = errors.New("usb: built without cgo: USB detection unavailable (rebuild with CGO_ENABLED=1)")
+// ErrNoCgo is returned when this build has no libusb: built without cgo, or for Windows,
+// where the agent leaves detection to PKCS#11 slot polling (libusb is not part of the
+// Windows cross-build).
+var ErrNoCgo = errors.New("usb: USB detection unavailable in this build (no cgo, or Windows: PKCS#11 polling only)")
 
 // ErrClosed is returned by Devices after Close.
 var ErrClosed = errors.New("usb: enumerator closed")
 
-// GoUSB is unavailable without cgo; NewGoUSB says so.
+// GoUSB is unavailable in this build; NewGoUSB says so.
 type GoUSB struct{}
 
 // NewGoUSB returns ErrNoCgo: this build has no libusb.

@@ -409,7 +409,14 @@ func (cons *Consumer) serve(ctx context.Context, sub *subscription) error {
 				default:
 				}
 				if !sub.s.alive() {
-					return fmt.Errorf("connection lost: %w", sub.s.err)
+					// The connection may be seen closed before the supervisor has recorded
+					// why: s.err is written before done is closed, so wait for done.
+					select {
+					case <-sub.s.done:
+						return fmt.Errorf("connection lost: %w", sub.s.err)
+					case <-ctx.Done():
+						return ctx.Err()
+					}
 				}
 				return errors.New("the broker cancelled the consumer (queue deleted?)")
 			}

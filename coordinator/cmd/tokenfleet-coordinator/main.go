@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenfleet/tokenfleet/coordinator"
+	"github.com/tokenfleet/tokenfleet/internal/sdnotify"
 )
 
 func main() {
@@ -92,7 +93,21 @@ start it also creates its CA in DIR/ca and the key agents seal PINs to, DIR/resu
 			if err != nil {
 				return err
 			}
-			return srv.Run(ctx)
+			// The listener is bound and the store open: systemd (Type=notify) may consider
+			// the coordinator started. Outside systemd these do nothing.
+			if _, err := sdnotify.Notify(sdnotify.Ready, sdnotify.Status("serving on "+srv.Addr())); err != nil {
+				log.Warn().Err(err).Msg("telling systemd the coordinator is ready")
+			}
+			stopping := make(chan struct{})
+			go func() {
+				defer close(stopping)
+				<-ctx.Done()
+				_, _ = sdnotify.Notify(sdnotify.Stopping)
+			}()
+			err = srv.Run(ctx)
+			stop() // ends the wait above when Run failed on its own
+			<-stopping
+			return err
 		},
 	}
 	f := cmd.Flags()

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokenfleet/tokenfleet/internal/sdnotify"
+	"github.com/tokenfleet/tokenfleet/internal/sdnotify/sdnotifytest"
 )
 
 // binary builds the command once for the package's tests.
@@ -59,7 +62,14 @@ type proc struct {
 
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, nil, args...)
+}
+
+// startProcEnv starts the binary with env added to this process's environment.
+func startProcEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.CommandContext(context.Background(), binary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +140,10 @@ const noBroker = "amqp://guest:guest@127.0.0.1:1/"
 
 func TestServeStartsAndStopsOnSIGTERM(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	p := startProc(t, "serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json", "--broker", noBroker)
+	notify := sdnotifytest.Listen(t) // the unit is Type=notify: systemd waits for READY=1
+	p := startProcEnv(t, []string{sdnotify.SocketEnv + "=" + notify.Path},
+		"serve", "--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json", "--broker", noBroker)
+	notify.Wait(t, sdnotify.Ready, time.Minute)
 	m := p.waitLog(t, "coordinator serving")
 	addr, _ := m["listen"].(string)
 	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
@@ -157,6 +170,9 @@ func TestServeStartsAndStopsOnSIGTERM(t *testing.T) {
 	}
 	if strings.Contains(out, strings.TrimSpace(string(token))) {
 		t.Fatal("the admin token was logged")
+	}
+	if n := notify.Count(sdnotify.Stopping); n != 1 {
+		t.Errorf("STOPPING=1 sent %d times, want once", n)
 	}
 }
 
