@@ -244,6 +244,9 @@ func TestShutdownParksAndTheNextStartResumes(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("key generation never started")
 	}
+	// Ask for the shutdown before the held step may finish, so that the executor sees it
+	// at the next step boundary whatever the scheduling.
+	a.cancel()
 	stopped := make(chan struct{})
 	go func() { a.stop(); close(stopped) }()
 	if act := a.ex.Active(); len(act) != 1 || act[0].Job != ref || act[0].Step != protocol.StepTokenFound {

@@ -328,6 +328,8 @@ type agent struct {
 	logs  *syncBuffer
 	coord *coordinator
 	stop  func()
+	// cancel asks Run to stop without waiting for it (stop waits).
+	cancel func()
 }
 
 type agentOptions struct {
@@ -399,6 +401,7 @@ func (a *agent) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.ex.Run(ctx) }()
+	a.cancel = cancel
 	var once sync.Once
 	a.stop = func() {
 		once.Do(func() {
