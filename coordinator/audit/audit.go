@@ -172,3 +172,26 @@ func canonicalDetails(d json.RawMessage) json.RawMessage {
 	json.HTMLEscape(&out, buf.Bytes())
 	return out.Bytes()
 }
+
+// Details builds an entry's details object from key-value pairs, leaving out empty strings:
+// Details("holder", id, "reason_code", 1). Keys are strings; values are strings, numbers,
+// booleans or lists of them. nil when nothing is left.
+func Details(kv ...any) json.RawMessage {
+	m := make(map[string]any, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		k, _ := kv[i].(string)
+		if s, ok := kv[i+1].(string); ok && s == "" {
+			continue
+		}
+		m[k] = kv[i+1]
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		// Only plain values are passed (see above): a failure is a programming error.
+		panic("audit: details: " + err.Error())
+	}
+	return b
+}

@@ -416,3 +416,12 @@ func TestSeal(t *testing.T) {
 		t.Errorf("chained after a malformed entry: %v", err)
 	}
 }
+
+func TestDetails(t *testing.T) {
+	if got := string(Details("holder", "h1", "empty", "", "code", 4, "ok", true)); got != `{"code":4,"holder":"h1","ok":true}` {
+		t.Errorf("Details = %s", got)
+	}
+	if got := Details("empty", ""); got != nil {
+		t.Errorf("Details of only empty values = %s, want nil", got)
+	}
+}

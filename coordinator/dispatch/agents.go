@@ -42,7 +42,7 @@ func (d *Dispatcher) onHello(ctx context.Context, tx store.Tx, del *amqp.Deliver
 	}
 	if keySet {
 		if err := d.auditTx(ctx, tx, audit.Entry{Actor: agentActor(a.ID), Action: audit.ActionAgentKeySet, Target: "agent:" + a.ID,
-			Reason: "first hello", Details: details("seal_key", protocol.KeyFingerprint(h.SealKey), "hostname", h.Hostname,
+			Reason: "first hello", Details: audit.Details("seal_key", protocol.KeyFingerprint(h.SealKey), "hostname", h.Hostname,
 				"instance_id", h.InstanceID, "version", h.AgentVersion)}); err != nil {
 			return "", verdict{}, err
 		}

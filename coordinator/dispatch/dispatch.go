@@ -233,7 +233,7 @@ func (d *Dispatcher) transition(ctx context.Context, tx store.Tx, j store.Job, t
 		kv = append(kv, "error_code", c.Error.Code)
 	}
 	if err := d.auditTx(ctx, tx, audit.Entry{Actor: c.Actor, Action: audit.ActionJobTransition, JobID: j.ID,
-		Reason: c.Reason, Details: details(kv...)}); err != nil {
+		Reason: c.Reason, Details: audit.Details(kv...)}); err != nil {
 		return store.Job{}, err
 	}
 	return nj, nil

@@ -141,7 +141,7 @@ func (d *Dispatcher) refuse(ctx context.Context, tx store.Tx, del *amqp.Delivery
 	if !quiet || d.refusalLog.allow(string(code)+"|"+env.AgentID+"|"+del.UserID, d.now()) {
 		if err := d.auditTx(ctx, tx, audit.Entry{Actor: brokerActor(del.UserID), Action: audit.ActionMessageRejected, JobID: env.JobID,
 			Target: "agent:" + env.AgentID, Reason: msg,
-			Details: details("code", string(code), "message_id", env.ID, "type", string(env.Type), "user_id", del.UserID,
+			Details: audit.Details("code", string(code), "message_id", env.ID, "type", string(env.Type), "user_id", del.UserID,
 				"routing_key", del.RoutingKey, "queue", del.Queue)}); err != nil {
 			return verdict{}, err
 		}
@@ -181,7 +181,7 @@ func (d *Dispatcher) onRefused(ctx context.Context, r amqp.Refusal) {
 	}
 	err := d.st.InTx(ctx, func(tx store.Tx) error {
 		return d.auditTx(ctx, tx, audit.Entry{Actor: brokerActor(r.UserID), Action: audit.ActionMessageRejected, JobID: jobID,
-			Target: target, Reason: msg, Details: details("code", string(code), "message_id", r.MessageID, "type", typ,
+			Target: target, Reason: msg, Details: audit.Details("code", string(code), "message_id", r.MessageID, "type", typ,
 				"user_id", r.UserID, "routing_key", r.RoutingKey, "queue", r.Queue)})
 	})
 	if err != nil && ctx.Err() == nil {
@@ -213,7 +213,7 @@ func (d *Dispatcher) onJobEvent(ctx context.Context, tx store.Tx, del *amqp.Deli
 		d.log.Info().Str("job", j.ID).Str("message_id", env.ID).Str("reason", reason).Msg("stale event ignored")
 		if env.Type == protocol.TypeResult {
 			if err := d.auditTx(ctx, tx, audit.Entry{Actor: agentActor(env.AgentID), Action: audit.ActionJobResultStale, JobID: j.ID,
-				Reason: reason, Details: details("attempt", int(env.Attempt), "current_attempt", j.Attempt, "message_id", env.ID)}); err != nil {
+				Reason: reason, Details: audit.Details("attempt", int(env.Attempt), "current_attempt", j.Attempt, "message_id", env.ID)}); err != nil {
 				return "", verdict{}, err
 			}
 		}
@@ -299,7 +299,7 @@ func (d *Dispatcher) recordKey(ctx context.Context, tx store.Tx, del *amqp.Deliv
 	msg := fmt.Sprintf("attempt %d reported a second, different public key; the first one counts", j.Attempt)
 	d.log.Warn().Str("job", j.ID).Msg(msg)
 	return d.auditTx(ctx, tx, audit.Entry{Actor: agentActor(j.AgentID), Action: audit.ActionMessageRejected, JobID: j.ID,
-		Target: "agent:" + j.AgentID, Reason: msg, Details: details("code", string(protocol.CodeKeyMismatch), "message_id", del.Envelope.ID)})
+		Target: "agent:" + j.AgentID, Reason: msg, Details: audit.Details("code", string(protocol.CodeKeyMismatch), "message_id", del.Envelope.ID)})
 }
 
 // maxEarly is how often a message that came before what it depends on is handed back

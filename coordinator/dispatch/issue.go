@@ -110,7 +110,7 @@ func (d *Dispatcher) csrRefused(ctx context.Context, tx store.Tx, j store.Job, w
 	code, msg := refusalOf(why)
 	d.log.Warn().Str("job", j.ID).Int("attempt", j.Attempt).Str("code", string(code)).Str("reason", msg).Msg("CSR refused")
 	if err := d.auditTx(ctx, tx, audit.Entry{Actor: ActorRA, Action: audit.ActionCSRRejected, JobID: j.ID, Target: "agent:" + j.AgentID,
-		Reason: msg, Details: details("code", string(code), "attempt", j.Attempt)}); err != nil {
+		Reason: msg, Details: audit.Details("code", string(code), "attempt", j.Attempt)}); err != nil {
 		return "", err
 	}
 	if _, err := d.fail(ctx, tx, j, ActorRA, code, "CSR refused: "+msg); err != nil {
@@ -235,7 +235,7 @@ func (d *Dispatcher) sign(ctx context.Context, tx store.Tx, j store.Job, p profi
 		return nil, err
 	}
 	if err := d.auditTx(ctx, tx, audit.Entry{Actor: ActorCA, Action: audit.ActionCertificateIssued, JobID: j.ID,
-		Target: "certificate:" + serial, Details: details("subject", subjectText(cert), "profile", p.Name, "attempt", j.Attempt,
+		Target: "certificate:" + serial, Details: audit.Details("subject", subjectText(cert), "profile", p.Name, "attempt", j.Attempt,
 			"not_after", cert.NotAfter.UTC().Format("2006-01-02T15:04:05Z"), "key_type", string(checked.KeyType))}); err != nil {
 		return nil, err
 	}

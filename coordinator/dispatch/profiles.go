@@ -3,7 +3,6 @@ package dispatch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 
@@ -119,25 +118,4 @@ func keyType(k profile.KeySpec) (protocol.KeyType, error) {
 		return "", fmt.Errorf("the profile's key %s has no protocol key type (known: %v)", k, protocol.KeyTypes())
 	}
 	return t, nil
-}
-
-// details builds an audit details object from key-value pairs; empty strings are left out.
-func details(kv ...any) json.RawMessage {
-	m := make(map[string]any, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		k, _ := kv[i].(string)
-		if s, ok := kv[i+1].(string); ok && s == "" {
-			continue
-		}
-		m[k] = kv[i+1]
-	}
-	if len(m) == 0 {
-		return nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		// Only strings, numbers, booleans and lists of them are passed.
-		panic("dispatch: audit details: " + err.Error())
-	}
-	return b
 }

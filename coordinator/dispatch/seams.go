@@ -34,7 +34,7 @@ func (d *Dispatcher) tryDispatch(ctx context.Context, tx store.Tx, j store.Job) 
 		d.log.Warn().Str("job", j.ID).Int("attempt", j.Attempt).Str("agent", j.AgentID).Str("reason", w.reason).
 			Msg("approved job waits before it can be dispatched")
 		return false, d.auditTx(ctx, tx, audit.Entry{Actor: ActorDispatch, Action: audit.ActionJobWaiting, JobID: j.ID,
-			Target: "agent:" + j.AgentID, Reason: w.reason, Details: details("attempt", j.Attempt)})
+			Target: "agent:" + j.AgentID, Reason: w.reason, Details: audit.Details("attempt", j.Attempt)})
 	}
 	if err != nil {
 		return false, err

@@ -41,7 +41,7 @@ func (s *Service) ResetAgentKey(ctx context.Context, actor store.User, agentID, 
 			return err
 		}
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionAgentKeyReset, Target: "agent:" + a.ID,
-			Reason: strings.TrimSpace(reason), Details: details("previous_seal_key", old, "username", actor.Username)})
+			Reason: strings.TrimSpace(reason), Details: audit.Details("previous_seal_key", old, "username", actor.Username)})
 	})
 	return out, err
 }

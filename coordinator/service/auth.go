@@ -59,7 +59,7 @@ func (s *Service) recordUse(ctx context.Context, tok store.APIToken, u store.Use
 				return err
 			}
 			return t.audit(ctx, audit.Entry{Actor: u.ID, Action: audit.ActionTokenUsed, Target: "token:" + tok.ID,
-				Details: details("name", tok.Name, "source", source, "username", u.Username)})
+				Details: audit.Details("name", tok.Name, "source", source, "username", u.Username)})
 		})
 		if err != nil {
 			// Fail closed: a use that cannot be audited is not allowed.
@@ -88,7 +88,7 @@ func (s *Service) unauthenticated(ctx context.Context, source, reason string, no
 	if suppressed, ok := s.anon.allow(source+"|"+reason, now); ok {
 		err := s.update(ctx, func(t *txn) error {
 			return t.audit(ctx, audit.Entry{Actor: AnonymousActor, Action: audit.ActionAccessDenied, Reason: reason,
-				Details: details("code", string(CodeUnauthenticated), "source", source, "suppressed", suppressed)})
+				Details: audit.Details("code", string(CodeUnauthenticated), "source", source, "suppressed", suppressed)})
 		})
 		if err != nil {
 			s.log.Warn().Err(err).Str("source", source).Msg("cannot audit an unauthenticated request")

@@ -113,7 +113,7 @@ func (s *Service) RevokeCertificate(ctx context.Context, actor store.User, seria
 		}
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionCertificateRevoked, JobID: c.JobID,
 			Target: "certificate:" + c.Serial, Reason: strings.TrimSpace(comment),
-			Details: details("reason_code", reason, "subject", c.Subject, "holder", c.HolderID, "username", actor.Username)})
+			Details: audit.Details("reason_code", reason, "subject", c.Subject, "holder", c.HolderID, "username", actor.Username)})
 	})
 	if err != nil {
 		return Certificate{}, err

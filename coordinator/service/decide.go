@@ -108,7 +108,7 @@ func (s *Service) decide(ctx context.Context, actor store.User, jobID string, ve
 			action = audit.ActionJobRejected
 		}
 		if err := t.audit(ctx, audit.Entry{Actor: actor.ID, Action: action, JobID: j.ID, Reason: d.Reason,
-			Details: details("gate", string(d.Gate), "binding_hash", d.BindingHash, "attempt", d.Attempt,
+			Details: audit.Details("gate", string(d.Gate), "binding_hash", d.BindingHash, "attempt", d.Attempt,
 				"approvals", outcome.Approvals, "required", outcome.Required, "status", string(outcome.Status))}); err != nil {
 			return err
 		}

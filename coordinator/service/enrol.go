@@ -62,7 +62,7 @@ func (s *Service) EnrolAgent(ctx context.Context, actor store.User, e AgentEnrol
 		}
 		out = a
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionAgentEnrolled, Target: "agent:" + a.ID,
-			Details: details("hostname", a.Hostname, "broker_user", a.BrokerUser)})
+			Details: audit.Details("hostname", a.Hostname, "broker_user", a.BrokerUser)})
 	})
 	if err != nil {
 		return store.Agent{}, err

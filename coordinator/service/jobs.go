@@ -180,7 +180,7 @@ func (s *Service) CreateJob(ctx context.Context, actor store.User, r JobRequest)
 			return err
 		}
 		if err := t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionJobCreated, JobID: j.ID, Target: "user:" + holder.ID,
-			Details: details("kind", string(j.Kind), "holder", holder.Username, "profile", sp.Name, "profile_hash", sp.ContentHash,
+			Details: audit.Details("kind", string(j.Kind), "holder", holder.Username, "profile", sp.Name, "profile_hash", sp.ContentHash,
 				"agent", j.AgentID, "token_serial", j.TokenSerial, "binding_hash", binding,
 				"deadline", deadline.Format(time.RFC3339))}); err != nil {
 			return err

@@ -134,7 +134,7 @@ func (s *Service) CreateOrganisation(ctx context.Context, actor store.User, name
 		}
 		out = o
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionOrgCreated, Target: "org:" + o.ID,
-			Details: details("name", o.Name)})
+			Details: audit.Details("name", o.Name)})
 	})
 	return out, err
 }
@@ -194,7 +194,7 @@ func (s *Service) CreateUser(ctx context.Context, actor store.User, r UserReques
 		}
 		out = User{User: u, Organization: r.Organization}
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionUserCreated, Target: "user:" + u.ID,
-			Details: details("username", u.Username, "organization", r.Organization, "roles", roleNames(u.Roles))})
+			Details: audit.Details("username", u.Username, "organization", r.Organization, "roles", roleNames(u.Roles))})
 	})
 	return out, err
 }
@@ -330,7 +330,7 @@ func (s *Service) IssueAPIToken(ctx context.Context, actor store.User, username,
 		if !expires.IsZero() {
 			kv = append(kv, "expires", expires.Format(time.RFC3339))
 		}
-		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionTokenCreated, Target: "user:" + u.ID, Details: details(kv...)})
+		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionTokenCreated, Target: "user:" + u.ID, Details: audit.Details(kv...)})
 	})
 	return out, err
 }
@@ -361,11 +361,11 @@ func (s *Service) Bootstrap(ctx context.Context, keep func(token string) error) 
 			return err
 		}
 		if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionUserCreated, Target: "user:" + u.ID,
-			Reason: "first start", Details: details("username", u.Username, "roles", roleNames(u.Roles))}); err != nil {
+			Reason: "first start", Details: audit.Details("username", u.Username, "roles", roleNames(u.Roles))}); err != nil {
 			return err
 		}
 		if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionTokenCreated, Target: "user:" + u.ID,
-			Reason: "first start", Details: details("token_id", tok.ID, "name", tok.Name, "username", u.Username)}); err != nil {
+			Reason: "first start", Details: audit.Details("token_id", tok.ID, "name", tok.Name, "username", u.Username)}); err != nil {
 			return err
 		}
 		if err := keep(secret); err != nil {

@@ -69,7 +69,7 @@ func (s *Service) RevealUserPIN(ctx context.Context, actor store.User, jobID str
 			return err
 		}
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionPINRevealed, JobID: j.ID,
-			Target: "token:" + j.TokenSerial, Details: details("purpose", store.PINPurposeUser, "username", actor.Username)})
+			Target: "token:" + j.TokenSerial, Details: audit.Details("purpose", store.PINPurposeUser, "username", actor.Username)})
 	})
 	if err != nil {
 		clear(pin)

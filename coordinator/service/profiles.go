@@ -158,7 +158,7 @@ func (s *Service) ApplyProfiles(ctx context.Context, actor store.User, text []by
 				return casLost(err)
 			}
 			if err := t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionProfileApplied, Target: "profile:" + sp.Name,
-				Details: details("hash", sp.ContentHash, "version", sp.Version, "previous_hash", cur.ContentHash)}); err != nil {
+				Details: audit.Details("hash", sp.ContentHash, "version", sp.Version, "previous_hash", cur.ContentHash)}); err != nil {
 				return err
 			}
 			out = append(out, Profile{Profile: sp, Parsed: it.p, PreviousVersion: cur.Version})

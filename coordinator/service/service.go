@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -177,7 +176,7 @@ func (t *txn) audit(ctx context.Context, e audit.Entry) error {
 func (t *txn) refuse(ctx context.Context, actor store.User, op, jobID, target string, err error) error {
 	e := AsError(err)
 	if err := t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionAccessDenied, JobID: jobID, Target: target,
-		Reason: e.Msg, Details: details("operation", op, "code", string(e.Code), "username", actor.Username)}); err != nil {
+		Reason: e.Msg, Details: audit.Details("operation", op, "code", string(e.Code), "username", actor.Username)}); err != nil {
 		return err
 	}
 	t.refusal = e
@@ -206,7 +205,7 @@ func (t *txn) transition(ctx context.Context, j store.Job, to jobs.State, c stor
 	if c.SupersededBy != "" {
 		kv = append(kv, "superseded_by", c.SupersededBy)
 	}
-	if err := t.audit(ctx, audit.Entry{Actor: c.Actor, Action: action, JobID: j.ID, Reason: c.Reason, Details: details(kv...)}); err != nil {
+	if err := t.audit(ctx, audit.Entry{Actor: c.Actor, Action: action, JobID: j.ID, Reason: c.Reason, Details: audit.Details(kv...)}); err != nil {
 		return store.Job{}, err
 	}
 	t.events = append(t.events, func(o Observer) { o.JobTransition(from, to) })
@@ -220,25 +219,4 @@ func (t *txn) transition(ctx context.Context, j store.Job, to jobs.State, c stor
 		return store.Job{}, fmt.Errorf("dispatcher: job %s %s -> %s: %w", j.ID, from, to, err)
 	}
 	return nj, nil
-}
-
-// details builds an audit details object from key-value pairs; empty strings are left out.
-func details(kv ...any) json.RawMessage {
-	m := make(map[string]any, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		k, _ := kv[i].(string)
-		if s, ok := kv[i+1].(string); ok && s == "" {
-			continue
-		}
-		m[k] = kv[i+1]
-	}
-	if len(m) == 0 {
-		return nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		// Only strings, numbers, booleans and lists of them are passed.
-		panic("service: audit details: " + err.Error())
-	}
-	return b
 }
