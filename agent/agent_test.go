@@ -26,6 +26,7 @@ func hasLabel(h protocol.Hello, label string) bool {
 }
 
 func TestHelloAndHeartbeats(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	label, serial := initToken(t, "12345678", "87654321")
@@ -83,6 +84,7 @@ func TestHelloAndHeartbeats(t *testing.T) {
 // TestIssueEndToEnd: dispatch → progress → CSR → certificate → result, checked on the
 // token with pkcs11-tool; no PIN in any log line or message.
 func TestIssueEndToEnd(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	ra := startAgent(t, b, agentOptions{})
@@ -112,6 +114,7 @@ func TestIssueEndToEnd(t *testing.T) {
 }
 
 func TestDuplicateAgentIDRefused(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	first := startAgent(t, b, agentOptions{})
@@ -155,6 +158,7 @@ func TestDuplicateAgentIDRefused(t *testing.T) {
 // TestConnectionsClosedMidJob closes every broker connection while the job waits for its
 // certificate: the job still finishes, exactly once.
 func TestConnectionsClosedMidJob(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	c.autoSign.Store(false)
@@ -194,6 +198,7 @@ func TestConnectionsClosedMidJob(t *testing.T) {
 // TestResultsWhileBrokerAway: the job goes on while the agent cannot reach the broker; what
 // it produced then arrives when the broker is back.
 func TestResultsWhileBrokerAway(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	p := newProxy(t)
@@ -266,6 +271,7 @@ func makeToken(t *testing.T, label, soPIN, userPIN string) {
 // anything, reports that it is not enrolled until the coordinator declares its queue, then
 // works; the coordinator checks every message's sender against the agent's user.
 func TestEnrolledAgentUser(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderAgentUsers)
 	id := newAgentID(t)
@@ -309,6 +315,7 @@ func TestEnrolledAgentUser(t *testing.T) {
 // TestBadCommandsAreDeadLettered: a message for another agent and one whose body the
 // executor refuses go to the dead-letter queue; the agent goes on.
 func TestBadCommandsAreDeadLettered(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	ra := startAgent(t, b, agentOptions{})

@@ -124,6 +124,7 @@ func unsent(t *testing.T, j *journal.Journal) []string {
 // SIGTERM with exit status 0 and a consistent journal (the job parked, nothing unsent),
 // and finishes the job when it starts again.
 func TestBinarySIGTERMAndResume(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	id, dir := newAgentID(t), t.TempDir()
@@ -196,6 +197,7 @@ func TestBinarySIGTERMAndResume(t *testing.T) {
 // TestBinaryKilledMidJob: SIGKILL while the job waits for its certificate; the restarted
 // agent finishes it exactly once (one key, one certificate).
 func TestBinaryKilledMidJob(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	c.autoSign.Store(false)
@@ -235,6 +237,7 @@ func TestBinaryKilledMidJob(t *testing.T) {
 // the grace period; a second signal ends the process at once; what could not be sent is
 // sent by the next start.
 func TestBinaryBrokerHangs(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	px := newProxy(t)
@@ -290,6 +293,7 @@ func TestBinaryBrokerHangs(t *testing.T) {
 // TestBinaryDuplicateID: `run` with an ID another connected agent holds exits with status 3
 // and one line naming the ID.
 func TestBinaryDuplicateID(t *testing.T) {
+	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
 	c := newCoordinator(t, b, amqp.SenderSharedUser)
 	first := startAgent(t, b, agentOptions{})

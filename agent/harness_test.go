@@ -33,10 +33,13 @@ import (
 	"github.com/tokenfleet/tokenfleet/protocol/seal"
 )
 
-// Every test runs against a private SoftHSM2 store and its own RabbitMQ vhost. SoftHSM
-// sees tokens another process made (softhsm2-util, an agent binary) only when the module
-// is initialised again: tests make such tokens before they start an in-process agent, and
-// an agent closing its modules finalizes the library. Tests do not run in parallel.
+// Every test runs against a SoftHSM2 store of its own (testenv.NewSoftHSMStore, first
+// thing) and its own RabbitMQ vhost: a hello carries at most protocol.MaxTokens tokens, so
+// tokens earlier tests left in a shared store would push out the ones a test looks for.
+// SoftHSM sees tokens another process made (softhsm2-util, an agent binary) only when the
+// module is initialised again: tests make such tokens before they start an in-process
+// agent, and an agent closing its modules finalizes the library. Tests do not run in
+// parallel.
 func TestMain(m *testing.M) {
 	code := testenv.MainWithSoftHSM(m)
 	if binDir != "" {

@@ -23,11 +23,13 @@
 //     between processes and as readers come and go.
 //   - C_Initialize acts on the whole process, so Modules opened on the same path share
 //     it, and the last Close calls C_Finalize.
-//   - One read/write session per Token, one call at a time on it: a token does one
-//     operation at a time anyway, login state lives as long as the session, and a call
-//     waiting its turn honours its context (key generation on a real token takes
-//     minutes). A session that dies (token pulled out) or wedges is replaced on the next
-//     call; the user then logs in again.
+//   - One read/write session per Token, one call at a time per token, whichever Token
+//     handles and Modules of the process it goes through: a token does one operation at
+//     a time anyway, SoftHSM2 corrupts a token's private objects when two of its sessions
+//     work at once, login state lives as long as the session, and a call waiting its turn
+//     honours its context (key generation on a real token takes minutes). A session that
+//     dies (token pulled out) or wedges is replaced on the next call; the user then logs
+//     in again.
 //   - What the agent repeats after a crash or a redelivered job is idempotent by CKA_ID:
 //     GenerateKey and ImportKey return the key already under the ID and clear a half-made
 //     one; WriteCertificate leaves an identical certificate alone and finishes a

@@ -24,6 +24,26 @@ type library struct {
 	ctx      *p11.Ctx
 	refs     int
 	finalize bool // we called C_Initialize, so C_Finalize is ours to call
+
+	mu sync.Mutex // guards turns
+	// turns holds, per token serial, the 1-slot semaphore every Token on that token holds
+	// while it calls the module, whichever Module of this library it came from: see Token.
+	turns map[string]chan struct{}
+}
+
+// turn returns the semaphore of the token with the serial.
+func (l *library) turn(serial string) chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.turns == nil {
+		l.turns = map[string]chan struct{}{}
+	}
+	s := l.turns[serial]
+	if s == nil {
+		s = make(chan struct{}, 1)
+		l.turns[serial] = s
+	}
+	return s
 }
 
 // libraries mirrors the process-wide state of the C libraries; it is global because
@@ -37,7 +57,8 @@ var libraries = struct {
 // concurrent use.
 type Module struct {
 	path string
-	key  string // key in libraries
+	key  string   // key in libraries
+	lib  *library // shared with every Module on the same path
 	b    Backend
 	log  zerolog.Logger
 
@@ -86,7 +107,7 @@ func Open(path string, opts Options) (*Module, error) {
 		b = opts.Wrap(b)
 	}
 	opts.Logger.Debug().Str("module", path).Int("users", lib.refs).Msg("pkcs11 module opened")
-	return &Module{path: path, key: key, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
+	return &Module{path: path, key: key, lib: lib, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
 }
 
 // Close closes the module's tokens (which logs them out) and, when no other Module in the
@@ -263,7 +284,7 @@ func (m *Module) FindToken(ctx context.Context, sel *uri.URI) (*Token, error) {
 		return nil, &Error{Op: op, Code: CodeNotInitialized, Label: ti.Label,
 			Err: fmt.Errorf("the token in slot %d has no serial number to follow it by: initialise it first", ti.SlotID)}
 	}
-	t := &Token{mod: m, serial: ti.Serial, label: ti.Label, slot: ti.SlotID, sem: make(chan struct{}, 1)}
+	t := &Token{mod: m, serial: ti.Serial, label: ti.Label, slot: ti.SlotID, sem: m.lib.turn(ti.Serial)}
 	t.remember(ti)
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -15,15 +15,23 @@ import (
 //
 // A Token holds one read/write session, opened on first use. Login state belongs to the
 // token, not the session, and lasts while the session is open: Close (or pulling the token
-// out) logs out. Calls on one Token run one at a time (a token does one operation at a
-// time anyway), in no promised order; a call waiting its turn gives up when its context
-// ends. After the token was pulled out and put back, the next call opens a new session,
-// and calls that need the user get CodeNotLoggedIn until Login.
+// out) logs out. Calls on one token run one at a time, in no promised order, whichever
+// Token handle they go through: every handle on the same token (same serial, same library,
+// from any Module in the process) shares one turn. A token does one operation at a time
+// anyway, and modules do not all cope with sessions of one token used at once: SoftHSM2
+// encrypts and decrypts the private objects of a token with one cipher state shared by
+// all its sessions, so a key generated while another session reads private objects can
+// fail (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT) or be stored under a damaged
+// CKA_ID. A call waiting its turn gives up when its context ends. After the token was
+// pulled out and put back, the next call opens a new session, and calls that need the
+// user get CodeNotLoggedIn until Login.
 type Token struct {
 	mod    *Module
 	serial string // identity; never changes
 
-	sem chan struct{} // a 1-slot semaphore held while using the token; guards the fields below
+	// sem is the token's turn, shared by every Token on the same token (library.turn): a
+	// 1-slot semaphore held while calling the module; it guards the fields below.
+	sem chan struct{}
 	// label is the token's label as last seen, for error messages.
 	label string
 	// slot is where the token was last seen.

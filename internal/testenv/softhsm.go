@@ -33,31 +33,13 @@ type SoftHSM struct {
 // SOFTHSM2_CONF at it for this process. Call it from TestMain, before any module is loaded:
 // SoftHSM reads the variable once, in C_Initialize. The returned cleanup removes it all.
 func SetupSoftHSM() (*SoftHSM, func(), error) {
-	if _, err := os.Stat(SoftHSMModule); err != nil {
-		return nil, nil, fmt.Errorf("SoftHSM2 module %s not found (%w); %s", SoftHSMModule, err, installHint)
-	}
-	base := ""
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		base = "/dev/shm"
-	}
-	dir, err := os.MkdirTemp(base, "tokenfleet-softhsm-")
+	s, err := newSoftHSM()
 	if err != nil {
-		return nil, nil, fmt.Errorf("create SoftHSM2 directory: %w", err)
-	}
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.Mkdir(tokens, 0o700); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("create SoftHSM2 token directory: %w", err)
-	}
-	conf := filepath.Join(dir, "softhsm2.conf")
-	body := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("write SoftHSM2 config: %w", err)
+		return nil, nil, err
 	}
 	old, had := os.LookupEnv("SOFTHSM2_CONF")
-	if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
-		_ = os.RemoveAll(dir)
+	if err := os.Setenv("SOFTHSM2_CONF", s.Conf); err != nil {
+		_ = os.RemoveAll(s.Dir)
 		return nil, nil, err
 	}
 	cleanup := func() {
@@ -66,9 +48,55 @@ func SetupSoftHSM() (*SoftHSM, func(), error) {
 		} else {
 			_ = os.Unsetenv("SOFTHSM2_CONF")
 		}
-		_ = os.RemoveAll(dir)
+		_ = os.RemoveAll(s.Dir)
 	}
-	return &SoftHSM{Dir: dir, Conf: conf, Module: SoftHSMModule}, cleanup, nil
+	return s, cleanup, nil
+}
+
+// NewSoftHSMStore gives the test an empty SoftHSM2 token store of its own: SOFTHSM2_CONF
+// points at it until the test ends, then at the previous store again, and the store is
+// removed. Tokens earlier tests (or earlier runs of -count) made are not in it, so what a
+// test sees does not depend on what ran before. The tools the test starts (softhsm2-util,
+// pkcs11-tool, an agent binary) inherit it. SoftHSM2 reads the variable in C_Initialize:
+// call it first thing, while no module is loaded in the process (every Module of earlier
+// tests closed), and not from parallel tests.
+func NewSoftHSMStore(t testing.TB) *SoftHSM {
+	t.Helper()
+	s, err := newSoftHSM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(s.Dir) })
+	t.Setenv("SOFTHSM2_CONF", s.Conf)
+	return s
+}
+
+// newSoftHSM creates a SoftHSM2 configuration and its empty token directory under a fresh
+// directory.
+func newSoftHSM() (*SoftHSM, error) {
+	if _, err := os.Stat(SoftHSMModule); err != nil {
+		return nil, fmt.Errorf("SoftHSM2 module %s not found (%w); %s", SoftHSMModule, err, installHint)
+	}
+	base := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		base = "/dev/shm"
+	}
+	dir, err := os.MkdirTemp(base, "tokenfleet-softhsm-")
+	if err != nil {
+		return nil, fmt.Errorf("create SoftHSM2 directory: %w", err)
+	}
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.Mkdir(tokens, 0o700); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("create SoftHSM2 token directory: %w", err)
+	}
+	conf := filepath.Join(dir, "softhsm2.conf")
+	body := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("write SoftHSM2 config: %w", err)
+	}
+	return &SoftHSM{Dir: dir, Conf: conf, Module: SoftHSMModule}, nil
 }
 
 // MainWithSoftHSM is a TestMain body: it sets up a private SoftHSM2 configuration, runs the
