@@ -86,6 +86,8 @@ func TestJobDispatchValidate(t *testing.T) {
 		{"pin policy too short", func(d *JobDispatch) { d.PINPolicy.MinLength = 3 }, CodeBadRequest, "pin_policy.min_length: 3, want 4 to 64"},
 		{"pin policy max below min", func(d *JobDispatch) { d.PINPolicy.MaxLength = 5 }, CodeBadRequest, "pin_policy.max_length: 5, want 6 (min_length) to 64"},
 		{"pin policy too long", func(d *JobDispatch) { d.PINPolicy.MaxLength = 65 }, CodeBadRequest, "pin_policy.max_length: 65"},
+		{"so pin too short", func(d *JobDispatch) { d.PINPolicy.SOLength = 3 }, CodeBadRequest, "pin_policy.so_length: 3, want 0 (as the user PIN) or 4 to 64"},
+		{"so pin too long", func(d *JobDispatch) { d.PINPolicy.SOLength = 65 }, CodeBadRequest, "pin_policy.so_length: 65"},
 		{"key type unknown", func(d *JobDispatch) { d.Key.Type = "rsa1024" }, CodeBadRequest, `key.type: unknown value "rsa1024"`},
 		{"key type missing", func(d *JobDispatch) { d.Key.Type = "" }, CodeBadRequest, "key.type: required"},
 		{"key id upper case", func(d *JobDispatch) { d.Key.ID = "AB" }, CodeBadRequest, "key.id: byte 0 ('A') is not a lowercase hex digit"},

@@ -280,15 +280,24 @@ type PINPolicy struct {
 	MinLength  int  `json:"min_length"`
 	MaxLength  int  `json:"max_length"`
 	DigitsOnly bool `json:"digits_only,omitempty"`
+	// SOLength is the length of the SO PIN the agent sets when it initialises
+	// the token or replaces its factory PINs (the profile's so_pin_length), at
+	// least, if the token demands more; 0: the user PIN's length. DigitsOnly
+	// applies to it too.
+	SOLength int `json:"so_length,omitempty"`
 }
 
-// Validate checks MinPINLength <= min <= max <= MaxPINLength.
+// Validate checks MinPINLength <= min <= max <= MaxPINLength, and so_length
+// 0 or within MinPINLength..MaxPINLength.
 func (p PINPolicy) Validate() error {
 	if p.MinLength < MinPINLength || p.MinLength > MaxPINLength {
 		return invalid("min_length", "%d, want %d to %d", p.MinLength, MinPINLength, MaxPINLength)
 	}
 	if p.MaxLength < p.MinLength || p.MaxLength > MaxPINLength {
 		return invalid("max_length", "%d, want %d (min_length) to %d", p.MaxLength, p.MinLength, MaxPINLength)
+	}
+	if p.SOLength != 0 && (p.SOLength < MinPINLength || p.SOLength > MaxPINLength) {
+		return invalid("so_length", "%d, want 0 (as the user PIN) or %d to %d", p.SOLength, MinPINLength, MaxPINLength)
 	}
 	return nil
 }

@@ -30,6 +30,9 @@ package protocol
 //     yet, so no bump): dispatch.factory_pins, key.replaces (renew), error
 //     code factory_pins_unknown, seal purpose agent_resume (agent-local,
 //     never on the wire). Messages without the new fields are unchanged.
+//   - 2026-11-21: 1, amended again before any release: pin_policy.so_length
+//     (the profile's so_pin_length reaches the agent). Messages without it are
+//     unchanged.
 const Version = 1
 
 // MinVersion is the oldest version this code still accepts.

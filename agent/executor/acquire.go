@@ -205,6 +205,8 @@ func (r *run) take(ctx context.Context, slot pkcs11.Slot, lock bool) (bool, erro
 		r.tok = tok
 	}
 	r.slot, r.serial, r.release = *now, now.Token.Serial, release
-	r.log = r.log.With().Str("token", r.serial).Logger()
+	if r.serial != "" { // a blank token has none yet: initialising it adds the field
+		r.log = r.log.With().Str("token", r.serial).Logger()
+	}
 	return true, nil
 }

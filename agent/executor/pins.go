@@ -17,7 +17,8 @@ import (
 //
 // Length: the shortest length both the policy and the token accept. The policy's minimum
 // is what its author judged strong enough, the token may demand more, and a longer PIN
-// only makes people write it down. No common length is token.pin_len_range.
+// only makes people write it down. No common length is token.pin_len_range. The SO PIN
+// has the policy's so_length when it gives one (see soPolicy).
 //
 // Trivial PINs are drawn again: a PIN is refused when it
 //   - repeats one character (000000),
@@ -53,6 +54,16 @@ func pinLength(p protocol.PINPolicy, tokenMin, tokenMax uint) (int, error) {
 			p.MinLength, p.MaxLength, tokenMin, tokenMax)
 	}
 	return lo, nil
+}
+
+// soPolicy is the policy of an SO PIN: exactly so_length characters when the dispatch
+// gives one (more only if the token demands it), otherwise the user PIN's policy.
+func soPolicy(p protocol.PINPolicy) protocol.PINPolicy {
+	if p.SOLength == 0 {
+		return p
+	}
+	p.MinLength, p.MaxLength = p.SOLength, protocol.MaxPINLength
+	return p
 }
 
 // generatePIN makes a PIN under the policy and the token's limits, different from every

@@ -67,6 +67,37 @@ func TestPINLength(t *testing.T) {
 	}
 }
 
+// TestSOPINLength: the SO PIN has the dispatch's so_length (the profile's so_pin_length),
+// more only when the token demands it; without so_length, the user PIN's length.
+func TestSOPINLength(t *testing.T) {
+	tests := []struct {
+		name             string
+		policy           protocol.PINPolicy
+		tokenMin, tokMax uint
+		want             int
+		code             protocol.ErrorCode
+	}{
+		{"so_length", protocol.PINPolicy{MinLength: 6, MaxLength: 8, SOLength: 16}, 4, 255, 16, ""},
+		{"no so_length", protocol.PINPolicy{MinLength: 6, MaxLength: 8}, 4, 255, 6, ""},
+		{"token demands more", protocol.PINPolicy{MinLength: 6, MaxLength: 8, SOLength: 8}, 10, 255, 10, ""},
+		{"token maximum below so_length", protocol.PINPolicy{MinLength: 6, MaxLength: 8, SOLength: 16}, 4, 12, 0, protocol.CodeTokenPINLenRange},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pin, err := generatePIN(soPolicy(tc.policy), tc.tokenMin, tc.tokMax)
+			if tc.code != "" {
+				if protocol.CodeOf(err) != tc.code {
+					t.Fatalf("error %v, want %s", err, tc.code)
+				}
+				return
+			}
+			if err != nil || len(pin) != tc.want {
+				t.Fatalf("SO PIN of %d characters (%v), want %d", len(pin), err, tc.want)
+			}
+		})
+	}
+}
+
 func TestGeneratePIN(t *testing.T) {
 	tests := []struct {
 		name     string

@@ -252,7 +252,11 @@ func (r *run) newPINs(names []string, avoid []string) ([]journal.Secret, error) 
 	lo, hi := r.tokenPINLimits()
 	out := make([]journal.Secret, 0, len(names))
 	for _, n := range names {
-		pin, err := generatePIN(p, lo, hi, avoid...)
+		pol := p
+		if n == secretSOPIN {
+			pol = soPolicy(p)
+		}
+		pin, err := generatePIN(pol, lo, hi, avoid...)
 		if err != nil {
 			return nil, err
 		}

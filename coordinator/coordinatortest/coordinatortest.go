@@ -10,6 +10,7 @@ package coordinatortest
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,10 @@ type Options struct {
 	// AgentUsers is the config's broker.agent_users ("per_agent" or "shared"); empty
 	// takes the coordinator's default.
 	AgentUsers string
+	// Log, if set, receives the coordinator's log at debug level, as JSON lines (tests
+	// that read every log line, for example to look for secrets in them). nil: the log goes
+	// to the test's output at info level.
+	Log io.Writer
 }
 
 // NoBroker is the broker address of Options without a BrokerURL.
@@ -74,6 +79,9 @@ func Start(t testing.TB, o Options) *Instance {
 	}
 	cfg.Broker.AgentUsers = o.AgentUsers
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	if o.Log != nil {
+		log = zerolog.New(o.Log).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	}
 
 	srv, err := coordinator.New(cfg, log)
 	if err != nil {

@@ -244,7 +244,7 @@ func (b *builder) currentCertificate(ctx context.Context, serial string, fromCSR
 
 func (b *builder) policy() {
 	b.out.PINPolicy = &protocol.PINPolicy{MinLength: b.p.PINPolicy.MinLength, MaxLength: b.p.PINPolicy.MaxLength,
-		DigitsOnly: b.p.PINPolicy.DigitsOnly}
+		DigitsOnly: b.p.PINPolicy.DigitsOnly, SOLength: b.p.PINPolicy.SOPINLength}
 	b.out.ResultKey = b.d.ResultPublicKey()
 }
 

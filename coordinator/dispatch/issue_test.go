@@ -41,7 +41,7 @@ func TestIssueThroughBroker(t *testing.T) {
 	}
 	if d.Kind != protocol.KindIssue || !d.Initialise || !d.Token.Blank || d.Key == nil || d.Key.Type != protocol.KeyP256 ||
 		d.Key.ID != protocol.DeriveKeyID(j.ID) || d.PINPolicy == nil || d.PINPolicy.MinLength != 6 || d.PINPolicy.MaxLength != 16 ||
-		len(d.ResultKey) == 0 || d.TokenLabel != "tf alice" || d.Deadline.IsZero() || denv.Attempt != 1 {
+		d.PINPolicy.SOLength != 16 || len(d.ResultKey) == 0 || d.TokenLabel != "tf alice" || d.Deadline.IsZero() || denv.Attempt != 1 {
 		t.Fatalf("dispatch %+v (attempt %d)", d, denv.Attempt)
 	}
 	// Dispatched once the broker confirmed it, before the agent did anything.

@@ -1,0 +1,55 @@
+// Package e2e holds tokenfleet's full-system end-to-end tests: the real coordinator (the
+// whole server, in-process, on SQLite) and the real agent (in-process, as a child process
+// killed with SIGKILL, and as the built tokenfleet-agent binary), RabbitMQ on loopback in a
+// vhost of each test's own, and SoftHSM2 as the token, in a token store of each test's own.
+// People act through tokenfleetctl (its Main, in-process); what lands on the token is checked
+// with tools nobody here wrote: OpenSC's pkcs11-tool and openssl.
+//
+// What the tests show:
+//
+//   - TestIssue: a blank token issued behind an approval gate (the requester's own
+//     approval refused), the agent on a broker user of its own as in production (every
+//     event checked as sent by it); the job's states, steps, job watch and audit trail;
+//     one private key on the token, sensitive and never extractable, and its certificate
+//     (same public key; the key signs what the certificate verifies; openssl verify
+//     against the coordinator's CA); the one-time user PIN, shown to the requester only,
+//     logs in, a second reveal is refused; the PINs have the profile's lengths.
+//   - TestCSRThenInstallCertificate: a csr job leaves a key and no certificate; an
+//     install_certificate job then writes the certificate the coordinator signed for it.
+//   - TestRenew: a new key and certificate; the old ones stay until the new certificate is
+//     verified (seen while the agent is held at that moment), then they are gone.
+//   - TestUnblockPINAfterLockout: a user PIN locked by wrong tries (a fault injector
+//     emulating the token's retry counter) fails a job with token.pin_locked; an
+//     unblock_pin job sets a new PIN with the SO PIN the coordinator kept; it logs in; the
+//     failed job, retried, succeeds.
+//   - TestWipe: the token is re-initialised; none of the issued objects or PINs remain,
+//     the kept SO PIN still works, and the token is issued again.
+//   - TestDuplicateAgentIDRefused: a second agent (the binary) with a taken ID exits with
+//     status 3 naming the ID, having said nothing on the broker; the first keeps working.
+//   - TestConnectionsClosedMidJob: every broker connection of the vhost closed while the
+//     agent generates the key and again while it writes the certificate: the job finishes
+//     exactly once.
+//   - TestAgentKilledAtEveryStep: the agent, a child process, is killed with SIGKILL at
+//     each step of an issue job (dispatch journalled and not acked, during and after
+//     initialisation, during and after key generation, CSR made, CSR sent, certificate
+//     received, during and after the certificate write) and started again: every job
+//     finishes exactly once, with one key and one certificate on one token.
+//     TestAgentKilledInOtherKinds does the same in a renew (old certificate removed, old
+//     key not yet; new key not journalled), an unblock_pin (new PIN set, not journalled)
+//     and a wipe (token re-initialised, not journalled).
+//   - Every test ends with finalChecks: tokenfleetctl audit verify accepts the audit log;
+//     every log line is one JSON object without a field twice (TestLogLineCheck shows the
+//     check); and checkNoPINs: no PIN the test's jobs set (user PINs as revealed, SO PINs
+//     and every other PIN the coordinator keeps, opened with its result key) appears in
+//     clear, hex or base64 in any log line (coordinator and agents, debug level), any file
+//     of an agent's data directory (journal, -wal, -shm; a killed agent's as it left them),
+//     the coordinator's data directory (database, -wal), or any message on the broker (a
+//     tap queue bound to the events, commands and dead-letter exchanges).
+//     TestSecretScanFindsPINs shows the scan finds a PIN in each encoding.
+//
+// Every test has its own coordinator (SQLite), broker vhost and SoftHSM2 token store, so
+// tests never see each other's tokens; they do not run in parallel (the SoftHSM2 store of
+// the process is chosen by SOFTHSM2_CONF when an agent in it loads the module).
+//
+// The package has no code besides the tests.
+package e2e
