@@ -3,16 +3,10 @@ package agent_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdh"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -137,52 +131,13 @@ func tail(s string, n int) string {
 }
 
 // testCA is the issuing CA, standing in for the coordinator's.
-type testCA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newCA(t testing.TB) *testCA {
+func newCA(t testing.TB) *testenv.CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testenv.NewCA("tokenfleet agent test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tokenfleet agent test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key}
-}
-
-// sign issues a certificate for the CSR's key, with the subject of the "approved request".
-func (ca *testCA) sign(csrDER []byte, cn string) ([]byte, error) {
-	csr, err := x509.ParseCertificateRequest(csrDER)
-	if err != nil {
-		return nil, err
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("CSR signature: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn, Organization: []string{"Example"}},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	return x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
+	return ca
 }
 
 // event is a message the coordinator consumed, in the wire form it was re-encoded to.
@@ -199,7 +154,7 @@ type coordinator struct {
 	t         *testing.T
 	broker    *testenv.Broker
 	conn      *amqp.Conn
-	ca        *testCA
+	ca        *testenv.CA
 	resultKey *ecdh.PrivateKey
 	autoSign  atomic.Bool
 
@@ -281,12 +236,12 @@ func (c *coordinator) deliverFor(ctx context.Context, csrEnv *protocol.Envelope)
 	if err != nil {
 		return err
 	}
-	der, err := c.ca.sign(sub.CSR, "holder of "+csrEnv.JobID)
+	der, err := c.ca.Sign(sub.CSR, "holder of "+csrEnv.JobID)
 	if err != nil {
 		return err
 	}
 	env, err := protocol.NewEnvelope(csrEnv.AgentID, csrEnv.Job(), protocol.CertificateDelivery{KeyID: sub.KeyID,
-		Certificates: protocol.CertificateChain{Certificate: der, Chain: [][]byte{c.ca.cert.Raw}, Label: "signing"}})
+		Certificates: protocol.CertificateChain{Certificate: der, Chain: [][]byte{c.ca.Cert.Raw}, Label: "signing"}})
 	if err != nil {
 		return err
 	}

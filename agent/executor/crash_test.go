@@ -83,11 +83,11 @@ func TestCrashAndResumeAtEveryStep(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ca, err := newCA()
+			ca, err := testenv.NewCA("tokenfleet test issuing CA")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := ca.save(dir); err != nil {
+			if err := ca.Save(filepath.Join(dir, "ca.pem")); err != nil {
 				t.Fatal(err)
 			}
 			coordKey, err := seal.GenerateKey()
@@ -310,7 +310,7 @@ func crashChild() int {
 	}
 	go func() { _ = ex.Run(ctx) }()
 	if os.Getenv(childDeliverEnv) == "1" {
-		ca, err := loadCA(dir)
+		ca, err := testenv.LoadCA(filepath.Join(dir, "ca.pem"))
 		if err != nil {
 			return fail(err)
 		}

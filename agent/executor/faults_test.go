@@ -210,7 +210,7 @@ func TestStaleAndSupersededAttempts(t *testing.T) {
 	if rc := a.submit(issueWith(a, protocol.KindIssue, first, serial, userPIN)); rc.Disposition != journal.Stale {
 		t.Fatalf("attempt 1 again: %s", rc.Disposition)
 	}
-	cert := protocol.CertificateDelivery{KeyID: keyID(first.JobID), Certificates: protocol.CertificateChain{Certificate: a.coord.ca.cert.Raw}}
+	cert := protocol.CertificateDelivery{KeyID: keyID(first.JobID), Certificates: protocol.CertificateChain{Certificate: a.coord.ca.Cert.Raw}}
 	if rc, err := a.ex.DeliverCertificate(context.Background(), a.coord.envelope(first, cert), cert); err != nil || rc.Disposition != journal.Stale {
 		t.Fatalf("a certificate for attempt 1: %+v, %v", rc, err)
 	}

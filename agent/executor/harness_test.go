@@ -5,17 +5,8 @@ package executor
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdh"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -82,100 +73,12 @@ func (b *syncBuffer) Bytes() []byte {
 	return bytes.Clone(b.buf.Bytes())
 }
 
-// testCA is the issuing CA, standing in for the coordinator's.
-type testCA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newCA() (*testCA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tokenfleet test issuing CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-		SubjectKeyId: []byte{0xca, 0xfe, 0x01},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}, err
-}
-
-// sign issues a certificate for the CSR's key; the subject comes from the "approved
-// request" (here: the job ID), not from the CSR, as the coordinator does.
-func (ca *testCA) sign(csrDER []byte, cn string) ([]byte, error) {
-	csr, err := x509.ParseCertificateRequest(csrDER)
-	if err != nil {
-		return nil, err
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("CSR signature: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn, Organization: []string{"Example"}},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	return x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
-}
-
-// save and loadCA pass the CA to a crash-test child.
-func (ca *testCA) save(dir string) error {
-	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
-	if err != nil {
-		return err
-	}
-	data := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-	data = append(data, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})...)
-	return os.WriteFile(filepath.Join(dir, "ca.pem"), data, 0o600)
-}
-
-func loadCA(dir string) (*testCA, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		return nil, err
-	}
-	ca := &testCA{}
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		switch b.Type {
-		case "CERTIFICATE":
-			ca.cert, err = x509.ParseCertificate(b.Bytes)
-		case "PRIVATE KEY":
-			var k any
-			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-			ca.key, _ = k.(crypto.Signer)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if ca.cert == nil || ca.key == nil {
-		return nil, errors.New("ca.pem is incomplete")
-	}
-	return ca, nil
-}
-
 // coordinator plays the coordinator's part: it reads the agent's outbox, signs CSRs with
 // the test CA and delivers the certificates, and keeps every message it saw. Its result
 // key is what the agent seals generated PINs to.
 type coordinator struct {
 	key     *ecdh.PrivateKey
-	ca      *testCA
+	ca      *testenv.CA
 	agent   *keys.Pair
 	deliver bool
 
@@ -185,7 +88,7 @@ type coordinator struct {
 	kinds map[string]protocol.JobKind
 }
 
-func newCoordinator(agent *keys.Pair, ca *testCA, key *ecdh.PrivateKey) *coordinator {
+func newCoordinator(agent *keys.Pair, ca *testenv.CA, key *ecdh.PrivateKey) *coordinator {
 	return &coordinator{key: key, ca: ca, agent: agent, deliver: true, kinds: map[string]protocol.JobKind{}}
 }
 
@@ -269,12 +172,12 @@ func (c *coordinator) deliverFor(ctx context.Context, env *protocol.Envelope, ex
 	if err != nil {
 		return err
 	}
-	der, err := c.ca.sign(sub.CSR, "holder of "+env.JobID)
+	der, err := c.ca.Sign(sub.CSR, "holder of "+env.JobID)
 	if err != nil {
 		return err
 	}
 	d := protocol.CertificateDelivery{KeyID: sub.KeyID, Certificates: protocol.CertificateChain{
-		Certificate: der, Chain: [][]byte{c.ca.cert.Raw}, Label: "signing"}}
+		Certificate: der, Chain: [][]byte{c.ca.Cert.Raw}, Label: "signing"}}
 	_, err = ex.DeliverCertificate(ctx, c.envelope(env.Job(), d), d)
 	return err
 }
@@ -370,7 +273,7 @@ func newAgent(t *testing.T, o agentOptions) *agent {
 	})
 	a.coord = o.coord
 	if a.coord == nil {
-		ca, err := newCA()
+		ca, err := testenv.NewCA("tokenfleet test issuing CA")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -211,7 +211,7 @@ func TestCSRThenInstallCertificate(t *testing.T) {
 			csrDER = s.CSR
 		}
 	}
-	certDER, err := a.coord.ca.sign(csrDER, "Alice")
+	certDER, err := a.coord.ca.Sign(csrDER, "Alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,14 +219,14 @@ func TestCSRThenInstallCertificate(t *testing.T) {
 		a.submit(a.coord.dispatch(ref, protocol.JobDispatch{
 			Kind: protocol.KindInstallCertificate, Token: protocol.TokenSelector{Serial: serial},
 			Key:          &protocol.KeyParams{ID: keyIDHex},
-			Certificates: &protocol.CertificateChain{Certificate: cert, Chain: [][]byte{a.coord.ca.cert.Raw}},
+			Certificates: &protocol.CertificateChain{Certificate: cert, Chain: [][]byte{a.coord.ca.Cert.Raw}},
 			PINs:         &protocol.SealedPINs{UserPIN: a.coord.sealToAgent(ref, protocol.PurposeUserPIN, userPIN)},
 		}))
 		return a.result(ref)
 	}
 
 	// A certificate for another key is refused, so is one for a key that is not there.
-	other, err := a.coord.ca.sign(csrOf(t), "Mallory")
+	other, err := a.coord.ca.Sign(csrOf(t), "Mallory")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestCSRThenInstallCertificate(t *testing.T) {
 	a.stop()
 	wantOneKeyAndCertificate(t, label, userPIN, keyID(csrJob.JobID))
 	// The issuer is on the token too, under its own ID.
-	if objs := objects(t, label, userPIN); countObjects(objs, "Certificate", hex.EncodeToString(a.coord.ca.cert.SubjectKeyId)) != 1 {
+	if objs := objects(t, label, userPIN); countObjects(objs, "Certificate", hex.EncodeToString(a.coord.ca.Cert.SubjectKeyId)) != 1 {
 		t.Errorf("the issuer certificate is not on the token: %v", objs)
 	}
 }
