@@ -115,50 +115,36 @@ func (j Job) Dispatch() (*protocol.Envelope, protocol.JobDispatch, error) {
 
 // Delivery decodes the certificate delivered for the attempt; nil when none came yet.
 func (j Job) Delivery() (*protocol.CertificateDelivery, error) {
-	if j.CertificateEnvelope == nil {
-		return nil, nil
-	}
-	env, err := protocol.Decode(j.CertificateEnvelope)
-	if err != nil {
-		return nil, fmt.Errorf("journal: stored certificate: %w", err)
-	}
-	d, err := protocol.DecodeBody[protocol.CertificateDelivery](env)
-	if err != nil {
-		return nil, err
-	}
-	return &d, nil
+	return decodeStored[protocol.CertificateDelivery](j.CertificateEnvelope, "certificate")
 }
 
 // Cancel decodes the cancel received for the attempt; nil when none came.
 func (j Job) Cancel() (*protocol.Cancel, error) {
-	if j.CancelEnvelope == nil {
-		return nil, nil
-	}
-	env, err := protocol.Decode(j.CancelEnvelope)
-	if err != nil {
-		return nil, fmt.Errorf("journal: stored cancel: %w", err)
-	}
-	c, err := protocol.DecodeBody[protocol.Cancel](env)
-	if err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return decodeStored[protocol.Cancel](j.CancelEnvelope, "cancel")
 }
 
 // Result decodes the attempt's result; nil when there is none yet.
 func (j Job) Result() (*protocol.Result, error) {
-	if j.ResultEnvelope == nil {
+	return decodeStored[protocol.Result](j.ResultEnvelope, "result")
+}
+
+// decodeStored decodes the body of a stored envelope; nil when nothing is stored.
+func decodeStored[T any, PT interface {
+	*T
+	protocol.Body
+}](data []byte, what string) (*T, error) {
+	if data == nil {
 		return nil, nil
 	}
-	env, err := protocol.Decode(j.ResultEnvelope)
+	env, err := protocol.Decode(data)
 	if err != nil {
-		return nil, fmt.Errorf("journal: stored result: %w", err)
+		return nil, fmt.Errorf("journal: stored %s: %w", what, err)
 	}
-	r, err := protocol.DecodeBody[protocol.Result](env)
+	v, err := protocol.DecodeBody[T, PT](env)
 	if err != nil {
 		return nil, err
 	}
-	return &r, nil
+	return &v, nil
 }
 
 // Secret is a secret of a job (a PIN the agent generated). Applied says the token has
