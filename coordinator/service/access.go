@@ -27,6 +27,20 @@ type scope struct {
 	org string // organisation ID when !all
 }
 
+// narrowList limits a list filter's organisation to what the scope reads: its own
+// organisation for a scoped reader (asking for another is refused, audited), what was
+// asked for otherwise. what names the listed things in the refusal ("jobs", "users").
+func (s *Service) narrowList(ctx context.Context, actor store.User, sc scope, orgID, what string) (string, error) {
+	if sc.all {
+		return orgID, nil
+	}
+	if orgID != "" && orgID != sc.org {
+		return "", s.deny(ctx, actor, "list "+what, "", "org:"+orgID,
+			newErr(CodeOutOfScope, "organization", "%s reads the %s of their own organisation only", actor.Username, what))
+	}
+	return sc.org, nil
+}
+
 // readScope decides who reads what (the package doc has the table). Roles are cumulative:
 // the widest wins.
 func readScope(u store.User, r resource) (scope, error) {

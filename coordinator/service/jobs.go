@@ -285,12 +285,8 @@ func (s *Service) ListJobs(ctx context.Context, actor store.User, q JobQuery, p 
 		f.HolderID = u.ID
 	}
 	f.AgentID = q.Agent
-	if !sc.all {
-		if f.OrganisationID != "" && f.OrganisationID != sc.org {
-			return nil, "", s.deny(ctx, actor, "list jobs", "", "org:"+f.OrganisationID,
-				newErr(CodeOutOfScope, "organization", "%s reads the jobs of their own organisation only", actor.Username))
-		}
-		f.OrganisationID = sc.org
+	if f.OrganisationID, err = s.narrowList(ctx, actor, sc, f.OrganisationID, "jobs"); err != nil {
+		return nil, "", err
 	}
 	js, next, err := s.st.ListJobs(ctx, f, p)
 	if err != nil {

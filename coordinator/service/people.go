@@ -233,12 +233,8 @@ func (s *Service) ListUsers(ctx context.Context, actor store.User, q UserQuery, 
 		}
 		f.OrganisationID = o.ID
 	}
-	if !sc.all {
-		if f.OrganisationID != "" && f.OrganisationID != sc.org {
-			return nil, "", s.deny(ctx, actor, "list users", "", "org:"+f.OrganisationID,
-				newErr(CodeOutOfScope, "organization", "%s reads the users of their own organisation only", actor.Username))
-		}
-		f.OrganisationID = sc.org
+	if f.OrganisationID, err = s.narrowList(ctx, actor, sc, f.OrganisationID, "users"); err != nil {
+		return nil, "", err
 	}
 	us, next, err := s.st.ListUsers(ctx, f, p)
 	if err != nil {
