@@ -295,15 +295,12 @@ func checkEnvelope(env *protocol.Envelope, want protocol.MessageType) ([]byte, e
 	return protocol.Encode(env)
 }
 
-// RecordDispatch journals a dispatch before it is acked. A new attempt of a job
-// supersedes the older ones still unfinished (their executor must stop; see
-// Receipt.Superseded) and inherits the token serial the job last used.
-func (j *Journal) RecordDispatch(ctx context.Context, env *protocol.Envelope) (Receipt, error) {
-	data, err := checkEnvelope(env, protocol.TypeDispatch)
-	if err != nil {
-		return Receipt{}, err
-	}
-	d, err := protocol.DecodeBody[protocol.JobDispatch](env)
+// record journals a message in one transaction: a message ID seen before is a duplicate
+// and fn does not run; otherwise fn records it and sets the receipt's disposition. data is
+// the message's canonical encoding, checked as a receiver checks it.
+func (j *Journal) record(ctx context.Context, env *protocol.Envelope, typ protocol.MessageType, what string,
+	fn func(tx *sql.Tx, data []byte, rc *Receipt) error) (Receipt, error) {
+	data, err := checkEnvelope(env, typ)
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -311,6 +308,23 @@ func (j *Journal) RecordDispatch(ctx context.Context, env *protocol.Envelope) (R
 	err = j.tx(ctx, func(tx *sql.Tx) error {
 		if dup, err := seen(ctx, tx, env.ID); err != nil || dup {
 			rc.Disposition = Duplicate
+			return err
+		}
+		return fn(tx, data, &rc)
+	})
+	if err != nil {
+		return Receipt{}, fmt.Errorf("journal: record %s %s: %w", what, env.ID, err)
+	}
+	return rc, nil
+}
+
+// RecordDispatch journals a dispatch before it is acked. A new attempt of a job
+// supersedes the older ones still unfinished (their executor must stop; see
+// Receipt.Superseded) and inherits the token serial the job last used.
+func (j *Journal) RecordDispatch(ctx context.Context, env *protocol.Envelope) (Receipt, error) {
+	return j.record(ctx, env, protocol.TypeDispatch, "dispatch", func(tx *sql.Tx, data []byte, rc *Receipt) error {
+		d, err := protocol.DecodeBody[protocol.JobDispatch](env)
+		if err != nil {
 			return err
 		}
 		newest, err := newestAttempt(ctx, tx, env.JobID)
@@ -349,27 +363,14 @@ func (j *Journal) RecordDispatch(ctx context.Context, env *protocol.Envelope) (R
 		_, err = j.received(ctx, tx, env, Accepted)
 		return err
 	})
-	if err != nil {
-		return Receipt{}, fmt.Errorf("journal: record dispatch %s: %w", env.ID, err)
-	}
-	return rc, nil
 }
 
 // RecordCertificate journals the certificate delivered for an attempt's CSR. An attempt
 // awaiting it moves to installing. The first delivery counts; a second one for the same
 // attempt is a duplicate.
 func (j *Journal) RecordCertificate(ctx context.Context, env *protocol.Envelope) (Receipt, error) {
-	data, err := checkEnvelope(env, protocol.TypeCertificate)
-	if err != nil {
-		return Receipt{}, err
-	}
-	rc := Receipt{Job: env.Job()}
-	err = j.tx(ctx, func(tx *sql.Tx) error {
-		if dup, err := seen(ctx, tx, env.ID); err != nil || dup {
-			rc.Disposition = Duplicate
-			return err
-		}
-		job, err := j.attemptForMessage(ctx, tx, env, &rc)
+	return j.record(ctx, env, protocol.TypeCertificate, "certificate", func(tx *sql.Tx, data []byte, rc *Receipt) error {
+		job, err := j.attemptForMessage(ctx, tx, env, rc)
 		if err != nil || rc.Disposition != "" {
 			if err == nil {
 				_, err = j.received(ctx, tx, env, rc.Disposition)
@@ -395,25 +396,12 @@ func (j *Journal) RecordCertificate(ctx context.Context, env *protocol.Envelope)
 		_, err = j.received(ctx, tx, env, rc.Disposition)
 		return err
 	})
-	if err != nil {
-		return Receipt{}, fmt.Errorf("journal: record certificate %s: %w", env.ID, err)
-	}
-	return rc, nil
 }
 
 // RecordCancel journals a cancel. For an attempt not received yet it leaves a cancelled
 // tombstone, so that its dispatch, if it still comes, is not started.
 func (j *Journal) RecordCancel(ctx context.Context, env *protocol.Envelope) (Receipt, error) {
-	data, err := checkEnvelope(env, protocol.TypeCancel)
-	if err != nil {
-		return Receipt{}, err
-	}
-	rc := Receipt{Job: env.Job()}
-	err = j.tx(ctx, func(tx *sql.Tx) error {
-		if dup, err := seen(ctx, tx, env.ID); err != nil || dup {
-			rc.Disposition = Duplicate
-			return err
-		}
+	return j.record(ctx, env, protocol.TypeCancel, "cancel", func(tx *sql.Tx, data []byte, rc *Receipt) error {
 		newest, err := newestAttempt(ctx, tx, env.JobID)
 		if err != nil {
 			return err
@@ -431,7 +419,7 @@ func (j *Journal) RecordCancel(ctx context.Context, env *protocol.Envelope) (Rec
 			_, err := j.received(ctx, tx, env, rc.Disposition)
 			return err
 		}
-		job, err := j.attemptForMessage(ctx, tx, env, &rc)
+		job, err := j.attemptForMessage(ctx, tx, env, rc)
 		if err != nil || rc.Disposition != "" {
 			if err == nil {
 				_, err = j.received(ctx, tx, env, rc.Disposition)
@@ -448,10 +436,6 @@ func (j *Journal) RecordCancel(ctx context.Context, env *protocol.Envelope) (Rec
 		_, err = j.received(ctx, tx, env, rc.Disposition)
 		return err
 	})
-	if err != nil {
-		return Receipt{}, fmt.Errorf("journal: record cancel %s: %w", env.ID, err)
-	}
-	return rc, nil
 }
 
 // supersede finishes the job's unfinished attempts, a newer one having come, and lists
