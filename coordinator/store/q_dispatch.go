@@ -9,12 +9,12 @@ import (
 
 // ---- job attempts: what the dispatcher records ----
 
-const attemptCols = "job_id, attempt, started_at, dispatch_message_id, waiting_reason, public_key, csr, csr_at"
+const attemptCols = "job_id, attempt, started_at, dispatch_message_id, waiting_reason, public_key, csr, csr_at, token_serial, reinitialised, result_message_id"
 
 func scanAttempt(r scanner) (JobAttempt, error) {
 	var a JobAttempt
 	err := r.Scan(&a.JobID, &a.Attempt, timeCol{&a.Started}, &a.DispatchMessageID, &a.WaitingReason,
-		bytesCol{&a.PublicKey}, bytesCol{&a.CSR}, timeCol{&a.CSRAccepted})
+		bytesCol{&a.PublicKey}, bytesCol{&a.CSR}, timeCol{&a.CSRAccepted}, &a.TokenSerial, &a.Reinitialised, &a.ResultMessageID)
 	return a, err
 }
 
@@ -165,4 +165,56 @@ func (x *q) MarkTokenPINRevealed(ctx context.Context, id int64, at time.Time) er
 		return fmt.Errorf("store: %s: already revealed once: %w", what, ErrConflict)
 	}
 	return nil
+}
+
+func (x *q) RecordAttemptToken(ctx context.Context, jobID string, attempt int, serial string) error {
+	what := attemptName(jobID, attempt) + " token"
+	if err := required(what, "token serial", serial); err != nil {
+		return err
+	}
+	a, err := x.lockAttempt(ctx, what, jobID, attempt)
+	if err != nil {
+		return err
+	}
+	switch a.TokenSerial {
+	case serial:
+		return nil
+	case "":
+	default:
+		return fmt.Errorf("store: %s: the attempt works on token %s, not %s: %w", what, a.TokenSerial, serial, ErrConflict)
+	}
+	_, err = x.exec(ctx, "UPDATE job_attempts SET token_serial = ? WHERE job_id = ? AND attempt = ?", serial, jobID, attempt)
+	return x.d.wrap(what, err)
+}
+
+func (x *q) MarkAttemptReinitialised(ctx context.Context, jobID string, attempt int) error {
+	what := attemptName(jobID, attempt) + " re-initialisation"
+	res, err := x.exec(ctx, "UPDATE job_attempts SET reinitialised = ? WHERE job_id = ? AND attempt = ?", true, jobID, attempt)
+	if err != nil {
+		return x.d.wrap(what, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: %s: %w", what, ErrNotFound)
+	}
+	return nil
+}
+
+func (x *q) RecordAttemptResult(ctx context.Context, jobID string, attempt int, messageID string) error {
+	what := attemptName(jobID, attempt) + " result"
+	if err := required(what, "message ID", messageID); err != nil {
+		return err
+	}
+	a, err := x.lockAttempt(ctx, what, jobID, attempt)
+	if err != nil {
+		return err
+	}
+	switch a.ResultMessageID {
+	case messageID:
+		return nil
+	case "":
+	default:
+		return fmt.Errorf("store: %s: result %s was taken already: %w", what, a.ResultMessageID, ErrConflict)
+	}
+	_, err = x.exec(ctx, "UPDATE job_attempts SET result_message_id = ? WHERE job_id = ? AND attempt = ?", messageID, jobID, attempt)
+	return x.d.wrap(what, err)
 }

@@ -419,3 +419,24 @@ func (x *q) ListProfiles(ctx context.Context) ([]Profile, error) {
 	}
 	return collect(rows, x.d, "list profiles", scanProfile)
 }
+
+func (x *q) ReleaseAgentTokens(ctx context.Context, agentID string, keep []string) (int64, error) {
+	what := "release tokens of agent " + agentID
+	if err := required(what, "agent ID", agentID); err != nil {
+		return 0, err
+	}
+	query := "UPDATE tokens SET agent_id = NULL WHERE agent_id = ?"
+	args := []any{agentID}
+	if len(keep) > 0 {
+		query += " AND serial NOT IN (?" + strings.Repeat(", ?", len(keep)-1) + ")"
+		for _, s := range keep {
+			args = append(args, s)
+		}
+	}
+	res, err := x.exec(ctx, query, args...)
+	if err != nil {
+		return 0, x.d.wrap(what, err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}

@@ -171,6 +171,18 @@ type Writer interface {
 	// RecordAttemptCSR records the CSR accepted for an attempt; a second one gives
 	// ErrConflict: one CSR per attempt.
 	RecordAttemptCSR(ctx context.Context, jobID string, attempt int, csr []byte, at time.Time) error
+	// RecordAttemptToken records the token an attempt works on. The same serial again is
+	// no change; another serial gives ErrConflict: an attempt works on one token.
+	RecordAttemptToken(ctx context.Context, jobID string, attempt int, serial string) error
+	// MarkAttemptReinitialised records that the attempt re-initialised its token.
+	MarkAttemptReinitialised(ctx context.Context, jobID string, attempt int) error
+	// RecordAttemptResult records the message ID of the attempt's result; a second, other
+	// one gives ErrConflict: one result per attempt.
+	RecordAttemptResult(ctx context.Context, jobID string, attempt int, messageID string) error
+	// ReleaseAgentTokens clears the agent of the tokens recorded under agentID whose
+	// serial is not in keep (the agent no longer reports them), so that another agent
+	// may claim them; it returns how many it released.
+	ReleaseAgentTokens(ctx context.Context, agentID string, keep []string) (int64, error)
 
 	// AddTokenPIN keeps a sealed PIN; the same job, attempt and purpose twice gives
 	// ErrConflict.

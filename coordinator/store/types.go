@@ -214,6 +214,14 @@ type JobAttempt struct {
 	// CSR is the one CSR (DER) accepted for the attempt, at CSRAccepted.
 	CSR         []byte
 	CSRAccepted time.Time
+	// TokenSerial is the token the agent reported working on (token_found, or the CSR's
+	// token): the only token the attempt's later reports may name.
+	TokenSerial string
+	// Reinitialised: the agent reported initialising that token in this attempt, so the
+	// PINs its result carries replace the token's kept ones.
+	Reinitialised bool
+	// ResultMessageID is the one result taken for the attempt; empty until then.
+	ResultMessageID string
 }
 
 // PIN purposes of TokenPIN, as the protocol names them.

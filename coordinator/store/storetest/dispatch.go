@@ -69,6 +69,26 @@ func testAttemptRecords(t *testing.T, h *harness) {
 		t.Fatalf("second attempt inherits records: %+v", a2)
 	}
 	h.tx(t, func(tx store.Tx) error { return tx.RecordAttemptCSR(h.ctx, j.ID, 2, csr, base) })
+
+	// The token an attempt works on is set once; re-initialisation and the one result.
+	h.tx(t, func(tx store.Tx) error { return tx.RecordAttemptToken(h.ctx, j.ID, 2, "TOK-A") })
+	h.tx(t, func(tx store.Tx) error { return tx.RecordAttemptToken(h.ctx, j.ID, 2, "TOK-A") })
+	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAttemptToken(h.ctx, j.ID, 2, "TOK-B") }), store.ErrConflict)
+	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAttemptToken(h.ctx, j.ID, 2, "") }), store.ErrInvalid)
+	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAttemptToken(h.ctx, j.ID, 7, "TOK-A") }), store.ErrNotFound)
+	h.tx(t, func(tx store.Tx) error { return tx.MarkAttemptReinitialised(h.ctx, j.ID, 2) })
+	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.MarkAttemptReinitialised(h.ctx, j.ID, 7) }), store.ErrNotFound)
+	h.tx(t, func(tx store.Tx) error { return tx.RecordAttemptResult(h.ctx, j.ID, 2, msg) })
+	h.tx(t, func(tx store.Tx) error { return tx.RecordAttemptResult(h.ctx, j.ID, 2, msg) })
+	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAttemptResult(h.ctx, j.ID, 2, "another") }), store.ErrConflict)
+	a2 = must(h.s.GetJobAttempt(h.ctx, j.ID, 2))(t)
+	if a2.TokenSerial != "TOK-A" || !a2.Reinitialised || a2.ResultMessageID != msg {
+		t.Fatalf("attempt 2 token records: %+v", a2)
+	}
+	a = must(h.s.GetJobAttempt(h.ctx, j.ID, 1))(t)
+	if a.TokenSerial != "" || a.Reinitialised || a.ResultMessageID != "" {
+		t.Fatalf("attempt 1 changed by attempt 2's records: %+v", a)
+	}
 }
 
 // testTokenPINs covers the sealed PINs kept at rest: the newest per token and purpose

@@ -173,6 +173,31 @@ func testTokens(t *testing.T, h *harness) {
 		t.Fatalf("%d tokens in all, want 6", len(all))
 	}
 
+	// The agent no longer reports s01 and s03: released, no longer its own, still known.
+	released := do(t, h, func(tx store.Tx) (int64, error) {
+		return tx.ReleaseAgentTokens(h.ctx, f.agent.ID, []string{"s00", "s02", "s04"})
+	})
+	if released != 2 {
+		t.Fatalf("released %d tokens, want 2", released)
+	}
+	serials = nil
+	for _, tk := range listAll(t, 10, func(p store.Page) ([]store.Token, string, error) {
+		return h.s.ListTokens(h.ctx, store.TokenFilter{AgentID: f.agent.ID}, p)
+	}) {
+		serials = append(serials, tk.Serial)
+	}
+	equal(t, "tokens of agent after release", serials, []string{"s00", "s02", "s04"})
+	if r := must(h.s.GetToken(h.ctx, "s01"))(t); r.AgentID != "" {
+		t.Fatalf("released token still held by %q", r.AgentID)
+	}
+	if got := must(h.s.GetToken(h.ctx, "0123456789abcdef"))(t); got.AgentID != other.ID {
+		t.Fatalf("another agent's token released: %+v", got)
+	}
+	// Nothing reported at all: every token of the agent is released.
+	if n := do(t, h, func(tx store.Tx) (int64, error) { return tx.ReleaseAgentTokens(h.ctx, f.agent.ID, nil) }); n != 3 {
+		t.Fatalf("released %d tokens, want 3", n)
+	}
+
 	for _, tc := range []struct {
 		name string
 		tok  store.Token
