@@ -203,9 +203,7 @@ func New(cfg Config, log zerolog.Logger) (*Agent, error) {
 	if err != nil || host == "" {
 		host = "unknown"
 	}
-	if len(host) > protocol.MaxHostnameLen {
-		host = host[:protocol.MaxHostnameLen]
-	}
+	host = protocol.TruncateText(host, protocol.MaxHostnameLen)
 	return &Agent{
 		cfg: cfg, endpoint: endpoint, hostname: host, instance: protocol.NewMessageID(),
 		log: log.With().Str("agent_id", cfg.ID).Logger(),

@@ -146,14 +146,7 @@ func keyTypeName(s *pkcs11.KeySpec) string {
 }
 
 func truncate(s string, n int) string {
-	s = clean(s)
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xc0 == 0x80 {
-		n--
-	}
-	return s[:n]
+	return protocol.TruncateText(clean(s), n)
 }
 
 func truncateHex(s string, maxBytes int) string {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 
@@ -409,12 +408,5 @@ func clean(s string) string {
 		}
 		return r
 	}, strings.ToValidUTF8(s, "?"))
-	if len(s) <= protocol.MaxTextLen {
-		return s
-	}
-	cut := protocol.MaxTextLen
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
+	return protocol.TruncateText(s, protocol.MaxTextLen)
 }

@@ -610,10 +610,7 @@ func (cons *Consumer) deadLetterMessage(d amqp091.Delivery, code protocol.ErrorC
 		h[k] = v
 	}
 	// The code has its own header; "malformed: malformed: ..." helps nobody.
-	text := strings.TrimPrefix(why.Error(), string(code)+": ")
-	if len(text) > protocol.MaxTextLen {
-		text = text[:protocol.MaxTextLen]
-	}
+	text := protocol.TruncateText(strings.TrimPrefix(why.Error(), string(code)+": "), protocol.MaxTextLen)
 	h[HeaderErrorCode] = string(code)
 	h[HeaderError] = text
 	h[HeaderOriginalExchange] = d.Exchange

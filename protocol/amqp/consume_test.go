@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/rs/zerolog"
@@ -501,5 +502,17 @@ func TestOpenConfig(t *testing.T) {
 	defer func() { _ = c.Close() }()
 	if c.UserID() != "agent-ws-01" || strings.Contains(c.endpoint, "pw") {
 		t.Errorf("user %q, endpoint %q", c.UserID(), c.endpoint)
+	}
+}
+
+// TestDeadLetterErrorHeaderCutWhole: a long non-ASCII reason is cut to
+// MaxTextLen without splitting a character, so the header stays valid text.
+func TestDeadLetterErrorHeaderCutWhole(t *testing.T) {
+	cons := &Consumer{c: &Conn{}, queue: protocol.EventsQueue}
+	why := protocol.NewError(protocol.CodeBadRequest, "%s", "x"+strings.Repeat("é", protocol.MaxTextLen))
+	p := cons.deadLetterMessage(amqp091.Delivery{MessageId: protocol.NewMessageID()}, protocol.CodeBadRequest, why)
+	msg, _ := p.Headers[HeaderError].(string)
+	if len(msg) > protocol.MaxTextLen || len(msg) < protocol.MaxTextLen-1 || !utf8.ValidString(msg) {
+		t.Fatalf("error header of %d bytes, valid UTF-8 %v", len(msg), utf8.ValidString(msg))
 	}
 }
