@@ -3,6 +3,8 @@ package profile
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 )
 
 // Code is a stable error code; the HTTP API returns it as data.
@@ -27,10 +29,19 @@ type Error struct {
 	Document int    // 1-based document of a multi-document input, when the name is unknown
 	Field    string // field path, e.g. "key.size" or "approval.roles[1]"
 	Msg      string
+	// File, Line and Col locate the problem in the YAML it was loaded from (Line 0: not
+	// loaded, or the input as a whole).
+	File      string
+	Line, Col int
 }
 
+// Error reads FILE:LINE:COL: profile "NAME": field.path: problem (without a file,
+// "line L, column C: ..."); the parts not known are left out.
 func (e *Error) Error() string {
 	s := "profile"
+	if w := (&yamlstrict.Error{File: e.File, Line: e.Line, Col: e.Col}).Where(); w != "" {
+		s = w + ": " + s
+	}
 	switch {
 	case e.Profile != "":
 		s += " " + strconv.Quote(e.Profile)
@@ -62,11 +73,17 @@ var (
 type problems struct {
 	profile string
 	doc     int
+	src     *yamlstrict.Doc // where the profile was read from; nil when not from YAML
 	errs    []error
 }
 
 func (ps *problems) add(code Code, field, format string, args ...any) {
-	ps.errs = append(ps.errs, &Error{Code: code, Profile: ps.profile, Document: ps.doc, Field: field, Msg: fmt.Sprintf(format, args...)})
+	e := &Error{Code: code, Profile: ps.profile, Document: ps.doc, Field: field, Msg: fmt.Sprintf(format, args...)}
+	if ps.src != nil {
+		pos := ps.src.Locate(field)
+		e.File, e.Line, e.Col = ps.src.File, pos.Line, pos.Col
+	}
+	ps.errs = append(ps.errs, e)
 }
 
 func (ps *problems) invalid(field, format string, args ...any) {

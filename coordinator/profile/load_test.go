@@ -54,20 +54,39 @@ func TestLoadStrict(t *testing.T) {
 		src    string
 		wantIn string
 	}{
-		{"unknown top-level field", base + "colour: blue\n", "field colour not found"},
-		{"unknown nested field", strings.Replace(base, "key: {type: rsa, size: 2048}", "key: {type: rsa, size: 2048, exponent: 3}", 1), "field exponent not found"},
-		{"unknown sans field", strings.Replace(base, "  upn: true", "  upn: true\n  ip: 10.0.0.1", 1), "field ip not found in sans"},
-		{"sans key twice", strings.Replace(base, "  upn: true", "  upn: true\n  upn: false", 1), "sans.upn given twice"},
-		{"sans wrong type", strings.Replace(base, "  upn: true", "  upn: [a]", 1), "sans.upn must be true, false or a template"},
-		{"duration without unit", strings.Replace(base, "validity: 365d", "validity: 365", 1), "needs a unit"},
-		{"fractional days", strings.Replace(base, "validity: 365d", "validity: 1.5d", 1), "whole number"},
-		{"garbage duration", strings.Replace(base, "validity: 365d", "validity: soon", 1), `"soon"`},
-		{"list of non-strings", strings.Replace(base, `  common_name: "{{.Name}}"`, "  organization: [[a]]", 1), "list items must be strings"},
-		{"number as template", strings.Replace(base, `  common_name: "{{.Name}}"`, "  organization: 42", 1), "want a string or a list"},
-		{"syntax error", base + "key: [\n", "document 1"},
-		{"not a mapping", "just text\n", "cannot unmarshal"},
-		{"empty input", "", "no profile in input"},
-		{"only comments", "# nothing\n", "no profile in input"},
+		{"unknown top-level field", base + "colour: blue\n",
+			`line 16, column 1: profile "test-profile": colour: unknown field "colour" (known fields: name, description, key, allowed_keys, subject, sans, key_usage, extended_key_usage, validity, token, pin_policy, approval)`},
+		{"misspelt field", strings.Replace(base, "approval: {required: 1,", "approval: {requird: 1,", 1),
+			`line 15, column 12: profile "test-profile": approval.requird: unknown field "requird"; did you mean "required"? (known fields: required, roles, scope, expires_after, ca_operator_required)`},
+		{"unknown nested field", strings.Replace(base, "key: {type: rsa, size: 2048}", "key: {type: rsa, size: 2048, exponent: 3}", 1),
+			`line 3, column 30: profile "test-profile": key.exponent: unknown field "exponent" (known fields: type, size, curve)`},
+		{"unknown field in a list item", strings.Replace(base, "key: {type: rsa, size: 2048}", "key: {type: rsa, size: 2048}\nallowed_keys:\n  - {type: rsa, size: 2048}\n  - {type: ec, curv: P-256}", 1),
+			`line 6, column 16: profile "test-profile": allowed_keys[1].curv: unknown field "curv"; did you mean "curve"? (known fields: type, size, curve)`},
+		{"unknown sans field", strings.Replace(base, "  upn: true", "  upn: true\n  ip: 10.0.0.1", 1),
+			`line 8, column 3: profile "test-profile": sans.ip: unknown field "ip" (known fields: email, upn, dns)`},
+		{"sans key twice", strings.Replace(base, "  upn: true", "  upn: true\n  upn: false", 1),
+			`line 8, column 3: profile "test-profile": sans.upn: given twice (first on line 7): keep one`},
+		{"top-level key twice", base + "validity: 30d\n", `line 16, column 1: profile "test-profile": validity: given twice (first on line 10): keep one`},
+		{"sans wrong type", strings.Replace(base, "  upn: true", "  upn: [a]", 1),
+			`line 7, column 8: profile "test-profile": sans.upn: want true, false or a template, got a list`},
+		{"wrong type", strings.Replace(base, "min_length: 6", "min_length: six", 1),
+			`line 14, column 26: profile "test-profile": pin_policy.min_length: want a whole number, got text "six"`},
+		{"duration without unit", strings.Replace(base, "validity: 365d", "validity: 365", 1),
+			`line 10, column 11: profile "test-profile": validity: duration 365 needs a unit, e.g. 365d or 365h`},
+		{"fractional days", strings.Replace(base, "validity: 365d", "validity: 1.5d", 1),
+			`line 10, column 11: profile "test-profile": validity: duration "1.5d": days must be a whole number, e.g. 365d`},
+		{"garbage duration", strings.Replace(base, "validity: 365d", "validity: soon", 1),
+			`line 10, column 11: profile "test-profile": validity: duration "soon": want a whole number of days (365d) or a duration like 36h or 90m`},
+		{"list of non-strings", strings.Replace(base, `  common_name: "{{.Name}}"`, "  organization: [[a]]", 1),
+			`line 5, column 18: profile "test-profile": subject.organization[0]: list items must be text, got a list`},
+		{"number as template", strings.Replace(base, `  common_name: "{{.Name}}"`, "  organization: 42", 1),
+			`line 5, column 17: profile "test-profile": subject.organization: want text or a list of text, got the number 42 (quote it)`},
+		{"syntax error", base + "key: [\n", `line 16, column 1: profile: not valid YAML: `},
+		{"tab indentation", strings.Replace(base, "  upn: true", "\tupn: true", 1),
+			`line 7, column 1: profile: a tab in the indentation: YAML indents with spaces only; replace the tab with spaces`},
+		{"not a mapping", "just text\n", `line 1, column 1: profile document 1: want a mapping of fields (name: value), got text "just text"`},
+		{"empty input", "", "profile: no profile in input"},
+		{"only comments", "# nothing\n", "profile: no profile in input"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,8 +94,10 @@ func TestLoadStrict(t *testing.T) {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("got %v, want invalid_profile", err)
 			}
-			if !strings.Contains(err.Error(), tt.wantIn) {
-				t.Errorf("message %q lacks %q", err, tt.wantIn)
+			// Whole messages are compared; one ending in ": " is a prefix (the rest is the
+			// YAML parser's own words).
+			if got := err.Error(); got != tt.wantIn && !(strings.HasSuffix(tt.wantIn, ": ") && strings.HasPrefix(got, tt.wantIn)) {
+				t.Errorf("message\n%s\nwant\n%s", got, tt.wantIn)
 			}
 		})
 	}
@@ -96,10 +117,12 @@ func TestLoadMultiDocument(t *testing.T) {
 	bad := strings.Replace(base, "size: 2048", "size: 1024", 1)
 	unnamed := strings.Replace(base, "name: test-profile\n", "", 1)
 	_, err = Load(strings.NewReader(bad + "---\n" + unnamed + "---\n" + base))
+	// Lines count from the start of the input; a missing field is placed at the start of
+	// what encloses it.
 	for _, want := range []string{
-		`profile "test-profile": key.size: 1024 is not allowed (2048, 3072, 4096)`,
-		"profile document 2: name: required",
-		`profile "test-profile": name: defined twice (documents 1 and 3)`,
+		`line 3, column 24: profile "test-profile": key.size: 1024 is not allowed (2048, 3072, 4096)`,
+		"line 17, column 1: profile document 2: name: required",
+		`line 32, column 7: profile "test-profile": name: defined twice (documents 1 and 3)`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
@@ -114,8 +137,13 @@ func TestLoadFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := LoadFile(path)
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "validity: must be positive") {
-		t.Fatalf("got %v", err)
+	want := path + `:10:11: profile "test-profile": validity: must be positive (e.g. 365d)`
+	if !errors.Is(err, ErrInvalid) || err.Error() != want {
+		t.Fatalf("got  %v\nwant %s", err, want)
+	}
+	var pe *Error
+	if !errors.As(err, &pe) || pe.File != path || pe.Line != 10 || pe.Col != 11 || pe.Field != "validity" {
+		t.Fatalf("error fields %+v", pe)
 	}
 	if _, err := LoadFile(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)

@@ -1,16 +1,14 @@
 package profile
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 )
 
 // Profile is one certificate profile. Field names in YAML and in the canonical JSON form
@@ -123,29 +121,52 @@ func (a Approval) Policy() jobs.Policy {
 }
 
 // Load reads every profile in r (one per YAML document), refuses unknown fields, validates
-// each profile and returns them in normal form. All problems found are returned together.
+// each profile and returns them in normal form. All problems found are returned together,
+// each an *Error with its line, column and field path.
 func Load(r io.Reader) ([]Profile, error) {
-	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	return load("", data)
+}
+
+// LoadFile loads the profiles of one file; errors name the file.
+func LoadFile(path string) ([]Profile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("profile file: %w", err)
+	}
+	return load(path, data)
+}
+
+func load(file string, data []byte) ([]Profile, error) {
+	docs, err := yamlstrict.Parse(file, data)
+	if err != nil {
+		// The parser cannot resynchronise after a syntax error: nothing is loaded.
+		return nil, fromYAML(err, "", 0)
+	}
 	var out []Profile
 	var errs []error
 	seen := map[string]int{}
-	for doc := 1; ; doc++ {
+	for i, doc := range docs {
+		n := i + 1
+		if doc.Empty() {
+			continue
+		}
 		var p Profile
-		err := dec.Decode(&p)
-		if errors.Is(err, io.EOF) {
-			break
+		if err := doc.Decode(&p); err != nil {
+			// Checking values that did not decode would only repeat the problem.
+			errs = append(errs, fromYAML(err, p.Name, n))
+			continue
 		}
-		if err != nil {
-			// The decoder cannot resynchronise after a syntax error: stop here.
-			errs = append(errs, &Error{Code: CodeInvalidProfile, Document: doc, Msg: err.Error()})
-			break
-		}
-		verr := p.validate(doc)
+		verr := p.validateIn(n, doc)
 		if first, dup := seen[p.Name]; dup && p.Name != "" {
-			verr = errors.Join(verr, &Error{Code: CodeInvalidProfile, Profile: p.Name, Field: "name", Msg: fmt.Sprintf("defined twice (documents %d and %d)", first, doc)})
+			ps := &problems{profile: p.Name, doc: n, src: doc}
+			ps.invalid("name", "defined twice (documents %d and %d)", first, n)
+			verr = errors.Join(verr, ps.errs[0])
 		} else {
-			seen[p.Name] = doc
+			seen[p.Name] = n
 		}
 		if verr != nil {
 			errs = append(errs, verr)
@@ -157,20 +178,29 @@ func Load(r io.Reader) ([]Profile, error) {
 		return nil, errors.Join(errs...)
 	}
 	if len(out) == 0 {
-		return nil, &Error{Code: CodeInvalidProfile, Msg: "no profile in input"}
+		return nil, &Error{Code: CodeInvalidProfile, File: file, Msg: "no profile in input"}
 	}
 	return out, nil
 }
 
-// LoadFile loads the profiles of one file; errors name the file.
-func LoadFile(path string) ([]Profile, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("profile file: %w", err)
+// fromYAML turns the decoder's errors into this package's, keeping position and path.
+func fromYAML(err error, name string, doc int) error {
+	var errs []error
+	for _, e := range unjoin(err) {
+		var ye *yamlstrict.Error
+		if !errors.As(e, &ye) {
+			errs = append(errs, &Error{Code: CodeInvalidProfile, Profile: name, Document: doc, Msg: e.Error()})
+			continue
+		}
+		errs = append(errs, &Error{Code: CodeInvalidProfile, Profile: name, Document: doc,
+			File: ye.File, Line: ye.Line, Col: ye.Col, Field: ye.Path, Msg: ye.Msg})
 	}
-	ps, err := Load(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	return errors.Join(errs...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	return ps, nil
+	return []error{err}
 }

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 )
 
 // Bounds a profile must respect.
@@ -37,10 +38,12 @@ var (
 
 // Validate checks the profile and returns every problem found, each an *Error naming the
 // profile and the field path, joined with errors.Join.
-func (p Profile) Validate() error { return p.validate(0) }
+func (p Profile) Validate() error { return p.validateIn(0, nil) }
 
-func (p Profile) validate(doc int) error {
-	ps := &problems{profile: p.Name, doc: doc}
+// validateIn validates a profile read from document doc of a YAML file, locating each
+// problem in it.
+func (p Profile) validateIn(doc int, src *yamlstrict.Doc) error {
+	ps := &problems{profile: p.Name, doc: doc, src: src}
 
 	switch {
 	case p.Name == "":

@@ -2,89 +2,86 @@ package profile
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 )
 
 // Templates is a list of templates that YAML may also give as one scalar.
 type Templates []string
 
-// UnmarshalYAML accepts a string or a list of strings.
+// UnmarshalYAML accepts text or a list of text; a number or true/false is refused, since
+// a template is text.
 func (t *Templates) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if n.Tag != "!!str" {
-			return fmt.Errorf("line %d: want a string or a list of strings, got %s %q", n.Line, strings.TrimPrefix(n.Tag, "!!"), n.Value)
+			return fmt.Errorf("want text or a list of text, got %s (quote it)", yamlstrict.Found(n))
 		}
 		*t = Templates{n.Value}
 		return nil
 	case yaml.SequenceNode:
 		out := make(Templates, 0, len(n.Content))
-		for _, c := range n.Content {
+		var errs []error
+		for i, c := range n.Content {
 			if c.Kind != yaml.ScalarNode || c.Tag != "!!str" {
-				return fmt.Errorf("line %d: list items must be strings", c.Line)
+				errs = append(errs, &yamlstrict.Error{Line: c.Line, Col: c.Column, Path: yamlstrict.Index("", i),
+					Msg: "list items must be text, got " + yamlstrict.Found(c)})
+				continue
 			}
 			out = append(out, c.Value)
 		}
 		*t = out
-		return nil
+		return errors.Join(errs...)
 	}
-	return fmt.Errorf("line %d: want a string or a list of strings", n.Line)
+	return fmt.Errorf("want text or a list of text, got %s", yamlstrict.Found(n))
 }
 
-// UnmarshalYAML reads the sans mapping by hand, because a custom unmarshaler on a struct
-// would lose the decoder's unknown-field check: unknown keys are refused here instead.
+// sansFile is the YAML form of SANs: the walker refuses unknown and repeated keys.
+type sansFile struct {
+	Email sanSetting `yaml:"email"`
+	UPN   sanSetting `yaml:"upn"`
+	DNS   Templates  `yaml:"dns"`
+}
+
+// UnmarshalYAML reads the sans mapping through sansFile, so that it is as strict as the
+// rest of the profile.
 func (s *SANs) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: sans must be a mapping", n.Line)
-	}
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if seen[k.Value] {
-			return fmt.Errorf("line %d: sans.%s given twice", k.Line, k.Value)
-		}
-		seen[k.Value] = true
-		var err error
-		switch k.Value {
-		case "email":
-			s.Email, err = sanSetting(v, "email", "{{.Email}}")
-		case "upn":
-			s.UPN, err = sanSetting(v, "upn", "{{.UPN}}")
-		case "dns":
-			err = s.DNS.UnmarshalYAML(v)
-		default:
-			return fmt.Errorf("line %d: field %s not found in sans (known: email, upn, dns)", k.Line, k.Value)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	f := sansFile{Email: sanSetting{def: "{{.Email}}"}, UPN: sanSetting{def: "{{.UPN}}"}}
+	err := yamlstrict.DecodeNode(n, &f)
+	*s = SANs{Email: f.Email.value, UPN: f.UPN.value, DNS: f.DNS}
+	return err
 }
 
-// sanSetting reads `true` (the holder's own value), `false` (none) or a template.
-func sanSetting(n *yaml.Node, name, def string) (string, error) {
+// sanSetting is `true` (the holder's own value, def), `false` (none) or a template.
+type sanSetting struct {
+	def, value string
+}
+
+func (s *sanSetting) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
 		switch n.Tag {
 		case "!!bool":
-			b, err := strconv.ParseBool(n.Value)
-			if err != nil {
-				return "", fmt.Errorf("line %d: sans.%s: %q is not a boolean", n.Line, name, n.Value)
+			var b bool
+			if err := n.Decode(&b); err != nil {
+				break
 			}
 			if b {
-				return def, nil
+				s.value = s.def
 			}
-			return "", nil
+			return nil
 		case "!!str":
-			return n.Value, nil
+			s.value = n.Value
+			return nil
 		}
 	}
-	return "", fmt.Errorf("line %d: sans.%s must be true, false or a template string", n.Line, name)
+	return fmt.Errorf("want true, false or a template, got %s", yamlstrict.Found(n))
 }
 
 // Duration is a time span written as a Go duration ("36h", "90m") or whole days ("365d").
@@ -100,9 +97,12 @@ func ParseDuration(s string) (Duration, error) {
 		}
 		return Duration(time.Duration(n) * 24 * time.Hour), nil
 	}
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return 0, fmt.Errorf("duration %s needs a unit, e.g. %sd or %sh", s, s, s)
+	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("duration %q: want a whole number of days (365d) or a Go duration (36h)", s)
+		return 0, fmt.Errorf("duration %q: want a whole number of days (365d) or a duration like 36h or 90m", s)
 	}
 	return Duration(d), nil
 }
@@ -116,17 +116,14 @@ func (d Duration) String() string {
 	return time.Duration(d).String()
 }
 
-// UnmarshalYAML refuses a bare number: its unit would be a guess.
+// UnmarshalYAML refuses a bare number (ParseDuration does): its unit would be a guess.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 365d or 36h", n.Line)
-	}
-	if n.Tag == "!!int" || n.Tag == "!!float" {
-		return fmt.Errorf("line %d: duration %s needs a unit, e.g. %sd or %sh", n.Line, n.Value, n.Value, n.Value)
+		return fmt.Errorf("want a duration like 365d or 36h, got %s", yamlstrict.Found(n))
 	}
 	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return err
 	}
 	*d = v
 	return nil
