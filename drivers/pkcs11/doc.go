@@ -21,8 +21,10 @@
 //
 //   - Tokens are followed by serial number, never by a stored slot ID: slot IDs change
 //     between processes and as readers come and go.
-//   - C_Initialize acts on the whole process, so Modules opened on the same path share
-//     it, and the last Close calls C_Finalize.
+//   - C_Initialize acts on the whole process, so Modules opened on the same library file
+//     share it, and the last Close calls C_Finalize. A file is known by its resolved path
+//     and identity, not by the path configured: a symbolic or hard link to a loaded
+//     library is the same library (the dynamic loader loads it once).
 //   - One read/write session per Token, one call at a time per token, whichever Token
 //     handles and Modules of the process it goes through: a token does one operation at
 //     a time anyway, SoftHSM2 corrupts a token's private objects when two of its sessions

@@ -55,9 +55,15 @@ func newToken(t testing.TB) (label, serial string) {
 
 func openModule(t testing.TB, opts pkcs11.Options) *pkcs11.Module {
 	t.Helper()
-	mod, err := pkcs11.Open(testenv.SoftHSMModule, opts)
+	return openModuleAt(t, testenv.SoftHSMModule, opts)
+}
+
+// openModuleAt opens SoftHSM2 by another path to its library.
+func openModuleAt(t testing.TB, path string, opts pkcs11.Options) *pkcs11.Module {
+	t.Helper()
+	mod, err := pkcs11.Open(path, opts)
 	if err != nil {
-		t.Fatalf("open SoftHSM2: %v", err)
+		t.Fatalf("open SoftHSM2 at %s: %v", path, err)
 	}
 	t.Cleanup(func() {
 		if err := mod.Close(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,10 +19,12 @@ import (
 )
 
 // library is one loaded PKCS#11 library. C_Initialize and C_Finalize act on the whole
-// process, so every Module on the same path shares one library and the last Close
+// process, so every Module on the same library file shares one library and the last Close
 // finalizes it.
 type library struct {
 	ctx      *p11.Ctx
+	key      string      // key in libraries
+	file     os.FileInfo // the library file, to recognise it under a hard link; nil for a bare name
 	refs     int
 	finalize bool // we called C_Initialize, so C_Finalize is ours to call
 
@@ -53,12 +56,54 @@ var libraries = struct {
 	m  map[string]*library
 }{m: map[string]*library{}}
 
+// libraryFile names the library file at path the same way whatever path leads to it:
+// absolute, with symbolic links resolved (Debian's /usr/lib/softhsm/libsofthsm2.so is a
+// link to /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so). The dynamic loader hands out
+// one copy of a file under all its names, so two library entries for one file would share
+// its state anyway: the second C_Initialize would find it initialised, the first
+// Module's Close would finalize it under the second, and calls on one token through the
+// two would no longer take turns. A bare name, which the loader searches for, is its own
+// key.
+func libraryFile(path string) (string, os.FileInfo) {
+	if !strings.ContainsRune(path, os.PathSeparator) {
+		return path, nil
+	}
+	key := filepath.Clean(path)
+	if abs, err := filepath.Abs(key); err == nil {
+		key = abs
+	}
+	if resolved, err := filepath.EvalSymlinks(key); err == nil {
+		key = resolved
+	}
+	fi, err := os.Stat(key)
+	if err != nil {
+		return key, nil
+	}
+	return key, fi
+}
+
+// findLibraryLocked returns the loaded library of the file, by its key or, for a hard
+// link to a loaded file, by its identity. libraries.mu must be held.
+func findLibraryLocked(key string, fi os.FileInfo) *library {
+	if lib := libraries.m[key]; lib != nil {
+		return lib
+	}
+	if fi == nil {
+		return nil
+	}
+	for _, lib := range libraries.m {
+		if lib.file != nil && os.SameFile(lib.file, fi) {
+			return lib
+		}
+	}
+	return nil
+}
+
 // Module is a loaded PKCS#11 module. Open it once and share it; it is safe for
 // concurrent use.
 type Module struct {
 	path string
-	key  string   // key in libraries
-	lib  *library // shared with every Module on the same path
+	lib  *library // shared with every Module on the same library file
 	b    Backend
 	log  zerolog.Logger
 
@@ -78,17 +123,17 @@ func Open(path string, opts Options) (*Module, error) {
 	if err := checkModuleFile(path); err != nil {
 		return nil, &Error{Op: op, Code: CodeModuleLoadFailed, Err: err}
 	}
-	key := filepath.Clean(path)
+	key, file := libraryFile(path)
 
 	libraries.mu.Lock()
 	defer libraries.mu.Unlock()
-	lib := libraries.m[key]
+	lib := findLibraryLocked(key, file)
 	if lib == nil {
 		ctx := p11.New(path)
 		if ctx == nil {
 			return nil, &Error{Op: op, Code: CodeModuleLoadFailed, Err: explainLoadFailure(path)}
 		}
-		lib = &library{ctx: ctx, finalize: true}
+		lib = &library{ctx: ctx, key: key, file: file, finalize: true}
 		if err := ctx.Initialize(); err != nil {
 			if rvOf(err) != p11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
 				ctx.Destroy()
@@ -107,7 +152,7 @@ func Open(path string, opts Options) (*Module, error) {
 		b = opts.Wrap(b)
 	}
 	opts.Logger.Debug().Str("module", path).Int("users", lib.refs).Msg("pkcs11 module opened")
-	return &Module{path: path, key: key, lib: lib, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
+	return &Module{path: path, lib: lib, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
 }
 
 // Close closes the module's tokens (which logs them out) and, when no other Module in the
@@ -132,16 +177,13 @@ func (m *Module) Close() error {
 
 	libraries.mu.Lock()
 	defer libraries.mu.Unlock()
-	lib := libraries.m[m.key]
-	if lib == nil {
-		return nil
-	}
+	lib := m.lib
 	lib.refs--
 	m.log.Debug().Str("module", m.path).Int("users", lib.refs).Msg("pkcs11 module closed")
 	if lib.refs > 0 {
 		return nil
 	}
-	delete(libraries.m, m.key)
+	delete(libraries.m, lib.key)
 	var err error
 	if lib.finalize {
 		if ferr := lib.ctx.Finalize(); ferr != nil {

@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -90,6 +92,63 @@ func TestModulesShareOneInitialization(t *testing.T) {
 	c := openModule(t, pkcs11.Options{})
 	if _, err := c.Slots(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// resolvedModule is the file SoftHSM2's configured path links to; the test fails if it is
+// the same path, as it would then prove nothing.
+func resolvedModule(t *testing.T) string {
+	t.Helper()
+	resolved, err := filepath.EvalSymlinks(testenv.SoftHSMModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resolved == testenv.SoftHSMModule {
+		t.Fatalf("%s is no symbolic link: the test needs Debian's layout", testenv.SoftHSMModule)
+	}
+	return resolved
+}
+
+// TestOneLibraryUnderManyPaths: the dynamic loader loads a file once whatever path names
+// it, so Modules opened by different paths to it must share one library. Were they two,
+// the second would find the library initialised and leave C_Finalize to the first, whose
+// Close would then finalize it under the second.
+func TestOneLibraryUnderManyPaths(t *testing.T) {
+	ctx := context.Background()
+	resolved := resolvedModule(t)
+	link := filepath.Join(t.TempDir(), "libsofthsm2.so")
+	if err := os.Symlink(testenv.SoftHSMModule, link); err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{
+		testenv.SoftHSMModule,
+		resolved,
+		link, // a link to a link
+		filepath.Dir(resolved) + "/../softhsm/./libsofthsm2.so",
+	}
+	var mods []*pkcs11.Module
+	for _, p := range paths {
+		m, err := pkcs11.Open(p, pkcs11.Options{})
+		if err != nil {
+			t.Fatalf("open %s: %v", p, err)
+		}
+		mods = append(mods, m)
+	}
+	// Close them in turn; each time, every one still open keeps working.
+	for i, m := range mods {
+		if err := m.Close(); err != nil {
+			t.Fatalf("close the module opened as %s: %v", paths[i], err)
+		}
+		for j := i + 1; j < len(mods); j++ {
+			if _, err := mods[j].Slots(ctx); err != nil {
+				t.Fatalf("the module opened as %s stopped working when the one opened as %s was closed: %v", paths[j], paths[i], err)
+			}
+		}
+	}
+	// Each Module still reports the path it was opened with.
+	again := openModuleAt(t, link, pkcs11.Options{})
+	if info, err := again.Info(ctx); err != nil || info.Path != link {
+		t.Errorf("module info %+v, %v: want the path %s", info, err, link)
 	}
 }
 

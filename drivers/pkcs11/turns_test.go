@@ -13,6 +13,7 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 // overlapWatch stands in front of every Module of a test and counts the calls that reach
@@ -132,12 +133,23 @@ func (b *watchedBackend) GenerateKeyPair(sh p11.SessionHandle, m []*p11.Mechanis
 // other handles, from the job's Module and from a second Module on the same library.
 // SoftHSM2 shares one cipher state between a token's sessions: when they work at once,
 // key generation fails (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT) or stores a key the
-// job then cannot find. Every call on the token must take its turn.
+// job then cannot find. Every call on the token must take its turn, also when the second
+// Module names the library by another path to the same file (Debian's SoftHSM2 path is a
+// symbolic link).
 func TestCallsOnOneTokenTakeTurns(t *testing.T) {
+	for _, tc := range []struct{ name, second string }{
+		{"same path", testenv.SoftHSMModule},
+		{"resolved path", resolvedModule(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCallsTakeTurns(t, tc.second) })
+	}
+}
+
+func testCallsTakeTurns(t *testing.T, secondPath string) {
 	ctx := context.Background()
 	watch := newOverlapWatch()
 	mod, job, _ := loggedIn(t, pkcs11.Options{Wrap: watch.Wrap})
-	second := openModule(t, pkcs11.Options{Wrap: watch.Wrap})
+	second := openModuleAt(t, secondPath, pkcs11.Options{Wrap: watch.Wrap})
 	readers := []*pkcs11.Token{openToken(t, mod, job.Serial()), openToken(t, second, job.Serial())}
 
 	const keys = 40
