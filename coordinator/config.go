@@ -1,22 +1,20 @@
 package coordinator
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
-	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 )
 
 // Defaults.
@@ -49,6 +47,11 @@ type Config struct {
 	Broker BrokerConfig `yaml:"broker"`
 	// CA is the built-in CA that signs the checked CSRs.
 	CA CAConfig `yaml:"ca"`
+	// Audit configures the signed checkpoints of the audit log.
+	Audit AuditConfig `yaml:"audit"`
+
+	// src says where each setting came from, for errors; nil for a Config built in code.
+	src *configSource
 }
 
 // DatabaseConfig chooses the store.
@@ -79,12 +82,9 @@ type Duration time.Duration
 
 // UnmarshalYAML refuses a bare number: its unit would be a guess.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!int" || n.Tag == "!!float" {
-		return fmt.Errorf("line %d: want a duration with a unit, such as 30s or 5m", n.Line)
-	}
-	v, err := time.ParseDuration(n.Value)
+	v, err := yamlstrict.Duration(n)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration such as 30s or 5m", n.Line, n.Value)
+		return err
 	}
 	*d = Duration(v)
 	return nil
@@ -100,9 +100,10 @@ func DefaultConfig() Config {
 // maxConfigSize bounds the configuration file.
 const maxConfigSize = 1 << 20
 
-// LoadConfig reads a configuration file over the defaults, strictly: unknown fields and
-// wrong types are refused with the field and line named. It does not validate; call
-// Validate once flags are applied.
+// LoadConfig reads a configuration file over the defaults, strictly: unknown fields, keys
+// given twice and wrong types are refused, each a *FieldError naming the file, line,
+// column and field. It does not validate; call Validate once flags are applied (SetBy),
+// and its errors point into the file too.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
 	f, err := os.Open(path)
@@ -117,51 +118,93 @@ func LoadConfig(path string) (Config, error) {
 	if len(data) > maxConfigSize {
 		return Config{}, fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
 	}
-	if err := decodeConfig(data, &cfg); err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	doc, err := yamlstrict.Decode(path, data, &cfg)
+	if err != nil {
+		return Config{}, fieldErrors(err)
 	}
+	cfg.src = &configSource{doc: doc, flags: map[string]string{}}
 	return cfg, nil
 }
 
-func decodeConfig(data []byte, cfg *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // an empty file keeps the defaults
-		}
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
-		msg = unknownFieldRE.ReplaceAllString(msg, `unknown field "$1"`)
-		msg = strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", ";")), " ")
-		if field := service.YAMLField(data, msg); field != "" && !strings.Contains(msg, "unknown field") {
-			return &FieldError{Field: field, Msg: msg}
-		}
-		return errors.New(msg)
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return errors.New("holds more than one YAML document")
-	}
-	return nil
+// configSource says where the settings of a Config came from.
+type configSource struct {
+	doc   *yamlstrict.Doc   // the file
+	flags map[string]string // field path → the flag that overrode the file
 }
 
-// unknownFieldRE rewrites the YAML decoder's unknown-field message, which names Go types.
-var unknownFieldRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
+// SetBy records that a flag (e.g. "--listen") set the field (a path such as
+// "database.driver"), so that errors about it name the flag rather than the file.
+func (c *Config) SetBy(field, flag string) {
+	if c.src == nil {
+		c.src = &configSource{flags: map[string]string{}}
+	}
+	c.src.flags[field] = flag
+}
 
-// FieldError is a configuration problem with the field it concerns.
+// fieldError is a problem with a setting, placed where the setting came from.
+func (c Config) fieldError(field, msg string) *FieldError {
+	e := &FieldError{Field: field, Msg: msg}
+	switch {
+	case c.src == nil:
+	case c.src.flags[field] != "":
+		e.Flag = c.src.flags[field]
+	case c.src.doc != nil:
+		pos := c.src.doc.Locate(field)
+		e.File, e.Line, e.Col = c.src.doc.File, pos.Line, pos.Col
+	}
+	return e
+}
+
+// fieldErrors turns the decoder's errors into FieldErrors.
+func fieldErrors(err error) error {
+	var errs []error
+	for _, e := range unjoin(err) {
+		var ye *yamlstrict.Error
+		if !errors.As(e, &ye) {
+			errs = append(errs, fmt.Errorf("config: %w", e))
+			continue
+		}
+		errs = append(errs, &FieldError{Field: ye.Path, Msg: ye.Msg, File: ye.File, Line: ye.Line, Col: ye.Col})
+	}
+	return errors.Join(errs...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// FieldError is a configuration problem with the field it concerns and, when known,
+// where its value came from: a position in the file, or a flag.
 type FieldError struct {
-	Field string
+	Field string // path, e.g. "database.driver"; "" for the file as a whole
 	Msg   string
+	File  string // the configuration file, when the value came from it
+	Line  int
+	Col   int
+	Flag  string // the flag that set the value, e.g. "--listen"
 }
 
-func (e *FieldError) Error() string { return "config: " + e.Field + ": " + e.Msg }
+// Error reads FILE:LINE:COL: field: problem for a value from the file, "config: field
+// (--flag): problem" for one from a flag, "config: field: problem" otherwise.
+func (e *FieldError) Error() string {
+	field := e.Field
+	if e.Flag != "" {
+		field += " (" + e.Flag + ")"
+	}
+	if e.File == "" {
+		return "config: " + field + ": " + e.Msg
+	}
+	return (&yamlstrict.Error{File: e.File, Line: e.Line, Col: e.Col, Path: field, Msg: e.Msg}).Error()
+}
 
 // Validate checks the configuration; every problem is reported, each naming its field.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, c.fieldError(field, fmt.Sprintf(format, args...)))
 	}
 	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen", "%q is not host:port (e.g. %s): %v", c.Listen, DefaultListen, err)
@@ -202,6 +245,7 @@ func (c Config) Validate() error {
 		bad("expiry_sweep_interval", "%s is outside 1s..1h", d)
 	}
 	c.validateDispatch(bad)
+	c.validateAudit(bad)
 	return errors.Join(errs...)
 }
 
@@ -235,7 +279,7 @@ func (c Config) checkTransport() error {
 	if c.TLSEnabled() || IsLoopback(c.Listen) || c.InsecureHTTP {
 		return nil
 	}
-	return &FieldError{Field: "listen", Msg: fmt.Sprintf("%s is not a loopback address and no TLS certificate is configured: "+
+	return c.fieldError("listen", fmt.Sprintf("%s is not a loopback address and no TLS certificate is configured: "+
 		"API tokens would cross the network in clear; set tls.cert_file and tls.key_file (--tls-cert, --tls-key), "+
-		"or --insecure-http when a TLS proxy on a trusted link fronts the coordinator", c.Listen)}
+		"or --insecure-http when a TLS proxy on a trusted link fronts the coordinator", c.Listen))
 }

@@ -57,7 +57,7 @@ ca:
 		Broker: coordinator.BrokerConfig{URL: "amqps://tf:secret@mq.example:5671/tokenfleet", AgentUsers: "per_agent"},
 		CA: coordinator.CAConfig{Dir: "/srv/tokenfleet/pki", CertFile: "/etc/tokenfleet/ca.pem", KeyFile: "/etc/tokenfleet/ca-key.pem",
 			Name: "Example CA", Organization: "Example", CRLURL: "http://pki.example/tokenfleet.crl"}}
-	if cfg != want {
+	if coordinator.WithoutSource(cfg) != want {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -70,7 +70,7 @@ ca:
 		t.Fatalf("partial file: %+v, %v", cfg, err)
 	}
 	cfg, err = coordinator.LoadConfig(writeConfig(t, "# nothing\n"))
-	if err != nil || cfg != coordinator.DefaultConfig() {
+	if err != nil || coordinator.WithoutSource(cfg) != coordinator.DefaultConfig() {
 		t.Fatalf("empty file: %+v, %v", cfg, err)
 	}
 	if _, err := coordinator.LoadConfig(filepath.Join(t.TempDir(), "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
@@ -83,21 +83,24 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		name, yaml string
 		want       []string // all must appear
 	}{
-		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`unknown field "port"`, "line 2"}},
-		{"unknown nested field", "database:\n  driver: sqlite\n  user: x\n", []string{`unknown field "user"`, "line 3"}},
-		{"wrong type", "listen: [1, 2]\n", []string{"line 1", "listen"}},
-		{"bool as string", "insecure_http: perhaps\n", []string{"line 1", "perhaps"}},
-		{"duration without unit", "expiry_sweep_interval: 30\n", []string{"line 1", "unit"}},
-		{"bad duration", "expiry_sweep_interval: soon\n", []string{"line 1", "soon"}},
-		{"two documents", "listen: 127.0.0.1:1\n---\nlisten: 127.0.0.1:2\n", []string{"more than one"}},
-		{"not YAML", "listen: [\n", []string{"line"}},
-		{"bad listen", "listen: nowhere\n", []string{"listen:", "host:port"}},
+		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca)`}},
+		{"misspelt field", "listen: 127.0.0.1:1\ndata-dir: /srv\n", []string{`:2:1: data-dir: unknown field "data-dir"; did you mean "data_dir"?`}},
+		{"unknown nested field", "database:\n  driver: sqlite\n  user: x\n", []string{`:3:3: database.user: unknown field "user" (known fields: driver, dsn)`}},
+		{"wrong type", "listen: [1, 2]\n", []string{":1:9: listen: want text, got a list"}},
+		{"bool as string", "insecure_http: perhaps\n", []string{`:1:16: insecure_http: want true or false, got text "perhaps"`}},
+		{"duration without unit", "expiry_sweep_interval: 30\n", []string{":1:24: expiry_sweep_interval: 30 has no unit: write a duration like 30s or 30m"}},
+		{"bad duration", "expiry_sweep_interval: soon\n", []string{`:1:24: expiry_sweep_interval: "soon" is not a duration like 15m`}},
+		{"key twice", "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", []string{":2:1: listen: given twice (first on line 1): keep one"}},
+		{"two documents", "listen: 127.0.0.1:1\n---\nlisten: 127.0.0.1:2\n", []string{":2:1: a second YAML document"}},
+		{"not YAML", "listen: [\n", []string{":1:1: not valid YAML: "}},
+		{"tab", "log:\n\tlevel: debug\n", []string{":2:1: a tab in the indentation"}},
+		{"bad listen", "listen: nowhere\n", []string{":1:9: listen: ", "host:port"}},
 		{"bad port", "listen: 127.0.0.1:http\n", []string{"listen:", "port"}},
-		{"unknown driver", "database: {driver: mysql}\n", []string{"database.driver:", "mysql"}},
-		{"postgres without DSN", "database: {driver: postgres}\n", []string{"database.dsn:"}},
+		{"unknown driver", "database: {driver: mysql}\n", []string{`:1:20: database.driver: "mysql" is neither sqlite nor postgres`}},
+		{"postgres without DSN", "database: {driver: postgres}\n", []string{":1:1: database.dsn: is required"}},
 		{"certificate without key", "tls: {cert_file: /c.pem}\n", []string{"tls.key_file:"}},
 		{"key without certificate", "tls: {key_file: /k.pem}\n", []string{"tls.cert_file:"}},
-		{"log level", "log: {level: loud}\n", []string{"log.level:", "loud"}},
+		{"log level", "log:\n  level: loud\n", []string{`:2:10: log.level: "loud" is not one of`}},
 		{"log format", "log: {format: xml}\n", []string{"log.format:", "xml"}},
 		{"sweep too often", "expiry_sweep_interval: 10ms\n", []string{"expiry_sweep_interval:"}},
 		{"empty data dir", "data_dir: \"\"\n", []string{"data_dir:"}},
@@ -112,7 +115,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := coordinator.LoadConfig(writeConfig(t, tc.yaml))
+			writtenPath := writeConfig(t, tc.yaml)
+			cfg, err := coordinator.LoadConfig(writtenPath)
 			if err == nil {
 				err = cfg.Validate()
 			}
@@ -120,6 +124,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 				t.Fatal("accepted")
 			}
 			for _, w := range tc.want {
+				if strings.HasPrefix(w, ":") {
+					w = writtenPath + w // a position in the file
+				}
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
@@ -139,5 +146,20 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	if strings.Join(fields, ",") != "listen,log.level" {
 		t.Fatalf("fields %v", fields)
+	}
+
+	// A flag's value is blamed on the flag, the file's on its line.
+	p := writeConfig(t, "listen: 127.0.0.1:1\nlog: {level: loud}\n")
+	cfg, err = coordinator.LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = "x"
+	cfg.SetBy("listen", "--listen")
+	err = cfg.Validate()
+	for _, w := range []string{`config: listen (--listen): "x" is not host:port`, p + `:2:14: log.level: "loud" is not one of debug, info, warn, error`} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error %v lacks %q", err, w)
+		}
 	}
 }

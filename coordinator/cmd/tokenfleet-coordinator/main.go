@@ -66,24 +66,27 @@ start it also creates its CA in DIR/ca and the key agents seal PINs to, DIR/resu
 				}
 			}
 			f := cmd.Flags()
-			set := func(name string, dst *string, v string) {
+			// A flag's value is blamed on the flag, not on the file it overrides.
+			set := func(name, field string, dst *string, v string) {
 				if f.Changed(name) {
 					*dst = v
+					cfg.SetBy(field, "--"+name)
 				}
 			}
-			set("data", &cfg.DataDir, flags.DataDir)
-			set("listen", &cfg.Listen, flags.Listen)
-			set("db-driver", &cfg.Database.Driver, flags.Database.Driver)
-			set("db-dsn", &cfg.Database.DSN, flags.Database.DSN)
-			set("tls-cert", &cfg.TLS.CertFile, flags.TLS.CertFile)
-			set("tls-key", &cfg.TLS.KeyFile, flags.TLS.KeyFile)
-			set("log-level", &cfg.Log.Level, flags.Log.Level)
-			set("log-format", &cfg.Log.Format, flags.Log.Format)
-			set("broker", &cfg.Broker.URL, flags.Broker.URL)
-			set("agent-users", &cfg.Broker.AgentUsers, flags.Broker.AgentUsers)
-			set("crl-url", &cfg.CA.CRLURL, flags.CA.CRLURL)
+			set("data", "data_dir", &cfg.DataDir, flags.DataDir)
+			set("listen", "listen", &cfg.Listen, flags.Listen)
+			set("db-driver", "database.driver", &cfg.Database.Driver, flags.Database.Driver)
+			set("db-dsn", "database.dsn", &cfg.Database.DSN, flags.Database.DSN)
+			set("tls-cert", "tls.cert_file", &cfg.TLS.CertFile, flags.TLS.CertFile)
+			set("tls-key", "tls.key_file", &cfg.TLS.KeyFile, flags.TLS.KeyFile)
+			set("log-level", "log.level", &cfg.Log.Level, flags.Log.Level)
+			set("log-format", "log.format", &cfg.Log.Format, flags.Log.Format)
+			set("broker", "broker.url", &cfg.Broker.URL, flags.Broker.URL)
+			set("agent-users", "broker.agent_users", &cfg.Broker.AgentUsers, flags.Broker.AgentUsers)
+			set("crl-url", "ca.crl_url", &cfg.CA.CRLURL, flags.CA.CRLURL)
 			if f.Changed("insecure-http") {
 				cfg.InsecureHTTP = flags.InsecureHTTP
+				cfg.SetBy("insecure_http", "--insecure-http")
 			}
 
 			log := coordinator.NewLogger(cfg.Log, os.Stderr)
