@@ -198,7 +198,11 @@ func TestCancelValidate(t *testing.T) {
 		{"state missing", func(c *Cancel) { c.State = "" }, CodeBadRequest, "state: required"},
 		{"state succeeded", func(c *Cancel) { c.State = StateSucceeded }, CodeBadRequest, "state: succeeded is not a reason to cancel"},
 		{"state unknown", func(c *Cancel) { c.State = "stopped" }, CodeBadRequest, `state: unknown value "stopped"`},
+		{"rejected by the CA operator", func(c *Cancel) { c.State = StateRejected }, "", ""},
+		{"state running", func(c *Cancel) { c.State = StateRunning }, CodeBadRequest, "state: running is not a reason to cancel"},
 		{"expired", func(c *Cancel) { c.State = StateExpired }, "", ""},
+		{"superseded", func(c *Cancel) { c.State = StateSuperseded }, "", ""},
+		{"failed by the coordinator", func(c *Cancel) { c.State, c.Reason = StateFailed, "CSR refused: RSA key under 2048 bits" }, "", ""},
 		{"cancelled without reason", func(c *Cancel) { c.State, c.Reason = StateCancelled, "" }, "", ""},
 		{"reason too long", func(c *Cancel) { c.Reason = strings.Repeat("r", MaxTextLen+1) }, CodeTooLarge, "reason: 1025 bytes, limit 1024"},
 	}

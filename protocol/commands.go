@@ -392,7 +392,11 @@ func (c CertificateDelivery) Validate() error {
 // result carrying job_cancelled.
 type Cancel struct {
 	// State is the terminal state the coordinator moved the job to:
-	// cancelled, superseded or expired.
+	// cancelled, superseded or expired; rejected when a CA operator refused
+	// to sign while the agent waited for its certificate; or failed when the
+	// coordinator failed the job itself (a CSR refused, signing failed)
+	// while the agent was still at it: the agent must stop waiting all the
+	// same.
 	State  JobState `json:"state"`
 	Reason string   `json:"reason,omitempty"`
 }
@@ -406,9 +410,9 @@ func (c Cancel) Validate() error {
 		return err
 	}
 	switch c.State {
-	case StateCancelled, StateSuperseded, StateExpired:
+	case StateCancelled, StateSuperseded, StateExpired, StateRejected, StateFailed:
 	default:
-		return invalid("state", "%s is not a reason to cancel; want cancelled, superseded or expired", c.State)
+		return invalid("state", "%s is not a reason to cancel; want cancelled, superseded, expired, rejected or failed", c.State)
 	}
 	return checkText("reason", c.Reason, MaxTextLen, false)
 }

@@ -14,7 +14,8 @@
 //	agent → coordinator   csr           CSRSubmission
 //	coordinator → agent   certificate   CertificateDelivery (after approval and signing)
 //	agent → coordinator   result        Result (outcome, error code, outputs, sealed PINs)
-//	coordinator → agent   cancel        Cancel (at any time)
+//	coordinator → agent   cancel        Cancel (at any time: cancelled, superseded,
+//	                                    expired, rejected, or failed by the coordinator)
 //
 // Outside jobs, agents send hello (at start and reconnection), heartbeat and
 // inventory (when tokens come and go).

@@ -33,6 +33,10 @@ package protocol
 //   - 2026-11-21: 1, amended again before any release: pin_policy.so_length
 //     (the profile's so_pin_length reaches the agent). Messages without it are
 //     unchanged.
+//   - 2026-12-06: 1, amended again before any release: cancel.state may be
+//     failed (the coordinator failed the job itself) or rejected (a CA
+//     operator refused to sign): the agent is told to stop in both cases.
+//     Other cancels are unchanged.
 const Version = 1
 
 // MinVersion is the oldest version this code still accepts.
