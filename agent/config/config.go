@@ -1,5 +1,5 @@
 // Package config reads tokenfleet-agent's configuration: a YAML file, decoded strictly
-// (an unknown field or a wrong type is an error naming the field and its line), with
+// (an unknown field or a wrong type is an error FILE:LINE:COL: field: problem), with
 // command-line flags over it, validated into an agent.Config. Every error names the
 // setting at fault and where its value came from (the file, or a flag).
 //
@@ -17,7 +17,6 @@
 package config
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -26,17 +25,15 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
-	"gopkg.in/yaml.v3"
 
 	"github.com/tokenfleet/tokenfleet/agent"
 	"github.com/tokenfleet/tokenfleet/drivers/usb"
+	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -70,6 +67,8 @@ type Config struct {
 
 	// origin names where each setting that is not a default came from, by field path.
 	origin map[string]string
+	// doc is the configuration file as read, for the position of its settings.
+	doc *yamlstrict.Doc
 }
 
 // Log configures logging.
@@ -109,30 +108,52 @@ func Default() Config {
 	}
 }
 
-// Load reads a configuration file over the defaults.
+// Load reads a configuration file over the defaults, strictly: an unknown field, a key
+// given twice or a value of the wrong kind is a *FieldError at FILE:LINE:COL.
 func Load(path string) (Config, error) {
 	c := Default()
 	data, err := readSmall(path)
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	if err := decode(data, &c); err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
+	doc, err := yamlstrict.Decode(path, data, &c)
+	if err != nil {
+		return c, fieldErrors(err)
 	}
+	c.doc = doc
 	src := "config " + path
-	var n yaml.Node
-	if yaml.Unmarshal(data, &n) == nil {
-		for _, p := range paths(&n, "") {
-			c.origin[p] = src
-		}
+	for _, p := range doc.Paths() {
+		c.origin[p] = src
 	}
-	if password(c.Broker.URL) != "" {
-		// The password is in this file: it must be as private as a password file.
+	if doc.Has("broker.url") && password(c.Broker.URL) != "" {
+		// The password is in this file (not the default URL's): it must be as private as
+		// a password file.
 		if err := checkPrivate(path); err != nil {
-			return c, &FieldError{Field: "broker.url", Source: src, Msg: "holds the broker password, but " + err.Error()}
+			return c, c.fieldError("broker.url", "holds the broker password, but "+err.Error())
 		}
 	}
 	return c, nil
+}
+
+// fieldErrors turns the decoder's errors into FieldErrors.
+func fieldErrors(err error) error {
+	var errs []error
+	for _, e := range unjoin(err) {
+		var ye *yamlstrict.Error
+		if !errors.As(e, &ye) {
+			errs = append(errs, fmt.Errorf("config: %w", e))
+			continue
+		}
+		errs = append(errs, &FieldError{Field: ye.Path, Source: "config " + ye.File, Msg: ye.Msg, File: ye.File, Line: ye.Line, Col: ye.Col})
+	}
+	return errors.Join(errs...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // SetBy records that a flag set the field (a dotted path such as "broker.url"), so that
@@ -141,25 +162,54 @@ func (c *Config) SetBy(field, flag string) {
 	if c.origin == nil {
 		c.origin = map[string]string{}
 	}
+	// The flag replaces the whole setting: what the file said under it no longer counts.
+	for p := range c.origin {
+		if strings.HasPrefix(p, field+".") || strings.HasPrefix(p, field+"[") {
+			delete(c.origin, p)
+		}
+	}
 	c.origin[field] = flag
 }
 
 // Source says where the field's value came from: "config FILE", a flag, or "default".
+// A list item (modules[2]) came from where its list did.
 func (c *Config) Source(field string) string {
 	if s := c.origin[field]; s != "" {
 		return s
 	}
+	if i := strings.IndexByte(field, '['); i > 0 {
+		return c.Source(field[:i])
+	}
 	return "default"
+}
+
+// fieldError is a problem with a setting, placed where its value came from: the line in
+// the file, or the flag.
+func (c *Config) fieldError(field, msg string) *FieldError {
+	e := &FieldError{Field: field, Source: c.Source(field), Msg: msg}
+	if c.doc != nil && strings.HasPrefix(e.Source, "config ") {
+		pos := c.doc.Locate(field)
+		e.File, e.Line, e.Col = c.doc.File, pos.Line, pos.Col
+	}
+	return e
 }
 
 // FieldError is a setting that cannot be used.
 type FieldError struct {
-	Field  string // dotted path, e.g. broker.url
+	Field  string // dotted path, e.g. broker.url or modules[1]
 	Source string // "config FILE", "--flag" or "default"
 	Msg    string
+	// File, Line and Col place a value that came from the configuration file.
+	File      string
+	Line, Col int
 }
 
+// Error reads FILE:LINE:COL: field: problem for a value from the file, "field (--flag):
+// problem" for a flag's, "field: problem" for a default.
 func (e *FieldError) Error() string {
+	if e.Line > 0 {
+		return (&yamlstrict.Error{File: e.File, Line: e.Line, Col: e.Col, Path: e.Field, Msg: e.Msg}).Error()
+	}
 	if e.Source == "" || e.Source == "default" {
 		return e.Field + ": " + e.Msg
 	}
@@ -180,7 +230,7 @@ type Resolved struct {
 func (c *Config) Resolve() (*Resolved, error) {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Source: c.Source(field), Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, c.fieldError(field, fmt.Sprintf(format, args...)))
 	}
 	r := &Resolved{}
 	a := &r.Agent
@@ -207,7 +257,7 @@ func (c *Config) Resolve() (*Resolved, error) {
 
 	for i, m := range c.Modules {
 		if strings.TrimSpace(m) == "" {
-			bad("modules", "entry %d is empty", i+1)
+			bad(yamlstrict.Index("modules", i), "empty: give a module path or remove the entry")
 		}
 	}
 	a.Modules = c.Modules
@@ -268,7 +318,7 @@ func (c *Config) resolveBroker(r *Resolved, bad func(field, format string, args 
 	}
 	for i, u := range b.CoordinatorUsers {
 		if strings.TrimSpace(u) == "" {
-			bad("broker.coordinator_users", "entry %d is empty", i+1)
+			bad(yamlstrict.Index("broker.coordinator_users", i), "empty: give a broker user name or remove the entry")
 		}
 	}
 	a.CoordinatorUsers = b.CoordinatorUsers
@@ -451,133 +501,4 @@ func readSmall(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileSize)
 	}
 	return data, nil
-}
-
-var (
-	lineRE         = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	unmarshalRE    = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
-)
-
-// decode decodes strictly and rewrites the YAML library's errors into ones that name the
-// field, in the file's terms rather than Go's.
-func decode(data []byte, c *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(c)
-	if errors.Is(err, io.EOF) {
-		return nil // an empty file keeps the defaults
-	}
-	if err == nil {
-		var extra yaml.Node
-		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-			return errors.New("holds more than one YAML document")
-		}
-		return nil
-	}
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var root yaml.Node
-	_ = yaml.Unmarshal(data, &root) // it parsed already: only types were wrong
-	var errs []error
-	for _, e := range te.Errors {
-		m := lineRE.FindStringSubmatch(e)
-		if m == nil {
-			errs = append(errs, errors.New(e))
-			continue
-		}
-		line, _ := strconv.Atoi(m[1])
-		field, msg := fieldAt(&root, line, ""), m[2]
-		if u := unknownFieldRE.FindStringSubmatch(msg); u != nil {
-			msg = "unknown field"
-			if field == "" {
-				field = u[1]
-			}
-		} else if u := unmarshalRE.FindStringSubmatch(msg); u != nil {
-			msg = fmt.Sprintf("%q is not %s", u[2], goTypeName(u[3]))
-		}
-		if field == "" {
-			errs = append(errs, fmt.Errorf("line %d: %s", line, msg))
-			continue
-		}
-		errs = append(errs, fmt.Errorf("%s: %s (line %d)", field, msg, line))
-	}
-	return errors.Join(errs...)
-}
-
-func goTypeName(t string) string {
-	switch t {
-	case "time.Duration":
-		return "a duration (e.g. 15s, 2m)"
-	case "string":
-		return "a string"
-	case "bool", "*bool":
-		return "true or false"
-	case "[]string":
-		return "a list of strings"
-	}
-	if strings.HasPrefix(t, "config.") {
-		return "a mapping"
-	}
-	return t
-}
-
-// fieldAt finds the dotted path of the key on the line (or of the sequence holding the
-// item on it).
-func fieldAt(n *yaml.Node, line int, prefix string) string {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			if p := fieldAt(c, line, prefix); p != "" {
-				return p
-			}
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			path := k.Value
-			if prefix != "" {
-				path = prefix + "." + k.Value
-			}
-			if k.Line == line {
-				return path
-			}
-			if p := fieldAt(v, line, path); p != "" {
-				return p
-			}
-		}
-	case yaml.SequenceNode:
-		for _, c := range n.Content {
-			if c.Line == line {
-				return prefix
-			}
-			if p := fieldAt(c, line, prefix); p != "" {
-				return p
-			}
-		}
-	}
-	return ""
-}
-
-// paths lists the dotted paths of every key the document sets.
-func paths(n *yaml.Node, prefix string) []string {
-	var out []string
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			out = append(out, paths(c, prefix)...)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			path := n.Content[i].Value
-			if prefix != "" {
-				path = prefix + "." + path
-			}
-			out = append(out, path)
-			out = append(out, paths(n.Content[i+1], path)...)
-		}
-	}
-	return out
 }

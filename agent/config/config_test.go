@@ -58,16 +58,21 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-// Strict decoding: the error names the field, in the file's terms, with its line.
+// Strict decoding: the error names the file, line, column and field, in the file's terms.
 func TestLoadNamesTheField(t *testing.T) {
 	for _, tc := range []struct {
 		file string
-		want []string
+		want []string // every error, in order
 	}{
-		{"testdata/unknown-field.yaml", []string{"config testdata/unknown-field.yaml: broker.urll: unknown field (line 4)"}},
+		{"testdata/unknown-field.yaml", []string{
+			`testdata/unknown-field.yaml:4:3: broker.urll: unknown field "urll"; did you mean "url"? (known fields: url, password_file, ca_file, cert_file, key_file, queue, heartbeat, coordinator_users)`,
+		}},
 		{"testdata/wrong-type.yaml", []string{
-			`poll_interval: "15" is not a duration (e.g. 15s, 2m) (line 2)`,
-			`modules: "/usr/li`, `is not a list of strings (line 3)`,
+			`testdata/wrong-type.yaml:2:16: poll_interval: 15 has no unit: write a duration like 15s or 15m`,
+			`testdata/wrong-type.yaml:3:10: modules: want a list, got text "/usr/lib/softhsm/libsofthsm2.so" (write [a, b], or one "- item" a line)`,
+		}},
+		{"testdata/key-twice.yaml", []string{
+			`testdata/key-twice.yaml:7:3: log.level: given twice (first on line 6): keep one`,
 		}},
 	} {
 		_, err := config.Load(tc.file)
@@ -75,10 +80,12 @@ func TestLoadNamesTheField(t *testing.T) {
 			t.Errorf("%s loaded", tc.file)
 			continue
 		}
-		for _, w := range tc.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%s: error %q lacks %q", tc.file, err, w)
-			}
+		if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+			t.Errorf("%s: error\n%s\nwant\n%s", tc.file, err, strings.Join(tc.want, "\n"))
+		}
+		var fe *config.FieldError
+		if !errors.As(err, &fe) || fe.File != tc.file || fe.Line == 0 || fe.Col == 0 {
+			t.Errorf("%s: %#v is not a placed FieldError", tc.file, fe)
 		}
 		if strings.Contains(err.Error(), "config.Config") || strings.Contains(err.Error(), "time.Duration") {
 			t.Errorf("%s: error %q speaks Go", tc.file, err)
@@ -96,13 +103,13 @@ func TestResolveReportsEveryField(t *testing.T) {
 	if err == nil {
 		t.Fatal("invalid values resolved")
 	}
-	src := "(config testdata/invalid-values.yaml)"
+	src := "testdata/invalid-values.yaml:"
 	for _, w := range []string{
-		"id " + src + `: "WS 01" contains upper case 'W'`,
-		"broker.url " + src + `: scheme "http": want amqp or amqps`,
-		"broker.queue " + src + `: "sometimes": want auto, declare or check`,
-		"log.level " + src + `: "loud"`,
-		"heartbeat_interval " + src + ": -5s is negative",
+		src + `1:5: id: "WS 01" contains upper case 'W'`,
+		src + `3:8: broker.url: scheme "http": want amqp or amqps`,
+		src + `4:10: broker.queue: "sometimes": want auto, declare or check`,
+		src + `6:10: log.level: "loud"`,
+		src + "7:21: heartbeat_interval: -5s is negative",
 	} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error lacks %q:\n%v", w, err)
@@ -111,6 +118,22 @@ func TestResolveReportsEveryField(t *testing.T) {
 	var fe *config.FieldError
 	if !errors.As(err, &fe) {
 		t.Errorf("%T is not a FieldError", err)
+	}
+
+	// A list item is placed at its own line; when a flag replaced the list, the flag is
+	// blamed instead.
+	c, err = config.Load("testdata/empty-module.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `testdata/empty-module.yaml:4:5: modules[1]: empty: give a module path or remove the entry`
+	if _, err := c.Resolve(); err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+	c.SetBy("modules", "--module")
+	want = `modules[1] (--module): empty: give a module path or remove the entry`
+	if _, err := c.Resolve(); err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
 	}
 
 	// A flag's value is blamed on the flag.
