@@ -13,7 +13,7 @@ import (
 	"strings"
 	"sync"
 
-	"gopkg.in/yaml.v3"
+	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 )
 
 // builtinRegistry is the registry shipped with tokenfleet; every entry names its sources.
@@ -152,6 +152,8 @@ type familyFile struct {
 	KeyTypes           []KeyType           `yaml:"key_types"`
 	Defaults           *Defaults           `yaml:"defaults"`
 	Notes              string              `yaml:"notes"`
+
+	at origin // where the entry was read, for errors about it
 }
 
 // deviceFile is one VID:PID. Fields left out come from the family; capabilities, modules
@@ -166,6 +168,41 @@ type deviceFile struct {
 	Capabilities []Capability        `yaml:"capabilities"`
 	KeyTypes     []KeyType           `yaml:"key_types"`
 	Notes        string              `yaml:"notes"`
+
+	at origin // where the entry was read, for errors about it
+}
+
+// origin is a registry entry's place: its file and its path there ("devices[3]").
+type origin struct {
+	doc  *yamlstrict.Doc
+	path string
+}
+
+// errorf is a problem with the entry's field sub ("" for the entry itself), at its line
+// in its file.
+func (o origin) errorf(sub, format string, args ...any) error {
+	return fmt.Errorf("token registry %w", o.doc.Errorf(yamlstrict.Join(o.path, sub), format, args...))
+}
+
+// fieldError is a problem a check found in one field of an entry.
+type fieldError struct {
+	field string // relative to the entry, e.g. "modules.linux" or "capabilities[1]"
+	msg   string
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+
+func fieldErrorf(field, format string, args ...any) error {
+	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+// entryError places a check's error at the entry's field; what names the entry.
+func (o origin) entryError(what string, err error) error {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return o.errorf(fe.field, "%s: %s", what, fe.msg)
+	}
+	return o.errorf("", "%s: %v", what, err)
 }
 
 // Registry maps USB IDs to token models. It is immutable once built, so it is safe for
@@ -220,24 +257,23 @@ func LoadRegistryFile(path string) (*Registry, error) {
 	return LoadRegistryNamed(path, f)
 }
 
-// merge returns a new registry: r with the file read from rd laid over it.
+// merge returns a new registry: r with the file read from rd laid over it. Errors read
+// "token registry NAME:LINE:COL: field.path: problem".
 func (r *Registry) merge(name string, rd io.Reader) (*Registry, error) {
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("token registry %s: "+format, append([]any{name}, args...)...)
+	data, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, fmt.Errorf("token registry %s: %w", name, err)
 	}
-	dec := yaml.NewDecoder(rd)
-	dec.KnownFields(true) // a misspelt field is a mistake, not something to ignore
 	var f file
-	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fail("%w", err)
+	// A misspelt field is a mistake, not something to ignore: the decoder refuses it.
+	doc, err := yamlstrict.Decode(name, data, &f)
+	if err != nil {
+		return nil, fmt.Errorf("token registry %w", err)
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, fail("more than one YAML document")
-	}
+	top := origin{doc: doc}
 	empty := len(f.Sources)+len(f.Families)+len(f.Devices) == 0
 	if f.Version != RegistryVersion && (f.Version != 0 || !empty) {
-		return nil, fail("version %d is not supported (want %d)", f.Version, RegistryVersion)
+		return nil, top.errorf("version", "version %d is not supported (want %d)", f.Version, RegistryVersion)
 	}
 
 	out := &Registry{
@@ -248,83 +284,83 @@ func (r *Registry) merge(name string, rd io.Reader) (*Registry, error) {
 
 	seen := map[string]bool{}
 	for i, s := range f.Sources {
-		where := fmt.Sprintf("sources[%d]", i)
+		at := origin{doc, yamlstrict.Index("sources", i)}
 		if s.ID == "" {
-			return nil, fail("%s: empty id", where)
+			return nil, at.errorf("id", "empty id")
 		}
-		where = fmt.Sprintf("source %q (%s)", s.ID, where)
+		what := fmt.Sprintf("source %q", s.ID)
 		if seen[s.ID] {
-			return nil, fail("%s: duplicate id", where)
+			return nil, at.errorf("id", "%s: duplicate id", what)
 		}
 		seen[s.ID] = true
 		if strings.TrimSpace(s.Title) == "" {
-			return nil, fail("%s: empty title", where)
+			return nil, at.errorf("title", "%s: empty title", what)
 		}
 		out.sources[s.ID] = s
 	}
 
 	seen = map[string]bool{}
 	for i, fam := range f.Families {
-		where := fmt.Sprintf("families[%d]", i)
+		fam.at = origin{doc, yamlstrict.Index("families", i)}
 		if fam.Name == "" {
-			return nil, fail("%s: empty name", where)
+			return nil, fam.at.errorf("name", "empty name")
 		}
-		where = fmt.Sprintf("family %q (%s)", fam.Name, where)
+		what := fmt.Sprintf("family %q", fam.Name)
 		if seen[fam.Name] {
-			return nil, fail("%s: duplicate name", where)
+			return nil, fam.at.errorf("name", "%s: duplicate name", what)
 		}
 		seen[fam.Name] = true
 		if err := checkFamily(fam); err != nil {
-			return nil, fail("%s: %w", where, err)
+			return nil, fam.at.entryError(what, err)
 		}
 		out.families[fam.Name] = fam
 	}
 
 	seenDev := map[uint32]bool{}
 	for i, d := range f.Devices {
-		where := fmt.Sprintf("devices[%d]", i)
+		d.at = origin{doc, yamlstrict.Index("devices", i)}
 		if d.ID == "" {
-			return nil, fail("%s: empty id", where)
+			return nil, d.at.errorf("id", "empty id")
 		}
-		where = fmt.Sprintf("device %q (%s)", d.ID, where)
+		what := fmt.Sprintf("device %q", d.ID)
 		vid, pid, err := ParseID(d.ID)
 		if err != nil {
-			return nil, fail("%s: %w", where, err)
+			return nil, d.at.errorf("id", "%s: %v", what, err)
 		}
 		k := key(vid, pid)
 		if seenDev[k] {
-			return nil, fail("%s: duplicate id", where)
+			return nil, d.at.errorf("id", "%s: duplicate id", what)
 		}
 		seenDev[k] = true
 		if err := checkDevice(d); err != nil {
-			return nil, fail("%s: %w", where, err)
+			return nil, d.at.entryError(what, err)
 		}
 		out.devices[k] = d
 	}
 
 	// References are checked on the merged result: an extra file may use the built-in
-	// families and sources.
+	// families and sources. Each entry's errors point into the file it came from.
 	for _, fam := range sortedFamilies(out.families) {
-		where := fmt.Sprintf("family %q", fam.Name)
-		if err := out.checkSources(fam.ModulesSources); err != nil {
-			return nil, fail("%s: modules_sources: %w", where, err)
+		what := fmt.Sprintf("family %q", fam.Name)
+		if err := out.checkSources("modules_sources", fam.ModulesSources); err != nil {
+			return nil, fam.at.entryError(what, err)
 		}
 		if fam.Defaults != nil {
-			if err := out.checkSources([]string{fam.Defaults.Source}); err != nil {
-				return nil, fail("%s: defaults.source: %w", where, err)
+			if err := out.checkSources("defaults.source", []string{fam.Defaults.Source}); err != nil {
+				return nil, fam.at.entryError(what, err)
 			}
 		}
 	}
 	out.models = make(map[uint32]Model, len(out.devices))
 	for _, k := range sortedKeys(out.devices) {
 		d := out.devices[k]
-		where := fmt.Sprintf("device %q", d.ID)
+		what := fmt.Sprintf("device %q", d.ID)
 		fam, ok := out.families[d.Family]
 		if !ok {
-			return nil, fail("%s: unknown family %q", where, d.Family)
+			return nil, d.at.errorf("family", "%s: unknown family %q", what, d.Family)
 		}
-		if err := out.checkSources(d.Sources); err != nil {
-			return nil, fail("%s: sources: %w", where, err)
+		if err := out.checkSources("sources", d.Sources); err != nil {
+			return nil, d.at.entryError(what, err)
 		}
 		out.models[k] = out.resolve(k, d, fam)
 	}
@@ -333,38 +369,38 @@ func (r *Registry) merge(name string, rd io.Reader) (*Registry, error) {
 
 func checkFamily(f familyFile) error {
 	if strings.TrimSpace(f.Vendor) == "" {
-		return errors.New("empty vendor")
+		return fieldErrorf("vendor", "empty vendor")
 	}
 	if err := checkModules(f.Modules); err != nil {
 		return err
 	}
 	if len(f.Modules) > 0 && len(f.ModulesSources) == 0 {
-		return errors.New("modules listed without modules_sources")
+		return fieldErrorf("modules", "modules listed without modules_sources")
 	}
 	if err := checkCapabilities(f.Capabilities); err != nil {
 		return err
 	}
 	hasTool := slices.Contains(f.Capabilities, CapVendorTool)
 	if hasTool && strings.TrimSpace(f.VendorTool) == "" {
-		return errors.New("capability vendor-tool needs vendor_tool to name the tool")
+		return fieldErrorf("capabilities", "capability vendor-tool needs vendor_tool to name the tool")
 	}
 	if !hasTool && f.VendorTool != "" {
-		return errors.New("vendor_tool given without capability vendor-tool")
+		return fieldErrorf("vendor_tool", "vendor_tool given without capability vendor-tool")
 	}
 	if err := checkKeyTypes(f.KeyTypes); err != nil {
 		return err
 	}
 	if d := f.Defaults; d != nil {
 		if d.UserPIN == "" && d.SOPIN == "" && d.PUK == "" && d.ManagementKey == "" {
-			return errors.New("defaults without any PIN or key")
+			return fieldErrorf("defaults", "defaults without any PIN or key")
 		}
 		if d.Source == "" {
-			return errors.New("defaults without a source")
+			return fieldErrorf("defaults", "defaults without a source")
 		}
 	}
-	for _, m := range f.TokenManufacturers {
+	for i, m := range f.TokenManufacturers {
 		if strings.TrimSpace(m) == "" {
-			return errors.New("empty entry in token_manufacturers")
+			return fieldErrorf(yamlstrict.Index("token_manufacturers", i), "empty entry in token_manufacturers")
 		}
 	}
 	return nil
@@ -372,13 +408,13 @@ func checkFamily(f familyFile) error {
 
 func checkDevice(d deviceFile) error {
 	if strings.TrimSpace(d.Model) == "" {
-		return errors.New("empty model")
+		return fieldErrorf("model", "empty model")
 	}
 	if d.Family == "" {
-		return errors.New("empty family")
+		return fieldErrorf("family", "empty family")
 	}
 	if len(d.Sources) == 0 {
-		return errors.New("no sources: name where the VID:PID comes from")
+		return fieldErrorf("sources", "no sources: name where the VID:PID comes from")
 	}
 	if err := checkModules(d.Modules); err != nil {
 		return err
@@ -386,20 +422,21 @@ func checkDevice(d deviceFile) error {
 	if err := checkCapabilities(d.Capabilities); err != nil {
 		return err
 	}
-	if slices.Contains(d.Capabilities, CapVendorTool) {
-		return errors.New("capability vendor-tool belongs on the family, with vendor_tool")
+	if i := slices.Index(d.Capabilities, CapVendorTool); i >= 0 {
+		return fieldErrorf(yamlstrict.Index("capabilities", i), "capability vendor-tool belongs on the family, with vendor_tool")
 	}
 	return checkKeyTypes(d.KeyTypes)
 }
 
 func checkModules(mods map[string][]string) error {
 	for _, goos := range sortedKeys(mods) {
+		field := yamlstrict.Join("modules", goos)
 		if !slices.Contains(knownOS, goos) {
-			return fmt.Errorf("modules: unknown OS %q (want one of %s)", goos, strings.Join(knownOS, ", "))
+			return fieldErrorf(field, "unknown OS %q (want one of %s)", goos, strings.Join(knownOS, ", "))
 		}
-		for _, m := range mods[goos] {
+		for i, m := range mods[goos] {
 			if strings.TrimSpace(m) == "" {
-				return fmt.Errorf("modules: empty module name for %s", goos)
+				return fieldErrorf(yamlstrict.Index(field, i), "empty module name for %s", goos)
 			}
 		}
 	}
@@ -407,27 +444,31 @@ func checkModules(mods map[string][]string) error {
 }
 
 func checkCapabilities(caps []Capability) error {
-	for _, c := range caps {
+	for i, c := range caps {
 		if !slices.Contains(knownCapabilities, c) {
-			return fmt.Errorf("unknown capability %q (want one of %s)", c, joinStrings(knownCapabilities))
+			return fieldErrorf(yamlstrict.Index("capabilities", i), "unknown capability %q (want one of %s)", c, joinStrings(knownCapabilities))
 		}
 	}
 	return nil
 }
 
 func checkKeyTypes(kts []KeyType) error {
-	for _, k := range kts {
+	for i, k := range kts {
 		if !slices.Contains(knownKeyTypes, k) {
-			return fmt.Errorf("unknown key type %q (want one of %s)", k, joinStrings(knownKeyTypes))
+			return fieldErrorf(yamlstrict.Index("key_types", i), "unknown key type %q (want one of %s)", k, joinStrings(knownKeyTypes))
 		}
 	}
 	return nil
 }
 
-func (r *Registry) checkSources(ids []string) error {
-	for _, id := range ids {
+// checkSources checks that every id in the list field is a defined source.
+func (r *Registry) checkSources(field string, ids []string) error {
+	for i, id := range ids {
 		if _, ok := r.sources[id]; !ok {
-			return fmt.Errorf("unknown source %q", id)
+			if field == "defaults.source" {
+				return fieldErrorf(field, "unknown source %q", id)
+			}
+			return fieldErrorf(yamlstrict.Index(field, i), "unknown source %q", id)
 		}
 	}
 	return nil
