@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,13 +10,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
+	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 )
 
 // Environment variables read for the connection.
@@ -93,10 +90,8 @@ func (e *env) loadConfigFile(f connFlags) (fileConfig, string, error) {
 		return fileConfig{}, "", fmt.Errorf("config file: %w", err)
 	}
 	var c fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return fileConfig{}, "", fmt.Errorf("config file %s: %s", path, yamlMessage(err))
+	if _, err := yamlstrict.Decode(path, data, &c); err != nil {
+		return fileConfig{}, "", fmt.Errorf("config file %w", err)
 	}
 	if c.Token != "" && c.TokenFile != "" {
 		return fileConfig{}, "", fmt.Errorf("config file %s: set token or token_file, not both", path)
@@ -208,17 +203,6 @@ func (e *env) newClient(f connFlags) (*client.Client, error) {
 	return client.New(c.url, c.token,
 		client.WithHTTPClient(&http.Client{Transport: tr, Timeout: timeout}),
 		client.WithUserAgent("tokenfleetctl"))
-}
-
-// yamlFieldRE matches the YAML decoder's words for an unknown field, which name a Go type.
-var yamlFieldRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
-
-// yamlMessage says a YAML decoding error in the config file's terms.
-func yamlMessage(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
-	msg = yamlFieldRE.ReplaceAllString(msg, `unknown field "$1" (known: url, token, token_file, ca_file)`)
-	return strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", ";")), " ")
 }
 
 func first(vs ...string) string {

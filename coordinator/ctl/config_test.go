@@ -141,7 +141,7 @@ func TestConnectionErrors(t *testing.T) {
 			"no API token: pass --token or --token-file, set TOKENFLEET_TOKEN, or set token or token_file in " + noToken},
 		{"explicit config file missing", nil, []string{"--config", filepath.Join(dir, "nope.yaml")}, 1,
 			"config file: open " + filepath.Join(dir, "nope.yaml")},
-		{"unknown field in the config file", nil, []string{"--config", bad}, 1, bad + `: line 3: unknown field "proxy" (known: url, token, token_file, ca_file)`},
+		{"unknown field in the config file", nil, []string{"--config", bad}, 1, "config file " + bad + `:3:1: proxy: unknown field "proxy" (known fields: url, token, token_file, ca_file)`},
 		{"token and token_file in the config file", nil, []string{"--config", both}, 1, "set token or token_file, not both"},
 		{"token and token file flags", nil, []string{"--url", srv.srv.URL, "--token", "a", "--token-file", emptyTok}, 2,
 			"pass --token or --token-file, not both"},
