@@ -60,6 +60,46 @@
 //
 // A retry (a new attempt of the same job) inherits the token serial and the PINs the job
 // set: a token this job initialised is not wiped again, its key is found by its CKA_ID.
+//
+// # When the coordinator stops a job
+//
+// A cancel says what the coordinator did: cancelled, superseded, expired, rejected, or
+// failed (it failed the job itself: a CSR refused, signing failed). Cancel journals it and
+// wakes the job at once: a job waiting for its token or for another job's lock on it stops
+// waiting, and a job parked for its certificate runs one last pass. Otherwise the job stops
+// at its next step boundary: the step in flight finishes, a token write is never cut
+// short. The attempt ends with a failed result carrying job_cancelled, its message saying
+// what the coordinator did ("the coordinator failed the job: REASON"), the same line in
+// the log; the journal records the attempt cancelled, or failed when the coordinator
+// failed it: such a job may be retried, and the retry needs the PINs this attempt set,
+// which the journal keeps after a failure and deletes after a cancel.
+//
+// Nothing is undone: the agent removes nothing it made (a retry reuses it, and removing
+// is a token write nobody asked for) and the result's outputs report what stays, as after
+// any failure. Per kind, by the last step done:
+//
+//   - issue, csr: before token_found, the token is untouched. Initialised (or its factory
+//     PINs replaced), it stays so with the new label and PINs, which the result carries
+//     sealed so the coordinator keeps them. A key generated stays under the job's CKA_ID
+//     (outputs.key_id): a retry uses it, a later initialise or wipe of the token removes
+//     it. Parked for the certificate, no certificate is written; once written, it stays
+//     (outputs.certificate_serial). A csr job is over when its CSR is sent: a later cancel
+//     is too late and ignored.
+//   - renew: the old key and certificate stay; they are removed only by the last step,
+//     after the new certificate is written and verified. A new key (and a new certificate,
+//     once written) stays beside them, reported as for issue.
+//   - install_certificate: stopped before write_certificate, nothing is written; after it,
+//     the certificate and its chain stay (outputs.certificate_serial).
+//   - unblock_pin: stopped before reset_pin, the token is untouched; after it, the token
+//     has the new user PIN, which the result carries sealed.
+//   - wipe: stopped before the wipe step, the token is untouched; a wipe step started is
+//     finished first, so a job_cancelled result after initialising means the token is
+//     wiped (its SO PIN kept, no user PIN).
+//   - inventory writes nothing.
+//
+// One exception to "the step in flight finishes": a step cut short by a crash or shutdown
+// is not run again when the cancel is already in the journal as the job resumes; its
+// effect on the token is then unknown and not reported.
 package executor
 
 import (

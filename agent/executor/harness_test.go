@@ -242,6 +242,7 @@ type agentOptions struct {
 	now     func() time.Time
 	noRun   bool // do not start Run
 	inj     *faults.Injector
+	poll    time.Duration // how often a job waiting for a token looks; 0 for 20ms
 }
 
 func newAgent(t *testing.T, o agentOptions) *agent {
@@ -285,10 +286,13 @@ func newAgent(t *testing.T, o agentOptions) *agent {
 	}
 	a.coord.agent = a.pair
 	tokens := ModuleTokens{Module: a.mod}
+	if o.poll == 0 {
+		o.poll = 20 * time.Millisecond
+	}
 	a.ex, err = New(Config{
 		AgentID: testAgent, Journal: a.j, Keys: a.pair, Tokens: tokens, FactoryPINs: o.factory,
 		Inventory:    NewInventory(inventoryOptions(), tokens, log),
-		PollInterval: 20 * time.Millisecond, Now: o.now, Log: log,
+		PollInterval: o.poll, Now: o.now, Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -335,8 +339,14 @@ func (a *agent) submit(env *protocol.Envelope) journal.Receipt {
 // waitFor.
 func (a *agent) until(what string, cond func() bool) {
 	a.t.Helper()
+	a.within(waitFor, what, cond)
+}
+
+// within is until with a bound of its own, for tests of how fast the agent reacts.
+func (a *agent) within(bound time.Duration, what string, cond func() bool) {
+	a.t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(waitFor)
+	deadline := time.Now().Add(bound)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -347,7 +357,7 @@ func (a *agent) until(what string, cond func() bool) {
 			return
 		}
 		if time.Now().After(deadline) {
-			a.t.Fatalf("timed out waiting for %s; messages so far: %v\nlog tail:\n%s", what, trace(a.coord.all()), tail(a.logs.Bytes(), 4000))
+			a.t.Fatalf("timed out after %s waiting for %s; messages so far: %v\nlog tail:\n%s", bound, what, trace(a.coord.all()), tail(a.logs.Bytes(), 4000))
 		}
 		select {
 		case <-a.j.Notify():
@@ -366,8 +376,14 @@ func tail(b []byte, n int) []byte {
 // result waits for the attempt's result.
 func (a *agent) result(ref protocol.JobRef) protocol.Result {
 	a.t.Helper()
+	return a.resultWithin(waitFor, ref)
+}
+
+// resultWithin waits for the attempt's result, failing the test after bound.
+func (a *agent) resultWithin(bound time.Duration, ref protocol.JobRef) protocol.Result {
+	a.t.Helper()
 	var res *protocol.Result
-	a.until(fmt.Sprintf("the result of %s attempt %d", ref.JobID, ref.Attempt), func() bool {
+	a.within(bound, fmt.Sprintf("the result of %s attempt %d", ref.JobID, ref.Attempt), func() bool {
 		for _, e := range a.coord.messages(ref) {
 			if e.Type == protocol.TypeResult {
 				r, err := protocol.DecodeBody[protocol.Result](e)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 	"unicode"
@@ -240,20 +239,52 @@ func (r *run) fail(ctx context.Context, cause error) {
 	}
 }
 
+// finishCancelled ends an attempt the coordinator stopped: a failed result carrying
+// job_cancelled whatever the coordinator's state, since the agent did not fail; the
+// message says what the coordinator did. A job the coordinator failed stays failed in the
+// journal too, not cancelled: the coordinator may retry it (failed → approved), and the
+// retry needs the PINs this attempt generated, which the journal deletes with a
+// cancelled job.
 func (r *run) finishCancelled(ctx context.Context) {
-	msg := "cancelled by the coordinator"
-	if c, err := r.job.Cancel(); err == nil && c != nil {
-		msg = fmt.Sprintf("the coordinator moved the job to %s", c.State)
-		if c.Reason != "" {
-			msg += ": " + c.Reason
-		}
+	c, err := r.job.Cancel()
+	if err != nil || c == nil {
+		r.log.Error().Err(err).Msg("reading the journalled cancel; reporting a plain cancel")
+		c = &protocol.Cancel{State: protocol.StateCancelled}
 	}
-	r.log.Info().Str("step", r.job.Step).Msg("job cancelled")
-	res := protocol.Result{Outcome: protocol.OutcomeFailed, Error: protocol.NewError(protocol.CodeJobCancelled, "%s", clean(msg)),
+	msg := clean(cancelMessage(*c))
+	state, level := journal.StateCancelled, zerolog.InfoLevel
+	if c.State == protocol.StateFailed {
+		state, level = journal.StateFailed, zerolog.WarnLevel
+	}
+	r.log.WithLevel(level).Str("coordinator_state", string(c.State)).Str("step", r.job.Step).
+		Str("step_status", string(r.job.StepStatus)).Msg(msg)
+	res := protocol.Result{Outcome: protocol.OutcomeFailed, Error: protocol.NewError(protocol.CodeJobCancelled, "%s", msg),
 		Outputs: r.outputs()}
-	if err := r.finish(ctx, journal.StateCancelled, res); err != nil {
+	if err := r.finish(ctx, state, res); err != nil {
 		r.log.Error().Err(err).Msg("recording the cancellation")
 	}
+}
+
+// cancelMessage says what the coordinator did to the job, in the words of the agent's
+// log and of its result.
+func cancelMessage(c protocol.Cancel) string {
+	var msg string
+	switch c.State {
+	case protocol.StateFailed:
+		msg = "the coordinator failed the job"
+	case protocol.StateRejected:
+		msg = "the coordinator rejected the job"
+	case protocol.StateExpired:
+		msg = "the job expired on the coordinator"
+	case protocol.StateSuperseded:
+		msg = "the coordinator superseded the job with a newer one"
+	default:
+		msg = "the coordinator cancelled the job"
+	}
+	if c.Reason != "" {
+		msg += ": " + c.Reason
+	}
+	return msg
 }
 
 // succeed ends the attempt with a successful result.

@@ -26,8 +26,9 @@
 //   - Secrets (PINs the agent generated and set before the result carrying them is sent)
 //     are stored only sealed to the agent's own key (purpose agent_resume, bound to the
 //     job and attempt, the secret's name sealed with it), never in clear, and are deleted
-//     when the job succeeds or is cancelled. After a failure they are kept until the job is
-//     pruned: a retry of the same job must know the PINs the earlier attempt set.
+//     when the job succeeds or is cancelled. After a failure, the agent's own or one the
+//     coordinator announced in a cancel, they are kept until the job is pruned: a retry of
+//     the same job must know the PINs the earlier attempt set.
 //
 // The journal uses a single database connection: the agent's writes are few and small,
 // and one connection keeps them in one order without lock contention inside the process.
