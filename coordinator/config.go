@@ -47,6 +47,8 @@ type Config struct {
 	Broker BrokerConfig `yaml:"broker"`
 	// CA is the built-in CA that signs the checked CSRs.
 	CA CAConfig `yaml:"ca"`
+	// Audit configures the signed checkpoints of the audit log.
+	Audit AuditConfig `yaml:"audit"`
 
 	// src says where each setting came from, for errors; nil for a Config built in code.
 	src *configSource
@@ -243,6 +245,7 @@ func (c Config) Validate() error {
 		bad("expiry_sweep_interval", "%s is outside 1s..1h", d)
 	}
 	c.validateDispatch(bad)
+	c.validateAudit(bad)
 	return errors.Join(errs...)
 }
 

@@ -83,7 +83,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		name, yaml string
 		want       []string // all must appear
 	}{
-		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca)`}},
+		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit)`}},
 		{"misspelt field", "listen: 127.0.0.1:1\ndata-dir: /srv\n", []string{`:2:1: data-dir: unknown field "data-dir"; did you mean "data_dir"?`}},
 		{"unknown nested field", "database:\n  driver: sqlite\n  user: x\n", []string{`:3:3: database.user: unknown field "user" (known fields: driver, dsn)`}},
 		{"wrong type", "listen: [1, 2]\n", []string{":1:9: listen: want text, got a list"}},

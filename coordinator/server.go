@@ -28,6 +28,9 @@
 //     of ca.crl_url, the URL every certificate names; the default is the API's own
 //     listener, http(s)://LISTEN/crl. The key agents seal PINs to is DATA/result-key.pem
 //     (0600), created on first start.
+//   - Audit checkpoints: the chain head is signed at start, every
+//     audit.checkpoint_interval and on demand, with DATA/audit-checkpoint-key.pem (Ed25519,
+//     0600, created on first start); audit.checkpoint_syslog also sends each to syslog.
 package coordinator
 
 import (
@@ -51,6 +54,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	_ "github.com/tokenfleet/tokenfleet/coordinator/ca/builtin" // registers the built-in CA
+	"github.com/tokenfleet/tokenfleet/coordinator/checkpoint"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/httpapi"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
@@ -73,6 +77,8 @@ type Server struct {
 	svc     *service.Service
 	disp    *dispatch.Dispatcher
 	ca      ca.CA
+	cps     *checkpoint.Checkpointer
+	syslog  *checkpoint.SyslogSink // nil without audit.checkpoint_syslog
 	handler http.Handler
 	ln      net.Listener
 	http    *http.Server
@@ -154,7 +160,11 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if err := s.bootstrap(ctx); err != nil {
 		return err
 	}
-	api, err := httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg})
+	if err := s.setupCheckpoints(); err != nil {
+		return err
+	}
+	api, err := httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg,
+		Checkpoints: s.cps})
 	if err != nil {
 		return err
 	}
@@ -300,6 +310,18 @@ func (s *Server) Run(ctx context.Context) error {
 		<-sweepDone
 	}()
 
+	// Checkpoints stop before the store closes (deferred calls run last first).
+	cpCtx, stopCheckpoints := context.WithCancel(ctx)
+	cpDone := make(chan struct{})
+	go func() {
+		defer close(cpDone)
+		s.cps.Run(cpCtx)
+	}()
+	defer func() {
+		stopCheckpoints()
+		<-cpDone
+	}()
+
 	// The dispatcher stops after the HTTP server (deferred calls run last first), so that
 	// what requests in flight queue is still sent.
 	dispCtx, stopDisp := context.WithCancel(context.WithoutCancel(ctx))
@@ -345,6 +367,11 @@ func (s *Server) Close() error {
 		}
 		if err := s.st.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = err
+		}
+		if s.syslog != nil {
+			if err := s.syslog.Close(); err != nil && s.closeErr == nil {
+				s.closeErr = err
+			}
 		}
 	})
 	return s.closeErr

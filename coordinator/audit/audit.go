@@ -6,8 +6,10 @@
 // entry's hash, so editing, removing, inserting or reordering entries breaks the chain
 // where it happened. What a plain hash chain cannot show: a rewrite of the whole chain
 // from some point on, and a removal at the very end. Both need something kept outside the
-// database — a keyed hash (HMAC with a key the database does not hold) or heads anchored
-// elsewhere periodically (Verifier.Head gives what to anchor). That is future work.
+// database: signed checkpoints of the chain head (Checkpoint, SignCheckpoint,
+// VerifyCheckpoint), which an auditor keeps and holds a later log to
+// (VerifySeqCheckpoints). What happened after the last checkpoint an auditor kept stays
+// unprovable.
 //
 // The store must give sequence numbers with Next (previous + 1, in the same transaction
 // as the insert), never from a database sequence: those skip values on rollback, and a
@@ -52,6 +54,10 @@ type Entry struct {
 	Details  json.RawMessage `json:"details,omitempty"`
 	PrevHash string          `json:"prev_hash"`
 	Hash     string          `json:"hash"`
+	// Unreadable says what of the stored row could not be read (a time that is not a
+	// time, details that are not JSON): such a row was changed behind the store's back.
+	// It is never hashed; the store fills it, and the verifier reports the entry.
+	Unreadable string `json:"unreadable,omitempty"`
 }
 
 // ErrInvalidEntry marks an entry the log must not accept.

@@ -19,6 +19,10 @@ const (
 	KindReordered Kind = "reordered"
 	// KindInserted: an entry reuses a Seq already in the chain.
 	KindInserted Kind = "inserted"
+	// KindRewritten: the chain is whole, but the entry at a checkpoint's Seq does not carry
+	// the hash the checkpoint signed: the log was rewritten up to there, hashes and head
+	// recomputed.
+	KindRewritten Kind = "rewritten"
 )
 
 // CodeChainBroken is the stable code of a VerifyError.
@@ -29,6 +33,9 @@ type VerifyError struct {
 	Seq    int64
 	Kind   Kind
 	Detail string
+	// Checkpoint is the checkpoint the log contradicts (a cut or rewritten tail); nil when
+	// the chain itself is broken.
+	Checkpoint *Checkpoint
 }
 
 func (e *VerifyError) Error() string {
@@ -61,6 +68,7 @@ type Verifier struct {
 	// if the stream ends without it, it was removed.
 	gapAt   int64 // first missing Seq; 0 when no gap is pending
 	gapSeen int64 // the Seq found in its place
+	anchors anchors
 	err     error
 }
 
@@ -87,6 +95,9 @@ func (v *Verifier) Add(e Entry) error {
 	}
 	switch {
 	case e.Seq == v.next:
+		if e.Unreadable != "" {
+			return v.fail(e.Seq, KindEdited, "its stored row cannot be read: %s", e.Unreadable)
+		}
 		if ComputeHash(e) != e.Hash {
 			if k := v.renumbered(e); k > 0 {
 				return v.fail(e.Seq, KindRemoved, "the entry here was written as entry %d: %d entries were removed and the rest renumbered", e.Seq+k, k)
@@ -100,7 +111,7 @@ func (v *Verifier) Add(e Entry) error {
 			return v.fail(v.next-1, KindEdited, "entry %d does not link to it: it was rewritten after entry %d was written", e.Seq, e.Seq)
 		}
 		v.next, v.lastHash = e.Seq+1, e.Hash
-		return nil
+		return v.checkAnchors(e)
 	case v.seqEdited(e):
 		return v.fail(v.next, KindEdited, "its seq was changed to %d", e.Seq)
 	case e.Seq > v.next:
@@ -135,7 +146,8 @@ func (v *Verifier) seqEdited(e Entry) bool {
 	return ComputeHash(orig) == e.Hash
 }
 
-// Finish ends the stream: a gap still open means the missing entry was removed.
+// Finish ends the stream: a gap still open means the missing entry was removed; a log
+// that stops before the highest checkpoint expected (Expect) lost its tail.
 func (v *Verifier) Finish() error {
 	if v.err == nil && v.gapAt != 0 {
 		if v.gapAt == 1 {
@@ -146,11 +158,19 @@ func (v *Verifier) Finish() error {
 		}
 		return v.fail(v.gapAt, KindRemoved, "entries %d to %d are missing", v.gapAt, v.gapSeen-1)
 	}
+	if v.err == nil {
+		return v.checkReach()
+	}
 	return v.err
 }
 
 func (v *Verifier) fail(seq int64, kind Kind, format string, args ...any) error {
-	v.err = &VerifyError{Seq: seq, Kind: kind, Detail: fmt.Sprintf(format, args...)}
+	return v.failAt(nil, seq, kind, format, args...)
+}
+
+// failAt records the first error, with the checkpoint it contradicts when there is one.
+func (v *Verifier) failAt(c *Checkpoint, seq int64, kind Kind, format string, args ...any) error {
+	v.err = &VerifyError{Seq: seq, Kind: kind, Detail: fmt.Sprintf(format, args...), Checkpoint: c}
 	return v.err
 }
 
@@ -169,9 +189,21 @@ func Verify(entries []Entry) error {
 // is returned wrapped, as it is not tampering), starting after head (Head{} with an empty
 // hash means the beginning of the log). It returns the last verified head.
 func VerifySeq(from Head, entries iter.Seq2[Entry, error]) (Head, error) {
+	return VerifySeqCheckpoints(from, nil, entries)
+}
+
+// VerifySeqCheckpoints is VerifySeq holding the chain to checkpoints whose signatures the
+// caller verified (see Verifier.Expect). Checkpoints before from cannot be checked and
+// are ignored.
+func VerifySeqCheckpoints(from Head, checkpoints []Checkpoint, entries iter.Seq2[Entry, error]) (Head, error) {
 	v := NewVerifier()
 	if from.Seq > 0 || from.Hash != "" {
 		v = ResumeVerifier(from)
+	}
+	for _, c := range checkpoints {
+		if c.Seq > from.Seq {
+			v.Expect(c)
+		}
 	}
 	for e, err := range entries {
 		if err != nil {

@@ -25,6 +25,9 @@ type AuditEntry struct {
 	Details  json.RawMessage `json:"details,omitempty"`
 	PrevHash string          `json:"prev_hash"`
 	Hash     string          `json:"hash"`
+	// Unreadable: the coordinator could not read the stored row (it was changed behind
+	// its back); the verifier reports the entry.
+	Unreadable string `json:"unreadable,omitempty"`
 }
 
 // AuditPage is one page of the audit log.
@@ -40,16 +43,17 @@ type AuditPage struct {
 // which changes no byte of the compact form.
 func (e AuditEntry) Entry() audit.Entry {
 	return audit.Entry{
-		Seq:      e.Seq,
-		Time:     e.Time.UTC(),
-		Actor:    e.Actor,
-		Action:   e.Action,
-		JobID:    e.Job,
-		Target:   e.Target,
-		Reason:   e.Reason,
-		Details:  compactDetails(e.Details),
-		PrevHash: e.PrevHash,
-		Hash:     e.Hash,
+		Seq:        e.Seq,
+		Time:       e.Time.UTC(),
+		Actor:      e.Actor,
+		Action:     e.Action,
+		JobID:      e.Job,
+		Target:     e.Target,
+		Reason:     e.Reason,
+		Details:    compactDetails(e.Details),
+		PrevHash:   e.PrevHash,
+		Hash:       e.Hash,
+		Unreadable: e.Unreadable,
 	}
 }
 
@@ -110,6 +114,13 @@ type AuditVerification struct {
 // with errors.Is(err, audit.ErrTampered)); other errors are about fetching the log. The
 // result counts what was checked before any error.
 func (c *Client) VerifyAudit(ctx context.Context, pageSize int) (AuditVerification, error) {
+	return c.VerifyAuditCheckpoints(ctx, pageSize, nil)
+}
+
+// VerifyAuditCheckpoints is VerifyAudit holding the log to checkpoints kept earlier,
+// whose signatures the caller verified (audit.VerifyCheckpoint): a cut or rewritten tail
+// gives an *audit.VerifyError naming the checkpoint it contradicts.
+func (c *Client) VerifyAuditCheckpoints(ctx context.Context, pageSize int, checkpoints []audit.Checkpoint) (AuditVerification, error) {
 	var n int64
 	var fetchErr error
 	entries := func(yield func(audit.Entry, error) bool) {
@@ -126,7 +137,7 @@ func (c *Client) VerifyAudit(ctx context.Context, pageSize int) (AuditVerificati
 			}
 		}
 	}
-	head, err := audit.VerifySeq(audit.Head{}, entries)
+	head, err := audit.VerifySeqCheckpoints(audit.Head{}, checkpoints, entries)
 	if fetchErr != nil {
 		return AuditVerification{Entries: n, Head: head}, fmt.Errorf("reading the audit log after entry %d: %w", head.Seq, fetchErr)
 	}

@@ -22,7 +22,7 @@ const (
 	ExitOK       = 0
 	ExitError    = 1 // the command ran and failed: refused by the coordinator, unreachable, bad input
 	ExitUsage    = 2 // the command line is wrong
-	ExitTampered = 3 // audit verify found the audit chain broken
+	ExitTampered = 3 // audit verify found the audit chain broken, or contradicting a kept checkpoint
 )
 
 // Env is what a run gets from outside.
@@ -149,7 +149,8 @@ decision commands prints the API's objects. Times are UTC (RFC 3339).
 
 Exit status: 0 success, 1 the command failed (the coordinator refused it, could not be
 reached, or the input is wrong), 2 the command line is wrong, 3 audit verify found the
-audit log tampered with.`,
+audit log tampered with (a broken chain, or a log or checkpoint contradicting a kept
+checkpoint).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -29,11 +29,15 @@ type Options struct {
 	// Registry collects the HTTP metrics and is served at /metrics; nil serves an empty
 	// registry's metrics.
 	Registry *prometheus.Registry
+	// Checkpoints signs and lists audit checkpoints; nil: the checkpoint endpoints answer
+	// not_found.
+	Checkpoints Checkpoints
 }
 
 // api holds what the handlers share.
 type api struct {
 	svc     *service.Service
+	cps     Checkpoints
 	log     zerolog.Logger
 	metrics *httpMetrics
 }
@@ -51,7 +55,7 @@ func New(o Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &api{svc: o.Service, log: o.Logger, metrics: m}
+	a := &api{svc: o.Service, cps: o.Checkpoints, log: o.Logger, metrics: m}
 
 	mux := http.NewServeMux()
 	paths := http.NewServeMux() // the same paths without methods: tells 405 from 404
@@ -96,6 +100,9 @@ func New(o Options) (http.Handler, error) {
 	authed("POST /api/v1/certificates/{serial}/revoke", a.revokeCertificate)
 	handle("GET /api/v1/ca/certificate", http.HandlerFunc(a.caCertificate))
 	authed("GET /api/v1/audit", a.listAudit)
+	authed("GET /api/v1/audit/checkpoints", a.listCheckpoints)
+	authed("POST /api/v1/audit/checkpoints", a.makeCheckpoint)
+	handle("GET /api/v1/audit/checkpoint-key", http.HandlerFunc(a.checkpointKey))
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, p := paths.Handler(r); p != "" {

@@ -200,6 +200,9 @@ type auditEntryJSON struct {
 	Details  json.RawMessage `json:"details,omitempty"`
 	PrevHash string          `json:"prev_hash"`
 	Hash     string          `json:"hash"`
+	// Unreadable: the stored row was changed into something the store cannot read; the
+	// fields it names are left empty.
+	Unreadable string `json:"unreadable,omitempty"`
 }
 
 type auditPageJSON struct {
@@ -278,5 +281,5 @@ func certificateOut(c service.Certificate) certificateJSON {
 
 func auditOut(e audit.Entry) auditEntryJSON {
 	return auditEntryJSON{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Job: e.JobID, Target: e.Target,
-		Reason: e.Reason, Details: e.Details, PrevHash: e.PrevHash, Hash: e.Hash}
+		Reason: e.Reason, Details: e.Details, PrevHash: e.PrevHash, Hash: e.Hash, Unreadable: e.Unreadable}
 }

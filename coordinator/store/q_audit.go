@@ -6,17 +6,72 @@ import (
 	"fmt"
 	"iter"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 )
 
 const auditCols = "seq, at, actor, action, job_id, target, reason, details, prev_hash, hash"
 
+// scanAudit reads an audit row leniently: a column changed behind the store's back into
+// something the store never writes (a time that is not a time, details that are not
+// JSON) does not fail the read, which would hide which entry it was. It is named in
+// Unreadable instead, and the verifier reports the entry.
 func scanAudit(r scanner) (audit.Entry, error) {
-	var e audit.Entry
-	err := r.Scan(&e.Seq, timeCol{&e.Time}, &e.Actor, &e.Action, &e.JobID, &e.Target, &e.Reason,
-		bytesCol{(*[]byte)(&e.Details)}, &e.PrevHash, &e.Hash)
-	return e, err
+	var (
+		e                                   audit.Entry
+		at, actor, action, job, target, why any
+		details, prev, hash                 any
+	)
+	if err := r.Scan(&e.Seq, &at, &actor, &action, &job, &target, &why, &details, &prev, &hash); err != nil {
+		return audit.Entry{}, err
+	}
+	var bad []string
+	if err := (timeCol{&e.Time}).Scan(at); err != nil || e.Time.IsZero() {
+		e.Time = time.Time{}
+		bad = append(bad, "at holds "+rawText(at)+", which is not a time")
+	}
+	for _, c := range []struct {
+		name string
+		v    any
+		s    *string
+	}{
+		{"actor", actor, &e.Actor}, {"action", action, &e.Action}, {"job_id", job, &e.JobID}, {"target", target, &e.Target},
+		{"reason", why, &e.Reason}, {"prev_hash", prev, &e.PrevHash}, {"hash", hash, &e.Hash},
+	} {
+		if err := (strCol{c.s}).Scan(c.v); err != nil {
+			bad = append(bad, c.name+" holds "+rawText(c.v)+", which is not text")
+		}
+	}
+	if err := (bytesCol{(*[]byte)(&e.Details)}).Scan(details); err != nil || len(e.Details) > 0 && !json.Valid(e.Details) {
+		e.Details = nil
+		bad = append(bad, "details holds "+rawText(details)+", which is not JSON")
+	}
+	e.Unreadable = strings.Join(bad, "; ")
+	return e, nil
+}
+
+// rawUnreadableMax bounds how much of an unreadable value goes into a message.
+const rawUnreadableMax = 64
+
+// rawText shows a stored value in a message, quoted and cut short.
+func rawText(v any) string {
+	var s string
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case string:
+		s = x
+	case []byte:
+		s = string(x)
+	default:
+		return fmt.Sprintf("the %T %v", v, v)
+	}
+	if len(s) > rawUnreadableMax {
+		return strconv.Quote(s[:rawUnreadableMax]) + "..."
+	}
+	return strconv.Quote(s)
 }
 
 func (x *q) AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error) {

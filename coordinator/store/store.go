@@ -93,6 +93,9 @@ type Reader interface {
 	// no transaction stays open for the whole log; a read error is yielded and ends it.
 	// It is what audit.VerifySeq takes.
 	AuditEntries(ctx context.Context, fromSeq int64) iter.Seq2[audit.Entry, error]
+	// ListAuditCheckpoints returns the kept checkpoints of the audit chain head, newest
+	// first.
+	ListAuditCheckpoints(ctx context.Context, p Page) (checkpoints []audit.Checkpoint, next string, err error)
 
 	// ListUnsentOutbox returns up to limit unsent messages, oldest first.
 	ListUnsentOutbox(ctx context.Context, limit int) ([]OutboxMessage, error)
@@ -199,6 +202,9 @@ type Writer interface {
 	// serialised (the chain head is locked until the transaction ends), so append last in
 	// a transaction to hold that lock briefly.
 	AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error)
+	// AddAuditCheckpoint keeps a signed checkpoint of the audit chain head. The store does
+	// not check the signature: that is the signer's and the auditors' business.
+	AddAuditCheckpoint(ctx context.Context, c audit.Checkpoint) error
 
 	AddOutbox(ctx context.Context, m OutboxMessage) (OutboxMessage, error)
 	// MarkOutboxSent records the broker's confirmation; marking a sent message again keeps

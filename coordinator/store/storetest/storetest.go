@@ -54,6 +54,8 @@ func Run(t *testing.T, fresh Fresh) {
 		{"AuditAppendOnly", testAuditAppendOnly},
 		{"AuditSealChecked", testAuditSealChecked},
 		{"AuditConcurrentAppenders", testAuditConcurrent},
+		{"AuditUnreadableRow", testAuditUnreadable},
+		{"AuditCheckpoints", testAuditCheckpoints},
 		{"Outbox", testOutbox},
 		{"Inbox", testInbox},
 		{"AttemptRecords", testAttemptRecords},
