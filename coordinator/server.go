@@ -157,6 +157,7 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if err != nil {
 		return err
 	}
+	s.disp.Bind(s.svc)
 	if err := s.bootstrap(ctx); err != nil {
 		return err
 	}

@@ -23,6 +23,12 @@ const (
 	CodeStaleAttempt       ErrorCode = "stale_attempt"
 	CodeDuplicate          ErrorCode = "duplicate"
 	CodeInternal           ErrorCode = "internal"
+	// Refusals of the coordinator's event table (see the trust boundary in DESIGN.md).
+	CodeJobNotDispatched ErrorCode = "job_not_dispatched"
+	CodeJobEnded         ErrorCode = "job_ended"
+	CodeEventNotAllowed  ErrorCode = "event_not_allowed"
+	CodeTokenNotOwned    ErrorCode = "token_not_owned"
+	CodePINsUnknown      ErrorCode = "pins_unknown"
 )
 
 // Job codes: why an attempt of a job failed.

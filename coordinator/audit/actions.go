@@ -16,8 +16,11 @@ const (
 
 	ActionCertificateIssued  = "certificate.issued"
 	ActionCertificateRevoked = "certificate.revoked"
-	ActionCSRRejected        = "csr.rejected" // bad signature, wrong key, wrong key type
-	ActionPINRevealed        = "pin.revealed" // a PIN shown to its user (at most once)
+	ActionCSRRejected        = "csr.rejected"        // bad signature, wrong key, wrong key type
+	ActionPINRevealed        = "pin.revealed"        // a PIN shown to its user (at most once)
+	ActionPINsReplaced       = "pin.replaced"        // a job that re-initialised a token replaced the PINs kept for it
+	ActionPINsRefused        = "pin.refused"         // PINs in a result not kept: the attempt had no right to change them
+	ActionTokenClaimRefused  = "token.claim_refused" // an agent reported a token another agent holds
 
 	ActionAccessDenied    = "access.denied"
 	ActionTokenUsed       = "token.used" // an API token was used
@@ -50,6 +53,7 @@ var actions = map[string]bool{
 	ActionJobRejected: true, ActionJobCancelled: true, ActionJobSuperseded: true, ActionJobExpired: true,
 	ActionJobRetried: true, ActionJobResultStale: true, ActionJobWaiting: true,
 	ActionCertificateIssued: true, ActionCertificateRevoked: true, ActionCSRRejected: true, ActionPINRevealed: true,
+	ActionPINsReplaced: true, ActionPINsRefused: true, ActionTokenClaimRefused: true,
 	ActionAccessDenied: true, ActionTokenUsed: true, ActionTokenCreated: true, ActionTokenRevoked: true,
 	ActionMessageRejected: true,
 	ActionConfigChanged:   true, ActionProfileApplied: true, ActionProfileDeleted: true,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
@@ -14,20 +15,19 @@ import (
 // onHello records what the agent says of itself: hostname, OS, version, its seal key
 // (set by the first hello; another key is refused until an administrator resets it) and
 // its tokens. Jobs waiting for the seal key may go now.
-func (d *Dispatcher) onHello(ctx context.Context, tx store.Tx, del *amqp.Delivery, a store.Agent) (string, verdict, error) {
+func (d *Dispatcher) onHello(ctx context.Context, tx *service.JobTx, del *amqp.Delivery, a store.Agent) (string, verdict, error) {
 	h, err := protocol.DecodeBody[protocol.Hello](del.Envelope)
 	if err != nil {
-		return d.badBody(ctx, tx, del, err)
+		return "", d.refuse(del, false, protocol.CodeOf(err), "%v", err), nil
 	}
 	keySet := false
 	switch {
 	case len(a.PublicKey) == 0:
 		keySet = true
 	case !bytes.Equal(a.PublicKey, h.SealKey):
-		v, err := d.refuse(ctx, tx, del, false, protocol.CodeForgedSender,
+		return "", d.refuse(del, false, protocol.CodeForgedSender,
 			"agent %s presents seal key %s, not the key %s recorded at its first hello; if the agent was reinstalled, an administrator resets the recorded key (tokenfleetctl agent reset-key %s)",
-			a.ID, protocol.KeyFingerprint(h.SealKey), protocol.KeyFingerprint(a.PublicKey), a.ID)
-		return "", v, err
+			a.ID, protocol.KeyFingerprint(h.SealKey), protocol.KeyFingerprint(a.PublicKey), a.ID), nil
 	}
 	a.Hostname, a.OS, a.Version, a.PublicKey = h.Hostname, h.OS+"/"+h.Arch, h.AgentVersion, h.SealKey
 	if _, err := tx.UpdateAgent(ctx, a); err != nil {
@@ -37,11 +37,11 @@ func (d *Dispatcher) onHello(ctx context.Context, tx store.Tx, del *amqp.Deliver
 	if err := tx.RecordAgentSeen(ctx, a.ID, d.clock(), true); err != nil {
 		return "", verdict{}, err
 	}
-	if err := d.upsertTokens(ctx, tx, a.ID, h.Tokens); err != nil {
+	if err := d.recordTokens(ctx, tx, del, a.ID, h.Tokens, true); err != nil {
 		return "", verdict{}, err
 	}
 	if keySet {
-		if err := d.auditTx(ctx, tx, audit.Entry{Actor: agentActor(a.ID), Action: audit.ActionAgentKeySet, Target: "agent:" + a.ID,
+		if err := tx.Audit(ctx, audit.Entry{Actor: agentActor(a.ID), Action: audit.ActionAgentKeySet, Target: "agent:" + a.ID,
 			Reason: "first hello", Details: audit.Details("seal_key", protocol.KeyFingerprint(h.SealKey), "hostname", h.Hostname,
 				"instance_id", h.InstanceID, "version", h.AgentVersion)}); err != nil {
 			return "", verdict{}, err
@@ -53,15 +53,15 @@ func (d *Dispatcher) onHello(ctx context.Context, tx store.Tx, del *amqp.Deliver
 }
 
 // onInventory replaces what the agent's tokens look like.
-func (d *Dispatcher) onInventory(ctx context.Context, tx store.Tx, del *amqp.Delivery) (string, verdict, error) {
+func (d *Dispatcher) onInventory(ctx context.Context, tx *service.JobTx, del *amqp.Delivery) (string, verdict, error) {
 	inv, err := protocol.DecodeBody[protocol.Inventory](del.Envelope)
 	if err != nil {
-		return d.badBody(ctx, tx, del, err)
+		return "", d.refuse(del, false, protocol.CodeOf(err), "%v", err), nil
 	}
 	if err := tx.RecordAgentSeen(ctx, del.Envelope.AgentID, d.clock(), false); err != nil {
 		return "", verdict{}, err
 	}
-	if err := d.upsertTokens(ctx, tx, del.Envelope.AgentID, inv.Tokens); err != nil {
+	if err := d.recordTokens(ctx, tx, del, del.Envelope.AgentID, inv.Tokens, true); err != nil {
 		return "", verdict{}, err
 	}
 	return fmt.Sprintf("inventory: %d tokens", len(inv.Tokens)), verdict{wake: true}, nil
@@ -74,13 +74,16 @@ func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) am
 		return amqp.Reject(err)
 	}
 	var v verdict
-	err := d.update(ctx, func(tx store.Tx) error {
+	err := d.st.InTx(ctx, func(tx store.Tx) error {
 		a, vv, err := d.sender(ctx, tx, del, true)
 		if v = vv; err != nil || v.reject != nil {
 			return err
 		}
 		return tx.RecordAgentSeen(ctx, a.ID, d.clock(), true)
 	})
+	if err == nil && v.reject != nil {
+		err = d.recordRefusal(ctx, v.refusal)
+	}
 	if err != nil {
 		return amqp.Retry(err)
 	}
@@ -94,7 +97,7 @@ func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) am
 // timeout, and returns how many.
 func (d *Dispatcher) SweepOffline(ctx context.Context) (int64, error) {
 	var n int64
-	err := d.update(ctx, func(tx store.Tx) error {
+	err := d.st.InTx(ctx, func(tx store.Tx) error {
 		var err error
 		n, err = tx.MarkAgentsOffline(ctx, d.clock().Add(-d.opts.HeartbeatTimeout))
 		return err

@@ -21,14 +21,29 @@ const defaultDeadline = 14 * 24 * time.Hour
 // defaultWipeLabel labels a wiped token when the profile gives no label.
 const defaultWipeLabel = "tokenfleet"
 
-// waitError says why a dispatch cannot be built yet. It is not a failure: the job stays
-// approved and is tried again when something changes.
+// waitError says why a dispatch cannot be built yet, for a reason that goes away by
+// itself (the agent has not said hello, it reports no token yet): the job stays approved,
+// the reason shows in job show, and it is tried again when something changes.
 type waitError struct{ reason string }
 
 func (w *waitError) Error() string { return w.reason }
 
 func waitf(format string, args ...any) error {
 	return &waitError{reason: fmt.Sprintf(format, args...)}
+}
+
+// failError says why a dispatch can never be built as the job stands (a PIN nobody
+// kept, a profile that no longer renders, several tokens to choose from): the job fails
+// with the reason, rather than wait until its deadline.
+type failError struct {
+	code   protocol.ErrorCode
+	reason string
+}
+
+func (f *failError) Error() string { return f.reason }
+
+func failf(code protocol.ErrorCode, format string, args ...any) error {
+	return &failError{code: code, reason: fmt.Sprintf(format, args...)}
 }
 
 // builder builds one attempt's dispatch.
@@ -57,7 +72,7 @@ func (d *Dispatcher) build(ctx context.Context, r store.Reader, j store.Job) (*p
 	p, err := d.jobProfile(ctx, r, j)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, waitf("%v", err)
+			return nil, failf(protocol.CodePolicyViolation, "%v", err)
 		}
 		return nil, err
 	}
@@ -65,7 +80,7 @@ func (d *Dispatcher) build(ctx context.Context, r store.Reader, j store.Job) (*p
 	if err != nil {
 		var pe *profile.Error
 		if errors.As(err, &pe) {
-			return nil, waitf("the holder's record no longer renders the profile: %v", err)
+			return nil, failf(protocol.CodePolicyViolation, "the holder's record no longer renders the profile: %v", err)
 		}
 		return nil, err
 	}
@@ -80,8 +95,8 @@ func (d *Dispatcher) build(ctx context.Context, r store.Reader, j store.Job) (*p
 	}
 	if err := b.out.Validate(); err != nil {
 		// The builder follows the protocol's table; a dispatch it refuses is a bug or a
-		// profile the protocol cannot express. Either way the job waits, visibly.
-		return nil, waitf("the dispatch would be refused by the protocol: %v", err)
+		// profile the protocol cannot express. Either way the job cannot go.
+		return nil, failf(protocol.CodePolicyViolation, "the dispatch would be refused by the protocol: %v", err)
 	}
 	return &b.out, nil
 }
@@ -127,7 +142,7 @@ func (b *builder) kind(ctx context.Context) error {
 func (b *builder) issue(ctx context.Context) error {
 	kt, err := keyType(b.p.Key)
 	if err != nil {
-		return waitf("%v", err)
+		return failf(protocol.CodePolicyViolation, "%v", err)
 	}
 	b.out.Key = &protocol.KeyParams{Type: kt, ID: protocol.DeriveKeyID(b.job.ID)}
 	if !b.p.Token.Initialize {
@@ -159,7 +174,7 @@ func (b *builder) issue(ctx context.Context) error {
 func (b *builder) renew(ctx context.Context) error {
 	kt, err := keyType(b.p.Key)
 	if err != nil {
-		return waitf("%v", err)
+		return failf(protocol.CodePolicyViolation, "%v", err)
 	}
 	if err := b.chooseToken(ctx, false); err != nil {
 		return err
@@ -188,7 +203,7 @@ func (b *builder) install(ctx context.Context) error {
 		return err
 	}
 	if c.Serial == "" {
-		return waitf("no certificate to install: no csr job of this holder and profile has a valid certificate on agent %s", b.job.AgentID)
+		return failf(protocol.CodePolicyViolation, "no certificate to install: no csr job of this holder and profile has a valid certificate on agent %s", b.job.AgentID)
 	}
 	b.serial = c.TokenSerial
 	if serial != "" {
@@ -273,7 +288,7 @@ func (b *builder) chooseToken(ctx context.Context, initialise bool) error {
 		case 1:
 			b.serial = ts[0].Serial
 		default:
-			return waitf("the request names no token and agent %s reports several; queue the job for one token serial", b.job.AgentID)
+			return failf(protocol.CodeTokenAmbiguous, "the request names no token and agent %s reports several; queue the job for one token serial", b.job.AgentID)
 		}
 	}
 	b.out.Token = protocol.TokenSelector{Serial: b.serial}
@@ -281,6 +296,9 @@ func (b *builder) chooseToken(ctx context.Context, initialise bool) error {
 		t, err := b.r.GetToken(ctx, b.serial)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
+			// Blank or not decides which PIN the dispatch needs: wait for the agent to
+			// report the token.
+			return waitf("agent %s has not reported token %s yet; the job goes when it does", b.job.AgentID, b.serial)
 		case err != nil:
 			return err
 		default:
@@ -295,7 +313,7 @@ func (b *builder) chooseToken(ctx context.Context, initialise bool) error {
 
 func (b *builder) needSerial(why string) error {
 	if b.serial == "" {
-		return waitf("the token must be known by its serial to %s: name it in the request", why)
+		return failf(protocol.CodeTokenAmbiguous, "the token must be known by its serial to %s: name it in the request", why)
 	}
 	return nil
 }
@@ -308,20 +326,20 @@ func (b *builder) pins(ctx context.Context, purposes ...string) error {
 	}
 	to, err := seal.ParsePublicKey(b.agent.PublicKey)
 	if err != nil {
-		return waitf("agent %s's recorded seal key is unusable: %v", b.agent.ID, err)
+		return failf(protocol.CodeUnsealFailed, "agent %s's recorded seal key is unusable (tokenfleetctl agent reset-key %s): %v", b.agent.ID, b.agent.ID, err)
 	}
 	out := &protocol.SealedPINs{}
 	for _, purpose := range purposes {
 		kept, err := b.r.GetTokenPIN(ctx, b.serial, purpose)
 		if errors.Is(err, store.ErrNotFound) {
-			return waitf("the coordinator holds no %s for token %s (no tokenfleet job set it)", pinName(purpose), b.serial)
+			return failf(protocol.CodePINsUnknown, "the coordinator holds no %s for token %s (no tokenfleet job set it)", pinName(purpose), b.serial)
 		}
 		if err != nil {
 			return err
 		}
 		s, err := b.d.reseal(kept, to, b.job)
 		if err != nil {
-			return waitf("the %s of token %s cannot be passed on: %v", pinName(purpose), b.serial, err)
+			return failf(protocol.CodeUnsealFailed, "the %s of token %s cannot be passed on: %v", pinName(purpose), b.serial, err)
 		}
 		switch purpose {
 		case store.PINPurposeUser:

@@ -13,6 +13,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
@@ -93,6 +94,7 @@ type Dispatcher struct {
 	mu      sync.Mutex // guards the fields below
 	conn    *amqp.Conn // nil until Run connects
 	running bool
+	owner   JobOwner // set by Bind, before Run
 
 	refusalLog *limiter // spares the audit log repeated refusals of heartbeats
 	backoffs   *rowBackoffs
@@ -144,6 +146,27 @@ func New(o Options) (*Dispatcher, error) {
 	}, nil
 }
 
+// JobOwner is the one owner of job state (service.Service): every change the dispatcher
+// makes to a job, for an agent's event, a broker confirmation or a dispatch that cannot be
+// built, runs in one of its transactions and through its transition table.
+type JobOwner interface {
+	UpdateJobs(ctx context.Context, fn func(jt *service.JobTx) error) error
+}
+
+// Bind gives the dispatcher the owner of job state. Call it once, before Run: the
+// service is built with the dispatcher as its seam, so it comes second.
+func (d *Dispatcher) Bind(o JobOwner) {
+	d.mu.Lock()
+	d.owner = o
+	d.mu.Unlock()
+}
+
+func (d *Dispatcher) jobOwner() JobOwner {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.owner
+}
+
 // clock is the current time in store precision.
 func (d *Dispatcher) clock() time.Time { return d.now().UTC().Truncate(time.Microsecond) }
 
@@ -187,23 +210,15 @@ func (t outboxWatch) AddOutbox(ctx context.Context, m store.OutboxMessage) (stor
 	return t.Tx.AddOutbox(ctx, m)
 }
 
-// maxTxAttempts bounds how often a transaction is run again after losing a
-// compare-and-set to a concurrent change (another coordinator, the service).
-const maxTxAttempts = 4
-
-// update runs fn in a transaction, again on a store conflict, and wakes the publisher
-// after a commit that queued messages.
-func (d *Dispatcher) update(ctx context.Context, fn func(tx store.Tx) error) error {
-	st := d.Store(d.st)
-	var err error
-	for range maxTxAttempts {
-		err = st.InTx(ctx, fn)
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		d.log.Debug().Err(err).Msg("concurrent change; reading again")
+// update runs fn in a transaction of the job owner, again after a lost compare-and-set;
+// the publisher wakes after a commit that queued messages (the owner's store is the one
+// Store wraps).
+func (d *Dispatcher) update(ctx context.Context, fn func(jt *service.JobTx) error) error {
+	o := d.jobOwner()
+	if o == nil {
+		return errors.New("dispatch: no owner of job state; call Bind before Run")
 	}
-	return err
+	return o.UpdateJobs(ctx, fn)
 }
 
 // auditTx appends an entry at the current time.
@@ -215,33 +230,9 @@ func (d *Dispatcher) auditTx(ctx context.Context, tx store.Tx, e audit.Entry) er
 	return err
 }
 
-// transition moves j to state to after checking the kind's table, with a timeline event
-// and an audit entry, and returns the job as it is now.
-func (d *Dispatcher) transition(ctx context.Context, tx store.Tx, j store.Job, to jobs.State, c store.JobChange) (store.Job, error) {
-	if err := jobs.CanTransitionKind(j.Kind, j.State, to); err != nil {
-		return store.Job{}, err
-	}
-	if c.At.IsZero() {
-		c.At = d.clock()
-	}
-	nj, err := tx.UpdateJobState(ctx, j.ID, j.State, to, j.Version, c)
-	if err != nil {
-		return store.Job{}, err
-	}
-	kv := []any{"from", string(j.State), "to", string(to), "attempt", nj.Attempt}
-	if c.Error != nil && c.Error.Code != "" {
-		kv = append(kv, "error_code", c.Error.Code)
-	}
-	if err := d.auditTx(ctx, tx, audit.Entry{Actor: c.Actor, Action: audit.ActionJobTransition, JobID: j.ID,
-		Reason: c.Reason, Details: audit.Details(kv...)}); err != nil {
-		return store.Job{}, err
-	}
-	return nj, nil
-}
-
-// fail moves a started or dispatched job to failed with a coded error.
-func (d *Dispatcher) fail(ctx context.Context, tx store.Tx, j store.Job, actor string, code protocol.ErrorCode, msg string) (store.Job, error) {
-	return d.transition(ctx, tx, j, jobs.StateFailed, store.JobChange{Actor: actor, Reason: msg,
+// fail moves a job to failed with a coded error, through the owner's table.
+func (d *Dispatcher) fail(ctx context.Context, jt *service.JobTx, j store.Job, actor string, code protocol.ErrorCode, msg string) (store.Job, error) {
+	return jt.Transition(ctx, j, jobs.StateFailed, store.JobChange{Actor: actor, Reason: msg,
 		Error: &store.JobError{Code: string(code), Message: msg}})
 }
 
@@ -249,14 +240,14 @@ func (d *Dispatcher) fail(ctx context.Context, tx store.Tx, j store.Job, actor s
 // attempt, and returns the job as it is now. The broker's confirmation of the dispatch,
 // or any report of the agent on the attempt, proves the dispatch reached the agent's
 // queue.
-func (d *Dispatcher) markDispatched(ctx context.Context, tx store.Tx, j store.Job, attempt int, reason string) (store.Job, error) {
+func (d *Dispatcher) markDispatched(ctx context.Context, jt *service.JobTx, j store.Job, attempt int, reason string) (store.Job, error) {
 	if j.State != jobs.StateApproved || j.Attempt != attempt {
 		return j, nil
 	}
-	return d.transition(ctx, tx, j, jobs.StateDispatched, store.JobChange{Actor: ActorDispatch, Reason: reason})
+	return jt.Transition(ctx, j, jobs.StateDispatched, store.JobChange{Actor: ActorDispatch, Reason: reason})
 }
 
-func agentActor(id string) string { return "agent:" + id }
+func agentActor(id string) string { return service.AgentActor(id) }
 
 // setConn records the broker connection of Run.
 func (d *Dispatcher) setConn(c *amqp.Conn) {

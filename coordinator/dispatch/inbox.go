@@ -7,16 +7,21 @@ import (
 	"sync"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
-	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
 )
 
-// verdict is what becomes of a delivery once its transaction has committed.
+// verdict is what becomes of a delivery once its transaction has ended.
 type verdict struct {
-	// reject dead-letters the message with this error's code; nil acks it.
+	// reject dead-letters the message with this error's code; nil acks it. A rejected
+	// message's transaction is rolled back: nothing it would have changed is stored.
 	reject error
+	// refusal is the audit entry of a rejected message, written after the rollback in
+	// a transaction of its own; nil when the refusal is not audited (a heartbeat
+	// refused again within the hour).
+	refusal *audit.Entry
 	// wake wakes the waiting sweeper: the message may unblock an approved job.
 	wake bool
 	// later hands the message back to the queue: it arrived before an event it depends
@@ -24,19 +29,29 @@ type verdict struct {
 	later error
 }
 
-// handleEvent is the events queue's handler: one transaction per message, which records
-// the message ID in the inbox with the effects, so that a redelivered message changes
-// nothing. A store failure asks for the message again later.
+// errUndo rolls back the transaction of a message that is refused or handed back.
+var errUndo = errors.New("dispatch: message refused or handed back; nothing of it is kept")
+
+// handleEvent is the events queue's handler: one transaction per message, in which the
+// job owner makes every job change and which records the message ID in the inbox, so that
+// a redelivered message changes nothing. A refused message changes nothing but the audit
+// log; a store failure asks for the message again later.
 func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.Outcome {
 	if del.Envelope.Type == protocol.TypeHeartbeat {
 		return d.handleHeartbeat(ctx, del)
 	}
 	var v verdict
-	err := d.update(ctx, func(tx store.Tx) error {
+	err := d.update(ctx, func(jt *service.JobTx) error {
 		var err error
-		v, err = d.process(ctx, tx, del)
+		v, err = d.process(ctx, jt, del)
+		if err == nil && (v.reject != nil || v.later != nil) {
+			return errUndo
+		}
 		return err
 	})
+	if errors.Is(err, errUndo) {
+		err = d.recordRefusal(ctx, v.refusal)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Error().Err(err).Str("message_id", del.Envelope.ID).Str("type", string(del.Envelope.Type)).
@@ -57,29 +72,38 @@ func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.O
 	return amqp.Ack()
 }
 
-// process handles one event inside tx and returns what to do with the delivery.
-func (d *Dispatcher) process(ctx context.Context, tx store.Tx, del *amqp.Delivery) (verdict, error) {
+// recordRefusal writes a refused message's audit entry, after its transaction was
+// rolled back.
+func (d *Dispatcher) recordRefusal(ctx context.Context, e *audit.Entry) error {
+	if e == nil {
+		return nil
+	}
+	return d.st.InTx(ctx, func(tx store.Tx) error { return d.auditTx(ctx, tx, *e) })
+}
+
+// process handles one event inside jt and returns what to do with the delivery.
+func (d *Dispatcher) process(ctx context.Context, jt *service.JobTx, del *amqp.Delivery) (verdict, error) {
 	env := del.Envelope
-	if _, err := tx.GetInbox(ctx, env.ID); err == nil {
+	if _, err := jt.GetInbox(ctx, env.ID); err == nil {
 		d.log.Debug().Str("message_id", env.ID).Msg("duplicate event dropped")
 		return verdict{}, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return verdict{}, err
 	}
-	agent, v, err := d.sender(ctx, tx, del, false)
+	agent, v, err := d.sender(ctx, jt, del, false)
 	if err != nil || v.reject != nil {
 		return v, err
 	}
 	var result string
 	switch env.Type {
 	case protocol.TypeHello:
-		result, v, err = d.onHello(ctx, tx, del, agent)
+		result, v, err = d.onHello(ctx, jt, del, agent)
 	case protocol.TypeInventory:
-		result, v, err = d.onInventory(ctx, tx, del)
+		result, v, err = d.onInventory(ctx, jt, del)
 	case protocol.TypeProgress, protocol.TypeCSR, protocol.TypeResult:
-		result, v, err = d.onJobEvent(ctx, tx, del)
+		result, v, err = d.onJobEvent(ctx, jt, del)
 	default:
-		v, err = d.refuse(ctx, tx, del, false, protocol.CodeUnknownType, "type %s is not an event the coordinator takes", env.Type)
+		v = d.refuse(del, false, protocol.CodeUnknownType, "type %s is not an event the coordinator takes", env.Type)
 	}
 	if err != nil || v.reject != nil || v.later != nil {
 		// A refused message is not recorded as processed: it goes to the dead-letter
@@ -87,7 +111,8 @@ func (d *Dispatcher) process(ctx context.Context, tx store.Tx, del *amqp.Deliver
 		// processed when it comes again.
 		return v, err
 	}
-	seen, err := tx.RecordInbox(ctx, store.InboxEntry{MessageID: env.ID, Received: d.clock(), JobID: env.JobID, Result: result})
+	seen, err := jt.RecordInbox(ctx, store.InboxEntry{MessageID: env.ID, Received: d.clock(), JobID: env.JobID,
+		Result: protocol.TruncateText(result, maxInboxResult)})
 	if err != nil {
 		return v, err
 	}
@@ -99,15 +124,17 @@ func (d *Dispatcher) process(ctx context.Context, tx store.Tx, del *amqp.Deliver
 	return v, nil
 }
 
+// maxInboxResult bounds what the inbox keeps of how a message was handled.
+const maxInboxResult = 1000
+
 // sender checks that the envelope's agent is enrolled and, with per-agent broker users,
-// that the broker user that published it is that agent's. A refusal is audited; quiet
-// audits at most one refusal per agent and hour (heartbeats would fill the log).
-func (d *Dispatcher) sender(ctx context.Context, tx store.Tx, del *amqp.Delivery, quiet bool) (store.Agent, verdict, error) {
+// that the broker user that published it is that agent's. quiet audits at most one
+// refusal per agent and hour (heartbeats would fill the log).
+func (d *Dispatcher) sender(ctx context.Context, r store.Reader, del *amqp.Delivery, quiet bool) (store.Agent, verdict, error) {
 	env := del.Envelope
-	a, err := tx.GetAgent(ctx, env.AgentID)
+	a, err := r.GetAgent(ctx, env.AgentID)
 	if errors.Is(err, store.ErrNotFound) {
-		v, err := d.refuse(ctx, tx, del, quiet, protocol.CodeForgedSender, "the envelope names agent %s, which is not enrolled", env.AgentID)
-		return store.Agent{}, v, err
+		return store.Agent{}, d.refuse(del, quiet, protocol.CodeForgedSender, "the envelope names agent %s, which is not enrolled", env.AgentID), nil
 	}
 	if err != nil {
 		return store.Agent{}, verdict{}, err
@@ -123,30 +150,28 @@ func (d *Dispatcher) sender(ctx context.Context, tx store.Tx, del *amqp.Delivery
 	}
 	switch {
 	case del.UserID == "":
-		v, err := d.refuse(ctx, tx, del, quiet, protocol.CodeForgedSender, "user_id property missing; agent %s must publish as broker user %s", a.ID, want)
-		return store.Agent{}, v, err
+		return store.Agent{}, d.refuse(del, quiet, protocol.CodeForgedSender, "user_id property missing; agent %s must publish as broker user %s", a.ID, want), nil
 	case del.UserID != want:
-		v, err := d.refuse(ctx, tx, del, quiet, protocol.CodeForgedSender, "the envelope claims agent %s but broker user %q published it (the agent's is %q)", a.ID, del.UserID, want)
-		return store.Agent{}, v, err
+		return store.Agent{}, d.refuse(del, quiet, protocol.CodeForgedSender, "the envelope claims agent %s but broker user %q published it (the agent's is %q)", a.ID, del.UserID, want), nil
 	}
 	return a, verdict{}, nil
 }
 
-// refuse audits a refused message (message.rejected) and dead-letters it with code.
-func (d *Dispatcher) refuse(ctx context.Context, tx store.Tx, del *amqp.Delivery, quiet bool, code protocol.ErrorCode, format string, args ...any) (verdict, error) {
+// refuse refuses a message: it is dead-lettered with code, and audited
+// (message.rejected) once its transaction is rolled back.
+func (d *Dispatcher) refuse(del *amqp.Delivery, quiet bool, code protocol.ErrorCode, format string, args ...any) verdict {
 	env := del.Envelope
-	msg := fmt.Sprintf(format, args...)
+	msg := protocol.TruncateText(fmt.Sprintf(format, args...), protocol.MaxTextLen)
 	d.log.Warn().Str("message_id", env.ID).Str("type", string(env.Type)).Str("agent", env.AgentID).Str("user_id", del.UserID).
 		Str("code", string(code)).Str("reason", msg).Msg("event refused")
+	v := verdict{reject: protocol.NewError(code, "%s", msg)}
 	if !quiet || d.refusalLog.allow(string(code)+"|"+env.AgentID+"|"+del.UserID, d.now()) {
-		if err := d.auditTx(ctx, tx, audit.Entry{Actor: brokerActor(del.UserID), Action: audit.ActionMessageRejected, JobID: env.JobID,
+		v.refusal = &audit.Entry{Actor: brokerActor(del.UserID), Action: audit.ActionMessageRejected, JobID: env.JobID,
 			Target: "agent:" + env.AgentID, Reason: msg,
 			Details: audit.Details("code", string(code), "message_id", env.ID, "type", string(env.Type), "user_id", del.UserID,
-				"routing_key", del.RoutingKey, "queue", del.Queue)}); err != nil {
-			return verdict{}, err
-		}
+				"routing_key", del.RoutingKey, "queue", del.Queue)}
 	}
-	return verdict{reject: protocol.NewError(code, "%s", msg)}, nil
+	return v
 }
 
 // brokerActor names whoever published a message the coordinator refused: the broker user
@@ -175,10 +200,7 @@ func (d *Dispatcher) onRefused(ctx context.Context, r amqp.Refusal) {
 	if agentID != "" {
 		target = "agent:" + agentID
 	}
-	msg := r.Err.Error()
-	if len(msg) > 1000 {
-		msg = msg[:1000]
-	}
+	msg := protocol.TruncateText(r.Err.Error(), protocol.MaxTextLen)
 	err := d.st.InTx(ctx, func(tx store.Tx) error {
 		return d.auditTx(ctx, tx, audit.Entry{Actor: brokerActor(r.UserID), Action: audit.ActionMessageRejected, JobID: jobID,
 			Target: target, Reason: msg, Details: audit.Details("code", string(code), "message_id", r.MessageID, "type", typ,
@@ -187,119 +209,6 @@ func (d *Dispatcher) onRefused(ctx context.Context, r amqp.Refusal) {
 	if err != nil && ctx.Err() == nil {
 		d.log.Error().Err(err).Str("message_id", r.MessageID).Msg("auditing a refused message")
 	}
-}
-
-// onJobEvent handles progress, CSR and result: the job must target the sending agent,
-// and the event must be of the job's current attempt.
-func (d *Dispatcher) onJobEvent(ctx context.Context, tx store.Tx, del *amqp.Delivery) (string, verdict, error) {
-	env := del.Envelope
-	j, err := tx.GetJob(ctx, env.JobID)
-	if errors.Is(err, store.ErrNotFound) {
-		v, err := d.refuse(ctx, tx, del, false, protocol.CodeBadRequest, "no job %s", env.JobID)
-		return "", v, err
-	}
-	if err != nil {
-		return "", verdict{}, err
-	}
-	if j.AgentID != env.AgentID {
-		v, err := d.refuse(ctx, tx, del, false, protocol.CodeForgedSender, "job %s targets agent %s, not %s", j.ID, j.AgentID, env.AgentID)
-		return "", v, err
-	}
-	if err := tx.RecordAgentSeen(ctx, env.AgentID, d.clock(), false); err != nil {
-		return "", verdict{}, err
-	}
-	if int(env.Attempt) != j.Attempt {
-		reason := fmt.Sprintf("%s of attempt %d; the job is at attempt %d", env.Type, env.Attempt, j.Attempt)
-		d.log.Info().Str("job", j.ID).Str("message_id", env.ID).Str("reason", reason).Msg("stale event ignored")
-		if env.Type == protocol.TypeResult {
-			if err := d.auditTx(ctx, tx, audit.Entry{Actor: agentActor(env.AgentID), Action: audit.ActionJobResultStale, JobID: j.ID,
-				Reason: reason, Details: audit.Details("attempt", int(env.Attempt), "current_attempt", j.Attempt, "message_id", env.ID)}); err != nil {
-				return "", verdict{}, err
-			}
-		}
-		return "stale: " + reason, verdict{}, nil
-	}
-	switch env.Type {
-	case protocol.TypeProgress:
-		return d.onProgress(ctx, tx, del, j)
-	case protocol.TypeCSR:
-		return d.onCSR(ctx, tx, del, j)
-	default:
-		return d.onResult(ctx, tx, del, j)
-	}
-}
-
-// catchUp brings a job whose agent reports on the current attempt to running: the report
-// proves the dispatch reached the agent, even when the broker's confirmation has not been
-// recorded yet.
-func (d *Dispatcher) catchUp(ctx context.Context, tx store.Tx, j store.Job) (store.Job, error) {
-	j, err := d.markDispatched(ctx, tx, j, j.Attempt, "the agent reported on the attempt before the broker's confirmation was recorded")
-	if err != nil || j.State != jobs.StateDispatched {
-		return j, err
-	}
-	return d.transition(ctx, tx, j, jobs.StateRunning, store.JobChange{Actor: agentActor(j.AgentID), Reason: "the agent started the job"})
-}
-
-// badBody refuses an event whose body does not decode as its type says.
-func (d *Dispatcher) badBody(ctx context.Context, tx store.Tx, del *amqp.Delivery, err error) (string, verdict, error) {
-	v, err := d.refuse(ctx, tx, del, false, protocol.CodeOf(err), "%v", err)
-	return "", v, err
-}
-
-func (d *Dispatcher) onProgress(ctx context.Context, tx store.Tx, del *amqp.Delivery, j store.Job) (string, verdict, error) {
-	p, err := protocol.DecodeBody[protocol.Progress](del.Envelope)
-	if err != nil {
-		return d.badBody(ctx, tx, del, err)
-	}
-	if jobs.Terminal(j.State) {
-		return "ignored: the job is " + string(j.State), verdict{}, nil
-	}
-	if j, err = d.catchUp(ctx, tx, j); err != nil {
-		return "", verdict{}, err
-	}
-	step := jobs.Step(p.Step)
-	if step == jobs.StepKeyGenerated {
-		// Recorded whatever the step bookkeeping says: with several coordinators, a later
-		// step may have been handled first, and the CSR is checked against this key.
-		if err := d.recordKey(ctx, tx, del, j, p.PublicKey); err != nil {
-			return "", verdict{}, err
-		}
-	}
-	next, err := jobs.AdvanceStep(j.Kind, j.State, j.Progress, step)
-	if err != nil {
-		var je *jobs.Error
-		if !errors.As(err, &je) {
-			return "", verdict{}, err
-		}
-		// Out of order or repeated: reports may arrive late after a redelivery. The step
-		// is not recorded; the job goes on from what it knows.
-		d.log.Warn().Str("job", j.ID).Str("step", string(step)).Err(err).Msg("progress step not recorded")
-		return "ignored: " + je.Error(), verdict{}, nil
-	}
-	detail := p.Detail
-	if detail == "" && p.TokenSerial != "" {
-		detail = "token " + p.TokenSerial
-	}
-	if p.KeyExisted {
-		detail += " (key made by an earlier pass, reused)"
-	}
-	if _, err := tx.AddJobStep(ctx, store.JobStep{JobID: j.ID, Attempt: j.Attempt, Step: step, Detail: detail, At: d.clock()}, next, j.Version); err != nil {
-		return "", verdict{}, err
-	}
-	return "step " + string(step), verdict{}, nil
-}
-
-// recordKey records the public key reported for the attempt; a second, different key is
-// audited and ignored: the first one counts.
-func (d *Dispatcher) recordKey(ctx context.Context, tx store.Tx, del *amqp.Delivery, j store.Job, pub []byte) error {
-	err := tx.RecordAttemptKey(ctx, j.ID, j.Attempt, pub)
-	if !errors.Is(err, store.ErrConflict) {
-		return err
-	}
-	msg := fmt.Sprintf("attempt %d reported a second, different public key; the first one counts", j.Attempt)
-	d.log.Warn().Str("job", j.ID).Msg(msg)
-	return d.auditTx(ctx, tx, audit.Entry{Actor: agentActor(j.AgentID), Action: audit.ActionMessageRejected, JobID: j.ID,
-		Target: "agent:" + j.AgentID, Reason: msg, Details: audit.Details("code", string(protocol.CodeKeyMismatch), "message_id", del.Envelope.ID)})
 }
 
 // maxEarly is how often a message that came before what it depends on is handed back

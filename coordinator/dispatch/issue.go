@@ -12,41 +12,24 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/profile"
 	"github.com/tokenfleet/tokenfleet/coordinator/ra"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
-	"github.com/tokenfleet/tokenfleet/protocol/amqp"
 )
 
 // ActorRA is the registration authority in timelines and the audit log.
 const ActorRA = "system:ra"
 
-// onCSR checks the CSR of an issue, renew or csr job and, when the profile needs no
-// CA-operator gate, has it signed at once.
-func (d *Dispatcher) onCSR(ctx context.Context, tx store.Tx, del *amqp.Delivery, j store.Job) (string, verdict, error) {
-	c, err := protocol.DecodeBody[protocol.CSRSubmission](del.Envelope)
-	if err != nil {
-		return d.badBody(ctx, tx, del, err)
-	}
-	switch j.Kind {
-	case jobs.KindIssue, jobs.KindRenew, jobs.KindCSR:
-	default:
-		v, err := d.refuse(ctx, tx, del, false, protocol.CodeBadRequest, "a %s job sends no CSR", j.Kind)
-		return "", v, err
-	}
-	if jobs.Terminal(j.State) {
-		return "ignored: the job is " + string(j.State), verdict{}, nil
-	}
-	if j, err = d.catchUp(ctx, tx, j); err != nil {
-		return "", verdict{}, err
-	}
-	p, err := d.jobProfile(ctx, tx, j)
+// onCSR checks the CSR of an issue, renew or csr job that the event table let through
+// (the job runs, no CSR taken yet) and, when the profile needs no CA-operator gate, has
+// it signed at once.
+func (d *Dispatcher) onCSR(ctx context.Context, jt *service.JobTx, e *jobEvent) (string, verdict, error) {
+	j, c, del := e.job, e.csr, e.del
+	p, err := d.jobProfile(ctx, jt, j)
 	if err != nil {
 		return "", verdict{}, err
 	}
-	att, err := tx.GetJobAttempt(ctx, j.ID, j.Attempt)
-	if err != nil {
-		return "", verdict{}, err
-	}
+	att := e.att
 	if len(att.PublicKey) == 0 && att.CSR == nil && d.early.again(del.Envelope.ID, del.DeliveryCount) {
 		// key_generated comes before the CSR, but another coordinator may still be on it.
 		return "", verdict{later: fmt.Errorf("CSR of job %s attempt %d came before its key_generated report", j.ID, j.Attempt)}, nil
@@ -59,10 +42,10 @@ func (d *Dispatcher) onCSR(ctx context.Context, tx store.Tx, del *amqp.Delivery,
 			CSRAccepted: len(att.CSR) > 0})
 	}
 	if err != nil {
-		res, err := d.csrRefused(ctx, tx, j, err)
+		res, err := d.csrRefused(ctx, jt, j, err)
 		return res, verdict{}, err
 	}
-	if err := tx.RecordAttemptCSR(ctx, j.ID, j.Attempt, c.CSR, d.clock()); err != nil {
+	if err := jt.RecordAttemptCSR(ctx, j.ID, j.Attempt, c.CSR, d.clock()); err != nil {
 		return "", verdict{}, err
 	}
 	log := d.log.With().Str("job", j.ID).Int("attempt", j.Attempt).Logger()
@@ -77,10 +60,10 @@ func (d *Dispatcher) onCSR(ctx context.Context, tx store.Tx, del *amqp.Delivery,
 		if j.TokenSerial == "" {
 			j.TokenSerial = c.TokenSerial // for the certificate's record only
 		}
-		cert, err := d.sign(ctx, tx, j, p, checked)
+		cert, err := d.sign(ctx, jt, j, p, checked)
 		var r *refusedError
 		if errors.As(err, &r) {
-			res, err := d.csrRefused(ctx, tx, j, r.err)
+			res, err := d.csrRefused(ctx, jt, j, r.err)
 			return res, verdict{}, err
 		}
 		if err != nil {
@@ -94,22 +77,22 @@ func (d *Dispatcher) onCSR(ctx context.Context, tx store.Tx, del *amqp.Delivery,
 		// recorded on it, and a retry goes back to it.
 		change.TokenSerial = c.TokenSerial
 	}
-	j, err = d.transition(ctx, tx, j, jobs.StateAwaitingCertificate, change)
+	j, err = jt.Transition(ctx, j, jobs.StateAwaitingCertificate, change)
 	if err != nil {
 		return "", verdict{}, err
 	}
 	if p.Approval.CAOperatorRequired {
 		return "csr accepted, awaiting the CA operator", verdict{}, nil
 	}
-	res, err := d.issueCertificate(ctx, tx, j, p, checked)
+	res, err := d.issueCertificate(ctx, jt, j, p, checked)
 	return res, verdict{}, err
 }
 
 // csrRefused fails the job with the RA's reason and audits the refusal.
-func (d *Dispatcher) csrRefused(ctx context.Context, tx store.Tx, j store.Job, why error) (string, error) {
+func (d *Dispatcher) csrRefused(ctx context.Context, tx *service.JobTx, j store.Job, why error) (string, error) {
 	code, msg := refusalOf(why)
 	d.log.Warn().Str("job", j.ID).Int("attempt", j.Attempt).Str("code", string(code)).Str("reason", msg).Msg("CSR refused")
-	if err := d.auditTx(ctx, tx, audit.Entry{Actor: ActorRA, Action: audit.ActionCSRRejected, JobID: j.ID, Target: "agent:" + j.AgentID,
+	if err := tx.Audit(ctx, audit.Entry{Actor: ActorRA, Action: audit.ActionCSRRejected, JobID: j.ID, Target: "agent:" + j.AgentID,
 		Reason: msg, Details: audit.Details("code", string(code), "attempt", j.Attempt)}); err != nil {
 		return "", err
 	}
@@ -135,7 +118,7 @@ func refusalOf(err error) (protocol.ErrorCode, string) {
 // CAGatePassed implements service.Issuer: the CA operator approved a job waiting in
 // awaiting_certificate; its accepted CSR is checked again and signed, in the service's
 // transaction.
-func (d *Dispatcher) CAGatePassed(ctx context.Context, tx store.Tx, j store.Job) error {
+func (d *Dispatcher) CAGatePassed(ctx context.Context, tx *service.JobTx, j store.Job) error {
 	if j.State != jobs.StateAwaitingCertificate {
 		return fmt.Errorf("dispatch: job %s is %s, not awaiting its certificate", j.ID, j.State)
 	}
@@ -161,7 +144,7 @@ func (d *Dispatcher) CAGatePassed(ctx context.Context, tx store.Tx, j store.Job)
 
 // issueCertificate signs the checked CSR of a job in awaiting_certificate, records the
 // certificate, queues its delivery and moves the job to installing.
-func (d *Dispatcher) issueCertificate(ctx context.Context, tx store.Tx, j store.Job, p profile.Profile, checked *ra.CheckedCSR) (string, error) {
+func (d *Dispatcher) issueCertificate(ctx context.Context, tx *service.JobTx, j store.Job, p profile.Profile, checked *ra.CheckedCSR) (string, error) {
 	cert, err := d.sign(ctx, tx, j, p, checked)
 	var r *refusedError
 	if errors.As(err, &r) {
@@ -181,7 +164,7 @@ func (d *Dispatcher) issueCertificate(ctx context.Context, tx store.Tx, j store.
 	}); err != nil {
 		return "", err
 	}
-	if _, err := d.transition(ctx, tx, j, jobs.StateInstalling, store.JobChange{Actor: ActorCA,
+	if _, err := tx.Transition(ctx, j, jobs.StateInstalling, store.JobChange{Actor: ActorCA,
 		Reason: "certificate " + serial + " issued and sent to the agent"}); err != nil {
 		return "", err
 	}
@@ -199,7 +182,7 @@ func refused(err error) error { return &refusedError{err: err} }
 
 // sign has the CA sign a checked CSR with the names of the approved request, records the
 // certificate and audits it. A refusal is a *refusedError.
-func (d *Dispatcher) sign(ctx context.Context, tx store.Tx, j store.Job, p profile.Profile, checked *ra.CheckedCSR) (*x509.Certificate, error) {
+func (d *Dispatcher) sign(ctx context.Context, tx *service.JobTx, j store.Job, p profile.Profile, checked *ra.CheckedCSR) (*x509.Certificate, error) {
 	id, err := identity(ctx, tx, p, j)
 	if err != nil {
 		var pe *profile.Error
@@ -234,7 +217,7 @@ func (d *Dispatcher) sign(ctx context.Context, tx store.Tx, j store.Job, p profi
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, DER: cert.Raw, Created: d.clock()}); err != nil {
 		return nil, err
 	}
-	if err := d.auditTx(ctx, tx, audit.Entry{Actor: ActorCA, Action: audit.ActionCertificateIssued, JobID: j.ID,
+	if err := tx.Audit(ctx, audit.Entry{Actor: ActorCA, Action: audit.ActionCertificateIssued, JobID: j.ID,
 		Target: "certificate:" + serial, Details: audit.Details("subject", subjectText(cert), "profile", p.Name, "attempt", j.Attempt,
 			"not_after", cert.NotAfter.UTC().Format("2006-01-02T15:04:05Z"), "key_type", string(checked.KeyType))}); err != nil {
 		return nil, err

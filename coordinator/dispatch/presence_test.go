@@ -16,6 +16,7 @@ import (
 	_ "github.com/tokenfleet/tokenfleet/coordinator/ca/builtin"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch/dispatchtest"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
@@ -67,6 +68,11 @@ func newHarness(t *testing.T, heartbeatTimeout time.Duration, agents ...string) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	svc, err := service.New(service.Options{Store: d.Store(st), Logger: log, Dispatcher: d, Issuer: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Bind(svc)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- d.Run(runCtx) }()

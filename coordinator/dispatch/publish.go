@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
@@ -200,7 +201,7 @@ func (d *Dispatcher) publishRow(ctx context.Context, conn *amqp.Conn, row store.
 		return rowStop
 	}
 	d.backoffs.done(row.ID)
-	err = d.update(ctx, func(tx store.Tx) error {
+	err = d.update(ctx, func(tx *service.JobTx) error {
 		if err := tx.MarkOutboxSent(ctx, row.ID, d.clock()); err != nil {
 			return err
 		}

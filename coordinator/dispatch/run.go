@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
@@ -28,6 +29,9 @@ const (
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if d.opts.BrokerURL == "" {
 		return errors.New("dispatch: no broker URL")
+	}
+	if d.jobOwner() == nil {
+		return errors.New("dispatch: no owner of job state; call Bind before Run")
 	}
 	d.mu.Lock()
 	if d.running {
@@ -178,7 +182,7 @@ func (d *Dispatcher) DispatchWaiting(ctx context.Context) (int, error) {
 	var firstErr error
 	for _, w := range waiting {
 		var ok bool
-		err := d.update(ctx, func(tx store.Tx) error {
+		err := d.update(ctx, func(tx *service.JobTx) error {
 			ok = false
 			j, err := tx.GetJob(ctx, w.ID)
 			if err != nil {

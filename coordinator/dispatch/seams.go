@@ -8,42 +8,49 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
 )
 
 // JobApproved implements service.Dispatcher: inside the transaction that approved the job
-// (or retried it), the attempt's dispatch goes into the outbox, or the reason it must
-// wait is recorded.
-func (d *Dispatcher) JobApproved(ctx context.Context, tx store.Tx, j store.Job) error {
-	_, err := d.tryDispatch(ctx, tx, j)
+// (or retried it), the attempt's dispatch goes into the outbox, the reason it must wait is
+// recorded, or the job fails when its dispatch can never be built.
+func (d *Dispatcher) JobApproved(ctx context.Context, jt *service.JobTx, j store.Job) error {
+	_, err := d.tryDispatch(ctx, jt, j)
 	return err
 }
 
-// tryDispatch queues the dispatch of j's current attempt, or records why it waits; it
-// reports whether it queued one.
-func (d *Dispatcher) tryDispatch(ctx context.Context, tx store.Tx, j store.Job) (bool, error) {
-	body, err := d.build(ctx, tx, j)
+// tryDispatch queues the dispatch of j's current attempt, records why it waits, or fails
+// the job; it reports whether it queued one.
+func (d *Dispatcher) tryDispatch(ctx context.Context, jt *service.JobTx, j store.Job) (bool, error) {
+	body, err := d.build(ctx, jt, j)
 	var w *waitError
-	if errors.As(err, &w) {
-		changed, err := tx.SetAttemptWaiting(ctx, j.ID, j.Attempt, w.reason)
+	var f *failError
+	switch {
+	case errors.As(err, &w):
+		changed, err := jt.SetAttemptWaiting(ctx, j.ID, j.Attempt, protocol.TruncateText(w.reason, protocol.MaxTextLen))
 		if err != nil || !changed {
 			return false, err
 		}
 		d.log.Warn().Str("job", j.ID).Int("attempt", j.Attempt).Str("agent", j.AgentID).Str("reason", w.reason).
 			Msg("approved job waits before it can be dispatched")
-		return false, d.auditTx(ctx, tx, audit.Entry{Actor: ActorDispatch, Action: audit.ActionJobWaiting, JobID: j.ID,
+		return false, jt.Audit(ctx, audit.Entry{Actor: ActorDispatch, Action: audit.ActionJobWaiting, JobID: j.ID,
 			Target: "agent:" + j.AgentID, Reason: w.reason, Details: audit.Details("attempt", j.Attempt)})
+	case errors.As(err, &f):
+		d.log.Warn().Str("job", j.ID).Int("attempt", j.Attempt).Str("agent", j.AgentID).Str("code", string(f.code)).
+			Str("reason", f.reason).Msg("job cannot be dispatched; it fails")
+		_, err := d.fail(ctx, jt, j, ActorDispatch, f.code, "cannot be sent to the agent: "+f.reason)
+		return false, err
+	case err != nil:
+		return false, err
 	}
+	env, err := d.enqueue(ctx, jt, j.AgentID, protocol.JobRef{JobID: j.ID, Attempt: uint32(j.Attempt)}, *body)
 	if err != nil {
 		return false, err
 	}
-	env, err := d.enqueue(ctx, tx, j.AgentID, protocol.JobRef{JobID: j.ID, Attempt: uint32(j.Attempt)}, *body)
-	if err != nil {
-		return false, err
-	}
-	if err := tx.RecordAttemptDispatch(ctx, j.ID, j.Attempt, env.ID); err != nil {
+	if err := jt.RecordAttemptDispatch(ctx, j.ID, j.Attempt, env.ID); err != nil {
 		return false, err
 	}
 	d.log.Info().Str("job", j.ID).Int("attempt", j.Attempt).Str("agent", j.AgentID).Str("message_id", env.ID).
@@ -73,10 +80,12 @@ func (d *Dispatcher) enqueue(ctx context.Context, tx store.Tx, agentID string, r
 	return env, nil
 }
 
-// JobWithdrawn implements service.Dispatcher: a job cancelled, superseded or expired
-// before it ran. If its dispatch was queued, the agent is told to drop it; the cancel
-// follows the dispatch in the outbox, so the agent never sees them the other way round
-// (and it keeps a cancel for an attempt it has not seen yet anyway).
+// JobWithdrawn implements service.Dispatcher: the coordinator ended a job the agent did
+// not report ending (cancelled, superseded, expired, rejected by the CA operator, failed by
+// the coordinator). If its attempt was sent to the agent, the agent is told, so that it
+// stops waiting (for the token, for its certificate) and leaves the token as the kind's
+// rules say. The cancel follows the dispatch in the outbox, so the agent never sees them
+// the other way round (and it keeps a cancel for an attempt it has not seen yet anyway).
 func (d *Dispatcher) JobWithdrawn(ctx context.Context, tx store.Tx, j store.Job, from jobs.State) error {
 	a, err := tx.GetJobAttempt(ctx, j.ID, j.Attempt)
 	if err != nil {
@@ -91,16 +100,13 @@ func (d *Dispatcher) JobWithdrawn(ctx context.Context, tx store.Tx, j store.Job,
 	} else if len(evs) > 0 {
 		reason = evs[len(evs)-1].Reason
 	}
-	if len(reason) > protocol.MaxTextLen {
-		reason = reason[:protocol.MaxTextLen]
-	}
 	env, err := d.enqueue(ctx, tx, j.AgentID, protocol.JobRef{JobID: j.ID, Attempt: uint32(j.Attempt)},
-		protocol.Cancel{State: protocol.JobState(j.State), Reason: reason})
+		protocol.Cancel{State: protocol.JobState(j.State), Reason: protocol.TruncateText(reason, protocol.MaxTextLen)})
 	if err != nil {
 		return err
 	}
 	d.log.Info().Str("job", j.ID).Int("attempt", j.Attempt).Str("from", string(from)).Str("state", string(j.State)).
-		Str("message_id", env.ID).Msg("cancel queued")
+		Str("message_id", env.ID).Msg("agent told the job ended")
 	return nil
 }
 

@@ -53,7 +53,7 @@ type recorder struct {
 	errs      []error
 }
 
-func (r *recorder) JobApproved(ctx context.Context, tx store.Tx, j store.Job) error {
+func (r *recorder) JobApproved(ctx context.Context, tx *service.JobTx, j store.Job) error {
 	got, err := tx.GetJob(ctx, j.ID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -71,7 +71,7 @@ func (r *recorder) JobWithdrawn(_ context.Context, _ store.Tx, j store.Job, from
 	return nil
 }
 
-func (r *recorder) CAGatePassed(_ context.Context, _ store.Tx, j store.Job) error {
+func (r *recorder) CAGatePassed(_ context.Context, _ *service.JobTx, j store.Job) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.caPassed = append(r.caPassed, j.ID)
@@ -308,7 +308,8 @@ sans:
 key_usage: [digitalSignature, nonRepudiation]
 extended_key_usage: [emailProtection]
 validity: 365d
-pin_policy: {min_length: 6, max_length: 16}
+token: {initialize: true, label: "{{.ID}}"}
+pin_policy: {min_length: 6, max_length: 16, so_pin_length: 16}
 approval:
   required: 1
   roles: [approver]

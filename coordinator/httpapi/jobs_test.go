@@ -197,7 +197,6 @@ func TestTwoApprovalsThenCAOperator(t *testing.T) {
 	e.advanceJob(t, j.ID, jobs.StateDispatched, jobs.StateRunning, jobs.StateAwaitingCertificate)
 
 	wantErr(t, e.as(t, "ap3", "POST", path+"/approve", nil), 403, "role_not_permitted", "")
-	wantErr(t, e.as(t, "hd", "POST", path+"/cancel", nil), 409, "not_cancellable", "")
 	d = ok[jobDetail](t, e.as(t, "ca", "POST", path+"/approve", nil), 200)
 	if d.State != "awaiting_certificate" || len(d.ApprovalList) != 3 || d.ApprovalList[2].Gate != "ca_operator" || !d.ApprovalList[2].Valid {
 		t.Fatalf("after the CA gate: %+v", d)
@@ -306,10 +305,56 @@ func TestCancel(t *testing.T) {
 	if _, withdrawn, _, _ := e.rec.snapshot(); !slices.Contains(withdrawn, j2.ID+":approved->cancelled") {
 		t.Fatalf("withdrawn %v", withdrawn)
 	}
-	// Once running, nobody cancels.
+	// Once the agent works on the token, nobody cancels.
 	j3 := e.newJob(t, "hd", issue("ann", "open-client", "ws-2"))
 	e.advanceJob(t, j3.ID, jobs.StateDispatched, jobs.StateRunning)
+	e.addStep(t, j3.ID, jobs.StepTokenFound)
 	wantErr(t, e.as(t, "admin", "POST", "/api/v1/jobs/"+j3.ID+"/cancel", nil), 409, "not_cancellable", "")
+	// While it waits for the token, or for its certificate, the requester cancels and the
+	// agent is told.
+	for _, tc := range []struct {
+		states []jobs.State
+		step   jobs.Step
+	}{
+		{[]jobs.State{jobs.StateDispatched, jobs.StateRunning}, jobs.StepWaitingForToken},
+		{[]jobs.State{jobs.StateDispatched, jobs.StateRunning, jobs.StateAwaitingCertificate}, ""},
+	} {
+		j := e.newJob(t, "hd", issue("ann", "open-client", "ws-2"))
+		e.advanceJob(t, j.ID, tc.states...)
+		if tc.step != "" {
+			e.addStep(t, j.ID, tc.step)
+		}
+		d = ok[jobDetail](t, e.as(t, "hd", "POST", "/api/v1/jobs/"+j.ID+"/cancel", nil), 200)
+		from := tc.states[len(tc.states)-1]
+		if d.State != "cancelled" {
+			t.Fatalf("cancel while %s: %+v", from, d)
+		}
+		if _, withdrawn, _, _ := e.rec.snapshot(); !slices.Contains(withdrawn, j.ID+":"+string(from)+"->cancelled") {
+			t.Fatalf("the agent was not told: withdrawn %v", withdrawn)
+		}
+	}
+}
+
+// addStep records a progress step of the job's current attempt, as the agent's report
+// would.
+func (e *env) addStep(t *testing.T, id string, step jobs.Step) {
+	t.Helper()
+	ctx := context.Background()
+	err := e.st.InTx(ctx, func(tx store.Tx) error {
+		j, err := tx.GetJob(ctx, id)
+		if err != nil {
+			return err
+		}
+		p, err := jobs.AdvanceStep(j.Kind, j.State, j.Progress, step)
+		if err != nil {
+			return err
+		}
+		_, err = tx.AddJobStep(ctx, store.JobStep{JobID: id, Attempt: j.Attempt, Step: step, At: e.clock.now()}, p, j.Version)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestNoApprovalProfile(t *testing.T) {

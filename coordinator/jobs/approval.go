@@ -125,6 +125,7 @@ type Job struct {
 	BindingHash        string    // BindingHash of the job as it stands
 	StateSince         time.Time // when the job entered State (an edit in pending_approval resets it)
 	Decisions          []Decision
+	Progress           Progress // the current attempt's steps, for CanCancel
 }
 
 // Actor is the user acting on a job.

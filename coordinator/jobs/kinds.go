@@ -102,3 +102,31 @@ func KnownStep(s Step) bool { return slices.Contains(steps, s) }
 
 // stepRank is the step's position in run order; -1 for none or unknown.
 func stepRank(s Step) int { return slices.Index(steps, s) }
+
+// PIN purposes, as the coordinator keeps them.
+const (
+	PINUser = "user_pin"
+	PINSO   = "so_pin"
+)
+
+// PINNeeded names the PIN of an existing token the coordinator must hold and pass on for
+// a job of kind k: the SO PIN to unblock, wipe or re-initialise a token (initialise: the
+// profile initialises; blank: the token has never been initialised, which needs none),
+// the user PIN to log in to put a key or a certificate on it; "" for none.
+func PINNeeded(k Kind, initialise, blank bool) string {
+	switch k {
+	case KindUnblockPIN, KindWipe:
+		return PINSO
+	case KindIssue, KindCSR:
+		switch {
+		case initialise && blank:
+			return ""
+		case initialise:
+			return PINSO
+		}
+		return PINUser
+	case KindRenew, KindInstallCertificate:
+		return PINUser
+	}
+	return ""
+}

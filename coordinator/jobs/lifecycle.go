@@ -3,18 +3,22 @@ package jobs
 import "time"
 
 // CanCancel checks whether actor a may cancel job j: only the requester or an admin, and
-// only before the job runs (pending_approval, approved, dispatched; see the package doc
-// for why dispatched is included).
+// only while the agent is not doing token work: before the job runs (pending_approval,
+// approved, dispatched), while the agent waits for the token (running, with no step yet
+// or waiting_for_token as the last one), and while it waits for its certificate
+// (awaiting_certificate). The agent is told and stops at its next safe point; see the
+// package doc.
 func CanCancel(j Job, a Actor) error {
 	if err := knownStates(j.State); err != nil {
 		return err
 	}
-	switch j.State {
-	case StatePendingApproval, StateApproved, StateDispatched:
-	default:
-		why := "it is already running"
-		if Terminal(j.State) {
+	if !Cancellable(j.State, j.Progress) || (j.Kind == KindRevoke && j.State == StateRunning) {
+		why := "the agent is working on the token (" + string(j.Progress.Current) + "); it can be cancelled while waiting for the token or for its certificate"
+		switch {
+		case Terminal(j.State):
 			why = "it has ended"
+		case j.State == StateInstalling:
+			why = "the agent is writing its certificate to the token"
 		}
 		return errorf(CodeNotCancellable, "job %s is %s and can no longer be cancelled: %s", j.ID, j.State, why)
 	}
@@ -22,6 +26,18 @@ func CanCancel(j Job, a Actor) error {
 		return errorf(CodeNotPermitted, "%q may not cancel job %s: only its requester or an admin may", a.ID, j.ID)
 	}
 	return nil
+}
+
+// Cancellable reports whether a job in state s with progress p can be cancelled (by a
+// person allowed to): open, waiting for its token, or waiting for its certificate.
+func Cancellable(s State, p Progress) bool {
+	switch s {
+	case StatePendingApproval, StateApproved, StateDispatched, StateAwaitingCertificate:
+		return true
+	case StateRunning:
+		return p.Current == "" || p.Current == StepWaitingForToken
+	}
+	return false
 }
 
 // CanRetry checks whether actor a may retry the failed job j at time now. A retry moves it

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,7 +18,9 @@ func TestCanCancel(t *testing.T) {
 			j := pendingJob()
 			j.State = s
 			err := CanCancel(j, tc.actor)
-			open := s == StatePendingApproval || s == StateApproved || s == StateDispatched
+			// Running with no step yet: the agent is looking for the token.
+			open := s == StatePendingApproval || s == StateApproved || s == StateDispatched || s == StateRunning ||
+				s == StateAwaitingCertificate
 			allowed := tc.name == "requester" || tc.name == "admin"
 			switch {
 			case !open:
@@ -38,6 +41,32 @@ func TestCanCancel(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCanCancelRunning: a running job is cancelled only while the agent waits for its
+// token, never in the middle of token work.
+func TestCanCancelRunning(t *testing.T) {
+	requester := Actor{ID: "helpdesk-1", Roles: []Role{RoleHelpdesk}}
+	for _, tc := range []struct {
+		current Step
+		ok      bool
+	}{
+		{"", true}, {StepWaitingForToken, true}, {StepTokenFound, false}, {StepInitialising, false},
+		{StepKeyGenerated, false}, {StepCSRSent, false},
+	} {
+		j := pendingJob()
+		j.State = StateRunning
+		j.Progress = Progress{Current: tc.current, Highest: StepCSRSent}
+		err := CanCancel(j, requester)
+		if tc.ok != (err == nil) || (!tc.ok && !errors.Is(err, ErrNotCancellable)) {
+			t.Errorf("running at %q: %v, want allowed %v", tc.current, err, tc.ok)
+		}
+	}
+	j := pendingJob()
+	j.State = StateInstalling
+	if err := CanCancel(j, requester); !errors.Is(err, ErrNotCancellable) || !strings.Contains(err.Error(), "writing its certificate") {
+		t.Errorf("installing: %v", err)
 	}
 }
 

@@ -9,14 +9,17 @@ import (
 // The package doc explains the choices (retry, cancel, expiry, revoke).
 var edges = map[State][]State{
 	StatePendingApproval: {StateApproved, StateRejected, StateCancelled, StateSuperseded, StateExpired},
-	// approved → running only for revoke, which the coordinator runs itself.
-	StateApproved: {StateDispatched, StateRunning, StateCancelled, StateSuperseded, StateExpired},
+	// approved → running only for revoke, which the coordinator runs itself. approved →
+	// failed: the coordinator cannot build the attempt's dispatch (a PIN it does not
+	// hold, a profile that no longer renders); a retry is a new attempt.
+	StateApproved: {StateDispatched, StateRunning, StateFailed, StateCancelled, StateSuperseded, StateExpired},
 	// dispatched → failed: the agent refused the job before starting it.
 	StateDispatched: {StateRunning, StateFailed, StateCancelled, StateSuperseded, StateExpired},
-	StateRunning:    {StateAwaitingCertificate, StateSucceeded, StateFailed},
+	// running → cancelled only while the agent waits for the token (CanCancel).
+	StateRunning: {StateAwaitingCertificate, StateSucceeded, StateFailed, StateCancelled},
 	// awaiting_certificate holds the CA-operator gate: a CA operator may reject, the gate
-	// may expire, signing may fail.
-	StateAwaitingCertificate: {StateInstalling, StateRejected, StateFailed, StateExpired},
+	// may expire, signing may fail, the requester may cancel while the agent waits.
+	StateAwaitingCertificate: {StateInstalling, StateRejected, StateFailed, StateExpired, StateCancelled},
 	StateInstalling:          {StateSucceeded, StateFailed},
 	// failed → approved is a retry: a new attempt (Attempt+1) of the same job.
 	StateFailed: {StateApproved},
@@ -57,6 +60,10 @@ func kindForbids(kind Kind, from, to State) string {
 	switch {
 	case kind == KindRevoke && (from == StateDispatched || to == StateDispatched):
 		return "revoke runs on the coordinator and is never dispatched"
+	case kind == KindRevoke && from == StateApproved && to == StateFailed:
+		return "revoke is never dispatched, so it cannot fail to be"
+	case kind == KindRevoke && from == StateRunning && to == StateCancelled:
+		return "revoke runs on the coordinator and is not cancelled once it runs"
 	case kind == KindRevoke && to == StateSuperseded:
 		return "revoke has no target agent and is never superseded"
 	case kind != KindRevoke && from == StateApproved && to == StateRunning:

@@ -143,7 +143,7 @@ func (t *txn) apply(ctx context.Context, j store.Job, o jobs.Outcome, actor stri
 			Reason: fmt.Sprintf("%d of %d approvals", o.Approvals, o.Required)}, "")
 		return nj, false, err
 	case o.Status == jobs.StatusApproved && o.Gate == jobs.GateCAOperator:
-		if err := t.s.issuer.CAGatePassed(ctx, t.Tx, j); err != nil {
+		if err := t.s.issuer.CAGatePassed(ctx, &JobTx{Tx: t.Tx, t: t}, j); err != nil {
 			return store.Job{}, false, fmt.Errorf("issuer: job %s: %w", j.ID, err)
 		}
 		nj, err := t.GetJob(ctx, j.ID)

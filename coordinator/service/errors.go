@@ -36,6 +36,10 @@ const (
 	CodeMissingAttribute  Code = "missing_holder_attribute"
 	CodeInvalidAttribute  Code = "invalid_holder_attribute"
 	CodeTooLarge          Code = "too_large"
+	// CodePINsUnknown: the job needs a PIN of the token that no tokenfleet job set.
+	CodePINsUnknown Code = "pins_unknown"
+	// CodeNotHoldersToken: the token carries another holder's certificates.
+	CodeNotHoldersToken Code = "not_holders_token"
 	CodeInternal          Code = "internal"
 )
 

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -148,6 +149,9 @@ func (s *Service) CreateJob(ctx context.Context, actor store.User, r JobRequest)
 		} else if err != nil {
 			return err
 		}
+		if err := t.tokenReady(ctx, r, p, holder); err != nil {
+			return err
+		}
 		orgName := ""
 		if holder.OrganisationID != "" {
 			o, err := t.GetOrganisation(ctx, holder.OrganisationID)
@@ -205,6 +209,73 @@ func (s *Service) CreateJob(ctx context.Context, actor store.User, r JobRequest)
 		return Job{}, err
 	}
 	return s.jobView(ctx, s.st, newNames(s.st), out)
+}
+
+// tokenReady refuses, at request time, a job on a named token that could never be sent
+// to the agent or would act on someone else's token: one that needs a PIN of the token
+// that no tokenfleet job set (only a token tokenfleet initialised, or a blank one, can
+// be worked on), and a renew for a token carrying another holder's certificates and none
+// of this holder's.
+func (t *txn) tokenReady(ctx context.Context, r JobRequest, p profile.Profile, holder store.User) error {
+	if r.TokenSerial == "" {
+		return nil // the token is chosen at dispatch; what is wrong then fails the job there
+	}
+	blank := false
+	tok, err := t.GetToken(ctx, r.TokenSerial)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if p.Token.Initialize && (r.Kind == jobs.KindIssue || r.Kind == jobs.KindCSR) {
+			// Not reported yet: it may come blank. The dispatch waits for the agent's
+			// report and decides then.
+			return nil
+		}
+	case err != nil:
+		return err
+	default:
+		var f protocol.TokenFlags
+		blank = json.Unmarshal(tok.Flags, &f) == nil && !f.Initialized
+	}
+	if need := jobs.PINNeeded(r.Kind, p.Token.Initialize, blank); need != "" {
+		if _, err := t.GetTokenPIN(ctx, r.TokenSerial, need); errors.Is(err, store.ErrNotFound) {
+			what := "user PIN"
+			if need == jobs.PINSO {
+				what = "SO PIN"
+			}
+			return newErr(CodePINsUnknown, "token_serial",
+				"a %s job needs the %s of token %s, and tokenfleet holds none (no tokenfleet job set it); only a token tokenfleet initialised, or a blank one, can be worked on: issue it with a profile that initialises it first",
+				r.Kind, what, r.TokenSerial)
+		} else if err != nil {
+			return err
+		}
+	}
+	if r.Kind != jobs.KindRenew {
+		return nil
+	}
+	valid := false
+	others := map[string]bool{}
+	p2 := store.Page{Limit: store.MaxPageLimit}
+	for {
+		cs, next, err := t.ListCertificates(ctx, store.CertificateFilter{TokenSerial: r.TokenSerial, Revoked: &valid}, p2)
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			if c.HolderID == holder.ID {
+				return nil
+			}
+			others[c.HolderID] = true
+		}
+		if next == "" {
+			break
+		}
+		p2.Cursor = next
+	}
+	if len(others) > 0 {
+		return newErr(CodeNotHoldersToken, "token_serial",
+			"token %s carries certificates of another holder and none of %s: a renew is for the holder whose certificate the token has",
+			r.TokenSerial, holder.Username)
+	}
+	return nil
 }
 
 // supersede ends every open job the new one replaces: same holder, profile and target.

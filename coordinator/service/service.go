@@ -17,11 +17,14 @@ import (
 // the message a change causes goes into the outbox atomically with it. An error rolls the
 // change back.
 type Dispatcher interface {
-	// JobApproved is called when job has just entered approved.
-	JobApproved(ctx context.Context, tx store.Tx, job store.Job) error
-	// JobWithdrawn is called when job left approved or dispatched (from) without running:
-	// cancelled, superseded or expired. A dispatched job's message may sit in the agent's
-	// queue; the agent must be told to drop it.
+	// JobApproved is called when job has just entered approved. It may fail the job when
+	// its dispatch can never be built, through jt like any other transition.
+	JobApproved(ctx context.Context, jt *JobTx, job store.Job) error
+	// JobWithdrawn is called when the coordinator ended job (from the state from) without
+	// the agent having reported that end: cancelled, superseded, expired, rejected at the
+	// CA-operator gate, or failed by the coordinator (a CSR refused, a dispatch that
+	// cannot be built). If the agent was sent the attempt it must be told, so that it
+	// stops waiting and leaves the token as the job kind's rules say.
 	JobWithdrawn(ctx context.Context, tx store.Tx, job store.Job, from jobs.State) error
 }
 
@@ -29,7 +32,7 @@ type Dispatcher interface {
 // has passed: it signs the certificate and moves the job on. Called inside the
 // transaction that records the deciding approval.
 type Issuer interface {
-	CAGatePassed(ctx context.Context, tx store.Tx, job store.Job) error
+	CAGatePassed(ctx context.Context, jt *JobTx, job store.Job) error
 }
 
 // Observer counts what happened, after the transaction committed (so retried attempts
@@ -43,7 +46,7 @@ type Observer interface {
 // NopDispatcher does nothing: jobs stay approved until a dispatcher is wired in.
 type NopDispatcher struct{}
 
-func (NopDispatcher) JobApproved(context.Context, store.Tx, store.Job) error { return nil }
+func (NopDispatcher) JobApproved(context.Context, *JobTx, store.Job) error { return nil }
 func (NopDispatcher) JobWithdrawn(context.Context, store.Tx, store.Job, jobs.State) error {
 	return nil
 }
@@ -52,7 +55,7 @@ func (NopDispatcher) JobWithdrawn(context.Context, store.Tx, store.Job, jobs.Sta
 // awaiting_certificate until an issuer is wired in.
 type NopIssuer struct{}
 
-func (NopIssuer) CAGatePassed(context.Context, store.Tx, store.Job) error { return nil }
+func (NopIssuer) CAGatePassed(context.Context, *JobTx, store.Job) error { return nil }
 
 type nopObserver struct{}
 
@@ -211,8 +214,11 @@ func (t *txn) transition(ctx context.Context, j store.Job, to jobs.State, c stor
 	t.events = append(t.events, func(o Observer) { o.JobTransition(from, to) })
 	switch {
 	case to == jobs.StateApproved:
-		err = t.s.disp.JobApproved(ctx, t.Tx, nj)
-	case (from == jobs.StateApproved || from == jobs.StateDispatched) && jobs.Terminal(to):
+		if err = t.s.disp.JobApproved(ctx, &JobTx{Tx: t.Tx, t: t}, nj); err == nil {
+			// The dispatcher may have failed the job it could not dispatch.
+			nj, err = t.GetJob(ctx, nj.ID)
+		}
+	case jobs.Terminal(to) && to != jobs.StateSucceeded && from != jobs.StatePendingApproval && !byAgent(c):
 		err = t.s.disp.JobWithdrawn(ctx, t.Tx, nj, from)
 	}
 	if err != nil {

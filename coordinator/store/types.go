@@ -141,7 +141,7 @@ func (j Job) Rules(holderOrganisation string, approvals []Approval) jobs.Job {
 	return jobs.Job{ID: j.ID, Kind: j.Kind, State: j.State, Attempt: j.Attempt, RequesterID: j.RequesterID,
 		HolderID: j.HolderID, HolderOrganization: holderOrganisation, ProfileName: j.ProfileName,
 		TargetAgentID: j.AgentID, TokenSerial: j.TokenSerial, BindingHash: j.BindingHash,
-		StateSince: j.StateSince, Decisions: decisions}
+		StateSince: j.StateSince, Decisions: decisions, Progress: j.Progress}
 }
 
 // JobEdit replaces what a pending request asks for. Approvals bound to the old binding hash
@@ -226,8 +226,8 @@ type JobAttempt struct {
 
 // PIN purposes of TokenPIN, as the protocol names them.
 const (
-	PINPurposeUser = "user_pin"
-	PINPurposeSO   = "so_pin"
+	PINPurposeUser = jobs.PINUser
+	PINPurposeSO   = jobs.PINSO
 )
 
 // TokenPIN is a PIN an agent set on a token, kept as the agent sealed it to the

@@ -326,6 +326,39 @@ type subscription struct {
 	ch         *amqp091.Channel
 	deliveries <-chan amqp091.Delivery
 	closes     chan *amqp091.Error
+
+	mu     sync.Mutex // guards timers
+	timers map[*time.Timer]struct{}
+}
+
+// after runs fn after d on a timer of the subscription's; stopTimers cancels those that
+// have not fired.
+func (sub *subscription) after(d time.Duration, fn func()) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if sub.timers == nil {
+		sub.timers = make(map[*time.Timer]struct{})
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		sub.mu.Lock()
+		_, live := sub.timers[t]
+		delete(sub.timers, t)
+		sub.mu.Unlock()
+		if live {
+			fn()
+		}
+	})
+	sub.timers[t] = struct{}{}
+}
+
+func (sub *subscription) stopTimers() {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	for t := range sub.timers {
+		t.Stop()
+	}
+	clear(sub.timers)
 }
 
 func (cons *Consumer) run(ctx context.Context, ready chan<- error) {
@@ -393,8 +426,10 @@ func (cons *Consumer) subscribe(s *session) (*subscription, error) {
 
 // serve handles deliveries until the subscription ends or ctx does.
 func (cons *Consumer) serve(ctx context.Context, sub *subscription) error {
-	// Closing the channel hands unacknowledged messages back to the queue.
+	// Closing the channel hands unacknowledged messages back to the queue, those waiting
+	// for their retry included.
 	defer func() { _ = sub.ch.Close() }()
+	defer sub.stopTimers()
 	for {
 		select {
 		case <-ctx.Done():
@@ -461,16 +496,17 @@ func (cons *Consumer) handle(ctx context.Context, sub *subscription, d amqp091.D
 		}
 		cons.retries[id] = n + 1
 		// Pause before requeueing: a requeued message comes straight back,
-		// and what failed (a database, a disk) is rarely back that soon.
+		// and what failed (a database, a disk) is rarely back that soon. The
+		// message waits unacknowledged on a timer while the consumer goes on
+		// with the next ones: one message's trouble holds up no other.
 		delay := time.Duration(n+1) * cons.opts.RetryDelay
 		delay = delay/2 + rand.N(delay/2+1)
 		cons.log.Warn().Err(out.err).Str("message_id", id).Int("retries", n+1).Dur("retry_in", delay).Msg("handler asked to retry the message")
-		if !sleep(ctx, delay) {
-			return // the channel closes: the broker requeues it
-		}
-		if err := d.Nack(false, true); err != nil {
-			cons.log.Debug().Err(err).Msg("requeue lost with the channel; the broker redelivers the message")
-		}
+		sub.after(delay, func() {
+			if err := d.Nack(false, true); err != nil {
+				cons.log.Debug().Err(err).Msg("requeue lost with the channel; the broker redelivers the message")
+			}
+		})
 	}
 }
 

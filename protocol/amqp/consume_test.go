@@ -178,6 +178,48 @@ func TestConsumeRetryBounded(t *testing.T) {
 	}
 }
 
+// TestConsumeRetryHoldsUpNothing: while a message waits for its retry (here for an
+// hour), the consumer goes on with the next ones; closing the consumer hands the waiting
+// message back to the queue.
+func TestConsumeRetryHoldsUpNothing(t *testing.T) {
+	leakCheck(t)
+	b := testenv.NewBroker(t)
+	ctx := testContext(t)
+	c := coordinatorConn(t, b, "tokenfleet-coordinator test")
+	stuck := progressEnv(t, "ws-01")
+	rec := &recorder{fn: func(d *Delivery) Outcome {
+		if d.Envelope.ID == stuck.ID {
+			return Retry(protocol.NewError(protocol.CodeInternal, "database away"))
+		}
+		return Ack()
+	}}
+	cons, err := c.Consume(ctx, protocol.EventsQueue, ConsumeOptions{Senders: SenderSharedUser, RetryDelay: time.Hour}, rec.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PublishEvent(ctx, stuck); err != nil {
+		t.Fatal(err)
+	}
+	var next []*protocol.Envelope
+	for range 3 {
+		env := progressEnv(t, "ws-01")
+		next = append(next, env)
+		if err := c.PublishEvent(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "the messages after the one waiting for its retry", func() bool { return rec.count() >= 4 })
+	for _, d := range rec.all()[1:] {
+		if d.Envelope.ID == stuck.ID {
+			t.Fatalf("the waiting message came back before its retry delay")
+		}
+	}
+	// Only the waiting message is left, unacknowledged; closing gives it back.
+	waitDepth(t, b, protocol.EventsQueue, 0, 1)
+	cons.Close()
+	waitDepth(t, b, protocol.EventsQueue, 1, 0)
+}
+
 // TestConsumeHandlerOutcomes: Reject dead-letters with the handler's code;
 // a panicking handler is retried and then dead-lettered, the process lives.
 func TestConsumeHandlerOutcomes(t *testing.T) {

@@ -1,0 +1,71 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// AgentActorPrefix starts the actor of a change an agent's report caused ("agent:ID").
+// Such a change is the agent's own news: the agent is not told about it again.
+const AgentActorPrefix = "agent:"
+
+// AgentActor names agent id as the actor of a change in timelines and the audit log.
+func AgentActor(id string) string { return AgentActorPrefix + id }
+
+// JobTx is a transaction in which jobs change state. The dispatcher handles every agent
+// event and broker confirmation in one: its transitions then go through the same table,
+// audit entries, dispatcher seams and counters as those of the API and the sweepers. The
+// embedded store.Tx is for the records that are not job state (inbox, attempts, steps,
+// certificates, tokens).
+type JobTx struct {
+	store.Tx
+	t *txn
+}
+
+// UpdateJobs runs fn in one transaction, and again on fresh reads after a lost
+// compare-and-set (an error matching store.ErrConflict), at most maxTxAttempts times.
+// Transitions are counted once the transaction committed. fn's error is returned as it
+// is, so that the caller can tell its own verdicts from store failures.
+func (s *Service) UpdateJobs(ctx context.Context, fn func(jt *JobTx) error) error {
+	var err error
+	for range maxTxAttempts {
+		var t *txn
+		err = s.st.InTx(ctx, func(tx store.Tx) error {
+			t = &txn{Tx: tx, s: s, now: s.clock()}
+			return fn(&JobTx{Tx: tx, t: t})
+		})
+		if errors.Is(err, store.ErrConflict) {
+			s.log.Debug().Err(err).Msg("concurrent change; reading again")
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, ev := range t.events {
+			ev(s.obs)
+		}
+		return nil
+	}
+	return err
+}
+
+// Now is the transaction's time, in store precision.
+func (jt *JobTx) Now() time.Time { return jt.t.now }
+
+// Transition moves j to state to, checked against the kind's transition table, with its
+// timeline event and audit entry; the dispatcher is told as for any other transition.
+func (jt *JobTx) Transition(ctx context.Context, j store.Job, to jobs.State, c store.JobChange) (store.Job, error) {
+	return jt.t.transition(ctx, j, to, c, "")
+}
+
+// Audit appends an audit entry in the transaction.
+func (jt *JobTx) Audit(ctx context.Context, e audit.Entry) error { return jt.t.audit(ctx, e) }
+
+// byAgent reports whether a change was caused by the job's agent reporting it.
+func byAgent(c store.JobChange) bool { return strings.HasPrefix(c.Actor, AgentActorPrefix) }
