@@ -399,3 +399,18 @@ func (a *Agent) Result(is *Issued, outcome protocol.Outcome, fail *protocol.Erro
 	}
 	return a.Send(is.Ref, protocol.Result{Outcome: outcome, Error: fail, Outputs: out})
 }
+
+// Key is a key the scripted agent made "on the token": the signer, its public key as
+// the agent reports it at key_generated, and a CSR it signed.
+type Key struct {
+	Signer    crypto.Signer
+	PublicKey []byte
+	CSR       []byte
+}
+
+// NewReportedKey makes a Key of type kt.
+func NewReportedKey(t testing.TB, kt protocol.KeyType) *Key {
+	t.Helper()
+	k := NewKey(t, kt)
+	return &Key{Signer: k, PublicKey: PublicKeyDER(t, k), CSR: CSR(t, k)}
+}

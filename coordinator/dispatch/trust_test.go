@@ -1,0 +1,475 @@
+package dispatch_test
+
+import (
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tokenfleet/tokenfleet/coordinator"
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/client"
+	"github.com/tokenfleet/tokenfleet/coordinator/dispatch/dispatchtest"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/protocol"
+	"github.com/tokenfleet/tokenfleet/protocol/amqp"
+)
+
+// heldProfile needs one approval, kept for thirty days, and no CA operator: a job of it
+// stays in pending_approval until the test moves it, and the sweepers leave it alone.
+const heldProfile = `name: held
+description: One approval kept for thirty days; no CA-operator gate.
+key: {type: ec, curve: P-256}
+subject:
+  common_name: "{{.Name}}"
+key_usage: [digitalSignature]
+extended_key_usage: [clientAuth]
+validity: 30d
+pin_policy: {min_length: 6, max_length: 8}
+approval:
+  required: 1
+  roles: [approver]
+  expires_after: 30d
+`
+
+// fixture is a state a job can be in when an agent's event arrives.
+type fixture struct {
+	name       string
+	state      jobs.State
+	dispatched bool        // the attempt's dispatch was written out
+	steps      []jobs.Step // progress recorded for the attempt
+}
+
+// fixturesOf lists the states a job of kind can really be in.
+func fixturesOf(kind jobs.Kind) []fixture {
+	running := []jobs.Step{jobs.StepTokenFound}
+	sent := []jobs.Step{jobs.StepTokenFound, jobs.StepKeyGenerated, jobs.StepCSRSent}
+	fs := []fixture{{name: "pending_approval", state: jobs.StatePendingApproval}}
+	if kind != jobs.KindInventory && kind != jobs.KindInstallCertificate {
+		// Waiting for the agent to report a token: the dispatch is not written. (An
+		// inventory job needs nothing to be sent; an install job without a certificate
+		// to install fails at once.)
+		fs = append(fs, fixture{name: "approved, waiting", state: jobs.StateApproved})
+	}
+	fs = append(fs,
+		fixture{name: "approved, dispatch written", state: jobs.StateApproved, dispatched: true},
+		fixture{name: "dispatched", state: jobs.StateDispatched, dispatched: true},
+		fixture{name: "running", state: jobs.StateRunning, dispatched: true, steps: running},
+	)
+	if jobs.NeedsCertificate(kind) {
+		fs = append(fs,
+			fixture{name: "awaiting_certificate", state: jobs.StateAwaitingCertificate, dispatched: true, steps: sent},
+			fixture{name: "installing", state: jobs.StateInstalling, dispatched: true, steps: sent},
+			fixture{name: "rejected by the CA operator", state: jobs.StateRejected, dispatched: true, steps: sent},
+		)
+	}
+	return append(fs,
+		fixture{name: "succeeded", state: jobs.StateSucceeded, dispatched: true, steps: running},
+		fixture{name: "failed", state: jobs.StateFailed, dispatched: true, steps: running},
+		fixture{name: "cancelled while waiting", state: jobs.StateCancelled, dispatched: true},
+		fixture{name: "cancelled before dispatch", state: jobs.StateCancelled},
+		fixture{name: "superseded", state: jobs.StateSuperseded, dispatched: true},
+		fixture{name: "expired", state: jobs.StateExpired, dispatched: true},
+		fixture{name: "rejected", state: jobs.StateRejected},
+	)
+}
+
+// agentEvent is an event the agent sends about its job.
+type agentEvent struct {
+	kind jobs.EventKind
+	step jobs.Step
+}
+
+var agentEvents = []agentEvent{
+	{jobs.EventProgress, jobs.StepWaitingForToken},
+	{jobs.EventProgress, jobs.StepCertificateWritten},
+	{jobs.EventCSR, ""},
+	{jobs.EventSucceeded, ""},
+	{jobs.EventFailed, ""},
+	{jobs.EventAcknowledged, ""},
+}
+
+// TestEventTable sends every agent event, from the job's own agent with its own broker
+// user, to a job of every kind in every state it can be in. An event the table takes
+// moves the job as the table says; any other is refused with the table's code, lands in
+// the dead-letter queue with the reason, is audited, and leaves the database unchanged.
+func TestEventTable(t *testing.T) {
+	for _, kind := range jobs.Kinds() {
+		if !jobs.OnAgent(kind) {
+			continue // revoke runs on the coordinator: jobs.TestAcceptEventTable covers it
+		}
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			m := newMatrix(t)
+			for _, f := range fixturesOf(kind) {
+				for _, ev := range agentEvents {
+					m.check(t, kind, f, ev)
+				}
+			}
+			m.w.verifyAudit()
+		})
+	}
+}
+
+// matrix is one coordinator, one agent with its own broker user, and a way to read the
+// coordinator's database and dead-letter queue.
+type matrix struct {
+	w       *world
+	a       *dispatchtest.Agent
+	db      *sql.DB
+	dead    *amqp091.Channel
+	boss    string // the approver's user ID
+	cursor  int64  // audit entries before this sequence number were looked at
+	holders int
+}
+
+const matrixAgent = "ws-matrix"
+
+func newMatrix(t *testing.T) *matrix {
+	w := newWorld(t, "per_agent")
+	if _, err := w.admin.ApplyProfiles(w.ctx, []byte(heldProfile)); err != nil {
+		t.Fatal(err)
+	}
+	a := w.agent(matrixAgent, w.agentUser(matrixAgent))
+	a.Hello() // its seal key; it reports no token, so jobs that need one wait
+	boss, err := w.c.Store.GetUserByUsername(w.ctx, "boss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(w.c.DataDir, coordinator.DatabaseFile)+"?_pragma=busy_timeout(10000)&_query_only=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	conn, err := amqp091.Dial(w.broker.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	dead, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &matrix{w: w, a: a, db: db, dead: dead, boss: boss.ID}
+	// The hello is taken before any job exists.
+	waitFor(t, "the agent's hello", func() bool {
+		ag, err := w.c.Store.GetAgent(w.ctx, matrixAgent)
+		return err == nil && len(ag.PublicKey) > 0
+	})
+	return m
+}
+
+// check sets up a job of kind in fixture f, sends ev, and checks what became of both.
+func (m *matrix) check(t *testing.T, kind jobs.Kind, f fixture, ev agentEvent) {
+	t.Helper()
+	name := fmt.Sprintf("%s job %s: %s %s", kind, f.name, ev.kind, ev.step)
+	j, key := m.fixture(t, kind, f, ev)
+	eff, tableErr := jobs.AcceptEvent(kind, j.State, f.dispatched, j.Progress, ev.kind, ev.step)
+	var before string
+	if tableErr != nil {
+		// What earlier cases queued for the agent is sent first: the publisher marks
+		// rows sent on its own time.
+		waitFor(t, name+": outbox sent", func() bool {
+			var n int
+			if err := m.db.QueryRowContext(m.w.ctx, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n == 0
+		})
+		before = m.snapshot(t)
+	}
+	env := m.send(t, j, ev, key)
+	if tableErr != nil {
+		code := protocol.CodeEventNotAllowed
+		var je *jobs.Error
+		if asJobsError(tableErr, &je) {
+			switch je.Code {
+			case jobs.CodeNotDispatched:
+				code = protocol.CodeJobNotDispatched
+			case jobs.CodeJobEnded:
+				code = protocol.CodeJobEnded
+			}
+		}
+		d := m.deadLetter(t, env.ID)
+		if got := d.Headers[amqp.HeaderErrorCode]; got != string(code) {
+			t.Errorf("%s: dead-lettered with %v (%v), want %s", name, got, d.Headers[amqp.HeaderError], code)
+		}
+		if reason, _ := d.Headers[amqp.HeaderError].(string); reason == "" {
+			t.Errorf("%s: dead-lettered without a reason", name)
+		}
+		e, ok := m.rejection(t, env.ID)
+		if !ok || !strings.Contains(string(e.Details), string(code)) || e.JobID != j.ID {
+			t.Errorf("%s: audit entry %+v (found %v)", name, e, ok)
+		}
+		if after := m.snapshot(t); after != before {
+			t.Errorf("%s: refused, but the database changed:\n%s", name, diffLines(before, after))
+		}
+		return
+	}
+	waitFor(t, name+": processed", func() bool {
+		_, err := m.w.c.Store.GetInbox(m.w.ctx, env.ID)
+		return err == nil
+	})
+	got, err := m.w.c.Store.GetJob(m.w.ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := j.State
+	switch {
+	case eff.To != "":
+		want = eff.To
+	case eff.CheckCSR && jobs.NeedsCertificate(kind):
+		want = jobs.StateInstalling // signed at once: the profile has no CA-operator gate
+	case eff.Start:
+		want = jobs.StateRunning
+	}
+	if got.State != want {
+		t.Errorf("%s: the job is %s, want %s (%s: %s)", name, got.State, want, got.ErrorCode, got.ErrorMessage)
+	}
+	if ev.kind == jobs.EventProgress && got.Progress.Current != ev.step {
+		t.Errorf("%s: progress %+v", name, got.Progress)
+	}
+	if eff.CheckCSR {
+		if cs := m.w.certificates(j.ID); len(cs) != 1 {
+			t.Errorf("%s: %d certificates issued, want 1", name, len(cs))
+		}
+	}
+}
+
+func asJobsError(err error, target **jobs.Error) bool {
+	je, ok := err.(*jobs.Error)
+	if ok {
+		*target = je
+	}
+	return ok
+}
+
+// fixture creates a job of kind through the API and moves it, in the store, to the
+// fixture's state with what the coordinator would know of it there. It returns the job
+// and, for a job whose key was reported, that key.
+func (m *matrix) fixture(t *testing.T, kind jobs.Kind, f fixture, ev agentEvent) (store.Job, *dispatchtest.Key) {
+	t.Helper()
+	ctx := m.w.ctx
+	// A holder of its own: a new request would supersede the last one of the same holder.
+	m.holders++
+	holder := fmt.Sprintf("holder-%d", m.holders)
+	if _, err := m.w.admin.CreateUser(ctx, client.UserCreate{Username: holder, DisplayName: "Holder " + holder, Organization: "Acme"}); err != nil {
+		t.Fatal(err)
+	}
+	cj, err := m.w.desk.CreateJob(ctx, client.JobCreate{Kind: kind, Holder: holder, Agent: matrixAgent, Profile: "held"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key *dispatchtest.Key
+	if f.dispatched && slices.Contains([]jobs.Kind{jobs.KindIssue, jobs.KindRenew, jobs.KindCSR}, kind) {
+		key = dispatchtest.NewReportedKey(t, protocol.KeyP256)
+	}
+	var out store.Job
+	err = m.w.c.Store.InTx(ctx, func(tx store.Tx) error {
+		j, err := tx.GetJob(ctx, cj.ID)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		if f.state != jobs.StatePendingApproval {
+			if _, err := tx.AddApproval(ctx, store.Approval{JobID: j.ID, Gate: jobs.GateRequest, ApproverID: m.boss,
+				Verdict: jobs.VerdictApprove, BoundHash: j.BindingHash, Attempt: 1, At: now, Expires: now.Add(30 * 24 * time.Hour)}); err != nil {
+				return err
+			}
+			if j, err = tx.UpdateJobState(ctx, j.ID, j.State, f.state, j.Version, store.JobChange{Actor: "test", Reason: "fixture", At: now}); err != nil {
+				return err
+			}
+		}
+		if f.dispatched {
+			if err := tx.RecordAttemptDispatch(ctx, j.ID, 1, protocol.NewMessageID()); err != nil {
+				return err
+			}
+		}
+		p := jobs.Progress{}
+		for _, s := range f.steps {
+			p = jobs.Progress{Current: s, Highest: s}
+			if j, err = tx.AddJobStep(ctx, store.JobStep{JobID: j.ID, Attempt: 1, Step: s, At: now}, p, j.Version); err != nil {
+				return err
+			}
+		}
+		if key != nil {
+			if err := tx.RecordAttemptKey(ctx, j.ID, 1, key.PublicKey); err != nil {
+				return err
+			}
+		}
+		// A csr job reports success once its CSR was taken.
+		if kind == jobs.KindCSR && ev.kind == jobs.EventSucceeded && f.dispatched {
+			if err := tx.RecordAttemptCSR(ctx, j.ID, 1, key.CSR, now); err != nil {
+				return err
+			}
+		}
+		out = j
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, key
+}
+
+// send publishes the event for job j as its agent would.
+func (m *matrix) send(t *testing.T, j store.Job, ev agentEvent, key *dispatchtest.Key) *protocol.Envelope {
+	t.Helper()
+	ref := protocol.JobRef{JobID: j.ID, Attempt: uint32(j.Attempt)}
+	switch ev.kind {
+	case jobs.EventProgress:
+		return m.a.Send(ref, protocol.Progress{Step: protocol.Step(ev.step)})
+	case jobs.EventCSR:
+		if key == nil {
+			key = dispatchtest.NewReportedKey(t, protocol.KeyP256)
+		}
+		return m.a.Send(ref, protocol.CSRSubmission{CSR: key.CSR, KeyID: protocol.DeriveKeyID(j.ID), PublicKey: key.PublicKey})
+	case jobs.EventSucceeded:
+		return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeSucceeded})
+	case jobs.EventFailed:
+		return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeFailed, Error: protocol.NewError(protocol.CodeTokenNotPresent, "token removed")})
+	}
+	return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeFailed, Error: protocol.NewError(protocol.CodeJobCancelled, "the coordinator moved the job to cancelled")})
+}
+
+// deadLetter takes the dead-lettered copy of message id off the dead-letter queue.
+func (m *matrix) deadLetter(t *testing.T, id string) amqp091.Delivery {
+	t.Helper()
+	var found *amqp091.Delivery
+	waitFor(t, "message "+id+" in the dead-letter queue", func() bool {
+		for {
+			d, ok, err := m.dead.Get(protocol.DeadLetterQueue, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				return false
+			}
+			if d.MessageId == id {
+				found = &d
+				return true
+			}
+		}
+	})
+	return *found
+}
+
+// rejection finds the message.rejected entry of message id among the entries not looked
+// at yet.
+func (m *matrix) rejection(t *testing.T, id string) (audit.Entry, bool) {
+	t.Helper()
+	for e, err := range m.w.c.Store.AuditEntries(m.w.ctx, m.cursor+1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.cursor = e.Seq
+		if e.Action == audit.ActionMessageRejected && strings.Contains(string(e.Details), id) {
+			return e, true
+		}
+	}
+	return audit.Entry{}, false
+}
+
+// snapshotSkip are what may change while an event is refused: the audit log (which
+// records the refusal), migrations, and presence and waiting notes the sweepers keep.
+var snapshotSkip = map[string]bool{
+	"audit_log": true, "audit_head": true, "audit_checkpoints": true, "goose_db_version": true, "sqlite_sequence": true,
+	"online": true, "last_heartbeat_at": true, "waiting_reason": true,
+}
+
+// snapshot is the coordinator's whole database as text, a line per row.
+func (m *matrix) snapshot(t *testing.T) string {
+	t.Helper()
+	ctx := m.w.ctx
+	rows, err := m.db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if !snapshotSkip[n] {
+			tables = append(tables, n)
+		}
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, table := range tables {
+		rows, err := m.db.QueryContext(ctx, "SELECT * FROM "+table+" ORDER BY rowid")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, err := rows.Columns()
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		for rows.Next() {
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			b.WriteString(table)
+			for i, c := range cols {
+				if !snapshotSkip[c] {
+					fmt.Fprintf(&b, " %s=%v", c, vals[i])
+				}
+			}
+			b.WriteByte('\n')
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
+
+// diffLines lists the lines that differ between a and b, counting repeated lines.
+func diffLines(a, b string) string {
+	count := map[string]int{}
+	for _, l := range strings.Split(a, "\n") {
+		count[l]--
+	}
+	for _, l := range strings.Split(b, "\n") {
+		count[l]++
+	}
+	var out []string
+	for l, n := range count {
+		switch {
+		case n < 0:
+			out = append(out, fmt.Sprintf("- (%d) %s", -n, l))
+		case n > 0:
+			out = append(out, fmt.Sprintf("+ (%d) %s", n, l))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, "\n")
+}
+
+// waitFor polls ok until it holds, failing the test after waitTimeout.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, waitTimeout)
+		}
+		<-tick.C
+	}
+}
