@@ -40,7 +40,7 @@ const (
 	CodePINsUnknown Code = "pins_unknown"
 	// CodeNotHoldersToken: the token carries another holder's certificates.
 	CodeNotHoldersToken Code = "not_holders_token"
-	CodeInternal          Code = "internal"
+	CodeInternal        Code = "internal"
 )
 
 // Error is what every operation of the service returns on failure: a stable code, a
