@@ -148,6 +148,10 @@ type JobDetail struct {
 	ApprovalList []JobApproval `json:"approval_list"`
 	Timeline     []JobEvent    `json:"timeline"`
 	Steps        []JobStep     `json:"steps"`
+	// WaitingReason says why an approved job is not sent to its agent yet.
+	WaitingReason string `json:"waiting_reason,omitempty"`
+	// AgentResult is what the agent said of the attempt's end, once it did.
+	AgentResult string `json:"agent_result,omitempty"`
 }
 
 // JobApproval is one decision at a gate.

@@ -179,6 +179,12 @@ func printJob(e *env, d client.JobDetail) error {
 	if d.SupersededBy != "" {
 		t.row("Superseded by", d.SupersededBy)
 	}
+	if d.WaitingReason != "" {
+		t.row("Waiting", d.WaitingReason)
+	}
+	if d.AgentResult != "" {
+		t.row("Agent said", d.AgentResult)
+	}
 	if err := t.flush(); err != nil {
 		return err
 	}

@@ -28,6 +28,9 @@ func stateText(d client.JobDetail) string {
 	case jobs.StatePendingApproval:
 		return "waiting for approval (" + d.Approvals + ")"
 	case jobs.StateApproved:
+		if d.WaitingReason != "" {
+			return "approved; not sent to agent " + d.Agent + " yet: " + d.WaitingReason
+		}
 		return "approved; being sent to agent " + d.Agent
 	case jobs.StateDispatched:
 		return "sent to agent " + d.Agent + "; waiting for it to start"

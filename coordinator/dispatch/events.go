@@ -252,7 +252,7 @@ func (d *Dispatcher) onResult(ctx context.Context, jt *service.JobTx, e *jobEven
 		}
 		return "", d.refuse(e.del, false, protocol.CodeEventNotAllowed, "csr job %s reported success, but no CSR of attempt %d was accepted", j.ID, j.Attempt), nil
 	}
-	if err := jt.RecordAttemptResult(ctx, j.ID, j.Attempt, e.del.Envelope.ID); errors.Is(err, store.ErrConflict) {
+	if err := jt.RecordAttemptResult(ctx, j.ID, j.Attempt, e.del.Envelope.ID, resultSummary(r)); errors.Is(err, store.ErrConflict) {
 		return "", d.refuse(e.del, false, protocol.CodeEventNotAllowed, "attempt %d of job %s has a result already: %v", j.Attempt, j.ID, err), nil
 	} else if err != nil {
 		return "", verdict{}, err
@@ -385,4 +385,12 @@ func (d *Dispatcher) keepPINs(ctx context.Context, jt *service.JobTx, e *jobEven
 		}
 	}
 	return kept, nil
+}
+
+// resultSummary is what an agent's result said, as job show tells it.
+func resultSummary(r protocol.Result) string {
+	if r.Outcome == protocol.OutcomeSucceeded || r.Error == nil {
+		return string(r.Outcome)
+	}
+	return protocol.TruncateText(fmt.Sprintf("%s: %s: %s", r.Outcome, r.Error.Code, r.Error.Message), protocol.MaxTextLen)
 }

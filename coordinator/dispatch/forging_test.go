@@ -1,6 +1,8 @@
 package dispatch_test
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -233,6 +235,10 @@ func TestAgentHearsEveryOutcome(t *testing.T) {
 		e, err := w.c.Store.GetInbox(w.ctx, ack.ID)
 		return err == nil && strings.Contains(e.Result, "last word")
 	})
+	// The help desk sees that the agent stopped.
+	if d, err := w.desk.GetJob(w.ctx, j.ID); err != nil || d.State != jobs.StateCancelled || !strings.Contains(d.AgentResult, "job_cancelled") {
+		t.Errorf("cancelled job as the help desk sees it: %+v, %v", d, err)
+	}
 
 	// Waiting for its certificate, behind the CA operator.
 	g := w.job(jobs.KindIssue, "ws-hear", "gated", "")
@@ -273,7 +279,37 @@ func TestAgentHearsEveryOutcome(t *testing.T) {
 	if _, err := w.desk.Cancel(w.ctx, r.ID, ""); apiCode(err) != "not_cancellable" {
 		t.Errorf("cancel at token_found: %v", err)
 	}
+
+	// Every transition is counted, whoever made it.
+	metrics := w.metrics()
+	for _, edge := range []string{
+		`from="approved",to="dispatched"`, `from="dispatched",to="running"`, `from="running",to="cancelled"`,
+		`from="awaiting_certificate",to="cancelled"`, `from="running",to="awaiting_certificate"`, `from="running",to="failed"`,
+	} {
+		if !strings.Contains(metrics, "tokenfleet_coordinator_job_transitions_total{"+edge+"}") {
+			t.Errorf("job_transitions_total has no %s", edge)
+		}
+	}
 	w.verifyAudit()
+}
+
+// metrics is the coordinator's /metrics page.
+func (w *world) metrics() string {
+	w.t.Helper()
+	req, err := http.NewRequestWithContext(w.ctx, http.MethodGet, w.c.URL+"/metrics", nil)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return string(body)
 }
 
 // cancelOf waits for the cancel of a job at the agent and decodes it.

@@ -148,9 +148,11 @@ type stepJSON struct {
 
 type jobDetailJSON struct {
 	jobJSON
-	ApprovalList []approvalJSON `json:"approval_list"`
-	Timeline     []eventJSON    `json:"timeline"`
-	Steps        []stepJSON     `json:"steps"`
+	ApprovalList  []approvalJSON `json:"approval_list"`
+	Timeline      []eventJSON    `json:"timeline"`
+	Steps         []stepJSON     `json:"steps"`
+	WaitingReason string         `json:"waiting_reason,omitempty"`
+	AgentResult   string         `json:"agent_result,omitempty"`
 }
 
 type agentJSON struct {
@@ -240,7 +242,8 @@ func jobOut(j service.Job) jobJSON {
 }
 
 func jobDetailOut(d service.JobDetail) jobDetailJSON {
-	out := jobDetailJSON{jobJSON: jobOut(d.Job), ApprovalList: []approvalJSON{}, Timeline: []eventJSON{}, Steps: []stepJSON{}}
+	out := jobDetailJSON{jobJSON: jobOut(d.Job), ApprovalList: []approvalJSON{}, Timeline: []eventJSON{}, Steps: []stepJSON{},
+		WaitingReason: d.WaitingReason, AgentResult: d.AgentResult}
 	for _, a := range d.Decisions {
 		out.ApprovalList = append(out.ApprovalList, approvalJSON{Gate: string(a.Gate), Approver: a.Approver,
 			Decision: string(a.Verdict), Reason: a.Reason, At: a.At, Valid: a.Valid})

@@ -51,6 +51,11 @@ type JobDetail struct {
 	Decisions []DecisionView
 	Timeline  []Event
 	Steps     []store.JobStep
+	// WaitingReason says why an approved job is not sent to its agent yet.
+	WaitingReason string
+	// AgentResult is what the agent said of the current attempt's end, once it did
+	// (after a cancel too: the help desk sees that the agent stopped).
+	AgentResult string
 }
 
 // DecisionView is one recorded decision.
@@ -466,6 +471,17 @@ func (s *Service) jobDetail(ctx context.Context, j store.Job) (JobDetail, error)
 	}
 	if steps != nil {
 		d.Steps = steps
+	}
+	att, err := s.st.GetJobAttempt(ctx, j.ID, j.Attempt)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return JobDetail{}, AsError(err)
+	default:
+		if j.State == jobs.StateApproved {
+			d.WaitingReason = att.WaitingReason
+		}
+		d.AgentResult = att.ResultSummary
 	}
 	return d, nil
 }

@@ -9,12 +9,12 @@ import (
 
 // ---- job attempts: what the dispatcher records ----
 
-const attemptCols = "job_id, attempt, started_at, dispatch_message_id, waiting_reason, public_key, csr, csr_at, token_serial, reinitialised, result_message_id"
+const attemptCols = "job_id, attempt, started_at, dispatch_message_id, waiting_reason, public_key, csr, csr_at, token_serial, reinitialised, result_message_id, result_summary"
 
 func scanAttempt(r scanner) (JobAttempt, error) {
 	var a JobAttempt
 	err := r.Scan(&a.JobID, &a.Attempt, timeCol{&a.Started}, &a.DispatchMessageID, &a.WaitingReason,
-		bytesCol{&a.PublicKey}, bytesCol{&a.CSR}, timeCol{&a.CSRAccepted}, &a.TokenSerial, &a.Reinitialised, &a.ResultMessageID)
+		bytesCol{&a.PublicKey}, bytesCol{&a.CSR}, timeCol{&a.CSRAccepted}, &a.TokenSerial, &a.Reinitialised, &a.ResultMessageID, &a.ResultSummary)
 	return a, err
 }
 
@@ -199,7 +199,7 @@ func (x *q) MarkAttemptReinitialised(ctx context.Context, jobID string, attempt 
 	return nil
 }
 
-func (x *q) RecordAttemptResult(ctx context.Context, jobID string, attempt int, messageID string) error {
+func (x *q) RecordAttemptResult(ctx context.Context, jobID string, attempt int, messageID, summary string) error {
 	what := attemptName(jobID, attempt) + " result"
 	if err := required(what, "message ID", messageID); err != nil {
 		return err
@@ -215,6 +215,7 @@ func (x *q) RecordAttemptResult(ctx context.Context, jobID string, attempt int, 
 	default:
 		return fmt.Errorf("store: %s: result %s was taken already: %w", what, a.ResultMessageID, ErrConflict)
 	}
-	_, err = x.exec(ctx, "UPDATE job_attempts SET result_message_id = ? WHERE job_id = ? AND attempt = ?", messageID, jobID, attempt)
+	_, err = x.exec(ctx, "UPDATE job_attempts SET result_message_id = ?, result_summary = ? WHERE job_id = ? AND attempt = ?",
+		messageID, summary, jobID, attempt)
 	return x.d.wrap(what, err)
 }

@@ -179,9 +179,9 @@ type Writer interface {
 	RecordAttemptToken(ctx context.Context, jobID string, attempt int, serial string) error
 	// MarkAttemptReinitialised records that the attempt re-initialised its token.
 	MarkAttemptReinitialised(ctx context.Context, jobID string, attempt int) error
-	// RecordAttemptResult records the message ID of the attempt's result; a second, other
-	// one gives ErrConflict: one result per attempt.
-	RecordAttemptResult(ctx context.Context, jobID string, attempt int, messageID string) error
+	// RecordAttemptResult records the message ID of the attempt's result and what it said;
+	// a second, other one gives ErrConflict: one result per attempt.
+	RecordAttemptResult(ctx context.Context, jobID string, attempt int, messageID, summary string) error
 	// ReleaseAgentTokens clears the agent of the tokens recorded under agentID whose
 	// serial is not in keep (the agent no longer reports them), so that another agent
 	// may claim them; it returns how many it released.

@@ -222,6 +222,8 @@ type JobAttempt struct {
 	Reinitialised bool
 	// ResultMessageID is the one result taken for the attempt; empty until then.
 	ResultMessageID string
+	// ResultSummary is what that result said ("failed: job_cancelled: ...").
+	ResultSummary string
 }
 
 // PIN purposes of TokenPIN, as the protocol names them.
