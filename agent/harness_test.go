@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -34,13 +32,7 @@ import (
 // module is initialised again: tests make such tokens before they start an in-process
 // agent, and an agent closing its modules finalizes the library. Tests do not run in
 // parallel.
-func TestMain(m *testing.M) {
-	code := testenv.MainWithSoftHSM(m)
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.MainWithSoftHSM(m)) }
 
 // waitLimit bounds every wait; the work itself takes a second or two.
 const waitLimit = 60 * time.Second
@@ -808,32 +800,8 @@ func (p *proxy) resume() {
 	}
 }
 
-// binDir holds the agent binary built for this run.
-var (
-	binDir   string
-	binOnce  sync.Once
-	binPath  string
-	binError error
-)
-
-// agentBinary builds tokenfleet-agent once per run.
+// agentBinary is tokenfleet-agent, built once per run of the package's tests.
 func agentBinary(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tokenfleet-agent-bin-")
-		if err != nil {
-			binError = err
-			return
-		}
-		binDir = dir
-		binPath = filepath.Join(dir, "tokenfleet-agent")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/tokenfleet/tokenfleet/agent/cmd/tokenfleet-agent").CombinedOutput()
-		if err != nil {
-			binError = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if binError != nil {
-		t.Fatal(binError)
-	}
-	return binPath
+	return testenv.Binary(t, "./agent/cmd/tokenfleet-agent")
 }

@@ -189,11 +189,7 @@ func TestTokensUsageErrors(t *testing.T) {
 // TestTokensBinary runs the built program, as an administrator would.
 func TestTokensBinary(t *testing.T) {
 	serial := tokenWithCertificate(t, "binary", "Carol Example", time.Now().Add(30*24*time.Hour).UTC().Truncate(time.Second))
-	bin := filepath.Join(t.TempDir(), "tokenfleet-agent")
-	build := exec.Command("go", "build", "-o", bin, "github.com/tokenfleet/tokenfleet/agent/cmd/tokenfleet-agent")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testenv.Binary(t, "./agent/cmd/tokenfleet-agent")
 	out, err := exec.Command(bin, "tokens", "--module", testenv.SoftHSMModule, "--json").Output()
 	if err != nil {
 		t.Fatalf("tokenfleet-agent tokens: %v", err)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 // binaries are the programs under test, built once per run of the test.
@@ -24,35 +24,22 @@ type binaries struct {
 	root             string // the module's root, for example files
 }
 
-// buildBinaries builds the real mains with the go tool on PATH.
+// buildBinaries builds the real mains with the go tool on PATH, once per run of the
+// package's tests.
 func buildBinaries(t *testing.T) binaries {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
+	root, err := testenv.ModuleRoot()
 	if err != nil {
-		t.Fatalf("the go tool is needed to build the binaries under test: %v", err)
+		t.Fatal(err)
 	}
-	out, err := exec.Command(goTool, "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+	return binaries{
+		root:        root,
+		coordinator: testenv.Binary(t, "./coordinator/cmd/tokenfleet-coordinator"),
+		ctl:         testenv.Binary(t, "./coordinator/cmd/tokenfleetctl"),
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		t.Fatal("the test does not run inside the tokenfleet module")
-	}
-	b := binaries{root: filepath.Dir(gomod)}
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", dir+string(os.PathSeparator),
-		"./coordinator/cmd/tokenfleet-coordinator", "./coordinator/cmd/tokenfleetctl")
-	cmd.Dir = b.root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	b.coordinator = filepath.Join(dir, "tokenfleet-coordinator")
-	b.ctl = filepath.Join(dir, "tokenfleetctl")
-	return b
 }
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // freeAddr returns a loopback address nothing listens on at the moment.
 func freeAddr(t *testing.T) string {

@@ -108,6 +108,7 @@ func MainWithSoftHSM(m *testing.M) int {
 		return 2
 	}
 	defer cleanup()
+	defer RemoveBinaries()
 	return m.Run()
 }
 

@@ -10,48 +10,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/internal/sdnotify"
 	"github.com/tokenfleet/tokenfleet/internal/sdnotify/sdnotifytest"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
-// binary builds the command once for the package's tests.
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildOut  []byte
-	buildDir  string
-)
-
+// binary is the command, built once for the package's tests.
 func binary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "tokenfleet-coordinator-test-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "tokenfleet-coordinator")
-		cmd := exec.CommandContext(context.Background(), "go", "build", "-o", binPath, ".")
-		buildOut, buildErr = cmd.CombinedOutput()
-	})
-	if buildErr != nil {
-		t.Fatalf("go build: %v\n%s", buildErr, buildOut)
-	}
-	return binPath
+	return testenv.Binary(t, "./coordinator/cmd/tokenfleet-coordinator")
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // proc is a running coordinator process whose JSON log lines are read as they come.
 type proc struct {
