@@ -321,12 +321,12 @@ func waitNoConsumer(t *testing.T, b *testenv.Broker, queue string) {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		out := testenv.Run(t, "rabbitmqctl", "-q", "list_consumers", "-p", b.VHost, "queue_name")
-		if !strings.Contains(out, queue) {
+		_, consumers := b.QueueCounts(t, queue)
+		if consumers == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("queue %s still has a consumer:\n%s", queue, out)
+			t.Fatalf("queue %s still has %d consumers", queue, consumers)
 		}
 		<-tick.C
 	}

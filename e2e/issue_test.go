@@ -13,6 +13,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
 	"github.com/tokenfleet/tokenfleet/coordinator/ctl"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -23,7 +24,8 @@ import (
 // and the one-time PIN.
 func TestIssue(t *testing.T) {
 	s := newSystem(t, systemOptions{perAgentUsers: true})
-	const id = "ws-issue"
+	// Its broker user, agent-<id>, belongs to the whole broker: unique, so two runs never share it.
+	id := testenv.UniqueUser("ws-issue-")
 	s.enrol(id)
 	s.startAgent(id, agentOptions{})
 

@@ -15,6 +15,7 @@ done
 if [ "${TOKENFLEET_SKIP_SERVICES:-}" != "1" ]; then
   command -v rabbitmq-server >/dev/null 2>&1 || need_pkgs+=(rabbitmq-server)
   command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)
+  command -v curl >/dev/null 2>&1 || need_pkgs+=(curl) # asks the broker's management API
 fi
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -51,6 +52,22 @@ if ! port_open 5672; then
   fi
   if ! port_open 5672; then
     echo "ensure-deps: RabbitMQ is not listening on 127.0.0.1:5672; start it with: sudo rabbitmq-server -detached" >&2
+    exit 1
+  fi
+fi
+
+# RabbitMQ's management HTTP API on 127.0.0.1:15672: tests create their vhosts and users
+# through it (rabbitmqctl costs ~2 s a call). Enabling the plugin works offline.
+mgmt_up() { curl -fsS -u guest:guest -o /dev/null http://127.0.0.1:15672/api/overview 2>/dev/null; }
+if ! mgmt_up; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "ensure-deps: enabling RabbitMQ's management plugin" >&2
+    rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do mgmt_up && break; sleep 1; done
+  fi
+  if ! mgmt_up; then
+    echo "ensure-deps: RabbitMQ's management API does not answer on 127.0.0.1:15672 (guest/guest);" >&2
+    echo "ensure-deps: enable it with: sudo rabbitmq-plugins enable rabbitmq_management" >&2
     exit 1
   fi
 fi

@@ -76,7 +76,7 @@ func TestConsumeDeadLettersBadMessages(t *testing.T) {
 	if err := c.PublishEvent(ctx, env); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the good message", func() bool { return rec.count() >= 1 })
+	waitFor(t, 60*time.Second, "the good message", func() bool { return rec.count() >= 1 })
 	if seen := rec.all(); len(seen) != 1 || seen[0].Envelope.ID != env.ID {
 		t.Fatalf("handler saw %d messages, want only %s", len(seen), env.ID)
 	}
@@ -109,7 +109,7 @@ func TestConsumeDeadLettersBadMessages(t *testing.T) {
 	if err := c.PublishEvent(ctx, env2); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the next message", func() bool { return rec.count() >= 2 })
+	waitFor(t, 60*time.Second, "the next message", func() bool { return rec.count() >= 2 })
 	waitDepth(t, b, protocol.EventsQueue, 0, 0)
 }
 
@@ -208,7 +208,7 @@ func TestConsumeRetryHoldsUpNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "the messages after the one waiting for its retry", func() bool { return rec.count() >= 4 })
+	waitFor(t, 60*time.Second, "the messages after the one waiting for its retry", func() bool { return rec.count() >= 4 })
 	for _, d := range rec.all()[1:] {
 		if d.Envelope.ID == stuck.ID {
 			t.Fatalf("the waiting message came back before its retry delay")
@@ -260,7 +260,7 @@ func TestConsumeHandlerOutcomes(t *testing.T) {
 	if !strings.HasPrefix(codes[crash.ID], "internal: gave up after 1 retries: handler panicked: nil map") {
 		t.Errorf("panicking message: %q", codes[crash.ID])
 	}
-	waitFor(t, 10*time.Second, "all deliveries", func() bool { return rec.count() == 4 }) // stale, crash ×2, fine
+	waitFor(t, 60*time.Second, "all deliveries", func() bool { return rec.count() == 4 }) // stale, crash ×2, fine
 	waitDepth(t, b, protocol.EventsQueue, 0, 0)
 }
 
@@ -341,12 +341,12 @@ func TestExclusiveConsumer(t *testing.T) {
 	if err := coord.PublishCommand(ctx, env); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the first agent's delivery", func() bool { return rec1.count() == 1 })
+	waitFor(t, 60*time.Second, "the first agent's delivery", func() bool { return rec1.count() == 1 })
 
 	cons1.Close()
 	cons1.Close() // twice is fine
 	var cons2 *Consumer
-	waitFor(t, 10*time.Second, "the queue to be free", func() bool {
+	waitFor(t, 60*time.Second, "the queue to be free", func() bool {
 		cons2, err = second.Consume(ctx, protocol.AgentQueuePrefix+agent, opts, rec2.handle)
 		return err == nil
 	})
@@ -355,7 +355,7 @@ func TestExclusiveConsumer(t *testing.T) {
 	if err := coord.PublishCommand(ctx, env2); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the second agent's delivery", func() bool { return rec2.count() == 1 })
+	waitFor(t, 60*time.Second, "the second agent's delivery", func() bool { return rec2.count() == 1 })
 	if got := rec2.all()[0]; got.Envelope.ID != env2.ID || got.UserID != "guest" || got.RoutingKey != agent {
 		t.Errorf("second agent got %+v", got)
 	}
@@ -397,7 +397,7 @@ func TestSenderChecks(t *testing.T) {
 	if err := ac.PublishEvent(ctx, genuine); err != nil {
 		t.Fatalf("agent publishing as itself: %v", err)
 	}
-	waitFor(t, 10*time.Second, "the genuine event", func() bool { return rec.count() == 1 })
+	waitFor(t, 60*time.Second, "the genuine event", func() bool { return rec.count() == 1 })
 	if d := rec.all()[0]; d.UserID != agentUser || d.Envelope.ID != genuine.ID {
 		t.Errorf("genuine event delivered as %+v", d)
 	}
@@ -480,7 +480,7 @@ func TestSenderChecks(t *testing.T) {
 	if err := coord.Publish(ctx, protocol.CommandsExchange, agent, misrouted); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the command", func() bool { return cmds.count() == 1 })
+	waitFor(t, 60*time.Second, "the command", func() bool { return cmds.count() == 1 })
 	d := getN(t, rawChannel(t, b.URL), protocol.DeadLetterQueue, 1)[0]
 	if d.MessageId != misrouted.ID {
 		t.Errorf("dead letter %s, want the misrouted command %s", d.MessageId, misrouted.ID)

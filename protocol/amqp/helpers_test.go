@@ -105,7 +105,8 @@ func leakCheck(t *testing.T) {
 	})
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or the deadline passes. Callers give a minute or more:
+// a busy machine stalls the broker and the test for seconds.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -160,22 +161,25 @@ func encode(t testing.TB, env *protocol.Envelope) []byte {
 	return b
 }
 
-// rabbitList runs `rabbitmqctl list_<what>` in the broker's vhost as JSON.
-func rabbitList(t testing.TB, b *testenv.Broker, what string, columns ...string) []map[string]any {
+// rabbitList lists the broker vhost's queues, exchanges or bindings through the
+// management API.
+func rabbitList(t testing.TB, b *testenv.Broker, what string) []map[string]any {
 	t.Helper()
-	args := append([]string{"-q", "list_" + what, "-p", b.VHost, "--formatter", "json"}, columns...)
-	out := testenv.Run(t, "rabbitmqctl", args...)
-	var rows []map[string]any
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("rabbitmqctl list_%s: %v\n%s", what, err, out)
-	}
-	return rows
+	return b.List(t, what)
 }
 
 // queueDepth returns ready and unacknowledged message counts of a queue.
 func queueDepth(t testing.TB, b *testenv.Broker, queue string) (ready, unacked int) {
 	t.Helper()
-	for _, row := range rabbitList(t, b, "queues", "name", "messages_ready", "messages_unacknowledged") {
+	// rabbitmqctl, not the management API: its message counts lag by seconds, and a
+	// stale "0 ready, 0 unacknowledged" would pass a wait for an empty queue too early.
+	args := []string{"-q", "list_queues", "-p", b.VHost, "--formatter", "json", "name", "messages_ready", "messages_unacknowledged"}
+	out := testenv.Run(t, "rabbitmqctl", args...)
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("rabbitmqctl list_queues: %v\n%s", err, out)
+	}
+	for _, row := range rows {
 		if row["name"] == queue {
 			return int(row["messages_ready"].(float64)), int(row["messages_unacknowledged"].(float64))
 		}
@@ -205,7 +209,7 @@ func waitDepth(t testing.TB, b *testenv.Broker, queue string, ready, unacked int
 func getN(t testing.TB, ch *amqp091.Channel, queue string, n int) []amqp091.Delivery {
 	t.Helper()
 	var got []amqp091.Delivery
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d messages in %s", n, queue), func() bool {
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d messages in %s", n, queue), func() bool {
 		d, ok, err := ch.Get(queue, true)
 		if err != nil {
 			t.Fatalf("get from %s: %v", queue, err)

@@ -118,7 +118,7 @@ func TestReconnectMidStream(t *testing.T) {
 	for round := 1; round <= 2 || (unconfirmed.Load() == 0 && round <= 6); round++ {
 		pubBefore, subBefore := pubLog.connects(), subLog.connects()
 		b.CloseConnections(t, "tokenfleet test: mid-stream")
-		waitFor(t, 30*time.Second, "both connections back", func() bool {
+		waitFor(t, 60*time.Second, "both connections back", func() bool {
 			return pubLog.connects() > pubBefore && subLog.connects() > subBefore
 		})
 		advance(300, "300 more confirmed publishes after the reconnection")
@@ -190,7 +190,7 @@ func TestCloseDuringBackoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the first failed attempt", func() bool { return c.Status().State == StateDisconnected })
+	waitFor(t, 60*time.Second, "the first failed attempt", func() bool { return c.Status().State == StateDisconnected })
 	st := c.Status()
 	if st.RetryIn < 30*time.Second || st.Failures != 1 || !strings.Contains(st.Err.Error(), "connection refused") {
 		t.Errorf("status %+v", st)
@@ -283,7 +283,7 @@ func TestCloseWithPublishesInFlight(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 20*time.Second, "some publishes", func() bool { return ok.Load() > 100 })
+	waitFor(t, 60*time.Second, "some publishes", func() bool { return ok.Load() > 100 })
 	_ = c.Close()
 	wg.Wait()
 	if closed.Load() != 8 || other.Load() != 0 {
@@ -429,7 +429,7 @@ func TestExclusiveConsumerAfterNetworkDrop(t *testing.T) {
 	connects := log.connects()
 	proxy.cutClients()
 	var refused error
-	waitFor(t, 30*time.Second, "the refusal while the ghost lingers", func() bool {
+	waitFor(t, 60*time.Second, "the refusal while the ghost lingers", func() bool {
 		if err := cons.Err(); errors.Is(err, ErrQueueInUse) {
 			refused = err
 			return true
@@ -440,10 +440,10 @@ func TestExclusiveConsumerAfterNetworkDrop(t *testing.T) {
 	if log.connects() <= connects {
 		t.Errorf("the agent did not reconnect")
 	}
-	waitFor(t, 30*time.Second, "the subscription once the ghost is gone", func() bool { return cons.Err() == nil })
+	waitFor(t, 60*time.Second, "the subscription once the ghost is gone", func() bool { return cons.Err() == nil })
 	env := cancelEnv(t, agent)
 	if err := coord.PublishCommand(ctx, env); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the command", func() bool { return rec.count() == 1 })
+	waitFor(t, 60*time.Second, "the command", func() bool { return rec.count() == 1 })
 }

@@ -62,7 +62,7 @@ func TestRecordedUsersAndRefusals(t *testing.T) {
 	if err := coord.PublishEvent(ctx, impostor); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "two events at the handler", func() bool { return rec.count() == 2 })
+	waitFor(t, 60*time.Second, "two events at the handler", func() bool { return rec.count() == 2 })
 	users := map[string]string{}
 	for _, d := range rec.all() {
 		users[d.Envelope.ID] = d.UserID
@@ -82,7 +82,7 @@ func TestRecordedUsersAndRefusals(t *testing.T) {
 		amqp091.Publishing{MessageId: "junk-1", Body: []byte("{not json")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "two refusals", func() bool { return len(refused.list()) == 2 })
+	waitFor(t, 60*time.Second, "two refusals", func() bool { return len(refused.list()) == 2 })
 	byID := map[string]Refusal{}
 	for _, r := range refused.list() {
 		byID[r.MessageID] = r

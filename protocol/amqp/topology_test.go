@@ -43,7 +43,7 @@ func TestDeclareTopologyMatchesSpec(t *testing.T) {
 	queues := append(spec.Queues, agentSpec)
 
 	exchanges := map[string]map[string]any{}
-	for _, row := range rabbitList(t, b, "exchanges", "name", "type", "durable") {
+	for _, row := range rabbitList(t, b, "exchanges") {
 		exchanges[row["name"].(string)] = row
 	}
 	for _, x := range spec.Exchanges {
@@ -58,7 +58,7 @@ func TestDeclareTopologyMatchesSpec(t *testing.T) {
 	}
 
 	listed := map[string]map[string]any{}
-	for _, row := range rabbitList(t, b, "queues", "name", "durable", "arguments") {
+	for _, row := range rabbitList(t, b, "queues") {
 		listed[row["name"].(string)] = row
 	}
 	if len(listed) != len(queues) {
@@ -79,11 +79,11 @@ func TestDeclareTopologyMatchesSpec(t *testing.T) {
 	}
 
 	var gotBindings, wantBindings []string
-	for _, row := range rabbitList(t, b, "bindings", "source_name", "destination_name", "routing_key") {
-		if row["source_name"] == "" {
+	for _, row := range rabbitList(t, b, "bindings") {
+		if row["source"] == "" {
 			continue // the default exchange's implicit bindings
 		}
-		gotBindings = append(gotBindings, fmt.Sprintf("%s -> %s [%s]", row["source_name"], row["destination_name"], row["routing_key"]))
+		gotBindings = append(gotBindings, fmt.Sprintf("%s -> %s [%s]", row["source"], row["destination"], row["routing_key"]))
 	}
 	for _, q := range queues {
 		for _, bd := range q.Bindings {
@@ -107,7 +107,7 @@ func TestDeclareTopologyMatchesSpec(t *testing.T) {
 }
 
 // normalizeArgs renders queue arguments as sorted key=value pairs, from the
-// spec's map or from rabbitmqctl's JSON (an object, or a list of
+// spec's map or from the broker's JSON (an object, or a list of
 // [key, type, value] triples depending on the version).
 func normalizeArgs(v any) string {
 	var pairs []string
