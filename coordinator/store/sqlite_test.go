@@ -15,7 +15,12 @@ func freshSQLite(t *testing.T) store.Config {
 }
 
 func TestSQLite(t *testing.T) {
-	storetest.Run(t, freshSQLite)
+	t.Parallel() // alongside TestPostgres: nothing shared
+	var p parallelSubtests
+	storetest.Run(t, func(t *testing.T) store.Config {
+		p.start(t)
+		return freshSQLite(t)
+	})
 }
 
 func BenchmarkSQLite(b *testing.B) {

@@ -48,7 +48,7 @@ func PostgresDatabase(t testing.TB) string {
 		t.Fatalf("testenv: PostgreSQL at %s: %v; %s", u.Redacted(), err, postgresHint)
 	}
 	defer func() { _ = db.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // generous: CREATE DATABASE waits for I/O on a busy machine
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		t.Fatalf("testenv: PostgreSQL is not reachable at %s: %v; %s", u.Redacted(), err, postgresHint)
@@ -81,7 +81,7 @@ func dropPostgresDatabase(admin, name string) error {
 		return fmt.Errorf("drop database %s: %w", name, err)
 	}
 	defer func() { _ = db.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // generous: the machine may be busy
 	defer cancel()
 	if _, err := db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop database %s: %w", name, err)
@@ -102,7 +102,7 @@ func PostgresSchema(t testing.TB, dbURL string) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	schema := "s_" + hex.EncodeToString(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // generous: the machine may be busy
 	defer cancel()
 	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
 		t.Fatalf("testenv: create schema %s: %v; %s", schema, err, postgresHint)
