@@ -97,6 +97,7 @@ var tokenRE = regexp.MustCompile(`^\S+\n$`)
 // binaries: bootstrap, people, a profile with an approval gate, the approval rules, the
 // audit log verified by the client, then tampered with by hand and caught.
 func TestCoordinatorCore(t *testing.T) {
+	t.Parallel()   // its own data directory and port; the binaries are built once for both tests
 	sqlite3Path(t) // fail before the build when the tool is missing
 	bins := buildBinaries(t)
 

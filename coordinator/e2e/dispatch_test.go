@@ -41,6 +41,7 @@ pin_policy: {min_length: 6, max_length: 16, so_pin_length: 16}
 // and the publish, without a test-only switch in the product); it is restarted on the
 // same data directory with the real broker.
 func TestDispatchSurvivesSIGKILL(t *testing.T) {
+	t.Parallel() // its own data directory, port and vhost
 	sqlite3Path(t)
 	bins := buildBinaries(t)
 	broker := testenv.NewBroker(t)

@@ -9,6 +9,7 @@ import (
 )
 
 func TestEnrolAgent(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t) // enrols ws-1 and ws-2
 	head := e.auditHead(t)

@@ -50,6 +50,7 @@ func (e *env) withCheckpoints(t *testing.T) *checkpoint.Checkpointer {
 }
 
 func TestAuditCheckpointEndpoints(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	// Without a checkpointer the endpoints say so.

@@ -15,6 +15,7 @@ import (
 )
 
 func TestCreateJob(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", map[string]any{"kind": "issue", "holder": "ann", "profile": "email-signing", "agent": "ws-1", "token_serial": "0042"})
@@ -96,6 +97,7 @@ func TestCreateJob(t *testing.T) {
 }
 
 func TestApprovalRules(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd2", issue("ann", "email-signing", "ws-1"))
@@ -160,6 +162,7 @@ func TestApprovalRules(t *testing.T) {
 }
 
 func TestRejection(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", issue("ann", "dual", "ws-1"))
@@ -183,6 +186,7 @@ func TestRejection(t *testing.T) {
 }
 
 func TestTwoApprovalsThenCAOperator(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", issue("ann", "dual", "ws-1"))
@@ -238,6 +242,7 @@ func (e *env) advanceJob(t *testing.T, id string, states ...jobs.State) {
 }
 
 func TestConcurrentApprovals(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", issue("ann", "dual", "ws-1"))
@@ -271,6 +276,7 @@ func TestConcurrentApprovals(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", issue("ann", "email-signing", "ws-1"))
@@ -358,6 +364,7 @@ func (e *env) addStep(t *testing.T, id string, step jobs.Step) {
 }
 
 func TestNoApprovalProfile(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", issue("ann", "open-client", "ws-1"))
@@ -377,6 +384,7 @@ func TestNoApprovalProfile(t *testing.T) {
 }
 
 func TestSupersede(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	a := e.newJob(t, "hd", issue("ann", "email-signing", "ws-1"))
@@ -410,6 +418,7 @@ func TestSupersede(t *testing.T) {
 }
 
 func TestProfileChangeVoidsApproval(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", issue("ann", "email-signing", "ws-1"))
@@ -425,6 +434,7 @@ func TestProfileChangeVoidsApproval(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	ctx := context.Background()
@@ -481,6 +491,7 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestExpiredRequestCannotBeApproved(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", issue("ann", "email-signing", "ws-1"))
@@ -492,6 +503,7 @@ func TestExpiredRequestCannotBeApproved(t *testing.T) {
 }
 
 func TestListJobs(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	var ids []string

@@ -22,6 +22,7 @@ import (
 )
 
 func TestRoutes(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	tests := []struct {
 		method, path string
@@ -43,6 +44,7 @@ func TestRoutes(t *testing.T) {
 }
 
 func TestHealthAndMetrics(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	h := ok[struct {
@@ -82,6 +84,7 @@ func TestHealthAndMetrics(t *testing.T) {
 }
 
 func TestAuditEndpoint(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	j := e.newJob(t, "hd", issue("ann", "email-signing", "ws-1"))
@@ -140,6 +143,7 @@ func TestAuditEndpoint(t *testing.T) {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestFleetLists(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	ctx := context.Background()
@@ -248,6 +252,7 @@ func testCertificate(t *testing.T) []byte {
 }
 
 func TestBodyReadErrors(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	// A body that is declared JSON but is something else.
 	r := e.doCT(t, "POST", "/api/v1/orgs", e.admin, "text/html", `{"name":"x"}`)
@@ -272,6 +277,7 @@ func TestBodyReadErrors(t *testing.T) {
 }
 
 func TestHealthUnhealthy(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	if err := e.st.Close(); err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ type org struct {
 }
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	head := e.auditHead(t)
 
@@ -91,6 +92,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestTokenUseAudited(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	head := e.auditHead(t)
 	for range 5 {
@@ -117,6 +119,7 @@ func TestTokenUseAudited(t *testing.T) {
 }
 
 func TestWhoami(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	u := ok[user](t, e.as(t, "ann", "GET", "/api/v1/whoami", nil), 200)
@@ -137,6 +140,7 @@ func TestWhoami(t *testing.T) {
 }
 
 func TestOrganisations(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	o := ok[org](t, e.as(t, "admin", "POST", "/api/v1/orgs", map[string]string{"name": "  Initech "}), 201)
@@ -198,6 +202,7 @@ func TestOrganisations(t *testing.T) {
 }
 
 func TestUsers(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	u := ok[user](t, e.as(t, "admin", "POST", "/api/v1/users", map[string]any{
@@ -300,6 +305,7 @@ type issuedToken struct {
 }
 
 func TestAPITokens(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	tok := ok[issuedToken](t, e.as(t, "admin", "POST", "/api/v1/users/ann/tokens", map[string]string{"name": "laptop", "expires_in": "2d"}), 201)

@@ -22,6 +22,7 @@ type profileOut struct {
 }
 
 func TestProfiles(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 
@@ -75,6 +76,7 @@ func TestProfiles(t *testing.T) {
 }
 
 func TestProfilesRefused(t *testing.T) {
+	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)
 	before := ok[profileOut](t, e.as(t, "hd", "GET", "/api/v1/profiles/email-signing", nil), 200)

@@ -8,7 +8,7 @@ import (
 )
 
 // deadline bounds every wait in these tests; reaching it is a failure, not a pass.
-const deadline = 10 * time.Second
+const deadline = 60 * time.Second // generous: a busy machine stalls goroutines for seconds
 
 type harness struct {
 	t      *testing.T
