@@ -10,7 +10,7 @@ export CGO_ENABLED := 1
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: all build windows test vet lint bench deps demo clean
+.PHONY: all build windows test test-run vet lint bench deps demo clean
 
 all: build
 
@@ -31,8 +31,16 @@ vet:
 
 # The whole suite against the real components (SoftHSM2, OpenSC, RabbitMQ, PostgreSQL), with
 # the race detector. Integration tests fail, never skip, when a component is absent.
-test: deps vet windows
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+# -parallel above the core count: parallel tests mostly wait for the broker or the database.
+# The total time is printed at the end, pass or fail.
+TEST_PARALLEL ?= 6
+test:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory test-run; status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s in all"; exit $$status
+
+test-run: deps vet windows
+	$(GO) test -race -count=1 -timeout 30m -parallel $(TEST_PARALLEL) $(PKGS)
 
 lint: vet
 	@test -x $(GOLANGCI) || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
