@@ -8,6 +8,46 @@
 // goroutine: the broker connection, the outbox publisher, the two consumers (events and
 // heartbeats) and three sweepers (waiting jobs, offline agents, inbox and outbox purge).
 //
+// # One owner of job state
+//
+// The dispatcher has no lifecycle of its own. Every change it makes to a job (for an
+// agent's event, a broker confirmation, a dispatch that cannot be built) runs in a
+// transaction of the job owner (service.Service.UpdateJobs, given with Bind) and goes
+// through service.JobTx.Transition: the same transition table, audit entry, seams and
+// counters as the API's changes. The dispatcher translates wire messages into those
+// calls.
+//
+// # The event table
+//
+// jobs.AcceptEvent says, for each kind and state, which agent events are taken (which
+// progress steps, a CSR, a result) and what each does; the README shows it as a table.
+// Before it: the sender check (below), the job must target the sending agent, and the
+// event must be of the current attempt (an older attempt's is ignored, a result audited).
+// After it: ownership — a token serial the event names must be the job's, the one the
+// attempt already works on (recorded at the first event that names one), or one the agent
+// reported holding or that no agent holds. A refused event is rolled back (nothing it
+// would have changed is stored, not even the agent's last-seen time), dead-lettered with
+// its code (job_not_dispatched, job_ended, event_not_allowed, token_not_owned, or the
+// protocol's) and reason, and audited (message.rejected) in a transaction of its own; it
+// is never handed back.
+//
+// # Tokens and PINs belong to their job
+//
+// A hello or an inventory records the tokens the agent reports as its own, except one
+// another agent holds (audited, token.claim_refused), and releases those it no longer
+// reports, so that a token moved to another workstation is claimed there. The PINs of a
+// result are kept only from an attempt that reported re-initialising its token (both), or
+// from an unblock (the user PIN); replacing PINs another job set is audited
+// (pin.replaced), PINs without that right are not kept (pin.refused).
+//
+// # The agent hears every outcome
+//
+// When the coordinator ends a job the agent was sent (cancelled, superseded, expired,
+// rejected by the CA operator, failed by the coordinator), JobWithdrawn queues a cancel
+// naming the state and the reason. The agent's answer (a failed result with
+// job_cancelled) is taken as its last word: it moves nothing, its PINs are kept under the
+// rules above, and job show shows it.
+//
 // # Delivery: at-least-once transport, exactly-once effects
 //
 //   - Messages to agents are written to the outbox in the transaction of the change that
@@ -57,23 +97,30 @@
 // token the agent reports), initialise with label, PIN policy and the coordinator's result
 // key when the profile initialises, and the token's current PINs the kind needs, opened
 // with the coordinator's result key and sealed again to the agent's seal key for this job
-// and attempt. An approved job whose dispatch cannot be built yet stays approved, and the
-// reason is recorded on its attempt and audited once (job.waiting):
+// and attempt. An approved job whose dispatch cannot be built yet, for a reason that goes
+// away by itself, stays approved; the reason is recorded on its attempt (job show and job
+// watch say it) and audited once (job.waiting):
 //
 //   - the agent never said hello, so its seal key is unknown: dispatched when the hello
 //     arrives;
-//   - the coordinator holds no PIN the kind needs for the token (no job of tokenfleet set
-//     it), or the token cannot be chosen (the request names none and the agent reports
-//     several): dispatched when an inventory or a result brings what is missing.
+//   - the request names no token and the agent reports none, or names one the agent has
+//     not reported yet: dispatched when an inventory brings it.
 //
-// The waiting sweeper tries such jobs again after every hello, inventory and result, and
-// every WaitingInterval. A job that waits past its deadline expires (the service's expiry
-// sweep), as does a dispatched job whose agent stays offline.
+// A dispatch that can never be built as the job stands fails the job (approved → failed)
+// with the reason: a PIN the kind needs that no tokenfleet job set (pins_unknown), a token
+// that cannot be chosen (the agent reports several, or a model selector for a kind that
+// needs the serial), a profile or holder record that no longer renders, no certificate to
+// install. What can be known when the job is requested is refused then (the service).
+//
+// The waiting sweeper tries waiting jobs again after every hello, inventory and result,
+// and every WaitingInterval. A job that waits past its deadline expires (the service's
+// expiry sweep), as does a dispatched job whose agent stays offline.
 //
 // # CSRs and certificates
 //
 // The public key reported at key_generated is recorded for the attempt. A CSR is checked
-// by the RA (package ra) against the job's profile and that key, one CSR per attempt, and
+// by the RA (package ra) against the job's profile and that key, one CSR per attempt (the
+// event table refuses a CSR once the job left running), and
 // its CKA_ID must be the job's. A refusal (bad signature, other key, second CSR, weak or
 // disallowed key) fails the job with the RA's code and is audited (csr.rejected). An
 // accepted CSR of an issue or renew job moves it to awaiting_certificate; when the profile

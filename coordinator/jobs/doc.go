@@ -20,11 +20,15 @@
 //     dispatches it like any approved job. Step progress starts again from zero.
 //     CA-operator approvals belong to one attempt: a retried job passes that gate again.
 //     failed → approved is the only exit from a terminal state.
-//   - Cancel (requester or admin) is allowed in pending_approval, approved and dispatched.
-//     A dispatched job's message may already sit in the agent's queue: the agent receives a
-//     cancel and drops it; if it had started, its running report loses the race because
-//     cancelled → running is illegal. Once running nothing cancels a job; a job stuck
-//     waiting for a token ends as failed (agent or coordinator timeout).
+//   - Cancel (requester or admin) is allowed while the agent does no token work: in
+//     pending_approval, approved and dispatched; in running while the agent waits for the
+//     token (no step yet, or waiting_for_token last); in awaiting_certificate, while it
+//     waits for the CA operator. The agent is told and stops at its next safe point; its
+//     late reports meet a cancelled job, which the event table refuses (AcceptEvent). Once
+//     the agent works on the token (token_found and after, installing) nothing cancels
+//     the job.
+//   - An agent's event is taken only as AcceptEvent says for the job's kind and state.
+//   - approved → failed: the coordinator cannot build the attempt's dispatch.
 //   - Expiry: a pending request expires ExpiresAfter after it entered pending_approval; an
 //     approval lapses ExpiresAfter after it was given, and an approved or dispatched job
 //     whose valid approvals drop below the required count expires (it must start running
