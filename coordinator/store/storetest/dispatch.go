@@ -78,8 +78,12 @@ func testAttemptRecords(t *testing.T, h *harness) {
 	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAttemptToken(h.ctx, j.ID, 7, "TOK-A") }), store.ErrNotFound)
 	h.tx(t, func(tx store.Tx) error { return tx.MarkAttemptReinitialised(h.ctx, j.ID, 2) })
 	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.MarkAttemptReinitialised(h.ctx, j.ID, 7) }), store.ErrNotFound)
-	h.tx(t, func(tx store.Tx) error { return tx.RecordAttemptResult(h.ctx, j.ID, 2, msg, "failed: job_cancelled: stopped") })
-	h.tx(t, func(tx store.Tx) error { return tx.RecordAttemptResult(h.ctx, j.ID, 2, msg, "failed: job_cancelled: stopped") })
+	h.tx(t, func(tx store.Tx) error {
+		return tx.RecordAttemptResult(h.ctx, j.ID, 2, msg, "failed: job_cancelled: stopped")
+	})
+	h.tx(t, func(tx store.Tx) error {
+		return tx.RecordAttemptResult(h.ctx, j.ID, 2, msg, "failed: job_cancelled: stopped")
+	})
 	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAttemptResult(h.ctx, j.ID, 2, "another", "") }), store.ErrConflict)
 	a2 = must(h.s.GetJobAttempt(h.ctx, j.ID, 2))(t)
 	if a2.TokenSerial != "TOK-A" || !a2.Reinitialised || a2.ResultMessageID != msg || a2.ResultSummary != "failed: job_cancelled: stopped" {
