@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
@@ -310,6 +311,39 @@ func (w *world) metrics() string {
 		w.t.Fatal(err)
 	}
 	return string(body)
+}
+
+// TestLongNonASCIIReasons: a cancel reason as long as the protocol carries, in a script of
+// two bytes a character, reaches the agent whole; one byte more is refused at the API,
+// saying the limit; a failure reason longer than the protocol carries is cut between
+// characters, never inside one.
+func TestLongNonASCIIReasons(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, "shared")
+	a := w.agent("ws-text", "")
+	a.Hello()
+	reason := strings.Repeat("é", protocol.MaxTextLen/2) // 1024 bytes
+	j := w.job(jobs.KindIssue, "ws-text", "blank-issue", "")
+	a.Next(protocol.TypeDispatch, j.ID)
+	w.waitState(j.ID, jobs.StateDispatched)
+	if _, err := w.desk.Cancel(w.ctx, j.ID, reason+"é"); apiCode(err) != "bad_request" || !strings.Contains(err.Error(), "1026 bytes") {
+		t.Fatalf("a reason over the limit: %v", err)
+	}
+	if _, err := w.desk.Cancel(w.ctx, j.ID, reason); err != nil {
+		t.Fatal(err)
+	}
+	if c := cancelOf(t, a, j.ID); c.Reason != reason {
+		t.Errorf("the agent got a reason of %d bytes, want the %d sent", len(c.Reason), len(reason))
+	}
+
+	// The agent's own failure, in a long non-ASCII message: recorded, cut whole.
+	f := w.job(jobs.KindIssue, "ws-text", "blank-issue", "")
+	ref := a.Next(protocol.TypeDispatch, f.ID).Job()
+	a.Send(ref, protocol.Result{Outcome: protocol.OutcomeFailed, Error: protocol.NewError(protocol.CodeTokenNotPresent, "%s", strings.Repeat("ж", 500))})
+	d := w.waitState(f.ID, jobs.StateFailed)
+	if !utf8.ValidString(d.Timeline[len(d.Timeline)-1].Reason) || !utf8.ValidString(d.ErrorMessage) {
+		t.Errorf("a reason cut inside a character: %q", d.Timeline[len(d.Timeline)-1].Reason)
+	}
 }
 
 // cancelOf waits for the cancel of a job at the agent and decodes it.

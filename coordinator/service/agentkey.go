@@ -20,7 +20,7 @@ func (s *Service) ResetAgentKey(ctx context.Context, actor store.User, agentID, 
 	if err := s.requireRole(ctx, actor, "reset agent key", jobs.RoleAdmin); err != nil {
 		return store.Agent{}, err
 	}
-	if err := checkText("reason", reason, MaxReasonLen); err != nil {
+	if err := checkReason("reason", reason); err != nil {
 		return store.Agent{}, err
 	}
 	var out store.Agent

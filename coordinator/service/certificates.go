@@ -83,7 +83,7 @@ func (s *Service) RevokeCertificate(ctx context.Context, actor store.User, seria
 	if err := s.requireRole(ctx, actor, "revoke certificate", jobs.RoleAdmin, jobs.RoleCAOperator); err != nil {
 		return Certificate{}, err
 	}
-	if err := checkText("comment", comment, MaxReasonLen); err != nil {
+	if err := checkReason("comment", comment); err != nil {
 		return Certificate{}, err
 	}
 	revoker, ok := s.issuer.(CertificateRevoker)

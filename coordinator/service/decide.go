@@ -10,10 +10,23 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
-// MaxReasonLen bounds the reason of a decision or a cancellation.
-const MaxReasonLen = 1000
+// MaxReasonLen bounds the reason of a decision or a cancellation, in bytes of UTF-8: the
+// protocol's bound on text, since a cancel carries its reason to the agent whole.
+const MaxReasonLen = protocol.MaxTextLen
+
+// checkReason checks a reason: text as checkText wants it, at most MaxReasonLen bytes.
+func checkReason(field, v string) error {
+	if err := checkText(field, v, MaxReasonLen); err != nil {
+		return err
+	}
+	if len(v) > MaxReasonLen {
+		return badRequest(field, "is %d bytes long in UTF-8, at most %d: shorten it", len(v), MaxReasonLen)
+	}
+	return nil
+}
 
 // DecisionRequest is an approver's decision on a job.
 type DecisionRequest struct {
@@ -25,7 +38,7 @@ type DecisionRequest struct {
 }
 
 func (r DecisionRequest) validate() error {
-	if err := checkText("reason", r.Reason, MaxReasonLen); err != nil {
+	if err := checkReason("reason", r.Reason); err != nil {
 		return err
 	}
 	if r.BindingHash != "" && len(r.BindingHash) != 64 {
@@ -154,7 +167,7 @@ func (t *txn) apply(ctx context.Context, j store.Job, o jobs.Outcome, actor stri
 
 // Cancel cancels a job that has not started running: its requester or an admin may.
 func (s *Service) Cancel(ctx context.Context, actor store.User, jobID, reason string) (JobDetail, error) {
-	if err := checkText("reason", reason, MaxReasonLen); err != nil {
+	if err := checkReason("reason", reason); err != nil {
 		return JobDetail{}, err
 	}
 	reason = strings.TrimSpace(reason)

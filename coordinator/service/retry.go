@@ -27,7 +27,7 @@ type RetryRequest struct {
 // the dispatcher sends it again like any approved job. Results of the failed attempt are
 // void from then on; the agent reuses the token, key and PINs the job already made.
 func (s *Service) RetryJob(ctx context.Context, actor store.User, jobID string, r RetryRequest) (JobDetail, error) {
-	if err := checkText("reason", r.Reason, MaxReasonLen); err != nil {
+	if err := checkReason("reason", r.Reason); err != nil {
 		return JobDetail{}, err
 	}
 	now := s.clock()
