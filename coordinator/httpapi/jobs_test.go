@@ -130,7 +130,7 @@ func TestApprovalRules(t *testing.T) {
 		}
 	}
 	wantErr(t, e.as(t, "ap1", "POST", path+"/approve", map[string]string{"binding_hash": "short"}), 400, "bad_request", "binding_hash")
-	wantErr(t, e.as(t, "ap1", "POST", path+"/approve", map[string]any{"reason": strings.Repeat("r", 1001)}), 400, "bad_request", "reason")
+	wantErr(t, e.as(t, "ap1", "POST", path+"/approve", map[string]any{"reason": strings.Repeat("r", 1025)}), 400, "bad_request", "reason")
 	wantErr(t, e.as(t, "ap1", "POST", "/api/v1/jobs/nope/approve", nil), 404, "not_found", "")
 
 	// The holder may not approve their own certificate, even as an approver.
