@@ -89,7 +89,7 @@ func (d *Dispatcher) build(ctx context.Context, r store.Reader, j store.Job) (*p
 	if deadline.IsZero() {
 		deadline = d.clock().Add(defaultDeadline)
 	}
-	b.out = protocol.JobDispatch{Kind: protocol.JobKind(j.Kind), Deadline: deadline, Profile: p.Name}
+	b.out = protocol.JobDispatch{Kind: j.Kind, Deadline: deadline, Profile: p.Name}
 	if err := b.kind(ctx); err != nil {
 		return nil, err
 	}

@@ -132,7 +132,7 @@ func (d *Dispatcher) decodeJobEvent(e *jobEvent) (verdict, error) {
 	case protocol.TypeProgress:
 		e.kind = jobs.EventProgress
 		if e.progress, err = protocol.DecodeBody[protocol.Progress](env); err == nil {
-			e.step = jobs.Step(e.progress.Step)
+			e.step = e.progress.Step
 		}
 	case protocol.TypeCSR:
 		e.kind = jobs.EventCSR

@@ -101,7 +101,7 @@ func (d *Dispatcher) JobWithdrawn(ctx context.Context, tx store.Tx, j store.Job,
 		reason = evs[len(evs)-1].Reason
 	}
 	env, err := d.enqueue(ctx, tx, j.AgentID, protocol.JobRef{JobID: j.ID, Attempt: uint32(j.Attempt)},
-		protocol.Cancel{State: protocol.JobState(j.State), Reason: protocol.TruncateText(reason, protocol.MaxTextLen)})
+		protocol.Cancel{State: j.State, Reason: protocol.TruncateText(reason, protocol.MaxTextLen)})
 	if err != nil {
 		return err
 	}

@@ -324,7 +324,7 @@ func (m *matrix) send(t *testing.T, j store.Job, ev agentEvent, key *dispatchtes
 	ref := protocol.JobRef{JobID: j.ID, Attempt: uint32(j.Attempt)}
 	switch ev.kind {
 	case jobs.EventProgress:
-		return m.a.Send(ref, protocol.Progress{Step: protocol.Step(ev.step)})
+		return m.a.Send(ref, protocol.Progress{Step: ev.step})
 	case jobs.EventCSR:
 		if key == nil {
 			key = dispatchtest.NewReportedKey(t, protocol.KeyP256)

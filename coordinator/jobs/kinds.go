@@ -1,107 +1,94 @@
 package jobs
 
-import "slices"
+import (
+	"slices"
 
-// Kind is what a job does. The names are the wire names. Kind, State and Step carry no
-// methods (helpers are functions) so they can become aliases of the protocol package's
-// types without other changes.
-type Kind string
+	"github.com/tokenfleet/tokenfleet/protocol"
+)
+
+// Kind, State and Step are the protocol's types: one list of kinds, states and steps for
+// the wire and the rules. The helpers here are functions, so that the protocol package
+// stays free of the coordinator's rules.
+type (
+	Kind  = protocol.JobKind
+	State = protocol.JobState
+	Step  = protocol.Step
+)
 
 // Job kinds.
 const (
-	KindIssue              Kind = "issue"
-	KindCSR                Kind = "csr"
-	KindInstallCertificate Kind = "install_certificate"
-	KindRenew              Kind = "renew"
-	KindUnblockPIN         Kind = "unblock_pin"
-	KindWipe               Kind = "wipe"
-	KindInventory          Kind = "inventory"
-	KindRevoke             Kind = "revoke" // coordinator-side (CRL); never dispatched
+	KindIssue              = protocol.KindIssue
+	KindCSR                = protocol.KindCSR
+	KindInstallCertificate = protocol.KindInstallCertificate
+	KindRenew              = protocol.KindRenew
+	KindUnblockPIN         = protocol.KindUnblockPIN
+	KindWipe               = protocol.KindWipe
+	KindInventory          = protocol.KindInventory
+	KindRevoke             = protocol.KindRevoke // coordinator-side (CRL); never dispatched
 )
 
-var kinds = []Kind{KindIssue, KindCSR, KindInstallCertificate, KindRenew, KindUnblockPIN, KindWipe, KindInventory, KindRevoke}
-
-// Kinds lists every job kind.
-func Kinds() []Kind { return slices.Clone(kinds) }
+// Kinds lists every kind.
+func Kinds() []Kind { return protocol.JobKinds() }
 
 // KnownKind reports whether k is a known kind.
-func KnownKind(k Kind) bool { return slices.Contains(kinds, k) }
+func KnownKind(k Kind) bool { return k.Valid() }
 
-// NeedsCertificate reports whether the job ends with a certificate the coordinator signs
-// during the job, so it passes awaiting_certificate and installing.
+// NeedsCertificate reports whether jobs of kind k end with a certificate the coordinator
+// signs and the agent installs (they pass awaiting_certificate and installing).
 func NeedsCertificate(k Kind) bool { return k == KindIssue || k == KindRenew }
 
 // OnAgent reports whether an agent executes the job (everything but revoke).
-func OnAgent(k Kind) bool { return KnownKind(k) && k != KindRevoke }
-
-// State is where a job is in its lifecycle.
-type State string
+func OnAgent(k Kind) bool { return k.Dispatchable() }
 
 // Job states.
 const (
-	StatePendingApproval     State = "pending_approval"
-	StateApproved            State = "approved"
-	StateDispatched          State = "dispatched"
-	StateRunning             State = "running"
-	StateAwaitingCertificate State = "awaiting_certificate"
-	StateInstalling          State = "installing"
-	StateSucceeded           State = "succeeded"
-	StateFailed              State = "failed"
-	StateRejected            State = "rejected"
-	StateCancelled           State = "cancelled"
-	StateSuperseded          State = "superseded"
-	StateExpired             State = "expired"
+	StatePendingApproval     = protocol.StatePendingApproval
+	StateApproved            = protocol.StateApproved
+	StateDispatched          = protocol.StateDispatched
+	StateRunning             = protocol.StateRunning
+	StateAwaitingCertificate = protocol.StateAwaitingCertificate
+	StateInstalling          = protocol.StateInstalling
+	StateSucceeded           = protocol.StateSucceeded
+	StateFailed              = protocol.StateFailed
+	StateRejected            = protocol.StateRejected
+	StateCancelled           = protocol.StateCancelled
+	StateSuperseded          = protocol.StateSuperseded
+	StateExpired             = protocol.StateExpired
 )
 
-var states = []State{
-	StatePendingApproval, StateApproved, StateDispatched, StateRunning, StateAwaitingCertificate,
-	StateInstalling, StateSucceeded, StateFailed, StateRejected, StateCancelled, StateSuperseded, StateExpired,
-}
-
 // States lists every state, the lifecycle order first, then the terminal ones.
-func States() []State { return slices.Clone(states) }
+func States() []State { return protocol.JobStates() }
 
 // KnownState reports whether s is a known state.
-func KnownState(s State) bool { return slices.Contains(states, s) }
+func KnownState(s State) bool { return s.Valid() }
 
 // Terminal reports whether s ends the job (failed still allows a retry, see CanRetry).
-func Terminal(s State) bool {
-	switch s {
-	case StateSucceeded, StateFailed, StateRejected, StateCancelled, StateSuperseded, StateExpired:
-		return true
-	}
-	return false
-}
+func Terminal(s State) bool { return s.IsTerminal() }
 
 // Started reports whether work on the job has begun (running or later, not terminal).
 func Started(s State) bool {
 	return s == StateRunning || s == StateAwaitingCertificate || s == StateInstalling
 }
 
-// Step is progress inside a run, reported by the agent.
-type Step string
-
 // Steps, in the order a run passes them.
 const (
-	StepWaitingForToken    Step = "waiting_for_token"
-	StepTokenFound         Step = "token_found"
-	StepInitialising       Step = "initialising"
-	StepKeyGenerated       Step = "key_generated"
-	StepCSRSent            Step = "csr_sent"
-	StepCertificateWritten Step = "certificate_written"
-	StepVerified           Step = "verified"
+	StepWaitingForToken    = protocol.StepWaitingForToken
+	StepTokenFound         = protocol.StepTokenFound
+	StepInitialising       = protocol.StepInitialising
+	StepKeyGenerated       = protocol.StepKeyGenerated
+	StepCSRSent            = protocol.StepCSRSent
+	StepCertificateWritten = protocol.StepCertificateWritten
+	StepVerified           = protocol.StepVerified
 )
 
-var steps = []Step{StepWaitingForToken, StepTokenFound, StepInitialising, StepKeyGenerated, StepCSRSent, StepCertificateWritten, StepVerified}
-
 // Steps lists every step in run order.
-func Steps() []Step { return slices.Clone(steps) }
+func Steps() []Step { return protocol.Steps() }
 
 // KnownStep reports whether s is a known step.
-func KnownStep(s Step) bool { return slices.Contains(steps, s) }
+func KnownStep(s Step) bool { return s.Valid() }
 
 // stepRank is the step's position in run order; -1 for none or unknown.
-func stepRank(s Step) int { return slices.Index(steps, s) }
+func stepRank(s Step) int { return slices.Index(protocol.Steps(), s) }
 
 // PIN purposes, as the coordinator keeps them.
 const (

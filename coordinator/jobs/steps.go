@@ -13,7 +13,7 @@ type Progress struct {
 // kindSteps lists the steps each kind may report. renew never initialises: that would wipe
 // the token it renews. revoke runs on the coordinator and reports none.
 var kindSteps = map[Kind][]Step{
-	KindIssue:              steps,
+	KindIssue:              Steps(),
 	KindRenew:              {StepWaitingForToken, StepTokenFound, StepKeyGenerated, StepCSRSent, StepCertificateWritten, StepVerified},
 	KindCSR:                {StepWaitingForToken, StepTokenFound, StepInitialising, StepKeyGenerated, StepCSRSent},
 	KindInstallCertificate: {StepWaitingForToken, StepTokenFound, StepCertificateWritten, StepVerified},

@@ -99,7 +99,7 @@ func knownStates(ss ...State) error {
 	for _, s := range ss {
 		if !KnownState(s) {
 			var names []string
-			for _, k := range states {
+			for _, k := range States() {
 				names = append(names, string(k))
 			}
 			return errorf(CodeInvalidInput, "unknown job state %q (known: %s)", s, strings.Join(names, ", "))
@@ -110,7 +110,7 @@ func knownStates(ss ...State) error {
 
 func joinKinds() string {
 	var names []string
-	for _, k := range kinds {
+	for _, k := range Kinds() {
 		names = append(names, string(k))
 	}
 	return strings.Join(names, ", ")
