@@ -12,70 +12,6 @@ import (
 // a code, once published, keeps its spelling and meaning forever.
 type ErrorCode string
 
-// Generic codes: what a receiver says about a message it cannot take.
-const (
-	CodeBadRequest         ErrorCode = "bad_request"
-	CodeUnsupportedVersion ErrorCode = "unsupported_version"
-	CodeUnknownType        ErrorCode = "unknown_type"
-	CodeTooLarge           ErrorCode = "too_large"
-	CodeMalformed          ErrorCode = "malformed"
-	CodeForgedSender       ErrorCode = "forged_sender"
-	CodeStaleAttempt       ErrorCode = "stale_attempt"
-	CodeDuplicate          ErrorCode = "duplicate"
-	CodeInternal           ErrorCode = "internal"
-	// Refusals of the coordinator's event table (see the trust boundary in DESIGN.md).
-	CodeJobNotDispatched ErrorCode = "job_not_dispatched"
-	CodeJobEnded         ErrorCode = "job_ended"
-	CodeEventNotAllowed  ErrorCode = "event_not_allowed"
-	CodeTokenNotOwned    ErrorCode = "token_not_owned"
-	CodePINsUnknown      ErrorCode = "pins_unknown"
-)
-
-// Job codes: why an attempt of a job failed.
-const (
-	CodeJobExpired         ErrorCode = "job_expired"
-	CodeJobCancelled       ErrorCode = "job_cancelled"
-	CodeNoMatchingToken    ErrorCode = "no_matching_token"
-	CodeDeadlineExceeded   ErrorCode = "deadline_exceeded"
-	CodeCSRRejected        ErrorCode = "csr_rejected"
-	CodeKeyMismatch        ErrorCode = "key_mismatch"
-	CodeWeakKey            ErrorCode = "weak_key"
-	CodePolicyViolation    ErrorCode = "policy_violation"
-	CodeUnsealFailed       ErrorCode = "unseal_failed"
-	CodeFactoryPINsUnknown ErrorCode = "factory_pins_unknown"
-)
-
-// Token codes: the PKCS#11 driver reports these exact strings, so a failure
-// on a workstation arrives at the coordinator with the same code.
-const (
-	CodeTokenPINIncorrect           ErrorCode = "token.pin_incorrect"
-	CodeTokenPINLocked              ErrorCode = "token.pin_locked"
-	CodeTokenPINLenRange            ErrorCode = "token.pin_len_range"
-	CodeTokenPINInvalid             ErrorCode = "token.pin_invalid"
-	CodeTokenPINExpired             ErrorCode = "token.pin_expired"
-	CodeTokenNotPresent             ErrorCode = "token.not_present"
-	CodeTokenDeviceRemoved          ErrorCode = "token.device_removed"
-	CodeTokenDeviceError            ErrorCode = "token.device_error"
-	CodeTokenNotInitialized         ErrorCode = "token.not_initialized"
-	CodeTokenAlreadyInitialized     ErrorCode = "token.already_initialized"
-	CodeTokenNotLoggedIn            ErrorCode = "token.not_logged_in"
-	CodeTokenFunctionNotSupported   ErrorCode = "token.function_not_supported"
-	CodeTokenMechanismNotSupported  ErrorCode = "token.mechanism_not_supported"
-	CodeTokenKeyNotFound            ErrorCode = "token.key_not_found"
-	CodeTokenCertificateNotFound    ErrorCode = "token.certificate_not_found"
-	CodeTokenCertificateKeyMismatch ErrorCode = "token.certificate_key_mismatch"
-	CodeTokenNotFound               ErrorCode = "token.not_found"
-	CodeTokenAmbiguous              ErrorCode = "token.ambiguous"
-	CodeTokenWriteProtected         ErrorCode = "token.write_protected"
-	CodeTokenMemoryFull             ErrorCode = "token.memory_full"
-	CodeTokenModuleLoadFailed       ErrorCode = "token.module_load_failed"
-	CodeTokenSessionError           ErrorCode = "token.session_error"
-	CodeTokenGeneralError           ErrorCode = "token.general_error"
-	CodeTokenInvalidArgument        ErrorCode = "token.invalid_argument"
-	CodeTokenCancelled              ErrorCode = "token.cancelled"
-	CodeTokenKeyExists              ErrorCode = "token.key_exists"
-)
-
 // ErrorInfo is one row of the error table.
 type ErrorInfo struct {
 	Code        ErrorCode `json:"code"`
@@ -84,8 +20,10 @@ type ErrorInfo struct {
 }
 
 // The table is data (errors.json) so that documentation, the help desk and
-// tools outside Go read the same list the code uses.
+// tools outside Go read the same list the code uses; the constants are
+// generated from it (errors_codes.go).
 //
+//go:generate go run ./internal/errorsgen/cmd/errorsgen errors.json errors_codes.go
 //go:embed errors.json
 var errorsJSON []byte
 

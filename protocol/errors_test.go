@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tokenfleet/tokenfleet/protocol/internal/errorsgen"
 )
 
 // errorCodeConstants parses the package source and returns every constant
@@ -216,5 +219,21 @@ func TestWithinBuildsFieldPaths(t *testing.T) {
 		if got := fmt.Sprint(tc.err); got != tc.want {
 			t.Errorf("got %q, want %q", got, tc.want)
 		}
+	}
+}
+
+// TestErrorConstantsGenerated: errors_codes.go is what errorsgen makes of errors.json
+// (go generate ./protocol after editing the table).
+func TestErrorConstantsGenerated(t *testing.T) {
+	want, err := errorsgen.Generate(errorsJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("errors_codes.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("errors_codes.go is not what errors.json generates: run go generate ./protocol")
 	}
 }
