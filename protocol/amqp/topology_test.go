@@ -177,6 +177,9 @@ func TestCheckAgentQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = c.Close() }()
+	// First the refusal, however long a busy machine takes to get there; then Ready, which
+	// must keep waiting and, at its deadline, say why.
+	waitFor(t, 60*time.Second, "the refusal while not enrolled", func() bool { return errors.Is(c.Status().Err, ErrNotEnrolled) })
 	waitCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	err = c.Ready(waitCtx)
 	cancel()
