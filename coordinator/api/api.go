@@ -1,0 +1,393 @@
+// Package api holds the JSON types of the coordinator's HTTP API, the schemas of
+// openapi.yaml beside it: the server (coordinator/httpapi) encodes them, the Go client
+// (coordinator/client) and tokenfleetctl decode them. One definition per type keeps the
+// two sides from drifting; TestOpenAPI holds the types to the description.
+//
+// Responses carry every field the server always sends without omitempty, so that a
+// client sees them even when empty; lists are never null. Request types leave out what
+// the caller did not set, and never a required field. Changing a JSON name or an
+// omitempty here changes the wire: clients in the field depend on it.
+//
+// The package imports nothing of the coordinator but the domain types its fields use
+// (jobs' kinds, states and roles, audit's entries and checkpoints).
+package api
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+)
+
+// ErrorResponse is the body of every error answer (the Error schema).
+type ErrorResponse struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what failed. Code is stable: match on it, never on Message.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"` // the request field at fault, when there is one
+}
+
+// Health is the answer of /healthz.
+type Health struct {
+	Status string `json:"status"` // "ok" or "unhealthy"
+	Store  string `json:"store"`
+}
+
+// List is one page of a paginated list: NextCursor continues it, "" on the last page.
+type List[T any] struct {
+	Items      []T    `json:"items"`
+	NextCursor string `json:"next_cursor"`
+}
+
+// The lists of the API.
+type (
+	OrgList             = List[Org]
+	UserList            = List[User]
+	JobList             = List[Job]
+	AgentList           = List[Agent]
+	TokenList           = List[Token]
+	CertificateList     = List[Certificate]
+	AuditCheckpointList = List[AuditCheckpoint]
+)
+
+// Org is an organisation.
+type Org struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
+
+// OrgCreate is the request to create an organisation.
+type OrgCreate struct {
+	Name string `json:"name"`
+}
+
+// User is a person: a certificate holder, an operator, or both.
+type User struct {
+	ID           string            `json:"id"`
+	Username     string            `json:"username"`
+	DisplayName  string            `json:"display_name,omitempty"`
+	Email        string            `json:"email,omitempty"`
+	UPN          string            `json:"upn,omitempty"`
+	Organization string            `json:"organization,omitempty"` // organisation name
+	Attributes   map[string]string `json:"attributes,omitempty"`
+	Roles        []jobs.Role       `json:"roles"`
+	Disabled     bool              `json:"disabled"`
+	Created      time.Time         `json:"created"`
+}
+
+// UserCreate is the request to create a person.
+type UserCreate struct {
+	Username     string            `json:"username"`
+	DisplayName  string            `json:"display_name,omitempty"`
+	Email        string            `json:"email,omitempty"`
+	UPN          string            `json:"upn,omitempty"`
+	Organization string            `json:"organization,omitempty"`
+	Attributes   map[string]string `json:"attributes,omitempty"`
+	Roles        []jobs.Role       `json:"roles,omitempty"`
+}
+
+// APITokenCreate asks for a new API token.
+type APITokenCreate struct {
+	Name string `json:"name,omitempty"`
+	// ExpiresIn is a Go duration or whole days ("90d"); empty: the token never expires.
+	ExpiresIn string `json:"expires_in,omitempty"`
+}
+
+// APITokenIssued is a new API token. Token is the secret: the server shows it this once.
+type APITokenIssued struct {
+	ID       string    `json:"id"`
+	Token    string    `json:"token"`
+	Username string    `json:"username"`
+	Expires  time.Time `json:"expires,omitzero"`
+}
+
+// Profile is an issuance profile as the coordinator stores it.
+type Profile struct {
+	Name               string    `json:"name"`
+	Description        string    `json:"description,omitempty"`
+	Version            int64     `json:"version"`
+	Hash               string    `json:"hash"`
+	ApprovalsRequired  int       `json:"approvals_required"`
+	CAOperatorRequired bool      `json:"ca_operator_required"`
+	Key                string    `json:"key"` // "rsa2048", "p256", ...
+	Updated            time.Time `json:"updated"`
+	UpdatedBy          string    `json:"updated_by"`
+	YAML               string    `json:"yaml,omitempty"` // only for one profile
+}
+
+// ProfileList is the list of profiles (not paginated).
+type ProfileList struct {
+	Items []Profile `json:"items"`
+}
+
+// JobCreate queues a job.
+type JobCreate struct {
+	Kind    jobs.Kind `json:"kind"`
+	Holder  string    `json:"holder"` // holder username
+	Agent   string    `json:"agent"`  // target agent ID
+	Profile string    `json:"profile"`
+	// TokenSerial is the token to use; empty means any token the profile allows.
+	TokenSerial string `json:"token_serial,omitempty"`
+	// Deadline defaults to the profile's expires_after from now.
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// Job is a job as listed.
+type Job struct {
+	ID           string     `json:"id"`
+	Kind         jobs.Kind  `json:"kind"`
+	State        jobs.State `json:"state"`
+	Holder       string     `json:"holder"`
+	Profile      string     `json:"profile"`
+	ProfileHash  string     `json:"profile_hash"`
+	Agent        string     `json:"agent"`
+	TokenSerial  string     `json:"token_serial,omitempty"`
+	Requester    string     `json:"requester"`
+	Organization string     `json:"organization,omitempty"`
+	BindingHash  string     `json:"binding_hash"`
+	Attempt      int        `json:"attempt"`
+	Approvals    string     `json:"approvals"` // progress, e.g. "1/2"
+	Deadline     time.Time  `json:"deadline,omitzero"`
+	Created      time.Time  `json:"created"`
+	Updated      time.Time  `json:"updated"`
+	ErrorCode    string     `json:"error_code,omitempty"`
+	ErrorMessage string     `json:"error_message,omitempty"`
+	SupersededBy string     `json:"superseded_by,omitempty"`
+}
+
+// JobDetail is one job with its approvals, timeline and steps.
+type JobDetail struct {
+	Job
+	ApprovalList []JobApproval `json:"approval_list"`
+	Timeline     []JobEvent    `json:"timeline"`
+	Steps        []JobStep     `json:"steps"`
+	// WaitingReason says why an approved job is not sent to its agent yet.
+	WaitingReason string `json:"waiting_reason,omitempty"`
+	// AgentResult is what the agent said of the attempt's end, once it did.
+	AgentResult string `json:"agent_result,omitempty"`
+}
+
+// JobApproval is one decision at a gate.
+type JobApproval struct {
+	Gate     jobs.Gate    `json:"gate"`
+	Approver string       `json:"approver"`
+	Decision jobs.Verdict `json:"decision"`
+	Reason   string       `json:"reason,omitempty"`
+	At       time.Time    `json:"at"`
+	// Valid is false when the approval expired or was bound to another version of the job.
+	Valid bool `json:"valid"`
+}
+
+// JobEvent is one state transition; From is empty for the job's creation.
+type JobEvent struct {
+	From    jobs.State `json:"from"`
+	To      jobs.State `json:"to"`
+	Attempt int        `json:"attempt"`
+	Actor   string     `json:"actor"`
+	Reason  string     `json:"reason,omitempty"`
+	At      time.Time  `json:"at"`
+}
+
+// JobStep is progress reported inside the running state.
+type JobStep struct {
+	Attempt int       `json:"attempt"`
+	Step    jobs.Step `json:"step"`
+	Detail  string    `json:"detail,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Decision is the body of approve and reject.
+type Decision struct {
+	Reason string `json:"reason,omitempty"`
+	// BindingHash is the job's binding_hash as the approver reviewed it; the decision is
+	// refused when the job no longer has it. Empty: the job as it is now.
+	BindingHash string `json:"binding_hash,omitempty"`
+}
+
+// Reason is the body of the calls that take only a reason: cancel, an agent's key reset.
+type Reason struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// Retry asks for a new attempt of a failed job.
+type Retry struct {
+	Reason string `json:"reason,omitempty"`
+	// Deadline is the new attempt's deadline; zero keeps the job's, extended when it has
+	// passed.
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// UserPIN is a job's user PIN, shown once.
+type UserPIN struct {
+	PIN string `json:"pin"`
+}
+
+// Agent is a workstation agent with its presence.
+type Agent struct {
+	ID       string    `json:"id"`
+	Hostname string    `json:"hostname"`
+	OS       string    `json:"os"`
+	Version  string    `json:"version"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Enrolled time.Time `json:"enrolled"`
+	Approved bool      `json:"approved"`
+}
+
+// AgentEnrol enrols an agent before it first connects.
+type AgentEnrol struct {
+	ID         string `json:"id"`
+	Hostname   string `json:"hostname,omitempty"`
+	BrokerUser string `json:"broker_user,omitempty"`
+}
+
+// Token is a hardware token as last reported by an agent.
+type Token struct {
+	Serial       string `json:"serial"`
+	Agent        string `json:"agent,omitempty"`
+	Label        string `json:"label"`
+	Manufacturer string `json:"manufacturer"`
+	Model        string `json:"model"`
+	// Flags are the token's PKCS#11 flags as the agent reported them.
+	Flags    json.RawMessage `json:"flags,omitempty"`
+	LastSeen time.Time       `json:"last_seen,omitzero"`
+}
+
+// Certificate is a certificate the coordinator issued or installed.
+type Certificate struct {
+	Serial      string    `json:"serial"`
+	Job         string    `json:"job,omitempty"`
+	Holder      string    `json:"holder,omitempty"`
+	Profile     string    `json:"profile"`
+	TokenSerial string    `json:"token_serial,omitempty"`
+	Agent       string    `json:"agent,omitempty"`
+	Subject     string    `json:"subject"`
+	Issuer      string    `json:"issuer"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	PEM         string    `json:"pem"`
+}
+
+// Revoke is the request to revoke a certificate.
+type Revoke struct {
+	// Reason is an RFC 5280 reason name such as key_compromise or superseded.
+	Reason  string `json:"reason"`
+	Comment string `json:"comment,omitempty"` // kept in the audit log
+}
+
+// CAChain is the coordinator's CA certificates, the issuing CA first.
+type CAChain struct {
+	PEM          string          `json:"pem"`
+	Certificates []CACertificate `json:"certificates"`
+}
+
+// CACertificate is one certificate of the CA's chain.
+type CACertificate struct {
+	Subject   string    `json:"subject"`
+	Issuer    string    `json:"issuer"`
+	Serial    string    `json:"serial"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	SHA256    string    `json:"sha256"`
+}
+
+// AuditEntry is an audit log entry as the API sends it. Entry turns it into the
+// audit.Entry whose hash it carries.
+type AuditEntry struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Job    string    `json:"job,omitempty"`
+	Target string    `json:"target,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	// Details are kept as received: they are hashed byte for byte.
+	Details  json.RawMessage `json:"details,omitempty"`
+	PrevHash string          `json:"prev_hash"`
+	Hash     string          `json:"hash"`
+	// Unreadable: the coordinator could not read the stored row (it was changed behind
+	// its back); the fields it names are empty, and verifiers report the entry.
+	Unreadable string `json:"unreadable,omitempty"`
+}
+
+// AuditEntryOf is e as the API sends it.
+func AuditEntryOf(e audit.Entry) AuditEntry {
+	return AuditEntry{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Job: e.JobID, Target: e.Target,
+		Reason: e.Reason, Details: e.Details, PrevHash: e.PrevHash, Hash: e.Hash, Unreadable: e.Unreadable}
+}
+
+// Entry returns the entry as the audit package hashes it. The time is read back in UTC
+// (the hash covers whole microseconds, which RFC 3339 carries) and the details in the
+// compact form the log sealed them in: the server's JSON encoder may re-space them,
+// which changes no byte of the compact form.
+func (e AuditEntry) Entry() audit.Entry {
+	return audit.Entry{
+		Seq:        e.Seq,
+		Time:       e.Time.UTC(),
+		Actor:      e.Actor,
+		Action:     e.Action,
+		JobID:      e.Job,
+		Target:     e.Target,
+		Reason:     e.Reason,
+		Details:    compactDetails(e.Details),
+		PrevHash:   e.PrevHash,
+		Hash:       e.Hash,
+		Unreadable: e.Unreadable,
+	}
+}
+
+// compactDetails undoes what a JSON encoder may do to a raw object in transit: spacing and
+// HTML escaping. It maps absent and null to nil, as the log stores them, and leaves every
+// other value, including an empty object, as a value whose hash the log checks.
+func compactDetails(d json.RawMessage) json.RawMessage {
+	if len(d) == 0 || string(d) == "null" {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, d); err != nil {
+		return d
+	}
+	var out bytes.Buffer
+	json.HTMLEscape(&out, buf.Bytes())
+	return out.Bytes()
+}
+
+// AuditPage is one page of the audit log.
+type AuditPage struct {
+	Items []AuditEntry `json:"items"`
+	// NextAfterSeq is the after_seq of the next page; 0 when this was the last page.
+	NextAfterSeq int64 `json:"next_after_seq"`
+}
+
+// AuditCheckpoint travels as audit.Checkpoint's own JSON: its signature covers exactly
+// those fields, and a verifier needs the audit type anyway.
+type AuditCheckpoint = audit.Checkpoint
+
+// AuditCheckpointKey is the public key audit checkpoints verify with.
+type AuditCheckpointKey struct {
+	Algorithm string `json:"algorithm"` // "ed25519"
+	KeyID     string `json:"key_id"`
+	PEM       string `json:"pem"`
+}
+
+// PublicKey parses the key and checks that it is the one its ID names.
+func (k AuditCheckpointKey) PublicKey() (ed25519.PublicKey, error) {
+	pub, err := audit.ParseCheckpointPublicKey([]byte(k.PEM))
+	if err != nil {
+		return nil, err
+	}
+	if id := audit.CheckpointKeyID(pub); id != k.KeyID {
+		return nil, fmt.Errorf("the coordinator's checkpoint key has ID %s but is named %s", id, k.KeyID)
+	}
+	return pub, nil
+}

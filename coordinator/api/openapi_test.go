@@ -1,0 +1,352 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+)
+
+// schemaTypes names the Go type of every schema of openapi.yaml that has one. A schema
+// neither here nor in enumSchemas fails the test: a new schema needs its type.
+var schemaTypes = map[string]reflect.Type{
+	"Error":               reflect.TypeFor[api.ErrorResponse](),
+	"Health":              reflect.TypeFor[api.Health](),
+	"Org":                 reflect.TypeFor[api.Org](),
+	"OrgCreate":           reflect.TypeFor[api.OrgCreate](),
+	"OrgList":             reflect.TypeFor[api.OrgList](),
+	"User":                reflect.TypeFor[api.User](),
+	"UserCreate":          reflect.TypeFor[api.UserCreate](),
+	"UserList":            reflect.TypeFor[api.UserList](),
+	"APITokenCreate":      reflect.TypeFor[api.APITokenCreate](),
+	"APITokenIssued":      reflect.TypeFor[api.APITokenIssued](),
+	"Profile":             reflect.TypeFor[api.Profile](),
+	"ProfileList":         reflect.TypeFor[api.ProfileList](),
+	"JobCreate":           reflect.TypeFor[api.JobCreate](),
+	"Job":                 reflect.TypeFor[api.Job](),
+	"JobDetail":           reflect.TypeFor[api.JobDetail](),
+	"JobList":             reflect.TypeFor[api.JobList](),
+	"Decision":            reflect.TypeFor[api.Decision](),
+	"Reason":              reflect.TypeFor[api.Reason](),
+	"Retry":               reflect.TypeFor[api.Retry](),
+	"UserPIN":             reflect.TypeFor[api.UserPIN](),
+	"Agent":               reflect.TypeFor[api.Agent](),
+	"AgentEnrol":          reflect.TypeFor[api.AgentEnrol](),
+	"AgentList":           reflect.TypeFor[api.AgentList](),
+	"Token":               reflect.TypeFor[api.Token](),
+	"TokenList":           reflect.TypeFor[api.TokenList](),
+	"Certificate":         reflect.TypeFor[api.Certificate](),
+	"CertificateList":     reflect.TypeFor[api.CertificateList](),
+	"Revoke":              reflect.TypeFor[api.Revoke](),
+	"CAChain":             reflect.TypeFor[api.CAChain](),
+	"AuditEntry":          reflect.TypeFor[api.AuditEntry](),
+	"AuditPage":           reflect.TypeFor[api.AuditPage](),
+	"AuditCheckpoint":     reflect.TypeFor[api.AuditCheckpoint](),
+	"AuditCheckpointList": reflect.TypeFor[api.AuditCheckpointList](),
+	"AuditCheckpointKey":  reflect.TypeFor[api.AuditCheckpointKey](),
+}
+
+// enumValues are the Go constants of the string types the API carries: a field of one of
+// these types must be described with exactly these values.
+var enumValues = map[reflect.Type][]string{
+	reflect.TypeFor[jobs.Role]():    strs(jobs.AllRoles()),
+	reflect.TypeFor[jobs.Kind]():    strs(jobs.Kinds()),
+	reflect.TypeFor[jobs.State]():   strs(jobs.States()),
+	reflect.TypeFor[jobs.Step]():    strs(jobs.Steps()),
+	reflect.TypeFor[jobs.Gate]():    strs([]jobs.Gate{jobs.GateRequest, jobs.GateCAOperator}),
+	reflect.TypeFor[jobs.Verdict](): strs([]jobs.Verdict{jobs.VerdictApprove, jobs.VerdictReject}),
+}
+
+// enumSchemas are the schemas that are only an enum, and the Go type whose constants they
+// list.
+var enumSchemas = map[string]reflect.Type{
+	"Role":     reflect.TypeFor[jobs.Role](),
+	"JobKind":  reflect.TypeFor[jobs.Kind](),
+	"JobState": reflect.TypeFor[jobs.State](),
+	"JobStep":  reflect.TypeFor[jobs.Step](),
+}
+
+func strs[S ~string](vs []S) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
+	}
+	return out
+}
+
+// spec is openapi.yaml as generic YAML.
+type spec struct {
+	schemas map[string]any
+}
+
+func loadSpec(t *testing.T) spec {
+	t.Helper()
+	data, err := os.ReadFile("openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	comps, _ := doc["components"].(map[string]any)
+	schemas, _ := comps["schemas"].(map[string]any)
+	if len(schemas) == 0 {
+		t.Fatal("openapi.yaml has no components.schemas")
+	}
+	return spec{schemas: schemas}
+}
+
+// resolve follows $ref and merges allOf into one object schema.
+func (s spec) resolve(node any) (map[string]any, error) {
+	m, ok := node.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("schema is %T, not a mapping", node)
+	}
+	if ref, ok := m["$ref"].(string); ok {
+		name, ok := strings.CutPrefix(ref, "#/components/schemas/")
+		if !ok {
+			return nil, fmt.Errorf("unsupported $ref %q", ref)
+		}
+		target, ok := s.schemas[name]
+		if !ok {
+			return nil, fmt.Errorf("$ref to a missing schema %q", name)
+		}
+		return s.resolve(target)
+	}
+	all, ok := m["allOf"].([]any)
+	if !ok {
+		return m, nil
+	}
+	merged := map[string]any{"type": "object", "properties": map[string]any{}}
+	var required []any
+	for _, part := range all {
+		pm, err := s.resolve(part)
+		if err != nil {
+			return nil, err
+		}
+		props, _ := pm["properties"].(map[string]any)
+		for k, v := range props {
+			merged["properties"].(map[string]any)[k] = v
+		}
+		r, _ := pm["required"].([]any)
+		required = append(required, r...)
+	}
+	merged["required"] = required
+	return merged, nil
+}
+
+// jsonField is one JSON property of a Go struct.
+type jsonField struct {
+	name      string
+	omitEmpty bool
+	typ       reflect.Type
+}
+
+// jsonFields lists the properties encoding/json gives t, embedded structs flattened.
+func jsonFields(t reflect.Type) []jsonField {
+	var out []jsonField
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		if tag == "-" || !f.IsExported() && !f.Anonymous {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			out = append(out, jsonFields(f.Type)...)
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		omit := slices.Contains(strings.Split(opts, ","), "omitempty") || slices.Contains(strings.Split(opts, ","), "omitzero")
+		out = append(out, jsonField{name: name, omitEmpty: omit, typ: f.Type})
+	}
+	return out
+}
+
+var (
+	timeType = reflect.TypeFor[time.Time]()
+	rawType  = reflect.TypeFor[json.RawMessage]()
+)
+
+// compare checks the schema node against Go type t and reports every disagreement.
+func (s spec) compare(t *testing.T, where string, node any, typ reflect.Type) {
+	t.Helper()
+	sch, err := s.resolve(node)
+	if err != nil {
+		t.Errorf("%s: %v", where, err)
+		return
+	}
+	if vals, ok := enumValues[typ]; ok {
+		s.compareEnum(t, where, sch, vals)
+		return
+	}
+	want := ""
+	switch {
+	case typ == timeType:
+		if sch["type"] != "string" || sch["format"] != "date-time" {
+			t.Errorf("%s: a time, described as type %v format %v; want string, date-time", where, sch["type"], sch["format"])
+		}
+		return
+	case typ == rawType:
+		want = "object"
+	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8:
+		if sch["type"] != "string" || sch["format"] != "byte" {
+			t.Errorf("%s: bytes, described as type %v format %v; want string, byte", where, sch["type"], sch["format"])
+		}
+		return
+	case typ.Kind() == reflect.String:
+		want = "string"
+	case typ.Kind() == reflect.Bool:
+		want = "boolean"
+	case typ.Kind() >= reflect.Int && typ.Kind() <= reflect.Uint64:
+		want = "integer"
+	case typ.Kind() == reflect.Map:
+		want = "object"
+	case typ.Kind() == reflect.Slice:
+		if sch["type"] != "array" {
+			t.Errorf("%s: a list, described as type %v", where, sch["type"])
+			return
+		}
+		s.compare(t, where+"[]", sch["items"], typ.Elem())
+		return
+	case typ.Kind() == reflect.Struct:
+		s.compareObject(t, where, sch, typ)
+		return
+	default:
+		t.Errorf("%s: Go type %s has no rule here", where, typ)
+		return
+	}
+	if sch["type"] != want {
+		t.Errorf("%s: Go type %s, described as type %v; want %s", where, typ, sch["type"], want)
+	}
+}
+
+func (s spec) compareObject(t *testing.T, where string, sch map[string]any, typ reflect.Type) {
+	t.Helper()
+	if sch["type"] != "object" {
+		t.Errorf("%s: Go struct %s, described as type %v", where, typ, sch["type"])
+		return
+	}
+	props, _ := sch["properties"].(map[string]any)
+	fields := jsonFields(typ)
+	var goNames, specNames []string
+	for _, f := range fields {
+		goNames = append(goNames, f.name)
+	}
+	for k := range props {
+		specNames = append(specNames, k)
+	}
+	sort.Strings(goNames)
+	sort.Strings(specNames)
+	for _, n := range goNames {
+		if _, ok := props[n]; !ok {
+			t.Errorf("%s: %s has JSON field %q that the description lacks", where, typ, n)
+		}
+	}
+	for _, n := range specNames {
+		if !slices.Contains(goNames, n) {
+			t.Errorf("%s: the description has property %q that %s lacks", where, n, typ)
+		}
+	}
+	required, _ := sch["required"].([]any)
+	for _, r := range required {
+		name, _ := r.(string)
+		i := slices.IndexFunc(fields, func(f jsonField) bool { return f.name == name })
+		if i < 0 {
+			t.Errorf("%s: required property %q is no field of %s", where, name, typ)
+			continue
+		}
+		if fields[i].omitEmpty {
+			t.Errorf("%s: property %q is required but %s leaves it out when empty", where, name, typ)
+		}
+	}
+	for _, f := range fields {
+		if p, ok := props[f.name]; ok {
+			s.compare(t, where+"."+f.name, p, f.typ)
+		}
+	}
+}
+
+func (s spec) compareEnum(t *testing.T, where string, sch map[string]any, want []string) {
+	t.Helper()
+	raw, ok := sch["enum"].([]any)
+	if !ok {
+		t.Errorf("%s: the Go type has constants %v, the description no enum", where, want)
+		return
+	}
+	var got []string
+	for _, v := range raw {
+		// "" is no constant: it stands for "none" where a field may be empty.
+		if v != "" {
+			got = append(got, fmt.Sprint(v))
+		}
+	}
+	if !equalSets(got, want) {
+		t.Errorf("%s: the description's enum %v, the Go constants %v", where, got, want)
+	}
+}
+
+func equalSets(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
+// TestOpenAPI holds the Go types to openapi.yaml: the same JSON properties (embedded
+// structs included), no required property left out when empty, the same basic types,
+// and enums equal to the Go constants.
+func TestOpenAPI(t *testing.T) {
+	s := loadSpec(t)
+	for name, node := range s.schemas {
+		if typ, ok := enumSchemas[name]; ok {
+			sch, err := s.resolve(node)
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				continue
+			}
+			s.compareEnum(t, name, sch, enumValues[typ])
+			continue
+		}
+		typ, ok := schemaTypes[name]
+		if !ok {
+			t.Errorf("schema %s has no Go type in schemaTypes", name)
+			continue
+		}
+		s.compare(t, name, node, typ)
+	}
+	for name := range schemaTypes {
+		if _, ok := s.schemas[name]; !ok {
+			t.Errorf("schemaTypes names %s, which openapi.yaml does not describe", name)
+		}
+	}
+}
+
+// TestOpenAPIRefs checks that every $ref of the description names a schema.
+func TestOpenAPIRefs(t *testing.T) {
+	data, err := os.ReadFile("openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := loadSpec(t)
+	for _, line := range strings.Split(string(data), "\n") {
+		for _, part := range strings.Split(line, "#/components/schemas/")[1:] {
+			name := strings.FieldsFunc(part, func(r rune) bool { return r == '"' || r == '}' || r == ' ' })[0]
+			if _, ok := s.schemas[name]; !ok {
+				t.Errorf("$ref to a missing schema %q", name)
+			}
+		}
+	}
+}
