@@ -165,7 +165,7 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 		return err
 	}
 	api, err := httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg,
-		Checkpoints: s.cps})
+		Checkpoints: apiCheckpoints{s.cps}})
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,14 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/checkpoint"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 // setupCheckpoints loads (or creates on first start) the checkpoint key and makes the
@@ -38,3 +42,11 @@ func (s *Server) setupCheckpoints() error {
 
 // Checkpoints returns the server's checkpointer.
 func (s *Server) Checkpoints() *checkpoint.Checkpointer { return s.cps }
+
+// apiCheckpoints is the checkpointer as the HTTP API takes it: pages are the service's,
+// since the API knows nothing of the store.
+type apiCheckpoints struct{ *checkpoint.Checkpointer }
+
+func (c apiCheckpoints) List(ctx context.Context, p service.Page) ([]audit.Checkpoint, string, error) {
+	return c.Checkpointer.List(ctx, store.Page{Limit: p.Limit, Cursor: p.Cursor})
+}

@@ -3,18 +3,12 @@ package httpapi
 import (
 	"net/http"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
-type agentEnrolJSON struct {
-	ID         string `json:"id"`
-	Hostname   string `json:"hostname"`
-	BrokerUser string `json:"broker_user"`
-}
-
-func (a *api) enrolAgent(w http.ResponseWriter, r *http.Request, u store.User) {
-	var in agentEnrolJSON
+func (a *server) enrolAgent(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	var in api.AgentEnrol
 	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, true)); err != nil {
 		a.fail(w, err)
 		return

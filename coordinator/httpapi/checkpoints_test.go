@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"net/http/httptest"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/checkpoint"
 	"github.com/tokenfleet/tokenfleet/coordinator/httpapi"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 type checkpointJSON struct {
@@ -27,6 +30,14 @@ func (c checkpointJSON) checkpoint() audit.Checkpoint {
 	return audit.Checkpoint{Seq: c.Seq, Hash: c.Hash, Time: c.Time, KeyID: c.KeyID, Signature: c.Signature}
 }
 
+// apiCheckpoints gives the API the checkpointer with the service's page type, as the
+// coordinator does.
+type apiCheckpoints struct{ *checkpoint.Checkpointer }
+
+func (c apiCheckpoints) List(ctx context.Context, p service.Page) ([]audit.Checkpoint, string, error) {
+	return c.Checkpointer.List(ctx, store.Page{Limit: p.Limit, Cursor: p.Cursor})
+}
+
 // withCheckpoints serves the env's service again, with a real checkpointer.
 func (e *env) withCheckpoints(t *testing.T) *checkpoint.Checkpointer {
 	t.Helper()
@@ -39,7 +50,7 @@ func (e *env) withCheckpoints(t *testing.T) *checkpoint.Checkpointer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := httpapi.New(httpapi.Options{Service: e.svc, Logger: log, Registry: prometheus.NewRegistry(), Checkpoints: cps})
+	h, err := httpapi.New(httpapi.Options{Service: e.svc, Logger: log, Registry: prometheus.NewRegistry(), Checkpoints: apiCheckpoints{cps}})
 	if err != nil {
 		t.Fatal(err)
 	}

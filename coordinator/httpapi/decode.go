@@ -11,9 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 // Body limits.
@@ -94,7 +94,7 @@ func jsonError(err error) error {
 		if typ.Field == "" {
 			return bad("", "the request body must be a JSON object, not %s", typ.Value)
 		}
-		return bad(typ.Field, "want %s, got %s", jsonKind(typ.Type.Kind().String()), typ.Value)
+		return bad(jsonPath(typ.Field), "want %s, got %s", jsonKind(typ.Type.Kind().String()), typ.Value)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return bad("", "malformed JSON: the body ends in the middle of a value")
 	}
@@ -103,6 +103,16 @@ func jsonError(err error) error {
 		return bad(name, "unknown field %q", name)
 	}
 	return bad("", "malformed JSON: %v", err)
+}
+
+// jsonPath drops from a decoding error's field path the names of embedded Go structs,
+// which encoding/json puts there: the API's JSON names are all lower case.
+func jsonPath(field string) string {
+	parts := strings.Split(field, ".")
+	for len(parts) > 1 && parts[0] != "" && unicode.IsUpper(rune(parts[0][0])) {
+		parts = parts[1:]
+	}
+	return strings.Join(parts, ".")
 }
 
 func jsonKind(k string) string {
@@ -166,14 +176,14 @@ const (
 )
 
 // page reads limit and cursor.
-func (q query) page() (store.Page, error) {
+func (q query) page() (service.Page, error) {
 	n, err := q.integer("limit", defaultLimit, 1, maxLimit)
 	if err != nil {
-		return store.Page{}, err
+		return service.Page{}, err
 	}
 	c := q.v.Get("cursor")
 	if len(c) > 1024 {
-		return store.Page{}, bad("cursor", "malformed page cursor")
+		return service.Page{}, bad("cursor", "malformed page cursor")
 	}
-	return store.Page{Limit: int(n), Cursor: c}, nil
+	return service.Page{Limit: int(n), Cursor: c}, nil
 }

@@ -6,12 +6,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
-func (a *api) fail(w http.ResponseWriter, err error) { writeError(w, a.log, err) }
+func (a *server) fail(w http.ResponseWriter, err error) { writeError(w, a.log, err) }
 
 // noQuery refuses any query parameter on endpoints that take none.
 func noQuery(r *http.Request) error {
@@ -19,7 +19,7 @@ func noQuery(r *http.Request) error {
 	return err
 }
 
-func (a *api) whoami(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) whoami(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	if err := noQuery(r); err != nil {
 		a.fail(w, err)
 		return
@@ -27,7 +27,7 @@ func (a *api) whoami(w http.ResponseWriter, r *http.Request, u store.User) {
 	writeJSON(w, http.StatusOK, userOut(a.svc.Whoami(r.Context(), u)))
 }
 
-func (a *api) listOrgs(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) listOrgs(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	q, err := parseQuery(r, "limit", "cursor")
 	if err != nil {
 		a.fail(w, err)
@@ -43,15 +43,11 @@ func (a *api) listOrgs(w http.ResponseWriter, r *http.Request, u store.User) {
 		a.fail(w, err)
 		return
 	}
-	out := listJSON[orgJSON]{Items: make([]orgJSON, len(orgs)), NextCursor: next}
-	for i, o := range orgs {
-		out.Items[i] = orgOut(o)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOf(orgs, next, orgOut))
 }
 
-func (a *api) createOrg(w http.ResponseWriter, r *http.Request, u store.User) {
-	var in orgCreateJSON
+func (a *server) createOrg(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	var in api.OrgCreate
 	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, true)); err != nil {
 		a.fail(w, err)
 		return
@@ -64,7 +60,7 @@ func (a *api) createOrg(w http.ResponseWriter, r *http.Request, u store.User) {
 	writeJSON(w, http.StatusCreated, orgOut(o))
 }
 
-func (a *api) listUsers(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) listUsers(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	q, err := parseQuery(r, "limit", "cursor", "organization", "role")
 	if err != nil {
 		a.fail(w, err)
@@ -80,25 +76,17 @@ func (a *api) listUsers(w http.ResponseWriter, r *http.Request, u store.User) {
 		a.fail(w, err)
 		return
 	}
-	out := listJSON[userJSON]{Items: make([]userJSON, len(users)), NextCursor: next}
-	for i, v := range users {
-		out.Items[i] = userOut(v)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOf(users, next, userOut))
 }
 
-func (a *api) createUser(w http.ResponseWriter, r *http.Request, u store.User) {
-	var in userCreateJSON
+func (a *server) createUser(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	var in api.UserCreate
 	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, true)); err != nil {
 		a.fail(w, err)
 		return
 	}
-	roles := make([]jobs.Role, len(in.Roles))
-	for i, role := range in.Roles {
-		roles[i] = jobs.Role(role)
-	}
 	v, err := a.svc.CreateUser(r.Context(), u, service.UserRequest{Username: in.Username, DisplayName: in.DisplayName,
-		Email: in.Email, UPN: in.UPN, Organization: in.Organization, Attributes: in.Attributes, Roles: roles})
+		Email: in.Email, UPN: in.UPN, Organization: in.Organization, Attributes: in.Attributes, Roles: in.Roles})
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -106,7 +94,7 @@ func (a *api) createUser(w http.ResponseWriter, r *http.Request, u store.User) {
 	writeJSON(w, http.StatusCreated, userOut(v))
 }
 
-func (a *api) getUser(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) getUser(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	if err := noQuery(r); err != nil {
 		a.fail(w, err)
 		return
@@ -119,8 +107,8 @@ func (a *api) getUser(w http.ResponseWriter, r *http.Request, u store.User) {
 	writeJSON(w, http.StatusOK, userOut(v))
 }
 
-func (a *api) issueToken(w http.ResponseWriter, r *http.Request, u store.User) {
-	var in tokenCreateJSON
+func (a *server) issueToken(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	var in api.APITokenCreate
 	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, false)); err != nil {
 		a.fail(w, err)
 		return
@@ -130,10 +118,10 @@ func (a *api) issueToken(w http.ResponseWriter, r *http.Request, u store.User) {
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, tokenIssuedJSON{ID: t.ID, Token: t.Token, Username: t.Username, Expires: t.Expires})
+	writeJSON(w, http.StatusCreated, api.APITokenIssued{ID: t.ID, Token: t.Token, Username: t.Username, Expires: t.Expires})
 }
 
-func (a *api) listProfiles(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) listProfiles(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	if err := noQuery(r); err != nil {
 		a.fail(w, err)
 		return
@@ -143,14 +131,10 @@ func (a *api) listProfiles(w http.ResponseWriter, r *http.Request, u store.User)
 		a.fail(w, err)
 		return
 	}
-	out := profileListJSON{Items: make([]profileJSON, len(ps))}
-	for i, p := range ps {
-		out.Items[i] = profileOut(p, false)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, profilesOut(ps))
 }
 
-func (a *api) applyProfiles(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) applyProfiles(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	if err := firstErr(noQuery(r), checkMediaType(r, "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain", "application/json")); err != nil {
 		a.fail(w, err)
 		return
@@ -174,14 +158,10 @@ func (a *api) applyProfiles(w http.ResponseWriter, r *http.Request, u store.User
 		a.fail(w, err)
 		return
 	}
-	out := profileListJSON{Items: make([]profileJSON, len(ps))}
-	for i, p := range ps {
-		out.Items[i] = profileOut(p, false)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, profilesOut(ps))
 }
 
-func (a *api) getProfile(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) getProfile(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	if err := noQuery(r); err != nil {
 		a.fail(w, err)
 		return
@@ -194,7 +174,7 @@ func (a *api) getProfile(w http.ResponseWriter, r *http.Request, u store.User) {
 	writeJSON(w, http.StatusOK, profileOut(p, true))
 }
 
-func (a *api) listJobs(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) listJobs(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	q, err := parseQuery(r, "limit", "cursor", "state", "organization", "holder", "agent", "kind")
 	if err != nil {
 		a.fail(w, err)
@@ -211,28 +191,26 @@ func (a *api) listJobs(w http.ResponseWriter, r *http.Request, u store.User) {
 		a.fail(w, err)
 		return
 	}
-	out := listJSON[jobJSON]{Items: make([]jobJSON, len(js)), NextCursor: next}
-	for i, j := range js {
-		out.Items[i] = jobOut(j)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOf(js, next, jobOut))
 }
 
-func (a *api) createJob(w http.ResponseWriter, r *http.Request, u store.User) {
-	var in jobCreateJSON
+func (a *server) createJob(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	// The deadline is read as text, so that a malformed one is refused naming the field.
+	var in struct {
+		api.JobCreate
+		Deadline string `json:"deadline"`
+	}
 	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, true)); err != nil {
 		a.fail(w, err)
 		return
 	}
-	req := service.JobRequest{Kind: jobs.Kind(in.Kind), Holder: in.Holder, Agent: in.Agent, Profile: in.Profile, TokenSerial: in.TokenSerial}
-	if in.Deadline != "" {
-		t, err := time.Parse(time.RFC3339, in.Deadline)
-		if err != nil {
-			a.fail(w, bad("deadline", "%q is not an RFC 3339 date-time such as 2026-01-31T18:00:00Z", in.Deadline))
-			return
-		}
-		req.Deadline = t
+	deadline, err := parseDeadline(in.Deadline)
+	if err != nil {
+		a.fail(w, err)
+		return
 	}
+	req := service.JobRequest{Kind: in.Kind, Holder: in.Holder, Agent: in.Agent, Profile: in.Profile, TokenSerial: in.TokenSerial,
+		Deadline: deadline}
 	j, err := a.svc.CreateJob(r.Context(), u, req)
 	if err != nil {
 		a.fail(w, err)
@@ -241,7 +219,7 @@ func (a *api) createJob(w http.ResponseWriter, r *http.Request, u store.User) {
 	writeJSON(w, http.StatusCreated, jobOut(j))
 }
 
-func (a *api) getJob(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) getJob(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	if err := noQuery(r); err != nil {
 		a.fail(w, err)
 		return
@@ -254,16 +232,16 @@ func (a *api) getJob(w http.ResponseWriter, r *http.Request, u store.User) {
 	writeJSON(w, http.StatusOK, jobDetailOut(d))
 }
 
-func (a *api) approve(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) approve(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	a.decide(w, r, u, false)
 }
 
-func (a *api) reject(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) reject(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	a.decide(w, r, u, true)
 }
 
-func (a *api) decide(w http.ResponseWriter, r *http.Request, u store.User, reject bool) {
-	var in decisionJSON
+func (a *server) decide(w http.ResponseWriter, r *http.Request, u service.Actor, reject bool) {
+	var in api.Decision
 	// A rejection needs a reason, so its body is required.
 	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, reject)); err != nil {
 		a.fail(w, err)
@@ -286,10 +264,8 @@ func (a *api) decide(w http.ResponseWriter, r *http.Request, u store.User, rejec
 	writeJSON(w, http.StatusOK, jobDetailOut(d))
 }
 
-func (a *api) cancel(w http.ResponseWriter, r *http.Request, u store.User) {
-	var in struct {
-		Reason string `json:"reason"`
-	}
+func (a *server) cancel(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	var in api.Reason
 	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, false)); err != nil {
 		a.fail(w, err)
 		return
@@ -302,7 +278,7 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request, u store.User) {
 	writeJSON(w, http.StatusOK, jobDetailOut(d))
 }
 
-func (a *api) listAgents(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) listAgents(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	q, err := parseQuery(r, "limit", "cursor")
 	if err != nil {
 		a.fail(w, err)
@@ -318,14 +294,10 @@ func (a *api) listAgents(w http.ResponseWriter, r *http.Request, u store.User) {
 		a.fail(w, err)
 		return
 	}
-	out := listJSON[agentJSON]{Items: make([]agentJSON, len(as)), NextCursor: next}
-	for i, v := range as {
-		out.Items[i] = agentOut(v)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOf(as, next, agentOut))
 }
 
-func (a *api) listTokens(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) listTokens(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	q, err := parseQuery(r, "limit", "cursor", "agent")
 	if err != nil {
 		a.fail(w, err)
@@ -341,14 +313,10 @@ func (a *api) listTokens(w http.ResponseWriter, r *http.Request, u store.User) {
 		a.fail(w, err)
 		return
 	}
-	out := listJSON[tokenJSON]{Items: make([]tokenJSON, len(ts)), NextCursor: next}
-	for i, v := range ts {
-		out.Items[i] = tokenOut(v)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOf(ts, next, tokenOut))
 }
 
-func (a *api) listCertificates(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) listCertificates(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	q, err := parseQuery(r, "limit", "cursor", "holder", "agent", "token")
 	if err != nil {
 		a.fail(w, err)
@@ -364,11 +332,7 @@ func (a *api) listCertificates(w http.ResponseWriter, r *http.Request, u store.U
 		a.fail(w, err)
 		return
 	}
-	out := listJSON[certificateJSON]{Items: make([]certificateJSON, len(cs)), NextCursor: next}
-	for i, v := range cs {
-		out.Items[i] = certificateOut(v)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOf(cs, next, certificateOut))
 }
 
 // Audit page sizes (the API's, not the store's).
@@ -377,7 +341,7 @@ const (
 	maxAuditLimit     = service.MaxAuditPage
 )
 
-func (a *api) listAudit(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) listAudit(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	q, err := parseQuery(r, "after_seq", "limit")
 	if err != nil {
 		a.fail(w, err)
@@ -398,11 +362,23 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request, u store.User) {
 		a.fail(w, err)
 		return
 	}
-	out := auditPageJSON{Items: make([]auditEntryJSON, len(es)), NextAfterSeq: next}
+	out := api.AuditPage{Items: make([]api.AuditEntry, len(es)), NextAfterSeq: next}
 	for i, e := range es {
-		out.Items[i] = auditOut(e)
+		out.Items[i] = api.AuditEntryOf(e)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// parseDeadline reads an optional RFC 3339 deadline; "" is the zero time.
+func parseDeadline(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, bad("deadline", "%q is not an RFC 3339 date-time such as 2026-01-31T18:00:00Z", s)
+	}
+	return t, nil
 }
 
 // firstErr returns the first non-nil error.

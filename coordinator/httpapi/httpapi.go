@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 // Options configure the API handler.
@@ -34,8 +34,8 @@ type Options struct {
 	Checkpoints Checkpoints
 }
 
-// api holds what the handlers share.
-type api struct {
+// server holds what the handlers share.
+type server struct {
 	svc     *service.Service
 	cps     Checkpoints
 	log     zerolog.Logger
@@ -55,7 +55,7 @@ func New(o Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &api{svc: o.Service, cps: o.Checkpoints, log: o.Logger, metrics: m}
+	a := &server{svc: o.Service, cps: o.Checkpoints, log: o.Logger, metrics: m}
 
 	mux := http.NewServeMux()
 	paths := http.NewServeMux() // the same paths without methods: tells 405 from 404
@@ -67,7 +67,7 @@ func New(o Options) (http.Handler, error) {
 			paths.Handle(path, http.NotFoundHandler())
 		}
 	}
-	authed := func(pattern string, h func(w http.ResponseWriter, r *http.Request, u store.User)) {
+	authed := func(pattern string, h func(w http.ResponseWriter, r *http.Request, u service.Actor)) {
 		handle(pattern, a.authenticate(h))
 	}
 
@@ -116,7 +116,7 @@ func New(o Options) (http.Handler, error) {
 
 // recoverPanics turns a handler panic into a 500 and a log line instead of a dropped
 // connection.
-func (a *api) recoverPanics(next http.Handler) http.Handler {
+func (a *server) recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {
@@ -131,8 +131,8 @@ func (a *api) recoverPanics(next http.Handler) http.Handler {
 	})
 }
 
-// authenticate resolves the bearer token to a user before calling h.
-func (a *api) authenticate(h func(w http.ResponseWriter, r *http.Request, u store.User)) http.Handler {
+// authenticate resolves the bearer token to an actor before calling h.
+func (a *server) authenticate(h func(w http.ResponseWriter, r *http.Request, u service.Actor)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, why := bearer(r)
 		if why != "" {
@@ -178,15 +178,15 @@ func source(r *http.Request) string {
 // healthTimeout bounds the store check of /healthz.
 const healthTimeout = 3 * time.Second
 
-func (a *api) health(w http.ResponseWriter, r *http.Request) {
+func (a *server) health(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 	defer cancel()
 	if err := a.svc.Ping(ctx); err != nil {
 		a.log.Warn().Err(err).Msg("health check: store unreachable")
-		writeJSON(w, http.StatusServiceUnavailable, healthJSON{Status: "unhealthy", Store: "unreachable"})
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unhealthy", Store: "unreachable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, healthJSON{Status: "ok", Store: "ok"})
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Store: "ok"})
 }
 
 // httpMetrics counts requests by route pattern and status.
@@ -238,7 +238,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // instrument counts every request under its route pattern (never the raw path, which
 // would make a label per job ID).
-func (a *api) instrument(next http.Handler) http.Handler {
+func (a *server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}

@@ -4,12 +4,13 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
 // revealPIN shows a job's user PIN once. POST, because it changes what the coordinator
 // will show next time; no-store, so no cache between keeps it.
-func (a *api) revealPIN(w http.ResponseWriter, r *http.Request, u store.User) {
+func (a *server) revealPIN(w http.ResponseWriter, r *http.Request, u service.Actor) {
 	var in struct{}
 	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, false)); err != nil {
 		a.fail(w, err)
@@ -24,7 +25,5 @@ func (a *api) revealPIN(w http.ResponseWriter, r *http.Request, u store.User) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(struct {
-		PIN string `json:"pin"`
-	}{string(pin)})
+	_ = json.NewEncoder(w).Encode(api.UserPIN{PIN: string(pin)})
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
@@ -42,16 +43,6 @@ func statusOf(c service.Code) int {
 	return http.StatusInternalServerError
 }
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    service.Code `json:"code"`
-	Message string       `json:"message"`
-	Field   string       `json:"field,omitempty"`
-}
-
 // writeJSON writes v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
@@ -76,5 +67,5 @@ func writeError(w http.ResponseWriter, log zerolog.Logger, err error) {
 	if e.Code == service.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tokenfleet"`)
 	}
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: e.Code, Message: e.Msg, Field: e.Field}})
+	writeJSON(w, status, api.ErrorResponse{Error: api.ErrorDetail{Code: string(e.Code), Message: e.Msg, Field: e.Field}})
 }

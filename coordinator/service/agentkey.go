@@ -16,12 +16,13 @@ import (
 // agent's next hello records its key again. PINs sealed to the old key for dispatches
 // not yet run cannot be opened by the new one: those jobs fail with unseal_failed and are
 // retried.
-func (s *Service) ResetAgentKey(ctx context.Context, actor store.User, agentID, reason string) (store.Agent, error) {
+func (s *Service) ResetAgentKey(ctx context.Context, by Actor, agentID, reason string) (Agent, error) {
+	actor := by.user
 	if err := s.requireRole(ctx, actor, "reset agent key", jobs.RoleAdmin); err != nil {
-		return store.Agent{}, err
+		return Agent{}, err
 	}
 	if err := checkReason("reason", reason); err != nil {
-		return store.Agent{}, err
+		return Agent{}, err
 	}
 	var out store.Agent
 	err := s.update(ctx, func(t *txn) error {
@@ -43,5 +44,8 @@ func (s *Service) ResetAgentKey(ctx context.Context, actor store.User, agentID, 
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionAgentKeyReset, Target: "agent:" + a.ID,
 			Reason: strings.TrimSpace(reason), Details: audit.Details("previous_seal_key", old, "username", actor.Username)})
 	})
-	return out, err
+	if err != nil {
+		return Agent{}, err
+	}
+	return agentOf(out), nil
 }

@@ -31,24 +31,24 @@ const anonDenialWindow = time.Minute
 // maxTracked bounds the in-memory tables of token uses and denial sources.
 const maxTracked = 10000
 
-// Authenticate returns the user behind a presented API token. A missing or bad token gives
-// unauthenticated, audited (rate-limited) with the request's source.
-func (s *Service) Authenticate(ctx context.Context, presented, source string) (store.User, error) {
+// Authenticate returns the actor behind a presented API token. A missing or bad token
+// gives unauthenticated, audited (rate-limited) with the request's source.
+func (s *Service) Authenticate(ctx context.Context, presented, source string) (Actor, error) {
 	now := s.clock()
 	if presented == "" {
-		return store.User{}, s.unauthenticated(ctx, source, "no bearer token", now)
+		return Actor{}, s.unauthenticated(ctx, source, "no bearer token", now)
 	}
 	tok, u, err := s.st.LookupAPIToken(ctx, presented, now)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.User{}, s.unauthenticated(ctx, source, "unknown, revoked or expired API token", now)
+		return Actor{}, s.unauthenticated(ctx, source, "unknown, revoked or expired API token", now)
 	}
 	if err != nil {
-		return store.User{}, AsError(err)
+		return Actor{}, AsError(err)
 	}
 	if err := s.recordUse(ctx, tok, u, source, now); err != nil {
-		return store.User{}, err
+		return Actor{}, err
 	}
-	return u, nil
+	return Actor{user: u}, nil
 }
 
 // recordUse writes the token's last use and, once per window, a token.used entry.

@@ -79,7 +79,8 @@ func ParseRevocationReason(s string) (int, error) {
 // RevokeCertificate revokes a certificate the coordinator issued (admin or CA operator),
 // with an RFC 5280 reason and a comment kept in the audit log. The CA's CRL lists it from
 // then on. Revoking a revoked certificate is a conflict.
-func (s *Service) RevokeCertificate(ctx context.Context, actor store.User, serial string, reason int, comment string) (Certificate, error) {
+func (s *Service) RevokeCertificate(ctx context.Context, by Actor, serial string, reason int, comment string) (Certificate, error) {
+	actor := by.user
 	if err := s.requireRole(ctx, actor, "revoke certificate", jobs.RoleAdmin, jobs.RoleCAOperator); err != nil {
 		return Certificate{}, err
 	}

@@ -50,13 +50,13 @@ func (r DecisionRequest) validate() error {
 // Approve records an approval: at the request gate of a pending job, or at the CA-operator
 // gate of a job awaiting its certificate. Enough approvals move the job to approved; a
 // passed CA-operator gate is handed to the Issuer.
-func (s *Service) Approve(ctx context.Context, actor store.User, jobID string, r DecisionRequest) (JobDetail, error) {
-	return s.decide(ctx, actor, jobID, jobs.VerdictApprove, r)
+func (s *Service) Approve(ctx context.Context, by Actor, jobID string, r DecisionRequest) (JobDetail, error) {
+	return s.decide(ctx, by.user, jobID, jobs.VerdictApprove, r)
 }
 
 // Reject records a rejection, which needs a reason; one rejection rejects the job.
-func (s *Service) Reject(ctx context.Context, actor store.User, jobID string, r DecisionRequest) (JobDetail, error) {
-	return s.decide(ctx, actor, jobID, jobs.VerdictReject, r)
+func (s *Service) Reject(ctx context.Context, by Actor, jobID string, r DecisionRequest) (JobDetail, error) {
+	return s.decide(ctx, by.user, jobID, jobs.VerdictReject, r)
 }
 
 func (s *Service) decide(ctx context.Context, actor store.User, jobID string, verdict jobs.Verdict, r DecisionRequest) (JobDetail, error) {
@@ -166,7 +166,8 @@ func (t *txn) apply(ctx context.Context, j store.Job, o jobs.Outcome, actor stri
 }
 
 // Cancel cancels a job that has not started running: its requester or an admin may.
-func (s *Service) Cancel(ctx context.Context, actor store.User, jobID, reason string) (JobDetail, error) {
+func (s *Service) Cancel(ctx context.Context, by Actor, jobID, reason string) (JobDetail, error) {
+	actor := by.user
 	if err := checkReason("reason", reason); err != nil {
 		return JobDetail{}, err
 	}

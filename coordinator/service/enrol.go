@@ -30,25 +30,26 @@ type AgentHook interface {
 
 // EnrolAgent records a new agent (admin). A taken ID is refused with the host that holds
 // it, so two workstations never share an identity.
-func (s *Service) EnrolAgent(ctx context.Context, actor store.User, e AgentEnrolment) (store.Agent, error) {
+func (s *Service) EnrolAgent(ctx context.Context, by Actor, e AgentEnrolment) (Agent, error) {
+	actor := by.user
 	if err := s.requireRole(ctx, actor, "enrol agent", jobs.RoleAdmin); err != nil {
-		return store.Agent{}, err
+		return Agent{}, err
 	}
 	e.ID = strings.TrimSpace(e.ID)
 	if e.ID == "" {
-		return store.Agent{}, badRequest("id", "is required")
+		return Agent{}, badRequest("id", "is required")
 	}
 	if err := protocol.ValidateAgentID(e.ID); err != nil {
-		return store.Agent{}, badRequest("id", "%v", err)
+		return Agent{}, badRequest("id", "%v", err)
 	}
 	if err := checkText("hostname", e.Hostname, maxNameLen); err != nil {
-		return store.Agent{}, err
+		return Agent{}, err
 	}
 	if e.BrokerUser == "" {
 		e.BrokerUser, _ = protocol.AgentUser(e.ID) // the ID was validated above
 	}
 	if err := checkText("broker_user", e.BrokerUser, maxNameLen); err != nil {
-		return store.Agent{}, err
+		return Agent{}, err
 	}
 	var out store.Agent
 	err := s.update(ctx, func(t *txn) error {
@@ -65,12 +66,12 @@ func (s *Service) EnrolAgent(ctx context.Context, actor store.User, e AgentEnrol
 			Details: audit.Details("hostname", a.Hostname, "broker_user", a.BrokerUser)})
 	})
 	if err != nil {
-		return store.Agent{}, err
+		return Agent{}, err
 	}
 	if s.agents != nil {
 		if err := s.agents.AgentEnrolled(ctx, out); err != nil {
 			s.log.Warn().Err(err).Str("agent", out.ID).Msg("enrolled agent's broker queue not declared yet; the dispatcher declares it when it starts")
 		}
 	}
-	return out, nil
+	return agentOf(out), nil
 }

@@ -9,7 +9,9 @@ import (
 )
 
 // ListAgents lists agents by ID with their presence.
-func (s *Service) ListAgents(ctx context.Context, actor store.User, p store.Page) ([]store.Agent, string, error) {
+func (s *Service) ListAgents(ctx context.Context, by Actor, page Page) ([]Agent, string, error) {
+	actor := by.user
+	p := page.store()
 	if _, err := s.canRead(ctx, actor, resFleet); err != nil {
 		return nil, "", err
 	}
@@ -17,11 +19,13 @@ func (s *Service) ListAgents(ctx context.Context, actor store.User, p store.Page
 	if err != nil {
 		return nil, "", pageErr(err)
 	}
-	return as, next, nil
+	return convert(as, agentOf), next, nil
 }
 
 // ListTokens lists tokens by serial, as agents last reported them.
-func (s *Service) ListTokens(ctx context.Context, actor store.User, agentID string, p store.Page) ([]store.Token, string, error) {
+func (s *Service) ListTokens(ctx context.Context, by Actor, agentID string, page Page) ([]Token, string, error) {
+	actor := by.user
+	p := page.store()
 	if _, err := s.canRead(ctx, actor, resFleet); err != nil {
 		return nil, "", err
 	}
@@ -29,7 +33,7 @@ func (s *Service) ListTokens(ctx context.Context, actor store.User, agentID stri
 	if err != nil {
 		return nil, "", pageErr(err)
 	}
-	return ts, next, nil
+	return convert(ts, tokenOf), next, nil
 }
 
 // Certificate is a stored certificate with its holder's username.
@@ -46,7 +50,9 @@ type CertificateQuery struct {
 }
 
 // ListCertificates lists certificates, newest first.
-func (s *Service) ListCertificates(ctx context.Context, actor store.User, q CertificateQuery, p store.Page) ([]Certificate, string, error) {
+func (s *Service) ListCertificates(ctx context.Context, by Actor, q CertificateQuery, page Page) ([]Certificate, string, error) {
+	actor := by.user
+	p := page.store()
 	if _, err := s.canRead(ctx, actor, resCertificates); err != nil {
 		return nil, "", err
 	}
@@ -79,7 +85,8 @@ const MaxAuditPage = 5000
 // ListAudit returns up to limit audit entries after sequence number afterSeq, as stored,
 // and the sequence number to continue after (0 when this was the last page). Admin and
 // auditor only.
-func (s *Service) ListAudit(ctx context.Context, actor store.User, afterSeq int64, limit int) ([]audit.Entry, int64, error) {
+func (s *Service) ListAudit(ctx context.Context, by Actor, afterSeq int64, limit int) ([]audit.Entry, int64, error) {
+	actor := by.user
 	if _, err := s.canRead(ctx, actor, resAudit); err != nil {
 		return nil, 0, err
 	}

@@ -118,7 +118,8 @@ func holderOf(u store.User, orgName string) profile.Holder {
 // The target agent must be known to the coordinator (enrolled, whether online or not): a
 // job waits for an offline agent, but a job for an agent ID nobody enrolled is a typo that
 // would sit until it expires.
-func (s *Service) CreateJob(ctx context.Context, actor store.User, r JobRequest) (Job, error) {
+func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, error) {
+	actor := by.user
 	if err := s.requireRole(ctx, actor, "create job", jobs.RoleHelpdesk, jobs.RoleAdmin); err != nil {
 		return Job{}, err
 	}
@@ -322,7 +323,9 @@ type JobQuery struct {
 }
 
 // ListJobs lists jobs, newest first: all of them, or an approver's organisation's.
-func (s *Service) ListJobs(ctx context.Context, actor store.User, q JobQuery, p store.Page) ([]Job, string, error) {
+func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page) ([]Job, string, error) {
+	actor := by.user
+	p := page.store()
 	sc, err := s.canRead(ctx, actor, resJobs)
 	if err != nil {
 		return nil, "", err
@@ -381,7 +384,8 @@ func (s *Service) ListJobs(ctx context.Context, actor store.User, q JobQuery, p 
 }
 
 // GetJob returns one job with its decisions, timeline and steps.
-func (s *Service) GetJob(ctx context.Context, actor store.User, id string) (JobDetail, error) {
+func (s *Service) GetJob(ctx context.Context, by Actor, id string) (JobDetail, error) {
+	actor := by.user
 	sc, err := s.canRead(ctx, actor, resJobs)
 	if err != nil {
 		return JobDetail{}, err

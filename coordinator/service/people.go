@@ -107,21 +107,23 @@ func (r UserRequest) validate() error {
 }
 
 // Whoami returns the caller. Everyone may ask.
-func (s *Service) Whoami(ctx context.Context, actor store.User) User {
+func (s *Service) Whoami(ctx context.Context, by Actor) User {
+	actor := by.user
 	return User{User: actor, Organization: newNames(s.st).org(ctx, actor.OrganisationID)}
 }
 
 // CreateOrganisation creates an organisation (admin).
-func (s *Service) CreateOrganisation(ctx context.Context, actor store.User, name string) (store.Organisation, error) {
+func (s *Service) CreateOrganisation(ctx context.Context, by Actor, name string) (Organisation, error) {
+	actor := by.user
 	if err := s.requireRole(ctx, actor, "create organisation", jobs.RoleAdmin); err != nil {
-		return store.Organisation{}, err
+		return Organisation{}, err
 	}
 	name = strings.TrimSpace(name)
 	if name == "" {
-		return store.Organisation{}, badRequest("name", "is required")
+		return Organisation{}, badRequest("name", "is required")
 	}
 	if err := checkText("name", name, maxNameLen); err != nil {
-		return store.Organisation{}, err
+		return Organisation{}, err
 	}
 	var out store.Organisation
 	err := s.update(ctx, func(t *txn) error {
@@ -136,34 +138,40 @@ func (s *Service) CreateOrganisation(ctx context.Context, actor store.User, name
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionOrgCreated, Target: "org:" + o.ID,
 			Details: audit.Details("name", o.Name)})
 	})
-	return out, err
+	if err != nil {
+		return Organisation{}, err
+	}
+	return organisationOf(out), nil
 }
 
 // ListOrganisations lists organisations by name: all of them, or an approver's own.
-func (s *Service) ListOrganisations(ctx context.Context, actor store.User, p store.Page) ([]store.Organisation, string, error) {
+func (s *Service) ListOrganisations(ctx context.Context, by Actor, page Page) ([]Organisation, string, error) {
+	actor := by.user
+	p := page.store()
 	sc, err := s.canRead(ctx, actor, resOrgs)
 	if err != nil {
 		return nil, "", err
 	}
 	if !sc.all {
 		if p.Cursor != "" {
-			return []store.Organisation{}, "", nil
+			return []Organisation{}, "", nil
 		}
 		o, err := s.st.GetOrganisation(ctx, sc.org)
 		if err != nil {
 			return nil, "", AsError(err)
 		}
-		return []store.Organisation{o}, "", nil
+		return []Organisation{organisationOf(o)}, "", nil
 	}
 	orgs, next, err := s.st.ListOrganisations(ctx, p)
 	if err != nil {
 		return nil, "", pageErr(err)
 	}
-	return orgs, next, nil
+	return convert(orgs, organisationOf), next, nil
 }
 
 // CreateUser creates a person: a certificate holder, an operator, or both (admin).
-func (s *Service) CreateUser(ctx context.Context, actor store.User, r UserRequest) (User, error) {
+func (s *Service) CreateUser(ctx context.Context, by Actor, r UserRequest) (User, error) {
+	actor := by.user
 	if err := s.requireRole(ctx, actor, "create user", jobs.RoleAdmin); err != nil {
 		return User{}, err
 	}
@@ -214,7 +222,9 @@ type UserQuery struct {
 }
 
 // ListUsers lists people by username: everyone, or an approver's organisation.
-func (s *Service) ListUsers(ctx context.Context, actor store.User, q UserQuery, p store.Page) ([]User, string, error) {
+func (s *Service) ListUsers(ctx context.Context, by Actor, q UserQuery, page Page) ([]User, string, error) {
+	actor := by.user
+	p := page.store()
 	sc, err := s.canRead(ctx, actor, resUsers)
 	if err != nil {
 		return nil, "", err
@@ -249,9 +259,10 @@ func (s *Service) ListUsers(ctx context.Context, actor store.User, q UserQuery, 
 }
 
 // GetUser returns one person: anyone may read themselves.
-func (s *Service) GetUser(ctx context.Context, actor store.User, username string) (User, error) {
+func (s *Service) GetUser(ctx context.Context, by Actor, username string) (User, error) {
+	actor := by.user
 	if strings.EqualFold(username, actor.Username) {
-		return s.Whoami(ctx, actor), nil
+		return s.Whoami(ctx, by), nil
 	}
 	sc, err := s.canRead(ctx, actor, resUsers)
 	if err != nil {
@@ -280,7 +291,8 @@ type IssuedToken struct {
 
 // IssueAPIToken creates an API token for a person (admin). expiresIn is a Go duration or
 // whole days ("90d"); empty means the token never expires.
-func (s *Service) IssueAPIToken(ctx context.Context, actor store.User, username, name, expiresIn string) (IssuedToken, error) {
+func (s *Service) IssueAPIToken(ctx context.Context, by Actor, username, name, expiresIn string) (IssuedToken, error) {
+	actor := by.user
 	if err := s.requireRole(ctx, actor, "issue API token", jobs.RoleAdmin); err != nil {
 		return IssuedToken{}, err
 	}

@@ -20,7 +20,8 @@ type PINOpener interface {
 // (who hands the token over) or an administrator. It is shown only while it is still the
 // token's PIN, and the reveal is recorded, with who asked, before the PIN leaves the
 // coordinator; a second call is refused. The caller clears the returned bytes.
-func (s *Service) RevealUserPIN(ctx context.Context, actor store.User, jobID string) ([]byte, error) {
+func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]byte, error) {
+	actor := by.user
 	const op = "reveal user PIN"
 	j, err := s.st.GetJob(ctx, jobID)
 	if errors.Is(err, store.ErrNotFound) {

@@ -98,7 +98,8 @@ const MaxProfileDocument = 256 << 10
 // document), all or none: an invalid profile stores nothing and the error names the
 // field. A profile whose content means the same as the current version is left as it is.
 // Each change is audited with the new hash. Admin only.
-func (s *Service) ApplyProfiles(ctx context.Context, actor store.User, text []byte) ([]Profile, error) {
+func (s *Service) ApplyProfiles(ctx context.Context, by Actor, text []byte) ([]Profile, error) {
+	actor := by.user
 	if err := s.requireRole(ctx, actor, "apply profiles", jobs.RoleAdmin); err != nil {
 		return nil, err
 	}
@@ -211,7 +212,8 @@ func splitDocuments(text []byte, n int) ([][]byte, error) {
 }
 
 // ListProfiles returns the current version of every profile.
-func (s *Service) ListProfiles(ctx context.Context, actor store.User) ([]Profile, error) {
+func (s *Service) ListProfiles(ctx context.Context, by Actor) ([]Profile, error) {
+	actor := by.user
 	if _, err := s.canRead(ctx, actor, resProfiles); err != nil {
 		return nil, err
 	}
@@ -232,7 +234,8 @@ func (s *Service) ListProfiles(ctx context.Context, actor store.User) ([]Profile
 }
 
 // GetProfile returns the current version of one profile.
-func (s *Service) GetProfile(ctx context.Context, actor store.User, name string) (Profile, error) {
+func (s *Service) GetProfile(ctx context.Context, by Actor, name string) (Profile, error) {
+	actor := by.user
 	if _, err := s.canRead(ctx, actor, resProfiles); err != nil {
 		return Profile{}, err
 	}

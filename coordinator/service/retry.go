@@ -26,7 +26,8 @@ type RetryRequest struct {
 // an admin), while its approvals are still valid: failed → approved with attempt+1, and
 // the dispatcher sends it again like any approved job. Results of the failed attempt are
 // void from then on; the agent reuses the token, key and PINs the job already made.
-func (s *Service) RetryJob(ctx context.Context, actor store.User, jobID string, r RetryRequest) (JobDetail, error) {
+func (s *Service) RetryJob(ctx context.Context, by Actor, jobID string, r RetryRequest) (JobDetail, error) {
+	actor := by.user
 	if err := checkReason("reason", r.Reason); err != nil {
 		return JobDetail{}, err
 	}

@@ -112,22 +112,23 @@ func TestConcurrentApprovalsPostgres(t *testing.T) {
 	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := st.GetUserByUsername(ctx, "admin")
+	adminUser, err := st.GetUserByUsername(ctx, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
+	admin := service.ActorFor(adminUser)
 	if _, err := s.CreateOrganisation(ctx, admin, "Acme"); err != nil {
 		t.Fatal(err)
 	}
-	mk := func(name string, roles ...jobs.Role) store.User {
+	mk := func(name string, roles ...jobs.Role) service.Actor {
 		u, err := s.CreateUser(ctx, admin, service.UserRequest{Username: name, DisplayName: name, Organization: "Acme", Roles: roles})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return u.User
+		return service.ActorFor(u.User)
 	}
 	hd := mk("hd", jobs.RoleHelpdesk)
-	approvers := []store.User{mk("ap1", jobs.RoleApprover), mk("ap2", jobs.RoleApprover), mk("ap3", jobs.RoleApprover), mk("ap4", jobs.RoleApprover)}
+	approvers := []service.Actor{mk("ap1", jobs.RoleApprover), mk("ap2", jobs.RoleApprover), mk("ap3", jobs.RoleApprover), mk("ap4", jobs.RoleApprover)}
 	if _, err := s.ApplyProfiles(ctx, admin, []byte(dualProfile)); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestConcurrentApprovalsPostgres(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		j, err := s.CreateJob(ctx, hd, service.JobRequest{Kind: jobs.KindIssue, Holder: holder.Username, Profile: "dual", Agent: agentID})
+		j, err := s.CreateJob(ctx, hd, service.JobRequest{Kind: jobs.KindIssue, Holder: holder.Username(), Profile: "dual", Agent: agentID})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,85 @@
+package service
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// Actor is an authenticated caller, as Authenticate found them: every operation takes
+// one and decides with it. Callers hold it without looking inside, so the API layer needs
+// nothing of the store.
+type Actor struct {
+	user store.User
+}
+
+// ActorFor makes an actor of a stored user, for in-process callers that looked the user
+// up themselves (tests, tools on the coordinator's own store).
+func ActorFor(u store.User) Actor { return Actor{user: u} }
+
+// Username is the actor's username, for logs.
+func (a Actor) Username() string { return a.user.Username }
+
+// Page asks for one page of a list: at most Limit items (0: the store's default) after
+// the position Cursor names (a previous page's next cursor; "" for the first page).
+type Page struct {
+	Limit  int
+	Cursor string
+}
+
+func (p Page) store() store.Page { return store.Page{Limit: p.Limit, Cursor: p.Cursor} }
+
+// Organisation is an organisation.
+type Organisation struct {
+	ID      string
+	Name    string
+	Created time.Time
+}
+
+func organisationOf(o store.Organisation) Organisation {
+	return Organisation{ID: o.ID, Name: o.Name, Created: o.Created}
+}
+
+// Agent is an enrolled agent with its presence: what operators see of it, not its keys
+// or broker identity.
+type Agent struct {
+	ID       string
+	Hostname string
+	OS       string
+	Version  string
+	Online   bool
+	LastSeen time.Time // zero before its first message
+	Enrolled time.Time
+	Approved time.Time // zero until an administrator approves it
+}
+
+func agentOf(a store.Agent) Agent {
+	return Agent{ID: a.ID, Hostname: a.Hostname, OS: a.OS, Version: a.Version, Online: a.Online,
+		LastSeen: a.LastSeen, Enrolled: a.Enrolled, Approved: a.Approved}
+}
+
+// Token is a hardware token as an agent last reported it.
+type Token struct {
+	Serial       string
+	AgentID      string // "" when unknown
+	Label        string
+	Manufacturer string
+	Model        string
+	Flags        json.RawMessage // as reported
+	LastSeen     time.Time
+}
+
+func tokenOf(t store.Token) Token {
+	return Token{Serial: t.Serial, AgentID: t.AgentID, Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model,
+		Flags: t.Flags, LastSeen: t.LastSeen}
+}
+
+// convert maps a slice of store rows to their views.
+func convert[S, V any](in []S, f func(S) V) []V {
+	out := make([]V, len(in))
+	for i, v := range in {
+		out[i] = f(v)
+	}
+	return out
+}
