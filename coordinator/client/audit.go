@@ -1,77 +1,12 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"iter"
-	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 )
-
-// AuditEntry is an audit log entry as the API sends it (the AuditEntry schema). Entry
-// turns it into the audit.Entry whose hash it carries.
-type AuditEntry struct {
-	Seq    int64     `json:"seq"`
-	Time   time.Time `json:"time"`
-	Actor  string    `json:"actor"`
-	Action string    `json:"action"`
-	Job    string    `json:"job,omitempty"`
-	Target string    `json:"target,omitempty"`
-	Reason string    `json:"reason,omitempty"`
-	// Details are kept as received: they are hashed byte for byte.
-	Details  json.RawMessage `json:"details,omitempty"`
-	PrevHash string          `json:"prev_hash"`
-	Hash     string          `json:"hash"`
-	// Unreadable: the coordinator could not read the stored row (it was changed behind
-	// its back); the verifier reports the entry.
-	Unreadable string `json:"unreadable,omitempty"`
-}
-
-// AuditPage is one page of the audit log.
-type AuditPage struct {
-	Items []AuditEntry `json:"items"`
-	// NextAfterSeq is the after_seq of the next page; 0 when this was the last page.
-	NextAfterSeq int64 `json:"next_after_seq"`
-}
-
-// Entry returns the entry as the audit package hashes it. The time is read back in UTC
-// (the hash covers whole microseconds, which RFC 3339 carries) and the details in the
-// compact form the log sealed them in: the server's JSON encoder may re-space them,
-// which changes no byte of the compact form.
-func (e AuditEntry) Entry() audit.Entry {
-	return audit.Entry{
-		Seq:        e.Seq,
-		Time:       e.Time.UTC(),
-		Actor:      e.Actor,
-		Action:     e.Action,
-		JobID:      e.Job,
-		Target:     e.Target,
-		Reason:     e.Reason,
-		Details:    compactDetails(e.Details),
-		PrevHash:   e.PrevHash,
-		Hash:       e.Hash,
-		Unreadable: e.Unreadable,
-	}
-}
-
-// compactDetails undoes what a JSON encoder may do to a raw object in transit: spacing and
-// HTML escaping. It maps absent and null to nil, as the log stores them, and leaves every
-// other value, including an empty object, as a value whose hash the log checks.
-func compactDetails(d json.RawMessage) json.RawMessage {
-	if len(d) == 0 || string(d) == "null" {
-		return nil
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, d); err != nil {
-		return d
-	}
-	var out bytes.Buffer
-	json.HTMLEscape(&out, buf.Bytes())
-	return out.Bytes()
-}
 
 // AuditEntries yields the audit log from the entry after afterSeq on, page by page
 // (pageSize entries per request; 0: the server's default), in the order the server sends

@@ -2,39 +2,11 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
-	"fmt"
 	"iter"
 	"net/http"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 )
-
-// CheckpointList is one page of kept audit checkpoints, newest first. A checkpoint
-// travels as audit.Checkpoint's JSON (the AuditCheckpoint schema).
-type CheckpointList struct {
-	Items      []audit.Checkpoint `json:"items"`
-	NextCursor string             `json:"next_cursor"`
-}
-
-// CheckpointKey is the public key audit checkpoints verify with.
-type CheckpointKey struct {
-	Algorithm string `json:"algorithm"`
-	KeyID     string `json:"key_id"`
-	PEM       string `json:"pem"`
-}
-
-// PublicKey parses the key and checks that it is the one its ID names.
-func (k CheckpointKey) PublicKey() (ed25519.PublicKey, error) {
-	pub, err := audit.ParseCheckpointPublicKey([]byte(k.PEM))
-	if err != nil {
-		return nil, err
-	}
-	if id := audit.CheckpointKeyID(pub); id != k.KeyID {
-		return nil, fmt.Errorf("the coordinator's checkpoint key has ID %s but is named %s", id, k.KeyID)
-	}
-	return pub, nil
-}
 
 // MakeCheckpoint has the coordinator sign a checkpoint of its audit chain head now
 // (admin, auditor).

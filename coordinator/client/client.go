@@ -20,6 +20,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
 )
 
 // maxResponseBytes bounds what the client reads from one response. An audit page of 5000
@@ -157,15 +159,6 @@ func (e *UnexpectedResponseError) Error() string {
 		e.Status, http.StatusText(e.Status), ct, e.URL)
 }
 
-// errorBody is the API's error response.
-type errorBody struct {
-	Error *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		Field   string `json:"field"`
-	} `json:"error"`
-}
-
 // request describes one API call.
 type request struct {
 	method  string
@@ -257,8 +250,8 @@ func (c *Client) do(ctx context.Context, r request) (int, error) {
 // *UnexpectedResponseError when the body is not the API's error object.
 func (c *Client) decodeError(resp *http.Response, data []byte) error {
 	if isJSON(resp.Header.Get("Content-Type")) {
-		var eb errorBody
-		if err := json.Unmarshal(data, &eb); err == nil && eb.Error != nil && eb.Error.Code != "" {
+		var eb api.ErrorResponse
+		if err := json.Unmarshal(data, &eb); err == nil && eb.Error.Code != "" {
 			return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message, Field: eb.Error.Field}
 		}
 	}

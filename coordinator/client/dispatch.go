@@ -4,16 +4,9 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"time"
-)
 
-// RetryRequest asks for a new attempt of a failed job.
-type RetryRequest struct {
-	Reason string `json:"reason,omitempty"`
-	// Deadline is the new attempt's deadline; zero keeps the job's, extended when it has
-	// passed.
-	Deadline time.Time `json:"deadline,omitzero"`
-}
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
+)
 
 // Retry starts a new attempt of a failed job (its requester, help desk or admin).
 func (c *Client) Retry(ctx context.Context, id string, r RetryRequest) (JobDetail, error) {
@@ -33,27 +26,8 @@ func (c *Client) RevokeCertificate(ctx context.Context, serial, reason, comment 
 	}
 	var out Certificate
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/certificates/" + url.PathEscape(serial) + "/revoke",
-		body: struct {
-			Reason  string `json:"reason"`
-			Comment string `json:"comment,omitempty"`
-		}{reason, comment}, out: &out})
+		body: api.Revoke{Reason: reason, Comment: comment}, out: &out})
 	return out, err
-}
-
-// CACertificate is one certificate of the CA's chain.
-type CACertificate struct {
-	Subject   string    `json:"subject"`
-	Issuer    string    `json:"issuer"`
-	Serial    string    `json:"serial"`
-	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
-	SHA256    string    `json:"sha256"`
-}
-
-// CAChain is the coordinator's CA certificates, the issuing CA first.
-type CAChain struct {
-	PEM          string          `json:"pem"`
-	Certificates []CACertificate `json:"certificates"`
 }
 
 // CACertificates returns the CA certificates relying parties need; no token is needed.
@@ -71,8 +45,6 @@ func (c *Client) ResetAgentKey(ctx context.Context, id, reason string) (Agent, e
 	}
 	var a Agent
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/agents/" + url.PathEscape(id) + "/reset-key",
-		body: struct {
-			Reason string `json:"reason,omitempty"`
-		}{reason}, out: &a})
+		body: api.Reason{Reason: reason}, out: &a})
 	return a, err
 }

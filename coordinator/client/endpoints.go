@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
 )
 
 // Health reports the coordinator's liveness and store reachability; it needs no token. An
@@ -47,9 +49,7 @@ func (c *Client) ListOrgs(ctx context.Context, p Page) (OrgList, error) {
 func (c *Client) CreateOrg(ctx context.Context, name string) (Org, error) {
 	var o Org
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/orgs",
-		body: struct {
-			Name string `json:"name"`
-		}{name}, want: []int{http.StatusCreated}, out: &o})
+		body: api.OrgCreate{Name: name}, want: []int{http.StatusCreated}, out: &o})
 	return o, err
 }
 
@@ -156,26 +156,26 @@ func (c *Client) GetJob(ctx context.Context, id string) (JobDetail, error) {
 
 // Approve records the caller's approval at the gate the job waits at.
 func (c *Client) Approve(ctx context.Context, id, reason string) (JobDetail, error) {
-	return c.decide(ctx, id, "approve", reason)
+	return c.decide(ctx, id, "approve", Decision{Reason: reason})
 }
 
 // Reject rejects the job; the server requires a reason.
 func (c *Client) Reject(ctx context.Context, id, reason string) (JobDetail, error) {
-	return c.decide(ctx, id, "reject", reason)
+	return c.decide(ctx, id, "reject", Decision{Reason: reason})
 }
 
 // Cancel cancels a job that is not yet running (its requester or an admin).
 func (c *Client) Cancel(ctx context.Context, id, reason string) (JobDetail, error) {
-	return c.decide(ctx, id, "cancel", reason)
+	return c.decide(ctx, id, "cancel", api.Reason{Reason: reason})
 }
 
-func (c *Client) decide(ctx context.Context, id, verb, reason string) (JobDetail, error) {
+func (c *Client) decide(ctx context.Context, id, verb string, body any) (JobDetail, error) {
 	if err := needID("job ID", id); err != nil {
 		return JobDetail{}, err
 	}
 	var d JobDetail
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/jobs/" + url.PathEscape(id) + "/" + verb,
-		body: Decision{Reason: reason}, out: &d})
+		body: body, out: &d})
 	return d, err
 }
 
@@ -245,13 +245,6 @@ func needID(what, v string) error {
 	return nil
 }
 
-// AgentEnrolment enrols an agent before it first connects.
-type AgentEnrolment struct {
-	ID         string `json:"id"`
-	Hostname   string `json:"hostname,omitempty"`
-	BrokerUser string `json:"broker_user,omitempty"`
-}
-
 // EnrolAgent records a new agent (admin), so that jobs can be queued for it.
 func (c *Client) EnrolAgent(ctx context.Context, e AgentEnrolment) (Agent, error) {
 	var a Agent
@@ -263,9 +256,7 @@ func (c *Client) EnrolAgent(ctx context.Context, e AgentEnrolment) (Agent, error
 // RevealUserPIN returns the user PIN a job set on its token. The coordinator shows it
 // once, to the job's requester or an administrator.
 func (c *Client) RevealUserPIN(ctx context.Context, jobID string) (string, error) {
-	var out struct {
-		PIN string `json:"pin"`
-	}
+	var out api.UserPIN
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/jobs/" + url.PathEscape(jobID) + "/pin", out: &out})
 	return out.PIN, err
 }
