@@ -415,3 +415,32 @@ func TestTimesDecode(t *testing.T) {
 		t.Errorf("created %v deadline %v", d.Created, d.Deadline)
 	}
 }
+
+func TestRequestBodiesLeaveOutUnset(t *testing.T) {
+	// What the client sends names only what the caller set: servers read an absent field
+	// as its default, and older servers refuse fields they do not know.
+	var got []string
+	c := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, strings.TrimSpace(string(b)))
+		status := http.StatusOK
+		if r.URL.Path == "/api/v1/jobs" {
+			status = http.StatusCreated
+		}
+		writeJSON(w, status, map[string]any{})
+	})
+	ctx := context.Background()
+	if _, err := c.CreateJob(ctx, client.JobCreate{Kind: jobs.KindIssue, Holder: "alice", Agent: "ws-1", Profile: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Cancel(ctx, "j1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Retry(ctx, "j1", client.RetryRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`{"kind":"issue","holder":"alice","agent":"ws-1","profile":"p"}`, `{}`, `{}`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("bodies sent:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
