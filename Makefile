@@ -43,9 +43,10 @@ test-run: deps vet windows
 	$(GO) test -race -count=1 -timeout 30m -parallel $(TEST_PARALLEL) $(PKGS)
 
 # go.mod says exactly what the code imports: nothing unused, direct dependencies not marked
-# indirect.
+# indirect. internal/layering holds the import rules between the parts of the tree.
 lint: vet
 	$(GO) mod tidy -diff
+	$(GO) test -count=1 ./internal/layering
 	@test -x $(GOLANGCI) || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 	$(GOLANGCI) run $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
