@@ -15,6 +15,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/internal/ratelimit"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
 	"github.com/tokenfleet/tokenfleet/protocol/seal"
@@ -96,7 +97,7 @@ type Dispatcher struct {
 	running bool
 	owner   JobOwner // set by Bind, before Run
 
-	refusalLog *limiter // spares the audit log repeated refusals of heartbeats
+	refusalLog *ratelimit.Limiter // spares the audit log repeated refusals of heartbeats
 	backoffs   *rowBackoffs
 	early      *earlyCounts
 }
@@ -142,7 +143,7 @@ func New(o Options) (*Dispatcher, error) {
 		st: o.Store, ca: o.CA, resultKey: o.ResultKey, resultPub: pub,
 		log: o.Logger, now: o.Now, opts: o, profiles: newProfileCache(),
 		publishKick: make(chan struct{}, 1), waitingKick: make(chan struct{}, 1),
-		refusalLog: newLimiter(time.Hour), backoffs: newRowBackoffs(), early: newEarlyCounts(),
+		refusalLog: ratelimit.New(time.Hour, maxLimiterKeys), backoffs: newRowBackoffs(), early: newEarlyCounts(),
 	}, nil
 }
 
@@ -266,29 +267,5 @@ func (d *Dispatcher) brokerConn() *amqp.Conn {
 // result_key).
 func (d *Dispatcher) ResultPublicKey() []byte { return append([]byte(nil), d.resultPub...) }
 
-// limiter lets an event through once per key and period.
-type limiter struct {
-	period time.Duration
-	mu     sync.Mutex // guards last
-	last   map[string]time.Time
-}
-
-func newLimiter(period time.Duration) *limiter {
-	return &limiter{period: period, last: map[string]time.Time{}}
-}
-
-// maxLimiterKeys bounds the limiter's memory; past it, it forgets everything.
+// maxLimiterKeys bounds the memory of the refusal limiter and of the early counts.
 const maxLimiterKeys = 10_000
-
-func (l *limiter) allow(key string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.period {
-		return false
-	}
-	if len(l.last) >= maxLimiterKeys {
-		clear(l.last)
-	}
-	l.last[key] = now
-	return true
-}

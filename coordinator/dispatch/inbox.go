@@ -165,7 +165,7 @@ func (d *Dispatcher) refuse(del *amqp.Delivery, quiet bool, code protocol.ErrorC
 	d.log.Warn().Str("message_id", env.ID).Str("type", string(env.Type)).Str("agent", env.AgentID).Str("user_id", del.UserID).
 		Str("code", string(code)).Str("reason", msg).Msg("event refused")
 	v := verdict{reject: protocol.NewError(code, "%s", msg)}
-	if !quiet || d.refusalLog.allow(string(code)+"|"+env.AgentID+"|"+del.UserID, d.now()) {
+	if !quiet || d.refusalLog.Allow(string(code)+"|"+env.AgentID+"|"+del.UserID, d.now()) {
 		v.refusal = &audit.Entry{Actor: brokerActor(del.UserID), Action: audit.ActionMessageRejected, JobID: env.JobID,
 			Target: "agent:" + env.AgentID, Reason: msg,
 			Details: audit.Details("code", string(code), "message_id", env.ID, "type", string(env.Type), "user_id", del.UserID,
@@ -193,7 +193,7 @@ func (d *Dispatcher) onRefused(ctx context.Context, r amqp.Refusal) {
 	}
 	d.log.Warn().Err(r.Err).Str("message_id", r.MessageID).Str("routing_key", r.RoutingKey).Str("user_id", r.UserID).
 		Str("code", string(code)).Msg("message refused by the consumer")
-	if r.Queue == protocol.HeartbeatsQueue && !d.refusalLog.allow(string(code)+"|"+r.RoutingKey+"|"+r.UserID, d.now()) {
+	if r.Queue == protocol.HeartbeatsQueue && !d.refusalLog.Allow(string(code)+"|"+r.RoutingKey+"|"+r.UserID, d.now()) {
 		return
 	}
 	target := ""

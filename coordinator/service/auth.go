@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
@@ -53,7 +52,7 @@ func (s *Service) Authenticate(ctx context.Context, presented, source string) (A
 
 // recordUse writes the token's last use and, once per window, a token.used entry.
 func (s *Service) recordUse(ctx context.Context, tok store.APIToken, u store.User, source string, now time.Time) error {
-	if s.tokenUse.claim(tok.ID, now) {
+	if s.tokenUse.Allow(tok.ID, now) {
 		err := s.update(ctx, func(t *txn) error {
 			if err := t.TouchAPIToken(ctx, tok.ID, now); err != nil {
 				return err
@@ -63,7 +62,7 @@ func (s *Service) recordUse(ctx context.Context, tok store.APIToken, u store.Use
 		})
 		if err != nil {
 			// Fail closed: a use that cannot be audited is not allowed.
-			s.tokenUse.release(tok.ID)
+			s.tokenUse.Forget(tok.ID)
 			return err
 		}
 		return nil
@@ -85,7 +84,7 @@ func (s *Service) RefuseUnauthenticated(ctx context.Context, source, reason stri
 
 func (s *Service) unauthenticated(ctx context.Context, source, reason string, now time.Time) error {
 	e := newErr(CodeUnauthenticated, "", "%s; send Authorization: Bearer <API token>", reason)
-	if suppressed, ok := s.anon.allow(source+"|"+reason, now); ok {
+	if suppressed, ok := s.anon.AllowCount(source+"|"+reason, now); ok {
 		err := s.update(ctx, func(t *txn) error {
 			return t.audit(ctx, audit.Entry{Actor: AnonymousActor, Action: audit.ActionAccessDenied, Reason: reason,
 				Details: audit.Details("code", string(CodeUnauthenticated), "source", source, "suppressed", suppressed)})
@@ -96,81 +95,4 @@ func (s *Service) unauthenticated(ctx context.Context, source, reason string, no
 	}
 	s.obs.Denial(CodeUnauthenticated)
 	return e
-}
-
-// tokenUseLog remembers when each token's use was last audited.
-type tokenUseLog struct {
-	mu   sync.Mutex // guards last
-	last map[string]time.Time
-}
-
-func newTokenUseLog() *tokenUseLog { return &tokenUseLog{last: map[string]time.Time{}} }
-
-// claim reports whether this use is the first of a new window, and if so takes it, so
-// that concurrent requests with the same token write one entry.
-func (l *tokenUseLog) claim(id string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t, ok := l.last[id]; ok && now.Sub(t) < TokenUseAuditEvery {
-		return false
-	}
-	if len(l.last) >= maxTracked {
-		for k, t := range l.last {
-			if now.Sub(t) >= TokenUseAuditEvery {
-				delete(l.last, k)
-			}
-		}
-	}
-	l.last[id] = now
-	return true
-}
-
-func (l *tokenUseLog) release(id string) {
-	l.mu.Lock()
-	delete(l.last, id)
-	l.mu.Unlock()
-}
-
-// denialLimiter lets one audit entry per key through per window and counts the rest.
-type denialLimiter struct {
-	mu   sync.Mutex // guards keys
-	keys map[string]*denialWindow
-}
-
-type denialWindow struct {
-	start      time.Time
-	suppressed int
-}
-
-func newDenialLimiter() *denialLimiter { return &denialLimiter{keys: map[string]*denialWindow{}} }
-
-// allow reports whether an entry for key may be written now and how many were suppressed
-// since the last one. Past maxTracked keys, the remaining sources share one key, so a
-// flood from many addresses is still bounded.
-func (l *denialLimiter) allow(key string, now time.Time) (int, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w, ok := l.keys[key]
-	if !ok && len(l.keys) >= maxTracked {
-		for k, w := range l.keys {
-			if now.Sub(w.start) >= anonDenialWindow && w.suppressed == 0 {
-				delete(l.keys, k)
-			}
-		}
-		if len(l.keys) >= maxTracked {
-			key = "*"
-			w, ok = l.keys[key]
-		}
-	}
-	if !ok {
-		l.keys[key] = &denialWindow{start: now}
-		return 0, true
-	}
-	if now.Sub(w.start) < anonDenialWindow {
-		w.suppressed++
-		return 0, false
-	}
-	n := w.suppressed
-	w.start, w.suppressed = now, 0
-	return n, true
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -91,73 +90,6 @@ func TestRefusalKeepsItsAuditEntry(t *testing.T) {
 	es, _, err := s.st.ListAudit(ctx, store.AuditFilter{}, store.Page{})
 	if err != nil || len(es) != 1 || es[0].Action != audit.ActionAccessDenied || es[0].Actor != "u1" || es[0].Target != "thing:1" {
 		t.Fatalf("entries %+v, %v", es, err)
-	}
-}
-
-func TestDenialLimiter(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	steps := []struct {
-		key        string
-		at         time.Duration
-		allow      bool
-		suppressed int
-	}{
-		{"a", 0, true, 0},
-		{"a", time.Second, false, 0},
-		{"b", time.Second, true, 0},
-		{"a", 30 * time.Second, false, 0},
-		{"a", 61 * time.Second, true, 2},
-		{"a", 62 * time.Second, false, 0},
-		{"a", 3 * time.Minute, true, 1},
-		{"b", 3 * time.Minute, true, 0},
-	}
-	l := newDenialLimiter()
-	for i, st := range steps {
-		n, ok := l.allow(st.key, t0.Add(st.at))
-		if ok != st.allow || n != st.suppressed {
-			t.Fatalf("step %d: allow %v suppressed %d, want %v %d", i, ok, n, st.allow, st.suppressed)
-		}
-	}
-}
-
-func TestDenialLimiterBounded(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newDenialLimiter()
-	allowed := 0
-	for i := range maxTracked + 500 {
-		if _, ok := l.allow(fmt.Sprintf("10.0.%d.%d", i/256, i%256), t0); ok {
-			allowed++
-		}
-	}
-	// Past the bound, the remaining sources share one key: one more entry, not 500.
-	if allowed != maxTracked+1 || len(l.keys) != maxTracked+1 {
-		t.Fatalf("allowed %d, tracking %d", allowed, len(l.keys))
-	}
-}
-
-func TestTokenUseLog(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newTokenUseLog()
-	steps := []struct {
-		id    string
-		at    time.Duration
-		claim bool
-	}{
-		{"t1", 0, true},
-		{"t1", time.Minute, false},
-		{"t2", time.Minute, true},
-		{"t1", 59 * time.Minute, false},
-		{"t1", 60 * time.Minute, true},
-		{"t1", 61 * time.Minute, false},
-	}
-	for i, st := range steps {
-		if got := l.claim(st.id, t0.Add(st.at)); got != st.claim {
-			t.Fatalf("step %d: claim %v, want %v", i, got, st.claim)
-		}
-	}
-	l.release("t1")
-	if !l.claim("t1", t0.Add(62*time.Minute)) {
-		t.Fatal("a released claim is not free again")
 	}
 }
 

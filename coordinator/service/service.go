@@ -11,6 +11,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/internal/ratelimit"
 )
 
 // Dispatcher is told about job changes inside the transaction that makes them, so that
@@ -84,8 +85,8 @@ type Service struct {
 	obs      Observer
 	agents   AgentHook
 	profiles *profileCache
-	tokenUse *tokenUseLog
-	anon     *denialLimiter
+	tokenUse *ratelimit.Limiter // one token.used entry per token and TokenUseAuditEvery
+	anon     *ratelimit.Limiter // one access.denied entry per source and reason and anonDenialWindow
 }
 
 // New returns a Service over o.Store.
@@ -94,7 +95,7 @@ func New(o Options) (*Service, error) {
 		return nil, errors.New("service: no store")
 	}
 	s := &Service{st: o.Store, log: o.Logger, now: o.Now, disp: o.Dispatcher, issuer: o.Issuer, obs: o.Observer, agents: o.AgentHook,
-		profiles: newProfileCache(), tokenUse: newTokenUseLog(), anon: newDenialLimiter()}
+		profiles: newProfileCache(), tokenUse: ratelimit.New(TokenUseAuditEvery, maxTracked), anon: ratelimit.New(anonDenialWindow, maxTracked)}
 	if s.now == nil {
 		s.now = time.Now
 	}
