@@ -331,19 +331,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	fatal := make(chan error, 1)
 	var wg sync.WaitGroup
 	var execDone, consDone sync.WaitGroup
-	goroutine := func(group *sync.WaitGroup, fn func()) {
-		group.Add(1)
-		go func() {
-			defer group.Done()
-			fn()
-		}()
-	}
-	goroutine(&execDone, func() { _ = ex.Run(runCtx) }) // returns nil once its jobs are at a safe point
+	execDone.Go(func() { _ = ex.Run(runCtx) }) // returns nil once its jobs are at a safe point
 	// Nothing is said on the broker before the exclusive consumer holds the queue: until
 	// then another agent may own this ID, and a hello would hand the coordinator this
 	// agent's seal key in its name.
 	subscribed := make(chan struct{})
-	goroutine(&consDone, func() {
+	consDone.Go(func() {
 		if err := a.consume(runCtx, conn, ex, func() { close(subscribed) }); err != nil {
 			fatal <- err
 		}
@@ -357,10 +350,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}
-	goroutine(&wg, func() { _ = w.Run(runCtx) })
-	goroutine(&wg, func() { a.watchTokens(w.Events(), tokensChanged) })
-	goroutine(&wg, afterSubscribed(func() { a.heartbeats(runCtx, conn, ex) }))
-	goroutine(&wg, afterSubscribed(func() { s.run(runCtx) }))
+	wg.Go(func() { _ = w.Run(runCtx) })
+	wg.Go(func() { a.watchTokens(w.Events(), tokensChanged) })
+	wg.Go(afterSubscribed(func() { a.heartbeats(runCtx, conn, ex) }))
+	wg.Go(afterSubscribed(func() { s.run(runCtx) }))
 
 	a.log.Info().Str("broker", a.endpoint).Str("data_dir", a.cfg.DataDir).Strs("modules", mods.paths()).
 		Str("version", version()).Msg("agent started")

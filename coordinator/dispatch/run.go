@@ -55,20 +55,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
-	goLoop := func(fn func(ctx context.Context)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(ctx)
-		}()
-	}
-	goLoop(func(ctx context.Context) { d.runPublisher(ctx, conn) })
-	goLoop(func(ctx context.Context) { d.runConsumer(ctx, conn, protocol.EventsQueue) })
-	goLoop(func(ctx context.Context) { d.runConsumer(ctx, conn, protocol.HeartbeatsQueue) })
-	goLoop(func(ctx context.Context) { d.declareAtStart(ctx, conn) })
-	goLoop(d.runWaiting)
-	goLoop(d.runOfflineSweep)
-	goLoop(d.runPurge)
+	wg.Go(func() { d.runPublisher(ctx, conn) })
+	wg.Go(func() { d.runConsumer(ctx, conn, protocol.EventsQueue) })
+	wg.Go(func() { d.runConsumer(ctx, conn, protocol.HeartbeatsQueue) })
+	wg.Go(func() { d.declareAtStart(ctx, conn) })
+	wg.Go(func() { d.runWaiting(ctx) })
+	wg.Go(func() { d.runOfflineSweep(ctx) })
+	wg.Go(func() { d.runPurge(ctx) })
 	<-ctx.Done()
 	wg.Wait()
 	d.setConn(nil)

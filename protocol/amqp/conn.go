@@ -301,18 +301,15 @@ func (c *Conn) session(ctx context.Context) (*session, error) {
 }
 
 // goroutine starts fn as a goroutine the Conn waits for on Close, unless the
-// Conn is closing.
+// Conn is closing. Not a bare wg.Go: consumers and confirm readers start from
+// callers' goroutines at any time, and none may be added once Close waits.
 func (c *Conn) goroutine(fn func()) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return false
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		fn()
-	}()
+	c.wg.Go(fn)
 	return true
 }
 
