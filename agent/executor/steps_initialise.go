@@ -1,0 +1,194 @@
+package executor
+
+import (
+	"context"
+	"errors"
+
+	"github.com/tokenfleet/tokenfleet/agent/journal"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
+	"github.com/tokenfleet/tokenfleet/drivers/usb"
+	"github.com/tokenfleet/tokenfleet/protocol"
+)
+
+// initialise wipes and initialises the token with a fresh SO PIN, user PIN and label.
+//
+// Safe to repeat: the new PINs are journalled (sealed) before the token is touched, so a
+// resumed step first tries them (the new SO PIN setting the new user PIN). If they work,
+// the earlier pass got through; if the SO PIN is refused, the token still has its old
+// one and the step runs again. That costs at most one wrong SO PIN try, which the good
+// one resets. A token this job initialised in an earlier attempt is not wiped again.
+func (r *run) initialise(ctx context.Context, _ bool) error {
+	so, user := r.secrets[secretSOPIN], r.secrets[secretUserPIN]
+	if so.Applied && user.Applied && r.tok != nil {
+		r.log.Info().Msg("the token was initialised by an earlier attempt of this job; keeping it")
+		return r.done(ctx, stepInitialise, journal.Change{TokenSerial: r.serial})
+	}
+	var factory *usb.Defaults
+	if r.d.FactoryPINs {
+		def, err := r.requireFactoryDefaults(ctx)
+		if err != nil {
+			return err
+		}
+		factory = def
+	}
+	fresh := so.Value == "" || user.Value == ""
+	var c journal.Change
+	if r.job.Step != stepInitialise { // a resumed step reported initialising already
+		var err error
+		if c, err = r.progressChange(protocol.Progress{Step: protocol.StepInitialising, Detail: "initialising the token " + r.d.TokenLabel}); err != nil {
+			return err
+		}
+	}
+	if fresh {
+		var err error
+		var avoid []string
+		if factory != nil {
+			avoid = append(avoid, factory.UserPIN, factory.SOPIN)
+		}
+		if c.Secrets, err = r.newPINs([]string{secretSOPIN, secretUserPIN}, avoid); err != nil {
+			return err
+		}
+	}
+	if err := r.begin(ctx, stepInitialise, c); err != nil {
+		return err
+	}
+	so, user = r.secrets[secretSOPIN], r.secrets[secretUserPIN]
+	r.loggedIn = false
+	if r.tok == nil {
+		if err := r.initBlank(ctx, so.Value, user.Value); err != nil {
+			return err
+		}
+	} else if err := r.reinitialise(ctx, !fresh, factory, so.Value, user.Value); err != nil {
+		return err
+	}
+	return r.done(ctx, stepInitialise, journal.Change{TokenSerial: r.serial, Applied: []string{secretSOPIN, secretUserPIN}})
+}
+
+func (r *run) initBlank(ctx context.Context, so, user string) error {
+	info, err := r.e.cfg.Tokens.InitBlank(ctx, r.slot.ID, pkcs11.InitOptions{Label: r.d.TokenLabel, SOPIN: so})
+	if err != nil {
+		return err
+	}
+	tok, err := r.e.cfg.Tokens.Open(ctx, info.Serial)
+	if err != nil {
+		return err
+	}
+	r.tok, r.serial = tok, info.Serial
+	r.slot.Token = &info
+	r.log = r.log.With().Str("token", r.serial).Logger()
+	// The token has a serial now: hold its own lock instead of the blank tokens' one, so
+	// that jobs waiting for another blank token need not wait for this job.
+	if release, err := r.e.locks.acquire(ctx, r.serial, nil); err == nil {
+		r.release()
+		r.release = release
+	}
+	// Journal the serial at once: a crash before the user PIN is set then finds the token
+	// by it.
+	if err := r.update(ctx, journal.Change{TokenSerial: r.serial}); err != nil {
+		return err
+	}
+	return tok.InitUserPIN(ctx, so, user)
+}
+
+func (r *run) reinitialise(ctx context.Context, probe bool, factory *usb.Defaults, so, user string) error {
+	tok := r.tok
+	if probe {
+		err := tok.InitUserPIN(ctx, so, user)
+		if err == nil {
+			return nil
+		}
+		if !isCode(err, pkcs11.CodePINIncorrect) {
+			return err
+		}
+	}
+	var oldSO string
+	if factory != nil && factory.SOPIN != "" {
+		oldSO = factory.SOPIN
+	} else {
+		pin, err := r.dispatchPIN(protocol.PurposeSOPIN)
+		if err != nil {
+			return err
+		}
+		oldSO = pin
+	}
+	// C_InitToken on an initialised token checks, and keeps, its SO PIN: change it after.
+	info, err := tok.Init(ctx, pkcs11.InitOptions{Label: r.d.TokenLabel, SOPIN: oldSO, Force: true})
+	if err != nil {
+		return err
+	}
+	r.slot.Token = &info
+	if err := tok.ChangeSOPIN(ctx, oldSO, so); err != nil {
+		return err
+	}
+	return tok.InitUserPIN(ctx, so, user)
+}
+
+// replaceFactoryPINs replaces the factory PINs of a token that arrived initialised with
+// them: the SO PIN (when the model has a factory one) and the user PIN. Safe to repeat
+// like initialise: a resumed step tries the new PINs first.
+func (r *run) replaceFactoryPINs(ctx context.Context, _ bool) error {
+	tok, err := r.requireToken()
+	if err != nil {
+		return err
+	}
+	def, err := r.requireFactoryDefaults(ctx)
+	if err != nil {
+		return err
+	}
+	names := []string{secretUserPIN}
+	if def.SOPIN != "" {
+		names = append(names, secretSOPIN)
+	}
+	applied := true
+	for _, n := range names {
+		applied = applied && r.secrets[n].Applied
+	}
+	if applied {
+		r.log.Info().Msg("the factory PINs were replaced by an earlier attempt of this job")
+		return r.done(ctx, stepFactoryPINs, journal.Change{})
+	}
+	fresh := r.secrets[secretUserPIN].Value == "" || (def.SOPIN != "" && r.secrets[secretSOPIN].Value == "")
+	var c journal.Change
+	if fresh {
+		if c.Secrets, err = r.newPINs(names, []string{def.UserPIN, def.SOPIN}); err != nil {
+			return err
+		}
+	}
+	if err := r.begin(ctx, stepFactoryPINs, c); err != nil {
+		return err
+	}
+	user, so := r.secrets[secretUserPIN].Value, r.secrets[secretSOPIN].Value
+	r.loggedIn = false
+	if def.SOPIN != "" {
+		err := errors.New("not tried")
+		if !fresh {
+			err = tok.InitUserPIN(ctx, so, user)
+			if err != nil && !isCode(err, pkcs11.CodePINIncorrect) {
+				return err
+			}
+		}
+		if err != nil {
+			if err := tok.ChangeSOPIN(ctx, def.SOPIN, so); err != nil {
+				return err
+			}
+			if err := tok.InitUserPIN(ctx, so, user); err != nil {
+				return err
+			}
+		}
+	} else {
+		err := errors.New("not tried")
+		if !fresh {
+			err = tok.Login(ctx, user)
+			if err != nil && !isCode(err, pkcs11.CodePINIncorrect) {
+				return err
+			}
+		}
+		if err != nil {
+			if err := tok.ChangeUserPIN(ctx, def.UserPIN, user); err != nil {
+				return err
+			}
+		}
+		_ = tok.Logout(ctx) // log in again with the new PIN through login
+	}
+	return r.done(ctx, stepFactoryPINs, journal.Change{TokenSerial: r.serial, Applied: names})
+}
