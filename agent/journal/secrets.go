@@ -1,0 +1,77 @@
+package journal
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/tokenfleet/tokenfleet/protocol"
+	"github.com/tokenfleet/tokenfleet/protocol/seal"
+)
+
+// Secret is a secret of a job (a PIN the agent generated). Applied says the token has
+// it: the step that sets it is done. A secret not applied may or may not be on the token.
+type Secret struct {
+	Name    string
+	Value   string
+	Applied bool
+}
+
+// secretPlaintext seals the name with the value, so a row copied under another name
+// does not open as that secret.
+func secretPlaintext(name, value string) []byte {
+	return []byte(name + "\x00" + value)
+}
+
+func resumeBinding(jobID string, attempt uint32) seal.Binding {
+	return seal.Binding{JobID: jobID, Attempt: attempt, Purpose: protocol.PurposeAgentResume}
+}
+
+func (j *Journal) sealSecret(ref protocol.JobRef, s Secret) ([]byte, error) {
+	if s.Name == "" || strings.ContainsRune(s.Name, 0) || s.Value == "" {
+		return nil, fmt.Errorf("journal: secret %q: name and value are required", s.Name)
+	}
+	sealed, err := j.sealer.Seal(secretPlaintext(s.Name, s.Value), resumeBinding(ref.JobID, ref.Attempt))
+	if err != nil {
+		return nil, fmt.Errorf("journal: seal secret %q: %w", s.Name, err)
+	}
+	return json.Marshal(sealed)
+}
+
+// Secrets returns the job's secrets, opened with the agent's key.
+func (j *Journal) Secrets(ctx context.Context, jobID string) ([]Secret, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT name, attempt, applied, sealed FROM secrets WHERE job_id = ? ORDER BY name`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	var out []Secret
+	for rows.Next() {
+		var name string
+		var attempt uint32
+		var applied bool
+		var raw []byte
+		if err := rows.Scan(&name, &attempt, &applied, &raw); err != nil {
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		var sealed protocol.Sealed
+		if err := json.Unmarshal(raw, &sealed); err != nil {
+			return nil, fmt.Errorf("journal: secret %q of job %s: %w", name, jobID, err)
+		}
+		plain, err := j.sealer.Open(&sealed, resumeBinding(jobID, attempt))
+		if err != nil {
+			return nil, fmt.Errorf("journal: secret %q of job %s: %w", name, jobID, err)
+		}
+		prefix := []byte(name + "\x00")
+		if !bytes.HasPrefix(plain, prefix) {
+			return nil, fmt.Errorf("journal: secret %q of job %s was sealed under another name", name, jobID)
+		}
+		out = append(out, Secret{Name: name, Value: string(plain[len(prefix):]), Applied: applied})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	return out, nil
+}
