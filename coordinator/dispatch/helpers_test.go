@@ -94,6 +94,8 @@ type world struct {
 	appr   *client.Client // approver
 	caop   *client.Client // CA operator
 	holder string
+
+	brokerUsers map[string]string // agent ID → its own broker user, made by agentUser
 }
 
 func newWorld(t *testing.T, agentUsers string) *world {
@@ -146,7 +148,7 @@ func (w *world) userClient(username string) *client.Client {
 // user).
 func (w *world) agent(id, url string) *dispatchtest.Agent {
 	w.t.Helper()
-	if _, err := w.admin.EnrolAgent(w.ctx, client.AgentEnrolment{ID: id, Hostname: id + ".test"}); err != nil {
+	if _, err := w.admin.EnrolAgent(w.ctx, client.AgentEnrolment{ID: id, Hostname: id + ".test", BrokerUser: w.brokerUsers[id]}); err != nil {
 		w.t.Fatal(err)
 	}
 	if url == "" {
@@ -156,13 +158,19 @@ func (w *world) agent(id, url string) *dispatchtest.Agent {
 }
 
 // agentUser creates agent id's own broker user with the protocol's permissions and
-// returns its URL.
+// returns its URL; agent enrols id with that user. Users belong to the whole broker: the
+// name is unique to this run, so that tests, and runs, never share one.
 func (w *world) agentUser(id string) string {
 	w.t.Helper()
-	user, err := protocol.AgentUser(id)
+	base, err := protocol.AgentUser(id)
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	user := testenv.UniqueUser(base + "-")
+	if w.brokerUsers == nil {
+		w.brokerUsers = map[string]string{}
+	}
+	w.brokerUsers[id] = user
 	p, err := protocol.AgentPermissions(id)
 	if err != nil {
 		w.t.Fatal(err)

@@ -29,6 +29,7 @@ import (
 // CSR is signed, the certificate comes back, the result ends the job; openssl accepts the
 // certificate against the CA, and lists it in the CRL once revoked.
 func TestIssueThroughBroker(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "shared")
 	a := w.agent("ws-issue", "")
 	a.Hello(dispatchtest.Token("BLANK1", false))
@@ -180,6 +181,7 @@ func TestIssueThroughBroker(t *testing.T) {
 // TestCAOperatorGate: a profile with the CA-operator gate stops in
 // awaiting_certificate after the CSR; the CA operator's approval signs it.
 func TestCAOperatorGate(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "shared")
 	a := w.agent("ws-gate", "")
 	j := w.job(jobs.KindIssue, "ws-gate", "gated", "")

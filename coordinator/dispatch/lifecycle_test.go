@@ -22,6 +22,7 @@ import (
 // issuing job kept, sealed to the agent for this job. A job needing a PIN nobody kept
 // waits, saying so.
 func TestWaitingJobsAndKeptPINs(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "shared")
 	a := w.agent("ws-pin", "")
 
@@ -77,6 +78,7 @@ func TestWaitingJobsAndKeptPINs(t *testing.T) {
 // TestRetryFencesOldAttempt: a failed attempt is retried by the help desk as a new
 // attempt; a late result of the old attempt is recorded as stale and changes nothing.
 func TestRetryFencesOldAttempt(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "shared")
 	a := w.agent("ws-retry", "")
 	a.Hello()
@@ -127,6 +129,7 @@ func TestRetryFencesOldAttempt(t *testing.T) {
 // TestJobExpiresWhileAgentAway: a dispatched job waits in the queue of an agent that is
 // away and expires at its deadline; the agent finds the dispatch and its cancel.
 func TestJobExpiresWhileAgentAway(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "shared")
 	if _, err := w.admin.EnrolAgent(w.ctx, client.AgentEnrolment{ID: "ws-away", Hostname: "away.test"}); err != nil {
 		t.Fatal(err)
@@ -152,6 +155,7 @@ func TestJobExpiresWhileAgentAway(t *testing.T) {
 // TestConnectionsClosedMidRun: the broker closes every connection at several points of
 // a run, and every event is sent twice; no job is lost and none is applied twice.
 func TestConnectionsClosedMidRun(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "shared")
 	a := w.agent("ws-flaky", "")
 	a.Duplicates = true
@@ -218,6 +222,7 @@ func TestConnectionsClosedMidRun(t *testing.T) {
 // TestResetAgentKey: a reinstalled agent's new seal key is refused until an
 // administrator resets the recorded one; its next hello records the new key.
 func TestResetAgentKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "shared")
 	a := w.agent("ws-reinstalled", "")
 	a.Hello()
@@ -269,6 +274,7 @@ func TestResetAgentKey(t *testing.T) {
 // the broker; the failure is recorded on the outbox row, the queue is declared again and
 // the dispatch goes out.
 func TestUnroutableDispatch(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "shared")
 	a := w.agent("ws-lost", "")
 	a.Hello()

@@ -20,6 +20,7 @@ import (
 // vhost, the CA and the result key; both publish the outbox and compete for the events.
 // Every job still goes through each state once.
 func TestTwoCoordinatorsOnPostgres(t *testing.T) {
+	t.Parallel()
 	db := testenv.PostgresDatabase(t)
 	b := testenv.NewBroker(t)
 	first := coordinatortest.Start(t, coordinatortest.Options{Driver: "postgres", DSN: db, BrokerURL: b.URL})

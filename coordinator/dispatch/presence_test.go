@@ -111,6 +111,7 @@ func (h *harness) waitAgent(t *testing.T, id, what string, ok func(store.Agent) 
 // hello with another key is refused. Heartbeats of an agent nobody enrolled are refused,
 // audited once.
 func TestPresence(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, 600*time.Millisecond, "ws-live")
 	a := dispatchtest.Start(t, h.broker.URL, "ws-live")
 	a.Hello(dispatchtest.Token("L1", true), dispatchtest.Token("L2", false))
@@ -272,6 +273,7 @@ func (h *harness) waitDeadLetters(t *testing.T, n int) {
 // TestOutboxOrderAndDamagedRows: rows for an agent go out in the order they were
 // written; a row that cannot be sent is recorded as failed and holds nothing up.
 func TestOutboxOrderAndDamagedRows(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, time.Minute, "ws-order")
 	a := dispatchtest.Start(t, h.broker.URL, "ws-order")
 	var want []string

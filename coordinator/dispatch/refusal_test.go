@@ -19,6 +19,7 @@ import (
 // TestCSRRefusals: each bad CSR fails its job with the RA's code and leaves a
 // csr.rejected audit entry.
 func TestCSRRefusals(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "per_agent")
 	a := w.agent("ws-csr", w.agentUser("ws-csr"))
 	a.Hello(dispatchtest.Token("T1", false))
@@ -99,6 +100,7 @@ func TestCSRRefusals(t *testing.T) {
 // TestForgedSenders: with per-agent broker users, an event published by another broker
 // user than the agent's is refused and audited, and changes nothing.
 func TestForgedSenders(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, "per_agent")
 	victim := w.agent("ws-victim", w.agentUser("ws-victim"))
 	other := w.agent("ws-other", w.agentUser("ws-other"))

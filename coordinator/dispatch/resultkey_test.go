@@ -10,6 +10,7 @@ import (
 )
 
 func TestResultKeyFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), dispatch.ResultKeyFile)
 	key, created, err := dispatch.LoadOrCreateResultKey(path)
 	if err != nil || !created {

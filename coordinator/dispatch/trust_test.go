@@ -100,6 +100,7 @@ var agentEvents = []agentEvent{
 // moves the job as the table says; any other is refused with the table's code, lands in
 // the dead-letter queue with the reason, is audited, and leaves the database unchanged.
 func TestEventTable(t *testing.T) {
+	t.Parallel()
 	for _, kind := range jobs.Kinds() {
 		if !jobs.OnAgent(kind) {
 			continue // revoke runs on the coordinator: jobs.TestAcceptEventTable covers it
@@ -127,6 +128,7 @@ type matrix struct {
 	boss    string // the approver's user ID
 	cursor  int64  // audit entries before this sequence number were looked at
 	holders int
+	queries map[string]string // table → the query that renders it, for snapshot
 }
 
 const matrixAgent = "ws-matrix"
@@ -162,6 +164,14 @@ func newMatrix(t *testing.T) *matrix {
 		ag, err := w.c.Store.GetAgent(w.ctx, matrixAgent)
 		return err == nil && len(ag.PublicKey) > 0
 	})
+	// The snapshot sees a change where there is one.
+	before := m.snapshot(t)
+	if _, err := w.admin.CreateOrg(w.ctx, "Snapshot Check"); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffLines(before, m.snapshot(t)); !strings.Contains(d, "Snapshot Check") {
+		t.Fatalf("the snapshot missed a new organisation: %q", d)
+	}
 	return m
 }
 
@@ -383,57 +393,66 @@ var snapshotSkip = map[string]bool{
 	"online": true, "last_heartbeat_at": true, "waiting_reason": true,
 }
 
-// snapshot is the coordinator's whole database as text, a line per row.
+// snapshot is the coordinator's whole database as text, a line per row. SQLite renders
+// each table in one query (quote() of every column), which keeps a snapshot cheap enough
+// to take around every refused event.
 func (m *matrix) snapshot(t *testing.T) string {
 	t.Helper()
 	ctx := m.w.ctx
-	rows, err := m.db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if !snapshotSkip[n] {
-			tables = append(tables, n)
-		}
-	}
-	if err := rows.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for _, table := range tables {
-		rows, err := m.db.QueryContext(ctx, "SELECT * FROM "+table+" ORDER BY rowid")
+	if m.queries == nil {
+		m.queries = map[string]string{}
+		rows, err := m.db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
 		if err != nil {
 			t.Fatal(err)
 		}
-		cols, err := rows.Columns()
-		if err != nil {
-			t.Fatal(err)
-		}
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
+		var tables []string
 		for rows.Next() {
-			if err := rows.Scan(ptrs...); err != nil {
+			var n string
+			if err := rows.Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			b.WriteString(table)
-			for i, c := range cols {
-				if !snapshotSkip[c] {
-					fmt.Fprintf(&b, " %s=%v", c, vals[i])
-				}
+			if !snapshotSkip[n] {
+				tables = append(tables, n)
 			}
-			b.WriteByte('\n')
 		}
 		if err := rows.Close(); err != nil {
 			t.Fatal(err)
 		}
+		for _, table := range tables {
+			cols, err := m.db.QueryContext(ctx, "SELECT name FROM pragma_table_info(?) ORDER BY cid", table)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var parts []string
+			for cols.Next() {
+				var c string
+				if err := cols.Scan(&c); err != nil {
+					t.Fatal(err)
+				}
+				if !snapshotSkip[c] {
+					parts = append(parts, fmt.Sprintf("'%s='||quote(%s)", c, c))
+				}
+			}
+			if err := cols.Close(); err != nil {
+				t.Fatal(err)
+			}
+			row := "'" + table + "'||' '||" + strings.Join(parts, "||' '||")
+			m.queries[table] = "SELECT coalesce(group_concat(r, char(10)), '') FROM (SELECT " + row + " AS r FROM " + table + " ORDER BY rowid)"
+		}
+	}
+	tables := make([]string, 0, len(m.queries))
+	for table := range m.queries {
+		tables = append(tables, table)
+	}
+	slices.Sort(tables)
+	var b strings.Builder
+	for _, table := range tables {
+		var text string
+		if err := m.db.QueryRowContext(ctx, m.queries[table]).Scan(&text); err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(text)
+		b.WriteByte('\n')
 	}
 	return b.String()
 }
