@@ -22,7 +22,7 @@ func TestRunBadConfiguration(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"run", "--config", bad}, "tokenfleet-agent: config " + bad + ": broker.queue_mode: unknown field (line 4)"},
+		{[]string{"run", "--config", bad}, "tokenfleet-agent: " + bad + `:4:3: broker.queue_mode: unknown field "queue_mode" (known fields: url,`},
 		{[]string{"run", "--config", filepath.Join(dir, "missing.yaml")}, "missing.yaml: no such file or directory"},
 		{[]string{"run", "--id", "WS 01", "--data", dir}, `tokenfleet-agent: id (--id): "WS 01" contains upper case 'W' at byte 0: agent IDs are lower case`},
 		{[]string{"run", "--id", "ws.01", "--data", dir}, `id (--id): "ws.01" contains '.' at byte 2`},

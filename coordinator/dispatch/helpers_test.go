@@ -19,7 +19,7 @@ import (
 )
 
 // waitTimeout bounds every wait of these tests for the coordinator.
-const waitTimeout = 60 * time.Second
+const waitTimeout = 3 * time.Minute
 
 const profiles = `name: blank-issue
 description: Initialise any blank token, no approval.
@@ -102,7 +102,7 @@ func newWorld(t *testing.T, agentUsers string) *world {
 	t.Helper()
 	b := testenv.NewBroker(t)
 	c := coordinatortest.Start(t, coordinatortest.Options{BrokerURL: b.URL, AgentUsers: agentUsers})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)
 	w := &world{t: t, ctx: ctx, broker: b, c: c, holder: "alice"}
 	w.admin = w.client(c.AdminToken)

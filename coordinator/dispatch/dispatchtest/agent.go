@@ -34,7 +34,7 @@ import (
 )
 
 // Timeout bounds every wait of the scripted agent.
-const Timeout = 60 * time.Second
+const Timeout = 3 * time.Minute
 
 // Agent is a scripted agent. Its methods fail the test on error.
 type Agent struct {
