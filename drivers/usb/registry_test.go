@@ -310,8 +310,8 @@ func TestLoadRegistryErrors(t *testing.T) {
 			[]string{"extra registry:1:1: version: version 0 is not supported (want 1)"}},
 		{"future version", "version: 2\n", []string{"extra registry:1:10: version: version 2 is not supported (want 1)"}},
 		{"two documents", head + "---\nversion: 1\n", []string{"extra registry:2:1: a second YAML document"}},
-		{"misspelt field, suggested", head + "families:\n  - name: f\n    vendor: V\n    capabilites: [pkcs11]\n",
-			[]string{`extra registry:5:5: families[0].capabilites: unknown field "capabilites"; did you mean "capabilities"?`}},
+		{"misspelt field, suggested", head + "families:\n  - name: f\n    vendor: V\n    capabilites: [pkcs11]\n", //nolint:misspell // the misspelling is the test
+			[]string{`extra registry:5:5: families[0].capabilites: unknown field "capabilites"; did you mean "capabilities"?`}}, //nolint:misspell // the misspelling is the test
 		{"wrong type", head + "devices:\n  - id: '1050:0499'\n    sources: usb-ids\n",
 			[]string{`extra registry:4:14: devices[0].sources: want a list, got text "usb-ids"`}},
 		{"key twice", head + "version: 1\n", []string{"extra registry:2:1: version: given twice (first on line 1): keep one"}},

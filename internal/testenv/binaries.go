@@ -93,7 +93,7 @@ var (
 // ModuleRoot is the tokenfleet module's root directory, as the go tool sees it.
 func ModuleRoot() (string, error) {
 	rootOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
+		out, err := exec.CommandContext(context.Background(), "go", "env", "GOMOD").Output()
 		if err != nil {
 			rootErr = fmt.Errorf("go env GOMOD: %w", err)
 			return

@@ -50,7 +50,7 @@ func CheckManagementAPI() error {
 			RabbitMQVersion string `json:"rabbitmq_version"`
 		}
 		if err := mgmtDo("GET", "/overview", nil, &o); err != nil {
-			mgmtErr = fmt.Errorf("RabbitMQ's management API does not answer at %s (%v); %s", ManagementURL, err, managementHint)
+			mgmtErr = fmt.Errorf("RabbitMQ's management API does not answer at %s (%w); %s", ManagementURL, err, managementHint)
 		}
 	})
 	return mgmtErr

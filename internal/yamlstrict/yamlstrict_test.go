@@ -248,7 +248,7 @@ func TestAt(t *testing.T) {
 		t.Errorf("At: %v", e)
 	}
 	positioned := doc.Errorf("listen", "already placed")
-	if e := doc.At("port", positioned); e != error(positioned) {
+	if e := doc.At("port", positioned); e != error(positioned) { //nolint:errorlint // the very same *Error, not one wrapping it
 		t.Errorf("At moved an *Error: %v", e)
 	}
 }

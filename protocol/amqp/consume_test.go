@@ -200,10 +200,8 @@ func TestConsumeRetryHoldsUpNothing(t *testing.T) {
 	if err := c.PublishEvent(ctx, stuck); err != nil {
 		t.Fatal(err)
 	}
-	var next []*protocol.Envelope
 	for range 3 {
 		env := progressEnv(t, "ws-01")
-		next = append(next, env)
 		if err := c.PublishEvent(ctx, env); err != nil {
 			t.Fatal(err)
 		}
