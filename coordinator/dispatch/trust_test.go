@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -253,11 +254,7 @@ func (m *matrix) check(t *testing.T, kind jobs.Kind, f fixture, ev agentEvent) {
 }
 
 func asJobsError(err error, target **jobs.Error) bool {
-	je, ok := err.(*jobs.Error)
-	if ok {
-		*target = je
-	}
-	return ok
+	return errors.As(err, target)
 }
 
 // fixture creates a job of kind through the API and moves it, in the store, to the
@@ -301,9 +298,8 @@ func (m *matrix) fixture(t *testing.T, kind jobs.Kind, f fixture, ev agentEvent)
 				return err
 			}
 		}
-		p := jobs.Progress{}
 		for _, s := range f.steps {
-			p = jobs.Progress{Current: s, Highest: s}
+			p := jobs.Progress{Current: s, Highest: s}
 			if j, err = tx.AddJobStep(ctx, store.JobStep{JobID: j.ID, Attempt: 1, Step: s, At: now}, p, j.Version); err != nil {
 				return err
 			}
