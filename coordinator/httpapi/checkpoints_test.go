@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
@@ -82,7 +81,7 @@ func TestAuditCheckpointEndpoints(t *testing.T) {
 	var made []checkpointJSON
 	for _, who := range []string{"aud", "admin"} {
 		c := ok[checkpointJSON](t, e.as(t, who, "POST", "/api/v1/audit/checkpoints", nil), 201)
-		if err := audit.VerifyCheckpoint(ed25519.PublicKey(pub), c.checkpoint()); err != nil {
+		if err := audit.VerifyCheckpoint(pub, c.checkpoint()); err != nil {
 			t.Fatal(err)
 		}
 		made = append(made, c)
