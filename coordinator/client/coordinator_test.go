@@ -67,7 +67,7 @@ func TestAgainstCoordinator(t *testing.T) {
 	_, err := anon.WhoAmI(ctx)
 	wantCode(t, err, "unauthenticated")
 
-	// Organisations, walked in pages of two.
+	// Organizations, walked in pages of two.
 	for _, n := range []string{"acme", "globex", "initech", "umbrella", "hooli"} {
 		o := must(admin.CreateOrg(ctx, n))(t)
 		if o.Name != n || o.ID == "" || o.Created.IsZero() {

@@ -159,7 +159,7 @@ func printJob(e *env, d client.JobDetail) error {
 	t.row("Kind", string(d.Kind))
 	t.row("State", string(d.State))
 	t.row("Holder", d.Holder)
-	t.row("Organisation", d.Organization)
+	t.row("Organization", d.Organization)
 	t.row("Profile", d.Profile+hashSuffix(d.ProfileHash))
 	t.row("Agent", d.Agent)
 	tokenSerial := d.TokenSerial

@@ -13,7 +13,7 @@ import (
 )
 
 func orgCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "org", Short: "Organisations: create, list"}
+	cmd := &cobra.Command{Use: "org", Short: "Organizations: create, list"}
 
 	var createJSON bool
 	create := &cobra.Command{
@@ -204,7 +204,7 @@ func printUser(e *env, u client.User) error {
 	t.row("Name", u.DisplayName)
 	t.row("Email", u.Email)
 	t.row("UPN", u.UPN)
-	t.row("Organisation", u.Organization)
+	t.row("Organization", u.Organization)
 	t.row("Roles", joinStrings(u.Roles, ", "))
 	keys := make([]string, 0, len(u.Attributes))
 	for k := range u.Attributes {

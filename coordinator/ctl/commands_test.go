@@ -337,7 +337,7 @@ func TestJobShow(t *testing.T) {
 Kind          issue
 State         approved
 Holder        alice
-Organisation  acme
+Organization  acme
 Profile       smartcard-logon (hash 0123456789ab…)
 Agent         ws-01
 Token         any the profile allows
@@ -484,7 +484,7 @@ ID               u1
 Name             Olga Operator
 Email            -
 UPN              -
-Organisation     acme
+Organization     acme
 Roles            helpdesk
 Attribute floor  3
 Attribute site   paris
@@ -524,7 +524,7 @@ ID            u9
 Name          Alice Holder
 Email         alice@acme.example
 UPN           alice@acme.example
-Organisation  acme
+Organization  acme
 Roles         -
 Disabled      no
 Created       2025-06-01T12:00:00Z

@@ -53,7 +53,7 @@ func TestAgainstCoordinator(t *testing.T) {
 	op, appr1, appr2 := tokenOf("op1"), tokenOf("appr1"), tokenOf("appr2")
 
 	who := ok(op, "whoami")
-	for _, want := range []string{"Username      op1\n", "Name          Olga Operator\n", "Organisation  acme\n", "Roles         helpdesk\n"} {
+	for _, want := range []string{"Username      op1\n", "Name          Olga Operator\n", "Organization  acme\n", "Roles         helpdesk\n"} {
 		if !strings.Contains(who, want) {
 			t.Errorf("whoami does not show %q:\n%s", want, who)
 		}

@@ -76,8 +76,8 @@ func identity(ctx context.Context, r store.Reader, p profile.Profile, j store.Jo
 		return profile.Identity{}, fmt.Errorf("holder of job %s: %w", j.ID, err)
 	}
 	org := ""
-	if u.OrganisationID != "" {
-		o, err := r.GetOrganisation(ctx, u.OrganisationID)
+	if u.OrganizationID != "" {
+		o, err := r.GetOrganization(ctx, u.OrganizationID)
 		if err != nil {
 			return profile.Identity{}, fmt.Errorf("organisation of the holder of job %s: %w", j.ID, err)
 		}

@@ -144,7 +144,7 @@ func TestCoordinatorCore(t *testing.T) {
 	s.fails(admin, 1, "ws-01.acme.example", "agent", "add", "ws-01", "--hostname", "other.acme.example")
 	s.fails(admin, 1, "bad_request", "agent", "add", "WS.01")
 
-	// 2. Organisations, people, their API tokens, the profile.
+	// 2. Organizations, people, their API tokens, the profile.
 	s.ok(admin, "org", "create", "acme")
 	s.ok(admin, "org", "create", "globex")
 	var orgs []client.Org

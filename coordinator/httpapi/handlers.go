@@ -38,7 +38,7 @@ func (a *server) listOrgs(w http.ResponseWriter, r *http.Request, u service.Acto
 		a.fail(w, err)
 		return
 	}
-	orgs, next, err := a.svc.ListOrganisations(r.Context(), u, p)
+	orgs, next, err := a.svc.ListOrganizations(r.Context(), u, p)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -52,7 +52,7 @@ func (a *server) createOrg(w http.ResponseWriter, r *http.Request, u service.Act
 		a.fail(w, err)
 		return
 	}
-	o, err := a.svc.CreateOrganisation(r.Context(), u, in.Name)
+	o, err := a.svc.CreateOrganization(r.Context(), u, in.Name)
 	if err != nil {
 		a.fail(w, err)
 		return

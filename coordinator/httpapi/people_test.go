@@ -139,7 +139,7 @@ func TestWhoami(t *testing.T) {
 	}
 }
 
-func TestOrganisations(t *testing.T) {
+func TestOrganizations(t *testing.T) {
 	t.Parallel() // a service, store and server of its own
 	e := newEnv(t)
 	e.world(t)

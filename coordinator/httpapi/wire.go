@@ -20,7 +20,7 @@ func listOf[V, T any](items []V, next string, f func(V) T) api.List[T] {
 	return out
 }
 
-func orgOut(o service.Organisation) api.Org {
+func orgOut(o service.Organization) api.Org {
 	return api.Org{ID: o.ID, Name: o.Name, Created: o.Created}
 }
 

@@ -65,10 +65,10 @@ func readScope(u store.User, r resource) (scope, error) {
 		case resProfiles:
 			return scope{all: true}, nil
 		case resOrgs, resUsers, resJobs:
-			if u.OrganisationID == "" {
+			if u.OrganizationID == "" {
 				return scope{}, newErr(CodeOutOfScope, "", "%s is an approver without an organisation and reads no %s", u.Username, r)
 			}
-			return scope{org: u.OrganisationID}, nil
+			return scope{org: u.OrganizationID}, nil
 		}
 	}
 	if len(u.Roles) == 0 {

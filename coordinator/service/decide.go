@@ -98,8 +98,8 @@ func (s *Service) decide(ctx context.Context, actor store.User, jobID string, ve
 		if vote.BindingHash == "" {
 			vote.BindingHash = j.BindingHash
 		}
-		who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganisationID}
-		d, outcome, err := jobs.Decide(policy, j.Rules(j.OrganisationID, approvals), who, vote, t.now)
+		who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganizationID}
+		d, outcome, err := jobs.Decide(policy, j.Rules(j.OrganizationID, approvals), who, vote, t.now)
 		var je *jobs.Error
 		if errors.As(err, &je) && je.Code != jobs.CodeInvalidInput {
 			return t.refuse(ctx, actor, op, j.ID, "", err)
@@ -185,8 +185,8 @@ func (s *Service) Cancel(ctx context.Context, by Actor, jobID, reason string) (J
 			return err
 		}
 		out = j
-		who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganisationID}
-		if err := jobs.CanCancel(j.Rules(j.OrganisationID, nil), who); err != nil {
+		who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganizationID}
+		if err := jobs.CanCancel(j.Rules(j.OrganizationID, nil), who); err != nil {
 			return t.refuse(ctx, actor, "cancel job", j.ID, "", err)
 		}
 		out, err = t.transition(ctx, j, jobs.StateCancelled, store.JobChange{Actor: actor.ID, Reason: reason}, audit.ActionJobCancelled)
@@ -236,7 +236,7 @@ func (s *Service) settlementOf(ctx context.Context, r store.Reader, j store.Job,
 		return settlement{}, err
 	}
 	policy := p.Approval.Policy()
-	rules := j.Rules(j.OrganisationID, approvals)
+	rules := j.Rules(j.OrganizationID, approvals)
 	if j.State == jobs.StatePendingApproval {
 		o, err := jobs.Evaluate(policy, rules, now)
 		if err != nil {

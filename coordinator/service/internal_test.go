@@ -47,7 +47,7 @@ func TestUpdateRetriesLostCompareAndSet(t *testing.T) {
 			name := fmt.Sprintf("org-%d", i)
 			err := s.update(ctx, func(tx *txn) error {
 				runs++
-				if _, err := tx.CreateOrganisation(ctx, store.Organisation{Name: name}); err != nil {
+				if _, err := tx.CreateOrganization(ctx, store.Organization{Name: name}); err != nil {
 					return err
 				}
 				if runs <= tc.lose {
@@ -58,7 +58,7 @@ func TestUpdateRetriesLostCompareAndSet(t *testing.T) {
 			if runs != tc.wantRuns {
 				t.Fatalf("ran %d times, want %d", runs, tc.wantRuns)
 			}
-			_, gerr := s.st.GetOrganisationByName(ctx, name)
+			_, gerr := s.st.GetOrganizationByName(ctx, name)
 			if tc.wantErr == "" {
 				if err != nil || gerr != nil {
 					t.Fatalf("update: %v; org: %v", err, gerr)

@@ -159,8 +159,8 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 			return err
 		}
 		orgName := ""
-		if holder.OrganisationID != "" {
-			o, err := t.GetOrganisation(ctx, holder.OrganisationID)
+		if holder.OrganizationID != "" {
+			o, err := t.GetOrganization(ctx, holder.OrganizationID)
 			if err != nil {
 				return err
 			}
@@ -184,7 +184,7 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 			Subject: id.Canonical(), TargetAgentID: r.Agent, TokenSerial: r.TokenSerial})
 		j, err := t.CreateJob(ctx, store.Job{Kind: r.Kind, State: jobs.StatePendingApproval, HolderID: holder.ID,
 			ProfileName: sp.Name, ProfileHash: sp.ContentHash, AgentID: r.Agent, TokenSerial: r.TokenSerial,
-			RequesterID: actor.ID, OrganisationID: holder.OrganisationID, BindingHash: binding,
+			RequesterID: actor.ID, OrganizationID: holder.OrganizationID, BindingHash: binding,
 			Deadline: deadline, Created: t.now})
 		if err != nil {
 			return err
@@ -200,7 +200,7 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		}
 		out = j
 		// A profile without approvals passes its request gate at once.
-		outcome, err := jobs.Evaluate(policy, j.Rules(j.OrganisationID, nil), t.now)
+		outcome, err := jobs.Evaluate(policy, j.Rules(j.OrganizationID, nil), t.now)
 		if err != nil {
 			return err
 		}
@@ -344,14 +344,14 @@ func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page)
 		f.Kinds = []jobs.Kind{q.Kind}
 	}
 	if q.Organization != "" {
-		o, err := s.st.GetOrganisationByName(ctx, q.Organization)
+		o, err := s.st.GetOrganizationByName(ctx, q.Organization)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, "", badRequest("organization", "no organisation named %q", q.Organization)
 		}
 		if err != nil {
 			return nil, "", AsError(err)
 		}
-		f.OrganisationID = o.ID
+		f.OrganizationID = o.ID
 	}
 	if q.Holder != "" {
 		u, err := s.st.GetUserByUsername(ctx, q.Holder)
@@ -364,7 +364,7 @@ func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page)
 		f.HolderID = u.ID
 	}
 	f.AgentID = q.Agent
-	if f.OrganisationID, err = s.narrowList(ctx, actor, sc, f.OrganisationID, "jobs"); err != nil {
+	if f.OrganizationID, err = s.narrowList(ctx, actor, sc, f.OrganizationID, "jobs"); err != nil {
 		return nil, "", err
 	}
 	js, next, err := s.st.ListJobs(ctx, f, p)
@@ -397,7 +397,7 @@ func (s *Service) GetJob(ctx context.Context, by Actor, id string) (JobDetail, e
 	if err != nil {
 		return JobDetail{}, AsError(err)
 	}
-	if !sc.all && j.OrganisationID != sc.org {
+	if !sc.all && j.OrganizationID != sc.org {
 		return JobDetail{}, s.deny(ctx, actor, "read job", j.ID, "",
 			newErr(CodeOutOfScope, "", "%s reads the jobs of their own organisation only", actor.Username))
 	}
@@ -406,7 +406,7 @@ func (s *Service) GetJob(ctx context.Context, by Actor, id string) (JobDetail, e
 
 // jobView adds names and approval progress to a job.
 func (s *Service) jobView(ctx context.Context, r store.Reader, n *names, j store.Job) (Job, error) {
-	v := Job{Job: j, Holder: n.user(ctx, j.HolderID), Requester: n.user(ctx, j.RequesterID), Organization: n.org(ctx, j.OrganisationID)}
+	v := Job{Job: j, Holder: n.user(ctx, j.HolderID), Requester: n.user(ctx, j.RequesterID), Organization: n.org(ctx, j.OrganizationID)}
 	p, _, err := s.profileOfJob(ctx, r, j)
 	if err != nil {
 		return Job{}, internal(err)

@@ -45,7 +45,7 @@ func (n *names) org(ctx context.Context, id string) string {
 		return v
 	}
 	v := id
-	if o, err := n.r.GetOrganisation(ctx, id); err == nil {
+	if o, err := n.r.GetOrganization(ctx, id); err == nil {
 		v = o.Name
 	}
 	n.orgs[id] = v

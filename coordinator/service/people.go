@@ -109,25 +109,25 @@ func (r UserRequest) validate() error {
 // Whoami returns the caller. Everyone may ask.
 func (s *Service) Whoami(ctx context.Context, by Actor) User {
 	actor := by.user
-	return User{User: actor, Organization: newNames(s.st).org(ctx, actor.OrganisationID)}
+	return User{User: actor, Organization: newNames(s.st).org(ctx, actor.OrganizationID)}
 }
 
-// CreateOrganisation creates an organisation (admin).
-func (s *Service) CreateOrganisation(ctx context.Context, by Actor, name string) (Organisation, error) {
+// CreateOrganization creates an organisation (admin).
+func (s *Service) CreateOrganization(ctx context.Context, by Actor, name string) (Organization, error) {
 	actor := by.user
 	if err := s.requireRole(ctx, actor, "create organisation", jobs.RoleAdmin); err != nil {
-		return Organisation{}, err
+		return Organization{}, err
 	}
 	name = strings.TrimSpace(name)
 	if name == "" {
-		return Organisation{}, badRequest("name", "is required")
+		return Organization{}, badRequest("name", "is required")
 	}
 	if err := checkText("name", name, maxNameLen); err != nil {
-		return Organisation{}, err
+		return Organization{}, err
 	}
-	var out store.Organisation
+	var out store.Organization
 	err := s.update(ctx, func(t *txn) error {
-		o, err := t.CreateOrganisation(ctx, store.Organisation{Name: name, Created: t.now})
+		o, err := t.CreateOrganization(ctx, store.Organization{Name: name, Created: t.now})
 		if errors.Is(err, store.ErrConflict) {
 			return newErr(CodeConflict, "name", "an organisation named %q exists", name)
 		}
@@ -139,13 +139,13 @@ func (s *Service) CreateOrganisation(ctx context.Context, by Actor, name string)
 			Details: audit.Details("name", o.Name)})
 	})
 	if err != nil {
-		return Organisation{}, err
+		return Organization{}, err
 	}
 	return organisationOf(out), nil
 }
 
-// ListOrganisations lists organisations by name: all of them, or an approver's own.
-func (s *Service) ListOrganisations(ctx context.Context, by Actor, page Page) ([]Organisation, string, error) {
+// ListOrganizations lists organisations by name: all of them, or an approver's own.
+func (s *Service) ListOrganizations(ctx context.Context, by Actor, page Page) ([]Organization, string, error) {
 	actor := by.user
 	p := page.store()
 	sc, err := s.canRead(ctx, actor, resOrgs)
@@ -154,15 +154,15 @@ func (s *Service) ListOrganisations(ctx context.Context, by Actor, page Page) ([
 	}
 	if !sc.all {
 		if p.Cursor != "" {
-			return []Organisation{}, "", nil
+			return []Organization{}, "", nil
 		}
-		o, err := s.st.GetOrganisation(ctx, sc.org)
+		o, err := s.st.GetOrganization(ctx, sc.org)
 		if err != nil {
 			return nil, "", AsError(err)
 		}
-		return []Organisation{organisationOf(o)}, "", nil
+		return []Organization{organisationOf(o)}, "", nil
 	}
-	orgs, next, err := s.st.ListOrganisations(ctx, p)
+	orgs, next, err := s.st.ListOrganizations(ctx, p)
 	if err != nil {
 		return nil, "", pageErr(err)
 	}
@@ -183,7 +183,7 @@ func (s *Service) CreateUser(ctx context.Context, by Actor, r UserRequest) (User
 	err := s.update(ctx, func(t *txn) error {
 		var orgID string
 		if r.Organization != "" {
-			o, err := t.GetOrganisationByName(ctx, r.Organization)
+			o, err := t.GetOrganizationByName(ctx, r.Organization)
 			if errors.Is(err, store.ErrNotFound) {
 				return badRequest("organization", "no organisation named %q", r.Organization)
 			}
@@ -193,7 +193,7 @@ func (s *Service) CreateUser(ctx context.Context, by Actor, r UserRequest) (User
 			orgID, r.Organization = o.ID, o.Name
 		}
 		u, err := t.CreateUser(ctx, store.User{Username: r.Username, DisplayName: r.DisplayName, Email: r.Email, UPN: r.UPN,
-			OrganisationID: orgID, Attributes: r.Attributes, Roles: r.Roles, Created: t.now})
+			OrganizationID: orgID, Attributes: r.Attributes, Roles: r.Roles, Created: t.now})
 		if errors.Is(err, store.ErrConflict) {
 			return newErr(CodeConflict, "username", "a user named %q exists", r.Username)
 		}
@@ -234,16 +234,16 @@ func (s *Service) ListUsers(ctx context.Context, by Actor, q UserQuery, page Pag
 		return nil, "", badRequest("role", "unknown role %q (known: %v)", q.Role, jobs.AllRoles())
 	}
 	if q.Organization != "" {
-		o, err := s.st.GetOrganisationByName(ctx, q.Organization)
+		o, err := s.st.GetOrganizationByName(ctx, q.Organization)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, "", badRequest("organization", "no organisation named %q", q.Organization)
 		}
 		if err != nil {
 			return nil, "", AsError(err)
 		}
-		f.OrganisationID = o.ID
+		f.OrganizationID = o.ID
 	}
-	if f.OrganisationID, err = s.narrowList(ctx, actor, sc, f.OrganisationID, "users"); err != nil {
+	if f.OrganizationID, err = s.narrowList(ctx, actor, sc, f.OrganizationID, "users"); err != nil {
 		return nil, "", err
 	}
 	us, next, err := s.st.ListUsers(ctx, f, p)
@@ -253,7 +253,7 @@ func (s *Service) ListUsers(ctx context.Context, by Actor, q UserQuery, page Pag
 	names := newNames(s.st)
 	out := make([]User, len(us))
 	for i, u := range us {
-		out[i] = User{User: u, Organization: names.org(ctx, u.OrganisationID)}
+		out[i] = User{User: u, Organization: names.org(ctx, u.OrganizationID)}
 	}
 	return out, next, nil
 }
@@ -275,11 +275,11 @@ func (s *Service) GetUser(ctx context.Context, by Actor, username string) (User,
 	if err != nil {
 		return User{}, AsError(err)
 	}
-	if !sc.all && u.OrganisationID != sc.org {
+	if !sc.all && u.OrganizationID != sc.org {
 		return User{}, s.deny(ctx, actor, "read user", "", "user:"+u.ID,
 			newErr(CodeOutOfScope, "", "%s reads the users of their own organisation only", actor.Username))
 	}
-	return User{User: u, Organization: newNames(s.st).org(ctx, u.OrganisationID)}, nil
+	return User{User: u, Organization: newNames(s.st).org(ctx, u.OrganizationID)}, nil
 }
 
 // IssuedToken is a new API token: the secret is in Token, this once.

@@ -62,8 +62,8 @@ func (s *Service) RetryJob(ctx context.Context, by Actor, jobID string, r RetryR
 		if err != nil {
 			return err
 		}
-		who := jobs.Actor{ID: actor.ID, Roles: actor.Roles, Organization: actor.OrganisationID}
-		if err := jobs.CanRetry(p.Approval.Policy(), j.Rules(j.OrganisationID, approvals), who, t.now); err != nil {
+		who := jobs.Actor{ID: actor.ID, Roles: actor.Roles, Organization: actor.OrganizationID}
+		if err := jobs.CanRetry(p.Approval.Policy(), j.Rules(j.OrganizationID, approvals), who, t.now); err != nil {
 			var je *jobs.Error
 			if errors.As(err, &je) && je.Code != jobs.CodeInvalidInput {
 				return t.refuse(ctx, actor, "retry job", j.ID, "", err)

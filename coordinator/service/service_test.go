@@ -117,7 +117,7 @@ func TestConcurrentApprovalsPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := service.ActorFor(adminUser)
-	if _, err := s.CreateOrganisation(ctx, admin, "Acme"); err != nil {
+	if _, err := s.CreateOrganization(ctx, admin, "Acme"); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(name string, roles ...jobs.Role) service.Actor {

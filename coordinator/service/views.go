@@ -30,15 +30,15 @@ type Page struct {
 
 func (p Page) store() store.Page { return store.Page{Limit: p.Limit, Cursor: p.Cursor} }
 
-// Organisation is an organisation.
-type Organisation struct {
+// Organization is an organisation.
+type Organization struct {
 	ID      string
 	Name    string
 	Created time.Time
 }
 
-func organisationOf(o store.Organisation) Organisation {
-	return Organisation{ID: o.ID, Name: o.Name, Created: o.Created}
+func organisationOf(o store.Organization) Organization {
+	return Organization{ID: o.ID, Name: o.Name, Created: o.Created}
 }
 
 // Agent is an enrolled agent with its presence: what operators see of it, not its keys

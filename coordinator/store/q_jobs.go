@@ -24,7 +24,7 @@ const jobCols = "id, kind, state, state_since, holder_id, profile_name, profile_
 func scanJob(r scanner) (Job, error) {
 	var j Job
 	err := r.Scan(&j.ID, &j.Kind, &j.State, timeCol{&j.StateSince}, strCol{&j.HolderID}, &j.ProfileName, &j.ProfileHash,
-		strCol{&j.AgentID}, strCol{&j.TokenSerial}, &j.RequesterID, strCol{&j.OrganisationID},
+		strCol{&j.AgentID}, strCol{&j.TokenSerial}, &j.RequesterID, strCol{&j.OrganizationID},
 		&j.BindingHash, &j.Attempt, &j.Progress.Current, &j.Progress.Highest, timeCol{&j.Deadline},
 		timeCol{&j.Created}, timeCol{&j.Updated}, &j.ErrorCode, &j.ErrorMessage, strCol{&j.SupersededBy}, &j.Version)
 	return j, err
@@ -46,7 +46,7 @@ func (x *q) CreateJob(ctx context.Context, j Job) (Job, error) {
 			error_code, error_message, superseded_by, version)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1) RETURNING `+jobCols,
 		j.ID, string(j.Kind), string(j.State), x.d.ts(j.Created), nullStr(j.HolderID), j.ProfileName, j.ProfileHash,
-		nullStr(j.AgentID), nullStr(j.TokenSerial), j.RequesterID, nullStr(j.OrganisationID), j.BindingHash,
+		nullStr(j.AgentID), nullStr(j.TokenSerial), j.RequesterID, nullStr(j.OrganizationID), j.BindingHash,
 		x.d.ts(j.Deadline), x.d.ts(j.Created), x.d.ts(j.Created), j.ErrorCode, j.ErrorMessage, nullStr(j.SupersededBy))
 	out, err := scanJob(row)
 	if err != nil {
@@ -221,7 +221,7 @@ func (x *q) ListJobs(ctx context.Context, f JobFilter, p Page) ([]Job, string, e
 	w.in("state", toStrings(f.States))
 	w.in("kind", toStrings(f.Kinds))
 	for _, c := range []struct{ col, val string }{
-		{"organisation_id", f.OrganisationID}, {"holder_id", f.HolderID}, {"agent_id", f.AgentID},
+		{"organisation_id", f.OrganizationID}, {"holder_id", f.HolderID}, {"agent_id", f.AgentID},
 		{"requester_id", f.RequesterID}, {"profile_name", f.ProfileName}, {"token_serial", f.TokenSerial},
 	} {
 		if c.val != "" {

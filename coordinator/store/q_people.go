@@ -15,21 +15,21 @@ import (
 
 const orgCols = "id, name, created_at"
 
-func scanOrg(r scanner) (Organisation, error) {
-	var o Organisation
+func scanOrg(r scanner) (Organization, error) {
+	var o Organization
 	err := r.Scan(&o.ID, &o.Name, timeCol{&o.Created})
 	return o, err
 }
 
-func (x *q) CreateOrganisation(ctx context.Context, o Organisation) (Organisation, error) {
+func (x *q) CreateOrganization(ctx context.Context, o Organization) (Organization, error) {
 	o.Name = strings.TrimSpace(o.Name)
 	if err := required("create organisation", "name", o.Name); err != nil {
-		return Organisation{}, err
+		return Organization{}, err
 	}
 	if o.ID == "" {
 		o.ID = newID()
 	} else if err := checkID("create organisation", o.ID); err != nil {
-		return Organisation{}, err
+		return Organization{}, err
 	}
 	o.Created = orNow(o.Created)
 	row := x.queryRow(ctx, `INSERT INTO organisations (id, name, name_key, created_at) VALUES (?, ?, ?, ?)
@@ -37,23 +37,23 @@ func (x *q) CreateOrganisation(ctx context.Context, o Organisation) (Organisatio
 		o.ID, o.Name, strings.ToLower(o.Name), x.d.ts(o.Created))
 	out, err := scanOrg(row)
 	if isNoRows(err) {
-		return Organisation{}, fmt.Errorf("store: create organisation: name %q is taken: %w", o.Name, ErrConflict)
+		return Organization{}, fmt.Errorf("store: create organisation: name %q is taken: %w", o.Name, ErrConflict)
 	}
 	return out, x.d.wrap("create organisation "+o.Name, err)
 }
 
-func (x *q) GetOrganisation(ctx context.Context, id string) (Organisation, error) {
+func (x *q) GetOrganization(ctx context.Context, id string) (Organization, error) {
 	o, err := scanOrg(x.queryRow(ctx, "SELECT "+orgCols+" FROM organisations WHERE id = ?", id))
 	return o, x.d.wrap("organisation "+id, err)
 }
 
-func (x *q) GetOrganisationByName(ctx context.Context, name string) (Organisation, error) {
+func (x *q) GetOrganizationByName(ctx context.Context, name string) (Organization, error) {
 	o, err := scanOrg(x.queryRow(ctx, "SELECT "+orgCols+" FROM organisations WHERE name_key = ?",
 		strings.ToLower(strings.TrimSpace(name))))
 	return o, x.d.wrap("organisation "+name, err)
 }
 
-func (x *q) ListOrganisations(ctx context.Context, p Page) ([]Organisation, string, error) {
+func (x *q) ListOrganizations(ctx context.Context, p Page) ([]Organization, string, error) {
 	limit, err := p.limit()
 	if err != nil {
 		return nil, "", x.d.wrap("list organisations", err)
@@ -72,10 +72,10 @@ func (x *q) ListOrganisations(ctx context.Context, p Page) ([]Organisation, stri
 		return nil, "", x.d.wrap("list organisations", err)
 	}
 	defer func() { _ = rows.Close() }()
-	var out []Organisation
+	var out []Organization
 	var keys []string
 	for rows.Next() {
-		var o Organisation
+		var o Organization
 		var key string
 		if err := rows.Scan(&o.ID, &o.Name, timeCol{&o.Created}, &key); err != nil {
 			return nil, "", x.d.wrap("list organisations", err)
@@ -101,7 +101,7 @@ const userCols = "id, username, display_name, email, upn, organisation_id, attri
 func scanUser(r scanner, extra ...any) (User, error) {
 	var u User
 	var attrs []byte
-	dest := []any{&u.ID, &u.Username, &u.DisplayName, &u.Email, &u.UPN, strCol{&u.OrganisationID},
+	dest := []any{&u.ID, &u.Username, &u.DisplayName, &u.Email, &u.UPN, strCol{&u.OrganizationID},
 		bytesCol{&attrs}, &u.Disabled, timeCol{&u.Created}}
 	if err := r.Scan(append(dest, extra...)...); err != nil {
 		return User{}, err
@@ -162,7 +162,7 @@ func (x *q) CreateUser(ctx context.Context, u User) (User, error) {
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (username_key) DO NOTHING RETURNING id`,
 		u.ID, u.Username, strings.ToLower(u.Username), u.DisplayName, u.Email, u.UPN,
-		nullStr(u.OrganisationID), attrs, u.Disabled, x.d.ts(u.Created))
+		nullStr(u.OrganizationID), attrs, u.Disabled, x.d.ts(u.Created))
 	var id string
 	if err := row.Scan(&id); err != nil {
 		if isNoRows(err) {
@@ -197,7 +197,7 @@ func (x *q) UpdateUser(ctx context.Context, u User) (User, error) {
 			upn = ?, organisation_id = ?, attributes = ?, disabled = ?
 		WHERE id = ?`,
 		u.Username, strings.ToLower(u.Username), u.DisplayName, u.Email, u.UPN,
-		nullStr(u.OrganisationID), attrs, u.Disabled, u.ID)
+		nullStr(u.OrganizationID), attrs, u.Disabled, u.ID)
 	if err != nil {
 		return User{}, x.d.wrap("update user "+u.ID, err)
 	}
@@ -268,8 +268,8 @@ func (x *q) ListUsers(ctx context.Context, f UserFilter, p Page) ([]User, string
 		return nil, "", x.d.wrap(op, err)
 	}
 	var w where
-	if f.OrganisationID != "" {
-		w.add("organisation_id = ?", f.OrganisationID)
+	if f.OrganizationID != "" {
+		w.add("organisation_id = ?", f.OrganizationID)
 	}
 	if f.Role != "" {
 		w.add("id IN (SELECT user_id FROM user_roles WHERE role = ?)", string(f.Role))

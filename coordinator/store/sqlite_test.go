@@ -37,7 +37,7 @@ func TestSQLiteFile(t *testing.T) {
 	defer func() { _ = s.Close() }()
 	// A write makes SQLite create the WAL and shared-memory files.
 	if err := s.InTx(t.Context(), func(tx store.Tx) error {
-		_, err := tx.CreateOrganisation(t.Context(), store.Organisation{Name: "Acme"})
+		_, err := tx.CreateOrganization(t.Context(), store.Organization{Name: "Acme"})
 		return err
 	}); err != nil {
 		t.Fatal(err)

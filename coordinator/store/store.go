@@ -46,9 +46,9 @@ type Config struct {
 // Reader is every read the store offers, on the Store (outside a transaction) and on a Tx
 // (inside one).
 type Reader interface {
-	GetOrganisation(ctx context.Context, id string) (Organisation, error)
-	GetOrganisationByName(ctx context.Context, name string) (Organisation, error)
-	ListOrganisations(ctx context.Context, p Page) (orgs []Organisation, next string, err error)
+	GetOrganization(ctx context.Context, id string) (Organization, error)
+	GetOrganizationByName(ctx context.Context, name string) (Organization, error)
+	ListOrganizations(ctx context.Context, p Page) (orgs []Organization, next string, err error)
 
 	GetUser(ctx context.Context, id string) (User, error)
 	GetUserByUsername(ctx context.Context, username string) (User, error)
@@ -107,7 +107,7 @@ type Reader interface {
 // method returns an error, return it from the InTx function: on PostgreSQL the
 // transaction is aborted and accepts no further statements.
 type Writer interface {
-	CreateOrganisation(ctx context.Context, o Organisation) (Organisation, error)
+	CreateOrganization(ctx context.Context, o Organization) (Organization, error)
 
 	CreateUser(ctx context.Context, u User) (User, error)
 	// UpdateUser replaces every field of the user but ID and Created, roles included.

@@ -13,8 +13,8 @@ import (
 // ends keep; times passed in are converted the same way. A zero time means "none" and is
 // stored as NULL.
 
-// Organisation scopes approvers and jobs.
-type Organisation struct {
+// Organization scopes approvers and jobs.
+type Organization struct {
 	ID      string
 	Name    string // unique, compared case-insensitively
 	Created time.Time
@@ -27,7 +27,7 @@ type User struct {
 	DisplayName    string
 	Email          string
 	UPN            string
-	OrganisationID string // "" for none
+	OrganizationID string // "" for none
 	Attributes     map[string]string
 	Roles          []jobs.Role // cumulative, sorted, no duplicates; a holder may have none
 	Disabled       bool
@@ -118,7 +118,7 @@ type Job struct {
 	AgentID        string // target agent
 	TokenSerial    string // target token, when known
 	RequesterID    string
-	OrganisationID string
+	OrganizationID string
 	BindingHash    string        // hash of what approvers approve; an edit changes it
 	Attempt        int           // starts at 1; a fencing token for results
 	Progress       jobs.Progress // steps of the current attempt
@@ -133,13 +133,13 @@ type Job struct {
 
 // Rules returns the job as package jobs reads it, with the organisation of its holder and
 // the decisions recorded on it.
-func (j Job) Rules(holderOrganisation string, approvals []Approval) jobs.Job {
+func (j Job) Rules(holderOrganization string, approvals []Approval) jobs.Job {
 	decisions := make([]jobs.Decision, len(approvals))
 	for i, a := range approvals {
 		decisions[i] = a.Decision()
 	}
 	return jobs.Job{ID: j.ID, Kind: j.Kind, State: j.State, Attempt: j.Attempt, RequesterID: j.RequesterID,
-		HolderID: j.HolderID, HolderOrganization: holderOrganisation, ProfileName: j.ProfileName,
+		HolderID: j.HolderID, HolderOrganization: holderOrganization, ProfileName: j.ProfileName,
 		TargetAgentID: j.AgentID, TokenSerial: j.TokenSerial, BindingHash: j.BindingHash,
 		StateSince: j.StateSince, Decisions: decisions, Progress: j.Progress}
 }
@@ -312,7 +312,7 @@ const (
 
 // UserFilter selects users; empty fields match everything. Users are listed by username.
 type UserFilter struct {
-	OrganisationID string
+	OrganizationID string
 	Role           jobs.Role
 	Disabled       *bool
 }
@@ -342,7 +342,7 @@ type CertificateFilter struct {
 type JobFilter struct {
 	States         []jobs.State
 	Kinds          []jobs.Kind
-	OrganisationID string
+	OrganizationID string
 	HolderID       string
 	AgentID        string
 	RequesterID    string

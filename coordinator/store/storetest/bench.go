@@ -22,14 +22,14 @@ func Bench(b *testing.B, cfg store.Config) {
 		b.Fatalf("open %s store: %v", cfg.Driver, err)
 	}
 	defer func() { _ = s.Close() }()
-	var org store.Organisation
+	var org store.Organization
 	var user store.User
 	if err := s.InTx(ctx, func(tx store.Tx) error {
 		var err error
-		if org, err = tx.CreateOrganisation(ctx, store.Organisation{Name: "Bench"}); err != nil {
+		if org, err = tx.CreateOrganization(ctx, store.Organization{Name: "Bench"}); err != nil {
 			return err
 		}
-		user, err = tx.CreateUser(ctx, store.User{Username: "bench", OrganisationID: org.ID})
+		user, err = tx.CreateUser(ctx, store.User{Username: "bench", OrganizationID: org.ID})
 		return err
 	}); err != nil {
 		b.Fatal(err)
@@ -53,7 +53,7 @@ func Bench(b *testing.B, cfg store.Config) {
 		if err := s.InTx(ctx, func(tx store.Tx) error {
 			var err error
 			j, err = tx.CreateJob(ctx, store.Job{Kind: jobs.KindIssue, State: jobs.StatePendingApproval, HolderID: user.ID,
-				RequesterID: user.ID, OrganisationID: org.ID, ProfileName: "signing"})
+				RequesterID: user.ID, OrganizationID: org.ID, ProfileName: "signing"})
 			if err != nil {
 				return err
 			}

@@ -60,7 +60,7 @@ func testJobs(t *testing.T, h *harness) {
 		{"no requester", func(j *store.Job) { j.RequesterID = "" }, store.ErrInvalid},
 		{"unknown requester", func(j *store.Job) { j.RequesterID = "nope" }, store.ErrInvalid},
 		{"unknown agent", func(j *store.Job) { j.AgentID = "nope" }, store.ErrInvalid},
-		{"unknown organisation", func(j *store.Job) { j.OrganisationID = "nope" }, store.ErrInvalid},
+		{"unknown organisation", func(j *store.Job) { j.OrganizationID = "nope" }, store.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := f.job()
@@ -73,7 +73,7 @@ func testJobs(t *testing.T, h *harness) {
 	bare := do(t, h, func(tx store.Tx) (store.Job, error) {
 		return tx.CreateJob(h.ctx, store.Job{Kind: jobs.KindRevoke, State: jobs.StateApproved, RequesterID: f.requester.ID})
 	})
-	if bare.HolderID != "" || bare.AgentID != "" || bare.OrganisationID != "" || bare.TokenSerial != "" || !bare.Deadline.IsZero() {
+	if bare.HolderID != "" || bare.AgentID != "" || bare.OrganizationID != "" || bare.TokenSerial != "" || !bare.Deadline.IsZero() {
 		t.Fatalf("bare job: %+v", bare)
 	}
 }
@@ -326,8 +326,8 @@ func testJobEdit(t *testing.T, h *harness) {
 
 func testJobList(t *testing.T, h *harness) {
 	f := newFixture(t, h)
-	org2 := do(t, h, func(tx store.Tx) (store.Organisation, error) {
-		return tx.CreateOrganisation(h.ctx, store.Organisation{Name: "Other Org"})
+	org2 := do(t, h, func(tx store.Tx) (store.Organization, error) {
+		return tx.CreateOrganization(h.ctx, store.Organization{Name: "Other Org"})
 	})
 	agent2 := do(t, h, func(tx store.Tx) (store.Agent, error) {
 		return tx.CreateAgent(h.ctx, store.Agent{ID: "ws-0002", Hostname: "ws-0002.test"})
@@ -352,7 +352,7 @@ func testJobList(t *testing.T, h *harness) {
 	ids := make([]string, len(specs))
 	h.tx(t, func(tx store.Tx) error {
 		for i, s := range specs {
-			j := store.Job{Kind: s.kind, State: s.state, OrganisationID: s.org, HolderID: s.holder, AgentID: s.agent,
+			j := store.Job{Kind: s.kind, State: s.state, OrganizationID: s.org, HolderID: s.holder, AgentID: s.agent,
 				RequesterID: f.requester.ID, ProfileName: "p" + itoa(i%2)}
 			// Two pairs share a creation time, so the ID must break the tie.
 			j.Created = base.Add(time.Duration(i/2) * time.Second)
@@ -399,7 +399,7 @@ func testJobList(t *testing.T, h *harness) {
 		{"state", store.JobFilter{States: []jobs.State{jobs.StatePendingApproval}}, order(0, 2, 6)},
 		{"open states", store.JobFilter{States: []jobs.State{jobs.StatePendingApproval, jobs.StateRunning}}, order(0, 1, 2, 5, 6)},
 		{"kind", store.JobFilter{Kinds: []jobs.Kind{jobs.KindRenew}}, order(2, 5)},
-		{"organisation", store.JobFilter{OrganisationID: org2.ID}, order(2, 4)},
+		{"organisation", store.JobFilter{OrganizationID: org2.ID}, order(2, 4)},
 		{"holder", store.JobFilter{HolderID: f.approver.ID}, order(1, 4)},
 		{"agent", store.JobFilter{AgentID: agent2.ID}, order(2, 3)},
 		{"requester and profile", store.JobFilter{RequesterID: f.requester.ID, ProfileName: "p1"}, order(1, 3, 5)},

@@ -13,40 +13,40 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
-func testOrganisations(t *testing.T, h *harness) {
-	o := do(t, h, func(tx store.Tx) (store.Organisation, error) {
-		return tx.CreateOrganisation(h.ctx, store.Organisation{Name: "Ministry of Tokens", Created: base})
+func testOrganizations(t *testing.T, h *harness) {
+	o := do(t, h, func(tx store.Tx) (store.Organization, error) {
+		return tx.CreateOrganization(h.ctx, store.Organization{Name: "Ministry of Tokens", Created: base})
 	})
 	if o.ID == "" || o.Name != "Ministry of Tokens" || !o.Created.Equal(stored(base)) {
 		t.Fatalf("created %+v", o)
 	}
-	equal(t, "get", must(h.s.GetOrganisation(h.ctx, o.ID))(t), o)
-	equal(t, "get by name, other case", must(h.s.GetOrganisationByName(h.ctx, "MINISTRY of tokens"))(t), o)
+	equal(t, "get", must(h.s.GetOrganization(h.ctx, o.ID))(t), o)
+	equal(t, "get by name, other case", must(h.s.GetOrganizationByName(h.ctx, "MINISTRY of tokens"))(t), o)
 
 	for _, tc := range []struct {
 		name string
-		org  store.Organisation
+		org  store.Organization
 		want error
 	}{
-		{"same name", store.Organisation{Name: "Ministry of Tokens"}, store.ErrConflict},
-		{"same name other case", store.Organisation{Name: "ministry OF TOKENS"}, store.ErrConflict},
-		{"same ID", store.Organisation{ID: o.ID, Name: "Other"}, store.ErrConflict},
-		{"empty name", store.Organisation{Name: "  "}, store.ErrInvalid},
-		{"bad ID", store.Organisation{ID: "a/b", Name: "Slash"}, store.ErrInvalid},
+		{"same name", store.Organization{Name: "Ministry of Tokens"}, store.ErrConflict},
+		{"same name other case", store.Organization{Name: "ministry OF TOKENS"}, store.ErrConflict},
+		{"same ID", store.Organization{ID: o.ID, Name: "Other"}, store.ErrConflict},
+		{"empty name", store.Organization{Name: "  "}, store.ErrInvalid},
+		{"bad ID", store.Organization{ID: "a/b", Name: "Slash"}, store.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wantErr(t, try(h, func(tx store.Tx) (store.Organisation, error) { return tx.CreateOrganisation(h.ctx, tc.org) }), tc.want)
+			wantErr(t, try(h, func(tx store.Tx) (store.Organization, error) { return tx.CreateOrganization(h.ctx, tc.org) }), tc.want)
 		})
 	}
 
 	// Pagination: ordered by name, case-insensitively, every page at most the limit.
 	names := []string{"delta", "Alpha", "charlie", "Bravo", "echo"}
 	for _, n := range names {
-		do(t, h, func(tx store.Tx) (store.Organisation, error) {
-			return tx.CreateOrganisation(h.ctx, store.Organisation{Name: n})
+		do(t, h, func(tx store.Tx) (store.Organization, error) {
+			return tx.CreateOrganization(h.ctx, store.Organization{Name: n})
 		})
 	}
-	all := listAll(t, 2, func(p store.Page) ([]store.Organisation, string, error) { return h.s.ListOrganisations(h.ctx, p) })
+	all := listAll(t, 2, func(p store.Page) ([]store.Organization, string, error) { return h.s.ListOrganizations(h.ctx, p) })
 	var got []string
 	for _, o := range all {
 		got = append(got, o.Name)
@@ -59,14 +59,14 @@ func testUsers(t *testing.T, h *harness) {
 	u := do(t, h, func(tx store.Tx) (store.User, error) {
 		return tx.CreateUser(h.ctx, store.User{
 			Username: "J.Dupont", DisplayName: "Jeanne Dupont", Email: "jeanne@acme.test", UPN: "jdupont@acme.test",
-			OrganisationID: f.org.ID, Attributes: map[string]string{"department": "R&D", "employee": "0042"},
+			OrganizationID: f.org.ID, Attributes: map[string]string{"department": "R&D", "employee": "0042"},
 			Roles:   []jobs.Role{jobs.RoleAuditor, jobs.RoleApprover, jobs.RoleAuditor},
 			Created: base,
 		})
 	})
 	want := store.User{
 		ID: u.ID, Username: "J.Dupont", DisplayName: "Jeanne Dupont", Email: "jeanne@acme.test", UPN: "jdupont@acme.test",
-		OrganisationID: f.org.ID, Attributes: map[string]string{"department": "R&D", "employee": "0042"},
+		OrganizationID: f.org.ID, Attributes: map[string]string{"department": "R&D", "employee": "0042"},
 		Roles: []jobs.Role{jobs.RoleApprover, jobs.RoleAuditor}, Created: stored(base),
 	}
 	equal(t, "created", u, want)
@@ -84,7 +84,7 @@ func testUsers(t *testing.T, h *harness) {
 		{"username taken", store.User{Username: "j.dupont"}, store.ErrConflict},
 		{"empty username", store.User{Username: ""}, store.ErrInvalid},
 		{"unknown role", store.User{Username: "x", Roles: []jobs.Role{"superuser"}}, store.ErrInvalid},
-		{"unknown organisation", store.User{Username: "y", OrganisationID: "nope"}, store.ErrInvalid},
+		{"unknown organisation", store.User{Username: "y", OrganizationID: "nope"}, store.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantErr(t, try(h, func(tx store.Tx) (store.User, error) { return tx.CreateUser(h.ctx, tc.user) }), tc.want)
@@ -95,7 +95,7 @@ func testUsers(t *testing.T, h *harness) {
 	holder := do(t, h, func(tx store.Tx) (store.User, error) {
 		return tx.CreateUser(h.ctx, store.User{Username: "plain"})
 	})
-	if holder.Roles != nil || holder.Attributes != nil || holder.OrganisationID != "" {
+	if holder.Roles != nil || holder.Attributes != nil || holder.OrganizationID != "" {
 		t.Fatalf("plain user came back as %+v", holder)
 	}
 
@@ -103,7 +103,7 @@ func testUsers(t *testing.T, h *harness) {
 	u.DisplayName = "Jeanne Martin"
 	u.Roles = []jobs.Role{jobs.RoleAdmin}
 	u.Attributes = nil
-	u.OrganisationID = ""
+	u.OrganizationID = ""
 	u.Disabled = true
 	up := do(t, h, func(tx store.Tx) (store.User, error) { return tx.UpdateUser(h.ctx, u) })
 	want = u
@@ -119,13 +119,13 @@ func testUsers(t *testing.T, h *harness) {
 }
 
 func testUserList(t *testing.T, h *harness) {
-	orgs := do(t, h, func(tx store.Tx) ([]store.Organisation, error) {
-		a, err := tx.CreateOrganisation(h.ctx, store.Organisation{Name: "A"})
+	orgs := do(t, h, func(tx store.Tx) ([]store.Organization, error) {
+		a, err := tx.CreateOrganization(h.ctx, store.Organization{Name: "A"})
 		if err != nil {
 			return nil, err
 		}
-		b, err := tx.CreateOrganisation(h.ctx, store.Organisation{Name: "B"})
-		return []store.Organisation{a, b}, err
+		b, err := tx.CreateOrganization(h.ctx, store.Organization{Name: "B"})
+		return []store.Organization{a, b}, err
 	})
 	type spec struct {
 		name     string
@@ -146,7 +146,7 @@ func testUserList(t *testing.T, h *harness) {
 		// Created out of order: the list order comes from the username.
 		for _, i := range []int{3, 0, 6, 2, 5, 1, 4} {
 			s := specs[i]
-			if _, err := tx.CreateUser(h.ctx, store.User{Username: s.name, OrganisationID: orgs[s.org].ID,
+			if _, err := tx.CreateUser(h.ctx, store.User{Username: s.name, OrganizationID: orgs[s.org].ID,
 				Roles: s.roles, Disabled: s.disabled}); err != nil {
 				return err
 			}
@@ -166,9 +166,9 @@ func testUserList(t *testing.T, h *harness) {
 		want   []string
 	}{
 		{"all", store.UserFilter{}, []string{"u01", "u02", "u03", "u04", "u05", "u06", "u07"}},
-		{"organisation", store.UserFilter{OrganisationID: orgs[1].ID}, []string{"u03", "u04", "u07"}},
+		{"organisation", store.UserFilter{OrganizationID: orgs[1].ID}, []string{"u03", "u04", "u07"}},
 		{"role", store.UserFilter{Role: jobs.RoleApprover}, []string{"u02", "u03", "u06"}},
-		{"role in organisation", store.UserFilter{Role: jobs.RoleApprover, OrganisationID: orgs[0].ID}, []string{"u02", "u06"}},
+		{"role in organisation", store.UserFilter{Role: jobs.RoleApprover, OrganizationID: orgs[0].ID}, []string{"u02", "u06"}},
 		{"enabled approvers", store.UserFilter{Role: jobs.RoleApprover, Disabled: ptr(false)}, []string{"u02", "u03"}},
 		{"disabled", store.UserFilter{Disabled: ptr(true)}, []string{"u04", "u06"}},
 		{"nobody", store.UserFilter{Role: jobs.RoleAuditor}, nil},

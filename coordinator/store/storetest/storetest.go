@@ -32,7 +32,7 @@ func Run(t *testing.T, fresh Fresh) {
 		name string
 		fn   func(t *testing.T, h *harness)
 	}{
-		{"Organisations", testOrganisations},
+		{"Organizations", testOrganizations},
 		{"Users", testUsers},
 		{"UserList", testUserList},
 		{"APITokens", testAPITokens},
@@ -232,7 +232,7 @@ func verifyChain(t *testing.T, entries []audit.Entry) {
 
 // fixture creates the records most tests need.
 type fixture struct {
-	org       store.Organisation
+	org       store.Organization
 	requester store.User
 	holder    store.User
 	approver  store.User
@@ -244,17 +244,17 @@ func newFixture(t *testing.T, h *harness) fixture {
 	var f fixture
 	h.tx(t, func(tx store.Tx) error {
 		var err error
-		if f.org, err = tx.CreateOrganisation(h.ctx, store.Organisation{Name: "Acme"}); err != nil {
+		if f.org, err = tx.CreateOrganization(h.ctx, store.Organization{Name: "Acme"}); err != nil {
 			return err
 		}
-		if f.requester, err = tx.CreateUser(h.ctx, store.User{Username: "helpdesk1", OrganisationID: f.org.ID,
+		if f.requester, err = tx.CreateUser(h.ctx, store.User{Username: "helpdesk1", OrganizationID: f.org.ID,
 			Roles: []jobs.Role{jobs.RoleHelpdesk}}); err != nil {
 			return err
 		}
-		if f.holder, err = tx.CreateUser(h.ctx, store.User{Username: "alice", OrganisationID: f.org.ID}); err != nil {
+		if f.holder, err = tx.CreateUser(h.ctx, store.User{Username: "alice", OrganizationID: f.org.ID}); err != nil {
 			return err
 		}
-		if f.approver, err = tx.CreateUser(h.ctx, store.User{Username: "boss", OrganisationID: f.org.ID,
+		if f.approver, err = tx.CreateUser(h.ctx, store.User{Username: "boss", OrganizationID: f.org.ID,
 			Roles: []jobs.Role{jobs.RoleApprover}}); err != nil {
 			return err
 		}
@@ -269,7 +269,7 @@ func (f fixture) job() store.Job {
 	return store.Job{
 		Kind: jobs.KindIssue, State: jobs.StatePendingApproval, HolderID: f.holder.ID, ProfileName: "signing",
 		ProfileHash: strings.Repeat("ab", 32), AgentID: f.agent.ID, RequesterID: f.requester.ID,
-		OrganisationID: f.org.ID, BindingHash: strings.Repeat("cd", 32),
+		OrganizationID: f.org.ID, BindingHash: strings.Repeat("cd", 32),
 	}
 }
 

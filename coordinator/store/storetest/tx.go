@@ -154,17 +154,17 @@ func testTxPanic(t *testing.T, h *harness) {
 			}
 		}()
 		_ = h.s.InTx(h.ctx, func(tx store.Tx) error {
-			if _, err := tx.CreateOrganisation(h.ctx, store.Organisation{Name: "Doomed"}); err != nil {
+			if _, err := tx.CreateOrganization(h.ctx, store.Organization{Name: "Doomed"}); err != nil {
 				return err
 			}
 			panic("kaboom")
 		})
 	}()
-	_, err := h.s.GetOrganisationByName(h.ctx, "Doomed")
+	_, err := h.s.GetOrganizationByName(h.ctx, "Doomed")
 	wantErr(t, err, store.ErrNotFound)
 	// The connection went back to the pool: the single SQLite writer is free again.
-	do(t, h, func(tx store.Tx) (store.Organisation, error) {
-		return tx.CreateOrganisation(h.ctx, store.Organisation{Name: "Doomed"})
+	do(t, h, func(tx store.Tx) (store.Organization, error) {
+		return tx.CreateOrganization(h.ctx, store.Organization{Name: "Doomed"})
 	})
 }
 
@@ -205,8 +205,8 @@ func testNotFound(t *testing.T, h *harness) {
 		name string
 		get  func() error
 	}{
-		{"organisation", func() error { _, err := h.s.GetOrganisation(h.ctx, "nope"); return err }},
-		{"organisation by name", func() error { _, err := h.s.GetOrganisationByName(h.ctx, "nope"); return err }},
+		{"organisation", func() error { _, err := h.s.GetOrganization(h.ctx, "nope"); return err }},
+		{"organisation by name", func() error { _, err := h.s.GetOrganizationByName(h.ctx, "nope"); return err }},
 		{"user", func() error { _, err := h.s.GetUser(h.ctx, "nope"); return err }},
 		{"user by username", func() error { _, err := h.s.GetUserByUsername(h.ctx, "nope"); return err }},
 		{"agent", func() error { _, err := h.s.GetAgent(h.ctx, "nope"); return err }},
@@ -237,7 +237,7 @@ func testNotFound(t *testing.T, h *harness) {
 
 func testBadPages(t *testing.T, h *harness) {
 	lists := map[string]func(p store.Page) error{
-		"organisations": func(p store.Page) error { _, _, err := h.s.ListOrganisations(h.ctx, p); return err },
+		"organisations": func(p store.Page) error { _, _, err := h.s.ListOrganizations(h.ctx, p); return err },
 		"users":         func(p store.Page) error { _, _, err := h.s.ListUsers(h.ctx, store.UserFilter{}, p); return err },
 		"agents":        func(p store.Page) error { _, _, err := h.s.ListAgents(h.ctx, store.AgentFilter{}, p); return err },
 		"tokens":        func(p store.Page) error { _, _, err := h.s.ListTokens(h.ctx, store.TokenFilter{}, p); return err },
@@ -283,7 +283,7 @@ func testReopen(t *testing.T, h *harness) {
 	s := h.open(t)
 	h.s = s
 	equal(t, "job after reopen", must(s.GetJob(h.ctx, j.ID))(t), j)
-	equal(t, "organisation after reopen", must(s.GetOrganisation(h.ctx, f.org.ID))(t), f.org)
+	equal(t, "organisation after reopen", must(s.GetOrganization(h.ctx, f.org.ID))(t), f.org)
 	equal(t, "agent after reopen", must(s.GetAgent(h.ctx, f.agent.ID))(t), f.agent)
 	if _, u, err := s.LookupAPIToken(h.ctx, token, time.Now()); err != nil || u.ID != f.requester.ID {
 		t.Fatalf("token after reopen: %v %+v", err, u)
@@ -301,8 +301,8 @@ func testReopen(t *testing.T, h *harness) {
 }
 
 func testMigrateIdempotent(t *testing.T, h *harness) {
-	org := do(t, h, func(tx store.Tx) (store.Organisation, error) {
-		return tx.CreateOrganisation(h.ctx, store.Organisation{Name: "Kept"})
+	org := do(t, h, func(tx store.Tx) (store.Organization, error) {
+		return tx.CreateOrganization(h.ctx, store.Organization{Name: "Kept"})
 	})
 	for i := range 2 {
 		if err := h.s.Migrate(h.ctx); err != nil {
@@ -310,7 +310,7 @@ func testMigrateIdempotent(t *testing.T, h *harness) {
 		}
 	}
 	second := h.open(t) // migrates on open
-	equal(t, "data kept", must(second.GetOrganisation(h.ctx, org.ID))(t), org)
+	equal(t, "data kept", must(second.GetOrganization(h.ctx, org.ID))(t), org)
 	if h.s.Driver() != h.cfg.Driver || second.Driver() != h.cfg.Driver {
 		t.Fatalf("driver %q / %q, want %q", h.s.Driver(), second.Driver(), h.cfg.Driver)
 	}
@@ -370,11 +370,11 @@ func testConcurrentOpen(t *testing.T, h *harness) {
 	if t.Failed() {
 		return
 	}
-	o, err := func() (store.Organisation, error) {
-		var o store.Organisation
+	o, err := func() (store.Organization, error) {
+		var o store.Organization
 		err := stores[0].InTx(h.ctx, func(tx store.Tx) error {
 			var err error
-			o, err = tx.CreateOrganisation(h.ctx, store.Organisation{Name: "First"})
+			o, err = tx.CreateOrganization(h.ctx, store.Organization{Name: "First"})
 			return err
 		})
 		return o, err
@@ -383,7 +383,7 @@ func testConcurrentOpen(t *testing.T, h *harness) {
 		t.Fatal(err)
 	}
 	for i := 1; i < n; i++ {
-		equal(t, "seen by store "+itoa(i), must(stores[i].GetOrganisation(h.ctx, o.ID))(t), o)
+		equal(t, "seen by store "+itoa(i), must(stores[i].GetOrganization(h.ctx, o.ID))(t), o)
 	}
 	checkMigrationsOnce(t, h, cfg)
 }
