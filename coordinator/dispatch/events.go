@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -230,6 +231,15 @@ func (d *Dispatcher) onProgress(ctx context.Context, jt *service.JobTx, e *jobEv
 func (d *Dispatcher) recordKey(ctx context.Context, jt *service.JobTx, del *amqp.Delivery, j store.Job, pub []byte) error {
 	err := jt.RecordAttemptKey(ctx, j.ID, j.Attempt, pub)
 	if !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	// A conflict is also a lost race with another coordinator (PostgreSQL): only a key
+	// really recorded, and different, is a second key. Anything else runs again.
+	att, gerr := jt.GetJobAttempt(ctx, j.ID, j.Attempt)
+	if gerr != nil {
+		return errors.Join(err, gerr)
+	}
+	if len(att.PublicKey) == 0 || bytes.Equal(att.PublicKey, pub) {
 		return err
 	}
 	msg := fmt.Sprintf("attempt %d reported a second, different public key; the first one counts", j.Attempt)
