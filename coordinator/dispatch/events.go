@@ -200,8 +200,8 @@ func (d *Dispatcher) onProgress(ctx context.Context, jt *service.JobTx, e *jobEv
 	j, p := e.job, e.progress
 	switch e.step {
 	case jobs.StepKeyGenerated:
-		// Recorded whatever the step bookkeeping says: with several coordinators, a later
-		// step may have been handled first, and the CSR is checked against this key.
+		// Recorded late too: with several coordinators a later step may have been handled
+		// first, and the CSR is checked against this key.
 		if err := d.recordKey(ctx, jt, e.del, j, p.PublicKey); err != nil {
 			return "", verdict{}, err
 		}
@@ -211,6 +211,11 @@ func (d *Dispatcher) onProgress(ctx context.Context, jt *service.JobTx, e *jobEv
 		if err := jt.MarkAttemptReinitialised(ctx, j.ID, j.Attempt); err != nil {
 			return "", verdict{}, err
 		}
+	}
+	if eff.Late {
+		// With several coordinators a later step was handled first: what this one
+		// reports is kept above, the progress does not go back.
+		return "late step " + string(e.step), verdict{}, nil
 	}
 	detail := p.Detail
 	if detail == "" && p.TokenSerial != "" {

@@ -1,6 +1,9 @@
 package jobs
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // EventKind is what an agent reports about one of its jobs.
 type EventKind string
@@ -45,6 +48,10 @@ type Effect struct {
 	Start bool
 	// Progress is the job's progress after a progress event (record the step).
 	Progress Progress
+	// Late: a progress step the run has already passed, handled after a later one (several
+	// coordinators take an agent's events in competition). What it reports (the key, a
+	// re-initialisation) is recorded; the progress does not go back.
+	Late bool
 	// CheckCSR: have the registration authority check the CSR, then sign it or wait for
 	// the CA operator; the RA's refusal fails the job.
 	CheckCSR bool
@@ -95,6 +102,10 @@ func AcceptEvent(kind Kind, state State, dispatched bool, p Progress, ev EventKi
 	case EventProgress:
 		next, err := AdvanceStep(kind, runState, p, step)
 		if err != nil {
+			if lateStep(kind, runState, p, step) {
+				e.Late, e.Progress = true, p
+				return e, nil
+			}
 			return Effect{}, err
 		}
 		e.Progress = next
@@ -175,4 +186,16 @@ func (e Effect) String() string {
 		add("last word")
 	}
 	return s
+}
+
+// lateStep reports whether step is one the run of a kind has already passed (it reached
+// p.Highest), in a state where the kind could have reported it.
+func lateStep(kind Kind, state State, p Progress, step Step) bool {
+	if !Started(state) || p.Highest == "" || !slices.Contains(kindSteps[kind], step) {
+		return false
+	}
+	if NeedsCertificate(kind) && (step == StepCertificateWritten || step == StepVerified) && state != StateInstalling {
+		return false
+	}
+	return stepRank(step) <= stepRank(p.Highest)
 }

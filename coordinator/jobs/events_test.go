@@ -160,9 +160,21 @@ func TestAcceptEventRefusesUnknowns(t *testing.T) {
 			t.Errorf("%v: %v, want invalid_input", tc, err)
 		}
 	}
-	// Steps never go back within an attempt.
-	if _, err := AcceptEvent(KindIssue, StateRunning, true, Progress{Current: StepKeyGenerated, Highest: StepKeyGenerated},
-		EventProgress, StepInitialising); !errors.Is(err, ErrIllegalStep) {
-		t.Errorf("initialising after key_generated: %v", err)
+	// Steps never go back within an attempt: a late one is taken for what it reports,
+	// the progress stays.
+	p := Progress{Current: StepCSRSent, Highest: StepCSRSent}
+	for _, step := range []Step{StepInitialising, StepKeyGenerated, StepTokenFound} {
+		eff, err := AcceptEvent(KindIssue, StateRunning, true, p, EventProgress, step)
+		if err != nil || !eff.Late || eff.Progress != p {
+			t.Errorf("%s after csr_sent: %+v, %v", step, eff, err)
+		}
+	}
+	// A step the kind never reports, or one not reached, is not late.
+	if _, err := AcceptEvent(KindRenew, StateRunning, true, p, EventProgress, StepInitialising); !errors.Is(err, ErrIllegalStep) {
+		t.Errorf("renew reporting initialising: %v", err)
+	}
+	if _, err := AcceptEvent(KindIssue, StateRunning, true, Progress{Current: StepTokenFound, Highest: StepTokenFound},
+		EventProgress, StepVerified); !errors.Is(err, ErrIllegalStep) {
+		t.Errorf("verified before the certificate: %v", err)
 	}
 }
