@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -10,23 +9,9 @@ import (
 
 // fieldErrors turns the decoder's errors into FieldErrors.
 func fieldErrors(err error) error {
-	var errs []error
-	for _, e := range unjoin(err) {
-		var ye *yamlstrict.Error
-		if !errors.As(e, &ye) {
-			errs = append(errs, fmt.Errorf("config: %w", e))
-			continue
-		}
-		errs = append(errs, &FieldError{Field: ye.Path, Source: "config " + ye.File, Msg: ye.Msg, File: ye.File, Line: ye.Line, Col: ye.Col})
-	}
-	return errors.Join(errs...)
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
+	return yamlstrict.Convert(err, func(ye *yamlstrict.Error) error {
+		return &FieldError{Field: ye.Path, Source: "config " + ye.File, Msg: ye.Msg, File: ye.File, Line: ye.Line, Col: ye.Col}
+	}, func(e error) error { return fmt.Errorf("config: %w", e) })
 }
 
 // fieldError is a problem with a setting, placed where its value came from: the line in

@@ -185,22 +185,10 @@ func load(file string, data []byte) ([]Profile, error) {
 
 // fromYAML turns the decoder's errors into this package's, keeping position and path.
 func fromYAML(err error, name string, doc int) error {
-	var errs []error
-	for _, e := range unjoin(err) {
-		var ye *yamlstrict.Error
-		if !errors.As(e, &ye) {
-			errs = append(errs, &Error{Code: CodeInvalidProfile, Profile: name, Document: doc, Msg: e.Error()})
-			continue
-		}
-		errs = append(errs, &Error{Code: CodeInvalidProfile, Profile: name, Document: doc,
-			File: ye.File, Line: ye.Line, Col: ye.Col, Field: ye.Path, Msg: ye.Msg})
-	}
-	return errors.Join(errs...)
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
+	return yamlstrict.Convert(err, func(ye *yamlstrict.Error) error {
+		return &Error{Code: CodeInvalidProfile, Profile: name, Document: doc,
+			File: ye.File, Line: ye.Line, Col: ye.Col, Field: ye.Path, Msg: ye.Msg}
+	}, func(e error) error {
+		return &Error{Code: CodeInvalidProfile, Profile: name, Document: doc, Msg: e.Error()}
+	})
 }

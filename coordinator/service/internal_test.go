@@ -93,26 +93,6 @@ func TestRefusalKeepsItsAuditEntry(t *testing.T) {
 	}
 }
 
-func TestYAMLField(t *testing.T) {
-	doc := "name: a\nkey: {type: rsa, size: x}\napproval:\n  roles:\n    - approver\n    - boss\n---\nname: b\npin_policy:\n  min_length: six\n"
-	tests := []struct {
-		msg, want string
-	}{
-		{"line 1: oops", "name"},
-		{"line 2: cannot unmarshal", "key.type"},
-		{"line 2: cannot unmarshal !!str `x` into int", "key.size"},
-		{"line 6: bad role", "approval.roles[1]"},
-		{"line 10: cannot unmarshal !!str `six`", "pin_policy.min_length"},
-		{"line 99: nothing there", ""},
-		{"no line at all", ""},
-	}
-	for _, tc := range tests {
-		if got := YAMLField([]byte(doc), tc.msg); got != tc.want {
-			t.Errorf("%q: got %q, want %q", tc.msg, got, tc.want)
-		}
-	}
-}
-
 func TestAsError(t *testing.T) {
 	tests := []struct {
 		err  error

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
-	"strconv"
 	"sync"
 
 	"go.yaml.in/yaml/v3"
@@ -111,9 +109,6 @@ func (s *Service) ApplyProfiles(ctx context.Context, by Actor, text []byte) ([]P
 		e := AsError(err)
 		if e.Code != CodeInvalidProfile {
 			e = &Error{Code: CodeInvalidProfile, Field: e.Field, Msg: e.Msg, Err: err}
-		}
-		if e.Field == "" {
-			e.Field = YAMLField(text, e.Msg)
 		}
 		return nil, e
 	}
@@ -251,83 +246,4 @@ func (s *Service) GetProfile(ctx context.Context, by Actor, name string) (Profil
 		return Profile{}, internal(err)
 	}
 	return Profile{Profile: sp, Parsed: p, UpdatedByName: newNames(s.st).user(ctx, sp.UpdatedBy)}, nil
-}
-
-var (
-	lineRE  = regexp.MustCompile(`line (\d+):`)
-	valueRE = regexp.MustCompile("`([^`]*)`")
-)
-
-// YAMLField names the field of a YAML decoding error, which only gives a line: the path
-// of the key on the first line the message mentions. When several keys share the line,
-// the one holding the value the message quotes wins, else the innermost first one.
-func YAMLField(text []byte, msg string) string {
-	m := lineRE.FindStringSubmatch(msg)
-	if m == nil {
-		return ""
-	}
-	line, err := strconv.Atoi(m[1])
-	if err != nil {
-		return ""
-	}
-	var docs []*yaml.Node
-	// Line numbers count from the start of the stream, across documents.
-	dec := yaml.NewDecoder(bytes.NewReader(text))
-	for {
-		var n yaml.Node
-		if err := dec.Decode(&n); err != nil {
-			break
-		}
-		docs = append(docs, &n)
-	}
-	var wants []*string
-	if v := valueRE.FindStringSubmatch(msg); v != nil {
-		wants = append(wants, &v[1])
-	}
-	for _, want := range append(wants, nil) {
-		for _, n := range docs {
-			if p := pathAt(n, line, "", want); p != "" {
-				return p
-			}
-		}
-	}
-	return ""
-}
-
-// pathAt finds the key or item on line whose value is *want (any value when want is nil).
-func pathAt(n *yaml.Node, line int, prefix string, want *string) string {
-	matches := func(v *yaml.Node) bool { return want == nil || (v.Kind == yaml.ScalarNode && v.Value == *want) }
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			if p := pathAt(c, line, prefix, want); p != "" {
-				return p
-			}
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			path := k.Value
-			if prefix != "" {
-				path = prefix + "." + k.Value
-			}
-			if p := pathAt(v, line, path, want); p != "" {
-				return p
-			}
-			if k.Line == line && matches(v) {
-				return path
-			}
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			path := fmt.Sprintf("%s[%d]", prefix, i)
-			if p := pathAt(c, line, path, want); p != "" {
-				return p
-			}
-			if c.Line == line && matches(c) {
-				return path
-			}
-		}
-	}
-	return ""
 }

@@ -278,3 +278,21 @@ func parses(data []byte) bool {
 		}
 	}
 }
+
+// Convert turns each problem of err (one error, or several joined) into the caller's own
+// error type: f gets each *Error, other each error that is not one (a read failure, say).
+// The result joins them in order; nil when err is nil.
+func Convert(err error, f func(*Error) error, other func(error) error) error {
+	if err == nil {
+		return nil
+	}
+	var out []error
+	for _, e := range flatten(err) {
+		if ye := (*Error)(nil); errors.As(e, &ye) {
+			out = append(out, f(ye))
+		} else {
+			out = append(out, other(e))
+		}
+	}
+	return errors.Join(out...)
+}

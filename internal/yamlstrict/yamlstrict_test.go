@@ -252,3 +252,24 @@ func TestAt(t *testing.T) {
 		t.Errorf("At moved an *Error: %v", e)
 	}
 }
+
+func TestConvert(t *testing.T) {
+	_, err := yamlstrict.Decode("f.yaml", []byte("a: 1\nb: 2\n"), &struct{}{})
+	if err == nil {
+		t.Fatal("unknown fields accepted")
+	}
+	plain := errors.New("read failed")
+	got := yamlstrict.Convert(errors.Join(err, plain), func(e *yamlstrict.Error) error {
+		return fmt.Errorf("%s at %s:%d", e.Path, e.File, e.Line)
+	}, func(e error) error { return fmt.Errorf("other: %w", e) })
+	want := "a at f.yaml:1\nb at f.yaml:2\nother: read failed"
+	if got == nil || got.Error() != want {
+		t.Fatalf("got %v, want %q", got, want)
+	}
+	if !errors.Is(got, plain) {
+		t.Error("the plain error is not wrapped")
+	}
+	if yamlstrict.Convert(nil, nil, nil) != nil {
+		t.Error("nil converted to an error")
+	}
+}
