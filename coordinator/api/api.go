@@ -174,6 +174,16 @@ type JobDetail struct {
 	WaitingReason string `json:"waiting_reason,omitempty"`
 	// AgentResult is what the agent said of the attempt's end, once it did.
 	AgentResult string `json:"agent_result,omitempty"`
+	// Subject and SANs are the certificate names the profile gives the holder now: what
+	// an approver approves, together with the binding hash.
+	Subject string   `json:"subject,omitempty"`
+	SANs    []string `json:"sans,omitempty"` // "email:…", "upn:…", "dns:…"
+	// TokenURI is the PKCS#11 URI (RFC 7512) of the job's token, when the job names one.
+	TokenURI string `json:"token_uri,omitempty"`
+	// AgentOnline and AgentLastSeen are the presence of the job's agent; AgentLastSeen
+	// is absent when the agent never connected.
+	AgentOnline   bool      `json:"agent_online"`
+	AgentLastSeen time.Time `json:"agent_last_seen,omitzero"`
 }
 
 // JobApproval is one decision at a gate.
@@ -257,6 +267,8 @@ type Token struct {
 	Label        string `json:"label"`
 	Manufacturer string `json:"manufacturer"`
 	Model        string `json:"model"`
+	// URI is the token's PKCS#11 URI (RFC 7512): token label, manufacturer, serial, model.
+	URI string `json:"uri"`
 	// Flags are the token's PKCS#11 flags as the agent reported them.
 	Flags    json.RawMessage `json:"flags,omitempty"`
 	LastSeen time.Time       `json:"last_seen,omitzero"`
@@ -304,13 +316,16 @@ type CACertificate struct {
 // AuditEntry is an audit log entry as the API sends it. Entry turns it into the
 // audit.Entry whose hash it carries.
 type AuditEntry struct {
-	Seq    int64     `json:"seq"`
-	Time   time.Time `json:"time"`
-	Actor  string    `json:"actor"`
-	Action string    `json:"action"`
-	Job    string    `json:"job,omitempty"`
-	Target string    `json:"target,omitempty"`
-	Reason string    `json:"reason,omitempty"`
+	Seq   int64     `json:"seq"`
+	Time  time.Time `json:"time"`
+	Actor string    `json:"actor"`
+	// ActorName is the actor's username, or the actor as recorded when it is not a user
+	// (system:expiry, agent:ws-01). It is not part of the hashed entry.
+	ActorName string `json:"actor_name"`
+	Action    string `json:"action"`
+	Job       string `json:"job,omitempty"`
+	Target    string `json:"target,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 	// Details are kept as received: they are hashed byte for byte.
 	Details  json.RawMessage `json:"details,omitempty"`
 	PrevHash string          `json:"prev_hash"`
