@@ -118,6 +118,8 @@ type Status struct {
 type Conn struct {
 	cfg      Config
 	endpoint string // the URL without password, for logs and errors
+	user     string // the URL's user and vhost, for a refused login
+	vhost    string
 	userID   string
 	log      zerolog.Logger
 
@@ -219,6 +221,8 @@ func Open(ctx context.Context, cfg Config) (*Conn, error) {
 		cfg:      cfg,
 		endpoint: fmt.Sprintf("%s://%s@%s:%d/%s", uri.Scheme, uri.Username, uri.Host, uri.Port, url.PathEscape(uri.Vhost)),
 		userID:   cfg.UserID,
+		user:     uri.Username,
+		vhost:    uri.Vhost,
 		changed:  make(chan struct{}),
 	}
 	if c.userID == "" {
@@ -361,6 +365,12 @@ func (c *Conn) run() {
 		if c.ctx.Err() != nil {
 			return
 		}
+		switch {
+		case errors.Is(err, ErrLoginRefused):
+			what = "the broker refused the login, retrying"
+		case errors.Is(err, ErrNotEnrolled):
+			what = "the agent's queue does not exist (not enrolled), retrying"
+		}
 		delay := c.cfg.Backoff.Delay(failures)
 		failures++
 		c.setStatus(Status{State: StateDisconnected, Err: err, RetryIn: delay, Failures: failures})
@@ -418,7 +428,7 @@ func (c *Conn) connect() (*session, error) {
 	}
 	conn, err := amqp091.DialConfig(c.cfg.URL, acfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", c.endpoint, err)
+		return nil, fmt.Errorf("connecting to %s: %w", c.endpoint, dialError(c.user, c.vhost, err))
 	}
 	s := &session{
 		conn:   conn,

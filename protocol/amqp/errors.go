@@ -42,6 +42,12 @@ var (
 	// the coordinator has not enrolled the agent (or removed it).
 	ErrNotEnrolled = errors.New("agent is not enrolled")
 
+	// ErrLoginRefused: the broker refused the connection's user at login
+	// (wrong password, unknown user) or refused it the vhost (see
+	// *LoginRefusedError). Retrying with the same credentials fails the same
+	// way, unless the broker's users are being changed right then.
+	ErrLoginRefused = errors.New("the broker refused the login")
+
 	// ErrTopologyMismatch: an exchange or queue exists with other
 	// properties than the protocol's. Redeclaring cannot fix it: an operator
 	// must migrate it (deleting a queue loses its messages).
@@ -106,6 +112,49 @@ func (e *QueueNotFoundError) Is(target error) bool {
 }
 
 func (e *QueueNotFoundError) Unwrap() error { return e.Cause }
+
+// LoginRefusedError is the broker refusing a connection's user during the
+// handshake: its credentials (403 ACCESS_REFUSED) or its access to the vhost
+// (530 NOT_ALLOWED).
+type LoginRefusedError struct {
+	User  string
+	Vhost string
+	// VhostDenied: the credentials were taken but the user may not use the
+	// vhost (or the vhost does not exist).
+	VhostDenied bool
+	Cause       error // the broker's reply
+}
+
+func (e *LoginRefusedError) Error() string {
+	if e.VhostDenied {
+		return fmt.Sprintf("the broker refused user %q access to vhost %q: %v", e.User, e.Vhost, e.Cause)
+	}
+	return fmt.Sprintf("the broker refused the login of user %q (wrong password or no such user): %v", e.User, e.Cause)
+}
+
+// Is matches ErrLoginRefused.
+func (e *LoginRefusedError) Is(target error) bool { return target == ErrLoginRefused }
+
+func (e *LoginRefusedError) Unwrap() error { return e.Cause }
+
+// dialError classifies a failed handshake: a refused login or vhost is a
+// *LoginRefusedError, anything else (connection refused, a timeout, TLS) is
+// returned as it is.
+func dialError(user, vhost string, err error) error {
+	ae, ok := brokerError(err)
+	if !ok {
+		return err
+	}
+	switch {
+	case ae.Code == amqp091.AccessRefused:
+		return &LoginRefusedError{User: user, Vhost: vhost, Cause: err}
+	// 530 NOT_ALLOWED also reports a connection limit reached, which passes;
+	// only a vhost refused or missing is a question of configuration.
+	case ae.Code == amqp091.NotAllowed && strings.Contains(ae.Reason, "vhost"):
+		return &LoginRefusedError{User: user, Vhost: vhost, VhostDenied: true, Cause: err}
+	}
+	return err
+}
 
 // agentOfQueue returns the agent ID named by an agent command queue, or "".
 func agentOfQueue(queue string) string {
