@@ -101,6 +101,10 @@ type Reader interface {
 	ListUnsentOutbox(ctx context.Context, limit int) ([]OutboxMessage, error)
 	GetOutbox(ctx context.Context, id int64) (OutboxMessage, error)
 	GetInbox(ctx context.Context, messageID string) (InboxEntry, error)
+
+	// FleetStats counts jobs, unsent outbox messages, agents and certificates in use, in
+	// a few aggregate queries: what the metrics read at each scrape.
+	FleetStats(ctx context.Context, now time.Time) (FleetStats, error)
 }
 
 // Writer is every change the store offers; it exists only inside a transaction. After a

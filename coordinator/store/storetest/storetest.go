@@ -58,6 +58,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"AuditCheckpoints", testAuditCheckpoints},
 		{"Outbox", testOutbox},
 		{"Inbox", testInbox},
+		{"FleetStats", testFleetStats},
 		{"AttemptRecords", testAttemptRecords},
 		{"TokenPINs", testTokenPINs},
 		{"TxCommitsTogether", testTxCommit},
