@@ -1,38 +1,7 @@
 package agent
 
-import "runtime/debug"
+import "github.com/tokenfleet/tokenfleet/internal/buildinfo"
 
-// Version is the agent's release, stamped at build time with
-// -ldflags "-X github.com/tokenfleet/tokenfleet/agent.Version=1.4.0". Unstamped builds
-// report "dev" and the commit they were built from.
-var Version = ""
-
-// version is what the hello announces.
-func version() string {
-	if Version != "" {
-		return Version
-	}
-	v := "dev"
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return v
-	}
-	var rev, dirty string
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "+dirty"
-			}
-		}
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if rev != "" {
-		v += "-" + rev + dirty
-	}
-	return v
-}
+// version is what the hello announces: the release stamped at link time (see package
+// buildinfo), or "dev" and the commit the agent was built from.
+func version() string { return buildinfo.Read().Short() }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+
+	"github.com/tokenfleet/tokenfleet/internal/buildinfo"
 )
 
 // Exit statuses.
@@ -72,6 +74,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(tokensCommand(e), runCommand(e), installCommand(e), uninstallCommand(e),
 		startCommand(e), stopCommand(e), statusCommand(e))
+	buildinfo.AddTo(root)
 
 	err := root.ExecuteContext(ctx)
 	var (

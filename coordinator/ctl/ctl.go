@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/internal/buildinfo"
 )
 
 // Exit statuses.
@@ -154,7 +155,6 @@ checkpoint).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetIn(e.stdin)
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
@@ -188,6 +188,7 @@ checkpoint).`,
 		whoamiCommand(e),
 		auditCommand(e),
 	)
+	buildinfo.AddTo(root)
 	return root
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenfleet/tokenfleet/coordinator"
+	"github.com/tokenfleet/tokenfleet/internal/buildinfo"
 	"github.com/tokenfleet/tokenfleet/internal/sdnotify"
 )
 
@@ -34,6 +35,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCommand())
+	buildinfo.AddTo(root)
 	return root
 }
 
