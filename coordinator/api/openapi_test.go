@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
 // schemaTypes names the Go type of every schema of openapi.yaml that has one. A schema
@@ -54,6 +56,34 @@ var schemaTypes = map[string]reflect.Type{
 	"AuditCheckpoint":     reflect.TypeFor[api.AuditCheckpoint](),
 	"AuditCheckpointList": reflect.TypeFor[api.AuditCheckpointList](),
 	"AuditCheckpointKey":  reflect.TypeFor[api.AuditCheckpointKey](),
+	// Token.Flags is raw JSON on the Go side: the flags as the coordinator re-encoded
+	// them from the agent's protocol.Token.
+	"TokenFlags": reflect.TypeFor[protocol.TokenFlags](),
+}
+
+// rawSchemas are the schemas a json.RawMessage field may refer to: JSON the coordinator
+// passes on as it holds it. Audit details are sealed in the chain byte for byte, so the
+// API sends them as stored; AuditDetails says what they may hold.
+var rawSchemas = map[string]bool{"TokenFlags": true, "AuditDetails": true}
+
+// freeSchemas describe JSON that no Go type has.
+var freeSchemas = map[string]bool{"AuditDetails": true, "AuditDetailValue": true}
+
+// requestTypes are the bodies clients send. The server decodes them strictly, so their
+// schemas are closed too, but a field a client may leave out is not required. Every other
+// object is a response: its schema requires exactly the fields the server always sends
+// (those without omitempty), so a response that lacks one, or carries one the description
+// does not have, fails the API tests' validation.
+var requestTypes = map[reflect.Type]bool{
+	reflect.TypeFor[api.OrgCreate]():      true,
+	reflect.TypeFor[api.UserCreate]():     true,
+	reflect.TypeFor[api.APITokenCreate](): true,
+	reflect.TypeFor[api.JobCreate]():      true,
+	reflect.TypeFor[api.Decision]():       true,
+	reflect.TypeFor[api.Reason]():         true,
+	reflect.TypeFor[api.Retry]():          true,
+	reflect.TypeFor[api.AgentEnrol]():     true,
+	reflect.TypeFor[api.Revoke]():         true,
 }
 
 // enumValues are the Go constants of the string types the API carries: a field of one of
@@ -86,6 +116,7 @@ func strs[S ~string](vs []S) []string {
 
 // spec is openapi.yaml as generic YAML.
 type spec struct {
+	doc     map[string]any
 	schemas map[string]any
 }
 
@@ -104,7 +135,7 @@ func loadSpec(t *testing.T) spec {
 	if len(schemas) == 0 {
 		t.Fatal("openapi.yaml has no components.schemas")
 	}
-	return spec{schemas: schemas}
+	return spec{doc: doc, schemas: schemas}
 }
 
 // resolve follows $ref and merges allOf into one object schema.
@@ -200,6 +231,13 @@ func (s spec) compare(t *testing.T, where string, node any, typ reflect.Type) {
 		}
 		return
 	case typ == rawType:
+		// Raw JSON is described by a schema of its own, named in rawSchemas.
+		m, _ := node.(map[string]any)
+		ref, _ := m["$ref"].(string)
+		if name, _ := strings.CutPrefix(ref, "#/components/schemas/"); !rawSchemas[name] {
+			t.Errorf("%s: raw JSON, described as %v; want a $ref to one of %v", where, node, rawSchemas)
+			return
+		}
 		want = "object"
 	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Uint8:
 		if sch["type"] != "string" || sch["format"] != "byte" {
@@ -239,6 +277,9 @@ func (s spec) compareObject(t *testing.T, where string, sch map[string]any, typ 
 		t.Errorf("%s: Go struct %s, described as type %v", where, typ, sch["type"])
 		return
 	}
+	if sch["additionalProperties"] != false {
+		t.Errorf("%s: Go struct %s, described as an object open to other properties; want additionalProperties: false", where, typ)
+	}
 	props, _ := sch["properties"].(map[string]any)
 	fields := jsonFields(typ)
 	var goNames, specNames []string
@@ -270,6 +311,13 @@ func (s spec) compareObject(t *testing.T, where string, sch map[string]any, typ 
 		}
 		if fields[i].omitEmpty {
 			t.Errorf("%s: property %q is required but %s leaves it out when empty", where, name, typ)
+		}
+	}
+	if !requestTypes[typ] {
+		for _, f := range fields {
+			if !f.omitEmpty && !slices.Contains(required, any(f.name)) {
+				t.Errorf("%s: %s always sends %q, which the description does not require", where, typ, f.name)
+			}
 		}
 	}
 	for _, f := range fields {
@@ -320,6 +368,9 @@ func TestOpenAPI(t *testing.T) {
 			s.compareEnum(t, name, sch, enumValues[typ])
 			continue
 		}
+		if freeSchemas[name] {
+			continue
+		}
 		typ, ok := schemaTypes[name]
 		if !ok {
 			t.Errorf("schema %s has no Go type in schemaTypes", name)
@@ -346,6 +397,83 @@ func TestOpenAPIRefs(t *testing.T) {
 			name := strings.FieldsFunc(part, func(r rune) bool { return r == '"' || r == '}' || r == ' ' })[0]
 			if _, ok := s.schemas[name]; !ok {
 				t.Errorf("$ref to a missing schema %q", name)
+			}
+		}
+	}
+}
+
+// TestOpenAPIJobErrorCodes: a job's error_code is a code of protocol/errors.json; the
+// description gives their shape (an agent newer than the coordinator may send a code it
+// does not know), and every code of the table must fit it.
+func TestOpenAPIJobErrorCodes(t *testing.T) {
+	s := loadSpec(t)
+	job, err := s.resolve(s.schemas["Job"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	props, _ := job["properties"].(map[string]any)
+	code, _ := props["error_code"].(map[string]any)
+	pattern, _ := code["pattern"].(string)
+	maxLen, _ := code["maxLength"].(int)
+	re, err := regexp.Compile(pattern)
+	if err != nil || pattern == "" || maxLen == 0 {
+		t.Fatalf("Job.error_code: pattern %q (%v), maxLength %v", pattern, err, code["maxLength"])
+	}
+	for _, c := range protocol.ErrorCodes() {
+		if !re.MatchString(string(c.Code)) || len(c.Code) > maxLen {
+			t.Errorf("error code %q of protocol/errors.json does not fit Job.error_code (pattern %s, maxLength %d)", c.Code, pattern, maxLen)
+		}
+	}
+	for _, bad := range []string{"", "Token.Locked", "token.", "1st", "token..pin"} {
+		if re.MatchString(bad) {
+			t.Errorf("Job.error_code's pattern takes %q", bad)
+		}
+	}
+}
+
+// TestOpenAPIOperations: every operation has a unique operationId, a summary and a
+// success response, and lists its error statuses: those of authenticated operations
+// include 401.
+func TestOpenAPIOperations(t *testing.T) {
+	s := loadSpec(t)
+	paths, _ := s.doc["paths"].(map[string]any)
+	if len(paths) == 0 {
+		t.Fatal("openapi.yaml has no paths")
+	}
+	ids := map[string]string{}
+	for path, item := range paths {
+		ops, _ := item.(map[string]any)
+		for method, op := range ops {
+			o, ok := op.(map[string]any)
+			if !ok || !slices.Contains([]string{"get", "put", "post", "delete", "patch"}, method) {
+				continue
+			}
+			where := strings.ToUpper(method) + " " + path
+			id, _ := o["operationId"].(string)
+			switch {
+			case id == "":
+				t.Errorf("%s: no operationId", where)
+			case ids[id] != "":
+				t.Errorf("%s: operationId %s is also %s's", where, id, ids[id])
+			}
+			ids[id] = where
+			if o["summary"] == nil {
+				t.Errorf("%s: no summary", where)
+			}
+			responses, _ := o["responses"].(map[string]any)
+			if _, ok := responses["default"]; ok {
+				t.Errorf("%s: a default response; list the statuses the operation answers with", where)
+			}
+			success := false
+			for status := range responses {
+				success = success || strings.HasPrefix(status, "2")
+			}
+			if !success {
+				t.Errorf("%s: no success response", where)
+			}
+			security, public := o["security"].([]any)
+			if _, ok := responses["401"]; (!public || len(security) > 0) && !ok {
+				t.Errorf("%s: authenticated, but no 401 response", where)
 			}
 		}
 	}
