@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -97,6 +96,11 @@ type Broker struct {
 	Queue QueueMode
 	// CoordinatorUsers, if set, are the only broker users commands are accepted from.
 	CoordinatorUsers []string
+	// RefusedGrace is how long the agent, once it has been connected, keeps retrying
+	// while the broker refuses its login or has no queue for it, before Run ends with a
+	// *BrokerConfigError; at the first connection such a refusal ends Run at once. 0
+	// means DefaultRefusedGrace.
+	RefusedGrace time.Duration
 }
 
 // Config is what an Agent runs with.
@@ -141,6 +145,7 @@ type Agent struct {
 	cfg      Config
 	log      zerolog.Logger
 	endpoint string // the broker URL without its password
+	broker   brokerIdentity
 	hostname string
 	instance string // the hello's instance ID, new at each start
 	started  time.Time
@@ -180,7 +185,7 @@ func New(cfg Config, log zerolog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("agent: queue mode %q: want auto, declare or check", cfg.Broker.Queue)
 	}
 	for name, d := range map[string]time.Duration{"poll interval": cfg.PollInterval, "heartbeat interval": cfg.HeartbeatInterval,
-		"shutdown grace": cfg.ShutdownGrace, "AMQP heartbeat": cfg.Broker.Heartbeat} {
+		"shutdown grace": cfg.ShutdownGrace, "AMQP heartbeat": cfg.Broker.Heartbeat, "broker refused grace": cfg.Broker.RefusedGrace} {
 		if d < 0 {
 			return nil, fmt.Errorf("agent: %s %v is negative", name, d)
 		}
@@ -194,18 +199,18 @@ func New(cfg Config, log zerolog.Logger) (*Agent, error) {
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
 	}
+	if cfg.Broker.RefusedGrace == 0 {
+		cfg.Broker.RefusedGrace = DefaultRefusedGrace
+	}
 	if cfg.Registry == nil {
 		if cfg.Registry, err = usb.DefaultRegistry(); err != nil {
 			return nil, fmt.Errorf("agent: built-in token registry: %w", err)
 		}
 	}
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "unknown"
-	}
-	host = protocol.TruncateText(host, protocol.MaxHostnameLen)
+	host := hostname()
 	return &Agent{
 		cfg: cfg, endpoint: endpoint, hostname: host, instance: protocol.NewMessageID(),
+		broker: newBrokerIdentity(cfg.ID, host, endpoint, cfg.Broker.URL),
 		log: log.With().Str("agent_id", cfg.ID).Logger(),
 	}, nil
 }
@@ -296,6 +301,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	tokensChanged := make(chan struct{}, 1)
 	var generation atomic.Uint64 // counts successful connections
 	queue := &queueCheck{mode: a.cfg.Broker.Queue, agentID: a.cfg.ID, log: a.log}
+	// Room for the connection's refusal and the consumer's error: neither send blocks.
+	fatal := make(chan error, 2)
+	refusals := &refusalWatch{id: a.broker, grace: a.cfg.Broker.RefusedGrace, now: time.Now}
+	var refusedOnce sync.Once
 	// The connection outlives ctx: the sender flushes the outbox after ctx ended.
 	conn, err := amqp.Open(context.WithoutCancel(ctx), amqp.Config{
 		URL: a.cfg.Broker.URL, TLS: a.cfg.Broker.TLS,
@@ -308,6 +317,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				signal(connected)
 			}
 			a.connectionStatus(st)
+			if e := refusals.status(st); e != nil {
+				refusedOnce.Do(func() { fatal <- e })
+			}
 		},
 		Logger: a.log,
 	})
@@ -328,7 +340,6 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	fatal := make(chan error, 1)
 	var wg sync.WaitGroup
 	var execDone, consDone sync.WaitGroup
 	execDone.Go(func() { _ = ex.Run(runCtx) }) // returns nil once its jobs are at a safe point
@@ -485,10 +496,13 @@ func (a *Agent) connectionStatus(st amqp.Status) {
 	case amqp.StateConnecting:
 		return
 	case amqp.StateDisconnected:
-		if errors.Is(st.Err, amqp.ErrNotEnrolled) {
-			line = fmt.Sprintf("agent %s is not enrolled: its queue does not exist on %s; retrying in %s", a.cfg.ID, a.endpoint, st.RetryIn.Round(time.Second))
-			a.log.Error().Str("broker", a.endpoint).Dur("retry_in", st.RetryIn).
-				Msgf("agent %s is not enrolled: the broker has no queue for it; ask an administrator to enrol it (retrying)", a.cfg.ID)
+		if e := a.broker.classify(st.Err); e != nil {
+			line = fmt.Sprintf("%s; retrying in %s", e.What(), st.RetryIn.Round(time.Second))
+			if e.Problem == ProblemNotEnrolled {
+				line = fmt.Sprintf("agent %s is not enrolled: its queue does not exist on %s; retrying in %s", a.cfg.ID, a.endpoint, st.RetryIn.Round(time.Second))
+			}
+			a.log.Error().Str("broker", a.endpoint).Str("problem", string(e.Problem)).Str("retry_in", st.RetryIn.String()).
+				Msgf("%s: %s", e.What(), e.Fix())
 		} else {
 			line = fmt.Sprintf("broker %s unreachable (%v); retrying in %s", a.endpoint, st.Err, st.RetryIn.Round(time.Second))
 		}

@@ -267,9 +267,10 @@ func makeToken(t *testing.T, label, soPIN, userPIN string) {
 	}
 }
 
-// TestEnrolledAgentUser: an agent with its own broker user, which may not configure
-// anything, reports that it is not enrolled until the coordinator declares its queue, then
-// works; the coordinator checks every message's sender against the agent's user.
+// TestEnrolledAgentUser: an enrolled agent with its own broker user, which may not
+// configure anything, finds its queue the coordinator declared, and works; the
+// coordinator checks every message's sender against the agent's user. (Before enrolment
+// it stops: TestNotEnrolledEndsTheAgent.)
 func TestEnrolledAgentUser(t *testing.T) {
 	testenv.NewSoftHSMStore(t)
 	b := testenv.NewBroker(t)
@@ -279,26 +280,16 @@ func TestEnrolledAgentUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	perms, err := protocol.AgentPermissions(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := b.AddUser(t, user, perms.Configure, perms.Write, perms.Read)
-	b.SetTopicPermissions(t, user, perms.TopicExchange, perms.TopicWrite, perms.TopicRead)
-
-	// Default queue mode (auto): the refused declaration turns into passive checks.
-	ra := startAgent(t, b, agentOptions{id: id, url: url})
-	ra.logs.waitFor(t, "may not declare queues")
-	ra.logs.waitFor(t, "is not enrolled")
-	c.until("the agent to report it is not enrolled", func() bool {
-		return slices.ContainsFunc(ra.status(), func(s string) bool { return strings.Contains(s, "agent "+id+" is not enrolled") })
-	})
-
+	url := enrolledUser(t, b, id)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	if err := c.conn.Declare(ctx, func(ch amqp.Declarer) error { return amqp.DeclareAgent(ch, id) }); err != nil {
 		t.Fatalf("enrolling the agent: %v", err)
 	}
+
+	// Default queue mode (auto): the refused declaration turns into passive checks.
+	ra := startAgent(t, b, agentOptions{id: id, url: url})
+	ra.logs.waitFor(t, "may not declare queues")
 	c.hello(id, nil)
 	ref := protocol.JobRef{JobID: "enrolled", Attempt: 1}
 	c.dispatch(id, ref, c.issueBlank(ref, newLabel(t)))

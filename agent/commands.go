@@ -85,6 +85,11 @@ func (a *Agent) consume(ctx context.Context, conn *amqp.Conn, ex jobs, subscribe
 		if errors.Is(err, amqp.ErrQueueInUse) {
 			return &DuplicateIDError{AgentID: a.cfg.ID, Broker: a.endpoint, Err: err}
 		}
+		// Before the first subscription nothing suggests the refusal will pass; the
+		// connection's refusals once connected are the refusalWatch's to judge.
+		if e := a.broker.consumeRefusal(err); e != nil && failures == 0 {
+			return e
+		}
 		delay := backoff.Delay(failures)
 		a.log.Error().Err(err).Dur("retry_in", delay).Msg("cannot consume the agent's queue; retrying")
 		t := time.NewTimer(delay)

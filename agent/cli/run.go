@@ -33,6 +33,11 @@ agent's group), in --broker-password-file, or in the systemd credential broker-p
 The first SIGTERM or SIGINT shuts down cleanly: jobs stop at a safe point and the outbox
 is flushed for up to --shutdown-grace. A second one ends the process at once.
 
+A broker that refuses the agent's login or vhost, or has no queue for it (the agent is
+not enrolled), is a configuration error: at the first connection the agent stops at once
+saying what fixes it; once it has been connected it retries such refusals for a minute
+(a broker restarting) before it stops.
+
 Exit status: 0 after a clean shutdown, 1 on failure, 2 for a configuration error,
 3 when another connected agent holds the agent ID.`,
 		Args: cobra.NoArgs,
@@ -65,6 +70,10 @@ Exit status: 0 after a clean shutdown, 1 on failure, 2 for a configuration error
 			var dup *agent.DuplicateIDError
 			if errors.As(err, &dup) {
 				return codedError{err: err, code: ExitInUse}
+			}
+			var refused *agent.BrokerConfigError
+			if errors.As(err, &refused) {
+				return codedError{err: err, code: ExitUsage}
 			}
 			return err
 		},
