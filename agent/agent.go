@@ -211,7 +211,7 @@ func New(cfg Config, log zerolog.Logger) (*Agent, error) {
 	return &Agent{
 		cfg: cfg, endpoint: endpoint, hostname: host, instance: protocol.NewMessageID(),
 		broker: newBrokerIdentity(cfg.ID, host, endpoint, cfg.Broker.URL),
-		log: log.With().Str("agent_id", cfg.ID).Logger(),
+		log:    log.With().Str("agent_id", cfg.ID).Logger(),
 	}, nil
 }
 
