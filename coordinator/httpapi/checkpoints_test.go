@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/api/apitest"
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/checkpoint"
 	"github.com/tokenfleet/tokenfleet/coordinator/httpapi"
@@ -53,7 +54,7 @@ func (e *env) withCheckpoints(t *testing.T) *checkpoint.Checkpointer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(apitest.Handler(t, h))
 	t.Cleanup(srv.Close)
 	e.srv = srv
 	return cps

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/api/apitest"
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/httpapi"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
@@ -120,7 +121,8 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(h)
+	// Every response the tests cause is held to openapi.yaml.
+	e.srv = httptest.NewServer(apitest.Handler(t, h))
 	t.Cleanup(func() {
 		e.srv.Close()
 		if err := st.Close(); err != nil {

@@ -58,13 +58,18 @@ func New(o Options) (http.Handler, error) {
 	a := &server{svc: o.Service, cps: o.Checkpoints, log: o.Logger, metrics: m}
 
 	mux := http.NewServeMux()
-	paths := http.NewServeMux() // the same paths without methods: tells 405 from 404
-	seen := map[string]bool{}
+	// The same paths without methods tell 405 from 404, and say which methods a path has.
+	paths := http.NewServeMux()
+	allow := map[string][]string{}
 	handle := func(pattern string, h http.Handler) {
 		mux.Handle(pattern, h)
-		if _, path, _ := strings.Cut(pattern, " "); !seen[path] {
-			seen[path] = true
-			paths.Handle(path, http.NotFoundHandler())
+		method, path, _ := strings.Cut(pattern, " ")
+		if _, seen := allow[path]; !seen {
+			paths.Handle(path, a.methodNotAllowed(allow, path))
+		}
+		allow[path] = append(allow[path], method)
+		if method == http.MethodGet {
+			allow[path] = append(allow[path], http.MethodHead) // the mux answers HEAD with GET's handler
 		}
 	}
 	authed := func(pattern string, h func(w http.ResponseWriter, r *http.Request, u service.Actor)) {
@@ -105,13 +110,24 @@ func New(o Options) (http.Handler, error) {
 	handle("GET /api/v1/audit/checkpoint-key", http.HandlerFunc(a.checkpointKey))
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if _, p := paths.Handler(r); p != "" {
-			writeError(w, a.log, &service.Error{Code: codeMethodNotAllowed, Msg: "method " + r.Method + " is not allowed on " + r.URL.Path})
+		if h, p := paths.Handler(r); p != "" {
+			h.ServeHTTP(w, r)
 			return
 		}
 		writeError(w, a.log, &service.Error{Code: service.CodeNotFound, Msg: "no such endpoint: " + r.URL.Path})
 	})
 	return a.instrument(a.recoverPanics(mux)), nil
+}
+
+// methodNotAllowed answers a method the path does not take, with the Allow header RFC 9110
+// asks of a 405. allow is read when a request comes, once every route is registered.
+func (a *server) methodNotAllowed(allow map[string][]string, path string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		methods := strings.Join(allow[path], ", ")
+		w.Header().Set("Allow", methods)
+		writeError(w, a.log, &service.Error{Code: codeMethodNotAllowed,
+			Msg: "method " + r.Method + " is not allowed on " + r.URL.Path + "; it takes " + methods})
+	})
 }
 
 // recoverPanics turns a handler panic into a 500 and a log line instead of a dropped

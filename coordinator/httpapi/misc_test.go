@@ -28,16 +28,23 @@ func TestRoutes(t *testing.T) {
 		method, path string
 		status       int
 		code         string
+		allow        string // the Allow header of a 405 (RFC 9110): the methods the path takes
 	}{
-		{"GET", "/api/v1/nothing", 404, "not_found"},
-		{"GET", "/", 404, "not_found"},
-		{"DELETE", "/api/v1/jobs", 405, "method_not_allowed"},
-		{"PUT", "/api/v1/orgs", 405, "method_not_allowed"},
-		{"GET", "/api/v1/jobs/x/approve", 405, "method_not_allowed"},
-		{"POST", "/healthz", 405, "method_not_allowed"},
+		{"GET", "/api/v1/nothing", 404, "not_found", ""},
+		{"GET", "/", 404, "not_found", ""},
+		{"DELETE", "/api/v1/jobs", 405, "method_not_allowed", "GET, HEAD, POST"},
+		{"PUT", "/api/v1/orgs", 405, "method_not_allowed", "GET, HEAD, POST"},
+		{"GET", "/api/v1/jobs/x/approve", 405, "method_not_allowed", "POST"},
+		{"POST", "/healthz", 405, "method_not_allowed", "GET, HEAD"},
+		{"POST", "/api/v1/profiles", 405, "method_not_allowed", "GET, HEAD, PUT"},
+		{"DELETE", "/api/v1/audit/checkpoints", 405, "method_not_allowed", "GET, HEAD, POST"},
 	}
 	for _, tc := range tests {
-		wantErr(t, e.do(t, tc.method, tc.path, e.admin, nil), tc.status, tc.code, "")
+		r := e.do(t, tc.method, tc.path, e.admin, nil)
+		wantErr(t, r, tc.status, tc.code, "")
+		if got := r.header.Get("Allow"); got != tc.allow {
+			t.Errorf("%s %s: Allow %q, want %q", tc.method, tc.path, got, tc.allow)
+		}
 	}
 	// Unknown routes answer the same with or without a token: nothing to authenticate.
 	wantErr(t, e.do(t, "GET", "/api/v1/nothing", "", nil), 404, "not_found", "")
