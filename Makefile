@@ -43,9 +43,12 @@ test-run: deps vet windows
 	$(GO) test -race -count=1 -timeout 30m -parallel $(TEST_PARALLEL) $(PKGS)
 
 # go.mod says exactly what the code imports: nothing unused, direct dependencies not marked
-# indirect. internal/layering holds the import rules between the parts of the tree.
+# indirect. internal/layering holds the import rules between the parts of the tree. The API
+# description is linted with Redocly CLI (redocly.yaml; pinned, installed into .tools/).
 lint: vet
 	$(GO) mod tidy -diff
+	@TOKENFLEET_SKIP_SERVICES=1 bash scripts/ensure-deps.sh --lint
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $$(bash scripts/ensure-redocly.sh) lint
 	$(GO) test -count=1 ./internal/layering
 	@test -x $(GOLANGCI) || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 	$(GOLANGCI) run $(PKGS)

@@ -4,6 +4,10 @@
 # and otherwise stops with the exact command to run. Idempotent: cheap when all is there.
 set -euo pipefail
 
+# --lint: also what `make lint` runs (node and npm for the OpenAPI linter).
+lint=0
+[ "${1:-}" = "--lint" ] && lint=1
+
 need_pkgs=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
@@ -11,6 +15,9 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for p in gcc libc6-dev pkg-config libusb-1.0-0-dev softhsm2 opensc openssl sqlite3 gcc-mingw-w64-x86-64; do
   have_pkg "$p" || need_pkgs+=("$p")
 done
+if [ "$lint" = 1 ]; then
+  command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
+fi
 # Broker and database (used by the coordinator, agent and their tests).
 if [ "${TOKENFLEET_SKIP_SERVICES:-}" != "1" ]; then
   command -v rabbitmq-server >/dev/null 2>&1 || need_pkgs+=(rabbitmq-server)
@@ -35,6 +42,11 @@ fi
 if ! command -v go >/dev/null 2>&1; then
   echo "ensure-deps: Go is not on PATH; install Go 1.26 or newer (https://go.dev/dl) and retry" >&2
   exit 1
+fi
+
+# Redocly CLI, pinned, into .tools/ (scripts/ensure-redocly.sh).
+if [ "$lint" = 1 ]; then
+  bash "$(dirname "$0")/ensure-redocly.sh" >/dev/null
 fi
 
 [ "${TOKENFLEET_SKIP_SERVICES:-}" = "1" ] && exit 0
