@@ -39,6 +39,28 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
+# promtool checks the metrics' names and the example alert rules (make lint, the metrics
+# tests). Only the tool is taken from Debian's prometheus package: installing the package
+# would also install, and on most systems start, a Prometheus server.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-deps: installing promtool (taken from the Debian package prometheus) in /usr/local/bin" >&2
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); then
+      apt-get update -qq >/dev/null
+      (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1)
+    fi
+    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+    install -m 0755 "$tmp/usr/bin/promtool" /usr/local/bin/promtool
+    rm -rf "$tmp"
+  else
+    echo "ensure-deps: promtool is missing; install it with:" >&2
+    echo "  sudo apt-get install -y --no-install-recommends prometheus && sudo systemctl disable --now prometheus" >&2
+    echo "  (or put promtool from https://prometheus.io/download/ on PATH)" >&2
+    exit 1
+  fi
+fi
+
 if ! command -v go >/dev/null 2>&1; then
   echo "ensure-deps: Go is not on PATH; install Go 1.26 or newer (https://go.dev/dl) and retry" >&2
   exit 1

@@ -71,7 +71,7 @@ func (d *Dispatcher) onInventory(ctx context.Context, tx *service.JobTx, del *am
 // twice changes nothing) and their refusals are audited at most hourly per agent.
 func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) amqp.Outcome {
 	if _, err := protocol.DecodeBody[protocol.Heartbeat](del.Envelope); err != nil {
-		return amqp.Reject(err)
+		return d.reject(err)
 	}
 	var v verdict
 	err := d.st.InTx(ctx, func(tx store.Tx) error {
@@ -88,7 +88,7 @@ func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) am
 		return amqp.Retry(err)
 	}
 	if v.reject != nil {
-		return amqp.Reject(v.reject)
+		return d.reject(v.reject)
 	}
 	return amqp.Ack()
 }

@@ -74,6 +74,8 @@ type Options struct {
 	HeartbeatTimeout time.Duration // an agent without a heartbeat for this long is offline
 	// BrokerBackoff paces reconnections; zero: the transport's default.
 	BrokerBackoff amqp.Backoff
+	// Observer hears of refusals, dead-lettered messages and signatures; nil: nobody.
+	Observer Observer
 }
 
 // Dispatcher is the coordinator's dispatcher; see the package documentation. It is safe
@@ -135,6 +137,9 @@ func New(o Options) (*Dispatcher, error) {
 	}
 	if o.HeartbeatTimeout <= 0 {
 		o.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	if o.ConnectionName == "" {
 		o.ConnectionName = "tokenfleet-coordinator"

@@ -66,7 +66,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.O
 	case v.later != nil:
 		return amqp.Retry(v.later)
 	case v.reject != nil:
-		return amqp.Reject(v.reject)
+		return d.reject(v.reject)
 	}
 	d.early.forget(del.Envelope.ID)
 	return amqp.Ack()
@@ -187,6 +187,7 @@ func brokerActor(userID string) string {
 // unknown type, wrong version) or whose routing key did not match its envelope.
 func (d *Dispatcher) onRefused(ctx context.Context, r amqp.Refusal) {
 	code := protocol.CodeOf(r.Err)
+	d.opts.Observer.EventRefused(code)
 	var agentID, jobID, typ string
 	if r.Envelope != nil {
 		agentID, jobID, typ = r.Envelope.AgentID, r.Envelope.JobID, string(r.Envelope.Type)

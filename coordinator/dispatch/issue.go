@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
@@ -199,7 +200,9 @@ func (d *Dispatcher) sign(ctx context.Context, tx *service.JobTx, j store.Job, p
 	if err != nil {
 		return nil, refused(err)
 	}
+	start := time.Now()
 	cert, err := d.ca.Sign(ctx, req)
+	d.opts.Observer.Signed(time.Since(start), err)
 	if err != nil {
 		switch ca.CodeOf(err) {
 		case ca.CodeUnavailable:

@@ -87,7 +87,7 @@ func (d *Dispatcher) runConsumer(ctx context.Context, conn *amqp.Conn, queue str
 		senders = amqp.SenderAgentRecordedUsers
 	}
 	opts := amqp.ConsumeOptions{Senders: senders, MaxRetries: consumeMaxRetries, RetryDelay: consumeRetryDelay,
-		OnRefused: d.onRefused}
+		OnRefused: d.onRefused, OnDeadLettered: d.opts.Observer.DeadLettered}
 	for {
 		cons, err := conn.Consume(ctx, queue, opts, d.handleEvent)
 		if err == nil {

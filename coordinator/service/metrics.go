@@ -1,19 +1,27 @@
 package service
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
-// Metrics counts job transitions, decisions and denials for Prometheus. It is an Observer.
+// Metrics counts job transitions, decisions and denials for Prometheus (it is an
+// Observer), and what the dispatcher refuses, dead-letters and has signed (it is the
+// dispatcher's observer too). Gauges read from the database are FleetCollector's.
 type Metrics struct {
 	transitions *prometheus.CounterVec
 	decisions   *prometheus.CounterVec
 	denials     *prometheus.CounterVec
+	refused     *prometheus.CounterVec
+	dead        *prometheus.CounterVec
+	signing     *prometheus.HistogramVec
 }
 
-// NewMetrics registers the service's counters with reg.
+// NewMetrics registers the service's and the dispatcher's counters with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -28,8 +36,21 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "access_denials_total",
 			Help: "Requests refused by a rule, by error code.",
 		}, []string{"code"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "events_refused_total",
+			Help: "Agent messages refused (dead-lettered and audited as message.rejected), by error code.",
+		}, []string{"code"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "messages_dead_lettered_total",
+			Help: "Messages the coordinator moved to the dead-letter queue, by the queue they came from and error code.",
+		}, []string{"queue", "code"}),
+		signing: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "ca_signing_duration_seconds",
+			Help:    "Time the CA took to sign a certificate, by result (ok or error).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.transitions, m.decisions, m.denials} {
+	for _, c := range []prometheus.Collector{m.transitions, m.decisions, m.denials, m.refused, m.dead, m.signing} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -46,3 +67,22 @@ func (m *Metrics) Decision(gate jobs.Gate, verdict jobs.Verdict) {
 }
 
 func (m *Metrics) Denial(code Code) { m.denials.WithLabelValues(string(code)).Inc() }
+
+// EventRefused counts an agent message refused with code.
+func (m *Metrics) EventRefused(code protocol.ErrorCode) {
+	m.refused.WithLabelValues(string(code)).Inc()
+}
+
+// DeadLettered counts a message moved from queue to the dead-letter queue.
+func (m *Metrics) DeadLettered(queue string, code protocol.ErrorCode) {
+	m.dead.WithLabelValues(queue, string(code)).Inc()
+}
+
+// Signed records how long the CA took to sign a certificate, or to fail to.
+func (m *Metrics) Signed(took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.signing.WithLabelValues(result).Observe(took.Seconds())
+}

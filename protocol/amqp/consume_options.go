@@ -96,6 +96,10 @@ type ConsumeOptions struct {
 	// It runs on the consumer's goroutine before the message is dead-lettered and must
 	// return quickly.
 	OnRefused func(ctx context.Context, r Refusal)
+	// OnDeadLettered, if set, hears of every message the consumer dead-lettered (refused,
+	// rejected by the handler, or retried too often), with its code, for metrics. It runs
+	// on the consumer's goroutine and must return quickly.
+	OnDeadLettered func(queue string, code protocol.ErrorCode)
 }
 
 func (o *ConsumeOptions) fill() error {

@@ -32,6 +32,7 @@ func (cons *Consumer) deadLetter(ctx context.Context, sub *subscription, d amqp0
 		if err == nil {
 			logDead("message dead-lettered")
 			cons.ack(d)
+			cons.deadLettered(code)
 			return
 		}
 		if !sub.s.alive() || ctx.Err() != nil {
@@ -44,6 +45,14 @@ func (cons *Consumer) deadLetter(ctx context.Context, sub *subscription, d amqp0
 	logDead("message rejected to the dead-letter queue")
 	if err := d.Nack(false, false); err != nil {
 		cons.log.Debug().Err(err).Str("message_id", d.MessageId).Msg("reject lost with the channel; the broker redelivers the message")
+		return
+	}
+	cons.deadLettered(code)
+}
+
+func (cons *Consumer) deadLettered(code protocol.ErrorCode) {
+	if cons.opts.OnDeadLettered != nil {
+		cons.opts.OnDeadLettered(cons.queue, code)
 	}
 }
 
