@@ -176,6 +176,18 @@ const (
 )
 
 // page reads limit and cursor.
+// boolean reads an optional true or false; absent is false.
+func (q query) boolean(k string) (bool, error) {
+	switch s := q.v.Get(k); s {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	default:
+		return false, bad(k, "%q: want true or false", s)
+	}
+}
+
 func (q query) page() (service.Page, error) {
 	n, err := q.integer("limit", defaultLimit, 1, maxLimit)
 	if err != nil {

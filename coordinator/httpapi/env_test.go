@@ -440,6 +440,13 @@ type jobDetail struct {
 		Detail  string    `json:"detail"`
 		At      time.Time `json:"at"`
 	} `json:"steps"`
+	WaitingReason string    `json:"waiting_reason"`
+	AgentResult   string    `json:"agent_result"`
+	Subject       string    `json:"subject"`
+	SANs          []string  `json:"sans"`
+	TokenURI      string    `json:"token_uri"`
+	AgentOnline   bool      `json:"agent_online"`
+	AgentLastSeen time.Time `json:"agent_last_seen"`
 }
 
 type list[T any] struct {

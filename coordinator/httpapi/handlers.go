@@ -175,7 +175,7 @@ func (a *server) getProfile(w http.ResponseWriter, r *http.Request, u service.Ac
 }
 
 func (a *server) listJobs(w http.ResponseWriter, r *http.Request, u service.Actor) {
-	q, err := parseQuery(r, "limit", "cursor", "state", "organization", "holder", "agent", "kind")
+	q, err := parseQuery(r, "limit", "cursor", "state", "organization", "holder", "agent", "kind", "awaiting_me")
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -185,8 +185,13 @@ func (a *server) listJobs(w http.ResponseWriter, r *http.Request, u service.Acto
 		a.fail(w, err)
 		return
 	}
+	awaiting, err := q.boolean("awaiting_me")
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
 	js, next, err := a.svc.ListJobs(r.Context(), u, service.JobQuery{State: jobs.State(q.get("state")), Kind: jobs.Kind(q.get("kind")),
-		Organization: q.get("organization"), Holder: q.get("holder"), Agent: q.get("agent")}, p)
+		Organization: q.get("organization"), Holder: q.get("holder"), Agent: q.get("agent"), AwaitingMe: awaiting}, p)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -364,7 +369,8 @@ func (a *server) listAudit(w http.ResponseWriter, r *http.Request, u service.Act
 	}
 	out := api.AuditPage{Items: make([]api.AuditEntry, len(es)), NextAfterSeq: next}
 	for i, e := range es {
-		out.Items[i] = api.AuditEntryOf(e)
+		out.Items[i] = api.AuditEntryOf(e.Entry)
+		out.Items[i].ActorName = e.ActorName
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -102,6 +102,7 @@ func TestAuditEndpoint(t *testing.T) {
 			Seq      int64           `json:"seq"`
 			Time     time.Time       `json:"time"`
 			Actor    string          `json:"actor"`
+			Name     string          `json:"actor_name"`
 			Action   string          `json:"action"`
 			Job      string          `json:"job"`
 			Target   string          `json:"target"`
@@ -195,6 +196,7 @@ func TestFleetLists(t *testing.T) {
 		Label        string          `json:"label"`
 		Manufacturer string          `json:"manufacturer"`
 		Model        string          `json:"model"`
+		URI          string          `json:"uri"`
 		Flags        json.RawMessage `json:"flags"`
 		LastSeen     time.Time       `json:"last_seen"`
 	}

@@ -61,7 +61,8 @@ func jobOut(j service.Job) api.Job {
 
 func jobDetailOut(d service.JobDetail) api.JobDetail {
 	out := api.JobDetail{Job: jobOut(d.Job), ApprovalList: []api.JobApproval{}, Timeline: []api.JobEvent{}, Steps: []api.JobStep{},
-		WaitingReason: d.WaitingReason, AgentResult: d.AgentResult}
+		WaitingReason: d.WaitingReason, AgentResult: d.AgentResult, Subject: d.Subject, SANs: d.SANs, TokenURI: d.TokenURI,
+		AgentOnline: d.AgentOnline, AgentLastSeen: d.AgentLastSeen}
 	for _, a := range d.Decisions {
 		out.ApprovalList = append(out.ApprovalList, api.JobApproval{Gate: a.Gate, Approver: a.Approver,
 			Decision: a.Verdict, Reason: a.Reason, At: a.At, Valid: a.Valid})
@@ -83,7 +84,7 @@ func agentOut(a service.Agent) api.Agent {
 
 func tokenOut(t service.Token) api.Token {
 	out := api.Token{Serial: t.Serial, Agent: t.AgentID, Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model,
-		LastSeen: t.LastSeen}
+		URI: t.URI, LastSeen: t.LastSeen}
 	if json.Valid(t.Flags) {
 		out.Flags = t.Flags
 	}

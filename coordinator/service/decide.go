@@ -78,35 +78,15 @@ func (s *Service) decide(ctx context.Context, actor store.User, jobID string, ve
 			return err
 		}
 		out = j
-		p, sp, err := s.profileOfJob(ctx, t, j)
-		if err != nil {
-			return internal(err)
-		}
-		if cur, err := t.GetProfile(ctx, j.ProfileName); err != nil {
-			return err
-		} else if cur.ContentHash != sp.ContentHash {
-			// The approval would be bound to a profile that is no longer the one in force.
-			return t.refuse(ctx, actor, op, j.ID, "", newErr(CodeBindingMismatch, "",
-				"profile %s changed (version %d) since job %s was queued under version %d; queue the job again", j.ProfileName, cur.Version, j.ID, sp.Version))
-		}
-		approvals, err := t.ListApprovals(ctx, j.ID)
-		if err != nil {
-			return err
-		}
-		policy := p.Approval.Policy()
 		vote := jobs.Vote{Verdict: verdict, BindingHash: r.BindingHash, Reason: strings.TrimSpace(r.Reason)}
-		if vote.BindingHash == "" {
-			vote.BindingHash = j.BindingHash
-		}
-		who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganizationID}
-		d, outcome, err := jobs.Decide(policy, j.Rules(j.OrganizationID, approvals), who, vote, t.now)
-		var je *jobs.Error
-		if errors.As(err, &je) && je.Code != jobs.CodeInvalidInput {
-			return t.refuse(ctx, actor, op, j.ID, "", err)
-		}
+		vc, err := s.checkVote(ctx, t, actor, j, vote, t.now)
 		if err != nil {
 			return err
 		}
+		if vc.refusal != nil {
+			return t.refuse(ctx, actor, op, j.ID, "", vc.refusal)
+		}
+		policy, d, outcome := vc.policy, vc.decision, vc.outcome
 		a := store.Approval{JobID: j.ID, Gate: d.Gate, ApproverID: actor.ID, Verdict: d.Verdict, BoundHash: d.BindingHash,
 			Attempt: d.Attempt, Reason: d.Reason, At: t.now}
 		if d.Gate == jobs.GateRequest && policy.ExpiresAfter > 0 {
@@ -142,6 +122,50 @@ func (s *Service) decide(ctx context.Context, actor store.User, jobID string, ve
 		}
 	}
 	return s.jobDetail(ctx, out)
+}
+
+// voteCheck is what the approval rules say of a vote on a job as it stands.
+type voteCheck struct {
+	policy   jobs.Policy
+	decision jobs.Decision // the decision to record
+	outcome  jobs.Outcome  // the gate's outcome with the decision counted
+	refusal  error         // the rules refuse the vote; audited when it was cast
+}
+
+// checkVote applies the approval rules to actor's vote on j: the job's profile must still
+// be the one in force, then jobs.Decide. Deciding and listing what awaits a person's
+// decision both ask it, so the list never shows a job its reader could not decide on.
+// An empty vote binding hash means the job as it is.
+func (s *Service) checkVote(ctx context.Context, r store.Reader, actor store.User, j store.Job, vote jobs.Vote, now time.Time) (voteCheck, error) {
+	p, sp, err := s.profileOfJob(ctx, r, j)
+	if err != nil {
+		return voteCheck{}, internal(err)
+	}
+	if cur, err := r.GetProfile(ctx, j.ProfileName); err != nil {
+		return voteCheck{}, err
+	} else if cur.ContentHash != sp.ContentHash {
+		// The approval would be bound to a profile that is no longer the one in force.
+		return voteCheck{refusal: newErr(CodeBindingMismatch, "",
+			"profile %s changed (version %d) since job %s was queued under version %d; queue the job again", j.ProfileName, cur.Version, j.ID, sp.Version)}, nil
+	}
+	approvals, err := r.ListApprovals(ctx, j.ID)
+	if err != nil {
+		return voteCheck{}, err
+	}
+	policy := p.Approval.Policy()
+	if vote.BindingHash == "" {
+		vote.BindingHash = j.BindingHash
+	}
+	who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganizationID}
+	d, outcome, err := jobs.Decide(policy, j.Rules(j.OrganizationID, approvals), who, vote, now)
+	var je *jobs.Error
+	if errors.As(err, &je) && je.Code != jobs.CodeInvalidInput {
+		return voteCheck{policy: policy, refusal: err}, nil
+	}
+	if err != nil {
+		return voteCheck{}, err
+	}
+	return voteCheck{policy: policy, decision: d, outcome: outcome}, nil
 }
 
 // apply carries out a gate's outcome; it reports whether the gate is still pending.

@@ -79,13 +79,32 @@ func (s *Service) ListCertificates(ctx context.Context, by Actor, q CertificateQ
 	return out, next, nil
 }
 
+// AuditEntry is an audit entry as stored, with the actor's username.
+type AuditEntry struct {
+	audit.Entry
+	ActorName string // username, or the actor as recorded when it is not a user
+}
+
 // MaxAuditPage bounds one page of ListAudit.
 const MaxAuditPage = 5000
 
 // ListAudit returns up to limit audit entries after sequence number afterSeq, as stored,
 // and the sequence number to continue after (0 when this was the last page). Admin and
 // auditor only.
-func (s *Service) ListAudit(ctx context.Context, by Actor, afterSeq int64, limit int) ([]audit.Entry, int64, error) {
+func (s *Service) ListAudit(ctx context.Context, by Actor, afterSeq int64, limit int) ([]AuditEntry, int64, error) {
+	es, next, err := s.listAudit(ctx, by, afterSeq, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	names := newNames(s.st)
+	out := make([]AuditEntry, len(es))
+	for i, e := range es {
+		out[i] = AuditEntry{Entry: e, ActorName: names.user(ctx, e.Actor)}
+	}
+	return out, next, nil
+}
+
+func (s *Service) listAudit(ctx context.Context, by Actor, afterSeq int64, limit int) ([]audit.Entry, int64, error) {
 	actor := by.user
 	if _, err := s.canRead(ctx, actor, resAudit); err != nil {
 		return nil, 0, err

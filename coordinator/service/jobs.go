@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,6 +57,16 @@ type JobDetail struct {
 	// AgentResult is what the agent said of the current attempt's end, once it did
 	// (after a cancel too: the help desk sees that the agent stopped).
 	AgentResult string
+	// Subject and SANs are the names the profile gives the holder now (empty when the
+	// job has no holder or the holder's record no longer renders).
+	Subject string
+	SANs    []string
+	// TokenURI is the PKCS#11 URI of the job's token; "" when the job names none.
+	TokenURI string
+	// AgentOnline and AgentLastSeen are the presence of the job's agent (LastSeen zero:
+	// it never connected).
+	AgentOnline   bool
+	AgentLastSeen time.Time
 }
 
 // DecisionView is one recorded decision.
@@ -320,6 +331,8 @@ type JobQuery struct {
 	Organization string // name
 	Holder       string // username
 	Agent        string
+	// AwaitingMe keeps only the jobs the caller may decide on now, at either gate.
+	AwaitingMe bool
 }
 
 // ListJobs lists jobs, newest first: all of them, or an approver's organisation's.
@@ -367,7 +380,15 @@ func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page)
 	if f.OrganizationID, err = s.narrowList(ctx, actor, sc, f.OrganizationID, "jobs"); err != nil {
 		return nil, "", err
 	}
-	js, next, err := s.st.ListJobs(ctx, f, p)
+	var (
+		js   []store.Job
+		next string
+	)
+	if q.AwaitingMe {
+		js, next, err = s.awaiting(ctx, actor, f, p)
+	} else {
+		js, next, err = s.st.ListJobs(ctx, f, p)
+	}
 	if err != nil {
 		return nil, "", pageErr(err)
 	}
@@ -381,6 +402,56 @@ func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page)
 		out = append(out, v)
 	}
 	return out, next, nil
+}
+
+// awaiting lists the jobs of f that wait for actor's decision: those on which an approval
+// by actor would be taken now, as checkVote, the rule decide applies, says. It walks the
+// store's pages until it has a page of its own; the cursor continues after the last job
+// it returns.
+func (s *Service) awaiting(ctx context.Context, actor store.User, f store.JobFilter, p store.Page) ([]store.Job, string, error) {
+	gates := []jobs.State{jobs.StatePendingApproval, jobs.StateAwaitingCertificate}
+	switch {
+	case len(f.States) == 0:
+		f.States = gates
+	case !slices.Contains(gates, f.States[0]):
+		return nil, "", nil // nothing waits for a decision in that state
+	}
+	limit := p.Limit
+	if limit <= 0 {
+		limit = store.DefaultPageLimit
+	}
+	limit = min(limit, store.MaxPageLimit)
+	now := s.clock()
+	var out []store.Job
+	sp := store.Page{Limit: store.MaxPageLimit, Cursor: p.Cursor}
+	for {
+		page, next, err := s.st.ListJobs(ctx, f, sp)
+		if err != nil {
+			return nil, "", err
+		}
+		for i, j := range page {
+			vc, err := s.checkVote(ctx, s.st, actor, j, jobs.Vote{Verdict: jobs.VerdictApprove}, now)
+			if err != nil {
+				// One job whose profile no longer reads must not hide the others.
+				s.log.Warn().Err(err).Str("job", j.ID).Msg("listing jobs awaiting a decision")
+				continue
+			}
+			if vc.refusal != nil {
+				continue
+			}
+			out = append(out, j)
+			if len(out) == limit {
+				if i == len(page)-1 && next == "" {
+					return out, "", nil
+				}
+				return out, store.JobCursor(j), nil
+			}
+		}
+		if next == "" {
+			return out, "", nil
+		}
+		sp.Cursor = next
+	}
 }
 
 // GetJob returns one job with its decisions, timeline and steps.
@@ -487,5 +558,55 @@ func (s *Service) jobDetail(ctx context.Context, j store.Job) (JobDetail, error)
 		}
 		d.AgentResult = att.ResultSummary
 	}
+	if id, ok := s.identityOf(ctx, n, j, p); ok {
+		d.Subject = id.Subject.String()
+		for _, v := range id.Emails {
+			d.SANs = append(d.SANs, "email:"+v)
+		}
+		for _, v := range id.UPNs {
+			d.SANs = append(d.SANs, "upn:"+v)
+		}
+		for _, v := range id.DNSNames {
+			d.SANs = append(d.SANs, "dns:"+v)
+		}
+	}
+	if j.TokenSerial != "" {
+		tok, err := s.st.GetToken(ctx, j.TokenSerial)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			d.TokenURI = tokenURI("", "", j.TokenSerial, "") // not reported yet: its serial is all that is known
+		case err != nil:
+			return JobDetail{}, AsError(err)
+		default:
+			d.TokenURI = tokenOf(tok).URI
+		}
+	}
+	if j.AgentID != "" {
+		a, err := s.st.GetAgent(ctx, j.AgentID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return JobDetail{}, AsError(err)
+		default:
+			d.AgentOnline, d.AgentLastSeen = a.Online, a.LastSeen
+		}
+	}
 	return d, nil
+}
+
+// identityOf renders the names j's profile gives its holder now; false when the job has
+// no holder or the holder's record does not render (the dispatch says why, in time).
+func (s *Service) identityOf(ctx context.Context, n *names, j store.Job, p profile.Profile) (profile.Identity, bool) {
+	if j.HolderID == "" {
+		return profile.Identity{}, false
+	}
+	holder, err := s.st.GetUser(ctx, j.HolderID)
+	if err != nil {
+		return profile.Identity{}, false
+	}
+	id, err := p.Render(holderOf(holder, n.org(ctx, holder.OrganizationID)))
+	if err != nil {
+		return profile.Identity{}, false
+	}
+	return id, true
 }

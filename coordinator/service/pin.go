@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
@@ -55,8 +56,8 @@ func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]
 		return nil, newErr(CodeConflict, "id", "the user PIN of token %s was set again by job %s: ask for that one", j.TokenSerial, p.JobID)
 	}
 	if !p.Revealed.IsZero() {
-		return nil, newErr(CodeConflict, "id", "the user PIN of job %s was already shown at %s; a PIN is shown once (run unblock_pin for a new one)",
-			j.ID, p.Revealed.Format(time.RFC3339))
+		return nil, newErr(CodeConflict, "id", "the user PIN of job %s was already shown at %s; a PIN is shown once: for a new one, queue an unblock_pin job: %s",
+			j.ID, p.Revealed.Format(time.RFC3339), s.unblockCommand(ctx, j))
 	}
 	pin, err := opener.OpenTokenPIN(p)
 	if err != nil {
@@ -77,4 +78,16 @@ func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]
 		return nil, err
 	}
 	return pin, nil
+}
+
+// unblockCommand is the command line that queues an unblock_pin job for j's token: at
+// the workstation that last reported the token, else at the job's.
+func (s *Service) unblockCommand(ctx context.Context, j store.Job) string {
+	n := newNames(s.st)
+	agent := j.AgentID
+	if tok, err := s.st.GetToken(ctx, j.TokenSerial); err == nil && tok.AgentID != "" {
+		agent = tok.AgentID
+	}
+	return fmt.Sprintf("tokenfleetctl issue --kind %s --holder %s --agent %s --profile %s --token %s",
+		jobs.KindUnblockPIN, n.user(ctx, j.HolderID), agent, j.ProfileName, j.TokenSerial)
 }

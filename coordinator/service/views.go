@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/uri"
 )
 
 // Actor is an authenticated caller, as Authenticate found them: every operation takes
@@ -66,13 +67,21 @@ type Token struct {
 	Label        string
 	Manufacturer string
 	Model        string
+	URI          string          // PKCS#11 URI (RFC 7512) naming the token by what it reports
 	Flags        json.RawMessage // as reported
 	LastSeen     time.Time
 }
 
 func tokenOf(t store.Token) Token {
 	return Token{Serial: t.Serial, AgentID: t.AgentID, Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model,
-		Flags: t.Flags, LastSeen: t.LastSeen}
+		URI: tokenURI(t.Label, t.Manufacturer, t.Serial, t.Model), Flags: t.Flags, LastSeen: t.LastSeen}
+}
+
+// tokenURI is the PKCS#11 URI that selects a token by its CK_TOKEN_INFO fields; what is
+// not known is left out, so a token known by its serial alone is pkcs11:serial=….
+func tokenURI(label, manufacturer, serial, model string) string {
+	u := uri.URI{Token: label, Manufacturer: manufacturer, Serial: serial, Model: model}
+	return u.String()
 }
 
 // convert maps a slice of store rows to their views.

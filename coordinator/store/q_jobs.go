@@ -254,6 +254,10 @@ func (x *q) ListJobs(ctx context.Context, f JobFilter, p Page) ([]Job, string, e
 	return pageOf(out, limit, func(j Job) string { return encodeCursor(cursorTime(j.Created), j.ID) })
 }
 
+// JobCursor is the cursor that continues a job list after j: for callers that filter a
+// page further and stop inside it.
+func JobCursor(j Job) string { return encodeCursor(cursorTime(j.Created), j.ID) }
+
 func (x *q) ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error) {
 	rows, err := x.query(ctx, `SELECT id, job_id, from_state, to_state, attempt, actor, reason, at
 		FROM job_events WHERE job_id = ? ORDER BY id`, jobID)
