@@ -1,6 +1,8 @@
 package apitest_test
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -64,5 +66,43 @@ func TestCheck(t *testing.T) {
 				t.Errorf("error %q does not name %q", err, c.wantErr)
 			}
 		})
+	}
+}
+
+// recorder is a testing.TB that keeps what Errorf reports instead of failing.
+type recorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+// TestHandler: a response the description does not allow fails the test whose request
+// caused it, and reaches the client unchanged.
+func TestHandler(t *testing.T) {
+	rec := &recorder{TB: t}
+	h := apitest.Handler(rec, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(`{"status":"ok","store":"ok","uptime":3}`))
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	res, err := srv.Client().Get(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || string(body) != `{"status":"ok","store":"ok","uptime":3}` {
+		t.Errorf("the client got %d %s", res.StatusCode, body)
+	}
+	if len(rec.errs) != 1 || !strings.Contains(rec.errs[0], "uptime") {
+		t.Errorf("reported %q; want one error naming the undocumented property", rec.errs)
 	}
 }
