@@ -138,6 +138,9 @@ type Config struct {
 	// a drivers/pkcs11/faults.Injector's Wrap to emulate PIN lockouts or to stop the agent
 	// at a chosen PKCS#11 call. Production configurations leave it nil.
 	PKCS11Wrap func(pkcs11.Backend) pkcs11.Backend
+	// MetricsListen, if set, is the address (host:port) where the agent serves Prometheus
+	// metrics at /metrics (package agent/metrics); empty: no listener.
+	MetricsListen string
 }
 
 // Agent is the workstation agent.
@@ -280,10 +283,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if len(mods.mods) > 0 {
 		inv = executor.NewInventory(inventory.Options{Modules: mods.paths(), Registry: a.cfg.Registry, USB: enum, Log: a.log}, mods, a.log)
 	}
+	m := a.newMetrics()
 	ex, err := executor.New(executor.Config{
 		AgentID: a.cfg.ID, Journal: j, Keys: pair, Tokens: mods,
 		FactoryPINs: executor.USBFactoryPINs{USB: enum, Registry: a.cfg.Registry},
-		Inventory:   inv, PollInterval: a.cfg.PollInterval, Log: a.log,
+		Inventory:   inv, PollInterval: a.cfg.PollInterval, Log: a.log, Observer: executorObserver(m),
 	})
 	if err != nil {
 		return err
@@ -327,6 +331,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	defer func() { _ = conn.Close() }()
+	stopMetrics, err := a.serveMetrics(ctx, m, conn, filepath.Join(a.cfg.DataDir, journal.FileName))
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	w := watch.New(watch.Config{PollInterval: a.cfg.PollInterval, Registry: a.cfg.Registry}, watchUSB(enum), mods, a.log)
 	s := &sender{

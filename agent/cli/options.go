@@ -30,6 +30,7 @@ type agentFlags struct {
 	poll         time.Duration
 	heartbeat    time.Duration
 	grace        time.Duration
+	metrics      string
 }
 
 // flagFields maps each flag to the configuration setting it overrides.
@@ -51,6 +52,7 @@ var flagFields = []struct {
 	{"poll-interval", "poll_interval", false},
 	{"heartbeat-interval", "heartbeat_interval", false},
 	{"shutdown-grace", "shutdown_grace", false},
+	{"metrics-listen", "metrics_listen", false},
 }
 
 func (o *agentFlags) register(fs *pflag.FlagSet) {
@@ -68,6 +70,7 @@ func (o *agentFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.poll, "poll-interval", 0, "how often tokens are polled (default 1s)")
 	fs.DurationVar(&o.heartbeat, "heartbeat-interval", 0, "mean time between heartbeats (default 15s)")
 	fs.DurationVar(&o.grace, "shutdown-grace", 0, "how long the outbox is flushed at shutdown (default 10s)")
+	fs.StringVar(&o.metrics, "metrics-listen", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics, e.g. 127.0.0.1:9310 (default: off)")
 }
 
 // load reads the configuration file, if any, and sets the flags given over it.
@@ -115,6 +118,8 @@ func (o *agentFlags) load(cmd *cobra.Command, logLevel string) (config.Config, e
 			cfg.HeartbeatInterval = o.heartbeat
 		case "shutdown-grace":
 			cfg.ShutdownGrace = o.grace
+		case "metrics-listen":
+			cfg.MetricsListen = o.metrics
 		}
 	}
 	return cfg, nil

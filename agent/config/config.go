@@ -49,6 +49,8 @@ type Config struct {
 	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
 	Log               Log           `yaml:"log"`
 	Broker            Broker        `yaml:"broker"`
+	// MetricsListen is where Prometheus metrics are served (host:port); empty: nowhere.
+	MetricsListen string `yaml:"metrics_listen"`
 
 	// origin names where each setting that is not a default came from, by field path.
 	origin map[string]string

@@ -243,3 +243,40 @@ func TestTLSFiles(t *testing.T) {
 		t.Errorf("a certificate without its key: %v", err)
 	}
 }
+
+// metrics_listen is off by default, taken as host:port, and a wrong one names the field
+// and where it came from.
+func TestMetricsListen(t *testing.T) {
+	c := config.Default()
+	c.ID = "ws-01"
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Agent.MetricsListen != "" {
+		t.Errorf("metrics on by default at %q", r.Agent.MetricsListen)
+	}
+	c.MetricsListen = "127.0.0.1:9310"
+	if r, err = c.Resolve(); err != nil || r.Agent.MetricsListen != "127.0.0.1:9310" {
+		t.Errorf("resolved %+v, %v", r, err)
+	}
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(path, []byte("id: ws-01\nmetrics_listen: 9310\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = config.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	want := path + `:2:17: metrics_listen: "9310": want HOST:PORT, e.g. 127.0.0.1:9310`
+	if _, err := c.Resolve(); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %v, want it to start with %s", err, want)
+	}
+	c.MetricsListen = "127.0.0.1:http"
+	c.SetBy("metrics_listen", "--metrics-listen")
+	want = `metrics_listen (--metrics-listen): "127.0.0.1:http": port "http": want a number from 1 to 65535`
+	if _, err := c.Resolve(); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %v, want it to start with %s", err, want)
+	}
+}

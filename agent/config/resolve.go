@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -101,6 +103,13 @@ func (c *Config) Resolve() (*Resolved, error) {
 		r.LogFormat = c.Log.Format
 	default:
 		bad("log.format", "%q: want json or console", c.Log.Format)
+	}
+
+	if c.MetricsListen != "" {
+		if err := checkListen(c.MetricsListen); err != nil {
+			bad("metrics_listen", "%q: %v", c.MetricsListen, err)
+		}
+		a.MetricsListen = c.MetricsListen
 	}
 
 	c.resolveBroker(r, bad)
@@ -210,4 +219,18 @@ func (c *Config) resolveBroker(r *Resolved, bad func(field, format string, args 
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	a.TLS = cfg
+}
+
+// checkListen checks a listen address: host:port, the port a number from 1 to 65535 (an
+// empty host listens on every address).
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT, e.g. 127.0.0.1:9310 (%w)", err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q: want a number from 1 to 65535, e.g. 127.0.0.1:9310", port)
+	}
+	return nil
 }

@@ -145,6 +145,8 @@ type Config struct {
 	// Now is the clock deadlines are judged by; nil means time.Now.
 	Now func() time.Time
 	Log zerolog.Logger
+	// Observer hears how attempts end and how long token steps take; nil: nobody.
+	Observer Observer
 }
 
 // Executor runs jobs. Its methods are safe for concurrent use.
@@ -198,6 +200,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return &Executor{
 		cfg:     cfg,

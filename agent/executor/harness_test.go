@@ -243,6 +243,7 @@ type agentOptions struct {
 	noRun   bool // do not start Run
 	inj     *faults.Injector
 	poll    time.Duration // how often a job waiting for a token looks; 0 for 20ms
+	obs     Observer      // hears how jobs end and token steps take; nil for none
 }
 
 func newAgent(t *testing.T, o agentOptions) *agent {
@@ -292,7 +293,7 @@ func newAgent(t *testing.T, o agentOptions) *agent {
 	a.ex, err = New(Config{
 		AgentID: testAgent, Journal: a.j, Keys: a.pair, Tokens: tokens, FactoryPINs: o.factory,
 		Inventory:    NewInventory(inventoryOptions(), tokens, log),
-		PollInterval: o.poll, Now: o.now, Log: log,
+		PollInterval: o.poll, Now: o.now, Log: log, Observer: o.obs,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -140,9 +140,11 @@ func (r *run) drive(ctx context.Context) error {
 			return errParked
 		}
 		r.log.Debug().Str("step", s.name).Bool("resumed", resumed && i == start).Msg("step")
+		began := time.Now()
 		if err := s.run(r, ctx, resumed && i == start); err != nil {
 			return err
 		}
+		r.e.cfg.Observer.TokenOperation(s.name, r.model(), time.Since(began))
 		if r.job.State.Finished() {
 			return nil
 		}
@@ -400,6 +402,9 @@ func (r *run) update(ctx context.Context, c journal.Change) error {
 				r.e.setActive(r.job.Ref, p.Step)
 			}
 		}
+	}
+	if c.State.Finished() {
+		r.e.cfg.Observer.JobFinished(string(r.job.Kind), outcome(c.State))
 	}
 	job, err := r.e.cfg.Journal.Job(ctx, r.job.Ref)
 	if err != nil {

@@ -96,11 +96,13 @@ func seriesValue(page, series string) (float64, bool) {
 	sc := bufio.NewScanner(strings.NewReader(page))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || name != series {
+		// Label values may hold spaces ("SoftHSM v2"); the value is after the last one.
+		line := sc.Text()
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || line[:i] != series {
 			continue
 		}
-		v, err := strconv.ParseFloat(strings.Fields(value)[0], 64)
+		v, err := strconv.ParseFloat(line[i+1:], 64)
 		return v, err == nil
 	}
 	return 0, false
