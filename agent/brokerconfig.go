@@ -202,8 +202,9 @@ func (w *refusalWatch) status(st amqp.Status) *BrokerConfigError {
 // CheckBroker connects to the broker once as the agent would, with cfg's ID and broker
 // settings, and checks passively that the agent's queue exists. It returns nil when both
 // work, a *BrokerConfigError when the broker refuses the agent for a configuration
-// reason, or another error (the broker unreachable) when ctx ends first.
-func CheckBroker(ctx context.Context, cfg Config, log zerolog.Logger) error {
+// reason, or another error (the broker unreachable) when ctx ends first. It logs nothing:
+// the error says it all.
+func CheckBroker(ctx context.Context, cfg Config) error {
 	if err := protocol.ValidateAgentID(cfg.ID); err != nil {
 		return fmt.Errorf("agent ID: %w", err)
 	}
@@ -225,7 +226,7 @@ func CheckBroker(ctx context.Context, cfg Config, log zerolog.Logger) error {
 				}
 			}
 		},
-		Logger: log,
+		Logger: zerolog.Nop(),
 	})
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
