@@ -1,0 +1,17 @@
+-- The last message the coordinator refused that claimed to come from an agent: what
+-- `tokenfleetctl agents` shows beside an agent that looks merely offline. The sender is
+-- the broker user that published it, which may not be the agent's own: the row says
+-- "messages claiming to be this agent were refused", never that the agent sent them.
+-- Keep this file and ../sqlite/00005_agent_refusals.sql describing the same schema.
+
+-- +goose Up
+ALTER TABLE agents ADD COLUMN refused_at timestamptz;
+ALTER TABLE agents ADD COLUMN refused_code text NOT NULL DEFAULT '';
+ALTER TABLE agents ADD COLUMN refused_sender text NOT NULL DEFAULT '';
+ALTER TABLE agents ADD COLUMN refused_reason text NOT NULL DEFAULT '';
+
+-- +goose Down
+ALTER TABLE agents DROP COLUMN refused_reason;
+ALTER TABLE agents DROP COLUMN refused_sender;
+ALTER TABLE agents DROP COLUMN refused_code;
+ALTER TABLE agents DROP COLUMN refused_at;
