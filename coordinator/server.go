@@ -76,7 +76,10 @@ type Server struct {
 	st      store.Store
 	svc     *service.Service
 	disp    *dispatch.Dispatcher
-	ca      ca.CA
+	ca      ca.CA      // caSwap
+	caSwap  *swapCA    // the CA behind ca, replaced by a reload that moves the CRL URL
+	cert    certHolder // the API's TLS certificate, when it serves TLS
+	crl     *crlMux    // nil when the CA publishes no CRL here
 	cps     *checkpoint.Checkpointer
 	syslog  *checkpoint.SyslogSink // nil without audit.checkpoint_syslog
 	handler http.Handler
@@ -85,6 +88,9 @@ type Server struct {
 
 	mu      sync.Mutex // guards started
 	started bool
+
+	reloadMu sync.Mutex // guards running
+	running  Config     // the configuration in force: cfg with what reloads applied
 
 	closeOnce sync.Once
 	closeErr  error
@@ -101,13 +107,16 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 	}
 	base := log
 	log = log.With().Str("component", "coordinator").Logger()
+	s := &Server{cfg: cfg, running: cfg, log: log, base: base}
 	var tlsConf *tls.Config
 	if cfg.TLSEnabled() {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		cert, err := loadCert(cfg.TLS)
 		if err != nil {
-			return nil, &FieldError{Field: "tls", Msg: fmt.Sprintf("cannot load certificate %s and key %s: %v", cfg.TLS.CertFile, cfg.TLS.KeyFile, err)}
+			return nil, err
 		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.cert.p.Store(cert)
+		// Read at every handshake, so that a reload's certificate serves new connections.
+		tlsConf = &tls.Config{GetCertificate: s.cert.get, MinVersion: tls.VersionTLS12}
 	} else if !IsLoopback(cfg.Listen) {
 		log.Warn().Str("listen", cfg.Listen).
 			Msg("INSECURE: serving plain HTTP on a non-loopback address (--insecure-http); API tokens cross the network in clear")
@@ -122,7 +131,7 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, base: base, st: st}
+	s.st = st
 	if err := s.setup(ctx, tlsConf); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -149,6 +158,7 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 		}
 	}()
 	crlURL := s.cfg.crlURL(ln.Addr().String())
+	s.warnLocalCRL(crlURL)
 	if err := s.setupDispatch(ctx, crlURL); err != nil {
 		return err
 	}

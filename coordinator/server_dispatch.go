@@ -23,19 +23,14 @@ func (s *Server) setupDispatch(ctx context.Context, crlURL string) error {
 		s.log.Warn().Str("file", keyPath).Msg("first start: created the result key agents seal the PINs they set to; " +
 			"back it up, and give the same file to every coordinator sharing this database")
 	}
-	dir := s.cfg.caDir()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return &FieldError{Field: "ca.dir", Msg: err.Error()}
-	}
-	authority, err := ca.New(ctx, ca.Options{Type: ca.TypeBuiltin, DataDir: dir, Revocations: dispatch.Revocations{Store: s.st},
-		Logger: s.base, Builtin: ca.BuiltinOptions{CertFile: s.cfg.CA.CertFile, KeyFile: s.cfg.CA.KeyFile,
-			Name: s.cfg.CA.Name, Organization: s.cfg.CA.Organization, CRLURL: crlURL}})
+	authority, err := s.openCA(ctx, s.cfg, crlURL)
 	if err != nil {
-		return fmt.Errorf("CA: %w", err)
+		return err
 	}
-	s.ca = authority
+	s.caSwap = newSwapCA(authority)
+	s.ca = s.caSwap
 	host, _ := os.Hostname()
-	s.disp, err = dispatch.New(dispatch.Options{Store: s.st, CA: authority, ResultKey: key, BrokerURL: s.cfg.Broker.URL,
+	s.disp, err = dispatch.New(dispatch.Options{Store: s.st, CA: s.ca, ResultKey: key, BrokerURL: s.cfg.Broker.URL,
 		ConnectionName: "tokenfleet-coordinator " + host, AgentUsers: s.cfg.agentUsers(),
 		Logger: s.base.With().Str("component", "dispatch").Logger()})
 	if err != nil {
@@ -46,21 +41,35 @@ func (s *Server) setupDispatch(ctx context.Context, crlURL string) error {
 	return nil
 }
 
+// openCA opens the built-in CA (creating it on first start) naming crlURL in what it
+// issues.
+func (s *Server) openCA(ctx context.Context, cfg Config, crlURL string) (ca.CA, error) {
+	dir := cfg.caDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, &FieldError{Field: "ca.dir", Msg: err.Error()}
+	}
+	authority, err := ca.New(ctx, ca.Options{Type: ca.TypeBuiltin, DataDir: dir, Revocations: dispatch.Revocations{Store: s.st},
+		Logger: s.base, Builtin: ca.BuiltinOptions{CertFile: cfg.CA.CertFile, KeyFile: cfg.CA.KeyFile,
+			Name: cfg.CA.Name, Organization: cfg.CA.Organization, CRLURL: crlURL}})
+	if err != nil {
+		return nil, fmt.Errorf("CA: %w", err)
+	}
+	return authority, nil
+}
+
 // withCRL serves the CA's CRL at the CRL URL's path, without authentication, in front of
-// the API.
+// the API. A reload may move it (Reload).
 func (s *Server) withCRL(api http.Handler, crlURL string) (http.Handler, error) {
-	src, ok := s.ca.(ca.CRLSource)
-	if !ok {
+	if _, ok := s.caSwap.current().(ca.CRLSource); !ok {
 		return api, nil
 	}
 	path, err := crlPath(crlURL)
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle(path, ca.CRLHandler(src, s.base.With().Str("component", "crl").Logger()))
-	mux.Handle("/", api)
-	return mux, nil
+	s.crl = &crlMux{crl: ca.CRLHandler(s.caSwap, s.base.With().Str("component", "crl").Logger()), api: api}
+	s.crl.path.Store(&path)
+	return s.crl, nil
 }
 
 // Dispatcher returns the server's dispatcher.

@@ -57,7 +57,8 @@ func TestSystemdUnits(t *testing.T) {
 	for _, want := range []string{"Type=notify", "NotifyAccess=main", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 		"NoNewPrivileges=yes", "StateDirectory=tokenfleet-agent", "CapabilityBoundingSet=\n", "DevicePolicy=closed",
 		"DeviceAllow=char-usb_device rw", "DeviceAllow=char-hidraw rw", "PrivateDevices=no", "ReadOnlyPaths=-/run/pcscd",
-		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "SystemCallFilter=@system-service", "RestartPreventExitStatus=2"} {
+		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "SystemCallFilter=@system-service", "RestartPreventExitStatus=2",
+		"ExecReload=/bin/kill -HUP $MAINPID"} {
 		if !strings.Contains(systemd.AgentUnit, want) {
 			t.Errorf("the agent unit lacks %q", want)
 		}

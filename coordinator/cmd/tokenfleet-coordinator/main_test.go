@@ -172,10 +172,42 @@ func TestServeRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startProc(t, append(tc.args, "--data", filepath.Join(t.TempDir(), "d"))...)
 			code, out := p.exit(t)
-			if code == 0 || !strings.Contains(out, tc.want) {
-				t.Fatalf("exit %d, output:\n%s\nwant it to mention %q", code, out, tc.want)
+			// 2: a usage or configuration error, which the unit does not restart on.
+			if code != 2 || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want 2; output:\n%s\nwant it to mention %q", code, out, tc.want)
 			}
 		})
+	}
+	for _, args := range [][]string{{"serv"}, {"serve", "extra"}, {"--colour"}} {
+		if code, out := startProc(t, args...).exit(t); code != 2 {
+			t.Errorf("%v: exit %d, want 2:\n%s", args, code, out)
+		}
+	}
+}
+
+// A failure at work, not in the configuration, exits 1: the unit restarts on it.
+func TestServeFailureExitsOne(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A token file without its database: the coordinator refuses to bootstrap over it.
+	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := startProc(t, "serve", "--data", dir, "--listen", "127.0.0.1:0", "--broker", noBroker, "--log-format", "json").exit(t)
+	if code != 1 || !strings.Contains(out, "admin.token exists but the database holds no user") {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		out, err := exec.CommandContext(context.Background(), binary(t), args...).Output()
+		// The test binary is built from the module's working tree with its VCS stamp.
+		if err != nil || !strings.HasPrefix(string(out), "tokenfleet-coordinator ") || !strings.Contains(string(out), "(commit ") {
+			t.Errorf("%v: %v, %q", args, err, out)
+		}
 	}
 }
 
