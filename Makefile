@@ -50,6 +50,9 @@ lint: vet
 	@TOKENFLEET_SKIP_SERVICES=1 bash scripts/ensure-deps.sh --lint
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $$(bash scripts/ensure-redocly.sh) lint
 	$(GO) test -count=1 ./internal/layering
+	promtool check rules examples/prometheus/tokenfleet-alerts.yaml
+	cd examples/prometheus && promtool test rules tokenfleet-alerts.test.yaml
+	$(GO) test -count=1 -run '^(TestMetricsPromtool|TestMetrics)$$' ./coordinator/service ./agent/executor
 	@test -x $(GOLANGCI) || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 	$(GOLANGCI) run $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }

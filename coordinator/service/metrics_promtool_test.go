@@ -1,0 +1,72 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/protocol"
+)
+
+// TestMetricsPromtool: every family the coordinator's service and fleet collector
+// export, each with a value, passes `promtool check metrics` (make lint runs it). Values
+// after real actions are checked by the dispatch package's TestMetrics.
+func TestMetricsPromtool(t *testing.T) {
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	st, err := store.Open(context.Background(), store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "s.db")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc, err := NewFleetCollector(FleetOptions{Store: st, BrokerUp: func() bool { return true }, Logger: log,
+		CRL: func(context.Context) ([]byte, error) { return nil, errors.New("no CRL here") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.MustRegister(fc)
+	m.JobTransition(jobs.StateApproved, jobs.StateDispatched)
+	m.Decision(jobs.GateRequest, jobs.VerdictApprove)
+	m.Denial(CodeForbidden)
+	m.EventRefused(protocol.CodeForgedSender)
+	m.DeadLettered(protocol.EventsQueue, protocol.CodeForgedSender)
+	m.Signed(3*time.Millisecond, nil)
+
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/metrics", nil))
+	page := rec.Body
+	for _, want := range []string{"tokenfleet_coordinator_jobs{", "tokenfleet_coordinator_fleet_stats_up 1",
+		"tokenfleet_coordinator_broker_up 1", "tokenfleet_coordinator_certificates{", "tokenfleet_coordinator_outbox_messages 0"} {
+		if !strings.Contains(page.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool is needed to check the metrics' names: run scripts/ensure-deps.sh (Debian package prometheus): %v", err)
+	}
+	cmd := exec.CommandContext(t.Context(), promtool, "check", "metrics")
+	cmd.Stdin = page
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out.String())
+	}
+}
