@@ -159,7 +159,10 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	}()
 	crlURL := s.cfg.crlURL(ln.Addr().String())
 	s.warnLocalCRL(crlURL)
-	if err := s.setupDispatch(ctx, crlURL); err != nil {
+	if err := s.setupDispatch(ctx, crlURL, m); err != nil {
+		return err
+	}
+	if err := s.registerFleetMetrics(reg); err != nil {
 		return err
 	}
 	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),

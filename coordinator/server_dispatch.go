@@ -13,7 +13,7 @@ import (
 
 // setupDispatch loads (or creates on first start) the coordinator's result key and the
 // built-in CA, and makes the dispatcher. Nothing connects to the broker before Run.
-func (s *Server) setupDispatch(ctx context.Context, crlURL string) error {
+func (s *Server) setupDispatch(ctx context.Context, crlURL string, obs dispatch.Observer) error {
 	keyPath := filepath.Join(s.cfg.DataDir, dispatch.ResultKeyFile)
 	key, created, err := dispatch.LoadOrCreateResultKey(keyPath)
 	if err != nil {
@@ -31,7 +31,7 @@ func (s *Server) setupDispatch(ctx context.Context, crlURL string) error {
 	s.ca = s.caSwap
 	host, _ := os.Hostname()
 	s.disp, err = dispatch.New(dispatch.Options{Store: s.st, CA: s.ca, ResultKey: key, BrokerURL: s.cfg.Broker.URL,
-		ConnectionName: "tokenfleet-coordinator " + host, AgentUsers: s.cfg.agentUsers(),
+		ConnectionName: "tokenfleet-coordinator " + host, AgentUsers: s.cfg.agentUsers(), Observer: obs,
 		Logger: s.base.With().Str("component", "dispatch").Logger()})
 	if err != nil {
 		return err
