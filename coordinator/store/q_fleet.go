@@ -12,13 +12,15 @@ import (
 
 // ---- agents ----
 
-const agentCols = "id, hostname, os, version, public_key, broker_user, enrolled_at, approved_at, approved_by, last_seen_at, last_heartbeat_at, online"
+const agentCols = "id, hostname, os, version, public_key, broker_user, enrolled_at, approved_at, approved_by, last_seen_at, last_heartbeat_at, online, " +
+	"refused_at, refused_code, refused_sender, refused_reason"
 
 func scanAgent(r scanner) (Agent, error) {
 	var a Agent
 	err := r.Scan(&a.ID, &a.Hostname, &a.OS, &a.Version, bytesCol{&a.PublicKey}, strCol{&a.BrokerUser},
 		timeCol{&a.Enrolled}, timeCol{&a.Approved}, &a.ApprovedBy, timeCol{&a.LastSeen},
-		timeCol{&a.LastHeartbeat}, &a.Online)
+		timeCol{&a.LastHeartbeat}, &a.Online,
+		timeCol{&a.LastRefusal.At}, &a.LastRefusal.Code, &a.LastRefusal.Sender, &a.LastRefusal.Reason)
 	return a, err
 }
 
@@ -89,6 +91,18 @@ func (x *q) RecordAgentSeen(ctx context.Context, id string, at time.Time, heartb
 		err = mustAffect(res)
 	}
 	return x.d.wrap("agent "+id+" seen", err)
+}
+
+func (x *q) RecordAgentRefusal(ctx context.Context, id string, r AgentRefusal) error {
+	if err := required("record refusal for agent "+id, "code", r.Code); err != nil {
+		return err
+	}
+	res, err := x.exec(ctx, `UPDATE agents SET refused_at = ?, refused_code = ?, refused_sender = ?, refused_reason = ?
+		WHERE id = ?`, x.d.ts(orNow(r.At)), r.Code, r.Sender, r.Reason, id)
+	if err == nil {
+		err = mustAffect(res)
+	}
+	return x.d.wrap("refusal for agent "+id, err)
 }
 
 func (x *q) SetAgentOffline(ctx context.Context, id string) error {

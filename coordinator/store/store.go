@@ -135,6 +135,9 @@ type Writer interface {
 	// as the last heartbeat.
 	RecordAgentSeen(ctx context.Context, id string, at time.Time, heartbeat bool) error
 	SetAgentOffline(ctx context.Context, id string) error
+	// RecordAgentRefusal records the last message claiming to be agent id that was
+	// refused, replacing the one before; ErrNotFound when no such agent is enrolled.
+	RecordAgentRefusal(ctx context.Context, id string, r AgentRefusal) error
 	// MarkAgentsOffline marks offline every online agent whose last heartbeat is older
 	// than before, and returns how many it marked.
 	MarkAgentsOffline(ctx context.Context, before time.Time) (int64, error)

@@ -63,6 +63,19 @@ type Agent struct {
 	LastSeen      time.Time // last message of any kind
 	LastHeartbeat time.Time
 	Online        bool
+	// LastRefusal is the last message claiming to be this agent that the coordinator
+	// refused; zero At when there was none.
+	LastRefusal AgentRefusal
+}
+
+// AgentRefusal is a message the coordinator refused that claimed to come from an agent.
+// Anyone who may publish events can claim any agent ID: Sender, the broker user that
+// published it (as the broker vouches for it), says who it really came from.
+type AgentRefusal struct {
+	At     time.Time
+	Code   string // the protocol error code it was dead-lettered with
+	Sender string // the publishing broker user; "" when the message carried none
+	Reason string
 }
 
 // Token is a hardware token as last reported by an agent.

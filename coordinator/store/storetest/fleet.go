@@ -71,6 +71,19 @@ func testAgents(t *testing.T, h *harness) {
 	wantErr(t, try(h, func(tx store.Tx) (store.Agent, error) {
 		return tx.UpdateAgent(h.ctx, store.Agent{ID: "nope", Hostname: "h"})
 	}), store.ErrNotFound)
+
+	// The last refused message claiming to be the agent replaces the one before; an
+	// update of the agent leaves it.
+	first := store.AgentRefusal{At: base.Add(3 * time.Minute), Code: "forged_sender", Sender: "guest", Reason: "user_id is not the agent's"}
+	last := store.AgentRefusal{At: base.Add(4 * time.Minute), Code: "forged_sender", Sender: "agent-ws-0099", Reason: "the envelope claims agent ws-0042"}
+	h.tx(t, func(tx store.Tx) error { return tx.RecordAgentRefusal(h.ctx, a.ID, first) })
+	h.tx(t, func(tx store.Tx) error { return tx.RecordAgentRefusal(h.ctx, a.ID, last) })
+	up = do(t, h, func(tx store.Tx) (store.Agent, error) { return tx.UpdateAgent(h.ctx, a2) })
+	last.At = stored(last.At)
+	equal(t, "refusal", up.LastRefusal, last)
+	equal(t, "refusal read back", must(h.s.GetAgent(h.ctx, a.ID))(t).LastRefusal, last)
+	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAgentRefusal(h.ctx, "nope", last) }), store.ErrNotFound)
+	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAgentRefusal(h.ctx, a.ID, store.AgentRefusal{}) }), store.ErrInvalid)
 }
 
 func testAgentList(t *testing.T, h *harness) {
