@@ -495,13 +495,16 @@ func (a *Agent) watchTokens(events <-chan watch.Event, changed chan<- struct{}) 
 	}
 }
 
+// StatusConnected begins the status line (Config.Status) of a connection the broker took.
+const StatusConnected = "connected to "
+
 // connectionStatus reports the connection's state changes: logs for what the transport
 // does not say itself, and the status line for the service manager.
 func (a *Agent) connectionStatus(st amqp.Status) {
 	var line string
 	switch st.State {
 	case amqp.StateConnected:
-		line = "connected to " + a.endpoint
+		line = StatusConnected + a.endpoint
 	case amqp.StateConnecting:
 		return
 	case amqp.StateDisconnected:

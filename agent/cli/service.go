@@ -21,6 +21,9 @@ const (
 	StatusRunning      = 0
 	StatusStopped      = 3
 	StatusNotInstalled = 4
+	// StatusUnknown is LSB's "status unknown", the same 4: the service manager could not
+	// say, or there is none.
+	StatusUnknown = 4
 )
 
 // serviceConfig describes the service to the service manager; args are what it runs with.
@@ -177,12 +180,16 @@ func statusCommand(e *env) *cobra.Command {
 		Short: "Say whether the agent's service is running",
 		Long: `Say whether the agent's service is running.
 
-Exit status (as LSB init scripts): 0 running, 3 stopped, 4 not installed, 1 unknown.`,
+Exit status (as LSB init scripts): 0 running, 3 stopped, 4 not installed or unknown
+(also where there is no service manager the agent can be installed with: no systemd).`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			s, err := serviceFor(nil)
 			if err != nil {
-				return err
+				// Nothing could have installed the service here.
+				fmt.Fprintf(e.stdout, "%s: not installed\n", ServiceName)
+				fmt.Fprintf(e.stderr, "tokenfleet-agent: status: %v\n", err)
+				return exitError{StatusNotInstalled}
 			}
 			st, err := s.Status()
 			switch {
@@ -190,7 +197,9 @@ Exit status (as LSB init scripts): 0 running, 3 stopped, 4 not installed, 1 unkn
 				fmt.Fprintf(e.stdout, "%s: not installed\n", ServiceName)
 				return exitError{StatusNotInstalled}
 			case err != nil:
-				return fmt.Errorf("status: %s", oneLine(err))
+				fmt.Fprintf(e.stdout, "%s: state unknown\n", ServiceName)
+				fmt.Fprintf(e.stderr, "tokenfleet-agent: status: %s\n", oneLine(err))
+				return exitError{StatusUnknown}
 			case st == service.StatusRunning:
 				fmt.Fprintf(e.stdout, "%s: running\n", ServiceName)
 				return nil
@@ -199,7 +208,7 @@ Exit status (as LSB init scripts): 0 running, 3 stopped, 4 not installed, 1 unkn
 				return exitError{StatusStopped}
 			}
 			fmt.Fprintf(e.stdout, "%s: state unknown\n", ServiceName)
-			return exitError{ExitError}
+			return exitError{StatusUnknown}
 		},
 	}
 }

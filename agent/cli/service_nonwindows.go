@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"syscall"
 
 	"github.com/kardianos/service"
 	"github.com/rs/zerolog"
@@ -37,3 +39,6 @@ func runService(ctx context.Context, _ zerolog.Logger, run func(context.Context)
 func logOutput(_ string, stderr io.Writer) (io.Writer, func(), error) {
 	return stderr, func() {}, nil
 }
+
+// reloadSignals make `run` read its configuration again.
+var reloadSignals = []os.Signal{syscall.SIGHUP}

@@ -93,3 +93,7 @@ func logOutput(dataDir string, stderr io.Writer) (io.Writer, func(), error) {
 	}
 	return f, func() { _ = f.Close() }, nil
 }
+
+// reloadSignals: Windows has no SIGHUP; a restart of the service applies a new
+// configuration.
+var reloadSignals []os.Signal

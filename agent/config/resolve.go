@@ -26,6 +26,8 @@ type Resolved struct {
 	Agent     agent.Config
 	LogLevel  zerolog.Level
 	LogFormat string // "json", "console" or "" (choose by the output)
+	// ClientCert is the broker TLS client certificate Agent.TLS presents; nil without one.
+	ClientCert *ClientCert
 	// Warnings are for the operator: the configuration works, but not as it should.
 	Warnings []string
 }
@@ -216,7 +218,9 @@ func (c *Config) resolveBroker(r *Resolved, bad func(field, format string, args 
 		if err != nil {
 			bad("broker.cert_file", "%v", err)
 		}
-		cfg.Certificates = []tls.Certificate{pair}
+		// Read at each handshake: a reload swaps it (Resolved.Reload).
+		r.ClientCert = NewClientCert(&pair)
+		cfg.GetClientCertificate = r.ClientCert.Get
 	}
 	a.TLS = cfg
 }

@@ -45,7 +45,8 @@ func New(w io.Writer, format string, level *Level) zerolog.Logger {
 	}
 	// The logger itself lets everything through; the writer drops what is below the level
 	// of the moment, so that a change reaches the copies the components hold.
-	return zerolog.New(filter{w: zerolog.LevelWriterAdapter{Writer: out}, level: level}).
+	// Components log from their own goroutines; not every writer is safe for that.
+	return zerolog.New(filter{w: zerolog.LevelWriterAdapter{Writer: zerolog.SyncWriter(out)}, level: level}).
 		Level(zerolog.TraceLevel).With().Timestamp().Logger()
 }
 
