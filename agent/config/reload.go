@@ -8,7 +8,9 @@ import (
 
 // ClientCert is the broker TLS client certificate, read at every handshake, so that a
 // reload's certificate is the one the next connection presents.
-type ClientCert struct{ p atomic.Pointer[tls.Certificate] }
+type ClientCert struct {
+	p atomic.Pointer[tls.Certificate]
+}
 
 // NewClientCert holds c.
 func NewClientCert(c *tls.Certificate) *ClientCert {
@@ -18,7 +20,9 @@ func NewClientCert(c *tls.Certificate) *ClientCert {
 }
 
 // Get is a tls.Config's GetClientCertificate.
-func (h *ClientCert) Get(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return h.p.Load(), nil }
+func (h *ClientCert) Get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return h.p.Load(), nil
+}
 
 // Current returns the certificate held.
 func (h *ClientCert) Current() *tls.Certificate { return h.p.Load() }
