@@ -180,9 +180,9 @@ type JobDetail struct {
 	SANs    []string `json:"sans,omitempty"` // "email:…", "upn:…", "dns:…"
 	// TokenURI is the PKCS#11 URI (RFC 7512) of the job's token, when the job names one.
 	TokenURI string `json:"token_uri,omitempty"`
-	// AgentOnline and AgentLastSeen are the presence of the job's agent; AgentLastSeen
-	// is absent when the agent never connected.
-	AgentOnline   bool      `json:"agent_online"`
+	// AgentPresence is the presence of the job's agent: online, offline or
+	// never_connected; AgentLastSeen is absent when it never connected.
+	AgentPresence string    `json:"agent_presence"`
 	AgentLastSeen time.Time `json:"agent_last_seen,omitzero"`
 }
 

@@ -130,6 +130,9 @@ func (c *Client) ListJobs(ctx context.Context, f JobFilter, p Page) (JobList, er
 	set(q, "holder", f.Holder)
 	set(q, "agent", f.Agent)
 	set(q, "kind", string(f.Kind))
+	if f.AwaitingMe {
+		q.Set("awaiting_me", "true")
+	}
 	var l JobList
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/api/v1/jobs", query: q, out: &l})
 	return l, err
@@ -157,6 +160,13 @@ func (c *Client) GetJob(ctx context.Context, id string) (JobDetail, error) {
 // Approve records the caller's approval at the gate the job waits at.
 func (c *Client) Approve(ctx context.Context, id, reason string) (JobDetail, error) {
 	return c.decide(ctx, id, "approve", Decision{Reason: reason})
+}
+
+// ApproveReviewed records the caller's approval of the job as they reviewed it: d's
+// BindingHash is the job's binding_hash they saw, and the server refuses the approval
+// (binding_mismatch) when the job has changed since.
+func (c *Client) ApproveReviewed(ctx context.Context, id string, d Decision) (JobDetail, error) {
+	return c.decide(ctx, id, "approve", d)
 }
 
 // Reject rejects the job; the server requires a reason.

@@ -63,6 +63,8 @@ type JobFilter struct {
 	Holder       string // holder username
 	Agent        string
 	Kind         jobs.Kind
+	// AwaitingMe keeps the jobs that wait for the caller's decision.
+	AwaitingMe bool
 }
 
 // TokenFilter narrows a list of tokens.

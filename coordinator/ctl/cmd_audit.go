@@ -26,7 +26,10 @@ func auditListCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list [--after SEQ] [--limit N] [--all]",
 		Short: "List audit entries in sequence order, as stored (unverified: see audit verify)",
-		Args:  exactArgs(),
+		Long: `List audit entries in sequence order, as stored (unverified: see audit verify). The
+ACTOR column shows usernames; --json gives each entry as the chain holds it, the actor's
+ID in actor and the username in actor_name.`,
+		Args: exactArgs(),
 	}
 	lf := addListFlags(cmd, "audit entries")
 	cmd.Flags().Int64Var(&after, "after", 0, "start after this sequence number")
@@ -48,7 +51,11 @@ func auditListCommand(e *env) *cobra.Command {
 		return list(e, lf, c.AuditEntries(cmd.Context(), after, pageSize), func(es []client.AuditEntry) error {
 			t := newTable(e.stdout, "SEQ", "TIME", "ACTOR", "ACTION", "JOB", "TARGET", "REASON")
 			for _, en := range es {
-				t.row(strconv.FormatInt(en.Seq, 10), timeText(en.Time), en.Actor, en.Action, en.Job, en.Target, en.Reason)
+				actor := en.ActorName
+				if actor == "" {
+					actor = en.Actor // a coordinator that does not name actors
+				}
+				t.row(strconv.FormatInt(en.Seq, 10), timeText(en.Time), actor, en.Action, en.Job, en.Target, en.Reason)
 			}
 			return t.flush()
 		})

@@ -18,20 +18,30 @@ func issueCommand(e *env) *cobra.Command {
 		req      client.JobCreate
 		kind     string
 		deadline string
+		token    string
 		asJSON   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "issue --holder H --agent A --profile P [--token-serial S] [--kind K]",
+		Use:   "issue --holder H --agent A --profile P [--token URI|SERIAL] [--kind K]",
 		Short: "Queue a job for a holder at a workstation and print its ID (helpdesk, admin)",
 		Long: `Queue a job: issue a token of profile P for holder H at the workstation of agent A.
 Only the new job's ID is printed, so it can be captured: JOB=$(tokenfleetctl issue ...).
 A new job for the same holder, profile and target supersedes an open one.
-Kinds: ` + joinStrings(jobs.Kinds(), ", ") + `.`,
+Kinds: ` + joinStrings(jobs.Kinds(), ", ") + `.
+
+--token names the token to use among those agent A last reported (tokenfleetctl tokens
+--agent A): by serial, or by PKCS#11 URI (RFC 7512) such as
+"pkcs11:model=Rutoken%20ECP;serial=0123abcd"; a URI must match exactly one token. Here
+--token is the target token, not the API token: pass that with --token-file or
+$TOKENFLEET_TOKEN. --token-serial names a token the agent has not reported yet.`,
 		Args: exactArgs(),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			req.Kind = jobs.Kind(kind)
 			if !jobs.KnownKind(req.Kind) {
 				return usageErrorf("--kind %q: want one of %s", kind, joinStrings(jobs.Kinds(), ", "))
+			}
+			if token != "" && req.TokenSerial != "" {
+				return usageErrorf("pass --token or --token-serial, not both")
 			}
 			if deadline != "" {
 				t, err := e.parseDeadline(deadline)
@@ -43,6 +53,11 @@ Kinds: ` + joinStrings(jobs.Kinds(), ", ") + `.`,
 			c, err := e.newClient(e.conn)
 			if err != nil {
 				return err
+			}
+			if token != "" {
+				if req.TokenSerial, err = resolveToken(cmd.Context(), c, req.Agent, token); err != nil {
+					return err
+				}
 			}
 			j, err := c.CreateJob(cmd.Context(), req)
 			if err != nil {
@@ -62,7 +77,8 @@ Kinds: ` + joinStrings(jobs.Kinds(), ", ") + `.`,
 	f.StringVar(&req.Holder, "holder", "", "holder's username (required)")
 	f.StringVar(&req.Agent, "agent", "", "agent ID of the target workstation (required)")
 	f.StringVar(&req.Profile, "profile", "", "profile name (required)")
-	f.StringVar(&req.TokenSerial, "token-serial", "", "serial of the token to use (default: any token the profile allows)")
+	f.StringVar(&token, "token", "", "the token to use, among those the agent reported: its serial or a PKCS#11 URI (default: any token the profile allows)")
+	f.StringVar(&req.TokenSerial, "token-serial", "", "serial of a token the agent has not reported yet")
 	f.StringVar(&kind, "kind", string(jobs.KindIssue), "job kind")
 	f.StringVar(&deadline, "deadline", "", "deadline: RFC 3339 time or a span from now (72h, 3d); default: the profile's expires_after")
 	f.BoolVar(&asJSON, "json", false, "print the created job as JSON instead of its ID")
@@ -84,12 +100,20 @@ func (e *env) parseDeadline(s string) (time.Time, error) {
 }
 
 func jobsCommand(e *env) *cobra.Command {
-	var state, org, holder, agent, kind string
+	var (
+		state, org, holder, agent, kind string
+		awaitingMe                      bool
+	)
 	cmd := &cobra.Command{
-		Use:   "jobs [--state S] [--org O] [--holder H] [--agent A] [--kind K] [--limit N] [--all]",
+		Use:   "jobs [--state S] [--org O] [--holder H] [--agent A] [--kind K] [--awaiting-me] [--limit N] [--all]",
 		Short: "List jobs, newest first",
 		Long: `List jobs, newest first.
-States: ` + joinStrings(jobs.States(), ", ") + `.`,
+States: ` + joinStrings(jobs.States(), ", ") + `.
+
+--awaiting-me lists the jobs that wait for your decision: those tokenfleetctl approve
+would take from you now, by the coordinator's own rules (your role and organisation,
+never your own request or token, one decision per person), at the request gate or, for
+a CA operator, before signing.`,
 		Args: exactArgs(),
 	}
 	lf := addListFlags(cmd, "jobs")
@@ -99,6 +123,7 @@ States: ` + joinStrings(jobs.States(), ", ") + `.`,
 	f.StringVar(&holder, "holder", "", "only jobs for this holder (username)")
 	f.StringVar(&agent, "agent", "", "only jobs for this agent")
 	f.StringVar(&kind, "kind", "", "only jobs of this kind")
+	f.BoolVar(&awaitingMe, "awaiting-me", false, "only jobs that wait for your decision")
 	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
 		if err := lf.check(cmd); err != nil {
 			return err
@@ -113,7 +138,11 @@ States: ` + joinStrings(jobs.States(), ", ") + `.`,
 		if err != nil {
 			return err
 		}
-		filter := client.JobFilter{State: jobs.State(state), Organization: org, Holder: holder, Agent: agent, Kind: jobs.Kind(kind)}
+		filter := client.JobFilter{State: jobs.State(state), Organization: org, Holder: holder, Agent: agent, Kind: jobs.Kind(kind),
+			AwaitingMe: awaitingMe}
+		if awaitingMe {
+			lf.what = "jobs awaiting your decision"
+		}
 		return list(e, lf, c.AllJobs(cmd.Context(), filter, lf.pageSize()), func(js []client.Job) error {
 			t := newTable(e.stdout, "ID", "KIND", "STATE", "HOLDER", "PROFILE", "AGENT", "APPROVALS", "REQUESTER", "UPDATED")
 			for _, j := range js {
@@ -161,12 +190,24 @@ func printJob(e *env, d client.JobDetail) error {
 	t.row("Holder", d.Holder)
 	t.row("Organization", d.Organization)
 	t.row("Profile", d.Profile+hashSuffix(d.ProfileHash))
-	t.row("Agent", d.Agent)
+	t.row("Agent", d.Agent+agentPresence(d, now))
 	tokenSerial := d.TokenSerial
 	if tokenSerial == "" {
 		tokenSerial = "any the profile allows"
 	}
 	t.row("Token", tokenSerial)
+	if d.TokenURI != "" {
+		t.row("Token URI", d.TokenURI)
+	}
+	if d.Subject != "" {
+		t.row("Subject", d.Subject)
+	}
+	if len(d.SANs) > 0 {
+		t.row("SANs", strings.Join(d.SANs, ", "))
+	}
+	if d.BindingHash != "" {
+		t.row("Binding hash", d.BindingHash)
+	}
 	t.row("Requester", d.Requester)
 	t.row("Approvals", d.Approvals)
 	t.row("Attempt", strconv.Itoa(d.Attempt))
@@ -247,12 +288,21 @@ func decisionCommand(e *env, verb string) *cobra.Command {
 	var (
 		reason string
 		asJSON bool
+		yes    bool
 	)
-	var short, use, past string
+	var short, use, past, long string
 	switch verb {
 	case "approve":
-		use, past = "approve ID [--reason R]", "approved"
+		use, past = "approve ID [--reason R] [--yes]", "approved"
 		short = "Approve a job at the gate it waits at (approver or CA operator; never your own request)"
+		long = short + `.
+
+Before approving, print what is approved: the holder, the certificate subject and SANs,
+the profile, the target agent and token, and the binding hash. The approval is bound to
+that hash, so a job changed in the meantime is refused (binding_mismatch), never
+approved unseen. On a terminal, ask for confirmation first (the summary and the question
+on standard error); --yes skips the question, for scripts, and without a terminal
+nothing is asked.`
 	case "reject":
 		use, past = "reject ID --reason R", "rejected"
 		short = "Reject a job; one rejection ends it, and a reason is required"
@@ -263,6 +313,7 @@ func decisionCommand(e *env, verb string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
+		Long:  long,
 		Args:  exactArgs("ID"),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
 			if verb == "reject" && strings.TrimSpace(reason) == "" {
@@ -276,7 +327,7 @@ func decisionCommand(e *env, verb string) *cobra.Command {
 			var d client.JobDetail
 			switch verb {
 			case "approve":
-				d, err = c.Approve(ctx, id, reason)
+				d, err = e.approve(ctx, c, id, reason, yes, asJSON)
 			case "reject":
 				d, err = c.Reject(ctx, id, reason)
 			default:
@@ -305,5 +356,22 @@ func decisionCommand(e *env, verb string) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", help)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the job as JSON")
+	if verb == "approve" {
+		cmd.Flags().BoolVarP(&yes, "yes", "y", false, "approve without asking for confirmation")
+	}
 	return cmd
+}
+
+// agentPresence is " (online)", " (offline, last seen 3h ago)" or " (never connected)";
+// "" when the coordinator does not say.
+func agentPresence(d client.JobDetail, now time.Time) string {
+	switch d.AgentPresence {
+	case "online":
+		return " (online)"
+	case "never_connected":
+		return " (never connected)"
+	case "offline":
+		return " (offline, last seen " + relText(d.AgentLastSeen, now) + ")"
+	}
+	return ""
 }

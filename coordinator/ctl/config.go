@@ -59,6 +59,8 @@ type connection struct {
 	token  string
 	caFile string
 	source string // the config file used, for messages; "" when none
+	// tokenFrom and caFrom say where the token and the CA file came from, for messages.
+	tokenFrom, caFrom string
 }
 
 // defaultConfigPath returns where the config file is looked for without --config, or ""
@@ -134,14 +136,16 @@ func (e *env) resolve(f connFlags) (connection, error) {
 
 	switch {
 	case f.token != "":
-		c.token = f.token
+		c.token, c.tokenFrom = f.token, "--token"
 	case f.tokenFile != "":
+		c.tokenFrom = "--token-file " + f.tokenFile
 		c.token, err = e.readToken(f.tokenFile)
 	case e.getenv(EnvToken) != "":
-		c.token = e.getenv(EnvToken)
+		c.token, c.tokenFrom = e.getenv(EnvToken), "$"+EnvToken
 	case fc.Token != "":
-		c.token = fc.Token
+		c.token, c.tokenFrom = fc.Token, "token in "+source
 	case fc.TokenFile != "":
+		c.tokenFrom = "token_file " + fc.TokenFile + " (in " + source + ")"
 		c.token, err = e.readToken(fc.TokenFile)
 	}
 	if err != nil {
@@ -153,6 +157,12 @@ func (e *env) resolve(f connFlags) (connection, error) {
 	}
 
 	c.caFile = first(f.caFile, fc.CAFile)
+	switch {
+	case strings.TrimSpace(f.caFile) != "":
+		c.caFrom = "--ca-file " + c.caFile
+	case c.caFile != "":
+		c.caFrom = "ca_file " + c.caFile + " (in " + source + ")"
+	}
 	return c, nil
 }
 
@@ -184,6 +194,7 @@ func (e *env) newClient(f connFlags) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.resolved = c
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if c.caFile != "" {
 		pem, err := os.ReadFile(c.caFile)

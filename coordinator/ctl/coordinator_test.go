@@ -9,6 +9,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
+	"github.com/tokenfleet/tokenfleet/coordinator/ctl"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 )
 
@@ -84,16 +85,27 @@ func TestAgainstCoordinator(t *testing.T) {
 		t.Errorf("jobs --state pending_approval:\n%s", jobsOut)
 	}
 
+	// approvers see what waits for their decision, by the rules approve applies.
+	if out := ok(appr1, "jobs", "--awaiting-me"); !strings.Contains(out, id+"  issue  pending_approval") {
+		t.Errorf("jobs --awaiting-me of appr1:\n%s", out)
+	}
+	for _, env := range []map[string]string{op, appr2} {
+		if out := ok(env, "jobs", "--awaiting-me"); out != "no jobs awaiting your decision\n" {
+			t.Errorf("jobs --awaiting-me of the requester or another organisation's approver: %q", out)
+		}
+	}
 	for _, tt := range []struct {
 		env  map[string]string
 		code string
 	}{{op, "self_approval"}, {appr2, "out_of_scope"}} {
 		r := runCtl(t, tt.env, "", "approve", id)
-		if r.code != 1 || !strings.HasPrefix(r.stderr, "tokenfleetctl: approve: "+tt.code+": ") || strings.Count(r.stderr, "\n") != 1 || r.stdout != "" {
+		if r.code != 1 || !strings.HasPrefix(r.stderr, "tokenfleetctl: approve: "+tt.code+": ") || strings.Count(r.stderr, "\n") != 1 {
 			t.Errorf("approve as the wrong person: exit %d stdout %q stderr %q, want code %s", r.code, r.stdout, r.stderr, tt.code)
 		}
 	}
-	if out := ok(appr1, "approve", id, "--reason", "checked"); out != "job "+id+" approved: state approved, approvals 1/1\n" {
+	out = ok(appr1, "approve", id, "--reason", "checked")
+	if !strings.HasSuffix(out, "\njob "+id+" approved: state approved, approvals 1/1\n") ||
+		!strings.Contains(out, "  Subject       CN=Alice Holder,O=acme\n") || !strings.Contains(out, "  Binding hash  ") {
 		t.Errorf("approve printed %q", out)
 	}
 	show := ok(op, "job", "show", id)
@@ -115,8 +127,9 @@ func TestAgainstCoordinator(t *testing.T) {
 
 	// watch follows the job until it ends: here, cancelled by its requester.
 	r = runCtl(t, op, "", "job", "watch", id, "--timeout", "300ms", "--interval", "100ms")
-	if r.code != 1 || !strings.Contains(r.stdout, "approved; being sent to agent ws-01") ||
-		!strings.Contains(r.stderr, "is still approved") {
+	if r.code != ctl.ExitGaveUp || !strings.Contains(r.stdout, "approved; being sent to agent ws-01") ||
+		!strings.Contains(r.stdout, "agent ws-01 has never connected") ||
+		!strings.HasPrefix(r.stderr, "tokenfleetctl: job watch: gave up after 300ms: job "+id+" is still approved") {
 		t.Errorf("watch of a job that does not move: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
 	ok(op, "cancel", id, "--reason", "wrong holder")
@@ -138,7 +151,8 @@ func TestAgainstCoordinator(t *testing.T) {
 		t.Errorf("audit verify printed %q", verified)
 	}
 	list := ok(admin, "audit", "list", "--all")
-	if !strings.Contains(list, "job.approved") || !strings.HasPrefix(list, "SEQ  TIME ") {
+	if !strings.Contains(list, "job.approved") || !strings.HasPrefix(list, "SEQ  TIME ") ||
+		!regexp.MustCompile(`\n\d+ +\S+ +appr1 +job\.approved `).MatchString(list) {
 		t.Errorf("audit list:\n%s", list)
 	}
 }

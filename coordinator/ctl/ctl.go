@@ -24,6 +24,7 @@ const (
 	ExitError    = 1 // the command ran and failed: refused by the coordinator, unreachable, bad input
 	ExitUsage    = 2 // the command line is wrong
 	ExitTampered = 3 // audit verify found the audit chain broken, or contradicting a kept checkpoint
+	ExitGaveUp   = 4 // job watch: --timeout passed before the job ended
 )
 
 // Env is what a run gets from outside.
@@ -35,6 +36,9 @@ type Env struct {
 	Getenv func(string) string
 	// Now is the clock for relative times; nil is time.Now.
 	Now func() time.Time
+	// IsTerminal reports whether Stdin is a terminal, where approve asks for
+	// confirmation; nil checks the file behind Stdin.
+	IsTerminal func(io.Reader) bool
 }
 
 // env is the run's state shared by the commands.
@@ -43,7 +47,9 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	now            func() time.Time
+	isTerminal     func(io.Reader) bool
 	conn           connFlags
+	resolved       connection // the connection of the last client made, for hints on its errors
 }
 
 func (e *env) warnf(format string, args ...any) {
@@ -82,7 +88,7 @@ func run(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, [
 // Main runs tokenfleetctl with args (without the program name) and returns the exit
 // status. Errors are reported on one line of e.Stderr.
 func Main(ctx context.Context, args []string, e Env) int {
-	en := &env{stdin: e.Stdin, stdout: e.Stdout, stderr: e.Stderr, getenv: e.Getenv, now: e.Now}
+	en := &env{stdin: e.Stdin, stdout: e.Stdout, stderr: e.Stderr, getenv: e.Getenv, now: e.Now, isTerminal: e.IsTerminal}
 	if en.stdin == nil {
 		en.stdin = strings.NewReader("")
 	}
@@ -98,6 +104,9 @@ func Main(ctx context.Context, args []string, e Env) int {
 	if en.now == nil {
 		en.now = time.Now
 	}
+	if en.isTerminal == nil {
+		en.isTerminal = isTerminal
+	}
 
 	root := newRoot(en)
 	root.SetArgs(args)
@@ -110,13 +119,20 @@ func Main(ctx context.Context, args []string, e Env) int {
 	if name != "" {
 		prefix += name + ": "
 	}
-	msg := oneLine(err.Error())
 	var re runError
+	if errors.As(err, &re) {
+		err = en.explain(err)
+	}
+	msg := oneLine(err.Error())
+	var gaveUp gaveUpError
 	switch {
 	case errors.As(err, &re):
 		fmt.Fprintln(en.stderr, prefix+msg)
 		if errors.Is(err, audit.ErrTampered) {
 			return ExitTampered
+		}
+		if errors.As(err, &gaveUp) {
+			return ExitGaveUp
 		}
 		return ExitError
 	default:
@@ -151,7 +167,7 @@ decision commands prints the API's objects. Times are UTC (RFC 3339).
 Exit status: 0 success, 1 the command failed (the coordinator refused it, could not be
 reached, or the input is wrong), 2 the command line is wrong, 3 audit verify found the
 audit log tampered with (a broken chain, or a log or checkpoint contradicting a kept
-checkpoint).`,
+checkpoint), 4 job watch gave up at its --timeout before the job ended.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

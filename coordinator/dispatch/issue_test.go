@@ -119,6 +119,11 @@ func TestIssueThroughBroker(t *testing.T) {
 	if _, err := w.desk.RevealUserPIN(w.ctx, j.ID); apiCode(err) != "conflict" {
 		t.Errorf("a second reveal: %v", err)
 	}
+	// A second ask names the command that gets a new PIN, as it is typed.
+	unblock := "tokenfleetctl issue --kind unblock_pin --holder alice --agent ws-issue --profile blank-issue --token BLANK1\n"
+	if out := runCtl(t, w, w.tokenOf("desk"), 1, "job", "pin", j.ID); !strings.HasSuffix(out, unblock) {
+		t.Errorf("job pin a second time: %q, want it to end with %q", out, unblock)
+	}
 	if es := w.auditOf(audit.ActionPINRevealed, j.ID); len(es) != 1 || bytes.Contains(es[0].Details, []byte(is.Pins.User)) {
 		t.Errorf("PIN reveal audit %+v", es)
 	}

@@ -445,7 +445,7 @@ type jobDetail struct {
 	Subject       string    `json:"subject"`
 	SANs          []string  `json:"sans"`
 	TokenURI      string    `json:"token_uri"`
-	AgentOnline   bool      `json:"agent_online"`
+	AgentPresence string    `json:"agent_presence"`
 	AgentLastSeen time.Time `json:"agent_last_seen"`
 }
 

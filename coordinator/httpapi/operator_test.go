@@ -98,8 +98,8 @@ func TestJobShowsWhatIsApproved(t *testing.T) {
 	if d.Subject != "CN=Ann Martin,O=Acme" || !slices.Equal(d.SANs, []string{"email:ann@acme.example"}) {
 		t.Errorf("subject %q, SANs %q", d.Subject, d.SANs)
 	}
-	if d.TokenURI != "pkcs11:serial=0042" || d.AgentOnline || !d.AgentLastSeen.IsZero() {
-		t.Errorf("token URI %q (want the serial alone before the token is reported), agent online %v, last seen %s", d.TokenURI, d.AgentOnline, d.AgentLastSeen)
+	if d.TokenURI != "pkcs11:serial=0042" || d.AgentPresence != "never_connected" || !d.AgentLastSeen.IsZero() {
+		t.Errorf("token URI %q (want the serial alone before the token is reported), agent %s, last seen %s", d.TokenURI, d.AgentPresence, d.AgentLastSeen)
 	}
 
 	ctx := context.Background()
@@ -117,8 +117,8 @@ func TestJobShowsWhatIsApproved(t *testing.T) {
 	}
 	d = ok[detail](t, e.as(t, "hd", "GET", "/api/v1/jobs/"+j.ID, nil), 200)
 	const uri = "pkcs11:token=Ann%3B%20token;manufacturer=SoftHSM%20project;serial=0042;model=SoftHSM%20v2"
-	if d.TokenURI != uri || !d.AgentOnline || !d.AgentLastSeen.Equal(seen) {
-		t.Errorf("token URI %q, want %q; agent online %v, last seen %s, want %s", d.TokenURI, uri, d.AgentOnline, d.AgentLastSeen, seen)
+	if d.TokenURI != uri || d.AgentPresence != "online" || !d.AgentLastSeen.Equal(seen) {
+		t.Errorf("token URI %q, want %q; agent %s, last seen %s, want %s", d.TokenURI, uri, d.AgentPresence, d.AgentLastSeen, seen)
 	}
 	type token struct {
 		Serial       string          `json:"serial"`

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
@@ -62,7 +63,7 @@ func jobOut(j service.Job) api.Job {
 func jobDetailOut(d service.JobDetail) api.JobDetail {
 	out := api.JobDetail{Job: jobOut(d.Job), ApprovalList: []api.JobApproval{}, Timeline: []api.JobEvent{}, Steps: []api.JobStep{},
 		WaitingReason: d.WaitingReason, AgentResult: d.AgentResult, Subject: d.Subject, SANs: d.SANs, TokenURI: d.TokenURI,
-		AgentOnline: d.AgentOnline, AgentLastSeen: d.AgentLastSeen}
+		AgentPresence: presence(d.AgentOnline, d.AgentLastSeen), AgentLastSeen: d.AgentLastSeen}
 	for _, a := range d.Decisions {
 		out.ApprovalList = append(out.ApprovalList, api.JobApproval{Gate: a.Gate, Approver: a.Approver,
 			Decision: a.Verdict, Reason: a.Reason, At: a.At, Valid: a.Valid})
@@ -75,6 +76,17 @@ func jobDetailOut(d service.JobDetail) api.JobDetail {
 		out.Steps = append(out.Steps, api.JobStep{Attempt: s.Attempt, Step: s.Step, Detail: s.Detail, At: s.At})
 	}
 	return out
+}
+
+// presence names an agent's presence for a job's detail.
+func presence(online bool, lastSeen time.Time) string {
+	switch {
+	case online:
+		return "online"
+	case lastSeen.IsZero():
+		return "never_connected"
+	}
+	return "offline"
 }
 
 func agentOut(a service.Agent) api.Agent {

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package ctl
+
+import (
+	"io"
+	"os"
+)
+
+// isTerminal reports whether r is a character device, the nearest this system's
+// standard library comes to knowing a terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0 && f.Name() != os.DevNull
+}
