@@ -91,7 +91,7 @@ func (a *Agent) consume(ctx context.Context, conn *amqp.Conn, ex jobs, subscribe
 			return e
 		}
 		delay := backoff.Delay(failures)
-		a.log.Error().Err(err).Dur("retry_in", delay).Msg("cannot consume the agent's queue; retrying")
+		a.log.Error().Err(err).Dur("retry_in_ms", delay).Msg("cannot consume the agent's queue; retrying")
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

@@ -85,7 +85,7 @@ func (s *sender) run(ctx context.Context) {
 		default:
 			delay := s.backoff.Delay(failures)
 			failures++
-			s.log.Warn().Err(err).Dur("retry_in", delay).Msg("sending to the broker failed; retrying")
+			s.log.Warn().Err(err).Dur("retry_in_ms", delay).Msg("sending to the broker failed; retrying")
 			retry = time.NewTimer(delay)
 		}
 		select {

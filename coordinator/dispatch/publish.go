@@ -179,13 +179,13 @@ func (d *Dispatcher) publishRow(ctx context.Context, conn *amqp.Conn, row store.
 	case errors.Is(err, amqp.ErrReturned):
 		reason := "unroutable: " + err.Error()
 		wait := d.backoffs.failed(row.ID, row.Attempts+1, d.now())
-		log.Warn().Err(err).Dur("retry_in", wait).Msg("message returned by the broker: the agent's queue is missing; declaring it")
+		log.Warn().Err(err).Dur("retry_in_ms", wait).Msg("message returned by the broker: the agent's queue is missing; declaring it")
 		d.recordFailure(ctx, row, reason)
 		d.declareForRow(ctx, row)
 		return rowHeld
 	case errors.Is(err, amqp.ErrNacked):
 		wait := d.backoffs.failed(row.ID, row.Attempts+1, d.now())
-		log.Warn().Err(err).Dur("retry_in", wait).Msg("broker refused the message; sending it again later")
+		log.Warn().Err(err).Dur("retry_in_ms", wait).Msg("broker refused the message; sending it again later")
 		d.recordFailure(ctx, row, err.Error())
 		return rowHeld
 	case isProtocolError(err):

@@ -100,7 +100,7 @@ func (d *Dispatcher) runConsumer(ctx context.Context, conn *amqp.Conn, queue str
 		if ctx.Err() != nil {
 			return
 		}
-		d.log.Error().Err(err).Str("queue", queue).Dur("retry_in", retryPause).Msg("cannot consume")
+		d.log.Error().Err(err).Str("queue", queue).Dur("retry_in_ms", retryPause).Msg("cannot consume")
 		if !sleep(ctx, retryPause) {
 			return
 		}
@@ -118,7 +118,7 @@ func (d *Dispatcher) declareAtStart(ctx context.Context, conn *amqp.Conn) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		d.log.Warn().Err(err).Dur("retry_in", retryPause).Msg("declaring the agents' queues")
+		d.log.Warn().Err(err).Dur("retry_in_ms", retryPause).Msg("declaring the agents' queues")
 		if !sleep(ctx, retryPause) {
 			return
 		}
@@ -217,7 +217,7 @@ func (d *Dispatcher) runOfflineSweep(ctx context.Context) {
 		if n, err := d.SweepOffline(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn().Err(err).Msg("marking agents offline")
 		} else if n > 0 {
-			d.log.Info().Int64("agents", n).Dur("silent_for", d.opts.HeartbeatTimeout).Msg("agents marked offline")
+			d.log.Info().Int64("agents", n).Dur("silent_for_ms", d.opts.HeartbeatTimeout).Msg("agents marked offline")
 		}
 	}
 }

@@ -272,6 +272,6 @@ func (a *server) instrument(next http.Handler) http.Handler {
 		a.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
 		a.metrics.latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
 		a.log.Debug().Str("method", r.Method).Str("route", route).Int("status", sw.status).
-			Dur("took", time.Since(start)).Msg("request")
+			Dur("took_ms", time.Since(start)).Msg("request")
 	})
 }

@@ -55,7 +55,7 @@ func (s *sqlStore) migrate(ctx context.Context, d goose.Dialect, dir string, opt
 	for _, r := range results {
 		if r.Error == nil {
 			s.log.Info().Int64("version", r.Source.Version).Str("file", r.Source.Path).
-				Dur("took", r.Duration).Msg("schema migrated")
+				Dur("took_ms", r.Duration).Msg("schema migrated")
 		}
 	}
 	if err != nil {

@@ -363,7 +363,7 @@ func (m *Module) InitToken(ctx context.Context, slotID uint, opts InitOptions) (
 	}
 	start := time.Now()
 	info, err := initToken(m.b, op, slotID, opts)
-	m.log.Debug().Str("op", op).Uint("slot", slotID).Str("label", opts.Label).Dur("took", time.Since(start)).
+	m.log.Debug().Str("op", op).Uint("slot", slotID).Str("label", opts.Label).Dur("took_ms", time.Since(start)).
 		Str("code", string(CodeOf(err))).Msg("pkcs11")
 	return info, err
 }

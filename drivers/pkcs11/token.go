@@ -88,7 +88,7 @@ func (t *Token) locked(ctx context.Context, op string, fn func() error) error {
 		}
 		err = e
 	}
-	t.mod.log.Debug().Str("op", op).Str("serial", t.serial).Str("label", label).Dur("took", time.Since(start)).
+	t.mod.log.Debug().Str("op", op).Str("serial", t.serial).Str("label", label).Dur("took_ms", time.Since(start)).
 		Str("code", string(CodeOf(err))).Msg("pkcs11")
 	return err
 }

@@ -99,7 +99,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer close(w.events)
 	t := w.cfg.NewTicker(w.cfg.PollInterval)
 	defer t.Stop()
-	w.log.Info().Dur("interval", w.cfg.PollInterval).Int("insert_after", w.cfg.InsertAfter).
+	w.log.Info().Dur("interval_ms", w.cfg.PollInterval).Int("insert_after", w.cfg.InsertAfter).
 		Int("remove_after", w.cfg.RemoveAfter).Bool("usb", w.usb != nil && w.reg != nil).
 		Msg("watch: watching tokens")
 	for {

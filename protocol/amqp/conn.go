@@ -374,7 +374,7 @@ func (c *Conn) run() {
 		delay := c.cfg.Backoff.Delay(failures)
 		failures++
 		c.setStatus(Status{State: StateDisconnected, Err: err, RetryIn: delay, Failures: failures})
-		c.log.Warn().Err(err).Int("failures", failures).Dur("retry_in", delay).
+		c.log.Warn().Err(err).Int("failures", failures).Dur("retry_in_ms", delay).
 			Msgf("%s in %s", what, roundDelay(delay))
 		if !sleep(c.ctx, delay) {
 			return

@@ -183,7 +183,7 @@ func (cons *Consumer) run(ctx context.Context, ready chan<- error) {
 			}
 			delay := cons.c.cfg.Backoff.Delay(failures)
 			failures++
-			cons.log.Error().Err(err).Dur("retry_in", delay).Msg("cannot consume; retrying")
+			cons.log.Error().Err(err).Dur("retry_in_ms", delay).Msg("cannot consume; retrying")
 			if !sleep(ctx, delay) {
 				return
 			}
@@ -299,7 +299,7 @@ func (cons *Consumer) handle(ctx context.Context, sub *subscription, d amqp091.D
 		// with the next ones: one message's trouble holds up no other.
 		delay := time.Duration(n+1) * cons.opts.RetryDelay
 		delay = delay/2 + rand.N(delay/2+1)
-		cons.log.Warn().Err(out.err).Str("message_id", id).Int("retries", n+1).Dur("retry_in", delay).Msg("handler asked to retry the message")
+		cons.log.Warn().Err(out.err).Str("message_id", id).Int("retries", n+1).Dur("retry_in_ms", delay).Msg("handler asked to retry the message")
 		sub.after(delay, func() {
 			if err := d.Nack(false, true); err != nil {
 				cons.log.Debug().Err(err).Msg("requeue lost with the channel; the broker redelivers the message")

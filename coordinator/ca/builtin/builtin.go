@@ -170,7 +170,7 @@ func New(ctx context.Context, opts ca.Options) (*CA, error) {
 		Str("key", describeKey(auth.cert.PublicKey)).Time("not_after", auth.cert.NotAfter).
 		Msg("CA ready")
 	if left := auth.cert.NotAfter.Sub(now); left < 90*24*time.Hour {
-		c.log.Warn().Dur("left", left).Msg("the CA certificate expires soon; certificates are cut at its expiry")
+		c.log.Warn().Dur("left_ms", left).Msg("the CA certificate expires soon; certificates are cut at its expiry")
 	}
 	c.mu.Lock()
 	_, err = c.makeCRLLocked(ctx, now)
