@@ -386,7 +386,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		a.log.Info().Msg("shutting down")
 	case runErr = <-fatal:
-		a.log.Error().Err(runErr).Msg("cannot go on; shutting down")
+		// Run returns the error and its caller reports it (the command line on stderr, the
+		// Windows service in its log): logged here too, it would be said twice.
+		a.log.Info().Msg("cannot go on; shutting down")
 	}
 	stop()
 	execDone.Wait() // every job at a safe point, its messages in the outbox
