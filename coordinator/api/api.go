@@ -251,6 +251,19 @@ type Agent struct {
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Enrolled time.Time `json:"enrolled"`
 	Approved bool      `json:"approved"`
+	// LastRefusal is the last message claiming to be this agent that the coordinator
+	// refused: why an agent that runs may still show as offline.
+	LastRefusal AgentRefusal `json:"last_refusal,omitzero"`
+}
+
+// AgentRefusal is a message the coordinator refused that claimed to come from an agent.
+// Sender is the broker user that published it, which is not necessarily the agent's: it
+// says who really sent it.
+type AgentRefusal struct {
+	At     time.Time `json:"at"`
+	Code   string    `json:"code"`
+	Sender string    `json:"sender"`
+	Reason string    `json:"reason"`
 }
 
 // AgentEnrol enrols an agent before it first connects.

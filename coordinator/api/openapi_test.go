@@ -44,6 +44,7 @@ var schemaTypes = map[string]reflect.Type{
 	"UserPIN":             reflect.TypeFor[api.UserPIN](),
 	"Agent":               reflect.TypeFor[api.Agent](),
 	"AgentEnrol":          reflect.TypeFor[api.AgentEnrol](),
+	"AgentRefusal":        reflect.TypeFor[api.AgentRefusal](),
 	"AgentList":           reflect.TypeFor[api.AgentList](),
 	"Token":               reflect.TypeFor[api.Token](),
 	"TokenList":           reflect.TypeFor[api.TokenList](),

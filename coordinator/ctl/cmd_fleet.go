@@ -1,6 +1,9 @@
 package ctl
 
 import (
+	"fmt"
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
@@ -31,10 +34,35 @@ func agentsCommand(e *env) *cobra.Command {
 				}
 				t.row(a.ID, a.Hostname, a.OS, a.Version, presence, relText(a.LastSeen, now), yesNo(a.Approved), timeText(a.Enrolled))
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			return refusalNotes(e, as, now)
 		})
 	})
 	return cmd
+}
+
+// refusalNotes explains, under the table, the agents whose latest messages were refused:
+// such an agent runs but shows offline. A refusal older than the agent's last accepted
+// message is left to --json and the audit log: it no longer explains anything. The
+// sender is named because anyone may claim an agent's ID.
+func refusalNotes(e *env, as []client.Agent, now time.Time) error {
+	for _, a := range as {
+		r := a.LastRefusal
+		if r.At.IsZero() || r.At.Before(a.LastSeen) {
+			continue
+		}
+		sender := "no broker user"
+		if r.Sender != "" {
+			sender = "broker user " + clean(r.Sender)
+		}
+		if _, err := fmt.Fprintf(e.stdout, "%s: messages claiming to be this agent are refused (%s, %s, sent by %s): %s\n",
+			clean(a.ID), clean(r.Code), relText(r.At, now), sender, clean(r.Reason)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func tokensCommand(e *env) *cobra.Command {

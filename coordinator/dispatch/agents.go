@@ -82,7 +82,7 @@ func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) am
 		return tx.RecordAgentSeen(ctx, a.ID, d.clock(), true)
 	})
 	if err == nil && v.reject != nil {
-		err = d.recordRefusal(ctx, v.refusal)
+		err = d.recordRefusal(ctx, v)
 	}
 	if err != nil {
 		return amqp.Retry(err)

@@ -100,8 +100,11 @@ type Dispatcher struct {
 	owner   JobOwner // set by Bind, before Run
 
 	refusalLog *ratelimit.Limiter // spares the audit log repeated refusals of heartbeats
-	backoffs   *rowBackoffs
-	early      *earlyCounts
+	// refusalRecord spares the agents' rows the same, at a shorter window: the refusal
+	// an operator sees beside an agent should be minutes old at most.
+	refusalRecord *ratelimit.Limiter
+	backoffs      *rowBackoffs
+	early         *earlyCounts
 }
 
 // New checks o and returns a Dispatcher; nothing runs until Run.
@@ -148,7 +151,7 @@ func New(o Options) (*Dispatcher, error) {
 		st: o.Store, ca: o.CA, resultKey: o.ResultKey, resultPub: pub,
 		log: o.Logger, now: o.Now, opts: o, profiles: newProfileCache(),
 		publishKick: make(chan struct{}, 1), waitingKick: make(chan struct{}, 1),
-		refusalLog: ratelimit.New(time.Hour, maxLimiterKeys), backoffs: newRowBackoffs(), early: newEarlyCounts(),
+		refusalLog: ratelimit.New(time.Hour, maxLimiterKeys), refusalRecord: ratelimit.New(time.Minute, maxLimiterKeys), backoffs: newRowBackoffs(), early: newEarlyCounts(),
 	}, nil
 }
 

@@ -22,6 +22,10 @@ type verdict struct {
 	// a transaction of its own; nil when the refusal is not audited (a heartbeat
 	// refused again within the hour).
 	refusal *audit.Entry
+	// claimed is the refusal to record against the agent the message claimed to come
+	// from (store.RecordAgentRefusal); nil when not recorded (a heartbeat refused again
+	// within the minute).
+	claimed *claimedRefusal
 	// wake wakes the waiting sweeper: the message may unblock an approved job.
 	wake bool
 	// later hands the message back to the queue: it arrived before an event it depends
@@ -50,7 +54,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.O
 		return err
 	})
 	if errors.Is(err, errUndo) {
-		err = d.recordRefusal(ctx, v.refusal)
+		err = d.recordRefusal(ctx, v)
 	}
 	if err != nil {
 		if ctx.Err() == nil {
@@ -72,13 +76,52 @@ func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.O
 	return amqp.Ack()
 }
 
-// recordRefusal writes a refused message's audit entry, after its transaction was
-// rolled back.
-func (d *Dispatcher) recordRefusal(ctx context.Context, e *audit.Entry) error {
-	if e == nil {
+// claimedRefusal is a refused message as recorded against the agent it claimed to come
+// from.
+type claimedRefusal struct {
+	agentID string
+	r       store.AgentRefusal
+}
+
+// recordRefusal writes a refused message's audit entry and records it against the agent
+// it claimed to be from, after its transaction was rolled back.
+func (d *Dispatcher) recordRefusal(ctx context.Context, v verdict) error {
+	if v.refusal == nil && v.claimed == nil {
 		return nil
 	}
-	return d.st.InTx(ctx, func(tx store.Tx) error { return d.auditTx(ctx, tx, *e) })
+	return d.st.InTx(ctx, func(tx store.Tx) error {
+		if v.refusal != nil {
+			if err := d.auditTx(ctx, tx, *v.refusal); err != nil {
+				return err
+			}
+		}
+		return recordClaimed(ctx, tx, v.claimed)
+	})
+}
+
+// recordClaimed records a refusal against the agent the message named. Anyone who may
+// publish events can name any agent, so what is recorded is what is true whoever sent
+// it: a message claiming to be this agent was refused, with the broker user that
+// published it, as the broker vouches for it. A message naming no enrolled agent is
+// recorded nowhere (the audit log has it).
+func recordClaimed(ctx context.Context, tx store.Tx, c *claimedRefusal) error {
+	if c == nil {
+		return nil
+	}
+	if err := tx.RecordAgentRefusal(ctx, c.agentID, c.r); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// claim makes the refusal record of a message claiming to be agentID, unless quiet and
+// one was recorded for the same agent, sender and code within the minute: heartbeats
+// refused every few seconds need not write as often.
+func (d *Dispatcher) claim(agentID, userID string, quiet bool, code protocol.ErrorCode, msg string) *claimedRefusal {
+	if agentID == "" || (quiet && !d.refusalRecord.Allow(string(code)+"|"+agentID+"|"+userID, d.now())) {
+		return nil
+	}
+	return &claimedRefusal{agentID: agentID, r: store.AgentRefusal{At: d.clock(), Code: string(code), Sender: userID, Reason: msg}}
 }
 
 // process handles one event inside jt and returns what to do with the delivery.
@@ -164,7 +207,7 @@ func (d *Dispatcher) refuse(del *amqp.Delivery, quiet bool, code protocol.ErrorC
 	msg := protocol.TruncateText(fmt.Sprintf(format, args...), protocol.MaxTextLen)
 	d.log.Warn().Str("message_id", env.ID).Str("type", string(env.Type)).Str("agent", env.AgentID).Str("user_id", del.UserID).
 		Str("code", string(code)).Str("reason", msg).Msg("event refused")
-	v := verdict{reject: protocol.NewError(code, "%s", msg)}
+	v := verdict{reject: protocol.NewError(code, "%s", msg), claimed: d.claim(env.AgentID, del.UserID, quiet, code, msg)}
 	if !quiet || d.refusalLog.Allow(string(code)+"|"+env.AgentID+"|"+del.UserID, d.now()) {
 		v.refusal = &audit.Entry{Actor: brokerActor(del.UserID), Action: audit.ActionMessageRejected, JobID: env.JobID,
 			Target: "agent:" + env.AgentID, Reason: msg,
@@ -194,18 +237,26 @@ func (d *Dispatcher) onRefused(ctx context.Context, r amqp.Refusal) {
 	}
 	d.log.Warn().Err(r.Err).Str("message_id", r.MessageID).Str("routing_key", r.RoutingKey).Str("user_id", r.UserID).
 		Str("code", string(code)).Msg("message refused by the consumer")
-	if r.Queue == protocol.HeartbeatsQueue && !d.refusalLog.Allow(string(code)+"|"+r.RoutingKey+"|"+r.UserID, d.now()) {
+	quiet := r.Queue == protocol.HeartbeatsQueue
+	msg := protocol.TruncateText(r.Err.Error(), protocol.MaxTextLen)
+	claimed := d.claim(agentID, r.UserID, quiet, code, msg)
+	audited := !quiet || d.refusalLog.Allow(string(code)+"|"+r.RoutingKey+"|"+r.UserID, d.now())
+	if !audited && claimed == nil {
 		return
 	}
 	target := ""
 	if agentID != "" {
 		target = "agent:" + agentID
 	}
-	msg := protocol.TruncateText(r.Err.Error(), protocol.MaxTextLen)
 	err := d.st.InTx(ctx, func(tx store.Tx) error {
-		return d.auditTx(ctx, tx, audit.Entry{Actor: brokerActor(r.UserID), Action: audit.ActionMessageRejected, JobID: jobID,
-			Target: target, Reason: msg, Details: audit.Details("code", string(code), "message_id", r.MessageID, "type", typ,
-				"user_id", r.UserID, "routing_key", r.RoutingKey, "queue", r.Queue)})
+		if audited {
+			if err := d.auditTx(ctx, tx, audit.Entry{Actor: brokerActor(r.UserID), Action: audit.ActionMessageRejected, JobID: jobID,
+				Target: target, Reason: msg, Details: audit.Details("code", string(code), "message_id", r.MessageID, "type", typ,
+					"user_id", r.UserID, "routing_key", r.RoutingKey, "queue", r.Queue)}); err != nil {
+				return err
+			}
+		}
+		return recordClaimed(ctx, tx, claimed)
 	})
 	if err != nil && ctx.Err() == nil {
 		d.log.Error().Err(err).Str("message_id", r.MessageID).Msg("auditing a refused message")

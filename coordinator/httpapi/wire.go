@@ -90,8 +90,12 @@ func presence(online bool, lastSeen time.Time) string {
 }
 
 func agentOut(a service.Agent) api.Agent {
-	return api.Agent{ID: a.ID, Hostname: a.Hostname, OS: a.OS, Version: a.Version, Online: a.Online,
+	out := api.Agent{ID: a.ID, Hostname: a.Hostname, OS: a.OS, Version: a.Version, Online: a.Online,
 		LastSeen: a.LastSeen, Enrolled: a.Enrolled, Approved: !a.Approved.IsZero()}
+	if r := a.LastRefusal; !r.At.IsZero() {
+		out.LastRefusal = api.AgentRefusal{At: r.At, Code: r.Code, Sender: r.Sender, Reason: r.Reason}
+	}
+	return out
 }
 
 func tokenOut(t service.Token) api.Token {

@@ -53,11 +53,14 @@ type Agent struct {
 	LastSeen time.Time // zero before its first message
 	Enrolled time.Time
 	Approved time.Time // zero until an administrator approves it
+	// LastRefusal is the last message claiming to be the agent that was refused (zero At:
+	// none), with the broker user that sent it.
+	LastRefusal store.AgentRefusal
 }
 
 func agentOf(a store.Agent) Agent {
 	return Agent{ID: a.ID, Hostname: a.Hostname, OS: a.OS, Version: a.Version, Online: a.Online,
-		LastSeen: a.LastSeen, Enrolled: a.Enrolled, Approved: a.Approved}
+		LastSeen: a.LastSeen, Enrolled: a.Enrolled, Approved: a.Approved, LastRefusal: a.LastRefusal}
 }
 
 // Token is a hardware token as an agent last reported it.
