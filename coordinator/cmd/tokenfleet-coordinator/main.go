@@ -147,6 +147,11 @@ Exit status: 0 after a clean shutdown, 1 on failure, 2 for a usage or configurat
 			log, level := coordinator.NewLogger(cfg.Log, os.Stderr)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// Caught from before READY=1: systemd may reload as soon as the unit is up, and
+			// an unhandled SIGHUP ends the process.
+			reloads := make(chan os.Signal, 1)
+			signal.Notify(reloads, syscall.SIGHUP)
+			defer signal.Stop(reloads)
 			srv, err := coordinator.New(cfg, log)
 			if err != nil {
 				return classify(err)
@@ -162,8 +167,6 @@ Exit status: 0 after a clean shutdown, 1 on failure, 2 for a usage or configurat
 				<-ctx.Done()
 				_, _ = sdnotify.Notify(sdnotify.Stopping)
 			}()
-			reloads := make(chan os.Signal, 1)
-			signal.Notify(reloads, syscall.SIGHUP)
 			reloading := make(chan struct{})
 			go func() {
 				defer close(reloading)
@@ -178,7 +181,6 @@ Exit status: 0 after a clean shutdown, 1 on failure, 2 for a usage or configurat
 			}()
 			err = srv.Run(ctx)
 			stop() // ends the waits above when Run failed on its own
-			signal.Stop(reloads)
 			<-stopping
 			<-reloading
 			return classify(err)
