@@ -382,11 +382,13 @@ func (m *matrix) rejection(t *testing.T, id string) (audit.Entry, bool) {
 	return audit.Entry{}, false
 }
 
-// snapshotSkip are what may change while an event is refused: the audit log (which
-// records the refusal), migrations, and presence and waiting notes the sweepers keep.
+// snapshotSkip are what may change while an event is refused: the audit log and the
+// agent's last refusal (which record it), migrations, and presence and waiting notes the
+// sweepers keep.
 var snapshotSkip = map[string]bool{
 	"audit_log": true, "audit_head": true, "audit_checkpoints": true, "goose_db_version": true, "sqlite_sequence": true,
 	"online": true, "last_heartbeat_at": true, "waiting_reason": true,
+	"refused_at": true, "refused_code": true, "refused_sender": true, "refused_reason": true,
 }
 
 // snapshot is the coordinator's whole database as text, a line per row. SQLite renders
