@@ -290,6 +290,9 @@ func TestEnrolledAgentUser(t *testing.T) {
 	// Default queue mode (auto): the refused declaration turns into passive checks.
 	ra := startAgent(t, b, agentOptions{id: id, url: url})
 	ra.logs.waitFor(t, "may not declare queues")
+	c.until("the agent to report it is connected", func() bool {
+		return slices.ContainsFunc(ra.status(), func(s string) bool { return strings.HasPrefix(s, "connected to ") })
+	})
 	c.hello(id, nil)
 	ref := protocol.JobRef{JobID: "enrolled", Attempt: 1}
 	c.dispatch(id, ref, c.issueBlank(ref, newLabel(t)))

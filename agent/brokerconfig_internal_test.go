@@ -28,7 +28,9 @@ func TestRefusalWatch(t *testing.T) {
 	}
 
 	w = &refusalWatch{id: w.id, grace: time.Minute, now: w.now}
-	w.status(amqp.Status{State: amqp.StateConnected})
+	if e := w.status(amqp.Status{State: amqp.StateConnected}); e != nil {
+		t.Fatal(e)
+	}
 	for _, step := range []struct {
 		after time.Duration
 		st    amqp.Status

@@ -19,7 +19,7 @@ func TestAgentsShowRefusals(t *testing.T) {
 			LastRefusal: api.AgentRefusal{At: fixedNow.Add(-2 * time.Minute), Code: "forged_sender", Sender: "guest",
 				Reason: `the envelope claims agent ws-01 but broker user "guest" published it (the agent's is "agent-ws-01")`}},
 		{ID: "ws-02", Hostname: "ws-02.acme.test", OS: "linux", Version: "1.0.0", Online: true, LastSeen: fixedNow.Add(-time.Minute),
-			Enrolled: fixedNow.Add(-48 * time.Hour),
+			Enrolled:    fixedNow.Add(-48 * time.Hour),
 			LastRefusal: api.AgentRefusal{At: fixedNow.Add(-time.Hour), Code: "event_not_allowed", Sender: "agent-ws-02", Reason: "old"}},
 	}})
 	r := runCtl(t, fake.env(), "", "agents")
