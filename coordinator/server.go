@@ -63,7 +63,10 @@ import (
 
 // Timeouts.
 const (
-	openTimeout     = 30 * time.Second // opening and migrating the store, bootstrap
+	// Opening and migrating the store, and bootstrap: it bounds a hang, not a migration
+	// that a large database or a busy machine makes slow; the unit's TimeoutStartSec
+	// matches it.
+	openTimeout     = 5 * time.Minute
 	shutdownTimeout = 10 * time.Second // in-flight requests at shutdown
 )
 

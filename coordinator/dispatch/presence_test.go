@@ -5,6 +5,7 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,7 +33,30 @@ type harness struct {
 	broker *testenv.Broker
 }
 
-func newHarness(t *testing.T, heartbeatTimeout time.Duration, agents ...string) *harness {
+// fakeClock is the dispatcher's clock in tests of timeouts: it moves only when the test
+// moves it, so a busy machine that handles a heartbeat late cannot make an agent look silent.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
+
+// newHarness starts a dispatcher whose clock is now (nil: the real one).
+func newHarness(t *testing.T, heartbeatTimeout time.Duration, now func() time.Time, agents ...string) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
@@ -64,7 +88,7 @@ func newHarness(t *testing.T, heartbeatTimeout time.Duration, agents ...string) 
 	}
 	b := testenv.NewBroker(t)
 	d, err := dispatch.New(dispatch.Options{Store: st, CA: authority, ResultKey: key, BrokerURL: b.URL, AgentUsers: dispatch.AgentUsersShared,
-		Logger: log, HeartbeatTimeout: heartbeatTimeout})
+		Logger: log, HeartbeatTimeout: heartbeatTimeout, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +136,8 @@ func (h *harness) waitAgent(t *testing.T, id, what string, ok func(store.Agent) 
 // audited once.
 func TestPresence(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, 600*time.Millisecond, "ws-live")
+	clk := newFakeClock()
+	h := newHarness(t, 600*time.Millisecond, clk.Now, "ws-live")
 	a := dispatchtest.Start(t, h.broker.URL, "ws-live")
 	a.Hello(dispatchtest.Token("L1", true), dispatchtest.Token("L2", false))
 	ag := h.waitAgent(t, "ws-live", "online after its hello", func(a store.Agent) bool { return a.Online && len(a.PublicKey) > 0 })
@@ -141,17 +166,18 @@ func TestPresence(t *testing.T) {
 		<-poll.C
 	}
 
-	// Heartbeats for a while keep it online, past several timeouts.
-	until := time.Now().Add(2 * time.Second)
-	tick := time.NewTicker(150 * time.Millisecond)
-	for time.Now().Before(until) {
+	// Heartbeats keep it online past several timeouts, the clock moving 150 ms at each
+	// one only once the one before is recorded: however late a busy machine handles them.
+	for range 12 {
+		at := clk.Advance(150 * time.Millisecond).UTC().Truncate(time.Microsecond)
 		a.Heartbeat()
-		<-tick.C
-		if ag, err := h.st.GetAgent(context.Background(), "ws-live"); err != nil || !ag.Online {
-			t.Fatalf("offline while sending heartbeats: %+v, %v", ag, err)
+		ag := h.waitAgent(t, "ws-live", "heartbeat recorded", func(a store.Agent) bool { return !a.LastHeartbeat.Before(at) })
+		if !ag.Online {
+			t.Fatalf("offline while sending heartbeats: %+v", ag)
 		}
 	}
-	tick.Stop()
+	// Silent for longer than the timeout.
+	clk.Advance(time.Second)
 	seen := h.waitAgent(t, "ws-live", "offline after its heartbeats stopped", func(a store.Agent) bool { return !a.Online })
 	if seen.LastSeen.IsZero() || time.Since(seen.LastSeen) > 10*time.Second {
 		t.Errorf("last seen %v", seen.LastSeen)
@@ -274,7 +300,7 @@ func (h *harness) waitDeadLetters(t *testing.T, n int) {
 // written; a row that cannot be sent is recorded as failed and holds nothing up.
 func TestOutboxOrderAndDamagedRows(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, time.Minute, "ws-order")
+	h := newHarness(t, time.Minute, nil, "ws-order")
 	a := dispatchtest.Start(t, h.broker.URL, "ws-order")
 	var want []string
 	var damaged store.OutboxMessage

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -32,8 +34,30 @@ func newSQLStore(d *dialect, rdb, wdb *sql.DB, log zerolog.Logger) *sqlStore {
 
 func (s *sqlStore) Driver() string { return s.d.name }
 
+// begin starts a write transaction. SQLite's busy timeout bounds one wait for another
+// process's write lock; on a loaded machine several coordinators or tools sharing the
+// file can wait longer than that, and nothing has happened yet when BEGIN IMMEDIATE
+// answers busy, so it is tried again while ctx allows.
+func (s *sqlStore) begin(ctx context.Context) (*sql.Tx, error) {
+	for attempt := 1; ; attempt++ {
+		sqlTx, err := s.wdb.BeginTx(ctx, nil)
+		if err == nil || !isBusy(err) {
+			return sqlTx, err
+		}
+		s.log.Debug().Int("attempt", attempt).Msg("database locked by another process; waiting")
+		wait := time.Duration(min(attempt, 10)) * time.Duration(10+mrand.IntN(40)) * time.Millisecond
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
 func (s *sqlStore) InTx(ctx context.Context, fn func(Tx) error) (err error) {
-	sqlTx, err := s.wdb.BeginTx(ctx, nil)
+	sqlTx, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("store: begin transaction: %w", err)
 	}

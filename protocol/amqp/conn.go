@@ -351,12 +351,13 @@ func (c *Conn) run() {
 	defer c.wg.Done()
 	defer c.setStatus(Status{State: StateClosed, Err: ErrClosed})
 	failures := 0
+	var last error // the previous attempt's failure: an attempt under way still says why it is needed
 	for {
-		c.setStatus(Status{State: StateConnecting, Failures: failures})
+		c.setStatus(Status{State: StateConnecting, Failures: failures, Err: last})
 		s, err := c.connect()
 		what := "broker unreachable, retrying"
 		if err == nil {
-			failures = 0
+			failures, last = 0, nil
 			c.setSession(s)
 			c.log.Info().Msg("connected to the broker")
 			err = c.watch(s)
@@ -373,6 +374,7 @@ func (c *Conn) run() {
 		}
 		delay := c.cfg.Backoff.Delay(failures)
 		failures++
+		last = err
 		c.setStatus(Status{State: StateDisconnected, Err: err, RetryIn: delay, Failures: failures})
 		c.log.Warn().Err(err).Int("failures", failures).Dur("retry_in_ms", delay).
 			Msgf("%s in %s", what, roundDelay(delay))
