@@ -357,7 +357,7 @@ func (c *Conn) run() {
 		s, err := c.connect()
 		what := "broker unreachable, retrying"
 		if err == nil {
-			failures, last = 0, nil
+			failures = 0
 			c.setSession(s)
 			c.log.Info().Msg("connected to the broker")
 			err = c.watch(s)
