@@ -11,6 +11,10 @@ package coordinatortest
 import (
 	"context"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/coordinator"
+	"github.com/tokenfleet/tokenfleet/coordinator/api/apitest"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
@@ -50,7 +55,10 @@ const NoBroker = "amqp://guest:guest@127.0.0.1:1/"
 
 // Instance is a running coordinator.
 type Instance struct {
-	URL        string // base URL, e.g. http://127.0.0.1:40123 (no trailing slash)
+	// URL is the base URL (no trailing slash) of a proxy that checks every API response
+	// against the API description; DirectURL is the coordinator's own listener.
+	URL        string
+	DirectURL  string
 	AdminToken string // the bootstrap administrator's API token
 	DataDir    string
 	Store      store.Store // the server's own store; closed when the test ends
@@ -101,7 +109,31 @@ func Start(t testing.TB, o Options) *Instance {
 	if err != nil {
 		t.Fatalf("coordinatortest: admin token: %v", err)
 	}
-	return &Instance{URL: srv.URL(), AdminToken: strings.TrimSpace(string(token)), DataDir: dir, Store: srv.Store(), Server: srv}
+	return &Instance{URL: validatingProxy(t, srv.URL()), DirectURL: srv.URL(), AdminToken: strings.TrimSpace(string(token)),
+		DataDir: dir, Store: srv.Store(), Server: srv}
+}
+
+// validatingProxy serves the coordinator at target through a proxy that holds every API
+// response to the API description (coordinator/api/openapi.yaml): one it does not allow
+// fails t, the test whose request caused it. What the coordinator serves outside the API
+// (the CRL) passes unchecked.
+func validatingProxy(t testing.TB, target string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatalf("coordinatortest: coordinator URL %q: %v", target, err)
+	}
+	direct := httputil.NewSingleHostReverseProxy(u)
+	checked := apitest.Handler(t, direct)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/crl" {
+			direct.ServeHTTP(w, r)
+			return
+		}
+		checked.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	return proxy.URL
 }
 
 // EnrolAgent records an enrolled agent in the store, as enrolment will: jobs can only
