@@ -102,8 +102,7 @@ func newWorld(t *testing.T, agentUsers string) *world {
 	t.Helper()
 	b := testenv.NewBroker(t)
 	c := coordinatortest.Start(t, coordinatortest.Options{BrokerURL: b.URL, AgentUsers: agentUsers})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	t.Cleanup(cancel)
+	ctx := testenv.Context(t)
 	w := &world{t: t, ctx: ctx, broker: b, c: c, holder: "alice"}
 	w.admin = w.client(c.AdminToken)
 	if _, err := w.admin.CreateOrg(ctx, "Acme"); err != nil {

@@ -1,11 +1,9 @@
 package dispatch_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
@@ -30,8 +28,7 @@ func TestTwoCoordinatorsOnPostgres(t *testing.T) {
 	copyTree(t, first.DataDir, dir)
 	second := coordinatortest.Start(t, coordinatortest.Options{Driver: "postgres", DSN: db, BrokerURL: b.URL, Dir: dir})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := testenv.Context(t)
 	w := &world{t: t, ctx: ctx, broker: b, c: first, holder: "alice"}
 	w.admin = w.client(first.AdminToken)
 	if _, err := w.admin.CreateOrg(ctx, "Acme"); err != nil {

@@ -46,8 +46,7 @@ func TestDispatchSurvivesSIGKILL(t *testing.T) {
 	bins := buildBinaries(t)
 	broker := testenv.NewBroker(t)
 	data := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	ctx := testenv.Context(t)
 
 	co := startCoordinator(t, bins.coordinator, data, "--broker", noBroker)
 	raw, err := os.ReadFile(filepath.Join(data, "admin.token"))
