@@ -3,16 +3,9 @@ package coordinator_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,34 +17,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/coordinator"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
-
-// writeServerCert writes a self-signed certificate for 127.0.0.1 named cn, and its key.
-func writeServerCert(t *testing.T, certFile, keyFile, cn string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // servedName is the common name of the certificate a new TLS handshake with addr gets.
 func servedName(t *testing.T, addr string) string {
@@ -117,7 +84,7 @@ func startLogged(t *testing.T, cfg coordinator.Config) (running, *logBuffer) {
 func TestReloadTLSCertificate(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writeServerCert(t, certFile, keyFile, "first")
+	testenv.WriteSelfSigned(t, certFile, keyFile, "first", x509.ExtKeyUsageServerAuth)
 	cfg := localConfig(filepath.Join(dir, "data"))
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
 	r, logs := startLogged(t, cfg)
@@ -125,7 +92,7 @@ func TestReloadTLSCertificate(t *testing.T) {
 		t.Fatalf("served %q", got)
 	}
 
-	writeServerCert(t, certFile, keyFile, "renewed")
+	testenv.WriteSelfSigned(t, certFile, keyFile, "renewed", x509.ExtKeyUsageServerAuth)
 	if err := r.srv.Reload(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -2,16 +2,8 @@ package config_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,42 +11,17 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/agent/config"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
-
-// writeCert writes a self-signed certificate named cn for 127.0.0.1 and its key.
-func writeCert(t *testing.T, certFile, keyFile, cn string, usage x509.ExtKeyUsage) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // A reload swaps the broker TLS client certificate: the next handshake presents the one
 // read again from the files. Other changes are named as needing a restart.
 func TestReloadClientCertificate(t *testing.T) {
 	dir := t.TempDir()
 	srvCert, srvKey := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	writeCert(t, srvCert, srvKey, "broker", x509.ExtKeyUsageServerAuth)
+	testenv.WriteSelfSigned(t, srvCert, srvKey, "broker", x509.ExtKeyUsageServerAuth)
 	certFile, keyFile := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
-	writeCert(t, certFile, keyFile, "ws-01 first", x509.ExtKeyUsageClientAuth)
+	testenv.WriteSelfSigned(t, certFile, keyFile, "ws-01 first", x509.ExtKeyUsageClientAuth)
 
 	// A TLS server on loopback that asks for a client certificate and reports its name.
 	pair, err := tls.LoadX509KeyPair(srvCert, srvKey)
@@ -112,7 +79,7 @@ func TestReloadClientCertificate(t *testing.T) {
 	if got := presented(running); got != "ws-01 first" {
 		t.Fatalf("presented %q", got)
 	}
-	writeCert(t, certFile, keyFile, "ws-01 renewed", x509.ExtKeyUsageClientAuth)
+	testenv.WriteSelfSigned(t, certFile, keyFile, "ws-01 renewed", x509.ExtKeyUsageClientAuth)
 	next := resolve("debug")
 	next.Agent.PollInterval = 5 * time.Second
 	restart := running.Reload(next)

@@ -2,16 +2,9 @@ package main_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,34 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// writeServerCert writes a self-signed certificate for 127.0.0.1 named cn, and its key.
-func writeServerCert(t *testing.T, certFile, keyFile, cn string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
+)
 
 // insecureTLS reads the server's certificate without trusting it.
 var insecureTLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // the tests read the certificate, trust nothing
@@ -102,7 +70,7 @@ func messages(lines []map[string]any) []string {
 func TestSIGHUPReloads(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writeServerCert(t, certFile, keyFile, "first")
+	testenv.WriteSelfSigned(t, certFile, keyFile, "first", x509.ExtKeyUsageServerAuth)
 	cfgFile := filepath.Join(dir, "coordinator.yaml")
 	config := func(level string) string {
 		return "listen: 127.0.0.1:0\ndata_dir: " + filepath.Join(dir, "data") + "\nlog: {level: " + level + ", format: json}\n" +
@@ -142,7 +110,7 @@ func TestSIGHUPReloads(t *testing.T) {
 	}
 	healthz() // at info: no request line
 
-	writeServerCert(t, certFile, keyFile, "renewed")
+	testenv.WriteSelfSigned(t, certFile, keyFile, "renewed", x509.ExtKeyUsageServerAuth)
 	if err := os.WriteFile(cfgFile, []byte(config("debug")), 0o600); err != nil {
 		t.Fatal(err)
 	}
