@@ -1,19 +1,16 @@
 package executor
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net/http"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/tokenfleet/tokenfleet/agent/journal"
 	"github.com/tokenfleet/tokenfleet/agent/metrics"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -69,23 +66,13 @@ func TestMetrics(t *testing.T) {
 		`tokenfleet_agent_broker_up`:          func(v float64) bool { return v == 1 },
 		`tokenfleet_agent_journal_size_bytes`: func(v float64) bool { return v > 0 },
 	} {
-		v, found := seriesValue(page, series)
+		v, found := testenv.MetricValue(page, series)
 		if !found || !ok(v) {
 			t.Errorf("%s is %v (present: %v)\n%s", series, v, found, page)
 		}
 	}
 
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatalf("promtool is needed to check the metrics' names: run scripts/ensure-deps.sh (Debian package prometheus): %v", err)
-	}
-	cmd := exec.CommandContext(ctx, promtool, "check", "metrics")
-	cmd.Stdin = strings.NewReader(page)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out.String())
-	}
+	testenv.PromtoolCheck(t, page)
 }
 
 // slotOfModel is the model SoftHSM2 gives its tokens, as the metrics label them.
@@ -102,21 +89,4 @@ func (a *agent) slotOfModel(t *testing.T) string {
 	}
 	t.Fatal("no token in any slot")
 	return ""
-}
-
-// seriesValue finds a series, as the text format writes it (labels sorted by name).
-func seriesValue(page, series string) (float64, bool) {
-	sc := bufio.NewScanner(strings.NewReader(page))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		// Label values may hold spaces ("SoftHSM v2"); the value is after the last one.
-		line := sc.Text()
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 || line[:i] != series {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		return v, err == nil
-	}
-	return 0, false
 }

@@ -1,15 +1,11 @@
 package dispatch_test
 
 import (
-	"bufio"
-	"bytes"
-	"os/exec"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -62,13 +58,13 @@ func TestMetrics(t *testing.T) {
 	if next := w.metric(`tokenfleet_coordinator_crl_next_update_timestamp_seconds`); next <= now {
 		t.Errorf("CRL next update %v is not after now (%v)", next, now)
 	}
-	promtoolCheck(t, w.metrics())
+	testenv.PromtoolCheck(t, w.metrics())
 }
 
 // metric is the value of one series on the coordinator's /metrics page, 0 when absent.
 func (w *world) metric(series string) float64 {
 	w.t.Helper()
-	v, _ := seriesValue(w.metrics(), series)
+	v, _ := testenv.MetricValue(w.metrics(), series)
 	return v
 }
 
@@ -79,7 +75,7 @@ func (w *world) waitMetric(series string, ok func(float64) bool) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		v, found := seriesValue(w.metrics(), series)
+		v, found := testenv.MetricValue(w.metrics(), series)
 		if found && ok(v) {
 			return
 		}
@@ -87,41 +83,5 @@ func (w *world) waitMetric(series string, ok func(float64) bool) {
 			w.t.Fatalf("metric %s is %v (present: %v) after %s", series, v, found, waitTimeout)
 		}
 		<-tick.C
-	}
-}
-
-// seriesValue finds a series, written as the text format writes it (labels sorted by
-// name), on a metrics page.
-func seriesValue(page, series string) (float64, bool) {
-	sc := bufio.NewScanner(strings.NewReader(page))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		// Label values may hold spaces ("SoftHSM v2"); the value is after the last one.
-		line := sc.Text()
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 || line[:i] != series {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		return v, err == nil
-	}
-	return 0, false
-}
-
-// promtoolCheck runs `promtool check metrics` on a metrics page: names, units, help and
-// types as Prometheus's conventions want them. promtool comes with the Debian package
-// prometheus (scripts/ensure-deps.sh installs it).
-func promtoolCheck(t *testing.T, page string) {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatalf("promtool is needed to check the metrics' names: run scripts/ensure-deps.sh (Debian package prometheus): %v", err)
-	}
-	cmd := exec.CommandContext(t.Context(), path, "check", "metrics")
-	cmd.Stdin = strings.NewReader(page)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out.String())
 	}
 }
