@@ -206,13 +206,30 @@ func (cc *confirmChannel) usable() bool {
 }
 
 func (cc *confirmChannel) publish(ctx context.Context, exchange, key string, msg amqp091.Publishing) error {
+	p, err := cc.send(ctx, exchange, key, msg)
+	if err != nil {
+		return err
+	}
+	return p.wait(ctx)
+}
+
+// inFlight is a message sent on a confirmChannel whose confirm is awaited.
+type inFlight struct {
+	cc  *confirmChannel
+	seq uint64
+	w   *waiter
+}
+
+// send hands msg to the broker and registers the waiter of its confirm,
+// without waiting for it.
+func (cc *confirmChannel) send(ctx context.Context, exchange, key string, msg amqp091.Publishing) (inFlight, error) {
 	w := &waiter{messageID: msg.MessageId, done: make(chan error, 1)}
 	cc.sendMu.Lock()
 	cc.mu.Lock()
 	if cc.gone != nil {
 		cc.mu.Unlock()
 		cc.sendMu.Unlock()
-		return errNotSent
+		return inFlight{}, errNotSent
 	}
 	seq := cc.ch.GetNextPublishSeqNo()
 	cc.pending[seq] = w
@@ -222,15 +239,20 @@ func (cc *confirmChannel) publish(ctx context.Context, exchange, key string, msg
 	if err != nil {
 		cc.forget(seq)
 		if errors.Is(err, amqp091.ErrClosed) {
-			return errNotSent
+			return inFlight{}, errNotSent
 		}
-		return fmt.Errorf("%w: sending: %w", ErrUnconfirmed, err)
+		return inFlight{}, fmt.Errorf("%w: sending: %w", ErrUnconfirmed, err)
 	}
+	return inFlight{cc: cc, seq: seq, w: w}, nil
+}
+
+// wait returns the outcome of the message's confirm.
+func (p inFlight) wait(ctx context.Context) error {
 	select {
-	case err := <-w.done:
+	case err := <-p.w.done:
 		return err
 	case <-ctx.Done():
-		cc.forget(seq)
+		p.cc.forget(p.seq)
 		return fmt.Errorf("%w: stopped waiting: %w", ErrUnconfirmed, ctx.Err())
 	}
 }
