@@ -93,6 +93,65 @@ func (x *q) RecordAgentSeen(ctx context.Context, id string, at time.Time, heartb
 	return x.d.wrap("agent "+id+" seen", err)
 }
 
+// heartbeatsPerStatement bounds one statement of RecordHeartbeats: two parameters a row,
+// well under both back ends' limits on parameters.
+const heartbeatsPerStatement = 500
+
+func (x *q) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (int64, error) {
+	const op = "record heartbeats"
+	// The latest heartbeat of each agent only: one row may match only one VALUES row.
+	latest := make(map[string]time.Time, len(beats))
+	order := make([]string, 0, len(beats))
+	for _, b := range beats {
+		if err := required(op, "agent ID", b.AgentID); err != nil {
+			return 0, err
+		}
+		at := orNow(b.At)
+		prev, seen := latest[b.AgentID]
+		if !seen {
+			order = append(order, b.AgentID)
+		}
+		if !seen || at.After(prev) {
+			latest[b.AgentID] = at
+		}
+	}
+	// PostgreSQL types the VALUES columns from their first row; SQLite keeps times as text.
+	timeType := "TEXT"
+	if x.d.dollar {
+		timeType = "timestamptz"
+	}
+	var n int64
+	for start := 0; start < len(order); start += heartbeatsPerStatement {
+		chunk := order[start:min(start+heartbeatsPerStatement, len(order))]
+		var b strings.Builder
+		args := make([]any, 0, 1+2*len(chunk))
+		args = append(args, true)
+		for i, id := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(CAST(? AS TEXT), CAST(? AS " + timeType + "))")
+			args = append(args, id, x.d.ts(latest[id]))
+		}
+		// A heartbeat never moves an agent's times back: another coordinator, or a hello,
+		// may have written a later one since this one arrived.
+		res, err := x.exec(ctx, `UPDATE agents SET online = ?, last_heartbeat_at = v.column2,
+				last_seen_at = CASE WHEN agents.last_seen_at IS NULL OR agents.last_seen_at < v.column2
+					THEN v.column2 ELSE agents.last_seen_at END
+			FROM (VALUES `+b.String()+`) AS v
+			WHERE agents.id = v.column1 AND (agents.last_heartbeat_at IS NULL OR agents.last_heartbeat_at < v.column2)`, args...)
+		if err != nil {
+			return n, x.d.wrap(op, err)
+		}
+		m, err := res.RowsAffected()
+		if err != nil {
+			return n, x.d.wrap(op, err)
+		}
+		n += m
+	}
+	return n, nil
+}
+
 func (x *q) RecordAgentRefusal(ctx context.Context, id string, r AgentRefusal) error {
 	if err := required("record refusal for agent "+id, "code", r.Code); err != nil {
 		return err

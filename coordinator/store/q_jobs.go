@@ -231,6 +231,10 @@ func (x *q) ListJobs(ctx context.Context, f JobFilter, p Page) ([]Job, string, e
 	if !f.DeadlineBefore.IsZero() {
 		w.add("deadline < ?", x.d.ts(f.DeadlineBefore))
 	}
+	if f.Undispatched {
+		w.add(`EXISTS (SELECT 1 FROM job_attempts a
+			WHERE a.job_id = jobs.id AND a.attempt = jobs.attempt AND a.dispatch_message_id = '')`)
+	}
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 2)
 		if err != nil {

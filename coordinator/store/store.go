@@ -135,6 +135,11 @@ type Writer interface {
 	// as the last heartbeat.
 	RecordAgentSeen(ctx context.Context, id string, at time.Time, heartbeat bool) error
 	SetAgentOffline(ctx context.Context, id string) error
+	// RecordHeartbeats records many agents' heartbeats at once: each agent named is marked
+	// online with the heartbeat as its last heartbeat and last message, unless the agent
+	// already has a later heartbeat (times never move back). It returns how many agents
+	// it changed; agents that are not enrolled are passed over.
+	RecordHeartbeats(ctx context.Context, beats []Heartbeat) (int64, error)
 	// RecordAgentRefusal records the last message claiming to be agent id that was
 	// refused, replacing the one before; ErrNotFound when no such agent is enrolled.
 	RecordAgentRefusal(ctx context.Context, id string, r AgentRefusal) error

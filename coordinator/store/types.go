@@ -68,6 +68,12 @@ type Agent struct {
 	LastRefusal AgentRefusal
 }
 
+// Heartbeat is an agent's heartbeat as received, for RecordHeartbeats.
+type Heartbeat struct {
+	AgentID string
+	At      time.Time
+}
+
 // AgentRefusal is a message the coordinator refused that claimed to come from an agent.
 // Anyone who may publish events can claim any agent ID: Sender, the broker user that
 // published it (as the broker vouches for it), says who it really came from.
@@ -362,6 +368,9 @@ type JobFilter struct {
 	ProfileName    string
 	TokenSerial    string
 	DeadlineBefore time.Time // jobs with a deadline before this time
+	// Undispatched: only jobs whose current attempt has no dispatch written yet
+	// (JobAttempt.DispatchMessageID empty).
+	Undispatched bool
 }
 
 // AuditFilter selects audit entries, listed by sequence number.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -27,8 +28,23 @@ func testAttemptRecords(t *testing.T, h *harness) {
 	}
 	wantErr(t, try(h, func(tx store.Tx) (bool, error) { return tx.SetAttemptWaiting(h.ctx, j.ID, 9, "x") }), store.ErrNotFound)
 
+	// The jobs whose current attempt waits for its dispatch, in one list.
+	second := f.createJob(t, h, func(j *store.Job) { j.State = jobs.StateApproved })
+	undispatched := func() []string {
+		var ids []string
+		for _, j := range listAll(t, 1, func(p store.Page) ([]store.Job, string, error) {
+			return h.s.ListJobs(h.ctx, store.JobFilter{States: []jobs.State{jobs.StateApproved}, Undispatched: true}, p)
+		}) {
+			ids = append(ids, j.ID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	equal(t, "undispatched before", undispatched(), slices.Sorted(slices.Values([]string{second.ID, j.ID})))
+
 	const msg = "0f8fad5b-d9cb-469f-a165-70867728950e"
 	h.tx(t, func(tx store.Tx) error { return tx.RecordAttemptDispatch(h.ctx, j.ID, 1, msg) })
+	equal(t, "undispatched after one dispatch", undispatched(), []string{second.ID})
 	// An attempt is dispatched once, whoever tries again.
 	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAttemptDispatch(h.ctx, j.ID, 1, "another") }), store.ErrConflict)
 	wantErr(t, h.s.InTx(h.ctx, func(tx store.Tx) error { return tx.RecordAttemptDispatch(h.ctx, j.ID, 5, msg) }), store.ErrNotFound)

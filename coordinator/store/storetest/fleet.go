@@ -381,3 +381,63 @@ func testProfiles(t *testing.T, h *harness) {
 		})
 	}
 }
+
+// testHeartbeats: many agents' heartbeats in one call mark them online with their times,
+// never move an agent's times back (another coordinator or a hello wrote a later one),
+// pass over agents nobody enrolled, and take the latest of an agent named twice.
+func testHeartbeats(t *testing.T, h *harness) {
+	const n = 1200 // more than one statement's worth
+	ids := make([]string, n)
+	h.tx(t, func(tx store.Tx) error {
+		for i := range ids {
+			ids[i] = fmt.Sprintf("ws-%04d", i)
+			if _, err := tx.CreateAgent(h.ctx, store.Agent{ID: ids[i], Hostname: ids[i] + ".test"}); err != nil {
+				return err
+			}
+		}
+		// ws-0001 already has a later heartbeat and a later message than the batch brings.
+		return tx.RecordAgentSeen(h.ctx, ids[1], base.Add(time.Hour), true)
+	})
+	h.tx(t, func(tx store.Tx) error { return tx.SetAgentOffline(h.ctx, ids[1]) })
+	// ws-0002's last message is later than its heartbeat in the batch.
+	h.tx(t, func(tx store.Tx) error { return tx.RecordAgentSeen(h.ctx, ids[2], base.Add(time.Hour), false) })
+	h.tx(t, func(tx store.Tx) error { return tx.SetAgentOffline(h.ctx, ids[2]) })
+
+	beats := make([]store.Heartbeat, 0, n+2)
+	for i, id := range ids {
+		beats = append(beats, store.Heartbeat{AgentID: id, At: base.Add(time.Duration(i) * time.Millisecond)})
+	}
+	beats = append(beats, store.Heartbeat{AgentID: "ws-ghost", At: base},
+		store.Heartbeat{AgentID: ids[3], At: base.Add(time.Minute)}, store.Heartbeat{AgentID: ids[3], At: base.Add(-time.Minute)})
+	changed := do(t, h, func(tx store.Tx) (int64, error) { return tx.RecordHeartbeats(h.ctx, beats) })
+	if changed != n-1 {
+		t.Fatalf("%d agents changed, want %d (all but the one with a later heartbeat)", changed, n-1)
+	}
+	for i, id := range ids {
+		a := must(h.s.GetAgent(h.ctx, id))(t)
+		beat := stored(base.Add(time.Duration(i) * time.Millisecond))
+		seen := beat
+		switch i {
+		case 1:
+			beat, seen = stored(base.Add(time.Hour)), stored(base.Add(time.Hour))
+		case 2:
+			seen = stored(base.Add(time.Hour))
+		case 3:
+			beat, seen = stored(base.Add(time.Minute)), stored(base.Add(time.Minute))
+		}
+		if a.Online != (i != 1) || !a.LastHeartbeat.Equal(beat) || !a.LastSeen.Equal(seen) {
+			t.Fatalf("agent %s: online %v, heartbeat %v, seen %v; want online %v, heartbeat %v, seen %v",
+				id, a.Online, a.LastHeartbeat, a.LastSeen, i != 1, beat, seen)
+		}
+	}
+	// The same batch again changes nothing: no time moves back, none forward.
+	if again := do(t, h, func(tx store.Tx) (int64, error) { return tx.RecordHeartbeats(h.ctx, beats) }); again != 0 {
+		t.Fatalf("the same batch again changed %d agents", again)
+	}
+	if none := do(t, h, func(tx store.Tx) (int64, error) { return tx.RecordHeartbeats(h.ctx, nil) }); none != 0 {
+		t.Fatalf("no heartbeats changed %d agents", none)
+	}
+	wantErr(t, try(h, func(tx store.Tx) (int64, error) {
+		return tx.RecordHeartbeats(h.ctx, []store.Heartbeat{{At: base}})
+	}), store.ErrInvalid)
+}

@@ -39,6 +39,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"APITokenNeverStoredInClear", testAPITokenStorage},
 		{"Agents", testAgents},
 		{"AgentList", testAgentList},
+		{"Heartbeats", testHeartbeats},
 		{"Tokens", testTokens},
 		{"Certificates", testCertificates},
 		{"CertificateList", testCertificateList},
