@@ -12,12 +12,14 @@
 //     Dispatches, certificates and cancels are journalled by the executor and acked
 //     then; a message the executor refuses as bad is dead-lettered, one it could not
 //     journal is requeued. Nothing ever waits for a token while holding a delivery;
-//   - the sender, which publishes a hello (inventory, seal key, versions) on every
-//     connection and whenever the tokens change, then the journal's outbox oldest first,
-//     marking each message sent once the broker confirmed it; what jobs produce while the
-//     broker is away waits in the outbox;
+//   - the stock, which takes stock of the tokens (the hello's inventory) at start, on
+//     every reconnection and whenever the watcher reports a change, off the send path;
+//   - the sender, which publishes a hello (inventory, seal key, versions) first on every
+//     connection, then the journal's outbox oldest first, marking each message sent once
+//     the broker confirmed it, and a hello again when the stock changed; what jobs
+//     produce while the broker is away waits in the outbox;
 //   - heartbeats, jittered around protocol.HeartbeatInterval;
-//   - the token watcher, whose reports trigger the hello.
+//   - the token watcher, whose reports ask the stock for a new stocktaking.
 //
 // Shutdown has one path, whatever asks for it (SIGTERM, SIGINT, the Windows service
 // manager, the caller's context): the context given to Run ends. The consumer stops (an
@@ -300,9 +302,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info().Int("jobs", n).Msg("resuming unfinished jobs")
 	}
 
-	// Signals from the connection and the watcher to the sender; one pending is enough.
+	// The stock of tokens the hello carries, taken off the send path.
+	tokenStock := newStock(a.stocktaking(inv), a.log.With().Str("component", "stock").Logger(), retryBackoff(a.cfg.Broker.Backoff))
+	// Signals from the connection to the sender; one pending is enough.
 	connected := make(chan struct{}, 1)
-	tokensChanged := make(chan struct{}, 1)
 	var generation atomic.Uint64 // counts successful connections
 	queue := &queueCheck{mode: a.cfg.Broker.Queue, agentID: a.cfg.ID, log: a.log}
 	// Room for the connection's refusal and the consumer's error: neither send blocks.
@@ -318,6 +321,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		OnStatus: func(st amqp.Status) {
 			if st.State == amqp.StateConnected {
 				generation.Add(1)
+				// Each connection hears the latest stock at once, then a fresh one if it
+				// differs: certificates written while the broker was away are no token
+				// change the watcher reports.
+				tokenStock.request()
 				signal(connected)
 			}
 			a.connectionStatus(st)
@@ -339,11 +346,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	w := watch.New(watch.Config{PollInterval: a.cfg.PollInterval, Registry: a.cfg.Registry}, watchUSB(enum), mods, a.log)
 	s := &sender{
-		conn: conn, journal: j, log: a.log.With().Str("component", "sender").Logger(),
-		hello: func(ctx context.Context) (*protocol.Envelope, []protocol.Token, error) {
-			return a.hello(ctx, inv, pair)
-		},
-		generation: &generation, connected: connected, tokensChanged: tokensChanged,
+		conn: conn, journal: j, log: a.log.With().Str("component", "sender").Logger(), stock: tokenStock,
+		hello:      func(toks []protocol.Token) (*protocol.Envelope, error) { return a.hello(toks, pair) },
+		generation: &generation, connected: connected,
 		backoff: retryBackoff(a.cfg.Broker.Backoff),
 	}
 
@@ -371,7 +376,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	wg.Go(func() { _ = w.Run(runCtx) })
-	wg.Go(func() { a.watchTokens(w.Events(), tokensChanged) })
+	wg.Go(func() { a.watchTokens(w.Events(), tokenStock.request) })
+	// Taking stock says nothing on the broker: it starts at once, beside the subscription.
+	wg.Go(func() { tokenStock.run(runCtx) })
 	wg.Go(afterSubscribed(func() { a.heartbeats(runCtx, conn, ex) }))
 	wg.Go(afterSubscribed(func() { s.run(runCtx) }))
 
@@ -480,13 +487,13 @@ func (a *Agent) openModules(ctx context.Context, enum usb.Enumerator) (*modules,
 	return newModules(mods), nil
 }
 
-// watchTokens turns the watcher's reports into hello requests, until it stops.
-func (a *Agent) watchTokens(events <-chan watch.Event, changed chan<- struct{}) {
+// watchTokens turns the watcher's reports into stocktaking requests, until it stops.
+func (a *Agent) watchTokens(events <-chan watch.Event, changed func()) {
 	for ev := range events {
 		switch ev.Kind {
 		case watch.Inserted, watch.Removed, watch.Changed:
 			// The watcher logs the change itself.
-			signal(changed)
+			changed()
 		case watch.SourceError:
 			a.log.Warn().Err(ev.Err).Str("source", ev.Source).Str("module", ev.ModulePath).Msg("token polling fails; token presence is held as it was")
 		case watch.SourceRecovered:

@@ -14,25 +14,34 @@ import (
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
 )
 
-// hello introduces the agent with what it sees now.
-func (a *Agent) hello(ctx context.Context, inv func(context.Context) ([]protocol.Token, error), pair *keys.Pair) (*protocol.Envelope, []protocol.Token, error) {
-	toks, err := inv(ctx)
-	if err != nil {
-		return nil, nil, err
+// stocktaking wraps an inventory source for the stock: never nil, at most what a hello
+// carries.
+func (a *Agent) stocktaking(inv func(context.Context) ([]protocol.Token, error)) func(context.Context) ([]protocol.Token, error) {
+	return func(ctx context.Context) ([]protocol.Token, error) {
+		toks, err := inv(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if toks == nil {
+			toks = []protocol.Token{}
+		}
+		if len(toks) > protocol.MaxTokens {
+			a.log.Warn().Int("tokens", len(toks)).Int("limit", protocol.MaxTokens).Msg("more tokens than a hello carries; the rest are left out")
+			toks = toks[:protocol.MaxTokens]
+		}
+		return toks, nil
 	}
-	if toks == nil {
-		toks = []protocol.Token{}
-	}
-	if len(toks) > protocol.MaxTokens {
-		a.log.Warn().Int("tokens", len(toks)).Int("limit", protocol.MaxTokens).Msg("more tokens than a hello carries; the rest are left out")
-		toks = toks[:protocol.MaxTokens]
-	}
-	env, err := protocol.NewEnvelope(a.cfg.ID, protocol.JobRef{}, protocol.Hello{
+}
+
+// hello introduces the agent with the tokens of the latest stocktaking. Each hello is a
+// new message: the coordinator dedupes on message IDs, so one sent again on a new
+// connection must not reuse an ID.
+func (a *Agent) hello(toks []protocol.Token, pair *keys.Pair) (*protocol.Envelope, error) {
+	return protocol.NewEnvelope(a.cfg.ID, protocol.JobRef{}, protocol.Hello{
 		InstanceID: a.instance, Hostname: a.hostname, OS: runtime.GOOS, Arch: runtime.GOARCH,
 		AgentVersion: version(), Protocol: protocol.VersionRange{Min: protocol.MinVersion, Max: protocol.Version},
 		SealKey: pair.PublicKey(), Tokens: toks,
 	})
-	return env, toks, err
 }
 
 // activity is what a heartbeat needs of the executor.

@@ -24,60 +24,69 @@ type publisher interface {
 	PublishEvent(ctx context.Context, env *protocol.Envelope) error
 }
 
-// sender is the agent's only publisher of persistent messages: the hello on every
-// connection and on token changes, then the journal's outbox, oldest first. One goroutine
-// publishes one message at a time, so messages leave in the order they were made.
+// sender is the agent's only publisher of persistent messages: a hello first on every
+// connection, the journal's outbox oldest first, and a hello again when the stock of
+// tokens changed. One goroutine publishes one message at a time, so messages leave in the
+// order they were made.
+//
+// It never waits for the tokens: the stock takes stock in a goroutine of its own and the
+// sender says hello with the latest stocktaking, so a CSR or a result leaves within
+// milliseconds of being journalled however long a scan of the tokens takes. The one wait
+// is at start, for the first stocktaking: the first hello must say what is there.
 type sender struct {
 	conn    publisher
 	journal *journal.Journal
 	log     zerolog.Logger
-	// hello makes a hello with the current inventory.
-	hello func(ctx context.Context) (*protocol.Envelope, []protocol.Token, error)
+	stock   *stock
+	// hello makes a hello that carries the tokens.
+	hello func(toks []protocol.Token) (*protocol.Envelope, error)
 	// generation counts connections; connected receives a value after each.
-	generation    *atomic.Uint64
-	connected     <-chan struct{}
-	tokensChanged <-chan struct{}
-	backoff       amqp.Backoff
+	generation *atomic.Uint64
+	connected  <-chan struct{}
+	backoff    amqp.Backoff
+}
+
+// said is what the last hello said, and on which connection.
+type said struct {
+	gen    uint64           // the connection it went out on
+	stock  uint64           // the stocktaking it was made from
+	tokens []protocol.Token // what it said
 }
 
 // run sends until ctx ends.
 func (s *sender) run(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-s.stock.have:
+	}
 	var (
-		helloGen   uint64           // the connection the last hello went out on
-		lastTokens []protocol.Token // what it said
-		tokens     bool             // the watcher reported a change since
-		failures   int
+		last     said
+		failures int
 	)
 	for {
 		err := func() error {
-			if s.generation.Load() != helloGen || tokens {
-				// Wait for the connection first, so that the hello says what is there when
-				// it goes out and names the connection it goes out on.
-				if err := s.conn.Ready(ctx); err != nil {
+			if s.generation.Load() != last.gen {
+				// The protocol's order: hello first on a new connection, so that the
+				// coordinator's view of this agent is rebuilt before anything else.
+				if err := s.sayHello(ctx, &last); err != nil {
 					return err
 				}
-				gen := s.generation.Load()
-				env, toks, err := s.hello(ctx)
-				if err != nil {
-					return fmt.Errorf("taking stock of the tokens for the hello: %w", err)
-				}
-				if gen != helloGen || !reflect.DeepEqual(toks, lastTokens) {
-					if err := s.conn.PublishEvent(ctx, env); err != nil {
-						return fmt.Errorf("hello: %w", err)
-					}
-					s.log.Info().Int("tokens", len(toks)).Msg("hello sent")
-				}
-				// A reconnection during the publish leaves generation ahead of gen: the
-				// next round says hello on the new connection too.
-				helloGen, lastTokens, tokens = gen, toks, false
 			}
-			return s.drain(ctx, func() bool { return s.generation.Load() != helloGen })
+			if err := s.drain(ctx, func() bool { return s.generation.Load() != last.gen }); err != nil {
+				return err
+			}
+			// A change of tokens waits for the outbox: what jobs journalled goes first.
+			if _, v := s.stock.latest(); v != last.stock && s.generation.Load() == last.gen {
+				return s.sayHello(ctx, &last)
+			}
+			return nil
 		}()
 		var retry *time.Timer
 		switch {
 		case err == nil:
 			failures = 0
-			if s.generation.Load() != helloGen {
+			if s.generation.Load() != last.gen {
 				continue // reconnected meanwhile: hello first
 			}
 		case ctx.Err() != nil:
@@ -91,8 +100,7 @@ func (s *sender) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-s.connected:
-		case <-s.tokensChanged:
-			tokens = true
+		case <-s.stock.updated:
 		case <-s.journal.Notify():
 		case <-timerC(retry):
 		}
@@ -103,6 +111,32 @@ func (s *sender) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// sayHello publishes a hello with the latest stocktaking, unless this connection already
+// heard one saying the same.
+func (s *sender) sayHello(ctx context.Context, last *said) error {
+	// Wait for the connection first, so that the hello names the connection it goes out
+	// on.
+	if err := s.conn.Ready(ctx); err != nil {
+		return err
+	}
+	gen := s.generation.Load()
+	toks, v := s.stock.latest()
+	if gen != last.gen || !reflect.DeepEqual(toks, last.tokens) {
+		env, err := s.hello(toks)
+		if err != nil {
+			return fmt.Errorf("making the hello: %w", err)
+		}
+		if err := s.conn.PublishEvent(ctx, env); err != nil {
+			return fmt.Errorf("hello: %w", err)
+		}
+		s.log.Info().Int("tokens", len(toks)).Msg("hello sent")
+	}
+	// A reconnection during the publish leaves generation ahead of gen: the next round
+	// says hello on the new connection too.
+	*last = said{gen: gen, stock: v, tokens: toks}
+	return nil
 }
 
 // timerC is t's channel, or nil (never ready) for no timer.
