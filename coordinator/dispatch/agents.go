@@ -68,11 +68,52 @@ func (d *Dispatcher) onInventory(ctx context.Context, tx *service.JobTx, del *am
 }
 
 // handleHeartbeat keeps the agent online. Heartbeats are not deduplicated (seeing one
-// twice changes nothing) and their refusals are audited at most hourly per agent.
+// twice changes nothing) and their refusals are audited at most hourly per agent. The
+// sender is checked as for any event, against what the dispatcher remembers of the agent
+// (read once from its record); the heartbeat is then held in memory and written with the
+// next flush (presence.go).
 func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) amqp.Outcome {
 	if _, err := protocol.DecodeBody[protocol.Heartbeat](del.Envelope); err != nil {
 		return d.reject(err)
 	}
+	if d.writeThrough() {
+		return d.heartbeatWriteThrough(ctx, del)
+	}
+	id := del.Envelope.AgentID
+	want, known := d.presence.user(id)
+	if !known {
+		a, v, err := d.sender(ctx, d.st, del, true)
+		if err == nil && v.reject != nil {
+			err = d.recordRefusal(ctx, v)
+		}
+		if err != nil {
+			return amqp.Retry(err)
+		}
+		if v.reject != nil {
+			return d.reject(v.reject)
+		}
+		if want, err = d.agentUser(a); err != nil {
+			return amqp.Retry(err)
+		}
+		d.presence.remember(id, want, a)
+	} else if v := d.checkSender(del, id, want, true); v.reject != nil {
+		if err := d.recordRefusal(ctx, v); err != nil {
+			return amqp.Retry(err)
+		}
+		return d.reject(v.reject)
+	}
+	if d.presence.beat(id, d.clock(), d.opts.HeartbeatTimeout) {
+		kick(d.presence.kick)
+	}
+	// Acked once in memory, before it is written: a heartbeat is a fact the next one
+	// supersedes, and a crash loses at most one flush interval of them, while the agent's
+	// next heartbeat comes within its interval, well inside the timeout.
+	return amqp.Ack()
+}
+
+// heartbeatWriteThrough records one heartbeat in a transaction of its own: what every
+// heartbeat cost before presence was held in memory, kept to measure against.
+func (d *Dispatcher) heartbeatWriteThrough(ctx context.Context, del *amqp.Delivery) amqp.Outcome {
 	var v verdict
 	err := d.st.InTx(ctx, func(tx store.Tx) error {
 		a, vv, err := d.sender(ctx, tx, del, true)
@@ -90,12 +131,18 @@ func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) am
 	if v.reject != nil {
 		return d.reject(v.reject)
 	}
+	d.presence.counted()
 	return amqp.Ack()
 }
 
-// SweepOffline marks offline the agents whose last heartbeat is older than the heartbeat
-// timeout, and returns how many.
+// SweepOffline marks offline the agents whose last heartbeat in the database is older
+// than the heartbeat timeout, and returns how many. It writes the heartbeats held here
+// first; those other coordinators hold reach the database within their flush interval,
+// far inside the timeout.
 func (d *Dispatcher) SweepOffline(ctx context.Context) (int64, error) {
+	if _, err := d.FlushPresence(ctx); err != nil {
+		return 0, err
+	}
 	var n int64
 	err := d.st.InTx(ctx, func(tx store.Tx) error {
 		var err error

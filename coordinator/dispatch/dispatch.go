@@ -72,6 +72,11 @@ type Options struct {
 	PublishTimeout   time.Duration // bound on one publish waiting for the broker
 	WaitingInterval  time.Duration // how often approved jobs that wait are tried again
 	HeartbeatTimeout time.Duration // an agent without a heartbeat for this long is offline
+	// PresenceFlushInterval is how often heartbeats held in memory are written, in one
+	// transaction; zero: DefaultPresenceFlushInterval, and never more than a quarter of
+	// HeartbeatTimeout. Negative writes each heartbeat in a transaction of its own (the
+	// cost the batches spare, kept to measure against).
+	PresenceFlushInterval time.Duration
 	// BrokerBackoff paces reconnections; zero: the transport's default.
 	BrokerBackoff amqp.Backoff
 	// Observer hears of refusals, dead-lettered messages and signatures; nil: nobody.
@@ -105,6 +110,7 @@ type Dispatcher struct {
 	refusalRecord *ratelimit.Limiter
 	backoffs      *rowBackoffs
 	early         *earlyCounts
+	presence      *presence
 }
 
 // New checks o and returns a Dispatcher; nothing runs until Run.
@@ -141,6 +147,11 @@ func New(o Options) (*Dispatcher, error) {
 	if o.HeartbeatTimeout <= 0 {
 		o.HeartbeatTimeout = DefaultHeartbeatTimeout
 	}
+	if o.PresenceFlushInterval == 0 {
+		// The database's last heartbeat lags the agent's by up to one interval: keep
+		// that small next to the timeout the offline sweep applies to it.
+		o.PresenceFlushInterval = min(DefaultPresenceFlushInterval, max(o.HeartbeatTimeout/4, time.Millisecond))
+	}
 	if o.Observer == nil {
 		o.Observer = nopObserver{}
 	}
@@ -152,6 +163,7 @@ func New(o Options) (*Dispatcher, error) {
 		log: o.Logger, now: o.Now, opts: o, profiles: newProfileCache(),
 		publishKick: make(chan struct{}, 1), waitingKick: make(chan struct{}, 1),
 		refusalLog: ratelimit.New(time.Hour, maxLimiterKeys), refusalRecord: ratelimit.New(time.Minute, maxLimiterKeys), backoffs: newRowBackoffs(), early: newEarlyCounts(),
+		presence: newPresence(),
 	}, nil
 }
 

@@ -182,22 +182,41 @@ func (d *Dispatcher) sender(ctx context.Context, r store.Reader, del *amqp.Deliv
 	if err != nil {
 		return store.Agent{}, verdict{}, err
 	}
-	if d.opts.AgentUsers != AgentUsersPerAgent {
-		return a, verdict{}, nil
+	want, err := d.agentUser(a)
+	if err != nil {
+		return store.Agent{}, verdict{}, err
 	}
-	want := a.BrokerUser
-	if want == "" {
-		if want, err = protocol.AgentUser(a.ID); err != nil {
-			return store.Agent{}, verdict{}, err
-		}
+	if v := d.checkSender(del, a.ID, want, quiet); v.reject != nil {
+		return store.Agent{}, v, nil
+	}
+	return a, verdict{}, nil
+}
+
+// agentUser is the broker user that must publish agent a's messages; "" when agents
+// share one.
+func (d *Dispatcher) agentUser(a store.Agent) (string, error) {
+	if d.opts.AgentUsers != AgentUsersPerAgent {
+		return "", nil
+	}
+	if a.BrokerUser != "" {
+		return a.BrokerUser, nil
+	}
+	return protocol.AgentUser(a.ID)
+}
+
+// checkSender refuses a message claiming enrolled agent id unless, with per-agent broker
+// users, want (agentUser) published it.
+func (d *Dispatcher) checkSender(del *amqp.Delivery, id, want string, quiet bool) verdict {
+	if d.opts.AgentUsers != AgentUsersPerAgent {
+		return verdict{}
 	}
 	switch {
 	case del.UserID == "":
-		return store.Agent{}, d.refuse(del, quiet, protocol.CodeForgedSender, "user_id property missing; agent %s must publish as broker user %s", a.ID, want), nil
+		return d.refuse(del, quiet, protocol.CodeForgedSender, "user_id property missing; agent %s must publish as broker user %s", id, want)
 	case del.UserID != want:
-		return store.Agent{}, d.refuse(del, quiet, protocol.CodeForgedSender, "the envelope claims agent %s but broker user %q published it (the agent's is %q)", a.ID, del.UserID, want), nil
+		return d.refuse(del, quiet, protocol.CodeForgedSender, "the envelope claims agent %s but broker user %q published it (the agent's is %q)", id, del.UserID, want)
 	}
-	return a, verdict{}, nil
+	return verdict{}
 }
 
 // refuse refuses a message: it is dead-lettered with code, and audited

@@ -61,6 +61,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	wg.Go(func() { d.declareAtStart(ctx, conn) })
 	wg.Go(func() { d.runWaiting(ctx) })
 	wg.Go(func() { d.runOfflineSweep(ctx) })
+	wg.Go(func() { d.runPresence(ctx) })
 	wg.Go(func() { d.runPurge(ctx) })
 	<-ctx.Done()
 	wg.Wait()
@@ -145,24 +146,18 @@ func (d *Dispatcher) runWaiting(ctx context.Context) {
 }
 
 // DispatchWaiting tries again every approved job whose current attempt has no dispatch
-// yet, and returns how many it queued. One job's failure does not stop the others.
+// yet, and returns how many it queued. One job's failure does not stop the others. Every
+// hello wakes it, so the jobs that wait are found in one query a page, not one a job.
 func (d *Dispatcher) DispatchWaiting(ctx context.Context) (int, error) {
 	var waiting []store.Job
 	p := store.Page{Limit: store.MaxPageLimit}
 	for {
-		page, next, err := d.st.ListJobs(ctx, store.JobFilter{States: []jobs.State{jobs.StateApproved}}, p)
+		page, next, err := d.st.ListJobs(ctx, store.JobFilter{States: []jobs.State{jobs.StateApproved}, Undispatched: true}, p)
 		if err != nil {
 			return 0, err
 		}
 		for _, j := range page {
-			if !jobs.OnAgent(j.Kind) {
-				continue
-			}
-			a, err := d.st.GetJobAttempt(ctx, j.ID, j.Attempt)
-			if err != nil {
-				return 0, err
-			}
-			if a.DispatchMessageID == "" {
+			if jobs.OnAgent(j.Kind) {
 				waiting = append(waiting, j)
 			}
 		}
