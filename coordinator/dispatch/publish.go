@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
@@ -111,33 +113,43 @@ func (d *Dispatcher) publishPass(ctx context.Context, conn *amqp.Conn) time.Dura
 			}
 			return wait
 		}
-		// A route whose row failed keeps its later rows for the next pass: an agent gets
-		// its messages in the order they were written.
+		// Rows go out in rounds of at most one row per route, each round's confirms in
+		// flight together: a route's next row leaves only once the one before it was
+		// confirmed, and a route whose row failed keeps its later rows for the next pass.
+		// An agent gets its messages in the order they were written.
 		held := map[string]bool{}
 		sent := 0
-		for _, row := range rows {
-			route := row.Exchange + "\x00" + row.RoutingKey
-			if held[route] {
-				continue
-			}
-			now := d.now()
-			if !d.backoffs.due(row.ID, now) {
-				if !d.backoffs.isSkipped(row.ID) {
-					held[route] = true
-					wait = min(wait, rowBackoffMin)
+		for todo := rows; len(todo) > 0; {
+			var round, later []store.OutboxMessage
+			inRound := map[string]bool{}
+			for _, row := range todo {
+				route := routeOf(row)
+				switch {
+				case held[route]:
+					continue
+				case inRound[route]:
+					later = append(later, row)
+					continue
 				}
-				continue
+				if !d.backoffs.due(row.ID, d.now()) {
+					if !d.backoffs.isSkipped(row.ID) {
+						held[route] = true
+						wait = min(wait, rowBackoffMin)
+					}
+					continue
+				}
+				inRound[route] = true
+				round = append(round, row)
 			}
-			res := d.publishRow(ctx, conn, row)
-			switch res {
-			case rowStop:
-				return wait
-			case rowHeld:
-				held[route] = true
+			n, heldAny, stop := d.publishRound(ctx, conn, round, held)
+			sent += n
+			if heldAny {
 				wait = min(wait, rowBackoffMin)
-			case rowSent:
-				sent++
 			}
+			if stop {
+				return wait
+			}
+			todo = later
 		}
 		// A full batch may have more behind it; a partial one is all there is.
 		if len(rows) < publishBatch || sent == 0 {
@@ -146,85 +158,167 @@ func (d *Dispatcher) publishPass(ctx context.Context, conn *amqp.Conn) time.Dura
 	}
 }
 
-// rowResult is what became of one outbox row in a pass.
+// routeOf is what orders an outbox row: its exchange and routing key.
+func routeOf(row store.OutboxMessage) string { return row.Exchange + "\x00" + row.RoutingKey }
+
+// rowResult is what became of one outbox row in a round.
 type rowResult int
 
 const (
-	rowSent    rowResult = iota // confirmed and marked sent
+	rowSent    rowResult = iota // confirmed; marked sent with its round
 	rowHeld                     // to be sent again after its backoff; the route's later rows wait
 	rowSkipped                  // can never be sent as it is; recorded on the row, the route goes on
 	rowStop                     // the broker is away or ctx ended: the pass ends
 )
 
-// publishRow publishes one outbox row and records the outcome.
-func (d *Dispatcher) publishRow(ctx context.Context, conn *amqp.Conn, row store.OutboxMessage) rowResult {
-	log := d.log.With().Int64("outbox_id", row.ID).Str("message_id", row.MessageID).Str("type", row.Type).
-		Str("routing_key", row.RoutingKey).Logger()
-	env, err := protocol.Decode(row.Body)
-	if err != nil {
-		// Rows are encoded by enqueue; an undecodable one is damage, and sending it would
-		// only get it dead-lettered by the agent. It stays, failed, for an operator.
-		log.Error().Err(err).Msg("outbox row does not decode; not sent")
-		d.backoffs.skipped(row.ID, d.now())
-		d.recordFailure(ctx, row, "does not decode: "+err.Error())
-		return rowSkipped
+// publishRound publishes rows, at most one per route, with their confirms in flight
+// together, records each failure as its row's own, and marks every confirmed row sent in
+// one transaction. It returns how many rows it marked sent, whether a route is held, and
+// whether the pass must end. Routes of held rows are added to held.
+func (d *Dispatcher) publishRound(ctx context.Context, conn *amqp.Conn, round []store.OutboxMessage, held map[string]bool) (sent int, heldAny, stop bool) {
+	var (
+		out  []amqp.Outgoing
+		rows []store.OutboxMessage
+		envs []*protocol.Envelope
+	)
+	for _, row := range round {
+		env, err := protocol.Decode(row.Body)
+		if err != nil {
+			// Rows are encoded by enqueue; an undecodable one is damage, and sending it
+			// would only get it dead-lettered by the agent. It stays, failed, for an
+			// operator.
+			rowLog(d.log, row).Error().Err(err).Msg("outbox row does not decode; not sent")
+			d.backoffs.skipped(row.ID, d.now())
+			d.recordFailure(ctx, row, "does not decode: "+err.Error())
+			continue
+		}
+		out = append(out, amqp.Outgoing{Exchange: row.Exchange, Key: row.RoutingKey, Env: env})
+		rows = append(rows, row)
+		envs = append(envs, env)
+	}
+	if len(out) == 0 {
+		return 0, false, false
 	}
 	pctx, cancel := context.WithTimeout(ctx, d.opts.PublishTimeout)
-	err = conn.Publish(pctx, row.Exchange, row.RoutingKey, env)
+	errs := conn.PublishBatch(pctx, out)
 	cancel()
+	var confirmed []int
+	for i, err := range errs {
+		switch d.rowOutcome(ctx, rows[i], err) {
+		case rowSent:
+			confirmed = append(confirmed, i)
+		case rowHeld:
+			held[routeOf(rows[i])] = true
+			heldAny = true
+		case rowStop:
+			stop = true
+		}
+	}
+	n, err := d.markSent(ctx, rows, envs, confirmed)
+	if err != nil {
+		return n, heldAny, true
+	}
+	return n, heldAny, stop
+}
+
+// rowOutcome records what the broker answered for one row, as the row's own: a returned or
+// nacked row backs off and holds its route, a refused one is skipped.
+func (d *Dispatcher) rowOutcome(ctx context.Context, row store.OutboxMessage, err error) rowResult {
 	switch {
 	case err == nil:
+		d.backoffs.done(row.ID)
+		return rowSent
 	case ctx.Err() != nil:
 		return rowStop
 	case errors.Is(err, amqp.ErrReturned):
 		reason := "unroutable: " + err.Error()
 		wait := d.backoffs.failed(row.ID, row.Attempts+1, d.now())
-		log.Warn().Err(err).Dur("retry_in_ms", wait).Msg("message returned by the broker: the agent's queue is missing; declaring it")
+		rowLog(d.log, row).Warn().Err(err).Dur("retry_in_ms", wait).Msg("message returned by the broker: the agent's queue is missing; declaring it")
 		d.recordFailure(ctx, row, reason)
 		d.declareForRow(ctx, row)
 		return rowHeld
 	case errors.Is(err, amqp.ErrNacked):
 		wait := d.backoffs.failed(row.ID, row.Attempts+1, d.now())
-		log.Warn().Err(err).Dur("retry_in_ms", wait).Msg("broker refused the message; sending it again later")
+		rowLog(d.log, row).Warn().Err(err).Dur("retry_in_ms", wait).Msg("broker refused the message; sending it again later")
 		d.recordFailure(ctx, row, err.Error())
 		return rowHeld
 	case isProtocolError(err):
 		// The envelope itself is refused (a *protocol.Error): retrying cannot help.
-		log.Error().Err(err).Msg("message refused by the transport; not sent")
+		rowLog(d.log, row).Error().Err(err).Msg("message refused by the transport; not sent")
 		d.backoffs.skipped(row.ID, d.now())
 		d.recordFailure(ctx, row, err.Error())
 		return rowSkipped
 	default:
 		// Unconfirmed or not connected: the row stays unsent and goes out again, with the
 		// same message ID, once the broker is back.
-		log.Info().Err(err).Msg("message not confirmed; it is sent again when the broker answers")
+		rowLog(d.log, row).Info().Err(err).Msg("message not confirmed; it is sent again when the broker answers")
 		return rowStop
 	}
-	d.backoffs.done(row.ID)
-	err = d.update(ctx, func(tx *service.JobTx) error {
-		if err := tx.MarkOutboxSent(ctx, row.ID, d.clock()); err != nil {
-			return err
+}
+
+// markSent marks the confirmed rows (indexes into rows and envs) sent, and their
+// dispatches dispatched, in one transaction; a round costs one commit, not one per row.
+// If that transaction fails, each row is tried in a transaction of its own, so that one
+// row that cannot be marked holds up only itself and what comes after it. It returns how
+// many rows it marked.
+func (d *Dispatcher) markSent(ctx context.Context, rows []store.OutboxMessage, envs []*protocol.Envelope, confirmed []int) (int, error) {
+	if len(confirmed) == 0 {
+		return 0, nil
+	}
+	err := d.update(ctx, func(tx *service.JobTx) error {
+		for _, i := range confirmed {
+			if err := d.markRowSent(ctx, tx, rows[i], envs[i]); err != nil {
+				return err
+			}
 		}
-		if env.Type != protocol.TypeDispatch {
-			return nil
-		}
-		j, err := tx.GetJob(ctx, env.JobID)
-		if err != nil {
-			return err
-		}
-		_, err = d.markDispatched(ctx, tx, j, int(env.Attempt), "the broker confirmed the dispatch; it waits in the agent's queue")
-		return err
+		return nil
 	})
-	if err != nil {
-		// The broker has the message; the row is sent again later and the agent drops
-		// the duplicate.
-		if ctx.Err() == nil {
-			log.Error().Err(err).Msg("message confirmed but not marked sent")
-		}
-		return rowStop
+	if err == nil {
+		d.log.Debug().Int("messages", len(confirmed)).Msg("messages confirmed")
+		return len(confirmed), nil
 	}
-	log.Debug().Msg("message confirmed")
-	return rowSent
+	if len(confirmed) > 1 && ctx.Err() == nil {
+		d.log.Warn().Err(err).Int("messages", len(confirmed)).Msg("confirmed messages not marked sent together; marking them one at a time")
+		for n, i := range confirmed {
+			if err := d.update(ctx, func(tx *service.JobTx) error { return d.markRowSent(ctx, tx, rows[i], envs[i]) }); err != nil {
+				d.notMarked(ctx, rows[i], err)
+				return n, err
+			}
+		}
+		return len(confirmed), nil
+	}
+	d.notMarked(ctx, rows[confirmed[0]], err)
+	return 0, err
+}
+
+// markRowSent marks one confirmed row sent and, for a dispatch, its job dispatched.
+func (d *Dispatcher) markRowSent(ctx context.Context, tx *service.JobTx, row store.OutboxMessage, env *protocol.Envelope) error {
+	if err := tx.MarkOutboxSent(ctx, row.ID, d.clock()); err != nil {
+		return err
+	}
+	if env.Type != protocol.TypeDispatch {
+		return nil
+	}
+	j, err := tx.GetJob(ctx, env.JobID)
+	if err != nil {
+		return err
+	}
+	_, err = d.markDispatched(ctx, tx, j, int(env.Attempt), "the broker confirmed the dispatch; it waits in the agent's queue")
+	return err
+}
+
+// notMarked logs a confirmed row that could not be marked sent. The broker has the
+// message; the row is sent again later and the agent drops the duplicate.
+func (d *Dispatcher) notMarked(ctx context.Context, row store.OutboxMessage, err error) {
+	if ctx.Err() == nil {
+		rowLog(d.log, row).Error().Err(err).Msg("message confirmed but not marked sent")
+	}
+}
+
+func rowLog(log zerolog.Logger, row store.OutboxMessage) *zerolog.Logger {
+	l := log.With().Int64("outbox_id", row.ID).Str("message_id", row.MessageID).Str("type", row.Type).
+		Str("routing_key", row.RoutingKey).Logger()
+	return &l
 }
 
 func (d *Dispatcher) recordFailure(ctx context.Context, row store.OutboxMessage, reason string) {
