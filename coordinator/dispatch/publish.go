@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -105,14 +106,20 @@ func (d *Dispatcher) runPublisher(ctx context.Context, conn *amqp.Conn) {
 // pass when nothing wakes the publisher.
 func (d *Dispatcher) publishPass(ctx context.Context, conn *amqp.Conn) time.Duration {
 	wait := d.opts.PublishInterval
+	m := &marker{d: d, ctx: ctx}
+	defer func() { _ = m.wait() }()
 	for {
-		rows, err := d.st.ListUnsentOutbox(ctx, publishBatch)
+		// The rows being marked sent are still unsent to this read: they are left out, and
+		// read past.
+		rows, err := d.st.ListUnsentOutbox(ctx, publishBatch+len(m.ids))
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Error().Err(err).Msg("reading the outbox")
 			}
 			return wait
 		}
+		rows = slices.DeleteFunc(rows, func(r store.OutboxMessage) bool { return m.ids[r.ID] })
+		rows = rows[:min(len(rows), publishBatch)]
 		// Rows go out in rounds of at most one row per route, each round's confirms in
 		// flight together: a route's next row leaves only once the one before it was
 		// confirmed, and a route whose row failed keeps its later rows for the next pass.
@@ -141,7 +148,7 @@ func (d *Dispatcher) publishPass(ctx context.Context, conn *amqp.Conn) time.Dura
 				inRound[route] = true
 				round = append(round, row)
 			}
-			n, heldAny, stop := d.publishRound(ctx, conn, round, held)
+			n, heldAny, stop := d.publishRound(ctx, conn, m, round, held)
 			sent += n
 			if heldAny {
 				wait = min(wait, rowBackoffMin)
@@ -158,6 +165,48 @@ func (d *Dispatcher) publishPass(ctx context.Context, conn *amqp.Conn) time.Dura
 	}
 }
 
+// marker marks confirmed rows sent in the background, one transaction at a time, so that
+// the publisher sends the next round while the last one commits. Only the publisher's
+// goroutine calls its methods.
+type marker struct {
+	d    *Dispatcher
+	ctx  context.Context
+	done chan struct{}  // closed when the marking in flight ends; nil when there is none
+	ids  map[int64]bool // the rows of the marking in flight
+	err  error          // the first marking that failed; written before done closes
+}
+
+// start waits for the marking in flight, then marks the confirmed rows (indexes into rows
+// and envs) in the background. It returns the error of an earlier marking: the broker
+// has those rows but they are still unsent, and the pass ends.
+func (m *marker) start(rows []store.OutboxMessage, envs []*protocol.Envelope, confirmed []int) error {
+	if err := m.wait(); err != nil || len(confirmed) == 0 {
+		return err
+	}
+	m.ids = make(map[int64]bool, len(confirmed))
+	for _, i := range confirmed {
+		m.ids[rows[i].ID] = true
+	}
+	done := make(chan struct{})
+	m.done = done
+	go func() {
+		defer close(done)
+		if err := m.d.markSent(m.ctx, rows, envs, confirmed); err != nil {
+			m.err = err
+		}
+	}()
+	return nil
+}
+
+// wait waits for the marking in flight and returns the first marking error.
+func (m *marker) wait() error {
+	if m.done != nil {
+		<-m.done
+		m.done, m.ids = nil, nil
+	}
+	return m.err
+}
+
 // routeOf is what orders an outbox row: its exchange and routing key.
 func routeOf(row store.OutboxMessage) string { return row.Exchange + "\x00" + row.RoutingKey }
 
@@ -172,10 +221,10 @@ const (
 )
 
 // publishRound publishes rows, at most one per route, with their confirms in flight
-// together, records each failure as its row's own, and marks every confirmed row sent in
-// one transaction. It returns how many rows it marked sent, whether a route is held, and
-// whether the pass must end. Routes of held rows are added to held.
-func (d *Dispatcher) publishRound(ctx context.Context, conn *amqp.Conn, round []store.OutboxMessage, held map[string]bool) (sent int, heldAny, stop bool) {
+// together, records each failure as its row's own, and has m mark every confirmed row
+// sent in one transaction. It returns how many rows the broker confirmed, whether a route
+// is held, and whether the pass must end. Routes of held rows are added to held.
+func (d *Dispatcher) publishRound(ctx context.Context, conn *amqp.Conn, m *marker, round []store.OutboxMessage, held map[string]bool) (sent int, heldAny, stop bool) {
 	var (
 		out  []amqp.Outgoing
 		rows []store.OutboxMessage
@@ -214,11 +263,10 @@ func (d *Dispatcher) publishRound(ctx context.Context, conn *amqp.Conn, round []
 			stop = true
 		}
 	}
-	n, err := d.markSent(ctx, rows, envs, confirmed)
-	if err != nil {
-		return n, heldAny, true
+	if err := m.start(rows, envs, confirmed); err != nil {
+		return len(confirmed), heldAny, true
 	}
-	return n, heldAny, stop
+	return len(confirmed), heldAny, stop
 }
 
 // rowOutcome records what the broker answered for one row, as the row's own: a returned or
@@ -259,12 +307,9 @@ func (d *Dispatcher) rowOutcome(ctx context.Context, row store.OutboxMessage, er
 // markSent marks the confirmed rows (indexes into rows and envs) sent, and their
 // dispatches dispatched, in one transaction; a round costs one commit, not one per row.
 // If that transaction fails, each row is tried in a transaction of its own, so that one
-// row that cannot be marked holds up only itself and what comes after it. It returns how
-// many rows it marked.
-func (d *Dispatcher) markSent(ctx context.Context, rows []store.OutboxMessage, envs []*protocol.Envelope, confirmed []int) (int, error) {
-	if len(confirmed) == 0 {
-		return 0, nil
-	}
+// row that cannot be marked holds up only itself and what comes after it. It returns
+// the first failure.
+func (d *Dispatcher) markSent(ctx context.Context, rows []store.OutboxMessage, envs []*protocol.Envelope, confirmed []int) error {
 	err := d.update(ctx, func(tx *service.JobTx) error {
 		for _, i := range confirmed {
 			if err := d.markRowSent(ctx, tx, rows[i], envs[i]); err != nil {
@@ -275,20 +320,20 @@ func (d *Dispatcher) markSent(ctx context.Context, rows []store.OutboxMessage, e
 	})
 	if err == nil {
 		d.log.Debug().Int("messages", len(confirmed)).Msg("messages confirmed")
-		return len(confirmed), nil
+		return nil
 	}
 	if len(confirmed) > 1 && ctx.Err() == nil {
 		d.log.Warn().Err(err).Int("messages", len(confirmed)).Msg("confirmed messages not marked sent together; marking them one at a time")
-		for n, i := range confirmed {
+		for _, i := range confirmed {
 			if err := d.update(ctx, func(tx *service.JobTx) error { return d.markRowSent(ctx, tx, rows[i], envs[i]) }); err != nil {
 				d.notMarked(ctx, rows[i], err)
-				return n, err
+				return err
 			}
 		}
-		return len(confirmed), nil
+		return nil
 	}
 	d.notMarked(ctx, rows[confirmed[0]], err)
-	return 0, err
+	return err
 }
 
 // markRowSent marks one confirmed row sent and, for a dispatch, its job dispatched.

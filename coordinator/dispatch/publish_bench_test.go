@@ -48,14 +48,14 @@ func BenchmarkDispatch(b *testing.B) {
 }
 
 func benchDispatch(b *testing.B, cfg store.Config) {
-	f := newDispatchFixture(b, cfg)
+	f := newDispatchFixture(b, cfg, benchJobs)
 	ctx := f.ctx
 	var ref, disp time.Duration
 	var iter int
 	for b.Loop() {
 		b.StopTimer()
 		iter++
-		f.approveJobs(b, iter)
+		f.approveJobs(b, fmt.Sprintf("holder-%d", iter), f.agents)
 		rows, err := f.st.ListUnsentOutbox(ctx, store.MaxPageLimit)
 		if err != nil {
 			b.Fatal(err)
@@ -75,7 +75,7 @@ func benchDispatch(b *testing.B, cfg store.Config) {
 		b.StopTimer()
 		ref += mid.Sub(start)
 		disp += end.Sub(mid)
-		f.checkDispatched(b, iter)
+		f.checkDispatched(b, fmt.Sprintf("holder-%d", iter), benchJobs)
 		b.StartTimer()
 	}
 	n := float64(iter * benchJobs)
@@ -85,8 +85,8 @@ func benchDispatch(b *testing.B, cfg store.Config) {
 	b.ReportMetric(rate/refRate, "ratio")
 }
 
-// dispatchFixture is a dispatcher that is not running, its service, benchJobs enrolled
-// agents that said hello with one blank token each, and their queues on a private vhost.
+// dispatchFixture is a dispatcher that is not running, its service, enrolled agents that
+// said hello with one blank token each, and their queues on a private vhost.
 type dispatchFixture struct {
 	ctx    context.Context
 	st     store.Store
@@ -98,7 +98,7 @@ type dispatchFixture struct {
 	agents []string
 }
 
-func newDispatchFixture(b *testing.B, cfg store.Config) *dispatchFixture {
+func newDispatchFixture(b testing.TB, cfg store.Config, agents int) *dispatchFixture {
 	b.Helper()
 	ctx := testenv.Context(b)
 	dir := b.TempDir()
@@ -153,7 +153,7 @@ func newDispatchFixture(b *testing.B, cfg store.Config) *dispatchFixture {
 		b.Fatal(err)
 	}
 	err = st.InTx(ctx, func(tx store.Tx) error {
-		for i := range benchJobs {
+		for i := range agents {
 			id := fmt.Sprintf("ws-%04d", i)
 			f.agents = append(f.agents, id)
 			if _, err := tx.CreateAgent(ctx, store.Agent{ID: id, Hostname: id + ".test", PublicKey: pub}); err != nil {
@@ -208,12 +208,11 @@ func newDispatchFixture(b *testing.B, cfg store.Config) *dispatchFixture {
 	return f
 }
 
-// approveJobs makes one job per agent for a holder of this iteration (so that no job
-// supersedes an earlier iteration's); the profile needs no approval, so each is approved,
-// with its dispatch in the outbox, when created.
-func (f *dispatchFixture) approveJobs(b *testing.B, iter int) {
+// approveJobs makes one job per agent for a new holder (so that no job supersedes another
+// holder's); the profile needs no approval, so each is approved, with its dispatch in the
+// outbox, when created.
+func (f *dispatchFixture) approveJobs(b testing.TB, holder string, agents []string) {
 	b.Helper()
-	holder := fmt.Sprintf("holder-%d", iter)
 	if _, err := f.svc.CreateUser(f.ctx, f.admin, service.UserRequest{Username: holder, DisplayName: "Holder " + holder,
 		Email: holder + "@acme.example", Organization: "Acme"}); err != nil {
 		b.Fatal(err)
@@ -223,11 +222,11 @@ func (f *dispatchFixture) approveJobs(b *testing.B, iter int) {
 	errs := make(chan error, workers)
 	for w := range workers {
 		wg.Go(func() {
-			for i := w; i < len(f.agents); i += workers {
+			for i := w; i < len(agents); i += workers {
 				j, err := f.svc.CreateJob(f.ctx, f.admin, service.JobRequest{Kind: jobs.KindIssue, Holder: holder,
-					Agent: f.agents[i], Profile: "blank-issue"})
+					Agent: agents[i], Profile: "blank-issue"})
 				if err == nil && j.State != jobs.StateApproved {
-					err = fmt.Errorf("job %s for %s is %s, want approved", j.ID, f.agents[i], j.State)
+					err = fmt.Errorf("job %s for %s is %s, want approved", j.ID, agents[i], j.State)
 				}
 				if err != nil {
 					errs <- err
@@ -245,7 +244,7 @@ func (f *dispatchFixture) approveJobs(b *testing.B, iter int) {
 
 // purge empties the agents' queues, so that both publishers of every iteration meet the
 // same queue depths.
-func (f *dispatchFixture) purge(b *testing.B) {
+func (f *dispatchFixture) purge(b testing.TB) {
 	b.Helper()
 	for _, id := range f.agents {
 		q, err := protocol.AgentQueue(id)
@@ -260,7 +259,7 @@ func (f *dispatchFixture) purge(b *testing.B) {
 
 // publishRaw is the reference: the rows' bodies, with the properties the dispatcher
 // gives them, published with refInFlight confirms in flight.
-func (f *dispatchFixture) publishRaw(b *testing.B, rows []store.OutboxMessage) {
+func (f *dispatchFixture) publishRaw(b testing.TB, rows []store.OutboxMessage) {
 	b.Helper()
 	for start := 0; start < len(rows); start += refInFlight {
 		var pending []*amqp091.DeferredConfirmation
@@ -281,17 +280,23 @@ func (f *dispatchFixture) publishRaw(b *testing.B, rows []store.OutboxMessage) {
 	}
 }
 
-// checkDispatched fails the benchmark unless the pass left nothing unsent and every job
-// of the iteration is dispatched.
-func (f *dispatchFixture) checkDispatched(b *testing.B, iter int) {
+// checkDispatched fails unless the pass left nothing unsent and the holder's n jobs are
+// dispatched.
+func (f *dispatchFixture) checkDispatched(b testing.TB, holder string, n int) {
 	b.Helper()
 	rows, err := f.st.ListUnsentOutbox(f.ctx, 10)
 	if err != nil || len(rows) != 0 {
 		b.Fatalf("after the pass: %d unsent outbox rows, %v", len(rows), err)
 	}
-	js, _, err := f.svc.ListJobs(f.ctx, f.admin, service.JobQuery{Holder: fmt.Sprintf("holder-%d", iter), State: jobs.StateDispatched},
+	f.checkDispatchedOf(b, holder, n)
+}
+
+// checkDispatchedOf fails unless n of the holder's jobs are dispatched.
+func (f *dispatchFixture) checkDispatchedOf(b testing.TB, holder string, n int) {
+	b.Helper()
+	js, _, err := f.svc.ListJobs(f.ctx, f.admin, service.JobQuery{Holder: holder, State: jobs.StateDispatched},
 		service.Page{Limit: store.MaxPageLimit})
-	if err != nil || len(js) != benchJobs {
-		b.Fatalf("after the pass: %d of %d jobs dispatched, %v", len(js), benchJobs, err)
+	if err != nil || len(js) != n {
+		b.Fatalf("%d of %d jobs of %s dispatched, %v", len(js), n, holder, err)
 	}
 }
