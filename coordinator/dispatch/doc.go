@@ -58,8 +58,12 @@
 //     queue, whether or not the agent is connected. A coordinator stopped between the
 //     commit and the confirm (crash, SIGKILL, broker away) sends the row after it starts
 //     again, with the same message ID; agents drop duplicates by ID.
-//   - Per agent, rows go out in order: after a row of an agent fails, its later rows wait
-//     for the next pass. Rows of other agents go on.
+//   - The publisher sends rows in rounds of at most one row per agent, each round's
+//     confirms in flight together, and marks a round's confirmed rows sent (and their
+//     jobs dispatched) in one transaction, committed while the next round is sent. Per
+//     agent, rows go out in order: an agent's next row leaves only once the one before
+//     it was confirmed, and after a row of an agent fails, its later rows wait for the
+//     next pass. Rows of other agents go on.
 //   - A returned (unroutable) row means the agent's queue is missing: the failure and its
 //     reason are recorded on the row, the queue of an enrolled agent is declared, and the
 //     row is sent again after a backoff. Nothing is dropped.
