@@ -6,7 +6,8 @@
 // JobWithdrawn), service.Issuer (CAGatePassed), service.AgentHook (AgentEnrolled), and the
 // Issuer's optional capabilities for revocation and the CA chain. Its Run owns every
 // goroutine: the broker connection, the outbox publisher, the two consumers (events and
-// heartbeats) and three sweepers (waiting jobs, offline agents, inbox and outbox purge).
+// heartbeats), three sweepers (waiting jobs, offline agents, inbox and outbox purge) and
+// the writer of heartbeats held in memory.
 //
 // # One owner of job state
 //
@@ -142,7 +143,9 @@
 // resets the recorded key (service.ResetAgentKey, tokenfleetctl agent reset-key), which
 // is the re-enrolment of a reinstalled agent. Hello and inventory replace the agent's
 // tokens. Heartbeats keep agents online; an agent without a heartbeat for
-// HeartbeatTimeout (three intervals) is marked offline.
+// HeartbeatTimeout (three intervals) is marked offline. A heartbeat costs no transaction
+// of its own: it is held in memory and written with the others every
+// PresenceFlushInterval (presence.go).
 //
 // # PINs
 //
