@@ -96,7 +96,7 @@ func (d *Dispatcher) handleHeartbeat(ctx context.Context, del *amqp.Delivery) am
 			return amqp.Retry(err)
 		}
 		d.presence.remember(id, want, a)
-	} else if v := d.checkSender(del, id, want, true); v.reject != nil {
+	} else if v, refused := d.checkSender(del, id, want, true); refused {
 		if err := d.recordRefusal(ctx, v); err != nil {
 			return amqp.Retry(err)
 		}

@@ -186,7 +186,7 @@ func (d *Dispatcher) sender(ctx context.Context, r store.Reader, del *amqp.Deliv
 	if err != nil {
 		return store.Agent{}, verdict{}, err
 	}
-	if v := d.checkSender(del, a.ID, want, quiet); v.reject != nil {
+	if v, refused := d.checkSender(del, a.ID, want, quiet); refused {
 		return store.Agent{}, v, nil
 	}
 	return a, verdict{}, nil
@@ -205,18 +205,18 @@ func (d *Dispatcher) agentUser(a store.Agent) (string, error) {
 }
 
 // checkSender refuses a message claiming enrolled agent id unless, with per-agent broker
-// users, want (agentUser) published it.
-func (d *Dispatcher) checkSender(del *amqp.Delivery, id, want string, quiet bool) verdict {
+// users, want (agentUser) published it; refused says whether it did.
+func (d *Dispatcher) checkSender(del *amqp.Delivery, id, want string, quiet bool) (v verdict, refused bool) {
 	if d.opts.AgentUsers != AgentUsersPerAgent {
-		return verdict{}
+		return verdict{}, false
 	}
 	switch {
 	case del.UserID == "":
-		return d.refuse(del, quiet, protocol.CodeForgedSender, "user_id property missing; agent %s must publish as broker user %s", id, want)
+		return d.refuse(del, quiet, protocol.CodeForgedSender, "user_id property missing; agent %s must publish as broker user %s", id, want), true
 	case del.UserID != want:
-		return d.refuse(del, quiet, protocol.CodeForgedSender, "the envelope claims agent %s but broker user %q published it (the agent's is %q)", id, del.UserID, want)
+		return d.refuse(del, quiet, protocol.CodeForgedSender, "the envelope claims agent %s but broker user %q published it (the agent's is %q)", id, del.UserID, want), true
 	}
-	return verdict{}
+	return verdict{}, false
 }
 
 // refuse refuses a message: it is dead-lettered with code, and audited
