@@ -20,23 +20,17 @@ var errDeclined = errors.New("not approved: the job stays as it was")
 // (binding_mismatch) instead of taking the approval for something nobody saw. When it
 // asks, the summary goes with the question to standard error, which the person at the
 // terminal sees wherever standard output goes; otherwise it is the start of the
-// command's output (--json carries it in the job instead).
+// command's output once approved (--json carries it in the job instead).
 func (e *env) approve(ctx context.Context, c *client.Client, id, reason string, yes, asJSON bool) (client.JobDetail, error) {
 	d, err := c.GetJob(ctx, id)
 	if err != nil {
 		return client.JobDetail{}, err
 	}
 	ask := !yes && e.isTerminal(e.stdin)
-	switch {
-	case ask:
-		_, err = io.WriteString(e.stderr, approvalSummary(d))
-	case !asJSON:
-		_, err = io.WriteString(e.stdout, approvalSummary(d))
-	}
-	if err != nil {
-		return client.JobDetail{}, err
-	}
 	if ask {
+		if _, err := io.WriteString(e.stderr, approvalSummary(d)); err != nil {
+			return client.JobDetail{}, err
+		}
 		fmt.Fprintf(e.stderr, "Approve job %s? [y/N] ", clean(d.ID))
 		answer, err := bufio.NewReader(e.stdin).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -48,7 +42,14 @@ func (e *env) approve(ctx context.Context, c *client.Client, id, reason string, 
 			return client.JobDetail{}, errDeclined
 		}
 	}
-	return c.ApproveReviewed(ctx, id, client.Decision{Reason: reason, BindingHash: d.BindingHash})
+	approved, err := c.ApproveReviewed(ctx, id, client.Decision{Reason: reason, BindingHash: d.BindingHash})
+	if err != nil || ask || asJSON {
+		return approved, err
+	}
+	// Unasked, what was approved is the start of the output: only once it is approved,
+	// so that a refusal leaves standard output empty, as every failing command does.
+	_, err = io.WriteString(e.stdout, approvalSummary(d))
+	return approved, err
 }
 
 // approvalSummary is what an approver approves: who gets which names from which profile,

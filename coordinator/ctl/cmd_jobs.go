@@ -302,7 +302,7 @@ the profile, the target agent and token, and the binding hash. The approval is b
 that hash, so a job changed in the meantime is refused (binding_mismatch), never
 approved unseen. On a terminal, ask for confirmation first (the summary and the question
 on standard error); --yes skips the question, for scripts, and without a terminal
-nothing is asked.`
+nothing is asked and the summary starts the output once the job is approved.`
 	case "reject":
 		use, past = "reject ID --reason R", "rejected"
 		short = "Reject a job; one rejection ends it, and a reason is required"

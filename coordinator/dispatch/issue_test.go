@@ -79,7 +79,7 @@ func TestIssueThroughBroker(t *testing.T) {
 		len(cert.DNSNames) != 0 || !bytes.Equal(mustPKIX(t, cert.PublicKey), dispatchtest.PublicKeyDER(t, is.Key)) {
 		t.Errorf("certificate %s, SANs %v %v", cert.Subject, cert.EmailAddresses, cert.DNSNames)
 	}
-	if want := w.c.URL + "/crl"; !slices.Equal(cert.CRLDistributionPoints, []string{want}) {
+	if want := w.c.DirectURL + "/crl"; !slices.Equal(cert.CRLDistributionPoints, []string{want}) {
 		t.Errorf("CRL distribution points %v, want %s", cert.CRLDistributionPoints, want)
 	}
 
