@@ -5,16 +5,14 @@ import (
 	"errors"
 	"testing"
 
-	amqp091 "github.com/rabbitmq/amqp091-go"
-
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
 // TestPublishBatch: one batch mixing what Publish meets one at a time: each
-// message gets its own outcome (confirmed, returned, nacked, refused before
-// sending), a refusal does not stop the later messages, and a queue receives
-// its messages in the batch's order.
+// message gets its own outcome (confirmed, returned, refused before sending),
+// a refusal does not stop the later messages, and a queue receives its
+// messages in the batch's order.
 func TestPublishBatch(t *testing.T) {
 	leakCheck(t)
 	b := testenv.NewBroker(t)
@@ -24,16 +22,7 @@ func TestPublishBatch(t *testing.T) {
 	if err := c.Declare(ctx, func(ch Declarer) error { return DeclareAgent(ch, agent) }); err != nil {
 		t.Fatal(err)
 	}
-	// A full queue, which refuses what comes with a nack.
 	raw := rawChannel(t, b.URL)
-	const full = "batch.full"
-	if _, err := raw.QueueDeclare(full, false, true, false, false, amqp091.Table{"x-max-length": 1, "x-overflow": "reject-publish"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := raw.PublishWithContext(ctx, "", full, false, false, amqp091.Publishing{Body: []byte("filler")}); err != nil {
-		t.Fatal(err)
-	}
-	waitDepth(t, b, full, 1, 0)
 	cmd := func(agentID string) Outgoing {
 		return Outgoing{Exchange: protocol.CommandsExchange, Key: agentID, Env: cancelEnv(t, agentID)}
 	}
@@ -44,8 +33,6 @@ func TestPublishBatch(t *testing.T) {
 		cmd("ws-nobody"),
 		{Exchange: protocol.EventsExchange, Key: "progress.ws-b1", Env: bad},
 		cmd(agent),
-		{Exchange: "", Key: full, Env: cancelEnv(t, agent)},
-		{Exchange: "", Key: full, Env: cancelEnv(t, agent)},
 		{Exchange: protocol.EventsExchange, Key: "progress.ws-b1"}, // no envelope
 		cmd(agent),
 	}
@@ -53,7 +40,7 @@ func TestPublishBatch(t *testing.T) {
 	if len(errs) != len(msgs) {
 		t.Fatalf("%d outcomes for %d messages", len(errs), len(msgs))
 	}
-	for _, i := range []int{0, 3, 7} {
+	for _, i := range []int{0, 3, 5} {
 		if errs[i] != nil {
 			t.Errorf("message %d: %v, want confirmed", i, errs[i])
 		}
@@ -62,16 +49,11 @@ func TestPublishBatch(t *testing.T) {
 	if !errors.As(errs[1], &re) || re.MessageID != msgs[1].Env.ID || re.RoutingKey != "ws-nobody" {
 		t.Errorf("message to a missing agent queue: %v, want ErrReturned for %s", errs[1], msgs[1].Env.ID)
 	}
-	if protocol.CodeOf(errs[2]) != protocol.CodeBadRequest || protocol.CodeOf(errs[6]) != protocol.CodeBadRequest {
-		t.Errorf("invalid envelopes: %v / %v, want bad_request", errs[2], errs[6])
-	}
-	for _, i := range []int{4, 5} {
-		if !errors.Is(errs[i], ErrNacked) {
-			t.Errorf("message %d, to a full queue: %v, want ErrNacked", i, errs[i])
-		}
+	if protocol.CodeOf(errs[2]) != protocol.CodeBadRequest || protocol.CodeOf(errs[4]) != protocol.CodeBadRequest {
+		t.Errorf("invalid envelopes: %v / %v, want bad_request", errs[2], errs[4])
 	}
 	got := getN(t, raw, protocol.AgentQueuePrefix+agent, 3)
-	for k, i := range []int{0, 3, 7} {
+	for k, i := range []int{0, 3, 5} {
 		if got[k].MessageId != msgs[i].Env.ID {
 			t.Errorf("agent queue message %d is %s, want %s (batch order)", k, got[k].MessageId, msgs[i].Env.ID)
 		}
