@@ -24,7 +24,9 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 )
 
-// crlSource signs CRLs with a throwaway CA; number and validity are set by the test.
+// crlSource signs CRLs with a throwaway CA; number and validity are set by the test. Its
+// thisUpdate moves only when the test sets something, as a CA's does only when it signs a
+// new CRL: a second ticking between two requests is not a new CRL.
 type crlSource struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
@@ -33,6 +35,7 @@ type crlSource struct {
 	number int64
 	valid  time.Duration
 	fail   error
+	this   time.Time
 }
 
 func newCRLSource() *crlSource {
@@ -43,7 +46,8 @@ func newCRLSource() *crlSource {
 		BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
 	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))
-	return &crlSource{cert: must(x509.ParseCertificate(der)), key: key, number: 1, valid: 24 * time.Hour}
+	return &crlSource{cert: must(x509.ParseCertificate(der)), key: key, number: 1, valid: 24 * time.Hour,
+		this: time.Now().Truncate(time.Second)}
 }
 
 func (s *crlSource) CRL(context.Context) ([]byte, error) {
@@ -52,9 +56,8 @@ func (s *crlSource) CRL(context.Context) ([]byte, error) {
 	if s.fail != nil {
 		return nil, s.fail
 	}
-	now := time.Now().Truncate(time.Second)
 	return x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number: big.NewInt(s.number), ThisUpdate: now, NextUpdate: now.Add(s.valid),
+		Number: big.NewInt(s.number), ThisUpdate: s.this, NextUpdate: s.this.Add(s.valid),
 	}, s.cert, s.key)
 }
 
@@ -62,6 +65,7 @@ func (s *crlSource) set(f func(s *crlSource)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f(s)
+	s.this = time.Now().Truncate(time.Second)
 }
 
 func TestCRLHandler(t *testing.T) {
