@@ -156,7 +156,9 @@ func (b *Broker) closeConnection(t testing.TB, user, name, why string) {
 		if err == nil {
 			return
 		}
-		if !errors.As(err, &se) || se.code != 404 {
+		// 500: the connection's process ended while the API was closing it (seen on a
+		// busy broker); whether it is gone is what the next look says.
+		if !errors.As(err, &se) || (se.code != 404 && se.code != 500) {
 			t.Fatalf("testenv: closing connection %s: %v", name, err)
 		}
 		if !slices.Contains(b.trackedConnections(t, user), name) {
