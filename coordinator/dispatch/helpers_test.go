@@ -2,15 +2,21 @@ package dispatch_test
 
 import (
 	"context"
+	"crypto/ecdh"
 	"errors"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
+	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch/dispatchtest"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -300,4 +306,20 @@ func apiCode(err error) string {
 		return e.Code
 	}
 	return ""
+}
+
+// signers makes what a dispatcher signs with, in dir: a CA on st (P-256, its CRL at
+// pki.test) and the result key agents seal their PINs to.
+func signers(tb testing.TB, ctx context.Context, st store.Store, dir string, log zerolog.Logger) (ca.CA, *ecdh.PrivateKey) {
+	tb.Helper()
+	authority, err := ca.New(ctx, ca.Options{DataDir: filepath.Join(dir, "ca"), Revocations: dispatch.Revocations{Store: st}, Logger: log,
+		Builtin: ca.BuiltinOptions{CRLURL: "http://pki.test/crl", KeyType: protocol.KeyP256}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	key, _, err := dispatch.LoadOrCreateResultKey(filepath.Join(dir, dispatch.ResultKeyFile))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return authority, key
 }

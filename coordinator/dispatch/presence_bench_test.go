@@ -12,7 +12,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -77,15 +76,7 @@ func benchHeartbeats(b *testing.B, cfg store.Config) {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
-	authority, err := ca.New(ctx, ca.Options{DataDir: filepath.Join(dir, "ca"), Revocations: dispatch.Revocations{Store: st}, Logger: log,
-		Builtin: ca.BuiltinOptions{CRLURL: "http://pki.test/crl", KeyType: protocol.KeyP256}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	key, _, err := dispatch.LoadOrCreateResultKey(filepath.Join(dir, dispatch.ResultKeyFile))
-	if err != nil {
-		b.Fatal(err)
-	}
+	authority, key := signers(b, ctx, st, dir, log)
 	broker := testenv.NewBroker(b)
 	pub, err := amqp.Open(ctx, amqp.Config{URL: broker.URL, Name: "heartbeat-bench", Topology: amqp.DeclareShared, Logger: log})
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
-	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	_ "github.com/tokenfleet/tokenfleet/coordinator/ca/builtin"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch/dispatchtest"
@@ -77,15 +76,7 @@ func newHarness(t *testing.T, heartbeatTimeout time.Duration, now func() time.Ti
 	if err != nil {
 		t.Fatal(err)
 	}
-	authority, err := ca.New(ctx, ca.Options{DataDir: filepath.Join(dir, "ca"), Revocations: dispatch.Revocations{Store: st}, Logger: log,
-		Builtin: ca.BuiltinOptions{CRLURL: "http://pki.test/crl", KeyType: protocol.KeyP256}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _, err := dispatch.LoadOrCreateResultKey(filepath.Join(dir, dispatch.ResultKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	authority, key := signers(t, ctx, st, dir, log)
 	b := testenv.NewBroker(t)
 	d, err := dispatch.New(dispatch.Options{Store: st, CA: authority, ResultKey: key, BrokerURL: b.URL, AgentUsers: dispatch.AgentUsersShared,
 		Logger: log, HeartbeatTimeout: heartbeatTimeout, Now: now})

@@ -12,7 +12,6 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/rs/zerolog"
 
-	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch/dispatchtest"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
@@ -117,15 +116,7 @@ func newDispatchFixture(b testing.TB, cfg store.Config, agents int) *dispatchFix
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = st.Close() })
-	authority, err := ca.New(ctx, ca.Options{DataDir: filepath.Join(dir, "ca"), Revocations: dispatch.Revocations{Store: st}, Logger: log,
-		Builtin: ca.BuiltinOptions{CRLURL: "http://pki.test/crl", KeyType: protocol.KeyP256}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	key, _, err := dispatch.LoadOrCreateResultKey(filepath.Join(dir, dispatch.ResultKeyFile))
-	if err != nil {
-		b.Fatal(err)
-	}
+	authority, key := signers(b, ctx, st, dir, log)
 	br := testenv.NewBroker(b)
 	d, err := dispatch.New(dispatch.Options{Store: st, CA: authority, ResultKey: key, BrokerURL: br.URL,
 		AgentUsers: dispatch.AgentUsersShared, Logger: log})
