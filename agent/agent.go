@@ -143,6 +143,15 @@ type Config struct {
 	// MetricsListen, if set, is the address (host:port) where the agent serves Prometheus
 	// metrics at /metrics (package agent/metrics); empty: no listener.
 	MetricsListen string
+	// Dial, if set, makes the agent's broker connection from the configuration the agent
+	// would give amqp.Open (nil: amqp.Open). The fleet simulator's seam: its agents share
+	// a few physical connections.
+	Dial func(ctx context.Context, cfg amqp.Config) (Transport, error)
+	// OpenModule, if set, opens every PKCS#11 module the agent and its inventory load by
+	// path (nil: pkcs11.Open). The fleet simulator's seam for simulated tokens. With it
+	// set, Modules is taken as it is: an empty list loads no module rather than
+	// DefaultModules.
+	OpenModule func(path string, opts pkcs11.Options) (*pkcs11.Module, error)
 }
 
 // Agent is the workstation agent.
@@ -283,7 +292,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	inv := func(context.Context) ([]protocol.Token, error) { return nil, nil }
 	if len(mods.mods) > 0 {
-		inv = executor.NewInventory(inventory.Options{Modules: mods.paths(), Registry: a.cfg.Registry, USB: enum, Log: a.log}, mods, a.log)
+		inv = executor.NewInventory(inventory.Options{Modules: mods.paths(), Registry: a.cfg.Registry, USB: enum, Log: a.log,
+			Open: a.cfg.OpenModule}, mods, a.log)
 	}
 	m := a.newMetrics()
 	ex, err := executor.New(executor.Config{
@@ -313,7 +323,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	refusals := &refusalWatch{id: a.broker, grace: a.cfg.Broker.RefusedGrace, now: time.Now}
 	var refusedOnce sync.Once
 	// The connection outlives ctx: the sender flushes the outbox after ctx ended.
-	conn, err := amqp.Open(context.WithoutCancel(ctx), amqp.Config{
+	dial := a.cfg.Dial
+	if dial == nil {
+		dial = dialAMQP
+	}
+	conn, err := dial(context.WithoutCancel(ctx), amqp.Config{
 		URL: a.cfg.Broker.URL, TLS: a.cfg.Broker.TLS,
 		Name:      fmt.Sprintf("tokenfleet-agent %s@%s", a.cfg.ID, a.hostname),
 		Heartbeat: a.cfg.Broker.Heartbeat, Backoff: a.cfg.Broker.Backoff,
@@ -462,7 +476,7 @@ func (a *Agent) openUSB() usb.Enumerator {
 // openModules loads the configured modules, every one of which must load, or the
 // DefaultModules, skipping those that do not.
 func (a *Agent) openModules(ctx context.Context, enum usb.Enumerator) (*modules, error) {
-	paths, explicit := a.cfg.Modules, len(a.cfg.Modules) > 0
+	paths, explicit := a.cfg.Modules, len(a.cfg.Modules) > 0 || a.cfg.OpenModule != nil
 	if !explicit {
 		paths = DefaultModules(ctx, a.cfg.Registry, enum)
 		if len(paths) == 0 {
@@ -471,7 +485,7 @@ func (a *Agent) openModules(ctx context.Context, enum usb.Enumerator) (*modules,
 	}
 	var mods []*pkcs11.Module
 	for _, p := range paths {
-		m, err := pkcs11.Open(p, pkcs11.Options{Logger: a.log, Wrap: a.cfg.PKCS11Wrap})
+		m, err := a.openModule(p, pkcs11.Options{Logger: a.log, Wrap: a.cfg.PKCS11Wrap})
 		if err != nil {
 			if explicit {
 				for _, m := range mods {

@@ -57,7 +57,7 @@ type jobs interface {
 // refused because another agent holds the queue: the agent ID is taken. A refusal after a
 // reconnection is retried by the transport (most often the broker has not yet noticed that
 // this agent's previous connection is dead).
-func (a *Agent) consume(ctx context.Context, conn *amqp.Conn, ex jobs, subscribed func()) error {
+func (a *Agent) consume(ctx context.Context, conn Transport, ex jobs, subscribed func()) error {
 	queue, err := protocol.AgentQueue(a.cfg.ID)
 	if err != nil {
 		return err

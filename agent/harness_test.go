@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/agent"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
@@ -526,6 +527,10 @@ type runningAgent struct {
 type agentOptions struct {
 	id, dir, url string
 	queue        agent.QueueMode
+	// The seams (agent.Config.Dial, OpenModule); noModules leaves Config.Modules empty.
+	dial       func(context.Context, amqp.Config) (agent.Transport, error)
+	openModule func(string, pkcs11.Options) (*pkcs11.Module, error)
+	noModules  bool
 }
 
 func (r *runningAgent) status() []string {
@@ -551,8 +556,12 @@ func startAgent(t *testing.T, b *testenv.Broker, o agentOptions) *runningAgent {
 	}
 	log := zerolog.New(r.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 	ready := make(chan struct{})
+	modules := []string{testenv.SoftHSMModule}
+	if o.noModules {
+		modules = nil
+	}
 	a, err := agent.New(agent.Config{
-		ID: r.id, DataDir: r.dir, Modules: []string{testenv.SoftHSMModule},
+		ID: r.id, DataDir: r.dir, Modules: modules, Dial: o.dial, OpenModule: o.openModule,
 		Broker:       agent.Broker{URL: url, Backoff: fastBackoff, Queue: o.queue},
 		PollInterval: 50 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond, ShutdownGrace: 5 * time.Second,
 		Ready: func() { close(ready) },

@@ -26,7 +26,7 @@ func executorObserver(m *metrics.Metrics) executor.Observer {
 
 // serveMetrics binds Config.MetricsListen and serves m there until the returned function
 // is called, which stops the listener and waits for it. With metrics off it does nothing.
-func (a *Agent) serveMetrics(ctx context.Context, m *metrics.Metrics, conn *amqp.Conn, journalPath string) (func(), error) {
+func (a *Agent) serveMetrics(ctx context.Context, m *metrics.Metrics, conn Transport, journalPath string) (func(), error) {
 	if m == nil {
 		return func() {}, nil
 	}

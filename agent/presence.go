@@ -53,7 +53,7 @@ type activity interface {
 // interval is jittered by ±10% so that agents started together (after a power cut, a
 // broker restart) do not beat together. A heartbeat is only sent while connected: a late
 // one says nothing, so none waits for the broker.
-func (a *Agent) heartbeats(ctx context.Context, conn *amqp.Conn, ex activity) {
+func (a *Agent) heartbeats(ctx context.Context, conn Transport, ex activity) {
 	var seq uint64
 	interval := a.cfg.HeartbeatInterval
 	t := time.NewTimer(jitter(interval))
@@ -72,7 +72,7 @@ func (a *Agent) heartbeats(ctx context.Context, conn *amqp.Conn, ex activity) {
 	}
 }
 
-func (a *Agent) beat(ctx context.Context, conn *amqp.Conn, ex activity, seq uint64, timeout time.Duration) {
+func (a *Agent) beat(ctx context.Context, conn Transport, ex activity, seq uint64, timeout time.Duration) {
 	hb := protocol.Heartbeat{InstanceID: a.instance, Seq: seq, UptimeSeconds: uint64(time.Since(a.started) / time.Second)}
 	if act := ex.Active(); len(act) > 0 {
 		// A heartbeat names one job: the first by ID, so that it does not flicker between

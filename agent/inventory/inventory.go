@@ -32,6 +32,9 @@ type Options struct {
 	// Now gives the time certificates are judged against; nil means time.Now.
 	Now func() time.Time
 	Log zerolog.Logger
+	// Open opens a module by path; nil means pkcs11.Open. The fleet simulator's seam for
+	// simulated tokens.
+	Open func(path string, opts pkcs11.Options) (*pkcs11.Module, error)
 }
 
 // Report is what was found. Failures of one module or of USB enumeration are recorded in
@@ -177,7 +180,7 @@ func Collect(ctx context.Context, o Options) (*Report, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		rep.Modules = append(rep.Modules, collectModule(ctx, path, devices, now(), o.Log))
+		rep.Modules = append(rep.Modules, collectModule(ctx, path, devices, now(), o.Log, o.open()))
 	}
 	return rep, nil
 }
@@ -196,9 +199,18 @@ func locateModules(devices []usb.Identified) []string {
 	return out
 }
 
-func collectModule(ctx context.Context, path string, devices []usb.Identified, now time.Time, log zerolog.Logger) ModuleReport {
+// open is how modules are opened: Options.Open or pkcs11.Open.
+func (o Options) open() func(path string, opts pkcs11.Options) (*pkcs11.Module, error) {
+	if o.Open != nil {
+		return o.Open
+	}
+	return pkcs11.Open
+}
+
+func collectModule(ctx context.Context, path string, devices []usb.Identified, now time.Time, log zerolog.Logger,
+	open func(string, pkcs11.Options) (*pkcs11.Module, error)) ModuleReport {
 	mr := ModuleReport{Path: path, Slots: []SlotReport{}}
-	mod, err := pkcs11.Open(path, pkcs11.Options{Logger: log})
+	mod, err := open(path, pkcs11.Options{Logger: log})
 	if err != nil {
 		mr.Error = failure(err)
 		return mr
