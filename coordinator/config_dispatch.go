@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 )
@@ -29,6 +30,9 @@ type BrokerConfig struct {
 	// user and sender checks rely on it only). Empty: shared when the URL's host is a
 	// loopback address (the development default), per_agent otherwise.
 	AgentUsers string `yaml:"agent_users"`
+	// HeartbeatTimeout is how long an agent may stay silent before it is shown offline;
+	// zero means dispatch.DefaultHeartbeatTimeout (three heartbeat intervals, 45s).
+	HeartbeatTimeout Duration `yaml:"heartbeat_timeout"`
 }
 
 // CAConfig configures the built-in CA.
@@ -93,6 +97,9 @@ func (c Config) validateDispatch(bad func(field, format string, args ...any)) {
 	case "", string(dispatch.AgentUsersPerAgent), string(dispatch.AgentUsersShared):
 	default:
 		bad("broker.agent_users", "%q is neither %s nor %s", c.Broker.AgentUsers, dispatch.AgentUsersPerAgent, dispatch.AgentUsersShared)
+	}
+	if d := time.Duration(c.Broker.HeartbeatTimeout); d != 0 && (d < time.Second || d > time.Hour) {
+		bad("broker.heartbeat_timeout", "%s is outside 1s..1h", d)
 	}
 	switch {
 	case c.CA.CertFile != "" && c.CA.KeyFile == "":

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
@@ -32,7 +33,8 @@ func (s *Server) setupDispatch(ctx context.Context, crlURL string, obs dispatch.
 	host, _ := os.Hostname()
 	s.disp, err = dispatch.New(dispatch.Options{Store: s.st, CA: s.ca, ResultKey: key, BrokerURL: s.cfg.Broker.URL,
 		ConnectionName: "tokenfleet-coordinator " + host, AgentUsers: s.cfg.agentUsers(), Observer: obs,
-		Logger: s.base.With().Str("component", "dispatch").Logger()})
+		HeartbeatTimeout: time.Duration(s.cfg.Broker.HeartbeatTimeout),
+		Logger:           s.base.With().Str("component", "dispatch").Logger()})
 	if err != nil {
 		return err
 	}
