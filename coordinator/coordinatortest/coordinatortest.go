@@ -44,6 +44,9 @@ type Options struct {
 	// AgentUsers is the config's broker.agent_users ("per_agent" or "shared"); empty
 	// takes the coordinator's default.
 	AgentUsers string
+	// HeartbeatTimeout is the config's broker.heartbeat_timeout: how long an agent may be
+	// silent before it is shown offline; zero takes the coordinator's default.
+	HeartbeatTimeout time.Duration
 	// Log, if set, receives the coordinator's log at debug level, as JSON lines (tests
 	// that read every log line, for example to look for secrets in them). nil: the log goes
 	// to the test's output at info level.
@@ -86,6 +89,7 @@ func Start(t testing.TB, o Options) *Instance {
 		cfg.Broker.URL = NoBroker
 	}
 	cfg.Broker.AgentUsers = o.AgentUsers
+	cfg.Broker.HeartbeatTimeout = coordinator.Duration(o.HeartbeatTimeout)
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	if o.Log != nil {
 		log = zerolog.New(o.Log).Level(zerolog.DebugLevel).With().Timestamp().Logger()

@@ -1,0 +1,260 @@
+package fleetsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/agent"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
+	"github.com/tokenfleet/tokenfleet/drivers/usb"
+	"github.com/tokenfleet/tokenfleet/protocol/amqp"
+)
+
+// Defaults of FleetConfig.
+const (
+	// DefaultPollInterval is the simulated agents' token polling: simulated tokens do not
+	// come and go by themselves, so polling them every second as a workstation does would
+	// only spend the simulator's CPU.
+	DefaultPollInterval = 30 * time.Second
+	// DefaultShutdownGrace bounds each simulated agent's outbox flush at shutdown.
+	DefaultShutdownGrace = 2 * time.Second
+)
+
+// Tokens gives each simulated agent its PKCS#11 modules: their names, and how one is
+// opened (agent.Config.OpenModule). nil: agents with no module at all.
+type Tokens interface {
+	Modules(agentID string) []string
+	Open(path string, opts pkcs11.Options) (*pkcs11.Module, error)
+}
+
+// FleetConfig describes a fleet of simulated agents run in this process.
+type FleetConfig struct {
+	// BrokerURL is the broker, with a user that may declare agent queues (the agents
+	// declare theirs, as a development agent does).
+	BrokerURL string
+	// Prefix and the index make each agent's ID: Prefix followed by the index on five
+	// digits (sim-00000). First is the first index; Count how many agents.
+	Prefix       string
+	First, Count int
+	// DataDir holds one directory per agent (its journal, sealing key and lock).
+	DataDir string
+	// Heartbeat is the agents' heartbeat interval; 0 means the production rate (15s).
+	Heartbeat time.Duration
+	// Ramp is how many agents start a second; 0 starts them as fast as they can.
+	Ramp float64
+	// PerConnection is how many agents share a physical broker connection; 0 means
+	// DefaultAgentsPerConnection.
+	PerConnection int
+	// PollInterval is the agents' token polling; 0 means DefaultPollInterval.
+	PollInterval time.Duration
+	// Tokens gives agents simulated tokens; nil: none.
+	Tokens Tokens
+	// Log is every agent's log (each adds its agent_id); the zero value logs nothing.
+	Log zerolog.Logger
+}
+
+// AgentID is the ID of the simulated agent with index i.
+func AgentID(prefix string, i int) string { return fmt.Sprintf("%s%05d", prefix, i) }
+
+// Fleet runs simulated agents: real agent.Agents (journal, executor, stock, sender,
+// heartbeats, consumer) with a data directory each, sharing a few broker connections.
+type Fleet struct {
+	cfg       FleetConfig
+	transport *SharedTransport
+	counters  *Counters
+	registry  *usb.Registry
+
+	started atomic.Int64 // agents whose Run reported ready
+	failed  atomic.Int64 // agents whose Run ended with an error
+
+	mu      sync.Mutex // guards the fields below
+	running []*simAgent
+	errs    []error
+	closed  bool
+
+	stopRamp context.CancelFunc
+	rampDone chan struct{}
+}
+
+type simAgent struct {
+	id     string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewFleet checks cfg and makes a fleet; Start starts it.
+func NewFleet(cfg FleetConfig) (*Fleet, error) {
+	if cfg.BrokerURL == "" {
+		return nil, errors.New("fleetsim: a broker URL is required")
+	}
+	if cfg.Count < 0 || cfg.First < 0 {
+		return nil, fmt.Errorf("fleetsim: %d agents from index %d: want counts of zero or more", cfg.Count, cfg.First)
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("fleetsim: a data directory is required")
+	}
+	if cfg.Ramp < 0 {
+		return nil, fmt.Errorf("fleetsim: ramp %v agents a second is negative", cfg.Ramp)
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	reg, err := usb.DefaultRegistry()
+	if err != nil {
+		return nil, fmt.Errorf("fleetsim: token registry: %w", err)
+	}
+	counters := &Counters{}
+	backoff := amqp.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
+	return &Fleet{
+		cfg: cfg, counters: counters, registry: reg,
+		transport: NewSharedTransport(cfg.BrokerURL, cfg.PerConnection, backoff, counters, cfg.Log.With().Str("component", "fleetsim").Logger()),
+	}, nil
+}
+
+// Counters counts what the fleet's agents published.
+func (f *Fleet) Counters() *Counters { return f.counters }
+
+// Started is how many agents are working (ready) so far, Failed how many ended with an
+// error.
+func (f *Fleet) Started() int { return int(f.started.Load()) }
+
+// Failed is how many agents ended with an error; Errors returns the first few.
+func (f *Fleet) Failed() int { return int(f.failed.Load()) }
+
+// Errors returns the first errors agents ended with.
+func (f *Fleet) Errors() []error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]error(nil), f.errs...)
+}
+
+// Connections is how many physical broker connections the fleet holds.
+func (f *Fleet) Connections() int { return f.transport.Connections() }
+
+// Start starts the agents at the configured ramp in the background and returns at once;
+// ctx bounds the ramp only (Close stops the agents).
+func (f *Fleet) Start(ctx context.Context) {
+	rctx, cancel := context.WithCancel(ctx)
+	f.stopRamp, f.rampDone = cancel, make(chan struct{})
+	go func() {
+		defer close(f.rampDone)
+		begin := time.Now()
+		for i := range f.cfg.Count {
+			if f.cfg.Ramp > 0 {
+				at := begin.Add(time.Duration(float64(i) / f.cfg.Ramp * float64(time.Second)))
+				if d := time.Until(at); d > 0 {
+					t := time.NewTimer(d)
+					select {
+					case <-rctx.Done():
+						t.Stop()
+						return
+					case <-t.C:
+					}
+				}
+			}
+			if rctx.Err() != nil {
+				return
+			}
+			if err := f.startAgent(f.cfg.First + i); err != nil {
+				f.fail(err)
+			}
+		}
+	}()
+}
+
+func (f *Fleet) fail(err error) {
+	f.failed.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.errs) < 10 {
+		f.errs = append(f.errs, err)
+	}
+}
+
+func (f *Fleet) startAgent(i int) error {
+	id := AgentID(f.cfg.Prefix, i)
+	cfg := agent.Config{
+		ID: id, DataDir: filepath.Join(f.cfg.DataDir, id), Registry: f.registry, NoUSB: true,
+		Broker:       agent.Broker{URL: f.cfg.BrokerURL, Queue: agent.QueueDeclare, Backoff: f.transport.backoff},
+		PollInterval: f.cfg.PollInterval, HeartbeatInterval: f.cfg.Heartbeat, ShutdownGrace: DefaultShutdownGrace,
+		Dial:       f.transport.Dial,
+		OpenModule: noModule,
+	}
+	if f.cfg.Tokens != nil {
+		cfg.Modules, cfg.OpenModule = f.cfg.Tokens.Modules(id), f.cfg.Tokens.Open
+	}
+	sa := &simAgent{id: id, done: make(chan struct{})}
+	cfg.Ready = func() { f.started.Add(1) }
+	a, err := agent.New(cfg, f.cfg.Log)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", id, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sa.cancel = cancel
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		cancel()
+		return nil
+	}
+	f.running = append(f.running, sa)
+	f.mu.Unlock()
+	go func() {
+		defer close(sa.done)
+		if err := a.Run(ctx); err != nil {
+			f.fail(fmt.Errorf("agent %s: %w", id, err))
+		}
+	}()
+	return nil
+}
+
+// noModule is the OpenModule of agents without simulated tokens: they name no module, so
+// it is never called; it is set so that an empty module list loads nothing.
+func noModule(path string, _ pkcs11.Options) (*pkcs11.Module, error) {
+	return nil, fmt.Errorf("fleetsim: no simulated module %q", path)
+}
+
+// Stop stops the n agents started last and waits for them; it returns their IDs.
+func (f *Fleet) Stop(n int) []string {
+	f.mu.Lock()
+	n = min(n, len(f.running))
+	stopping := f.running[len(f.running)-n:]
+	f.running = f.running[:len(f.running)-n]
+	f.mu.Unlock()
+	ids := make([]string, 0, n)
+	for _, sa := range stopping {
+		sa.cancel()
+		ids = append(ids, sa.id)
+	}
+	for _, sa := range stopping {
+		<-sa.done
+	}
+	return ids
+}
+
+// Close stops the ramp and every agent, then the broker connections.
+func (f *Fleet) Close() {
+	if f.stopRamp != nil {
+		f.stopRamp()
+		<-f.rampDone
+	}
+	f.mu.Lock()
+	f.closed = true
+	all := f.running
+	f.running = nil
+	f.mu.Unlock()
+	for _, sa := range all {
+		sa.cancel()
+	}
+	for _, sa := range all {
+		<-sa.done
+	}
+	_ = f.transport.Close()
+}

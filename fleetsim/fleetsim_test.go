@@ -1,0 +1,56 @@
+package fleetsim_test
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/client"
+	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
+	"github.com/tokenfleet/tokenfleet/fleetsim"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// TestPresence: 50 simulated agents on 2 shared broker connections against a real
+// coordinator, enrolled through its API: all shown online, and one stopped shown offline
+// once the coordinator's (short) presence timeout has passed.
+func TestPresence(t *testing.T) {
+	const agents, perConn = 50, 25
+	ctx := testenv.Context(t)
+	broker := testenv.NewBroker(t)
+	timeout := 3 * time.Second
+	c := coordinatortest.Start(t, coordinatortest.Options{BrokerURL: broker.URL, AgentUsers: "shared", HeartbeatTimeout: timeout})
+	api, err := client.New(c.URL, c.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	fleet, err := fleetsim.NewFleet(fleetsim.FleetConfig{
+		BrokerURL: broker.URL, Prefix: "sim-", Count: agents, DataDir: t.TempDir(),
+		Heartbeat: 500 * time.Millisecond, PerConnection: perConn, Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := fleetsim.Run(ctx, fleetsim.RunConfig{
+		Agents: agents, Prefix: "sim-", Heartbeat: 500 * time.Millisecond, API: api, Enrol: true,
+		StopAgents: 1, PresenceTimeout: timeout, OnlineTimeout: time.Minute, Log: log,
+	}, fleet)
+	if err != nil {
+		t.Fatalf("run: %v (report %+v)", err, rep)
+	}
+	if rep.Online != agents || !rep.AllOffline || rep.Enrol == nil || rep.Enrol.Agents != agents {
+		t.Errorf("online %d of %d, the stopped agent shown offline: %v, enrolment %+v", rep.Online, agents, rep.AllOffline, rep.Enrol)
+	}
+	if rep.OfflineAfter < fleetsim.Seconds(timeout.Seconds()) {
+		t.Errorf("the stopped agent was shown offline after %s, before the presence timeout %s", rep.OfflineAfter, timeout)
+	}
+	if rep.Fleet.Connections != agents/perConn || rep.Fleet.Started != agents || rep.Fleet.Failed != 0 ||
+		rep.Fleet.Hellos < agents || rep.Fleet.Heartbeats == 0 {
+		t.Errorf("fleet: %+v; want %d connections, %d agents started, a hello each and heartbeats", rep.Fleet, agents/perConn, agents)
+	}
+}
