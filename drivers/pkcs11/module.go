@@ -22,7 +22,7 @@ import (
 // process, so every Module on the same library file shares one library and the last Close
 // finalizes it.
 type library struct {
-	ctx      *p11.Ctx
+	ctx      *p11.Ctx    // nil for a Module over a Backend (OpenBackend)
 	key      string      // key in libraries
 	file     os.FileInfo // the library file, to recognise it under a hard link; nil for a bare name
 	refs     int
@@ -155,6 +155,26 @@ func Open(path string, opts Options) (*Module, error) {
 	return &Module{path: path, lib: lib, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
 }
 
+// OpenBackend makes a Module over b, PKCS#11 implemented in this process (a simulated
+// token, see the simtoken package) rather than a library to load. name is what Path and
+// errors call it. Nothing is loaded or initialised, so Close finalizes nothing. Tokens of
+// the Module take turns as usual; two Modules over one Backend do not take turns with
+// each other, so open one per Backend and share it.
+func OpenBackend(name string, b Backend, opts Options) (*Module, error) {
+	const op = "open module"
+	if name == "" {
+		return nil, invalidf(op, "empty module name: give the backend a name to report it by")
+	}
+	if b == nil {
+		return nil, invalidf(op, "module %s: no backend", name)
+	}
+	if opts.Wrap != nil {
+		b = opts.Wrap(b)
+	}
+	opts.Logger.Debug().Str("module", name).Msg("pkcs11 backend opened")
+	return &Module{path: name, lib: &library{key: name}, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
+}
+
 // Close closes the module's tokens (which logs them out) and, when no other Module in the
 // process uses the library, finalizes and unloads it. Calling it twice is harmless.
 func (m *Module) Close() error {
@@ -173,6 +193,9 @@ func (m *Module) Close() error {
 
 	for _, t := range tokens {
 		t.closeSession()
+	}
+	if m.lib.ctx == nil {
+		return nil // OpenBackend: no library of ours to finalize
 	}
 
 	libraries.mu.Lock()

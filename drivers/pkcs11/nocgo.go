@@ -27,6 +27,9 @@ type Module struct{}
 // Open fails: this build has no cgo.
 func Open(path string, opts Options) (*Module, error) { return nil, errNoCgo }
 
+// OpenBackend fails: this build has no cgo.
+func OpenBackend(name string, b Backend, opts Options) (*Module, error) { return nil, errNoCgo }
+
 func (m *Module) Close() error                                        { return nil }
 func (m *Module) Path() string                                        { return "" }
 func (m *Module) Info(context.Context) (ModuleInfo, error)            { return ModuleInfo{}, errNoCgo }

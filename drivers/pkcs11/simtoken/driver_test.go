@@ -1,0 +1,314 @@
+//go:build cgo
+
+package simtoken_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/simtoken"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/uri"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
+)
+
+const (
+	soPIN   = "87654321"
+	userPIN = "12345678"
+)
+
+// open makes a module over b through the real driver, closed when the test ends.
+func open(t *testing.T, b *simtoken.Backend) *pkcs11.Module {
+	t.Helper()
+	mod, err := pkcs11.OpenBackend("simtoken", b, pkcs11.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := mod.Close(); err != nil {
+			t.Errorf("close module: %v", err)
+		}
+	})
+	return mod
+}
+
+func newBackend(t *testing.T, opts simtoken.Options) *simtoken.Backend {
+	t.Helper()
+	b, err := simtoken.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func addToken(t *testing.T, b *simtoken.Backend, spec simtoken.TokenSpec) uint {
+	t.Helper()
+	slot, err := b.AddToken(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slot
+}
+
+func findToken(t *testing.T, mod *pkcs11.Module, serial string) *pkcs11.Token {
+	t.Helper()
+	tok, err := mod.FindToken(context.Background(), &uri.URI{Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tok.Close() })
+	return tok
+}
+
+// ready is a token initialised with both PINs, logged in through the driver.
+func ready(t *testing.T, opts simtoken.Options) (*simtoken.Backend, *pkcs11.Module, *pkcs11.Token) {
+	t.Helper()
+	b := newBackend(t, opts)
+	addToken(t, b, simtoken.TokenSpec{Serial: "SIM0001", SOPIN: soPIN, Label: "alice", UserPIN: userPIN})
+	mod := open(t, b)
+	tok := findToken(t, mod, "SIM0001")
+	if err := tok.Login(context.Background(), userPIN); err != nil {
+		t.Fatal(err)
+	}
+	return b, mod, tok
+}
+
+func wantCode(t *testing.T, err error, code pkcs11.Code) {
+	t.Helper()
+	if got := pkcs11.CodeOf(err); got != code {
+		t.Fatalf("error %v: code %q, want %q", err, got, code)
+	}
+}
+
+// The whole issuance as the agent does it, through the real driver: a blank token is
+// initialised, gets its PINs, makes RSA-2048 and P-256 keys, signs CSRs that crypto/x509
+// and openssl accept, stores the certificates and finds them again.
+func TestIssuanceThroughTheDriver(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t, simtoken.Options{})
+	slot := addToken(t, b, simtoken.TokenSpec{Serial: "SIM0001"})
+	mod := open(t, b)
+
+	slots, err := mod.Slots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(slots) != 1 || !slots[0].Free || slots[0].Token == nil || slots[0].Token.Serial != "SIM0001" ||
+		slots[0].Token.Model != "SimToken" || !slots[0].Removable {
+		t.Fatalf("slots %+v", slots)
+	}
+	info, err := mod.InitToken(ctx, slot, pkcs11.InitOptions{Label: "alice", SOPIN: soPIN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Initialized || info.UserPINInitialized || info.Label != "alice" {
+		t.Fatalf("after InitToken: %+v", info)
+	}
+	_, err = mod.InitToken(ctx, slot, pkcs11.InitOptions{Label: "alice", SOPIN: soPIN})
+	wantCode(t, err, pkcs11.CodeAlreadyInitialized)
+
+	tok := findToken(t, mod, "SIM0001")
+	wantCode(t, tok.Login(ctx, userPIN), pkcs11.CodeNotInitialized)
+	if err := tok.InitUserPIN(ctx, soPIN, userPIN); err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.ChangeUserPIN(ctx, userPIN, "24681357"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.ChangeSOPIN(ctx, soPIN, "11223344"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.Login(ctx, "24681357"); err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []string{"rsa-2048", "ec-p256"} {
+		t.Run(spec, func(t *testing.T) {
+			ks, err := pkcs11.ParseKeySpec(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tok.CheckKeySpec(ctx, ks); err != nil {
+				t.Fatal(err)
+			}
+			id := []byte("job-" + spec)
+			key, created, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: id, Label: "signing", Spec: ks})
+			if err != nil || !created {
+				t.Fatalf("GenerateKey: created %t, %v", created, err)
+			}
+			again, created, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: id, Label: "signing", Spec: ks})
+			if err != nil || created || !again.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Public()) {
+				t.Fatalf("GenerateKey again: created %t, %v", created, err)
+			}
+
+			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+				Subject: pkix.Name{CommonName: "alice " + spec}}, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			csr, err := x509.ParseCertificateRequest(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := csr.CheckSignature(); err != nil {
+				t.Fatalf("crypto/x509 refuses the CSR: %v", err)
+			}
+			file := filepath.Join(t.TempDir(), "req.pem")
+			if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out := testenv.Run(t, "openssl", "req", "-in", file, "-verify", "-noout", "-subject")
+			if !strings.Contains(out, "alice "+spec) || !strings.Contains(strings.ToLower(out), "verify ok") {
+				t.Fatalf("openssl req -verify:\n%s", out)
+			}
+
+			ca, err := testenv.NewCA("simtoken test CA")
+			if err != nil {
+				t.Fatal(err)
+			}
+			certDER, err := ca.Sign(der, "alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, err := x509.ParseCertificate(certDER)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := tok.WriteCertificate(ctx, pkcs11.CertificateWrite{ID: id, Label: "signing", Cert: cert,
+				Chain: []pkcs11.ChainCertificate{{ID: []byte("ca-" + spec), Label: "CA", Cert: ca.Cert}}})
+			if err != nil || res != pkcs11.Written {
+				t.Fatalf("WriteCertificate: %v, %v", res, err)
+			}
+			if res, err := tok.WriteCertificate(ctx, pkcs11.CertificateWrite{ID: id, Cert: cert}); err != nil || res != pkcs11.AlreadyPresent {
+				t.Fatalf("WriteCertificate again: %v, %v", res, err)
+			}
+			got, err := tok.Certificate(ctx, id)
+			if err != nil || !got.Cert.Equal(cert) || got.Authority {
+				t.Fatalf("Certificate: %+v, %v", got, err)
+			}
+			if err := tok.VerifyKeyAndCertificate(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+
+	keys, err := tok.Keys(ctx)
+	if err != nil || len(keys) != 2 || !keys[0].Private || !keys[0].Public || keys[0].Spec == nil {
+		t.Fatalf("Keys: %+v, %v", keys, err)
+	}
+	certs, err := tok.Certificates(ctx)
+	if err != nil || len(certs) != 4 {
+		t.Fatalf("Certificates: %d, %v", len(certs), err)
+	}
+	// Logged out, the private keys are out of sight; the certificates are not.
+	if err := tok.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, err = tok.Keys(ctx)
+	if err != nil || len(keys) != 2 || keys[0].Private {
+		t.Fatalf("Keys logged out: %+v, %v", keys, err)
+	}
+	_, err = tok.Key(ctx, []byte("job-rsa-2048"))
+	wantCode(t, err, pkcs11.CodeNotLoggedIn)
+	if certs, err := tok.Certificates(ctx); err != nil || len(certs) != 4 {
+		t.Fatalf("Certificates logged out: %d, %v", len(certs), err)
+	}
+}
+
+// The private key never leaves: its material answers CKR_ATTRIBUTE_SENSITIVE, and it is
+// marked sensitive, never extractable, made on the token. It decrypts and signs PSS too.
+func TestPrivateKeyStaysOnTheToken(t *testing.T) {
+	ctx := context.Background()
+	b, _, tok := ready(t, simtoken.Options{})
+	key, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{1}, Label: "k", Spec: pkcs11.KeySpec{Type: pkcs11.RSA, Bits: 2048},
+		Usage: pkcs11.UsageSign | pkcs11.UsageDecrypt})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Straight on the backend, in a session of its own: login is the token's, so the
+	// driver's login lets it see the private key.
+	slots, err := b.GetSlotList(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := b.OpenSession(slots[0], p11.CKF_SERIAL_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.CloseSession(sh) }()
+	if err := b.FindObjectsInit(sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY)}); err != nil {
+		t.Fatal(err)
+	}
+	hs, _, err := b.FindObjects(sh, 10)
+	if err != nil || len(hs) != 1 {
+		t.Fatalf("private keys: %v, %v", hs, err)
+	}
+	if err := b.FindObjectsFinal(sh); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []uint{p11.CKA_PRIVATE_EXPONENT, p11.CKA_PRIME_1, p11.CKA_PRIME_2, p11.CKA_EXPONENT_1,
+		p11.CKA_EXPONENT_2, p11.CKA_COEFFICIENT, p11.CKA_VALUE} {
+		_, err := b.GetAttributeValue(sh, hs[0], []*p11.Attribute{p11.NewAttribute(typ, nil)})
+		if rv := rvOf(err); rv != p11.CKR_ATTRIBUTE_SENSITIVE {
+			t.Errorf("attribute 0x%x of the private key: %v, want CKR_ATTRIBUTE_SENSITIVE", typ, err)
+		}
+	}
+	for typ, want := range map[uint]bool{p11.CKA_SENSITIVE: true, p11.CKA_EXTRACTABLE: false, p11.CKA_ALWAYS_SENSITIVE: true,
+		p11.CKA_NEVER_EXTRACTABLE: true, p11.CKA_LOCAL: true, p11.CKA_PRIVATE: true, p11.CKA_TOKEN: true} {
+		a, err := b.GetAttributeValue(sh, hs[0], []*p11.Attribute{p11.NewAttribute(typ, nil)})
+		if err != nil || len(a) != 1 || (len(a[0].Value) == 1 && a[0].Value[0] != 0) != want {
+			t.Errorf("attribute 0x%x: %v, %v; want %t", typ, a, err, want)
+		}
+	}
+
+	// Decryption: what the public key encrypted comes back.
+	msg := []byte("escrow check")
+	ct, err := rsa.EncryptPKCS1v15(rand.Reader, key.Public().(*rsa.PublicKey), msg) //nolint:staticcheck // CKM_RSA_PKCS
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := key.Decrypt(nil, ct, nil)
+	if err != nil || string(plain) != string(msg) {
+		t.Fatalf("Decrypt: %q, %v", plain, err)
+	}
+	// PSS, which the driver looks for in the mechanism list first.
+	digest := sha256.Sum256(msg)
+	sig, err := key.Sign(nil, digest[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rsa.VerifyPSS(key.Public().(*rsa.PublicKey), crypto.SHA256, digest[:], sig, nil); err != nil {
+		t.Fatalf("PSS signature: %v", err)
+	}
+	// PKCS #1 v1.5 with the DigestInfo the driver adds.
+	sig, err = key.Sign(nil, digest[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rsa.VerifyPKCS1v15(key.Public().(*rsa.PublicKey), crypto.SHA256, digest[:], sig); err != nil {
+		t.Fatalf("PKCS #1 v1.5 signature: %v", err)
+	}
+	_, err = key.Decrypt(nil, ct, &rsa.OAEPOptions{Hash: crypto.SHA256})
+	wantCode(t, err, pkcs11.CodeMechanismNotSupported)
+}
+
+func rvOf(err error) uint {
+	var e p11.Error
+	if errors.As(err, &e) {
+		return uint(e)
+	}
+	return 0
+}
