@@ -26,14 +26,16 @@ type rule struct {
 	direct bool
 	// stdOnly additionally refuses anything from outside the module but the standard library.
 	stdOnly bool
-	why     string
+	// allow exempts packages matching these patterns from deny.
+	allow []string
+	why   string
 }
 
 // notProject lists every top-level part of the module but the ones in allow, as deny
 // patterns.
 func notProject(allow ...string) []string {
 	var out []string
-	for _, top := range []string{"agent/...", "coordinator/...", "drivers/...", "e2e/...", "internal/...", "protocol/...", "systemd/..."} {
+	for _, top := range []string{"agent/...", "coordinator/...", "drivers/...", "e2e/...", "internal/...", "protocol/...", "systemd/...", "fleetsim/..."} {
 		ok := true
 		for _, a := range allow {
 			if a == top {
@@ -60,6 +62,12 @@ var rules = []rule{
 		why: "the agent and the coordinator meet on the wire (protocol), never in code"},
 	{from: "coordinator/...", deny: []string{"agent/..."},
 		why: "the agent and the coordinator meet on the wire (protocol), never in code"},
+	{from: "agent/...", deny: []string{"fleetsim/..."},
+		why: "the agent does not know it is simulated: the simulator drives it through its seams"},
+	{from: "coordinator/...", deny: []string{"fleetsim/..."},
+		why: "the coordinator does not know its agents are simulated"},
+	{from: "fleetsim/...", deny: []string{"coordinator/..."}, allow: []string{"coordinator/client", "coordinator/api"}, direct: true,
+		why: "the simulator meets the coordinator as a deployment does, on the wire and through its API (client, api), never in its code"},
 	{from: "coordinator/httpapi/...", deny: []string{"coordinator/store/..."}, direct: true,
 		why: "the HTTP API goes through the service, which owns the rules; the store's types stay behind it"},
 }
@@ -149,6 +157,9 @@ func violations(r rule, pkgs map[string]*pkgInfo) (problems []string, checked in
 			for _, deny := range r.deny {
 				denied = denied || match(deny, d)
 			}
+			for _, allow := range r.allow {
+				denied = denied && !match(allow, d)
+			}
 			if dp := pkgs[d]; r.stdOnly && dp != nil && !dp.Standard && !strings.HasPrefix(d, modulePath+"/") {
 				denied = true
 			}
@@ -194,6 +205,8 @@ func TestViolations(t *testing.T) {
 		{rule{from: "service", deny: []string{"store/..."}, direct: true}, 1},
 		{rule{from: "leaf", stdOnly: true}, 1},
 		{rule{from: "store", stdOnly: true, deny: []string{"web"}}, 0},
+		{rule{from: "web/...", deny: []string{"service/...", "store/..."}, allow: []string{"store"}}, 1}, // service still denied
+		{rule{from: "service", deny: []string{"store/..."}, allow: []string{"store/..."}}, 0},
 	}
 	for _, tc := range tests {
 		got, checked := violations(tc.r, pkgs)
