@@ -50,6 +50,17 @@ type Error struct {
 	Msg   string
 	Field string
 	Err   error // the cause, for logs; never shown to clients for internal errors
+	// Entries name each refused entry of a batch request, which is refused whole.
+	Entries []EntryError
+}
+
+// EntryError is what is wrong with one entry of a batch request.
+type EntryError struct {
+	Index int    // the entry's position in the request, from 0
+	ID    string // the entry's ID as given
+	Code  Code   // bad_request or conflict
+	Field string // the entry's field at fault
+	Msg   string
 }
 
 func (e *Error) Error() string {

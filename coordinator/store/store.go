@@ -128,6 +128,10 @@ type Writer interface {
 
 	// CreateAgent enrols an agent. A taken ID gives ErrConflict naming the host holding it.
 	CreateAgent(ctx context.Context, a Agent) (Agent, error)
+	// CreateAgents enrols a batch of agents in a few statements, all or nothing: a
+	// malformed, repeated or taken ID or broker user gives an *AgentBatchError naming each
+	// such agent by its position, and nothing is written.
+	CreateAgents(ctx context.Context, as []Agent) ([]Agent, error)
 	// UpdateAgent replaces the hostname, OS, version, public key and broker user.
 	UpdateAgent(ctx context.Context, a Agent) (Agent, error)
 	ApproveAgent(ctx context.Context, id, by string, at time.Time) (Agent, error)

@@ -39,6 +39,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"APITokenNeverStoredInClear", testAPITokenStorage},
 		{"Agents", testAgents},
 		{"AgentList", testAgentList},
+		{"AgentsBatch", testAgentsBatch},
 		{"Heartbeats", testHeartbeats},
 		{"Tokens", testTokens},
 		{"Certificates", testCertificates},
