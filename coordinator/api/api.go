@@ -33,6 +33,18 @@ type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"` // the request field at fault, when there is one
+	// Entries name each refused entry of a batch request (POST /api/v1/agents/batch),
+	// which is refused whole.
+	Entries []ErrorEntry `json:"entries,omitempty"`
+}
+
+// ErrorEntry is what is wrong with one entry of a batch request.
+type ErrorEntry struct {
+	Index   int    `json:"index"` // the entry's position in the request, from 0
+	ID      string `json:"id"`    // the entry's ID as given
+	Code    string `json:"code"`  // bad_request or conflict
+	Field   string `json:"field"` // the entry's field at fault
+	Message string `json:"message"`
 }
 
 // Health is the answer of /healthz.
@@ -271,6 +283,19 @@ type AgentEnrol struct {
 	ID         string `json:"id"`
 	Hostname   string `json:"hostname,omitempty"`
 	BrokerUser string `json:"broker_user,omitempty"`
+}
+
+// MaxAgentBatch is how many agents one AgentBatchEnrol may hold.
+const MaxAgentBatch = 1000
+
+// AgentBatchEnrol enrols up to MaxAgentBatch agents at once, all or nothing.
+type AgentBatchEnrol struct {
+	Agents []AgentEnrol `json:"agents"`
+}
+
+// AgentBatch is the agents a batch enrolled, in the order given.
+type AgentBatch struct {
+	Items []Agent `json:"items"`
 }
 
 // Token is a hardware token as last reported by an agent.

@@ -44,6 +44,9 @@ var schemaTypes = map[string]reflect.Type{
 	"UserPIN":             reflect.TypeFor[api.UserPIN](),
 	"Agent":               reflect.TypeFor[api.Agent](),
 	"AgentEnrol":          reflect.TypeFor[api.AgentEnrol](),
+	"AgentBatchEnrol":     reflect.TypeFor[api.AgentBatchEnrol](),
+	"AgentBatch":          reflect.TypeFor[api.AgentBatch](),
+	"ErrorEntry":          reflect.TypeFor[api.ErrorEntry](),
 	"AgentRefusal":        reflect.TypeFor[api.AgentRefusal](),
 	"AgentList":           reflect.TypeFor[api.AgentList](),
 	"Token":               reflect.TypeFor[api.Token](),
@@ -76,15 +79,16 @@ var freeSchemas = map[string]bool{"AuditDetails": true, "AuditDetailValue": true
 // (those without omitempty), so a response that lacks one, or carries one the description
 // does not have, fails the API tests' validation.
 var requestTypes = map[reflect.Type]bool{
-	reflect.TypeFor[api.OrgCreate]():      true,
-	reflect.TypeFor[api.UserCreate]():     true,
-	reflect.TypeFor[api.APITokenCreate](): true,
-	reflect.TypeFor[api.JobCreate]():      true,
-	reflect.TypeFor[api.Decision]():       true,
-	reflect.TypeFor[api.Reason]():         true,
-	reflect.TypeFor[api.Retry]():          true,
-	reflect.TypeFor[api.AgentEnrol]():     true,
-	reflect.TypeFor[api.Revoke]():         true,
+	reflect.TypeFor[api.OrgCreate]():       true,
+	reflect.TypeFor[api.UserCreate]():      true,
+	reflect.TypeFor[api.APITokenCreate]():  true,
+	reflect.TypeFor[api.JobCreate]():       true,
+	reflect.TypeFor[api.Decision]():        true,
+	reflect.TypeFor[api.Reason]():          true,
+	reflect.TypeFor[api.Retry]():           true,
+	reflect.TypeFor[api.AgentEnrol]():      true,
+	reflect.TypeFor[api.AgentBatchEnrol](): true,
+	reflect.TypeFor[api.Revoke]():          true,
 }
 
 // enumValues are the Go constants of the string types the API carries: a field of one of

@@ -51,7 +51,33 @@ type recorder struct {
 	approved  []string
 	withdrawn []string
 	caPassed  []string
+	enrolled  [][]string // agents the agent hook heard of, each call's
 	errs      []error
+}
+
+func (r *recorder) AgentEnrolled(_ context.Context, a store.Agent) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.enrolled = append(r.enrolled, []string{a.ID})
+	return nil
+}
+
+func (r *recorder) AgentsEnrolled(_ context.Context, as []store.Agent) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := make([]string, len(as))
+	for i, a := range as {
+		ids[i] = a.ID
+	}
+	r.enrolled = append(r.enrolled, ids)
+	return nil
+}
+
+// hooked returns what the agent hook heard, each call's agents.
+func (r *recorder) hooked() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]string(nil), r.enrolled...)
 }
 
 func (r *recorder) JobApproved(ctx context.Context, tx *service.JobTx, j store.Job) error {
@@ -113,7 +139,8 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.svc, err = service.New(service.Options{Store: st, Logger: log, Now: e.clock.now, Dispatcher: e.rec, Issuer: e.rec, Observer: m})
+	e.svc, err = service.New(service.Options{Store: st, Logger: log, Now: e.clock.now, Dispatcher: e.rec, Issuer: e.rec, Observer: m,
+		AgentHook: e.rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +250,13 @@ type apiError struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		Field   string `json:"field"`
+		Entries []struct {
+			Index   int    `json:"index"`
+			ID      string `json:"id"`
+			Code    string `json:"code"`
+			Field   string `json:"field"`
+			Message string `json:"message"`
+		} `json:"entries"`
 	} `json:"error"`
 }
 

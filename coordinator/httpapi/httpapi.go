@@ -99,6 +99,7 @@ func New(o Options) (http.Handler, error) {
 	authed("POST /api/v1/jobs/{id}/retry", a.retry)
 	authed("GET /api/v1/agents", a.listAgents)
 	authed("POST /api/v1/agents", a.enrolAgent)
+	authed("POST /api/v1/agents/batch", a.enrolAgents)
 	authed("POST /api/v1/agents/{id}/reset-key", a.resetAgentKey)
 	authed("GET /api/v1/tokens", a.listTokens)
 	authed("GET /api/v1/certificates", a.listCertificates)

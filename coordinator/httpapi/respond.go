@@ -67,5 +67,9 @@ func writeError(w http.ResponseWriter, log zerolog.Logger, err error) {
 	if e.Code == service.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tokenfleet"`)
 	}
-	writeJSON(w, status, api.ErrorResponse{Error: api.ErrorDetail{Code: string(e.Code), Message: e.Msg, Field: e.Field}})
+	d := api.ErrorDetail{Code: string(e.Code), Message: e.Msg, Field: e.Field}
+	for _, x := range e.Entries {
+		d.Entries = append(d.Entries, api.ErrorEntry{Index: x.Index, ID: x.ID, Code: string(x.Code), Field: x.Field, Message: x.Msg})
+	}
+	writeJSON(w, status, api.ErrorResponse{Error: d})
 }
