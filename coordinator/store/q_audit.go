@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,59 +76,94 @@ func rawText(v any) string {
 }
 
 func (x *q) AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error) {
-	what := "append audit " + e.Action
+	out, err := x.appendAudit(ctx, "append audit "+e.Action, []audit.Entry{e}, seal)
+	if err != nil {
+		return audit.Entry{}, err
+	}
+	return out[0], nil
+}
+
+func (x *q) AppendAudits(ctx context.Context, es []audit.Entry, seal SealFunc) ([]audit.Entry, error) {
+	if len(es) == 0 {
+		return nil, nil
+	}
+	what := "append audit " + es[0].Action
+	if len(es) > 1 {
+		what = fmt.Sprintf("append %d audit entries", len(es))
+	}
+	return x.appendAudit(ctx, what, es, seal)
+}
+
+// appendAudit chains es, in order, after the chain head: the head is locked and read
+// once, each entry sealed onto the one before it, the entries inserted batchRows to a
+// statement, and the head moved once.
+func (x *q) appendAudit(ctx context.Context, what string, es []audit.Entry, seal SealFunc) ([]audit.Entry, error) {
 	if seal == nil {
-		return audit.Entry{}, fmt.Errorf("store: %s: no seal function: %w", what, ErrInvalid)
+		return nil, fmt.Errorf("store: %s: no seal function: %w", what, ErrInvalid)
 	}
-	if err := required(what, "actor", e.Actor, "action", e.Action); err != nil {
-		return audit.Entry{}, err
+	for _, e := range es {
+		ew := "append audit " + e.Action
+		if err := required(ew, "actor", e.Actor, "action", e.Action); err != nil {
+			return nil, err
+		}
+		if err := checkJSON(ew+" details", e.Details); err != nil {
+			return nil, err
+		}
 	}
-	if err := checkJSON(what+" details", e.Details); err != nil {
-		return audit.Entry{}, err
-	}
-	// The time is put in store form before it is hashed, so the hash still matches the
-	// entry read back.
-	e.Time = orNow(e.Time)
-	e.Seq, e.PrevHash, e.Hash = 0, "", ""
 
 	// Lock the chain head: every appender, on every coordinator, queues here until the
 	// transaction holding it ends, so each entry links to the one committed before it.
 	var headSeq int64
 	var headHash string
 	if err := x.queryRow(ctx, "SELECT seq, hash FROM audit_head WHERE id = 1"+x.d.forUpdate).Scan(&headSeq, &headHash); err != nil {
-		return audit.Entry{}, x.d.wrap(what+": chain head", err)
+		return nil, x.d.wrap(what+": chain head", err)
 	}
 	var prev *audit.Entry
 	wantPrev := audit.GenesisHash
 	if headSeq > 0 {
 		p, err := scanAudit(x.queryRow(ctx, "SELECT "+auditCols+" FROM audit_log WHERE seq = ?", headSeq))
 		if err != nil {
-			return audit.Entry{}, x.d.wrap(what+": last entry "+strconv.FormatInt(headSeq, 10), err)
+			return nil, x.d.wrap(what+": last entry "+strconv.FormatInt(headSeq, 10), err)
 		}
 		if p.Hash != headHash {
-			return audit.Entry{}, fmt.Errorf("store: %s: chain head says entry %d has hash %s, the log says %s", what, headSeq, headHash, p.Hash)
+			return nil, fmt.Errorf("store: %s: chain head says entry %d has hash %s, the log says %s", what, headSeq, headHash, p.Hash)
 		}
 		prev, wantPrev = &p, headHash
 	}
-	sealed, err := seal(prev, e)
-	if err != nil {
-		return audit.Entry{}, fmt.Errorf("store: %s: seal: %w", what, err)
+	out := make([]audit.Entry, len(es))
+	for i, e := range es {
+		// The time is put in store form before it is hashed, so the hash still matches
+		// the entry read back.
+		e.Time = orNow(e.Time)
+		e.Seq, e.PrevHash, e.Hash = 0, "", ""
+		sealed, err := seal(prev, e)
+		if err != nil {
+			return nil, fmt.Errorf("store: append audit %s: seal: %w", e.Action, err)
+		}
+		if err := checkSealed(headSeq+int64(i)+1, wantPrev, sealed); err != nil {
+			return nil, fmt.Errorf("store: append audit %s: %w", e.Action, err)
+		}
+		if len(sealed.Details) == 0 {
+			sealed.Details = nil
+		}
+		out[i] = sealed
+		prev, wantPrev = &out[i], sealed.Hash
 	}
-	if err := checkSealed(headSeq+1, wantPrev, sealed); err != nil {
-		return audit.Entry{}, fmt.Errorf("store: %s: %w", what, err)
+	for chunk := range slices.Chunk(out, batchRows) {
+		args := make([]any, 0, 10*len(chunk))
+		for _, e := range chunk {
+			args = append(args, e.Seq, x.d.ts(e.Time), e.Actor, e.Action, e.JobID, e.Target, e.Reason,
+				nullText(e.Details), e.PrevHash, e.Hash)
+		}
+		if _, err := x.exec(ctx, "INSERT INTO audit_log ("+auditCols+") VALUES "+valueRows(len(chunk), 10), args...); err != nil {
+			return nil, x.d.wrap(what, err)
+		}
 	}
-	if len(sealed.Details) == 0 {
-		sealed.Details = nil
+	last := out[len(out)-1]
+	if _, err := x.exec(ctx, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", last.Seq, last.Hash); err != nil {
+		return nil, x.d.wrap(what+": chain head", err)
 	}
-	if _, err := x.exec(ctx, "INSERT INTO audit_log ("+auditCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		sealed.Seq, x.d.ts(sealed.Time), sealed.Actor, sealed.Action, sealed.JobID, sealed.Target, sealed.Reason,
-		nullText(sealed.Details), sealed.PrevHash, sealed.Hash); err != nil {
-		return audit.Entry{}, x.d.wrap(what, err)
-	}
-	if _, err := x.exec(ctx, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", sealed.Seq, sealed.Hash); err != nil {
-		return audit.Entry{}, x.d.wrap(what+": chain head", err)
-	}
-	return sealed, nil
+	return out, nil
 }
 
 // checkSealed makes sure the seal function linked the entry where the store holds the

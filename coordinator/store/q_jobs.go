@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
@@ -83,27 +84,7 @@ func (x *q) UpdateJobState(ctx context.Context, id string, from, to jobs.State, 
 		return Job{}, err
 	}
 	at := orNow(c.At)
-	set := "state = ?, state_since = ?, version = version + 1, updated_at = ?"
-	args := []any{string(to), x.d.ts(at), x.d.ts(at)}
-	if c.NewAttempt {
-		set += ", attempt = attempt + 1, step_current = '', step_highest = ''"
-	}
-	if c.Error != nil {
-		set += ", error_code = ?, error_message = ?"
-		args = append(args, c.Error.Code, c.Error.Message)
-	}
-	if c.SupersededBy != "" {
-		set += ", superseded_by = ?"
-		args = append(args, c.SupersededBy)
-	}
-	if c.TokenSerial != "" {
-		set += ", token_serial = ?"
-		args = append(args, c.TokenSerial)
-	}
-	if !c.Deadline.IsZero() {
-		set += ", deadline = ?"
-		args = append(args, x.d.ts(c.Deadline))
-	}
+	set, args := x.jobChangeSet(to, at, c)
 	// Compare-and-set: the row changes only if nobody changed it since the caller read it.
 	// On PostgreSQL a concurrent updater waits for the row lock, then re-checks the
 	// condition against the committed row and matches nothing.
@@ -126,6 +107,180 @@ func (x *q) UpdateJobState(ctx context.Context, id string, from, to jobs.State, 
 		return Job{}, x.d.wrap(what, err)
 	}
 	return j, nil
+}
+
+// jobChangeSet is the SET clause of a transition to state to at at, and its arguments.
+func (x *q) jobChangeSet(to jobs.State, at time.Time, c JobChange) (string, []any) {
+	set := "state = ?, state_since = ?, version = version + 1, updated_at = ?"
+	args := []any{string(to), x.d.ts(at), x.d.ts(at)}
+	if c.NewAttempt {
+		set += ", attempt = attempt + 1, step_current = '', step_highest = ''"
+	}
+	if c.Error != nil {
+		set += ", error_code = ?, error_message = ?"
+		args = append(args, c.Error.Code, c.Error.Message)
+	}
+	if c.SupersededBy != "" {
+		set += ", superseded_by = ?"
+		args = append(args, c.SupersededBy)
+	}
+	if c.TokenSerial != "" {
+		set += ", token_serial = ?"
+		args = append(args, c.TokenSerial)
+	}
+	if !c.Deadline.IsZero() {
+		set += ", deadline = ?"
+		args = append(args, x.d.ts(c.Deadline))
+	}
+	return set, args
+}
+
+// UpdateJobStates applies one change to many jobs with a few statements for every
+// batchRows of them: lock and check the rows, update them, insert their attempts and
+// timeline events. One job takes UpdateJobState's path.
+func (x *q) UpdateJobStates(ctx context.Context, moves []JobMove, to jobs.State, c JobChange) ([]Job, error) {
+	switch len(moves) {
+	case 0:
+		return nil, nil
+	case 1:
+		j, err := x.UpdateJobState(ctx, moves[0].ID, moves[0].From, to, moves[0].ExpectedVersion, c)
+		if err != nil {
+			return nil, err
+		}
+		return []Job{j}, nil
+	}
+	what := fmt.Sprintf("%d jobs -> %s", len(moves), to)
+	if err := required(what, "to state", string(to), "actor", c.Actor); err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(moves))
+	for _, m := range moves {
+		mw := fmt.Sprintf("job %s %s -> %s", m.ID, m.From, to)
+		if err := required(mw, "job ID", m.ID, "from state", string(m.From)); err != nil {
+			return nil, err
+		}
+		if err := checkVersion(mw, m.ExpectedVersion); err != nil {
+			return nil, err
+		}
+		if seen[m.ID] {
+			return nil, fmt.Errorf("store: %s: job %s is listed twice: %w", what, m.ID, ErrInvalid)
+		}
+		seen[m.ID] = true
+	}
+	// Every job is checked before any moves, so that a refusal leaves all as they were.
+	for chunk := range slices.Chunk(moves, batchRows) {
+		if err := x.lockJobs(ctx, chunk, to); err != nil {
+			return nil, err
+		}
+	}
+	at := orNow(c.At)
+	out := make([]Job, 0, len(moves))
+	for chunk := range slices.Chunk(moves, batchRows) {
+		js, err := x.moveJobs(ctx, chunk, to, at, c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, js...)
+	}
+	return out, nil
+}
+
+// jobVersion is what a compare-and-set on a job compares.
+type jobVersion struct {
+	id, state string
+	version   int64
+}
+
+// moveIDs is the IDs of moves as query arguments.
+func moveIDs(moves []JobMove) []any {
+	ids := make([]any, len(moves))
+	for i, m := range moves {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+// lockJobs is the compare-and-set of UpdateJobStates for at most batchRows jobs: it
+// locks their rows (on PostgreSQL; SQLite has one writer) and checks that each job is as
+// its caller read it. Locking in ID order keeps two sets from deadlocking.
+func (x *q) lockJobs(ctx context.Context, moves []JobMove, to jobs.State) error {
+	what := fmt.Sprintf("%d jobs -> %s", len(moves), to)
+	ids := moveIDs(moves)
+	rows, err := x.query(ctx, "SELECT id, state, version FROM jobs WHERE id IN ("+placeholders(len(ids))+") ORDER BY id"+x.d.forUpdate, ids...)
+	if err != nil {
+		return x.d.wrap(what, err)
+	}
+	found, err := collect(rows, x.d, what, func(r scanner) (jobVersion, error) {
+		var v jobVersion
+		err := r.Scan(&v.id, &v.state, &v.version)
+		return v, err
+	})
+	if err != nil {
+		return err
+	}
+	locked := make(map[string]jobVersion, len(found))
+	for _, v := range found {
+		locked[v.id] = v
+	}
+	for _, m := range moves {
+		mw := fmt.Sprintf("job %s %s -> %s", m.ID, m.From, to)
+		v, ok := locked[m.ID]
+		switch {
+		case !ok:
+			return fmt.Errorf("store: %s: %w", mw, ErrNotFound)
+		case v.state != string(m.From) || v.version != m.ExpectedVersion:
+			return fmt.Errorf("store: %s: job is %s at version %d, expected %s at version %d: %w",
+				mw, v.state, v.version, m.From, m.ExpectedVersion, ErrConflict)
+		}
+	}
+	return nil
+}
+
+// moveJobs applies the change to at most batchRows jobs that lockJobs checked, with their
+// new attempts and timeline events.
+func (x *q) moveJobs(ctx context.Context, moves []JobMove, to jobs.State, at time.Time, c JobChange) ([]Job, error) {
+	what := fmt.Sprintf("%d jobs -> %s", len(moves), to)
+	ids := moveIDs(moves)
+	set, args := x.jobChangeSet(to, at, c)
+	rows, err := x.query(ctx, "UPDATE jobs SET "+set+" WHERE id IN ("+placeholders(len(ids))+") RETURNING "+jobCols, append(args, ids...)...)
+	if err != nil {
+		return nil, x.d.wrap(what, err)
+	}
+	updated, err := collect(rows, x.d, what, scanJob)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]Job, len(updated))
+	for _, j := range updated {
+		byID[j.ID] = j
+	}
+	out := make([]Job, len(moves))
+	for i, m := range moves {
+		j, ok := byID[m.ID]
+		if !ok {
+			return nil, fmt.Errorf("store: %s: job %s was checked but not updated: %w", what, m.ID, ErrConflict)
+		}
+		out[i] = j
+	}
+
+	if c.NewAttempt {
+		vals := make([]any, 0, 3*len(out))
+		for _, j := range out {
+			vals = append(vals, j.ID, j.Attempt, x.d.ts(at))
+		}
+		if _, err := x.exec(ctx, "INSERT INTO job_attempts (job_id, attempt, started_at) VALUES "+valueRows(len(out), 3), vals...); err != nil {
+			return nil, x.d.wrap(what, err)
+		}
+	}
+	vals := make([]any, 0, 7*len(out))
+	for i, j := range out {
+		vals = append(vals, j.ID, string(moves[i].From), string(to), j.Attempt, c.Actor, c.Reason, x.d.ts(at))
+	}
+	if _, err := x.exec(ctx, `INSERT INTO job_events (job_id, from_state, to_state, attempt, actor, reason, at)
+		VALUES `+valueRows(len(out), 7), vals...); err != nil {
+		return nil, x.d.wrap(what, err)
+	}
+	return out, nil
 }
 
 // jobConflict explains why a compare-and-set on a job matched no row: it is missing
@@ -209,6 +364,37 @@ func (x *q) AddJobStep(ctx context.Context, s JobStep, p jobs.Progress, expected
 func (x *q) GetJob(ctx context.Context, id string) (Job, error) {
 	j, err := scanJob(x.queryRow(ctx, "SELECT "+jobCols+" FROM jobs WHERE id = ?", id))
 	return j, x.d.wrap("job "+id, err)
+}
+
+func (x *q) GetJobs(ctx context.Context, ids []string) ([]Job, error) {
+	byID := make(map[string]Job, len(ids))
+	for chunk := range slices.Chunk(ids, batchRows) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		what := fmt.Sprintf("%d jobs", len(chunk))
+		rows, err := x.query(ctx, "SELECT "+jobCols+" FROM jobs WHERE id IN ("+placeholders(len(args))+")", args...)
+		if err != nil {
+			return nil, x.d.wrap(what, err)
+		}
+		js, err := collect(rows, x.d, what, scanJob)
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range js {
+			byID[j.ID] = j
+		}
+	}
+	out := make([]Job, len(ids))
+	for i, id := range ids {
+		j, ok := byID[id]
+		if !ok {
+			return nil, fmt.Errorf("store: job %s: %w", id, ErrNotFound)
+		}
+		out[i] = j
+	}
+	return out, nil
 }
 
 func (x *q) ListJobs(ctx context.Context, f JobFilter, p Page) ([]Job, string, error) {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -70,6 +71,44 @@ func (x *q) MarkOutboxSent(ctx context.Context, id int64, at time.Time) error {
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return x.exists(ctx, what, "SELECT 1 FROM outbox WHERE id = ?", id)
+	}
+	return nil
+}
+
+func (x *q) MarkOutboxesSent(ctx context.Context, ids []int64, at time.Time) error {
+	if len(ids) == 1 {
+		return x.MarkOutboxSent(ctx, ids[0], at)
+	}
+	ts := x.d.ts(orNow(at))
+	for chunk := range slices.Chunk(ids, batchRows) {
+		what := fmt.Sprintf("mark %d outbox messages sent", len(chunk))
+		args := int64Args(chunk)
+		res, err := x.exec(ctx, "UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND id IN ("+placeholders(len(chunk))+")",
+			append([]any{ts}, args...)...)
+		if err != nil {
+			return x.d.wrap(what, err)
+		}
+		if n, _ := res.RowsAffected(); n == int64(len(chunk)) {
+			continue
+		}
+		// Some were sent already, which is no error, or do not exist, which is.
+		rows, err := x.query(ctx, "SELECT id FROM outbox WHERE id IN ("+placeholders(len(chunk))+")", args...)
+		if err != nil {
+			return x.d.wrap(what, err)
+		}
+		found, err := collect(rows, x.d, what, func(r scanner) (int64, error) {
+			var id int64
+			err := r.Scan(&id)
+			return id, err
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range chunk {
+			if !slices.Contains(found, id) {
+				return fmt.Errorf("store: outbox %d: %w", id, ErrNotFound)
+			}
+		}
 	}
 	return nil
 }

@@ -74,6 +74,9 @@ type Reader interface {
 	ListProfiles(ctx context.Context) ([]Profile, error)
 
 	GetJob(ctx context.Context, id string) (Job, error)
+	// GetJobs returns the jobs named, in the order of ids, in one query for every few
+	// hundred; ErrNotFound names the first that does not exist.
+	GetJobs(ctx context.Context, ids []string) ([]Job, error)
 	ListJobs(ctx context.Context, f JobFilter, p Page) (jobs []Job, next string, err error)
 	ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error)
 	ListJobSteps(ctx context.Context, jobID string) ([]JobStep, error)
@@ -170,6 +173,12 @@ type Writer interface {
 	// from at row version expectedVersion, and records the transition in the timeline.
 	// Otherwise it returns ErrConflict (or ErrNotFound) and changes nothing.
 	UpdateJobState(ctx context.Context, id string, from, to jobs.State, expectedVersion int64, c JobChange) (Job, error)
+	// UpdateJobStates is UpdateJobState for many jobs that take the same change to the
+	// same state, in a few statements for the whole set rather than a few a job: each job
+	// moves only if it is still in its From state at its expected version, and if one is
+	// not, none moves and it returns ErrConflict (or ErrNotFound) naming it. It returns the
+	// jobs as they are now, in the order of moves.
+	UpdateJobStates(ctx context.Context, moves []JobMove, to jobs.State, c JobChange) ([]Job, error)
 	// EditJob replaces what a pending request asks for (compare-and-set on the version)
 	// and restarts its StateSince.
 	EditJob(ctx context.Context, id string, expectedVersion int64, e JobEdit) (Job, error)
@@ -218,6 +227,9 @@ type Writer interface {
 	// serialised (the chain head is locked until the transaction ends), so append last in
 	// a transaction to hold that lock briefly.
 	AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error)
+	// AppendAudits is AppendAudit for several entries, chained in their order under one
+	// lock of the chain head, and inserted a few hundred to a statement.
+	AppendAudits(ctx context.Context, es []audit.Entry, seal SealFunc) ([]audit.Entry, error)
 	// AddAuditCheckpoint keeps a signed checkpoint of the audit chain head. The store does
 	// not check the signature: that is the signer's and the auditors' business.
 	AddAuditCheckpoint(ctx context.Context, c audit.Checkpoint) error
@@ -226,6 +238,9 @@ type Writer interface {
 	// MarkOutboxSent records the broker's confirmation; marking a sent message again keeps
 	// the first time and is not an error.
 	MarkOutboxSent(ctx context.Context, id int64, at time.Time) error
+	// MarkOutboxesSent is MarkOutboxSent for many messages, in one statement for every
+	// few hundred; ErrNotFound names a message that does not exist.
+	MarkOutboxesSent(ctx context.Context, ids []int64, at time.Time) error
 	RecordOutboxFailure(ctx context.Context, id int64, reason string) error
 	PurgeSentOutbox(ctx context.Context, sentBefore time.Time) (int64, error)
 
