@@ -83,7 +83,9 @@ type Options struct {
 	// Reinsert is how long a token a fault pulled out stays out, on Now's clock; the zero
 	// Dist leaves it out until Insert.
 	Reinsert Dist
-	// Now is the clock for re-insertion; nil is time.Now.
+	// Now is the clock: it times the simulation's own work in an operation and brings
+	// tokens back. nil is time.Now. A test gives a fake clock that its Sleeper advances,
+	// so that token time is exactly the latencies drawn.
 	Now func() time.Time
 	// OnSpend, when set, hears every operation's token time, outside the backend's locks.
 	OnSpend func(serial string, op Op, d time.Duration)
@@ -274,8 +276,9 @@ func (b *Backend) newHandle() uint { return uint(handleCounter.Add(1)) }
 
 // spend runs one operation of class op on t (nil for calls of no token): it holds the
 // token for the operation, draws its latency and whether it fails, runs fn unless it
-// fails, and sleeps what the latency leaves after fn's own time. The token time is the
-// longer of the two. A drawn removal pulls the token out.
+// fails, and sleeps what the latency leaves after fn's own time (Go's RSA key generation
+// takes real time). The token time is the longer of the two. A drawn removal pulls the
+// token out.
 func (b *Backend) spend(t *token, op Op, fn func() error) error {
 	return b.spendScaled(t, op, 1, fn)
 }
@@ -308,7 +311,7 @@ func (b *Backend) spendScaled(t *token, op Op, scale float64, fn func() error) e
 	if scale != 1 {
 		lat = time.Duration(float64(lat) * scale)
 	}
-	start := time.Now()
+	start := b.now()
 	var err error
 	if fault != 0 {
 		err = p11.Error(fault)
@@ -318,7 +321,7 @@ func (b *Backend) spendScaled(t *token, op Op, scale float64, fn func() error) e
 	} else {
 		err = fn()
 	}
-	took := time.Since(start)
+	took := b.now().Sub(start)
 	if lat > took {
 		b.sleeper.Sleep(lat - took)
 	} else {
