@@ -10,7 +10,7 @@ export CGO_ENABLED := 1
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: all build windows test test-run vet lint bench deps demo clean
+.PHONY: all build windows test test-run vet lint bench bench-fleet deps demo clean
 
 all: build
 
@@ -62,9 +62,16 @@ lint: vet
 # the slow token paths to rise above the noise. BenchmarkDispatch approves 1,000 jobs
 # before each iteration (about 30 s): three iterations say enough.
 bench: deps
-	$(GO) test -run '^$$' -bench . -skip '^BenchmarkDispatch$$' -benchtime 20x -count 1 $(PKGS)
+	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkDispatch|BenchmarkFleetPresence)$$' -benchtime 20x -count 1 $(PKGS)
 	$(GO) test -run '^$$' -bench '^BenchmarkDispatch$$' -benchtime 3x -count 1 ./coordinator/dispatch/
 	$(GO) test -run '^$$' -bench 'SignOverhead' -benchtime 3000x -count 1 ./drivers/pkcs11/
+	$(GO) test -run '^$$' -bench '^BenchmarkFleetPresence$$' -benchtime 1x -count 1 -timeout 30m ./fleetsim/
+
+# The presence run at production scale: 10,000 simulated agents heartbeating every 15 s on
+# one coordinator, on SQLite then PostgreSQL, a two-minute steady window each (about 15 min
+# in all). Each figure is printed beside its goal.
+bench-fleet: deps
+	TOKENFLEET_FLEET_AGENTS=10000 $(GO) test -run '^$$' -bench '^BenchmarkFleetPresence$$' -benchtime 1x -count 1 -timeout 90m ./fleetsim/
 
 # A token issued end to end: coordinator on SQLite, agent, RabbitMQ, SoftHSM2 as the token.
 demo: build

@@ -23,8 +23,12 @@ const (
 	// come and go by themselves, so polling them every second as a workstation does would
 	// only spend the simulator's CPU.
 	DefaultPollInterval = 30 * time.Second
-	// DefaultShutdownGrace bounds each simulated agent's outbox flush at shutdown.
-	DefaultShutdownGrace = 2 * time.Second
+	// DefaultShutdownGrace bounds each simulated agent's outbox flush at shutdown, as a
+	// workstation's does.
+	DefaultShutdownGrace = agent.DefaultShutdownGrace
+	// stopWave is how many agents stop at once: a thousand journals closing together
+	// would wait for the disk longer than their grace period.
+	stopWave = 100
 )
 
 // Tokens gives each simulated agent its PKCS#11 modules: their names, and how one is
@@ -230,13 +234,24 @@ func (f *Fleet) Stop(n int) []string {
 	f.mu.Unlock()
 	ids := make([]string, 0, n)
 	for _, sa := range stopping {
-		sa.cancel()
 		ids = append(ids, sa.id)
 	}
-	for _, sa := range stopping {
-		<-sa.done
-	}
+	stopAll(stopping)
 	return ids
+}
+
+// stopAll stops agents in waves of stopWave and waits for them.
+func stopAll(agents []*simAgent) {
+	for len(agents) > 0 {
+		wave := agents[:min(stopWave, len(agents))]
+		agents = agents[len(wave):]
+		for _, sa := range wave {
+			sa.cancel()
+		}
+		for _, sa := range wave {
+			<-sa.done
+		}
+	}
 }
 
 // Close stops the ramp and every agent, then the broker connections.
@@ -250,11 +265,6 @@ func (f *Fleet) Close() {
 	all := f.running
 	f.running = nil
 	f.mu.Unlock()
-	for _, sa := range all {
-		sa.cancel()
-	}
-	for _, sa := range all {
-		<-sa.done
-	}
+	stopAll(all)
 	_ = f.transport.Close()
 }

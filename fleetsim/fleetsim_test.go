@@ -46,11 +46,56 @@ func TestPresence(t *testing.T) {
 	if rep.Online != agents || !rep.AllOffline || rep.Enrol == nil || rep.Enrol.Agents != agents {
 		t.Errorf("online %d of %d, the stopped agent shown offline: %v, enrolment %+v", rep.Online, agents, rep.AllOffline, rep.Enrol)
 	}
-	if rep.OfflineAfter < fleetsim.Seconds(timeout.Seconds()) {
+	if float64(rep.OfflineAfter) < timeout.Seconds() {
 		t.Errorf("the stopped agent was shown offline after %s, before the presence timeout %s", rep.OfflineAfter, timeout)
 	}
 	if rep.Fleet.Connections != agents/perConn || rep.Fleet.Started != agents || rep.Fleet.Failed != 0 ||
 		rep.Fleet.Hellos < agents || rep.Fleet.Heartbeats == 0 {
 		t.Errorf("fleet: %+v; want %d connections, %d agents started, a hello each and heartbeats", rep.Fleet, agents/perConn, agents)
+	}
+}
+
+// TestIssueJob: an issue job through a simulated agent with a simulated token (the
+// instant profile) succeeds, its timeline gives every phase, and `openssl verify` accepts
+// its certificate against the coordinator's CA.
+func TestIssueJob(t *testing.T) {
+	ctx := testenv.Context(t)
+	broker := testenv.NewBroker(t)
+	c := coordinatortest.Start(t, coordinatortest.Options{BrokerURL: broker.URL, AgentUsers: "shared"})
+	api, err := client.New(c.URL, c.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fleetsim.Enrol(ctx, api, "job-", 2, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	toks, err := fleetsim.NewSimTokens("instant", 1, nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	fleet, err := fleetsim.NewFleet(fleetsim.FleetConfig{
+		BrokerURL: broker.URL, Prefix: "job-", Count: 2, DataDir: t.TempDir(), Tokens: toks, Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet.Start(ctx)
+	t.Cleanup(fleet.Close)
+	rep, err := fleetsim.RunJobs(ctx, fleetsim.JobLoadConfig{API: api, Agents: []string{fleetsim.AgentID("job-", 0)},
+		Tokens: toks, Verify: 1, Timeout: 2 * time.Minute, Log: log})
+	if err != nil {
+		t.Fatalf("jobs: %v (report %+v)", err, rep)
+	}
+	if rep.Succeeded != 1 || rep.Verified != 1 {
+		t.Errorf("%d of 1 job succeeded (%s), %d certificates verified", rep.Succeeded, rep.FirstFailure, rep.Verified)
+	}
+	for _, phase := range fleetsim.Phases {
+		if rep.Phases[phase].N != 1 {
+			t.Errorf("phase %s: %d jobs timed, want 1", phase, rep.Phases[phase].N)
+		}
+	}
+	if rep.EndToEnd.N != 1 || rep.Overhead.P50 > rep.EndToEnd.P50 {
+		t.Errorf("end to end %+v, overhead %+v", rep.EndToEnd, rep.Overhead)
 	}
 }

@@ -257,7 +257,7 @@ func (s *sampler) fill(rep *Report) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	wall := s.closed.Sub(s.opened)
-	rep.Window = Seconds(wall)
+	rep.Window = secs(wall)
 	if wall <= 0 {
 		return
 	}

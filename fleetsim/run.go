@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 	if cfg.OnlineTimeout == 0 {
 		cfg.OnlineTimeout = max(5*time.Minute, 2*cfg.PresenceTimeout)
 	}
-	rep := &Report{Agents: cfg.Agents, Heartbeat: Seconds(cfg.Heartbeat), PresenceTimeout: Seconds(cfg.PresenceTimeout),
+	rep := &Report{Agents: cfg.Agents, Heartbeat: secs(cfg.Heartbeat), PresenceTimeout: secs(cfg.PresenceTimeout),
 		OneSecondOfTraffic: float64(cfg.Agents) / cfg.Heartbeat.Seconds(), Stopped: cfg.StopAgents}
 	defer fleet.Close()
 
@@ -143,12 +143,12 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 			return rep, fmt.Errorf("%d of %d agents started within %s: %w", st.Started, cfg.Agents, cfg.OnlineTimeout, err)
 		}
 	}
-	rep.Ramp = Seconds(lastStart.Sub(begin))
+	rep.Ramp = secs(lastStart.Sub(begin))
 	cfg.Log.Info().Float64("seconds", float64(rep.Ramp)).Msg("every agent started; waiting for the coordinator to show them online")
 	for {
 		online, err := countOnline(ctx, cfg.API, ids)
 		if err == nil && online == cfg.Agents {
-			rep.OnlineAfterLastStart = Seconds(max(0, time.Since(lastStart)))
+			rep.OnlineAfterLastStart = secs(max(0, time.Since(lastStart)))
 			break
 		}
 		if werr := wait(ctx, tick, deadline); werr != nil {
@@ -186,7 +186,7 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 		for {
 			still, err := countOnline(ctx, cfg.API, gone)
 			if err == nil && still == 0 {
-				rep.OfflineAfter = Seconds(time.Since(at))
+				rep.OfflineAfter = secs(time.Since(at))
 				rep.AllOffline = true
 				break
 			}
@@ -243,7 +243,7 @@ func Enrol(ctx context.Context, api *client.Client, prefix string, n int, log ze
 	rep := EnrolReport{Agents: n}
 	begin := time.Now()
 	err := enrolAll(ctx, api, prefix, n, &rep)
-	rep.Seconds = Seconds(time.Since(begin))
+	rep.Seconds = secs(time.Since(begin))
 	if rep.Seconds > 0 {
 		rep.PerSecond = float64(n) / float64(rep.Seconds)
 	}
@@ -275,3 +275,5 @@ type Seconds float64
 func (s Seconds) String() string {
 	return strings.TrimSuffix(fmt.Sprintf("%.1f", float64(s)), ".0") + " s"
 }
+
+func secs(d time.Duration) Seconds { return Seconds(d.Seconds()) }
