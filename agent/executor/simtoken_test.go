@@ -1,0 +1,149 @@
+//go:build cgo
+
+package executor
+
+import (
+	"context"
+	"encoding/hex"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/agent/journal"
+	"github.com/tokenfleet/tokenfleet/agent/keys"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/faults"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/simtoken"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/uri"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
+	"github.com/tokenfleet/tokenfleet/protocol"
+	"github.com/tokenfleet/tokenfleet/protocol/seal"
+)
+
+// simClock is a simulated token's clock and Sleeper: sleeping advances it, so the token's
+// latency costs no wall time.
+type simClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	slept time.Duration
+}
+
+func (c *simClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *simClock) Sleep(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	c.slept += d
+}
+
+func (c *simClock) Slept() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.slept
+}
+
+// newSimAgent is newAgent over simulated tokens instead of SoftHSM2: what the fleet
+// simulator runs.
+func newSimAgent(t *testing.T, b *simtoken.Backend) *agent {
+	t.Helper()
+	ctx := context.Background()
+	a := &agent{t: t, dir: t.TempDir(), logs: &syncBuffer{}, inj: &faults.Injector{}}
+	log := zerolog.New(a.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	var err error
+	if a.pair, err = keys.LoadOrCreate(a.dir); err != nil {
+		t.Fatal(err)
+	}
+	if a.j, err = journal.Open(ctx, filepath.Join(a.dir, journal.FileName), a.pair, journal.Options{Log: log}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.j.Close() })
+	if a.mod, err = pkcs11.OpenBackend("simtoken", b, pkcs11.Options{Logger: log, Wrap: a.inj.Wrap}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := a.mod.Close(); err != nil {
+			t.Errorf("close module: %v", err)
+		}
+	})
+	ca, err := testenv.NewCA("tokenfleet test issuing CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := seal.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.coord = newCoordinator(a.pair, ca, key)
+	if a.ex, err = New(Config{AgentID: testAgent, Journal: a.j, Keys: a.pair, Tokens: ModuleTokens{Module: a.mod},
+		PollInterval: 20 * time.Millisecond, Log: log}); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	return a
+}
+
+// An issue job runs, unchanged, on a blank simulated smart card: initialised, PINs set,
+// key made, CSR signed on it, certificate written and verified; the token's time is
+// counted apart from the agent's.
+func TestIssueOnASimulatedToken(t *testing.T) {
+	for _, kt := range []protocol.KeyType{protocol.KeyP256, protocol.KeyRSA2048} {
+		t.Run(string(kt), func(t *testing.T) {
+			clock := &simClock{now: time.Now()}
+			b, err := simtoken.New(simtoken.Options{Profile: simtoken.Smartcard, Seed: 1, Now: clock.Now, Sleeper: clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.AddToken(simtoken.TokenSpec{Serial: "SIMWS0001"}); err != nil {
+				t.Fatal(err)
+			}
+			a := newSimAgent(t, b)
+			ref := protocol.JobRef{JobID: "issue-sim-" + string(kt), Attempt: 1}
+			a.submit(issueBlank(a, ref, newLabel(t), kt))
+			res := a.result(ref)
+			wantSuccess(t, res)
+			want := []string{"progress:token_found", "progress:initialising", "progress:key_generated", "csr",
+				"progress:csr_sent", "progress:certificate_written", "progress:verified", "result:succeeded"}
+			if got := trace(a.coord.messages(ref)); !slices.Equal(got, want) {
+				t.Fatalf("messages %v, want %v", got, want)
+			}
+			if res.Outputs == nil || res.Outputs.TokenSerial != "SIMWS0001" {
+				t.Fatalf("outputs %+v", res.Outputs)
+			}
+			user, _ := a.pins(ref, res)
+			a.stop()
+
+			// The token, read afresh: the user PIN of the result opens it, and it holds the
+			// certificate for its key.
+			ctx := context.Background()
+			tok, err := a.mod.FindToken(ctx, &uri.URI{Serial: "SIMWS0001"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = tok.Close() }()
+			if err := tok.Login(ctx, user); err != nil {
+				t.Fatalf("the user PIN of the result: %v", err)
+			}
+			id, err := hex.DecodeString(keyID(ref.JobID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tok.VerifyKeyAndCertificate(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			// A smart card's key generation alone is a second or more of token time, none
+			// of it waited for here.
+			if spent := b.TokenTime("SIMWS0001"); spent < time.Second || b.TotalTime() != clock.Slept() {
+				t.Errorf("token time %s, total %s, slept %s", spent, b.TotalTime(), clock.Slept())
+			}
+		})
+	}
+}
