@@ -73,14 +73,19 @@ func (r *run) initBlank(ctx context.Context, so, user string) error {
 	if err != nil {
 		return err
 	}
+	held := r.serial // the lock take holds: the blank token's serial, or none (the blank tokens' lock)
 	r.tok, r.serial = tok, info.Serial
 	r.slot.Token = &info
 	r.log = r.log.With().Str("token", r.serial).Logger()
 	// The token has a serial now: hold its own lock instead of the blank tokens' one, so
-	// that jobs waiting for another blank token need not wait for this job.
-	if release, err := r.e.locks.acquire(ctx, r.serial, nil); err == nil {
-		r.release()
-		r.release = release
+	// that jobs waiting for another blank token need not wait for this job. A blank token
+	// that had a serial already (a chip's, which initialising keeps) is held under it:
+	// taking that lock again would wait for this job itself.
+	if held != r.serial {
+		if release, err := r.e.locks.acquire(ctx, r.serial, nil); err == nil {
+			r.release()
+			r.release = release
+		}
 	}
 	// Journal the serial at once: a crash before the user PIN is set then finds the token
 	// by it.
