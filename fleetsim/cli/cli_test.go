@@ -3,13 +3,21 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
 	"github.com/tokenfleet/tokenfleet/fleetsim/cli"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // TestBadFlags: each bad flag is refused with exit status 2 and an error naming the flag
 // and what is valid.
@@ -70,5 +78,53 @@ func TestHelp(t *testing.T) {
 		if args[0] == "--help" && !strings.Contains(out.String(), "agent_users: shared") {
 			t.Errorf("--help does not say the coordinator must run with shared agent users:\n%s", out.String())
 		}
+	}
+}
+
+// TestRunCommand: the built command against a real coordinator, its fleet spread over two
+// worker processes: every agent shown online, the stopped ones shown offline, the report
+// in JSON.
+func TestRunCommand(t *testing.T) {
+	bin := testenv.Binary(t, "./fleetsim/cmd/tokenfleet-fleetsim")
+	broker := testenv.NewBroker(t)
+	c := coordinatortest.Start(t, coordinatortest.Options{BrokerURL: broker.URL, AgentUsers: "shared", HeartbeatTimeout: 3 * time.Second})
+	tokenFile := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tokenFile, []byte(c.AdminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(testenv.Context(t), bin, "run", "--broker", broker.URL, "--coordinator", c.URL,
+		"--api-token-file", tokenFile, "--agents", "20", "--processes", "2", "--per-connection", "5",
+		"--heartbeat", "500ms", "--duration", "1s", "--stop", "2", "--presence-timeout", "3s", "--report", "json",
+		"--management", "http://guest:guest@127.0.0.1:15672", "--coordinator-pid", strconv.Itoa(os.Getpid()))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("run: %v\nstdout: %s\nstderr: %s", err, out, stderr.String())
+	}
+	var rep struct {
+		Agents  int  `json:"agents"`
+		Online  int  `json:"online"`
+		Stopped int  `json:"stopped"`
+		Offline bool `json:"all_offline"`
+		Fleet   struct {
+			Started, Connections int
+			Hellos, Heartbeats   int64
+		} `json:"fleet"`
+		QueueSamples int     `json:"queue_samples"`
+		CPU          float64 `json:"coordinator_cpu_percent"`
+		RSS          float64 `json:"coordinator_rss_max_mb"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("the report does not parse: %v\n%s", err, out)
+	}
+	if rep.Agents != 20 || rep.Online != 20 || rep.Stopped != 2 || !rep.Offline {
+		t.Errorf("report: %d agents, %d online, %d stopped, shown offline %v; want 20, 20, 2, true\n%s", rep.Agents, rep.Online, rep.Stopped, rep.Offline, out)
+	}
+	if rep.Fleet.Started != 20 || rep.Fleet.Connections != 4 || rep.Fleet.Hellos < 20 || rep.Fleet.Heartbeats == 0 {
+		t.Errorf("fleet: %+v; want 20 agents on 4 connections (2 workers × 10 agents ÷ 5)", rep.Fleet)
+	}
+	if rep.QueueSamples == 0 || rep.RSS == 0 {
+		t.Errorf("nothing sampled: %d queue samples, RSS %.1f MB", rep.QueueSamples, rep.RSS)
 	}
 }
