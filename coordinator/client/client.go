@@ -122,6 +122,9 @@ type Error struct {
 	Code    string
 	Message string
 	Field   string // the request field at fault, when the server names one
+	// Entries name each refused entry of a batch request (EnrolAgents), which the server
+	// refused whole.
+	Entries []ErrorEntry
 }
 
 func (e *Error) Error() string {
@@ -252,7 +255,8 @@ func (c *Client) decodeError(resp *http.Response, data []byte) error {
 	if isJSON(resp.Header.Get("Content-Type")) {
 		var eb api.ErrorResponse
 		if err := json.Unmarshal(data, &eb); err == nil && eb.Error.Code != "" {
-			return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message, Field: eb.Error.Field}
+			return &Error{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message, Field: eb.Error.Field,
+				Entries: eb.Error.Entries}
 		}
 	}
 	return c.unexpected(resp, data)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -111,7 +112,7 @@ func TestErrorDecoding(t *testing.T) {
 				if !errors.As(err, &apiErr) {
 					t.Fatalf("error %T %v is not a *client.Error", err, err)
 				}
-				if *apiErr != *tt.wantAPI {
+				if !reflect.DeepEqual(*apiErr, *tt.wantAPI) {
 					t.Errorf("got %+v, want %+v", *apiErr, *tt.wantAPI)
 				}
 				if got := client.ErrorCode(err); got != tt.wantAPI.Code {

@@ -263,6 +263,19 @@ func (c *Client) EnrolAgent(ctx context.Context, e AgentEnrolment) (Agent, error
 	return a, err
 }
 
+// MaxAgentBatch is how many agents one EnrolAgents call may enrol.
+const MaxAgentBatch = api.MaxAgentBatch
+
+// EnrolAgents records up to MaxAgentBatch new agents (admin) in one request, all or
+// nothing, and returns them in the order given. When any entry is refused, none is
+// enrolled and the *Error's Entries name each refused entry by its index in es.
+func (c *Client) EnrolAgents(ctx context.Context, es []AgentEnrolment) ([]Agent, error) {
+	var out AgentBatch
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/agents/batch", body: api.AgentBatchEnrol{Agents: es},
+		want: []int{http.StatusCreated}, out: &out})
+	return out.Items, err
+}
+
 // RevealUserPIN returns the user PIN a job set on its token. The coordinator shows it
 // once, to the job's requester or an administrator.
 func (c *Client) RevealUserPIN(ctx context.Context, jobID string) (string, error) {

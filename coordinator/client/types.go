@@ -30,6 +30,8 @@ type (
 	RetryRequest    = api.Retry
 	Agent           = api.Agent
 	AgentEnrolment  = api.AgentEnrol
+	AgentBatch      = api.AgentBatch
+	ErrorEntry      = api.ErrorEntry
 	AgentList       = api.AgentList
 	Token           = api.Token
 	TokenList       = api.TokenList
