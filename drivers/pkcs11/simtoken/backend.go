@@ -152,6 +152,9 @@ type TokenSpec struct {
 	Label string
 	// UserPIN sets the user PIN of an initialised token; empty leaves it unset.
 	UserPIN string
+	// Profile, when set, is this token's latency instead of Options.Profile: a fleet of
+	// mixed tokens in one backend.
+	Profile *Profile
 }
 
 // AddToken puts a new token in a new slot and returns the slot's ID.
@@ -166,7 +169,13 @@ func (b *Backend) AddToken(spec TokenSpec) (uint, error) {
 	if err := m.Validate(); err != nil {
 		return 0, err
 	}
+	if spec.Profile != nil {
+		if err := spec.Profile.Validate(); err != nil {
+			return 0, err
+		}
+	}
 	t := newToken(spec.Serial, m, b.opts.Seed)
+	t.profile = spec.Profile
 	if spec.SOPIN != "" {
 		if len(spec.Label) > 32 {
 			return 0, fmt.Errorf("token label %q: want at most 32 bytes", spec.Label)
@@ -290,6 +299,9 @@ func (b *Backend) spendScaled(t *token, op Op, scale float64, fn func() error) e
 		fault uint
 	)
 	dist := b.opts.Profile.Ops[op]
+	if t != nil && t.profile != nil {
+		dist = t.profile.Ops[op]
+	}
 	f, hasFault := b.opts.Faults[op]
 	if t != nil {
 		t.busy.Lock()

@@ -31,7 +31,7 @@ const (
 )
 
 // open makes a module over b through the real driver, closed when the test ends.
-func open(t *testing.T, b *simtoken.Backend) *pkcs11.Module {
+func open(t testing.TB, b *simtoken.Backend) *pkcs11.Module {
 	t.Helper()
 	mod, err := pkcs11.OpenBackend("simtoken", b, pkcs11.Options{})
 	if err != nil {
@@ -45,7 +45,7 @@ func open(t *testing.T, b *simtoken.Backend) *pkcs11.Module {
 	return mod
 }
 
-func newBackend(t *testing.T, opts simtoken.Options) *simtoken.Backend {
+func newBackend(t testing.TB, opts simtoken.Options) *simtoken.Backend {
 	t.Helper()
 	b, err := simtoken.New(opts)
 	if err != nil {
@@ -54,7 +54,7 @@ func newBackend(t *testing.T, opts simtoken.Options) *simtoken.Backend {
 	return b
 }
 
-func addToken(t *testing.T, b *simtoken.Backend, spec simtoken.TokenSpec) uint {
+func addToken(t testing.TB, b *simtoken.Backend, spec simtoken.TokenSpec) uint {
 	t.Helper()
 	slot, err := b.AddToken(spec)
 	if err != nil {
@@ -63,7 +63,7 @@ func addToken(t *testing.T, b *simtoken.Backend, spec simtoken.TokenSpec) uint {
 	return slot
 }
 
-func findToken(t *testing.T, mod *pkcs11.Module, serial string) *pkcs11.Token {
+func findToken(t testing.TB, mod *pkcs11.Module, serial string) *pkcs11.Token {
 	t.Helper()
 	tok, err := mod.FindToken(context.Background(), &uri.URI{Serial: serial})
 	if err != nil {
@@ -74,7 +74,7 @@ func findToken(t *testing.T, mod *pkcs11.Module, serial string) *pkcs11.Token {
 }
 
 // ready is a token initialised with both PINs, logged in through the driver.
-func ready(t *testing.T, opts simtoken.Options) (*simtoken.Backend, *pkcs11.Module, *pkcs11.Token) {
+func ready(t testing.TB, opts simtoken.Options) (*simtoken.Backend, *pkcs11.Module, *pkcs11.Token) {
 	t.Helper()
 	b := newBackend(t, opts)
 	addToken(t, b, simtoken.TokenSpec{Serial: "SIM0001", SOPIN: soPIN, Label: "alice", UserPIN: userPIN})
@@ -86,7 +86,7 @@ func ready(t *testing.T, opts simtoken.Options) (*simtoken.Backend, *pkcs11.Modu
 	return b, mod, tok
 }
 
-func wantCode(t *testing.T, err error, code pkcs11.Code) {
+func wantCode(t testing.TB, err error, code pkcs11.Code) {
 	t.Helper()
 	if got := pkcs11.CodeOf(err); got != code {
 		t.Fatalf("error %v: code %q, want %q", err, got, code)

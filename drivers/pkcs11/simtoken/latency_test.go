@@ -193,3 +193,26 @@ func TestInstantCountsTheWork(t *testing.T) {
 		t.Fatalf("token time %s for a key generation of %s wall time", spent, wall)
 	}
 }
+
+// A token with a profile of its own keeps it in a backend of another.
+func TestTokenProfile(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	b := newBackend(t, simtoken.Options{Now: clock.Now, Sleeper: clock})
+	card := simtoken.Smartcard
+	addToken(t, b, simtoken.TokenSpec{Serial: "CARD", SOPIN: soPIN, Label: "card", UserPIN: userPIN, Profile: &card})
+	addToken(t, b, simtoken.TokenSpec{Serial: "FAST", SOPIN: soPIN, Label: "fast", UserPIN: userPIN})
+	mod := open(t, b)
+	for _, serial := range []string{"CARD", "FAST"} {
+		if err := findToken(t, mod, serial).Login(ctx, userPIN); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if card, fast := b.TokenTime("CARD"), b.TokenTime("FAST"); card < 50*time.Millisecond || fast != 0 {
+		t.Fatalf("token time of a login: %s on the smart card, %s on the instant token", card, fast)
+	}
+	bad := simtoken.Profile{Name: "bad", Ops: map[simtoken.Op]simtoken.Dist{simtoken.OpLogin: {Median: -1}}}
+	if _, err := b.AddToken(simtoken.TokenSpec{Serial: "BAD", Profile: &bad}); err == nil {
+		t.Error("a token with an invalid profile was accepted")
+	}
+}

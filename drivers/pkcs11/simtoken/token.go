@@ -21,9 +21,10 @@ const (
 
 // token is one simulated token. Its serial, model and slot never change.
 type token struct {
-	serial string
-	model  *Model
-	slot   uint
+	serial  string
+	model   *Model
+	profile *Profile // nil: the backend's
+	slot    uint
 
 	// busy is held for a whole operation that takes token time: a token does one at a
 	// time. It is taken before mu, never while holding it.
