@@ -262,10 +262,16 @@ func (d *Dispatcher) fail(ctx context.Context, jt *service.JobTx, j store.Job, a
 // or any report of the agent on the attempt, proves the dispatch reached the agent's
 // queue.
 func (d *Dispatcher) markDispatched(ctx context.Context, jt *service.JobTx, j store.Job, attempt int, reason string) (store.Job, error) {
-	if j.State != jobs.StateApproved || j.Attempt != attempt {
+	if !awaitsDispatch(j, attempt) {
 		return j, nil
 	}
 	return jt.Transition(ctx, j, jobs.StateDispatched, store.JobChange{Actor: ActorDispatch, Reason: reason})
+}
+
+// awaitsDispatch reports whether j waits, approved, for the dispatch of attempt to be
+// known to have reached the agent's queue.
+func awaitsDispatch(j store.Job, attempt int) bool {
+	return j.State == jobs.StateApproved && j.Attempt == attempt
 }
 
 func agentActor(id string) string { return service.AgentActor(id) }

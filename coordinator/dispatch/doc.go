@@ -61,7 +61,12 @@
 //     again, with the same message ID; agents drop duplicates by ID.
 //   - The publisher sends rows in rounds of at most one row per agent, each round's
 //     confirms in flight together, and marks a round's confirmed rows sent (and their
-//     jobs dispatched) in one transaction, committed while the next round is sent. Per
+//     jobs dispatched) in one transaction, committed while the next round is sent. That
+//     transaction works on the round as a set, in a handful of statements whatever its
+//     size: the rows marked sent in one UPDATE, their jobs read in one query, and the
+//     jobs still approved at the dispatch's attempt moved to dispatched through the job
+//     owner as one set (store.UpdateJobStates, their audit entries chained under one
+//     lock of the chain head). Per
 //     agent, rows go out in order: an agent's next row leaves only once the one before
 //     it was confirmed, and after a row of an agent fails, its later rows wait for the
 //     next pass. Rows of other agents go on.

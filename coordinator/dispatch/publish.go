@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
@@ -305,19 +306,13 @@ func (d *Dispatcher) rowOutcome(ctx context.Context, row store.OutboxMessage, er
 }
 
 // markSent marks the confirmed rows (indexes into rows and envs) sent, and their
-// dispatches dispatched, in one transaction; a round costs one commit, not one per row.
-// If that transaction fails, each row is tried in a transaction of its own, so that one
-// row that cannot be marked holds up only itself and what comes after it. It returns
-// the first failure.
+// dispatches dispatched, in one transaction of a few statements, whatever the number of
+// rows: a round costs one commit and a handful of statements, not a few per row. If that
+// transaction fails, each row is tried in a transaction of its own, so that one row that
+// cannot be marked holds up only itself and what comes after it. It returns the first
+// failure.
 func (d *Dispatcher) markSent(ctx context.Context, rows []store.OutboxMessage, envs []*protocol.Envelope, confirmed []int) error {
-	err := d.update(ctx, func(tx *service.JobTx) error {
-		for _, i := range confirmed {
-			if err := d.markRowSent(ctx, tx, rows[i], envs[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := d.update(ctx, func(tx *service.JobTx) error { return d.markRowsSent(ctx, tx, rows, envs, confirmed) })
 	if err == nil {
 		d.log.Debug().Int("messages", len(confirmed)).Msg("messages confirmed")
 		return nil
@@ -325,7 +320,7 @@ func (d *Dispatcher) markSent(ctx context.Context, rows []store.OutboxMessage, e
 	if len(confirmed) > 1 && ctx.Err() == nil {
 		d.log.Warn().Err(err).Int("messages", len(confirmed)).Msg("confirmed messages not marked sent together; marking them one at a time")
 		for _, i := range confirmed {
-			if err := d.update(ctx, func(tx *service.JobTx) error { return d.markRowSent(ctx, tx, rows[i], envs[i]) }); err != nil {
+			if err := d.update(ctx, func(tx *service.JobTx) error { return d.markRowsSent(ctx, tx, rows, envs, []int{i}) }); err != nil {
 				d.notMarked(ctx, rows[i], err)
 				return err
 			}
@@ -336,19 +331,38 @@ func (d *Dispatcher) markSent(ctx context.Context, rows []store.OutboxMessage, e
 	return err
 }
 
-// markRowSent marks one confirmed row sent and, for a dispatch, its job dispatched.
-func (d *Dispatcher) markRowSent(ctx context.Context, tx *service.JobTx, row store.OutboxMessage, env *protocol.Envelope) error {
-	if err := tx.MarkOutboxSent(ctx, row.ID, d.clock()); err != nil {
+// markRowsSent marks confirmed rows sent and, for dispatches, moves their jobs from
+// approved to dispatched when the dispatch is of the job's current attempt: the broker's
+// confirmation proves it reached the agent's queue. The owner of job state applies the
+// transitions, all of them in one set.
+func (d *Dispatcher) markRowsSent(ctx context.Context, tx *service.JobTx, rows []store.OutboxMessage, envs []*protocol.Envelope, confirmed []int) error {
+	ids := make([]int64, len(confirmed))
+	attempts := map[string]int{} // job ID → the attempt its confirmed dispatch is for
+	var jobIDs []string
+	for k, i := range confirmed {
+		ids[k] = rows[i].ID
+		if env := envs[i]; env.Type == protocol.TypeDispatch {
+			if _, dup := attempts[env.JobID]; !dup {
+				jobIDs = append(jobIDs, env.JobID)
+			}
+			// An attempt is dispatched once, so two dispatches of one job are of two
+			// attempts: only the newer can be the current one.
+			attempts[env.JobID] = max(attempts[env.JobID], int(env.Attempt))
+		}
+	}
+	if err := tx.MarkOutboxesSent(ctx, ids, d.clock()); err != nil {
 		return err
 	}
-	if env.Type != protocol.TypeDispatch {
+	if len(jobIDs) == 0 {
 		return nil
 	}
-	j, err := tx.GetJob(ctx, env.JobID)
+	js, err := tx.GetJobs(ctx, jobIDs)
 	if err != nil {
 		return err
 	}
-	_, err = d.markDispatched(ctx, tx, j, int(env.Attempt), "the broker confirmed the dispatch; it waits in the agent's queue")
+	js = slices.DeleteFunc(js, func(j store.Job) bool { return !awaitsDispatch(j, attempts[j.ID]) })
+	_, err = tx.TransitionAll(ctx, js, jobs.StateDispatched, store.JobChange{Actor: ActorDispatch,
+		Reason: "the broker confirmed the dispatch; it waits in the agent's queue"})
 	return err
 }
 

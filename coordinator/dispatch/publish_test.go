@@ -6,7 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/amqp"
 )
@@ -90,5 +95,98 @@ func TestPublishRounds(t *testing.T) {
 	f.checkDispatched(t, "h1", 4)
 	if d, ok, err := f.raw.Get(lostQueue, true); err != nil || !ok || d.MessageId != lostRow.MessageID {
 		t.Errorf("message in %s: %s (%v, %v), want %s", lostQueue, d.MessageId, ok, err, lostRow.MessageID)
+	}
+}
+
+// TestPublishMarksRoundsAsSets: the rows of a round are marked sent, and their jobs
+// dispatched, as one set, on both back ends. Every dispatched job has its timeline event
+// and its audit entry, a job cancelled after its dispatch was written stays cancelled
+// (its dispatch and then its cancel are sent), and the audit chain verifies.
+func TestPublishMarksRoundsAsSets(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  func(t *testing.T) store.Config
+	}{
+		{"sqlite", func(t *testing.T) store.Config {
+			return store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "c.db")}
+		}},
+		{"postgres", func(t *testing.T) store.Config {
+			return store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const n = 12
+			f := newDispatchFixture(t, tc.cfg(t), n)
+			f.approveJobs(t, "h1", f.agents)
+			approved, _, err := f.svc.ListJobs(f.ctx, f.admin, service.JobQuery{Holder: "h1", State: jobs.StateApproved},
+				service.Page{Limit: store.MaxPageLimit})
+			if err != nil || len(approved) != n {
+				t.Fatalf("%d approved jobs, %v; want %d", len(approved), err, n)
+			}
+			cancelled := approved[0].ID
+			if _, err := f.svc.Cancel(f.ctx, f.admin, cancelled, "not needed after all"); err != nil {
+				t.Fatal(err)
+			}
+			head, err := f.st.AuditHead(f.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			f.d.PublishPass(f.ctx, f.conn)
+			if rows, err := f.st.ListUnsentOutbox(f.ctx, 10); err != nil || len(rows) != 0 {
+				t.Fatalf("after the pass: %d unsent rows, %v", len(rows), err)
+			}
+			f.checkDispatchedOf(t, "h1", n-1)
+			if j, err := f.st.GetJob(f.ctx, cancelled); err != nil || j.State != jobs.StateCancelled {
+				t.Fatalf("cancelled job after the pass: %s, %v", j.State, err)
+			}
+			for _, j := range approved[1:] {
+				evs, err := f.st.ListJobEvents(f.ctx, j.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				last := evs[len(evs)-1]
+				if last.From != jobs.StateApproved || last.To != jobs.StateDispatched || last.Actor != dispatch.ActorDispatch {
+					t.Fatalf("last timeline event of %s: %+v", j.ID, last)
+				}
+			}
+
+			// One entry a dispatched job, after the head before the pass, chained on.
+			entries, _, err := f.st.ListAudit(f.ctx, store.AuditFilter{FromSeq: head.Seq + 1}, store.Page{Limit: store.MaxPageLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dispatched := map[string]int{}
+			for _, e := range entries {
+				if e.Action == audit.ActionJobTransition && strings.Contains(string(e.Details), `"to":"dispatched"`) {
+					dispatched[e.JobID]++
+				}
+			}
+			if len(dispatched) != n-1 || dispatched[cancelled] != 0 {
+				t.Fatalf("dispatch audit entries: %v; want one for each of %d jobs, none for %s", dispatched, n-1, cancelled)
+			}
+			for id, k := range dispatched {
+				if k != 1 {
+					t.Fatalf("job %s has %d dispatch audit entries", id, k)
+				}
+			}
+			if _, err := audit.VerifySeq(audit.Head{}, f.st.AuditEntries(f.ctx, 1)); err != nil {
+				t.Fatalf("audit chain after the pass: %v", err)
+			}
+
+			// The cancelled job's agent got its dispatch, then its cancel.
+			q, err := protocol.AgentQueue(approved[0].AgentID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{string(protocol.TypeDispatch), string(protocol.TypeCancel)} {
+				d, ok, err := f.raw.Get(q, true)
+				if err != nil || !ok || d.Type != want {
+					t.Fatalf("next message in %s: %q (%v, %v), want %s", q, d.Type, ok, err, want)
+				}
+			}
+		})
 	}
 }

@@ -64,6 +64,14 @@ func (jt *JobTx) Transition(ctx context.Context, j store.Job, to jobs.State, c s
 	return jt.t.transition(ctx, j, to, c, "")
 }
 
+// TransitionAll is Transition for several jobs that take the same change, in a few
+// statements for the whole set rather than a few a job: each is checked against its
+// kind's table, and if one cannot move, none does. It returns the jobs as they are now,
+// in the order of js.
+func (jt *JobTx) TransitionAll(ctx context.Context, js []store.Job, to jobs.State, c store.JobChange) ([]store.Job, error) {
+	return jt.t.transitionAll(ctx, js, to, c, "")
+}
+
 // Audit appends an audit entry in the transaction.
 func (jt *JobTx) Audit(ctx context.Context, e audit.Entry) error { return jt.t.audit(ctx, e) }
 

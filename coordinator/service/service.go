@@ -174,6 +174,18 @@ func (t *txn) audit(ctx context.Context, e audit.Entry) error {
 	return err
 }
 
+// auditAll appends entries, in order, at the transaction's time, under one lock of the
+// chain head.
+func (t *txn) auditAll(ctx context.Context, es []audit.Entry) error {
+	for i := range es {
+		if es[i].Time.IsZero() {
+			es[i].Time = t.now
+		}
+	}
+	_, err := t.AppendAudits(ctx, es, audit.Seal)
+	return err
+}
+
 // refuse records a refusal: an access.denied audit entry naming the actor, the operation
 // and the rule's code. The transaction then commits only that entry, and the operation
 // returns err.
@@ -191,39 +203,66 @@ func (t *txn) refuse(ctx context.Context, actor store.User, op, jobID, target st
 // transition moves j to state to (checked against the kind's table) with a timeline
 // event and an audit entry, and tells the dispatcher.
 func (t *txn) transition(ctx context.Context, j store.Job, to jobs.State, c store.JobChange, action string) (store.Job, error) {
-	if err := jobs.CanTransitionKind(j.Kind, j.State, to); err != nil {
+	njs, err := t.transitionAll(ctx, []store.Job{j}, to, c, action)
+	if err != nil {
 		return store.Job{}, err
+	}
+	return njs[0], nil
+}
+
+// transitionAll is transition for several jobs that take the same change: each is
+// checked against its kind's table, then all move, with their timeline events and audit
+// entries, in a few statements for the whole set; the dispatcher is told of each.
+func (t *txn) transitionAll(ctx context.Context, js []store.Job, to jobs.State, c store.JobChange, action string) ([]store.Job, error) {
+	if len(js) == 0 {
+		return nil, nil
+	}
+	moves := make([]store.JobMove, len(js))
+	for i, j := range js {
+		if err := jobs.CanTransitionKind(j.Kind, j.State, to); err != nil {
+			if len(js) > 1 {
+				return nil, fmt.Errorf("job %s: %w", j.ID, err)
+			}
+			return nil, err
+		}
+		moves[i] = store.JobMove{ID: j.ID, From: j.State, ExpectedVersion: j.Version}
 	}
 	if c.At.IsZero() {
 		c.At = t.now
 	}
-	from := j.State
-	nj, err := t.UpdateJobState(ctx, j.ID, from, to, j.Version, c)
+	njs, err := t.UpdateJobStates(ctx, moves, to, c)
 	if err != nil {
-		return store.Job{}, casLost(err)
+		return nil, casLost(err)
 	}
 	if action == "" {
 		action = audit.ActionJobTransition
 	}
-	kv := []any{"from", string(from), "to", string(to), "attempt", nj.Attempt}
-	if c.SupersededBy != "" {
-		kv = append(kv, "superseded_by", c.SupersededBy)
-	}
-	if err := t.audit(ctx, audit.Entry{Actor: c.Actor, Action: action, JobID: j.ID, Reason: c.Reason, Details: audit.Details(kv...)}); err != nil {
-		return store.Job{}, err
-	}
-	t.events = append(t.events, func(o Observer) { o.JobTransition(from, to) })
-	switch {
-	case to == jobs.StateApproved:
-		if err = t.s.disp.JobApproved(ctx, &JobTx{Tx: t.Tx, t: t}, nj); err == nil {
-			// The dispatcher may have failed the job it could not dispatch.
-			nj, err = t.GetJob(ctx, nj.ID)
+	entries := make([]audit.Entry, len(njs))
+	for i, nj := range njs {
+		kv := []any{"from", string(js[i].State), "to", string(to), "attempt", nj.Attempt}
+		if c.SupersededBy != "" {
+			kv = append(kv, "superseded_by", c.SupersededBy)
 		}
-	case jobs.Terminal(to) && to != jobs.StateSucceeded && from != jobs.StatePendingApproval && !byAgent(c):
-		err = t.s.disp.JobWithdrawn(ctx, t.Tx, nj, from)
+		entries[i] = audit.Entry{Actor: c.Actor, Action: action, JobID: nj.ID, Reason: c.Reason, Details: audit.Details(kv...)}
 	}
-	if err != nil {
-		return store.Job{}, fmt.Errorf("dispatcher: job %s %s -> %s: %w", j.ID, from, to, err)
+	if err := t.auditAll(ctx, entries); err != nil {
+		return nil, err
 	}
-	return nj, nil
+	for i := range njs {
+		from, nj := js[i].State, njs[i]
+		t.events = append(t.events, func(o Observer) { o.JobTransition(from, to) })
+		switch {
+		case to == jobs.StateApproved:
+			if err = t.s.disp.JobApproved(ctx, &JobTx{Tx: t.Tx, t: t}, nj); err == nil {
+				// The dispatcher may have failed the job it could not dispatch.
+				njs[i], err = t.GetJob(ctx, nj.ID)
+			}
+		case jobs.Terminal(to) && to != jobs.StateSucceeded && from != jobs.StatePendingApproval && !byAgent(c):
+			err = t.s.disp.JobWithdrawn(ctx, t.Tx, nj, from)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dispatcher: job %s %s -> %s: %w", nj.ID, from, to, err)
+		}
+	}
+	return njs, nil
 }
