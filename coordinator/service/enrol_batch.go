@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
@@ -93,10 +94,14 @@ func (s *Service) EnrolAgents(ctx context.Context, by Actor, es []AgentEnrolment
 		if len(problems) > 0 {
 			return errRefused
 		}
+		// One entry per agent, chained under one lock of the chain head.
+		entries := make([]audit.Entry, len(as))
 		for k, a := range as {
-			if err := t.audit(ctx, enrolledEntry(actor, a, "batch_index", k, "batch_size", len(as))); err != nil {
-				return err
-			}
+			entries[k] = enrolledEntry(actor, a, "batch_index", k, "batch_size", len(as))
+			entries[k].Time = t.now
+		}
+		if _, err := t.AppendAudits(ctx, entries, audit.Seal); err != nil {
+			return err
 		}
 		out = as
 		return nil
