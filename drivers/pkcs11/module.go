@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 // finalizes it.
 type library struct {
 	ctx      *p11.Ctx    // nil for a Module over a Backend (OpenBackend)
+	backend  Backend     // what OpenBackend was given; nil for a loaded library
 	key      string      // key in libraries
 	file     os.FileInfo // the library file, to recognise it under a hard link; nil for a bare name
 	refs     int
@@ -52,9 +54,11 @@ func (l *library) turn(serial string) chan struct{} {
 // libraries mirrors the process-wide state of the C libraries; it is global because
 // that state is.
 var libraries = struct {
-	mu sync.Mutex // guards m and every library's refs
+	mu sync.Mutex // guards m, backends and every library's refs
 	m  map[string]*library
-}{m: map[string]*library{}}
+	// backends are the libraries of OpenBackend, by the backend they stand for.
+	backends map[Backend]*library
+}{m: map[string]*library{}, backends: map[Backend]*library{}}
 
 // libraryFile names the library file at path the same way whatever path leads to it:
 // absolute, with symbolic links resolved (Debian's /usr/lib/softhsm/libsofthsm2.so is a
@@ -157,9 +161,10 @@ func Open(path string, opts Options) (*Module, error) {
 
 // OpenBackend makes a Module over b, PKCS#11 implemented in this process (a simulated
 // token, see the simtoken package) rather than a library to load. name is what Path and
-// errors call it. Nothing is loaded or initialised, so Close finalizes nothing. Tokens of
-// the Module take turns as usual; two Modules over one Backend do not take turns with
-// each other, so open one per Backend and share it.
+// errors call it. Nothing is loaded or initialised, so Close finalizes nothing. Modules
+// over the same b share it as Modules on one library file do: calls on one token take
+// turns whichever of them they go through. (A b of a type that cannot be a map key, such
+// as a func, gets a library per Module.)
 func OpenBackend(name string, b Backend, opts Options) (*Module, error) {
 	const op = "open module"
 	if name == "" {
@@ -168,11 +173,27 @@ func OpenBackend(name string, b Backend, opts Options) (*Module, error) {
 	if b == nil {
 		return nil, invalidf(op, "module %s: no backend", name)
 	}
+	shared := reflect.TypeOf(b).Comparable()
+	libraries.mu.Lock()
+	var lib *library
+	if shared {
+		lib = libraries.backends[b]
+	}
+	if lib == nil {
+		lib = &library{key: name, backend: b}
+		if shared {
+			libraries.backends[b] = lib
+		}
+	}
+	lib.refs++
+	users := lib.refs
+	libraries.mu.Unlock()
+
 	if opts.Wrap != nil {
 		b = opts.Wrap(b)
 	}
-	opts.Logger.Debug().Str("module", name).Msg("pkcs11 backend opened")
-	return &Module{path: name, lib: &library{key: name}, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
+	opts.Logger.Debug().Str("module", name).Int("users", users).Msg("pkcs11 backend opened")
+	return &Module{path: name, lib: lib, b: b, log: opts.Logger, tokens: map[*Token]struct{}{}}, nil
 }
 
 // Close closes the module's tokens (which logs them out) and, when no other Module in the
@@ -194,14 +215,17 @@ func (m *Module) Close() error {
 	for _, t := range tokens {
 		t.closeSession()
 	}
-	if m.lib.ctx == nil {
-		return nil // OpenBackend: no library of ours to finalize
-	}
 
 	libraries.mu.Lock()
 	defer libraries.mu.Unlock()
 	lib := m.lib
 	lib.refs--
+	if lib.ctx == nil { // OpenBackend: nothing to finalize
+		if lib.refs == 0 && reflect.TypeOf(lib.backend).Comparable() && libraries.backends[lib.backend] == lib {
+			delete(libraries.backends, lib.backend)
+		}
+		return nil
+	}
 	m.log.Debug().Str("module", m.path).Int("users", lib.refs).Msg("pkcs11 module closed")
 	if lib.refs > 0 {
 		return nil

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	p11 "github.com/miekg/pkcs11"
+
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/simtoken"
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/uri"
@@ -120,3 +122,125 @@ func issue(ctx context.Context, mod *pkcs11.Module, ca *testenv.CA, serial strin
 }
 
 func uriSerial(serial string) *uri.URI { return &uri.URI{Serial: serial} }
+
+// overlaps stands in front of a module and counts the calls on a token's sessions that
+// reach the backend while another call on that token is still in it.
+type overlaps struct {
+	mu       sync.Mutex // guards the fields below
+	inFlight map[uint]int
+	slots    map[p11.SessionHandle]uint
+	count    int
+	calls    int
+}
+
+func (o *overlaps) Wrap(b pkcs11.Backend) pkcs11.Backend { return &watched{Backend: b, o: o} }
+
+func (o *overlaps) enter(sh p11.SessionHandle) func() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	slot, ok := o.slots[sh]
+	if !ok {
+		return func() {}
+	}
+	o.calls++
+	if o.inFlight[slot] > 0 {
+		o.count++
+	}
+	o.inFlight[slot]++
+	return func() {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		o.inFlight[slot]--
+	}
+}
+
+type watched struct {
+	pkcs11.Backend
+	o *overlaps
+}
+
+func (w *watched) OpenSession(slotID uint, flags uint) (p11.SessionHandle, error) {
+	sh, err := w.Backend.OpenSession(slotID, flags)
+	if err == nil {
+		w.o.mu.Lock()
+		w.o.slots[sh] = slotID
+		w.o.mu.Unlock()
+	}
+	return sh, err
+}
+
+func (w *watched) SignInit(sh p11.SessionHandle, m []*p11.Mechanism, h p11.ObjectHandle) error {
+	defer w.o.enter(sh)()
+	return w.Backend.SignInit(sh, m, h)
+}
+
+func (w *watched) Sign(sh p11.SessionHandle, msg []byte) ([]byte, error) {
+	defer w.o.enter(sh)()
+	return w.Backend.Sign(sh, msg)
+}
+
+func (w *watched) FindObjectsInit(sh p11.SessionHandle, t []*p11.Attribute) error {
+	defer w.o.enter(sh)()
+	return w.Backend.FindObjectsInit(sh, t)
+}
+
+// Modules opened over one backend share it as modules of one library file do: the calls
+// of an agent's executor and of its inventory scan on one token take turns.
+func TestModulesOverOneBackendTakeTurns(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t, simtoken.Options{})
+	addToken(t, b, simtoken.TokenSpec{Serial: "SIM0001", SOPIN: soPIN, Label: "a", UserPIN: userPIN})
+	watch := &overlaps{inFlight: map[uint]int{}, slots: map[p11.SessionHandle]uint{}}
+	var (
+		keys []*pkcs11.Key
+		mods []*pkcs11.Module
+	)
+	for i := range 2 {
+		mod, err := pkcs11.OpenBackend("simtoken", b, pkcs11.Options{Wrap: watch.Wrap})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = mod.Close() })
+		mods = append(mods, mod)
+		tok := findToken(t, mod, "SIM0001")
+		if err := tok.Login(ctx, userPIN); err != nil {
+			t.Fatal(err)
+		}
+		key, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{byte(i)}, Spec: pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, key)
+	}
+	var wg sync.WaitGroup
+	digest := make([]byte, 32)
+	for _, key := range keys {
+		for range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 40 {
+					if _, err := key.SignContext(ctx, digest, nil); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	watch.mu.Lock()
+	if watch.calls < 2*3*40*2 || watch.count != 0 {
+		t.Errorf("%d of %d calls on the token overlapped another", watch.count, watch.calls)
+	}
+	watch.mu.Unlock()
+	// Closing one module leaves the other working.
+	if err := mods[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys[1].SignContext(ctx, digest, nil); err != nil {
+		t.Fatalf("sign through the module left open: %v", err)
+	}
+	_, err := keys[0].SignContext(ctx, digest, nil)
+	wantCode(t, err, pkcs11.CodeGeneralError) // its module is closed
+}
