@@ -73,6 +73,15 @@ bench: deps
 bench-fleet: deps
 	TOKENFLEET_FLEET_AGENTS=10000 $(GO) test -run '^$$' -bench '^BenchmarkFleetPresence$$' -benchtime 1x -count 1 -timeout 90m ./fleetsim/
 
+# The long fault campaign (e2e/campaign_test.go): 10,000 jobs and 500 faults on SQLite,
+# two coordinators on PostgreSQL, then the broker's node restarted (stop_app/start_app),
+# which every run on the machine shares: never part of make test. It prints its seed and
+# summary; TOKENFLEET_SOAK_SEED=N make soak replays a run, TOKENFLEET_SOAK_JOBS, _FAULTS,
+# _AGENTS and _VARIANTS (sqlite,postgres,broker-restart) change it.
+.PHONY: soak
+soak: deps
+	TOKENFLEET_SOAK=long $(GO) test -count=1 -run '^TestFaultCampaign$$' -timeout 3h -v ./e2e/
+
 # A token issued end to end: coordinator on SQLite, agent, RabbitMQ, SoftHSM2 as the token.
 demo: build
 	@bash scripts/demo.sh

@@ -1,5 +1,6 @@
 // Package e2e holds tokenfleet's full-system end-to-end tests: the real coordinator (the
-// whole server, in-process, on SQLite) and the real agent (in-process, as a child process
+// whole server, in-process, on SQLite; in the fault campaign, child processes on SQLite or
+// PostgreSQL) and the real agent (in-process, as a child process
 // killed with SIGKILL, and as the built tokenfleet-agent binary), RabbitMQ on loopback in a
 // vhost of each test's own, and SoftHSM2 as the token, in a token store of each test's own.
 // People act through tokenfleetctl (its Main, in-process); what lands on the token is checked
@@ -37,7 +38,23 @@
 //     TestAgentKilledInOtherKinds does the same in a renew (old certificate removed, old
 //     key not yet; new key not journalled), an unblock_pin (new PIN set, not journalled)
 //     and a wipe (token re-initialised, not journalled).
-//   - Every test ends with finalChecks: tokenfleetctl audit verify accepts the audit log;
+//   - TestFaultCampaign: the fault campaign. Jobs of every kind a workstation runs
+//     (issue with and without approval, renew, unblock_pin, wipe, re-issue, csr then
+//     install_certificate), queued, approved, rejected, cancelled and retried through
+//     the API as people do, on real agents (child processes, each on a SoftHSM2 store of
+//     its own), while at random moments coordinators (one on SQLite; two on one
+//     PostgreSQL database, killed independently) and agents are killed with SIGKILL and
+//     started again, and the run's broker connections are closed; `make soak` also
+//     restarts the broker's node. A checker then gives a verdict per property: no job
+//     lost (each exists and ended as decided), nothing applied twice (per attempt each
+//     state once and one end, at most one certificate, no serial twice), each token
+//     holds exactly the key and certificate of its last job as pkcs11-tool lists them,
+//     the stored certificate byte for byte, and no token initialised that no job
+//     accounts for; the audit log verifies; every dead letter was refused and audited
+//     with its reason; no child raced or panicked. The seed is printed and named in
+//     every failure; TOKENFLEET_SOAK_SEED replays the plan. make test runs a short
+//     version (40 jobs, 15 faults), make soak the long one (TOKENFLEET_SOAK=long).
+//   - Every other test ends with finalChecks: tokenfleetctl audit verify accepts the audit log;
 //     every log line is one JSON object without a field twice (TestLogLineCheck shows the
 //     check); and checkNoPINs: no PIN the test's jobs set (user PINs as revealed, SO PINs
 //     and every other PIN the coordinator keeps, opened with its result key) appears in
