@@ -313,3 +313,37 @@ func TestOptionsAreChecked(t *testing.T) {
 		t.Error("unknown profile accepted")
 	}
 }
+
+// RVFor gives, for each code a module's answer can give, a CKR_ value that comes out of
+// the driver as that code: how the simulator injects a failure of a chosen code.
+func TestRVForGivesTheCode(t *testing.T) {
+	ctx := context.Background()
+	for _, code := range []pkcs11.Code{
+		pkcs11.CodePINIncorrect, pkcs11.CodePINLocked, pkcs11.CodePINLenRange, pkcs11.CodePINInvalid,
+		pkcs11.CodePINExpired, pkcs11.CodeNotPresent, pkcs11.CodeDeviceRemoved, pkcs11.CodeDeviceError,
+		pkcs11.CodeNotInitialized, pkcs11.CodeNotLoggedIn, pkcs11.CodeFunctionNotSupported,
+		pkcs11.CodeMechanismNotSupported, pkcs11.CodeWriteProtected, pkcs11.CodeMemoryFull,
+		pkcs11.CodeSessionError, pkcs11.CodeGeneralError, pkcs11.CodeCancelled,
+	} {
+		rv, err := simtoken.RVFor(code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range []simtoken.Op{simtoken.OpSignEC, simtoken.OpKeygenEC} {
+			_, _, tok := ready(t, simtoken.Options{Faults: map[simtoken.Op]simtoken.Fault{op: {Rate: 1, RV: rv}}})
+			key, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{1}, Spec: pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}})
+			if op == simtoken.OpSignEC {
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = key.SignContext(ctx, make([]byte, 32), nil)
+			}
+			if got := pkcs11.CodeOf(err); got != code {
+				t.Errorf("%s on %s: the driver says %q (%v)", code, op, got, err)
+			}
+		}
+	}
+	if _, err := simtoken.RVFor(pkcs11.CodeAmbiguous); err == nil {
+		t.Error("RVFor(token.ambiguous) gave a value")
+	}
+}
