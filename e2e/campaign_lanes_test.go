@@ -101,6 +101,9 @@ func (l *lane) next() (jobs.Kind, string) {
 func (l *lane) do(kind jobs.Kind, serial string) {
 	c := l.c
 	n := c.created.Add(1)
+	if n%500 == 0 {
+		c.t.Logf("progress: job %d of %d created, %d faults injected, %v in", n, c.plan.jobs, c.faultsRun.Load(), time.Since(c.started).Round(time.Second))
+	}
 	c.waitFaults(n)
 	rec := &jobRecord{kind: kind, lane: l.n, profile: l.profile, decision: "none"}
 	if l.profile == profileGated {
