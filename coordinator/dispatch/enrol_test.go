@@ -12,7 +12,7 @@ import (
 // its command queue, bound to the commands exchange, as a single enrolment leaves it.
 func TestAgentsEnrolledDeclaresQueues(t *testing.T) {
 	w := newWorld(t, "")
-	batch := make([]client.AgentEnrolment, 250) // three channels' worth
+	batch := make([]client.AgentEnrolment, 250) // spread over every declaring channel
 	for i := range batch {
 		id := fmt.Sprintf("ws-%03d", i)
 		batch[i] = client.AgentEnrolment{ID: id, Hostname: id + ".test"}

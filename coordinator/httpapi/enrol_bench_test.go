@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
 	"github.com/tokenfleet/tokenfleet/coordinator/httpapi"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -32,7 +33,7 @@ const (
 // BenchmarkEnrol: agents enrolled through the API over HTTP (the real handler, service and
 // store, on a loopback server), by the batch endpoint and by the single endpoint one
 // agent a request, the two taking turns going first. The agent hook is off: declaring
-// queues is the broker's time, measured apart (README, Performance).
+// queues is the broker's time, which BenchmarkEnrolQueues adds.
 // Reported: agents/s (batch), ref-agents/s (single endpoint) and ratio (batch ÷ single).
 func BenchmarkEnrol(b *testing.B) {
 	b.Run("sqlite", func(b *testing.B) {
@@ -41,6 +42,23 @@ func BenchmarkEnrol(b *testing.B) {
 	b.Run("postgres", func(b *testing.B) {
 		benchEnrol(b, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(b)})
 	})
+}
+
+// Sizes of BenchmarkEnrolQueues: creating a queue costs the broker milliseconds, so
+// fewer agents an iteration.
+const (
+	enrolQueuesBatch  = 250
+	enrolQueuesSingle = 25
+)
+
+// BenchmarkEnrolQueues is BenchmarkEnrol through the whole coordinator with a broker:
+// each enrolment answers once its agents' command queues are declared, the batch's
+// pipelined on a few channels, the single endpoint's one at a time, as in production.
+// The broker's time to create queues bounds both; the store is SQLite.
+func BenchmarkEnrolQueues(b *testing.B) {
+	inst := coordinatortest.Start(b, coordinatortest.Options{BrokerURL: testenv.NewBroker(b).URL, Log: io.Discard})
+	ctx := testenv.Context(b)
+	measureEnrol(ctx, b, inst.DirectURL, inst.AdminToken, enrolQueuesBatch, enrolQueuesSingle, inst.Store)
 }
 
 func benchEnrol(b *testing.B, cfg store.Config) {
@@ -65,14 +83,21 @@ func benchEnrol(b *testing.B, cfg store.Config) {
 	if _, err := svc.Bootstrap(ctx, func(tok string) error { token = tok; return nil }); err != nil {
 		b.Fatal(err)
 	}
+	measureEnrol(ctx, b, srv.URL, token, enrolBatch, enrolSingle, st)
+}
+
+// measureEnrol runs the iterations of an enrolment benchmark against the API at url and
+// reports the rates.
+func measureEnrol(ctx context.Context, b *testing.B, url, token string, enrolBatch, enrolSingle int, st store.Store) {
+	client := &http.Client{}
 	post := func(path string, body []byte) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+path, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+path, bytes.NewReader(body))
 		if err != nil {
 			b.Fatal(err)
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := srv.Client().Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			b.Fatal(err)
 		}
