@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -299,7 +300,7 @@ func verifyCertificates(ctx context.Context, api *client.Client, agents []string
 
 // WriteText writes the job report for people, beside the goals (p50 ≤ 20 ms and p99 ≤
 // 100 ms of overhead with 1,000 busy agents).
-func (r *JobReport) WriteText(w interface{ Write([]byte) (int, error) }) {
+func (r *JobReport) WriteText(w io.Writer) {
 	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format+"\n", args...) }
 	p("jobs: %d issue jobs on %d agents in %s (%.1f a second): %d succeeded, %d failed", r.Jobs, r.Agents, r.Seconds, r.PerSecond, r.Succeeded, r.Failed)
 	if r.FirstFailure != "" {

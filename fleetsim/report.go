@@ -54,6 +54,9 @@ type Report struct {
 	Stopped      int     `json:"stopped"`
 	OfflineAfter Seconds `json:"offline_after_s"`
 	AllOffline   bool    `json:"all_offline"`
+
+	// Jobs is the job load's report, when one ran (RunConfig.Jobs).
+	Jobs *JobReport `json:"jobs,omitempty"`
 }
 
 // EnrolReport is the enrolment's rate.
@@ -118,6 +121,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.HeartbeatQueueMax, r.HeartbeatQueueMean, r.QueueSamples, r.OneSecondOfTraffic, r.QueueRatio(), GoalQueueSeconds)
 	p("  events queue         %6d max", r.EventsQueueMax)
 	p("  simulator            %6.1f %% of one core, %.1f MB max RSS, %.0f kB per agent", r.SimCPUPercent, r.SimRSSMaxMB, r.SimKBPerAgent)
+	if r.Jobs != nil {
+		r.Jobs.WriteText(w)
+	}
 	if r.Stopped > 0 {
 		if r.AllOffline {
 			p("offline: %d agents stopped, all shown offline after %s; presence timeout %s: ratio %.2f (goal 1 to 1.4: the sweep runs every third of the timeout)",
@@ -233,8 +239,17 @@ func (s *sampler) sample(ctx context.Context) {
 	s.evMax = max(s.evMax, ev)
 }
 
-// window opens or closes the steady window.
-func (s *sampler) window(open bool) {
+// window opens or closes the steady window, sampling at both ends: a short window has
+// samples too.
+func (s *sampler) window(ctx context.Context, open bool) {
+	if !open {
+		s.sample(ctx)
+	}
+	defer func() {
+		if open {
+			s.sample(ctx)
+		}
+	}()
 	var coord ProcSample
 	if s.cfg.CoordinatorPID > 0 {
 		coord, _ = ReadProc(s.cfg.CoordinatorPID)

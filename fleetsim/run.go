@@ -83,7 +83,11 @@ type RunConfig struct {
 	// OnlineTimeout bounds the wait for every agent to show online, and for the stopped
 	// ones to show offline (0: 5 minutes, or two presence timeouts if longer).
 	OnlineTimeout time.Duration
-	Log           zerolog.Logger
+	// Jobs, when above 0, runs a job load after the window: an issue job on each of the
+	// first Jobs agents (RunJobs), with Tokens for the token time (nil: not subtracted).
+	Jobs   int
+	Tokens *SimTokens
+	Log    zerolog.Logger
 }
 
 // Run enrols (if asked), starts the fleet, waits until the coordinator shows every agent
@@ -161,11 +165,11 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 
 	// The steady window: nothing is asked of the API meanwhile, so the coordinator's CPU
 	// is presence's alone.
-	sampler.window(true)
+	sampler.window(ctx, true)
 	if err := sleepCtx(ctx, cfg.Window); err != nil {
 		return rep, err
 	}
-	sampler.window(false)
+	sampler.window(ctx, false)
 	sampler.fill(rep)
 	online, err := countOnline(ctx, cfg.API, ids)
 	if err != nil {
@@ -173,6 +177,18 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 	}
 	rep.Online = online
 	rep.Fleet = fleet.Stats()
+
+	if cfg.Jobs > 0 {
+		busy := make([]string, min(cfg.Jobs, cfg.Agents))
+		for i := range busy {
+			busy[i] = AgentID(cfg.Prefix, i)
+		}
+		jr, err := RunJobs(ctx, JobLoadConfig{API: cfg.API, Agents: busy, Tokens: cfg.Tokens, Verify: 5, Log: cfg.Log})
+		rep.Jobs = jr
+		if err != nil {
+			return rep, fmt.Errorf("job load: %w", err)
+		}
+	}
 
 	if cfg.StopAgents > 0 {
 		stopped := fleet.Stop(cfg.StopAgents)

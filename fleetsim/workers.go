@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
 // FilesPerAgent is about how many files a simulated agent holds open: its journal, the
@@ -105,6 +107,12 @@ type WorkersConfig struct {
 // WorkerArgs are the flags of a worker for cfg, as `tokenfleet-fleetsim worker` reads
 // them.
 func WorkerArgs(cfg FleetConfig, profile string, tokensPerAgent int) []string {
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = protocol.HeartbeatInterval
+	}
+	if cfg.PerConnection == 0 {
+		cfg.PerConnection = DefaultAgentsPerConnection
+	}
 	return []string{
 		"--broker", cfg.BrokerURL, "--prefix", cfg.Prefix, "--first", strconv.Itoa(cfg.First),
 		"--agents", strconv.Itoa(cfg.Count), "--data", cfg.DataDir, "--heartbeat", cfg.Heartbeat.String(),
@@ -128,8 +136,9 @@ type workerProc struct {
 
 	mu      sync.Mutex // guards the fields below
 	stats   FleetStats
+	exitErr error // how the process ended, once ended is closed
 	stopped chan []string
-	ended   chan struct{} // closed when its output ends
+	ended   chan struct{} // closed when the process has ended
 }
 
 // NewWorkers prepares a fleet of cfg.Fleet.Count agents over cfg.Processes workers, with
@@ -192,6 +201,12 @@ func (p *workerProc) fail(err error) {
 
 func (p *workerProc) read(r io.Reader) {
 	defer close(p.ended)
+	defer func() {
+		err := p.cmd.Wait()
+		p.mu.Lock()
+		p.exitErr = err
+		p.mu.Unlock()
+	}()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -218,13 +233,16 @@ func (w *Workers) Stats() FleetStats {
 	var s FleetStats
 	for _, p := range w.procs {
 		p.mu.Lock()
-		ps := p.stats
+		ps, exitErr := p.stats, p.exitErr
 		p.mu.Unlock()
 		select {
 		case <-p.ended:
-			// A worker that ended early failed its agents that had not stopped.
-			if ps.Failed == 0 && ps.Started > 0 && ps.FirstError == "" && p.cmd.ProcessState != nil && !p.cmd.ProcessState.Success() {
-				ps.FirstError = "worker ended: " + p.cmd.ProcessState.String()
+			// A worker that failed failed its agents that had not started.
+			if exitErr != nil {
+				ps.Failed = max(ps.Failed, p.ids-ps.Started)
+				if ps.FirstError == "" {
+					ps.FirstError = fmt.Sprintf("worker process %s: %v (its log is on stderr)", p.cmd.Path, exitErr)
+				}
 			}
 		default:
 		}
@@ -283,7 +301,6 @@ func (w *Workers) Close() {
 			_ = p.cmd.Process.Kill()
 			<-p.ended
 		}
-		_ = p.cmd.Wait()
 	}
 }
 

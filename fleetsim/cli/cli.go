@@ -234,6 +234,7 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 		coordinatorPID  int
 		enrol           bool
 		processes       int
+		jobs            int
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -276,6 +277,12 @@ spreads the agents over worker processes (--processes) of its own.`,
 			if processes < 0 {
 				return usagef("--processes %d: want 0 (as many as the open files limit needs) or more", processes)
 			}
+			if jobs < 0 || jobs > c.agents {
+				return usagef("--jobs %d: want 0 to --agents (%d)", jobs, c.agents)
+			}
+			if jobs > 0 && c.tokensPerAgent < 1 {
+				return usagef("--jobs %d needs simulated tokens: --tokens-per-agent 1 or more", jobs)
+			}
 			log := c.logger(stderr)
 			var mgmt *fleetsim.Management
 			if management != "" {
@@ -292,14 +299,18 @@ spreads the agents over worker processes (--processes) of its own.`,
 				return err
 			}
 			defer cleanup()
-			runner, err := newRunner(fc, c, processes, log, stderr)
+			runner, toks, err := newRunner(fc, c, processes, log, stderr)
 			if err != nil {
 				return err
+			}
+			if _, inProcess := runner.(*fleetsim.Fleet); jobs > 0 && !inProcess {
+				return usagef("--jobs needs the whole fleet in this process, where the tokens' time is measured: fewer --agents, or a higher open files limit (ulimit -n %d)",
+					1000+fleetsim.FilesPerAgent*c.agents)
 			}
 			rep, runErr := fleetsim.Run(cmd.Context(), fleetsim.RunConfig{
 				Agents: c.agents, Prefix: c.prefix, Heartbeat: c.heartbeat, API: api, Enrol: enrol,
 				Management: mgmt, CoordinatorPID: coordinatorPID, Window: duration, StopAgents: stop,
-				PresenceTimeout: presenceTimeout, Log: log,
+				PresenceTimeout: presenceTimeout, Jobs: jobs, Tokens: toks, Log: log,
 			}, runner)
 			if rep != nil {
 				if report == "json" {
@@ -322,6 +333,7 @@ spreads the agents over worker processes (--processes) of its own.`,
 	fs.IntVar(&coordinatorPID, "coordinator-pid", 0, "the coordinator's process ID on this machine, to sample its CPU and RSS (default: not sampled)")
 	fs.BoolVar(&enrol, "enrol", true, "enrol the agents through the API first (agents already enrolled are kept)")
 	fs.IntVar(&processes, "processes", 0, "worker processes to spread the agents over (0: one, or as many as the open files limit needs)")
+	fs.IntVar(&jobs, "jobs", 0, "after the window, an issue job on each of the first N agents (no approval: profile "+fleetsim.JobProfile+"), with latency per phase")
 	return cmd
 }
 
@@ -341,39 +353,43 @@ func dataDir(fc *fleetsim.FleetConfig) (func(), error) {
 
 // newRunner runs the fleet in this process when the open files limit allows, else in
 // worker processes of this program.
-func newRunner(fc fleetsim.FleetConfig, c common, processes int, log zerolog.Logger, stderr io.Writer) (fleetsim.Runner, error) {
+func newRunner(fc fleetsim.FleetConfig, c common, processes int, log zerolog.Logger, stderr io.Writer) (fleetsim.Runner, *fleetsim.SimTokens, error) {
 	limit, err := fleetsim.RaiseFileLimit()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	per := fleetsim.AgentsPerProcess(limit)
 	if processes == 0 {
 		if per < 1 {
-			return nil, fmt.Errorf("the open files limit (%d) leaves no room for agents: run `ulimit -n %d` first", limit, 1000+fleetsim.FilesPerAgent*c.agents)
+			return nil, nil, fmt.Errorf("the open files limit (%d) leaves no room for agents: run `ulimit -n %d` first", limit, 1000+fleetsim.FilesPerAgent*c.agents)
 		}
 		processes = (c.agents + per - 1) / per
 	} else if per*processes < c.agents {
-		return nil, usagef("--processes %d: %d agents need %d processes with the open files limit of %d (or run `ulimit -n %d` first)",
+		return nil, nil, usagef("--processes %d: %d agents need %d processes with the open files limit of %d (or run `ulimit -n %d` first)",
 			processes, c.agents, (c.agents+per-1)/per, limit, 1000+fleetsim.FilesPerAgent*((c.agents+processes-1)/processes))
 	}
-	toks, err := tokens(c.profile, c.tokensPerAgent)
-	if err != nil {
-		return nil, err
-	}
 	if processes == 1 {
+		toks, err := tokens(c.profile, c.tokensPerAgent)
+		if err != nil {
+			return nil, nil, err
+		}
 		fc.Log = log
-		fc.Tokens = toks
-		return fleetsim.NewFleet(fc)
+		if toks != nil {
+			fc.Tokens = toks
+		}
+		f, err := fleetsim.NewFleet(fc)
+		return f, toks, err
 	}
 	self, err := fleetsim.Self()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	log.Info().Int("processes", processes).Uint64("open_files_limit", limit).Msg("spreading the agents over worker processes")
 	fc.Log = zerolog.Nop()
-	return fleetsim.NewWorkers(fleetsim.WorkersConfig{
+	w, err := fleetsim.NewWorkers(fleetsim.WorkersConfig{
 		Command: []string{self, "worker", "--log-level", c.logLevel}, Fleet: fc, Processes: processes, Stderr: stderr,
 	}, c.profile, c.tokensPerAgent)
+	return w, nil, err
 }
 
 func newWorker(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -397,8 +413,12 @@ func newWorker(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			}
 			fc.First = first
 			fc.Log = c.logger(stderr)
-			if fc.Tokens, err = tokens(c.profile, c.tokensPerAgent); err != nil {
+			toks, err := tokens(c.profile, c.tokensPerAgent)
+			if err != nil {
 				return err
+			}
+			if toks != nil {
+				fc.Tokens = toks
 			}
 			return fleetsim.RunWorker(cmd.Context(), fc, stdin, stdout)
 		},

@@ -11,7 +11,7 @@ var profiles = fleetsim.Profiles
 func validProfile(p string) bool { return slices.Contains(profiles, p) }
 
 // tokens gives agents simulated tokens, or none (nil) when perAgent is 0.
-func tokens(profile string, perAgent int) (fleetsim.Tokens, error) {
+func tokens(profile string, perAgent int) (*fleetsim.SimTokens, error) {
 	if perAgent == 0 {
 		return nil, nil
 	}
