@@ -5,6 +5,7 @@ package simtoken_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -311,4 +312,100 @@ func rvOf(err error) uint {
 		return uint(e)
 	}
 	return 0
+}
+
+// OpenBackend names the module as told, refuses what it cannot use, and Close leaves the
+// backend usable by the next module.
+func TestOpenBackend(t *testing.T) {
+	ctx := context.Background()
+	b := newBackend(t, simtoken.Options{})
+	addToken(t, b, simtoken.TokenSpec{Serial: "SIM0001", SOPIN: soPIN, Label: "alice", UserPIN: userPIN})
+	_, err := pkcs11.OpenBackend("", b, pkcs11.Options{})
+	wantCode(t, err, pkcs11.CodeInvalidArgument)
+	_, err = pkcs11.OpenBackend("simtoken:ws-01", nil, pkcs11.Options{})
+	wantCode(t, err, pkcs11.CodeInvalidArgument)
+
+	for range 2 {
+		mod, err := pkcs11.OpenBackend("simtoken:ws-01", b, pkcs11.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := mod.Info(ctx)
+		if err != nil || mod.Path() != "simtoken:ws-01" || info.Path != "simtoken:ws-01" || info.Manufacturer != "tokenfleet" ||
+			info.CryptokiVersion != "2.40" {
+			t.Fatalf("module %q: %+v, %v", mod.Path(), info, err)
+		}
+		tok, err := mod.FindToken(ctx, &uri.URI{Token: "alice", Manufacturer: "tokenfleet", Model: "SimToken", LibraryDescription: "tokenfleet simulated tokens"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tok.Login(ctx, userPIN); err != nil {
+			t.Fatal(err)
+		}
+		if err := mod.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := mod.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+	}
+}
+
+// The key sizes and curves of the model are made and sign; others are refused as the
+// driver expects, before and at generation.
+func TestKeySpecs(t *testing.T) {
+	ctx := context.Background()
+	_, _, tok := ready(t, simtoken.Options{})
+	for i, text := range []string{"ec-p384", "rsa-3072"} {
+		spec, err := pkcs11.ParseKeySpec(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tok.CheckKeySpec(ctx, spec); err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		key, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{byte(i + 1)}, Spec: spec})
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if key.Spec() != spec {
+			t.Fatalf("%s: the key is %s", text, key.Spec())
+		}
+		digest := sha256.Sum256([]byte(text))
+		sig, err := key.Sign(nil, digest[:], crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch pub := key.Public().(type) {
+		case *rsa.PublicKey:
+			err = rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig)
+		case *ecdsa.PublicKey:
+			if !ecdsa.VerifyASN1(pub, digest[:], sig) {
+				err = errors.New("ECDSA signature does not verify")
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if rsaPub, ok := key.Public().(*rsa.PublicKey); ok {
+			// Without DigestInfo: the data is signed as given (crypto.Hash(0)).
+			raw := []byte("TLS 1.1 MD5+SHA1 digest, 36 bytes!!")
+			sig, err := key.Sign(nil, raw, crypto.Hash(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rsa.VerifyPKCS1v15(rsaPub, 0, raw, sig); err != nil {
+				t.Fatalf("raw PKCS #1 v1.5 signature: %v", err)
+			}
+		}
+	}
+	for _, text := range []string{"ec-p521", "rsa-8192"} {
+		spec, err := pkcs11.ParseKeySpec(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, tok.CheckKeySpec(ctx, spec), pkcs11.CodeMechanismNotSupported)
+		_, _, err = tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte(text), Spec: spec})
+		wantCode(t, err, pkcs11.CodeMechanismNotSupported)
+	}
 }
