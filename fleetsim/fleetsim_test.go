@@ -49,6 +49,11 @@ func TestPresence(t *testing.T) {
 	if float64(rep.OfflineAfter) < timeout.Seconds() {
 		t.Errorf("the stopped agent was shown offline after %s, before the presence timeout %s", rep.OfflineAfter, timeout)
 	}
+	// Enrolling again finds every agent enrolled: a run can be repeated.
+	again, err := fleetsim.Enrol(ctx, api, "sim-", agents, log)
+	if err != nil || again.Existing != agents {
+		t.Errorf("enrolling again: %v; %d of %d found enrolled", err, again.Existing, agents)
+	}
 	if rep.Fleet.Connections != agents/perConn || rep.Fleet.Started != agents || rep.Fleet.Failed != 0 ||
 		rep.Fleet.Hellos < agents || rep.Fleet.Heartbeats == 0 {
 		t.Errorf("fleet: %+v; want %d connections, %d agents started, a hello each and heartbeats", rep.Fleet, agents/perConn, agents)

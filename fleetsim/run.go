@@ -253,8 +253,9 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// Enrol enrols agents prefix00000… through the API and reports the rate. Agents the
-// coordinator already knows are taken as enrolled, so a run can be repeated.
+// Enrol enrols agents prefix00000… through the API's batch endpoint and reports the
+// rate. Agents the coordinator already knows are taken as enrolled, so a run can be
+// repeated.
 func Enrol(ctx context.Context, api *client.Client, prefix string, n int, log zerolog.Logger) (EnrolReport, error) {
 	rep := EnrolReport{Agents: n}
 	begin := time.Now()
@@ -268,17 +269,39 @@ func Enrol(ctx context.Context, api *client.Client, prefix string, n int, log ze
 }
 
 func enrolAll(ctx context.Context, api *client.Client, prefix string, n int, rep *EnrolReport) error {
-	rep.Endpoint = "POST /api/v1/agents"
-	for i := range n {
-		id := AgentID(prefix, i)
-		_, err := api.EnrolAgent(ctx, client.AgentEnrolment{ID: id, Hostname: id + ".fleetsim"})
-		var ae *client.Error
-		if errors.As(err, &ae) && ae.Status == 409 {
+	rep.Endpoint = "POST /api/v1/agents/batch"
+	for first := 0; first < n; first += client.MaxAgentBatch {
+		batch := make([]client.AgentEnrolment, 0, min(client.MaxAgentBatch, n-first))
+		for i := first; i < first+cap(batch); i++ {
+			id := AgentID(prefix, i)
+			batch = append(batch, client.AgentEnrolment{ID: id, Hostname: id + ".fleetsim"})
+		}
+		_, err := api.EnrolAgents(ctx, batch)
+		if conflict(err) {
+			// Some were enrolled before (a run repeated): a batch is all or nothing, so
+			// enrol this one's agents one by one.
+			if err := enrolEach(ctx, api, batch, rep); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("enrolling %s to %s: %w", batch[0].ID, batch[len(batch)-1].ID, err)
+		}
+	}
+	return nil
+}
+
+// enrolEach enrols agents one request each, counting those enrolled already.
+func enrolEach(ctx context.Context, api *client.Client, agents []client.AgentEnrolment, rep *EnrolReport) error {
+	for _, a := range agents {
+		_, err := api.EnrolAgent(ctx, a)
+		if conflict(err) {
 			rep.Existing++
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("enrolling %s: %w", id, err)
+			return fmt.Errorf("enrolling %s: %w", a.ID, err)
 		}
 	}
 	return nil
