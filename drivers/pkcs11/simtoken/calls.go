@@ -498,7 +498,7 @@ func (b *Backend) GetAttributeValue(sh p11.SessionHandle, oh p11.ObjectHandle, a
 				if o.key != nil && (secret[q.Type] || q.Type == p11.CKA_VALUE) {
 					return p11.Error(p11.CKR_ATTRIBUTE_SENSITIVE)
 				}
-				v, ok := o.attrs[q.Type]
+				v, ok := o.attrs.get(q.Type)
 				if !ok {
 					return p11.Error(p11.CKR_ATTRIBUTE_TYPE_INVALID)
 				}
@@ -634,7 +634,7 @@ func (t *token) keyForLocked(oh p11.ObjectHandle, usage uint, m []*p11.Mechanism
 	if o.private() && t.login != userIn {
 		return nil, p11.Error(p11.CKR_USER_NOT_LOGGED_IN)
 	}
-	if !isTrue(o.attrs[usage]) {
+	if !isTrue(o.attrs.value(usage)) {
 		return nil, p11.Error(p11.CKR_KEY_FUNCTION_NOT_PERMITTED)
 	}
 	if len(m) != 1 {

@@ -22,7 +22,7 @@
 //     Options.Seed and the token's serial, so a token's latencies and failures depend on
 //     its own sequence of calls only, not on how goroutines interleave.
 //
-// A token costs about 400 bytes blank and 6 KB holding a P-256 key and its certificate
+// A token costs about 400 bytes blank and 3.6 KB holding a P-256 key and its certificate
 // (BenchmarkTokenMemory); keys are made when asked for, never in advance. Private key
 // material never leaves: its attributes answer CKR_ATTRIBUTE_SENSITIVE. Open one Backend
 // per simulated workstation, or one for many; Modules over one Backend share it as

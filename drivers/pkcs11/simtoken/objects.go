@@ -4,6 +4,7 @@ package simtoken
 
 import (
 	"bytes"
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +13,7 @@ import (
 	"encoding/asn1"
 	"encoding/binary"
 	"math/big"
+	"slices"
 
 	p11 "github.com/miekg/pkcs11"
 )
@@ -19,10 +21,53 @@ import (
 // object is a PKCS#11 object. Private key material is kept as a Go key, never as
 // attributes, so no call can read it.
 type object struct {
-	attrs   map[uint][]byte
+	attrs   attrs
 	key     crypto.Signer     // private keys only
 	session p11.SessionHandle // the owning session of a session object; 0 for token objects
 	size    int               // bytes of token memory it takes
+}
+
+// attrs are an object's attributes, packed: one index sorted by type and one buffer of
+// values, two allocations per object instead of a map and one per value (thousands of
+// tokens live in one process).
+type attrs struct {
+	index []attrIndex
+	data  []byte
+}
+
+type attrIndex struct {
+	typ    uint
+	off, n uint32
+}
+
+// pack freezes a template's map into attrs.
+func pack(m map[uint][]byte) attrs {
+	size := 0
+	for _, v := range m {
+		size += len(v)
+	}
+	a := attrs{index: make([]attrIndex, 0, len(m)), data: make([]byte, 0, size)}
+	for typ, v := range m {
+		a.index = append(a.index, attrIndex{typ: typ, off: uint32(len(a.data)), n: uint32(len(v))})
+		a.data = append(a.data, v...)
+	}
+	slices.SortFunc(a.index, func(x, y attrIndex) int { return cmp.Compare(x.typ, y.typ) })
+	return a
+}
+
+// get returns the attribute's value (not to be modified) and whether the object has it.
+func (a attrs) get(typ uint) ([]byte, bool) {
+	i, ok := slices.BinarySearchFunc(a.index, typ, func(x attrIndex, t uint) int { return cmp.Compare(x.typ, t) })
+	if !ok {
+		return nil, false
+	}
+	x := a.index[i]
+	return a.data[x.off : x.off+x.n : x.off+x.n], true
+}
+
+func (a attrs) value(typ uint) []byte {
+	v, _ := a.get(typ)
+	return v
 }
 
 var curves = map[string]struct {
@@ -70,22 +115,22 @@ func ulongOf(b []byte) (uint, bool) {
 func isTrue(b []byte) bool { return len(b) > 0 && b[0] != 0 }
 
 func (o *object) class() uint {
-	c, _ := ulongOf(o.attrs[p11.CKA_CLASS])
+	c, _ := ulongOf(o.attrs.value(p11.CKA_CLASS))
 	return c
 }
 
 func (o *object) keyType() uint {
-	k, _ := ulongOf(o.attrs[p11.CKA_KEY_TYPE])
+	k, _ := ulongOf(o.attrs.value(p11.CKA_KEY_TYPE))
 	return k
 }
 
-func (o *object) private() bool { return isTrue(o.attrs[p11.CKA_PRIVATE]) }
-func (o *object) onToken() bool { return isTrue(o.attrs[p11.CKA_TOKEN]) }
+func (o *object) private() bool { return isTrue(o.attrs.value(p11.CKA_PRIVATE)) }
+func (o *object) onToken() bool { return isTrue(o.attrs.value(p11.CKA_TOKEN)) }
 
 // matches reports whether the object has every attribute of the template, equal.
 func (o *object) matches(tmpl []*p11.Attribute) bool {
 	for _, a := range tmpl {
-		v, ok := o.attrs[a.Type]
+		v, ok := o.attrs.get(a.Type)
 		if !ok || !bytes.Equal(v, a.Value) {
 			return false
 		}
@@ -115,10 +160,7 @@ func setDefault(m map[uint][]byte, typ uint, v []byte) {
 // objectSize estimates the token memory an object takes: its attributes, a header per
 // attribute, and the private key material.
 func objectSize(o *object) int {
-	n := 0
-	for _, v := range o.attrs {
-		n += 16 + len(v)
-	}
+	n := 16*len(o.attrs.index) + len(o.attrs.data)
 	switch k := o.key.(type) {
 	case *rsa.PrivateKey:
 		n += 5 * k.Size() / 2 // d, p, q, dp, dq, qinv
@@ -144,7 +186,7 @@ func newObject(m *Model, tmpl []*p11.Attribute) (*object, error) {
 	if !ok {
 		return nil, p11.Error(p11.CKR_ATTRIBUTE_VALUE_INVALID)
 	}
-	o := &object{attrs: attrs}
+	o := &object{}
 	setDefault(attrs, p11.CKA_TOKEN, boolAttr(false))
 	setDefault(attrs, p11.CKA_LABEL, nil)
 	switch class {
@@ -172,6 +214,7 @@ func newObject(m *Model, tmpl []*p11.Attribute) (*object, error) {
 	default:
 		return nil, p11.Error(p11.CKR_ATTRIBUTE_VALUE_INVALID)
 	}
+	o.attrs = pack(attrs)
 	o.size = objectSize(o)
 	return o, nil
 }
@@ -391,7 +434,7 @@ func (r *keyRequest) generate() (pub, priv *object, err error) {
 	sa[p11.CKA_LOCAL] = boolAttr(true)
 	sa[p11.CKA_ALWAYS_SENSITIVE] = sa[p11.CKA_SENSITIVE]
 	sa[p11.CKA_NEVER_EXTRACTABLE] = boolAttr(!isTrue(sa[p11.CKA_EXTRACTABLE]))
-	pub, priv = &object{attrs: pa}, &object{attrs: sa, key: key}
+	pub, priv = &object{attrs: pack(pa)}, &object{attrs: pack(sa), key: key}
 	pub.size, priv.size = objectSize(pub), objectSize(priv)
 	return pub, priv, nil
 }
