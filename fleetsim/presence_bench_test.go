@@ -181,10 +181,13 @@ func startCoordinator(b *testing.B, bin, brokerURL, postgresDSN string) runningC
 	b.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil {
+				b.Errorf("the coordinator stopped with %v", err)
+			}
 		case <-time.After(time.Minute):
 			_ = cmd.Process.Kill()
-			<-exited
+			b.Errorf("the coordinator did not stop within a minute of SIGTERM: %v", <-exited)
 		}
 	})
 	url := "http://" + addr

@@ -158,7 +158,10 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 		if werr := wait(ctx, tick, deadline); werr != nil {
 			rep.Online = online
 			rep.Fleet = fleet.Stats()
-			return rep, fmt.Errorf("%d of %d agents shown online within %s (last error: %v): %w", online, cfg.Agents, cfg.OnlineTimeout, err, werr)
+			if err != nil {
+				return rep, fmt.Errorf("%d of %d agents shown online within %s (asking the API: %w): %w", online, cfg.Agents, cfg.OnlineTimeout, err, werr)
+			}
+			return rep, fmt.Errorf("%d of %d agents shown online within %s: %w", online, cfg.Agents, cfg.OnlineTimeout, werr)
 		}
 	}
 	cfg.Log.Info().Float64("seconds", float64(rep.OnlineAfterLastStart)).Dur("window", cfg.Window).Msg("every agent online; measuring the steady window")
