@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	p11 "github.com/miekg/pkcs11"
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/agent/journal"
@@ -145,5 +146,37 @@ func TestIssueOnASimulatedToken(t *testing.T) {
 				t.Errorf("token time %s, total %s, slept %s", spent, b.TotalTime(), clock.Slept())
 			}
 		})
+	}
+}
+
+// A simulated token pulled out during key generation: the attempt fails at once with the
+// removal code, retryable; the retry waits for the token and finishes on it.
+func TestSimulatedTokenPulledOut(t *testing.T) {
+	const serial, pin = "SIMWS0002", "24681357"
+	b, err := simtoken.New(simtoken.Options{Seed: 2,
+		Faults: map[simtoken.Op]simtoken.Fault{simtoken.OpKeygenEC: {Rate: 1, RV: p11.CKR_DEVICE_REMOVED}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddToken(simtoken.TokenSpec{Serial: serial, SOPIN: "13572468", Label: "sim", UserPIN: pin}); err != nil {
+		t.Fatal(err)
+	}
+	a := newSimAgent(t, b)
+	first := protocol.JobRef{JobID: "sim-removed", Attempt: 1}
+	a.submit(issueWith(a, protocol.KindIssue, first, serial, pin))
+	wantFailure(t, a.result(first), protocol.CodeTokenDeviceRemoved, true)
+
+	if err := b.SetFaults(nil); err != nil {
+		t.Fatal(err)
+	}
+	second := protocol.JobRef{JobID: first.JobID, Attempt: 2}
+	a.submit(issueWith(a, protocol.KindIssue, second, serial, pin))
+	a.step(second, protocol.StepWaitingForToken)
+	if err := b.Insert(serial); err != nil {
+		t.Fatal(err)
+	}
+	wantSuccess(t, a.result(second))
+	if got := trace(a.coord.messages(second)); len(got) < 2 || got[0] != "progress:waiting_for_token" || got[1] != "progress:token_found" {
+		t.Errorf("second attempt: %v", got)
 	}
 }

@@ -96,6 +96,7 @@ type Backend struct {
 	opts    Options
 	sleeper Sleeper
 	now     func() time.Time
+	faults  atomic.Pointer[map[Op]Fault] // read by every operation, replaced by SetFaults
 
 	mu       sync.Mutex // guards the fields below
 	slots    []*token   // slot i+firstSlot holds slots[i] (or nothing while it is out)
@@ -118,20 +119,13 @@ func New(opts Options) (*Backend, error) {
 	if err := opts.Reinsert.Validate(); err != nil {
 		return nil, fmt.Errorf("re-insertion time: %w", err)
 	}
-	for op, f := range opts.Faults {
-		if !validOp(op) {
-			return nil, fmt.Errorf("fault for unknown operation %q (want one of %s)", op, opNames())
-		}
-		if f.Rate < 0 || f.Rate > 1 {
-			return nil, fmt.Errorf("fault rate %v for %s: want 0 to 1", f.Rate, op)
-		}
-		if f.RV == p11.CKR_OK {
-			return nil, fmt.Errorf("fault for %s: give the CKR_ value it answers (RV)", op)
-		}
+	if err := checkFaults(opts.Faults); err != nil {
+		return nil, err
 	}
 	b := &Backend{opts: opts, sleeper: opts.Sleeper, now: opts.Now,
 		bySerial: map[string]*token{}, sessions: map[p11.SessionHandle]*session{},
 		rng: rand.New(rand.NewPCG(opts.Seed, 0))}
+	b.faults.Store(&opts.Faults)
 	if b.sleeper == nil {
 		b.sleeper = RealSleeper{}
 	}
@@ -139,6 +133,31 @@ func New(opts Options) (*Backend, error) {
 		b.now = time.Now
 	}
 	return b, nil
+}
+
+func checkFaults(faults map[Op]Fault) error {
+	for op, f := range faults {
+		if !validOp(op) {
+			return fmt.Errorf("fault for unknown operation %q (want one of %s)", op, opNames())
+		}
+		if f.Rate < 0 || f.Rate > 1 {
+			return fmt.Errorf("fault rate %v for %s: want 0 to 1", f.Rate, op)
+		}
+		if f.RV == p11.CKR_OK {
+			return fmt.Errorf("fault for %s: give the CKR_ value it answers (RV)", op)
+		}
+	}
+	return nil
+}
+
+// SetFaults replaces Options.Faults from the next operation on (nil: none), for a fault
+// campaign that changes over a run. The map must not be changed afterwards.
+func (b *Backend) SetFaults(faults map[Op]Fault) error {
+	if err := checkFaults(faults); err != nil {
+		return err
+	}
+	b.faults.Store(&faults)
+	return nil
 }
 
 // TokenSpec describes a token to put in a new slot.
@@ -302,7 +321,7 @@ func (b *Backend) spendScaled(t *token, op Op, scale float64, fn func() error) e
 	if t != nil && t.profile != nil {
 		dist = t.profile.Ops[op]
 	}
-	f, hasFault := b.opts.Faults[op]
+	f, hasFault := (*b.faults.Load())[op]
 	if t != nil {
 		t.busy.Lock()
 		defer t.busy.Unlock()

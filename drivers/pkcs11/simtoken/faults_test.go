@@ -347,3 +347,24 @@ func TestRVForGivesTheCode(t *testing.T) {
 		t.Error("RVFor(token.ambiguous) gave a value")
 	}
 }
+
+// SetFaults changes the failures from the next operation on.
+func TestSetFaults(t *testing.T) {
+	ctx := context.Background()
+	b, _, tok := ready(t, simtoken.Options{})
+	spec := pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}
+	if err := b.SetFaults(map[simtoken.Op]simtoken.Fault{simtoken.OpKeygenEC: {Rate: 1, RV: p11.CKR_DEVICE_ERROR}}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{1}, Spec: spec})
+	wantCode(t, err, pkcs11.CodeDeviceError)
+	if err := b.SetFaults(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{1}, Spec: spec}); err != nil {
+		t.Fatalf("without faults: %v", err)
+	}
+	if err := b.SetFaults(map[simtoken.Op]simtoken.Fault{simtoken.OpKeygenEC: {Rate: -1, RV: p11.CKR_DEVICE_ERROR}}); err == nil {
+		t.Error("a negative rate was accepted")
+	}
+}
