@@ -589,23 +589,23 @@ func (b *Backend) GenerateKeyPair(sh p11.SessionHandle, m []*p11.Mechanism, publ
 	if req.rsaBits > 0 {
 		op, scale = OpKeygenRSA, rsaScale(req.rsaBits)
 	}
+	// Refuse at once, as a token does, what could not be stored: no latency, no CPU.
+	err = b.inSession(s, func(t *token) error {
+		if isTrue(req.pub[p11.CKA_TOKEN]) || isTrue(req.priv[p11.CKA_TOKEN]) {
+			if !s.rw {
+				return p11.Error(p11.CKR_SESSION_READ_ONLY)
+			}
+		}
+		if t.login != userIn {
+			return p11.Error(p11.CKR_USER_NOT_LOGGED_IN)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
 	var pubH, privH p11.ObjectHandle
 	err = b.spendScaled(s.tok, op, scale, func() error {
-		// Refuse before spending the CPU on a key that could not be stored.
-		err := b.inSession(s, func(t *token) error {
-			if isTrue(req.pub[p11.CKA_TOKEN]) || isTrue(req.priv[p11.CKA_TOKEN]) {
-				if !s.rw {
-					return p11.Error(p11.CKR_SESSION_READ_ONLY)
-				}
-			}
-			if t.login != userIn {
-				return p11.Error(p11.CKR_USER_NOT_LOGGED_IN)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
 		pub, priv, err := req.generate()
 		if err != nil {
 			return err

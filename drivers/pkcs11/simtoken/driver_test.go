@@ -409,3 +409,35 @@ func TestKeySpecs(t *testing.T) {
 		wantCode(t, err, pkcs11.CodeMechanismNotSupported)
 	}
 }
+
+// Re-initialising needs the SO PIN and no other session on the token, and wipes it.
+func TestReinitialise(t *testing.T) {
+	ctx := context.Background()
+	_, mod, tok := ready(t, simtoken.Options{})
+	if _, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{1}, Spec: pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}}); err != nil {
+		t.Fatal(err)
+	}
+	other := findToken(t, mod, "SIM0001")
+	_, err := other.Init(ctx, pkcs11.InitOptions{Label: "bob", SOPIN: soPIN})
+	wantCode(t, err, pkcs11.CodeAlreadyInitialized)
+	_, err = other.Init(ctx, pkcs11.InitOptions{Label: "bob", SOPIN: soPIN, Force: true})
+	wantCode(t, err, pkcs11.CodeSessionError) // tok's session is open
+	if err := tok.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.Init(ctx, pkcs11.InitOptions{Label: "bob", SOPIN: "00000000", Force: true})
+	wantCode(t, err, pkcs11.CodePINIncorrect)
+	info, err := other.Init(ctx, pkcs11.InitOptions{Label: "bob", SOPIN: soPIN, Force: true})
+	if err != nil || info.Label != "bob" || info.UserPINInitialized || info.SOPIN != (pkcs11.PINStatus{}) {
+		t.Fatalf("re-initialised: %+v, %v", info, err)
+	}
+	if err := other.InitUserPIN(ctx, soPIN, userPIN); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Login(ctx, userPIN); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := other.Keys(ctx); err != nil || len(keys) != 0 {
+		t.Fatalf("keys after the wipe: %+v, %v", keys, err)
+	}
+}
