@@ -316,6 +316,7 @@ func (b *Backend) spendScaled(t *token, op Op, scale float64, fn func() error) e
 	var (
 		lat   time.Duration
 		fault uint
+		held  bool // t.busy, released before OnSpend (or by the deferred call on a panic)
 	)
 	dist := b.opts.Profile.Ops[op]
 	if t != nil && t.profile != nil {
@@ -323,8 +324,15 @@ func (b *Backend) spendScaled(t *token, op Op, scale float64, fn func() error) e
 	}
 	f, hasFault := (*b.faults.Load())[op]
 	if t != nil {
+		// The token is held until its time is spent; OnSpend is called after, free to
+		// call the backend.
 		t.busy.Lock()
-		defer t.busy.Unlock()
+		held = true
+		defer func() {
+			if held {
+				t.busy.Unlock()
+			}
+		}()
 		t.mu.Lock()
 		lat = dist.Sample(t.latRNG)
 		if hasFault && t.faultRNG.Float64() < f.Rate {
@@ -362,6 +370,8 @@ func (b *Backend) spendScaled(t *token, op Op, scale float64, fn func() error) e
 	if t != nil {
 		t.spent.Add(int64(lat))
 		serial = t.serial
+		held = false
+		t.busy.Unlock()
 	} else {
 		b.mu.Lock()
 		b.total += lat
