@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -27,13 +28,25 @@ import (
 // same steps on a Go key in memory in the same run. x-go is the first over the second:
 // what the driver and the simulated token add around Go's crypto.
 func BenchmarkIssuanceCPU(b *testing.B) {
+	b.Run("P-256", func(b *testing.B) {
+		benchmarkIssuanceCPU(b, pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}, func() (crypto.Signer, error) {
+			return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		})
+	})
+	b.Run("RSA-2048", func(b *testing.B) {
+		benchmarkIssuanceCPU(b, pkcs11.KeySpec{Type: pkcs11.RSA, Bits: 2048}, func() (crypto.Signer, error) {
+			return rsa.GenerateKey(rand.Reader, 2048)
+		})
+	})
+}
+
+func benchmarkIssuanceCPU(b *testing.B, spec pkcs11.KeySpec, goKey func() (crypto.Signer, error)) {
 	ctx := b.Context()
 	_, _, tok := ready(b, simtoken.Options{})
 	ca, err := testenv.NewCA("bench CA")
 	if err != nil {
 		b.Fatal(err)
 	}
-	spec := pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}
 	var simTime, goTime time.Duration
 	n := uint64(0)
 	for b.Loop() {
@@ -60,21 +73,34 @@ func BenchmarkIssuanceCPU(b *testing.B) {
 		}
 		t1 := time.Now()
 
-		goKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		k, err := goKey()
 		if err != nil {
 			b.Fatal(err)
 		}
-		goCert := csrAndCertificate(b, ca, goKey)
+		goCert := csrAndCertificate(b, ca, k)
 		digest := sha256.Sum256(goCert.Raw)
-		sig, err := goKey.Sign(rand.Reader, digest[:], crypto.SHA256)
-		if err != nil || !ecdsa.VerifyASN1(goCert.PublicKey.(*ecdsa.PublicKey), digest[:], sig) {
-			b.Fatalf("reference signature: %v", err)
+		sig, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !verifies(goCert.PublicKey, digest[:], sig) {
+			b.Fatal("reference signature does not verify")
 		}
 		simTime += t1.Sub(t0)
 		goTime += time.Since(t1)
 	}
 	b.ReportMetric(float64(simTime)/float64(goTime), "x-go")
 	b.ReportMetric(float64(simTime)/float64(b.N)/1e3, "sim-µs/op")
+}
+
+func verifies(pub crypto.PublicKey, digest, sig []byte) bool {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return rsa.VerifyPKCS1v15(k, crypto.SHA256, digest, sig) == nil
+	case *ecdsa.PublicKey:
+		return ecdsa.VerifyASN1(k, digest, sig)
+	}
+	return false
 }
 
 func csrAndCertificate(b *testing.B, ca *testenv.CA, key crypto.Signer) *x509.Certificate {
