@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,6 +32,9 @@ type Report struct {
 	// OnlineAfterLastStart is how long after the last agent started the coordinator
 	// showed every agent online.
 	OnlineAfterLastStart Seconds `json:"online_after_last_start_s"`
+	// SettledAfterLastStart is how long after the last agent started the coordinator had
+	// taken every hello and no heartbeats waited (measured with the management API only).
+	SettledAfterLastStart Seconds `json:"settled_after_last_start_s"`
 	// Online is how many agents the coordinator showed online after the steady window.
 	Online int `json:"online"`
 
@@ -43,11 +47,14 @@ type Report struct {
 	OneSecondOfTraffic float64 `json:"one_second_of_traffic"`
 	HeartbeatQueueMax  int     `json:"heartbeat_queue_max"`
 	HeartbeatQueueMean float64 `json:"heartbeat_queue_mean"`
-	EventsQueueMax     int     `json:"events_queue_max"`
-	QueueSamples       int     `json:"queue_samples"`
-	SimCPUPercent      float64 `json:"simulator_cpu_percent"`
-	SimRSSMaxMB        float64 `json:"simulator_rss_max_mb"`
-	SimKBPerAgent      float64 `json:"simulator_kb_per_agent"`
+	HeartbeatQueueP90  int     `json:"heartbeat_queue_p90"`
+	// HeartbeatQueue is the heartbeat queue's depth, a sample a second over the window.
+	HeartbeatQueue []int   `json:"heartbeat_queue_samples"`
+	EventsQueueMax int     `json:"events_queue_max"`
+	QueueSamples   int     `json:"queue_samples"`
+	SimCPUPercent  float64 `json:"simulator_cpu_percent"`
+	SimRSSMaxMB    float64 `json:"simulator_rss_max_mb"`
+	SimKBPerAgent  float64 `json:"simulator_kb_per_agent"`
 
 	// Stopped agents stopped after the window; OfflineAfter is how long until the
 	// coordinator showed all of them offline.
@@ -114,11 +121,14 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	p("presence: every agent online %s after the last start; %d of %d online after the window (goal: all, ratio %.3f)",
 		r.OnlineAfterLastStart, r.Online, r.Agents, r.OnlineRatio())
+	if r.SettledAfterLastStart > 0 {
+		p("coordinator caught up (every hello taken, no heartbeat backlog) %s after the last start", r.SettledAfterLastStart)
+	}
 	p("steady window: %s", r.Window)
 	p("  coordinator CPU      %6.1f %% of one core      (goal < %.0f)", r.CoordinatorCPUPercent, GoalCoordinatorCorePercent)
 	p("  coordinator RSS      %6.1f MB max, %.1f MB peak (goal ≤ %.0f)", r.CoordinatorRSSMaxMB, r.CoordinatorHWMMB, GoalCoordinatorRSSMB)
-	p("  heartbeat queue      %6d max, %.1f mean over %d samples; one second of traffic is %.0f: ratio %.3f (goal ≤ %.0f)",
-		r.HeartbeatQueueMax, r.HeartbeatQueueMean, r.QueueSamples, r.OneSecondOfTraffic, r.QueueRatio(), GoalQueueSeconds)
+	p("  heartbeat queue      %6d max, %d p90, %.1f mean over %d samples; one second of traffic is %.0f: ratio %.3f (goal ≤ %.0f)",
+		r.HeartbeatQueueMax, r.HeartbeatQueueP90, r.HeartbeatQueueMean, r.QueueSamples, r.OneSecondOfTraffic, r.QueueRatio(), GoalQueueSeconds)
 	p("  events queue         %6d max", r.EventsQueueMax)
 	p("  simulator            %6.1f %% of one core, %.1f MB max RSS, %.0f kB per agent", r.SimCPUPercent, r.SimRSSMaxMB, r.SimKBPerAgent)
 	if r.Jobs != nil {
@@ -158,6 +168,7 @@ type sampler struct {
 	simRSS    int64
 	hbMax     int
 	hbSum     int
+	hb        []int
 	evMax     int
 	samples   int
 }
@@ -234,6 +245,7 @@ func (s *sampler) sample(ctx context.Context) {
 	if hb >= 0 {
 		s.samples++
 		s.hbSum += hb
+		s.hb = append(s.hb, hb)
 		s.hbMax = max(s.hbMax, hb)
 	}
 	s.evMax = max(s.evMax, ev)
@@ -290,5 +302,8 @@ func (s *sampler) fill(rep *Report) {
 	rep.HeartbeatQueueMax, rep.EventsQueueMax, rep.QueueSamples = s.hbMax, max(s.evMax, 0), s.samples
 	if s.samples > 0 {
 		rep.HeartbeatQueueMean = float64(s.hbSum) / float64(s.samples)
+		rep.HeartbeatQueue = slices.Clone(s.hb)
+		sorted := slices.Sorted(slices.Values(s.hb))
+		rep.HeartbeatQueueP90 = sorted[min(len(sorted)-1, len(sorted)*9/10)]
 	}
 }

@@ -81,7 +81,8 @@ type RunConfig struct {
 	// PresenceTimeout is the coordinator's heartbeat timeout (0: DefaultPresenceTimeout).
 	PresenceTimeout time.Duration
 	// OnlineTimeout bounds the wait for every agent to show online, and for the stopped
-	// ones to show offline (0: 5 minutes, or two presence timeouts if longer).
+	// ones to show offline (0: 5 minutes, or two presence timeouts if longer, plus a second
+	// for every 50 agents).
 	OnlineTimeout time.Duration
 	// Jobs, when above 0, runs a job load after the window: an issue job on each of the
 	// first Jobs agents (RunJobs), with Tokens for the token time (nil: not subtracted).
@@ -102,7 +103,9 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 		cfg.PresenceTimeout = DefaultPresenceTimeout
 	}
 	if cfg.OnlineTimeout == 0 {
-		cfg.OnlineTimeout = max(5*time.Minute, 2*cfg.PresenceTimeout)
+		// A busy machine starts agents (each opens and syncs its journal) at a few dozen a
+		// second whatever the ramp asks.
+		cfg.OnlineTimeout = max(5*time.Minute, 2*cfg.PresenceTimeout) + time.Duration(cfg.Agents)*time.Second/50
 	}
 	rep := &Report{Agents: cfg.Agents, Heartbeat: secs(cfg.Heartbeat), PresenceTimeout: secs(cfg.PresenceTimeout),
 		OneSecondOfTraffic: float64(cfg.Agents) / cfg.Heartbeat.Seconds(), Stopped: cfg.StopAgents}
@@ -148,6 +151,7 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 		}
 	}
 	rep.Ramp = secs(lastStart.Sub(begin))
+	deadline = time.Now().Add(cfg.OnlineTimeout)
 	cfg.Log.Info().Float64("seconds", float64(rep.Ramp)).Msg("every agent started; waiting for the coordinator to show them online")
 	for {
 		online, err := countOnline(ctx, cfg.API, ids)
@@ -164,7 +168,17 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 			return rep, fmt.Errorf("%d of %d agents shown online within %s: %w", online, cfg.Agents, cfg.OnlineTimeout, werr)
 		}
 	}
-	cfg.Log.Info().Float64("seconds", float64(rep.OnlineAfterLastStart)).Dur("window", cfg.Window).Msg("every agent online; measuring the steady window")
+	cfg.Log.Info().Float64("seconds", float64(rep.OnlineAfterLastStart)).Msg("every agent online")
+	// Steady means the coordinator has caught up with the start too: every hello taken
+	// (a transaction each, behind the heartbeats' fast path) and no heartbeat backlog.
+	if cfg.Management != nil {
+		if err := settle(ctx, cfg.Management, rep.OneSecondOfTraffic, tick, deadline); err != nil {
+			return rep, err
+		}
+		rep.SettledAfterLastStart = secs(time.Since(lastStart))
+		cfg.Log.Info().Float64("seconds", float64(rep.SettledAfterLastStart)).Msg("the coordinator's queues are drained")
+	}
+	cfg.Log.Info().Dur("window", cfg.Window).Msg("measuring the steady window")
 
 	// The steady window: nothing is asked of the API meanwhile, so the coordinator's CPU
 	// is presence's alone.
@@ -216,6 +230,29 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 	}
 	rep.Fleet = fleet.Stats()
 	return rep, nil
+}
+
+// settle waits until the events queue is empty and the heartbeat queue holds less than
+// a second of traffic, six samples in a row: the management API's figures are up to five
+// seconds old.
+func settle(ctx context.Context, m *Management, oneSecond float64, tick *time.Ticker, deadline time.Time) error {
+	calm := 0
+	for calm < 6 {
+		ev, err1 := m.Queue(ctx, protocol.EventsQueue)
+		hb, err2 := m.Queue(ctx, protocol.HeartbeatsQueue)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		if ev.Messages == 0 && float64(hb.Messages) <= oneSecond {
+			calm++
+		} else {
+			calm = 0
+		}
+		if err := wait(ctx, tick, deadline); err != nil {
+			return fmt.Errorf("the coordinator's queues did not drain (events %d, heartbeats %d): %w", ev.Messages, hb.Messages, err)
+		}
+	}
+	return nil
 }
 
 // countOnline counts the agents of ids the coordinator shows online.
