@@ -32,6 +32,11 @@ func TestEnrolAgent(t *testing.T) {
 		t.Errorf("audit entries = %+v, want one agent.enrolled for ws-3 with its broker user", entries)
 	}
 
+	// A user's session on a shared terminal server has an agent of its own.
+	if a := ok[agent](t, e.as(t, "admin", "POST", "/api/v1/agents", map[string]string{"id": "alice@ts-01", "hostname": "ts-01.acme.example"}), 201); a.ID != "alice@ts-01" {
+		t.Errorf("enrolled %+v", a)
+	}
+
 	// Jobs may now target it.
 	e.newJob(t, "hd", issue("ann", "open-client", "ws-3"))
 

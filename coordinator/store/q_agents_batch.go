@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
 // agentsPerStatement bounds one INSERT of CreateAgents: 12 parameters a row, well under
@@ -73,7 +75,7 @@ func (x *q) CreateAgents(ctx context.Context, as []Agent) ([]Agent, error) {
 	for i := range as {
 		a := &as[i]
 		a.Enrolled = orNow(a.Enrolled)
-		if err := checkID("agent", a.ID); err != nil {
+		if err := checkAgentID("agent", a.ID); err != nil {
 			add(i, "id", err)
 			continue
 		}
@@ -200,4 +202,14 @@ func (x *q) takenAgentKeys(ctx context.Context, as []Agent) (takenKeys, error) {
 		}
 	}
 	return t, nil
+}
+
+// checkAgentID accepts the IDs agents run with (protocol.ValidateAgentID), which name
+// their queues and routing keys: lower case, '.' refused (a routing-key separator), '@'
+// allowed (a user's session on a shared host, alice@ts-01).
+func checkAgentID(what, id string) error {
+	if err := protocol.ValidateAgentID(id); err != nil {
+		return fmt.Errorf("%s: %w: %w", what, err, ErrInvalid)
+	}
+	return nil
 }

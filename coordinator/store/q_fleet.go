@@ -25,7 +25,7 @@ func scanAgent(r scanner) (Agent, error) {
 }
 
 func (x *q) CreateAgent(ctx context.Context, a Agent) (Agent, error) {
-	if err := checkID("enrol agent", a.ID); err != nil {
+	if err := checkAgentID("enrol agent", a.ID); err != nil {
 		return Agent{}, err
 	}
 	if err := required("enrol agent "+a.ID, "hostname", a.Hostname); err != nil {

@@ -33,10 +33,28 @@ func testAgentsBatch(t *testing.T, h *harness) {
 		equal(t, "agent "+fmt.Sprint(i), a, want)
 	}
 	equal(t, "read back", must(h.s.GetAgent(h.ctx, batch[7].ID))(t), got[7])
+	// IDs are agents' IDs, which name queues and routing keys: a user's session on a
+	// shared host is fine, a routing-key separator or upper case is not.
+	shared := do(t, h, func(tx store.Tx) ([]store.Agent, error) {
+		return tx.CreateAgents(h.ctx, []store.Agent{{ID: "alice@ts-01", Hostname: "ts-01.acme.test"}})
+	})
+	equal(t, "a session's agent", shared[0].ID, "alice@ts-01")
+	equal(t, "a session's agent, alone", do(t, h, func(tx store.Tx) (store.Agent, error) {
+		return tx.CreateAgent(h.ctx, store.Agent{ID: "bob@ts-01", Hostname: "ts-01.acme.test"})
+	}).ID, "bob@ts-01")
+	for _, id := range []string{"ws.1", "WS-1"} {
+		err := try(h, func(tx store.Tx) ([]store.Agent, error) {
+			return tx.CreateAgents(h.ctx, []store.Agent{{ID: id, Hostname: "h"}})
+		})
+		wantErr(t, err, store.ErrInvalid)
+		wantErr(t, try(h, func(tx store.Tx) (store.Agent, error) {
+			return tx.CreateAgent(h.ctx, store.Agent{ID: id, Hostname: "h"})
+		}), store.ErrInvalid)
+	}
 	if all := listAll(t, 500, func(p store.Page) ([]store.Agent, string, error) {
 		return h.s.ListAgents(h.ctx, store.AgentFilter{}, p)
-	}); len(all) != n+1 {
-		t.Fatalf("%d agents stored, want %d", len(all), n+1)
+	}); len(all) != n+3 {
+		t.Fatalf("%d agents stored, want %d", len(all), n+3)
 	}
 	equal(t, "empty batch", do(t, h, func(tx store.Tx) ([]store.Agent, error) { return tx.CreateAgents(h.ctx, nil) }), []store.Agent(nil))
 
