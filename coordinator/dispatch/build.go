@@ -224,11 +224,15 @@ func (b *builder) install(ctx context.Context) error {
 
 // currentCertificate is the newest valid certificate of the job's holder and profile
 // issued through the job's agent (on the token, when serial is set); fromCSRJob keeps
-// only certificates of csr jobs. The zero Certificate when there is none.
+// only certificates of csr jobs. The zero Certificate when there is none. Newest is the
+// last stored: not_before has whole seconds and is backdated, clamped to the CA's own
+// start, so certificates signed close together share it, and the list's order among
+// them (by serial) says nothing of which came last.
 func (b *builder) currentCertificate(ctx context.Context, serial string, fromCSRJob bool) (store.Certificate, error) {
 	valid := false
 	now := b.d.clock()
 	p := store.Page{Limit: store.MaxPageLimit}
+	var newest store.Certificate
 	for {
 		cs, next, err := b.r.ListCertificates(ctx, store.CertificateFilter{HolderID: b.job.HolderID, AgentID: b.job.AgentID,
 			TokenSerial: serial, Revoked: &valid}, p)
@@ -248,10 +252,12 @@ func (b *builder) currentCertificate(ctx context.Context, serial string, fromCSR
 					continue
 				}
 			}
-			return c, nil
+			if newest.Serial == "" || c.Created.After(newest.Created) {
+				newest = c
+			}
 		}
 		if next == "" {
-			return store.Certificate{}, nil
+			return newest, nil
 		}
 		p.Cursor = next
 	}
