@@ -278,7 +278,14 @@ func (c *campaign) checkTokens(certs []client.Certificate) verdict {
 			v.problems = append(v.problems, c.checkToken(a, serial, l.expect(), certOf)...)
 		}
 	}
-	v.note = fmt.Sprintf("%d initialised tokens on %d agents", tokens, len(c.agents))
+	simulated := 0
+	for _, l := range c.lanes {
+		if l.agent == nil && l.serial != "" {
+			simulated++
+			v.problems = append(v.problems, c.checkSimToken(l, l.expect(), certOf)...)
+		}
+	}
+	v.note = fmt.Sprintf("%d initialised tokens on %d real agents (pkcs11-tool), %d simulated tokens", tokens, len(c.agents), simulated)
 	return v
 }
 
@@ -503,6 +510,14 @@ func (c *campaign) checkChildren() verdict {
 			v.problems = append(v.problems, fmt.Sprintf("%s ended by itself: %v", p.name, why))
 		}
 	}
+	if c.sims != nil {
+		if n := c.sims.Failed(); n > 0 {
+			v.problems = append(v.problems, fmt.Sprintf("%d simulated agents ended with an error: %v", n, c.sims.Errors()))
+		}
+		if alarms := c.simLog.alarmsSeen(); len(alarms) > 0 {
+			v.problems = append(v.problems, fmt.Sprintf("the simulated agents reported %v", alarms))
+		}
+	}
 	v.note = fmt.Sprintf("%d processes", len(c.procs()))
 	return v
 }
@@ -524,7 +539,8 @@ func (c *campaign) summary() {
 	var b strings.Builder
 	fmt.Fprintf(&b, "fault campaign summary, variant %s\n", c.plan.name)
 	fmt.Fprintf(&b, "  seed:       %d (replay: %s=%d %s=%s)\n", c.set.seed, soakSeedEnv, c.set.seed, soakVariantsEnv, c.plan.name)
-	fmt.Fprintf(&b, "  duration:   %v (%d real agents, %d lanes, %d coordinators)\n", c.duration.Round(time.Second), len(c.agents), len(c.lanes), len(c.coords))
+	fmt.Fprintf(&b, "  duration:   %v (%d real agents, %d simulated agents, %d lanes, %d coordinators)\n",
+		c.duration.Round(time.Second), len(c.agents), c.plan.sims, len(c.lanes), len(c.coords))
 	fmt.Fprintf(&b, "  jobs:       %d, by final state %s, by kind %s, %d retried by the help desk\n", len(c.jobs), sortedCounts(byState), sortedCounts(byKind), retried)
 	total := 0
 	for _, n := range c.faults {

@@ -14,7 +14,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 )
 
-// A lane is one holder with one token on one real agent, and the jobs of that token one
+// A lane is one holder with one token on one agent (real or simulated), and the jobs of that token one
 // after the other, as a help desk runs them: the first issue on a blank token, then
 // renewals, PIN unblocks, wipes, re-issues and csr + install_certificate pairs. The lane
 // knows what the token must hold after each job that succeeded: the checker holds the
@@ -22,7 +22,8 @@ import (
 type lane struct {
 	c       *campaign
 	n       int
-	agent   *agentProc
+	agentID string
+	agent   *agentProc // nil for a simulated agent's lane
 	holder  string
 	profile string
 	rng     *rand.Rand
@@ -56,7 +57,7 @@ func (l *lane) run(firstIssues *sync.WaitGroup) {
 	}()
 	for done := 0; done < l.quota && l.broken == "" && l.c.ctx.Err() == nil; done++ {
 		kind, serial := l.next()
-		if serial == "" {
+		if serial == "" && l.agent != nil {
 			l.agent.blankMu.Lock()
 			l.do(kind, serial)
 			l.agent.blankMu.Unlock()
@@ -160,7 +161,7 @@ func (l *lane) do(kind jobs.Kind, serial string) {
 // again: a job of the holder the campaign does not know yet is the one asked for.
 func (l *lane) create(kind jobs.Kind, serial string) (string, error) {
 	c := l.c
-	req := client.JobCreate{Kind: kind, Holder: l.holder, Agent: l.agent.id, Profile: l.profile, TokenSerial: serial}
+	req := client.JobCreate{Kind: kind, Holder: l.holder, Agent: l.agentID, Profile: l.profile, TokenSerial: serial}
 	deadline := time.Now().Add(jobWait)
 	for {
 		var j client.Job

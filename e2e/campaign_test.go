@@ -22,6 +22,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
 	"github.com/tokenfleet/tokenfleet/coordinator/ctl"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/fleetsim"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
@@ -39,6 +40,7 @@ import (
 //	TOKENFLEET_SOAK_FAULTS    faults per variant
 //	TOKENFLEET_SOAK_VARIANTS  comma-separated: sqlite, postgres, broker-restart
 //	TOKENFLEET_SOAK_AGENTS    real agents per variant (2-4)
+//	TOKENFLEET_SOAK_SIMS      simulated agents per variant (fleetsim, simulated tokens)
 //
 // broker-restart restarts the broker's node (rabbitmqctl stop_app/start_app), which every
 // run on the machine shares: only `make soak` asks for it, never the default.
@@ -49,6 +51,7 @@ const (
 	soakFaultsEnv   = "TOKENFLEET_SOAK_FAULTS"
 	soakVariantsEnv = "TOKENFLEET_SOAK_VARIANTS"
 	soakAgentsEnv   = "TOKENFLEET_SOAK_AGENTS"
+	soakSimsEnv     = "TOKENFLEET_SOAK_SIMS"
 )
 
 // Variants of the campaign.
@@ -58,11 +61,16 @@ const (
 	variantBrokerRestart = "broker-restart" // one coordinator on SQLite, and the broker's node restarted
 )
 
+var variantNames = []string{variantSQLite, variantPostgres, variantBrokerRestart}
+
 // variantPlan is one variant's size.
 type variantPlan struct {
 	name          string
 	jobs, faults  int
 	agents, lanes int // real agents, and lanes (holders with a token each) per agent
+	// sims is how many simulated agents (fleetsim, in this process, on simulated
+	// tokens) run beside the real ones, one lane each.
+	sims int
 }
 
 // campaignSettings is what a run does, from the environment.
@@ -90,17 +98,17 @@ func loadCampaignSettings(t *testing.T) campaignSettings {
 		}
 		s.seed = n
 	}
-	// The short campaign stays within a minute on a busy 2-core machine: 40 jobs and 15
+	// The short campaign stays within a minute on a busy 2-core machine: 42 jobs and 15
 	// faults over both stores.
 	plans := map[string]variantPlan{
-		variantSQLite:   {name: variantSQLite, jobs: 24, faults: 9, agents: 2, lanes: 3},
+		variantSQLite:   {name: variantSQLite, jobs: 26, faults: 9, agents: 2, lanes: 3, sims: 4},
 		variantPostgres: {name: variantPostgres, jobs: 16, faults: 6, agents: 2, lanes: 2},
 	}
 	order := []string{variantSQLite, variantPostgres}
 	if s.long {
 		plans = map[string]variantPlan{
-			variantSQLite:        {name: variantSQLite, jobs: 10000, faults: 500, agents: 4, lanes: 6},
-			variantPostgres:      {name: variantPostgres, jobs: 2000, faults: 100, agents: 3, lanes: 4},
+			variantSQLite:        {name: variantSQLite, jobs: 10000, faults: 500, agents: 4, lanes: 4, sims: 300},
+			variantPostgres:      {name: variantPostgres, jobs: 2000, faults: 100, agents: 3, lanes: 4, sims: 100},
 			variantBrokerRestart: {name: variantBrokerRestart, jobs: 600, faults: 30, agents: 2, lanes: 4},
 		}
 		order = []string{variantSQLite, variantPostgres, variantBrokerRestart}
@@ -125,6 +133,7 @@ func loadCampaignSettings(t *testing.T) campaignSettings {
 		p.jobs = envInt(t, soakJobsEnv, p.jobs, 1)
 		p.faults = envInt(t, soakFaultsEnv, p.faults, 0)
 		p.agents = envInt(t, soakAgentsEnv, p.agents, 1)
+		p.sims = envInt(t, soakSimsEnv, p.sims, 0)
 		if p.agents > 4 {
 			t.Fatalf("%s=%d: at most 4 real agents", soakAgentsEnv, p.agents)
 		}
@@ -159,9 +168,10 @@ func TestFaultCampaign(t *testing.T) {
 			t.Logf("the fault campaign failed with seed %d; replay it with %s=%d %s", set.seed, soakSeedEnv, set.seed, soakReplayHint(set.long))
 		}
 	})
-	for i, p := range set.variants {
+	for _, p := range set.variants {
 		t.Run(p.name, func(t *testing.T) {
-			c := newCampaign(t, set, p, set.seed+uint64(i)*7919)
+			// Each variant's plan has a seed of its own, the same whichever variants run.
+			c := newCampaign(t, set, p, set.seed+uint64(slices.Index(variantNames, p.name))*7919)
 			c.run()
 			c.check()
 			c.summary()
@@ -240,6 +250,10 @@ type campaign struct {
 
 	verdicts   []verdict
 	deadByCode map[string]int
+
+	sims      *fleetsim.Fleet // nil without simulated agents
+	simTokens *fleetsim.SimTokens
+	simLog    *tailBuffer
 }
 
 // jobRecord is a job the campaign created, and what it decided for it.
@@ -261,7 +275,7 @@ func newCampaign(t *testing.T, set campaignSettings, p variantPlan, seed uint64)
 	t.Cleanup(cancel)
 	c := &campaign{t: t, set: set, plan: p, seed: seed, ctx: ctx, cancel: cancel,
 		jobs: map[string]*jobRecord{}, faults: map[string]int{}}
-	t.Logf("variant %s: seed %d, %d jobs, %d faults, %d real agents with %d lanes each", p.name, seed, p.jobs, p.faults, p.agents, p.lanes)
+	t.Logf("variant %s: seed %d, %d jobs, %d faults, %d real agents with %d lanes each, %d simulated agents", p.name, seed, p.jobs, p.faults, p.agents, p.lanes, p.sims)
 	c.broker = testenv.NewBroker(t)
 	c.dead = newDeadTap(t, c.broker)
 
@@ -320,7 +334,7 @@ func newCampaign(t *testing.T, set campaignSettings, p variantPlan, seed uint64)
 		}
 		for range p.lanes {
 			n := len(c.lanes)
-			l := &lane{c: c, n: n, agent: a, holder: fmt.Sprintf("holder%03d", n), profile: profileOpen, state: tokenBlank,
+			l := &lane{c: c, n: n, agentID: id, agent: a, holder: fmt.Sprintf("holder%03d", n), profile: profileOpen, state: tokenBlank,
 				rng: rand.New(rand.NewPCG(seed, uint64(100+n)))} //nolint:gosec // a replayable plan
 			if (n+int(rng.Uint64()%2))%2 == 0 {
 				l.profile = profileGated
@@ -330,18 +344,32 @@ func newCampaign(t *testing.T, set campaignSettings, p variantPlan, seed uint64)
 			c.lanes = append(c.lanes, l)
 		}
 	}
-	// The lanes share the jobs; each fault fires once a drawn number of jobs were created.
-	for i := range c.lanes {
-		c.lanes[i].quota = p.jobs / len(c.lanes)
-		if i < p.jobs%len(c.lanes) {
-			c.lanes[i].quota++
-		}
+	if p.sims > 0 {
+		c.startSims(root, rng)
 	}
+	// The lanes share the jobs; each fault fires once a drawn number of jobs were created.
+	realLanes, simLanes := c.lanes[:p.agents*p.lanes], c.lanes[p.agents*p.lanes:]
+	simJobs := 0
+	if len(simLanes) > 0 {
+		simJobs = int(float64(p.jobs) * simShare)
+	}
+	share(realLanes, p.jobs-simJobs)
+	share(simLanes, simJobs)
 	for range p.faults {
 		c.faultsAt = append(c.faultsAt, 1+int64(rng.Uint64()%uint64(max(p.jobs-1, 1))))
 	}
 	slices.Sort(c.faultsAt)
 	return c
+}
+
+// share shares n jobs between the lanes.
+func share(lanes []*lane, n int) {
+	for i, l := range lanes {
+		l.quota = n / len(lanes)
+		if i < n%len(lanes) {
+			l.quota++
+		}
+	}
 }
 
 // procs lists every child of the campaign.
@@ -510,5 +538,12 @@ func (c *campaign) keepLogs() {
 			c.t.Logf("keeping the log of %s: %v", p.name, err)
 		}
 		c.t.Logf("log of %s (its end; more in %s):\n%s", p.name, filepath.Join(dir, name), tail(withoutDebug(p.log.String()), 3000))
+	}
+	if c.simLog != nil {
+		name := filepath.Join(dir, "simulated-agents.log")
+		if err := os.WriteFile(name, []byte(c.simLog.String()), 0o600); err != nil {
+			c.t.Logf("keeping the simulated agents' log: %v", err)
+		}
+		c.t.Logf("the simulated agents' warnings and errors are in %s", name)
 	}
 }

@@ -42,7 +42,8 @@
 //     (issue with and without approval, renew, unblock_pin, wipe, re-issue, csr then
 //     install_certificate), queued, approved, rejected, cancelled and retried through
 //     the API as people do, on real agents (child processes, each on a SoftHSM2 store of
-//     its own), while at random moments coordinators (one on SQLite; two on one
+//     its own) and simulated ones (fleetsim, in the test's process, on simulated
+//     tokens), while at random moments coordinators (one on SQLite; two on one
 //     PostgreSQL database, killed independently) and agents are killed with SIGKILL and
 //     started again, and the run's broker connections are closed; `make soak` also
 //     restarts the broker's node. A checker then gives a verdict per property: no job
@@ -53,7 +54,9 @@
 //     accounts for; the audit log verifies; every dead letter was refused and audited
 //     with its reason; no child raced or panicked. The seed is printed and named in
 //     every failure; TOKENFLEET_SOAK_SEED replays the plan. make test runs a short
-//     version (40 jobs, 15 faults), make soak the long one (TOKENFLEET_SOAK=long).
+//     version (42 jobs, 15 faults), make soak the long one (TOKENFLEET_SOAK=long:
+//     10,000 jobs and 500 faults on SQLite with 300 simulated agents, more on
+//     PostgreSQL and with the broker restarted).
 //   - Every other test ends with finalChecks: tokenfleetctl audit verify accepts the audit log;
 //     every log line is one JSON object without a field twice (TestLogLineCheck shows the
 //     check); and checkNoPINs: no PIN the test's jobs set (user PINs as revealed, SO PINs
