@@ -88,6 +88,12 @@ func percentiles(ds []time.Duration) Percentiles {
 	return Percentiles{N: len(s), P50: at(0.50), P90: at(0.90), P99: at(0.99)}
 }
 
+// endedJobs list the job load's jobs in each final state.
+var endedJobs = []client.JobFilter{
+	{Holder: JobHolder, State: "succeeded"}, {Holder: JobHolder, State: "failed"}, {Holder: JobHolder, State: "cancelled"},
+	{Holder: JobHolder, State: "expired"}, {Holder: JobHolder, State: "rejected"}, {Holder: JobHolder, State: "superseded"},
+}
+
 // Phases of a job's life, as its timeline records them.
 var Phases = []string{"approved→dispatched", "dispatched→running", "running→csr_signed", "csr_signed→succeeded"}
 
@@ -95,6 +101,7 @@ var Phases = []string{"approved→dispatched", "dispatched→running", "running�
 type JobReport struct {
 	Agents    int     `json:"agents"`
 	Jobs      int     `json:"jobs"`
+	Rate      float64 `json:"created_per_second"` // 0: all at once
 	Succeeded int     `json:"succeeded"`
 	Failed    int     `json:"failed"`
 	Seconds   Seconds `json:"seconds"`
@@ -122,6 +129,9 @@ type JobLoadConfig struct {
 	Tokens *SimTokens
 	// Verify is how many certificates are checked with openssl verify.
 	Verify int
+	// Rate is how many jobs are created a second; 0 creates them all at once (a burst,
+	// whose latencies are mostly queueing).
+	Rate float64
 	// Timeout bounds the wait for every job to end.
 	Timeout time.Duration
 	Log     zerolog.Logger
@@ -131,7 +141,7 @@ type JobLoadConfig struct {
 // until every one has ended, and computes from each job's timeline the latency of every
 // phase and the end-to-end overhead.
 func RunJobs(ctx context.Context, cfg JobLoadConfig) (*JobReport, error) {
-	rep := &JobReport{Agents: len(cfg.Agents), Jobs: len(cfg.Agents), Phases: map[string]Percentiles{}}
+	rep := &JobReport{Agents: len(cfg.Agents), Jobs: len(cfg.Agents), Rate: cfg.Rate, Phases: map[string]Percentiles{}}
 	if err := SetUpJobs(ctx, cfg.API); err != nil {
 		return rep, err
 	}
@@ -156,6 +166,11 @@ func RunJobs(ctx context.Context, cfg JobLoadConfig) (*JobReport, error) {
 		if cfg.Tokens != nil {
 			r.tokenBefore = cfg.Tokens.TokenTime(Serial(a, 0))
 		}
+		if cfg.Rate > 0 {
+			if err := sleepCtx(ctx, time.Until(begin.Add(time.Duration(float64(i)/cfg.Rate*float64(time.Second))))); err != nil {
+				return rep, err
+			}
+		}
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
@@ -176,27 +191,36 @@ func RunJobs(ctx context.Context, cfg JobLoadConfig) (*JobReport, error) {
 
 	// Poll each unfinished job until it ends.
 	deadline := time.Now().Add(cfg.Timeout)
-	tick := time.NewTicker(250 * time.Millisecond)
+	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	pending := slices.Clone(all)
+	pending := make(map[string]*running, len(all))
+	for _, r := range all {
+		pending[r.id] = r
+	}
 	for len(pending) > 0 {
-		var still []*running
-		for _, r := range pending {
-			j, err := cfg.API.GetJob(ctx, r.id)
-			if err != nil {
-				return rep, fmt.Errorf("job %s: %w", r.id, err)
-			}
-			switch string(j.State) {
-			case "succeeded", "failed", "cancelled", "expired", "rejected", "superseded":
-				r.job = j
+		// Jobs that ended, found in lists of the holder's jobs (a request a page rather
+		// than one a job, so that watching does not load the coordinator), then read
+		// once each for their timeline.
+		for _, f := range endedJobs {
+			for j, err := range cfg.API.AllJobs(ctx, f, 500) {
+				if err != nil {
+					return rep, fmt.Errorf("listing %s jobs: %w", f.State, err)
+				}
+				r := pending[j.ID]
+				if r == nil {
+					continue
+				}
 				if cfg.Tokens != nil {
 					r.tokenTime = cfg.Tokens.TokenTime(Serial(r.agent, 0)) - r.tokenBefore
 				}
-			default:
-				still = append(still, r)
+				d, err := cfg.API.GetJob(ctx, r.id)
+				if err != nil {
+					return rep, fmt.Errorf("job %s: %w", r.id, err)
+				}
+				r.job = d
+				delete(pending, j.ID)
 			}
 		}
-		pending = still
 		if len(pending) == 0 {
 			break
 		}
@@ -302,7 +326,11 @@ func verifyCertificates(ctx context.Context, api *client.Client, agents []string
 // 100 ms of overhead with 1,000 busy agents).
 func (r *JobReport) WriteText(w io.Writer) {
 	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format+"\n", args...) }
-	p("jobs: %d issue jobs on %d agents in %s (%.1f a second): %d succeeded, %d failed", r.Jobs, r.Agents, r.Seconds, r.PerSecond, r.Succeeded, r.Failed)
+	created := "all at once"
+	if r.Rate > 0 {
+		created = fmt.Sprintf("created at %.1f a second", r.Rate)
+	}
+	p("jobs: %d issue jobs on %d agents (%s), done in %s (%.1f a second): %d succeeded, %d failed", r.Jobs, r.Agents, created, r.Seconds, r.PerSecond, r.Succeeded, r.Failed)
 	if r.FirstFailure != "" {
 		p("first failure: %s", r.FirstFailure)
 	}

@@ -53,7 +53,8 @@ func envInt(b *testing.B, name string, def int) int {
 //     timeout (goal 1 to 1.4: the offline sweep runs every third of the timeout);
 //   - coord-MB: the coordinator's maximum RSS (goal ≤ 200);
 //
-// and, for sizing, enrol/s, online-s (after the last agent started), sim-kB/agent.
+// and, for sizing, enrol/s, online-s (after the last agent started), the simulator's
+// sim-kB/agent and sim-core-% over the window.
 func BenchmarkFleetPresence(b *testing.B) {
 	agents := envInt(b, agentsEnv, 1000)
 	defWindow := 20 * time.Second
@@ -140,6 +141,7 @@ func benchPresence(b *testing.B, bin string, agents int, window time.Duration, p
 	}
 	b.ReportMetric(float64(rep.OnlineAfterLastStart), "online-s")
 	b.ReportMetric(rep.SimKBPerAgent, "sim-kB/agent")
+	b.ReportMetric(rep.SimCPUPercent, "sim-core-%")
 	b.ReportMetric(0, "ns/op")
 }
 

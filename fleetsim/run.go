@@ -86,9 +86,10 @@ type RunConfig struct {
 	OnlineTimeout time.Duration
 	// Jobs, when above 0, runs a job load after the window: an issue job on each of the
 	// first Jobs agents (RunJobs), with Tokens for the token time (nil: not subtracted).
-	Jobs   int
-	Tokens *SimTokens
-	Log    zerolog.Logger
+	Jobs    int
+	JobRate float64 // jobs created a second; 0: all at once
+	Tokens  *SimTokens
+	Log     zerolog.Logger
 }
 
 // Run enrols (if asked), starts the fleet, waits until the coordinator shows every agent
@@ -200,7 +201,7 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 		for i := range busy {
 			busy[i] = AgentID(cfg.Prefix, i)
 		}
-		jr, err := RunJobs(ctx, JobLoadConfig{API: cfg.API, Agents: busy, Tokens: cfg.Tokens, Verify: 5, Log: cfg.Log})
+		jr, err := RunJobs(ctx, JobLoadConfig{API: cfg.API, Agents: busy, Tokens: cfg.Tokens, Rate: cfg.JobRate, Verify: 5, Log: cfg.Log})
 		rep.Jobs = jr
 		if err != nil {
 			return rep, fmt.Errorf("job load: %w", err)

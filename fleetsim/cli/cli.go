@@ -151,10 +151,13 @@ func (c *common) logger(stderr io.Writer) zerolog.Logger {
 }
 
 // parseRamp reads "500/s", "500" or "0".
-func parseRamp(s string) (float64, error) {
+func parseRamp(s string) (float64, error) { return parseRate("--ramp", s) }
+
+// parseRate reads a rate flag: "500/s", "500" or "0".
+func parseRate(flag, s string) (float64, error) {
 	n, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(s), "/s"), 64)
 	if err != nil || n < 0 {
-		return 0, usagef("--ramp %q: want agents a second, like 500/s (0: all at once)", s)
+		return 0, usagef("%s %q: want how many a second, like 500/s (0: all at once)", flag, s)
 	}
 	return n, nil
 }
@@ -235,6 +238,7 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 		enrol           bool
 		processes       int
 		jobs            int
+		jobRate         string
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -280,6 +284,10 @@ spreads the agents over worker processes (--processes) of its own.`,
 			if jobs < 0 || jobs > c.agents {
 				return usagef("--jobs %d: want 0 to --agents (%d)", jobs, c.agents)
 			}
+			rate, err := parseRate("--job-rate", jobRate)
+			if err != nil {
+				return err
+			}
 			if jobs > 0 && c.tokensPerAgent < 1 {
 				return usagef("--jobs %d needs simulated tokens: --tokens-per-agent 1 or more", jobs)
 			}
@@ -310,7 +318,7 @@ spreads the agents over worker processes (--processes) of its own.`,
 			rep, runErr := fleetsim.Run(cmd.Context(), fleetsim.RunConfig{
 				Agents: c.agents, Prefix: c.prefix, Heartbeat: c.heartbeat, API: api, Enrol: enrol,
 				Management: mgmt, CoordinatorPID: coordinatorPID, Window: duration, StopAgents: stop,
-				PresenceTimeout: presenceTimeout, Jobs: jobs, Tokens: toks, Log: log,
+				PresenceTimeout: presenceTimeout, Jobs: jobs, JobRate: rate, Tokens: toks, Log: log,
 			}, runner)
 			if rep != nil {
 				if report == "json" {
@@ -333,6 +341,7 @@ spreads the agents over worker processes (--processes) of its own.`,
 	fs.IntVar(&coordinatorPID, "coordinator-pid", 0, "the coordinator's process ID on this machine, to sample its CPU and RSS (default: not sampled)")
 	fs.BoolVar(&enrol, "enrol", true, "enrol the agents through the API first (agents already enrolled are kept)")
 	fs.IntVar(&processes, "processes", 0, "worker processes to spread the agents over (0: one, or as many as the open files limit needs)")
+	fs.StringVar(&jobRate, "job-rate", "10/s", "how fast the --jobs are created: N/s, or 0 for all at once (a burst: its latencies are mostly queueing)")
 	fs.IntVar(&jobs, "jobs", 0, "after the window, an issue job on each of the first N agents (no approval: profile "+fleetsim.JobProfile+"), with latency per phase")
 	return cmd
 }

@@ -38,6 +38,8 @@ func TestBadFlags(t *testing.T) {
 		{"no token file", []string{"run", "--broker", "amqp://h/", "--coordinator", "http://x"}, []string{"--api-token-file is required"}},
 		{"agents", append(base, "--agents", "0"), []string{"--agents 0", "1 or more"}},
 		{"ramp", append(base, "--ramp", "fast"), []string{"--ramp", "500/s"}},
+		{"job rate", append(base, "--job-rate", "lots"), []string{"--job-rate", "a second"}},
+		{"jobs without tokens", append(base, "--jobs", "5", "--tokens-per-agent", "0"), []string{"--jobs 5", "--tokens-per-agent"}},
 		{"profile", append(base, "--profile", "floppy"), []string{"--profile", "instant", "smartcard"}},
 		{"report", append(base, "--report", "xml"), []string{"--report", "text or json"}},
 		{"prefix", append(base, "--prefix", "Sim."), []string{"--prefix", "lower-case"}},
