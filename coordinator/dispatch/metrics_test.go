@@ -10,7 +10,7 @@ import (
 )
 
 // TestMetrics: what /metrics says follows what happens: the broker connection, agents
-// coming online, a job queued and dispatched, an event refused and dead-lettered, a
+// coming online and heartbeating, a job queued and dispatched, an event refused and dead-lettered, a
 // certificate signed, the CRL; and the page passes promtool's checks.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
@@ -23,6 +23,13 @@ func TestMetrics(t *testing.T) {
 	w.waitMetric(`tokenfleet_coordinator_agents{presence="offline"}`, func(v float64) bool { return v == 2 })
 	a.Hello()
 	w.waitMetric(`tokenfleet_coordinator_agents{presence="online"}`, func(v float64) bool { return v == 1 })
+	// A heartbeat is held in memory, then written with the others in one flush.
+	flushes := w.metric(`tokenfleet_coordinator_presence_flushes_total`)
+	a.Heartbeat()
+	w.waitMetric(`tokenfleet_coordinator_heartbeats_total`, func(v float64) bool { return v >= 1 })
+	w.waitMetric(`tokenfleet_coordinator_presence_flushes_total`, func(v float64) bool { return v > flushes })
+	w.waitMetric(`tokenfleet_coordinator_presence_pending`, func(v float64) bool { return v == 0 })
+	w.waitMetric(`tokenfleet_coordinator_presence_flush_errors_total`, func(v float64) bool { return v == 0 })
 
 	j := w.job(jobs.KindIssue, "ws-metrics", "blank-issue", "")
 	dispatch := a.Next(protocol.TypeDispatch, j.ID)
