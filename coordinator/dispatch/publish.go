@@ -242,7 +242,7 @@ func (d *Dispatcher) publishRound(ctx context.Context, conn *amqp.Conn, m *marke
 			d.recordFailure(ctx, row, "does not decode: "+err.Error())
 			continue
 		}
-		out = append(out, amqp.Outgoing{Exchange: row.Exchange, Key: row.RoutingKey, Env: env})
+		out = append(out, amqp.Outgoing{Exchange: row.Exchange, Key: row.RoutingKey, Env: env, Body: row.Body})
 		rows = append(rows, row)
 		envs = append(envs, env)
 	}

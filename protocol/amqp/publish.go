@@ -90,9 +90,16 @@ func (c *Conn) PublishCommand(ctx context.Context, env *protocol.Envelope) error
 }
 
 func (c *Conn) publishing(env *protocol.Envelope) (amqp091.Publishing, error) {
-	body, err := protocol.Encode(env)
-	if err != nil {
-		return amqp091.Publishing{}, err
+	return c.publishingBody(env, nil)
+}
+
+// publishingBody is publishing with env's encoding given, when body is not nil.
+func (c *Conn) publishingBody(env *protocol.Envelope, body []byte) (amqp091.Publishing, error) {
+	if body == nil {
+		var err error
+		if body, err = protocol.Encode(env); err != nil {
+			return amqp091.Publishing{}, err
+		}
 	}
 	msg := amqp091.Publishing{
 		ContentType:   protocol.ContentType,

@@ -16,6 +16,10 @@ type Outgoing struct {
 	Exchange string
 	Key      string
 	Env      *protocol.Envelope
+	// Body, if set, is Env as protocol.Encode encoded it earlier (an outbox row's
+	// stored body), sent as is: a republished message is then byte for byte the
+	// one first sent, and is not encoded again. The properties still come from Env.
+	Body []byte
 }
 
 // PublishBatch publishes msgs in their order on one channel with every
@@ -45,7 +49,7 @@ func (c *Conn) PublishBatch(ctx context.Context, msgs []Outgoing) []error {
 			errs[i] = protocol.NewError(protocol.CodeBadRequest, "envelope: nil")
 			continue
 		}
-		p, err := c.publishing(m.Env)
+		p, err := c.publishingBody(m.Env, m.Body)
 		if err != nil {
 			errs[i] = err
 			continue

@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -28,13 +29,21 @@ func TestPublishBatch(t *testing.T) {
 	}
 	bad := progressEnv(t, agent)
 	bad.AgentID = "WS.01"
+	// A stored encoding goes as it is, byte for byte (here with a trailing newline
+	// Encode would not write).
+	stored := cmd(agent)
+	body, err := protocol.Encode(stored.Env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored.Body = append(body, '\n')
 	msgs := []Outgoing{
 		cmd(agent),
 		cmd("ws-nobody"),
 		{Exchange: protocol.EventsExchange, Key: "progress.ws-b1", Env: bad},
 		cmd(agent),
 		{Exchange: protocol.EventsExchange, Key: "progress.ws-b1"}, // no envelope
-		cmd(agent),
+		stored,
 	}
 	errs := c.PublishBatch(ctx, msgs)
 	if len(errs) != len(msgs) {
@@ -57,6 +66,9 @@ func TestPublishBatch(t *testing.T) {
 		if got[k].MessageId != msgs[i].Env.ID {
 			t.Errorf("agent queue message %d is %s, want %s (batch order)", k, got[k].MessageId, msgs[i].Env.ID)
 		}
+	}
+	if !bytes.Equal(got[2].Body, stored.Body) {
+		t.Errorf("a message given its encoding arrived as %q, want %q", got[2].Body, stored.Body)
 	}
 }
 
