@@ -165,12 +165,25 @@ func (c *campaign) checkAccounted(all []client.Job, details map[string]client.Jo
 				id, rec.kind, rec.lane, rec.decision, d.State, want, d.ErrorCode, d.ErrorMessage, d.Attempt, rec.retries, transitions(d), stepNames(d)))
 		}
 	}
+	byID := make(map[string]client.Job, len(all))
+	for _, j := range all {
+		byID[j.ID] = j
+	}
 	for _, j := range all {
 		if _, ok := recs[j.ID]; ok {
 			continue
 		}
-		if j.State != jobs.StateSuperseded || recs[j.SupersededBy] == nil {
-			v.problems = append(v.problems, fmt.Sprintf("job %s (%s for %s) is %s and the campaign did not create it (superseded by %q)",
+		// A request sent again may itself have been sent again: follow the chain.
+		end := j
+		for hops := 0; end.State == jobs.StateSuperseded && recs[end.ID] == nil && hops < 10; hops++ {
+			next, ok := byID[end.SupersededBy]
+			if !ok {
+				break
+			}
+			end = next
+		}
+		if recs[end.ID] == nil {
+			v.problems = append(v.problems, fmt.Sprintf("job %s (%s for %s) is %s and the campaign did not create it (superseded by %q): created twice?",
 				j.ID, j.Kind, j.Holder, j.State, j.SupersededBy))
 		}
 	}

@@ -54,7 +54,7 @@
 //     accounts for; the audit log verifies; every dead letter was refused and audited
 //     with its reason; no child raced or panicked. The seed is printed and named in
 //     every failure; TOKENFLEET_SOAK_SEED replays the plan. make test runs a short
-//     version (42 jobs, 15 faults), make soak the long one (TOKENFLEET_SOAK=long:
+//     version (40 jobs, 15 faults, real agents only), make soak the long one (TOKENFLEET_SOAK=long:
 //     10,000 jobs and 500 faults on SQLite with 300 simulated agents, more on
 //     PostgreSQL and with the broker restarted).
 //   - Every other test ends with finalChecks: tokenfleetctl audit verify accepts the audit log;
