@@ -126,6 +126,10 @@ func AsError(err error) *Error {
 		return &Error{Code: CodeNotFound, Msg: trimStore(err), Err: err}
 	case errors.Is(err, store.ErrConflict):
 		return &Error{Code: CodeConflict, Msg: trimStore(err), Err: err}
+	case errors.Is(err, store.ErrAborted):
+		// Only after the store ran the transaction again a few times: other
+		// coordinators sharing the database keep writing the same records.
+		return &Error{Code: CodeConflict, Msg: "the database kept aborting this change to resolve conflicts with concurrent ones; try again", Err: err}
 	case errors.Is(err, store.ErrInvalid):
 		return &Error{Code: CodeBadRequest, Msg: trimStore(err), Err: err}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -113,7 +113,7 @@ func (d *dialect) classify(err error) error {
 		case pe.Code == "23505": // unique_violation
 			return ErrConflict
 		case pe.Code == "40001" || pe.Code == "40P01": // serialization_failure, deadlock_detected
-			return ErrConflict
+			return ErrAborted
 		case strings.HasPrefix(pe.Code, "23"): // other integrity constraint violations
 			return ErrInvalid
 		case strings.HasPrefix(pe.Code, "22"): // data exceptions: bad encoding, NUL byte, range
@@ -131,7 +131,7 @@ func (d *dialect) wrap(op string, err error) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("store: %s: %w", op, ErrNotFound)
 	}
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrInvalid) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrAborted) {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	if s := d.classify(err); s != nil {

@@ -56,7 +56,29 @@ func (s *sqlStore) begin(ctx context.Context) (*sql.Tx, error) {
 	}
 }
 
-func (s *sqlStore) InTx(ctx context.Context, fn func(Tx) error) (err error) {
+func (s *sqlStore) InTx(ctx context.Context, fn func(Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.inTx(ctx, fn)
+		if err == nil || !errors.Is(err, ErrAborted) || attempt == abortedAttempts {
+			return err
+		}
+		s.log.Debug().Err(err).Int("attempt", attempt).Msg("transaction aborted by the database; running it again")
+		// A short random wait, growing: the two transactions would otherwise meet again.
+		wait := time.Duration(attempt) * time.Duration(5+mrand.IntN(45)) * time.Millisecond
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// abortedAttempts bounds how often InTx runs a transaction the database aborted.
+const abortedAttempts = 5
+
+func (s *sqlStore) inTx(ctx context.Context, fn func(Tx) error) (err error) {
 	sqlTx, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("store: begin transaction: %w", err)

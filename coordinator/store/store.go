@@ -23,6 +23,11 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: the input is malformed or refers to something that does not exist.
 	ErrInvalid = errors.New("invalid")
+	// ErrAborted: the database rolled the transaction back to break a deadlock or a
+	// serialization conflict with another (PostgreSQL's 40P01 and 40001), which
+	// coordinators sharing one database meet under load. Nothing of it was written;
+	// InTx runs it again before returning this.
+	ErrAborted = errors.New("aborted by the database to resolve a conflict with another transaction")
 )
 
 // Drivers.
@@ -260,9 +265,11 @@ type Tx interface {
 type Store interface {
 	Reader
 	// InTx runs fn in a transaction and commits when fn returns nil; otherwise, or when fn
-	// panics, it rolls back and returns fn's error unchanged. It does not retry. Do not
-	// call InTx again from inside fn: on SQLite there is a single writer, and the inner call
-	// would wait for the outer one forever.
+	// panics, it rolls back and returns fn's error unchanged. When the database aborted
+	// the transaction to break a deadlock or a serialization conflict (ErrAborted), it
+	// runs fn again in a new transaction, a few times, so fn must keep nothing from an
+	// attempt but what it sets anew. Do not call InTx again from inside fn: on SQLite
+	// there is a single writer, and the inner call would wait for the outer one forever.
 	InTx(ctx context.Context, fn func(tx Tx) error) error
 	// Migrate brings the schema up to date. Open runs it; running it again is harmless.
 	Migrate(ctx context.Context) error
