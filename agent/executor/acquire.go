@@ -19,9 +19,9 @@ const stepToken = "token"
 func (r *run) acquire(ctx context.Context) error {
 	first := r.job.Step == "" || r.job.Step == stepToken
 	if first && r.job.Step == "" {
-		if err := r.update(ctx, journal.Change{State: journal.StateRunning, Step: stepToken, StepStatus: journal.StepStarted}); err != nil {
-			return err
-		}
+		// Held: a token found at once is journalled running, found and the first step
+		// begun in one commit; waiting for it writes this first (waiting_for_token).
+		r.hold(journal.Change{State: journal.StateRunning, Step: stepToken, StepStatus: journal.StepStarted})
 	}
 	if err := r.waitToken(ctx, r.job.Kind != protocol.KindInventory); err != nil {
 		return err
@@ -37,7 +37,9 @@ func (r *run) acquire(ctx context.Context) error {
 	if first {
 		c.Step, c.StepStatus = stepToken, journal.StepDone
 	}
-	return r.update(ctx, c)
+	// Held like a step's done: it goes with the first step's begin.
+	r.hold(c)
+	return nil
 }
 
 // waitToken polls for the one token the job selects. Several candidates is

@@ -48,6 +48,13 @@ func TestIssueInitialisesABlankToken(t *testing.T) {
 	if got := trace(a.coord.messages(ref)); !slices.Equal(got, want) {
 		t.Fatalf("messages %v, want %v", got, want)
 	}
+	// A step's done goes with the next change: token_found in the commit that begins
+	// initialise, verified in the result's. Messages of one commit share its time.
+	wantCommits := [][]string{{"progress:token_found", "progress:initialising"}, {"progress:key_generated"},
+		{"csr", "progress:csr_sent"}, {"progress:certificate_written"}, {"progress:verified", "result:succeeded"}}
+	if got := commits(t, a.j, ref.JobID); !slices.EqualFunc(got, wantCommits, slices.Equal) {
+		t.Errorf("messages by journal commit %v, want %v", got, wantCommits)
+	}
 	o := res.Outputs
 	if o == nil || o.TokenSerial == "" || o.KeyID != keyID(ref.JobID) || o.CertificateSerial == "" {
 		t.Fatalf("outputs %+v", o)
@@ -95,4 +102,28 @@ func TestIssueInitialisesABlankToken(t *testing.T) {
 	if s, err := a.j.Secrets(context.Background(), ref.JobID); err != nil || len(s) != 0 {
 		t.Errorf("secrets left in the journal after success: %d, %v", len(s), err)
 	}
+}
+
+// commits groups a job's outbox messages by the journal commit that wrote them (the rows
+// of one commit share its time), in trace's terms.
+func commits(t *testing.T, j *journal.Journal, jobID string) [][]string {
+	t.Helper()
+	msgs, err := j.Messages(context.Background(), jobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for i, m := range msgs {
+		env, err := protocol.Decode(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := trace([]*protocol.Envelope{env})
+		if i > 0 && m.Created.Equal(msgs[i-1].Created) {
+			out[len(out)-1] = append(out[len(out)-1], name...)
+		} else {
+			out = append(out, name)
+		}
+	}
+	return out
 }

@@ -55,6 +55,8 @@ type run struct {
 
 	// secrets are the job's secrets from the journal, kept in step with it.
 	secrets map[string]journal.Secret
+	// held is a change not journalled yet: it goes with the next one (see done).
+	held *journal.Change
 }
 
 func (e *Executor) execute(ctx context.Context, rn *runner, job journal.Job) {
@@ -191,6 +193,7 @@ func (r *run) checkpoint(ctx context.Context) error {
 		return journalError{err}
 	}
 	r.job = job
+	r.overlay()
 	switch {
 	case job.State.Finished():
 		return journal.ErrFinished
@@ -209,6 +212,9 @@ func (r *run) deadlineError() error {
 
 // settle turns how the pass ended into the journal's terms.
 func (r *run) settle(ctx context.Context, err error) {
+	if err != nil {
+		r.flushHeld(ctx)
+	}
 	var je journalError
 	switch {
 	case err == nil:
@@ -377,11 +383,16 @@ func (r *run) progress(p protocol.Progress) (*protocol.Envelope, error) {
 	return r.message(p)
 }
 
-// update writes a change to the journal and reads the attempt back. A write after the
+// update writes a change, after the held one, to the journal and reads the attempt back. A write after the
 // attempt finished elsewhere fails with journal.ErrFinished; any other failure is a
 // journalError. Writes are not cut short by shutdown: what the token did must be recorded.
 func (r *run) update(ctx context.Context, c journal.Change) error {
 	ctx = context.WithoutCancel(ctx)
+	if r.held != nil {
+		// Written now or never: a failed write stops the pass, and the next start
+		// finds the step started and does it again.
+		c, r.held = merge(*r.held, c), nil
+	}
 	if err := r.e.cfg.Journal.Update(ctx, r.job.Ref, c); err != nil {
 		if errors.Is(err, journal.ErrFinished) {
 			return err

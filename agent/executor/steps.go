@@ -2,6 +2,8 @@ package executor
 
 import (
 	"context"
+	"errors"
+	"slices"
 
 	"github.com/tokenfleet/tokenfleet/agent/journal"
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
@@ -86,21 +88,114 @@ func stepsFor(kind protocol.JobKind, d protocol.JobDispatch) []step {
 	return s
 }
 
-// begin journals a step as started, with what goes with it, unless a resumed pass finds
-// it started already and there is nothing else to record.
+// begin journals a step as started, with what goes with it and the held change of the
+// step before, unless a resumed pass finds it started already and there is nothing else
+// to record.
 func (r *run) begin(ctx context.Context, name string, c journal.Change) error {
 	if r.job.Step == name && r.job.StepStatus == journal.StepStarted && len(c.Secrets) == 0 && len(c.Outbox) == 0 &&
-		c.State == "" && c.OldKeyID == "" {
+		c.State == "" && c.OldKeyID == "" && r.held == nil {
 		return nil
 	}
 	c.Step, c.StepStatus = name, journal.StepStarted
 	return r.update(ctx, c)
 }
 
-// done journals a step as done, with what goes with it.
+// done journals a step as done, with what goes with it. A done that changes no state
+// and stores no secret and no result is held and written with the next change (the next
+// step's begin, or the result): one commit instead of two. Nothing touches the token in
+// between (every step begins before its first token call), so the journal is as it was
+// at every token call; a crash in between leaves the step started, as a crash just before
+// the done did, and steps are safe to repeat. A pass that stops in between writes it
+// alone (settle). A state (awaiting the certificate, the end) is written at once.
 func (r *run) done(ctx context.Context, name string, c journal.Change) error {
 	c.Step, c.StepStatus = name, journal.StepDone
+	if c.State == "" && c.Result == nil && len(c.Secrets) == 0 {
+		r.hold(c)
+		return nil
+	}
 	return r.update(ctx, c)
+}
+
+// hold keeps a change to be journalled with the next one, and shows it in r.job and
+// r.secrets at once so that the steps read what they will have written.
+func (r *run) hold(c journal.Change) {
+	for _, n := range c.Applied {
+		s := r.secrets[n]
+		s.Applied = true
+		r.secrets[n] = s
+	}
+	if r.held != nil {
+		c = merge(*r.held, c)
+	}
+	r.held = &c
+	r.overlay()
+}
+
+// overlay shows the held change in r.job.
+func (r *run) overlay() {
+	c := r.held
+	if c == nil {
+		return
+	}
+	if c.State != "" {
+		r.job.State = c.State
+	}
+	if c.Step != "" {
+		r.job.Step, r.job.StepStatus = c.Step, c.StepStatus
+	}
+	if c.TokenSerial != "" {
+		r.job.TokenSerial = c.TokenSerial
+	}
+	if c.KeyID != "" {
+		r.job.KeyID = c.KeyID
+	}
+	if c.PublicKey != nil {
+		r.job.PublicKey = c.PublicKey
+	}
+	if c.OldKeyID != "" {
+		r.job.OldKeyID = c.OldKeyID
+	}
+}
+
+// flushHeld journals the held change alone, when the pass stops before a next change
+// could carry it.
+func (r *run) flushHeld(ctx context.Context) {
+	if r.held == nil {
+		return
+	}
+	if err := r.update(ctx, journal.Change{}); err != nil && !errors.Is(err, journal.ErrFinished) {
+		r.log.Error().Err(err).Msg("journalling the last step; it is done again on the next start")
+	}
+}
+
+// merge is a then b as one change: b's fields win, a's messages go first.
+func merge(a, b journal.Change) journal.Change {
+	out := b
+	if out.State == "" {
+		out.State = a.State
+	}
+	if out.Step == "" {
+		out.Step, out.StepStatus = a.Step, a.StepStatus
+	}
+	if out.TokenSerial == "" {
+		out.TokenSerial = a.TokenSerial
+	}
+	if out.KeyID == "" {
+		out.KeyID = a.KeyID
+	}
+	if out.PublicKey == nil {
+		out.PublicKey = a.PublicKey
+	}
+	if out.OldKeyID == "" {
+		out.OldKeyID = a.OldKeyID
+	}
+	out.Secrets = append(slices.Clip(a.Secrets), b.Secrets...)
+	out.Applied = append(slices.Clip(a.Applied), b.Applied...)
+	out.Outbox = append(slices.Clip(a.Outbox), b.Outbox...)
+	if out.Result == nil {
+		out.Result = a.Result
+	}
+	return out
 }
 
 // progressChange is a change carrying one progress message.
