@@ -148,7 +148,10 @@ func timerC(t *time.Timer) <-chan time.Time {
 }
 
 // drain publishes the outbox until it is empty, stop says to stop (a new connection wants
-// its hello first), or a publish fails.
+// its hello first), or a publish fails. The messages of a read are marked sent together,
+// after the last one confirmed (or the first failure): one journal commit a read, not one
+// a message, and no commit between two messages that leave together (a step's progress
+// and the result). A crash before the mark sends them again; the coordinator dedupes.
 func (s *sender) drain(ctx context.Context, stop func() bool) error {
 	for {
 		batch, err := s.journal.Unsent(ctx, outboxBatch)
@@ -158,20 +161,35 @@ func (s *sender) drain(ctx context.Context, stop func() bool) error {
 		if len(batch) == 0 {
 			return nil
 		}
+		sent := make([]string, 0, len(batch))
+		var perr error
+		stopped := false
 		for _, o := range batch {
 			if stop != nil && stop() {
-				return nil
+				stopped = true
+				break
 			}
-			if err := s.publish(ctx, o); err != nil {
-				return err
+			if perr = s.publish(ctx, o); perr != nil {
+				break
 			}
+			sent = append(sent, o.ID)
+		}
+		if err := s.journal.MarkSent(context.WithoutCancel(ctx), sent...); err != nil {
+			// They were confirmed: sending them again is harmless, the coordinator dedupes.
+			return errors.Join(perr, fmt.Errorf("marking %d messages sent: %w", len(sent), err))
+		}
+		for _, o := range batch[:len(sent)] {
+			s.log.Debug().Str("message_id", o.ID).Str("type", string(o.Type)).Str("job", o.JobID).Uint32("attempt", o.Attempt).Msg("sent")
+		}
+		if perr != nil || stopped {
+			return perr
 		}
 	}
 }
 
-// publish sends one outbox message and marks it sent once the broker confirmed it. An
-// unconfirmed message stays in the outbox and is published again with the same ID; the
-// coordinator dedupes on it.
+// publish sends one outbox message; the caller marks it sent once the broker confirmed
+// it. An unconfirmed message stays in the outbox and is published again with the same
+// ID; the coordinator dedupes on it. An invalid message is dropped: it counts as sent.
 func (s *sender) publish(ctx context.Context, o journal.Outgoing) error {
 	log := s.log.With().Str("message_id", o.ID).Str("type", string(o.Type)).Str("job", o.JobID).Uint32("attempt", o.Attempt).Logger()
 	env, err := protocol.Decode(o.Data)
@@ -187,11 +205,6 @@ func (s *sender) publish(ctx context.Context, o journal.Outgoing) error {
 	} else if err != nil {
 		return fmt.Errorf("publishing %s %s: %w", o.Type, o.ID, err)
 	}
-	if err := s.journal.MarkSent(ctx, o.ID); err != nil {
-		// It was confirmed: sending it again is harmless, the coordinator dedupes.
-		return fmt.Errorf("marking %s sent: %w", o.ID, err)
-	}
-	log.Debug().Msg("sent")
 	return nil
 }
 

@@ -403,6 +403,19 @@ func TestOutboxOrderAndNotify(t *testing.T) {
 	if err := f.j.MarkSent(ctx, "00000000-0000-4000-8000-000000000001"); err == nil {
 		t.Error("marking an unknown message sent succeeded")
 	}
+	// Several at once, in one transaction: an unknown one among them marks none.
+	if err := f.j.MarkSent(ctx, want[0], "00000000-0000-4000-8000-000000000001"); err == nil {
+		t.Error("marking an unknown message sent among others succeeded")
+	}
+	if got := ids(); !slices.Equal(got, []string{want[0], want[2], want[3]}) {
+		t.Fatalf("after a failed marking of several: %v", got)
+	}
+	if err := f.j.MarkSent(ctx, want[0], want[2]); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(); !slices.Equal(got, []string{want[3]}) {
+		t.Fatalf("after marking two sent at once: %v", got)
+	}
 	// A message the coordinator would refuse never enters the outbox, nor does its change.
 	bad := progress(t, ref, protocol.StepKeyGenerated) // key_generated needs a key
 	if err := f.j.Update(ctx, ref, Change{Step: "bad", StepStatus: StepDone, Outbox: []*protocol.Envelope{bad}}); err == nil {

@@ -124,18 +124,25 @@ func (j *Journal) outgoing(ctx context.Context, where string, args ...any) ([]Ou
 	return out, nil
 }
 
-// MarkSent records that the broker confirmed the message. Marking it twice is harmless.
-func (j *Journal) MarkSent(ctx context.Context, messageID string) error {
+// MarkSent records that the broker confirmed the messages, in one transaction: a sender
+// that published several marks them with one commit. Marking one twice is harmless.
+func (j *Journal) MarkSent(ctx context.Context, messageIDs ...string) error {
+	if len(messageIDs) == 0 {
+		return nil
+	}
 	err := j.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_at = COALESCE(sent_at, ?) WHERE message_id = ?`, j.stamp(), messageID)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			if err == nil {
-				err = fmt.Errorf("no message %s in the outbox", messageID)
+		now := j.stamp()
+		for _, id := range messageIDs {
+			res, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_at = COALESCE(sent_at, ?) WHERE message_id = ?`, now, id)
+			if err != nil {
+				return err
 			}
-			return err
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				if err == nil {
+					err = fmt.Errorf("no message %s in the outbox", id)
+				}
+				return err
+			}
 		}
 		return nil
 	})
