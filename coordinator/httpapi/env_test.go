@@ -127,9 +127,15 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvOn(t, store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "c.db")})
+}
+
+// newEnvOn is newEnv on the store cfg describes.
+func newEnvOn(t *testing.T, cfg store.Config) *env {
+	t.Helper()
 	ctx := context.Background()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "c.db")}, log)
+	st, err := store.Open(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -214,14 +215,41 @@ func (a *server) createJob(w http.ResponseWriter, r *http.Request, u service.Act
 		a.fail(w, err)
 		return
 	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
 	req := service.JobRequest{Kind: in.Kind, Holder: in.Holder, Agent: in.Agent, Profile: in.Profile, TokenSerial: in.TokenSerial,
-		Deadline: deadline}
+		Deadline: deadline, IdempotencyKey: key}
 	j, err := a.svc.CreateJob(r.Context(), u, req)
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
+	if j.Replayed {
+		w.Header().Set(api.ReplayedHeader, "true")
+		writeJSON(w, http.StatusOK, jobOut(j))
+		return
+	}
 	writeJSON(w, http.StatusCreated, jobOut(j))
+}
+
+// idempotencyKey reads the Idempotency-Key header: "" when absent. The service checks
+// what the key holds; an empty or repeated header is refused here, where it is seen.
+func idempotencyKey(r *http.Request) (string, error) {
+	vs := r.Header.Values(api.IdempotencyKeyHeader)
+	switch {
+	case len(vs) == 0:
+		return "", nil
+	case len(vs) > 1:
+		return "", &service.Error{Code: service.CodeBadRequest, Field: service.IdempotencyKeyField,
+			Msg: fmt.Sprintf("given %d times; send one key of 1 to %d printable ASCII characters", len(vs), service.MaxIdempotencyKey)}
+	case vs[0] == "":
+		return "", &service.Error{Code: service.CodeBadRequest, Field: service.IdempotencyKeyField,
+			Msg: fmt.Sprintf("is empty; send 1 to %d printable ASCII characters, or no header", service.MaxIdempotencyKey)}
+	}
+	return vs[0], nil
 }
 
 func (a *server) getJob(w http.ResponseWriter, r *http.Request, u service.Actor) {

@@ -40,7 +40,10 @@ const (
 	CodePINsUnknown Code = "pins_unknown"
 	// CodeNotHoldersToken: the token carries another holder's certificates.
 	CodeNotHoldersToken Code = "not_holders_token"
-	CodeInternal        Code = "internal"
+	// CodeIdempotencyKeyReused: a job creation request's idempotency key was used before
+	// with another request.
+	CodeIdempotencyKeyReused Code = "idempotency_key_reused"
+	CodeInternal             Code = "internal"
 )
 
 // Error is what every operation of the service returns on failure: a stable code, a

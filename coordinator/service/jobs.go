@@ -34,6 +34,10 @@ type JobRequest struct {
 	Profile     string
 	TokenSerial string    // "" means any token the profile allows
 	Deadline    time.Time // zero: the profile's request expiry from now
+	// IdempotencyKey, when set, names this request: the same key and request from the same
+	// requester again returns the job created the first time (Job.Replayed), and the key
+	// with another request is refused. Keys are kept as long as their job.
+	IdempotencyKey string
 }
 
 // Job is a stored job with the names the API shows and its approval progress.
@@ -44,6 +48,9 @@ type Job struct {
 	Organization string // name
 	Approvals    int    // valid request-gate approvals
 	Required     int    // approvals the profile requires
+	// Replayed: CreateJob found the job its idempotency key had created, and created
+	// nothing.
+	Replayed bool
 }
 
 // JobDetail is a job with its decisions, timeline and steps.
@@ -135,11 +142,40 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		return Job{}, err
 	}
 	r.Holder, r.Profile, r.Agent, r.TokenSerial = strings.TrimSpace(r.Holder), strings.TrimSpace(r.Profile), strings.TrimSpace(r.Agent), strings.TrimSpace(r.TokenSerial)
+	if err := checkIdempotencyKey(r.IdempotencyKey); err != nil {
+		return Job{}, err
+	}
+	key, hash := r.IdempotencyKey, ""
+	if key != "" {
+		// A repeat is answered before the request is judged again: a deadline that has
+		// passed since, or a holder disabled since, must not turn it into an error.
+		hash = r.requestHash()
+		if prior, ok, err := priorJob(ctx, s.st, actor.ID, key, hash); err != nil {
+			return Job{}, AsError(err)
+		} else if ok {
+			return s.replayed(ctx, prior)
+		}
+	}
 	if err := r.validate(s.clock()); err != nil {
 		return Job{}, err
 	}
-	var out store.Job
+	var (
+		out      store.Job
+		replayed bool
+	)
 	err := s.update(ctx, func(t *txn) error {
+		replayed = false
+		if key != "" {
+			// A request with the same key may have committed since the look above.
+			prior, ok, err := priorJob(ctx, t, actor.ID, key, hash)
+			if err != nil {
+				return err
+			}
+			if ok {
+				out, replayed = prior, true
+				return nil
+			}
+		}
 		holder, err := t.GetUserByUsername(ctx, r.Holder)
 		if errors.Is(err, store.ErrNotFound) {
 			return badRequest("holder", "no user named %q", r.Holder)
@@ -196,7 +232,12 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		j, err := t.CreateJob(ctx, store.Job{Kind: r.Kind, State: jobs.StatePendingApproval, HolderID: holder.ID,
 			ProfileName: sp.Name, ProfileHash: sp.ContentHash, AgentID: r.Agent, TokenSerial: r.TokenSerial,
 			RequesterID: actor.ID, OrganizationID: holder.OrganizationID, BindingHash: binding,
-			Deadline: deadline, Created: t.now})
+			Deadline: deadline, Created: t.now, IdempotencyKey: key, RequestHash: hash})
+		if key != "" && errors.Is(err, store.ErrConflict) {
+			// A concurrent request with the same key took it first (the unique index):
+			// run again, and the look above finds its job.
+			return retryable{err}
+		}
 		if err != nil {
 			return err
 		}
@@ -225,7 +266,17 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 	if err != nil {
 		return Job{}, err
 	}
+	if replayed {
+		return s.replayed(ctx, out)
+	}
 	return s.jobView(ctx, s.st, newNames(s.st), out)
+}
+
+// replayed is the view of a job an idempotency key had created, as a repeat returns it.
+func (s *Service) replayed(ctx context.Context, j store.Job) (Job, error) {
+	v, err := s.jobView(ctx, s.st, newNames(s.st), j)
+	v.Replayed = true
+	return v, err
 }
 
 // tokenReady refuses, at request time, a job on a named token that could never be sent

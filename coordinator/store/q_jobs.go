@@ -20,14 +20,15 @@ func toStrings[T ~string](in []T) []string {
 
 // ---- jobs ----
 
-const jobCols = "id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id, token_serial, requester_id, organisation_id, binding_hash, attempt, step_current, step_highest, deadline, created_at, updated_at, error_code, error_message, superseded_by, version"
+const jobCols = "id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id, token_serial, requester_id, organisation_id, binding_hash, attempt, step_current, step_highest, deadline, created_at, updated_at, error_code, error_message, superseded_by, version, idempotency_key, request_hash"
 
 func scanJob(r scanner) (Job, error) {
 	var j Job
 	err := r.Scan(&j.ID, &j.Kind, &j.State, timeCol{&j.StateSince}, strCol{&j.HolderID}, &j.ProfileName, &j.ProfileHash,
 		strCol{&j.AgentID}, strCol{&j.TokenSerial}, &j.RequesterID, strCol{&j.OrganizationID},
 		&j.BindingHash, &j.Attempt, &j.Progress.Current, &j.Progress.Highest, timeCol{&j.Deadline},
-		timeCol{&j.Created}, timeCol{&j.Updated}, &j.ErrorCode, &j.ErrorMessage, strCol{&j.SupersededBy}, &j.Version)
+		timeCol{&j.Created}, timeCol{&j.Updated}, &j.ErrorCode, &j.ErrorMessage, strCol{&j.SupersededBy}, &j.Version,
+		strCol{&j.IdempotencyKey}, &j.RequestHash)
 	return j, err
 }
 
@@ -44,11 +45,12 @@ func (x *q) CreateJob(ctx context.Context, j Job) (Job, error) {
 	j.Created = orNow(j.Created)
 	row := x.queryRow(ctx, `INSERT INTO jobs (id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id,
 			token_serial, requester_id, organisation_id, binding_hash, attempt, deadline, created_at, updated_at,
-			error_code, error_message, superseded_by, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1) RETURNING `+jobCols,
+			error_code, error_message, superseded_by, version, idempotency_key, request_hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING `+jobCols,
 		j.ID, string(j.Kind), string(j.State), x.d.ts(j.Created), nullStr(j.HolderID), j.ProfileName, j.ProfileHash,
 		nullStr(j.AgentID), nullStr(j.TokenSerial), j.RequesterID, nullStr(j.OrganizationID), j.BindingHash,
-		x.d.ts(j.Deadline), x.d.ts(j.Created), x.d.ts(j.Created), j.ErrorCode, j.ErrorMessage, nullStr(j.SupersededBy))
+		x.d.ts(j.Deadline), x.d.ts(j.Created), x.d.ts(j.Created), j.ErrorCode, j.ErrorMessage, nullStr(j.SupersededBy),
+		nullStr(j.IdempotencyKey), j.RequestHash)
 	out, err := scanJob(row)
 	if err != nil {
 		return Job{}, x.d.wrap(what, err)
@@ -364,6 +366,15 @@ func (x *q) AddJobStep(ctx context.Context, s JobStep, p jobs.Progress, expected
 func (x *q) GetJob(ctx context.Context, id string) (Job, error) {
 	j, err := scanJob(x.queryRow(ctx, "SELECT "+jobCols+" FROM jobs WHERE id = ?", id))
 	return j, x.d.wrap("job "+id, err)
+}
+
+func (x *q) GetJobByIdempotencyKey(ctx context.Context, requesterID, key string) (Job, error) {
+	what := "job of requester " + requesterID + " with idempotency key " + key
+	if err := required(what, "requester", requesterID, "key", key); err != nil {
+		return Job{}, err
+	}
+	j, err := scanJob(x.queryRow(ctx, "SELECT "+jobCols+" FROM jobs WHERE requester_id = ? AND idempotency_key = ?", requesterID, key))
+	return j, x.d.wrap(what, err)
 }
 
 func (x *q) GetJobs(ctx context.Context, ids []string) ([]Job, error) {

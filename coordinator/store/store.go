@@ -82,6 +82,8 @@ type Reader interface {
 	// GetJobs returns the jobs named, in the order of ids, in one query for every few
 	// hundred; ErrNotFound names the first that does not exist.
 	GetJobs(ctx context.Context, ids []string) ([]Job, error)
+	// GetJobByIdempotencyKey returns the job a requester created with an idempotency key.
+	GetJobByIdempotencyKey(ctx context.Context, requesterID, key string) (Job, error)
 	ListJobs(ctx context.Context, f JobFilter, p Page) (jobs []Job, next string, err error)
 	ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error)
 	ListJobSteps(ctx context.Context, jobID string) ([]JobStep, error)

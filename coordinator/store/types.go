@@ -148,6 +148,11 @@ type Job struct {
 	ErrorMessage   string
 	SupersededBy   string
 	Version        int64 // row version for compare-and-set; 1 on creation, +1 per change
+	// IdempotencyKey is the key the requester's create request carried ("" for none):
+	// unique per requester, so a repeated request finds this job instead of making one.
+	IdempotencyKey string
+	// RequestHash identifies the create request the key was used with.
+	RequestHash string
 }
 
 // Rules returns the job as package jobs reads it, with the organisation of its holder and

@@ -51,6 +51,8 @@ func Run(t *testing.T, fresh Fresh) {
 		{"JobStatesSet", testJobStatesSet},
 		{"JobAttemptsAndSteps", testJobAttempts},
 		{"JobEdit", testJobEdit},
+		{"JobIdempotencyKey", testJobIdempotencyKey},
+		{"JobIdempotencyConcurrent", testJobIdempotencyConcurrent},
 		{"JobList", testJobList},
 		{"Approvals", testApprovals},
 		{"Audit", testAudit},
