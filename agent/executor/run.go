@@ -383,9 +383,10 @@ func (r *run) progress(p protocol.Progress) (*protocol.Envelope, error) {
 	return r.message(p)
 }
 
-// update writes a change, after the held one, to the journal and reads the attempt back. A write after the
-// attempt finished elsewhere fails with journal.ErrFinished; any other failure is a
-// journalError. Writes are not cut short by shutdown: what the token did must be recorded.
+// update writes the held change and c to the journal, in one commit, and reads the
+// attempt back. A write after the attempt finished elsewhere fails with
+// journal.ErrFinished; any other failure is a journalError. Writes are not cut short by
+// shutdown: what the token did must be recorded.
 func (r *run) update(ctx context.Context, c journal.Change) error {
 	ctx = context.WithoutCancel(ctx)
 	if r.held != nil {
