@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
@@ -173,7 +174,18 @@ type request struct {
 	want    []int // statuses whose body decodes into out; 200 when empty
 	out     any   // decoded from the body when not nil
 	noAuth  bool
+	header  http.Header // sent besides the client's own headers
+	// resend is how many more times a request lost in transport (the connection closed
+	// before an answer) is sent. Only for requests the server answers the same every
+	// time, such as a job creation with an idempotency key.
+	resend int
+	// got receives the answer's headers when not nil.
+	got *http.Header
 }
+
+// resendWait is the first pause before a request lost in transport is sent again; each
+// further one waits longer.
+const resendWait = 200 * time.Millisecond
 
 // do runs r and decodes the answer into r.out.
 func (c *Client) do(ctx context.Context, r request) (int, error) {
@@ -182,7 +194,7 @@ func (c *Client) do(ctx context.Context, r request) (int, error) {
 	if len(r.query) > 0 {
 		target += "?" + r.query.Encode()
 	}
-	var body io.Reader
+	var body []byte
 	contentType := ""
 	switch {
 	case r.body != nil:
@@ -190,27 +202,20 @@ func (c *Client) do(ctx context.Context, r request) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("%s %s: encoding the request: %w", r.method, r.path, err)
 		}
-		body, contentType = bytes.NewReader(b), "application/json"
+		body, contentType = b, "application/json"
 	case r.rawBody != nil:
-		body, contentType = bytes.NewReader(r.rawBody), r.rawType
+		body, contentType = r.rawBody, r.rawType
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, target, body)
-	if err != nil {
-		return 0, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+	if !r.noAuth && c.token == "" {
+		return 0, errors.New("no API token: the coordinator needs one for " + r.path)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", c.userAgent)
-	if !r.noAuth {
-		if c.token == "" {
-			return 0, errors.New("no API token: the coordinator needs one for " + r.path)
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		var err error
+		resp, err = c.send(ctx, r, target, body, contentType)
+		if err == nil {
+			break
 		}
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
 		// url.Error repeats method and URL; say what failed once, plainly.
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -219,9 +224,21 @@ func (c *Client) do(ctx context.Context, r request) (int, error) {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return 0, fmt.Errorf("%s %s: %w", r.method, r.path, ctxErr)
 		}
-		return 0, fmt.Errorf("cannot reach the coordinator at %s: %w", c.base.Redacted(), err)
+		if attempt >= r.resend || !lostInTransport(err) {
+			return 0, fmt.Errorf("cannot reach the coordinator at %s: %w", c.base.Redacted(), err)
+		}
+		wait := time.NewTimer(time.Duration(attempt+1) * resendWait)
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return 0, fmt.Errorf("%s %s: %w", r.method, r.path, ctx.Err())
+		case <-wait.C:
+		}
 	}
 	defer func() { _ = resp.Body.Close() }()
+	if r.got != nil {
+		*r.got = resp.Header
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
 		return resp.StatusCode, fmt.Errorf("%s %s: reading the response: %w", r.method, r.path, err)
@@ -247,6 +264,37 @@ func (c *Client) do(ctx context.Context, r request) (int, error) {
 		return resp.StatusCode, fmt.Errorf("%s %s: decoding the response: %w", r.method, r.path, err)
 	}
 	return resp.StatusCode, nil
+}
+
+// send sends r once.
+func (c *Client) send(ctx context.Context, r request, target string, body []byte, contentType string) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, target, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+	}
+	for k, vs := range r.header {
+		req.Header[k] = vs
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	if !r.noAuth {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return c.hc.Do(req)
+}
+
+// lostInTransport reports whether err says the connection ended before an answer came:
+// the request may or may not have reached the server.
+func lostInTransport(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // decodeError turns a response with an unexpected status into *Error, or into

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/url"
@@ -139,12 +141,41 @@ func (c *Client) ListJobs(ctx context.Context, f JobFilter, p Page) (JobList, er
 }
 
 // CreateJob queues a job (helpdesk, admin). It supersedes an open job for the same
-// holder, profile and target.
+// holder, profile and target. Each call sends a fresh random idempotency key, and sends
+// the request again with the same key when the connection closes before the answer: the
+// coordinator then answers with the job the first request created, never a second one.
 func (c *Client) CreateJob(ctx context.Context, j JobCreate) (Job, error) {
-	var out Job
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/jobs", body: j,
-		want: []int{http.StatusCreated}, out: &out})
+	out, _, err := c.CreateJobWithKey(ctx, j, "")
 	return out, err
+}
+
+// createResends is how many more times CreateJobWithKey sends a request lost in transport.
+const createResends = 3
+
+// CreateJobWithKey is CreateJob with the caller's idempotency key (1 to 255 printable
+// ASCII characters; "" draws a random one): a script that runs again with the same key
+// and request gets the job its first run created. replayed says the coordinator had
+// created the job for an earlier request with the key; the same key with another
+// request is refused with the code idempotency_key_reused.
+func (c *Client) CreateJobWithKey(ctx context.Context, j JobCreate, key string) (job Job, replayed bool, err error) {
+	if key == "" {
+		key = NewIdempotencyKey()
+	}
+	var got http.Header
+	status, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/jobs", body: j,
+		header: http.Header{api.IdempotencyKeyHeader: {key}}, resend: createResends, got: &got,
+		want: []int{http.StatusCreated, http.StatusOK}, out: &job})
+	if err != nil {
+		return Job{}, false, err
+	}
+	return job, status == http.StatusOK && got.Get(api.ReplayedHeader) == "true", nil
+}
+
+// NewIdempotencyKey returns a random idempotency key: 128 bits, URL-safe.
+func NewIdempotencyKey() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // GetJob returns one job with its approvals, timeline and steps.
