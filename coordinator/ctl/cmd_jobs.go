@@ -19,10 +19,11 @@ func issueCommand(e *env) *cobra.Command {
 		kind     string
 		deadline string
 		token    string
+		key      string
 		asJSON   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "issue --holder H --agent A --profile P [--token URI|SERIAL] [--kind K]",
+		Use:   "issue --holder H --agent A --profile P [--token URI|SERIAL] [--kind K] [--idempotency-key K]",
 		Short: "Queue a job for a holder at a workstation and print its ID (helpdesk, admin)",
 		Long: `Queue a job: issue a token of profile P for holder H at the workstation of agent A.
 Only the new job's ID is printed, so it can be captured: JOB=$(tokenfleetctl issue ...).
@@ -33,7 +34,14 @@ Kinds: ` + joinStrings(jobs.Kinds(), ", ") + `.
 --agent A): by serial, or by PKCS#11 URI (RFC 7512) such as
 "pkcs11:model=Rutoken%20ECP;serial=0123abcd"; a URI must match exactly one token. Here
 --token is the target token, not the API token: pass that with --token-file or
-$TOKENFLEET_TOKEN. --token-serial names a token the agent has not reported yet.`,
+$TOKENFLEET_TOKEN. --token-serial names a token the agent has not reported yet.
+
+Each run sends the request with a random idempotency key, and sends it again with that
+key when the connection drops before the answer, so a lost answer never makes two jobs.
+A script that may run the same command again (after a crash, from a retrying scheduler)
+passes its own --idempotency-key (1 to 255 printable ASCII characters, for example
+"onboard-alice-2026-12"): a run with a key used before prints the job the first run
+created and creates nothing; the same key with different flags is refused.`,
 		Args: exactArgs(),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			req.Kind = jobs.Kind(kind)
@@ -59,9 +67,15 @@ $TOKENFLEET_TOKEN. --token-serial names a token the agent has not reported yet.`
 					return err
 				}
 			}
-			j, err := c.CreateJob(cmd.Context(), req)
+			j, replayed, err := c.CreateJobWithKey(cmd.Context(), req, key)
 			if err != nil {
 				return err
+			}
+			if replayed {
+				// stdout stays the job ID alone, as scripts capture it.
+				if _, err := fmt.Fprintf(e.stderr, "job %s was created by an earlier request with this idempotency key; nothing new was created\n", j.ID); err != nil {
+					return err
+				}
 			}
 			if asJSON {
 				return printJSON(e.stdout, j)
@@ -82,6 +96,7 @@ $TOKENFLEET_TOKEN. --token-serial names a token the agent has not reported yet.`
 	f.StringVar(&kind, "kind", string(jobs.KindIssue), "job kind")
 	f.StringVar(&deadline, "deadline", "", "deadline: RFC 3339 time or a span from now (72h, 3d); default: the profile's expires_after")
 	f.BoolVar(&asJSON, "json", false, "print the created job as JSON instead of its ID")
+	f.StringVar(&key, "idempotency-key", "", "name this request: running again with the same key returns the job the first run created (default: a random key per run)")
 	for _, name := range []string{"holder", "agent", "profile"} {
 		_ = cmd.MarkFlagRequired(name)
 	}

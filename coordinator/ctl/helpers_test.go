@@ -41,6 +41,7 @@ func runCtl(t *testing.T, environ map[string]string, stdin string, args ...strin
 // seenRequest is what the fake API received.
 type seenRequest struct {
 	Method, Path, Query, Auth, ContentType, Body string
+	IdempotencyKey                               string
 }
 
 // fakeAPI is a coordinator stand-in: each route answers with a fixed handler and every
@@ -66,7 +67,8 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	f.mu.Lock()
 	f.seen = append(f.seen, seenRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-		Auth: r.Header.Get("Authorization"), ContentType: r.Header.Get("Content-Type"), Body: string(b)})
+		Auth: r.Header.Get("Authorization"), ContentType: r.Header.Get("Content-Type"), Body: string(b),
+		IdempotencyKey: r.Header.Get("Idempotency-Key")})
 	f.mu.Unlock()
 	h, ok := f.routes[r.Method+" "+r.URL.Path]
 	if !ok {
