@@ -324,9 +324,49 @@ func (b *builder) needSerial(why string) error {
 	return nil
 }
 
+// inFlight are the states of a job whose dispatch may be on its way or running: with
+// the dispatch written (approved), sent, or under way on the agent.
+var inFlight = []jobs.State{jobs.StateApproved, jobs.StateDispatched, jobs.StateRunning,
+	jobs.StateAwaitingCertificate, jobs.StateInstalling}
+
+// fence makes a job that carries a token's PINs wait while another job on that token is
+// in flight: the other job may change the PINs (unblock, wipe, initialise), and a PIN
+// sent before it did is stale: the job fails with token.pin_incorrect, and each try
+// counts against the token's retry counter, which locks a real token after a few. The
+// waiting job goes once the other ends (its result wakes the waiting jobs).
+func (b *builder) fence(ctx context.Context) error {
+	if b.serial == "" {
+		return nil
+	}
+	others, _, err := b.r.ListJobs(ctx, store.JobFilter{TokenSerial: b.serial, States: inFlight}, store.Page{Limit: 20})
+	if err != nil {
+		return err
+	}
+	for _, o := range others {
+		if o.ID == b.job.ID {
+			continue
+		}
+		if o.State == jobs.StateApproved {
+			// Approved and waiting itself: in flight only once its dispatch is written.
+			a, err := b.r.GetJobAttempt(ctx, o.ID, o.Attempt)
+			if errors.Is(err, store.ErrNotFound) || (err == nil && a.DispatchMessageID == "") {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return waitf("job %s (%s) is in progress on token %s and may change its PINs: this job goes once it ends", o.ID, o.Kind, b.serial)
+	}
+	return nil
+}
+
 // pins adds the token's current PINs of the purposes given, sealed to the agent for this
-// job and attempt.
+// job and attempt, once no other job in flight on the token may change them (fence).
 func (b *builder) pins(ctx context.Context, purposes ...string) error {
+	if err := b.fence(ctx); err != nil {
+		return err
+	}
 	if len(b.agent.PublicKey) == 0 {
 		return waitf("agent %s has not said hello yet: its seal key, which the job's PINs are sealed to, is unknown", b.agent.ID)
 	}

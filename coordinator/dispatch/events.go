@@ -282,9 +282,9 @@ func (d *Dispatcher) onResult(ctx context.Context, jt *service.JobTx, e *jobEven
 			return "", v, err
 		}
 	}
-	if len(kept) > 0 || len(e.outputs.Tokens) > 0 {
-		v.wake = true // a job waiting for these PINs or tokens may go now
-	}
+	// A job waiting for these PINs or tokens, or for this attempt to end on its token
+	// (fence), may go now.
+	v.wake = true
 	note := ""
 	if len(kept) > 0 {
 		note = "; kept " + strings.Join(kept, ", ")

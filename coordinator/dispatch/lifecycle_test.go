@@ -317,3 +317,56 @@ func TestUnroutableDispatch(t *testing.T) {
 		t.Errorf("dispatch %s, want %s", env.ID, att.DispatchMessageID)
 	}
 }
+
+// TestPINsWaitForTheTokensOtherJob: a job that carries a token's PINs is not sent while
+// another job on the token is in flight, since that job may change them: a renew queued
+// while an unblock_pin runs waits, saying for which job, and goes once the unblock ended,
+// with the user PIN the unblock set, not the one before it.
+func TestPINsWaitForTheTokensOtherJob(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, "shared")
+	a := w.agent("ws-fence", "")
+	a.Hello()
+	issue := w.job(jobs.KindIssue, "ws-fence", "blank-issue", "")
+	is := a.IssueUntilCSR(a.Next(protocol.TypeDispatch, issue.ID), "F1")
+	a.Finish(is)
+	w.waitState(issue.ID, jobs.StateSucceeded)
+	a.Hello(dispatchtest.Token("F1", true))
+
+	unblock := w.job(jobs.KindUnblockPIN, "ws-fence", "unblock", "F1")
+	uenv := a.Next(protocol.TypeDispatch, unblock.ID)
+	w.waitState(unblock.ID, jobs.StateDispatched)
+
+	renew := w.job(jobs.KindRenew, "ws-fence", "blank-issue", "F1")
+	waiting := w.waitAudit(audit.ActionJobWaiting, renew.ID)
+	if r := waiting[0].Reason; !strings.Contains(r, unblock.ID) || !strings.Contains(r, "may change its PINs") {
+		t.Errorf("the renew waits because %q, want the unblock job named", r)
+	}
+	if d, err := w.admin.GetJob(w.ctx, renew.ID); err != nil || d.State != jobs.StateApproved {
+		t.Fatalf("renew while the unblock runs: %+v, %v", d.Job, err)
+	}
+
+	ud, err := protocol.DecodeBody[protocol.JobDispatch](uenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const newPIN = "246810"
+	ub := &dispatchtest.Issued{Ref: uenv.Job(), Dispatch: ud, Serial: "F1", Pins: dispatchtest.Pins{User: newPIN, SO: is.Pins.SO}}
+	a.Progress(ub.Ref, protocol.Progress{Step: protocol.StepTokenFound, TokenSerial: "F1"})
+	a.Progress(ub.Ref, protocol.Progress{Step: protocol.StepVerified})
+	a.Result(ub, protocol.OutcomeSucceeded, nil)
+	w.waitState(unblock.ID, jobs.StateSucceeded)
+
+	renv := a.Next(protocol.TypeDispatch, renew.ID)
+	rd, err := protocol.DecodeBody[protocol.JobDispatch](renv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd.PINs == nil || rd.PINs.UserPIN == nil {
+		t.Fatalf("renew dispatch without a user PIN: %+v", rd)
+	}
+	if got := a.OpenPIN(renv.Job(), rd.PINs.UserPIN, protocol.PurposeUserPIN); got != newPIN {
+		t.Errorf("the renew carries user PIN %q, want %q, the one the unblock set (the issue's was %q)", got, newPIN, is.Pins.User)
+	}
+	w.verifyAudit()
+}
