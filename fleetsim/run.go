@@ -179,7 +179,7 @@ func Run(ctx context.Context, cfg RunConfig, fleet Runner) (*Report, error) {
 		rep.SettledAfterLastStart = secs(time.Since(lastStart))
 		cfg.Log.Info().Float64("seconds", float64(rep.SettledAfterLastStart)).Msg("the coordinator's queues are drained")
 	}
-	cfg.Log.Info().Dur("window", cfg.Window).Msg("measuring the steady window")
+	cfg.Log.Info().Dur("window_ms", cfg.Window).Msg("measuring the steady window")
 
 	// The steady window: nothing is asked of the API meanwhile, so the coordinator's CPU
 	// is presence's alone.
