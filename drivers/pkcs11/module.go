@@ -30,10 +30,46 @@ type library struct {
 	refs     int
 	finalize bool // we called C_Initialize, so C_Finalize is ours to call
 
-	mu sync.Mutex // guards turns
+	mu sync.Mutex // guards turns and open
 	// turns holds, per token serial, the 1-slot semaphore every Token on that token holds
 	// while it calls the module, whichever Module of this library it came from: see Token.
 	turns map[string]chan struct{}
+	// open holds, per token serial, the Tokens on it not closed yet, whichever Module of
+	// this library they came from: initialising a token must first end their sessions.
+	open map[string]map[*Token]struct{}
+}
+
+// track notes t as open, or (open false) closed.
+func (l *library) track(t *Token, open bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !open {
+		delete(l.open[t.serial], t)
+		if len(l.open[t.serial]) == 0 {
+			delete(l.open, t.serial)
+		}
+		return
+	}
+	if l.open == nil {
+		l.open = map[string]map[*Token]struct{}{}
+	}
+	if l.open[t.serial] == nil {
+		l.open[t.serial] = map[*Token]struct{}{}
+	}
+	l.open[t.serial][t] = struct{}{}
+}
+
+// others returns the other open Tokens on t's token.
+func (l *library) others(t *Token) []*Token {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*Token, 0, len(l.open[t.serial]))
+	for o := range l.open[t.serial] {
+		if o != t {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // turn returns the semaphore of the token with the serial.
@@ -381,6 +417,7 @@ func (m *Module) FindToken(ctx context.Context, sel *uri.URI) (*Token, error) {
 		return nil, &Error{Op: op, Code: CodeGeneralError, Err: fmt.Errorf("module %s is closed", m.path)}
 	}
 	m.tokens[t] = struct{}{}
+	m.lib.track(t, true)
 	return t, nil
 }
 

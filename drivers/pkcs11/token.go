@@ -187,6 +187,7 @@ func (t *Token) closeSession() {
 	defer t.release()
 	t.dropSessionLocked()
 	t.closed = true
+	t.mod.lib.track(t, false)
 }
 
 // Close ends the token's session, which logs it out. Calling it twice is harmless.
@@ -387,6 +388,13 @@ func (t *Token) Init(ctx context.Context, opts InitOptions) (TokenInfo, error) {
 			return &Error{Op: op, Code: CodeAlreadyInitialized, Err: errors.New("the token is initialised already; wiping it needs Force")}
 		}
 		t.dropSessionLocked()
+		// C_InitToken refuses while any session is open on the token: other Tokens on it
+		// (an inventory scan's, say) may hold one between their calls. Holding the turn,
+		// none of them is in a call: end their sessions too; each opens a new one at its
+		// next call, as after a removal.
+		for _, o := range t.mod.lib.others(t) {
+			o.dropSessionLocked()
+		}
 		info, err = initToken(t.mod.b, op, slot, opts)
 		t.epoch++
 		t.mechs = nil

@@ -119,6 +119,30 @@ func TestInitNeedsForceToWipe(t *testing.T) {
 	}
 }
 
+// TestInitEndsOtherSessions: a token is wiped while another Token on it, from another
+// Module of the same library (an inventory scan's, say), holds a session between its
+// calls: C_InitToken would refuse with CKR_SESSION_EXISTS, so the wipe ends that session
+// first, and the other Token opens a new one at its next call.
+func TestInitEndsOtherSessions(t *testing.T) {
+	ctx := context.Background()
+	_, tok, label := loggedIn(t, pkcs11.Options{})
+	other := openToken(t, openModule(t, pkcs11.Options{}), tok.Serial())
+	if _, err := other.Certificates(ctx); err != nil { // opens its session, which stays
+		t.Fatal(err)
+	}
+	wiped := label + "-o"
+	if _, err := tok.Init(ctx, pkcs11.InitOptions{Label: wiped, SOPIN: soPIN, Force: true}); err != nil {
+		t.Fatalf("wipe while another Token holds a session: %v", err)
+	}
+	info, err := other.Info(ctx)
+	if err != nil || info.Label != wiped {
+		t.Fatalf("the other Token after the wipe: %+v, %v", info, err)
+	}
+	if certs, err := other.Certificates(ctx); err != nil || len(certs) != 0 {
+		t.Errorf("the other Token's next call after the wipe: %d certificates, %v", len(certs), err)
+	}
+}
+
 func TestChangePINs(t *testing.T) {
 	ctx := context.Background()
 	_, tok, label := loggedIn(t, pkcs11.Options{})

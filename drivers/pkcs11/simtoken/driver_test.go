@@ -411,17 +411,30 @@ func TestKeySpecs(t *testing.T) {
 }
 
 // Re-initialising needs the SO PIN and no other session on the token, and wipes it.
+// (The driver ends the sessions of its own other Tokens on the token first; a session
+// opened outside it, as another process would, makes the token refuse.)
 func TestReinitialise(t *testing.T) {
 	ctx := context.Background()
-	_, mod, tok := ready(t, simtoken.Options{})
+	b, mod, tok := ready(t, simtoken.Options{})
 	if _, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{1}, Spec: pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}}); err != nil {
 		t.Fatal(err)
 	}
 	other := findToken(t, mod, "SIM0001")
 	_, err := other.Init(ctx, pkcs11.InitOptions{Label: "bob", SOPIN: soPIN})
 	wantCode(t, err, pkcs11.CodeAlreadyInitialized)
+	slots, err := b.GetSlotList(true)
+	if err != nil || len(slots) != 1 {
+		t.Fatalf("slots %v, %v", slots, err)
+	}
+	outside, err := b.OpenSession(slots[0], p11.CKF_SERIAL_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, err = other.Init(ctx, pkcs11.InitOptions{Label: "bob", SOPIN: soPIN, Force: true})
-	wantCode(t, err, pkcs11.CodeSessionError) // tok's session is open
+	wantCode(t, err, pkcs11.CodeSessionError) // the outside session is open
+	if err := b.CloseSession(outside); err != nil {
+		t.Fatal(err)
+	}
 	if err := tok.Close(); err != nil {
 		t.Fatal(err)
 	}
