@@ -522,8 +522,14 @@ func (c *campaign) faultsDue() int {
 // jobs before it have fired: faults land among the jobs, not after them.
 func (c *campaign) waitFaults(n int64) {
 	want := sort.Search(len(c.faultsAt), func(i int) bool { return c.faultsAt[i] > n-1 })
-	for int(c.faultsRun.Load()) < want && c.ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond) // polling interval for the fault loop to catch up
+	tick := time.NewTicker(20 * time.Millisecond) // the fault loop runs its own pace: poll it
+	defer tick.Stop()
+	for int(c.faultsRun.Load()) < want {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }
 
