@@ -387,38 +387,6 @@ func slotIn(s softStore, serial string) (string, error) {
 	return found[0], nil
 }
 
-// parseSlots reads pkcs11-tool --list-slots.
-func parseSlots(out string) []slotInfo {
-	var slots []slotInfo
-	for _, line := range strings.Split(out, "\n") {
-		if rest, ok := strings.CutPrefix(line, "Slot "); ok {
-			_, id, _ := strings.Cut(rest, "(")
-			id, _, _ = strings.Cut(id, ")")
-			slots = append(slots, slotInfo{id: id})
-			continue
-		}
-		if len(slots) == 0 {
-			continue
-		}
-		s := &slots[len(slots)-1]
-		key, value, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		value = strings.TrimSpace(value)
-		switch strings.TrimSpace(key) {
-		case "token label":
-			s.label = value
-		case "serial num":
-			s.serial = value
-		case "token flags":
-			s.flags = value
-			s.initialized = strings.Contains(value, "token initialized")
-		}
-	}
-	return slots
-}
-
 // parseObjects reads pkcs11-tool --list-objects.
 func parseObjects(out string) []object {
 	var objs []object

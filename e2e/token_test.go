@@ -61,18 +61,23 @@ type slotInfo struct {
 // slots lists the slots of the store.
 func slots(t testing.TB) []slotInfo {
 	t.Helper()
-	var out []slotInfo
-	for _, line := range strings.Split(p11(t, "--list-slots"), "\n") {
+	return parseSlots(p11(t, "--list-slots"))
+}
+
+// parseSlots reads pkcs11-tool --list-slots.
+func parseSlots(out string) []slotInfo {
+	var slots []slotInfo
+	for _, line := range strings.Split(out, "\n") {
 		if rest, ok := strings.CutPrefix(line, "Slot "); ok {
 			_, id, _ := strings.Cut(rest, "(")
 			id, _, _ = strings.Cut(id, ")")
-			out = append(out, slotInfo{id: id})
+			slots = append(slots, slotInfo{id: id})
 			continue
 		}
-		if len(out) == 0 {
+		if len(slots) == 0 {
 			continue
 		}
-		s := &out[len(out)-1]
+		s := &slots[len(slots)-1]
 		key, value, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
@@ -88,7 +93,7 @@ func slots(t testing.TB) []slotInfo {
 			s.initialized = strings.Contains(value, "token initialized")
 		}
 	}
-	return out
+	return slots
 }
 
 // slotOf finds the token with the serial and fails the test unless exactly one has it.
