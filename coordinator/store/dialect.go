@@ -152,18 +152,51 @@ type dbtx interface {
 type q struct {
 	db dbtx
 	d  *dialect
+	// stmts, on SQLite, prepares each query once (see stmtCache): the pool's own cache,
+	// or the writer's when tx is set.
+	stmts *stmtCache
+	tx    *sql.Tx // the transaction db is; nil on a pool
+}
+
+// stmt is query's prepared statement, bound to the transaction when there is one; nil
+// when it runs unprepared.
+func (x *q) stmt(ctx context.Context, query string) *sql.Stmt {
+	switch {
+	case x.stmts == nil:
+		return nil
+	case x.tx == nil:
+		return x.stmts.prepare(ctx, query)
+	}
+	st := x.stmts.get(query)
+	if st == nil {
+		x.stmts.want(query)
+		return nil
+	}
+	return x.tx.StmtContext(ctx, st)
 }
 
 func (x *q) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return x.db.ExecContext(ctx, x.d.rebind(query), args...)
+	query = x.d.rebind(query)
+	if st := x.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return x.db.ExecContext(ctx, query, args...)
 }
 
 func (x *q) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return x.db.QueryContext(ctx, x.d.rebind(query), args...)
+	query = x.d.rebind(query)
+	if st := x.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return x.db.QueryContext(ctx, query, args...)
 }
 
 func (x *q) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	return x.db.QueryRowContext(ctx, x.d.rebind(query), args...)
+	query = x.d.rebind(query)
+	if st := x.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return x.db.QueryRowContext(ctx, query, args...)
 }
 
 // scanner is *sql.Row or *sql.Rows.

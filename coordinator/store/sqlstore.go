@@ -20,6 +20,8 @@ type sqlStore struct {
 	rdb *sql.DB // reads outside transactions
 	wdb *sql.DB // transactions and migrations; the same pool as rdb on PostgreSQL
 	log zerolog.Logger
+	// rstmts and wstmts are the prepared statements of rdb and wdb, on SQLite only.
+	rstmts, wstmts *stmtCache
 
 	closeOnce sync.Once
 	closeErr  error
@@ -29,7 +31,12 @@ type sqlStore struct {
 type tx struct{ *q }
 
 func newSQLStore(d *dialect, rdb, wdb *sql.DB, log zerolog.Logger) *sqlStore {
-	return &sqlStore{Reader: &q{db: rdb, d: d}, d: d, rdb: rdb, wdb: wdb, log: log}
+	s := &sqlStore{d: d, rdb: rdb, wdb: wdb, log: log}
+	if d == sqliteDialect {
+		s.rstmts, s.wstmts = newStmtCache(rdb), newStmtCache(wdb)
+	}
+	s.Reader = &q{db: rdb, d: d, stmts: s.rstmts}
+	return s
 }
 
 func (s *sqlStore) Driver() string { return s.d.name }
@@ -89,8 +96,12 @@ func (s *sqlStore) inTx(ctx context.Context, fn func(Tx) error) (err error) {
 			// fn panicked: leave nothing behind, then let the panic go on.
 			_ = sqlTx.Rollback()
 		}
+		if s.wstmts != nil {
+			// The writer's connection is free again: prepare what the transaction met.
+			s.wstmts.preparePending(context.WithoutCancel(ctx))
+		}
 	}()
-	if err := fn(tx{&q{db: sqlTx, d: s.d}}); err != nil {
+	if err := fn(tx{&q{db: sqlTx, d: s.d, stmts: s.wstmts, tx: sqlTx}}); err != nil {
 		done = true
 		if rbErr := sqlTx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
 			s.log.Warn().Err(rbErr).Msg("rollback failed")
@@ -106,6 +117,10 @@ func (s *sqlStore) inTx(ctx context.Context, fn func(Tx) error) (err error) {
 
 func (s *sqlStore) Close() error {
 	s.closeOnce.Do(func() {
+		if s.rstmts != nil {
+			_ = s.rstmts.close()
+			_ = s.wstmts.close()
+		}
 		s.closeErr = s.rdb.Close()
 		if s.wdb != s.rdb {
 			if err := s.wdb.Close(); err != nil && s.closeErr == nil {
@@ -114,4 +129,21 @@ func (s *sqlStore) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// Savepoints are named alike: both back ends act on the latest of a name, so they nest.
+// They run unprepared: they are few and the statement cache is for queries.
+func (x *q) Savepoint(ctx context.Context) error {
+	_, err := x.db.ExecContext(ctx, "SAVEPOINT tf_sp")
+	return x.d.wrap("savepoint", err)
+}
+
+func (x *q) RollbackToSavepoint(ctx context.Context) error {
+	_, err := x.db.ExecContext(ctx, "ROLLBACK TO SAVEPOINT tf_sp")
+	return x.d.wrap("rollback to savepoint", err)
+}
+
+func (x *q) ReleaseSavepoint(ctx context.Context) error {
+	_, err := x.db.ExecContext(ctx, "RELEASE SAVEPOINT tf_sp")
+	return x.d.wrap("release savepoint", err)
 }

@@ -121,6 +121,13 @@ type Reader interface {
 // method returns an error, return it from the InTx function: on PostgreSQL the
 // transaction is aborted and accepts no further statements.
 type Writer interface {
+	// Savepoint marks a point in the transaction: RollbackToSavepoint undoes what was
+	// written since and leaves the transaction going on; ReleaseSavepoint keeps it and
+	// forgets the mark. Marks nest; each call pair acts on the latest.
+	Savepoint(ctx context.Context) error
+	RollbackToSavepoint(ctx context.Context) error
+	ReleaseSavepoint(ctx context.Context) error
+
 	CreateOrganization(ctx context.Context, o Organization) (Organization, error)
 
 	CreateUser(ctx context.Context, u User) (User, error)

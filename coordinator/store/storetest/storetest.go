@@ -71,6 +71,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"TxCommitsTogether", testTxCommit},
 		{"TxRollbackLeavesNothing", testTxRollback},
 		{"TxPanicRollsBack", testTxPanic},
+		{"TxSavepoints", testTxSavepoints},
 		{"TimesRoundTrip", testTimes},
 		{"NotFound", testNotFound},
 		{"BadPages", testBadPages},

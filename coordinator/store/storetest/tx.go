@@ -387,3 +387,68 @@ func testConcurrentOpen(t *testing.T, h *harness) {
 	}
 	checkMigrationsOnce(t, h, cfg)
 }
+
+// testTxSavepoints: what a transaction wrote after a savepoint is undone by rolling back
+// to it, even after the database refused a write there (which on PostgreSQL aborts the
+// transaction until then), and the transaction goes on and commits the rest; savepoints
+// nest, and a released one keeps what was written after it.
+func testTxSavepoints(t *testing.T, h *harness) {
+	f := newFixture(t, h)
+	j := f.createJob(t, h, nil)
+	h.tx(t, func(tx store.Tx) error {
+		if _, err := tx.CreateOrganization(h.ctx, store.Organization{Name: "Kept before"}); err != nil {
+			return err
+		}
+		if err := tx.Savepoint(h.ctx); err != nil {
+			return err
+		}
+		if err := stateChange(h, tx, j, "undone"); err != nil {
+			return err
+		}
+		bad := f.job()
+		bad.RequesterID = "nobody"
+		if _, err := tx.CreateJob(h.ctx, bad); !errors.Is(err, store.ErrInvalid) {
+			return fmt.Errorf("a job of nobody: %v, want refused", err)
+		}
+		if err := tx.RollbackToSavepoint(h.ctx); err != nil {
+			return err
+		}
+		if err := tx.ReleaseSavepoint(h.ctx); err != nil {
+			return err
+		}
+		// Nested: the inner one is undone, the outer one kept.
+		if err := tx.Savepoint(h.ctx); err != nil {
+			return err
+		}
+		if _, err := tx.CreateOrganization(h.ctx, store.Organization{Name: "Kept after"}); err != nil {
+			return err
+		}
+		if err := tx.Savepoint(h.ctx); err != nil {
+			return err
+		}
+		if _, err := tx.CreateOrganization(h.ctx, store.Organization{Name: "Undone inner"}); err != nil {
+			return err
+		}
+		if err := tx.RollbackToSavepoint(h.ctx); err != nil {
+			return err
+		}
+		if err := tx.ReleaseSavepoint(h.ctx); err != nil {
+			return err
+		}
+		return tx.ReleaseSavepoint(h.ctx)
+	})
+	for _, name := range []string{"Kept before", "Kept after"} {
+		must(h.s.GetOrganizationByName(h.ctx, name))(t)
+	}
+	_, err := h.s.GetOrganizationByName(h.ctx, "Undone inner")
+	wantErr(t, err, store.ErrNotFound)
+	equal(t, "job untouched", must(h.s.GetJob(h.ctx, j.ID))(t), j)
+	_, err = h.s.GetInbox(h.ctx, "undone")
+	wantErr(t, err, store.ErrNotFound)
+	if ms := must(h.s.ListUnsentOutbox(h.ctx, 10))(t); len(ms) != 0 {
+		t.Fatalf("outbox message written after the savepoint survived: %+v", ms)
+	}
+	if es := readAudit(t, h); len(es) != 0 {
+		t.Fatalf("audit entries written after the savepoint survived: %+v", es)
+	}
+}
