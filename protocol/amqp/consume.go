@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -20,7 +21,8 @@ type Consumer struct {
 	c      *Conn
 	queue  string
 	opts   ConsumeOptions
-	h      Handler
+	h      BatchHandler
+	batch  int // the most deliveries h gets at once
 	log    zerolog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -53,11 +55,31 @@ const maxTrackedRetries = 10_000
 // against the envelope, opts.Senders); one that fails is dead-lettered
 // without reaching h, and the consumer goes on.
 func (c *Conn) Consume(ctx context.Context, queue string, opts ConsumeOptions, h Handler) (*Consumer, error) {
-	if err := opts.fill(); err != nil {
-		return nil, err
-	}
 	if h == nil {
 		return nil, errors.New("consume: nil handler")
+	}
+	return c.consume(ctx, queue, opts, 1, func(ctx context.Context, ds []*Delivery) []Outcome {
+		return []Outcome{h(ctx, ds[0])}
+	})
+}
+
+// ConsumeBatch is Consume with a handler that takes the deliveries already received
+// together, at most maxBatch of them: the first as soon as it arrives, with those that
+// arrived behind it, never waiting for more. A handler that stores what it handles can
+// then store a burst of messages in one transaction. Everything else is Consume's.
+func (c *Conn) ConsumeBatch(ctx context.Context, queue string, opts ConsumeOptions, maxBatch int, h BatchHandler) (*Consumer, error) {
+	if h == nil {
+		return nil, errors.New("consume: nil handler")
+	}
+	if maxBatch < 1 {
+		return nil, fmt.Errorf("consume: batch of %d: want at least 1", maxBatch)
+	}
+	return c.consume(ctx, queue, opts, maxBatch, h)
+}
+
+func (c *Conn) consume(ctx context.Context, queue string, opts ConsumeOptions, maxBatch int, h BatchHandler) (*Consumer, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
 	}
 	if opts.Senders == SenderSharedUser {
 		c.sharedUserWarning.Do(func() {
@@ -71,6 +93,7 @@ func (c *Conn) Consume(ctx context.Context, queue string, opts ConsumeOptions, h
 		queue:   queue,
 		opts:    opts,
 		h:       h,
+		batch:   maxBatch,
 		log:     c.log.With().Str("queue", queue).Logger(),
 		cancel:  cancel,
 		done:    make(chan struct{}),
@@ -253,23 +276,68 @@ func (cons *Consumer) serve(ctx context.Context, sub *subscription) error {
 				}
 				return errors.New("the broker cancelled the consumer (queue deleted?)")
 			}
-			cons.handle(ctx, sub, d)
+			cons.handle(ctx, sub, cons.gather(sub, d))
 		}
 	}
 }
 
-func (cons *Consumer) handle(ctx context.Context, sub *subscription, d amqp091.Delivery) {
-	del, err := cons.check(d)
-	if err != nil {
-		if cons.opts.OnRefused != nil {
-			env, _ := protocol.Decode(d.Body) // nil when it does not decode: that is the refusal
-			cons.opts.OnRefused(ctx, Refusal{Queue: cons.queue, MessageID: d.MessageId, RoutingKey: d.RoutingKey,
-				UserID: d.UserId, Envelope: env, Err: err})
+// gather returns first with the deliveries already received behind it, up to the batch
+// size, without waiting for any. A closed deliveries channel is left for serve to find.
+func (cons *Consumer) gather(sub *subscription, first amqp091.Delivery) []amqp091.Delivery {
+	ds := []amqp091.Delivery{first}
+	yielded := false
+	for len(ds) < cons.batch {
+		select {
+		case d, ok := <-sub.deliveries:
+			if !ok {
+				return ds
+			}
+			ds = append(ds, d)
+			yielded = false
+		default:
+			if yielded {
+				return ds
+			}
+			// The client library hands deliveries over from a goroutine of its own, which
+			// this receive has just made runnable: let it run once before deciding that
+			// nothing more is there.
+			runtime.Gosched()
+			yielded = true
 		}
-		cons.deadLetter(ctx, sub, d, err)
+	}
+	return ds
+}
+
+// handle checks each delivery, dead-letters those refused, hands the others to the
+// handler together and settles each with its own outcome, in the order received.
+func (cons *Consumer) handle(ctx context.Context, sub *subscription, ds []amqp091.Delivery) {
+	raw := make([]amqp091.Delivery, 0, len(ds))
+	dels := make([]*Delivery, 0, len(ds))
+	for _, d := range ds {
+		del, err := cons.check(d)
+		if err != nil {
+			if cons.opts.OnRefused != nil {
+				env, _ := protocol.Decode(d.Body) // nil when it does not decode: that is the refusal
+				cons.opts.OnRefused(ctx, Refusal{Queue: cons.queue, MessageID: d.MessageId, RoutingKey: d.RoutingKey,
+					UserID: d.UserId, Envelope: env, Err: err})
+			}
+			cons.deadLetter(ctx, sub, d, err)
+			continue
+		}
+		raw = append(raw, d)
+		dels = append(dels, del)
+	}
+	if len(dels) == 0 {
 		return
 	}
-	out := cons.call(ctx, del)
+	outs := cons.call(ctx, dels)
+	for i, d := range raw {
+		cons.settle(ctx, sub, d, dels[i], outs[i])
+	}
+}
+
+// settle acks, dead-letters or requeues one handled delivery as out says.
+func (cons *Consumer) settle(ctx context.Context, sub *subscription, d amqp091.Delivery, del *Delivery, out Outcome) {
 	switch out.kind {
 	case outcomeAck:
 		delete(cons.retries, del.Envelope.ID)
@@ -308,17 +376,48 @@ func (cons *Consumer) handle(ctx context.Context, sub *subscription, d amqp091.D
 	}
 }
 
-// call runs the handler; a panic is a retry, so a message that crashes the
-// handler every time ends in the dead-letter queue instead of the process
-// dying on it in a loop.
-func (cons *Consumer) call(ctx context.Context, d *Delivery) (out Outcome) {
+// call runs the handler on ds and returns one outcome per delivery. When the handler
+// panics on a batch, or answers for another number of deliveries, each delivery is handed
+// to it again alone, so that one poisonous message harms no other; a panic on a delivery
+// alone is a retry, so a message that crashes the handler every time ends in the
+// dead-letter queue instead of the process dying on it in a loop.
+func (cons *Consumer) call(ctx context.Context, ds []*Delivery) []Outcome {
+	outs, err := cons.try(ctx, ds)
+	if err == nil {
+		return outs
+	}
+	if len(ds) == 1 {
+		return []Outcome{Retry(err)}
+	}
+	cons.log.Warn().Err(err).Int("messages", len(ds)).Msg("handling the messages one by one")
+	outs = make([]Outcome, len(ds))
+	for i := range ds {
+		one, err := cons.try(ctx, ds[i:i+1])
+		if err != nil {
+			outs[i] = Retry(err)
+			continue
+		}
+		outs[i] = one[0]
+	}
+	return outs
+}
+
+// try runs the handler once on ds, turning a panic or a wrong number of outcomes into an
+// error.
+func (cons *Consumer) try(ctx context.Context, ds []*Delivery) (outs []Outcome, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			cons.log.Error().Str("message_id", d.Envelope.ID).Str("stack", string(debug.Stack())).Msgf("handler panicked: %v", p)
-			out = Retry(fmt.Errorf("handler panicked: %v", p))
+			cons.log.Error().Str("message_id", ds[0].Envelope.ID).Int("messages", len(ds)).Str("stack", string(debug.Stack())).
+				Msgf("handler panicked: %v", p)
+			outs, err = nil, fmt.Errorf("handler panicked: %v", p)
 		}
 	}()
-	return cons.h(ctx, d)
+	outs = cons.h(ctx, ds)
+	if len(outs) != len(ds) {
+		cons.log.Error().Int("messages", len(ds)).Int("outcomes", len(outs)).Msg("handler answered for another number of messages")
+		return nil, fmt.Errorf("handler gave %d outcomes for %d messages", len(outs), len(ds))
+	}
+	return outs, nil
 }
 
 func orInternal(err error) error {

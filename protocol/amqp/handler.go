@@ -70,3 +70,8 @@ func Reject(err error) Outcome { return Outcome{kind: outcomeReject, err: err} }
 // Handler handles one delivery. It runs on the consumer's goroutine, one
 // delivery at a time; ctx ends when the consumer stops.
 type Handler func(ctx context.Context, d *Delivery) Outcome
+
+// BatchHandler handles deliveries received together (ConsumeBatch) and returns one
+// outcome for each, outs[i] for ds[i]. It runs on the consumer's goroutine, one batch at
+// a time; ds is never empty.
+type BatchHandler func(ctx context.Context, ds []*Delivery) []Outcome

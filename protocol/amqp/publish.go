@@ -72,6 +72,32 @@ func (c *Conn) PublishEvent(ctx context.Context, env *protocol.Envelope) error {
 	return c.Publish(ctx, protocol.EventsExchange, key, env)
 }
 
+// PublishEvents publishes agent → coordinator messages as PublishEvent does, in their
+// order on one channel with their confirms in flight together (PublishBatch): a burst
+// costs about one round trip to the broker instead of one a message. errs[i] is the
+// outcome of envs[i], with PublishBatch's errors.
+func (c *Conn) PublishEvents(ctx context.Context, envs []*protocol.Envelope) []error {
+	errs := make([]error, len(envs))
+	msgs := make([]Outgoing, 0, len(envs))
+	at := make([]int, 0, len(envs)) // index in envs of each of msgs
+	for i, env := range envs {
+		if env == nil {
+			errs[i] = protocol.NewError(protocol.CodeBadRequest, "envelope: nil")
+			continue
+		}
+		key, err := protocol.EventRoutingKey(env.Type, env.AgentID)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		msgs, at = append(msgs, Outgoing{Exchange: protocol.EventsExchange, Key: key, Env: env}), append(at, i)
+	}
+	for k, err := range c.PublishBatch(ctx, msgs) {
+		errs[at[k]] = err
+	}
+	return errs
+}
+
 // PublishCommand publishes a coordinator → agent message to the commands
 // exchange, routed to env.AgentID. A missing agent queue makes it fail with
 // ErrReturned.
