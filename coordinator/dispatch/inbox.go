@@ -36,10 +36,79 @@ type verdict struct {
 // errUndo rolls back the transaction of a message that is refused or handed back.
 var errUndo = errors.New("dispatch: message refused or handed back; nothing of it is kept")
 
-// handleEvent is the events queue's handler: one transaction per message, in which the
-// job owner makes every job change and which records the message ID in the inbox, so that
-// a redelivered message changes nothing. A refused message changes nothing but the audit
-// log; a store failure asks for the message again later.
+// maxEventBatch bounds the messages handled in one transaction: the consumer's prefetch.
+const maxEventBatch = amqp.DefaultPrefetch
+
+// handleEvents is the events queues' handler. Heartbeats are kept in memory. The other
+// events received together are handled in one transaction, each in a savepoint of its
+// own: a burst, such as an agent's last progress steps with its CSR behind them or the
+// results of many agents, costs one commit instead of one each, and the last of it waits
+// for no commit of those before it. A message refused or handed back is undone alone, and
+// the others are kept. When the transaction itself fails, each message is handled again
+// in a transaction of its own (handleEvent), so that one message's failure is its own.
+func (d *Dispatcher) handleEvents(ctx context.Context, dels []*amqp.Delivery) []amqp.Outcome {
+	outs := make([]amqp.Outcome, len(dels))
+	var events []*amqp.Delivery
+	var at []int // index in dels of each of events
+	for i, del := range dels {
+		if del.Envelope.Type == protocol.TypeHeartbeat {
+			outs[i] = d.handleHeartbeat(ctx, del)
+			continue
+		}
+		events, at = append(events, del), append(at, i)
+	}
+	if len(events) == 1 {
+		outs[at[0]] = d.handleEvent(ctx, events[0])
+		return outs
+	}
+	if len(events) == 0 {
+		return outs
+	}
+	vs, err := d.processTogether(ctx, events)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Debug().Err(err).Int("messages", len(events)).Msg("events not processed together; processing them one by one")
+		}
+		for k, del := range events {
+			outs[at[k]] = d.handleEvent(ctx, del)
+		}
+		return outs
+	}
+	d.opts.Observer.EventsTogether(len(events))
+	for k, del := range events {
+		outs[at[k]] = d.settle(ctx, del, vs[k])
+	}
+	return outs
+}
+
+// processTogether processes events in one transaction, each in a savepoint, and returns
+// the verdict of each. An error is the transaction's: nothing of it is kept.
+func (d *Dispatcher) processTogether(ctx context.Context, events []*amqp.Delivery) ([]verdict, error) {
+	vs := make([]verdict, len(events))
+	err := d.update(ctx, func(jt *service.JobTx) error {
+		clear(vs) // a transaction run again starts afresh
+		for k, del := range events {
+			err := jt.Try(ctx, func() error {
+				var err error
+				vs[k], err = d.process(ctx, jt, del)
+				if err == nil && (vs[k].reject != nil || vs[k].later != nil) {
+					return errUndo
+				}
+				return err
+			})
+			if err != nil && !errors.Is(err, errUndo) {
+				return err
+			}
+		}
+		return nil
+	})
+	return vs, err
+}
+
+// handleEvent handles one event in a transaction of its own, in which the job owner makes
+// every job change and which records the message ID in the inbox, so that a redelivered
+// message changes nothing. A refused message changes nothing but the audit log; a store
+// failure asks for the message again later.
 func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.Outcome {
 	if del.Envelope.Type == protocol.TypeHeartbeat {
 		return d.handleHeartbeat(ctx, del)
@@ -53,15 +122,29 @@ func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.O
 		}
 		return err
 	})
-	if errors.Is(err, errUndo) {
-		err = d.recordRefusal(ctx, v)
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, errUndo) {
 		if ctx.Err() == nil {
 			d.log.Error().Err(err).Str("message_id", del.Envelope.ID).Str("type", string(del.Envelope.Type)).
 				Str("agent", del.Envelope.AgentID).Msg("event not processed; it is delivered again later")
 		}
 		return amqp.Retry(err)
+	}
+	d.opts.Observer.EventsTogether(1)
+	return d.settle(ctx, del, v)
+}
+
+// settle finishes an event whose transaction has ended with verdict v: it records a
+// refusal (a store failure then asks for the message again), wakes the waiting sweeper
+// when the event may unblock a job, and says what becomes of the delivery.
+func (d *Dispatcher) settle(ctx context.Context, del *amqp.Delivery, v verdict) amqp.Outcome {
+	if v.reject != nil || v.later != nil {
+		if err := d.recordRefusal(ctx, v); err != nil {
+			if ctx.Err() == nil {
+				d.log.Error().Err(err).Str("message_id", del.Envelope.ID).Str("type", string(del.Envelope.Type)).
+					Str("agent", del.Envelope.AgentID).Msg("refusal not recorded; the event is delivered again later")
+			}
+			return amqp.Retry(err)
+		}
 	}
 	if v.wake {
 		kick(d.waitingKick)

@@ -16,6 +16,8 @@ type Observer interface {
 	DeadLettered(queue string, code protocol.ErrorCode)
 	// Signed: the CA took this long to sign a certificate, or to fail to.
 	Signed(took time.Duration, err error)
+	// EventsTogether: n agent events were handled in one transaction.
+	EventsTogether(n int)
 }
 
 type nopObserver struct{}
@@ -23,6 +25,7 @@ type nopObserver struct{}
 func (nopObserver) EventRefused(protocol.ErrorCode)         {}
 func (nopObserver) DeadLettered(string, protocol.ErrorCode) {}
 func (nopObserver) Signed(time.Duration, error)             {}
+func (nopObserver) EventsTogether(int)                      {}
 
 // BrokerUp reports whether the dispatcher is connected to the broker right now.
 func (d *Dispatcher) BrokerUp() bool {

@@ -90,7 +90,7 @@ func (d *Dispatcher) runConsumer(ctx context.Context, conn *amqp.Conn, queue str
 	opts := amqp.ConsumeOptions{Senders: senders, MaxRetries: consumeMaxRetries, RetryDelay: consumeRetryDelay,
 		OnRefused: d.onRefused, OnDeadLettered: d.opts.Observer.DeadLettered}
 	for {
-		cons, err := conn.Consume(ctx, queue, opts, d.handleEvent)
+		cons, err := conn.ConsumeBatch(ctx, queue, opts, maxEventBatch, d.handleEvents)
 		if err == nil {
 			<-cons.Done()
 			if ctx.Err() != nil {

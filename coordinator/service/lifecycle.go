@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -53,6 +54,31 @@ func (s *Service) UpdateJobs(ctx context.Context, fn func(jt *JobTx) error) erro
 		return nil
 	}
 	return err
+}
+
+// Try runs fn inside a savepoint of the transaction. When fn fails, everything it wrote is
+// undone and the transitions it made are not counted, while the transaction goes on with
+// what came before; fn's error is returned as it is. Several messages handled in one
+// transaction keep one message's refusal from undoing the others.
+func (jt *JobTx) Try(ctx context.Context, fn func() error) error {
+	if err := jt.Tx.Savepoint(ctx); err != nil {
+		return err
+	}
+	n := len(jt.t.events)
+	if err := fn(); err != nil {
+		jt.t.events = jt.t.events[:n]
+		// ROLLBACK TO keeps the savepoint itself; released, it does not pile up. When
+		// either fails the transaction is unusable: that failure is returned, fn's error
+		// only as text, so that no caller takes it for fn's verdict and goes on.
+		if undoErr := jt.Tx.RollbackToSavepoint(ctx); undoErr != nil {
+			return fmt.Errorf("%v; undoing it: %w", err, undoErr)
+		}
+		if undoErr := jt.Tx.ReleaseSavepoint(ctx); undoErr != nil {
+			return fmt.Errorf("%v; undoing it: %w", err, undoErr)
+		}
+		return err
+	}
+	return jt.Tx.ReleaseSavepoint(ctx)
 }
 
 // Now is the transaction's time, in store precision.

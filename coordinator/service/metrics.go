@@ -19,6 +19,7 @@ type Metrics struct {
 	refused     *prometheus.CounterVec
 	dead        *prometheus.CounterVec
 	signing     *prometheus.HistogramVec
+	together    prometheus.Histogram
 }
 
 // NewMetrics registers the service's and the dispatcher's counters with reg.
@@ -49,8 +50,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time the CA took to sign a certificate, by result (ok or error).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"result"}),
+		together: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "event_transaction_size",
+			Help:    "Agent events handled in one database transaction: bursts that arrive together share one.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32},
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.transitions, m.decisions, m.denials, m.refused, m.dead, m.signing} {
+	for _, c := range []prometheus.Collector{m.transitions, m.decisions, m.denials, m.refused, m.dead, m.signing, m.together} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -86,3 +92,6 @@ func (m *Metrics) Signed(took time.Duration, err error) {
 	}
 	m.signing.WithLabelValues(result).Observe(took.Seconds())
 }
+
+// EventsTogether records n agent events handled in one transaction.
+func (m *Metrics) EventsTogether(n int) { m.together.Observe(float64(n)) }
