@@ -22,6 +22,7 @@ const outboxBatch = 64
 type publisher interface {
 	Ready(ctx context.Context) error
 	PublishEvent(ctx context.Context, env *protocol.Envelope) error
+	PublishEvents(ctx context.Context, envs []*protocol.Envelope) []error
 }
 
 // sender is the agent's only publisher of persistent messages: a hello first on every
@@ -44,6 +45,10 @@ type sender struct {
 	generation *atomic.Uint64
 	connected  <-chan struct{}
 	backoff    amqp.Backoff
+	// held is the progress held back at the head of the outbox; only run touches it.
+	held held
+	// onHold, when set (tests), hears each time drain holds progress back.
+	onHold func(due time.Time)
 }
 
 // said is what the last hello said, and on which connection.
@@ -63,6 +68,7 @@ func (s *sender) run(ctx context.Context) {
 	var (
 		last     said
 		failures int
+		due      time.Time // when progress held back is due; zero when none is
 	)
 	for {
 		err := func() error {
@@ -73,21 +79,28 @@ func (s *sender) run(ctx context.Context) {
 					return err
 				}
 			}
-			if err := s.drain(ctx, func() bool { return s.generation.Load() != last.gen }); err != nil {
+			// A change of tokens waits for the outbox: what jobs journalled goes first,
+			// progress held back included.
+			_, v := s.stock.latest()
+			var err error
+			due, err = s.drain(ctx, func() bool { return s.generation.Load() != last.gen }, v == last.stock)
+			if err != nil {
 				return err
 			}
-			// A change of tokens waits for the outbox: what jobs journalled goes first.
-			if _, v := s.stock.latest(); v != last.stock && s.generation.Load() == last.gen {
+			if _, v := s.stock.latest(); v != last.stock && s.generation.Load() == last.gen && due.IsZero() {
 				return s.sayHello(ctx, &last)
 			}
 			return nil
 		}()
-		var retry *time.Timer
+		var retry, linger *time.Timer
 		switch {
 		case err == nil:
 			failures = 0
 			if s.generation.Load() != last.gen {
 				continue // reconnected meanwhile: hello first
+			}
+			if !due.IsZero() {
+				linger = time.NewTimer(time.Until(due))
 			}
 		case ctx.Err() != nil:
 			return
@@ -103,9 +116,12 @@ func (s *sender) run(ctx context.Context) {
 		case <-s.stock.updated:
 		case <-s.journal.Notify():
 		case <-timerC(retry):
+		case <-timerC(linger):
 		}
-		if retry != nil {
-			retry.Stop()
+		for _, t := range []*time.Timer{retry, linger} {
+			if t != nil {
+				t.Stop()
+			}
 		}
 		if ctx.Err() != nil {
 			return
@@ -147,71 +163,124 @@ func timerC(t *time.Timer) <-chan time.Time {
 	return t.C
 }
 
+// progressLinger is how long a progress step may wait in the outbox for the message that
+// follows it. Steps on a fast token come a millisecond apart, the CSR or the result right
+// behind them: sent together they cost the coordinator one transaction instead of one
+// each, and the CSR or result waits for none of theirs. A CSR, a result or anything else
+// that is not progress never waits, and sends the steps before it with it; a step alone
+// (a slow token's key generation) leaves after this long. An operator watching a job sees
+// its steps that much later at most.
+const progressLinger = 100 * time.Millisecond
+
 // drain publishes the outbox until it is empty, stop says to stop (a new connection wants
-// its hello first), or a publish fails. The messages of a read are marked sent together,
-// after the last one confirmed (or the first failure): one journal commit a read, not one
-// a message, and no commit between two messages that leave together (a step's progress
-// and the result). A crash before the mark sends them again; the coordinator dedupes.
-func (s *sender) drain(ctx context.Context, stop func() bool) error {
+// its hello first), or a publish fails. Each read of the outbox is published together,
+// its confirms in flight at once, and marked sent together after: one round trip to the
+// broker and one journal commit a read, not one a message. A crash before the mark sends
+// them again; the coordinator dedupes.
+//
+// With linger, a read of progress steps alone, none of which waited progressLinger yet,
+// is held: drain returns the time it is due, and zero when nothing waits.
+func (s *sender) drain(ctx context.Context, stop func() bool, linger bool) (time.Time, error) {
 	for {
 		batch, err := s.journal.Unsent(ctx, outboxBatch)
 		if err != nil {
-			return fmt.Errorf("reading the outbox: %w", err)
+			return time.Time{}, fmt.Errorf("reading the outbox: %w", err)
 		}
 		if len(batch) == 0 {
-			return nil
+			return time.Time{}, nil
 		}
-		sent := make([]string, 0, len(batch))
-		var perr error
-		stopped := false
-		for _, o := range batch {
-			if stop != nil && stop() {
-				stopped = true
-				break
+		if linger {
+			if due := s.held.due(batch); !due.IsZero() {
+				if s.onHold != nil {
+					s.onHold(due)
+				}
+				return due, nil
 			}
-			if perr = s.publish(ctx, o); perr != nil {
-				break
-			}
-			sent = append(sent, o.ID)
 		}
+		if stop != nil && stop() {
+			return time.Time{}, nil
+		}
+		sent, perr := s.publish(ctx, batch)
 		if err := s.journal.MarkSent(context.WithoutCancel(ctx), sent...); err != nil {
 			// They were confirmed: sending them again is harmless, the coordinator dedupes.
-			return errors.Join(perr, fmt.Errorf("marking %d messages sent: %w", len(sent), err))
+			return time.Time{}, errors.Join(perr, fmt.Errorf("marking %d messages sent: %w", len(sent), err))
 		}
 		for _, o := range batch[:len(sent)] {
 			s.log.Debug().Str("message_id", o.ID).Str("type", string(o.Type)).Str("job", o.JobID).Uint32("attempt", o.Attempt).Msg("sent")
 		}
-		if perr != nil || stopped {
-			return perr
+		if perr != nil {
+			return time.Time{}, perr
 		}
 	}
 }
 
-// publish sends one outbox message; the caller marks it sent once the broker confirmed
-// it. An unconfirmed message stays in the outbox and is published again with the same
-// ID; the coordinator dedupes on it. An invalid message is dropped: it counts as sent.
-func (s *sender) publish(ctx context.Context, o journal.Outgoing) error {
-	log := s.log.With().Str("message_id", o.ID).Str("type", string(o.Type)).Str("job", o.JobID).Uint32("attempt", o.Attempt).Logger()
-	env, err := protocol.Decode(o.Data)
-	if err == nil {
-		log.Debug().Msg("publishing")
-		err = s.conn.PublishEvent(ctx, env)
+// held remembers since when the head of the outbox has been held back, by the sender's
+// own clock (the journal's stamps may come from another).
+type held struct {
+	seq   int64
+	since time.Time
+}
+
+// due returns when batch, read from the outbox, may leave: zero (now) when it holds
+// anything but progress or its first step has waited progressLinger already.
+func (h *held) due(batch []journal.Outgoing) time.Time {
+	for _, o := range batch {
+		if o.Type != protocol.TypeProgress {
+			return time.Time{}
+		}
 	}
-	var pe *protocol.Error
-	if errors.As(err, &pe) {
-		// The message itself is invalid: no broker will ever take it, and keeping it would
-		// hold back every message after it.
-		log.Error().Err(err).Msg("dropping an invalid message from the outbox")
-	} else if err != nil {
-		return fmt.Errorf("publishing %s %s: %w", o.Type, o.ID, err)
+	now := time.Now()
+	if h.seq != batch[0].Seq {
+		*h = held{seq: batch[0].Seq, since: now}
 	}
-	return nil
+	if due := h.since.Add(progressLinger); now.Before(due) {
+		return due
+	}
+	return time.Time{}
+}
+
+// publish sends batch, in its order, with the confirms in flight together, and returns
+// the IDs to mark sent: the longest run from the start that the broker confirmed, so that
+// nothing is marked sent ahead of a message that is not. An unconfirmed message stays in
+// the outbox and is published again with the same ID, with those after it; the
+// coordinator dedupes. An invalid message is dropped: it counts as sent.
+func (s *sender) publish(ctx context.Context, batch []journal.Outgoing) ([]string, error) {
+	envs := make([]*protocol.Envelope, len(batch))
+	errs := make([]error, len(batch))
+	var out []*protocol.Envelope
+	var at []int // index in batch of each of out
+	for i, o := range batch {
+		envs[i], errs[i] = protocol.Decode(o.Data)
+		if errs[i] == nil {
+			s.log.Debug().Str("message_id", o.ID).Str("type", string(o.Type)).Str("job", o.JobID).Uint32("attempt", o.Attempt).Msg("publishing")
+			out, at = append(out, envs[i]), append(at, i)
+		}
+	}
+	for k, err := range s.conn.PublishEvents(ctx, out) {
+		errs[at[k]] = err
+	}
+	sent := make([]string, 0, len(batch))
+	for i, o := range batch {
+		var pe *protocol.Error
+		switch err := errs[i]; {
+		case err == nil:
+		case errors.As(err, &pe):
+			// The message itself is invalid: no broker will ever take it, and keeping it
+			// would hold back every message after it.
+			s.log.Error().Err(err).Str("message_id", o.ID).Str("type", string(o.Type)).Str("job", o.JobID).
+				Uint32("attempt", o.Attempt).Msg("dropping an invalid message from the outbox")
+		default:
+			return sent, fmt.Errorf("publishing %s %s: %w", o.Type, o.ID, err)
+		}
+		sent = append(sent, o.ID)
+	}
+	return sent, nil
 }
 
 // flush publishes what is left in the outbox at shutdown, retrying until ctx ends.
 func (s *sender) flush(ctx context.Context) error {
 	for failures := 0; ; failures++ {
-		err := s.drain(ctx, nil)
+		_, err := s.drain(ctx, nil, false)
 		if err == nil {
 			return nil
 		}

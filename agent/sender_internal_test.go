@@ -94,10 +94,12 @@ func tokensNamed(serials ...string) []protocol.Token {
 	return out
 }
 
-// recording is the sender's connection, telling which messages the broker confirmed.
+// recording is the sender's connection, telling which messages the broker confirmed and,
+// when batches is set, the IDs of each PublishEvents call.
 type recording struct {
 	*amqp.Conn
 	confirmed chan string
+	batches   chan []string
 }
 
 func (r *recording) PublishEvent(ctx context.Context, env *protocol.Envelope) error {
@@ -106,6 +108,23 @@ func (r *recording) PublishEvent(ctx context.Context, env *protocol.Envelope) er
 	}
 	r.confirmed <- env.ID
 	return nil
+}
+
+func (r *recording) PublishEvents(ctx context.Context, envs []*protocol.Envelope) []error {
+	if r.batches != nil {
+		ids := make([]string, len(envs))
+		for i, env := range envs {
+			ids[i] = env.ID
+		}
+		r.batches <- ids
+	}
+	errs := r.Conn.PublishEvents(ctx, envs)
+	for i, env := range envs {
+		if errs[i] == nil {
+			r.confirmed <- env.ID
+		}
+	}
+	return errs
 }
 
 // senderRig is a sender and a stock as Run wires them, on a real journal and a real
@@ -120,6 +139,8 @@ type senderRig struct {
 	events      chan *protocol.Envelope // what reached the events queue, once per message ID
 	confirmed   chan string             // IDs the broker confirmed to the sender, in order
 	connections chan uint64             // the generation of each connection
+	batches     chan []string           // the IDs of each publish of several at once
+	held        chan time.Time          // when progress held back is due, each time it is held
 	log         zerolog.Logger
 }
 
@@ -140,7 +161,7 @@ func newSenderRig(tb testing.TB, scan func(context.Context) ([]protocol.Token, e
 	r := &senderRig{
 		agentID: testenv.UniqueUser("ws-"), broker: testenv.NewBroker(tb), generation: &atomic.Uint64{},
 		events: make(chan *protocol.Envelope, 1024), confirmed: make(chan string, 1024), connections: make(chan uint64, 64),
-		log: log,
+		batches: make(chan []string, 1024), held: make(chan time.Time, 1024), log: log,
 	}
 	backoff := amqp.Backoff{Min: 20 * time.Millisecond, Max: 300 * time.Millisecond}
 
@@ -201,9 +222,10 @@ func newSenderRig(tb testing.TB, scan func(context.Context) ([]protocol.Token, e
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
 	s := &sender{
-		conn: &recording{Conn: conn, confirmed: r.confirmed}, journal: j, log: log, stock: r.stock,
+		conn: &recording{Conn: conn, confirmed: r.confirmed, batches: r.batches}, journal: j, log: log, stock: r.stock,
 		hello:      func(toks []protocol.Token) (*protocol.Envelope, error) { return a.hello(toks, pair) },
 		generation: r.generation, connected: connected, backoff: backoff,
+		onHold: func(due time.Time) { r.held <- due },
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -372,4 +394,72 @@ func BenchmarkResultWhileScanning(b *testing.B) {
 	b.ReportMetric(scanMS, "scanning_ms")
 	b.ReportMetric(idleMS, "idle_ms")
 	b.ReportMetric(scanMS/idleMS, "ratio")
+}
+
+// journalled journals envs in one commit, as a step of the executor does, and returns
+// their IDs.
+func (r *senderRig) journalled(tb testing.TB, envs ...*protocol.Envelope) []string {
+	tb.Helper()
+	if err := r.journal.Append(context.Background(), envs...); err != nil {
+		tb.Fatal(err)
+	}
+	ids := make([]string, len(envs))
+	for i, env := range envs {
+		ids[i] = env.ID
+	}
+	return ids
+}
+
+func (r *senderRig) envelope(tb testing.TB, body protocol.Body) *protocol.Envelope {
+	tb.Helper()
+	env, err := protocol.NewEnvelope(r.agentID, protocol.JobRef{JobID: "job-linger", Attempt: 1}, body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return env
+}
+
+// TestProgressWaitsForWhatFollows: a progress step alone in the outbox is held back a
+// moment for what follows it; a result, a CSR or anything else that is not progress never
+// waits and takes the held steps with it, in order, in one publish with the confirms in
+// flight together. A step that nothing follows leaves by itself once it waited
+// progressLinger.
+func TestProgressWaitsForWhatFollows(t *testing.T) {
+	r := newSenderRig(t, func(context.Context) ([]protocol.Token, error) { return tokensNamed(), nil }, rigOptions{consume: true})
+	if env := r.next(t, "the hello"); env.Type != protocol.TypeHello {
+		t.Fatalf("first message: %s, want the hello", env.Type)
+	}
+
+	found := r.journalled(t, r.envelope(t, protocol.Progress{Step: protocol.StepTokenFound}))
+	receive(t, r.held, "the step held back")
+	initialising := r.journalled(t, r.envelope(t, protocol.Progress{Step: protocol.StepInitialising}))
+	receive(t, r.held, "the steps held back")
+	result := r.journalled(t, r.envelope(t, protocol.Result{Outcome: protocol.OutcomeSucceeded}))
+	want := slices.Concat(found, initialising, result)
+	if got := receive(t, r.batches, "the steps with the result"); !slices.Equal(got, want) {
+		t.Fatalf("published together %v, want the held steps with the result behind them %v", got, want)
+	}
+	for _, id := range want {
+		if env := r.next(t, "the steps and the result"); env.ID != id {
+			t.Fatalf("received %s %s, want %s: the outbox's order", env.Type, env.ID, id)
+		}
+	}
+
+	for len(r.held) > 0 {
+		<-r.held // the earlier steps, held again on each wake-up
+	}
+	alone := r.journalled(t, r.envelope(t, protocol.Progress{Step: protocol.StepCertificateWritten}))
+	journalled := time.Now()
+	due := receive(t, r.held, "the lone step held back")
+	if got := receive(t, r.batches, "the lone step"); !slices.Equal(got, alone) {
+		t.Fatalf("published %v, want the lone step %v", got, alone)
+	}
+	// A lower bound, not a speed: the step is held on purpose, this long.
+	if sent := time.Now(); sent.Before(due) || due.Sub(journalled) < progressLinger {
+		t.Fatalf("the lone step was due %v after it was journalled and went out %v after: want it held %v",
+			due.Sub(journalled), sent.Sub(journalled), progressLinger)
+	}
+	if env := r.next(t, "the lone step"); env.ID != alone[0] {
+		t.Fatalf("received %s, want the lone step %s", env.ID, alone[0])
+	}
 }

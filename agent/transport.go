@@ -17,6 +17,9 @@ type Transport interface {
 	Consume(ctx context.Context, queue string, opts amqp.ConsumeOptions, h amqp.Handler) (*amqp.Consumer, error)
 	Status() amqp.Status
 	PublishEvent(ctx context.Context, env *protocol.Envelope) error
+	// PublishEvents publishes several with their confirms in flight together, as
+	// amqp.Conn.PublishEvents does: errs[i] for envs[i].
+	PublishEvents(ctx context.Context, envs []*protocol.Envelope) []error
 	// Ready waits until the connection is up with its topology declared.
 	Ready(ctx context.Context) error
 	Close() error

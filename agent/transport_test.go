@@ -25,6 +25,11 @@ func (c *countingTransport) PublishEvent(ctx context.Context, env *protocol.Enve
 	return c.Conn.PublishEvent(ctx, env)
 }
 
+func (c *countingTransport) PublishEvents(ctx context.Context, envs []*protocol.Envelope) []error {
+	c.published.Add(int64(len(envs)))
+	return c.Conn.PublishEvents(ctx, envs)
+}
+
 func (c *countingTransport) Consume(ctx context.Context, queue string, opts amqp.ConsumeOptions, h amqp.Handler) (*amqp.Consumer, error) {
 	c.consumed.Add(1)
 	return c.Conn.Consume(ctx, queue, opts, h)

@@ -367,6 +367,24 @@ func (l *logical) PublishEvent(ctx context.Context, env *protocol.Envelope) erro
 	return err
 }
 
+// PublishEvents publishes on the physical connection, the confirms in flight together.
+func (l *logical) PublishEvents(ctx context.Context, envs []*protocol.Envelope) []error {
+	if l.ctx.Err() != nil {
+		errs := make([]error, len(envs))
+		for i := range errs {
+			errs[i] = amqp.ErrClosed
+		}
+		return errs
+	}
+	errs := l.p.conn.PublishEvents(ctx, envs)
+	for i, env := range envs {
+		if env != nil {
+			l.counters.count(env.Type, errs[i])
+		}
+	}
+	return errs
+}
+
 // Close cancels this agent's consumers and leaves the physical connection.
 func (l *logical) Close() error {
 	l.mu.Lock()
