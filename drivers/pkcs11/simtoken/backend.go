@@ -89,6 +89,9 @@ type Options struct {
 	Now func() time.Time
 	// OnSpend, when set, hears every operation's token time, outside the backend's locks.
 	OnSpend func(serial string, op Op, d time.Duration)
+	// OnFault, when set, hears every injected failure (the CKR_ value answered; serial
+	// empty for calls of no token), outside the backend's locks: a simulator counts them.
+	OnFault func(serial string, op Op, rv uint)
 }
 
 // Backend is a simulated PKCS#11 module: a pkcs11.Backend. Safe for concurrent use.
@@ -379,6 +382,9 @@ func (b *Backend) spendScaled(t *token, op Op, scale float64, fn func() error) e
 	}
 	if b.opts.OnSpend != nil {
 		b.opts.OnSpend(serial, op, lat)
+	}
+	if fault != 0 && b.opts.OnFault != nil {
+		b.opts.OnFault(serial, op, fault)
 	}
 	return err
 }

@@ -193,8 +193,15 @@ func TestInjectedFailures(t *testing.T) {
 
 	t.Run("rate", func(t *testing.T) {
 		const n, rate = 400, 0.25
+		var heard int // OnFault runs on the calling goroutine, outside the backend's locks
 		_, _, tok := ready(t, simtoken.Options{Seed: 42,
-			Faults: map[simtoken.Op]simtoken.Fault{simtoken.OpSignEC: {Rate: rate, RV: p11.CKR_DEVICE_ERROR}}})
+			Faults: map[simtoken.Op]simtoken.Fault{simtoken.OpSignEC: {Rate: rate, RV: p11.CKR_DEVICE_ERROR}},
+			OnFault: func(serial string, op simtoken.Op, rv uint) {
+				if serial == "" || op != simtoken.OpSignEC || rv != p11.CKR_DEVICE_ERROR {
+					t.Errorf("OnFault(%q, %s, 0x%x): want the token's serial, sign_ec, CKR_DEVICE_ERROR", serial, op, rv)
+				}
+				heard++
+			}})
 		key, _, err := tok.GenerateKey(ctx, pkcs11.KeyRequest{ID: []byte{1}, Spec: pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}})
 		if err != nil {
 			t.Fatal(err)
@@ -214,6 +221,9 @@ func TestInjectedFailures(t *testing.T) {
 		// 400 draws at 25%: the standard deviation is ~8.7, so 60 to 140 is over 4 of them.
 		if failed < 60 || failed > 140 {
 			t.Fatalf("%d of %d signatures failed, want about %d", failed, n, int(n*rate))
+		}
+		if heard != failed {
+			t.Errorf("OnFault heard %d injected failures, %d signatures failed", heard, failed)
 		}
 	})
 }
