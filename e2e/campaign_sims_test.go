@@ -35,7 +35,7 @@ func (c *campaign) startSims(root string, rng *rand.Rand) {
 	t := c.t
 	t.Helper()
 	n := c.plan.sims
-	tokens, err := fleetsim.NewSimTokens("instant", 1, nil, c.seed)
+	tokens, err := fleetsim.NewSimTokens(fleetsim.SimTokensConfig{Profile: "instant", PerAgent: 1, Seed: c.seed})
 	if err != nil {
 		t.Fatal(err)
 	}

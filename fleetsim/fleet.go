@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,12 @@ const (
 	// DefaultShutdownGrace bounds each simulated agent's outbox flush at shutdown, as a
 	// workstation's does.
 	DefaultShutdownGrace = agent.DefaultShutdownGrace
+	// DefaultRestartAfter is how long a crashed agent stays down before it starts again.
+	DefaultRestartAfter = 2 * time.Second
+	// crashGrace is the shutdown grace of the agents of a fleet that crashes them: a
+	// crash sends nothing more (no outbox flush), and an agent's grace is fixed when it
+	// is made, before anyone knows whether it will crash or stop.
+	crashGrace = time.Millisecond
 	// stopWave is how many agents stop at once: a thousand journals closing together
 	// would wait for the disk longer than their grace period.
 	stopWave = 100
@@ -62,6 +70,20 @@ type FleetConfig struct {
 	Tokens Tokens
 	// Log is every agent's log (each adds its agent_id); the zero value logs nothing.
 	Log zerolog.Logger
+
+	// CrashEvery is the mean time between crashes across the fleet (0: none). Crashes
+	// come at random (exponential intervals), each to a random running agent: it stops at
+	// once, as SIGKILL would stop it (its broker connection drops first, its outbox is not
+	// flushed), and starts again RestartAfter later on the same data directory, resuming
+	// from its journal. Unlike SIGKILL, its executor still brings a running job to its
+	// next safe point: the agent stops through its context, the only way in. The agents of
+	// a fleet that crashes them flush nothing at any shutdown: their unsent messages stay
+	// in their journals.
+	CrashEvery time.Duration
+	// RestartAfter is how long a crashed agent stays down; 0 restarts it at once.
+	RestartAfter time.Duration
+	// Seed seeds which agent crashes, and when.
+	Seed uint64
 }
 
 // AgentID is the ID of the simulated agent with index i.
@@ -75,8 +97,11 @@ type Fleet struct {
 	counters  *Counters
 	registry  *usb.Registry
 
-	started atomic.Int64 // agents whose Run reported ready
-	failed  atomic.Int64 // agents whose Run ended with an error
+	started  atomic.Int64 // agents whose Run reported ready (a restart is not counted again)
+	failed   atomic.Int64 // agents whose Run ended with an error
+	crashes  atomic.Int64
+	restarts atomic.Int64
+	readied  []atomic.Bool // by index - First: the agent was ready once
 
 	mu      sync.Mutex // guards the fields below
 	running []*simAgent
@@ -85,12 +110,34 @@ type Fleet struct {
 
 	stopRamp context.CancelFunc
 	rampDone chan struct{}
+	// crashing holds the crash loop and every crashed agent's restart.
+	crashing    sync.WaitGroup
+	stopCrashes context.CancelFunc
 }
 
 type simAgent struct {
 	id     string
+	index  int
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	killed atomic.Bool // by a crash, not stopped
+
+	mu   sync.Mutex      // guards conn
+	conn agent.Transport // the agent's broker connection, once dialled
+}
+
+// kill stops the agent as SIGKILL would: its broker connection drops (unacked deliveries
+// go back to its queue, nothing more is published), then its context ends.
+func (sa *simAgent) kill() {
+	sa.killed.Store(true)
+	sa.mu.Lock()
+	conn := sa.conn
+	sa.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+	sa.cancel()
 }
 
 // NewFleet checks cfg and makes a fleet; Start starts it.
@@ -110,6 +157,9 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
+	if cfg.CrashEvery < 0 || cfg.RestartAfter < 0 {
+		return nil, fmt.Errorf("fleetsim: crashes every %s, restarts after %s: want durations of zero or more", cfg.CrashEvery, cfg.RestartAfter)
+	}
 	reg, err := usb.DefaultRegistry()
 	if err != nil {
 		return nil, fmt.Errorf("fleetsim: token registry: %w", err)
@@ -117,7 +167,7 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	counters := &Counters{}
 	backoff := amqp.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	return &Fleet{
-		cfg: cfg, counters: counters, registry: reg,
+		cfg: cfg, counters: counters, registry: reg, readied: make([]atomic.Bool, cfg.Count),
 		transport: NewSharedTransport(cfg.BrokerURL, cfg.PerConnection, backoff, counters, cfg.Log.With().Str("component", "fleetsim").Logger()),
 	}, nil
 }
@@ -142,11 +192,22 @@ func (f *Fleet) Errors() []error {
 // Connections is how many physical broker connections the fleet holds.
 func (f *Fleet) Connections() int { return f.transport.Connections() }
 
-// Start starts the agents at the configured ramp in the background and returns at once;
-// ctx bounds the ramp only (Close stops the agents).
+// Crashes is how many agents crashed.
+func (f *Fleet) Crashes() int { return int(f.crashes.Load()) }
+
+// Restarts is how many crashed agents started again.
+func (f *Fleet) Restarts() int { return int(f.restarts.Load()) }
+
+// Start starts the agents at the configured ramp in the background and returns at once,
+// and the crashes if any; ctx bounds the ramp and the crashes (Close stops the agents).
 func (f *Fleet) Start(ctx context.Context) {
 	rctx, cancel := context.WithCancel(ctx)
 	f.stopRamp, f.rampDone = cancel, make(chan struct{})
+	if f.cfg.CrashEvery > 0 {
+		cctx, stop := context.WithCancel(ctx)
+		f.stopCrashes = stop
+		f.crashing.Go(func() { f.crash(cctx) })
+	}
 	go func() {
 		defer close(f.rampDone)
 		begin := time.Now()
@@ -166,7 +227,7 @@ func (f *Fleet) Start(ctx context.Context) {
 			if rctx.Err() != nil {
 				return
 			}
-			if err := f.startAgent(f.cfg.First + i); err != nil {
+			if _, err := f.startAgent(f.cfg.First + i); err != nil {
 				f.fail(err)
 			}
 		}
@@ -182,23 +243,41 @@ func (f *Fleet) fail(err error) {
 	}
 }
 
-func (f *Fleet) startAgent(i int) error {
+// startAgent starts the agent of index i (again, after a crash: on the same data
+// directory). It reports false when the fleet closed first.
+func (f *Fleet) startAgent(i int) (bool, error) {
 	id := AgentID(f.cfg.Prefix, i)
+	sa := &simAgent{id: id, index: i, done: make(chan struct{})}
+	grace := DefaultShutdownGrace
+	if f.cfg.CrashEvery > 0 {
+		grace = crashGrace
+	}
 	cfg := agent.Config{
 		ID: id, DataDir: filepath.Join(f.cfg.DataDir, id), Registry: f.registry, NoUSB: true,
 		Broker:       agent.Broker{URL: f.cfg.BrokerURL, Queue: agent.QueueDeclare, Backoff: f.transport.backoff},
-		PollInterval: f.cfg.PollInterval, HeartbeatInterval: f.cfg.Heartbeat, ShutdownGrace: DefaultShutdownGrace,
-		Dial:       f.transport.Dial,
+		PollInterval: f.cfg.PollInterval, HeartbeatInterval: f.cfg.Heartbeat, ShutdownGrace: grace,
+		Dial: func(ctx context.Context, c amqp.Config) (agent.Transport, error) {
+			conn, err := f.transport.Dial(ctx, c)
+			if err == nil {
+				sa.mu.Lock()
+				sa.conn = conn
+				sa.mu.Unlock()
+			}
+			return conn, err
+		},
 		OpenModule: noModule,
 	}
 	if f.cfg.Tokens != nil {
 		cfg.Modules, cfg.OpenModule = f.cfg.Tokens.Modules(id), f.cfg.Tokens.Open
 	}
-	sa := &simAgent{id: id, done: make(chan struct{})}
-	cfg.Ready = func() { f.started.Add(1) }
+	cfg.Ready = func() {
+		if !f.readied[i-f.cfg.First].Swap(true) {
+			f.started.Add(1)
+		}
+	}
 	a, err := agent.New(cfg, f.cfg.Log)
 	if err != nil {
-		return fmt.Errorf("agent %s: %w", id, err)
+		return false, fmt.Errorf("agent %s: %w", id, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sa.cancel = cancel
@@ -206,17 +285,59 @@ func (f *Fleet) startAgent(i int) error {
 	if f.closed {
 		f.mu.Unlock()
 		cancel()
-		return nil
+		return false, nil
 	}
 	f.running = append(f.running, sa)
 	f.mu.Unlock()
 	go func() {
 		defer close(sa.done)
-		if err := a.Run(ctx); err != nil {
+		err := a.Run(ctx)
+		switch {
+		case err != nil && sa.killed.Load():
+			// Killed part way (opening its journal, say): a killed process says nothing.
+			f.cfg.Log.Debug().Err(err).Str("agent_id", id).Msg("the crashed agent ended with an error")
+		case err != nil:
 			f.fail(fmt.Errorf("agent %s: %w", id, err))
 		}
 	}()
-	return nil
+	return true, nil
+}
+
+// crash crashes a random running agent at random intervals of CrashEvery on average,
+// until ctx ends; each crashed agent starts again RestartAfter later.
+func (f *Fleet) crash(ctx context.Context) {
+	rng := rand.New(rand.NewPCG(f.cfg.Seed, uint64(f.cfg.First))) //nolint:gosec // a replayable simulation
+	for {
+		if sleepCtx(ctx, time.Duration(rng.ExpFloat64()*float64(f.cfg.CrashEvery))) != nil {
+			return
+		}
+		f.mu.Lock()
+		if len(f.running) == 0 || f.closed {
+			f.mu.Unlock()
+			continue
+		}
+		k := rng.IntN(len(f.running))
+		sa := f.running[k]
+		f.running = slices.Delete(f.running, k, k+1)
+		f.mu.Unlock()
+		f.crashes.Add(1)
+		f.cfg.Log.Info().Str("agent_id", sa.id).Msg("crashing the agent")
+		sa.kill()
+		f.crashing.Go(func() {
+			<-sa.done // its journal and lock are released
+			if sleepCtx(ctx, f.cfg.RestartAfter) != nil {
+				return
+			}
+			started, err := f.startAgent(sa.index)
+			if err != nil {
+				f.fail(fmt.Errorf("restarting after a crash: %w", err))
+				return
+			}
+			if started {
+				f.restarts.Add(1)
+			}
+		})
+	}
 }
 
 // noModule is the OpenModule of agents without simulated tokens: they name no module, so
@@ -254,12 +375,17 @@ func stopAll(agents []*simAgent) {
 	}
 }
 
-// Close stops the ramp and every agent, then the broker connections.
+// Close stops the ramp, the crashes (crashed agents stay down) and every agent, then the
+// broker connections.
 func (f *Fleet) Close() {
 	if f.stopRamp != nil {
 		f.stopRamp()
 		<-f.rampDone
 	}
+	if f.stopCrashes != nil {
+		f.stopCrashes()
+	}
+	f.crashing.Wait()
 	f.mu.Lock()
 	f.closed = true
 	all := f.running

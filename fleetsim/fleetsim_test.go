@@ -78,7 +78,7 @@ func TestIssueJob(t *testing.T) {
 	if _, err := fleetsim.Enrol(ctx, api, "job-", 2, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	toks, err := fleetsim.NewSimTokens("instant", 1, nil, 1)
+	toks, err := fleetsim.NewSimTokens(fleetsim.SimTokensConfig{Profile: "instant", PerAgent: 1, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

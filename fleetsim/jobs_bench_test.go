@@ -49,7 +49,7 @@ func BenchmarkFleetJobs(b *testing.B) {
 	if _, err := fleetsim.RaiseFileLimit(); err != nil {
 		b.Fatal(err)
 	}
-	toks, err := fleetsim.NewSimTokens("instant", 1, nil, 1)
+	toks, err := fleetsim.NewSimTokens(fleetsim.SimTokensConfig{Profile: "instant", PerAgent: 1, Seed: 1})
 	if err != nil {
 		b.Fatal(err)
 	}

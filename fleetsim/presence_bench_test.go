@@ -98,7 +98,7 @@ func benchPresence(b *testing.B, bin string, agents int, window time.Duration, p
 	var runner fleetsim.Runner
 	if per := fleetsim.AgentsPerProcess(limit); per >= agents {
 		fc.Log = log
-		if fc.Tokens, err = fleetsim.NewSimTokens("instant", 1, nil, 1); err != nil {
+		if fc.Tokens, err = fleetsim.NewSimTokens(fleetsim.SimTokensConfig{Profile: "instant", PerAgent: 1, Seed: 1}); err != nil {
 			b.Fatal(err)
 		}
 		if runner, err = fleetsim.NewFleet(fc); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -118,6 +119,15 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Fleet.Started, r.Agents, r.Ramp, r.Fleet.Failed, r.Fleet.Hellos, r.Fleet.Heartbeats, r.Fleet.Other, r.Fleet.PublishErrs)
 	if r.Fleet.FirstError != "" {
 		p("first agent error: %s", r.Fleet.FirstError)
+	}
+	if r.Fleet.Crashes > 0 || r.Fleet.Restarts > 0 {
+		p("crashes: %d agents crashed (stopped at once, nothing flushed), %d restarted from their journals", r.Fleet.Crashes, r.Fleet.Restarts)
+	}
+	if len(r.Fleet.TokenFaults) > 0 {
+		p("token faults injected:")
+		for _, f := range r.Fleet.TokenFaults {
+			p("  %-12s %-30s rate %-6s %6d", f.Op, f.Code, strconv.FormatFloat(f.Rate, 'g', -1, 64), f.Injected)
+		}
 	}
 	p("presence: every agent online %s after the last start; %d of %d online after the window (goal: all, ratio %.3f)",
 		r.OnlineAfterLastStart, r.Online, r.Agents, r.OnlineRatio())

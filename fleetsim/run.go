@@ -39,6 +39,12 @@ type FleetStats struct {
 	Other       int64 `json:"other_messages"`
 	PublishErrs int64 `json:"publish_errors"`
 	Connections int   `json:"connections"`
+	// Crashes is how many agents crashed (FleetConfig.CrashEvery), Restarts how many of
+	// them started again from their journals.
+	Crashes  int `json:"crashes"`
+	Restarts int `json:"restarts"`
+	// TokenFaults are the failures the simulated tokens injected, per configured fault.
+	TokenFaults []FaultCount `json:"token_faults,omitempty"`
 	// FirstError is the first error an agent ended with, if any.
 	FirstError string `json:"first_error,omitempty"`
 }
@@ -49,6 +55,10 @@ func (f *Fleet) Stats() FleetStats {
 		Started: f.Started(), Failed: f.Failed(), Connections: f.Connections(),
 		Hellos: f.counters.Hellos.Load(), Heartbeats: f.counters.Heartbeats.Load(),
 		Other: f.counters.Other.Load(), PublishErrs: f.counters.Failed.Load(),
+		Crashes: f.Crashes(), Restarts: f.Restarts(),
+	}
+	if fc, ok := f.cfg.Tokens.(FaultCounter); ok {
+		s.TokenFaults = fc.Faults()
 	}
 	if errs := f.Errors(); len(errs) > 0 {
 		s.FirstError = errs[0].Error()

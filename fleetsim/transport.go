@@ -109,23 +109,29 @@ func (s *SharedTransport) Dial(ctx context.Context, cfg amqp.Config) (agent.Tran
 	l := &logical{p: p, topology: cfg.Topology, onStatus: cfg.OnStatus, counters: s.counters,
 		consumers: map[*amqp.Consumer]struct{}{}, changed: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	l.leave = sync.OnceFunc(func() { // Close may run twice: the fleet's crash, then the agent's own
+		s.mu.Lock()
+		p.joined--
+		s.mu.Unlock()
+	})
 	p.add(l)
 	return l, nil
 }
 
 // physicalWithRoom returns the physical connection the next agent joins, opening one when
-// all are full. Agents that left free no room: a fleet stops agents only at its end or to
-// measure offline detection.
+// all are full. Agents that left free their room: an agent restarted after a crash takes
+// it again.
 func (s *SharedTransport) physicalWithRoom() (*physical, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, amqp.ErrClosed
 	}
-	if n := len(s.conns); n > 0 && s.conns[n-1].joined < s.per {
-		p := s.conns[n-1]
-		p.joined++
-		return p, nil
+	for _, p := range s.conns {
+		if p.joined < s.per {
+			p.joined++
+			return p, nil
+		}
 	}
 	p := &physical{members: map[*logical]struct{}{}, backoff: s.backoff, log: s.log, joined: 1}
 	conn, err := amqp.Open(context.Background(), amqp.Config{
@@ -230,6 +236,7 @@ type logical struct {
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
+	leave  func()         // frees its room on the physical connection, once
 	wg     sync.WaitGroup // late declarations
 
 	mu        sync.Mutex // guards the fields below
@@ -401,6 +408,7 @@ func (l *logical) Close() error {
 	}
 	l.wg.Wait()
 	l.p.remove(l)
+	l.leave()
 	l.setStatus(amqp.Status{State: amqp.StateClosed, Err: amqp.ErrClosed})
 	l.mu.Lock()
 	l.closed = true

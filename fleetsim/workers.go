@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/simtoken"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -102,23 +103,38 @@ type WorkersConfig struct {
 	Processes int
 	// Stderr receives the workers' logs (nil: discarded).
 	Stderr io.Writer
+	// Faults and Reinsert are the simulated tokens' injected failures (SimTokensConfig).
+	Faults   []TokenFault
+	Reinsert simtoken.Dist
 }
 
-// WorkerArgs are the flags of a worker for cfg, as `tokenfleet-fleetsim worker` reads
-// them.
-func WorkerArgs(cfg FleetConfig, profile string, tokensPerAgent int) []string {
+// WorkerArgs are the flags of a worker for cfg and its simulated tokens (none when
+// tokens.PerAgent is 0), as `tokenfleet-fleetsim worker` reads them.
+func WorkerArgs(cfg FleetConfig, tokens SimTokensConfig) []string {
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = protocol.HeartbeatInterval
 	}
 	if cfg.PerConnection == 0 {
 		cfg.PerConnection = DefaultAgentsPerConnection
 	}
-	return []string{
+	if tokens.Profile == "" {
+		tokens.Profile = "instant"
+	}
+	args := []string{
 		"--broker", cfg.BrokerURL, "--prefix", cfg.Prefix, "--first", strconv.Itoa(cfg.First),
 		"--agents", strconv.Itoa(cfg.Count), "--data", cfg.DataDir, "--heartbeat", cfg.Heartbeat.String(),
 		"--ramp", strconv.FormatFloat(cfg.Ramp, 'f', -1, 64) + "/s", "--per-connection", strconv.Itoa(cfg.PerConnection),
-		"--profile", profile, "--tokens-per-agent", strconv.Itoa(tokensPerAgent),
+		"--profile", tokens.Profile, "--tokens-per-agent", strconv.Itoa(tokens.PerAgent),
+		"--seed", strconv.FormatUint(cfg.Seed, 10),
+		"--crash-every", cfg.CrashEvery.String(), "--restart-after", cfg.RestartAfter.String(),
 	}
+	for _, f := range tokens.Faults {
+		args = append(args, "--fault", f.String())
+	}
+	if r := tokens.Reinsert; r != (simtoken.Dist{}) {
+		args = append(args, "--reinsert", r.Median.String()+"/"+max(r.P95, r.Median).String())
+	}
+	return args
 }
 
 // Workers is a fleet spread over worker processes, each running RunWorker.
@@ -166,7 +182,10 @@ func (w *Workers) Start(ctx context.Context) {
 		}
 		first += fc.Count
 		fc.Ramp = w.cfg.Fleet.Ramp / float64(n)
-		args := append(append([]string{}, w.cfg.Command[1:]...), WorkerArgs(fc, w.profile, w.tokens)...)
+		// The fleet's crash rate shared out: n workers each crashing every n×CrashEvery.
+		fc.CrashEvery = w.cfg.Fleet.CrashEvery * time.Duration(n)
+		args := append(append([]string{}, w.cfg.Command[1:]...), WorkerArgs(fc, SimTokensConfig{
+			Profile: w.profile, PerAgent: w.tokens, Seed: fc.Seed, Faults: w.cfg.Faults, Reinsert: w.cfg.Reinsert})...)
 		cmd := exec.CommandContext(context.WithoutCancel(ctx), w.cfg.Command[0], args...)
 		cmd.Stderr = w.cfg.Stderr
 		p := &workerProc{cmd: cmd, ids: fc.Count, stopped: make(chan []string, 1), ended: make(chan struct{})}
@@ -253,6 +272,9 @@ func (w *Workers) Stats() FleetStats {
 		s.Other += ps.Other
 		s.PublishErrs += ps.PublishErrs
 		s.Connections += ps.Connections
+		s.Crashes += ps.Crashes
+		s.Restarts += ps.Restarts
+		s.TokenFaults = mergeFaults(s.TokenFaults, ps.TokenFaults)
 		if s.FirstError == "" {
 			s.FirstError = ps.FirstError
 		}

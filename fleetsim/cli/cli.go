@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/simtoken"
 	"github.com/tokenfleet/tokenfleet/fleetsim"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
@@ -88,6 +89,15 @@ type common struct {
 	profile        string
 	tokensPerAgent int
 	logLevel       string
+	faultSpecs     []string
+	reinsertSpec   string
+	crashEvery     time.Duration
+	restartAfter   time.Duration
+	seed           uint64
+
+	// Read by check from the flags above.
+	faults   []fleetsim.TokenFault
+	reinsert simtoken.Dist
 }
 
 func (c *common) flags(fs *pflag.FlagSet) {
@@ -101,6 +111,22 @@ func (c *common) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.profile, "profile", "instant", "latency profile of the simulated tokens: "+strings.Join(profiles, ", "))
 	fs.IntVar(&c.tokensPerAgent, "tokens-per-agent", 1, "simulated tokens per agent, blank (0: agents with no token module)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "the agents' log level on stderr: debug, info, warn, error")
+	fs.StringArrayVar(&c.faultSpecs, "fault", nil, "inject token failures, OP=RATE:CODE (repeatable, one per operation), e.g. keygen_ec=0.02:token.device_removed;\n"+
+		"OP: "+strings.Join(opNames(), ", ")+";\nCODE: a driver code, e.g. token.device_error, token.device_removed (the token is pulled out for --reinsert)")
+	fs.StringVar(&c.reinsertSpec, "reinsert", fleetsim.DefaultReinsert.Median.String()+"/"+fleetsim.DefaultReinsert.P95.String(),
+		"how long a token a removal fault pulled out stays out: a duration (5s), or a median and a 95th percentile (5s/15s)")
+	fs.DurationVar(&c.crashEvery, "crash-every", 0, "crash a random agent this often on average, across the fleet (0: never): it stops at once, as on SIGKILL, and starts again from its journal after --restart-after")
+	fs.DurationVar(&c.restartAfter, "restart-after", fleetsim.DefaultRestartAfter, "how long a crashed agent stays down before it starts again on its data directory")
+	fs.Uint64Var(&c.seed, "seed", 1, "seeds the simulated tokens' latencies and failures and the crashes, so that a run can be replayed")
+}
+
+// opNames are the simulated tokens' operation classes, for --fault.
+func opNames() []string {
+	names := make([]string, len(simtoken.Ops))
+	for i, o := range simtoken.Ops {
+		names[i] = string(o)
+	}
+	return names
 }
 
 // check validates the common flags and returns the fleet's configuration.
@@ -139,10 +165,57 @@ func (c *common) check() (fleetsim.FleetConfig, error) {
 		return fc, usagef("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
 	_ = lvl
+	if err := c.checkFaults(); err != nil {
+		return fc, err
+	}
 	return fleetsim.FleetConfig{
 		BrokerURL: c.broker, Prefix: c.prefix, Count: c.agents, DataDir: c.data, Heartbeat: c.heartbeat,
 		Ramp: ramp, PerConnection: c.perConnection,
+		CrashEvery: c.crashEvery, RestartAfter: c.restartAfter, Seed: c.seed,
 	}, nil
+}
+
+// checkFaults reads --fault and --reinsert and checks the crash flags.
+func (c *common) checkFaults() error {
+	c.faults = c.faults[:0]
+	for _, spec := range c.faultSpecs {
+		f, err := fleetsim.ParseTokenFault(spec)
+		if err != nil {
+			return usagef("--fault %v", err)
+		}
+		c.faults = append(c.faults, f)
+	}
+	if err := fleetsim.CheckTokenFaults(c.faults); err != nil {
+		return usagef("--fault: %v", err)
+	}
+	if len(c.faults) > 0 && c.tokensPerAgent < 1 {
+		return usagef("--fault needs simulated tokens: --tokens-per-agent 1 or more")
+	}
+	d, err := fleetsim.ParseReinsert(c.reinsertSpec)
+	if err != nil {
+		return usagef("--reinsert %v", err)
+	}
+	c.reinsert = d
+	if c.crashEvery != 0 && c.crashEvery < 100*time.Millisecond {
+		return usagef("--crash-every %s: want 0 (no crashes) or 100ms or more", c.crashEvery)
+	}
+	if c.restartAfter < 0 {
+		return usagef("--restart-after %s: want 0 (at once) or more", c.restartAfter)
+	}
+	return nil
+}
+
+// tokens gives agents simulated tokens, or none (nil) when --tokens-per-agent is 0.
+func (c *common) tokens() (*fleetsim.SimTokens, error) {
+	if c.tokensPerAgent == 0 {
+		return nil, nil
+	}
+	return fleetsim.NewSimTokens(c.tokensConfig())
+}
+
+func (c *common) tokensConfig() fleetsim.SimTokensConfig {
+	return fleetsim.SimTokensConfig{Profile: c.profile, PerAgent: c.tokensPerAgent, Seed: c.seed,
+		Faults: c.faults, Reinsert: c.reinsert}
 }
 
 func (c *common) logger(stderr io.Writer) zerolog.Logger {
@@ -275,6 +348,12 @@ spreads the agents over worker processes (--processes) of its own.`,
 			if presenceTimeout < time.Second {
 				return usagef("--presence-timeout %s: want the coordinator's broker.heartbeat_timeout (default 45s)", presenceTimeout)
 			}
+			if c.crashEvery > 0 && c.restartAfter >= presenceTimeout {
+				// The run waits for every agent shown online: one down past the timeout would
+				// hold it.
+				return usagef("--restart-after %s: want less than --presence-timeout (%s), so that a crashed agent is back before the coordinator shows it offline",
+					c.restartAfter, presenceTimeout)
+			}
 			if report != "text" && report != "json" {
 				return usagef("--report %q: want text or json", report)
 			}
@@ -378,7 +457,7 @@ func newRunner(fc fleetsim.FleetConfig, c common, processes int, log zerolog.Log
 			processes, c.agents, (c.agents+per-1)/per, limit, 1000+fleetsim.FilesPerAgent*((c.agents+processes-1)/processes))
 	}
 	if processes == 1 {
-		toks, err := tokens(c.profile, c.tokensPerAgent)
+		toks, err := c.tokens()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -397,6 +476,7 @@ func newRunner(fc fleetsim.FleetConfig, c common, processes int, log zerolog.Log
 	fc.Log = zerolog.Nop()
 	w, err := fleetsim.NewWorkers(fleetsim.WorkersConfig{
 		Command: []string{self, "worker", "--log-level", c.logLevel}, Fleet: fc, Processes: processes, Stderr: stderr,
+		Faults: c.faults, Reinsert: c.reinsert,
 	}, c.profile, c.tokensPerAgent)
 	return w, nil, err
 }
@@ -422,7 +502,7 @@ func newWorker(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			}
 			fc.First = first
 			fc.Log = c.logger(stderr)
-			toks, err := tokens(c.profile, c.tokensPerAgent)
+			toks, err := c.tokens()
 			if err != nil {
 				return err
 			}

@@ -47,6 +47,16 @@ func TestBadFlags(t *testing.T) {
 		{"stop", append(base, "--stop", "5000"), []string{"--stop 5000", "--agents"}},
 		{"unknown flag", append(base, "--agnets", "5"), []string{"unknown flag: --agnets"}},
 		{"per connection", append(base, "--per-connection", "5000"), []string{"--per-connection", "1 to 2000"}},
+		{"fault operation", append(base, "--fault", "keygen=0.1:token.device_error"), []string{"--fault", `unknown operation "keygen"`, "keygen_ec", "sign_rsa"}},
+		{"fault rate", append(base, "--fault", "keygen_ec=2:token.device_error"), []string{"--fault", "rate 2", "0 to 1"}},
+		{"fault code", append(base, "--fault", "keygen_ec=0.1:token.on_fire"), []string{"--fault", `"token.on_fire"`, "token.device_error", "token.device_removed"}},
+		{"fault form", append(base, "--fault", "keygen_ec:0.1"), []string{"--fault", "OP=RATE:CODE"}},
+		{"fault twice", append(base, "--fault", "login=0.1:device_error", "--fault", "login=0.2:not_present"), []string{"--fault", "one fault per operation"}},
+		{"fault without tokens", append(base, "--fault", "login=0.1:device_error", "--tokens-per-agent", "0"), []string{"--fault", "--tokens-per-agent 1"}},
+		{"reinsert", append(base, "--reinsert", "soon"), []string{"--reinsert", "5s/15s"}},
+		{"crash every", append(base, "--crash-every", "1ms"), []string{"--crash-every 1ms", "100ms or more"}},
+		{"restart after", append(base, "--restart-after", "-1s"), []string{"--restart-after -1s", "0"}},
+		{"restart after the timeout", append(base, "--crash-every", "10s", "--restart-after", "1m"), []string{"--restart-after 1m0s", "--presence-timeout"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,8 +94,9 @@ func TestHelp(t *testing.T) {
 }
 
 // TestRunCommand: the built command against a real coordinator, its fleet spread over two
-// worker processes: every agent shown online, the stopped ones shown offline, the report
-// in JSON.
+// worker processes that crash and restart agents and give their tokens a fault: every
+// agent shown online, the stopped ones shown offline, the report in JSON with the crashes
+// and the fault.
 func TestRunCommand(t *testing.T) {
 	bin := testenv.Binary(t, "./fleetsim/cmd/tokenfleet-fleetsim")
 	broker := testenv.NewBroker(t)
@@ -97,7 +108,8 @@ func TestRunCommand(t *testing.T) {
 	cmd := exec.CommandContext(testenv.Context(t), bin, "run", "--broker", broker.URL, "--coordinator", c.URL,
 		"--api-token-file", tokenFile, "--agents", "20", "--processes", "2", "--per-connection", "5",
 		"--heartbeat", "500ms", "--duration", "1s", "--stop", "2", "--presence-timeout", "3s", "--report", "json",
-		"--management", "http://guest:guest@127.0.0.1:15672", "--coordinator-pid", strconv.Itoa(os.Getpid()))
+		"--management", "http://guest:guest@127.0.0.1:15672", "--coordinator-pid", strconv.Itoa(os.Getpid()),
+		"--crash-every", "500ms", "--restart-after", "300ms", "--fault", "sign_rsa=0.5:token.device_removed", "--reinsert", "1s/2s")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -112,6 +124,11 @@ func TestRunCommand(t *testing.T) {
 		Fleet   struct {
 			Started, Connections int
 			Hellos, Heartbeats   int64
+			Crashes, Restarts    int
+			TokenFaults          []struct {
+				Op, Code string
+				Rate     float64
+			} `json:"token_faults"`
 		} `json:"fleet"`
 		QueueSamples int     `json:"queue_samples"`
 		CPU          float64 `json:"coordinator_cpu_percent"`
@@ -125,6 +142,13 @@ func TestRunCommand(t *testing.T) {
 	}
 	if rep.Fleet.Started != 20 || rep.Fleet.Connections != 4 || rep.Fleet.Hellos < 20 || rep.Fleet.Heartbeats == 0 {
 		t.Errorf("fleet: %+v; want 20 agents on 4 connections (2 workers × 10 agents ÷ 5)", rep.Fleet)
+	}
+	if rep.Fleet.Crashes == 0 || rep.Fleet.Restarts == 0 {
+		t.Errorf("fleet: %d crashes, %d restarts; want some of each", rep.Fleet.Crashes, rep.Fleet.Restarts)
+	}
+	// Each worker reports the fault configured; the sum merges them.
+	if f := rep.Fleet.TokenFaults; len(f) != 1 || f[0].Op != "sign_rsa" || f[0].Code != "token.device_removed" || f[0].Rate != 0.5 {
+		t.Errorf("token faults %+v; want sign_rsa token.device_removed at 0.5", f)
 	}
 	if rep.QueueSamples == 0 || rep.RSS == 0 {
 		t.Errorf("nothing sampled: %d queue samples, RSS %.1f MB", rep.QueueSamples, rep.RSS)
