@@ -336,3 +336,68 @@ func crashChild() int {
 	<-time.After(waitFor)
 	return fail(fmt.Errorf("the crash point %s was not reached in %s", crash, waitFor))
 }
+
+// TestCrashInInitialiseThenCancel: the agent dies while initialising a token (its new SO
+// PIN on the token, the user PIN not set yet), and the coordinator's cancel is journalled
+// before the job can resume. The attempt ends cancelled, and its result still reports the
+// PINs the token now has, having set the user PIN the dead agent chose: the coordinator
+// would otherwise go on with the SO PIN the token no longer has, and a cancelled job's
+// PINs leave the journal.
+func TestCrashInInitialiseThenCancel(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	pair, err := keys.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := testenv.NewCA("tokenfleet test issuing CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Save(filepath.Join(dir, "ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	coordKey, err := seal.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord := newCoordinator(pair, ca, coordKey)
+	ref := protocol.JobRef{JobID: "crash-then-cancel", Attempt: 1}
+	label := newLabel(t)
+	j, err := journal.Open(ctx, filepath.Join(dir, journal.FileName), pair, journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.RecordDispatch(ctx, issueBlank(&agent{coord: coord}, ref, label, protocol.KeyP256)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	runChild(t, dir, "block:InitPIN", false)
+	if n := tokensLabelled(t, label); n != 1 {
+		t.Fatalf("after the crash %d tokens carry the job's label, want 1", n)
+	}
+	a := newAgent(t, agentOptions{dir: dir, coord: coord, noRun: true})
+	if _, err := a.ex.Cancel(ctx, coord.envelope(ref, protocol.Cancel{State: protocol.StateCancelled, Reason: "the help desk cancelled it"})); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.ex.Resume(ctx); err != nil || n != 1 {
+		t.Fatalf("Resume found %d jobs (%v), want 1", n, err)
+	}
+	a.start()
+	res := a.result(ref)
+	wantFailure(t, res, protocol.CodeJobCancelled, false)
+	user, so := a.pins(ref, res)
+	a.stop()
+	if user == "" || so == "" {
+		t.Fatalf("the cancelled attempt reports PINs user %t, SO %t", user != "", so != "")
+	}
+	if err := soPINWorks(label, so, user); err != nil {
+		t.Errorf("the SO PIN the result reports: %v", err)
+	}
+	if err := userPINWorks(label, user); err != nil {
+		t.Errorf("the user PIN the result reports: %v", err)
+	}
+}

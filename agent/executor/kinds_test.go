@@ -3,6 +3,8 @@
 package executor
 
 import (
+	p11 "github.com/miekg/pkcs11"
+
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -69,6 +71,39 @@ func TestIssueReinitialisesTheSelectedToken(t *testing.T) {
 	}
 	if err := soPINWorks(newLabel, so, user); err != nil {
 		t.Errorf("new SO PIN: %v", err)
+	}
+}
+
+// TestInitialiseFailingAfterTheSOPINChanged: re-initialising a token, the SO PIN change
+// reaches the token but its answer is a failure. The attempt fails, and its result still
+// reports the PINs the token now has (the agent checked the new SO PIN by setting the new
+// user PIN with it): the coordinator would otherwise keep the SO PIN the token no longer
+// has, and every later job on the token would fail on it.
+func TestInitialiseFailingAfterTheSOPINChanged(t *testing.T) {
+	label, serial := initToken(t, soPIN, userPIN)
+	a := newAgent(t, agentOptions{})
+	ref := protocol.JobRef{JobID: "so-pin-changed-then-failed", Attempt: 1}
+	newLabel := label + "-f"
+	a.inj.FailAfter("SetPIN", p11.CKR_DEVICE_ERROR, 1)
+	a.submit(a.coord.dispatch(ref, protocol.JobDispatch{
+		Kind: protocol.KindIssue, Token: protocol.TokenSelector{Serial: serial},
+		Initialise: true, TokenLabel: newLabel, PINPolicy: policy(10, false),
+		Key:       &protocol.KeyParams{Type: protocol.KeyP256, ID: keyID(ref.JobID)},
+		PINs:      &protocol.SealedPINs{SOPIN: a.coord.sealToAgent(ref, protocol.PurposeSOPIN, soPIN)},
+		ResultKey: a.coord.resultKey(),
+	}))
+	res := a.result(ref)
+	wantFailure(t, res, protocol.CodeTokenDeviceError, true)
+	user, so := a.pins(ref, res)
+	a.stop()
+	if so == "" || so == soPIN || user == "" {
+		t.Fatalf("the failed attempt reports PINs user %t, SO %t (changed %t)", user != "", so != "", so != soPIN)
+	}
+	if err := soPINWorks(newLabel, so, user); err != nil {
+		t.Errorf("the SO PIN the result reports: %v", err)
+	}
+	if err := userPINWorks(newLabel, user); err != nil {
+		t.Errorf("the user PIN the result reports: %v", err)
 	}
 }
 

@@ -46,3 +46,15 @@ func (l *locks) acquire(ctx context.Context, key string, wake <-chan struct{}) (
 	var once sync.Once
 	return func() { once.Do(func() { <-s }) }, nil
 }
+
+// tryAcquire takes the lock for key if nobody holds it; ok says whether it did.
+func (l *locks) tryAcquire(key string) (release func(), ok bool) {
+	s := l.sem(key)
+	select {
+	case s <- struct{}{}:
+	default:
+		return nil, false
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-s }) }, true
+}

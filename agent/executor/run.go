@@ -230,9 +230,86 @@ func (r *run) settle(ctx context.Context, err error) {
 	case ctx.Err() != nil:
 		r.log.Info().Str("step", r.job.Step).Str("step_status", string(r.job.StepStatus)).Msg("job parked for shutdown")
 	case errors.Is(err, errCancelled):
+		r.resolvePINs(ctx)
 		r.finishCancelled(ctx)
 	default:
+		r.resolvePINs(ctx)
 		r.fail(ctx, err)
+	}
+}
+
+// resolvePINs finds out, before the attempt ends, whether the token took the PINs an
+// initialise journalled but never recorded as set. The attempt may stop between the token
+// taking its new SO PIN and the journal saying so: a failure later in the step (the user
+// PIN refused after the SO PIN changed), or a crash there followed by a cancel or the
+// deadline before the step could resume. Its result would leave those PINs out, the
+// coordinator would go on with the SO PIN the token no longer has, and every later job on
+// the token would fail with token.pin_incorrect (a token that locks after wrong tries
+// locks). The check is the resumed step's own: the new SO PIN setting the new user PIN. If
+// the token takes it, both are journalled as set and reported; if it refuses the SO PIN,
+// the token still has the one the coordinator knows, at the cost of one wrong try, which
+// the coordinator's next good one resets. A token that is not there, or that another job
+// holds, stays unresolved: the journal keeps the PINs for a retry of the job.
+func (r *run) resolvePINs(ctx context.Context) {
+	so, user := r.secrets[secretSOPIN], r.secrets[secretUserPIN]
+	if so.Value == "" || user.Value == "" || (so.Applied && user.Applied) ||
+		r.job.Step != stepInitialise || r.job.StepStatus == journal.StepDone {
+		return
+	}
+	tok := r.tok
+	if tok == nil {
+		var done func()
+		if tok, done = r.openIdle(ctx); tok == nil {
+			return
+		}
+		defer done()
+	}
+	r.loggedIn = false
+	if err := tok.InitUserPIN(ctx, so.Value, user.Value); err != nil {
+		r.log.Info().Str("code", string(pkcs11.CodeOf(err))).
+			Msg("the token does not take the PINs the interrupted initialise chose; it keeps those the coordinator knows")
+		return
+	}
+	if err := r.update(ctx, journal.Change{Applied: []string{secretSOPIN, secretUserPIN}}); err != nil {
+		r.log.Error().Err(err).Msg("the token has the PINs the interrupted initialise chose, but the journal could not record it")
+		return
+	}
+	r.log.Warn().Msg("the token has the PINs the interrupted initialise chose: the result reports them")
+}
+
+// openIdle opens the job's token for resolvePINs when it is there and no other job holds
+// it, without waiting; done closes it and gives its lock back. nil when it cannot.
+func (r *run) openIdle(ctx context.Context) (tok *pkcs11.Token, done func()) {
+	serial := r.serial
+	if serial == "" {
+		serial = r.job.TokenSerial
+	}
+	if serial == "" {
+		return nil, nil
+	}
+	release, ok := r.e.locks.tryAcquire(serial)
+	if !ok {
+		r.log.Info().Msg("another job holds the token: the PINs of the interrupted initialise stay unresolved")
+		return nil, nil
+	}
+	slots, err := r.e.cfg.Tokens.Present(ctx)
+	present := false
+	for _, sl := range slots {
+		present = present || (sl.Token != nil && sl.Token.Serial == serial && sl.Token.Initialized)
+	}
+	if err != nil || !present {
+		release()
+		r.log.Info().Msg("the token is not there: the PINs of the interrupted initialise stay unresolved")
+		return nil, nil
+	}
+	if tok, err = r.e.cfg.Tokens.Open(ctx, serial); err != nil {
+		release()
+		r.log.Info().Err(err).Msg("opening the token failed: the PINs of the interrupted initialise stay unresolved")
+		return nil, nil
+	}
+	return tok, func() {
+		_ = tok.Close()
+		release()
 	}
 }
 
