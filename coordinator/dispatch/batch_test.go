@@ -124,3 +124,66 @@ func waitHandedOut(t *testing.T, url, queue string) {
 		<-tick.C
 	}
 }
+
+// TestPINsOfAnAttemptStoppedMidInitialise: the help desk cancels a job while its agent
+// waits for the token; the token comes meanwhile, and the agent, stopped mid-initialise,
+// reports its initialising step and its failed result (job_cancelled, with the PINs the
+// token now has) only after the job ended.
+// The coordinator keeps those PINs, and the next job on the token goes with them: keeping
+// the old SO PIN would fail every later job on the token.
+func TestPINsOfAnAttemptStoppedMidInitialise(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, "shared")
+	a := w.agent("ws-midinit", "")
+	a.Hello()
+	job := w.job(jobs.KindIssue, "ws-midinit", "blank-issue", "")
+	denv := a.Next(protocol.TypeDispatch, job.ID)
+	d, err := protocol.DecodeBody[protocol.JobDispatch](denv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := denv.Job()
+	is := &dispatchtest.Issued{Ref: ref, Dispatch: d, Serial: "M1", Pins: dispatchtest.RandomPins()}
+	a.Progress(ref, protocol.Progress{Step: protocol.StepWaitingForToken, Detail: "insert a blank token"})
+	w.waitState(job.ID, jobs.StateRunning)
+	if _, err := w.desk.Cancel(w.ctx, job.ID, "the holder left"); err != nil {
+		t.Fatal(err)
+	}
+	a.Next(protocol.TypeCancel, job.ID)
+
+	// Meanwhile the token came and the agent began initialising it; stopped there, it
+	// reports only now.
+	a.Progress(ref, protocol.Progress{Step: protocol.StepInitialising})
+	a.Result(is, protocol.OutcomeFailed, protocol.NewError(protocol.CodeJobCancelled, "the coordinator cancelled the job: the holder left"))
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		p, err := w.c.Store.GetTokenPIN(w.ctx, "M1", store.PINPurposeSO)
+		if err == nil && p.JobID == job.ID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the SO PIN of token M1 after the late result: %+v, %v; want the cancelled job's", p, err)
+		}
+		<-tick.C
+	}
+	if got, err := w.admin.GetJob(w.ctx, job.ID); err != nil || got.State != jobs.StateCancelled {
+		t.Fatalf("the job after its late step and result: %+v, %v; want it still cancelled", got.Job, err)
+	}
+
+	a.Hello(dispatchtest.Token("M1", true))
+	next := w.job(jobs.KindIssue, "ws-midinit", "blank-issue", "M1")
+	nenv := a.Next(protocol.TypeDispatch, next.ID)
+	nd, err := protocol.DecodeBody[protocol.JobDispatch](nenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nd.PINs == nil || nd.PINs.SOPIN == nil {
+		t.Fatalf("the next job on the token carries no SO PIN: %+v", nd.PINs)
+	}
+	if got := a.OpenPIN(nenv.Job(), nd.PINs.SOPIN, protocol.PurposeSOPIN); got != is.Pins.SO {
+		t.Fatal("the next job on the token carries another SO PIN than the one the stopped attempt set")
+	}
+	w.verifyAudit()
+}

@@ -212,6 +212,11 @@ func (d *Dispatcher) onProgress(ctx context.Context, jt *service.JobTx, e *jobEv
 			return "", verdict{}, err
 		}
 	}
+	if eff.LastWord {
+		// The job ended before the agent could say so (stopped mid-initialise, it answers
+		// after the cancel): the step records nothing else, its result's PINs follow.
+		return "last word: the attempt re-initialised its token", verdict{}, nil
+	}
 	if eff.Late {
 		// With several coordinators a later step was handled first: what this one
 		// reports is kept above, the progress does not go back.

@@ -89,7 +89,7 @@ func AcceptEvent(kind Kind, state State, dispatched bool, p Progress, ev EventKi
 	case state == StateApproved && !dispatched:
 		return Effect{}, errorf(CodeNotDispatched, "%s reported for an approved job whose dispatch was not written yet", ev)
 	case Terminal(state):
-		return lastWord(kind, state, dispatched, ev)
+		return lastWord(kind, state, dispatched, ev, step)
 	}
 	// From here the job is approved (dispatch written), dispatched, running,
 	// awaiting_certificate or installing.
@@ -136,8 +136,11 @@ func AcceptEvent(kind Kind, state State, dispatched bool, p Progress, ev EventKi
 
 // lastWord is the table's row for an ended job: the agent's one failed result for the
 // attempt (its own failure that crossed the coordinator's decision, or its answer to a
-// cancel) is still taken, for what it left on the token; nothing else is.
-func lastWord(kind Kind, state State, dispatched bool, ev EventKind) (Effect, error) {
+// cancel) is still taken, for what it left on the token, and so is the initialising step
+// before it, for a kind that initialises: it is the proof that the attempt re-initialised
+// its token, without which the PINs of that result would not be kept (an agent stopped
+// mid-initialise sends both only after the job ended). Nothing else is.
+func lastWord(kind Kind, state State, dispatched bool, ev EventKind, step Step) (Effect, error) {
 	switch {
 	case state == StateSucceeded:
 		return Effect{}, errorf(CodeJobEnded, "%s reported for a job that succeeded", ev)
@@ -145,8 +148,10 @@ func lastWord(kind Kind, state State, dispatched bool, ev EventKind) (Effect, er
 		return Effect{}, errorf(CodeNotDispatched, "%s reported for a %s job whose attempt was never sent to the agent", ev, state)
 	case ev == EventFailed || ev == EventAcknowledged:
 		return Effect{LastWord: true}, nil
+	case ev == EventProgress && step == StepInitialising && slices.Contains(kindSteps[kind], StepInitialising):
+		return Effect{LastWord: true}, nil
 	}
-	return Effect{}, errorf(CodeJobEnded, "%s reported for a job that is %s; only the agent's failed result of the attempt is taken", ev, state)
+	return Effect{}, errorf(CodeJobEnded, "%s reported for a job that is %s; only the agent's failed result of the attempt, and its initialising step, are taken", ev, state)
 }
 
 // makesCSR reports whether a kind sends a CSR.

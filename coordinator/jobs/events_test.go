@@ -178,3 +178,29 @@ func TestAcceptEventRefusesUnknowns(t *testing.T) {
 		t.Errorf("verified before the certificate: %v", err)
 	}
 }
+
+// TestInitialisingIsALastWord: once a job has ended (but not succeeded), the initialising
+// step of its dispatched attempt is still taken, changing nothing but the proof that the
+// attempt re-initialised its token (the PINs of its failed result are kept on it), for the
+// kinds that initialise; any other step is refused, and so is the step for a kind that
+// never initialises, an attempt never sent, or a job that succeeded.
+func TestInitialisingIsALastWord(t *testing.T) {
+	for _, k := range []Kind{KindIssue, KindCSR, KindWipe, KindRenew, KindUnblockPIN} {
+		for _, st := range []State{StateFailed, StateCancelled, StateRejected, StateSuperseded, StateExpired, StateSucceeded} {
+			initialises := k == KindIssue || k == KindCSR || k == KindWipe
+			eff, err := AcceptEvent(k, st, true, Progress{Current: StepTokenFound, Highest: StepTokenFound}, EventProgress, StepInitialising)
+			if want := initialises && st != StateSucceeded; want != (err == nil && eff.LastWord) {
+				t.Errorf("%s %s: initialising gives %+v, %v; want a last word %t", k, st, eff, err, want)
+			}
+			if eff.To != "" || eff.Start {
+				t.Errorf("%s %s: initialising as a last word changes the state: %+v", k, st, eff)
+			}
+			if _, err := AcceptEvent(k, st, false, Progress{}, EventProgress, StepInitialising); err == nil {
+				t.Errorf("%s %s: initialising taken for an attempt never sent", k, st)
+			}
+			if _, err := AcceptEvent(k, st, true, Progress{}, EventProgress, StepKeyGenerated); err == nil {
+				t.Errorf("%s %s: key_generated taken after the end", k, st)
+			}
+		}
+	}
+}
