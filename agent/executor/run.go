@@ -50,6 +50,9 @@ type run struct {
 	serial   string
 	release  func()
 	loggedIn bool
+	// pinsTouched: this pass had initialise change the token's SO PIN (or initialise a
+	// blank token with a new one), whatever came of it; resolvePINs checks only then.
+	pinsTouched bool
 	// waited says this pass had to wait for the token (so token_found is reported again).
 	waited bool
 
@@ -248,8 +251,9 @@ func (r *run) settle(ctx context.Context, err error) {
 // locks). The check is the resumed step's own: the new SO PIN setting the new user PIN. If
 // the token takes it, both are journalled as set and reported; if it refuses the SO PIN,
 // the token still has the one the coordinator knows, at the cost of one wrong try, which
-// the coordinator's next good one resets. A token that is not there, or that another job
-// holds, stays unresolved: the journal keeps the PINs for a retry of the job.
+// the coordinator's next good one resets; a pass that failed before touching the PINs does
+// not check. A token that is not there, or that another job holds, stays unresolved: the
+// journal keeps the PINs for a retry of the job.
 func (r *run) resolvePINs(ctx context.Context) {
 	so, user := r.secrets[secretSOPIN], r.secrets[secretUserPIN]
 	if so.Value == "" || user.Value == "" || (so.Applied && user.Applied) ||
@@ -257,7 +261,15 @@ func (r *run) resolvePINs(ctx context.Context) {
 		return
 	}
 	tok := r.tok
+	if tok != nil && !r.pinsTouched {
+		// This pass stopped before initialise touched the token's PINs: it still has
+		// those the coordinator knows, and a check with the new SO PIN would only spend
+		// one of its tries.
+		return
+	}
 	if tok == nil {
+		// This pass never had the token: it stopped (cancelled, past its deadline) before
+		// resuming the step a crash interrupted, so check as the resumed step would.
 		var done func()
 		if tok, done = r.openIdle(ctx); tok == nil {
 			return

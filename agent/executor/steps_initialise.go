@@ -65,6 +65,7 @@ func (r *run) initialise(ctx context.Context, _ bool) error {
 }
 
 func (r *run) initBlank(ctx context.Context, so, user string) error {
+	r.pinsTouched = true // a blank token takes the new SO PIN as it is initialised
 	info, err := r.e.cfg.Tokens.InitBlank(ctx, r.slot.ID, pkcs11.InitOptions{Label: r.d.TokenLabel, SOPIN: so})
 	if err != nil {
 		return err
@@ -100,6 +101,7 @@ func (r *run) reinitialise(ctx context.Context, probe bool, factory *usb.Default
 	if probe {
 		err := tok.InitUserPIN(ctx, so, user)
 		if err == nil {
+			r.pinsTouched = true
 			return nil
 		}
 		if !isCode(err, pkcs11.CodePINIncorrect) {
@@ -122,6 +124,7 @@ func (r *run) reinitialise(ctx context.Context, probe bool, factory *usb.Default
 		return err
 	}
 	r.slot.Token = &info
+	r.pinsTouched = true
 	if err := tok.ChangeSOPIN(ctx, oldSO, so); err != nil {
 		return err
 	}
