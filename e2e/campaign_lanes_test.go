@@ -158,16 +158,20 @@ func (l *lane) do(kind jobs.Kind, serial string) {
 
 // create queues the job as the help-desk operator. When the answer is lost (the
 // coordinator killed meanwhile), the operator looks at the holder's jobs before asking
-// again: a job of the holder the campaign does not know yet is the one asked for.
+// again: a job of the holder the campaign does not know yet is the one asked for. Asking
+// again sends the same idempotency key, as a script run again does: a coordinator that
+// created the job before it died answers with that job, even when it came back too late
+// for the client's own resends and the holder's jobs could not be listed.
 func (l *lane) create(kind jobs.Kind, serial string) (string, error) {
 	c := l.c
 	req := client.JobCreate{Kind: kind, Holder: l.holder, Agent: l.agentID, Profile: l.profile, TokenSerial: serial}
+	key := client.NewIdempotencyKey()
 	deadline := time.Now().Add(jobWait)
 	for {
 		var j client.Job
 		err := c.call(c.operator, func(ctx context.Context, cl *client.Client) error {
 			var err error
-			j, err = cl.CreateJob(ctx, req)
+			j, _, err = cl.CreateJobWithKey(ctx, req, key)
 			return err
 		})
 		if err == nil {
