@@ -61,7 +61,7 @@ func (s *Service) UpdateJobs(ctx context.Context, fn func(jt *JobTx) error) erro
 // what came before; fn's error is returned as it is. Several messages handled in one
 // transaction keep one message's refusal from undoing the others.
 func (jt *JobTx) Try(ctx context.Context, fn func() error) error {
-	if err := jt.Tx.Savepoint(ctx); err != nil {
+	if err := jt.Savepoint(ctx); err != nil {
 		return err
 	}
 	n := len(jt.t.events)
@@ -70,15 +70,15 @@ func (jt *JobTx) Try(ctx context.Context, fn func() error) error {
 		// ROLLBACK TO keeps the savepoint itself; released, it does not pile up. When
 		// either fails the transaction is unusable: that failure is returned, fn's error
 		// only as text, so that no caller takes it for fn's verdict and goes on.
-		if undoErr := jt.Tx.RollbackToSavepoint(ctx); undoErr != nil {
-			return fmt.Errorf("%v; undoing it: %w", err, undoErr)
+		if undoErr := jt.RollbackToSavepoint(ctx); undoErr != nil {
+			return fmt.Errorf("%s; undoing it: %w", err.Error(), undoErr)
 		}
-		if undoErr := jt.Tx.ReleaseSavepoint(ctx); undoErr != nil {
-			return fmt.Errorf("%v; undoing it: %w", err, undoErr)
+		if undoErr := jt.ReleaseSavepoint(ctx); undoErr != nil {
+			return fmt.Errorf("%s; undoing it: %w", err.Error(), undoErr)
 		}
 		return err
 	}
-	return jt.Tx.ReleaseSavepoint(ctx)
+	return jt.ReleaseSavepoint(ctx)
 }
 
 // Now is the transaction's time, in store precision.

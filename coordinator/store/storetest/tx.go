@@ -408,7 +408,7 @@ func testTxSavepoints(t *testing.T, h *harness) {
 		bad := f.job()
 		bad.RequesterID = "nobody"
 		if _, err := tx.CreateJob(h.ctx, bad); !errors.Is(err, store.ErrInvalid) {
-			return fmt.Errorf("a job of nobody: %v, want refused", err)
+			return fmt.Errorf("a job of nobody: %w, want refused", err)
 		}
 		if err := tx.RollbackToSavepoint(h.ctx); err != nil {
 			return err
