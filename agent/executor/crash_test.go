@@ -78,38 +78,8 @@ func TestCrashAndResumeAtEveryStep(t *testing.T) {
 		keyExisted := p.keyExisted
 		t.Run(p.name, func(t *testing.T) {
 			ctx := context.Background()
-			dir := t.TempDir()
-			pair, err := keys.LoadOrCreate(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ca, err := testenv.NewCA("tokenfleet test issuing CA")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := ca.Save(filepath.Join(dir, "ca.pem")); err != nil {
-				t.Fatal(err)
-			}
-			coordKey, err := seal.GenerateKey()
-			if err != nil {
-				t.Fatal(err)
-			}
-			coord := newCoordinator(pair, ca, coordKey)
 			ref := protocol.JobRef{JobID: fmt.Sprintf("crash-%02d", i), Attempt: 1}
-			label := newLabel(t)
-
-			// The consumer journalled the dispatch and acked it; then the agent went down.
-			j, err := journal.Open(ctx, filepath.Join(dir, journal.FileName), pair, journal.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			env := issueBlank(&agent{coord: coord}, ref, label, protocol.KeyP256)
-			if _, err := j.RecordDispatch(ctx, env); err != nil {
-				t.Fatal(err)
-			}
-			if err := j.Close(); err != nil {
-				t.Fatal(err)
-			}
+			dir, coord, label := journalledBlankIssue(t, ref)
 
 			runChild(t, dir, p.crash, p.deliver)
 
@@ -345,35 +315,8 @@ func crashChild() int {
 // PINs leave the journal.
 func TestCrashInInitialiseThenCancel(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	pair, err := keys.LoadOrCreate(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := testenv.NewCA("tokenfleet test issuing CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.Save(filepath.Join(dir, "ca.pem")); err != nil {
-		t.Fatal(err)
-	}
-	coordKey, err := seal.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	coord := newCoordinator(pair, ca, coordKey)
 	ref := protocol.JobRef{JobID: "crash-then-cancel", Attempt: 1}
-	label := newLabel(t)
-	j, err := journal.Open(ctx, filepath.Join(dir, journal.FileName), pair, journal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := j.RecordDispatch(ctx, issueBlank(&agent{coord: coord}, ref, label, protocol.KeyP256)); err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir, coord, label := journalledBlankIssue(t, ref)
 
 	runChild(t, dir, "block:InitPIN", false)
 	if n := tokensLabelled(t, label); n != 1 {
@@ -400,4 +343,42 @@ func TestCrashInInitialiseThenCancel(t *testing.T) {
 	if err := userPINWorks(label, user); err != nil {
 		t.Errorf("the user PIN the result reports: %v", err)
 	}
+}
+
+// journalledBlankIssue makes an agent's data directory (key pair, issuing CA) holding, in
+// its journal, an issue dispatch of ref on a blank token, as the consumer leaves it once
+// it journalled and acked the dispatch; then the agent went down. It returns the
+// directory, the coordinator that sent the dispatch and the token label it asks for.
+func journalledBlankIssue(t *testing.T, ref protocol.JobRef) (dir string, coord *coordinator, label string) {
+	t.Helper()
+	ctx := context.Background()
+	dir = t.TempDir()
+	pair, err := keys.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := testenv.NewCA("tokenfleet test issuing CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Save(filepath.Join(dir, "ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	coordKey, err := seal.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord = newCoordinator(pair, ca, coordKey)
+	label = newLabel(t)
+	j, err := journal.Open(ctx, filepath.Join(dir, journal.FileName), pair, journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.RecordDispatch(ctx, issueBlank(&agent{coord: coord}, ref, label, protocol.KeyP256)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, coord, label
 }
