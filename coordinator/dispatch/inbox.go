@@ -88,14 +88,7 @@ func (d *Dispatcher) processTogether(ctx context.Context, events []*amqp.Deliver
 	err := d.update(ctx, func(jt *service.JobTx) error {
 		clear(vs) // a transaction run again starts afresh
 		for k, del := range events {
-			err := jt.Try(ctx, func() error {
-				var err error
-				vs[k], err = d.process(ctx, jt, del)
-				if err == nil && (vs[k].reject != nil || vs[k].later != nil) {
-					return errUndo
-				}
-				return err
-			})
+			err := jt.Try(ctx, func() error { return d.processOrUndo(ctx, jt, del, &vs[k]) })
 			if err != nil && !errors.Is(err, errUndo) {
 				return err
 			}
@@ -103,6 +96,17 @@ func (d *Dispatcher) processTogether(ctx context.Context, events []*amqp.Deliver
 		return nil
 	})
 	return vs, err
+}
+
+// processOrUndo processes del into *v and answers errUndo when it is refused or handed
+// back, so that its transaction, or savepoint, keeps nothing of it.
+func (d *Dispatcher) processOrUndo(ctx context.Context, jt *service.JobTx, del *amqp.Delivery, v *verdict) error {
+	var err error
+	*v, err = d.process(ctx, jt, del)
+	if err == nil && (v.reject != nil || v.later != nil) {
+		return errUndo
+	}
+	return err
 }
 
 // handleEvent handles one event in a transaction of its own, in which the job owner makes
@@ -114,14 +118,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.O
 		return d.handleHeartbeat(ctx, del)
 	}
 	var v verdict
-	err := d.update(ctx, func(jt *service.JobTx) error {
-		var err error
-		v, err = d.process(ctx, jt, del)
-		if err == nil && (v.reject != nil || v.later != nil) {
-			return errUndo
-		}
-		return err
-	})
+	err := d.update(ctx, func(jt *service.JobTx) error { return d.processOrUndo(ctx, jt, del, &v) })
 	if err != nil && !errors.Is(err, errUndo) {
 		if ctx.Err() == nil {
 			d.log.Error().Err(err).Str("message_id", del.Envelope.ID).Str("type", string(del.Envelope.Type)).
