@@ -69,16 +69,17 @@ func TestEventsTogether(t *testing.T) {
 	if s := steps(got, 1); !slices.Equal(s, want) {
 		t.Fatalf("steps %v, want %v", s, want)
 	}
-	// The first step was taken alone while the store was held; the five that waited
-	// behind it were handled in one transaction.
-	if n := w.metric(`tokenfleet_coordinator_event_transaction_size_bucket{le="4"}`); n != w.metric(`tokenfleet_coordinator_event_transaction_size_bucket{le="8"}`)-1 {
+	// The first step was taken alone while the store was held; those that waited behind
+	// it shared transactions (how many a transaction takes depends on how fast the client
+	// library hands deliveries over, on a busy machine a few at a time).
+	if n := w.metric(`tokenfleet_coordinator_event_transaction_size_bucket{le="1"}`); n >= w.metric(`tokenfleet_coordinator_event_transaction_size_count`) {
 		var lines []string
 		for l := range strings.Lines(w.metrics()) {
 			if strings.HasPrefix(l, "tokenfleet_coordinator_event_transaction_size") {
 				lines = append(lines, strings.TrimSpace(l))
 			}
 		}
-		t.Errorf("transactions of up to 4 events: %v, want one fewer than of up to 8 (the burst of 5): %v", n, lines)
+		t.Errorf("transactions of one event: %v, want some transaction of several: %v", n, lines)
 	}
 	rejected := w.waitAudit(audit.ActionMessageRejected, theirs.ID)
 	if len(rejected) != 1 || !containsAll(string(rejected[0].Details), forged.ID) {
