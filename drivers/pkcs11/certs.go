@@ -56,6 +56,9 @@ func (t *Token) WriteCertificate(ctx context.Context, w CertificateWrite) (Write
 			return &Error{Op: op, Code: CodeCertificateKeyMismatch,
 				Err: fmt.Errorf("certificate %q is not for the key with ID %x", w.Cert.Subject, w.ID)}
 		}
+		if err := t.sweepTornCertsLocked(sh); err != nil {
+			return err
+		}
 		if res, err = t.writeCertLocked(sh, w.ID, w.Label, w.Cert, categoryTokenUser); err != nil {
 			return err
 		}
@@ -89,6 +92,33 @@ func checkCertificateWrite(op string, w CertificateWrite) error {
 			return invalidf(op, "chain certificate %d reuses ID %x", i, c.ID)
 		}
 		ids[string(c.ID)] = true
+	}
+	return nil
+}
+
+// sweepTornCertsLocked deletes the certificate objects a torn write left: a module that
+// writes an object in steps (SoftHSM2 stores the defaults, then the caller's template in a
+// transaction) keeps one with no ID, label or value when the process dies or the token
+// loses power in between. Nothing can use such an object and other software lists it, so
+// the next certificate write takes it away. A certificate with a value is never touched,
+// whoever wrote it.
+func (t *Token) sweepTornCertsLocked(sh p11.SessionHandle) error {
+	hs, err := t.findLocked(sh, classTemplate(p11.CKO_CERTIFICATE, []byte{}))
+	if err != nil {
+		return err
+	}
+	var torn []p11.ObjectHandle
+	for _, h := range hs {
+		a, err := t.attrsLocked(sh, h, p11.CKA_ID, p11.CKA_LABEL, p11.CKA_VALUE)
+		if err != nil {
+			continue // not readable: not ours to judge
+		}
+		if len(a[p11.CKA_ID]) == 0 && len(a[p11.CKA_LABEL]) == 0 && len(a[p11.CKA_VALUE]) == 0 {
+			torn = append(torn, h)
+		}
+	}
+	if _, err := t.destroyLocked(sh, torn); err != nil {
+		return fmt.Errorf("removing a certificate object a torn write left: %w", err)
 	}
 	return nil
 }

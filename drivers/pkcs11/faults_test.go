@@ -12,6 +12,8 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -432,5 +434,66 @@ func TestModuleErrorsBecomeCodes(t *testing.T) {
 	}
 	if err := sign(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A process killed inside C_CreateObject leaves, on SoftHSM2, a certificate object with no
+// ID, label or value. The retried write takes it away and leaves any other software's
+// certificate alone, even one with no ID or label.
+func TestTornCertificateWriteIsSweptAway(t *testing.T) {
+	ctx := context.Background()
+	var inj faults.Injector
+	_, tok, label := loggedIn(t, pkcs11.Options{Wrap: inj.Wrap})
+	slot := slotOf(t, tok)
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := newCA(t, caKey)
+	id := []byte{0x71}
+	key := generate(t, tok, id, "ec-p256", 0)
+	if _, err := tok.WriteCertificate(ctx, pkcs11.CertificateWrite{ID: id, Label: "first", Cert: ca.issue(t, "first", key.Public())}); err != nil {
+		t.Fatal(err)
+	}
+	// Another application's certificate, written without an ID or a label.
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other := ca.issue(t, "someone else's", otherKey.Public())
+	tool(t, label, "--login", "--pin", userPIN, "--write-object", writeFile(t, "other.der", other.Raw), "--type", "cert")
+
+	renewal := ca.issue(t, "renewal", key.Public())
+	w := pkcs11.CertificateWrite{ID: id, Label: "renewal", Cert: renewal}
+	inj.TearCertificateWrites(p11.CKR_DEVICE_REMOVED, 1)
+	_, err := tok.WriteCertificate(ctx, w)
+	wantCode(t, err, pkcs11.CodeDeviceRemoved)
+	certObjects := func() (n, blank int) {
+		for _, b := range objectBlocks(tool(t, label, "--list-objects")) {
+			if strings.HasPrefix(b, "Certificate Object") {
+				n++
+				if !strings.Contains(b, "ID:") && !strings.Contains(b, "subject:") {
+					blank++
+				}
+			}
+		}
+		return n, blank
+	}
+	if n, blank := certObjects(); n != 3 || blank != 1 {
+		t.Fatalf("after the torn write: %d certificate objects, %d blank; want 3 and 1", n, blank)
+	}
+
+	recoverToken(t, &inj, tok, slot)
+	if res, err := tok.WriteCertificate(ctx, w); err != nil || res != pkcs11.Replaced {
+		t.Fatalf("retry: %v, %v", res, err)
+	}
+	if n, blank := certObjects(); n != 2 || blank != 0 {
+		t.Fatalf("after the retry: %d certificate objects, %d blank; want 2 (the renewal and the other application's) and 0", n, blank)
+	}
+	certs, err := tok.Certificates(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, c := range certs {
+		kept = append(kept, c.Subject)
+	}
+	slices.Sort(kept)
+	if want := []string{"CN=renewal", "CN=someone else's"}; !slices.Equal(kept, want) {
+		t.Fatalf("certificates on the token: %q, want %q", kept, want)
 	}
 }

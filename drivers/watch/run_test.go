@@ -173,9 +173,12 @@ func (b *blockingTokens) Tokens(ctx context.Context) ([]TokenState, error) {
 func TestPollTimeout(t *testing.T) {
 	src := &fakeTokens{}
 	src.set(softToken("aaaa", "alpha"))
-	w := newWatcher(t, Config{InsertAfter: 1, RemoveAfter: 1, PollTimeout: time.Millisecond}, nil, src)
+	w := newWatcher(t, Config{InsertAfter: 1, RemoveAfter: 1}, nil, src)
 	pollN(w, 1)
 	drain(w)
+	// Only now the short timeout: on a busy machine a millisecond can pass before even the
+	// quick first poll reads the token.
+	w.cfg.PollTimeout = time.Millisecond
 	w.tokens = &blockingTokens{entered: make(chan struct{}, 1)}
 	pollN(w, 1)
 	evs := drain(w)

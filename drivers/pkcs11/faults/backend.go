@@ -189,12 +189,39 @@ func (w *backend) CreateObject(sh p11.SessionHandle, temp []*p11.Attribute) (p11
 	if err := w.sess("CreateObject", sh); err != nil {
 		return 0, err
 	}
-	h, err := w.inner.CreateObject(sh, temp)
 	slot, _ := w.f.slotOf(sh)
+	if rv, ok := w.f.tear(temp); ok {
+		_, err := w.inner.CreateObject(sh, tornCertificate(temp))
+		if err == nil {
+			err = p11.Error(rv)
+			if rv == p11.CKR_DEVICE_REMOVED || rv == p11.CKR_TOKEN_NOT_PRESENT {
+				w.f.Remove(slot)
+			}
+		}
+		return 0, err
+	}
+	h, err := w.inner.CreateObject(sh, temp)
 	if err, cut := w.f.leave("CreateObject", slot, err); cut {
 		return 0, err // the object stays on the token
 	}
 	return h, err
+}
+
+// tornCertificate is the template of what a torn certificate write leaves: the object's
+// defaults, none of the caller's identifying attributes or value.
+func tornCertificate(temp []*p11.Attribute) []*p11.Attribute {
+	keep := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_CERTIFICATE),
+		p11.NewAttribute(p11.CKA_CERTIFICATE_TYPE, p11.CKC_X_509),
+		p11.NewAttribute(p11.CKA_SUBJECT, []byte{}),
+		p11.NewAttribute(p11.CKA_VALUE, []byte{}),
+	}
+	for _, a := range temp {
+		if a.Type == p11.CKA_TOKEN { // where the object lives is decided before its template
+			keep = append(keep, a)
+		}
+	}
+	return keep
 }
 
 func (w *backend) DestroyObject(sh p11.SessionHandle, oh p11.ObjectHandle) error {

@@ -3,6 +3,7 @@
 package faults
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -25,6 +26,7 @@ type Injector struct {
 	dead     map[p11.SessionHandle]bool    // sessions a removal killed, until closed
 	pins     map[uint]*pinCounters         // slots with emulated retry counters
 	hidden   map[uint]bool                 // mechanisms the token seems not to have
+	tears    []uint                        // answers of the certificate writes to tear
 }
 
 type session struct {
@@ -97,6 +99,41 @@ func (f *Injector) FailAfter(call string, rv uint, n int) {
 	for range n {
 		f.after[call] = append(f.after[call], rv)
 	}
+}
+
+// TearCertificateWrites makes the next n C_CreateObject calls of a certificate tear: the
+// token keeps what SoftHSM2 keeps when the process dies or the token loses power inside the
+// call (it stores an object's defaults first, then the caller's template in a transaction
+// that never commits): a certificate object with no ID, label, subject or value. The caller
+// hears rv; with CKR_DEVICE_REMOVED or CKR_TOKEN_NOT_PRESENT the token is then out of its
+// slot, until Insert.
+func (f *Injector) TearCertificateWrites(rv uint, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.tears = append(f.tears, rv)
+	}
+}
+
+// tear takes the answer of the next torn certificate write, if one is queued.
+func (f *Injector) tear(temp []*p11.Attribute) (rv uint, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.tears) == 0 || !isCertificate(temp) {
+		return 0, false
+	}
+	rv, f.tears = f.tears[0], f.tears[1:]
+	return rv, true
+}
+
+func isCertificate(temp []*p11.Attribute) bool {
+	for _, a := range temp {
+		if a.Type == p11.CKA_CLASS {
+			return len(a.Value) == 8 && binary.NativeEndian.Uint64(a.Value) == p11.CKO_CERTIFICATE ||
+				len(a.Value) == 4 && binary.NativeEndian.Uint32(a.Value) == p11.CKO_CERTIFICATE
+		}
+	}
+	return false
 }
 
 // leave runs after a call that reached the module: it turns a success into the failure
