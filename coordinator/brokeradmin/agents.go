@@ -36,8 +36,8 @@ type AgentUser struct {
 // management user is refused with ErrNotAgentUser and left alone. Failures are
 // *AgentError.
 //
-// Connections the user already has keep the permissions they had: RabbitMQ caches them
-// per channel.
+// Channels the user already has open may keep, for their life, access they were granted
+// before: RabbitMQ caches successful permission checks per channel.
 func (c *Client) PutAgent(ctx context.Context, u AgentUser) error {
 	if err := c.putAgent(ctx, &u); err != nil {
 		return &AgentError{AgentID: u.AgentID, Err: fmt.Errorf("provisioning broker user %q on vhost %q: %w", u.User, c.vhost, err)}

@@ -23,10 +23,9 @@ func (c *Client) Check(ctx context.Context) error {
 	case errors.Is(err, ErrUnauthorized):
 		return fmt.Errorf("broker management API at %s refused the login of %q (%w): check the password; if the user does not exist, create it: rabbitmqctl add_user %s PASSWORD && rabbitmqctl set_user_tags %s administrator",
 			c.base, c.user, err, c.user, c.user)
-	case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
-		return fmt.Errorf("broker management API: %s has no /api/whoami (%w): check the URL, the management UI's address without /api", c.base, err)
 	case errors.As(err, &ae):
-		return fmt.Errorf("broker management API at %s: %w", c.base, err)
+		// A 404, or the management UI's page (406 to a JSON request): not the API's root.
+		return fmt.Errorf("broker management API at %s: %w: check the URL (the management UI's address, without /api)", c.base, err)
 	case err != nil:
 		return fmt.Errorf("broker management API at %s does not answer (%w): enable it on the broker with: rabbitmq-plugins enable rabbitmq_management (it listens on 15672, or 15671 with TLS)",
 			c.base, err)
