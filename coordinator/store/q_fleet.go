@@ -152,12 +152,14 @@ func (x *q) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (int64, err
 			args = append(args, id, x.d.ts(latest[id]))
 		}
 		// A heartbeat never moves an agent's times back: another coordinator, or a hello,
-		// may have written a later one since this one arrived.
+		// may have written a later one since this one arrived. Nor does one still queued
+		// when its agent was disabled show that agent online.
 		res, err := x.exec(ctx, `UPDATE agents SET online = ?, last_heartbeat_at = v.column2,
 				last_seen_at = CASE WHEN agents.last_seen_at IS NULL OR agents.last_seen_at < v.column2
 					THEN v.column2 ELSE agents.last_seen_at END
 			FROM (VALUES `+b.String()+`) AS v
-			WHERE agents.id = v.column1 AND (agents.last_heartbeat_at IS NULL OR agents.last_heartbeat_at < v.column2)`, args...)
+			WHERE agents.id = v.column1 AND (agents.last_heartbeat_at IS NULL OR agents.last_heartbeat_at < v.column2)
+				AND agents.state = 'active'`, args...)
 		if err != nil {
 			return n, x.d.wrap(op, err)
 		}

@@ -204,6 +204,12 @@ func testAgentLifeCycle(t *testing.T, h *harness) {
 	if c := must(h.s.AgentCredentials(h.ctx, a.ID))(t); c != nil {
 		t.Fatalf("a disabled agent keeps credentials %q", c)
 	}
+	// A heartbeat still queued when the agent was disabled does not show it online.
+	if n := do(t, h, func(tx store.Tx) (int64, error) {
+		return tx.RecordHeartbeats(h.ctx, []store.Heartbeat{{AgentID: a.ID, At: at.Add(time.Second)}})
+	}); n != 0 || must(h.s.GetAgent(h.ctx, a.ID))(t).Online {
+		t.Fatalf("a disabled agent's heartbeat was recorded (%d rows)", n)
+	}
 	wantErr(t, try(h, func(tx store.Tx) (store.Agent, error) {
 		return tx.SetAgentState(h.ctx, a.ID, store.AgentStateChange{State: "lost", By: f.approver.ID})
 	}), store.ErrInvalid)
