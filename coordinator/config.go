@@ -231,6 +231,7 @@ func (c Config) Validate() error {
 		bad("expiry_sweep_interval", "%s is outside 1s..1h", d)
 	}
 	c.validateDispatch(bad)
+	c.validateManagement(bad)
 	c.validateAudit(bad)
 	return errors.Join(errs...)
 }

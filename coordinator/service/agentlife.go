@@ -65,12 +65,12 @@ func (r *enrolRefusal) Error() string { return r.err.Error() }
 // audited (agent.enrol_refused) with the source; an unknown or wrong secret is audited at
 // most once a minute per source, like a bad API token.
 func (s *Service) Enrol(ctx context.Context, r EnrolRequest) (Enrolment, error) {
-	if s.broker == nil {
-		return Enrolment{}, newErr(CodeUnavailable, "", "self-enrolment is off: the coordinator has no broker management configured (broker.management in its configuration); an administrator enrols agents with tokenfleetctl agent add")
-	}
 	if !r.Secure {
 		return Enrolment{}, s.refuseEnrol(ctx, r, &enrolRefusal{reason: "plain HTTP from " + r.Source,
 			err: badRequest("", "enrolment over plain HTTP from another host is refused: the code would cross the network in clear. Enrol over https (the coordinator's tls settings), and revoke this code")})
+	}
+	if s.broker == nil {
+		return Enrolment{}, newErr(CodeUnavailable, "", "self-enrolment is off: the coordinator has no broker management configured (broker.management in its configuration); an administrator enrols agents with tokenfleetctl agent add")
 	}
 	if err := r.check(); err != nil {
 		return Enrolment{}, err
