@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/tokenfleet/tokenfleet/agent"
 	"github.com/tokenfleet/tokenfleet/agent/config"
 	"github.com/tokenfleet/tokenfleet/agent/enrol"
 	"github.com/tokenfleet/tokenfleet/agent/keys"
@@ -153,6 +154,10 @@ func applyEnrolment(ctx context.Context, r *config.Resolved, log zerolog.Logger)
 	u.User = url.User(bc.User)
 	r.Agent.Broker.URL = u.String()
 	r.Agent.Broker.Password = enrol.Password(dir, pair)
+	if r.Agent.Broker.Queue == "" || r.Agent.Broker.Queue == agent.QueueAuto {
+		// The coordinator declared its queue; its user may not declare any.
+		r.Agent.Broker.Queue = agent.QueueCheck
+	}
 	log.Info().Str("agent", rec.AgentID).Str("broker", u.Redacted()).Str("coordinator", rec.Coordinator).
 		Msg("enrolled: using the broker identity the coordinator gave")
 	return nil

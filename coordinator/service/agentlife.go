@@ -396,8 +396,10 @@ func (s *Service) RotateAgentCredentials(ctx context.Context, by Actor, id strin
 	if err := s.provisionFor(ctx, by, a, why); err != nil {
 		return Agent{}, err
 	}
-	a, err = s.st.GetAgent(ctx, id)
-	return agentOf(a), AsError(err)
+	if a, err = s.st.GetAgent(ctx, id); err != nil {
+		return Agent{}, AsError(err)
+	}
+	return agentOf(a), nil
 }
 
 // provisionFor provisions an agent's broker identity on an administrator's behalf.

@@ -41,7 +41,7 @@ type EnrolmentKeyRequest struct {
 	Organization string              // organisation name given to its agents; "" for none
 	Tags         []string            // given to its agents
 	AgentID      string              // codes only: the one agent ID it may enrol
-	PreApproved  bool                // its agents are active at once; else they wait for an administrator
+	PreApproved  bool                // keys: its agents are active at once, else they wait for an administrator; codes always are
 	MaxUses      int                 // keys only: 0 for no limit
 	ExpiresIn    time.Duration       // 0: the kind's default
 }
@@ -89,6 +89,9 @@ func (r *EnrolmentKeyRequest) check() error {
 			return badRequest("max_uses", "a one-off code is used once; ask for a key (kind key) to enrol several agents")
 		}
 		r.MaxUses = 1
+		// A one-off code is the administrator's approval of the one agent it enrols (as
+		// pre-activated codes are elsewhere); holding for approval is for reusable keys.
+		r.PreApproved = true
 		if r.AgentID != "" {
 			if err := checkAgentID("agent_id", r.AgentID); err != nil {
 				return err
@@ -186,7 +189,7 @@ func (s *Service) CreateEnrolmentKeys(ctx context.Context, by Actor, r Enrolment
 			out = append(out, IssuedEnrolmentKey{EnrolmentKey: EnrolmentKey{EnrolmentKey: k, Organization: r.Organization,
 				CreatedBy: actor.Username}, Secret: secrets[i]})
 			entries[i] = audit.Entry{Actor: actor.ID, Action: audit.ActionEnrolmentKeyCreated, Target: "enrolment_key:" + k.ID,
-				Details: audit.Details("kind", string(k.Kind), "name", k.Name, "organization", r.Organization, "tags", k.Tags,
+				Details: audit.Details("kind", string(k.Kind), "name", k.Name, "organization", r.Organization, "tags", strings.Join(k.Tags, ","),
 					"agent_id", k.AgentID, "pre_approved", k.PreApproved, "max_uses", k.MaxUses, "expires", k.Expires.Format(time.RFC3339))}
 		}
 		return t.auditAll(ctx, entries)
