@@ -129,7 +129,6 @@ func (c Config) managementClient(log zerolog.Logger) (*brokeradmin.Client, error
 	return cl, nil
 }
 
-
 // setupManagement makes the broker identities of self-enrolment, nil when
 // broker.management is not set. A management API that does not answer yet is logged, not
 // fatal: the broker may be starting too, and enrolments say what fails meanwhile.

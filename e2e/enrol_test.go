@@ -314,7 +314,7 @@ func testEnrolRefused(t *testing.T, s *system, keyPre, code api.EnrolmentKey, co
 	}
 	for _, tc := range []struct {
 		name, code, id, want string
-		extra               []string
+		extra                []string
 	}{
 		{"a one-off code used twice", code.Secret, codedID, "was used already", nil},
 		{"an expired code", expired.Secret, "", "expired at", nil},
