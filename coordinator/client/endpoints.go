@@ -220,11 +220,9 @@ func (c *Client) decide(ctx context.Context, id, verb string, body any) (JobDeta
 	return d, err
 }
 
-// ListAgents returns one page of agents with their presence.
+// ListAgents returns one page of agents, of every state, with their presence.
 func (c *Client) ListAgents(ctx context.Context, p Page) (AgentList, error) {
-	var l AgentList
-	_, err := c.do(ctx, request{method: http.MethodGet, path: "/api/v1/agents", query: p.values(), out: &l})
-	return l, err
+	return c.ListAgentsBy(ctx, AgentFilter{}, p)
 }
 
 // ListTokens returns one page of tokens as last reported by agents.

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,29 +11,44 @@ import (
 )
 
 func agentsCommand(e *env) *cobra.Command {
+	var (
+		f       client.AgentFilter
+		pending bool
+	)
 	cmd := &cobra.Command{
-		Use:   "agents",
-		Short: "List agents with their presence",
-		Args:  exactArgs(),
+		Use:   "agents [--pending | --state S]",
+		Short: "List agents with their life-cycle state and presence",
+		Long: `List agents with their life-cycle state and presence. States: pending (enrolled with a
+key held for approval: tokenfleetctl agent approve ID), active, disabled (agent enable ID
+makes it active again) and removed.`,
+		Args: exactArgs(),
 	}
 	lf := addListFlags(cmd, "agents")
+	cmd.Flags().BoolVar(&pending, "pending", false, "only agents waiting for an administrator's approval (--state pending)")
+	cmd.Flags().StringVar(&f.State, "state", "", "only agents in this state: pending, active, disabled or removed")
 	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
 		if err := lf.check(cmd); err != nil {
 			return err
+		}
+		if pending {
+			if f.State != "" && f.State != client.AgentPending {
+				return usageErrorf("--pending is --state pending: pass one of them")
+			}
+			f.State = client.AgentPending
 		}
 		c, err := e.newClient(e.conn)
 		if err != nil {
 			return err
 		}
-		return list(e, lf, c.AllAgents(cmd.Context(), lf.pageSize()), func(as []client.Agent) error {
+		return list(e, lf, c.AllAgentsBy(cmd.Context(), f, lf.pageSize()), func(as []client.Agent) error {
 			now := e.now()
-			t := newTable(e.stdout, "ID", "HOSTNAME", "OS", "VERSION", "PRESENCE", "LAST SEEN", "APPROVED", "ENROLLED")
+			t := newTable(e.stdout, "ID", "HOSTNAME", "OS", "VERSION", "STATE", "PRESENCE", "LAST SEEN", "TAGS", "ENROLLED")
 			for _, a := range as {
 				presence := "offline"
 				if a.Online {
 					presence = "online"
 				}
-				t.row(a.ID, a.Hostname, a.OS, a.Version, presence, relText(a.LastSeen, now), yesNo(a.Approved), timeText(a.Enrolled))
+				t.row(a.ID, a.Hostname, a.OS, a.Version, a.State, presence, relText(a.LastSeen, now), strings.Join(a.Tags, ","), timeText(a.Enrolled))
 			}
 			if err := t.flush(); err != nil {
 				return err

@@ -426,8 +426,9 @@ func TestDecisions(t *testing.T) {
 func TestFleetListings(t *testing.T) {
 	api := newFakeAPI(t)
 	api.on("GET /api/v1/agents", 200, client.AgentList{Items: []client.Agent{
-		{ID: "ws-01", Hostname: "ws-01.acme.test", OS: "linux", Version: "1.0.0", Online: true, LastSeen: fixedNow.Add(-3 * time.Minute), Approved: true, Enrolled: fixedNow.Add(-48 * time.Hour)},
-		{ID: "ws-02", Hostname: "ws-02.acme.test", OS: "windows", Version: "1.0.0", LastSeen: fixedNow.Add(-72 * time.Hour)},
+		{ID: "ws-01", Hostname: "ws-01.acme.test", OS: "linux", Version: "1.0.0", Online: true, LastSeen: fixedNow.Add(-3 * time.Minute), Approved: true,
+			Enrolled: fixedNow.Add(-48 * time.Hour), State: "active", Tags: []string{"site:paris", "laptop"}},
+		{ID: "ws-02", Hostname: "ws-02.acme.test", OS: "windows", Version: "1.0.0", LastSeen: fixedNow.Add(-72 * time.Hour), State: "pending"},
 	}})
 	api.on("GET /api/v1/tokens", 200, client.TokenList{Items: []client.Token{
 		{Serial: "ABC123", Agent: "ws-01", Label: "alice\tsmith", Manufacturer: "SoftHSM project", Model: "SoftHSM v2", LastSeen: fixedNow.Add(-10 * time.Second)},
@@ -441,9 +442,9 @@ func TestFleetListings(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"agents"}, `ID     HOSTNAME         OS       VERSION  PRESENCE  LAST SEEN  APPROVED  ENROLLED
-ws-01  ws-01.acme.test  linux    1.0.0    online    3m ago     yes       2025-05-30T12:00:00Z
-ws-02  ws-02.acme.test  windows  1.0.0    offline   3d ago     no        -
+		{[]string{"agents"}, `ID     HOSTNAME         OS       VERSION  STATE    PRESENCE  LAST SEEN  TAGS               ENROLLED
+ws-01  ws-01.acme.test  linux    1.0.0    active   online    3m ago     site:paris,laptop  2025-05-30T12:00:00Z
+ws-02  ws-02.acme.test  windows  1.0.0    pending  offline   3d ago     -                  -
 `},
 		{[]string{"tokens", "--agent", "ws-01"}, `SERIAL  AGENT  LABEL         MANUFACTURER     MODEL       LAST SEEN
 ABC123  ws-01  alice\tsmith  SoftHSM project  SoftHSM v2  10s ago
@@ -465,11 +466,17 @@ ABC123  ws-01  alice\tsmith  SoftHSM project  SoftHSM v2  10s ago
 			t.Errorf("%v --json: %v\n%s", tt.args, err, r.stdout)
 		}
 	}
+	for _, args := range [][]string{{"agents", "--pending"}, {"agents", "--state", "disabled"}} {
+		if r := runCtl(t, api.env(), "", args...); r.code != 0 {
+			t.Errorf("%v: exit %d stderr %q", args, r.code, r.stderr)
+		}
+	}
 	var queries []string
 	for _, req := range api.requests() {
 		queries = append(queries, req.Path+"?"+req.Query)
 	}
-	for _, want := range []string{"/api/v1/tokens?agent=ws-01&limit=51", "/api/v1/certificates?holder=alice&limit=51"} {
+	for _, want := range []string{"/api/v1/tokens?agent=ws-01&limit=51", "/api/v1/certificates?holder=alice&limit=51",
+		"/api/v1/agents?limit=51&state=pending", "/api/v1/agents?limit=51&state=disabled"} {
 		if !strings.Contains(strings.Join(queries, " "), want) {
 			t.Errorf("no request %s among %v", want, queries)
 		}

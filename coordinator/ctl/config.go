@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
@@ -196,6 +197,7 @@ func (e *env) newClient(f connFlags) (*client.Client, error) {
 	}
 	e.resolved = c
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, VerifyConnection: e.tlsSeen.record}
 	if c.caFile != "" {
 		pem, err := os.ReadFile(c.caFile)
 		if err != nil {
@@ -205,7 +207,7 @@ func (e *env) newClient(f connFlags) (*client.Client, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("CA file %s holds no PEM certificate", c.caFile)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
 	}
 	timeout := f.timeout
 	if timeout <= 0 {
@@ -214,6 +216,45 @@ func (e *env) newClient(f connFlags) (*client.Client, error) {
 	return client.New(c.url, c.token,
 		client.WithHTTPClient(&http.Client{Transport: tr, Timeout: timeout}),
 		client.WithUserAgent("tokenfleetctl"))
+}
+
+// tlsRoot records the certificate an agent enrolling through the same URL pins
+// (tokenfleet-agent enrol --ca-fingerprint; enrolment-key create prints its fingerprint):
+// the highest certificate of the chain this machine verified that the coordinator also
+// presents. The agent finds its pin among the certificates presented, so a root the
+// server does not send cannot be it.
+type tlsRoot struct {
+	mu       sync.Mutex // guards the fields below
+	cert     *x509.Certificate
+	leafOnly bool // the pinned certificate is the server's own: it changes when renewed
+}
+
+// record is a tls.Config VerifyConnection: it runs after the chain was verified, and
+// refuses nothing.
+func (r *tlsRoot) record(cs tls.ConnectionState) error {
+	if len(cs.VerifiedChains) == 0 {
+		return nil
+	}
+	chain := cs.VerifiedChains[0]
+	for i := len(chain) - 1; i >= 0; i-- {
+		for _, p := range cs.PeerCertificates {
+			if p.Equal(chain[i]) {
+				r.mu.Lock()
+				r.cert, r.leafOnly = chain[i], i == 0 && len(chain) > 1
+				r.mu.Unlock()
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// get returns the recorded certificate, and whether it is the server's own rather than a
+// CA's; nil when no TLS connection was verified.
+func (r *tlsRoot) get() (*x509.Certificate, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cert, r.leafOnly
 }
 
 func first(vs ...string) string {

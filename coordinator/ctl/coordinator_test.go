@@ -139,7 +139,7 @@ func TestAgainstCoordinator(t *testing.T) {
 	}
 
 	agents := ok(admin, "agents")
-	if !strings.Contains(agents, "ws-01  ws-01.acme.example  linux  test     offline ") {
+	if !strings.Contains(agents, "ws-01  ws-01.acme.example  linux  test     active  offline ") {
 		t.Errorf("agents:\n%s", agents)
 	}
 	if out := ok(admin, "tokens"); out != "no tokens\n" {

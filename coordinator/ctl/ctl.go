@@ -50,6 +50,7 @@ type env struct {
 	isTerminal     func(io.Reader) bool
 	conn           connFlags
 	resolved       connection // the connection of the last client made, for hints on its errors
+	tlsSeen        tlsRoot    // the root of the coordinator's TLS chain, once a connection verified it
 }
 
 func (e *env) warnf(format string, args ...any) {
@@ -195,8 +196,9 @@ checkpoint), 4 job watch gave up at its --timeout before the job ended.`,
 		decisionCommand(e, "reject"),
 		decisionCommand(e, "cancel"),
 		retryCommand(e),
-		withSubcommands(agentCommand(e), agentResetKeyCommand(e)),
+		withSubcommands(agentCommand(e), append(agentLifeCommands(e), agentResetKeyCommand(e))...),
 		agentsCommand(e),
+		enrolmentKeyCommand(e),
 		tokensCommand(e),
 		certsCommand(e),
 		revokeCommand(e),
