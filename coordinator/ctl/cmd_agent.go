@@ -9,7 +9,7 @@ import (
 )
 
 func agentCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "agent", Short: "Agents: enrol one before it first connects"}
+	cmd := &cobra.Command{Use: "agent", Short: "Agents: enrol, approve or reject, disable, enable, remove, rotate credentials"}
 
 	var (
 		in     client.AgentEnrolment

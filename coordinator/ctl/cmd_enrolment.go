@@ -57,8 +57,9 @@ software-distribution run; --agent-id ties a single code to one agent ID.
 --kind key: one reusable key for many agents; valid 30 days by default, at most 366;
 --max-uses N limits how many agents it enrols (0, the default: no limit).
 
-Agents enrolled get the key's organisation and tags. Without --pre-approved they wait
-as pending until an administrator runs tokenfleetctl agent approve ID.
+Agents enrolled get the key's organisation and tags. A one-off code is the approval of
+the agent it enrols; the agents of a key wait as pending until an administrator runs
+tokenfleetctl agent approve ID, unless the key is --pre-approved.
 
 Beside the secrets the command prints the SHA-256 fingerprint of the CA agents pin with
 tokenfleet-agent enrol --ca-fingerprint: for an https:// coordinator URL, the highest CA
@@ -119,7 +120,7 @@ instead of standard output; an existing file is never overwritten. Example:
 	f.StringVar(&in.Organization, "org", "", "organisation its agents belong to")
 	f.StringArrayVar(&in.Tags, "tag", nil, "tag given to its agents, repeatable (lower-case letters, digits and _ . : -)")
 	f.StringVar(&in.AgentID, "agent-id", "", "codes: the one agent ID the code may enrol")
-	f.BoolVar(&in.PreApproved, "pre-approved", false, "its agents are active at once, without an administrator's approval")
+	f.BoolVar(&in.PreApproved, "pre-approved", false, "keys: its agents are active at once, without an administrator's approval (a code always is)")
 	f.IntVar(&in.MaxUses, "max-uses", 0, "keys: how many agents it may enrol (0: no limit)")
 	f.StringVar(&expiresIn, "expires-in", "", "validity: 15m, 72h or whole days (21d); default 15m for codes, 30d for keys")
 	f.BoolVar(&asCSV, "csv", false, "print id,secret,agent_id,expires lines (with a header) for software distribution")

@@ -157,8 +157,9 @@ func newRoot(e *env) *cobra.Command {
 		Use:   "tokenfleetctl",
 		Short: "Command line of the tokenfleet coordinator",
 		Long: `tokenfleetctl manages a tokenfleet coordinator: organisations, people and their API
-tokens, issuance profiles, jobs and their approvals, agents, tokens and certificates, and
-verifies the audit log's hash chain on this machine.
+tokens, issuance profiles, jobs and their approvals, agents and the codes and keys they
+enrol with, tokens and certificates, and verifies the audit log's hash chain on this
+machine.
 
 ` + connectionHelp + `
 
