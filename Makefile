@@ -62,8 +62,9 @@ lint: vet
 # the slow token paths to rise above the noise. BenchmarkDispatch approves 1,000 jobs
 # before each iteration (about 30 s): three iterations say enough.
 bench: deps
-	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkDispatch|BenchmarkFleetPresence|BenchmarkFleetJobs)$$' -benchtime 20x -count 1 $(PKGS)
+	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkDispatch|BenchmarkFleetPresence|BenchmarkFleetJobs|BenchmarkSelfEnrol|BenchmarkPutAgents)$$' -benchtime 20x -count 1 $(PKGS)
 	$(GO) test -run '^$$' -bench '^BenchmarkDispatch$$' -benchtime 3x -count 1 ./coordinator/dispatch/
+	$(GO) test -run '^$$' -bench '^(BenchmarkSelfEnrol|BenchmarkPutAgents)$$' -benchtime 2x -count 1 ./coordinator/httpapi/ ./coordinator/brokeradmin/
 	$(GO) test -run '^$$' -bench 'SignOverhead' -benchtime 3000x -count 1 ./drivers/pkcs11/
 	$(GO) test -run '^$$' -bench '^BenchmarkFleet(Presence|Jobs)$$' -benchtime 1x -count 1 -timeout 30m ./fleetsim/
 
