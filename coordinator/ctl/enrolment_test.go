@@ -359,12 +359,15 @@ func TestEnrolmentKeyFingerprintOverTLS(t *testing.T) {
 			srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: tt.presented, PrivateKey: pki.leafKey}}}
 			srv.StartTLS()
 			t.Cleanup(srv.Close)
-			var trusted []byte
+			var (
+				trusted []byte
+				err     error
+			)
 			for _, der := range tt.trusted {
 				trusted = append(trusted, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 			}
 			ca := filepath.Join(t.TempDir(), "ca.pem")
-			if err := os.WriteFile(ca, trusted, 0o600); err != nil {
+			if err = os.WriteFile(ca, trusted, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			sum := sha256.Sum256(tt.pinned)
@@ -375,6 +378,27 @@ func TestEnrolmentKeyFingerprintOverTLS(t *testing.T) {
 				"CA fingerprint (SHA-256): " + hex.EncodeToString(sum[:]) + " (tokenfleet-agent enrol --ca-fingerprint)\n"
 			if r.code != 0 || r.stdout != want || !strings.HasPrefix(r.stderr, tt.warning) {
 				t.Errorf("exit %d stderr %q stdout:\n%s\nwant:\n%s", r.code, r.stderr, r.stdout, want)
+			}
+			// What the agent checks: the pinned certificate is among those presented, and
+			// vouches, as the only root, for the leaf.
+			presented := make([]*x509.Certificate, len(tt.presented))
+			inter := x509.NewCertPool()
+			for i, der := range tt.presented {
+				if presented[i], err = x509.ParseCertificate(der); err != nil {
+					t.Fatal(err)
+				}
+				if i > 0 {
+					inter.AddCert(presented[i])
+				}
+			}
+			roots := x509.NewCertPool()
+			for _, c := range presented {
+				if sha256.Sum256(c.Raw) == sum {
+					roots.AddCert(c)
+				}
+			}
+			if _, err := presented[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: "127.0.0.1"}); err != nil {
+				t.Errorf("an agent pinning the fingerprint cannot verify the coordinator: %v", err)
 			}
 		})
 	}
