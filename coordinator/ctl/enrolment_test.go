@@ -270,7 +270,7 @@ func TestAgentLifeCycleWithoutManagement(t *testing.T) {
 	admin.fails(1, "tokenfleetctl: agents: bad_request: state: is \"gone\": want pending, active, disabled or removed", "agents", "--state", "gone")
 
 	const noManagement = "unavailable: the coordinator has no broker management configured (broker.management)"
-	admin.fails(1, "tokenfleetctl: agent approve: "+noManagement, "agent", "approve", "ws-02", "--reason", "known laptop")
+	admin.fails(1, "tokenfleetctl: agent approve: unavailable: cannot approve agent ws-02: the coordinator has no broker management configured (broker.management)", "agent", "approve", "ws-02", "--reason", "known laptop")
 	admin.fails(1, "tokenfleetctl: agent disable: reason_required: say why the agent is disabled", "agent", "disable", "ws-01")
 	admin.fails(1, "; pass --reason R", "agent", "remove", "ws-01")
 	admin.fails(1, "tokenfleetctl: agent reject: conflict: cannot reject agent: agent ws-01 is active", "agent", "reject", "ws-01")
@@ -280,13 +280,18 @@ func TestAgentLifeCycleWithoutManagement(t *testing.T) {
 		t.Errorf("agent disable printed %q", out)
 	}
 	admin.fails(1, "conflict: agent ws-01 is disabled: only an active agent has broker credentials to rotate", "agent", "rotate-credentials", "ws-01")
-	admin.fails(1, "tokenfleetctl: agent enable: "+noManagement, "agent", "enable", "ws-01")
+	// Without broker management nothing deleted its hand-made broker user: enabling
+	// gives it back its state only.
+	if out, _ := admin.ok("agent", "enable", "ws-01", "--reason", "found"); out != "agent ws-01 enabled: state active\n" {
+		t.Errorf("agent enable printed %q", out)
+	}
+	admin.ok("agent", "disable", "ws-01", "--reason", "laptop stolen again")
 	out, _ = admin.ok("agent", "remove", "ws-01", "--reason", "decommissioned", "--json")
 	var a client.Agent
 	if err := json.Unmarshal([]byte(out), &a); err != nil || a.ID != "ws-01" || a.State != "removed" || a.StateReason != "decommissioned" || a.StateBy == "" {
 		t.Errorf("agent remove --json: %v %+v", err, a)
 	}
-	admin.fails(1, "tokenfleetctl: agent approve: not_found: no agent \"ws-09\" is enrolled", "agent", "approve", "ws-09")
+	admin.fails(1, "tokenfleetctl: agent reject: not_found: no agent \"ws-09\" is enrolled", "agent", "reject", "ws-09")
 }
 
 // TestEnrolmentCommandLines: wrong command lines are usage errors, and send nothing.

@@ -323,6 +323,11 @@ type AgentStateRequest struct {
 // ApproveAgent activates a pending agent (admin) and provisions its broker identity; the
 // agent, polling, then fetches its credentials.
 func (s *Service) ApproveAgent(ctx context.Context, by Actor, id string, r AgentStateRequest) (Agent, error) {
+	if s.broker == nil {
+		// Checked first: an approved agent with no way to get a broker identity would
+		// wait for credentials that never come.
+		return Agent{}, newErr(CodeUnavailable, "", "cannot approve agent %s: the coordinator has no broker management configured (broker.management), so it cannot give the agent a broker identity", id)
+	}
 	a, err := s.moveAgent(ctx, by, id, "approve agent", r.Reason, store.AgentActive, audit.ActionAgentApproved, store.AgentPending)
 	if err != nil {
 		return Agent{}, err
@@ -361,6 +366,11 @@ func (s *Service) EnableAgent(ctx context.Context, by Actor, id string, r AgentS
 	a, err := s.moveAgent(ctx, by, id, "enable agent", r.Reason, store.AgentActive, audit.ActionAgentEnabled, store.AgentDisabled)
 	if err != nil {
 		return Agent{}, err
+	}
+	if s.broker == nil {
+		// Without broker management nothing deleted its broker user when it was disabled:
+		// the one made by hand works again.
+		return agentOf(a), nil
 	}
 	if err := s.provisionFor(ctx, by, a, "enabled"); err != nil {
 		return agentOf(a), err
