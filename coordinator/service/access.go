@@ -143,7 +143,9 @@ type scope struct {
 }
 
 // covers reports whether the scope reads things of organisation org.
-func (sc scope) covers(org string) bool { return sc.all || (org != "" && slices.Contains(sc.orgs, org)) }
+func (sc scope) covers(org string) bool {
+	return sc.all || (org != "" && slices.Contains(sc.orgs, org))
+}
 
 func (sc *scope) add(org string) {
 	if !slices.Contains(sc.orgs, org) {

@@ -286,4 +286,3 @@ func (s *Service) DeleteRole(ctx context.Context, by Actor, name, reason string)
 			Details: audit.Details("permissions", permissionNames(cur.Permissions))})
 	})
 }
-

@@ -247,5 +247,3 @@ func (s *Service) SetUserDisabled(ctx context.Context, by Actor, username string
 	})
 	return out, err
 }
-
-
