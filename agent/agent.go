@@ -98,6 +98,10 @@ type Broker struct {
 	Queue QueueMode
 	// CoordinatorUsers, if set, are the only broker users commands are accepted from.
 	CoordinatorUsers []string
+	// Password, if set, gives each connection attempt's password in place of the URL's
+	// (an enrolled agent's, fetched anew when the broker refuses it: enrol.Password).
+	// The agent then retries refusals for RefusedGrace from the first attempt on.
+	Password func(ctx context.Context, refused bool) (string, error)
 	// RefusedGrace is how long the agent, once it has been connected, keeps retrying
 	// while the broker refuses its login or has no queue for it, before Run ends with a
 	// *BrokerConfigError; at the first connection such a refusal ends Run at once. 0
@@ -320,7 +324,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	queue := &queueCheck{mode: a.cfg.Broker.Queue, agentID: a.cfg.ID, log: a.log}
 	// Room for the connection's refusal and the consumer's error: neither send blocks.
 	fatal := make(chan error, 2)
-	refusals := &refusalWatch{id: a.broker, grace: a.cfg.Broker.RefusedGrace, now: time.Now}
+	// An enrolled agent's refused login is a password to fetch anew, from the first
+	// attempt on.
+	refusals := &refusalWatch{id: a.broker, grace: a.cfg.Broker.RefusedGrace, now: time.Now, connected: a.cfg.Broker.Password != nil}
 	var refusedOnce sync.Once
 	// The connection outlives ctx: the sender flushes the outbox after ctx ended.
 	dial := a.cfg.Dial
@@ -328,7 +334,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		dial = dialAMQP
 	}
 	conn, err := dial(context.WithoutCancel(ctx), amqp.Config{
-		URL: a.cfg.Broker.URL, TLS: a.cfg.Broker.TLS,
+		URL: a.cfg.Broker.URL, TLS: a.cfg.Broker.TLS, Password: a.cfg.Broker.Password,
 		Name:      fmt.Sprintf("tokenfleet-agent %s@%s", a.cfg.ID, a.hostname),
 		Heartbeat: a.cfg.Broker.Heartbeat, Backoff: a.cfg.Broker.Backoff,
 		Topology: queue.declare,

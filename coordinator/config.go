@@ -243,6 +243,7 @@ func (c Config) Validate() error {
 		bad("expiry_sweep_interval", "%s is outside 1s..1h", d)
 	}
 	c.validateDispatch(bad)
+	c.validateManagement(bad)
 	c.validateAudit(bad)
 	switch def, maxTTL := time.Duration(c.APITokens.DefaultTTL), time.Duration(c.APITokens.MaxTTL); {
 	case def <= 0:

@@ -33,6 +33,11 @@ type BrokerConfig struct {
 	// HeartbeatTimeout is how long an agent may stay silent before it is shown offline;
 	// zero means dispatch.DefaultHeartbeatTimeout (three heartbeat intervals, 45s).
 	HeartbeatTimeout Duration `yaml:"heartbeat_timeout"`
+	// Management is RabbitMQ's management API, for self-enrolment (config_enrolment.go).
+	Management ManagementConfig `yaml:"management"`
+	// AgentURL is the broker URL agents are told at enrolment (no credentials); default
+	// broker.url without its user and password.
+	AgentURL string `yaml:"agent_url"`
 }
 
 // CAConfig configures the built-in CA.

@@ -168,8 +168,12 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if err := s.registerFleetMetrics(reg); err != nil {
 		return err
 	}
+	broker, err := s.setupManagement(ctx)
+	if err != nil {
+		return err
+	}
 	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),
-		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp,
+		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp, Broker: broker,
 		APITokenTTL: time.Duration(s.cfg.APITokens.DefaultTTL), APITokenMaxTTL: time.Duration(s.cfg.APITokens.MaxTTL)})
 	if err != nil {
 		return err
@@ -182,7 +186,8 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 		return err
 	}
 	api, err := httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg,
-		Checkpoints: apiCheckpoints{s.cps}})
+		Checkpoints: apiCheckpoints{s.cps}, Enrolment: httpapi.Enrolment{BrokerURL: s.cfg.agentBrokerURL(),
+			ResultKey: s.disp.ResultPublicKey(), TrustForwardedProto: s.cfg.InsecureHTTP}})
 	if err != nil {
 		return err
 	}

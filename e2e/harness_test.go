@@ -116,6 +116,9 @@ type systemOptions struct {
 	// sender of every event against it (broker.agent_users per_agent). Otherwise agents
 	// share guest, as on a development broker.
 	perAgentUsers bool
+	// management turns self-enrolment on: the coordinator provisions agents' broker users
+	// through the management API.
+	management bool
 }
 
 // newSystem starts a coordinator on a broker vhost of the test's own, points SOFTHSM2_CONF
@@ -141,7 +144,8 @@ func newSystem(t *testing.T, opts ...systemOptions) *system {
 	if o.perAgentUsers {
 		agentUsers = "per_agent"
 	}
-	s.coord = coordinatortest.Start(t, coordinatortest.Options{BrokerURL: s.broker.URL, AgentUsers: agentUsers, Log: s.coordLog})
+	s.coord = coordinatortest.Start(t, coordinatortest.Options{BrokerURL: s.broker.URL, AgentUsers: agentUsers, Log: s.coordLog,
+		Management: o.management})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("coordinator log (info and above):\n%s", tail(withoutDebug(s.coordLog.String()), 6000))

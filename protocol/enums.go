@@ -166,11 +166,15 @@ const (
 	// restart (PINs it set but has not reported yet). Its own purpose keeps
 	// such a value from ever opening as a PIN of a dispatch.
 	PurposeAgentResume SealPurpose = "agent_resume"
+	// PurposeBrokerCredentials binds an agent's broker user and password,
+	// sealed to the agent's key by the coordinator, to that agent rather
+	// than to a job: they are kept sealed until the agent fetches them.
+	PurposeBrokerCredentials SealPurpose = "broker_credentials"
 )
 
 // Valid reports whether p is a known purpose.
 func (p SealPurpose) Valid() bool {
-	return p == PurposeUserPIN || p == PurposeSOPIN || p == PurposeAgentResume
+	return p == PurposeUserPIN || p == PurposeSOPIN || p == PurposeAgentResume || p == PurposeBrokerCredentials
 }
 
 // Outcome is how an attempt ended, as the agent reports it.

@@ -16,6 +16,8 @@ const (
 	CodeMalformed ErrorCode = "malformed"
 	// CodeForgedSender means the broker-verified sender (user_id, routing key) does not match the agent the message claims to come from.
 	CodeForgedSender ErrorCode = "forged_sender"
+	// CodeAgentNotActive means the agent the message comes from is disabled, removed or still waiting for approval: the coordinator takes nothing from it.
+	CodeAgentNotActive ErrorCode = "agent_not_active"
 	// CodeStaleAttempt means the message belongs to an attempt of the job that has been superseded by a later attempt.
 	CodeStaleAttempt ErrorCode = "stale_attempt"
 	// CodeDuplicate means a message with this ID was already processed; the copy is dropped.

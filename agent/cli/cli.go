@@ -72,7 +72,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "warn", "log level: debug, info, warn, error (run: info unless set here or in its configuration)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(tokensCommand(e), runCommand(e), installCommand(e), uninstallCommand(e),
+	root.AddCommand(tokensCommand(e), runCommand(e), enrolCommand(e), installCommand(e), uninstallCommand(e),
 		startCommand(e), stopCommand(e), statusCommand(e), doctorCommand(e))
 	buildinfo.AddTo(root)
 

@@ -72,6 +72,9 @@ Exit status: 0 after a clean shutdown, 1 on failure, 2 for a configuration error
 			for _, w := range r.Warnings {
 				log.Warn().Msg(w)
 			}
+			if err := applyEnrolment(cmd.Context(), r, log); err != nil {
+				return err
+			}
 			cfg := r.Agent
 			cfg.Ready = func() { notify(log, sdnotify.Ready, sdnotify.Status("running; connecting to the broker")) }
 			cfg.Status = func(line string) {

@@ -30,6 +30,9 @@ type Resolved struct {
 	ClientCert *ClientCert
 	// Warnings are for the operator: the configuration works, but not as it should.
 	Warnings []string
+	// IDSet and BrokerSet say the agent ID and the broker URL were given (file or flag),
+	// not defaults: an enrolled agent otherwise takes both from its enrolment.
+	IDSet, BrokerSet bool
 }
 
 // Resolve validates the configuration and makes the agent's. Every problem is reported,
@@ -43,6 +46,8 @@ func (c *Config) Resolve() (*Resolved, error) {
 	a := &r.Agent
 
 	a.ID = c.ID
+	r.IDSet = c.Source("id") != "default"
+	r.BrokerSet = c.Source("broker.url") != "default"
 	if a.ID == "" {
 		host, err := os.Hostname()
 		if err != nil {

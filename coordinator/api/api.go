@@ -21,6 +21,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
 // ErrorResponse is the body of every error answer (the Error schema).
@@ -327,7 +328,62 @@ type Agent struct {
 	// LastRefusal is the last message claiming to be this agent that the coordinator
 	// refused: why an agent that runs may still show as offline.
 	LastRefusal AgentRefusal `json:"last_refusal,omitzero"`
+	// State is the agent's place in its life cycle: pending (waiting for an
+	// administrator), active, disabled or removed; StateReason, StateBy and StateAt say
+	// why, who (a username, or enrolment_key:ID) and when.
+	State        string    `json:"state"`
+	StateReason  string    `json:"state_reason,omitempty"`
+	StateBy      string    `json:"state_by,omitempty"`
+	StateAt      time.Time `json:"state_at,omitzero"`
+	Organization string    `json:"organization,omitempty"`
+	Tags         []string  `json:"tags,omitempty"`
+	EnrolledWith string    `json:"enrolled_with,omitempty"`
 }
+
+// EnrolmentKeyCreate asks for one-off activation codes (kind code) or a reusable
+// enrolment key (kind key).
+type EnrolmentKeyCreate struct {
+	Kind         string   `json:"kind"`
+	Count        int      `json:"count,omitempty"`
+	Name         string   `json:"name,omitempty"`
+	Organization string   `json:"organization,omitempty"`
+	Tags         []string `json:"tags,omitempty"`
+	AgentID      string   `json:"agent_id,omitempty"`
+	PreApproved  bool     `json:"pre_approved,omitempty"`
+	MaxUses      int      `json:"max_uses,omitempty"`
+	ExpiresIn    string   `json:"expires_in,omitempty"` // a Go duration: 15m, 72h
+}
+
+// EnrolmentKey is a code or key as listed; Secret only in the answer that created it.
+type EnrolmentKey struct {
+	ID           string    `json:"id"`
+	Kind         string    `json:"kind"`
+	Name         string    `json:"name,omitempty"`
+	Organization string    `json:"organization,omitempty"`
+	Tags         []string  `json:"tags,omitempty"`
+	AgentID      string    `json:"agent_id,omitempty"`
+	PreApproved  bool      `json:"pre_approved"`
+	MaxUses      int       `json:"max_uses"`
+	Uses         int       `json:"uses"`
+	Created      time.Time `json:"created"`
+	CreatedBy    string    `json:"created_by"`
+	Expires      time.Time `json:"expires"`
+	LastUsed     time.Time `json:"last_used,omitzero"`
+	Revoked      time.Time `json:"revoked,omitzero"`
+	Secret       string    `json:"secret,omitempty"`
+}
+
+// EnrolmentKeys is the answer of a creation: the codes or key, each with its secret.
+type EnrolmentKeys struct {
+	Items []EnrolmentKey `json:"items"`
+}
+
+// Enrol and Enrolled are the agent's side of the API: shared with the agent through the
+// protocol package, since agent and coordinator meet only on the wire.
+type (
+	Enrol    = protocol.EnrolRequest
+	Enrolled = protocol.EnrolAnswer
+)
 
 // AgentRefusal is a message the coordinator refused that claimed to come from an agent.
 // Sender is the broker user that published it, which is not necessarily the agent's: it

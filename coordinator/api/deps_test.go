@@ -16,6 +16,8 @@ import (
 var allowedImports = map[string]bool{
 	"github.com/tokenfleet/tokenfleet/coordinator/audit": true,
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs":  true,
+	// The wire types the agent shares (enrolment); a leaf package.
+	"github.com/tokenfleet/tokenfleet/protocol": true,
 }
 
 func TestImports(t *testing.T) {

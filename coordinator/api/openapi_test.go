@@ -55,6 +55,14 @@ var schemaTypes = map[string]reflect.Type{
 	"AgentBatch":          reflect.TypeFor[api.AgentBatch](),
 	"ErrorEntry":          reflect.TypeFor[api.ErrorEntry](),
 	"AgentRefusal":        reflect.TypeFor[api.AgentRefusal](),
+	"AgentState":          reflect.TypeFor[string](),
+	"EnrolmentKeyCreate":  reflect.TypeFor[api.EnrolmentKeyCreate](),
+	"EnrolmentKey":        reflect.TypeFor[api.EnrolmentKey](),
+	"EnrolmentKeys":       reflect.TypeFor[api.EnrolmentKeys](),
+	"EnrolmentKeyList":    reflect.TypeFor[api.List[api.EnrolmentKey]](),
+	"Enrol":               reflect.TypeFor[api.Enrol](),
+	"Enrolled":            reflect.TypeFor[api.Enrolled](),
+	"Sealed":              reflect.TypeFor[protocol.Sealed](),
 	"AgentList":           reflect.TypeFor[api.AgentList](),
 	"Token":               reflect.TypeFor[api.Token](),
 	"TokenList":           reflect.TypeFor[api.TokenList](),
@@ -279,6 +287,10 @@ func (s spec) compare(t *testing.T, where string, node any, typ reflect.Type) {
 		return
 	case typ.Kind() == reflect.Struct:
 		s.compareObject(t, where, sch, typ)
+		return
+	case typ.Kind() == reflect.Pointer:
+		// An optional object: nil is left out (omitempty), which compareObject checks.
+		s.compare(t, where, node, typ.Elem())
 		return
 	default:
 		t.Errorf("%s: Go type %s has no rule here", where, typ)

@@ -38,12 +38,20 @@ const (
 	ActionOrgCreated     = "org.created"
 	ActionOrgUpdated     = "org.updated"
 
-	ActionAgentEnrolled    = "agent.enrolled"
-	ActionAgentApproved    = "agent.approved"
-	ActionAgentRevoked     = "agent.revoked"
-	ActionAgentDuplicateID = "agent.duplicate_id" // a second agent tried a taken ID
-	ActionAgentKeySet      = "agent.key_set"      // the seal key of the agent's first hello was recorded
-	ActionAgentKeyReset    = "agent.key_reset"    // an admin cleared the seal key: the next hello sets it
+	ActionAgentEnrolled       = "agent.enrolled"
+	ActionAgentApproved       = "agent.approved"
+	ActionAgentRevoked        = "agent.revoked"
+	ActionAgentDuplicateID    = "agent.duplicate_id"  // a second agent tried a taken ID
+	ActionAgentKeySet         = "agent.key_set"       // the seal key of the agent's first hello was recorded
+	ActionAgentKeyReset       = "agent.key_reset"     // an admin cleared the seal key: the next hello sets it
+	ActionAgentEnrolRefused   = "agent.enrol_refused" // a self-enrolment refused: bad, used, expired or revoked code, taken ID, plain HTTP
+	ActionAgentRejected       = "agent.rejected"      // a pending agent refused by an administrator
+	ActionAgentDisabled       = "agent.disabled"
+	ActionAgentEnabled        = "agent.enabled"
+	ActionAgentRemoved        = "agent.removed"
+	ActionAgentCredentials    = "agent.credentials" // broker credentials provisioned, rotated or revoked
+	ActionEnrolmentKeyCreated = "enrolment_key.created"
+	ActionEnrolmentKeyRevoked = "enrolment_key.revoked"
 
 	ActionAuditVerified = "audit.verified"
 
@@ -54,6 +62,8 @@ const (
 )
 
 var actions = map[string]bool{
+	ActionAgentEnrolRefused: true, ActionAgentRejected: true, ActionAgentDisabled: true, ActionAgentEnabled: true,
+	ActionAgentRemoved: true, ActionAgentCredentials: true, ActionEnrolmentKeyCreated: true, ActionEnrolmentKeyRevoked: true,
 	ActionJobCreated: true, ActionJobEdited: true, ActionJobTransition: true, ActionJobApproved: true,
 	ActionJobRejected: true, ActionJobCancelled: true, ActionJobSuperseded: true, ActionJobExpired: true,
 	ActionJobRetried: true, ActionJobResultStale: true, ActionJobWaiting: true,

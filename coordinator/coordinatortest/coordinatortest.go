@@ -26,6 +26,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator"
 	"github.com/tokenfleet/tokenfleet/coordinator/api/apitest"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 // Options choose where the coordinator keeps its data. The zero value is a fresh SQLite
@@ -47,6 +48,11 @@ type Options struct {
 	// HeartbeatTimeout is the config's broker.heartbeat_timeout: how long an agent may be
 	// silent before it is shown offline; zero takes the coordinator's default.
 	HeartbeatTimeout time.Duration
+	// Management turns self-enrolment on: the coordinator provisions agents' broker users
+	// through the shared broker's management API (guest, from localhost) on BrokerURL's
+	// vhost. The users it makes are named after the agents: tests give agents IDs unique
+	// to the run (internal/testenv.UniqueUser).
+	Management bool
 	// Log, if set, receives the coordinator's log at debug level, as JSON lines (tests
 	// that read every log line, for example to look for secrets in them). nil: the log goes
 	// to the test's output at info level.
@@ -89,6 +95,14 @@ func Start(t testing.TB, o Options) *Instance {
 		cfg.Broker.URL = NoBroker
 	}
 	cfg.Broker.AgentUsers = o.AgentUsers
+	if o.Management {
+		pw := filepath.Join(t.TempDir(), "broker-admin.password")
+		if err := os.WriteFile(pw, []byte("guest\n"), 0o600); err != nil {
+			t.Fatalf("coordinatortest: %v", err)
+		}
+		cfg.Broker.Management = coordinator.ManagementConfig{URL: strings.TrimSuffix(testenv.ManagementURL, "/api"),
+			User: "guest", PasswordFile: pw}
+	}
 	cfg.Broker.HeartbeatTimeout = coordinator.Duration(o.HeartbeatTimeout)
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	if o.Log != nil {

@@ -269,6 +269,10 @@ func (d *Dispatcher) sender(ctx context.Context, r store.Reader, del *amqp.Deliv
 	if v, refused := d.checkSender(del, a.ID, want, quiet); refused {
 		return store.Agent{}, v, nil
 	}
+	if a.State != store.AgentActive && a.State != "" {
+		// Its broker user is gone, but what it published before is still queued.
+		return store.Agent{}, d.refuse(del, quiet, protocol.CodeAgentNotActive, "agent %s is %s (%s): nothing it sends is taken", a.ID, a.State, a.StateReason), nil
+	}
 	return a, verdict{}, nil
 }
 

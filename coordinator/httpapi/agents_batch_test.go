@@ -19,6 +19,7 @@ type enrolledAgent struct {
 	Online   bool      `json:"online"`
 	Enrolled time.Time `json:"enrolled"`
 	Approved bool      `json:"approved"`
+	State    string    `json:"state"`
 }
 
 func agentsBody(agents ...map[string]string) map[string]any {

@@ -22,6 +22,7 @@ func TestEnrolAgent(t *testing.T) {
 		Online   bool      `json:"online"`
 		Enrolled time.Time `json:"enrolled"`
 		Approved bool      `json:"approved"`
+		State    string    `json:"state"`
 	}
 	a := ok[agent](t, e.as(t, "admin", "POST", "/api/v1/agents", map[string]string{"id": "ws-3", "hostname": "ws-3.acme.example"}), 201)
 	if a.ID != "ws-3" || a.Hostname != "ws-3.acme.example" || !a.Approved || a.Online || a.Enrolled.IsZero() {

@@ -10,6 +10,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 func (a *server) fail(w http.ResponseWriter, err error) { writeError(w, a.log, err) }
@@ -312,7 +313,7 @@ func (a *server) cancel(w http.ResponseWriter, r *http.Request, u service.Actor)
 }
 
 func (a *server) listAgents(w http.ResponseWriter, r *http.Request, u service.Actor) {
-	q, err := parseQuery(r, "limit", "cursor")
+	q, err := parseQuery(r, "limit", "cursor", "state")
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -322,7 +323,7 @@ func (a *server) listAgents(w http.ResponseWriter, r *http.Request, u service.Ac
 		a.fail(w, err)
 		return
 	}
-	as, next, err := a.svc.ListAgents(r.Context(), u, p)
+	as, next, err := a.svc.ListAgents(r.Context(), u, store.AgentState(q.get("state")), p)
 	if err != nil {
 		a.fail(w, err)
 		return

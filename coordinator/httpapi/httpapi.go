@@ -32,14 +32,17 @@ type Options struct {
 	// Checkpoints signs and lists audit checkpoints; nil: the checkpoint endpoints answer
 	// not_found.
 	Checkpoints Checkpoints
+	// Enrolment is what self-enrolling agents are told: the broker's URL, the result key.
+	Enrolment Enrolment
 }
 
 // server holds what the handlers share.
 type server struct {
-	svc     *service.Service
-	cps     Checkpoints
-	log     zerolog.Logger
-	metrics *httpMetrics
+	svc       *service.Service
+	cps       Checkpoints
+	enrolment Enrolment
+	log       zerolog.Logger
+	metrics   *httpMetrics
 }
 
 // New returns the API's handler.
@@ -55,7 +58,7 @@ func New(o Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &server{svc: o.Service, cps: o.Checkpoints, log: o.Logger, metrics: m}
+	a := &server{svc: o.Service, cps: o.Checkpoints, enrolment: o.Enrolment, log: o.Logger, metrics: m}
 
 	mux := http.NewServeMux()
 	// The same paths without methods tell 405 from 404, and say which methods a path has.
@@ -111,6 +114,17 @@ func New(o Options) (http.Handler, error) {
 	authed("POST /api/v1/agents", a.enrolAgent)
 	authed("POST /api/v1/agents/batch", a.enrolAgents)
 	authed("POST /api/v1/agents/{id}/reset-key", a.resetAgentKey)
+	authed("POST /api/v1/agents/{id}/approve", a.agentState(a.svc.ApproveAgent))
+	authed("POST /api/v1/agents/{id}/reject", a.agentState(a.svc.RejectAgent))
+	authed("POST /api/v1/agents/{id}/disable", a.agentState(a.svc.DisableAgent))
+	authed("POST /api/v1/agents/{id}/enable", a.agentState(a.svc.EnableAgent))
+	authed("POST /api/v1/agents/{id}/remove", a.agentState(a.svc.RemoveAgent))
+	authed("POST /api/v1/agents/{id}/rotate-credentials", a.agentState(a.svc.RotateAgentCredentials))
+	handle("GET /api/v1/agents/{id}/credentials", http.HandlerFunc(a.agentCredentials))
+	handle("POST /api/v1/enrol", http.HandlerFunc(a.enrolSelf))
+	authed("GET /api/v1/enrolment-keys", a.listEnrolmentKeys)
+	authed("POST /api/v1/enrolment-keys", a.createEnrolmentKeys)
+	authed("POST /api/v1/enrolment-keys/{id}/revoke", a.revokeEnrolmentKey)
 	authed("GET /api/v1/tokens", a.listTokens)
 	authed("GET /api/v1/certificates", a.listCertificates)
 	authed("POST /api/v1/certificates/{serial}/revoke", a.revokeCertificate)

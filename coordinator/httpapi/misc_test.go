@@ -181,6 +181,7 @@ func TestFleetLists(t *testing.T) {
 		LastSeen time.Time `json:"last_seen"`
 		Enrolled time.Time `json:"enrolled"`
 		Approved bool      `json:"approved"`
+		State    string    `json:"state"`
 	}
 	as := ok[list[agent]](t, e.as(t, "hd", "GET", "/api/v1/agents", nil), 200)
 	if len(as.Items) != 2 || as.Items[0].ID != "ws-1" || !as.Items[0].Online || as.Items[1].Online || !as.Items[0].Approved {

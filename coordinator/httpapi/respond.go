@@ -35,6 +35,8 @@ func statusOf(c service.Code) int {
 		return http.StatusConflict
 	case service.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case service.CodeUnavailable:
+		return http.StatusServiceUnavailable
 	case codeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
 	case codeUnsupportedMediaType:

@@ -91,7 +91,9 @@ func presence(online bool, lastSeen time.Time) string {
 
 func agentOut(a service.Agent) api.Agent {
 	out := api.Agent{ID: a.ID, Hostname: a.Hostname, OS: a.OS, Version: a.Version, Online: a.Online,
-		LastSeen: a.LastSeen, Enrolled: a.Enrolled, Approved: !a.Approved.IsZero()}
+		LastSeen: a.LastSeen, Enrolled: a.Enrolled, Approved: !a.Approved.IsZero(), State: string(a.State),
+		StateReason: a.StateReason, StateBy: a.StateBy, StateAt: a.StateAt, Organization: a.Organization, Tags: a.Tags,
+		EnrolledWith: a.EnrolledWith}
 	if r := a.LastRefusal; !r.At.IsZero() {
 		out.LastRefusal = api.AgentRefusal{At: r.At, Code: r.Code, Sender: r.Sender, Reason: r.Reason}
 	}

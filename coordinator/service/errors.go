@@ -43,7 +43,10 @@ const (
 	// CodeIdempotencyKeyReused: a job creation request's idempotency key was used before
 	// with another request.
 	CodeIdempotencyKeyReused Code = "idempotency_key_reused"
-	CodeInternal             Code = "internal"
+	// CodeUnavailable: something the operation needs (the broker's management API, a
+	// setting) is not there now; the same request may succeed later.
+	CodeUnavailable Code = "unavailable"
+	CodeInternal    Code = "internal"
 )
 
 // Error is what every operation of the service returns on failure: a stable code, a

@@ -8,14 +8,17 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
-// ListAgents lists agents by ID with their presence.
-func (s *Service) ListAgents(ctx context.Context, by Actor, page Page) ([]Agent, string, error) {
+// ListAgents lists agents by ID with their presence; state "" lists every state.
+func (s *Service) ListAgents(ctx context.Context, by Actor, state store.AgentState, page Page) ([]Agent, string, error) {
 	actor := by.user
 	p := page.store()
 	if _, err := s.canRead(ctx, actor, resFleet); err != nil {
 		return nil, "", err
 	}
-	as, next, err := s.st.ListAgents(ctx, store.AgentFilter{}, p)
+	if state != "" && !state.Valid() {
+		return nil, "", badRequest("state", "is %q: want pending, active, disabled or removed", state)
+	}
+	as, next, err := s.st.ListAgents(ctx, store.AgentFilter{State: state}, p)
 	if err != nil {
 		return nil, "", pageErr(err)
 	}

@@ -77,6 +77,8 @@ type Options struct {
 	APITokenTTL time.Duration
 	// APITokenMaxTTL is the longest life an API token may be issued with; 0: MaxAPITokenTTL.
 	APITokenMaxTTL time.Duration
+	// Broker provisions self-enrolled agents' broker users; nil turns self-enrolment off.
+	Broker BrokerIdentities
 }
 
 // Service is the coordinator's business operations. It is safe for concurrent use.
@@ -88,6 +90,7 @@ type Service struct {
 	issuer   Issuer
 	obs      Observer
 	agents   AgentHook
+	broker   BrokerIdentities
 	profiles *profileCache
 	tokenUse *ratelimit.Limiter // one token.used entry per token and TokenUseAuditEvery
 	anon     *ratelimit.Limiter // one access.denied entry per source and reason and anonDenialWindow
@@ -100,7 +103,7 @@ func New(o Options) (*Service, error) {
 	if o.Store == nil {
 		return nil, errors.New("service: no store")
 	}
-	s := &Service{st: o.Store, log: o.Logger, now: o.Now, disp: o.Dispatcher, issuer: o.Issuer, obs: o.Observer, agents: o.AgentHook,
+	s := &Service{st: o.Store, log: o.Logger, now: o.Now, disp: o.Dispatcher, issuer: o.Issuer, obs: o.Observer, agents: o.AgentHook, broker: o.Broker,
 		profiles: newProfileCache(), tokenUse: ratelimit.New(TokenUseAuditEvery, maxTracked), anon: ratelimit.New(anonDenialWindow, maxTracked)}
 	if s.now == nil {
 		s.now = time.Now

@@ -56,11 +56,22 @@ type Agent struct {
 	// LastRefusal is the last message claiming to be the agent that was refused (zero At:
 	// none), with the broker user that sent it.
 	LastRefusal store.AgentRefusal
+	// State is its place in the life cycle; StateReason and StateBy say why and who moved
+	// it there (a username, or the enrolment key for a self-enrolled agent).
+	State        store.AgentState
+	StateReason  string
+	StateBy      string
+	StateAt      time.Time
+	Organization string
+	Tags         []string
+	EnrolledWith string // the enrolment key or code it enrolled with; "" when an administrator enrolled it
 }
 
 func agentOf(a store.Agent) Agent {
 	return Agent{ID: a.ID, Hostname: a.Hostname, OS: a.OS, Version: a.Version, Online: a.Online,
-		LastSeen: a.LastSeen, Enrolled: a.Enrolled, Approved: a.Approved, LastRefusal: a.LastRefusal}
+		LastSeen: a.LastSeen, Enrolled: a.Enrolled, Approved: a.Approved, LastRefusal: a.LastRefusal,
+		State: a.State, StateReason: a.StateReason, StateBy: a.StateBy, StateAt: a.StateAt,
+		Organization: a.OrganizationID, Tags: a.Tags, EnrolledWith: a.EnrolledWith}
 }
 
 // Token is a hardware token as an agent last reported it.

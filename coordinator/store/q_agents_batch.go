@@ -137,7 +137,7 @@ func (x *q) CreateAgents(ctx context.Context, as []Agent) ([]Agent, error) {
 		if err != nil {
 			return nil, x.d.wrap(op, err)
 		}
-		got, err := collect(rows, x.d, op, scanAgent)
+		got, err := collect(rows, x.d, op, func(r scanner) (Agent, error) { return scanAgent(r) })
 		if err != nil {
 			return nil, err
 		}

@@ -13,15 +13,25 @@ import (
 // ---- agents ----
 
 const agentCols = "id, hostname, os, version, public_key, broker_user, enrolled_at, approved_at, approved_by, last_seen_at, last_heartbeat_at, online, " +
-	"refused_at, refused_code, refused_sender, refused_reason"
+	"refused_at, refused_code, refused_sender, refused_reason, " +
+	"state, state_reason, state_by, state_at, organisation_id, tags, enrolled_with, credentials_at"
 
-func scanAgent(r scanner) (Agent, error) {
+func scanAgent(r scanner, extra ...any) (Agent, error) {
 	var a Agent
-	err := r.Scan(&a.ID, &a.Hostname, &a.OS, &a.Version, bytesCol{&a.PublicKey}, strCol{&a.BrokerUser},
+	var tags []byte
+	err := r.Scan(append([]any{&a.ID, &a.Hostname, &a.OS, &a.Version, bytesCol{&a.PublicKey}, strCol{&a.BrokerUser},
 		timeCol{&a.Enrolled}, timeCol{&a.Approved}, &a.ApprovedBy, timeCol{&a.LastSeen},
 		timeCol{&a.LastHeartbeat}, &a.Online,
-		timeCol{&a.LastRefusal.At}, &a.LastRefusal.Code, &a.LastRefusal.Sender, &a.LastRefusal.Reason)
-	return a, err
+		timeCol{&a.LastRefusal.At}, &a.LastRefusal.Code, &a.LastRefusal.Sender, &a.LastRefusal.Reason,
+		&a.State, &a.StateReason, &a.StateBy, timeCol{&a.StateAt}, strCol{&a.OrganizationID}, bytesCol{&tags},
+		&a.EnrolledWith, timeCol{&a.CredentialsAt}}, extra...)...)
+	if err != nil {
+		return Agent{}, err
+	}
+	if a.Tags, err = decodeTags(tags); err != nil {
+		return Agent{}, fmt.Errorf("agent %s tags: %w", a.ID, err)
+	}
+	return a, nil
 }
 
 func (x *q) CreateAgent(ctx context.Context, a Agent) (Agent, error) {
@@ -32,13 +42,21 @@ func (x *q) CreateAgent(ctx context.Context, a Agent) (Agent, error) {
 		return Agent{}, err
 	}
 	a.Enrolled = orNow(a.Enrolled)
+	if a.State == "" {
+		a.State = AgentActive
+	}
+	if !a.State.Valid() {
+		return Agent{}, fmt.Errorf("store: enrol agent %s: unknown state %q: %w", a.ID, a.State, ErrInvalid)
+	}
 	row := x.queryRow(ctx, `INSERT INTO agents (id, hostname, os, version, public_key, broker_user,
-			enrolled_at, approved_at, approved_by, last_seen_at, last_heartbeat_at, online)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			enrolled_at, approved_at, approved_by, last_seen_at, last_heartbeat_at, online,
+			state, state_reason, state_by, state_at, organisation_id, tags, enrolled_with)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING RETURNING `+agentCols,
 		a.ID, a.Hostname, a.OS, a.Version, nullBytes(a.PublicKey), nullStr(a.BrokerUser),
 		x.d.ts(a.Enrolled), x.d.ts(a.Approved), a.ApprovedBy, x.d.ts(a.LastSeen),
-		x.d.ts(a.LastHeartbeat), a.Online)
+		x.d.ts(a.LastHeartbeat), a.Online,
+		a.State, a.StateReason, a.StateBy, x.d.ts(a.StateAt), nullStr(a.OrganizationID), encodeTags(a.Tags), a.EnrolledWith)
 	out, err := scanAgent(row)
 	if isNoRows(err) {
 		// A taken ID is the duplicate-agent case: say which host holds it.
@@ -134,12 +152,14 @@ func (x *q) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (int64, err
 			args = append(args, id, x.d.ts(latest[id]))
 		}
 		// A heartbeat never moves an agent's times back: another coordinator, or a hello,
-		// may have written a later one since this one arrived.
+		// may have written a later one since this one arrived. Nor does one still queued
+		// when its agent was disabled show that agent online.
 		res, err := x.exec(ctx, `UPDATE agents SET online = ?, last_heartbeat_at = v.column2,
 				last_seen_at = CASE WHEN agents.last_seen_at IS NULL OR agents.last_seen_at < v.column2
 					THEN v.column2 ELSE agents.last_seen_at END
 			FROM (VALUES `+b.String()+`) AS v
-			WHERE agents.id = v.column1 AND (agents.last_heartbeat_at IS NULL OR agents.last_heartbeat_at < v.column2)`, args...)
+			WHERE agents.id = v.column1 AND (agents.last_heartbeat_at IS NULL OR agents.last_heartbeat_at < v.column2)
+				AND agents.state = 'active'`, args...)
 		if err != nil {
 			return n, x.d.wrap(op, err)
 		}
@@ -205,6 +225,9 @@ func (x *q) ListAgents(ctx context.Context, f AgentFilter, p Page) ([]Agent, str
 			w.add("approved_at IS NULL")
 		}
 	}
+	if f.State != "" {
+		w.add("state = ?", f.State)
+	}
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {
@@ -216,7 +239,7 @@ func (x *q) ListAgents(ctx context.Context, f AgentFilter, p Page) ([]Agent, str
 	if err != nil {
 		return nil, "", x.d.wrap(op, err)
 	}
-	out, err := collect(rows, x.d, op, scanAgent)
+	out, err := collect(rows, x.d, op, func(r scanner) (Agent, error) { return scanAgent(r) })
 	if err != nil {
 		return nil, "", err
 	}

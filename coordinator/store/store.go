@@ -75,6 +75,14 @@ type Reader interface {
 
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	ListAgents(ctx context.Context, f AgentFilter, p Page) (agents []Agent, next string, err error)
+	// CheckAgentSecret returns the agent whose secret (IssueAgentSecret) was presented;
+	// an unknown agent or a wrong secret is ErrNotFound.
+	CheckAgentSecret(ctx context.Context, id, presented string) (Agent, error)
+	// AgentCredentials returns the broker credentials kept for the agent, sealed to its
+	// key; nil when none.
+	AgentCredentials(ctx context.Context, id string) ([]byte, error)
+	GetEnrolmentKey(ctx context.Context, id string) (EnrolmentKey, error)
+	ListEnrolmentKeys(ctx context.Context, f EnrolmentKeyFilter, p Page) (keys []EnrolmentKey, next string, err error)
 
 	GetToken(ctx context.Context, serial string) (Token, error)
 	ListTokens(ctx context.Context, f TokenFilter, p Page) (tokens []Token, next string, err error)
@@ -171,6 +179,21 @@ type Writer interface {
 	// UpdateAgent replaces the hostname, OS, version, public key and broker user.
 	UpdateAgent(ctx context.Context, a Agent) (Agent, error)
 	ApproveAgent(ctx context.Context, id, by string, at time.Time) (Agent, error)
+	// SetAgentState moves an agent in its life cycle when it is in one of from (any when
+	// empty); another state is ErrConflict. Leaving active drops its kept credentials.
+	SetAgentState(ctx context.Context, id string, c AgentStateChange, from ...AgentState) (Agent, error)
+	// IssueAgentSecret gives the agent a new secret (tfa_...), replacing any earlier one.
+	IssueAgentSecret(ctx context.Context, id string) (string, error)
+	// SetAgentCredentials keeps an active agent's broker credentials, sealed to its key.
+	SetAgentCredentials(ctx context.Context, id string, sealed []byte, at time.Time) error
+	// CreateEnrolmentKeys makes n activation codes or enrolment keys like k and returns
+	// their records and secrets (tfe_...), which are never stored.
+	CreateEnrolmentKeys(ctx context.Context, k EnrolmentKey, n int) ([]EnrolmentKey, []string, error)
+	// UseEnrolmentKey takes one use of the key whose secret is presented: ErrNotFound for
+	// a malformed, unknown or wrong secret, *KeyUnusableError for a revoked, expired or
+	// used-up one.
+	UseEnrolmentKey(ctx context.Context, presented string, at time.Time) (EnrolmentKey, error)
+	RevokeEnrolmentKey(ctx context.Context, id, by string, at time.Time) (EnrolmentKey, error)
 	// RecordAgentSeen marks the agent online and seen at at; heartbeat also records it
 	// as the last heartbeat.
 	RecordAgentSeen(ctx context.Context, id string, at time.Time, heartbeat bool) error

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 
@@ -82,7 +83,99 @@ type Agent struct {
 	// LastRefusal is the last message claiming to be this agent that the coordinator
 	// refused; zero At when there was none.
 	LastRefusal AgentRefusal
+	// State is where the agent is in its life cycle; StateReason, StateBy and StateAt say
+	// who moved it there, when and why (empty for an agent enrolled active).
+	State       AgentState
+	StateReason string
+	StateBy     string
+	StateAt     time.Time
+	// OrganizationID and Tags come from the enrolment key the agent enrolled with.
+	OrganizationID string
+	Tags           []string
+	EnrolledWith   string    // the enrolment key's ID; "" when an administrator enrolled it
+	CredentialsAt  time.Time // when its broker credentials were last sealed to it; zero: none
 }
+
+// AgentState is an agent's place in its life cycle.
+type AgentState string
+
+// Agent states. Pending agents wait for an administrator's approval and have no broker
+// identity; active ones work; disabled ones have lost their broker identity and may be
+// enabled again; removed is final (the record stays for its history).
+const (
+	AgentPending  AgentState = "pending"
+	AgentActive   AgentState = "active"
+	AgentDisabled AgentState = "disabled"
+	AgentRemoved  AgentState = "removed"
+)
+
+// Valid reports whether s is one of the states.
+func (s AgentState) Valid() bool {
+	switch s {
+	case AgentPending, AgentActive, AgentDisabled, AgentRemoved:
+		return true
+	}
+	return false
+}
+
+// AgentStateChange moves an agent to State, said by By at At for Reason.
+type AgentStateChange struct {
+	State  AgentState
+	Reason string
+	By     string
+	At     time.Time
+}
+
+// EnrolmentKind tells a one-off activation code from a reusable enrolment key.
+type EnrolmentKind string
+
+// Enrolment kinds.
+const (
+	EnrolmentCode     EnrolmentKind = "code" // one use, possibly for one named agent
+	EnrolmentReusable EnrolmentKind = "key"  // reusable, up to MaxUses (0: no limit)
+)
+
+// EnrolmentKey is the stored side of an activation code or enrolment key: never the
+// secret itself, only its hash.
+type EnrolmentKey struct {
+	ID             string // public part of the secret, used for lookup
+	Kind           EnrolmentKind
+	Name           string
+	OrganizationID string // given to the agents it enrols; "" for none
+	Tags           []string
+	AgentID        string // a code for this agent ID only; "" for any
+	PreApproved    bool   // its agents are active at once; else pending an administrator
+	MaxUses        int    // 0: no limit
+	Uses           int
+	Created        time.Time
+	CreatedBy      string
+	Expires        time.Time
+	LastUsed       time.Time
+	Revoked        time.Time
+	RevokedBy      string
+}
+
+// EnrolmentKeyFilter selects enrolment keys; they are listed oldest first.
+type EnrolmentKeyFilter struct {
+	Kind EnrolmentKind // "" for both
+	// Usable keeps only keys that could enrol an agent at this time: not revoked, not
+	// expired, not used up. Zero: every key.
+	Usable time.Time
+}
+
+// KeyUnusableError is an enrolment key whose secret matched but which may not be used:
+// Reason is "revoked", "expired" or "used" (a one-off code used, or a key past its limit).
+type KeyUnusableError struct {
+	Key    EnrolmentKey
+	Reason string
+}
+
+func (e *KeyUnusableError) Error() string {
+	return fmt.Sprintf("store: enrolment %s %s: %s", e.Key.Kind, e.Key.ID, e.Reason)
+}
+
+// Unwrap makes it match ErrConflict: the key exists, its state forbids the use.
+func (e *KeyUnusableError) Unwrap() error { return ErrConflict }
 
 // Heartbeat is an agent's heartbeat as received, for RecordHeartbeats.
 type Heartbeat struct {
@@ -361,6 +454,7 @@ type UserFilter struct {
 type AgentFilter struct {
 	Online   *bool
 	Approved *bool
+	State    AgentState // "" for every state
 }
 
 // TokenFilter selects tokens. Tokens are listed by serial.

@@ -171,3 +171,16 @@ func RunErr(name string, args ...string) (string, error) {
 	}
 	return buf.String(), nil
 }
+
+// NewPrivateSoftHSM gives the test a SoftHSM2 token store for a child process (an agent
+// binary, with SOFTHSM2_CONF=Conf in its environment) without touching this process's:
+// each agent then sees its own tokens only. It is removed when the test ends.
+func NewPrivateSoftHSM(t testing.TB) *SoftHSM {
+	t.Helper()
+	s, err := newSoftHSM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(s.Dir) })
+	return s
+}

@@ -35,6 +35,11 @@ type Config struct {
 	// Name is the connection_name client property the broker's tools show,
 	// e.g. "tokenfleet-agent ws-01@host". Default DefaultName.
 	Name string
+	// Password, if set, gives the password of each connection attempt in place of the
+	// URL's: refused says the broker refused the previous attempt's login, so that a
+	// renewed password may be fetched (an agent whose credentials were rotated). An error
+	// counts as a failed attempt, retried with the backoff.
+	Password func(ctx context.Context, refused bool) (string, error)
 	// UserID is the user_id property of every publish, which RabbitMQ
 	// checks against the connection's user. Default: the URL's user
 	// ("guest" if it names none). Set it when the broker user is not the
@@ -128,6 +133,7 @@ type Conn struct {
 	wg     sync.WaitGroup // the supervisor, confirm readers and consumers
 
 	sharedUserWarning sync.Once
+	loginRefused      bool // the last dial's login was refused; only the supervisor touches it
 
 	mu      sync.Mutex // guards the fields below
 	closing bool       // no goroutine may start once set
@@ -428,10 +434,27 @@ func (c *Conn) connect() (*session, error) {
 	if c.cfg.TLS != nil {
 		acfg.TLSClientConfig = c.cfg.TLS.Clone() // the library fills in ServerName
 	}
-	conn, err := amqp091.DialConfig(c.cfg.URL, acfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", c.endpoint, dialError(c.user, c.vhost, err))
+	dialURL := c.cfg.URL
+	if c.cfg.Password != nil {
+		pw, err := c.cfg.Password(c.ctx, c.loginRefused)
+		if err != nil {
+			return nil, fmt.Errorf("the password for %s: %w", c.endpoint, err)
+		}
+		u, err := url.Parse(c.cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("broker URL: %w", err)
+		}
+		u.User = url.UserPassword(c.user, pw)
+		dialURL = u.String()
 	}
+	conn, err := amqp091.DialConfig(dialURL, acfg)
+	if err != nil {
+		err = dialError(c.user, c.vhost, err)
+		var lr *LoginRefusedError
+		c.loginRefused = errors.As(err, &lr) && !lr.VhostDenied
+		return nil, fmt.Errorf("connecting to %s: %w", c.endpoint, err)
+	}
+	c.loginRefused = false
 	s := &session{
 		conn:   conn,
 		closes: conn.NotifyClose(make(chan *amqp091.Error, 1)),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,5 +66,43 @@ func TestLoginRefused(t *testing.T) {
 	waitFor(t, 60*time.Second, "the failed dial", func() bool { return c.Status().Err != nil })
 	if err := c.Status().Err; errors.Is(err, ErrLoginRefused) {
 		t.Errorf("connection refused taken for a refused login: %v", err)
+	}
+}
+
+// TestPasswordRenewedAfterRefusal: with Config.Password, each attempt asks for the
+// password, and is told when the broker refused the last one's: an agent whose password
+// was rotated while it was away fetches the new one and connects.
+func TestPasswordRenewedAfterRefusal(t *testing.T) {
+	leakCheck(t)
+	b := testenv.NewBroker(t)
+	user := testenv.UniqueUser("rotated-")
+	good := b.AddUser(t, user, "^$", "^$", "^$")
+	u, err := url.Parse(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current, _ := u.User.Password()
+	u.User = url.User(user) // the URL holds no password: Password gives it
+	var asked []bool
+	var mu sync.Mutex
+	c, err := Open(context.Background(), Config{URL: u.String(), Backoff: fastBackoff, Logger: testLogger(t),
+		Password: func(_ context.Context, refused bool) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			asked = append(asked, refused)
+			if !refused {
+				return "the-old-password", nil
+			}
+			return current, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	waitFor(t, 60*time.Second, "the connection", func() bool { return c.Status().State == StateConnected })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 2 || asked[0] || !asked[1] {
+		t.Fatalf("asked for the password %v times with refused %v; want twice, refused the second time", len(asked), asked)
 	}
 }

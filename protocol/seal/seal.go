@@ -41,30 +41,51 @@ var (
 )
 
 // Binding is where a sealed secret belongs. Both sides must give the same
-// one: the sender when sealing, the receiver when opening.
+// one: the sender when sealing, the receiver when opening. A job's secrets
+// name the job, attempt and purpose; an agent's broker credentials name the
+// agent (PurposeBrokerCredentials, with no job).
 type Binding struct {
 	JobID   string
 	Attempt uint32
 	Purpose protocol.SealPurpose
+	AgentID string // PurposeBrokerCredentials only
 }
 
 // Validate checks every part is set.
 func (b Binding) Validate() error {
+	if b.Purpose == protocol.PurposeBrokerCredentials {
+		if b.JobID != "" || b.Attempt != 0 {
+			return protocol.NewError(protocol.CodeBadRequest, "binding: broker credentials belong to an agent, not to job %s attempt %d", b.JobID, b.Attempt)
+		}
+		if err := protocol.ValidateAgentID(b.AgentID); err != nil {
+			return fmt.Errorf("binding: %w", err)
+		}
+		return nil
+	}
+	if b.AgentID != "" {
+		return protocol.NewError(protocol.CodeBadRequest, "binding: purpose %q belongs to a job, not to agent %s", b.Purpose, b.AgentID)
+	}
 	if err := (protocol.JobRef{JobID: b.JobID, Attempt: b.Attempt}).Validate(); err != nil {
 		return fmt.Errorf("binding: %w", err)
 	}
 	if !b.Purpose.Valid() {
-		return protocol.NewError(protocol.CodeBadRequest, "binding: purpose %q unknown; want %q, %q or %q",
-			b.Purpose, protocol.PurposeUserPIN, protocol.PurposeSOPIN, protocol.PurposeAgentResume)
+		return protocol.NewError(protocol.CodeBadRequest, "binding: purpose %q unknown; want %q, %q, %q or %q",
+			b.Purpose, protocol.PurposeUserPIN, protocol.PurposeSOPIN, protocol.PurposeAgentResume, protocol.PurposeBrokerCredentials)
 	}
 	return nil
 }
 
 // associatedData encodes the binding unambiguously: every variable part is
-// length-prefixed, so no two bindings share an encoding.
+// length-prefixed, so no two bindings share an encoding. An agent's
+// credentials take the job's place as "agent:ID"; the purpose, also bound,
+// keeps the two kinds apart.
 func (b Binding) associatedData(keyID string) []byte {
+	subject := b.JobID
+	if b.Purpose == protocol.PurposeBrokerCredentials {
+		subject = "agent:" + b.AgentID
+	}
 	var ad []byte
-	for _, s := range []string{"tokenfleet seal v1", protocol.SealAlgorithm, keyID, b.JobID, string(b.Purpose)} {
+	for _, s := range []string{"tokenfleet seal v1", protocol.SealAlgorithm, keyID, subject, string(b.Purpose)} {
 		ad = binary.BigEndian.AppendUint16(ad, uint16(len(s)))
 		ad = append(ad, s...)
 	}

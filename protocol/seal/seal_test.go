@@ -285,3 +285,35 @@ func TestAssociatedDataIsInjective(t *testing.T) {
 		t.Error("distinct bindings share associated data")
 	}
 }
+
+// An agent's broker credentials are bound to the agent: they open for that agent only,
+// never as a job's secret, and a binding mixing the two kinds is refused.
+func TestBrokerCredentialsBoundToTheAgent(t *testing.T) {
+	key := newKey(t)
+	b := Binding{Purpose: protocol.PurposeBrokerCredentials, AgentID: "ws-0042"}
+	s, err := Seal(key.PublicKey(), []byte(`{"user":"agent-ws-0042","password":"x"}`), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Open(key, s, b); err != nil || !strings.Contains(string(got), "agent-ws-0042") {
+		t.Fatalf("Open = %q, %v", got, err)
+	}
+	for _, other := range []Binding{
+		{Purpose: protocol.PurposeBrokerCredentials, AgentID: "ws-0043"},
+		{Purpose: protocol.PurposeBrokerCredentials, AgentID: "alice@ws-0042"},
+	} {
+		if _, err := Open(key, s, other); !errors.Is(err, ErrOpen) {
+			t.Fatalf("opened for %s: %v", other.AgentID, err)
+		}
+	}
+	for _, bad := range []Binding{
+		{Purpose: protocol.PurposeBrokerCredentials},
+		{Purpose: protocol.PurposeBrokerCredentials, AgentID: "ws-0042", JobID: binding.JobID, Attempt: 1},
+		{Purpose: protocol.PurposeBrokerCredentials, AgentID: "WS 42"},
+		{JobID: binding.JobID, Attempt: 1, Purpose: protocol.PurposeUserPIN, AgentID: "ws-0042"},
+	} {
+		if _, err := Seal(key.PublicKey(), []byte("x"), bad); err == nil {
+			t.Fatalf("sealed with binding %+v", bad)
+		}
+	}
+}

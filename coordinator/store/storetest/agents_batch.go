@@ -30,6 +30,7 @@ func testAgentsBatch(t *testing.T, h *harness) {
 	for i, a := range got {
 		want := batch[i]
 		want.Enrolled, want.Approved = stored(base), stored(base)
+		want.State = store.AgentActive
 		equal(t, "agent "+fmt.Sprint(i), a, want)
 	}
 	equal(t, "read back", must(h.s.GetAgent(h.ctx, batch[7].ID))(t), got[7])

@@ -15,7 +15,7 @@ func testAgents(t *testing.T, h *harness) {
 			PublicKey: []byte{0x30, 0x59, 0x01}, BrokerUser: "agent-ws-0042", Enrolled: base})
 	})
 	want := store.Agent{ID: "ws-0042", Hostname: "pc42.acme.test", OS: "linux", Version: "1.0.0",
-		PublicKey: []byte{0x30, 0x59, 0x01}, BrokerUser: "agent-ws-0042", Enrolled: stored(base)}
+		PublicKey: []byte{0x30, 0x59, 0x01}, BrokerUser: "agent-ws-0042", Enrolled: stored(base), State: store.AgentActive}
 	equal(t, "enrolled", a, want)
 	equal(t, "get", must(h.s.GetAgent(h.ctx, a.ID))(t), want)
 

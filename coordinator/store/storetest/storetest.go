@@ -42,6 +42,8 @@ func Run(t *testing.T, fresh Fresh) {
 		{"Agents", testAgents},
 		{"AgentList", testAgentList},
 		{"AgentsBatch", testAgentsBatch},
+		{"EnrolmentKeys", testEnrolmentKeys},
+		{"AgentLifeCycle", testAgentLifeCycle},
 		{"Heartbeats", testHeartbeats},
 		{"Tokens", testTokens},
 		{"Certificates", testCertificates},
