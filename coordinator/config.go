@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
 )
@@ -49,6 +50,8 @@ type Config struct {
 	CA CAConfig `yaml:"ca"`
 	// Audit configures the signed checkpoints of the audit log.
 	Audit AuditConfig `yaml:"audit"`
+	// APITokens bounds the life of the API tokens the coordinator issues.
+	APITokens APITokensConfig `yaml:"api_tokens"`
 
 	// src says where each setting came from, for errors; nil for a Config built in code.
 	src *configSource
@@ -67,6 +70,14 @@ type DatabaseConfig struct {
 type TLSConfig struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+}
+
+// APITokensConfig bounds API token lifetimes. Only the bootstrap token never expires.
+type APITokensConfig struct {
+	// DefaultTTL is the life of a token issued without one (default 90 days).
+	DefaultTTL Duration `yaml:"default_ttl"`
+	// MaxTTL is the longest life a token may be issued with (default 1 year).
+	MaxTTL Duration `yaml:"max_ttl"`
 }
 
 // LogConfig sets the log level and format.
@@ -94,7 +105,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 func DefaultConfig() Config {
 	return Config{Listen: DefaultListen, DataDir: DefaultDataDir, Database: DatabaseConfig{Driver: store.DriverSQLite},
 		Log: LogConfig{Level: "info", Format: "auto"}, ExpirySweepInterval: Duration(DefaultSweepInterval),
-		Broker: BrokerConfig{URL: DefaultBrokerURL}}
+		Broker:    BrokerConfig{URL: DefaultBrokerURL},
+		APITokens: APITokensConfig{DefaultTTL: Duration(service.DefaultAPITokenTTL), MaxTTL: Duration(service.MaxAPITokenTTL)}}
 }
 
 // maxConfigSize bounds the configuration file.
@@ -233,6 +245,14 @@ func (c Config) Validate() error {
 	c.validateDispatch(bad)
 	c.validateManagement(bad)
 	c.validateAudit(bad)
+	switch def, maxTTL := time.Duration(c.APITokens.DefaultTTL), time.Duration(c.APITokens.MaxTTL); {
+	case def <= 0:
+		bad("api_tokens.default_ttl", "%s is not positive (e.g. 2160h for 90 days)", def)
+	case maxTTL <= 0:
+		bad("api_tokens.max_ttl", "%s is not positive (e.g. 8760h for a year)", maxTTL)
+	case def > maxTTL:
+		bad("api_tokens.default_ttl", "%s is longer than api_tokens.max_ttl %s; shorten it or raise the maximum", def, maxTTL)
+	}
 	return errors.Join(errs...)
 }
 

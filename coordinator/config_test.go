@@ -45,6 +45,8 @@ ca:
   name: Example CA
   organization: Example
   crl_url: http://pki.example/tokenfleet.crl
+api_tokens:
+  default_ttl: 720h
 `)
 	cfg, err := coordinator.LoadConfig(p)
 	if err != nil {
@@ -56,7 +58,9 @@ ca:
 		Log:      coordinator.LogConfig{Level: "debug", Format: "json"}, ExpirySweepInterval: coordinator.Duration(2 * time.Minute),
 		Broker: coordinator.BrokerConfig{URL: "amqps://tf:secret@mq.example:5671/tokenfleet", AgentUsers: "per_agent"},
 		CA: coordinator.CAConfig{Dir: "/srv/tokenfleet/pki", CertFile: "/etc/tokenfleet/ca.pem", KeyFile: "/etc/tokenfleet/ca-key.pem",
-			Name: "Example CA", Organization: "Example", CRLURL: "http://pki.example/tokenfleet.crl"}}
+			Name: "Example CA", Organization: "Example", CRLURL: "http://pki.example/tokenfleet.crl"},
+		// The maximum not given keeps its default.
+		APITokens: coordinator.APITokensConfig{DefaultTTL: coordinator.Duration(30 * 24 * time.Hour), MaxTTL: coordinator.Duration(365 * 24 * time.Hour)}}
 	if coordinator.WithoutSource(cfg) != want {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
 	}
@@ -83,7 +87,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		name, yaml string
 		want       []string // all must appear
 	}{
-		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit)`}},
+		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit, api_tokens)`}},
 		{"misspelt field", "listen: 127.0.0.1:1\ndata-dir: /srv\n", []string{`:2:1: data-dir: unknown field "data-dir"; did you mean "data_dir"?`}},
 		{"unknown nested field", "database:\n  driver: sqlite\n  user: x\n", []string{`:3:3: database.user: unknown field "user" (known fields: driver, dsn)`}},
 		{"wrong type", "listen: [1, 2]\n", []string{":1:9: listen: want text, got a list"}},
@@ -104,6 +108,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"log format", "log: {format: xml}\n", []string{"log.format:", "xml"}},
 		{"sweep too often", "expiry_sweep_interval: 10ms\n", []string{"expiry_sweep_interval:"}},
 		{"empty data dir", "data_dir: \"\"\n", []string{"data_dir:"}},
+		{"API token default over the maximum", "api_tokens: {default_ttl: 9000h, max_ttl: 8760h}\n", []string{"api_tokens.default_ttl:", "max_ttl"}},
+		{"API token maximum not positive", "api_tokens: {max_ttl: 0s}\n", []string{"api_tokens.max_ttl:"}},
 		{"empty broker URL", "broker: {url: \"\"}\n", []string{"broker.url:", "required"}},
 		{"broker URL not AMQP", "broker: {url: \"http://u:pw@mq:15672/\"}\n", []string{"broker.url:", "amqp://"}},
 		{"broker password kept out", "broker: {url: \"https://u:hunter2@mq/\"}\n", []string{"broker.url:", "xxxxx"}},

@@ -158,6 +158,7 @@ func needsRestart(a, b Config) []string {
 	ca.CRLURL, cb.CRLURL = "", ""
 	diff("ca", ca, cb)
 	diff("audit", a.Audit, b.Audit)
+	diff("api_tokens", a.APITokens, b.APITokens)
 	return out
 }
 

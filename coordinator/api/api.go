@@ -108,11 +108,64 @@ type UserCreate struct {
 	Roles        []jobs.Role       `json:"roles,omitempty"`
 }
 
+// UserUpdate changes a person: a field left out stays as it is; an empty one clears it.
+// Roles, when given, replace the person's roles whole.
+type UserUpdate struct {
+	DisplayName  *string            `json:"display_name,omitempty"`
+	Email        *string            `json:"email,omitempty"`
+	UPN          *string            `json:"upn,omitempty"`
+	Organization *string            `json:"organization,omitempty"`
+	Attributes   *map[string]string `json:"attributes,omitempty"`
+	Roles        *[]jobs.Role       `json:"roles,omitempty"`
+}
+
 // APITokenCreate asks for a new API token.
 type APITokenCreate struct {
 	Name string `json:"name,omitempty"`
-	// ExpiresIn is a Go duration or whole days ("90d"); empty: the token never expires.
+	// ExpiresIn is a Go duration or whole days ("90d"), at most the coordinator's
+	// api_tokens.max_ttl; empty: its api_tokens.default_ttl.
 	ExpiresIn string `json:"expires_in,omitempty"`
+}
+
+// APIToken is an API token as listed: never its secret.
+type APIToken struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Username string    `json:"username"`
+	Created  time.Time `json:"created"`
+	// Expires is zero only for the bootstrap token, which never expires (Bootstrap).
+	Expires   time.Time `json:"expires,omitzero"`
+	LastUsed  time.Time `json:"last_used,omitzero"`
+	Revoked   time.Time `json:"revoked,omitzero"`
+	Bootstrap bool      `json:"bootstrap"`
+}
+
+// APITokenList is a person's API tokens, oldest first (not paginated).
+type APITokenList struct {
+	Items []APIToken `json:"items"`
+}
+
+// CustomRole is a named set of permissions beside the built-in roles.
+type CustomRole struct {
+	Name         string            `json:"name"`
+	Description  string            `json:"description,omitempty"`
+	Organization string            `json:"organization,omitempty"` // "" for every organisation
+	Permissions  []jobs.Permission `json:"permissions"`
+	Created      time.Time         `json:"created"`
+	Updated      time.Time         `json:"updated"`
+}
+
+// CustomRoleList is every custom role, by name (not paginated).
+type CustomRoleList struct {
+	Items []CustomRole `json:"items"`
+}
+
+// CustomRoleCreate creates a custom role; the same without name replaces one (PUT).
+type CustomRoleCreate struct {
+	Name         string            `json:"name,omitempty"`
+	Description  string            `json:"description,omitempty"`
+	Organization string            `json:"organization,omitempty"`
+	Permissions  []jobs.Permission `json:"permissions"`
 }
 
 // APITokenIssued is a new API token. Token is the secret: the server shows it this once.

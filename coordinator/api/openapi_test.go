@@ -32,6 +32,13 @@ var schemaTypes = map[string]reflect.Type{
 	"UserList":            reflect.TypeFor[api.UserList](),
 	"APITokenCreate":      reflect.TypeFor[api.APITokenCreate](),
 	"APITokenIssued":      reflect.TypeFor[api.APITokenIssued](),
+	"UserUpdate":          reflect.TypeFor[api.UserUpdate](),
+	"Role":                reflect.TypeFor[jobs.Role](), // built-in or custom: a string, not an enum
+	"APIToken":            reflect.TypeFor[api.APIToken](),
+	"APITokenList":        reflect.TypeFor[api.APITokenList](),
+	"CustomRole":          reflect.TypeFor[api.CustomRole](),
+	"CustomRoleList":      reflect.TypeFor[api.CustomRoleList](),
+	"CustomRoleCreate":    reflect.TypeFor[api.CustomRoleCreate](),
 	"Profile":             reflect.TypeFor[api.Profile](),
 	"ProfileList":         reflect.TypeFor[api.ProfileList](),
 	"JobCreate":           reflect.TypeFor[api.JobCreate](),
@@ -87,36 +94,38 @@ var freeSchemas = map[string]bool{"AuditDetails": true, "AuditDetailValue": true
 // (those without omitempty), so a response that lacks one, or carries one the description
 // does not have, fails the API tests' validation.
 var requestTypes = map[reflect.Type]bool{
-	reflect.TypeFor[api.OrgCreate]():       true,
-	reflect.TypeFor[api.UserCreate]():      true,
-	reflect.TypeFor[api.APITokenCreate]():  true,
-	reflect.TypeFor[api.JobCreate]():       true,
-	reflect.TypeFor[api.Decision]():        true,
-	reflect.TypeFor[api.Reason]():          true,
-	reflect.TypeFor[api.Retry]():           true,
-	reflect.TypeFor[api.AgentEnrol]():      true,
-	reflect.TypeFor[api.AgentBatchEnrol](): true,
-	reflect.TypeFor[api.Revoke]():          true,
+	reflect.TypeFor[api.OrgCreate]():        true,
+	reflect.TypeFor[api.UserCreate]():       true,
+	reflect.TypeFor[api.APITokenCreate]():   true,
+	reflect.TypeFor[api.JobCreate]():        true,
+	reflect.TypeFor[api.Decision]():         true,
+	reflect.TypeFor[api.Reason]():           true,
+	reflect.TypeFor[api.Retry]():            true,
+	reflect.TypeFor[api.AgentEnrol]():       true,
+	reflect.TypeFor[api.AgentBatchEnrol]():  true,
+	reflect.TypeFor[api.Revoke]():           true,
+	reflect.TypeFor[api.UserUpdate]():       true,
+	reflect.TypeFor[api.CustomRoleCreate](): true,
 }
 
 // enumValues are the Go constants of the string types the API carries: a field of one of
 // these types must be described with exactly these values.
 var enumValues = map[reflect.Type][]string{
-	reflect.TypeFor[jobs.Role]():    strs(jobs.AllRoles()),
-	reflect.TypeFor[jobs.Kind]():    strs(jobs.Kinds()),
-	reflect.TypeFor[jobs.State]():   strs(jobs.States()),
-	reflect.TypeFor[jobs.Step]():    strs(jobs.Steps()),
-	reflect.TypeFor[jobs.Gate]():    strs([]jobs.Gate{jobs.GateRequest, jobs.GateCAOperator}),
-	reflect.TypeFor[jobs.Verdict](): strs([]jobs.Verdict{jobs.VerdictApprove, jobs.VerdictReject}),
+	reflect.TypeFor[jobs.Permission](): strs(jobs.AllPermissions()),
+	reflect.TypeFor[jobs.Kind]():       strs(jobs.Kinds()),
+	reflect.TypeFor[jobs.State]():      strs(jobs.States()),
+	reflect.TypeFor[jobs.Step]():       strs(jobs.Steps()),
+	reflect.TypeFor[jobs.Gate]():       strs([]jobs.Gate{jobs.GateRequest, jobs.GateCAOperator}),
+	reflect.TypeFor[jobs.Verdict]():    strs([]jobs.Verdict{jobs.VerdictApprove, jobs.VerdictReject}),
 }
 
 // enumSchemas are the schemas that are only an enum, and the Go type whose constants they
 // list.
 var enumSchemas = map[string]reflect.Type{
-	"Role":     reflect.TypeFor[jobs.Role](),
-	"JobKind":  reflect.TypeFor[jobs.Kind](),
-	"JobState": reflect.TypeFor[jobs.State](),
-	"JobStep":  reflect.TypeFor[jobs.Step](),
+	"Permission": reflect.TypeFor[jobs.Permission](),
+	"JobKind":    reflect.TypeFor[jobs.Kind](),
+	"JobState":   reflect.TypeFor[jobs.State](),
+	"JobStep":    reflect.TypeFor[jobs.Step](),
 }
 
 func strs[S ~string](vs []S) []string {
@@ -256,6 +265,10 @@ func (s spec) compare(t *testing.T, where string, node any, typ reflect.Type) {
 		if sch["type"] != "string" || sch["format"] != "byte" {
 			t.Errorf("%s: bytes, described as type %v format %v; want string, byte", where, sch["type"], sch["format"])
 		}
+		return
+	case typ.Kind() == reflect.Pointer:
+		// A pointer says "left out or given" in a request; the value is described.
+		s.compare(t, where, node, typ.Elem())
 		return
 	case typ.Kind() == reflect.String:
 		want = "string"

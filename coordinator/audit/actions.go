@@ -54,6 +54,11 @@ const (
 	ActionEnrolmentKeyRevoked = "enrolment_key.revoked"
 
 	ActionAuditVerified = "audit.verified"
+
+	ActionUserEnabled = "user.enabled"
+	ActionRoleCreated = "role.created" // a custom role
+	ActionRoleUpdated = "role.updated"
+	ActionRoleDeleted = "role.deleted"
 )
 
 var actions = map[string]bool{
@@ -72,6 +77,7 @@ var actions = map[string]bool{
 	ActionAgentEnrolled: true, ActionAgentApproved: true, ActionAgentRevoked: true, ActionAgentDuplicateID: true,
 	ActionAgentKeySet: true, ActionAgentKeyReset: true,
 	ActionAuditVerified: true,
+	ActionUserEnabled:   true, ActionRoleCreated: true, ActionRoleUpdated: true, ActionRoleDeleted: true,
 }
 
 // KnownAction reports whether a is one of the actions above. Verification never depends

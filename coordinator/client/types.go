@@ -17,6 +17,12 @@ type (
 	UserList        = api.UserList
 	APITokenCreate  = api.APITokenCreate
 	APITokenIssued  = api.APITokenIssued
+	UserUpdate      = api.UserUpdate
+	APIToken        = api.APIToken
+	APITokenList    = api.APITokenList
+	CustomRole      = api.CustomRole
+	CustomRoleList  = api.CustomRoleList
+	CustomRoleSpec  = api.CustomRoleCreate
 	Profile         = api.Profile
 	ProfileList     = api.ProfileList
 	JobCreate       = api.JobCreate

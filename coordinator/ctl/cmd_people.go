@@ -65,8 +65,9 @@ func orgCommand(e *env) *cobra.Command {
 }
 
 func userCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "user", Short: "People: create, list, show, issue API tokens"}
-	cmd.AddCommand(userCreateCommand(e), userListCommand(e), userShowCommand(e), userTokenCommand(e))
+	cmd := &cobra.Command{Use: "user", Short: "People: create, list, show, update, disable; issue, list and revoke API tokens"}
+	cmd.AddCommand(userCreateCommand(e), userListCommand(e), userShowCommand(e), userTokenCommand(e),
+		userUpdateCommand(e), userDisableCommand(e, true), userDisableCommand(e, false), userTokensCommand(e), userRevokeTokenCommand(e))
 	return cmd
 }
 
@@ -82,14 +83,14 @@ func userCreateCommand(e *env) *cobra.Command {
 		Short: "Create a person: a certificate holder, an operator with roles, or both (admin)",
 		Long: `Create a person. A certificate holder needs the fields its profiles use (name, email,
 UPN, organisation, attributes); an operator needs roles. Roles are cumulative:
-` + joinStrings(jobs.AllRoles(), ", ") + `.`,
+` + joinStrings(jobs.AllRoles(), ", ") + `, or custom roles (tokenfleetctl role list).`,
 		Args: exactArgs("USERNAME"),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
 			u.Username = args[0]
 			for _, r := range roles {
 				role := jobs.Role(strings.TrimSpace(r))
-				if !role.Valid() {
-					return usageErrorf("--role %q: want one of %s", r, joinStrings(jobs.AllRoles(), ", "))
+				if !role.WellFormed() {
+					return usageErrorf("--role %q: want one of %s, or a custom role's name", r, joinStrings(jobs.AllRoles(), ", "))
 				}
 				if !slices.Contains(u.Roles, role) {
 					u.Roles = append(u.Roles, role)
@@ -129,7 +130,7 @@ UPN, organisation, attributes); an operator needs roles. Roles are cumulative:
 	f.StringVar(&u.Email, "email", "", "email address")
 	f.StringVar(&u.UPN, "upn", "", "user principal name (for smart-card logon)")
 	f.StringVar(&u.Organization, "org", "", "organisation name")
-	f.StringArrayVar(&roles, "role", nil, "role, repeatable: "+joinStrings(jobs.AllRoles(), ", "))
+	f.StringArrayVar(&roles, "role", nil, "role, repeatable: "+joinStrings(jobs.AllRoles(), ", ")+", or a custom role")
 	f.StringArrayVar(&attrs, "attr", nil, "attribute key=value for profile templates, repeatable")
 	f.BoolVar(&asJSON, "json", false, "print the created user as JSON")
 	return cmd
@@ -149,8 +150,8 @@ func userListCommand(e *env) *cobra.Command {
 		if err := lf.check(cmd); err != nil {
 			return err
 		}
-		if role != "" && !jobs.Role(role).Valid() {
-			return usageErrorf("--role %q: want one of %s", role, joinStrings(jobs.AllRoles(), ", "))
+		if role != "" && !jobs.Role(role).WellFormed() {
+			return usageErrorf("--role %q: want one of %s, or a custom role's name", role, joinStrings(jobs.AllRoles(), ", "))
 		}
 		c, err := e.newClient(e.conn)
 		if err != nil {
@@ -226,7 +227,7 @@ func userTokenCommand(e *env) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "token USERNAME [--name N] [--expires 90d]",
-		Short: "Issue an API token for a person and print it (admin)",
+		Short: "Issue an API token for a person and print it (manage_users)",
 		Long: `Issue an API token for a person. Only the token is printed on standard output, so it
 can be captured: TOKEN=$(tokenfleetctl user token alice). The coordinator shows it this
 once; it keeps only a hash.`,
@@ -260,7 +261,7 @@ once; it keeps only a hash.`,
 		}),
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "a name for the token, e.g. the machine it is for")
-	cmd.Flags().StringVar(&req.ExpiresIn, "expires", "", "lifetime: whole days (90d) or a Go duration (36h); default: never expires")
+	cmd.Flags().StringVar(&req.ExpiresIn, "expires", "", "lifetime: whole days (90d) or a Go duration (36h); default: the coordinator's api_tokens.default_ttl")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the issued token object as JSON")
 	return cmd
 }

@@ -92,11 +92,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"issue", "--holder", "alice"}, `required flag(s) "agent", "profile" not set`},
 		{[]string{"issue", "--holder", "a", "--agent", "b", "--profile", "c", "--kind", "mint"}, `--kind "mint"`},
 		{[]string{"issue", "--holder", "a", "--agent", "b", "--profile", "c", "--deadline", "soon"}, `--deadline "soon"`},
-		{[]string{"user", "create", "bob", "--role", "boss"}, `--role "boss": want one of helpdesk, approver`},
+		{[]string{"user", "create", "bob", "--role", "Boss!"}, `--role "Boss!": want one of helpdesk, approver`},
 		{[]string{"user", "create", "bob", "--attr", "nokey"}, `--attr "nokey": want key=value`},
 		{[]string{"user", "create", "bob", "--attr", "a=1", "--attr", "a=2"}, "--attr a given twice"},
 		{[]string{"user", "token", "bob", "--expires", "soon"}, "--expires: duration"},
-		{[]string{"user", "list", "--role", "boss"}, `--role "boss"`},
+		{[]string{"user", "list", "--role", "Boss!"}, `--role "Boss!"`},
 		{[]string{"audit", "verify", "--page-size", "0"}, "--page-size must be between 1 and 5000"},
 		{[]string{"audit", "list", "--after", "-1"}, "--after must not be negative"},
 	}

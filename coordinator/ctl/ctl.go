@@ -189,6 +189,7 @@ checkpoint), 4 job watch gave up at its --timeout before the job ended.`,
 	root.AddCommand(
 		orgCommand(e),
 		userCommand(e),
+		roleCommand(e),
 		profileCommand(e),
 		issueCommand(e),
 		jobsCommand(e),

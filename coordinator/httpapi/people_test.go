@@ -336,9 +336,9 @@ func TestAPITokens(t *testing.T) {
 	}
 	wantErr(t, e.as(t, "admin", "POST", "/api/v1/users/nobody/tokens", nil), 404, "not_found", "")
 	wantErr(t, e.as(t, "hd", "POST", "/api/v1/users/hd/tokens", nil), 403, "forbidden", "")
-	// No expiry: never expires.
+	// No expiry asked: the default life (api_tokens.default_ttl).
 	tok = ok[issuedToken](t, e.as(t, "admin", "POST", "/api/v1/users/bob/tokens", nil), 201)
-	if !tok.Expires.IsZero() {
+	if !tok.Expires.Equal(e.clock.now().Add(service.DefaultAPITokenTTL)) {
 		t.Fatalf("token without expires_in expires at %s", tok.Expires)
 	}
 }

@@ -48,7 +48,7 @@ const MaxRequired = 10
 // Policy is a profile's approval policy, the input of every gate decision.
 type Policy struct {
 	Required           int           // approvals needed at the request gate; 0 = none
-	Roles              []Role        // roles whose holders may decide at the request gate
+	Roles              []Role        // roles whose holders may decide at the request gate (built-in or custom)
 	Scope              Scope         // organisation scope of the request gate
 	ExpiresAfter       time.Duration // life of a pending request, of one approval, of the CA-operator gate
 	CAOperatorRequired bool          // a ca_operator must approve before signing
@@ -66,8 +66,8 @@ func (p Policy) Validate() error {
 	}
 	for _, r := range p.Roles {
 		switch {
-		case !r.Valid():
-			bad("policy: unknown role %q", r)
+		case !r.WellFormed():
+			bad("policy: malformed role %q", r)
 		case r == RoleAuditor:
 			bad("policy: role auditor is read-only and cannot approve")
 		}
@@ -130,9 +130,13 @@ type Job struct {
 
 // Actor is the user acting on a job.
 type Actor struct {
-	ID           string
-	Name         string // for messages (a username); ID when empty
-	Roles        []Role
+	ID   string
+	Name string // for messages (a username); ID when empty
+	// Roles are the built-in roles the actor holds and the custom roles that apply to
+	// this job (those not limited to another organisation).
+	Roles []Role
+	// Permissions are those the custom roles in Roles grant; built-in roles' come with them.
+	Permissions  []Permission
 	Organization string
 }
 
@@ -331,12 +335,11 @@ func Decide(p Policy, j Job, a Actor, v Vote, now time.Time) (Decision, Outcome,
 	if a.ID == j.HolderID {
 		return Decision{}, before, errorf(CodeSelfApproval, "%s is the holder of job %s and may not decide on it", a.name(), j.ID)
 	}
-	permitted := p.Roles
-	if gate == GateCAOperator {
-		permitted = []Role{RoleCAOperator}
+	if gate == GateCAOperator && !a.Can(PermCAOperator) {
+		return Decision{}, before, errorf(CodeRoleNotPermitted, "%s holds no role with the %s permission, which the %s gate needs", a.name(), PermCAOperator, gate)
 	}
-	if !slices.ContainsFunc(permitted, a.HasRole) {
-		return Decision{}, before, errorf(CodeRoleNotPermitted, "%s holds none of the roles that decide at the %s gate (%s)", a.name(), gate, joinRoles(permitted))
+	if gate == GateRequest && !slices.ContainsFunc(p.Roles, a.HasRole) {
+		return Decision{}, before, errorf(CodeRoleNotPermitted, "%s holds none of the roles that decide at the %s gate (%s)", a.name(), gate, joinRoles(p.Roles))
 	}
 	if gate == GateRequest && p.Scope == ScopeOrganization && (a.Organization == "" || a.Organization != j.HolderOrganization) {
 		return Decision{}, before, errorf(CodeOutOfScope, "%s may not decide for a holder of another organisation", a.name())

@@ -325,7 +325,7 @@ func TestPolicyValidate(t *testing.T) {
 		{"negative", Policy{Required: -1}, "outside 0..10"},
 		{"too many", Policy{Required: 11, Roles: []Role{RoleApprover}, Scope: ScopeAny, ExpiresAfter: day}, "outside 0..10"},
 		{"auditor", Policy{Required: 1, Roles: []Role{RoleAuditor}, Scope: ScopeAny, ExpiresAfter: day}, "read-only"},
-		{"unknown role", Policy{Required: 1, Roles: []Role{"boss"}, Scope: ScopeAny, ExpiresAfter: day}, `"boss"`},
+		{"malformed role", Policy{Required: 1, Roles: []Role{"Boss!"}, Scope: ScopeAny, ExpiresAfter: day}, `"Boss!"`},
 		{"bad scope", Policy{Required: 1, Roles: []Role{RoleApprover}, Scope: "galaxy", ExpiresAfter: day}, `"galaxy"`},
 		{"no expiry", Policy{Required: 1, Roles: []Role{RoleApprover}, Scope: ScopeAny}, "expires_after"},
 		{"CA without expiry", Policy{CAOperatorRequired: true}, "expires_after"},

@@ -2,7 +2,8 @@ package jobs
 
 import "time"
 
-// CanCancel checks whether actor a may cancel job j: only the requester or an admin, and
+// CanCancel checks whether actor a may cancel job j: only the requester or a holder of
+// the manage_jobs permission (admin), and
 // only while the agent is not doing token work: before the job runs (pending_approval,
 // approved, dispatched), while the agent waits for the token (running, with no step yet
 // or waiting_for_token as the last one), and while it waits for its certificate
@@ -22,8 +23,8 @@ func CanCancel(j Job, a Actor) error {
 		}
 		return errorf(CodeNotCancellable, "job %s is %s and can no longer be cancelled: %s", j.ID, j.State, why)
 	}
-	if a.ID == "" || (a.ID != j.RequesterID && !a.HasRole(RoleAdmin)) {
-		return errorf(CodeNotPermitted, "%q may not cancel job %s: only its requester or an admin may", a.ID, j.ID)
+	if a.ID == "" || (a.ID != j.RequesterID && !a.Can(PermManageJobs)) {
+		return errorf(CodeNotPermitted, "%q may not cancel job %s: only its requester or a role with the %s permission (admin) may", a.name(), j.ID, PermManageJobs)
 	}
 	return nil
 }
@@ -43,7 +44,7 @@ func Cancellable(s State, p Progress) bool {
 // CanRetry checks whether actor a may retry the failed job j at time now. A retry moves it
 // failed → approved with Attempt+1, so its request-gate approvals must still be valid
 // (bound to the same hash, not lapsed); otherwise a new request is needed. The requester,
-// a help desk operator or an admin may retry.
+// a holder of the request permission (helpdesk, admin) may retry.
 func CanRetry(p Policy, j Job, a Actor, now time.Time) error {
 	if err := knownStates(j.State); err != nil {
 		return err
@@ -51,8 +52,8 @@ func CanRetry(p Policy, j Job, a Actor, now time.Time) error {
 	if j.State != StateFailed {
 		return errorf(CodeNotRetryable, "job %s is %s; only a failed job can be retried", j.ID, j.State)
 	}
-	if a.ID == "" || (a.ID != j.RequesterID && !a.HasRole(RoleHelpdesk) && !a.HasRole(RoleAdmin)) {
-		return errorf(CodeNotPermitted, "%q may not retry job %s: only its requester, a helpdesk operator or an admin may", a.ID, j.ID)
+	if a.ID == "" || (a.ID != j.RequesterID && !a.Can(PermRequest)) {
+		return errorf(CodeNotPermitted, "%q may not retry job %s: only its requester or a role with the %s permission (helpdesk, admin) may", a.name(), j.ID, PermRequest)
 	}
 	out, err := Evaluate(p, j, now)
 	if err != nil {

@@ -293,8 +293,8 @@ func validateApproval(ps *problems, a Approval) {
 		switch {
 		case r == jobs.RoleAuditor:
 			ps.invalid(field, "auditor is read-only and cannot approve")
-		case !r.Valid():
-			ps.invalid(field, "unknown role %q (helpdesk, approver, ca_operator, admin)", r)
+		case !r.WellFormed():
+			ps.invalid(field, "%q is neither a built-in role (helpdesk, approver, ca_operator, admin) nor a custom role's name (%s)", r, jobs.CustomRoleNameRule)
 		case slices.Index(a.Roles, r) < i:
 			ps.invalid(field, "%s listed twice", r)
 		}

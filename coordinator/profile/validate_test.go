@@ -64,7 +64,7 @@ func TestValidateProblems(t *testing.T) {
 		{"approval without roles", []repl{{"roles: [approver], ", ""}}, "approval.roles: required when approval.required is 1"},
 		{"roles without approval", []repl{{"required: 1, ", ""}, {", expires_after: 72h", ""}}, "approval.roles: given but approval.required is 0"},
 		{"auditor approves", []repl{{"roles: [approver]", "roles: [approver, auditor]"}}, "approval.roles[1]: auditor is read-only and cannot approve"},
-		{"unknown role", []repl{{"roles: [approver]", "roles: [manager]"}}, `approval.roles[0]: unknown role "manager"`},
+		{"malformed role", []repl{{"roles: [approver]", "roles: [Manager]"}}, `approval.roles[0]: "Manager" is neither a built-in role`},
 		{"role twice", []repl{{"roles: [approver]", "roles: [approver, approver]"}}, "approval.roles[1]: approver listed twice"},
 		{"bad scope", []repl{{"expires_after: 72h", "expires_after: 72h, scope: company"}}, `approval.scope: "company" is not allowed (organization, any)`},
 		{"too many approvals", []repl{{"required: 1", "required: 11"}}, "approval.required: 11 outside 0..10"},

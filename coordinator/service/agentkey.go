@@ -18,7 +18,7 @@ import (
 // retried.
 func (s *Service) ResetAgentKey(ctx context.Context, by Actor, agentID, reason string) (Agent, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "reset agent key", jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, "reset agent key", jobs.PermManageAgents, ""); err != nil {
 		return Agent{}, err
 	}
 	if err := checkReason("reason", reason); err != nil {

@@ -383,7 +383,7 @@ func (s *Service) EnableAgent(ctx context.Context, by Actor, id string, r AgentS
 // next time the broker refuses the old one.
 func (s *Service) RotateAgentCredentials(ctx context.Context, by Actor, id string, r AgentStateRequest) (Agent, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "rotate agent credentials", jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, "rotate agent credentials", jobs.PermManageAgents, ""); err != nil {
 		return Agent{}, err
 	}
 	if err := checkReason("reason", r.Reason); err != nil {
@@ -432,7 +432,7 @@ func (s *Service) provisionFor(ctx context.Context, by Actor, a store.Agent, why
 // moveAgent moves an agent to state to from one of from (admin), audited as action.
 func (s *Service) moveAgent(ctx context.Context, by Actor, id, op, reason string, to store.AgentState, action string, from ...store.AgentState) (store.Agent, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, op, jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, op, jobs.PermManageAgents, ""); err != nil {
 		return store.Agent{}, err
 	}
 	if err := checkReason("reason", reason); err != nil {
@@ -461,7 +461,7 @@ func (s *Service) moveAgent(ctx context.Context, by Actor, id, op, reason string
 // transaction, then its broker identity deleted with its connections.
 func (s *Service) retireAgent(ctx context.Context, by Actor, id, op, reason string, to store.AgentState, action string, from ...store.AgentState) (Agent, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, op, jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, op, jobs.PermManageAgents, ""); err != nil {
 		return Agent{}, err
 	}
 	if strings.TrimSpace(reason) == "" {

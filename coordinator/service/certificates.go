@@ -81,7 +81,7 @@ func ParseRevocationReason(s string) (int, error) {
 // then on. Revoking a revoked certificate is a conflict.
 func (s *Service) RevokeCertificate(ctx context.Context, by Actor, serial string, reason int, comment string) (Certificate, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "revoke certificate", jobs.RoleAdmin, jobs.RoleCAOperator); err != nil {
+	if _, err := s.authorize(ctx, actor, "revoke certificate", jobs.PermCAOperator, ""); err != nil {
 		return Certificate{}, err
 	}
 	if err := checkReason("comment", comment); err != nil {

@@ -156,7 +156,11 @@ func (s *Service) checkVote(ctx context.Context, r store.Reader, actor store.Use
 	if vote.BindingHash == "" {
 		vote.BindingHash = j.BindingHash
 	}
-	who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganizationID}
+	acc, err := accessOf(ctx, r, actor)
+	if err != nil {
+		return voteCheck{}, err
+	}
+	who := acc.jobActor(j.OrganizationID)
 	d, outcome, err := jobs.Decide(policy, j.Rules(j.OrganizationID, approvals), who, vote, now)
 	var je *jobs.Error
 	if errors.As(err, &je) && je.Code != jobs.CodeInvalidInput {
@@ -209,7 +213,11 @@ func (s *Service) Cancel(ctx context.Context, by Actor, jobID, reason string) (J
 			return err
 		}
 		out = j
-		who := jobs.Actor{ID: actor.ID, Name: actor.Username, Roles: actor.Roles, Organization: actor.OrganizationID}
+		acc, err := accessOf(ctx, t, actor)
+		if err != nil {
+			return err
+		}
+		who := acc.jobActor(j.OrganizationID)
 		if err := jobs.CanCancel(j.Rules(j.OrganizationID, nil), who); err != nil {
 			return t.refuse(ctx, actor, "cancel job", j.ID, "", err)
 		}

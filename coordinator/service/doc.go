@@ -17,12 +17,21 @@
 //	ca_operator       all    all       all       all       -              all           -
 //	approver          own    own org   all       own org   -              -             -
 //	no role           -      self      -         -         -              -             -
+//	custom, read      all    all       all       all       all            all           -
+//	  limited to org  org    org       all       org       -              -             -
+//	custom, approve   -      -         -         scope     -              -             -
+//	read_audit        -      -         -         -         -              -             all
+//
+// Every rule asks for a permission (jobs.Permission), never for a role: access.can is the
+// one check, and the built-in roles are fixed sets of permissions (jobs.RolePermissions).
+// A custom role limited to an organisation grants its permissions only on that
+// organisation's jobs and holders; "scope" above is the role's organisation, or all.
 //
 // Everyone may read themselves (whoami, or their own username). The CA-operator gate is
 // not scoped to an organisation, so CA operators read every job.
 //
 // Jobs:
-//   - A job is created by a helpdesk operator or an admin, always in pending_approval;
+//   - A job is created by a holder of the request permission (helpdesk, admin), always in pending_approval;
 //     when the profile needs no approval it moves to approved in the same transaction.
 //     The target agent must be enrolled (online or not): jobs wait for offline agents,
 //     but an unknown agent ID is refused as the typo it most likely is.

@@ -77,7 +77,7 @@ func enrolledEntry(actor store.User, a store.Agent, extra ...any) audit.Entry {
 // it, so two workstations never share an identity.
 func (s *Service) EnrolAgent(ctx context.Context, by Actor, e AgentEnrolment) (Agent, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "enrol agent", jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, "enrol agent", jobs.PermManageAgents, ""); err != nil {
 		return Agent{}, err
 	}
 	if err := e.check(); err != nil {

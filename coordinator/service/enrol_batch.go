@@ -30,7 +30,7 @@ const entryErrorsShown = 3
 // the order given.
 func (s *Service) EnrolAgents(ctx context.Context, by Actor, es []AgentEnrolment) ([]Agent, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "enrol agents", jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, "enrol agents", jobs.PermManageAgents, ""); err != nil {
 		return nil, err
 	}
 	switch {

@@ -158,7 +158,7 @@ func checkAgentID(field, id string) error {
 // secrets are in the answer only: the store keeps their hashes.
 func (s *Service) CreateEnrolmentKeys(ctx context.Context, by Actor, r EnrolmentKeyRequest) ([]IssuedEnrolmentKey, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "create enrolment key", jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, "create enrolment key", jobs.PermManageAgents, ""); err != nil {
 		return nil, err
 	}
 	if err := r.check(); err != nil {
@@ -206,7 +206,7 @@ type EnrolmentKeyQuery struct {
 // ListEnrolmentKeys lists codes and keys, oldest first (admin).
 func (s *Service) ListEnrolmentKeys(ctx context.Context, by Actor, q EnrolmentKeyQuery, page Page) ([]EnrolmentKey, string, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "list enrolment keys", jobs.RoleAdmin, jobs.RoleAuditor); err != nil {
+	if _, err := s.authorize(ctx, actor, "list enrolment keys", jobs.PermManageAgents, ""); err != nil {
 		return nil, "", err
 	}
 	if q.Kind != "" && q.Kind != store.EnrolmentCode && q.Kind != store.EnrolmentReusable {
@@ -232,7 +232,7 @@ func (s *Service) ListEnrolmentKeys(ctx context.Context, by Actor, q EnrolmentKe
 // enrolled stay.
 func (s *Service) RevokeEnrolmentKey(ctx context.Context, by Actor, id, reason string) (EnrolmentKey, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "revoke enrolment key", jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, "revoke enrolment key", jobs.PermManageAgents, ""); err != nil {
 		return EnrolmentKey{}, err
 	}
 	if err := checkReason("reason", reason); err != nil {

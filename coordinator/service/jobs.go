@@ -138,7 +138,8 @@ func holderOf(u store.User, orgName string) profile.Holder {
 // would sit until it expires.
 func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "create job", jobs.RoleHelpdesk, jobs.RoleAdmin); err != nil {
+	acc, err := s.authorizeAnywhere(ctx, actor, "create job", jobs.PermRequest)
+	if err != nil {
 		return Job{}, err
 	}
 	r.Holder, r.Profile, r.Agent, r.TokenSerial = strings.TrimSpace(r.Holder), strings.TrimSpace(r.Profile), strings.TrimSpace(r.Agent), strings.TrimSpace(r.TokenSerial)
@@ -163,7 +164,7 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		out      store.Job
 		replayed bool
 	)
-	err := s.update(ctx, func(t *txn) error {
+	err = s.update(ctx, func(t *txn) error {
 		replayed = false
 		if key != "" {
 			// A request with the same key may have committed since the look above.
@@ -185,6 +186,9 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		}
 		if holder.Disabled {
 			return badRequest("holder", "user %q is disabled", holder.Username)
+		}
+		if !acc.can(jobs.PermRequest, holder.OrganizationID) {
+			return t.refuse(ctx, actor, "create job", "", "user:"+holder.ID, acc.refusal("create job", jobs.PermRequest, holder.OrganizationID))
 		}
 		sp, err := t.GetProfile(ctx, r.Profile)
 		if errors.Is(err, store.ErrNotFound) {
@@ -519,7 +523,7 @@ func (s *Service) GetJob(ctx context.Context, by Actor, id string) (JobDetail, e
 	if err != nil {
 		return JobDetail{}, AsError(err)
 	}
-	if !sc.all && j.OrganizationID != sc.org {
+	if !sc.covers(j.OrganizationID) {
 		return JobDetail{}, s.deny(ctx, actor, "read job", j.ID, "",
 			newErr(CodeOutOfScope, "", "%s reads the jobs of their own organisation only", actor.Username))
 	}

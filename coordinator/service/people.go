@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
-	"github.com/tokenfleet/tokenfleet/coordinator/profile"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
@@ -98,9 +97,33 @@ func (r UserRequest) validate() error {
 			return err
 		}
 	}
-	for i, role := range r.Roles {
-		if !role.Valid() {
-			return badRequest(fmt.Sprintf("roles[%d]", i), "unknown role %q (known: %v)", role, jobs.AllRoles())
+	return checkRoleNames(r.Roles)
+}
+
+// rolesExist refuses a role that is neither built-in nor a custom role that exists.
+func (s *Service) rolesExist(ctx context.Context, field string, roles []jobs.Role) error {
+	custom, err := s.st.GetCustomRoles(ctx, roles)
+	if err != nil {
+		return AsError(err)
+	}
+	for i, r := range roles {
+		if r.Valid() || slices.ContainsFunc(custom, func(c store.CustomRole) bool { return c.Name == string(r) }) {
+			continue
+		}
+		f := field
+		if field == "roles" {
+			f = fmt.Sprintf("roles[%d]", i)
+		}
+		return badRequest(f, "no built-in or custom role named %q (built-in: %v; custom roles: tokenfleetctl role list)", r, jobs.AllRoles())
+	}
+	return nil
+}
+
+// checkRoleNames refuses a role that is neither built-in nor a custom role's name.
+func checkRoleNames(roles []jobs.Role) error {
+	for i, role := range roles {
+		if !role.WellFormed() {
+			return badRequest(fmt.Sprintf("roles[%d]", i), "%q is neither a built-in role (%v) nor a custom role's name (%s)", role, jobs.AllRoles(), jobs.CustomRoleNameRule)
 		}
 	}
 	return nil
@@ -115,7 +138,7 @@ func (s *Service) Whoami(ctx context.Context, by Actor) User {
 // CreateOrganization creates an organisation (admin).
 func (s *Service) CreateOrganization(ctx context.Context, by Actor, name string) (Organization, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "create organisation", jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, "create organisation", jobs.PermManageUsers, ""); err != nil {
 		return Organization{}, err
 	}
 	name = strings.TrimSpace(name)
@@ -153,14 +176,18 @@ func (s *Service) ListOrganizations(ctx context.Context, by Actor, page Page) ([
 		return nil, "", err
 	}
 	if !sc.all {
+		out := []Organization{}
 		if p.Cursor != "" {
-			return []Organization{}, "", nil
+			return out, "", nil
 		}
-		o, err := s.st.GetOrganization(ctx, sc.org)
-		if err != nil {
-			return nil, "", AsError(err)
+		for _, id := range sc.orgs {
+			o, err := s.st.GetOrganization(ctx, id)
+			if err != nil {
+				return nil, "", AsError(err)
+			}
+			out = append(out, organisationOf(o))
 		}
-		return []Organization{organisationOf(o)}, "", nil
+		return out, "", nil
 	}
 	orgs, next, err := s.st.ListOrganizations(ctx, p)
 	if err != nil {
@@ -172,15 +199,22 @@ func (s *Service) ListOrganizations(ctx context.Context, by Actor, page Page) ([
 // CreateUser creates a person: a certificate holder, an operator, or both (admin).
 func (s *Service) CreateUser(ctx context.Context, by Actor, r UserRequest) (User, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "create user", jobs.RoleAdmin); err != nil {
+	acc, err := s.authorize(ctx, actor, "create user", jobs.PermManageUsers, "")
+	if err != nil {
 		return User{}, err
 	}
 	r.Organization = strings.TrimSpace(r.Organization)
 	if err := r.validate(); err != nil {
 		return User{}, err
 	}
+	if err := s.rolesExist(ctx, "roles", r.Roles); err != nil {
+		return User{}, err
+	}
+	if err := s.mayGrant(ctx, acc, "create user", nil, r.Roles); err != nil {
+		return User{}, err
+	}
 	var out User
-	err := s.update(ctx, func(t *txn) error {
+	err = s.update(ctx, func(t *txn) error {
 		var orgID string
 		if r.Organization != "" {
 			o, err := t.GetOrganizationByName(ctx, r.Organization)
@@ -196,6 +230,9 @@ func (s *Service) CreateUser(ctx context.Context, by Actor, r UserRequest) (User
 			OrganizationID: orgID, Attributes: r.Attributes, Roles: r.Roles, Created: t.now})
 		if errors.Is(err, store.ErrConflict) {
 			return newErr(CodeConflict, "username", "a user named %q exists", r.Username)
+		}
+		if errors.Is(err, store.ErrInvalid) {
+			return badRequest("roles", "%s; create the custom role first (tokenfleetctl role create)", trimStore(err))
 		}
 		if err != nil {
 			return err
@@ -230,8 +267,13 @@ func (s *Service) ListUsers(ctx context.Context, by Actor, q UserQuery, page Pag
 		return nil, "", err
 	}
 	f := store.UserFilter{Role: q.Role}
-	if q.Role != "" && !q.Role.Valid() {
-		return nil, "", badRequest("role", "unknown role %q (known: %v)", q.Role, jobs.AllRoles())
+	if q.Role != "" && !q.Role.WellFormed() {
+		return nil, "", badRequest("role", "%q is neither a built-in role (%v) nor a custom role's name", q.Role, jobs.AllRoles())
+	}
+	if q.Role != "" {
+		if err := s.rolesExist(ctx, "role", []jobs.Role{q.Role}); err != nil {
+			return nil, "", err
+		}
 	}
 	if q.Organization != "" {
 		o, err := s.st.GetOrganizationByName(ctx, q.Organization)
@@ -275,72 +317,11 @@ func (s *Service) GetUser(ctx context.Context, by Actor, username string) (User,
 	if err != nil {
 		return User{}, AsError(err)
 	}
-	if !sc.all && u.OrganizationID != sc.org {
+	if !sc.covers(u.OrganizationID) {
 		return User{}, s.deny(ctx, actor, "read user", "", "user:"+u.ID,
 			newErr(CodeOutOfScope, "", "%s reads the users of their own organisation only", actor.Username))
 	}
 	return User{User: u, Organization: newNames(s.st).org(ctx, u.OrganizationID)}, nil
-}
-
-// IssuedToken is a new API token: the secret is in Token, this once.
-type IssuedToken struct {
-	store.APIToken
-	Token    string
-	Username string
-}
-
-// IssueAPIToken creates an API token for a person (admin). expiresIn is a Go duration or
-// whole days ("90d"); empty means the token never expires.
-func (s *Service) IssueAPIToken(ctx context.Context, by Actor, username, name, expiresIn string) (IssuedToken, error) {
-	actor := by.user
-	if err := s.requireRole(ctx, actor, "issue API token", jobs.RoleAdmin); err != nil {
-		return IssuedToken{}, err
-	}
-	name = strings.TrimSpace(name)
-	if name == "" {
-		name = defaultTokenName
-	}
-	if err := checkText("name", name, maxTokenNameLen); err != nil {
-		return IssuedToken{}, err
-	}
-	var life time.Duration
-	if expiresIn != "" {
-		d, err := profile.ParseDuration(expiresIn)
-		if err != nil {
-			return IssuedToken{}, badRequest("expires_in", "%v", err)
-		}
-		if life = time.Duration(d); life <= 0 {
-			return IssuedToken{}, badRequest("expires_in", "%q is not a positive duration", expiresIn)
-		}
-	}
-	var out IssuedToken
-	err := s.update(ctx, func(t *txn) error {
-		u, err := t.GetUserByUsername(ctx, username)
-		if errors.Is(err, store.ErrNotFound) {
-			return newErr(CodeNotFound, "", "no user named %q", username)
-		}
-		if err != nil {
-			return err
-		}
-		if u.Disabled {
-			return newErr(CodeConflict, "", "user %q is disabled", u.Username)
-		}
-		var expires time.Time
-		if life > 0 {
-			expires = t.now.Add(life)
-		}
-		tok, secret, err := t.CreateAPIToken(ctx, u.ID, name, expires)
-		if err != nil {
-			return err
-		}
-		out = IssuedToken{APIToken: tok, Token: secret, Username: u.Username}
-		kv := []any{"token_id", tok.ID, "name", tok.Name, "username", u.Username}
-		if !expires.IsZero() {
-			kv = append(kv, "expires", expires.Format(time.RFC3339))
-		}
-		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionTokenCreated, Target: "user:" + u.ID, Details: audit.Details(kv...)})
-	})
-	return out, err
 }
 
 // BootstrapUsername is the first administrator's username.
@@ -364,7 +345,7 @@ func (s *Service) Bootstrap(ctx context.Context, keep func(token string) error) 
 			// Another coordinator sharing the database bootstrapped first.
 			return casLost(err)
 		}
-		tok, secret, err := t.CreateAPIToken(ctx, u.ID, "bootstrap", time.Time{})
+		tok, secret, err := t.CreateBootstrapAPIToken(ctx, u.ID)
 		if err != nil {
 			return err
 		}
@@ -373,7 +354,7 @@ func (s *Service) Bootstrap(ctx context.Context, keep func(token string) error) 
 			return err
 		}
 		if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionTokenCreated, Target: "user:" + u.ID,
-			Reason: "first start", Details: audit.Details("token_id", tok.ID, "name", tok.Name, "username", u.Username)}); err != nil {
+			Reason: "first start", Details: audit.Details("token_id", tok.ID, "name", tok.Name, "username", u.Username, "expires", "never (bootstrap)")}); err != nil {
 			return err
 		}
 		if err := keep(secret); err != nil {

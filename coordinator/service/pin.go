@@ -31,9 +31,13 @@ func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]
 	if err != nil {
 		return nil, AsError(err)
 	}
-	if actor.ID != j.RequesterID && !actor.HasRole(jobs.RoleAdmin) {
+	acc, err := accessOf(ctx, s.st, actor)
+	if err != nil {
+		return nil, AsError(err)
+	}
+	if actor.ID != j.RequesterID && !acc.can(jobs.PermManageJobs, j.OrganizationID) {
 		return nil, s.deny(ctx, actor, op, j.ID, "job:"+j.ID,
-			forbidden("only the requester of job %s or an administrator may see its PIN; %s is neither", j.ID, actor.Username))
+			forbidden("only the requester of job %s or a holder of the %s permission (admin) may see its PIN; %s is neither", j.ID, jobs.PermManageJobs, actor.Username))
 	}
 	if j.State != jobs.StateSucceeded {
 		return nil, newErr(CodeConflict, "id", "job %s is %s: its PIN is shown once it succeeded", j.ID, j.State)

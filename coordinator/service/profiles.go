@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"go.yaml.in/yaml/v3"
@@ -98,7 +99,7 @@ const MaxProfileDocument = 256 << 10
 // Each change is audited with the new hash. Admin only.
 func (s *Service) ApplyProfiles(ctx context.Context, by Actor, text []byte) ([]Profile, error) {
 	actor := by.user
-	if err := s.requireRole(ctx, actor, "apply profiles", jobs.RoleAdmin); err != nil {
+	if _, err := s.authorize(ctx, actor, "apply profiles", jobs.PermManageProfiles, ""); err != nil {
 		return nil, err
 	}
 	if len(text) > MaxProfileDocument {
@@ -137,6 +138,9 @@ func (s *Service) ApplyProfiles(ctx context.Context, by Actor, text []byte) ([]P
 	err = s.update(ctx, func(t *txn) error {
 		out = out[:0]
 		for _, it := range items {
+			if err := gateRolesApprove(ctx, t, it.p); err != nil {
+				return err
+			}
 			cur, err := t.GetProfile(ctx, it.p.Name)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
@@ -246,4 +250,27 @@ func (s *Service) GetProfile(ctx context.Context, by Actor, name string) (Profil
 		return Profile{}, internal(err)
 	}
 	return Profile{Profile: sp, Parsed: p, UpdatedByName: newNames(s.st).user(ctx, sp.UpdatedBy)}, nil
+}
+
+// gateRolesApprove checks that every custom role a profile's request gate names exists and
+// holds the approve permission: a gate naming anything else could never be passed. Role
+// changes check the same from the other side (UpdateRole, DeleteRole).
+func gateRolesApprove(ctx context.Context, r store.Reader, p profile.Profile) error {
+	for i, role := range p.Approval.Roles {
+		if role.Valid() {
+			continue
+		}
+		field := fmt.Sprintf("approval.roles[%d]", i)
+		c, err := r.GetCustomRole(ctx, string(role))
+		if errors.Is(err, store.ErrNotFound) {
+			return newErr(CodeInvalidProfile, field, "profile %q: no built-in or custom role named %q; create it first (tokenfleetctl role create)", p.Name, role)
+		}
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(c.Permissions, jobs.PermApprove) {
+			return newErr(CodeInvalidProfile, field, "profile %q: custom role %q lacks the %s permission, so its holders could not decide at this gate; add it to the role first", p.Name, role, jobs.PermApprove)
+		}
+	}
+	return nil
 }

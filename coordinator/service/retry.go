@@ -62,7 +62,11 @@ func (s *Service) RetryJob(ctx context.Context, by Actor, jobID string, r RetryR
 		if err != nil {
 			return err
 		}
-		who := jobs.Actor{ID: actor.ID, Roles: actor.Roles, Organization: actor.OrganizationID}
+		acc, err := accessOf(ctx, t, actor)
+		if err != nil {
+			return err
+		}
+		who := acc.jobActor(j.OrganizationID)
 		if err := jobs.CanRetry(p.Approval.Policy(), j.Rules(j.OrganizationID, approvals), who, t.now); err != nil {
 			var je *jobs.Error
 			if errors.As(err, &je) && je.Code != jobs.CodeInvalidInput {

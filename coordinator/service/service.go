@@ -73,6 +73,10 @@ type Options struct {
 	Issuer     Issuer     // nil: NopIssuer
 	Observer   Observer   // nil: nothing is counted
 	AgentHook  AgentHook  // nil: enrolled agents' queues are declared when the dispatcher starts
+	// APITokenTTL is the life of an API token issued without one; 0: DefaultAPITokenTTL.
+	APITokenTTL time.Duration
+	// APITokenMaxTTL is the longest life an API token may be issued with; 0: MaxAPITokenTTL.
+	APITokenMaxTTL time.Duration
 	// Broker provisions self-enrolled agents' broker users; nil turns self-enrolment off.
 	Broker BrokerIdentities
 }
@@ -90,6 +94,8 @@ type Service struct {
 	profiles *profileCache
 	tokenUse *ratelimit.Limiter // one token.used entry per token and TokenUseAuditEvery
 	anon     *ratelimit.Limiter // one access.denied entry per source and reason and anonDenialWindow
+
+	tokenTTL, tokenMaxTTL time.Duration
 }
 
 // New returns a Service over o.Store.
@@ -101,6 +107,16 @@ func New(o Options) (*Service, error) {
 		profiles: newProfileCache(), tokenUse: ratelimit.New(TokenUseAuditEvery, maxTracked), anon: ratelimit.New(anonDenialWindow, maxTracked)}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.tokenTTL, s.tokenMaxTTL = o.APITokenTTL, o.APITokenMaxTTL
+	if s.tokenTTL <= 0 {
+		s.tokenTTL = DefaultAPITokenTTL
+	}
+	if s.tokenMaxTTL <= 0 {
+		s.tokenMaxTTL = MaxAPITokenTTL
+	}
+	if s.tokenTTL > s.tokenMaxTTL {
+		return nil, fmt.Errorf("service: API token default life %s is longer than the maximum %s", s.tokenTTL, s.tokenMaxTTL)
 	}
 	if s.disp == nil {
 		s.disp = NopDispatcher{}

@@ -127,8 +127,8 @@ func checkUser(what string, u *User) (attrs string, err error) {
 	slices.Sort(roles)
 	roles = slices.Compact(roles)
 	for _, r := range roles {
-		if !r.Valid() {
-			return "", fmt.Errorf("%s %s: unknown role %q: %w", what, u.Username, r, ErrInvalid)
+		if !r.WellFormed() {
+			return "", fmt.Errorf("%s %s: malformed role %q: %w", what, u.Username, r, ErrInvalid)
 		}
 	}
 	u.Roles = roles
@@ -176,10 +176,22 @@ func (x *q) CreateUser(ctx context.Context, u User) (User, error) {
 	return x.GetUser(ctx, u.ID)
 }
 
+// insertRoles records a user's roles: a built-in role, or a custom role that exists.
 func (x *q) insertRoles(ctx context.Context, userID string, roles []jobs.Role) error {
 	for _, r := range roles {
-		if _, err := x.exec(ctx, "INSERT INTO user_roles (user_id, role) VALUES (?, ?)", userID, string(r)); err != nil {
+		if r.Valid() {
+			if _, err := x.exec(ctx, "INSERT INTO user_roles (user_id, role) VALUES (?, ?)", userID, string(r)); err != nil {
+				return err
+			}
+			continue
+		}
+		res, err := x.exec(ctx, `INSERT INTO user_roles (user_id, role)
+			SELECT ?, name FROM custom_roles WHERE name = ?`, userID, string(r))
+		if err != nil {
 			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("no built-in or custom role named %q: %w", r, ErrInvalid)
 		}
 	}
 	return nil
@@ -307,25 +319,33 @@ func (x *q) ListUsers(ctx context.Context, f UserFilter, p Page) ([]User, string
 // enough (no password-hashing function is needed for a value nobody chose).
 const apiTokenPrefix = "tfk_"
 
-const apiTokenCols = "id, user_id, name, created_at, expires_at, last_used_at, revoked_at"
+const apiTokenCols = "id, user_id, name, created_at, expires_at, last_used_at, revoked_at, bootstrap"
 
 func scanAPIToken(r scanner, extra ...any) (APIToken, error) {
 	var t APIToken
 	dest := []any{&t.ID, &t.UserID, &t.Name, timeCol{&t.Created}, timeCol{&t.Expires},
-		timeCol{&t.LastUsed}, timeCol{&t.Revoked}}
+		timeCol{&t.LastUsed}, timeCol{&t.Revoked}, &t.Bootstrap}
 	err := r.Scan(append(dest, extra...)...)
 	return t, err
 }
 
 func (x *q) CreateAPIToken(ctx context.Context, userID, name string, expires time.Time) (APIToken, string, error) {
+	return x.createAPIToken(ctx, userID, name, expires, false)
+}
+
+func (x *q) CreateBootstrapAPIToken(ctx context.Context, userID string) (APIToken, string, error) {
+	return x.createAPIToken(ctx, userID, "bootstrap", time.Time{}, true)
+}
+
+func (x *q) createAPIToken(ctx context.Context, userID, name string, expires time.Time, bootstrap bool) (APIToken, string, error) {
 	if err := required("create API token", "user", userID, "name", name); err != nil {
 		return APIToken{}, "", err
 	}
 	id := randomString(10)
 	token := apiTokenPrefix + id + "_" + randomString(32)
-	row := x.queryRow(ctx, `INSERT INTO api_tokens (id, user_id, name, secret_hash, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING `+apiTokenCols,
-		id, userID, name, hashToken(token), x.d.ts(now()), x.d.ts(expires))
+	row := x.queryRow(ctx, `INSERT INTO api_tokens (id, user_id, name, secret_hash, created_at, expires_at, bootstrap)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING `+apiTokenCols,
+		id, userID, name, hashToken(token), x.d.ts(now()), x.d.ts(expires), bootstrap)
 	t, err := scanAPIToken(row)
 	if err != nil {
 		return APIToken{}, "", x.d.wrap("create API token for user "+userID, err)
@@ -373,6 +393,11 @@ func (x *q) ListAPITokens(ctx context.Context, userID string) ([]APIToken, error
 		return nil, x.d.wrap("list API tokens", err)
 	}
 	return collect(rows, x.d, "list API tokens", func(r scanner) (APIToken, error) { return scanAPIToken(r) })
+}
+
+func (x *q) GetAPIToken(ctx context.Context, id string) (APIToken, error) {
+	t, err := scanAPIToken(x.queryRow(ctx, "SELECT "+apiTokenCols+" FROM api_tokens WHERE id = ?", id))
+	return t, x.d.wrap("API token "+id, err)
 }
 
 // apiTokenTouchEvery is how stale last_used may get before a use is written.

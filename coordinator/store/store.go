@@ -64,6 +64,14 @@ type Reader interface {
 	// now, or its owner is disabled.
 	LookupAPIToken(ctx context.Context, presented string, now time.Time) (APIToken, User, error)
 	ListAPITokens(ctx context.Context, userID string) ([]APIToken, error)
+	GetAPIToken(ctx context.Context, id string) (APIToken, error)
+
+	GetCustomRole(ctx context.Context, name string) (CustomRole, error)
+	// GetCustomRoles returns those of names that are custom roles, by name; other names
+	// (built-in roles, roles deleted since) are passed over.
+	GetCustomRoles(ctx context.Context, names []jobs.Role) ([]CustomRole, error)
+	// ListCustomRoles returns every custom role by name.
+	ListCustomRoles(ctx context.Context) ([]CustomRole, error)
 
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	ListAgents(ctx context.Context, f AgentFilter, p Page) (agents []Agent, next string, err error)
@@ -150,6 +158,17 @@ type Writer interface {
 	// recorded last use is older than a minute.
 	TouchAPIToken(ctx context.Context, id string, at time.Time) error
 	RevokeAPIToken(ctx context.Context, id string, at time.Time) error
+	// CreateBootstrapAPIToken makes the first administrator's token: it never expires and
+	// is marked Bootstrap.
+	CreateBootstrapAPIToken(ctx context.Context, userID string) (APIToken, string, error)
+
+	// CreateCustomRole gives ErrConflict when the name is taken and ErrInvalid when it is
+	// malformed, a built-in role's, or a permission is unknown.
+	CreateCustomRole(ctx context.Context, r CustomRole) (CustomRole, error)
+	// UpdateCustomRole replaces the description, organisation and permissions.
+	UpdateCustomRole(ctx context.Context, r CustomRole) (CustomRole, error)
+	// DeleteCustomRole removes the role and every user's holding of it.
+	DeleteCustomRole(ctx context.Context, name string) error
 
 	// CreateAgent enrols an agent. A taken ID gives ErrConflict naming the host holding it.
 	CreateAgent(ctx context.Context, a Agent) (Agent, error)

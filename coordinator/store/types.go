@@ -48,6 +48,22 @@ type APIToken struct {
 	Expires  time.Time // zero: never
 	LastUsed time.Time
 	Revoked  time.Time
+	// Bootstrap marks the first administrator's token, made at the first start: the only
+	// token that may never expire.
+	Bootstrap bool
+}
+
+// CustomRole is a named set of permissions an administrator defines beside the built-in
+// roles. Users hold it by name, like a built-in role.
+type CustomRole struct {
+	Name        string // jobs.ValidCustomRoleName
+	Description string
+	// OrganizationID limits the role to one organisation's jobs, holders and agents; ""
+	// for every organisation.
+	OrganizationID string
+	Permissions    []jobs.Permission // sorted, no duplicates
+	Created        time.Time
+	Updated        time.Time
 }
 
 // Agent is an enrolled workstation agent.

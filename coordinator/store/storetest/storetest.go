@@ -37,6 +37,8 @@ func Run(t *testing.T, fresh Fresh) {
 		{"UserList", testUserList},
 		{"APITokens", testAPITokens},
 		{"APITokenNeverStoredInClear", testAPITokenStorage},
+		{"BootstrapAPIToken", testBootstrapToken},
+		{"CustomRoles", testCustomRoles},
 		{"Agents", testAgents},
 		{"AgentList", testAgentList},
 		{"AgentsBatch", testAgentsBatch},
