@@ -26,6 +26,11 @@ type AgentUser struct {
 	// User is the broker user; empty means protocol.AgentUser(AgentID).
 	User     string
 	Password string
+	// Queue also declares the agent's command queue and binds it to the commands
+	// exchange (protocol.AgentQueueSpec), in the same request as its user: the
+	// coordinator then need not declare it over AMQP. The commands exchange must exist.
+	// A queue that exists already is kept as it is, even with other arguments.
+	Queue bool
 }
 
 // PutAgent creates or updates the agent's broker user with this password and no tags,
@@ -34,29 +39,75 @@ type AgentUser struct {
 // other exchanges of the vhost are removed. Calling it again is harmless. A user that
 // exists with tags (an operator's or a management user) or that is the client's own
 // management user is refused with ErrNotAgentUser and left alone. Failures are
-// *AgentError.
+// *AgentError; after Close, ErrClosed.
+//
+// Calls that arrive together (within Config.BatchWait of each other) share one request
+// to the broker: see batch.go. Each gets its own result.
 //
 // Channels the user already has open may keep, for their life, access they were granted
 // before: RabbitMQ caches successful permission checks per channel.
 func (c *Client) PutAgent(ctx context.Context, u AgentUser) error {
-	if err := c.putAgent(ctx, &u); err != nil {
-		return &AgentError{AgentID: u.AgentID, Err: fmt.Errorf("provisioning broker user %q on vhost %q: %w", u.User, c.vhost, err)}
+	cl, err := c.newCall(ctx, u)
+	if err != nil {
+		return err
+	}
+	b := c.batcher()
+	if b == nil {
+		return c.agentError(cl.u, ErrClosed)
+	}
+	if err := b.put(ctx, cl); err != nil {
+		var ae *AgentError
+		if errors.As(err, &ae) {
+			return err
+		}
+		return c.agentError(cl.u, err)
 	}
 	return nil
 }
 
-func (c *Client) putAgent(ctx context.Context, u *AgentUser) error {
+// newCall checks u and makes its call for the batcher.
+func (c *Client) newCall(ctx context.Context, u AgentUser) (*call, error) {
+	p, err := c.checkAgent(&u)
+	if err != nil {
+		return nil, c.agentError(u, err)
+	}
+	return &call{ctx: ctx, u: u, perm: p, hash: c.hash(u.Password), done: make(chan error, 1)}, nil
+}
+
+// agentError is PutAgent's error for u.
+func (c *Client) agentError(u AgentUser, err error) error {
+	return &AgentError{AgentID: u.AgentID, Err: fmt.Errorf("provisioning broker user %q on vhost %q: %w", u.User, c.vhost, err)}
+}
+
+// checkAgent checks u, fills in its user, and returns its permissions.
+func (c *Client) checkAgent(u *AgentUser) (protocol.Permissions, error) {
 	p, err := protocol.AgentPermissions(u.AgentID)
 	if err != nil {
-		return fmt.Errorf("agent ID: %w", err)
+		return p, fmt.Errorf("agent ID: %w", err)
 	}
 	if u.User == "" {
 		u.User, _ = protocol.AgentUser(u.AgentID) // valid: AgentPermissions checked the ID
 	}
 	if err := checkUser(u.User); err != nil {
-		return err
+		return p, err
 	}
 	if err := checkPassword(u.Password); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// putAgentAlone provisions one agent with its own requests: PutAgent without a batch.
+func (c *Client) putAgentAlone(ctx context.Context, u *AgentUser) error {
+	if err := c.putAgent(ctx, u); err != nil {
+		return c.agentError(*u, err)
+	}
+	return nil
+}
+
+func (c *Client) putAgent(ctx context.Context, u *AgentUser) error {
+	p, err := c.checkAgent(u)
+	if err != nil {
 		return err
 	}
 	existed, err := c.agentUserExists(ctx, u.User)
@@ -79,6 +130,11 @@ func (c *Client) putAgent(ctx context.Context, u *AgentUser) error {
 		map[string]string{"exchange": p.TopicExchange, "write": p.TopicWrite, "read": p.TopicRead}, nil, nil); err != nil {
 		return fmt.Errorf("setting its topic permissions on exchange %s: %w", p.TopicExchange, err)
 	}
+	if u.Queue {
+		if err := c.declareQueues(ctx, u.AgentID); err != nil {
+			return err
+		}
+	}
 	c.log.Debug().Str("agent", u.AgentID).Str("broker_user", u.User).Bool("existed", existed).Msg("agent's broker user provisioned")
 	return nil
 }
@@ -86,7 +142,7 @@ func (c *Client) putAgent(ctx context.Context, u *AgentUser) error {
 // putUser sets a user's password, as a hash, and no tags (the API requires the field).
 func (c *Client) putUser(ctx context.Context, user, password string) error {
 	return c.do(ctx, http.MethodPut, apiPath("users", user), map[string]string{
-		"password_hash":     passwordHash(password),
+		"password_hash":     c.hash(password),
 		"hashing_algorithm": hashingAlgorithm,
 		"tags":              "",
 	}, nil, nil)
@@ -119,24 +175,16 @@ func (c *Client) dropOtherTopicPermissions(ctx context.Context, user, keep strin
 	return nil
 }
 
-// PutAgents does what PutAgent does for many agents, with up to 16 requests in flight.
-// It returns nil or the failures joined, each an *AgentError naming its agent; the
-// others are provisioned all the same. A user listed twice is refused the second time.
+// PutAgents does what PutAgent does for many agents, all at once, so that they share
+// as few requests as the batch maximum allows; the client keeps at most 16 requests in
+// flight. It returns nil or the failures joined, each an *AgentError naming its agent;
+// the others are provisioned all the same. A user listed twice is refused the second
+// time.
 func (c *Client) PutAgents(ctx context.Context, us []AgentUser) error {
 	start := time.Now()
 	errs := make([]error, len(us))
 	owner := make(map[string]string, len(us)) // user → the agent that has it in this batch
-	work := make(chan int)
 	var wg sync.WaitGroup
-	for range min(parallel, len(us)) {
-		wg.Go(func() {
-			for i := range work {
-				errs[i] = c.PutAgent(ctx, us[i])
-			}
-		})
-	}
-	skipped := 0
-feed:
 	for i, u := range us {
 		user := u.User
 		if user == "" {
@@ -147,14 +195,8 @@ feed:
 			continue
 		}
 		owner[user] = u.AgentID
-		select {
-		case work <- i:
-		case <-ctx.Done():
-			skipped = len(us) - i
-			break feed
-		}
+		wg.Go(func() { errs[i] = c.PutAgent(ctx, u) })
 	}
-	close(work)
 	wg.Wait()
 	failed := 0
 	for _, err := range errs {
@@ -162,11 +204,7 @@ feed:
 			failed++
 		}
 	}
-	if skipped > 0 {
-		errs = append(errs, fmt.Errorf("%d agents not provisioned: %w", skipped, ctx.Err()))
-	}
-	c.log.Info().Int("agents", len(us)).Int("failed", failed).Int("not_attempted", skipped).
-		Dur("took", time.Since(start)).Msg("agents' broker users provisioned")
+	c.log.Info().Int("agents", len(us)).Int("failed", failed).Dur("took", time.Since(start)).Msg("agents' broker users provisioned")
 	return errors.Join(errs...)
 }
 

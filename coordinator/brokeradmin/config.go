@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -47,18 +48,32 @@ type Config struct {
 	AllowInsecure bool
 	// HTTPClient, when set, makes the requests (tests); CAFile must then be empty.
 	HTTPClient *http.Client
+	// BatchWait is how long a PutAgent waits for others to share its request to the
+	// broker; zero means DefaultBatchWait. BatchMax is how many agents one request
+	// carries at most; zero means DefaultBatchMax, 1 gives each agent a request of
+	// its own.
+	BatchWait time.Duration
+	BatchMax  int
 }
 
 // Client provisions and revokes agents' broker users. It is safe for concurrent use.
 type Client struct {
-	base     string // scheme://host[:port][/prefix], without a trailing slash
-	user     string
-	password string
-	vhost    string
-	timeout  time.Duration
-	http     *http.Client
-	own      *http.Transport // the transport New made, nil with Config.HTTPClient
-	log      zerolog.Logger
+	base      string // scheme://host[:port][/prefix], without a trailing slash
+	user      string
+	password  string
+	vhost     string
+	timeout   time.Duration
+	http      *http.Client
+	own       *http.Transport // the transport New made, nil with Config.HTTPClient
+	log       zerolog.Logger
+	inflight  chan struct{}       // a slot per request in flight, parallel at most
+	hash      func(string) string // passwordHash; tests make bad ones
+	batchWait time.Duration
+	batchMax  int
+
+	mu     sync.Mutex // guards the fields below
+	batch  *batcher   // started by the first PutAgent
+	closed bool
 }
 
 // New checks cfg and returns a client; it makes no request (Check does).
@@ -97,6 +112,12 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	if cfg.Timeout < 0 {
 		return nil, bad("timeout", "%v is negative", cfg.Timeout)
 	}
+	if cfg.BatchWait < 0 {
+		return nil, bad("batch wait", "%v is negative", cfg.BatchWait)
+	}
+	if cfg.BatchMax < 0 {
+		return nil, bad("batch maximum", "%d is negative", cfg.BatchMax)
+	}
 	if cfg.CAFile != "" && u.Scheme != "https" {
 		return nil, bad("CA file", "is set but the URL %q is not https", cfg.URL)
 	}
@@ -107,9 +128,16 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	base = strings.TrimSuffix(base, "/api")
 
 	c := &Client{base: base, user: cfg.User, password: cfg.Password, vhost: cfg.VHost,
-		timeout: cfg.Timeout, http: cfg.HTTPClient, log: log}
+		timeout: cfg.Timeout, http: cfg.HTTPClient, log: log, inflight: make(chan struct{}, parallel),
+		hash: passwordHash, batchWait: cfg.BatchWait, batchMax: cfg.BatchMax}
 	if c.timeout == 0 {
 		c.timeout = DefaultTimeout
+	}
+	if c.batchWait == 0 {
+		c.batchWait = DefaultBatchWait
+	}
+	if c.batchMax == 0 {
+		c.batchMax = DefaultBatchMax
 	}
 	if c.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -128,11 +156,35 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	return c, nil
 }
 
-// Close releases the idle connections of the client's own transport.
+// Close stops the batching of PutAgent: calls waiting for their batch fail with
+// ErrClosed, requests in flight are cancelled, and Close returns when the batcher's
+// goroutines have ended. It then releases the idle connections of the client's own
+// transport. PutAgent and PutAgents fail after it; the other methods still work. Calling
+// it again is harmless.
 func (c *Client) Close() {
+	c.mu.Lock()
+	b := c.batch
+	c.batch, c.closed = nil, true
+	c.mu.Unlock()
+	if b != nil {
+		b.stop()
+	}
 	if c.own != nil {
 		c.own.CloseIdleConnections()
 	}
+}
+
+// batcher returns the client's batcher, starting it on first use; nil once closed.
+func (c *Client) batcher() *batcher {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	if c.batch == nil {
+		c.batch = newBatcher(c, c.batchWait, c.batchMax)
+	}
+	return c.batch
 }
 
 // VHost is the vhost the client grants permissions on.

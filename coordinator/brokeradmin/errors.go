@@ -17,6 +17,8 @@ var (
 	// so it is an operator's or a management user, or it is the client's own management
 	// user); the client refuses to change or delete it.
 	ErrNotAgentUser = errors.New("not an agent's broker user")
+	// ErrClosed: the client was closed (Client.Close) before the agent was provisioned.
+	ErrClosed = errors.New("broker management client closed")
 )
 
 // APIError is an answer of the management API other than 2xx.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // maxBody bounds what is read of an answer: the largest this package asks for is one
@@ -30,7 +31,20 @@ func apiPath(segments ...string) string {
 // 2xx answer into out when out is not nil, and returns any other as *APIError. header
 // adds request headers (X-Reason).
 func (c *Client) do(ctx context.Context, method, path string, body, out any, header map[string]string) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return c.doTimeout(ctx, c.timeout, method, path, body, out, header)
+}
+
+// doTimeout is do with its own timeout, for a request that carries many agents. It waits
+// for one of the client's slots first: at most parallel requests are in flight, whatever
+// the callers do at once.
+func (c *Client) doTimeout(ctx context.Context, timeout time.Duration, method, path string, body, out any, header map[string]string) error {
+	select {
+	case c.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%s %s: %w", method, path, ctx.Err())
+	}
+	defer func() { <-c.inflight }()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var rd io.Reader
 	if body != nil {
