@@ -10,7 +10,6 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -55,7 +54,7 @@ func (a *server) createEnrolmentKeys(w http.ResponseWriter, r *http.Request, u s
 		}
 		expires = d
 	}
-	keys, err := a.svc.CreateEnrolmentKeys(r.Context(), u, service.EnrolmentKeyRequest{Kind: store.EnrolmentKind(in.Kind),
+	keys, err := a.svc.CreateEnrolmentKeys(r.Context(), u, service.EnrolmentKeyRequest{Kind: service.EnrolmentKind(in.Kind),
 		Count: in.Count, Name: in.Name, Organization: in.Organization, Tags: in.Tags, AgentID: in.AgentID,
 		PreApproved: in.PreApproved, MaxUses: in.MaxUses, ExpiresIn: expires})
 	if err != nil {
@@ -86,7 +85,7 @@ func (a *server) listEnrolmentKeys(w http.ResponseWriter, r *http.Request, u ser
 		a.fail(w, err)
 		return
 	}
-	keys, next, err := a.svc.ListEnrolmentKeys(r.Context(), u, service.EnrolmentKeyQuery{Kind: store.EnrolmentKind(q.get("kind")), Usable: usable}, p)
+	keys, next, err := a.svc.ListEnrolmentKeys(r.Context(), u, service.EnrolmentKeyQuery{Kind: service.EnrolmentKind(q.get("kind")), Usable: usable}, p)
 	if err != nil {
 		a.fail(w, err)
 		return

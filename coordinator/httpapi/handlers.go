@@ -10,7 +10,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 func (a *server) fail(w http.ResponseWriter, err error) { writeError(w, a.log, err) }
@@ -323,7 +322,7 @@ func (a *server) listAgents(w http.ResponseWriter, r *http.Request, u service.Ac
 		a.fail(w, err)
 		return
 	}
-	as, next, err := a.svc.ListAgents(r.Context(), u, store.AgentState(q.get("state")), p)
+	as, next, err := a.svc.ListAgents(r.Context(), u, service.AgentState(q.get("state")), p)
 	if err != nil {
 		a.fail(w, err)
 		return

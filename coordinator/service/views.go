@@ -106,3 +106,9 @@ func convert[S, V any](in []S, f func(S) V) []V {
 	}
 	return out
 }
+
+// AgentState is an agent's place in its life cycle (pending, active, disabled, removed).
+type AgentState = store.AgentState
+
+// EnrolmentKind tells one-off activation codes (code) from reusable enrolment keys (key).
+type EnrolmentKind = store.EnrolmentKind
