@@ -249,6 +249,7 @@ func TestBatchEachOwnResult(t *testing.T) {
 		cfg.BatchWait = time.Minute // the batch closes when full
 		cfg.BatchMax = len(calls)
 	})
+	c.importMin = 1 // this batch of four new users is imported
 	c.hash = func(p string) string {
 		if p == badPassword {
 			return "not base64!"
@@ -395,5 +396,27 @@ func TestQueueNeedsExchange(t *testing.T) {
 	err := c.PutAgent(ctx, u)
 	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), protocol.CommandsExchange) {
 		t.Fatalf("PutAgent with its queue and no commands exchange: %v, want ErrNotFound naming the exchange", err)
+	}
+}
+
+// TestSmallBatchAlone: a batch too small to repay an import is provisioned with each
+// agent's own requests.
+func TestSmallBatchAlone(t *testing.T) {
+	t.Parallel()
+	b := testenv.NewBroker(t)
+	ctx := testenv.Context(t)
+	counter := &counting{next: http.DefaultTransport}
+	c := newClient(t, b.VHost, func(cfg *Config) { cfg.HTTPClient = &http.Client{Transport: counter} })
+	u := newAgent(t)
+	if err := c.PutAgent(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if counter.count("POST definitions") != 0 || counter.count("PUT users") != 1 {
+		t.Errorf("requests %v, want the agent's own", counter.n)
+	}
+	perms, topic := permissionsOf(t, b.VHost, u.User)
+	wantPerms, wantTopic := wantPermissions(t, b.VHost, u)
+	if !reflect.DeepEqual(perms, wantPerms) || !reflect.DeepEqual(topic, wantTopic) {
+		t.Errorf("permissions %v %v, want %v %v", perms, topic, wantPerms, wantTopic)
 	}
 }

@@ -68,6 +68,7 @@ type Client struct {
 	log       zerolog.Logger
 	inflight  chan struct{}       // a slot per request in flight, parallel at most
 	hash      func(string) string // passwordHash; tests make bad ones
+	importMin int                 // importMin; tests import smaller batches
 	batchWait time.Duration
 	batchMax  int
 
@@ -129,7 +130,7 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 
 	c := &Client{base: base, user: cfg.User, password: cfg.Password, vhost: cfg.VHost,
 		timeout: cfg.Timeout, http: cfg.HTTPClient, log: log, inflight: make(chan struct{}, parallel),
-		hash: passwordHash, batchWait: cfg.BatchWait, batchMax: cfg.BatchMax}
+		hash: passwordHash, importMin: importMin, batchWait: cfg.BatchWait, batchMax: cfg.BatchMax}
 	if c.timeout == 0 {
 		c.timeout = DefaultTimeout
 	}

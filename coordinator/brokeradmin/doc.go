@@ -14,6 +14,12 @@
 // so the clear password never crosses the management API, whatever the broker's
 // password_hashing_module; the broker stores the hashing algorithm per user.
 //
+// Enrolments arrive together when a fleet rolls out: PutAgent calls that arrive within
+// a few milliseconds of each other share one definitions import (POST /api/definitions),
+// which costs the broker a fraction of a request per user, permission and topic
+// permission each (batch.go says what the import does and does not do, and how the
+// batch keeps PutAgent's guarantees). The client keeps at most 16 requests in flight.
+//
 // Connections are found through the management API's per-user connection list, which
 // comes from the broker's connection tracking, behind by milliseconds; the general lists
 // (all connections, a vhost's connections) come from its statistics and learn of a new
