@@ -117,18 +117,30 @@ func (c *Client) putAgent(ctx context.Context, u *AgentUser) error {
 	if err := c.putUser(ctx, u.User, u.Password); err != nil {
 		return fmt.Errorf("creating the user: %w", err)
 	}
-	if err := c.do(ctx, http.MethodPut, apiPath("permissions", c.vhost, u.User),
-		map[string]string{"configure": p.Configure, "write": p.Write, "read": p.Read}, nil, nil); err != nil {
-		return fmt.Errorf("setting its permissions: %w", err)
-	}
-	if existed {
-		if err := c.dropOtherTopicPermissions(ctx, u.User, p.TopicExchange); err != nil {
-			return err
+	// The permissions and the topic permissions are independent: set them at once.
+	var permErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := c.do(ctx, http.MethodPut, apiPath("permissions", c.vhost, u.User),
+			map[string]string{"configure": p.Configure, "write": p.Write, "read": p.Read}, nil, nil); err != nil {
+			permErr = fmt.Errorf("setting its permissions: %w", err)
 		}
-	}
-	if err := c.do(ctx, http.MethodPut, apiPath("topic-permissions", c.vhost, u.User),
-		map[string]string{"exchange": p.TopicExchange, "write": p.TopicWrite, "read": p.TopicRead}, nil, nil); err != nil {
-		return fmt.Errorf("setting its topic permissions on exchange %s: %w", p.TopicExchange, err)
+	})
+	topicErr := func() error {
+		if existed {
+			if err := c.dropOtherTopicPermissions(ctx, u.User, p.TopicExchange); err != nil {
+				return err
+			}
+		}
+		if err := c.do(ctx, http.MethodPut, apiPath("topic-permissions", c.vhost, u.User),
+			map[string]string{"exchange": p.TopicExchange, "write": p.TopicWrite, "read": p.TopicRead}, nil, nil); err != nil {
+			return fmt.Errorf("setting its topic permissions on exchange %s: %w", p.TopicExchange, err)
+		}
+		return nil
+	}()
+	wg.Wait()
+	if err := errors.Join(permErr, topicErr); err != nil {
+		return err
 	}
 	if u.Queue {
 		if err := c.declareQueues(ctx, u.AgentID); err != nil {

@@ -237,6 +237,7 @@ func (b *batcher) run(batch []*call) {
 		defer cancel()
 		existed[i], errs[i] = b.c.agentUserExists(ctx, fresh[i].u.User)
 	})
+	lookedUp := time.Since(start)
 	n := 0
 	for i, cl := range fresh {
 		switch {
@@ -251,9 +252,12 @@ func (b *batcher) run(batch []*call) {
 	}
 	fresh = fresh[:n]
 	imported := len(fresh)
+	var importTook time.Duration
 	if len(fresh) > 0 {
 		b.imp.Lock()
+		importStart := time.Now()
 		err := b.c.importAgents(b.ctx, fresh)
+		importTook = time.Since(importStart)
 		b.imp.Unlock()
 		if err != nil {
 			b.c.log.Warn().Err(err).Int("agents", len(fresh)).Msg("provisioning agents' broker users together failed; provisioning each alone")
@@ -270,7 +274,7 @@ func (b *batcher) run(batch []*call) {
 		b.putAlone(cl)
 	}
 	b.c.log.Debug().Int("agents", len(batch)).Int("imported", imported).Int("alone", len(alone)+len(again)).
-		Dur("took", time.Since(start)).Msg("batch of agents' broker users provisioned")
+		Dur("lookups", lookedUp).Dur("import", importTook).Dur("took", time.Since(start)).Msg("batch of agents' broker users provisioned")
 }
 
 // putAlone provisions one agent with its own requests.
