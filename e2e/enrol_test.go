@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -118,10 +119,10 @@ func (s *system) newEnrolled(id string) *enrolled {
 
 // run starts tokenfleet-agent run on the enrolled agent's data directory: no broker
 // settings, so it takes its enrolment's.
-func (s *system) run(a *enrolled) {
+func (s *system) run(a *enrolled, extra ...string) {
 	s.t.Helper()
-	a.cmd = exec.Command(agentBin, "run", "--data", a.dir, "--module", testenv.SoftHSMModule, "--log-format", "json",
-		"--log-level", "debug", "--poll-interval", "100ms", "--heartbeat-interval", "1s")
+	a.cmd = exec.Command(agentBin, append([]string{"run", "--data", a.dir, "--module", testenv.SoftHSMModule, "--log-format", "json",
+		"--log-level", "debug", "--poll-interval", "100ms", "--heartbeat-interval", "1s"}, extra...)...)
 	a.cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+a.hsm.Conf)
 	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
 	s.addLog("agent "+a.id+" binary", a.logs)
@@ -253,6 +254,22 @@ func TestSelfEnrolment(t *testing.T) {
 			t.Errorf("agent %s has no connection as its own broker user", a.id)
 		}
 	}
+
+	// A software-distribution package carries the key in the agent's configuration: the
+	// first start enrols, then runs.
+	packaged := s.newEnrolled(testenv.UniqueUser("ws-pkg-"))
+	keyFile := packaged.dir + "-key"
+	if err := os.WriteFile(keyFile, []byte(keyPre.Secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := packaged.dir + ".yaml"
+	yaml := fmt.Sprintf("id: %s\nenrol:\n  coordinator: %s\n  code_file: %s\n", packaged.id, s.coord.DirectURL, keyFile)
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.run(packaged, "--config", conf)
+	packaged.logs.waitFor(t, "enrolled on first start")
+	s.waitJob(s.queue(jobs.KindIssue, packaged.id, holder), jobs.StateSucceeded)
 
 	t.Run("refused", func(t *testing.T) { testEnrolRefused(t, s, keyPre, code, coded.id, pre.id) })
 

@@ -122,7 +122,28 @@ func applyEnrolment(ctx context.Context, r *config.Resolved, log zerolog.Logger)
 	dir := r.Agent.DataDir
 	rec, err := enrol.Load(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		if r.Enrol == nil {
+			return nil
+		}
+		// First start of a packaged agent: enrol as tokenfleet-agent enrol would.
+		id := ""
+		if r.IDSet {
+			id = r.Agent.ID
+		}
+		host, _ := os.Hostname()
+		e := r.Enrol
+		rec, err = enrol.Enrol(ctx, enrol.Options{Coordinator: e.Coordinator, CAFingerprint: e.CAFingerprint, CAFile: e.CAFile,
+			Code: e.Code, AgentID: id, Hostname: host, Session: e.Session, OS: runtime.GOOS + "/" + runtime.GOARCH,
+			Version: buildinfo.Read().Short(), DataDir: dir})
+		if err != nil {
+			err = fmt.Errorf("enrolling with %s (the configuration's enrol section): %w", e.Coordinator, err)
+			var api *enrol.APIError
+			if errors.As(err, &api) && api.Status < 500 {
+				return configError{err} // a refused code stays refused: no restart loop
+			}
+			return err
+		}
+		log.Info().Str("agent", rec.AgentID).Str("state", rec.State).Str("coordinator", rec.Coordinator).Msg("enrolled on first start")
 	}
 	if err != nil {
 		return configError{err}

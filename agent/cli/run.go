@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/agent"
 	"github.com/tokenfleet/tokenfleet/agent/config"
+	"github.com/tokenfleet/tokenfleet/agent/enrol"
 	"github.com/tokenfleet/tokenfleet/internal/logging"
 	"github.com/tokenfleet/tokenfleet/internal/sdnotify"
 )
@@ -74,6 +75,10 @@ Exit status: 0 after a clean shutdown, 1 on failure, 2 for a configuration error
 			}
 			if err := applyEnrolment(cmd.Context(), r, log); err != nil {
 				return err
+			}
+			if _, err := enrol.Load(r.Agent.DataDir); err == nil {
+				// The data directory holds the agent's identity now: never remove it.
+				connected.Store(true)
 			}
 			cfg := r.Agent
 			cfg.Ready = func() { notify(log, sdnotify.Ready, sdnotify.Status("running; connecting to the broker")) }

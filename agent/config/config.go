@@ -51,11 +51,25 @@ type Config struct {
 	Broker            Broker        `yaml:"broker"`
 	// MetricsListen is where Prometheus metrics are served (host:port); empty: nowhere.
 	MetricsListen string `yaml:"metrics_listen"`
+	// Enrol lets run enrol the agent itself on its first start, as tokenfleet-agent enrol
+	// does: what a software-distribution package carries.
+	Enrol Enrol `yaml:"enrol"`
 
 	// origin names where each setting that is not a default came from, by field path.
 	origin map[string]string
 	// doc is the configuration file as read, for the position of its settings.
 	doc *yamlstrict.Doc
+}
+
+// Enrol is self-enrolment on first start. Once enrolled (DATA/enrolment.json), it is
+// not used again.
+type Enrol struct {
+	Coordinator   string `yaml:"coordinator"`    // https://coordinator.example.org:8443
+	Code          string `yaml:"code"`           // the enrolment key or code (tfe_...); keep the file 0600
+	CodeFile      string `yaml:"code_file"`      // or a file holding it
+	CAFingerprint string `yaml:"ca_fingerprint"` // SHA-256 of the coordinator's TLS CA
+	CAFile        string `yaml:"ca_file"`        // or the CA itself (PEM); neither: the system roots
+	Session       string `yaml:"session"`        // a user session on a shared terminal server
 }
 
 // Log configures logging.

@@ -280,3 +280,58 @@ func TestMetricsListen(t *testing.T) {
 		t.Errorf("error %v, want it to start with %s", err, want)
 	}
 }
+
+// The enrol section: a coordinator and the code in exactly one place; the code file is
+// read, and a bad combination names its field.
+func TestEnrolSection(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	if err := os.WriteFile(keyFile, []byte("tfe_abc_secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const url = "https://coordinator.example.org:8443"
+	for _, tc := range []struct {
+		name string
+		e    config.Enrol
+		want string // error; "" resolves
+	}{
+		{"none", config.Enrol{}, ""},
+		{"code", config.Enrol{Coordinator: url, Code: " tfe_abc_secret "}, ""},
+		{"code file", config.Enrol{Coordinator: url, CodeFile: keyFile, CAFingerprint: "sha256:ab"}, ""},
+		{"no coordinator", config.Enrol{Code: "tfe_x_y"}, "enrol.coordinator: is required with the enrol section"},
+		{"no code", config.Enrol{Coordinator: url}, "enrol.code: is required with enrol.coordinator"},
+		{"both", config.Enrol{Coordinator: url, Code: "tfe_x_y", CodeFile: keyFile}, "enrol.code_file: set with enrol.code"},
+		{"empty file", config.Enrol{Coordinator: url, CodeFile: empty}, "is empty: write the enrolment key or code"},
+		{"missing file", config.Enrol{Coordinator: url, CodeFile: filepath.Join(dir, "nope")}, "enrol.code_file:"},
+		{"two pins", config.Enrol{Coordinator: url, Code: "tfe_x_y", CAFingerprint: "ab", CAFile: keyFile}, "enrol.ca_file: set with enrol.ca_fingerprint"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.Default()
+			c.ID = "ws-01"
+			c.Enrol = tc.e
+			r, err := c.Resolve()
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.e == (config.Enrol{}) {
+				if r.Enrol != nil {
+					t.Fatalf("enrol settings %+v without an enrol section", r.Enrol)
+				}
+				return
+			}
+			if r.Enrol == nil || r.Enrol.Code != "tfe_abc_secret" || r.Enrol.Coordinator != url {
+				t.Fatalf("enrol settings %+v", r.Enrol)
+			}
+		})
+	}
+}

@@ -33,6 +33,13 @@ type Resolved struct {
 	// IDSet and BrokerSet say the agent ID and the broker URL were given (file or flag),
 	// not defaults: an enrolled agent otherwise takes both from its enrolment.
 	IDSet, BrokerSet bool
+	// Enrol is self-enrolment on first start (enrol.coordinator set); nil: none.
+	Enrol *EnrolSettings
+}
+
+// EnrolSettings are the checked enrol section, the code read from its file.
+type EnrolSettings struct {
+	Coordinator, Code, CAFingerprint, CAFile, Session string
 }
 
 // Resolve validates the configuration and makes the agent's. Every problem is reported,
@@ -48,6 +55,7 @@ func (c *Config) Resolve() (*Resolved, error) {
 	a.ID = c.ID
 	r.IDSet = c.Source("id") != "default"
 	r.BrokerSet = c.Source("broker.url") != "default"
+	r.Enrol = c.resolveEnrol(bad)
 	if a.ID == "" {
 		host, err := os.Hostname()
 		if err != nil {
@@ -242,4 +250,42 @@ func checkListen(addr string) error {
 		return fmt.Errorf("port %q: want a number from 1 to 65535, e.g. 127.0.0.1:9310", port)
 	}
 	return nil
+}
+
+// resolveEnrol checks the enrol section: a coordinator and exactly one of code and
+// code_file, which must hold a code.
+func (c *Config) resolveEnrol(bad func(field, format string, args ...any)) *EnrolSettings {
+	e := c.Enrol
+	if e == (Enrol{}) {
+		return nil
+	}
+	if e.Coordinator == "" {
+		bad("enrol.coordinator", "is required with the enrol section: the coordinator's https:// URL")
+		return nil
+	}
+	code := strings.TrimSpace(e.Code)
+	switch {
+	case code != "" && e.CodeFile != "":
+		bad("enrol.code_file", "set with enrol.code: give the code in one place")
+		return nil
+	case e.CodeFile != "":
+		b, err := readSmall(e.CodeFile)
+		if err != nil {
+			bad("enrol.code_file", "%v", err)
+			return nil
+		}
+		code = strings.TrimSpace(string(b))
+		if code == "" {
+			bad("enrol.code_file", "%s is empty: write the enrolment key or code (tfe_...) in it", e.CodeFile)
+			return nil
+		}
+	case code == "":
+		bad("enrol.code", "is required with enrol.coordinator: the enrolment key or code (tfe_...), or enrol.code_file")
+		return nil
+	}
+	if e.CAFingerprint != "" && e.CAFile != "" {
+		bad("enrol.ca_file", "set with enrol.ca_fingerprint: pin the CA one way")
+		return nil
+	}
+	return &EnrolSettings{Coordinator: e.Coordinator, Code: code, CAFingerprint: e.CAFingerprint, CAFile: e.CAFile, Session: e.Session}
 }
