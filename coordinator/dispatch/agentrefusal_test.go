@@ -77,3 +77,27 @@ func waitRefusal(t *testing.T, w *world, id string, after time.Time) api.AgentRe
 		<-tick.C
 	}
 }
+
+// TestDisabledAgentRefused: whatever a disabled agent still has in flight (its broker
+// user may not be gone yet, or its messages were queued before) is refused as
+// agent_not_active and shown on the agent; nothing it says marks it online.
+func TestDisabledAgentRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, "per_agent")
+	a := w.agent("ws-off", w.agentUser("ws-off"))
+	a.Hello()
+	if _, err := w.admin.DisableAgent(w.ctx, "ws-off", "laptop stolen"); err != nil {
+		t.Fatal(err)
+	}
+	hello := a.Hello()
+	waitRejected(t, w, hello.ID)
+	r := waitRefusal(t, w, "ws-off", time.Time{})
+	if r.Code != string(protocol.CodeAgentNotActive) || r.Reason != "agent ws-off is disabled (laptop stolen): nothing it sends is taken" {
+		t.Errorf("refusal %+v, want agent_not_active", r)
+	}
+	for _, ag := range listAgents(t, w) {
+		if ag.ID == "ws-off" && (ag.Online || ag.State != "disabled") {
+			t.Errorf("disabled agent shown %+v", ag)
+		}
+	}
+}
