@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenfleet/tokenfleet/agent/enrol"
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
@@ -199,6 +200,11 @@ func TestSelfEnrolment(t *testing.T) {
 		st, err := os.Stat(a.dir + "/enrolment.json")
 		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("agent %s's enrolment record: %v, mode %v; want 0600", a.id, err, st.Mode().Perm())
+		}
+		rec, err := enrol.Load(a.dir)
+		if err != nil || rec.AgentID != a.id || rec.Secret == "" || len(rec.ResultKey) == 0 ||
+			!strings.Contains(rec.CAPEM, "BEGIN CERTIFICATE") || strings.Contains(rec.BrokerURL, "@") {
+			t.Fatalf("agent %s's enrolment record: %+v, %v", a.id, rec, err)
 		}
 	}
 	if out, st := s.enrolBinary(pre, keyPre.Secret); st != 1 || !strings.Contains(out, "enrolled already") || !strings.Contains(out, "--force") {

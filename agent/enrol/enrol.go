@@ -43,7 +43,8 @@ type Record struct {
 	Secret        string           `json:"secret"` // the agent's own secret (tfa_...)
 	BrokerURL     string           `json:"broker_url"`
 	Credentials   *protocol.Sealed `json:"credentials,omitempty"`
-	ResultKey     []byte           `json:"result_key,omitempty"`
+	ResultKey     []byte           `json:"result_key,omitempty"` // the coordinator's, that PINs are sealed to
+	CAPEM         string           `json:"ca_pem,omitempty"`     // the tokenfleet CA's certificates
 	Enrolled      time.Time        `json:"enrolled"`
 }
 
@@ -131,7 +132,7 @@ func Enrol(ctx context.Context, o Options) (*Record, error) {
 		return nil, err
 	}
 	r := &Record{Coordinator: c.base, CAFingerprint: c.pin, CAFile: o.CAFile, AgentID: ans.AgentID, State: ans.State,
-		Secret: ans.Secret, BrokerURL: ans.BrokerURL, Credentials: ans.Credentials, ResultKey: ans.ResultKey, Enrolled: time.Now().UTC()}
+		Secret: ans.Secret, BrokerURL: ans.BrokerURL, Credentials: ans.Credentials, ResultKey: ans.ResultKey, CAPEM: ans.CAPEM, Enrolled: time.Now().UTC()}
 	if err := r.Save(o.DataDir); err != nil {
 		return nil, fmt.Errorf("keeping the enrolment (the coordinator has enrolled %s; an administrator removes it before enrolling again): %w", r.AgentID, err)
 	}
