@@ -26,11 +26,6 @@ type AgentUser struct {
 	// User is the broker user; empty means protocol.AgentUser(AgentID).
 	User     string
 	Password string
-	// Queue also declares the agent's command queue and binds it to the commands
-	// exchange (protocol.AgentQueueSpec), in the same request as its user: the
-	// coordinator then need not declare it over AMQP. The commands exchange must exist.
-	// A queue that exists already is kept as it is, even with other arguments.
-	Queue bool
 }
 
 // PutAgent creates or updates the agent's broker user with this password and no tags,
@@ -41,8 +36,9 @@ type AgentUser struct {
 // management user is refused with ErrNotAgentUser and left alone. Failures are
 // *AgentError; after Close, ErrClosed.
 //
-// Calls that arrive together (within Config.BatchWait of each other) share one request
-// to the broker: see batch.go. Each gets its own result.
+// While more than 16 calls are in progress at once, those beyond share requests to the
+// broker with the calls that arrive within Config.BatchWait of them (batch.go); each
+// gets its own result.
 //
 // Channels the user already has open may keep, for their life, access they were granted
 // before: RabbitMQ caches successful permission checks per channel.
@@ -51,11 +47,27 @@ func (c *Client) PutAgent(ctx context.Context, u AgentUser) error {
 	if err != nil {
 		return err
 	}
+	if c.isClosed() {
+		return c.agentError(cl.u, ErrClosed)
+	}
+	// While no more agents are being provisioned than the client has requests in flight,
+	// each goes alone at once: a batch pays only when more arrive together.
+	select {
+	case c.alone <- struct{}{}:
+		defer func() { <-c.alone }()
+		return c.putAgentAlone(ctx, &cl.u)
+	default:
+		return c.putBatched(cl)
+	}
+}
+
+// putBatched provisions the agent of cl in a batch.
+func (c *Client) putBatched(cl *call) error {
 	b := c.batcher()
 	if b == nil {
 		return c.agentError(cl.u, ErrClosed)
 	}
-	if err := b.put(ctx, cl); err != nil {
+	if err := b.put(cl.ctx, cl); err != nil {
 		var ae *AgentError
 		if errors.As(err, &ae) {
 			return err
@@ -142,22 +154,22 @@ func (c *Client) putAgent(ctx context.Context, u *AgentUser) error {
 	if err := errors.Join(permErr, topicErr); err != nil {
 		return err
 	}
-	if u.Queue {
-		if err := c.declareQueues(ctx, u.AgentID); err != nil {
-			return err
-		}
-	}
 	c.log.Debug().Str("agent", u.AgentID).Str("broker_user", u.User).Bool("existed", existed).Msg("agent's broker user provisioned")
 	return nil
 }
 
 // putUser sets a user's password, as a hash, and no tags (the API requires the field).
+// When someone else creates the user between the broker's check and its creation (a
+// definitions import the broker still applies after answering that it failed), the
+// broker answers user_already_exists: the user then exists, and a second PUT updates it.
 func (c *Client) putUser(ctx context.Context, user, password string) error {
-	return c.do(ctx, http.MethodPut, apiPath("users", user), map[string]string{
-		"password_hash":     c.hash(password),
-		"hashing_algorithm": hashingAlgorithm,
-		"tags":              "",
-	}, nil, nil)
+	body := map[string]string{"password_hash": c.hash(password), "hashing_algorithm": hashingAlgorithm, "tags": ""}
+	err := c.do(ctx, http.MethodPut, apiPath("users", user), body, nil, nil)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusBadRequest && strings.Contains(ae.Reason, "user_already_exists") {
+		err = c.do(ctx, http.MethodPut, apiPath("users", user), body, nil, nil)
+	}
+	return err
 }
 
 // dropOtherTopicPermissions removes the user's topic permissions on other exchanges of
@@ -187,9 +199,9 @@ func (c *Client) dropOtherTopicPermissions(ctx context.Context, user, keep strin
 	return nil
 }
 
-// PutAgents does what PutAgent does for many agents, all at once, so that they share
-// as few requests as the batch maximum allows; the client keeps at most 16 requests in
-// flight. It returns nil or the failures joined, each an *AgentError naming its agent;
+// PutAgents does what PutAgent does for many agents, all at once, in batches of up to
+// Config.BatchMax agents that share requests to the broker; the client keeps at most 16
+// requests in flight. It returns nil or the failures joined, each an *AgentError naming its agent;
 // the others are provisioned all the same. A user listed twice is refused the second
 // time.
 func (c *Client) PutAgents(ctx context.Context, us []AgentUser) error {
@@ -207,7 +219,13 @@ func (c *Client) PutAgents(ctx context.Context, us []AgentUser) error {
 			continue
 		}
 		owner[user] = u.AgentID
-		wg.Go(func() { errs[i] = c.PutAgent(ctx, u) })
+		wg.Go(func() {
+			cl, err := c.newCall(ctx, u)
+			if err == nil {
+				err = c.putBatched(cl)
+			}
+			errs[i] = err
+		})
 	}
 	wg.Wait()
 	failed := 0

@@ -67,6 +67,7 @@ type Client struct {
 	own       *http.Transport // the transport New made, nil with Config.HTTPClient
 	log       zerolog.Logger
 	inflight  chan struct{}       // a slot per request in flight, parallel at most
+	alone     chan struct{}       // a slot per PutAgent provisioned alone, parallel at most
 	hash      func(string) string // passwordHash; tests make bad ones
 	importMin int                 // importMin; tests import smaller batches
 	batchWait time.Duration
@@ -130,7 +131,8 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 
 	c := &Client{base: base, user: cfg.User, password: cfg.Password, vhost: cfg.VHost,
 		timeout: cfg.Timeout, http: cfg.HTTPClient, log: log, inflight: make(chan struct{}, parallel),
-		hash: passwordHash, importMin: importMin, batchWait: cfg.BatchWait, batchMax: cfg.BatchMax}
+		alone: make(chan struct{}, parallel),
+		hash:  passwordHash, importMin: importMin, batchWait: cfg.BatchWait, batchMax: cfg.BatchMax}
 	if c.timeout == 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -173,6 +175,12 @@ func (c *Client) Close() {
 	if c.own != nil {
 		c.own.CloseIdleConnections()
 	}
+}
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // batcher returns the client's batcher, starting it on first use; nil once closed.
