@@ -14,11 +14,11 @@
 // so the clear password never crosses the management API, whatever the broker's
 // password_hashing_module; the broker stores the hashing algorithm per user.
 //
-// Enrolments arrive together when a fleet rolls out: PutAgent calls that arrive within
-// a few milliseconds of each other share one definitions import (POST /api/definitions),
-// which costs the broker a fraction of a request per user, permission and topic
-// permission each (batch.go says what the import does and does not do, and how the
-// batch keeps PutAgent's guarantees). The client keeps at most 16 requests in flight.
+// Enrolments arrive together when a fleet rolls out: beyond 16 PutAgent calls in
+// progress at once, those that arrive within a few milliseconds of each other share one
+// definitions import (POST /api/definitions), as PutAgents' agents do (batch.go says
+// when that pays, what the import does and does not do, and how a batch keeps
+// PutAgent's guarantees). The client keeps at most 16 requests in flight.
 //
 // Connections are found through the management API's per-user connection list, which
 // comes from the broker's connection tracking, behind by milliseconds; the general lists
