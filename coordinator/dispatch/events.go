@@ -362,7 +362,7 @@ func (d *Dispatcher) keepPINs(ctx context.Context, jt *service.JobTx, e *jobEven
 		serial = e.att.TokenSerial
 	}
 	rights := pinRights(j, e.att)
-	var kept, refused []string
+	var kept, refused, older []string
 	for _, p := range []struct {
 		purpose string
 		sealed  *protocol.Sealed
@@ -386,6 +386,12 @@ func (d *Dispatcher) keepPINs(ctx context.Context, jt *service.JobTx, e *jobEven
 			return nil, err
 		case prev.JobID == j.ID && prev.Attempt == j.Attempt:
 			continue // this attempt's PIN is kept already
+		case jobs.Terminal(j.State) && prev.JobID != j.ID && prev.Recorded.After(j.StateSince):
+			// A last word handled after another job's PINs that came in once this job had
+			// ended: that job went on the token after this one (a job carrying the token's
+			// PINs waits while another is in flight on it), so its PINs are the token's.
+			older = append(older, pinName(p.purpose))
+			continue
 		}
 		data, err := jsonOf(p.sealed)
 		if err != nil {
@@ -403,6 +409,15 @@ func (d *Dispatcher) keepPINs(ctx context.Context, jt *service.JobTx, e *jobEven
 			}
 		}
 		kept = append(kept, pinName(p.purpose)+" of token "+serial)
+	}
+	if len(older) > 0 {
+		why := fmt.Sprintf("the last word of attempt %d carries the %s of token %q, which a job set again after this one ended: the token has that job's",
+			j.Attempt, strings.Join(older, " and "), serial)
+		d.log.Warn().Str("job", j.ID).Str("agent", j.AgentID).Msg(why)
+		if err := jt.Audit(ctx, audit.Entry{Actor: agentActor(j.AgentID), Action: audit.ActionPINsRefused, JobID: j.ID,
+			Target: "token:" + serial, Reason: why, Details: audit.Details("message_id", e.del.Envelope.ID)}); err != nil {
+			return nil, err
+		}
 	}
 	if len(refused) > 0 {
 		why := fmt.Sprintf("the result of attempt %d carries the %s of token %q, which the attempt had no right to set: it did not re-initialise the token",

@@ -106,3 +106,63 @@ func TestCSRJobResultLongBeforeItsCSR(t *testing.T) {
 	}
 	w.verifyAudit()
 }
+
+// TestLastWordAfterTheNextJob: a job the coordinator ended while its agent was still on it
+// (its CSR refused) says its last word, with the PINs its initialise set, only after the
+// next job re-initialised the token (handled late, by another coordinator). Those PINs are
+// older than the next job's: the token has the next job's, and they stay the kept ones.
+func TestLastWordAfterTheNextJob(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, "shared")
+	a := w.agent("ws-lastword", "")
+	a.Hello()
+	issue := w.job(jobs.KindIssue, "ws-lastword", "blank-issue", "")
+	is := a.IssueUntilCSR(a.Next(protocol.TypeDispatch, issue.ID), "W1")
+	a.Finish(is)
+	w.waitState(issue.ID, jobs.StateSucceeded)
+	a.Hello(dispatchtest.Token("W1", true))
+
+	// The first csr job re-initialises the token; its CSR is for another key, so the RA
+	// refuses it and the job fails.
+	first := w.job(jobs.KindCSR, "ws-lastword", "blank-issue", "W1")
+	fenv := a.Next(protocol.TypeDispatch, first.ID)
+	fd, err := protocol.DecodeBody[protocol.JobDispatch](fenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fref := fenv.Job()
+	old := &dispatchtest.Issued{Ref: fref, Dispatch: fd, Serial: "W1", Pins: dispatchtest.RandomPins(), Key: dispatchtest.NewKey(t, fd.Key.Type)}
+	a.Progress(fref, protocol.Progress{Step: protocol.StepTokenFound, TokenSerial: "W1"})
+	a.Progress(fref, protocol.Progress{Step: protocol.StepKeyGenerated, KeyID: fd.Key.ID, PublicKey: dispatchtest.PublicKeyDER(t, old.Key)})
+	a.Send(fref, protocol.CSRSubmission{CSR: dispatchtest.CSR(t, dispatchtest.NewKey(t, fd.Key.Type)), KeyID: fd.Key.ID,
+		PublicKey: dispatchtest.PublicKeyDER(t, old.Key), TokenSerial: "W1"})
+	w.waitState(first.ID, jobs.StateFailed)
+
+	// The next job goes, with the PINs the coordinator holds, re-initialises the token and
+	// succeeds.
+	next := w.job(jobs.KindCSR, "ws-lastword", "blank-issue", "W1")
+	nenv := a.Next(protocol.TypeDispatch, next.ID)
+	cs := a.IssueUntilCSR(nenv, "W1")
+	a.Result(cs, protocol.OutcomeSucceeded, nil)
+	w.waitState(next.ID, jobs.StateSucceeded)
+
+	// The first job's last word comes now: its initialising step and its answer to the
+	// failure, with the PINs it set before the next job's.
+	a.Progress(fref, protocol.Progress{Step: protocol.StepInitialising, TokenSerial: "W1"})
+	last := a.Result(old, protocol.OutcomeFailed, protocol.NewError(protocol.CodeJobCancelled, "the coordinator failed the job"))
+	waitFor(t, "the first job's last word handled", func() bool {
+		att, err := w.c.Store.GetJobAttempt(w.ctx, first.ID, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return att.ResultMessageID == last.ID
+	})
+	for _, purpose := range []string{store.PINPurposeUser, store.PINPurposeSO} {
+		kept, err := w.c.Store.GetTokenPIN(w.ctx, "W1", purpose)
+		if err != nil || kept.JobID != next.ID {
+			t.Errorf("newest %s of W1 from job %q (%v), want the job that re-initialised the token last, %s (the one that ended before it: %s)",
+				purpose, kept.JobID, err, next.ID, first.ID)
+		}
+	}
+	w.verifyAudit()
+}
