@@ -82,11 +82,14 @@
 //     also in the audit log) and changes nothing.
 //   - Several coordinators consume the events queue in competition, so one agent's events
 //     may be handled out of order. What depends on an earlier event waits for it: a CSR
-//     handled before its key_generated report, or a csr job's result before its CSR, goes
-//     back to the queue (a few times, then it is taken as it is); the reported key is
-//     recorded whatever the step bookkeeping says; a job's agent reporting on the attempt
-//     moves it to dispatched and running if the confirmation or first step is still on
-//     its way. A progress step older than one already recorded is not recorded.
+//     handled before its key_generated report, a csr job's result before its CSR, or a
+//     result carrying PINs before its attempt's initialising step (without which the PINs
+//     would be refused), goes back to the queue (a few times, then it is taken as it is: a
+//     csr job's success then waits in the store, and the job succeeds when its CSR is
+//     taken); the reported key is recorded whatever the step bookkeeping says; a job's
+//     agent reporting on the attempt moves it to dispatched and running if the
+//     confirmation or first step is still on its way. A progress step older than one
+//     already recorded is not recorded.
 //
 // # Who sent it
 //

@@ -264,13 +264,19 @@ func (d *Dispatcher) recordKey(ctx context.Context, jt *service.JobTx, del *amqp
 // inventory's tokens are recorded as the agent's when they are not another agent's.
 func (d *Dispatcher) onResult(ctx context.Context, jt *service.JobTx, e *jobEvent, eff jobs.Effect) (string, verdict, error) {
 	j, r := e.job, e.result
-	if j.Kind == jobs.KindCSR && eff.To == jobs.StateSucceeded && len(e.att.CSR) == 0 {
-		// A csr job's CSR and result leave the agent together; another coordinator may
-		// still be checking the CSR.
-		if d.early.again(e.del.Envelope.ID, e.del.DeliveryCount) {
-			return "", verdict{later: fmt.Errorf("result of csr job %s attempt %d came before its CSR", j.ID, j.Attempt)}, nil
-		}
-		return "", d.refuse(e.del, false, protocol.CodeEventNotAllowed, "csr job %s reported success, but no CSR of attempt %d was accepted", j.ID, j.Attempt), nil
+	// A csr job's CSR and result leave the agent together; another coordinator may still
+	// be checking the CSR, or waiting for the key_generated report before it. The result
+	// waits a little for it; past that it is taken, and the job succeeds once its CSR is
+	// (onCSR): refused, the result would leave the job running for good.
+	awaitCSR := j.Kind == jobs.KindCSR && eff.To == jobs.StateSucceeded && len(e.att.CSR) == 0
+	if awaitCSR && d.early.again(e.del.Envelope.ID, e.del.DeliveryCount) {
+		return "", verdict{later: fmt.Errorf("result of csr job %s attempt %d came before its CSR", j.ID, j.Attempt)}, nil
+	}
+	if e.outputs.PINs != nil && !e.att.Reinitialised && jobs.MayReinitialise(j.Kind) && d.early.again(e.del.Envelope.ID, e.del.DeliveryCount) {
+		// The initialising step left the agent before the result, but another coordinator
+		// may still be on it: taken now, the PINs the attempt set would be refused, and the
+		// coordinator would go on with the token's old ones.
+		return "", verdict{later: fmt.Errorf("result of job %s attempt %d carries PINs and came before its initialising step", j.ID, j.Attempt)}, nil
 	}
 	if err := jt.RecordAttemptResult(ctx, j.ID, j.Attempt, e.del.Envelope.ID, resultSummary(r)); errors.Is(err, store.ErrConflict) {
 		return "", d.refuse(e.del, false, protocol.CodeEventNotAllowed, "attempt %d of job %s has a result already: %v", j.Attempt, j.ID, err), nil
@@ -296,6 +302,9 @@ func (d *Dispatcher) onResult(ctx context.Context, jt *service.JobTx, e *jobEven
 	}
 	if eff.LastWord {
 		return "last word on the " + string(j.State) + " job" + note, v, nil
+	}
+	if awaitCSR {
+		return "success taken; the job succeeds once its CSR is" + note, v, nil
 	}
 	change := store.JobChange{Actor: agentActor(j.AgentID), TokenSerial: e.outputs.TokenSerial}
 	if j.TokenSerial != "" {
@@ -353,7 +362,7 @@ func (d *Dispatcher) keepPINs(ctx context.Context, jt *service.JobTx, e *jobEven
 		serial = e.att.TokenSerial
 	}
 	rights := pinRights(j, e.att)
-	var kept, refused []string
+	var kept, refused, older []string
 	for _, p := range []struct {
 		purpose string
 		sealed  *protocol.Sealed
@@ -377,6 +386,12 @@ func (d *Dispatcher) keepPINs(ctx context.Context, jt *service.JobTx, e *jobEven
 			return nil, err
 		case prev.JobID == j.ID && prev.Attempt == j.Attempt:
 			continue // this attempt's PIN is kept already
+		case jobs.Terminal(j.State) && prev.JobID != j.ID && prev.Recorded.After(j.StateSince):
+			// A last word handled after another job's PINs that came in once this job had
+			// ended: that job went on the token after this one (a job carrying the token's
+			// PINs waits while another is in flight on it), so its PINs are the token's.
+			older = append(older, pinName(p.purpose))
+			continue
 		}
 		data, err := jsonOf(p.sealed)
 		if err != nil {
@@ -394,6 +409,15 @@ func (d *Dispatcher) keepPINs(ctx context.Context, jt *service.JobTx, e *jobEven
 			}
 		}
 		kept = append(kept, pinName(p.purpose)+" of token "+serial)
+	}
+	if len(older) > 0 {
+		why := fmt.Sprintf("the last word of attempt %d carries the %s of token %q, which a job set again after this one ended: the token has that job's",
+			j.Attempt, strings.Join(older, " and "), serial)
+		d.log.Warn().Str("job", j.ID).Str("agent", j.AgentID).Msg(why)
+		if err := jt.Audit(ctx, audit.Entry{Actor: agentActor(j.AgentID), Action: audit.ActionPINsRefused, JobID: j.ID,
+			Target: "token:" + serial, Reason: why, Details: audit.Details("message_id", e.del.Envelope.ID)}); err != nil {
+			return nil, err
+		}
 	}
 	if len(refused) > 0 {
 		why := fmt.Sprintf("the result of attempt %d carries the %s of token %q, which the attempt had no right to set: it did not re-initialise the token",

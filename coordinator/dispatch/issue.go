@@ -54,23 +54,38 @@ func (d *Dispatcher) onCSR(ctx context.Context, jt *service.JobTx, e *jobEvent) 
 		log.Info().Str("ignored", ign).Msg("CSR accepted; the names it asks for are not used: the certificate's come from the approved request")
 	}
 	if j.Kind == jobs.KindCSR {
+		res := "csr accepted, not signed"
 		if p.Approval.CAOperatorRequired {
 			log.Warn().Msg("CSR of a csr job accepted but not signed: its profile requires the CA-operator gate, which a csr job does not pass")
-			return "csr accepted, not signed", verdict{}, nil
+		} else {
+			signed := j
+			if signed.TokenSerial == "" {
+				signed.TokenSerial = c.TokenSerial // for the certificate's record only
+			}
+			cert, err := d.sign(ctx, jt, signed, p, checked)
+			var r *refusedError
+			if errors.As(err, &r) {
+				res, err := d.csrRefused(ctx, jt, j, r.err)
+				return res, verdict{}, err
+			}
+			if err != nil {
+				return "", verdict{}, err
+			}
+			res = "csr accepted, certificate " + ca.FormatSerial(cert.SerialNumber) + " issued"
 		}
+		if att.ResultMessageID == "" || att.ResultSummary != string(protocol.OutcomeSucceeded) {
+			return res, verdict{}, nil
+		}
+		// The agent's success came first (onResult took it, waiting for this CSR): the job
+		// succeeds now.
+		change := store.JobChange{Actor: agentActor(j.AgentID), Reason: "the agent reported success; its CSR came after", Error: &store.JobError{}}
 		if j.TokenSerial == "" {
-			j.TokenSerial = c.TokenSerial // for the certificate's record only
+			change.TokenSerial = att.TokenSerial
 		}
-		cert, err := d.sign(ctx, jt, j, p, checked)
-		var r *refusedError
-		if errors.As(err, &r) {
-			res, err := d.csrRefused(ctx, jt, j, r.err)
-			return res, verdict{}, err
-		}
-		if err != nil {
+		if _, err := jt.Transition(ctx, j, jobs.StateSucceeded, change); err != nil {
 			return "", verdict{}, err
 		}
-		return "csr accepted, certificate " + ca.FormatSerial(cert.SerialNumber) + " issued", verdict{}, nil
+		return res + "; succeeded", verdict{wake: true}, nil
 	}
 	change := store.JobChange{Actor: ActorRA, Reason: "CSR accepted: signed by the key reported for the attempt, allowed by the profile"}
 	if j.TokenSerial == "" {

@@ -148,7 +148,7 @@ func lastWord(kind Kind, state State, dispatched bool, ev EventKind, step Step) 
 		return Effect{}, errorf(CodeNotDispatched, "%s reported for a %s job whose attempt was never sent to the agent", ev, state)
 	case ev == EventFailed || ev == EventAcknowledged:
 		return Effect{LastWord: true}, nil
-	case ev == EventProgress && step == StepInitialising && slices.Contains(kindSteps[kind], StepInitialising):
+	case ev == EventProgress && step == StepInitialising && MayReinitialise(kind):
 		return Effect{LastWord: true}, nil
 	}
 	return Effect{}, errorf(CodeJobEnded, "%s reported for a job that is %s; only the agent's failed result of the attempt, and its initialising step, are taken", ev, state)

@@ -23,6 +23,10 @@ var kindSteps = map[Kind][]Step{
 	KindRevoke:             nil,
 }
 
+// MayReinitialise reports whether a job of the kind may re-initialise its token, which it
+// reports with the initialising step (issue, csr and wipe).
+func MayReinitialise(k Kind) bool { return slices.Contains(kindSteps[k], StepInitialising) }
+
 // AdvanceStep validates a step reported for a job of the given kind in the given state and
 // returns the progress after it. Steps never go back within an attempt; a step may repeat
 // (a re-sent report, or the agent re-checking a key it already made). The exception is
