@@ -234,7 +234,7 @@ func (c *Client) PutAgents(ctx context.Context, us []AgentUser) error {
 			failed++
 		}
 	}
-	c.log.Info().Int("agents", len(us)).Int("failed", failed).Dur("took", time.Since(start)).Msg("agents' broker users provisioned")
+	c.log.Info().Int("agents", len(us)).Int("failed", failed).Dur("took_ms", time.Since(start)).Msg("agents' broker users provisioned")
 	return errors.Join(errs...)
 }
 

@@ -277,7 +277,7 @@ func (b *batcher) run(batch []*call) {
 		b.putAlone(cl)
 	}
 	b.c.log.Debug().Int("agents", len(batch)).Int("imported", imported).Int("alone", len(alone)+len(again)).
-		Dur("lookups", lookedUp).Dur("import", importTook).Dur("took", time.Since(start)).Msg("batch of agents' broker users provisioned")
+		Dur("lookups_ms", lookedUp).Dur("import_ms", importTook).Dur("took_ms", time.Since(start)).Msg("batch of agents' broker users provisioned")
 }
 
 // putAlone provisions one agent with its own requests.
