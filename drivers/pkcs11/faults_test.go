@@ -497,3 +497,45 @@ func TestTornCertificateWriteIsSweptAway(t *testing.T) {
 		t.Fatalf("certificates on the token: %q, want %q", kept, want)
 	}
 }
+
+// A process killed inside C_GenerateKeyPair leaves, on SoftHSM2, a private key object
+// with no ID, label or key material. The retried generation takes it away and leaves any
+// other software's key alone, even one with no ID or label.
+func TestTornKeyGenerationIsSweptAway(t *testing.T) {
+	ctx := context.Background()
+	var inj faults.Injector
+	_, tok, label := loggedIn(t, pkcs11.Options{Wrap: inj.Wrap})
+	slot := slotOf(t, tok)
+	// Another application's key pair, with no ID or label.
+	tool(t, label, "--login", "--pin", userPIN, "--keypairgen", "--key-type", "EC:prime256v1")
+
+	req := pkcs11.KeyRequest{ID: []byte{0x72}, Label: "job", Spec: pkcs11.KeySpec{Type: pkcs11.EC, Curve: "P-256"}}
+	inj.TearKeyGenerations(p11.CKR_DEVICE_REMOVED, 1)
+	_, _, err := tok.GenerateKey(ctx, req)
+	wantCode(t, err, pkcs11.CodeDeviceRemoved)
+	keyObjects := func() (private, public int) {
+		for _, b := range objectBlocks(tool(t, label, "--login", "--pin", userPIN, "--list-objects")) {
+			switch {
+			case strings.HasPrefix(b, "Private Key Object"):
+				private++
+			case strings.HasPrefix(b, "Public Key Object"):
+				public++
+			}
+		}
+		return private, public
+	}
+	if p, q := keyObjects(); p != 2 || q != 1 {
+		t.Fatalf("after the torn generation: %d private and %d public keys, want 2 (the other application's and the torn one) and 1", p, q)
+	}
+
+	recoverToken(t, &inj, tok, slot)
+	if _, created, err := tok.GenerateKey(ctx, req); err != nil || !created {
+		t.Fatalf("retry: created %v, %v", created, err)
+	}
+	if p, q := keyObjects(); p != 2 || q != 2 {
+		t.Fatalf("after the retry: %d private and %d public keys, want 2 and 2 (the job's and the other application's)", p, q)
+	}
+	if n := countObjects(t, label, req.ID, "Private Key"); n != 1 {
+		t.Fatalf("%d private keys with the job's ID, want 1", n)
+	}
+}

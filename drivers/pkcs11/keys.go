@@ -274,6 +274,9 @@ func (t *Token) GenerateKey(ctx context.Context, req KeyRequest) (key *Key, crea
 			}
 			return err
 		}
+		if err := t.sweepTornKeysLocked(sh); err != nil {
+			return wrapErr(op, err)
+		}
 		mech, pubT, privT := keyTemplates(req)
 		_, priv, err := t.mod.b.GenerateKeyPair(sh, mech, pubT, privT)
 		if err != nil {
@@ -475,4 +478,49 @@ func isRSA(k crypto.Signer) bool {
 func publicEqual(a, b crypto.PublicKey) bool {
 	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && eq.Equal(b)
+}
+
+// sweepTornKeysLocked deletes the key objects a torn key generation left: killed inside
+// C_GenerateKeyPair, SoftHSM2 keeps a key object with its defaults only, no ID, no label,
+// no key material. Nothing can use such a key and other software lists it, so the next
+// generation (the resumed job's) takes it away. A key with material is never touched,
+// whoever made it, nor one whose material cannot be read.
+func (t *Token) sweepTornKeysLocked(sh p11.SessionHandle) error {
+	var torn []p11.ObjectHandle
+	for _, class := range []uint{p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY} {
+		hs, err := t.findLocked(sh, classTemplate(class, []byte{}))
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			if t.tornKeyLocked(sh, h) {
+				torn = append(torn, h)
+			}
+		}
+	}
+	if _, err := t.destroyLocked(sh, torn); err != nil {
+		return fmt.Errorf("removing a key object a torn generation left: %w", err)
+	}
+	return nil
+}
+
+// tornKeyLocked: no ID, no label, and the key material's attribute (EC parameters or RSA
+// modulus) readable and empty.
+func (t *Token) tornKeyLocked(sh p11.SessionHandle, h p11.ObjectHandle) bool {
+	a, err := t.attrsLocked(sh, h, p11.CKA_ID, p11.CKA_LABEL)
+	if err != nil || len(a[p11.CKA_ID]) != 0 || len(a[p11.CKA_LABEL]) != 0 {
+		return false
+	}
+	empty := false
+	for _, typ := range []uint{p11.CKA_EC_PARAMS, p11.CKA_MODULUS} {
+		m, err := t.attrsLocked(sh, h, typ)
+		if err != nil {
+			continue // not an attribute of this key type
+		}
+		if len(m[typ]) > 0 {
+			return false
+		}
+		empty = true
+	}
+	return empty
 }

@@ -266,8 +266,21 @@ func (w *backend) GenerateKeyPair(sh p11.SessionHandle, m []*p11.Mechanism, publ
 	if err := w.sess("GenerateKeyPair", sh); err != nil {
 		return 0, 0, err
 	}
-	pub, priv, err := w.inner.GenerateKeyPair(sh, m, public, private)
 	slot, _ := w.f.slotOf(sh)
+	if rv, ok := w.f.keyTear(); ok {
+		_, err := w.inner.CreateObject(sh, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY), p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
+			p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_EC_PARAMS, []byte{}), p11.NewAttribute(p11.CKA_VALUE, []byte{}),
+		})
+		if err == nil {
+			err = p11.Error(rv)
+			if rv == p11.CKR_DEVICE_REMOVED || rv == p11.CKR_TOKEN_NOT_PRESENT {
+				w.f.Remove(slot)
+			}
+		}
+		return 0, 0, err
+	}
+	pub, priv, err := w.inner.GenerateKeyPair(sh, m, public, private)
 	if err, cut := w.f.leave("GenerateKeyPair", slot, err); cut {
 		// Only the public half made it to the token.
 		_ = w.inner.DestroyObject(sh, priv)

@@ -27,6 +27,7 @@ type Injector struct {
 	pins     map[uint]*pinCounters         // slots with emulated retry counters
 	hidden   map[uint]bool                 // mechanisms the token seems not to have
 	tears    []uint                        // answers of the certificate writes to tear
+	keyTears []uint                        // answers of the key generations to tear
 }
 
 type session struct {
@@ -113,6 +114,27 @@ func (f *Injector) TearCertificateWrites(rv uint, n int) {
 	for range n {
 		f.tears = append(f.tears, rv)
 	}
+}
+
+// TearKeyGenerations makes the next n C_GenerateKeyPair calls tear: the token keeps what
+// SoftHSM2 keeps when the process dies inside the call, a private key object with its
+// defaults only (no ID, label or key material) and no key pair. The caller hears rv.
+func (f *Injector) TearKeyGenerations(rv uint, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.keyTears = append(f.keyTears, rv)
+	}
+}
+
+func (f *Injector) keyTear() (rv uint, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.keyTears) == 0 {
+		return 0, false
+	}
+	rv, f.keyTears = f.keyTears[0], f.keyTears[1:]
+	return rv, true
 }
 
 // tear takes the answer of the next torn certificate write, if one is queued.
