@@ -140,6 +140,7 @@ func (s *Server) setupManagement(ctx context.Context) (service.BrokerIdentities,
 		}
 		return nil, err
 	}
+	s.mgmt = cl
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := cl.Check(cctx); err != nil {

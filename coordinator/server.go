@@ -52,6 +52,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/brokeradmin"
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	_ "github.com/tokenfleet/tokenfleet/coordinator/ca/builtin" // registers the built-in CA
 	"github.com/tokenfleet/tokenfleet/coordinator/checkpoint"
@@ -85,6 +86,7 @@ type Server struct {
 	crl     *crlMux    // nil when the CA publishes no CRL here
 	cps     *checkpoint.Checkpointer
 	syslog  *checkpoint.SyslogSink // nil without audit.checkpoint_syslog
+	mgmt    *brokeradmin.Client    // nil without broker.management
 	handler http.Handler
 	ln      net.Listener
 	http    *http.Server
@@ -387,6 +389,9 @@ func (s *Server) Close() error {
 			if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 				s.closeErr = err
 			}
+		}
+		if s.mgmt != nil {
+			s.mgmt.Close() // after the API: no enrolment is waiting on it any more
 		}
 		if err := s.st.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = err
