@@ -142,7 +142,10 @@ func (s *system) stop(a *enrolled) {
 	}
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-a.done:
+	case err := <-a.done:
+		if err != nil && !s.t.Failed() {
+			s.t.Logf("agent %s ended with %v", a.id, err)
+		}
 	case <-time.After(waitLimit):
 		_ = a.cmd.Process.Kill()
 		s.t.Errorf("agent %s did not stop on SIGTERM", a.id)

@@ -301,7 +301,9 @@ func TestEscaping(t *testing.T) {
 	if n, err := c.RemoveAgent(ctx, u.User, "bye"); err != nil || n != 1 {
 		t.Fatalf("RemoveAgent: %d, %v", n, err)
 	}
-	waitClosed(t, closed, 5*time.Second)
+	if e := waitClosed(t, closed, 5*time.Second); e == nil {
+		t.Error("the connection closed without the broker saying why")
+	}
 }
 
 // TestRefusesOtherUsers: a user with tags and the management user itself are never

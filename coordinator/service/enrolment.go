@@ -274,8 +274,6 @@ func newBrokerPassword() string {
 // keyActor names an enrolment key as the actor of what an agent did with it.
 func keyActor(id string) string { return "enrolment_key:" + id }
 
-var errNoBroker = errors.New("no broker identities are configured")
-
 func describeKey(k store.EnrolmentKey) string {
 	if k.Kind == store.EnrolmentCode {
 		return fmt.Sprintf("activation code %s", k.ID)
