@@ -319,6 +319,11 @@ func TestResultsDoNotWaitForStocktaking(t *testing.T) {
 
 	id := r.result(t, 1)
 	got := r.next(t, "the result, while the tokens are being scanned")
+	// The connection's own request for a stock may bring a hello of the same tokens
+	// first: harmless, and not the scan the result must not wait for.
+	for got.Type == protocol.TypeHello && slices.Equal(helloTokens(t, got), []string{"A1"}) {
+		got = r.next(t, "the result, while the tokens are being scanned")
+	}
 	if got.ID != id {
 		t.Fatalf("got %s %s, want the result %s", got.Type, got.ID, id)
 	}
