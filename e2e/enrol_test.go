@@ -310,11 +310,12 @@ func TestSelfEnrolment(t *testing.T) {
 	if code, body := s.adminAPI("POST", "/api/v1/agents/"+pre.id+"/disable", map[string]string{"reason": "laptop stolen"}, nil); code != http.StatusOK {
 		t.Fatalf("disable: %d %s", code, body)
 	}
-	for len(testenv.UserConnections(t, "agent-"+pre.id)) > 0 {
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("agent %s still connected 5 s after it was disabled", pre.id)
-		}
-		time.Sleep(50 * time.Millisecond)
+	eventually(t, "agent "+pre.id+"'s connections to close", func() (bool, string) {
+		n := len(testenv.UserConnections(t, "agent-"+pre.id))
+		return n == 0, fmt.Sprintf("%d connections", n)
+	})
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("agent %s's connections closed %v after it was disabled, want within 5 s", pre.id, took)
 	}
 	if testenv.BrokerUserExists(t, "agent-"+pre.id) {
 		t.Error("a disabled agent keeps its broker user")

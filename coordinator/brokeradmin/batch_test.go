@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"reflect"
@@ -360,19 +361,12 @@ func busy(c *Client) {
 // waitQueued waits until n calls wait in the client's batcher.
 func waitQueued(t testing.TB, c *Client, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll(t, 10*time.Second, func() bool {
 		c.mu.Lock()
 		bt := c.batch
 		c.mu.Unlock()
-		if bt != nil && bt.queued() >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls did not reach the batcher within 10 s", n)
-		}
-		time.Sleep(time.Millisecond) // polling interval
-	}
+		return bt != nil && bt.queued() >= n
+	}, func() string { return fmt.Sprintf("%d calls did not reach the batcher within 10 s", n) })
 }
 
 // TestFewCallsAlone: a call while few are in progress, and a batch too small to repay

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"sync"
@@ -272,24 +273,35 @@ func wantPermissions(t testing.TB, vhost string, u AgentUser) (perms, topic []ma
 func waitTracked(t testing.TB, user, vhost string, n int) {
 	t.Helper()
 	a := admin(t)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	got := 0
+	poll(t, 60*time.Second, func() bool {
 		conns, err := a.userConnections(context.Background(), user)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := 0
+		got = 0
 		for _, c := range conns {
 			if c.VHost == vhost {
 				got++
 			}
 		}
-		if got == n {
-			return
-		}
+		return got == n
+	}, func() string {
+		return fmt.Sprintf("the broker tracks %d connections of %s on %s, want %d", got, user, vhost, n)
+	})
+}
+
+// poll checks cond every few milliseconds until it holds, failing t with what's message
+// when within passes first.
+func poll(t testing.TB, within time.Duration, cond func() bool, what func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("the broker tracks %d connections of %s on %s, want %d", got, user, vhost, n)
+			t.Fatal(what())
 		}
-		time.Sleep(10 * time.Millisecond) // polling interval
+		<-tick.C
 	}
 }
