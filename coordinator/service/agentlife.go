@@ -110,7 +110,8 @@ func (s *Service) Enrol(ctx context.Context, r EnrolRequest) (Enrolment, error) 
 		created, err = t.CreateAgent(ctx, a)
 		if errors.Is(err, store.ErrConflict) {
 			return &enrolRefusal{key: k.ID, reason: "agent ID taken: " + r.AgentID,
-				err: newErr(CodeConflict, "agent_id", "%v: an administrator removes the old agent first (tokenfleetctl agent remove %s), or enrol with another --id", unwrapStore(err), r.AgentID)}
+				// Not the holder's host name: the one enrolling is not authenticated yet.
+				err: newErr(CodeConflict, "agent_id", "agent ID %q is already enrolled: an administrator removes the old agent first (tokenfleetctl agent remove %s), or enrol with another --id", r.AgentID, r.AgentID)}
 		}
 		if err != nil {
 			return err
@@ -154,21 +155,6 @@ func unusableErr(u *store.KeyUnusableError) *Error {
 		return newErr(CodeForbidden, "code", "%s has enrolled its limit of %d agents: ask an administrator to raise it or for a new key", what, u.Key.MaxUses)
 	}
 	return newErr(CodeForbidden, "code", "%s cannot be used: %s", what, u.Reason)
-}
-
-// unwrapStore drops the store's "store: op:" prefix from an error's text.
-func unwrapStore(err error) string {
-	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i > 0 && strings.HasPrefix(msg, "store:") {
-		msg = strings.TrimSuffix(msg, ": "+store.ErrConflict.Error())
-		if j := strings.Index(msg, ": "); j > 0 {
-			msg = msg[j+2:]
-		}
-		if j := strings.Index(msg, ": "); j > 0 {
-			msg = msg[j+2:]
-		}
-	}
-	return msg
 }
 
 // refuseEnrol audits a refused enrolment in a transaction of its own (the refused one
