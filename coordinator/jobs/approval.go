@@ -126,6 +126,12 @@ type Job struct {
 	StateSince         time.Time // when the job entered State (an edit in pending_approval resets it)
 	Decisions          []Decision
 	Progress           Progress // the current attempt's steps, for CanCancel
+	// Rollout is the rollout that created the job, "" for none. Such a job's request gate
+	// was passed by the rollout's own approval, bound to the hash of the rollout's template
+	// and frozen target list (which includes this job's target): it holds no decisions of
+	// its own and its approval does not lapse (aborting the rollout ends what has not
+	// started). The CA-operator gate applies to it as to any job.
+	Rollout string
 }
 
 // Actor is the user acting on a job.
@@ -213,7 +219,7 @@ func evaluateRequest(p Policy, j Job, now time.Time) Outcome {
 		out.Status = StatusRejected
 		return out
 	}
-	if p.Required == 0 {
+	if p.Required == 0 || j.Rollout != "" {
 		out.Status = StatusApproved
 		return out
 	}

@@ -343,3 +343,31 @@ func TestPolicyValidate(t *testing.T) {
 		}
 	}
 }
+
+// A rollout's job passed its request gate by the rollout's approval: it carries no
+// decisions of its own, and it does not lapse while it waits for its agent; the
+// CA-operator gate still applies to it.
+func TestRolloutJobApprovedByItsRollout(t *testing.T) {
+	p := orgPolicy(2)
+	p.CAOperatorRequired = true
+	j := pendingJob()
+	j.State, j.Rollout = StateApproved, "rollout-1"
+	for _, at := range []time.Time{t0, t0.Add(30 * day)} {
+		out, err := Evaluate(p, j, at)
+		if err != nil || out.Status != StatusApproved || !out.ValidUntil.IsZero() {
+			t.Fatalf("at %s: %+v, %v; want approved without a lapse", at, out, err)
+		}
+		if due, err := DueForExpiry(p, j, at); err != nil || due {
+			t.Fatalf("at %s: due for expiry %v, %v", at, due, err)
+		}
+	}
+	j.Rollout = ""
+	if due, _ := DueForExpiry(p, j, t0.Add(30*day)); !due {
+		t.Fatal("a job without a rollout and without approvals must lapse")
+	}
+	j.Rollout, j.State = "rollout-1", StateAwaitingCertificate
+	out, err := Evaluate(p, j, t0)
+	if err != nil || out.Gate != GateCAOperator || out.Status != StatusPending {
+		t.Fatalf("CA-operator gate of a rollout job: %+v, %v; want pending", out, err)
+	}
+}
