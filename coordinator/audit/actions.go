@@ -59,6 +59,21 @@ const (
 	ActionRoleCreated = "role.created" // a custom role
 	ActionRoleUpdated = "role.updated"
 	ActionRoleDeleted = "role.deleted"
+
+	// Fleet rollouts. Each names the rollout in Target ("rollout:ID").
+	ActionRolloutCreated      = "rollout.created"  // stored pending approval: target count, binding hash, wave sizes
+	ActionRolloutApproved     = "rollout.approved" // one approval (of the rollout, or of a resume after a brake trip)
+	ActionRolloutRejected     = "rollout.rejected"
+	ActionRolloutStarted      = "rollout.started" // the engine took an approved rollout up
+	ActionRolloutWaveStarted  = "rollout.wave_started"
+	ActionRolloutBrakeTripped = "rollout.brake_tripped" // paused by its failure brake; details carry the trip
+	ActionRolloutPaused       = "rollout.paused"        // by an operator, or by the engine when its profile changed
+	ActionRolloutResumed      = "rollout.resumed"
+	ActionRolloutPromoted     = "rollout.promoted" // past the pause after a wave
+	ActionRolloutAborted      = "rollout.aborted"
+	ActionRolloutCompleted    = "rollout.completed"
+	ActionRolloutTargetsAdded = "rollout.targets_added" // a standing rollout took up certificates entering their renewal window
+	ActionRolloutExpired      = "rollout.expired"       // not approved in time
 )
 
 var actions = map[string]bool{
@@ -78,6 +93,10 @@ var actions = map[string]bool{
 	ActionAgentKeySet: true, ActionAgentKeyReset: true,
 	ActionAuditVerified: true,
 	ActionUserEnabled:   true, ActionRoleCreated: true, ActionRoleUpdated: true, ActionRoleDeleted: true,
+	ActionRolloutCreated: true, ActionRolloutApproved: true, ActionRolloutRejected: true, ActionRolloutStarted: true,
+	ActionRolloutWaveStarted: true, ActionRolloutBrakeTripped: true, ActionRolloutPaused: true, ActionRolloutResumed: true,
+	ActionRolloutPromoted: true, ActionRolloutAborted: true, ActionRolloutCompleted: true, ActionRolloutTargetsAdded: true,
+	ActionRolloutExpired: true,
 }
 
 // KnownAction reports whether a is one of the actions above. Verification never depends

@@ -18,9 +18,11 @@ const (
 	RoleCAOperator Role = "ca_operator"
 	RoleAdmin      Role = "admin"
 	RoleAuditor    Role = "auditor" // read-only: never decides on anything
+	// RoleRolloutOwner creates and steers fleet rollouts (manage_rollouts) and reads.
+	RoleRolloutOwner Role = "rollout_owner"
 )
 
-var roles = []Role{RoleHelpdesk, RoleApprover, RoleCAOperator, RoleAdmin, RoleAuditor}
+var roles = []Role{RoleHelpdesk, RoleApprover, RoleCAOperator, RoleAdmin, RoleAuditor, RoleRolloutOwner}
 
 // AllRoles lists every role.
 func AllRoles() []Role { return slices.Clone(roles) }

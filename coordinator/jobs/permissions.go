@@ -22,10 +22,13 @@ const (
 	PermManageUsers    Permission = "manage_users"    // organisations, people, API tokens, custom roles
 	PermReadAudit      Permission = "read_audit"      // read and verify the audit log
 	PermRead           Permission = "read"            // list and show jobs, people, agents, tokens, certificates
+	// PermManageRollouts: create fleet rollouts, and pause, resume, promote and abort them.
+	// Approving one is the approve permission's, under the rollout profile's gate rules.
+	PermManageRollouts Permission = "manage_rollouts"
 )
 
 var permissions = []Permission{PermRequest, PermApprove, PermCAOperator, PermManageJobs, PermManageAgents,
-	PermManageProfiles, PermManageUsers, PermReadAudit, PermRead}
+	PermManageProfiles, PermManageUsers, PermReadAudit, PermRead, PermManageRollouts}
 
 // AllPermissions lists every permission.
 func AllPermissions() []Permission { return slices.Clone(permissions) }
@@ -42,6 +45,9 @@ var builtin = map[Role][]Permission{
 	RoleApprover:   {PermApprove, PermRead},
 	RoleCAOperator: {PermCAOperator, PermRead},
 	RoleAuditor:    {PermRead, PermReadAudit},
+	// A rollout owner runs fleet rollouts and reads what they target; the jobs a rollout
+	// creates pass their request gate by the rollout's own approval, never by this role.
+	RoleRolloutOwner: {PermManageRollouts, PermRead},
 }
 
 // RolePermissions returns what a built-in role allows; nil for any other name.

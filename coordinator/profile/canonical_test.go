@@ -35,6 +35,8 @@ func TestHashSameMeaningSameHash(t *testing.T) {
 		"explicit scope":         {"expires_after: 72h", "expires_after: 72h, scope: organization"},
 		"expiry as days":         {"expires_after: 72h", "expires_after: 3d"},
 		"flow vs block mappings": {"key: {type: rsa, size: 2048}", "key:\n  type: rsa\n  size: 2048"},
+		// A profile without standing renewals keeps the hash it had before the field existed.
+		"renew_before zero": {"validity: 365d", "validity: 365d\nrenew_before: 0d"},
 	}
 	for name, r := range equivalents {
 		want := h0
@@ -72,6 +74,7 @@ func TestHashAnyChangeChangesHash(t *testing.T) {
 		{"expires_after: 72h", "expires_after: 72h, ca_operator_required: true"},
 		{"roles: [approver]", "roles: [approver, admin]"},
 		{"validity:", "allowed_keys: [{type: rsa, size: 2048}, {type: rsa, size: 4096}]\nvalidity:"},
+		{"validity: 365d", "validity: 365d\nrenew_before: 30d"},
 	}
 	for _, c := range changes {
 		if hashOf(t, loadOne(t, strings.Replace(base, c[0], c[1], 1))) == h0 {

@@ -14,4 +14,11 @@
 // There are no functions or conditionals, on purpose: a certificate subject is policy,
 // and every placeholder is checked when the profile loads. A "{{" in literal text cannot
 // be written.
+//
+// renew_before (e.g. 30d; absent or 0: none) asks for standing renewals: once a standing
+// rollout of the profile is approved (tokenfleetctl rollout create --standing), the
+// coordinator queues a renew job for each valid certificate of the profile when it comes
+// within renew_before of its expiry, once, through that rollout's waves and brake. It must
+// be below validity. Like every field it is part of the hash: setting it on a profile
+// voids approvals outstanding on its jobs, and pauses its running rollouts.
 package profile

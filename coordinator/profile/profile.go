@@ -24,6 +24,10 @@ type Profile struct {
 	KeyUsage    []string  `yaml:"key_usage" json:"key_usage"`
 	ExtKeyUsage []string  `yaml:"extended_key_usage" json:"extended_key_usage"`
 	Validity    Duration  `yaml:"validity" json:"validity"`
+	// RenewBefore turns on standing renewals: a standing rollout of the profile queues a
+	// renew job for each certificate this long before it expires. 0: none. Omitted from
+	// the canonical form when 0, so profiles without it keep their hash.
+	RenewBefore Duration  `yaml:"renew_before,omitempty" json:"renew_before,omitempty"`
 	Token       Token     `yaml:"token,omitempty" json:"token"`
 	PINPolicy   PINPolicy `yaml:"pin_policy" json:"pin_policy"`
 	Approval    Approval  `yaml:"approval,omitempty" json:"approval"`

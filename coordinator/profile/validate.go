@@ -78,6 +78,15 @@ func (p Profile) validateIn(doc int, src *yamlstrict.Doc) error {
 		ps.invalid("validity", "%s is not a whole number of seconds", p.Validity)
 	}
 
+	switch rb := time.Duration(p.RenewBefore); {
+	case rb < 0:
+		ps.invalid("renew_before", "must be positive (e.g. 30d), or left out for no standing renewals")
+	case rb > 0 && rb >= time.Duration(p.Validity) && p.Validity > 0:
+		ps.invalid("renew_before", "%s is not below the validity %s: every certificate would be due for renewal as soon as it is issued; give less (e.g. a third of it)", p.RenewBefore, p.Validity)
+	case rb%time.Second != 0:
+		ps.invalid("renew_before", "%s is not a whole number of seconds", p.RenewBefore)
+	}
+
 	validateToken(ps, p)
 	validatePIN(ps, p)
 	validateApproval(ps, p.Approval)
