@@ -257,11 +257,11 @@ func pageOf[T any](items []T, limit int, cursor func(T) string) ([]T, string, er
 
 // ---- tokens ----
 
-const tokenCols = "serial, agent_id, label, manufacturer, model, flags, last_seen_at"
+const tokenCols = "serial, agent_id, label, manufacturer, model, firmware, flags, last_seen_at"
 
 func scanToken(r scanner) (Token, error) {
 	var t Token
-	err := r.Scan(&t.Serial, strCol{&t.AgentID}, &t.Label, &t.Manufacturer, &t.Model,
+	err := r.Scan(&t.Serial, strCol{&t.AgentID}, &t.Label, &t.Manufacturer, &t.Model, &t.Firmware,
 		bytesCol{(*[]byte)(&t.Flags)}, timeCol{&t.LastSeen})
 	return t, err
 }
@@ -278,13 +278,13 @@ func (x *q) UpsertToken(ctx context.Context, t Token) (Token, error) {
 	if len(t.Flags) > 0 {
 		flags = string(t.Flags)
 	}
-	row := x.queryRow(ctx, `INSERT INTO tokens (serial, agent_id, label, manufacturer, model, flags, last_seen_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+	row := x.queryRow(ctx, `INSERT INTO tokens (serial, agent_id, label, manufacturer, model, firmware, flags, last_seen_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (serial) DO UPDATE SET agent_id = excluded.agent_id, label = excluded.label,
-			manufacturer = excluded.manufacturer, model = excluded.model, flags = excluded.flags,
-			last_seen_at = excluded.last_seen_at
+			manufacturer = excluded.manufacturer, model = excluded.model, firmware = excluded.firmware,
+			flags = excluded.flags, last_seen_at = excluded.last_seen_at
 		RETURNING `+tokenCols,
-		t.Serial, nullStr(t.AgentID), t.Label, t.Manufacturer, t.Model, flags, x.d.ts(orNow(t.LastSeen)))
+		t.Serial, nullStr(t.AgentID), t.Label, t.Manufacturer, t.Model, t.Firmware, flags, x.d.ts(orNow(t.LastSeen)))
 	out, err := scanToken(row)
 	return out, x.d.wrap("record token "+t.Serial, err)
 }

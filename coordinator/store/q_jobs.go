@@ -20,7 +20,7 @@ func toStrings[T ~string](in []T) []string {
 
 // ---- jobs ----
 
-const jobCols = "id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id, token_serial, requester_id, organisation_id, binding_hash, attempt, step_current, step_highest, deadline, created_at, updated_at, error_code, error_message, superseded_by, version, idempotency_key, request_hash"
+const jobCols = "id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id, token_serial, requester_id, organisation_id, binding_hash, attempt, step_current, step_highest, deadline, created_at, updated_at, error_code, error_message, superseded_by, version, idempotency_key, request_hash, rollout_id"
 
 func scanJob(r scanner) (Job, error) {
 	var j Job
@@ -28,7 +28,7 @@ func scanJob(r scanner) (Job, error) {
 		strCol{&j.AgentID}, strCol{&j.TokenSerial}, &j.RequesterID, strCol{&j.OrganizationID},
 		&j.BindingHash, &j.Attempt, &j.Progress.Current, &j.Progress.Highest, timeCol{&j.Deadline},
 		timeCol{&j.Created}, timeCol{&j.Updated}, &j.ErrorCode, &j.ErrorMessage, strCol{&j.SupersededBy}, &j.Version,
-		strCol{&j.IdempotencyKey}, &j.RequestHash)
+		strCol{&j.IdempotencyKey}, &j.RequestHash, strCol{&j.RolloutID})
 	return j, err
 }
 
@@ -45,12 +45,12 @@ func (x *q) CreateJob(ctx context.Context, j Job) (Job, error) {
 	j.Created = orNow(j.Created)
 	row := x.queryRow(ctx, `INSERT INTO jobs (id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id,
 			token_serial, requester_id, organisation_id, binding_hash, attempt, deadline, created_at, updated_at,
-			error_code, error_message, superseded_by, version, idempotency_key, request_hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING `+jobCols,
+			error_code, error_message, superseded_by, version, idempotency_key, request_hash, rollout_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) RETURNING `+jobCols,
 		j.ID, string(j.Kind), string(j.State), x.d.ts(j.Created), nullStr(j.HolderID), j.ProfileName, j.ProfileHash,
 		nullStr(j.AgentID), nullStr(j.TokenSerial), j.RequesterID, nullStr(j.OrganizationID), j.BindingHash,
 		x.d.ts(j.Deadline), x.d.ts(j.Created), x.d.ts(j.Created), j.ErrorCode, j.ErrorMessage, nullStr(j.SupersededBy),
-		nullStr(j.IdempotencyKey), j.RequestHash)
+		nullStr(j.IdempotencyKey), j.RequestHash, nullStr(j.RolloutID))
 	out, err := scanJob(row)
 	if err != nil {
 		return Job{}, x.d.wrap(what, err)
@@ -420,6 +420,7 @@ func (x *q) ListJobs(ctx context.Context, f JobFilter, p Page) ([]Job, string, e
 	for _, c := range []struct{ col, val string }{
 		{"organisation_id", f.OrganizationID}, {"holder_id", f.HolderID}, {"agent_id", f.AgentID},
 		{"requester_id", f.RequesterID}, {"profile_name", f.ProfileName}, {"token_serial", f.TokenSerial},
+		{"rollout_id", f.RolloutID},
 	} {
 		if c.val != "" {
 			w.add(c.col+" = ?", c.val)

@@ -111,6 +111,21 @@ type Reader interface {
 
 	ListApprovals(ctx context.Context, jobID string) ([]Approval, error)
 
+	GetRollout(ctx context.Context, id string) (Rollout, error)
+	ListRollouts(ctx context.Context, f RolloutFilter, p Page) (rollouts []Rollout, next string, err error)
+	ListRolloutTargets(ctx context.Context, rolloutID string, f RolloutTargetFilter, p Page) (targets []RolloutTarget, next string, err error)
+	// RolloutCounts counts the rollout's targets by wave, and by the state and last error
+	// code of their job (State "" for targets without a job yet), in one aggregate query.
+	RolloutCounts(ctx context.Context, rolloutID string) ([]RolloutCount, error)
+	// RolloutDoneSince counts the rollout's jobs that are in a terminal state and were
+	// last updated at or after since: the recent rate of progress.
+	RolloutDoneSince(ctx context.Context, rolloutID string, since time.Time) (int, error)
+	// ListRolloutApprovals returns the rollout's decisions, oldest first.
+	ListRolloutApprovals(ctx context.Context, rolloutID string) ([]RolloutApproval, error)
+	// HasRolloutTarget reports whether the rollout already has a target for the
+	// certificate.
+	HasRolloutTarget(ctx context.Context, rolloutID, certificateSerial string) (bool, error)
+
 	// AuditHead returns the last entry's sequence number and hash ({0, audit.GenesisHash}
 	// for an empty log): what a verifier compares the end of the chain with.
 	AuditHead(ctx context.Context) (audit.Head, error)
@@ -278,6 +293,29 @@ type Writer interface {
 	// AddApproval records a decision; the same approver deciding twice at one gate on the
 	// same bound hash in the same attempt gives ErrConflict.
 	AddApproval(ctx context.Context, a Approval) (Approval, error)
+
+	// CreateRollout stores a rollout at version 1 with its targets, inserted a few hundred
+	// to a statement. Targets keep their Seq (1.. and distinct; 0 takes the position in
+	// targets), and the rollout's TargetCount is len(targets). A second open standing
+	// rollout for one profile gives ErrConflict naming the first.
+	CreateRollout(ctx context.Context, r Rollout, targets []RolloutTarget) (Rollout, error)
+	// UpdateRollout replaces every mutable field of the rollout (not ID, Spec, Created,
+	// CreatedBy, Standing, ProfileName, nor TargetCount, which the target writes keep) if
+	// it is still at expectedVersion, and sets Updated to now. Otherwise it returns
+	// ErrConflict (or ErrNotFound) and changes nothing.
+	UpdateRollout(ctx context.Context, r Rollout, expectedVersion int64) (Rollout, error)
+	// AddRolloutTargets appends targets to a rollout (a standing one's renewals): each
+	// gets the next seq after the current highest, in the order given; a target the
+	// rollout already has (same agent, token and certificate) is passed over. It updates
+	// TargetCount (not Version) and returns how many it added.
+	AddRolloutTargets(ctx context.Context, rolloutID string, ts []RolloutTarget) (added int, err error)
+	// AttachRolloutJobs gives targets their job. Every seq named must exist and have no
+	// job yet: otherwise it returns ErrConflict naming the first that does not, and
+	// attaches none.
+	AttachRolloutJobs(ctx context.Context, rolloutID string, links []RolloutJobLink) error
+	// AddRolloutApproval records a decision; the same approver deciding twice on the same
+	// bound hash in the same round gives ErrConflict.
+	AddRolloutApproval(ctx context.Context, a RolloutApproval) (RolloutApproval, error)
 
 	// AppendAudit adds e at the end of the audit log, chained by seal. Appends are
 	// serialised (the chain head is locked until the transaction ends), so append last in

@@ -200,6 +200,7 @@ type Token struct {
 	Label        string
 	Manufacturer string
 	Model        string
+	Firmware     string          // "major.minor", as CK_TOKEN_INFO gives it; "" when not reported
 	Flags        json.RawMessage // as reported; compared as JSON, not byte for byte
 	LastSeen     time.Time
 }
@@ -262,6 +263,9 @@ type Job struct {
 	IdempotencyKey string
 	// RequestHash identifies the create request the key was used with.
 	RequestHash string
+	// RolloutID is the rollout that made the job ("" for none): its approval is the
+	// job's request approval.
+	RolloutID string
 }
 
 // Rules returns the job as package jobs reads it, with the organisation of its holder and
@@ -274,7 +278,7 @@ func (j Job) Rules(holderOrganization string, approvals []Approval) jobs.Job {
 	return jobs.Job{ID: j.ID, Kind: j.Kind, State: j.State, Attempt: j.Attempt, RequesterID: j.RequesterID,
 		HolderID: j.HolderID, HolderOrganization: holderOrganization, ProfileName: j.ProfileName,
 		TargetAgentID: j.AgentID, TokenSerial: j.TokenSerial, BindingHash: j.BindingHash,
-		StateSince: j.StateSince, Decisions: decisions, Progress: j.Progress}
+		StateSince: j.StateSince, Decisions: decisions, Progress: j.Progress, Rollout: j.RolloutID}
 }
 
 // JobEdit replaces what a pending request asks for. Approvals bound to the old binding hash
@@ -482,6 +486,7 @@ type JobFilter struct {
 	RequesterID    string
 	ProfileName    string
 	TokenSerial    string
+	RolloutID      string
 	DeadlineBefore time.Time // jobs with a deadline before this time
 	// Undispatched: only jobs whose current attempt has no dispatch written yet
 	// (JobAttempt.DispatchMessageID empty).
