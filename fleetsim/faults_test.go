@@ -11,6 +11,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/simtoken"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/uri"
 	"github.com/tokenfleet/tokenfleet/fleetsim"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
@@ -177,5 +178,78 @@ func TestCrashRestart(t *testing.T) {
 	t.Logf("report:\n%s", text.String())
 	if !strings.Contains(text.String(), "crashes: ") {
 		t.Errorf("the text report does not show the crashes:\n%s", text.String())
+	}
+}
+
+// TestSetFaults: the simulated tokens' failures change while agents use them, on the
+// modules opened before and on those of agents that come later; the failures injected
+// before stay counted, with the fault's rate now.
+func TestSetFaults(t *testing.T) {
+	ctx := testenv.Context(t)
+	toks, err := fleetsim.NewSimTokens(fleetsim.SimTokensConfig{PerAgent: 1, Seed: 1, Faults: []fleetsim.TokenFault{
+		{Op: simtoken.OpFind, Rate: 1, Code: pkcs11.CodeDeviceError},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := func(agentID string) error {
+		t.Helper()
+		mod, err := toks.Open(toks.Modules(agentID)[0], pkcs11.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = mod.Close() }()
+		sel, err := uri.Parse("pkcs11:serial=" + fleetsim.Serial(agentID, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := mod.FindToken(ctx, sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tok.Close() }()
+		_, err = tok.Keys(ctx) // a C_FindObjectsInit
+		return err
+	}
+	if err := keys("a-00000"); err == nil || !strings.Contains(err.Error(), string(pkcs11.CodeDeviceError)) {
+		t.Fatalf("listing keys with finds failing at a rate of 1: %v", err)
+	}
+	// The tokens are fixed: no failure from now on, on this agent's tokens or a new one's.
+	if err := toks.SetFaults(nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, agent := range []string{"a-00000", "a-00001"} {
+		if err := keys(agent); err != nil {
+			t.Errorf("%s lists its keys after the faults were removed: %v", agent, err)
+		}
+	}
+	faults := toks.Faults()
+	if len(faults) != 1 || faults[0].Op != simtoken.OpFind || faults[0].Rate != 0 || faults[0].Injected != 1 {
+		t.Errorf("faults %+v; want find token.device_error injected once, its rate now 0", faults)
+	}
+	// Broken again, with another code, on every agent's tokens: both faults are reported.
+	if err := toks.SetFaults([]fleetsim.TokenFault{{Op: simtoken.OpFind, Rate: 1, Code: pkcs11.CodeDeviceRemoved}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := keys("a-00001"); err == nil || !strings.Contains(err.Error(), string(pkcs11.CodeDeviceRemoved)) {
+		t.Errorf("a token fixed and broken again: %v", err)
+	}
+	faults = toks.Faults()
+	if len(faults) != 2 || faults[0].Injected != 1 || faults[0].Rate != 0 ||
+		faults[1].Code != pkcs11.CodeDeviceRemoved || faults[1].Injected != 1 || faults[1].Rate != 1 {
+		t.Errorf("faults %+v; want the first (rate 0, injected once) and the second (rate 1, injected once)", faults)
+	}
+	// Checked like the configuration's.
+	err = toks.SetFaults([]fleetsim.TokenFault{{Op: "keygen", Rate: 0.1, Code: pkcs11.CodeDeviceError}})
+	if err == nil || !strings.Contains(err.Error(), `unknown operation "keygen"`) {
+		t.Errorf("an unknown operation: %v", err)
+	}
+	// A fleet whose agents have no simulated tokens says so.
+	fleet, err := fleetsim.NewFleet(fleetsim.FleetConfig{BrokerURL: "amqp://127.0.0.1:1/", Count: 1, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fleet.SetTokenFaults(nil); err == nil || !strings.Contains(err.Error(), "no simulated tokens") {
+		t.Errorf("setting faults on a fleet without simulated tokens: %v", err)
 	}
 }

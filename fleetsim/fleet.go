@@ -172,6 +172,23 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	}, nil
 }
 
+// FaultSetter is the optional capability of a fleet's Tokens whose injected failures can
+// change while the fleet runs (*SimTokens).
+type FaultSetter interface {
+	SetFaults(faults []TokenFault) error
+}
+
+// SetTokenFaults replaces the failures the fleet's simulated tokens inject, from their
+// next operation on (nil: none), while the agents run: a test breaks the tokens, then
+// "fixes" them. Safe for concurrent use.
+func (f *Fleet) SetTokenFaults(faults []TokenFault) error {
+	fs, ok := f.cfg.Tokens.(FaultSetter)
+	if !ok {
+		return errors.New("fleetsim: the fleet's agents have no simulated tokens whose failures can be set (FleetConfig.Tokens: a *SimTokens)")
+	}
+	return fs.SetFaults(faults)
+}
+
 // Counters counts what the fleet's agents published.
 func (f *Fleet) Counters() *Counters { return f.counters }
 

@@ -25,6 +25,9 @@ type Runner interface {
 	Stats() FleetStats
 	// Stop stops the n agents started last and returns their IDs.
 	Stop(n int) []string
+	// SetTokenFaults replaces the simulated tokens' injected failures while the fleet
+	// runs (nil: none).
+	SetTokenFaults(faults []TokenFault) error
 	Close()
 	// Processes are the simulator's own processes, for its CPU and memory.
 	Processes() []int

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
@@ -27,14 +26,36 @@ type SimTokens struct {
 	perAgent int
 	model    *simtoken.Model
 	seed     uint64
-	faults   []TokenFault
-	byOp     map[simtoken.Op]simtoken.Fault
-	injected map[simtoken.Op]*atomic.Int64 // by faulted operation; the map is never changed
 	reinsert simtoken.Dist
+	// injected counts the failures injected, by operation and CKR_ value; the map holds a
+	// counter for every operation from the start and is never changed.
+	injected map[simtoken.Op]*faultCounts
 
-	mu       sync.Mutex                   // guards the fields below
-	backends map[string]*simtoken.Backend // by agent ID
-	owner    map[string]*simtoken.Backend // token serial → its backend
+	mu       sync.Mutex                     // guards the fields below
+	faults   []TokenFault                   // injected now
+	byOp     map[simtoken.Op]simtoken.Fault // faults by operation, as the backends read them; replaced, never changed
+	history  []TokenFault                   // every fault configured so far, first configuration first
+	backends map[string]*simtoken.Backend   // by agent ID
+	owner    map[string]*simtoken.Backend   // token serial → its backend
+}
+
+// faultCounts counts one operation's injected failures by the CKR_ value answered: the
+// faults of an operation may change during a run (SetFaults).
+type faultCounts struct {
+	mu   sync.Mutex // guards byRV
+	byRV map[uint]int64
+}
+
+func (c *faultCounts) add(rv uint) {
+	c.mu.Lock()
+	c.byRV[rv]++
+	c.mu.Unlock()
+}
+
+func (c *faultCounts) get(rv uint) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byRV[rv]
 }
 
 // SimTokensConfig describes a fleet's simulated tokens.
@@ -75,23 +96,66 @@ func NewSimTokens(cfg SimTokensConfig) (*SimTokens, error) {
 	if err := cfg.Reinsert.Validate(); err != nil {
 		return nil, fmt.Errorf("fleetsim: re-insertion time: %w", err)
 	}
-	s := &SimTokens{profile: p, perAgent: cfg.PerAgent, model: cfg.Model, seed: cfg.Seed,
-		faults: slices.Clone(cfg.Faults), reinsert: cfg.Reinsert,
-		byOp: map[simtoken.Op]simtoken.Fault{}, injected: map[simtoken.Op]*atomic.Int64{},
+	s := &SimTokens{profile: p, perAgent: cfg.PerAgent, model: cfg.Model, seed: cfg.Seed, reinsert: cfg.Reinsert,
+		injected: map[simtoken.Op]*faultCounts{},
 		backends: map[string]*simtoken.Backend{}, owner: map[string]*simtoken.Backend{}}
-	for _, f := range cfg.Faults {
-		rv, _ := simtoken.RVFor(f.Code) // checked above
-		s.byOp[f.Op] = simtoken.Fault{Rate: f.Rate, RV: rv}
-		s.injected[f.Op] = &atomic.Int64{}
+	for _, op := range simtoken.Ops {
+		s.injected[op] = &faultCounts{byRV: map[uint]int64{}}
 	}
+	s.setFaultsLocked(cfg.Faults) // checked above; nothing shares s yet
 	return s, nil
 }
 
-// Faults are the failures injected so far, one entry per configured fault (FaultCounter).
+// SetFaults replaces the injected failures from the next token operation on, on every
+// agent's tokens and on those of agents started later (nil: none): a run "fixes" its
+// tokens, or breaks them, while it goes on. Safe for concurrent use. The failures
+// injected so far stay counted (Faults).
+func (s *SimTokens) SetFaults(faults []TokenFault) error {
+	if err := CheckTokenFaults(faults); err != nil {
+		return fmt.Errorf("fleetsim: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setFaultsLocked(faults)
+	for _, b := range s.backends {
+		if err := b.SetFaults(s.byOp); err != nil {
+			return fmt.Errorf("fleetsim: %w", err) // checked above: not expected
+		}
+	}
+	return nil
+}
+
+// setFaultsLocked makes faults the current ones; s.mu is held, or s not shared yet.
+func (s *SimTokens) setFaultsLocked(faults []TokenFault) {
+	s.faults = slices.Clone(faults)
+	byOp := make(map[simtoken.Op]simtoken.Fault, len(faults))
+	for _, f := range faults {
+		rv, _ := simtoken.RVFor(f.Code) // checked by the callers
+		byOp[f.Op] = simtoken.Fault{Rate: f.Rate, RV: rv}
+		if !slices.ContainsFunc(s.history, func(h TokenFault) bool { return h.Op == f.Op && h.Code == f.Code }) {
+			s.history = append(s.history, f)
+		}
+	}
+	s.byOp = byOp // read only from here on: the backends share it
+}
+
+// Faults are the failures injected so far, one entry per fault configured so far (at the
+// start or by SetFaults), with its rate now (0 for a fault no longer set) (FaultCounter).
 func (s *SimTokens) Faults() []FaultCount {
-	out := make([]FaultCount, len(s.faults))
-	for i, f := range s.faults {
-		out[i] = FaultCount{Op: f.Op, Code: f.Code, Rate: f.Rate, Injected: s.injected[f.Op].Load()}
+	s.mu.Lock()
+	history := slices.Clone(s.history)
+	current := slices.Clone(s.faults)
+	s.mu.Unlock()
+	out := make([]FaultCount, len(history))
+	for i, f := range history {
+		rate := 0.0
+		for _, c := range current {
+			if c.Op == f.Op && c.Code == f.Code {
+				rate = c.Rate
+			}
+		}
+		rv, _ := simtoken.RVFor(f.Code)
+		out[i] = FaultCount{Op: f.Op, Code: f.Code, Rate: rate, Injected: s.injected[f.Op].get(rv)}
 	}
 	return out
 }
@@ -136,15 +200,14 @@ func (s *SimTokens) backend(agentID string) (*simtoken.Backend, error) {
 	}
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(agentID))
-	opts := simtoken.Options{Profile: s.profile, Seed: s.seed ^ h.Sum64()}
-	if len(s.byOp) > 0 {
-		opts.Faults, opts.Reinsert = s.byOp, s.reinsert // read only, shared by every backend
-		opts.OnFault = func(_ string, op simtoken.Op, _ uint) {
+	// Faults are read only, shared by every backend; the re-insertion time and the count
+	// are set even without faults, for those SetFaults may set later.
+	opts := simtoken.Options{Profile: s.profile, Seed: s.seed ^ h.Sum64(), Faults: s.byOp, Reinsert: s.reinsert,
+		OnFault: func(_ string, op simtoken.Op, rv uint) {
 			if n := s.injected[op]; n != nil {
-				n.Add(1)
+				n.add(rv)
 			}
-		}
-	}
+		}}
 	b, err := simtoken.New(opts)
 	if err != nil {
 		return nil, err

@@ -39,12 +39,16 @@ func AgentsPerProcess(fileLimit uint64) int {
 type workerMessage struct {
 	Stats   *FleetStats `json:"stats,omitempty"`
 	Stopped []string    `json:"stopped,omitempty"`
-	Error   string      `json:"error,omitempty"`
+	// FaultsSet answers a "faults" line: true once they are set; false with Error.
+	FaultsSet *bool  `json:"faults_set,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // RunWorker runs the fleet of cfg for a parent process (Workers): it writes the fleet's
 // stats as a JSON line on out every half second, answers "stop N" lines on in by stopping
-// N agents and writing their IDs, and stops everything when in ends or ctx does.
+// N agents and writing their IDs, "faults [OP=RATE:CODE ...]" lines by setting the
+// simulated tokens' injected failures (none without any), and stops everything when in
+// ends or ctx does.
 func RunWorker(ctx context.Context, cfg FleetConfig, in io.Reader, out io.Writer) error {
 	fleet, err := NewFleet(cfg)
 	if err != nil {
@@ -78,9 +82,13 @@ func RunWorker(ctx context.Context, cfg FleetConfig, in io.Reader, out io.Writer
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		verb, arg, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
+		if verb == "faults" {
+			write(setWorkerFaults(fleet, arg))
+			continue
+		}
 		n, err := strconv.Atoi(arg)
 		if verb != "stop" || err != nil || n < 0 {
-			write(workerMessage{Error: fmt.Sprintf("unknown command %q: want stop N", sc.Text())})
+			write(workerMessage{Error: fmt.Sprintf("unknown command %q: want stop N, or faults [OP=RATE:CODE ...]", sc.Text())})
 			continue
 		}
 		write(workerMessage{Stopped: append([]string{}, fleet.Stop(n)...)})
@@ -91,6 +99,22 @@ func RunWorker(ctx context.Context, cfg FleetConfig, in io.Reader, out io.Writer
 	st := fleet.Stats()
 	write(workerMessage{Stats: &st})
 	return nil
+}
+
+// setWorkerFaults reads a "faults" line's faults and sets them on the worker's fleet.
+func setWorkerFaults(fleet *Fleet, specs string) workerMessage {
+	var faults []TokenFault
+	for _, spec := range strings.Fields(specs) {
+		f, err := ParseTokenFault(spec)
+		if err != nil {
+			return workerMessage{FaultsSet: new(false), Error: err.Error()}
+		}
+		faults = append(faults, f)
+	}
+	if err := fleet.SetTokenFaults(faults); err != nil {
+		return workerMessage{FaultsSet: new(false), Error: err.Error()}
+	}
+	return workerMessage{FaultsSet: new(true)}
 }
 
 // WorkersConfig spreads a fleet over worker processes.
@@ -143,6 +167,8 @@ type Workers struct {
 	profile string
 	tokens  int
 	procs   []*workerProc
+
+	faultsMu sync.Mutex // one SetTokenFaults at a time: each waits for its answers
 }
 
 type workerProc struct {
@@ -154,6 +180,7 @@ type workerProc struct {
 	stats   FleetStats
 	exitErr error // how the process ended, once ended is closed
 	stopped chan []string
+	faults  chan error    // the answers to "faults" lines
 	ended   chan struct{} // closed when the process has ended
 }
 
@@ -188,7 +215,7 @@ func (w *Workers) Start(ctx context.Context) {
 			Profile: w.profile, PerAgent: w.tokens, Seed: fc.Seed, Faults: w.cfg.Faults, Reinsert: w.cfg.Reinsert})...)
 		cmd := exec.CommandContext(context.WithoutCancel(ctx), w.cfg.Command[0], args...)
 		cmd.Stderr = w.cfg.Stderr
-		p := &workerProc{cmd: cmd, ids: fc.Count, stopped: make(chan []string, 1), ended: make(chan struct{})}
+		p := &workerProc{cmd: cmd, ids: fc.Count, stopped: make(chan []string, 1), faults: make(chan error, 1), ended: make(chan struct{})}
 		stdin, err1 := cmd.StdinPipe()
 		stdout, err2 := cmd.StdoutPipe()
 		if err := errors.Join(err1, err2); err != nil {
@@ -237,12 +264,19 @@ func (p *workerProc) read(r io.Reader) {
 		if m.Stats != nil {
 			p.stats = *m.Stats
 		}
-		if m.Error != "" && p.stats.FirstError == "" {
+		if m.Error != "" && p.stats.FirstError == "" && m.FaultsSet == nil {
 			p.stats.FirstError = m.Error
 		}
 		p.mu.Unlock()
 		if m.Stopped != nil {
 			p.stopped <- m.Stopped
+		}
+		if m.FaultsSet != nil {
+			var err error
+			if !*m.FaultsSet {
+				err = errors.New(m.Error)
+			}
+			p.faults <- err
 		}
 	}
 }
@@ -303,6 +337,39 @@ func (w *Workers) Stop(n int) []string {
 		}
 	}
 	return ids
+}
+
+// SetTokenFaults sets the simulated tokens' injected failures in every worker, one after
+// the other, and returns once each has set them (nil: none).
+func (w *Workers) SetTokenFaults(faults []TokenFault) error {
+	if err := CheckTokenFaults(faults); err != nil {
+		return fmt.Errorf("fleetsim: %w", err)
+	}
+	w.faultsMu.Lock()
+	defer w.faultsMu.Unlock()
+	line := "faults"
+	for _, f := range faults {
+		line += " " + f.String()
+	}
+	var errs []error
+	for i, p := range w.procs {
+		if p.stdin == nil {
+			continue
+		}
+		if _, err := fmt.Fprintln(p.stdin, line); err != nil {
+			errs = append(errs, fmt.Errorf("worker %d: %w", i, err))
+			continue
+		}
+		select {
+		case err := <-p.faults:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("worker %d: %w", i, err))
+			}
+		case <-p.ended:
+			errs = append(errs, fmt.Errorf("worker %d ended before it set the faults", i))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close ends every worker (their standard input closes: they stop their agents) and

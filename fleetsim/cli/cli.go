@@ -312,6 +312,7 @@ func newRun(stdout, stderr io.Writer) *cobra.Command {
 		processes       int
 		jobs            int
 		jobRate         string
+		faultsFor       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -370,6 +371,9 @@ spreads the agents over worker processes (--processes) of its own.`,
 			if jobs > 0 && c.tokensPerAgent < 1 {
 				return usagef("--jobs %d needs simulated tokens: --tokens-per-agent 1 or more", jobs)
 			}
+			if faultsFor < 0 || (faultsFor > 0 && len(c.faults) == 0) {
+				return usagef("--faults-for %s: want 0 (the whole run), or a duration with --fault to stop the failures after", faultsFor)
+			}
 			log := c.logger(stderr)
 			var mgmt *fleetsim.Management
 			if management != "" {
@@ -393,6 +397,18 @@ spreads the agents over worker processes (--processes) of its own.`,
 			if _, inProcess := runner.(*fleetsim.Fleet); jobs > 0 && !inProcess {
 				return usagef("--jobs needs the whole fleet in this process, where the tokens' time is measured: fewer --agents, or a higher open files limit (ulimit -n %d)",
 					1000+fleetsim.FilesPerAgent*c.agents)
+			}
+			if faultsFor > 0 {
+				// The tokens are "fixed" part way through: what a rollout's brake needs to be
+				// resumed after it tripped on them.
+				fix := time.AfterFunc(faultsFor, func() {
+					if err := runner.SetTokenFaults(nil); err != nil {
+						log.Error().Err(err).Msg("stopping the injected token failures")
+						return
+					}
+					log.Warn().Dur("after_ms", faultsFor).Msg("injected token failures stopped (--faults-for)")
+				})
+				defer fix.Stop()
 			}
 			rep, runErr := fleetsim.Run(cmd.Context(), fleetsim.RunConfig{
 				Agents: c.agents, Prefix: c.prefix, Heartbeat: c.heartbeat, API: api, Enrol: enrol,
@@ -422,6 +438,7 @@ spreads the agents over worker processes (--processes) of its own.`,
 	fs.IntVar(&processes, "processes", 0, "worker processes to spread the agents over (0: one, or as many as the open files limit needs)")
 	fs.StringVar(&jobRate, "job-rate", "10/s", "how fast the --jobs are created: N/s, or 0 for all at once (a burst: its latencies are mostly queueing)")
 	fs.IntVar(&jobs, "jobs", 0, "after the window, an issue job on each of the first N agents (no approval: profile "+fleetsim.JobProfile+"), with latency per phase")
+	fs.DurationVar(&faultsFor, "faults-for", 0, "stop the --fault failures this long after the start, as if the tokens were fixed (0: they last the whole run)")
 	return cmd
 }
 

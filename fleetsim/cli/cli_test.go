@@ -53,6 +53,8 @@ func TestBadFlags(t *testing.T) {
 		{"fault form", append(base, "--fault", "keygen_ec:0.1"), []string{"--fault", "OP=RATE:CODE"}},
 		{"fault twice", append(base, "--fault", "login=0.1:device_error", "--fault", "login=0.2:not_present"), []string{"--fault", "one fault per operation"}},
 		{"fault without tokens", append(base, "--fault", "login=0.1:device_error", "--tokens-per-agent", "0"), []string{"--fault", "--tokens-per-agent 1"}},
+		{"faults for without a fault", append(base, "--faults-for", "1m"), []string{"--faults-for 1m0s", "--fault"}},
+		{"faults for negative", append(base, "--fault", "login=0.1:device_error", "--faults-for", "-1s"), []string{"--faults-for -1s", "0"}},
 		{"reinsert", append(base, "--reinsert", "soon"), []string{"--reinsert", "5s/15s"}},
 		{"crash every", append(base, "--crash-every", "1ms"), []string{"--crash-every 1ms", "100ms or more"}},
 		{"restart after", append(base, "--restart-after", "-1s"), []string{"--restart-after -1s", "0"}},
@@ -109,7 +111,8 @@ func TestRunCommand(t *testing.T) {
 		"--api-token-file", tokenFile, "--agents", "20", "--processes", "2", "--per-connection", "5",
 		"--heartbeat", "500ms", "--duration", "1s", "--stop", "2", "--presence-timeout", "3s", "--report", "json",
 		"--management", "http://guest:guest@127.0.0.1:15672", "--coordinator-pid", strconv.Itoa(os.Getpid()),
-		"--crash-every", "500ms", "--restart-after", "300ms", "--fault", "sign_rsa=0.5:token.device_removed", "--reinsert", "1s/2s")
+		"--crash-every", "500ms", "--restart-after", "300ms", "--fault", "sign_rsa=0.5:token.device_removed", "--reinsert", "1s/2s",
+		"--faults-for", "1s")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -146,9 +149,14 @@ func TestRunCommand(t *testing.T) {
 	if rep.Fleet.Crashes == 0 || rep.Fleet.Restarts == 0 {
 		t.Errorf("fleet: %d crashes, %d restarts; want some of each", rep.Fleet.Crashes, rep.Fleet.Restarts)
 	}
-	// Each worker reports the fault configured; the sum merges them.
-	if f := rep.Fleet.TokenFaults; len(f) != 1 || f[0].Op != "sign_rsa" || f[0].Code != "token.device_removed" || f[0].Rate != 0.5 {
-		t.Errorf("token faults %+v; want sign_rsa token.device_removed at 0.5", f)
+	// Each worker reports the fault configured; the sum merges them. --faults-for stopped
+	// it in both workers a second in, long before the run's offline detection (3 s) ends:
+	// its rate is 0 now.
+	if f := rep.Fleet.TokenFaults; len(f) != 1 || f[0].Op != "sign_rsa" || f[0].Code != "token.device_removed" || f[0].Rate != 0 {
+		t.Errorf("token faults %+v; want sign_rsa token.device_removed, stopped (rate 0) by --faults-for", f)
+	}
+	if !strings.Contains(stderr.String(), "injected token failures stopped") {
+		t.Errorf("the run does not say the failures stopped:\n%s", stderr.String())
 	}
 	if rep.QueueSamples == 0 || rep.RSS == 0 {
 		t.Errorf("nothing sampled: %d queue samples, RSS %.1f MB", rep.QueueSamples, rep.RSS)
