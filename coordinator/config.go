@@ -52,6 +52,8 @@ type Config struct {
 	Audit AuditConfig `yaml:"audit"`
 	// APITokens bounds the life of the API tokens the coordinator issues.
 	APITokens APITokensConfig `yaml:"api_tokens"`
+	// Rollouts tunes the rollout engine.
+	Rollouts RolloutsConfig `yaml:"rollouts"`
 
 	// src says where each setting came from, for errors; nil for a Config built in code.
 	src *configSource
@@ -80,6 +82,18 @@ type APITokensConfig struct {
 	MaxTTL Duration `yaml:"max_ttl"`
 }
 
+// RolloutsConfig tunes the rollout engine.
+type RolloutsConfig struct {
+	// Interval is how often the engine looks at every running rollout without being told
+	// of news (a rollout approved, resumed or promoted, one of its jobs ended, on this
+	// coordinator); default 1s. Coordinators sharing a database learn of each other's news
+	// this way.
+	Interval Duration `yaml:"interval"`
+}
+
+// DefaultRolloutInterval is the rollout engine's default pass interval.
+const DefaultRolloutInterval = time.Second
+
 // LogConfig sets the log level and format.
 type LogConfig struct {
 	// Level is debug, info, warn or error (default info).
@@ -106,7 +120,8 @@ func DefaultConfig() Config {
 	return Config{Listen: DefaultListen, DataDir: DefaultDataDir, Database: DatabaseConfig{Driver: store.DriverSQLite},
 		Log: LogConfig{Level: "info", Format: "auto"}, ExpirySweepInterval: Duration(DefaultSweepInterval),
 		Broker:    BrokerConfig{URL: DefaultBrokerURL},
-		APITokens: APITokensConfig{DefaultTTL: Duration(service.DefaultAPITokenTTL), MaxTTL: Duration(service.MaxAPITokenTTL)}}
+		APITokens: APITokensConfig{DefaultTTL: Duration(service.DefaultAPITokenTTL), MaxTTL: Duration(service.MaxAPITokenTTL)},
+		Rollouts:  RolloutsConfig{Interval: Duration(DefaultRolloutInterval)}}
 }
 
 // maxConfigSize bounds the configuration file.
@@ -241,6 +256,9 @@ func (c Config) Validate() error {
 	}
 	if d := time.Duration(c.ExpirySweepInterval); d < time.Second || d > time.Hour {
 		bad("expiry_sweep_interval", "%s is outside 1s..1h", d)
+	}
+	if d := time.Duration(c.Rollouts.Interval); d < 100*time.Millisecond || d > time.Minute {
+		bad("rollouts.interval", "%s is outside 100ms..1m", d)
 	}
 	c.validateDispatch(bad)
 	c.validateManagement(bad)

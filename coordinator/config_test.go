@@ -47,6 +47,8 @@ ca:
   crl_url: http://pki.example/tokenfleet.crl
 api_tokens:
   default_ttl: 720h
+rollouts:
+  interval: 2s
 `)
 	cfg, err := coordinator.LoadConfig(p)
 	if err != nil {
@@ -60,7 +62,8 @@ api_tokens:
 		CA: coordinator.CAConfig{Dir: "/srv/tokenfleet/pki", CertFile: "/etc/tokenfleet/ca.pem", KeyFile: "/etc/tokenfleet/ca-key.pem",
 			Name: "Example CA", Organization: "Example", CRLURL: "http://pki.example/tokenfleet.crl"},
 		// The maximum not given keeps its default.
-		APITokens: coordinator.APITokensConfig{DefaultTTL: coordinator.Duration(30 * 24 * time.Hour), MaxTTL: coordinator.Duration(365 * 24 * time.Hour)}}
+		APITokens: coordinator.APITokensConfig{DefaultTTL: coordinator.Duration(30 * 24 * time.Hour), MaxTTL: coordinator.Duration(365 * 24 * time.Hour)},
+		Rollouts:  coordinator.RolloutsConfig{Interval: coordinator.Duration(2 * time.Second)}}
 	if coordinator.WithoutSource(cfg) != want {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
 	}
@@ -87,7 +90,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		name, yaml string
 		want       []string // all must appear
 	}{
-		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit, api_tokens)`}},
+		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit, api_tokens, rollouts)`}},
 		{"misspelt field", "listen: 127.0.0.1:1\ndata-dir: /srv\n", []string{`:2:1: data-dir: unknown field "data-dir"; did you mean "data_dir"?`}},
 		{"unknown nested field", "database:\n  driver: sqlite\n  user: x\n", []string{`:3:3: database.user: unknown field "user" (known fields: driver, dsn)`}},
 		{"wrong type", "listen: [1, 2]\n", []string{":1:9: listen: want text, got a list"}},

@@ -306,9 +306,9 @@ func (s *Server) Store() store.Store { return s.st }
 // Service returns the server's service.
 func (s *Server) Service() *service.Service { return s.svc }
 
-// Run serves the API and runs the expiry sweeper until ctx is done, then shuts down
-// gracefully (in-flight requests get shutdownTimeout), stops the sweeper and closes the
-// store. It returns nil after a shutdown asked for by ctx, or the error that stopped it.
+// Run serves the API and runs the expiry sweeper and the rollout engine until ctx is done,
+// then shuts down gracefully (in-flight requests get shutdownTimeout), stops them and
+// closes the store. It returns nil after a shutdown asked for by ctx, or the error that stopped it.
 // Run may be called once.
 func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
@@ -333,6 +333,18 @@ func (s *Server) Run(ctx context.Context) error {
 	defer func() {
 		stopSweep()
 		<-sweepDone
+	}()
+	// The rollout engine stops with the sweeper, before the dispatcher (deferred calls run
+	// last first): the jobs it created in its last pass are still sent.
+	rolloutCtx, stopRollouts := context.WithCancel(ctx)
+	rolloutsDone := make(chan struct{})
+	go func() {
+		defer close(rolloutsDone)
+		s.svc.RunRollouts(rolloutCtx, time.Duration(s.cfg.Rollouts.Interval))
+	}()
+	defer func() {
+		stopRollouts()
+		<-rolloutsDone
 	}()
 
 	// Checkpoints stop before the store closes (deferred calls run last first).

@@ -159,6 +159,7 @@ func needsRestart(a, b Config) []string {
 	diff("ca", ca, cb)
 	diff("audit", a.Audit, b.Audit)
 	diff("api_tokens", a.APITokens, b.APITokens)
+	diff("rollouts", a.Rollouts, b.Rollouts)
 	return out
 }
 

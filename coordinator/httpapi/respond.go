@@ -31,7 +31,7 @@ func statusOf(c service.Code) int {
 	case service.CodePINsUnknown, service.CodeNotHoldersToken, service.CodeIdempotencyKeyReused:
 		return http.StatusUnprocessableEntity
 	case service.CodeConflict, service.CodeIllegalTransition, service.CodeAlreadyDecided, service.CodeApprovalExpired,
-		service.CodeBindingMismatch, service.CodeNotPending, service.CodeNotCancellable:
+		service.CodeBindingMismatch, service.CodeNotPending, service.CodeNotCancellable, service.CodeApprovalRequired:
 		return http.StatusConflict
 	case service.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge

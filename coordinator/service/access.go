@@ -21,6 +21,7 @@ const (
 	resCertificates resource = "certificates"
 	resAudit        resource = "the audit log"
 	resRoles        resource = "custom roles"
+	resRollouts     resource = "rollouts"
 )
 
 // grant is one role an actor holds: what it permits, and where.
@@ -196,7 +197,7 @@ func readScope(a access, r resource) (scope, error) {
 	for _, g := range a.grants {
 		if g.builtin {
 			switch {
-			case slices.Contains([]jobs.Role{jobs.RoleAdmin, jobs.RoleHelpdesk, jobs.RoleAuditor}, g.role):
+			case slices.Contains([]jobs.Role{jobs.RoleAdmin, jobs.RoleHelpdesk, jobs.RoleAuditor, jobs.RoleRolloutOwner}, g.role):
 				return scope{all: true}, nil
 			case g.role == jobs.RoleCAOperator && r != resFleet:
 				return scope{all: true}, nil

@@ -14,6 +14,7 @@
 //	admin             all    all       all       all       all            all           all
 //	auditor           all    all       all       all       all            all           all
 //	helpdesk          all    all       all       all       all            all           -
+//	rollout_owner     all    all       all       all       all            all           -
 //	ca_operator       all    all       all       all       -              all           -
 //	approver          own    own org   all       own org   -              -             -
 //	no role           -      self      -         -         -              -             -

@@ -46,7 +46,10 @@ const (
 	// CodeUnavailable: something the operation needs (the broker's management API, a
 	// setting) is not there now; the same request may succeed later.
 	CodeUnavailable Code = "unavailable"
-	CodeInternal    Code = "internal"
+	// CodeApprovalRequired: the operation needs approvals first (a rollout its brake
+	// paused resumes only when approved again).
+	CodeApprovalRequired Code = "approval_required"
+	CodeInternal         Code = "internal"
 )
 
 // Error is what every operation of the service returns on failure: a stable code, a

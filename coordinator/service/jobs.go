@@ -129,6 +129,121 @@ func holderOf(u store.User, orgName string) profile.Holder {
 	return profile.Holder{ID: u.Username, Name: u.DisplayName, Email: u.Email, UPN: u.UPN, Organization: orgName, Attributes: u.Attributes}
 }
 
+// jobCore is a job to create, its holder and profile looked up: what CreateJob and the
+// rollout engine both create jobs from.
+type jobCore struct {
+	Kind        jobs.Kind
+	Holder      store.User
+	Profile     store.Profile // the current version
+	Parsed      profile.Profile
+	AgentID     string
+	TokenSerial string
+	Deadline    time.Time // zero: the profile's request expiry from now, or DefaultJobDeadline
+	RequesterID string
+	// IdempotencyKey and RequestHash: CreateJob's key, "" for none.
+	IdempotencyKey, RequestHash string
+	// Rollout is the rollout creating the job ("" for none): the job passes its request
+	// gate by the rollout's approval, bound to RolloutBinding.
+	Rollout        store.Rollout
+	RolloutBinding string
+}
+
+// jobReady checks that the job could be sent to its agent: an enabled holder, an enrolled
+// agent (not removed or disabled when a rollout targets it), a token it may work on, and a
+// profile that renders for the holder. It returns the rendered subject (canonical form).
+func (t *txn) jobReady(ctx context.Context, c jobCore) (string, error) {
+	if c.Holder.Disabled {
+		return "", badRequest("holder", "user %q is disabled", c.Holder.Username)
+	}
+	a, err := t.GetAgent(ctx, c.AgentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", badRequest("agent", "agent %q is not enrolled; a job waits for an offline agent, not for one the coordinator has never seen", c.AgentID)
+	} else if err != nil {
+		return "", err
+	}
+	if c.Rollout.ID != "" && (a.State == store.AgentRemoved || a.State == store.AgentDisabled) {
+		return "", badRequest("agent", "agent %s is %s", a.ID, a.State)
+	}
+	if err := t.tokenReady(ctx, JobRequest{Kind: c.Kind, TokenSerial: c.TokenSerial}, c.Parsed, c.Holder); err != nil {
+		return "", err
+	}
+	orgName := ""
+	if c.Holder.OrganizationID != "" {
+		o, err := t.GetOrganization(ctx, c.Holder.OrganizationID)
+		if err != nil {
+			return "", err
+		}
+		orgName = o.Name
+	}
+	id, err := c.Parsed.Render(holderOf(c.Holder, orgName))
+	if err != nil {
+		e := AsError(err)
+		return "", &Error{Code: e.Code, Field: "holder", Msg: e.Msg, Err: err}
+	}
+	return id.Canonical(), nil
+}
+
+// createJob stores a job jobReady passed (subject is its rendered subject), audits it,
+// supersedes the open jobs it replaces and, when its request gate is already passed (a
+// profile without approvals, or a rollout's job), approves it.
+func (t *txn) createJob(ctx context.Context, c jobCore, subject string) (store.Job, error) {
+	j, err := t.insertJob(ctx, c, subject)
+	if err != nil {
+		return store.Job{}, err
+	}
+	policy := c.Parsed.Approval.Policy()
+	outcome, err := jobs.Evaluate(policy, j.Rules(j.OrganizationID, nil), t.now)
+	if err != nil {
+		return store.Job{}, err
+	}
+	if outcome.Status != jobs.StatusApproved {
+		return j, nil
+	}
+	ch := store.JobChange{Actor: c.RequesterID, Reason: fmt.Sprintf("profile %s needs no approval", c.Profile.Name)}
+	if c.Rollout.ID != "" {
+		ch = rolloutApproval(c.Rollout)
+	}
+	return t.transition(ctx, j, jobs.StateApproved, ch, "")
+}
+
+// insertJob stores the job in pending_approval with its audit entry, and supersedes the
+// open jobs it replaces.
+func (t *txn) insertJob(ctx context.Context, c jobCore, subject string) (store.Job, error) {
+	deadline := c.Deadline
+	if deadline.IsZero() {
+		life := c.Parsed.Approval.Policy().ExpiresAfter
+		if life <= 0 {
+			life = DefaultJobDeadline
+		}
+		deadline = t.now.Add(life)
+	}
+	sp := c.Profile
+	binding := jobs.BindingHash(jobs.Binding{Kind: c.Kind, HolderID: c.Holder.ID, ProfileName: sp.Name, ProfileHash: sp.ContentHash,
+		Subject: subject, TargetAgentID: c.AgentID, TokenSerial: c.TokenSerial})
+	j, err := t.CreateJob(ctx, store.Job{Kind: c.Kind, State: jobs.StatePendingApproval, HolderID: c.Holder.ID,
+		ProfileName: sp.Name, ProfileHash: sp.ContentHash, AgentID: c.AgentID, TokenSerial: c.TokenSerial,
+		RequesterID: c.RequesterID, OrganizationID: c.Holder.OrganizationID, BindingHash: binding,
+		Deadline: deadline, Created: t.now, IdempotencyKey: c.IdempotencyKey, RequestHash: c.RequestHash, RolloutID: c.Rollout.ID})
+	if err != nil {
+		return store.Job{}, err
+	}
+	actor := c.RequesterID
+	kv := []any{"kind", string(j.Kind), "holder", c.Holder.Username, "profile", sp.Name, "profile_hash", sp.ContentHash,
+		"agent", j.AgentID, "token_serial", j.TokenSerial, "binding_hash", binding, "deadline", deadline.Format(time.RFC3339)}
+	if c.Rollout.ID != "" {
+		actor = rolloutActor(c.Rollout.ID)
+		kv = append(kv, "rollout", c.Rollout.ID, "rollout_binding", c.RolloutBinding)
+	}
+	if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionJobCreated, JobID: j.ID, Target: "user:" + c.Holder.ID,
+		Details: audit.Details(kv...)}); err != nil {
+		return store.Job{}, err
+	}
+	if err := t.supersede(ctx, actor, j); err != nil {
+		return store.Job{}, err
+	}
+	return j, nil
+}
+
 // CreateJob queues a job (helpdesk or admin). The job starts in pending_approval and
 // moves to approved in the same transaction when its profile needs no approval. An open
 // job for the same holder, profile and target is superseded by it.
@@ -201,71 +316,19 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		if err != nil {
 			return internal(err)
 		}
-		if _, err := t.GetAgent(ctx, r.Agent); errors.Is(err, store.ErrNotFound) {
-			return badRequest("agent", "agent %q is not enrolled; a job waits for an offline agent, not for one the coordinator has never seen", r.Agent)
-		} else if err != nil {
-			return err
-		}
-		if err := t.tokenReady(ctx, r, p, holder); err != nil {
-			return err
-		}
-		orgName := ""
-		if holder.OrganizationID != "" {
-			o, err := t.GetOrganization(ctx, holder.OrganizationID)
-			if err != nil {
-				return err
-			}
-			orgName = o.Name
-		}
-		id, err := p.Render(holderOf(holder, orgName))
+		c := jobCore{Kind: r.Kind, Holder: holder, Profile: sp, Parsed: p, AgentID: r.Agent, TokenSerial: r.TokenSerial,
+			Deadline: r.Deadline, RequesterID: actor.ID, IdempotencyKey: key, RequestHash: hash}
+		subject, err := t.jobReady(ctx, c)
 		if err != nil {
-			e := AsError(err)
-			return &Error{Code: e.Code, Field: "holder", Msg: e.Msg, Err: err}
+			return err
 		}
-		policy := p.Approval.Policy()
-		deadline := r.Deadline
-		if deadline.IsZero() {
-			life := policy.ExpiresAfter
-			if life <= 0 {
-				life = DefaultJobDeadline
-			}
-			deadline = t.now.Add(life)
-		}
-		binding := jobs.BindingHash(jobs.Binding{Kind: r.Kind, HolderID: holder.ID, ProfileName: sp.Name, ProfileHash: sp.ContentHash,
-			Subject: id.Canonical(), TargetAgentID: r.Agent, TokenSerial: r.TokenSerial})
-		j, err := t.CreateJob(ctx, store.Job{Kind: r.Kind, State: jobs.StatePendingApproval, HolderID: holder.ID,
-			ProfileName: sp.Name, ProfileHash: sp.ContentHash, AgentID: r.Agent, TokenSerial: r.TokenSerial,
-			RequesterID: actor.ID, OrganizationID: holder.OrganizationID, BindingHash: binding,
-			Deadline: deadline, Created: t.now, IdempotencyKey: key, RequestHash: hash})
+		out, err = t.createJob(ctx, c, subject)
 		if key != "" && errors.Is(err, store.ErrConflict) {
 			// A concurrent request with the same key took it first (the unique index):
 			// run again, and the look above finds its job.
 			return retryable{err}
 		}
-		if err != nil {
-			return err
-		}
-		if err := t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionJobCreated, JobID: j.ID, Target: "user:" + holder.ID,
-			Details: audit.Details("kind", string(j.Kind), "holder", holder.Username, "profile", sp.Name, "profile_hash", sp.ContentHash,
-				"agent", j.AgentID, "token_serial", j.TokenSerial, "binding_hash", binding,
-				"deadline", deadline.Format(time.RFC3339))}); err != nil {
-			return err
-		}
-		if err := t.supersede(ctx, actor, j); err != nil {
-			return err
-		}
-		out = j
-		// A profile without approvals passes its request gate at once.
-		outcome, err := jobs.Evaluate(policy, j.Rules(j.OrganizationID, nil), t.now)
-		if err != nil {
-			return err
-		}
-		if outcome.Status == jobs.StatusApproved {
-			out, err = t.transition(ctx, j, jobs.StateApproved, store.JobChange{Actor: actor.ID,
-				Reason: fmt.Sprintf("profile %s needs no approval", sp.Name)}, "")
-			return err
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return Job{}, err
@@ -351,7 +414,7 @@ func (t *txn) tokenReady(ctx context.Context, r JobRequest, p profile.Profile, h
 }
 
 // supersede ends every open job the new one replaces: same holder, profile and target.
-func (t *txn) supersede(ctx context.Context, actor store.User, nj store.Job) error {
+func (t *txn) supersede(ctx context.Context, actor string, nj store.Job) error {
 	f := store.JobFilter{States: []jobs.State{jobs.StatePendingApproval, jobs.StateApproved, jobs.StateDispatched},
 		HolderID: nj.HolderID, ProfileName: nj.ProfileName, AgentID: nj.AgentID}
 	var old []store.Job
@@ -371,7 +434,7 @@ func (t *txn) supersede(ctx context.Context, actor store.User, nj store.Job) err
 		if !jobs.Supersedes(nj.Rules("", nil), o.Rules("", nil)) {
 			continue
 		}
-		if _, err := t.transition(ctx, o, jobs.StateSuperseded, store.JobChange{Actor: actor.ID,
+		if _, err := t.transition(ctx, o, jobs.StateSuperseded, store.JobChange{Actor: actor,
 			Reason: "superseded by job " + nj.ID, SupersededBy: nj.ID}, audit.ActionJobSuperseded); err != nil {
 			return err
 		}

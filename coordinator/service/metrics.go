@@ -20,6 +20,8 @@ type Metrics struct {
 	dead        *prometheus.CounterVec
 	signing     *prometheus.HistogramVec
 	together    prometheus.Histogram
+	rolloutJobs prometheus.Counter
+	brakeTrips  prometheus.Counter
 }
 
 // NewMetrics registers the service's and the dispatcher's counters with reg.
@@ -55,8 +57,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Agent events handled in one database transaction: bursts that arrive together share one.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32},
 		}),
+		rolloutJobs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "rollout_jobs_created_total",
+			Help: "Jobs the rollout engine of this coordinator created.",
+		}),
+		brakeTrips: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "rollout_brake_trips_total",
+			Help: "Rollouts this coordinator's engine paused because their failure brake tripped.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.transitions, m.decisions, m.denials, m.refused, m.dead, m.signing, m.together} {
+	for _, c := range []prometheus.Collector{m.transitions, m.decisions, m.denials, m.refused, m.dead, m.signing, m.together,
+		m.rolloutJobs, m.brakeTrips} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -95,3 +106,9 @@ func (m *Metrics) Signed(took time.Duration, err error) {
 
 // EventsTogether records n agent events handled in one transaction.
 func (m *Metrics) EventsTogether(n int) { m.together.Observe(float64(n)) }
+
+// RolloutJobsCreated counts jobs the rollout engine created.
+func (m *Metrics) RolloutJobsCreated(n int) { m.rolloutJobs.Add(float64(n)) }
+
+// RolloutBrakeTripped counts a rollout paused by its brake.
+func (m *Metrics) RolloutBrakeTripped() { m.brakeTrips.Inc() }

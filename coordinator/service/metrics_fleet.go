@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/rollout"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
@@ -37,7 +38,7 @@ type FleetOptions struct {
 type FleetCollector struct {
 	o FleetOptions
 
-	up, jobs, outbox, outboxAge, agents, certs, crlNext, broker *prometheus.Desc
+	up, jobs, outbox, outboxAge, agents, certs, crlNext, broker, rollouts *prometheus.Desc
 }
 
 // Buckets of FleetCollector's certificate gauge, the expires_in label.
@@ -79,12 +80,14 @@ func NewFleetCollector(o FleetOptions) (*FleetCollector, error) {
 			"The nextUpdate of the CRL the coordinator serves, in Unix seconds.", nil, nil),
 		broker: prometheus.NewDesc(name("broker_up"),
 			"1 while the coordinator is connected to the broker, else 0.", nil, nil),
+		rollouts: prometheus.NewDesc(name("rollouts"),
+			"Rollouts by state, as the database holds them.", []string{"state"}, nil),
 	}, nil
 }
 
 // Describe implements prometheus.Collector.
 func (c *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.jobs, c.outbox, c.outboxAge, c.agents, c.certs, c.crlNext, c.broker} {
+	for _, d := range []*prometheus.Desc{c.up, c.jobs, c.outbox, c.outboxAge, c.agents, c.certs, c.crlNext, c.broker, c.rollouts} {
 		ch <- d
 	}
 }
@@ -145,6 +148,34 @@ func (c *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.certs, float64(e.Under30Days), ExpiresUnder30Days)
 	gauge(c.certs, float64(e.Under90Days), ExpiresUnder90Days)
 	gauge(c.certs, float64(e.Later), ExpiresLater)
+	byState, err := c.rolloutCounts(ctx)
+	if err != nil {
+		c.o.Logger.Warn().Err(err).Msg("metrics: counting rollouts")
+		return
+	}
+	for _, s := range rollout.States() {
+		gauge(c.rollouts, float64(byState[s]), string(s))
+	}
+}
+
+// rolloutCounts counts rollouts by state. Rollouts are few (each is a whole campaign):
+// reading their rows is cheaper than another aggregate query to maintain.
+func (c *FleetCollector) rolloutCounts(ctx context.Context) (map[rollout.State]int, error) {
+	out := map[rollout.State]int{}
+	p := store.Page{Limit: store.MaxPageLimit}
+	for {
+		ros, next, err := c.o.Store.ListRollouts(ctx, store.RolloutFilter{}, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range ros {
+			out[rollout.State(r.State)]++
+		}
+		if next == "" {
+			return out, nil
+		}
+		p.Cursor = next
+	}
 }
 
 func (c *FleetCollector) crlNextUpdate(ctx context.Context) (time.Time, error) {

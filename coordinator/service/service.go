@@ -96,6 +96,8 @@ type Service struct {
 	anon     *ratelimit.Limiter // one access.denied entry per source and reason and anonDenialWindow
 
 	tokenTTL, tokenMaxTTL time.Duration
+
+	rollouts *rolloutEngine
 }
 
 // New returns a Service over o.Store.
@@ -108,6 +110,7 @@ func New(o Options) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.rollouts = newRolloutEngine()
 	s.tokenTTL, s.tokenMaxTTL = o.APITokenTTL, o.APITokenMaxTTL
 	if s.tokenTTL <= 0 {
 		s.tokenTTL = DefaultAPITokenTTL
@@ -233,6 +236,12 @@ func (t *txn) transition(ctx context.Context, j store.Job, to jobs.State, c stor
 // checked against its kind's table, then all move, with their timeline events and audit
 // entries, in a few statements for the whole set; the dispatcher is told of each.
 func (t *txn) transitionAll(ctx context.Context, js []store.Job, to jobs.State, c store.JobChange, action string) ([]store.Job, error) {
+	return t.moveAll(ctx, js, to, c, action, true)
+}
+
+// moveAll is transitionAll; tell false keeps the dispatcher out of it, for a rollout's job
+// that fails at once because its target is gone: nothing is to be sent for it.
+func (t *txn) moveAll(ctx context.Context, js []store.Job, to jobs.State, c store.JobChange, action string, tell bool) ([]store.Job, error) {
 	if len(js) == 0 {
 		return nil, nil
 	}
@@ -267,10 +276,17 @@ func (t *txn) transitionAll(ctx context.Context, js []store.Job, to jobs.State, 
 	if err := t.auditAll(ctx, entries); err != nil {
 		return nil, err
 	}
+	nudged := false
 	for i := range njs {
 		from, nj := js[i].State, njs[i]
 		t.events = append(t.events, func(o Observer) { o.JobTransition(from, to) })
+		if nj.RolloutID != "" && jobs.Terminal(to) && !nudged {
+			// The rollout's engine looks at once: a wave may have finished, or the brake tripped.
+			nudged = true
+			t.events = append(t.events, func(Observer) { t.s.nudgeRollouts() })
+		}
 		switch {
+		case !tell:
 		case to == jobs.StateApproved:
 			if err = t.s.disp.JobApproved(ctx, &JobTx{Tx: t.Tx, t: t}, nj); err == nil {
 				// The dispatcher may have failed the job it could not dispatch.
