@@ -98,6 +98,10 @@ func Next(r Run) Step {
 
 // createIn decides how many jobs to create in the unfinished wave w.
 func createIn(r Run, w, pending, open int) Step {
+	if pending == 0 {
+		// Windows only hold back new jobs; the running ones end when they end.
+		return Step{Waiting: fmt.Sprintf("waiting for %d open %s of %s to end", open, plural(open, "job", "jobs"), WaveName(w))}
+	}
 	inside, opens, cw := inWindows(r.Plan.Windows, r.Now)
 	if !inside {
 		s := Step{Waiting: "outside the maintenance windows"}
@@ -106,9 +110,6 @@ func createIn(r Run, w, pending, open int) Step {
 			s.Waiting += " until " + cw.describeOpening(opens, r.Now)
 		}
 		return s
-	}
-	if pending == 0 {
-		return Step{Waiting: fmt.Sprintf("waiting for %d open %s of %s to end", open, plural(open, "job", "jobs"), WaveName(w))}
 	}
 	create := pending
 	if m := r.Plan.MaxConcurrent; m > 0 {

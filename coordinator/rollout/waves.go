@@ -119,6 +119,9 @@ func LastWave(p Plan, rest int) int {
 	if p.Exponential != nil && len(p.Waves) == 0 {
 		return max(len(waveSizes(p, rest)), 1)
 	}
+	if n := len(p.Waves); n > 0 && p.Waves[n-1] < 100 {
+		return n + 1 // AssignWaves appends the 100 that Normalize would have
+	}
 	return max(len(p.Waves), 1)
 }
 

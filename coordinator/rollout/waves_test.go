@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -132,4 +133,56 @@ func countWave(ts []Target, w int) int {
 		}
 	}
 	return n
+}
+
+// Whatever the plan and the list: every target has a wave, the sizes add up, the canary
+// holds at least one target, and the targets after the canary keep their order.
+func TestAssignWavesProperties(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	models := []string{"a", "b", "c", "d"}
+	for range 2000 {
+		n := rng.IntN(300)
+		ts := make([]Target, n)
+		for i := range ts {
+			ts[i] = Target{Seq: i + 1, TokenModel: models[rng.IntN(len(models))]}
+		}
+		var p Plan
+		switch rng.IntN(3) {
+		case 0:
+			p.Canary.Count = rng.IntN(20)
+		case 1:
+			p.Canary.Percent = float64(rng.IntN(1000)+1) / 10
+		}
+		p.Canary.PerModel = rng.IntN(2) == 0
+		if rng.IntN(2) == 0 {
+			p.Exponential = &Exponential{Start: rng.IntN(10) + 1, Factor: 1 + float64(rng.IntN(30)+1)/10}
+		} else {
+			prev := 0.0
+			for prev < 100 && rng.IntN(4) > 0 {
+				prev = min(prev+float64(rng.IntN(40)+1), 100)
+				p.Waves = append(p.Waves, prev)
+			}
+		}
+		sizes := AssignWaves(p, ts)
+		sum := 0
+		for _, s := range sizes {
+			sum += s
+		}
+		if sum != n || (n > 0 && sizes[0] < 1) {
+			t.Fatalf("plan %+v, %d targets: sizes %v", p, n, sizes)
+		}
+		last := 1
+		for _, x := range ts {
+			if x.Wave < 0 || x.Wave >= len(sizes) || (x.Wave > 0 && x.Wave < last) {
+				t.Fatalf("plan %+v, %d targets: target %d in wave %d (sizes %v)", p, n, x.Seq, x.Wave, sizes)
+			}
+			if x.Wave > 0 {
+				last = x.Wave
+			}
+		}
+		if rest := n - sizes[0]; rest > 0 && LastWave(p, rest) != len(sizes)-1 {
+			t.Fatalf("plan %+v, %d targets: last wave %d, sizes %v", p, n, LastWave(p, rest), sizes)
+		}
+	}
 }

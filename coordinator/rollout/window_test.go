@@ -1,6 +1,8 @@
 package rollout
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -106,6 +108,41 @@ func TestParseWindow(t *testing.T) {
 	} {
 		if _, err := ParseWindow(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want an error saying %q", in, err, want)
+		}
+	}
+}
+
+// At any time, in zones with and without DST: outside, the next opening is later and is
+// inside; the minute before it is outside.
+func TestInWindowProperties(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	zones := []string{"", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for range 3000 {
+		w := Window{Start: fmt.Sprintf("%02d:%02d", rng.IntN(24), rng.IntN(4)*15), End: fmt.Sprintf("%02d:%02d", rng.IntN(24), rng.IntN(4)*15),
+			TimeZone: zones[rng.IntN(len(zones))]}
+		for d := range 7 {
+			if rng.IntN(3) == 0 {
+				w.Days = append(w.Days, dayNames[d])
+			}
+		}
+		if w.Start == w.End {
+			continue
+		}
+		now := start.Add(time.Duration(rng.Int64N(int64(366 * 24 * time.Hour))))
+		inside, opens := InWindow([]Window{w}, now)
+		if inside {
+			continue
+		}
+		if !opens.After(now) || opens.Sub(now) > 8*24*time.Hour {
+			t.Fatalf("%+v at %s: opens %s", w, now, opens)
+		}
+		if in, _ := InWindow([]Window{w}, opens); !in {
+			t.Fatalf("%+v: not inside when it opens at %s", w, opens)
+		}
+		if in, _ := InWindow([]Window{w}, opens.Add(-time.Minute)); in && opens.Add(-time.Minute).After(now) {
+			t.Fatalf("%+v: inside a minute before it opens at %s", w, opens)
 		}
 	}
 }
