@@ -79,7 +79,7 @@ func (x *q) CreateRollout(ctx context.Context, r Rollout, targets []RolloutTarge
 			ts[i].Seq = i + 1
 		}
 	}
-	if err := checkTargetSeqs(what, ts); err != nil {
+	if err := checkTargetsUnique(what, ts); err != nil {
 		return Rollout{}, err
 	}
 	if r.Standing && !slices.Contains(finalRolloutStates, r.State) {
@@ -113,11 +113,17 @@ func (x *q) CreateRollout(ctx context.Context, r Rollout, targets []RolloutTarge
 	return out, nil
 }
 
+// targetKey is what makes a target unique in its rollout.
+type targetKey [3]string
+
+func (t RolloutTarget) key() targetKey {
+	return targetKey{t.AgentID, t.TokenSerial, t.CertificateSerial}
+}
+
 // rolloutTargets checks targets and returns them in the form they are stored: serials
 // normalised, added at added when they do not say.
 func rolloutTargets(what string, targets []RolloutTarget, added time.Time) ([]RolloutTarget, error) {
 	ts := slices.Clone(targets)
-	keys := make(map[[3]string]int, len(ts))
 	for i := range ts {
 		t := &ts[i]
 		if t.AgentID == "" {
@@ -134,12 +140,6 @@ func rolloutTargets(what string, targets []RolloutTarget, added time.Time) ([]Ro
 			}
 			t.CertificateSerial = s
 		}
-		k := [3]string{t.AgentID, t.TokenSerial, t.CertificateSerial}
-		if j, dup := keys[k]; dup {
-			return nil, fmt.Errorf("store: %s: targets %d and %d are the same (agent %s, token %q, certificate %q): %w",
-				what, j+1, i+1, t.AgentID, t.TokenSerial, t.CertificateSerial, ErrInvalid)
-		}
-		keys[k] = i
 		if t.Added.IsZero() {
 			t.Added = added
 		}
@@ -148,14 +148,21 @@ func rolloutTargets(what string, targets []RolloutTarget, added time.Time) ([]Ro
 	return ts, nil
 }
 
-// checkTargetSeqs refuses a repeated seq before the primary key does, naming it.
-func checkTargetSeqs(what string, ts []RolloutTarget) error {
-	seen := make(map[int]bool, len(ts))
-	for _, t := range ts {
-		if seen[t.Seq] {
+// checkTargetsUnique refuses a repeated seq or target before the unique keys do, naming
+// them.
+func checkTargetsUnique(what string, ts []RolloutTarget) error {
+	seqs := make(map[int]bool, len(ts))
+	keys := make(map[targetKey]int, len(ts))
+	for i, t := range ts {
+		if seqs[t.Seq] {
 			return fmt.Errorf("store: %s: seq %d is given to two targets: %w", what, t.Seq, ErrInvalid)
 		}
-		seen[t.Seq] = true
+		seqs[t.Seq] = true
+		if j, dup := keys[t.key()]; dup {
+			return fmt.Errorf("store: %s: targets %d and %d are the same (agent %s, token %q, certificate %q): %w",
+				what, ts[j].Seq, t.Seq, t.AgentID, t.TokenSerial, t.CertificateSerial, ErrInvalid)
+		}
+		keys[t.key()] = i
 	}
 	return nil
 }
@@ -348,9 +355,10 @@ func (x *q) AddRolloutTargets(ctx context.Context, rolloutID string, ts []Rollou
 	}
 	added := make([]RolloutTarget, 0, len(ts))
 	for _, t := range ts {
-		if have[[3]string{t.AgentID, t.TokenSerial, t.CertificateSerial}] {
+		if have[t.key()] {
 			continue
 		}
+		have[t.key()] = true // the same target twice in ts: once
 		last++
 		t.Seq = last
 		added = append(added, t)
@@ -370,22 +378,22 @@ func (x *q) AddRolloutTargets(ctx context.Context, rolloutID string, ts []Rollou
 
 // targetKeys returns the keys (agent, token, certificate) the rollout already has among
 // the agents of ts.
-func (x *q) targetKeys(ctx context.Context, what, rolloutID string, ts []RolloutTarget) (map[[3]string]bool, error) {
+func (x *q) targetKeys(ctx context.Context, what, rolloutID string, ts []RolloutTarget) (map[targetKey]bool, error) {
 	agents := make([]string, 0, len(ts))
 	for _, t := range ts {
 		agents = append(agents, t.AgentID)
 	}
 	slices.Sort(agents)
 	agents = slices.Compact(agents)
-	have := map[[3]string]bool{}
+	have := map[targetKey]bool{}
 	for chunk := range slices.Chunk(agents, batchRows) {
 		rows, err := x.query(ctx, "SELECT agent_id, token_serial, certificate_serial FROM rollout_targets WHERE rollout_id = ? AND agent_id IN ("+
 			placeholders(len(chunk))+")", append([]any{rolloutID}, toAny(chunk)...)...)
 		if err != nil {
 			return nil, x.d.wrap(what, err)
 		}
-		keys, err := collect(rows, x.d, what, func(r scanner) ([3]string, error) {
-			var k [3]string
+		keys, err := collect(rows, x.d, what, func(r scanner) (targetKey, error) {
+			var k targetKey
 			err := r.Scan(&k[0], &k[1], &k[2])
 			return k, err
 		})

@@ -13,7 +13,7 @@ import (
 type Rollout struct {
 	ID          string // random and URL-safe; generated when empty
 	Name        string
-	State       string // rollout.State
+	State       string          // rollout.State
 	Spec        json.RawMessage // kept byte for byte: what the approvers approved
 	Standing    bool
 	ProfileName string // the template's profile; one open standing rollout per profile

@@ -144,22 +144,25 @@ func testTokens(t *testing.T, h *harness) {
 	flags := []byte(`{"initialised": true, "user_pin_locked": false, "label": "x"}`)
 	tok := do(t, h, func(tx store.Tx) (store.Token, error) {
 		return tx.UpsertToken(h.ctx, store.Token{Serial: "0123456789abcdef", AgentID: f.agent.ID, Label: "alice",
-			Manufacturer: "SoftHSM project", Model: "SoftHSM v2", Flags: flags, LastSeen: base})
+			Manufacturer: "SoftHSM project", Model: "SoftHSM v2", Firmware: "2.6", Flags: flags, LastSeen: base})
 	})
 	if tok.Serial != "0123456789abcdef" || tok.AgentID != f.agent.ID || tok.Label != "alice" ||
-		tok.Manufacturer != "SoftHSM project" || tok.Model != "SoftHSM v2" || !tok.LastSeen.Equal(stored(base)) {
+		tok.Manufacturer != "SoftHSM project" || tok.Model != "SoftHSM v2" || tok.Firmware != "2.6" || !tok.LastSeen.Equal(stored(base)) {
 		t.Fatalf("recorded %+v", tok)
 	}
 	jsonEqual(t, "flags", tok.Flags, flags)
 	got := must(h.s.GetToken(h.ctx, tok.Serial))(t)
 	jsonEqual(t, "flags read back", got.Flags, flags)
+	if got.Firmware != "2.6" {
+		t.Fatalf("firmware read back: %q", got.Firmware)
+	}
 
 	// Moved to another workstation: the same serial, updated in place.
 	moved := do(t, h, func(tx store.Tx) (store.Token, error) {
 		return tx.UpsertToken(h.ctx, store.Token{Serial: "0123456789abcdef", AgentID: other.ID, Label: "alice",
-			Manufacturer: "SoftHSM project", Model: "SoftHSM v2", LastSeen: base.Add(time.Hour)})
+			Manufacturer: "SoftHSM project", Model: "SoftHSM v2", Firmware: "2.7", LastSeen: base.Add(time.Hour)})
 	})
-	if moved.AgentID != other.ID || !moved.LastSeen.Equal(stored(base.Add(time.Hour))) {
+	if moved.AgentID != other.ID || moved.Firmware != "2.7" || !moved.LastSeen.Equal(stored(base.Add(time.Hour))) {
 		t.Fatalf("after move: %+v", moved)
 	}
 	jsonEqual(t, "flags default", moved.Flags, []byte(`{}`))
@@ -184,6 +187,9 @@ func testTokens(t *testing.T, h *harness) {
 	})
 	if len(all) != 6 {
 		t.Fatalf("%d tokens in all, want 6", len(all))
+	}
+	if all[0].Serial != moved.Serial || all[0].Firmware != "2.7" {
+		t.Fatalf("listed first %+v, want %s with firmware 2.7", all[0], moved.Serial)
 	}
 
 	// The agent no longer reports s01 and s03: released, no longer its own, still known.
