@@ -230,6 +230,8 @@ func TestHelloValidate(t *testing.T) {
 		{"token serial missing", func(h *Hello) { tok(h).Serial = "" }, CodeBadRequest, "tokens[0].serial: required"},
 		{"token manufacturer too long", func(h *Hello) { tok(h).Manufacturer = strings.Repeat("m", 33) }, CodeTooLarge, "tokens[0].manufacturer: 33 bytes, limit 32"},
 		{"token model too long", func(h *Hello) { tok(h).Model = strings.Repeat("m", 17) }, CodeTooLarge, "tokens[0].model: 17 bytes, limit 16"},
+		{"token firmware too long", func(h *Hello) { tok(h).Firmware = strings.Repeat("9", 17) }, CodeTooLarge, "tokens[0].firmware: 17 bytes, limit 16"},
+		{"token firmware control", func(h *Hello) { tok(h).Firmware = "2.\x00" }, CodeBadRequest, "tokens[0].firmware: control character"},
 		{"token uri", func(h *Hello) { tok(h).URI = "serial=1" }, CodeBadRequest, "tokens[0].uri: does not start"},
 		{"token pin lengths", func(h *Hello) { tok(h).PINMinLength, tok(h).PINMaxLength = 8, 6 }, CodeBadRequest, "tokens[0].pin_max_length: 6 is below pin_min_length 8"},
 		{"token pin length garbage", func(h *Hello) { tok(h).PINMaxLength = 1 << 30 }, CodeBadRequest, "tokens[0].pin_max_length: 1073741824, want 0 to 255"},

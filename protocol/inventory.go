@@ -15,6 +15,8 @@ type Token struct {
 	Label        string `json:"label,omitempty"`
 	Model        string `json:"model,omitempty"`
 	Manufacturer string `json:"manufacturer,omitempty"`
+	// Firmware is CK_TOKEN_INFO's firmware version, "major.minor".
+	Firmware string `json:"firmware,omitempty"`
 	// URI is a PKCS#11 URI that selects this token.
 	URI   string     `json:"uri,omitempty"`
 	Flags TokenFlags `json:"flags"`
@@ -40,6 +42,9 @@ func (t Token) Validate() error {
 		return err
 	}
 	if err := checkText("manufacturer", t.Manufacturer, MaxTokenManufacturerLen, false); err != nil {
+		return err
+	}
+	if err := checkText("firmware", t.Firmware, MaxTokenFirmwareLen, false); err != nil {
 		return err
 	}
 	if t.URI != "" {

@@ -64,6 +64,9 @@ const (
 	MaxTokenManufacturerLen = 32
 	MaxTokenModelLen        = 16
 	MaxTokenSerialLen       = 16
+	// MaxTokenFirmwareLen bounds a firmware version: "major.minor" of two
+	// bytes is at most 7 characters, with room to spare.
+	MaxTokenFirmwareLen = 16
 
 	// MaxSealedPlaintext bounds a sealed secret; PINs are far shorter.
 	MaxSealedPlaintext = 256

@@ -54,6 +54,7 @@ func protocolToken(ti pkcs11.TokenInfo, u *inventory.USBIdentity) protocol.Token
 		Label:        truncate(ti.Label, protocol.MaxTokenLabelLen),
 		Model:        truncate(ti.Model, protocol.MaxTokenModelLen),
 		Manufacturer: truncate(ti.Manufacturer, protocol.MaxTokenManufacturerLen),
+		Firmware:     truncate(ti.FirmwareVersion, protocol.MaxTokenFirmwareLen),
 		URI:          (&uri.URI{Serial: ti.Serial}).String(),
 		Flags: protocol.TokenFlags{
 			Initialized:        ti.Initialized,

@@ -38,7 +38,7 @@ func (d *Dispatcher) recordTokens(ctx context.Context, jt *service.JobTx, del *a
 			return err
 		}
 		if _, err := jt.UpsertToken(ctx, store.Token{Serial: t.Serial, AgentID: agentID, Label: t.Label,
-			Manufacturer: t.Manufacturer, Model: t.Model, Flags: flags, LastSeen: now}); err != nil {
+			Manufacturer: t.Manufacturer, Model: t.Model, Firmware: t.Firmware, Flags: flags, LastSeen: now}); err != nil {
 			return err
 		}
 	}
