@@ -22,6 +22,7 @@ type Metrics struct {
 	together    prometheus.Histogram
 	rolloutJobs prometheus.Counter
 	brakeTrips  prometheus.Counter
+	passes      prometheus.Counter
 }
 
 // NewMetrics registers the service's and the dispatcher's counters with reg.
@@ -65,9 +66,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "rollout_brake_trips_total",
 			Help: "Rollouts this coordinator's engine paused because their failure brake tripped.",
 		}),
+		passes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tokenfleet", Subsystem: "coordinator", Name: "rollout_engine_passes_total",
+			Help: "Passes of this coordinator's rollout engine over the rollouts that may move.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.transitions, m.decisions, m.denials, m.refused, m.dead, m.signing, m.together,
-		m.rolloutJobs, m.brakeTrips} {
+		m.rolloutJobs, m.brakeTrips, m.passes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -112,3 +117,6 @@ func (m *Metrics) RolloutJobsCreated(n int) { m.rolloutJobs.Add(float64(n)) }
 
 // RolloutBrakeTripped counts a rollout paused by its brake.
 func (m *Metrics) RolloutBrakeTripped() { m.brakeTrips.Inc() }
+
+// RolloutEnginePass counts one pass of the rollout engine.
+func (m *Metrics) RolloutEnginePass() { m.passes.Inc() }

@@ -49,6 +49,7 @@ func TestMetricsPromtool(t *testing.T) {
 	m.Signed(3*time.Millisecond, nil)
 	m.RolloutJobsCreated(3)
 	m.RolloutBrakeTripped()
+	m.RolloutEnginePass()
 
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/metrics", nil))
@@ -56,7 +57,7 @@ func TestMetricsPromtool(t *testing.T) {
 	for _, want := range []string{"tokenfleet_coordinator_jobs{", "tokenfleet_coordinator_fleet_stats_up 1",
 		"tokenfleet_coordinator_broker_up 1", "tokenfleet_coordinator_certificates{", "tokenfleet_coordinator_outbox_messages 0",
 		`tokenfleet_coordinator_rollouts{state="running"} 0`, "tokenfleet_coordinator_rollout_jobs_created_total 3",
-		"tokenfleet_coordinator_rollout_brake_trips_total 1"} {
+		"tokenfleet_coordinator_rollout_brake_trips_total 1", "tokenfleet_coordinator_rollout_engine_passes_total 1"} {
 		if !strings.Contains(page.String(), want) {
 			t.Errorf("metrics lack %s", want)
 		}

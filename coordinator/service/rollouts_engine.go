@@ -21,6 +21,13 @@ type RolloutObserver interface {
 	RolloutBrakeTripped()
 }
 
+// RolloutPassObserver counts the engine's passes (Metrics implements it): a pass that
+// creates nothing leaves no other trace, and a test or an operator may want to know that
+// the engine looked.
+type RolloutPassObserver interface {
+	RolloutEnginePass()
+}
+
 // standingScanEvery is how often a standing rollout looks for certificates entering their
 // renewal window.
 const standingScanEvery = 30 * time.Second
@@ -100,6 +107,9 @@ func (s *Service) RunRollouts(ctx context.Context, interval time.Duration) {
 	for {
 		start := time.Now()
 		n, err := s.AdvanceRollouts(ctx)
+		if o, ok := s.obs.(RolloutPassObserver); ok && ctx.Err() == nil {
+			o.RolloutEnginePass()
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
