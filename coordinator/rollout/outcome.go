@@ -44,7 +44,10 @@ var (
 	tokenAbsentCodes = []string{"no_matching_token", "token.not_present", "token.not_found", "token.device_removed"}
 	timedOutCodes    = []string{"deadline_exceeded", "job_expired"}
 	refusedCodes     = []string{"csr_rejected", "key_mismatch", "weak_key", "policy_violation", "event_not_allowed",
-		"token_not_owned", "pins_unknown", "factory_pins_unknown", "unseal_failed", "agent_not_active"}
+		"token_not_owned", "pins_unknown", "factory_pins_unknown", "unseal_failed", "agent_not_active",
+		// The service fails a rollout's job at once when its target can no longer take it
+		// (agent removed, holder disabled, token another holder's).
+		"target_unavailable"}
 )
 
 // Classify maps a job's state and last error code to an outcome: succeeded; cancelled and
@@ -53,7 +56,7 @@ var (
 // token.not_found, token.device_removed), timed_out (deadline_exceeded, job_expired),
 // refused (coordinator refusals: csr_rejected, key_mismatch, weak_key, policy_violation,
 // event_not_allowed, token_not_owned, pins_unknown, factory_pins_unknown, unseal_failed,
-// agent_not_active), failed otherwise; rejected (a CA operator refused the certificate)
+// agent_not_active, and the service's target_unavailable), failed otherwise; rejected (a CA operator refused the certificate)
 // → refused; non-terminal → open; "" state → pending.
 func Classify(state jobs.State, errorCode string) Outcome {
 	switch state {

@@ -39,6 +39,7 @@ func TestClassify(t *testing.T) {
 		{jobs.StateFailed, "factory_pins_unknown", OutcomeRefused},
 		{jobs.StateFailed, "unseal_failed", OutcomeRefused},
 		{jobs.StateFailed, "agent_not_active", OutcomeRefused},
+		{jobs.StateFailed, "target_unavailable", OutcomeRefused},
 		{jobs.StateFailed, "token.device_error", OutcomeFailed},
 		{jobs.StateFailed, "token.pin_locked", OutcomeFailed},
 		{jobs.StateFailed, "", OutcomeFailed},
