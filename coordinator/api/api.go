@@ -9,7 +9,7 @@
 // omitempty here changes the wire: clients in the field depend on it.
 //
 // The package imports nothing of the coordinator but the domain types its fields use
-// (jobs' kinds, states and roles, audit's entries and checkpoints).
+// (jobs' kinds, states and roles, audit's entries and checkpoints, a rollout's spec).
 package api
 
 import (

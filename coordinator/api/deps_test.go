@@ -16,6 +16,8 @@ import (
 var allowedImports = map[string]bool{
 	"github.com/tokenfleet/tokenfleet/coordinator/audit": true,
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs":  true,
+	// A rollout's spec and its states: the rules of rollouts, with no store behind them.
+	"github.com/tokenfleet/tokenfleet/coordinator/rollout": true,
 	// The wire types the agent shares (enrolment); a leaf package.
 	"github.com/tokenfleet/tokenfleet/protocol": true,
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/rollout"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -78,7 +79,40 @@ var schemaTypes = map[string]reflect.Type{
 	// Token.Flags is raw JSON on the Go side: the flags as the coordinator re-encoded
 	// them from the agent's protocol.Token.
 	"TokenFlags": reflect.TypeFor[protocol.TokenFlags](),
+
+	"Duration":                   reflect.TypeFor[rollout.Duration](),
+	"RolloutSpec":                reflect.TypeFor[rollout.Spec](),
+	"RolloutCreate":              reflect.TypeFor[api.RolloutCreate](),
+	"RolloutTemplate":            reflect.TypeFor[rollout.Template](),
+	"RolloutSelector":            reflect.TypeFor[rollout.Selector](),
+	"RolloutAgentSelector":       reflect.TypeFor[rollout.AgentSelector](),
+	"RolloutTokenSelector":       reflect.TypeFor[rollout.TokenSelector](),
+	"RolloutCertificateSelector": reflect.TypeFor[rollout.CertificateSelector](),
+	"RolloutHolderSelector":      reflect.TypeFor[rollout.HolderSelector](),
+	"RolloutPlan":                reflect.TypeFor[rollout.Plan](),
+	"RolloutCanary":              reflect.TypeFor[rollout.Canary](),
+	"RolloutExponential":         reflect.TypeFor[rollout.Exponential](),
+	"RolloutPause":               reflect.TypeFor[rollout.Pause](),
+	"RolloutWindow":              reflect.TypeFor[rollout.Window](),
+	"RolloutBrake":               reflect.TypeFor[rollout.Brake](),
+	"RolloutDecision":            reflect.TypeFor[api.RolloutDecision](),
+	"Rollout":                    reflect.TypeFor[api.Rollout](),
+	"RolloutWave":                reflect.TypeFor[api.RolloutWave](),
+	"RolloutTally":               reflect.TypeFor[api.RolloutTally](),
+	"RolloutTrip":                reflect.TypeFor[api.RolloutTrip](),
+	"RolloutCodeCount":           reflect.TypeFor[api.RolloutCodeCount](),
+	"RolloutExample":             reflect.TypeFor[api.RolloutExample](),
+	"RolloutPreview":             reflect.TypeFor[api.RolloutPreview](),
+	"RolloutGroup":               reflect.TypeFor[api.RolloutGroup](),
+	"RolloutSkip":                reflect.TypeFor[api.RolloutSkip](),
+	"RolloutTarget":              reflect.TypeFor[api.RolloutTarget](),
+	"RolloutList":                reflect.TypeFor[api.RolloutList](),
+	"RolloutTargetList":          reflect.TypeFor[api.RolloutTargetList](),
 }
+
+// textTypes are Go types of another kind that travel as JSON strings (their own
+// MarshalJSON): described as type string.
+var textTypes = map[reflect.Type]bool{reflect.TypeFor[rollout.Duration](): true}
 
 // rawSchemas are the schemas a json.RawMessage field may refer to: JSON the coordinator
 // passes on as it holds it. Audit details are sealed in the chain byte for byte, so the
@@ -106,6 +140,23 @@ var requestTypes = map[reflect.Type]bool{
 	reflect.TypeFor[api.Revoke]():           true,
 	reflect.TypeFor[api.UserUpdate]():       true,
 	reflect.TypeFor[api.CustomRoleCreate](): true,
+	reflect.TypeFor[api.RolloutCreate]():    true,
+	reflect.TypeFor[api.RolloutDecision]():  true,
+	// A rollout's spec is what its creator wrote (the file tokenfleetctl reads); a rollout
+	// shows it with the defaults filled, but nothing of it is required beyond the request's.
+	reflect.TypeFor[rollout.Spec]():                true,
+	reflect.TypeFor[rollout.Template]():            true,
+	reflect.TypeFor[rollout.Selector]():            true,
+	reflect.TypeFor[rollout.AgentSelector]():       true,
+	reflect.TypeFor[rollout.TokenSelector]():       true,
+	reflect.TypeFor[rollout.CertificateSelector](): true,
+	reflect.TypeFor[rollout.HolderSelector]():      true,
+	reflect.TypeFor[rollout.Plan]():                true,
+	reflect.TypeFor[rollout.Canary]():              true,
+	reflect.TypeFor[rollout.Exponential]():         true,
+	reflect.TypeFor[rollout.Pause]():               true,
+	reflect.TypeFor[rollout.Window]():              true,
+	reflect.TypeFor[rollout.Brake]():               true,
 }
 
 // enumValues are the Go constants of the string types the API carries: a field of one of
@@ -117,6 +168,10 @@ var enumValues = map[reflect.Type][]string{
 	reflect.TypeFor[jobs.Step]():       strs(jobs.Steps()),
 	reflect.TypeFor[jobs.Gate]():       strs([]jobs.Gate{jobs.GateRequest, jobs.GateCAOperator}),
 	reflect.TypeFor[jobs.Verdict]():    strs([]jobs.Verdict{jobs.VerdictApprove, jobs.VerdictReject}),
+	reflect.TypeFor[rollout.State]():   strs(rollout.States()),
+	reflect.TypeFor[rollout.PauseKind](): strs([]rollout.PauseKind{rollout.PauseOperator, rollout.PauseBrake,
+		rollout.PausePromote, rollout.PauseProfileChanged}),
+	reflect.TypeFor[rollout.Outcome](): strs(rollout.Outcomes()),
 }
 
 // enumSchemas are the schemas that are only an enum, and the Go type whose constants they
@@ -126,6 +181,10 @@ var enumSchemas = map[string]reflect.Type{
 	"JobKind":    reflect.TypeFor[jobs.Kind](),
 	"JobState":   reflect.TypeFor[jobs.State](),
 	"JobStep":    reflect.TypeFor[jobs.Step](),
+
+	"RolloutState":     reflect.TypeFor[rollout.State](),
+	"RolloutPauseKind": reflect.TypeFor[rollout.PauseKind](),
+	"RolloutOutcome":   reflect.TypeFor[rollout.Outcome](),
 }
 
 func strs[S ~string](vs []S) []string {
@@ -270,12 +329,14 @@ func (s spec) compare(t *testing.T, where string, node any, typ reflect.Type) {
 		// A pointer says "left out or given" in a request; the value is described.
 		s.compare(t, where, node, typ.Elem())
 		return
-	case typ.Kind() == reflect.String:
+	case typ.Kind() == reflect.String || textTypes[typ]:
 		want = "string"
 	case typ.Kind() == reflect.Bool:
 		want = "boolean"
 	case typ.Kind() >= reflect.Int && typ.Kind() <= reflect.Uint64:
 		want = "integer"
+	case typ.Kind() == reflect.Float32 || typ.Kind() == reflect.Float64:
+		want = "number"
 	case typ.Kind() == reflect.Map:
 		want = "object"
 	case typ.Kind() == reflect.Slice:
