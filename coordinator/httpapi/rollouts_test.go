@@ -103,7 +103,9 @@ func TestRollouts(t *testing.T) {
 	}
 	wantErr(t, e.as(t, "ro", "GET", path+"/targets?wave=-1", nil), 400, "bad_request", "wave")
 
-	// A second rollout, and the list: by page, by state, standing or not.
+	// A second rollout, and the list: by page, by state, standing or not. Newest first:
+	// the service's clock moves on in between.
+	e.clock.advance(time.Second)
 	second := ok[api.Rollout](t, e.as(t, "ro", "POST", "/api/v1/rollouts", rolloutSpec("certs acme again")), 201)
 	first := ok[list[api.Rollout]](t, e.as(t, "ro", "GET", "/api/v1/rollouts?limit=1", nil), 200)
 	if len(first.Items) != 1 || first.Items[0].ID != second.ID || first.NextCursor == "" {
