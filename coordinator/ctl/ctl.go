@@ -25,6 +25,9 @@ const (
 	ExitUsage    = 2 // the command line is wrong
 	ExitTampered = 3 // audit verify found the audit chain broken, or contradicting a kept checkpoint
 	ExitGaveUp   = 4 // job watch: --timeout passed before the job ended
+	// ExitBrake: rollout watch --exit-on-pause saw the brake pause the rollout. It shares 3
+	// with ExitTampered: no command ends with both.
+	ExitBrake = 3
 )
 
 // Env is what a run gets from outside.
@@ -125,7 +128,10 @@ func Main(ctx context.Context, args []string, e Env) int {
 		err = en.explain(err)
 	}
 	msg := oneLine(err.Error())
-	var gaveUp gaveUpError
+	var (
+		gaveUp gaveUpError
+		brake  brakeError
+	)
 	switch {
 	case errors.As(err, &re):
 		fmt.Fprintln(en.stderr, prefix+msg)
@@ -134,6 +140,9 @@ func Main(ctx context.Context, args []string, e Env) int {
 		}
 		if errors.As(err, &gaveUp) {
 			return ExitGaveUp
+		}
+		if errors.As(err, &brake) {
+			return ExitBrake
 		}
 		return ExitError
 	default:
@@ -157,9 +166,9 @@ func newRoot(e *env) *cobra.Command {
 		Use:   "tokenfleetctl",
 		Short: "Command line of the tokenfleet coordinator",
 		Long: `tokenfleetctl manages a tokenfleet coordinator: organisations, people and their API
-tokens, issuance profiles, jobs and their approvals, agents and the codes and keys they
-enrol with, tokens and certificates, and verifies the audit log's hash chain on this
-machine.
+tokens, issuance profiles, jobs and their approvals, fleet rollouts, agents and the codes
+and keys they enrol with, tokens and certificates, and verifies the audit log's hash
+chain on this machine.
 
 ` + connectionHelp + `
 
@@ -169,7 +178,8 @@ decision commands prints the API's objects. Times are UTC (RFC 3339).
 Exit status: 0 success, 1 the command failed (the coordinator refused it, could not be
 reached, or the input is wrong), 2 the command line is wrong, 3 audit verify found the
 audit log tampered with (a broken chain, or a log or checkpoint contradicting a kept
-checkpoint), 4 job watch gave up at its --timeout before the job ended.`,
+checkpoint), or rollout watch --exit-on-pause saw the brake pause the rollout, 4 job
+watch gave up at its --timeout before the job ended.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -204,6 +214,7 @@ checkpoint), 4 job watch gave up at its --timeout before the job ended.`,
 		tokensCommand(e),
 		certsCommand(e),
 		revokeCommand(e),
+		rolloutCommand(e),
 		caCommand(e),
 		whoamiCommand(e),
 		auditCommand(e),
