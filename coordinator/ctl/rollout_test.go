@@ -325,3 +325,33 @@ func TestRolloutCompletion(t *testing.T) {
 		}
 	}
 }
+
+// TestRolloutApproveResume: approving a rollout the brake paused shows the trip and what
+// resumes, and sends the hash that was shown.
+func TestRolloutApproveResume(t *testing.T) {
+	api := newFakeAPI(t)
+	paused := sampleRollout()
+	api.on("GET /api/v1/rollouts/r1", 200, paused)
+	resumed := sampleRollout()
+	resumed.State, resumed.PauseKind, resumed.Approvals, resumed.Approvers = rollout.StateRunning, "", 1, []string{"appr1"}
+	api.on("POST /api/v1/rollouts/r1/approve", 200, resumed)
+	r := runCtl(t, api.env(), "", "rollout", "approve", "r1", "--yes")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("exit %d stderr %q", r.code, r.stderr)
+	}
+	for _, want := range []string{
+		"Approving the resumption of rollout r1 (renew vpn) after brake trip 1, approvals 0/1:\n",
+		"  brake tripped overall: 3 of 10 executed failed (30%, threshold 20%): token.device_error ×3\n",
+		"  Targets       110 in canary 10, wave 1 100\n",
+		"  Binding hash  " + paused.BindingHash + "\n",
+		"rollout r1: approval recorded (1/1); state running\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("approve does not show %q:\n%s", want, r.stdout)
+		}
+	}
+	reqs := api.requests()
+	if len(reqs) != 2 || reqs[1].Body != `{"binding_hash":"`+paused.BindingHash+`"}` {
+		t.Errorf("requests %+v", reqs)
+	}
+}
