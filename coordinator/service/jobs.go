@@ -187,8 +187,14 @@ func (t *txn) jobReady(ctx context.Context, c jobCore) (string, error) {
 // supersedes the open jobs it replaces and, when its request gate is already passed (a
 // profile without approvals, or a rollout's job), approves it.
 func (t *txn) createJob(ctx context.Context, c jobCore, subject string) (store.Job, error) {
-	j, err := t.insertJob(ctx, c, subject)
+	j, entry, err := t.insertJob(ctx, c, subject)
 	if err != nil {
+		return store.Job{}, err
+	}
+	if err := t.audit(ctx, entry); err != nil {
+		return store.Job{}, err
+	}
+	if err := t.supersede(ctx, entry.Actor, j); err != nil {
 		return store.Job{}, err
 	}
 	policy := c.Parsed.Approval.Policy()
@@ -206,9 +212,10 @@ func (t *txn) createJob(ctx context.Context, c jobCore, subject string) (store.J
 	return t.transition(ctx, j, jobs.StateApproved, ch, "")
 }
 
-// insertJob stores the job in pending_approval with its audit entry, and supersedes the
-// open jobs it replaces.
-func (t *txn) insertJob(ctx context.Context, c jobCore, subject string) (store.Job, error) {
+// insertJob stores the job in pending_approval and returns the audit entry of its creation,
+// for the caller to append before it supersedes the open jobs it replaces (the rollout
+// engine appends a batch's entries at once).
+func (t *txn) insertJob(ctx context.Context, c jobCore, subject string) (store.Job, audit.Entry, error) {
 	deadline := c.Deadline
 	if deadline.IsZero() {
 		life := c.Parsed.Approval.Policy().ExpiresAfter
@@ -225,7 +232,7 @@ func (t *txn) insertJob(ctx context.Context, c jobCore, subject string) (store.J
 		RequesterID: c.RequesterID, OrganizationID: c.Holder.OrganizationID, BindingHash: binding,
 		Deadline: deadline, Created: t.now, IdempotencyKey: c.IdempotencyKey, RequestHash: c.RequestHash, RolloutID: c.Rollout.ID})
 	if err != nil {
-		return store.Job{}, err
+		return store.Job{}, audit.Entry{}, err
 	}
 	actor := c.RequesterID
 	kv := []any{"kind", string(j.Kind), "holder", c.Holder.Username, "profile", sp.Name, "profile_hash", sp.ContentHash,
@@ -234,14 +241,8 @@ func (t *txn) insertJob(ctx context.Context, c jobCore, subject string) (store.J
 		actor = rolloutActor(c.Rollout.ID)
 		kv = append(kv, "rollout", c.Rollout.ID, "rollout_binding", c.RolloutBinding)
 	}
-	if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionJobCreated, JobID: j.ID, Target: "user:" + c.Holder.ID,
-		Details: audit.Details(kv...)}); err != nil {
-		return store.Job{}, err
-	}
-	if err := t.supersede(ctx, actor, j); err != nil {
-		return store.Job{}, err
-	}
-	return j, nil
+	return j, audit.Entry{Actor: actor, Action: audit.ActionJobCreated, JobID: j.ID, Target: "user:" + c.Holder.ID,
+		Details: audit.Details(kv...)}, nil
 }
 
 // CreateJob queues a job (helpdesk or admin). The job starts in pending_approval and

@@ -434,6 +434,7 @@ func (s *Service) createRolloutJobs(ctx context.Context, ro store.Rollout, spec 
 			ready, gone []store.Job
 			reasons     []string
 			links       = make([]store.RolloutJobLink, 0, len(targets))
+			entries     = make([]audit.Entry, 0, len(targets))
 		)
 		for _, tg := range targets {
 			holder, ok := users[tg.HolderID]
@@ -456,10 +457,11 @@ func (s *Service) createRolloutJobs(ctx context.Context, ro store.Rollout, spec 
 				}
 				unavailable = e.Msg
 			}
-			j, err := t.insertJob(ctx, c, subject)
+			j, entry, err := t.insertJob(ctx, c, subject)
 			if err != nil {
 				return err
 			}
+			entries = append(entries, entry)
 			links = append(links, store.RolloutJobLink{Seq: tg.Seq, JobID: j.ID})
 			if unavailable == "" {
 				ready = append(ready, j)
@@ -471,6 +473,15 @@ func (s *Service) createRolloutJobs(ctx context.Context, ro store.Rollout, spec 
 			return errStale
 		} else if err != nil {
 			return err
+		}
+		if err := t.auditAll(ctx, entries); err != nil {
+			return err
+		}
+		// A job that fails at once replaces nothing: only the others supersede.
+		for _, j := range ready {
+			if err := t.supersede(ctx, rolloutActor(cur.ID), j); err != nil {
+				return err
+			}
 		}
 		if _, err := t.transitionAll(ctx, ready, jobs.StateApproved, rolloutApproval(cur), ""); err != nil {
 			return err

@@ -61,11 +61,11 @@ approval: {required: 1, roles: [approver], scope: any, expires_after: 48h}
 // organisation Acme (active), tokens of two models, a holder and the people a rollout
 // needs.
 type rig struct {
-	t     *testing.T
-	ctx   context.Context
-	s     *service.Service
-	st    store.Store
-	clock *clock
+	t                                *testing.T
+	ctx                              context.Context
+	s                                *service.Service
+	st                               store.Store
+	clock                            *clock
 	admin, owner, ap1, ap2, helpdesk service.Actor
 	holder                           store.User
 }
@@ -928,24 +928,26 @@ func TestRolloutTwoCoordinatorsPostgres(t *testing.T) {
 	}
 }
 
-// TestRolloutTenThousandTargets: a rollout of 10,000 targets is created, approved and
-// has all its jobs queued (no cap, one wave after the canary).
+// TestRolloutTenThousandTargets: a rollout of 10,000 targets is resolved, stored and
+// approved, and its canary's job created, without loading more than its targets. (Queuing
+// every job is the two-coordinator test's, at a size a race-detector run bears; the
+// benchmark measures the full 10,000.)
 func TestRolloutTenThousandTargets(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "big.db")})
 	r.agents(10_000)
 	spec := inventorySpec("big")
-	spec.Plan = rollout.Plan{Canary: rollout.Canary{Count: 1}, Waves: []float64{100}, Pause: rollout.Pause{}}
-	spec.Brake = rollout.Brake{Disabled: true}
+	spec.Plan = rollout.Plan{Canary: rollout.Canary{Count: 1, PerModel: true}, Waves: []float64{10, 100}, Pause: rollout.Pause{UntilPromoted: true}}
 	v := r.create(spec)
-	if v.TargetCount != 10_000 {
-		t.Fatalf("%d targets", v.TargetCount)
+	if v.TargetCount != 10_000 || fmt.Sprint(v.Preview.WaveSizes) != "[2 1000 8998]" {
+		t.Fatalf("%d targets, waves %v", v.TargetCount, v.Preview.WaveSizes)
 	}
 	r.approve(r.ap1, v)
-	r.pass()
-	r.finish(r.rolloutJobs(v.ID)[0], "")
-	r.pass()
-	if n := len(r.rolloutJobs(v.ID)); n != 10_000 {
-		t.Fatalf("%d jobs", n)
+	if n := r.pass(); n != 2 {
+		t.Fatalf("%d jobs, want the canary's 2 (one per token model)", n)
+	}
+	got := r.get(v.ID)
+	if got.Overall.Pending != 9_998 || got.Overall.Open != 2 || len(got.Waves) != 3 || got.Waves[2].Size != 8_998 {
+		t.Fatalf("progress %+v", got.Overall)
 	}
 }
