@@ -419,6 +419,23 @@ func TestRolloutApprovalRules(t *testing.T) {
 		t.Fatalf("reject: %+v, %v", out.State, err)
 	}
 
+	// Two of M: one approval is not enough, and nobody counts twice.
+	two := strings.Replace(strings.Replace(fleetProfile, "required: 1", "required: 2", 1), "name: fleet", "name: fleet-two", 1)
+	if _, err := r.s.ApplyProfiles(r.ctx, r.admin, []byte(two)); err != nil {
+		t.Fatal(err)
+	}
+	spec = inventorySpec("two approvals")
+	spec.Template.Profile = "fleet-two"
+	v5 := r.create(spec)
+	if got := r.approve(r.ap1, v5); got.State != rollout.StatePendingApproval || got.Approvals != 1 || got.Required != 2 {
+		t.Fatalf("one of two: %+v", got)
+	}
+	_, err = r.s.DecideRollout(r.ctx, r.ap1, v5.ID, service.RolloutVote{Verdict: jobs.VerdictApprove, BindingHash: v5.BindingHash})
+	wantCode(t, err, service.CodeAlreadyDecided)
+	if got := r.approve(r.ap2, v5); got.State != rollout.StateApproved || got.Approvals != 2 {
+		t.Fatalf("two of two: %+v", got)
+	}
+
 	// A profile edited after the creation voids the pending rollout's approval.
 	v3 := r.create(inventorySpec("edited"))
 	if _, err := r.s.ApplyProfiles(r.ctx, r.admin, []byte(strings.Replace(fleetProfile, "validity: 30d", "validity: 31d", 1))); err != nil {
