@@ -169,6 +169,11 @@ func (s *Service) checkVote(ctx context.Context, r store.Reader, actor store.Use
 	if err != nil {
 		return voteCheck{}, err
 	}
+	if d.Gate == jobs.GateCAOperator {
+		if refusal, err := rolloutCAGateRefusal(ctx, r, actor, j); err != nil || refusal != nil {
+			return voteCheck{policy: policy, refusal: refusal}, err
+		}
+	}
 	return voteCheck{policy: policy, decision: d, outcome: outcome}, nil
 }
 

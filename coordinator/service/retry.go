@@ -74,6 +74,11 @@ func (s *Service) RetryJob(ctx context.Context, by Actor, jobID string, r RetryR
 			}
 			return err
 		}
+		if refusal, err := rolloutRetryRefusal(ctx, t, j); err != nil {
+			return err
+		} else if refusal != nil {
+			return t.refuse(ctx, actor, "retry job", j.ID, "", refusal)
+		}
 		deadline := r.Deadline
 		if deadline.IsZero() && !j.Deadline.After(t.now) {
 			span := max(j.Deadline.Sub(j.Created), minRetrySpan)

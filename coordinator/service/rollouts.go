@@ -507,6 +507,10 @@ func (sel *selection) tokenMatch(t *selToken) bool {
 	return len(ts.Firmware) == 0 || slices.Contains(ts.Firmware, t.Firmware)
 }
 
+// renewalLoop is the skip reason of a certificate a standing rollout leaves out because
+// it was issued inside its own renewal window.
+const renewalLoop = "issued inside its renewal window"
+
 // candidate is a target as a selection found it, with what the preview shows.
 type candidate struct {
 	t          rollout.Target
@@ -663,6 +667,14 @@ func (sel *selection) byCertificates(ctx context.Context, res *resolution, withi
 				} else if in {
 					continue
 				}
+			}
+			if life := c.NotAfter.Sub(c.NotBefore); sel.spec.Standing && life <= within {
+				// Issued already inside its window (a CA certificate expiring first cuts
+				// the validity): its renewal would be as short, and due at once, again
+				// and again.
+				res.skip(agentID, c.TokenSerial, c.Serial, fmt.Sprintf("certificate %s was issued for %s, no more than renew_before (%s): its renewal would be due again at once; renew the issuing CA's certificate, or renew this one by a job of its own",
+					c.Serial, profile.Duration(life), profile.Duration(within)), renewalLoop)
+				continue
 			}
 			u, ok, why, err := sel.holderFor(ctx, c.HolderID)
 			if err != nil {

@@ -501,3 +501,52 @@ func (s *Service) cancelRolloutJobs(ctx context.Context, ro store.Rollout, actor
 		total += n
 	}
 }
+
+// rolloutRetryRefusal says why a rollout's failed job may not be tried again now (nil when
+// it may, or when the job is no rollout's). A retry is a new attempt under the rollout's
+// approval, which covers its jobs only while the rollout runs: it never restarts what the
+// brake, an operator's pause, an abort or a rejection stopped, nor a job of a rollout
+// that has ended.
+func rolloutRetryRefusal(ctx context.Context, r store.Reader, j store.Job) (error, error) {
+	if j.RolloutID == "" {
+		return nil, nil
+	}
+	ro, err := r.GetRollout(ctx, j.RolloutID)
+	if err != nil {
+		return nil, err
+	}
+	st, kind := rollout.State(ro.State), rollout.PauseKind(ro.PauseKind)
+	switch {
+	case st == rollout.StateRunning:
+		return nil, nil
+	case st == rollout.StatePaused && kind == rollout.PauseBrake:
+		return newErr(CodeApprovalRequired, "", "job %s is one of rollout %s (%s), which its failure brake paused: its jobs are tried again only once approvals resume it (tokenfleetctl rollout approve %s)",
+			j.ID, ro.Name, ro.ID, ro.ID), nil
+	case st == rollout.StatePaused:
+		return newErr(CodeConflict, "", "job %s is one of rollout %s (%s), which is paused (%s): resume the rollout first (tokenfleetctl rollout resume %s)",
+			j.ID, ro.Name, ro.ID, kind, ro.ID), nil
+	}
+	return newErr(CodeConflict, "", "job %s is one of rollout %s (%s), which is %s: its approval no longer covers a new attempt; queue a job of its own for this target",
+		j.ID, ro.Name, ro.ID, st), nil
+}
+
+// rolloutCAGateRefusal refuses the CA-operator decision of someone who approved the
+// rollout that made the job (nil when they did not, or the job is no rollout's): the
+// rollout's approval passed the job's request gate, and one person never passes both
+// gates of a job.
+func rolloutCAGateRefusal(ctx context.Context, r store.Reader, actor store.User, j store.Job) (error, error) {
+	if j.RolloutID == "" {
+		return nil, nil
+	}
+	as, err := r.ListRolloutApprovals(ctx, j.RolloutID)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range as {
+		if a.ApproverID == actor.ID && a.Verdict == jobs.VerdictApprove {
+			return newErr(CodeAlreadyDecided, "", "%s approved rollout %s, whose approval passed the request gate of job %s: one person never passes both gates of a job; another CA operator decides",
+				actor.Username, j.RolloutID, j.ID), nil
+		}
+	}
+	return nil, nil
+}

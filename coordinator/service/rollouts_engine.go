@@ -431,10 +431,10 @@ func (s *Service) createRolloutJobs(ctx context.Context, ro store.Rollout, spec 
 		}
 		users := map[string]store.User{}
 		var (
-			ready, gone []store.Job
-			reasons     []string
-			links       = make([]store.RolloutJobLink, 0, len(targets))
-			entries     = make([]audit.Entry, 0, len(targets))
+			ready, gone, done []store.Job
+			reasons, whyDone  []string
+			links             = make([]store.RolloutJobLink, 0, len(targets))
+			entries           = make([]audit.Entry, 0, len(targets))
 		)
 		for _, tg := range targets {
 			holder, ok := users[tg.HolderID]
@@ -448,14 +448,15 @@ func (s *Service) createRolloutJobs(ctx context.Context, ro store.Rollout, spec 
 			}
 			c := jobCore{Kind: spec.Template.Kind, Holder: holder, Profile: sp, Parsed: p, AgentID: tg.AgentID, TokenSerial: tg.TokenSerial,
 				Deadline: t.now.Add(life), RequesterID: cur.CreatedBy, Rollout: cur, RolloutBinding: cur.BindingHash}
-			subject, err := t.jobReady(ctx, c)
-			unavailable := ""
+			subject, unavailable, err := t.rolloutTargetReady(ctx, c, tg)
 			if err != nil {
-				e := AsError(err)
-				if e.Code == CodeInternal {
+				return err
+			}
+			replaced := ""
+			if unavailable == "" {
+				if replaced, err = t.certificateReplaced(ctx, tg); err != nil {
 					return err
 				}
-				unavailable = e.Msg
 			}
 			j, entry, err := t.insertJob(ctx, c, subject)
 			if err != nil {
@@ -463,10 +464,13 @@ func (s *Service) createRolloutJobs(ctx context.Context, ro store.Rollout, spec 
 			}
 			entries = append(entries, entry)
 			links = append(links, store.RolloutJobLink{Seq: tg.Seq, JobID: j.ID})
-			if unavailable == "" {
-				ready = append(ready, j)
-			} else {
+			switch {
+			case unavailable != "":
 				gone, reasons = append(gone, j), append(reasons, unavailable)
+			case replaced != "":
+				done, whyDone = append(done, j), append(whyDone, replaced)
+			default:
+				ready = append(ready, j)
 			}
 		}
 		if err := t.AttachRolloutJobs(ctx, cur.ID, links); errors.Is(err, store.ErrConflict) {
@@ -499,6 +503,14 @@ func (s *Service) createRolloutJobs(ctx context.Context, ro store.Rollout, spec 
 				return err
 			}
 		}
+		for i, j := range done {
+			// Nothing is left to do for this target: the job ends before it is approved,
+			// and neither counts as a failure nor reaches the agent.
+			if _, err := t.moveAll(ctx, []store.Job{j}, jobs.StateCancelled, store.JobChange{Actor: rolloutActor(cur.ID), Reason: whyDone[i]},
+				audit.ActionJobCancelled, false); err != nil {
+				return err
+			}
+		}
 		created = len(links)
 		t.events = append(t.events, func(o Observer) {
 			if ro, ok := o.(RolloutObserver); ok {
@@ -511,6 +523,72 @@ func (s *Service) createRolloutJobs(ctx context.Context, ro store.Rollout, spec 
 		return 0, nil
 	}
 	return created, err
+}
+
+// rolloutTargetReady is jobReady for a rollout's target: the rendered subject, or why the
+// target can no longer take its job ("" and nil when it can). A holder moved to another
+// organisation since the rollout was created is one such target: the approval covered
+// the organisation the holder was in (with an organisation scope, it was given by an
+// approver of that organisation).
+func (t *txn) rolloutTargetReady(ctx context.Context, c jobCore, tg store.RolloutTarget) (string, string, error) {
+	if !c.Holder.Disabled && c.Holder.OrganizationID != tg.OrganizationID {
+		orgName := func(id string) string {
+			if id == "" {
+				return "none"
+			}
+			if o, err := t.GetOrganization(ctx, id); err == nil {
+				return o.Name
+			}
+			return id
+		}
+		return "", fmt.Sprintf("holder %s moved from organisation %s to %s since the rollout was created; its approval covered %s only",
+			c.Holder.Username, orgName(tg.OrganizationID), orgName(c.Holder.OrganizationID), orgName(tg.OrganizationID)), nil
+	}
+	subject, err := t.jobReady(ctx, c)
+	if err != nil {
+		e := AsError(err)
+		if e.Code == CodeInternal {
+			return "", "", err
+		}
+		return "", e.Msg, nil
+	}
+	return subject, "", nil
+}
+
+// certificateReplaced says why a renewal target has nothing left to renew ("" when it
+// has): its certificate was revoked, or renewed by other means (a newer valid
+// certificate of the same holder and profile on its token), while it waited for its
+// wave. Renewing it again would give the holder a second new certificate.
+func (t *txn) certificateReplaced(ctx context.Context, tg store.RolloutTarget) (string, error) {
+	if tg.CertificateSerial == "" {
+		return "", nil
+	}
+	c, err := t.GetCertificate(ctx, tg.CertificateSerial)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	} else if err != nil {
+		return "", err
+	}
+	if !c.RevokedAt.IsZero() {
+		return fmt.Sprintf("certificate %s was revoked on %s, after the rollout was created: nothing to renew",
+			c.Serial, c.RevokedAt.UTC().Format(time.RFC3339)), nil
+	}
+	if c.TokenSerial == "" {
+		return "", nil
+	}
+	valid := false
+	cs, _, err := t.ListCertificates(ctx, store.CertificateFilter{TokenSerial: c.TokenSerial, HolderID: c.HolderID, Revoked: &valid},
+		store.Page{Limit: store.MaxPageLimit})
+	if err != nil {
+		return "", err
+	}
+	for _, n := range cs { // newest first
+		if n.Serial != c.Serial && n.Profile == c.Profile && n.NotBefore.After(c.NotBefore) {
+			return fmt.Sprintf("certificate %s was renewed after the rollout was created: certificate %s (valid until %s) replaced it on token %s; nothing to renew",
+				c.Serial, n.Serial, n.NotAfter.UTC().Format(time.RFC3339), c.TokenSerial), nil
+		}
+	}
+	return "", nil
 }
 
 // scanStanding adds to a standing rollout, at most every standingScanEvery, the valid
@@ -544,8 +622,20 @@ func (s *Service) scanStanding(ctx context.Context, ro store.Rollout, spec rollo
 	res, err := sel.resolve(ctx, time.Duration(p.RenewBefore), func(serial string) (bool, error) {
 		return s.st.HasRolloutTarget(ctx, ro.ID, serial)
 	})
-	if err != nil || len(res.targets) == 0 {
+	if err != nil {
 		return err
+	}
+	if n := res.reasons[renewalLoop]; n > 0 {
+		s.log.Warn().Str("rollout", ro.ID).Int("certificates", n).Str("renew_before", p.RenewBefore.String()).
+			Msg("certificates issued inside their renewal window are left out of the standing rollout (is the issuing CA's certificate about to expire?)")
+	}
+	targets, err := withoutApprovers(ctx, s.st, ro, res.targets)
+	if err != nil || len(targets) == 0 {
+		return err
+	}
+	if left := len(res.targets) - len(targets); left > 0 {
+		s.log.Warn().Str("rollout", ro.ID).Int("certificates", left).
+			Msg("certificates of the standing rollout's approvers are left out of it: renew them by jobs of their own")
 	}
 	cs, err := s.st.RolloutCounts(ctx, ro.ID)
 	if err != nil {
@@ -558,8 +648,8 @@ func (s *Service) scanStanding(ctx context.Context, ro store.Rollout, spec rollo
 		}
 	}
 	const batch = 500
-	for start := 0; start < len(res.targets); start += batch {
-		chunk := res.targets[start:min(start+batch, len(res.targets))]
+	for start := 0; start < len(targets); start += batch {
+		chunk := targets[start:min(start+batch, len(targets))]
 		ts := make([]store.RolloutTarget, len(chunk))
 		for i, c := range chunk {
 			w := rollout.NextWave(spec.Plan, canary)
@@ -583,6 +673,28 @@ func (s *Service) scanStanding(ctx context.Context, ro store.Rollout, spec rollo
 		}
 	}
 	return nil
+}
+
+// withoutApprovers leaves out the targets held by someone who approved the rollout: no
+// approver holds a target, and a standing rollout's targets arrive after its approvals.
+func withoutApprovers(ctx context.Context, r store.Reader, ro store.Rollout, ts []rollout.Target) ([]rollout.Target, error) {
+	as, err := r.ListRolloutApprovals(ctx, ro.ID)
+	if err != nil {
+		return nil, err
+	}
+	approvers := map[string]bool{}
+	for _, a := range as {
+		if a.Verdict == jobs.VerdictApprove {
+			approvers[a.ApproverID] = true
+		}
+	}
+	out := ts[:0:0]
+	for _, t := range ts {
+		if !approvers[t.HolderID] {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // plural picks the word for n things.
