@@ -3,6 +3,7 @@ package rollout
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,9 @@ import (
 // rules stay free of the profile package.
 type Duration time.Duration
 
+// maxDays is the most days a Duration holds (about 292 years).
+const maxDays = math.MaxInt64 / int64(24*time.Hour)
+
 // ParseDuration reads "<n>d" or a Go duration. A bare number is refused: its unit would
 // be a guess.
 func ParseDuration(s string) (Duration, error) {
@@ -23,6 +27,10 @@ func ParseDuration(s string) (Duration, error) {
 		n, err := strconv.ParseInt(days, 10, 32)
 		if err != nil {
 			return 0, fmt.Errorf("duration %q: days must be a whole number, e.g. 30d", s)
+		}
+		if n > maxDays || n < -maxDays {
+			// Beyond it the span would wrap around time.Duration's range.
+			return 0, fmt.Errorf("duration %q: at most %d days", s, maxDays)
 		}
 		return Duration(time.Duration(n) * 24 * time.Hour), nil
 	}

@@ -10,6 +10,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -61,6 +62,9 @@ const (
 // Limits of a spec.
 const (
 	MaxNameLength = 100
+	// MaxWaves bounds the waves after the canary: a plan of more is a typo, and every
+	// view of the rollout shows each wave.
+	MaxWaves = 100
 )
 
 // Spec is what a rollout does, to whom, and how fast: what its approval binds (with the
@@ -294,6 +298,9 @@ func (s Spec) Validate() error {
 		fe.add("name", "is empty: give the rollout a name of 1 to %d characters, e.g. \"renew vpn certificates 2026\"", MaxNameLength)
 	case n > MaxNameLength:
 		fe.add("name", "has %d characters: shorten it to at most %d", n, MaxNameLength)
+	case strings.IndexFunc(s.Name, unicode.IsControl) >= 0:
+		// The name goes into job reasons, audit entries, logs and terminal tables.
+		fe.add("name", "holds control characters (a line break, a tab...): write it on one line of plain text")
 	}
 	s.Template.validate(&fe, s.Standing)
 	s.Selector.validate(&fe, s)
@@ -326,8 +333,11 @@ func (sel Selector) validate(fe *fieldErrors, s Spec) {
 	noEmpty(fe, "selector.agents.organizations", a.Organizations, "an organisation name")
 	noEmpty(fe, "selector.agents.ids", a.IDs, "an agent ID")
 	for i, st := range a.States {
-		if !slices.Contains(agentStates, st) {
+		switch {
+		case !slices.Contains(agentStates, st):
 			fe.add(fmt.Sprintf("selector.agents.states[%d]", i), "%q is not an agent state: write one of %s (default active)", st, strings.Join(agentStates, ", "))
+		case st == "disabled" || st == "removed":
+			fe.add(fmt.Sprintf("selector.agents.states[%d]", i), "%s agents take no job (each would fail at once and count against the brake): select active or pending agents, or re-enable the agents first", st)
 		}
 	}
 	noEmpty(fe, "selector.agents.tags", a.Tags, "a tag")
@@ -350,9 +360,23 @@ func (sel Selector) validate(fe *fieldErrors, s Spec) {
 	if sel.Certificates.ExpiresWithin < 0 {
 		fe.add("selector.certificates.expires_within", "is negative (%s): write a positive duration such as 30d, or leave it out for any expiry", sel.Certificates.ExpiresWithin)
 	}
+	if sel.Certificates != (CertificateSelector{}) && !SelectsCertificates(s.Template.Kind) {
+		// Left in, it would be ignored, and the rollout would reach every agent the
+		// other filters let through.
+		fe.add("selector.certificates", "a %s rollout selects agents and tokens, not certificates: remove selector.certificates, or write kind renew to renew the certificates it selects", s.Template.Kind)
+	}
+	if s.Standing && sel.Certificates.ExpiresWithin != 0 {
+		fe.add("selector.certificates.expires_within", "a standing rollout takes each certificate up when it enters the profile's renew_before window: remove expires_within (set renew_before in the profile instead)")
+	}
 	if s.Standing && sel.Certificates.Profile != "" && sel.Certificates.Profile != s.Template.Profile {
 		fe.add("selector.certificates.profile", "%q differs from template.profile %q: a standing rollout renews the certificates of its own profile; leave it out", sel.Certificates.Profile, s.Template.Profile)
 	}
+}
+
+// SelectsCertificates reports whether a rollout of kind finds its targets by certificate
+// (one per selected certificate) rather than by agent and token.
+func SelectsCertificates(k jobs.Kind) bool {
+	return k == jobs.KindRenew || k == jobs.KindInstallCertificate
 }
 
 func noEmpty(fe *fieldErrors, field string, list []string, what string) {
@@ -386,6 +410,9 @@ func (p Plan) validate(fe *fieldErrors, standing bool) {
 		fe.add("plan.exponential", "a standing rollout has a canary and then one open wave that new targets join: remove exponential (keep canary.count and max_concurrent)")
 	case len(p.Waves) > 0 && p.Exponential != nil:
 		fe.add("plan", "gives both waves and exponential: keep one (waves: cumulative percentages such as [25, 50, 100]; exponential: start and factor)")
+	}
+	if len(p.Waves) > MaxWaves {
+		fe.add("plan.waves", "lists %d waves: write at most %d cumulative percentages, e.g. [10, 50, 100]", len(p.Waves), MaxWaves)
 	}
 	if !standing {
 		prev := 0.0

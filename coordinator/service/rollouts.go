@@ -183,6 +183,10 @@ func (s *Service) CreateRollout(ctx context.Context, by Actor, req RolloutReques
 	if err := spec.Validate(); err != nil {
 		return RolloutView{}, specError(err)
 	}
+	if d := time.Duration(spec.Template.Deadline); d > MaxJobDeadline {
+		return RolloutView{}, badRequest("spec.template.deadline", "%s: a job's deadline is at most %s after its creation, as for any job; write less, e.g. 14d",
+			spec.Template.Deadline, rollout.Duration(MaxJobDeadline))
+	}
 	if (spec.Template.Kind == jobs.KindWipe || spec.Template.Kind == jobs.KindUnblockPIN) &&
 		len(spec.Selector.Tokens.Models) == 0 && len(spec.Selector.Tokens.Firmware) == 0 {
 		return RolloutView{}, badRequest("spec.selector.tokens", "a %s rollout acts on tokens: name their models or firmware, so that it never picks every token of an agent by default", spec.Template.Kind)
@@ -229,10 +233,17 @@ func (s *Service) CreateRollout(ctx context.Context, by Actor, req RolloutReques
 	if err != nil {
 		return RolloutView{}, err
 	}
+	if err := sel.checkAgentIDs(ctx); err != nil {
+		return RolloutView{}, err
+	}
 	if len(res.targets) == 0 && !spec.Standing {
 		return RolloutView{}, badRequest("spec.selector", "the selector matches no target: %s", res.skipSummary())
 	}
 	sizes := rollout.AssignWaves(spec.Plan, res.targets)
+	if len(sizes)-1 > rollout.MaxWaves {
+		return RolloutView{}, badRequest("spec.plan.exponential", "makes %d waves of %d targets: at most %d; raise factor or start",
+			len(sizes)-1, len(res.targets), rollout.MaxWaves)
+	}
 	stored := res.targets
 	if spec.Standing {
 		stored = nil // a standing rollout takes certificates up as they enter the window
@@ -311,6 +322,7 @@ type selection struct {
 	orgs  map[string]string // organisation ID → name, every one
 	agOrg map[string]bool   // selector.agents.organizations as IDs; nil: any
 	hoOrg map[string]bool   // selector.holders.organizations as IDs; nil: any
+	agIDs map[string]bool   // selector.agents.ids; nil: any
 
 	bulk   bool
 	agents map[string]*selAgent // bulk: every agent; else a cache of lookups (nil: unknown)
@@ -360,6 +372,12 @@ func (s *Service) newSelection(ctx context.Context, r store.Reader, spec rollout
 	if sel.hoOrg, err = orgSet("spec.selector.holders.organizations", spec.Selector.Holders.Organizations); err != nil {
 		return nil, err
 	}
+	if len(spec.Selector.Agents.IDs) > 0 {
+		sel.agIDs = make(map[string]bool, len(spec.Selector.Agents.IDs))
+		for _, id := range spec.Selector.Agents.IDs {
+			sel.agIDs[id] = true
+		}
+	}
 	return sel, nil
 }
 
@@ -397,6 +415,21 @@ func (sel *selection) loadFleet(ctx context.Context) error {
 			break
 		}
 		p.Cursor = next
+	}
+	return nil
+}
+
+// checkAgentIDs refuses an agent ID the selector names that no agent has: a typo would
+// otherwise leave that workstation out without a word.
+func (sel *selection) checkAgentIDs(ctx context.Context) error {
+	for i, id := range sel.spec.Selector.Agents.IDs {
+		a, err := sel.agent(ctx, id)
+		if err != nil {
+			return err
+		}
+		if a == nil {
+			return badRequest(fmt.Sprintf("spec.selector.agents.ids[%d]", i), "no agent %q is enrolled: correct the ID or remove it (tokenfleetctl agents lists them)", id)
+		}
 	}
 	return nil
 }
@@ -478,7 +511,7 @@ func (sel *selection) agentMatch(a *selAgent) (bool, string) {
 			return false, ""
 		}
 	}
-	if len(as.IDs) > 0 && !slices.Contains(as.IDs, a.ID) {
+	if sel.agIDs != nil && !sel.agIDs[a.ID] {
 		return false, ""
 	}
 	states := as.States
