@@ -277,6 +277,7 @@ func (s *Service) CreateRollout(ctx context.Context, by Actor, req RolloutReques
 			return err
 		}
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionRolloutCreated, Target: "rollout:" + out.ID,
+			Reason: fmt.Sprintf("created by %s with %d targets; it waits for its approval", actor.Username, len(targets)),
 			Details: audit.Details("name", out.Name, "kind", string(spec.Template.Kind), "profile", sp.Name, "profile_hash", sp.ContentHash,
 				"targets", len(targets), "binding_hash", hash, "wave_sizes", sizes, "standing", spec.Standing,
 				"skipped", res.skippedCount)})

@@ -30,7 +30,9 @@ type RolloutVote struct {
 func (s *Service) changeRollout(ctx context.Context, id string, fn func(t *txn, ro *store.Rollout, spec rollout.Spec) ([]audit.Entry, error)) (store.Rollout, error) {
 	var out store.Rollout
 	err := s.update(ctx, func(t *txn) error {
-		ro, err := t.GetRollout(ctx, id)
+		// Locked: a running engine writes the rollout batch after batch, and a plain read
+		// would lose every compare-and-set to it.
+		ro, err := t.LockRollout(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return newErr(CodeNotFound, "", "no rollout %q", id)
 		}
@@ -204,7 +206,12 @@ func (s *Service) DecideRollout(ctx context.Context, by Actor, id string, v Roll
 		if v.Verdict == jobs.VerdictReject {
 			action = audit.ActionRolloutRejected
 		}
-		entries := []audit.Entry{{Actor: actor.ID, Action: action, Reason: v.Reason,
+		reason := v.Reason
+		if reason == "" {
+			// The approver gave none: say what the decision counts for.
+			reason = fmt.Sprintf("approved by %s%s: %d of %d approvals", actor.Username, roundName(round), len(approvers), required)
+		}
+		entries := []audit.Entry{{Actor: actor.ID, Action: action, Reason: reason,
 			Details: audit.Details("round", round, "binding_hash", ro.BindingHash, "approvals", len(approvers), "required", required)}}
 		t.events = append(t.events, func(o Observer) { o.Decision(jobs.GateRequest, v.Verdict) })
 		switch {

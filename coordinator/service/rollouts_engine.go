@@ -139,7 +139,8 @@ func (s *Service) advance(ctx context.Context, ro store.Rollout) (int, error) {
 	case rollout.StateApproved:
 		if ro, err = s.engineChange(ctx, ro, func(t *txn, r *store.Rollout) ([]audit.Entry, error) {
 			r.State = string(rollout.StateRunning)
-			return []audit.Entry{{Action: audit.ActionRolloutStarted, Details: audit.Details("targets", r.TargetCount, "binding_hash", r.BindingHash)}}, nil
+			return []audit.Entry{{Action: audit.ActionRolloutStarted, Reason: "approved on " + r.ApprovedAt.UTC().Format(time.RFC3339) + ": its jobs start with the canary",
+				Details: audit.Details("targets", r.TargetCount, "binding_hash", r.BindingHash)}}, nil
 		}); err != nil {
 			return 0, err
 		}
@@ -188,18 +189,28 @@ func (s *Service) advance(ctx context.Context, ro store.Rollout) (int, error) {
 				if r.WaveFinishedAt.IsZero() {
 					r.WaveFinishedAt = t.now
 				}
-				return []audit.Entry{{Action: audit.ActionRolloutCompleted, Details: audit.Details("succeeded", st.overall.Succeeded,
-					"failed", st.overall.Executed()-st.overall.Succeeded, "cancelled", st.overall.Cancelled, "targets", st.overall.Targets)}}, nil
+				return []audit.Entry{{Action: audit.ActionRolloutCompleted,
+					Reason: fmt.Sprintf("every wave ended: %d succeeded, %d failed, %d cancelled of %d targets", st.overall.Succeeded,
+						st.overall.Executed()-st.overall.Succeeded, st.overall.Cancelled, st.overall.Targets),
+					Details: audit.Details("succeeded", st.overall.Succeeded,
+						"failed", st.overall.Executed()-st.overall.Succeeded, "cancelled", st.overall.Cancelled, "targets", st.overall.Targets)}}, nil
 			})
 			return created, err
 		case step.NextWave:
 			_, err := s.engineChange(ctx, ro, func(t *txn, r *store.Rollout) ([]audit.Entry, error) {
+				why := rollout.WaveName(r.CurrentWave) + " ended"
+				switch {
+				case r.Promoted:
+					why += " and the rollout was promoted"
+				case spec.Plan.Pause.After > 0:
+					why += fmt.Sprintf(" and the pause of %s after it is over", spec.Plan.Pause.After)
+				}
 				r.CurrentWave, r.Promoted, r.WaveFinishedAt = r.CurrentWave+1, false, time.Time{}
 				size := 0
 				if r.CurrentWave < len(st.waves) {
 					size = st.waves[r.CurrentWave].Targets
 				}
-				return []audit.Entry{{Action: audit.ActionRolloutWaveStarted, Details: audit.Details("wave", r.CurrentWave, "size", size)}}, nil
+				return []audit.Entry{{Action: audit.ActionRolloutWaveStarted, Reason: why, Details: audit.Details("wave", r.CurrentWave, "size", size)}}, nil
 			})
 			if err != nil {
 				return created, err

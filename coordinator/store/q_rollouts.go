@@ -223,6 +223,11 @@ func (x *q) GetRollout(ctx context.Context, id string) (Rollout, error) {
 	return r, x.d.wrap("rollout "+id, err)
 }
 
+func (x *q) LockRollout(ctx context.Context, id string) (Rollout, error) {
+	r, err := scanRollout(x.queryRow(ctx, "SELECT "+rolloutCols+" FROM rollouts WHERE id = ?"+x.d.forUpdate, id))
+	return r, x.d.wrap("lock rollout "+id, err)
+}
+
 func (x *q) ListRollouts(ctx context.Context, f RolloutFilter, p Page) ([]Rollout, string, error) {
 	const op = "list rollouts"
 	limit, err := p.limit()

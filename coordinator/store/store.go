@@ -304,6 +304,11 @@ type Writer interface {
 	// it is still at expectedVersion, and sets Updated to now. Otherwise it returns
 	// ErrConflict (or ErrNotFound) and changes nothing.
 	UpdateRollout(ctx context.Context, r Rollout, expectedVersion int64) (Rollout, error)
+	// LockRollout reads the rollout and holds its row until the transaction ends (on
+	// PostgreSQL; SQLite has one writer): a change read this way waits for a concurrent
+	// writer to commit and then sees its version, so its compare-and-set cannot lose to
+	// an engine that writes the rollout batch after batch.
+	LockRollout(ctx context.Context, id string) (Rollout, error)
 	// AddRolloutTargets appends targets to a rollout (a standing one's renewals): each
 	// gets the next seq after the current highest, in the order given; a target the
 	// rollout already has (same agent, token and certificate) is passed over. It updates
