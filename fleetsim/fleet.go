@@ -378,6 +378,32 @@ func (f *Fleet) Stop(n int) []string {
 	return ids
 }
 
+// StopAgents stops the running agents with these IDs and waits for them; it returns
+// those it stopped. They stay stopped: a test holds a few workstations away while jobs
+// are sent to them.
+func (f *Fleet) StopAgents(ids []string) []string {
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	f.mu.Lock()
+	var stopping []*simAgent
+	f.running = slices.DeleteFunc(f.running, func(sa *simAgent) bool {
+		if want[sa.id] {
+			stopping = append(stopping, sa)
+			return true
+		}
+		return false
+	})
+	f.mu.Unlock()
+	out := make([]string, 0, len(stopping))
+	for _, sa := range stopping {
+		out = append(out, sa.id)
+	}
+	stopAll(stopping)
+	return out
+}
+
 // stopAll stops agents in waves of stopWave and waits for them.
 func stopAll(agents []*simAgent) {
 	for len(agents) > 0 {

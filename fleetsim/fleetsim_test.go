@@ -2,6 +2,7 @@ package fleetsim_test
 
 import (
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -106,5 +107,36 @@ func TestIssueJob(t *testing.T) {
 	}
 	if rep.EndToEnd.N != 1 || rep.Overhead.P50 > rep.EndToEnd.P50 {
 		t.Errorf("end to end %+v, overhead %+v", rep.EndToEnd, rep.Overhead)
+	}
+}
+
+// TestStopAgents: the agents named are stopped, whichever they are, and those not
+// running are passed over; the others run on.
+func TestStopAgents(t *testing.T) {
+	ctx := testenv.Context(t)
+	broker := testenv.NewBroker(t)
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	fleet, err := fleetsim.NewFleet(fleetsim.FleetConfig{BrokerURL: broker.URL, Prefix: "stop-", Count: 3, DataDir: t.TempDir(), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet.Start(ctx)
+	t.Cleanup(fleet.Close)
+	deadline := time.Now().Add(time.Minute)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for fleet.Started() < 3 {
+		if time.Now().After(deadline) || fleet.Failed() > 0 {
+			t.Fatalf("%d of 3 agents started: %v", fleet.Started(), fleet.Errors())
+		}
+		<-tick.C
+	}
+	if got := fleet.StopAgents([]string{"stop-00001", "stop-00009"}); !slices.Equal(got, []string{"stop-00001"}) {
+		t.Fatalf("stopped %v, want stop-00001", got)
+	}
+	got := fleet.Stop(3)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"stop-00000", "stop-00002"}) {
+		t.Errorf("still running after StopAgents: %v, want stop-00000 and stop-00002", got)
 	}
 }
