@@ -15,7 +15,7 @@ import (
 
 const rolloutCols = "id, name, state, spec, standing, profile_name, binding_hash, target_count, created_by, " +
 	"created_at, updated_at, approved_at, current_wave, wave_finished_at, promoted, pause_kind, pause_reason, " +
-	"paused_by, paused_at, pause_round, trip, finished_at, version"
+	"paused_by, paused_at, pause_round, trip, finished_at, version, idempotency_key, request_hash"
 
 // finalRolloutStates are the rollout states that end a rollout (rollout.State.Final):
 // the standing rollout index counts a rollout in none of them as open.
@@ -27,7 +27,8 @@ func scanRollout(r scanner) (Rollout, error) {
 	err := r.Scan(&o.ID, &o.Name, &o.State, bytesCol{&spec}, &o.Standing, &o.ProfileName, &o.BindingHash,
 		&o.TargetCount, &o.CreatedBy, timeCol{&o.Created}, timeCol{&o.Updated}, timeCol{&o.ApprovedAt},
 		&o.CurrentWave, timeCol{&o.WaveFinishedAt}, &o.Promoted, &o.PauseKind, &o.PauseReason, &o.PausedBy,
-		timeCol{&o.PausedAt}, &o.PauseRound, bytesCol{&trip}, timeCol{&o.FinishedAt}, &o.Version)
+		timeCol{&o.PausedAt}, &o.PauseRound, bytesCol{&trip}, timeCol{&o.FinishedAt}, &o.Version,
+		strCol{&o.IdempotencyKey}, &o.RequestHash)
 	if err != nil {
 		return Rollout{}, err
 	}
@@ -97,12 +98,12 @@ func (x *q) CreateRollout(ctx context.Context, r Rollout, targets []RolloutTarge
 	}
 	row := x.queryRow(ctx, `INSERT INTO rollouts (id, name, state, spec, standing, profile_name, binding_hash, target_count,
 			created_by, created_at, updated_at, approved_at, current_wave, wave_finished_at, promoted, pause_kind,
-			pause_reason, paused_by, paused_at, pause_round, trip, finished_at, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING `+rolloutCols,
+			pause_reason, paused_by, paused_at, pause_round, trip, finished_at, version, idempotency_key, request_hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING `+rolloutCols,
 		r.ID, r.Name, r.State, string(r.Spec), r.Standing, r.ProfileName, r.BindingHash, len(ts),
 		r.CreatedBy, x.d.ts(r.Created), x.d.ts(r.Created), x.d.ts(r.ApprovedAt), r.CurrentWave,
 		x.d.ts(r.WaveFinishedAt), r.Promoted, r.PauseKind, r.PauseReason, r.PausedBy, x.d.ts(r.PausedAt),
-		r.PauseRound, string(r.Trip), x.d.ts(r.FinishedAt))
+		r.PauseRound, string(r.Trip), x.d.ts(r.FinishedAt), nullStr(r.IdempotencyKey), r.RequestHash)
 	out, err := scanRollout(row)
 	if err != nil {
 		return Rollout{}, x.d.wrap(what, err)
@@ -223,6 +224,15 @@ func (x *q) GetRollout(ctx context.Context, id string) (Rollout, error) {
 	return r, x.d.wrap("rollout "+id, err)
 }
 
+func (x *q) GetRolloutByIdempotencyKey(ctx context.Context, createdBy, key string) (Rollout, error) {
+	what := "rollout of " + createdBy + " with idempotency key " + key
+	if err := required(what, "creator", createdBy, "key", key); err != nil {
+		return Rollout{}, err
+	}
+	r, err := scanRollout(x.queryRow(ctx, "SELECT "+rolloutCols+" FROM rollouts WHERE created_by = ? AND idempotency_key = ?", createdBy, key))
+	return r, x.d.wrap(what, err)
+}
+
 func (x *q) LockRollout(ctx context.Context, id string) (Rollout, error) {
 	r, err := scanRollout(x.queryRow(ctx, "SELECT "+rolloutCols+" FROM rollouts WHERE id = ?"+x.d.forUpdate, id))
 	return r, x.d.wrap("lock rollout "+id, err)
@@ -327,7 +337,8 @@ func (x *q) HasRolloutTarget(ctx context.Context, rolloutID, certificateSerial s
 		return false, fmt.Errorf("store: %s: %w", op, err)
 	}
 	var one int
-	err = x.queryRow(ctx, "SELECT 1 FROM rollout_targets WHERE rollout_id = ? AND certificate_serial = ? LIMIT 1",
+	// The <> '' names the partial index's condition, so that the index serves the query.
+	err = x.queryRow(ctx, "SELECT 1 FROM rollout_targets WHERE rollout_id = ? AND certificate_serial = ? AND certificate_serial <> '' LIMIT 1",
 		rolloutID, s).Scan(&one)
 	if isNoRows(err) {
 		return false, nil

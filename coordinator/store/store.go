@@ -112,6 +112,8 @@ type Reader interface {
 	ListApprovals(ctx context.Context, jobID string) ([]Approval, error)
 
 	GetRollout(ctx context.Context, id string) (Rollout, error)
+	// GetRolloutByIdempotencyKey returns the rollout a user created with an idempotency key.
+	GetRolloutByIdempotencyKey(ctx context.Context, createdBy, key string) (Rollout, error)
 	ListRollouts(ctx context.Context, f RolloutFilter, p Page) (rollouts []Rollout, next string, err error)
 	ListRolloutTargets(ctx context.Context, rolloutID string, f RolloutTargetFilter, p Page) (targets []RolloutTarget, next string, err error)
 	// RolloutCounts counts the rollout's targets by wave, and by the state and last error

@@ -39,6 +39,12 @@ type Rollout struct {
 
 	FinishedAt time.Time
 	Version    int64 // row version for compare-and-set; 1 on creation, +1 per UpdateRollout
+
+	// IdempotencyKey is the key the creator's request carried ("" for none): unique per
+	// creator, it finds the rollout again (GetRolloutByIdempotencyKey). RequestHash says
+	// which request it named. Both are written by CreateRollout only.
+	IdempotencyKey string
+	RequestHash    string
 }
 
 // RolloutTarget is one job a rollout makes: at most one, ever (JobID is set once).

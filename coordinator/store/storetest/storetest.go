@@ -67,6 +67,8 @@ func Run(t *testing.T, fresh Fresh) {
 		{"RolloutAddTargets", testRolloutAddTargets},
 		{"RolloutStanding", testRolloutStanding},
 		{"RolloutList", testRolloutList},
+		{"RolloutIdempotencyKey", testRolloutIdempotencyKey},
+		{"RolloutCertificateOnce", testRolloutCertificateOnce},
 		{"Audit", testAudit},
 		{"AuditAppendOnly", testAuditAppendOnly},
 		{"AuditSealChecked", testAuditSealChecked},

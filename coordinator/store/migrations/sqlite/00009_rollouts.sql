@@ -5,6 +5,7 @@
 -- trip) and where the engine is (current wave, pause, brake trip). version is the
 -- compare-and-set row version two coordinators race on. A standing rollout (standing
 -- renewals) stays open until aborted: one open standing rollout per profile.
+-- A creation may carry an Idempotency-Key, kept with the request's hash like a job's.
 -- Jobs name the rollout that made them; tokens keep the firmware version they report.
 -- Keep this file and ../postgres/00009_rollouts.sql describing the same schema.
 
@@ -32,11 +33,16 @@ CREATE TABLE rollouts (
     pause_round      INTEGER NOT NULL DEFAULT 0 CHECK (pause_round >= 0), -- brake trips so far
     trip             TEXT NOT NULL DEFAULT '', -- JSON of the last brake trip; '' for none
     finished_at      TEXT,
-    version          INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1)
+    version          INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
+    idempotency_key  TEXT,                   -- the creator's Idempotency-Key; NULL for none
+    request_hash     TEXT NOT NULL DEFAULT '' -- which request the key named
 );
 -- Lists are newest first.
 CREATE INDEX rollouts_created ON rollouts (created_at, id);
 CREATE INDEX rollouts_state ON rollouts (state, created_at, id);
+-- A creation sent again with its Idempotency-Key finds the rollout the first one made
+-- (as for jobs, 00006): one key per creator, kept as long as the rollout.
+CREATE UNIQUE INDEX rollouts_idempotency ON rollouts (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX rollouts_standing_profile ON rollouts (profile_name)
     WHERE standing = 1 AND state NOT IN ('completed', 'rejected', 'expired', 'aborted');
 
@@ -60,7 +66,8 @@ CREATE UNIQUE INDEX rollout_targets_job ON rollout_targets (job_id) WHERE job_id
 CREATE INDEX rollout_targets_wave ON rollout_targets (rollout_id, wave, seq);
 -- The engine's next targets: those of a wave still without a job.
 CREATE INDEX rollout_targets_pending ON rollout_targets (rollout_id, wave, seq) WHERE job_id IS NULL;
-CREATE INDEX rollout_targets_certificate ON rollout_targets (rollout_id, certificate_serial);
+-- A certificate is renewed once per rollout, whichever agent its token was on when found.
+CREATE UNIQUE INDEX rollout_targets_certificate ON rollout_targets (rollout_id, certificate_serial) WHERE certificate_serial <> '';
 
 CREATE TABLE rollout_approvals (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
