@@ -195,9 +195,10 @@ type ProfileList struct {
 	Items []Profile `json:"items"`
 }
 
-// Headers of job creation (createJob). A request may carry IdempotencyKeyHeader: the same
-// key and body from the same user again returns the job created the first time, status
-// 200 with ReplayedHeader set to "true", and creates nothing.
+// Headers of job and rollout creation (createJob, createRollout). A request may carry
+// IdempotencyKeyHeader: the same key and body from the same user again returns the job (or
+// rollout) created the first time, status 200 with ReplayedHeader set to "true", and
+// creates nothing.
 const (
 	IdempotencyKeyHeader = "Idempotency-Key"
 	ReplayedHeader       = "Idempotent-Replayed"

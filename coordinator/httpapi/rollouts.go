@@ -34,7 +34,12 @@ func (a *server) createRollout(w http.ResponseWriter, r *http.Request, u service
 		return
 	}
 	status := http.StatusCreated
-	if in.DryRun {
+	switch {
+	case v.Replayed:
+		// As for jobs: the rollout an earlier request with this key created.
+		w.Header().Set(api.ReplayedHeader, "true")
+		status = http.StatusOK
+	case in.DryRun:
 		status = http.StatusOK
 	}
 	writeJSON(w, status, rolloutOut(v))

@@ -3,6 +3,8 @@ package service
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,8 +48,10 @@ const (
 type RolloutRequest struct {
 	Spec   rollout.Spec
 	DryRun bool
-	// IdempotencyKey is accepted for symmetry with jobs; rollouts are not deduplicated by
-	// it (a repeated create is a second rollout waiting for approval, harmless and visible).
+	// IdempotencyKey, when set, names this request as for jobs (JobRequest): the same key
+	// and request from the same user again returns the rollout created the first time
+	// (RolloutView.Replayed), and the key with another request is refused. A dry run
+	// neither uses nor takes a key.
 	IdempotencyKey string
 }
 
@@ -127,6 +131,9 @@ type RolloutView struct {
 	ETA           time.Duration // 0: unknown
 	FinishedAt    time.Time
 	Preview       *RolloutPreview // on create and dry run
+	// Replayed: CreateRollout found the rollout its idempotency key had created, and
+	// created nothing (the view then has no preview).
+	Replayed bool
 }
 
 // specError turns the rollout package's validation errors into a bad_request naming the
@@ -180,6 +187,20 @@ func (s *Service) CreateRollout(ctx context.Context, by Actor, req RolloutReques
 	}
 	spec := req.Spec
 	spec.Normalize()
+	key, reqHash := req.IdempotencyKey, ""
+	if req.DryRun {
+		key = "" // a dry run creates nothing to find again
+	}
+	if key != "" {
+		// A repeat is answered before the request is judged again: a profile edited or an
+		// agent gone since must not turn it into an error, nor into a second rollout.
+		reqHash = rolloutRequestHash(spec)
+		if prior, ok, err := priorRollout(ctx, s.st, actor.ID, key, reqHash); err != nil {
+			return RolloutView{}, AsError(err)
+		} else if ok {
+			return s.replayedRollout(ctx, prior)
+		}
+	}
 	if err := spec.Validate(); err != nil {
 		return RolloutView{}, specError(err)
 	}
@@ -255,7 +276,8 @@ func (s *Service) CreateRollout(ctx context.Context, by Actor, req RolloutReques
 		return RolloutView{}, internal(err)
 	}
 	r := store.Rollout{Name: spec.Name, State: string(rollout.StatePendingApproval), Spec: specJSON, Standing: spec.Standing,
-		ProfileName: sp.Name, BindingHash: hash, TargetCount: len(stored), CreatedBy: actor.ID, Created: now, Updated: now}
+		ProfileName: sp.Name, BindingHash: hash, TargetCount: len(stored), CreatedBy: actor.ID, Created: now, Updated: now,
+		IdempotencyKey: key, RequestHash: reqHash}
 	if req.DryRun {
 		v, err := s.rolloutView(ctx, s.st, newNames(s.st), r, false)
 		if err != nil {
@@ -269,10 +291,32 @@ func (s *Service) CreateRollout(ctx context.Context, by Actor, req RolloutReques
 		targets[i] = store.RolloutTarget{Seq: t.Seq, Wave: t.Wave, AgentID: t.AgentID, TokenSerial: t.TokenSerial, HolderID: t.HolderID,
 			CertificateSerial: t.CertificateSerial, TokenModel: t.TokenModel, OrganizationID: t.OrganizationID, Added: now}
 	}
-	var out store.Rollout
+	var (
+		out               store.Rollout
+		replayed, retried bool
+	)
 	err = s.update(ctx, func(t *txn) error {
+		replayed = false
+		if key != "" {
+			// A request with the same key may have committed since the look above.
+			prior, ok, err := priorRollout(ctx, t, actor.ID, key, reqHash)
+			if err != nil {
+				return err
+			}
+			if ok {
+				out, replayed = prior, true
+				return nil
+			}
+		}
 		var err error
 		out, err = t.CreateRollout(ctx, r, targets)
+		if key != "" && !retried && errors.Is(err, store.ErrConflict) {
+			// A concurrent request with the same key took it first (the unique index):
+			// run again, once, and the look above finds its rollout. (Another conflict,
+			// such as a second standing rollout of the profile, comes back the same.)
+			retried = true
+			return retryable{err}
+		}
 		if err != nil {
 			return err
 		}
@@ -285,12 +329,52 @@ func (s *Service) CreateRollout(ctx context.Context, by Actor, req RolloutReques
 	if err != nil {
 		return RolloutView{}, err
 	}
+	if replayed {
+		return s.replayedRollout(ctx, out)
+	}
 	v, err := s.rolloutView(ctx, s.st, newNames(s.st), out, true)
 	if err != nil {
 		return RolloutView{}, err
 	}
 	v.Preview = &preview
 	return v, nil
+}
+
+// rolloutRequestHash identifies a rollout creation request as its creator sent it
+// (normalised: the spec's defaults filled in), so that a key used again with another
+// request is told apart from a repeat.
+func rolloutRequestHash(spec rollout.Spec) string {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		panic(err) // plain values only: cannot fail
+	}
+	sum := sha256.Sum256(append([]byte("tokenfleet/rollout-request/v1\n"), b...))
+	return hex.EncodeToString(sum[:])
+}
+
+// priorRollout returns the rollout user created with key, when there is one: ok is false
+// when the key is unused, and an idempotency_key_reused error when it named another
+// request.
+func priorRollout(ctx context.Context, r store.Reader, userID, key, hash string) (store.Rollout, bool, error) {
+	ro, err := r.GetRolloutByIdempotencyKey(ctx, userID, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.Rollout{}, false, nil
+	case err != nil:
+		return store.Rollout{}, false, err
+	case ro.RequestHash != hash:
+		return store.Rollout{}, false, newErr(CodeIdempotencyKeyReused, IdempotencyKeyField,
+			"key %q was used for another request (rollout %s); send a new key for a new request", key, ro.ID)
+	}
+	return ro, true, nil
+}
+
+// replayedRollout is the view of a rollout an idempotency key had created, as a repeat
+// returns it: as it is now, without a preview.
+func (s *Service) replayedRollout(ctx context.Context, ro store.Rollout) (RolloutView, error) {
+	v, err := s.rolloutView(ctx, s.st, newNames(s.st), ro, true)
+	v.Replayed = true
+	return v, err
 }
 
 // selAgent is what a selection keeps of an agent.
