@@ -15,10 +15,12 @@ import (
 )
 
 // dropFirstCreate stands in front of a coordinator: it passes requests on, except that the
-// first job creation's answer is lost — the coordinator handled it, then the connection
-// closes with no answer, as when a proxy or the network fails at the wrong time.
+// first job creation's answer (or the first POST to path, when set) is lost — the
+// coordinator handled it, then the connection closes with no answer, as when a proxy or
+// the network fails at the wrong time.
 type dropFirstCreate struct {
 	target string
+	path   string // "" for /api/v1/jobs
 
 	mu      sync.Mutex // guards the fields below
 	dropped bool
@@ -48,7 +50,11 @@ func (p *dropFirstCreate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	if r.Method == http.MethodPost && r.URL.Path == "/api/v1/jobs" {
+	path := p.path
+	if path == "" {
+		path = "/api/v1/jobs"
+	}
+	if r.Method == http.MethodPost && r.URL.Path == path {
 		p.mu.Lock()
 		p.keys = append(p.keys, r.Header.Get("Idempotency-Key"))
 		drop := !p.dropped

@@ -50,14 +50,33 @@ func (c *Client) DryRunRollout(ctx context.Context, s RolloutSpec) (Rollout, err
 	return out, err
 }
 
-// CreateRollout creates a rollout (manage_rollouts), which then waits for approval. It is
-// sent once, never again on a lost answer: the coordinator does not deduplicate rollout
-// creations, so a second request would make a second rollout (look with ListRollouts).
+// CreateRollout creates a rollout (manage_rollouts), which then waits for approval. Like
+// CreateJob, it sends a fresh random idempotency key, and sends the request again with
+// that key when the connection closes before the answer: the coordinator then answers
+// with the rollout the first request created, never a second one.
 func (c *Client) CreateRollout(ctx context.Context, s RolloutSpec) (Rollout, error) {
-	var out Rollout
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/rollouts", body: RolloutCreate{Spec: s},
-		want: []int{http.StatusCreated}, out: &out})
+	out, _, err := c.CreateRolloutWithKey(ctx, s, "")
 	return out, err
+}
+
+// CreateRolloutWithKey is CreateRollout with the caller's idempotency key (1 to 255
+// printable ASCII characters; "" draws a random one): a script that runs again with the
+// same key and spec gets the rollout its first run created, as it is now and without its
+// preview. replayed says the coordinator had created the rollout for an earlier request
+// with the key; the same key with another spec is refused with the code
+// idempotency_key_reused.
+func (c *Client) CreateRolloutWithKey(ctx context.Context, s RolloutSpec, key string) (r Rollout, replayed bool, err error) {
+	if key == "" {
+		key = NewIdempotencyKey()
+	}
+	var got http.Header
+	status, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/rollouts", body: RolloutCreate{Spec: s},
+		header: http.Header{api.IdempotencyKeyHeader: {key}}, resend: createResends, got: &got,
+		want: []int{http.StatusCreated, http.StatusOK}, out: &r})
+	if err != nil {
+		return Rollout{}, false, err
+	}
+	return r, status == http.StatusOK && got.Get(api.ReplayedHeader) == "true", nil
 }
 
 // ListRollouts returns one page of rollouts, newest first, with their progress.

@@ -48,9 +48,10 @@ func rolloutCreateCommand(e *env) *cobra.Command {
 		sf     specFlags
 		dryRun bool
 		asJSON bool
+		key    string
 	)
 	cmd := &cobra.Command{
-		Use:   "create [-f rollout.yaml] [flags] [--dry-run]",
+		Use:   "create [-f rollout.yaml] [flags] [--dry-run] [--idempotency-key K]",
 		Short: "Create a rollout from a spec file and/or flags (manage_rollouts); --dry-run creates nothing",
 		Long: `Create a rollout: its spec comes from -f FILE (YAML or JSON: name, template, selector,
 plan, brake, standing, with snake_case keys; durations as 30d or 1h30m) and from the flags,
@@ -60,7 +61,14 @@ by organisation, agent state and token model, the first ones, what it had to ski
 wave sizes and the binding hash an approval will be bound to. The rollout then waits
 for approval (tokenfleetctl rollout approve ID, by someone else).
 
---dry-run shows the same without creating anything.`,
+--dry-run shows the same without creating anything.
+
+Each run sends the request with a random idempotency key, and sends it again with that
+key when the connection drops before the answer, so a lost answer never makes two
+rollouts. A script that may run the same command again passes its own --idempotency-key
+(1 to 255 printable ASCII characters, for example "renew-vpn-2026-12"): a run with a key
+used before prints the rollout the first run created, as it is now, and creates nothing;
+the same key with another spec is refused.`,
 		Args: exactArgs(),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			sp, err := sf.spec(e, cmd)
@@ -71,17 +79,29 @@ for approval (tokenfleetctl rollout approve ID, by someone else).
 			if err != nil {
 				return err
 			}
-			var r client.Rollout
+			var (
+				r        client.Rollout
+				replayed bool
+			)
 			if dryRun {
 				r, err = c.DryRunRollout(cmd.Context(), sp)
 			} else {
-				r, err = c.CreateRollout(cmd.Context(), sp)
+				r, replayed, err = c.CreateRolloutWithKey(cmd.Context(), sp, key)
 			}
 			if err != nil {
 				return err
 			}
-			if asJSON {
+			if replayed {
+				if _, err := fmt.Fprintf(e.stderr, "rollout %s was created by an earlier request with this idempotency key; nothing new was created\n", clean(r.ID)); err != nil {
+					return err
+				}
+			}
+			switch {
+			case asJSON:
 				return printJSON(e.stdout, r)
+			case replayed:
+				// No preview comes with it: the rollout as it is now.
+				return printRollout(e.stdout, r, e.now())
 			}
 			return printCreated(e.stdout, r, dryRun)
 		}),
@@ -90,6 +110,7 @@ for approval (tokenfleetctl rollout approve ID, by someone else).
 	f := cmd.Flags()
 	f.BoolVar(&dryRun, "dry-run", false, "show the targets, waves and binding hash; create nothing")
 	f.BoolVar(&asJSON, "json", false, "print the rollout as JSON")
+	f.StringVar(&key, "idempotency-key", "", "name this request: running again with the same key prints the rollout the first run created (default: a random key per run)")
 	return cmd
 }
 
