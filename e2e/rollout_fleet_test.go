@@ -65,6 +65,13 @@ func TestRolloutFleet(t *testing.T) {
 	t.Run("abort", f.testAbort) // last: it holds some agents away for good
 }
 
+// simFleet is the simulated fleet, in this process (*fleetsim.Fleet) or in worker
+// processes (*fleetsim.Workers).
+type simFleet interface {
+	fleetsim.Runner
+	StopAgents(ids []string) []string
+}
+
 // rolloutFleet is the system of TestRolloutFleet.
 type rolloutFleet struct {
 	t      *testing.T
@@ -73,8 +80,7 @@ type rolloutFleet struct {
 	broker *testenv.Broker
 	coords []*coordProc
 	st     store.Store // the coordinators' database, read directly for the checks
-	tokens *fleetsim.SimTokens
-	fleet  *fleetsim.Fleet
+	fleet  simFleet
 
 	admin, owner, approver string // API tokens
 }
@@ -133,32 +139,42 @@ func newRolloutFleet(t *testing.T, n int) *rolloutFleet {
 	f.owner = f.person(adm, rolloutOwner, jobs.RoleRolloutOwner)
 	f.approver = f.person(adm, approver, jobs.RoleApprover)
 
-	// The fleet: enrolled through the API, started, every agent online.
+	// The fleet: enrolled through the API, started, every agent online. It runs in this
+	// process when the open files limit allows (an agent holds about four files), else in
+	// worker processes of the simulator, as its presence benchmark does.
 	limit, err := fleetsim.RaiseFileLimit()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fleetsim.AgentsPerProcess(limit) < n {
-		t.Fatalf("%d simulated agents need an open files limit of %d; it is %d: run `ulimit -n %d` first",
-			n, 1000+fleetsim.FilesPerAgent*n, limit, 1000+fleetsim.FilesPerAgent*n)
-	}
 	if _, err := fleetsim.Enrol(ctx, adm, rolloutPrefix, n, log); err != nil {
 		t.Fatal(err)
 	}
-	if f.tokens, err = fleetsim.NewSimTokens(fleetsim.SimTokensConfig{Profile: "instant", PerAgent: 1, Seed: 1}); err != nil {
-		t.Fatal(err)
+	fc := fleetsim.FleetConfig{BrokerURL: f.broker.URL, Prefix: rolloutPrefix, Count: n, DataDir: filepath.Join(root, "fleet"),
+		Seed: 1, Log: log} // heartbeats at the production rate
+	where := "in this process"
+	if per := fleetsim.AgentsPerProcess(limit); per >= n {
+		if fc.Tokens, err = fleetsim.NewSimTokens(fleetsim.SimTokensConfig{Profile: "instant", PerAgent: 1, Seed: fc.Seed}); err != nil {
+			t.Fatal(err)
+		}
+		if f.fleet, err = fleetsim.NewFleet(fc); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		procs := (n + per - 1) / per
+		where = fmt.Sprintf("in %d worker processes (open files limit %d)", procs, limit)
+		sim := testenv.Binary(t, "./fleetsim/cmd/tokenfleet-fleetsim")
+		fc.Log = zerolog.Nop()
+		if f.fleet, err = fleetsim.NewWorkers(fleetsim.WorkersConfig{Command: []string{sim, "worker", "--log-level", "warn"},
+			Fleet: fc, Processes: procs, Stderr: simLog}, "instant", 1); err != nil {
+			t.Fatal(err)
+		}
 	}
-	fleet, err := fleetsim.NewFleet(fleetsim.FleetConfig{BrokerURL: f.broker.URL, Prefix: rolloutPrefix, Count: n,
-		DataDir: filepath.Join(root, "fleet"), Tokens: f.tokens, Log: log}) // heartbeats at the production rate
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.fleet = fleet
-	fleet.Start(ctx)
-	t.Cleanup(fleet.Close)
+	f.fleet.Start(ctx)
+	t.Cleanup(f.fleet.Close)
 	f.waitFor("every simulated agent online", 2*time.Minute+time.Duration(n)*time.Second/20, func() (bool, string) {
-		if fleet.Failed() > 0 {
-			t.Fatalf("simulated agents failed: %v", fleet.Errors())
+		st := f.fleet.Stats()
+		if st.Failed > 0 {
+			t.Fatalf("%d simulated agents failed; the first: %s", st.Failed, st.FirstError)
 		}
 		online := 0
 		for a, err := range adm.AllAgents(ctx, 500) {
@@ -169,9 +185,9 @@ func newRolloutFleet(t *testing.T, n int) *rolloutFleet {
 				online++
 			}
 		}
-		return online == n, fmt.Sprintf("%d of %d started, %d online", fleet.Started(), n, online)
+		return online == n, fmt.Sprintf("%d of %d started, %d online", st.Started, n, online)
 	})
-	t.Logf("%d simulated agents online on two coordinators in %s", n, time.Since(begin).Round(time.Second))
+	t.Logf("%d simulated agents (%s) online on two coordinators in %s", n, where, time.Since(begin).Round(time.Second))
 	return f
 }
 

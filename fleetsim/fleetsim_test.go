@@ -10,6 +10,8 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
+	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/simtoken"
 	"github.com/tokenfleet/tokenfleet/fleetsim"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
@@ -138,5 +140,48 @@ func TestStopAgents(t *testing.T) {
 	slices.Sort(got)
 	if !slices.Equal(got, []string{"stop-00000", "stop-00002"}) {
 		t.Errorf("still running after StopAgents: %v, want stop-00000 and stop-00002", got)
+	}
+}
+
+// TestWorkersStopAndFaults: a fleet over two worker processes stops the agents named,
+// whichever worker runs them, and sets its tokens' faults in every worker.
+func TestWorkersStopAndFaults(t *testing.T) {
+	ctx := testenv.Context(t)
+	broker := testenv.NewBroker(t)
+	sim := testenv.Binary(t, "./fleetsim/cmd/tokenfleet-fleetsim")
+	w, err := fleetsim.NewWorkers(fleetsim.WorkersConfig{Command: []string{sim, "worker", "--log-level", "warn"},
+		Fleet:     fleetsim.FleetConfig{BrokerURL: broker.URL, Prefix: "work-", Count: 4, DataDir: t.TempDir()},
+		Processes: 2, Stderr: zerolog.NewTestWriter(t)}, "instant", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Start(ctx)
+	t.Cleanup(w.Close)
+	deadline := time.Now().Add(time.Minute)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for st := w.Stats(); st.Started < 4; st = w.Stats() {
+		if time.Now().After(deadline) || st.Failed > 0 {
+			t.Fatalf("%d of 4 agents started: %s", st.Started, st.FirstError)
+		}
+		<-tick.C
+	}
+	got := w.StopAgents([]string{"work-00000", "work-00003", "work-00009"})
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"work-00000", "work-00003"}) {
+		t.Errorf("stopped %v, want work-00000 (first worker) and work-00003 (second)", got)
+	}
+	fault := fleetsim.TokenFault{Op: simtoken.OpKeygenEC, Rate: 0.5, Code: pkcs11.CodeDeviceError}
+	if err := w.SetTokenFaults([]fleetsim.TokenFault{fault}); err != nil {
+		t.Fatal(err)
+	}
+	for st := w.Stats(); len(st.TokenFaults) != 1 || st.TokenFaults[0].Rate != 0.5; st = w.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the workers report the faults %+v, want %s", st.TokenFaults, fault)
+		}
+		<-tick.C
+	}
+	if err := w.SetTokenFaults([]fleetsim.TokenFault{{Op: "keygen", Rate: 1, Code: pkcs11.CodeDeviceError}}); err == nil {
+		t.Error("the workers took an unknown operation")
 	}
 }

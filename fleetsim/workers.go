@@ -39,6 +39,8 @@ func AgentsPerProcess(fileLimit uint64) int {
 type workerMessage struct {
 	Stats   *FleetStats `json:"stats,omitempty"`
 	Stopped []string    `json:"stopped,omitempty"`
+	// StopDone answers a "stop-ids" line, with the agents stopped (none, maybe).
+	StopDone bool `json:"stop_done,omitempty"`
 	// FaultsSet answers a "faults" line: true once they are set; false with Error.
 	FaultsSet *bool  `json:"faults_set,omitempty"`
 	Error     string `json:"error,omitempty"`
@@ -46,9 +48,9 @@ type workerMessage struct {
 
 // RunWorker runs the fleet of cfg for a parent process (Workers): it writes the fleet's
 // stats as a JSON line on out every half second, answers "stop N" lines on in by stopping
-// N agents and writing their IDs, "faults [OP=RATE:CODE ...]" lines by setting the
-// simulated tokens' injected failures (none without any), and stops everything when in
-// ends or ctx does.
+// N agents and writing their IDs, "stop-ids ID ..." lines by stopping those of the agents
+// it runs, "faults [OP=RATE:CODE ...]" lines by setting the simulated tokens' injected
+// failures (none without any), and stops everything when in ends or ctx does.
 func RunWorker(ctx context.Context, cfg FleetConfig, in io.Reader, out io.Writer) error {
 	fleet, err := NewFleet(cfg)
 	if err != nil {
@@ -82,13 +84,17 @@ func RunWorker(ctx context.Context, cfg FleetConfig, in io.Reader, out io.Writer
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		verb, arg, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
-		if verb == "faults" {
+		switch verb {
+		case "faults":
 			write(setWorkerFaults(fleet, arg))
+			continue
+		case "stop-ids":
+			write(workerMessage{Stopped: fleet.StopAgents(strings.Fields(arg)), StopDone: true})
 			continue
 		}
 		n, err := strconv.Atoi(arg)
 		if verb != "stop" || err != nil || n < 0 {
-			write(workerMessage{Error: fmt.Sprintf("unknown command %q: want stop N, or faults [OP=RATE:CODE ...]", sc.Text())})
+			write(workerMessage{Error: fmt.Sprintf("unknown command %q: want stop N, stop-ids ID ..., or faults [OP=RATE:CODE ...]", sc.Text())})
 			continue
 		}
 		write(workerMessage{Stopped: append([]string{}, fleet.Stop(n)...)})
@@ -268,7 +274,7 @@ func (p *workerProc) read(r io.Reader) {
 			p.stats.FirstError = m.Error
 		}
 		p.mu.Unlock()
-		if m.Stopped != nil {
+		if m.Stopped != nil || m.StopDone {
 			p.stopped <- m.Stopped
 		}
 		if m.FaultsSet != nil {
@@ -370,6 +376,28 @@ func (w *Workers) SetTokenFaults(faults []TokenFault) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// StopAgents stops the running agents with these IDs, asking each worker in turn, and
+// returns those stopped. Not safe for use concurrently with Stop.
+func (w *Workers) StopAgents(ids []string) []string {
+	var out []string
+	line := "stop-ids " + strings.Join(ids, " ")
+	for _, p := range w.procs {
+		if p.stdin == nil {
+			continue
+		}
+		if _, err := fmt.Fprintln(p.stdin, line); err != nil {
+			continue
+		}
+		select {
+		case got := <-p.stopped:
+			out = append(out, got...)
+			p.ids -= len(got)
+		case <-p.ended:
+		}
+	}
+	return out
 }
 
 // Close ends every worker (their standard input closes: they stop their agents) and
