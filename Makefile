@@ -10,7 +10,7 @@ export CGO_ENABLED := 1
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: all build windows test test-run vet lint bench bench-fleet deps demo clean
+.PHONY: all build windows test test-run vet lint bench bench-fleet rollout-fleet deps demo clean
 
 all: build
 
@@ -60,19 +60,29 @@ lint: vet
 # Benchmarks print their figures as ratios against a reference measured in the same run.
 # BenchmarkSignOverhead measures microseconds per signature: it needs more iterations than
 # the slow token paths to rise above the noise. BenchmarkDispatch approves 1,000 jobs
-# before each iteration (about 30 s): three iterations say enough.
+# before each iteration (about 30 s): three iterations say enough. BenchmarkRolloutDispatch
+# runs one 1,000-target rollout per store, approval to the last job dispatched.
 bench: deps
-	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkDispatch|BenchmarkFleetPresence|BenchmarkFleetJobs|BenchmarkSelfEnrol|BenchmarkPutAgents)$$' -benchtime 20x -count 1 $(PKGS)
+	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkDispatch|BenchmarkFleetPresence|BenchmarkFleetJobs|BenchmarkSelfEnrol|BenchmarkPutAgents|BenchmarkRolloutDispatch)$$' -benchtime 20x -count 1 $(PKGS)
 	$(GO) test -run '^$$' -bench '^BenchmarkDispatch$$' -benchtime 3x -count 1 ./coordinator/dispatch/
 	$(GO) test -run '^$$' -bench '^(BenchmarkSelfEnrol|BenchmarkPutAgents)$$' -benchtime 2x -count 1 ./coordinator/httpapi/ ./coordinator/brokeradmin/
 	$(GO) test -run '^$$' -bench 'SignOverhead' -benchtime 3000x -count 1 ./drivers/pkcs11/
 	$(GO) test -run '^$$' -bench '^BenchmarkFleet(Presence|Jobs)$$' -benchtime 1x -count 1 -timeout 30m ./fleetsim/
+	$(GO) test -run '^$$' -bench '^BenchmarkRolloutDispatch$$' -benchtime 1x -count 1 -timeout 30m ./fleetsim/
 
 # The presence run at production scale: 10,000 simulated agents heartbeating every 15 s on
 # one coordinator, on SQLite then PostgreSQL, a two-minute steady window each (about 15 min
-# in all). Each figure is printed beside its goal.
+# in all). Each figure is printed beside its goal. Then a 10,000-target rollout on each
+# store, approval to the last job dispatched, beside a confirmed publisher (about 5 min).
 bench-fleet: deps
 	TOKENFLEET_FLEET_AGENTS=10000 $(GO) test -run '^$$' -bench '^BenchmarkFleetPresence$$' -benchtime 1x -count 1 -timeout 90m ./fleetsim/
+	TOKENFLEET_ROLLOUT_TARGETS=10000 $(GO) test -run '^$$' -bench '^BenchmarkRolloutDispatch$$' -benchtime 1x -count 1 -timeout 60m ./fleetsim/
+
+# Rollouts on the issue's 5,000 simulated agents (e2e/rollout_fleet_test.go; make test runs
+# TOKENFLEET_ROLLOUT_AGENTS, default 1,000): the brake, coordinators killed mid-wave, an
+# abort, over two coordinators on PostgreSQL, with the race detector as in make test.
+rollout-fleet: deps
+	TOKENFLEET_ROLLOUT_AGENTS=5000 $(GO) test -race -count=1 -run '^TestRolloutFleet$$' -timeout 2h -v ./e2e/
 
 # The long fault campaign (e2e/campaign_test.go): 10,000 jobs and 500 faults on SQLite,
 # two coordinators on PostgreSQL, then the broker's node restarted (stop_app/start_app),
