@@ -733,7 +733,7 @@ func (sel *selection) byCertificates(ctx context.Context, res *resolution, withi
 		certProfile = sel.spec.Template.Profile
 	}
 	valid := false
-	newest := map[[3]string]string{} // holder, token, agent → the newest certificate's serial
+	newest := map[[3]string]string{} // holder, token (agent without one) → the newest certificate's serial
 	var found []candidate
 	p := store.Page{Limit: store.MaxPageLimit}
 	for {
@@ -745,7 +745,12 @@ func (sel *selection) byCertificates(ctx context.Context, res *resolution, withi
 			if c.Profile != certProfile {
 				continue
 			}
-			key := [3]string{c.HolderID, c.TokenSerial, c.AgentID}
+			// By token, wherever it was: a token renewed after it moved to another
+			// workstation has its new certificate under the other agent.
+			key := [3]string{c.HolderID, c.TokenSerial, ""}
+			if c.TokenSerial == "" {
+				key[2] = c.AgentID
+			}
 			newer, superseded := newest[key]
 			if !superseded {
 				newest[key] = c.Serial

@@ -346,3 +346,41 @@ func timelineReason(t *testing.T, r *rig, j store.Job) string {
 	}
 	return d.Timeline[len(d.Timeline)-1].Reason
 }
+
+// TestRolloutStandingTokenMoved: a certificate renewed after its token moved to another
+// workstation is superseded all the same (same holder, profile and token): a standing
+// rollout does not renew the old one again.
+func TestRolloutStandingTokenMoved(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, sqlite(t))
+	r.agents(2)
+	if _, err := r.s.ApplyProfiles(r.ctx, r.admin, []byte(renewProfile)); err != nil {
+		t.Fatal(err)
+	}
+	now := r.clock.now()
+	r.seedCert(r.holder, "ws-000", "a1", now.Add(-25*24*time.Hour), now.Add(5*24*time.Hour))
+	// The token went to ws-001, where it was renewed: a2, on the same token.
+	if err := r.st.InTx(r.ctx, func(tx store.Tx) error {
+		old, err := tx.GetCertificate(r.ctx, "a1")
+		if err != nil {
+			return err
+		}
+		_, err = tx.AddCertificate(r.ctx, store.Certificate{Serial: "a2", JobID: old.JobID, HolderID: r.holder.ID, Profile: "renew",
+			TokenSerial: "tok-ws-000", AgentID: "ws-001", Subject: "CN=alice", Issuer: "CN=test CA",
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(29 * 24 * time.Hour), DER: []byte{0x30, 0}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	standing := rollout.Spec{Name: "keep renewed", Standing: true, Template: rollout.Template{Kind: jobs.KindRenew, Profile: "renew"},
+		Plan: rollout.Plan{Canary: rollout.Canary{Count: 1}}}
+	v := r.create(standing)
+	if v.Preview.Targets != 0 {
+		t.Fatalf("preview %+v: the renewed certificate would be renewed again", v.Preview)
+	}
+	r.approve(r.ap1, v)
+	r.passAfter(2)
+	if got := r.get(v.ID); got.TargetCount != 0 {
+		t.Fatalf("%d targets", got.TargetCount)
+	}
+}
