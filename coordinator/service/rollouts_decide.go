@@ -529,6 +529,9 @@ func rolloutRetryRefusal(ctx context.Context, r store.Reader, j store.Job) (erro
 	case st == rollout.StatePaused && kind == rollout.PauseBrake:
 		return newErr(CodeApprovalRequired, "", "job %s is one of rollout %s (%s), which its failure brake paused: its jobs are tried again only once approvals resume it (tokenfleetctl rollout approve %s)",
 			j.ID, ro.Name, ro.ID, ro.ID), nil
+	case st == rollout.StatePaused && kind == rollout.PauseProfileChanged:
+		return newErr(CodeConflict, "", "job %s is one of rollout %s (%s), which is paused because its profile changed since its approval: it never runs again; queue a job of its own for this target, or create a new rollout",
+			j.ID, ro.Name, ro.ID), nil
 	case st == rollout.StatePaused:
 		return newErr(CodeConflict, "", "job %s is one of rollout %s (%s), which is paused (%s): resume the rollout first (tokenfleetctl rollout resume %s)",
 			j.ID, ro.Name, ro.ID, kind, ro.ID), nil
