@@ -57,6 +57,18 @@
 //     version (40 jobs, 15 faults, real agents only), make soak the long one (TOKENFLEET_SOAK=long:
 //     10,000 jobs and 500 faults on SQLite with 300 simulated agents, more on
 //     PostgreSQL and with the broker restarted).
+//   - TestRolloutRenewal: three real agents (child processes, a SoftHSM2 store each)
+//     issued a certificate each; a renewal rollout created with tokenfleetctl, a canary
+//     and two waves, approved once by an approver (its owner's approval refused): every
+//     job approved by the rollout as the audit shows, wave after wave, each token holding
+//     only the new key and certificate (pkcs11-tool), which openssl verifies against the
+//     CA. TestRolloutStandingRenewal: a standing rollout takes up a certificate as it
+//     enters its renewal window and renews it once.
+//   - TestRolloutFleet: rollouts over simulated agents (1,000; make rollout-fleet 5,000)
+//     and two coordinators on PostgreSQL: the brake trips in the canary on failing tokens
+//     and holds over engine passes until an approved resumption; coordinators killed
+//     mid-wave leave every target exactly one job; an abort creates nothing more and
+//     cancels what had not started.
 //   - Every other test ends with finalChecks: tokenfleetctl audit verify accepts the audit log;
 //     every log line is one JSON object without a field twice (TestLogLineCheck shows the
 //     check); and checkNoPINs: no PIN the test's jobs set (user PINs as revealed, SO PINs

@@ -316,3 +316,110 @@ func (a *procAgent) wantOnlyKeyAndCertificate(t *testing.T, serial, pin, keyID s
 	tool(t, "openssl", "x509", "-inform", "DER", "-in", der, "-out", certPEM)
 	return certPEM
 }
+
+// standingProfile issues certificates valid for two minutes at first; then for an hour,
+// with standing renewals 90 s before expiry: the first certificate enters its renewal
+// window 30 s after its issue, the renewed one only after the test.
+const standingProfile = "e2e-standing"
+
+func standingProfileYAML(validity, renewBefore string) string {
+	y := strings.Replace(profileYAML, "name: e2e-logon", "name: "+standingProfile, 1)
+	y = strings.Replace(y, "validity: 30d", "validity: "+validity, 1)
+	if renewBefore != "" {
+		y = strings.Replace(y, "approval:", "renew_before: "+renewBefore+"\napproval:", 1)
+	}
+	return y
+}
+
+// TestRolloutStandingRenewal: a certificate is issued under a profile of short validity.
+// The profile then asks for standing renewals (renew_before), and a standing rollout of
+// it is created, naming its holders' organisation (the profile's approvals are scoped to
+// it), and approved, with no target yet. When the certificate enters its
+// renewal window the rollout takes it up on its own and renews it once: a new key and
+// certificate on the token (pkcs11-tool), verified against the CA (openssl verify); the
+// rollout still runs, waiting for the next certificate, and the renewed one (valid for
+// an hour) is not a target.
+func TestRolloutStandingRenewal(t *testing.T) {
+	s := newSystem(t)
+	ownerToken := s.addRolloutOwner()
+	apply := func(yaml string) {
+		f := filepath.Join(t.TempDir(), "profile.yaml")
+		if err := os.WriteFile(f, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.ctl(s.admin, "profile", "apply", f)
+	}
+	apply(standingProfileYAML("2m", ""))
+	const id = "ws-standing"
+	s.enrol(id)
+	s.startAgent(id, agentOptions{})
+	issue := strings.TrimSpace(s.ctl(s.operator, "issue", "--holder", holder, "--agent", id, "--profile", standingProfile))
+	s.ctl(s.approver, "approve", issue, "--reason", "checked the request")
+	d := s.waitJob(issue, jobs.StateSucceeded)
+	serial, pin := d.TokenSerial, s.revealPIN(issue)
+	old := s.certificateOf(issue)
+
+	apply(standingProfileYAML("1h", "90s"))
+	out := s.ctl(ownerToken, "rollout", "create", "--name", "standing renewals", "--kind", "renew", "--profile", standingProfile,
+		"--standing", "--canary", "1", "--holders-org", org, "--json")
+	var created api.Rollout
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatalf("tokenfleetctl rollout create --json: %v\n%s", err, out)
+	}
+	if !created.Standing || created.TargetCount != 0 {
+		t.Fatalf("a new standing rollout: standing %t with %d targets; want standing, no target yet", created.Standing, created.TargetCount)
+	}
+	rid := created.ID
+	s.ctl(s.approver, "rollout", "approve", rid, "--yes", "--reason", "renew logon certificates before they expire")
+
+	// The certificate enters its window 30 s after its issue; the rollout looks every 30 s.
+	var target api.RolloutTarget
+	deadline := time.Now().Add(2 * time.Minute)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ts := s.rolloutTargets(ownerToken, rid)
+		if len(ts) > 1 {
+			t.Fatalf("the standing rollout has %d targets, want the one certificate: %+v", len(ts), ts)
+		}
+		if len(ts) == 1 && ts[0].JobID != "" && jobs.Terminal(ts[0].JobState) {
+			target = ts[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no renewal of certificate %s (not after %s) within 2 minutes: targets %+v", old.Serial, old.NotAfter, ts)
+		}
+		<-tick.C
+	}
+	if target.CertificateSerial != old.Serial || target.TokenSerial != serial || target.JobState != jobs.StateSucceeded {
+		t.Fatalf("target %+v: want certificate %s on token %s renewed", target, old.Serial, serial)
+	}
+	d = s.waitJob(target.JobID, jobs.StateSucceeded)
+	if d.Kind != jobs.KindRenew {
+		t.Fatalf("job %s is a %s, want renew", d.ID, d.Kind)
+	}
+	renewed := s.certificateOf(d.ID)
+	if time.Until(renewed.NotAfter) < 50*time.Minute {
+		t.Errorf("the renewed certificate is valid until %s, want an hour (the profile's validity now)", renewed.NotAfter)
+	}
+	certPEM := wantOnlyKeyAndCertificate(t, serial, pin, protocol.DeriveKeyID(d.ID), certificateDER(t, renewed.PEM))
+	wantVerifiedByCA(t, s.ctl(s.operator, "ca", "cert"), certPEM)
+
+	v := s.rolloutShow(ownerToken, rid)
+	if v.State != rollout.StateRunning || v.TargetCount != 1 {
+		t.Errorf("after the renewal the standing rollout is %s with %d targets; want running (it never completes) with 1", v.State, v.TargetCount)
+	}
+	added := 0
+	for e, err := range s.api.AuditEntries(context.Background(), 0, 500) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Action == "rollout.targets_added" && e.Target == "rollout:"+rid {
+			added++
+		}
+	}
+	if added != 1 {
+		t.Errorf("%d rollout.targets_added entries, want 1", added)
+	}
+	s.finalChecks()
+}
