@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,7 +42,9 @@ const refInFlight = 200
 // flight) sends as many messages of the same size.
 // Reported: approval-to-dispatched-s, jobs/s (targets ÷ that time), ref_msg/s of the
 // reference, and ratio = jobs/s ÷ ref_msg/s; create-s is how long the creation (the
-// target list resolved, frozen and hashed) took.
+// target list resolved, frozen and hashed) took. Whether the API stalls meanwhile: the
+// rollout read through the API as a watcher does, read-idle-ms before the approval
+// (median of 20) against read-busy-ms (median) and read-slowest-ms while dispatching.
 func BenchmarkRolloutDispatch(b *testing.B) {
 	targets := envInt(b, rolloutTargetsEnv, 1000)
 	bin := testenv.Binary(b, "./coordinator/cmd/tokenfleet-coordinator")
@@ -85,15 +88,21 @@ func benchRolloutDispatch(b *testing.B, bin string, targets int, postgresDSN str
 	ref, size := referencePublish(b, broker.URL, prefix, targets)
 	rate := float64(targets) / res.dispatch.Seconds()
 	b.Logf("coordinator on %s: %d targets; created in %.1f s; approval → last job dispatched %.1f s (%.0f jobs/s); "+
-		"a confirmed publisher: %.0f msg/s of %d bytes; ratio %.3f",
-		co.store, targets, res.create.Seconds(), res.dispatch.Seconds(), rate, ref, size, rate/ref)
+		"a confirmed publisher: %.0f msg/s of %d bytes; ratio %.3f; reading the rollout: %.0f ms idle, %.0f ms (slowest %.0f ms) while dispatching",
+		co.store, targets, res.create.Seconds(), res.dispatch.Seconds(), rate, ref, size, rate/ref,
+		ms(res.idleRead), ms(res.busyRead), ms(res.slowestRead))
 	b.ReportMetric(res.create.Seconds(), "create-s")
 	b.ReportMetric(res.dispatch.Seconds(), "approval-to-dispatched-s")
 	b.ReportMetric(rate, "jobs/s")
 	b.ReportMetric(ref, "ref_msg/s")
 	b.ReportMetric(rate/ref, "ratio")
+	b.ReportMetric(ms(res.idleRead), "read-idle-ms")
+	b.ReportMetric(ms(res.busyRead), "read-busy-ms")
+	b.ReportMetric(ms(res.slowestRead), "read-slowest-ms")
 	b.ReportMetric(0, "ns/op")
 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // benchPerson creates a user of the job load's organisation with a role and returns an
 // API token of theirs.
@@ -117,6 +126,26 @@ func benchPerson(b *testing.B, adm *client.Client, username string, role jobs.Ro
 
 type rolloutDispatchResult struct {
 	create, dispatch time.Duration
+	// The rollout read through the API (GET /api/v1/rollouts/ID, as a watcher does):
+	// idle, the median of reads before the approval; busy, the median and the slowest
+	// of the reads while the jobs were created and dispatched.
+	idleRead, busyRead, slowestRead time.Duration
+}
+
+// timedRead reads the rollout through the API and returns how long it took.
+func timedRead(ctx context.Context, b *testing.B, c *client.Client, id string) time.Duration {
+	b.Helper()
+	start := time.Now()
+	if _, err := c.GetRollout(ctx, id); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // runRolloutDispatch creates the rollout, approves it and waits until every job is
@@ -136,6 +165,11 @@ func runRolloutDispatch(b *testing.B, url string, owner, approver *client.Client
 	if r.TargetCount != targets {
 		b.Fatalf("the rollout has %d targets, want %d", r.TargetCount, targets)
 	}
+	var idle, busy []time.Duration
+	for range 20 {
+		idle = append(idle, timedRead(ctx, b, owner, r.ID))
+	}
+	res.idleRead = median(idle)
 	if _, err := approver.ApproveRollout(ctx, r.ID, r.BindingHash, "benchmark"); err != nil {
 		b.Fatal(err)
 	}
@@ -150,6 +184,7 @@ func runRolloutDispatch(b *testing.B, url string, owner, approver *client.Client
 		if n >= targets {
 			break
 		}
+		busy = append(busy, timedRead(ctx, b, owner, r.ID))
 		if time.Now().After(deadline) {
 			b.Fatalf("%d of %d jobs dispatched after %s", n, targets, time.Since(begin).Round(time.Second))
 		}
@@ -179,6 +214,9 @@ func runRolloutDispatch(b *testing.B, url string, owner, approver *client.Client
 		b.Fatalf("%d of the rollout's %d jobs are dispatched", n, targets)
 	}
 	res.dispatch = last.Sub(v.ApprovedAt)
+	if len(busy) > 0 {
+		res.busyRead, res.slowestRead = median(busy), slices.Max(busy)
+	}
 	return res
 }
 
