@@ -109,7 +109,7 @@ func (x *q) NotificationDeliveries(ctx context.Context, channel, recipient strin
 		oldest time.Time
 	)
 	err := x.queryRow(ctx, `SELECT COUNT(DISTINCT delivery_id), MIN(sent_at) FROM notifications
-		WHERE channel = ? AND recipient = ? AND sent_at IS NOT NULL AND sent_at >= ?`,
+		WHERE channel = ? AND recipient = ? AND sent_at IS NOT NULL AND sent_at > ?`,
 		channel, recipient, x.d.ts(orNow(since))).Scan(&n, timeCol{&oldest})
 	return n, oldest, x.d.wrap("deliveries to "+recipient, err)
 }
@@ -219,6 +219,20 @@ func (x *q) HoldNotifications(ctx context.Context, ids []string, until time.Time
 		if _, err := x.exec(ctx, `UPDATE notifications SET held = true, next_attempt_at = ?, lease_until = NULL, lease_owner = ''
 			WHERE state = 'pending' AND id IN (`+placeholders(len(chunk))+")", args...); err != nil {
 			return x.d.wrap(fmt.Sprintf("hold %d notifications", len(chunk)), err)
+		}
+	}
+	return nil
+}
+
+func (x *q) ReleaseNotifications(ctx context.Context, owner string, ids []string) error {
+	for chunk := range slices.Chunk(ids, batchRows) {
+		args := []any{owner}
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		if _, err := x.exec(ctx, `UPDATE notifications SET lease_until = NULL, lease_owner = ''
+			WHERE state = 'pending' AND lease_owner = ? AND id IN (`+placeholders(len(chunk))+")", args...); err != nil {
+			return x.d.wrap(fmt.Sprintf("release %d notifications", len(chunk)), err)
 		}
 	}
 	return nil

@@ -147,8 +147,8 @@ type Reader interface {
 	// ListNotifications lists notifications, newest first.
 	ListNotifications(ctx context.Context, f NotificationFilter, p Page) (ns []Notification, next string, err error)
 	// NotificationDeliveries counts the messages (a digest is one) sent over channel to
-	// recipient at or after since, and gives the time of the oldest: what a rate limit
-	// over a sliding window needs.
+	// recipient after since, and gives the time of the oldest: what a rate limit over a
+	// sliding window needs (a slot frees a window after the oldest was sent).
 	NotificationDeliveries(ctx context.Context, channel, recipient string, since time.Time) (n int, oldest time.Time, err error)
 
 	// FleetStats counts jobs, unsent outbox messages, agents and certificates in use, in
@@ -366,6 +366,9 @@ type Writer interface {
 	// HoldNotifications holds pending notifications back for the recipient's rate limit
 	// until until, without counting an attempt; held ones go out as a digest.
 	HoldNotifications(ctx context.Context, ids []string, until time.Time) error
+	// ReleaseNotifications gives back, unsent and due as before, the pending rows owner
+	// leased; rows leased by another sender are left alone.
+	ReleaseNotifications(ctx context.Context, owner string, ids []string) error
 
 	// RecordInbox records a processed message ID and reports whether it was already
 	// there, in which case the message is a duplicate and nothing is written.

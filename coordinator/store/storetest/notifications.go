@@ -222,6 +222,23 @@ func testNotificationClaims(t *testing.T, h *harness) {
 		return tx.FailNotification(h.ctx, first[1].ID, "gave up")
 	})
 	equal(t, "sent and failed not claimed", keys(claim("five", base.Add(time.Hour), 10)), []string{"k2", "k1", "k0"})
+	// Released rows are due again at once; another owner's release changes nothing.
+	h.tx(t, func(tx store.Tx) error {
+		rows, _, err := tx.ListNotifications(h.ctx, store.NotificationFilter{State: store.NotificationPending}, store.Page{})
+		if err != nil {
+			return err
+		}
+		if err := tx.ReleaseNotifications(h.ctx, "someone else", ids(rows)); err != nil {
+			return err
+		}
+		for _, n := range rows {
+			if n.DedupeKey == "k0" {
+				return tx.ReleaseNotifications(h.ctx, "five", []string{n.ID})
+			}
+		}
+		return fmt.Errorf("k0 not pending")
+	})
+	equal(t, "released", keys(claim("six", base.Add(time.Hour), 10)), []string{"k0"})
 	wantErr(t, try(h, func(tx store.Tx) ([]store.Notification, error) {
 		return tx.ClaimNotifications(h.ctx, store.NotificationClaim{Now: base, Limit: 1})
 	}), store.ErrInvalid)
