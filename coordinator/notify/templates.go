@@ -3,6 +3,7 @@ package notify
 import (
 	"bytes"
 	"embed"
+	"errors"
 	"fmt"
 	"strings"
 	"text/template"
@@ -77,6 +78,9 @@ func LoadTemplates() (*Templates, error) {
 	return t, nil
 }
 
+// ErrRender: a notice could not be rendered (a template and its data do not fit).
+var ErrRender = errors.New("notify: rendering failed")
+
 // Message is a rendered notice.
 type Message struct {
 	Subject string
@@ -107,14 +111,14 @@ func (t *Templates) render(lang, name string, data any) (Message, error) {
 	}
 	tt, ok := set[name]
 	if !ok {
-		return Message{}, fmt.Errorf("notify: no template for %q", name)
+		return Message{}, fmt.Errorf("%w: no template for %q", ErrRender, name)
 	}
 	var subject, body bytes.Buffer
 	if err := tt.ExecuteTemplate(&subject, "subject", data); err != nil {
-		return Message{}, fmt.Errorf("notify: %s subject (%s): %w", name, lang, err)
+		return Message{}, fmt.Errorf("%w: %s subject (%s): %w", ErrRender, name, lang, err)
 	}
 	if err := tt.ExecuteTemplate(&body, "body", data); err != nil {
-		return Message{}, fmt.Errorf("notify: %s body (%s): %w", name, lang, err)
+		return Message{}, fmt.Errorf("%w: %s body (%s): %w", ErrRender, name, lang, err)
 	}
 	// A subject is one header line, whatever the data held.
 	s := strings.Join(strings.Fields(subject.String()), " ")
