@@ -47,8 +47,8 @@ func tokenPresent(ctx context.Context, r store.Reader, agentID string, sel proto
 // askForToken tells the job's holder to insert the token the dispatch selects when the
 // agent reports none that matches (once per attempt: the notice's key is the attempt).
 func askForToken(ctx context.Context, jt *service.JobTx, j store.Job, sel protocol.TokenSelector) error {
-	if sel.Serial == "" && sel.Model == "" && !sel.Blank {
-		return nil // the job needs no particular token
+	if !jt.Notifying() || (sel.Serial == "" && sel.Model == "" && !sel.Blank) {
+		return nil // nobody to tell, or the job needs no particular token
 	}
 	ok, err := tokenPresent(ctx, jt, j.AgentID, sel)
 	if err != nil || ok {

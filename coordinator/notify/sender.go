@@ -212,14 +212,26 @@ func (s *Sender) SendDue(ctx context.Context) (int, error) {
 			s.deliver(ctx, g, s.postWebhook(ctx, g[0]), g[0].ID)
 			continue
 		}
-		if err := s.sendEmails(ctx, g); err != nil {
-			return len(claimed), err
+		if err = s.sendEmails(ctx, g); err != nil {
+			// The store failed: give the rest back rather than leave it leased.
+			for _, k := range order[i+1:] {
+				for _, n := range groups[k] {
+					release = append(release, n.ID)
+				}
+			}
+			for _, n := range g {
+				release = append(release, n.ID)
+			}
+			break
 		}
 	}
 	if len(release) > 0 {
-		err = s.o.Store.InTx(context.WithoutCancel(ctx), func(tx store.Tx) error {
-			return tx.ReleaseNotifications(ctx, s.o.Owner, release)
-		})
+		rctx := context.WithoutCancel(ctx)
+		if rerr := s.o.Store.InTx(rctx, func(tx store.Tx) error {
+			return tx.ReleaseNotifications(rctx, s.o.Owner, release)
+		}); err == nil {
+			err = rerr
+		}
 	}
 	return len(claimed), err
 }

@@ -419,3 +419,61 @@ func TestRunSendsWhenWoken(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// slowMailer takes two seconds of the test clock per e-mail.
+type slowMailer struct {
+	clk  *clock
+	mu   sync.Mutex // guards sent
+	sent []string
+}
+
+func (m *slowMailer) Send(_ context.Context, mail notify.Mail) error {
+	m.clk.set(m.clk.now().Add(2 * time.Second))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sent = append(m.sent, mail.To)
+	return nil
+}
+
+// TestLeaseNeverOutlived: a sender stops sending a claim once less than one timeout is
+// left of its lease, and gives the rest back at once, unsent and with no attempt counted.
+func TestLeaseNeverOutlived(t *testing.T) {
+	st := openStore(t)
+	tm := templates(t)
+	clk := &clock{t: time.Now().UTC().Truncate(time.Microsecond).Add(time.Minute)}
+	o, _ := notify.NewOutbox(notify.OutboxConfig{Email: true}, tm, nil)
+	mailer := &slowMailer{clk: clk}
+	s, _ := notify.NewSender(notify.SenderOptions{Store: st, Templates: tm, Mailer: mailer, Now: clk.now, Timeout: time.Second})
+	var to []notify.Recipient
+	for i := range 8 {
+		r := alice
+		r.UserID, r.Email = "u"+string(rune('a'+i)), string(rune('a'+i))+"@acme.test"
+		to = append(to, r)
+	}
+	write(t, st, o, decided("job1", to...))
+	// The lease is 5 timeouts (5 s) and each e-mail takes 2 s: the third starts with one
+	// timeout left, the fourth would start after the lease ended.
+	if n, err := s.SendDue(t.Context()); err != nil || n != 8 {
+		t.Fatalf("claimed %d, %v", n, err)
+	}
+	if len(mailer.sent) != 3 {
+		t.Fatalf("sent %d under one lease, want 3", len(mailer.sent))
+	}
+	pending := list(t, st, store.NotificationPending)
+	if len(pending) != 5 {
+		t.Fatalf("%d left pending", len(pending))
+	}
+	for _, n := range pending {
+		if n.LeaseOwner != "" || n.Attempts != 0 {
+			t.Fatalf("given back %+v", n)
+		}
+	}
+	for range 3 {
+		if _, err := s.SendDue(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(mailer.sent) != 8 || len(list(t, st, store.NotificationSent)) != 8 {
+		t.Fatalf("sent %d in all", len(mailer.sent))
+	}
+}

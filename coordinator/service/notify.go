@@ -218,6 +218,10 @@ func (t *txn) notifyRequester(ctx context.Context, j store.Job, e notify.Event, 
 	return t.notify(ctx, notify.Notice{Event: e, Key: key, Data: d, To: to})
 }
 
+// Notifying reports whether notices are written: the dispatcher spares its look at the
+// agent's tokens otherwise.
+func (jt *JobTx) Notifying() bool { return jt.t.s.notifying() }
+
 // NotifyTokenNeeded tells a job's holder to insert their token at the job's workstation:
 // the dispatcher calls it when it sends the job to, or leaves it waiting at, an agent that
 // reports no matching token. It is written once per job attempt.
