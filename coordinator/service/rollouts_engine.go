@@ -186,11 +186,11 @@ func (s *Service) advance(ctx context.Context, ro store.Rollout) (int, error) {
 		case step.Complete:
 			_, err := s.engineChange(ctx, ro, func(t *txn, r *store.Rollout) ([]audit.Entry, error) {
 				r.State, r.FinishedAt = string(rollout.StateCompleted), t.now
-				if r.WaveFinishedAt.IsZero() {
-					r.WaveFinishedAt = t.now
-				}
 				if err := t.notifyRollout(ctx, notify.EventRolloutCompleted, *r, st.overall, ""); err != nil {
 					return nil, err
+				}
+				if r.WaveFinishedAt.IsZero() {
+					r.WaveFinishedAt = t.now
 				}
 				return []audit.Entry{{Action: audit.ActionRolloutCompleted, Details: audit.Details("succeeded", st.overall.Succeeded,
 					"failed", st.overall.Executed()-st.overall.Succeeded, "cancelled", st.overall.Cancelled, "targets", st.overall.Targets)}}, nil
