@@ -54,6 +54,8 @@ type Config struct {
 	APITokens APITokensConfig `yaml:"api_tokens"`
 	// Rollouts tunes the rollout engine.
 	Rollouts RolloutsConfig `yaml:"rollouts"`
+	// Notifications sends e-mails and webhooks (config_notify.go).
+	Notifications NotificationsConfig `yaml:"notifications"`
 
 	// src says where each setting came from, for errors; nil for a Config built in code.
 	src *configSource
@@ -121,7 +123,7 @@ func DefaultConfig() Config {
 		Log: LogConfig{Level: "info", Format: "auto"}, ExpirySweepInterval: Duration(DefaultSweepInterval),
 		Broker:    BrokerConfig{URL: DefaultBrokerURL},
 		APITokens: APITokensConfig{DefaultTTL: Duration(service.DefaultAPITokenTTL), MaxTTL: Duration(service.MaxAPITokenTTL)},
-		Rollouts:  RolloutsConfig{Interval: Duration(DefaultRolloutInterval)}}
+		Rollouts:  RolloutsConfig{Interval: Duration(DefaultRolloutInterval)}, Notifications: defaultNotifications()}
 }
 
 // maxConfigSize bounds the configuration file.
@@ -263,6 +265,7 @@ func (c Config) Validate() error {
 	c.validateDispatch(bad)
 	c.validateManagement(bad)
 	c.validateAudit(bad)
+	c.validateNotifications(bad)
 	switch def, maxTTL := time.Duration(c.APITokens.DefaultTTL), time.Duration(c.APITokens.MaxTTL); {
 	case def <= 0:
 		bad("api_tokens.default_ttl", "%s is not positive (e.g. 2160h for 90 days)", def)

@@ -87,6 +87,7 @@ type Server struct {
 	cps     *checkpoint.Checkpointer
 	syslog  *checkpoint.SyslogSink // nil without audit.checkpoint_syslog
 	mgmt    *brokeradmin.Client    // nil without broker.management
+	notify  *notifications         // nil when notifications are off
 	handler http.Handler
 	ln      net.Listener
 	http    *http.Server
@@ -174,8 +175,11 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if err != nil {
 		return err
 	}
+	if s.notify, err = s.setupNotifications(); err != nil {
+		return err
+	}
 	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),
-		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp, Broker: broker,
+		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp, Broker: broker, Notifier: s.notify.notifier(),
 		APITokenTTL: time.Duration(s.cfg.APITokens.DefaultTTL), APITokenMaxTTL: time.Duration(s.cfg.APITokens.MaxTTL)})
 	if err != nil {
 		return err
@@ -345,6 +349,18 @@ func (s *Server) Run(ctx context.Context) error {
 	defer func() {
 		stopRollouts()
 		<-rolloutsDone
+	}()
+
+	// Notifications stop before the store closes (deferred calls run last first).
+	notifyCtx, stopNotify := context.WithCancel(ctx)
+	notifyDone := make(chan struct{})
+	go func() {
+		defer close(notifyDone)
+		s.runNotifications(notifyCtx)
+	}()
+	defer func() {
+		stopNotify()
+		<-notifyDone
 	}()
 
 	// Checkpoints stop before the store closes (deferred calls run last first).

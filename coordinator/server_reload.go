@@ -160,6 +160,7 @@ func needsRestart(a, b Config) []string {
 	diff("audit", a.Audit, b.Audit)
 	diff("api_tokens", a.APITokens, b.APITokens)
 	diff("rollouts", a.Rollouts, b.Rollouts)
+	diff("notifications", a.Notifications, b.Notifications)
 	return out
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/agent"
+	"github.com/tokenfleet/tokenfleet/coordinator"
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
 	"github.com/tokenfleet/tokenfleet/coordinator/ctl"
@@ -119,6 +120,8 @@ type systemOptions struct {
 	// management turns self-enrolment on: the coordinator provisions agents' broker users
 	// through the management API.
 	management bool
+	// notifications is the coordinator's notifications section; nil: off.
+	notifications *coordinator.NotificationsConfig
 }
 
 // newSystem starts a coordinator on a broker vhost of the test's own, points SOFTHSM2_CONF
@@ -145,7 +148,7 @@ func newSystem(t *testing.T, opts ...systemOptions) *system {
 		agentUsers = "per_agent"
 	}
 	s.coord = coordinatortest.Start(t, coordinatortest.Options{BrokerURL: s.broker.URL, AgentUsers: agentUsers, Log: s.coordLog,
-		Management: o.management})
+		Management: o.management, Notifications: o.notifications})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("coordinator log (info and above):\n%s", tail(withoutDebug(s.coordLog.String()), 6000))

@@ -95,6 +95,9 @@ type User struct {
 	Roles        []jobs.Role       `json:"roles"`
 	Disabled     bool              `json:"disabled"`
 	Created      time.Time         `json:"created"`
+	// Language is the language of the person's notifications (fr, en); empty: the
+	// coordinator's notifications.language.
+	Language string `json:"language,omitempty"`
 }
 
 // UserCreate is the request to create a person.
@@ -106,6 +109,7 @@ type UserCreate struct {
 	Organization string            `json:"organization,omitempty"`
 	Attributes   map[string]string `json:"attributes,omitempty"`
 	Roles        []jobs.Role       `json:"roles,omitempty"`
+	Language     string            `json:"language,omitempty"`
 }
 
 // UserUpdate changes a person: a field left out stays as it is; an empty one clears it.
@@ -117,6 +121,7 @@ type UserUpdate struct {
 	Organization *string            `json:"organization,omitempty"`
 	Attributes   *map[string]string `json:"attributes,omitempty"`
 	Roles        *[]jobs.Role       `json:"roles,omitempty"`
+	Language     *string            `json:"language,omitempty"`
 }
 
 // APITokenCreate asks for a new API token.

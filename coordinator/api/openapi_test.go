@@ -31,6 +31,8 @@ var schemaTypes = map[string]reflect.Type{
 	"User":                reflect.TypeFor[api.User](),
 	"UserCreate":          reflect.TypeFor[api.UserCreate](),
 	"UserList":            reflect.TypeFor[api.UserList](),
+	"Notification":        reflect.TypeFor[api.Notification](),
+	"NotificationList":    reflect.TypeFor[api.NotificationList](),
 	"APITokenCreate":      reflect.TypeFor[api.APITokenCreate](),
 	"APITokenIssued":      reflect.TypeFor[api.APITokenIssued](),
 	"UserUpdate":          reflect.TypeFor[api.UserUpdate](),

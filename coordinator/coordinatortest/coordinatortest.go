@@ -53,6 +53,9 @@ type Options struct {
 	// vhost. The users it makes are named after the agents: tests give agents IDs unique
 	// to the run (internal/testenv.UniqueUser).
 	Management bool
+	// Notifications, if set, is the config's notifications section (e-mail and webhooks,
+	// for example to servers of package notify/notifytest).
+	Notifications *coordinator.NotificationsConfig
 	// Log, if set, receives the coordinator's log at debug level, as JSON lines (tests
 	// that read every log line, for example to look for secrets in them). nil: the log goes
 	// to the test's output at info level.
@@ -104,6 +107,9 @@ func Start(t testing.TB, o Options) *Instance {
 			User: "guest", PasswordFile: pw}
 	}
 	cfg.Broker.HeartbeatTimeout = coordinator.Duration(o.HeartbeatTimeout)
+	if o.Notifications != nil {
+		cfg.Notifications = *o.Notifications
+	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	if o.Log != nil {
 		log = zerolog.New(o.Log).Level(zerolog.DebugLevel).With().Timestamp().Logger()

@@ -79,7 +79,7 @@ func userCreateCommand(e *env) *cobra.Command {
 		asJSON bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create USERNAME [--name N] [--email E] [--upn U] [--org O] [--role R]... [--attr k=v]...",
+		Use:   "create USERNAME [--name N] [--email E] [--upn U] [--org O] [--role R]... [--attr k=v]... [--language fr|en]",
 		Short: "Create a person: a certificate holder, an operator with roles, or both (admin)",
 		Long: `Create a person. A certificate holder needs the fields its profiles use (name, email,
 UPN, organisation, attributes); an operator needs roles. Roles are cumulative:
@@ -132,6 +132,7 @@ UPN, organisation, attributes); an operator needs roles. Roles are cumulative:
 	f.StringVar(&u.Organization, "org", "", "organisation name")
 	f.StringArrayVar(&roles, "role", nil, "role, repeatable: "+joinStrings(jobs.AllRoles(), ", ")+", or a custom role")
 	f.StringArrayVar(&attrs, "attr", nil, "attribute key=value for profile templates, repeatable")
+	f.StringVar(&u.Language, "language", "", "language of the person's notifications: fr or en (default: the coordinator's notifications.language)")
 	f.BoolVar(&asJSON, "json", false, "print the created user as JSON")
 	return cmd
 }
@@ -207,6 +208,9 @@ func printUser(e *env, u client.User) error {
 	t.row("UPN", u.UPN)
 	t.row("Organization", u.Organization)
 	t.row("Roles", joinStrings(u.Roles, ", "))
+	if u.Language != "" { // empty: the coordinator's default
+		t.row("Language", u.Language)
+	}
 	keys := make([]string, 0, len(u.Attributes))
 	for k := range u.Attributes {
 		keys = append(keys, k)

@@ -14,13 +14,14 @@ import (
 func userUpdateCommand(e *env) *cobra.Command {
 	var (
 		name, email, upn, org string
+		language              string
 		attrs, roles          []string
 		addRoles, rmRoles     []string
 		clearAttrs, noRoles   bool
 		asJSON                bool
 	)
 	cmd := &cobra.Command{
-		Use:   "update USERNAME [--name N] [--email E] [--upn U] [--org O] [--attr k=v]... [--role R]... [--add-role R] [--remove-role R]",
+		Use:   "update USERNAME [--name N] [--email E] [--upn U] [--org O] [--attr k=v]... [--role R]... [--add-role R] [--remove-role R] [--language fr|en]",
 		Short: "Change a person's fields or roles (manage_users); what is not given stays",
 		Long: `Change a person. Only the flags given change anything; an empty value clears a field
 (--org "" takes the person out of their organisation). --attr replaces the attributes
@@ -41,6 +42,9 @@ one. Every change is audited with its value before and after.`,
 			}
 			if fl.Changed("org") {
 				u.Organization = &org
+			}
+			if fl.Changed("language") {
+				u.Language = &language
 			}
 			if len(attrs) > 0 || clearAttrs {
 				m := map[string]string{}
@@ -92,7 +96,7 @@ one. Every change is audited with its value before and after.`,
 				u.Roles = &next
 			}
 			if u == (client.UserUpdate{}) {
-				return usageErrorf("nothing to change: give at least one of --name, --email, --upn, --org, --attr, --role, --add-role, --remove-role")
+				return usageErrorf("nothing to change: give at least one of --name, --email, --upn, --org, --attr, --role, --add-role, --remove-role, --language")
 			}
 			out, err := c.UpdateUser(cmd.Context(), args[0], u)
 			if err != nil {
@@ -109,6 +113,7 @@ one. Every change is audited with its value before and after.`,
 	f.StringVar(&email, "email", "", "email address")
 	f.StringVar(&upn, "upn", "", "user principal name")
 	f.StringVar(&org, "org", "", "organisation name (\"\" for none)")
+	f.StringVar(&language, "language", "", "language of the person's notifications: fr or en (\"\" for the coordinator's default)")
 	f.StringArrayVar(&attrs, "attr", nil, "attribute key=value, repeatable: replaces the attributes whole")
 	f.BoolVar(&clearAttrs, "clear-attrs", false, "remove every attribute")
 	f.StringArrayVar(&roles, "role", nil, "role, repeatable: replaces the roles whole")

@@ -218,6 +218,7 @@ watch gave up at its --timeout before the job ended.`,
 		caCommand(e),
 		whoamiCommand(e),
 		auditCommand(e),
+		notificationsCommand(e),
 	)
 	buildinfo.AddTo(root)
 	return root

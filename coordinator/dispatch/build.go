@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/notify"
 	"github.com/tokenfleet/tokenfleet/coordinator/profile"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
@@ -24,7 +25,10 @@ const defaultWipeLabel = "tokenfleet"
 // waitError says why a dispatch cannot be built yet, for a reason that goes away by
 // itself (the agent has not said hello, it reports no token yet): the job stays approved,
 // the reason shows in job show, and it is tried again when something changes.
-type waitError struct{ reason string }
+type waitError struct {
+	reason string
+	token  *tokenWait // the job waits for a token the agent does not report
+}
 
 func (w *waitError) Error() string { return w.reason }
 
@@ -290,7 +294,8 @@ func (b *builder) chooseToken(ctx context.Context, initialise bool) error {
 		}
 		switch len(ts) {
 		case 0:
-			return waitf("the request names no token and agent %s has reported none", b.job.AgentID)
+			return &waitError{reason: fmt.Sprintf("the request names no token and agent %s has reported none", b.job.AgentID),
+				token: &tokenWait{}}
 		case 1:
 			b.serial = ts[0].Serial
 		default:
@@ -304,7 +309,8 @@ func (b *builder) chooseToken(ctx context.Context, initialise bool) error {
 		case errors.Is(err, store.ErrNotFound):
 			// Blank or not decides which PIN the dispatch needs: wait for the agent to
 			// report the token.
-			return waitf("agent %s has not reported token %s yet; the job goes when it does", b.job.AgentID, b.serial)
+			return &waitError{reason: fmt.Sprintf("agent %s has not reported token %s yet; the job goes when it does", b.job.AgentID, b.serial),
+				token: &tokenWait{tok: notify.Token{Serial: b.serial}}}
 		case err != nil:
 			return err
 		default:

@@ -34,6 +34,13 @@ func (d *Dispatcher) tryDispatch(ctx context.Context, jt *service.JobTx, j store
 		if err != nil || !changed {
 			return false, err
 		}
+		if w.token != nil {
+			t := w.token.tok
+			t.Reason = w.reason
+			if err := jt.NotifyTokenNeeded(ctx, j, t); err != nil {
+				return false, err
+			}
+		}
 		d.log.Warn().Str("job", j.ID).Int("attempt", j.Attempt).Str("agent", j.AgentID).Str("reason", w.reason).
 			Msg("approved job waits before it can be dispatched")
 		return false, jt.Audit(ctx, audit.Entry{Actor: ActorDispatch, Action: audit.ActionJobWaiting, JobID: j.ID,
@@ -51,6 +58,9 @@ func (d *Dispatcher) tryDispatch(ctx context.Context, jt *service.JobTx, j store
 		return false, err
 	}
 	if err := jt.RecordAttemptDispatch(ctx, j.ID, j.Attempt, env.ID); err != nil {
+		return false, err
+	}
+	if err := askForToken(ctx, jt, j, body.Token); err != nil {
 		return false, err
 	}
 	d.log.Info().Str("job", j.ID).Int("attempt", j.Attempt).Str("agent", j.AgentID).Str("message_id", env.ID).

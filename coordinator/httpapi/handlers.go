@@ -87,7 +87,7 @@ func (a *server) createUser(w http.ResponseWriter, r *http.Request, u service.Ac
 		return
 	}
 	v, err := a.svc.CreateUser(r.Context(), u, service.UserRequest{Username: in.Username, DisplayName: in.DisplayName,
-		Email: in.Email, UPN: in.UPN, Organization: in.Organization, Attributes: in.Attributes, Roles: in.Roles})
+		Email: in.Email, UPN: in.UPN, Organization: in.Organization, Attributes: in.Attributes, Roles: in.Roles, Language: in.Language})
 	if err != nil {
 		a.fail(w, err)
 		return

@@ -143,6 +143,7 @@ func New(o Options) (http.Handler, error) {
 	authed("GET /api/v1/audit/checkpoints", a.listCheckpoints)
 	authed("POST /api/v1/audit/checkpoints", a.makeCheckpoint)
 	handle("GET /api/v1/audit/checkpoint-key", http.HandlerFunc(a.checkpointKey))
+	authed("GET /api/v1/notifications", a.listNotifications)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if h, p := paths.Handler(r); p != "" {

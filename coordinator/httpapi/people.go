@@ -15,7 +15,7 @@ func (a *server) updateUser(w http.ResponseWriter, r *http.Request, u service.Ac
 		return
 	}
 	v, err := a.svc.UpdateUser(r.Context(), u, r.PathValue("username"), service.UserUpdate{DisplayName: in.DisplayName,
-		Email: in.Email, UPN: in.UPN, Organization: in.Organization, Attributes: in.Attributes, Roles: in.Roles})
+		Email: in.Email, UPN: in.UPN, Organization: in.Organization, Attributes: in.Attributes, Roles: in.Roles, Language: in.Language})
 	if err != nil {
 		a.fail(w, err)
 		return

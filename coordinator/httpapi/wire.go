@@ -31,7 +31,7 @@ func userOut(u service.User) api.User {
 		roles = []jobs.Role{}
 	}
 	return api.User{ID: u.ID, Username: u.Username, DisplayName: u.DisplayName, Email: u.Email, UPN: u.UPN,
-		Organization: u.Organization, Attributes: u.Attributes, Roles: roles, Disabled: u.Disabled, Created: u.Created}
+		Organization: u.Organization, Attributes: u.Attributes, Roles: roles, Disabled: u.Disabled, Created: u.Created, Language: u.Language}
 }
 
 func profileOut(p service.Profile, withText bool) api.Profile {

@@ -36,7 +36,8 @@ func TestHashSameMeaningSameHash(t *testing.T) {
 		"expiry as days":         {"expires_after: 72h", "expires_after: 3d"},
 		"flow vs block mappings": {"key: {type: rsa, size: 2048}", "key:\n  type: rsa\n  size: 2048"},
 		// A profile without standing renewals keeps the hash it had before the field existed.
-		"renew_before zero": {"validity: 365d", "validity: 365d\nrenew_before: 0d"},
+		"renew_before zero":   {"validity: 365d", "validity: 365d\nrenew_before: 0d"},
+		"expiry_warning zero": {"validity: 365d", "validity: 365d\nexpiry_warning: 0d"},
 	}
 	for name, r := range equivalents {
 		want := h0
@@ -75,6 +76,7 @@ func TestHashAnyChangeChangesHash(t *testing.T) {
 		{"roles: [approver]", "roles: [approver, admin]"},
 		{"validity:", "allowed_keys: [{type: rsa, size: 2048}, {type: rsa, size: 4096}]\nvalidity:"},
 		{"validity: 365d", "validity: 365d\nrenew_before: 30d"},
+		{"validity: 365d", "validity: 365d\nexpiry_warning: 30d"},
 	}
 	for _, c := range changes {
 		if hashOf(t, loadOne(t, strings.Replace(base, c[0], c[1], 1))) == h0 {

@@ -21,4 +21,8 @@
 // within renew_before of its expiry, once, through that rollout's waves and brake. It must
 // be below validity. Like every field it is part of the hash: setting it on a profile
 // voids approvals outstanding on its jobs, and pauses its running rollouts.
+//
+// expiry_warning (e.g. 30d; absent or 0: none) asks for a notice to the holder and the
+// help desk when a certificate of the profile has that long left (package notify). It must
+// be below validity, and is part of the hash when set.
 package profile

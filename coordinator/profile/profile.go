@@ -27,10 +27,14 @@ type Profile struct {
 	// RenewBefore turns on standing renewals: a standing rollout of the profile queues a
 	// renew job for each certificate this long before it expires. 0: none. Omitted from
 	// the canonical form when 0, so profiles without it keep their hash.
-	RenewBefore Duration  `yaml:"renew_before,omitempty" json:"renew_before,omitempty"`
-	Token       Token     `yaml:"token,omitempty" json:"token"`
-	PINPolicy   PINPolicy `yaml:"pin_policy" json:"pin_policy"`
-	Approval    Approval  `yaml:"approval,omitempty" json:"approval"`
+	RenewBefore Duration `yaml:"renew_before,omitempty" json:"renew_before,omitempty"`
+	// ExpiryWarning asks for a notice to the holder and the help desk when a certificate
+	// of the profile has this long left before it expires. 0: none. Omitted from the
+	// canonical form when 0, so profiles without it keep their hash.
+	ExpiryWarning Duration  `yaml:"expiry_warning,omitempty" json:"expiry_warning,omitempty"`
+	Token         Token     `yaml:"token,omitempty" json:"token"`
+	PINPolicy     PINPolicy `yaml:"pin_policy" json:"pin_policy"`
+	Approval      Approval  `yaml:"approval,omitempty" json:"approval"`
 }
 
 // KeyType names a key algorithm.

@@ -87,6 +87,15 @@ func (p Profile) validateIn(doc int, src *yamlstrict.Doc) error {
 		ps.invalid("renew_before", "%s is not a whole number of seconds", p.RenewBefore)
 	}
 
+	switch ew := time.Duration(p.ExpiryWarning); {
+	case ew < 0:
+		ps.invalid("expiry_warning", "must be positive (e.g. 30d), or left out for no expiry warnings")
+	case ew > 0 && ew >= time.Duration(p.Validity) && p.Validity > 0:
+		ps.invalid("expiry_warning", "%s is not below the validity %s: every certificate would be expiring as soon as it is issued; give less (e.g. 30d)", p.ExpiryWarning, p.Validity)
+	case ew%time.Second != 0:
+		ps.invalid("expiry_warning", "%s is not a whole number of seconds", p.ExpiryWarning)
+	}
+
 	validateToken(ps, p)
 	validatePIN(ps, p)
 	validateApproval(ps, p.Approval)

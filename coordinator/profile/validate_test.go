@@ -54,6 +54,8 @@ func TestValidateProblems(t *testing.T) {
 		{"renew before negative", []repl{{"validity: 365d", "validity: 365d\nrenew_before: -1h"}}, "renew_before: must be positive (e.g. 30d)"},
 		{"renew before the validity", []repl{{"validity: 365d", "validity: 365d\nrenew_before: 365d"}}, "renew_before: 365d is not below the validity 365d"},
 		{"renew before sub-second", []repl{{"validity: 365d", "validity: 365d\nrenew_before: 1500ms"}}, "renew_before: 1.5s is not a whole number of seconds"},
+		{"expiry warning negative", []repl{{"validity: 365d", "validity: 365d\nexpiry_warning: -1h"}}, "expiry_warning: must be positive (e.g. 30d)"},
+		{"expiry warning past the validity", []repl{{"validity: 365d", "validity: 365d\nexpiry_warning: 400d"}}, "expiry_warning: 400d is not below the validity 365d"},
 		{"label without initialise", []repl{{"  initialize: true\n", ""}, {", so_pin_length: 16", ""}}, "token.label: only used when token.initialize is true"},
 		{"initialise without label", []repl{{"  label: \"{{.Name}}\"\n", ""}}, "token.label: required when token.initialize is true"},
 		{"label literal too long", []repl{{`label: "{{.Name}}"`, `label: "` + strings.Repeat("L", 33) + `"`}}, "token.label: fixed text alone is 33 bytes; a token label holds 32"},

@@ -183,10 +183,16 @@ func (t *txn) apply(ctx context.Context, j store.Job, o jobs.Outcome, actor stri
 	case o.Status == jobs.StatusRejected:
 		nj, err := t.transition(ctx, j, jobs.StateRejected, store.JobChange{Actor: actor,
 			Reason: fmt.Sprintf("rejected at the %s gate", o.Gate)}, "")
+		if err == nil {
+			err = t.notifyDecided(ctx, nj, o.Gate, jobs.VerdictReject)
+		}
 		return nj, false, err
 	case o.Status == jobs.StatusApproved && o.Gate == jobs.GateRequest:
 		nj, err := t.transition(ctx, j, jobs.StateApproved, store.JobChange{Actor: actor,
 			Reason: fmt.Sprintf("%d of %d approvals", o.Approvals, o.Required)}, "")
+		if err == nil {
+			err = t.notifyDecided(ctx, nj, o.Gate, jobs.VerdictApprove)
+		}
 		return nj, false, err
 	case o.Status == jobs.StatusApproved && o.Gate == jobs.GateCAOperator:
 		if err := t.s.issuer.CAGatePassed(ctx, &JobTx{Tx: t.Tx, t: t}, j); err != nil {

@@ -203,7 +203,7 @@ func (t *txn) createJob(ctx context.Context, c jobCore, subject string) (store.J
 		return store.Job{}, err
 	}
 	if outcome.Status != jobs.StatusApproved {
-		return j, nil
+		return j, t.notifyApprovalRequested(ctx, j, c.Parsed)
 	}
 	ch := store.JobChange{Actor: c.RequesterID, Reason: fmt.Sprintf("profile %s needs no approval", c.Profile.Name)}
 	if c.Rollout.ID != "" {

@@ -31,6 +31,9 @@ type UserRequest struct {
 	Organization string // organisation name; "" for none
 	Attributes   map[string]string
 	Roles        []jobs.Role
+	// Language is the language of the user's notifications (fr, en); "" for the
+	// coordinator's default.
+	Language string
 }
 
 // Limits on user fields.
@@ -96,6 +99,9 @@ func (r UserRequest) validate() error {
 		if err := checkText("attributes."+k, v, maxAttrValueLen); err != nil {
 			return err
 		}
+	}
+	if err := checkLanguage(r.Language); err != nil {
+		return err
 	}
 	return checkRoleNames(r.Roles)
 }
@@ -227,7 +233,7 @@ func (s *Service) CreateUser(ctx context.Context, by Actor, r UserRequest) (User
 			orgID, r.Organization = o.ID, o.Name
 		}
 		u, err := t.CreateUser(ctx, store.User{Username: r.Username, DisplayName: r.DisplayName, Email: r.Email, UPN: r.UPN,
-			OrganizationID: orgID, Attributes: r.Attributes, Roles: r.Roles, Created: t.now})
+			OrganizationID: orgID, Attributes: r.Attributes, Roles: r.Roles, Created: t.now, Language: r.Language})
 		if errors.Is(err, store.ErrConflict) {
 			return newErr(CodeConflict, "username", "a user named %q exists", r.Username)
 		}

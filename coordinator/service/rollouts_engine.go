@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/notify"
 	"github.com/tokenfleet/tokenfleet/coordinator/rollout"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
@@ -186,6 +187,9 @@ func (s *Service) advance(ctx context.Context, ro store.Rollout) (int, error) {
 		case step.Complete:
 			_, err := s.engineChange(ctx, ro, func(t *txn, r *store.Rollout) ([]audit.Entry, error) {
 				r.State, r.FinishedAt = string(rollout.StateCompleted), t.now
+				if err := t.notifyRollout(ctx, notify.EventRolloutCompleted, *r, st.overall, ""); err != nil {
+					return nil, err
+				}
 				if r.WaveFinishedAt.IsZero() {
 					r.WaveFinishedAt = t.now
 				}
@@ -339,13 +343,14 @@ func (s *Service) checkBrake(ctx context.Context, ro store.Rollout, spec rollout
 		r.State, r.PauseKind, r.PauseReason, r.PausedBy, r.PausedAt = string(rollout.StatePaused), string(rollout.PauseBrake), summary, systemActor("brake"), t.now
 		r.PauseRound++
 		r.Trip = stored
+		if err := t.notifyRollout(ctx, notify.EventRolloutBrakeTripped, *r, st.overall, summary); err != nil {
+			return nil, err
+		}
 		t.events = append(t.events, func(o Observer) {
 			if ro, ok := o.(RolloutObserver); ok {
 				ro.RolloutBrakeTripped()
 			}
 		})
-		// Notifications (mail, chat) come with the console; until then the audit entry,
-		// the log line and the metric are what tells people.
 		return []audit.Entry{{Action: audit.ActionRolloutBrakeTripped, Reason: summary,
 			Details: audit.Details("round", r.PauseRound, "scope", trip.Scope, "executed", trip.Executed, "failed", trip.Failed,
 				"percent", trip.Percent, "threshold_percent", trip.Threshold, "trip", json.RawMessage(stored))}}, nil

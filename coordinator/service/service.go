@@ -79,6 +79,8 @@ type Options struct {
 	APITokenMaxTTL time.Duration
 	// Broker provisions self-enrolled agents' broker users; nil turns self-enrolment off.
 	Broker BrokerIdentities
+	// Notifier writes notices into the notifications outbox; nil: nobody is notified.
+	Notifier Notifier
 }
 
 // Service is the coordinator's business operations. It is safe for concurrent use.
@@ -98,6 +100,7 @@ type Service struct {
 	tokenTTL, tokenMaxTTL time.Duration
 
 	rollouts *rolloutEngine
+	notifier Notifier // nil: no notices
 }
 
 // New returns a Service over o.Store.
@@ -111,6 +114,7 @@ func New(o Options) (*Service, error) {
 		s.now = time.Now
 	}
 	s.rollouts = newRolloutEngine()
+	s.notifier = o.Notifier
 	s.tokenTTL, s.tokenMaxTTL = o.APITokenTTL, o.APITokenMaxTTL
 	if s.tokenTTL <= 0 {
 		s.tokenTTL = DefaultAPITokenTTL
@@ -297,6 +301,9 @@ func (t *txn) moveAll(ctx context.Context, js []store.Job, to jobs.State, c stor
 		}
 		if err != nil {
 			return nil, fmt.Errorf("dispatcher: job %s %s -> %s: %w", nj.ID, from, to, err)
+		}
+		if err := t.notifyJobEnded(ctx, njs[i]); err != nil {
+			return nil, err
 		}
 	}
 	return njs, nil

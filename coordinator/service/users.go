@@ -20,6 +20,7 @@ type UserUpdate struct {
 	Organization *string // organisation name; "" for none
 	Attributes   *map[string]string
 	Roles        *[]jobs.Role
+	Language     *string // fr, en; "" for the coordinator's default
 }
 
 // mayGrant refuses a change of roles that would give or take a permission the actor does
@@ -93,7 +94,8 @@ func (s *Service) UpdateUser(ctx context.Context, by Actor, username string, r U
 		return User{}, AsError(err)
 	}
 	// Check the new values with the rules of a new user.
-	check := UserRequest{Username: cur.Username, DisplayName: cur.DisplayName, Email: cur.Email, UPN: cur.UPN, Attributes: cur.Attributes}
+	check := UserRequest{Username: cur.Username, DisplayName: cur.DisplayName, Email: cur.Email, UPN: cur.UPN, Attributes: cur.Attributes,
+		Language: cur.Language}
 	if r.DisplayName != nil {
 		check.DisplayName = *r.DisplayName
 	}
@@ -111,6 +113,9 @@ func (s *Service) UpdateUser(ctx context.Context, by Actor, username string, r U
 	}
 	if r.Roles != nil {
 		check.Roles = *r.Roles
+	}
+	if r.Language != nil {
+		check.Language = strings.TrimSpace(*r.Language)
 	}
 	if err := check.validate(); err != nil {
 		return User{}, err
@@ -132,7 +137,7 @@ func (s *Service) UpdateUser(ctx context.Context, by Actor, username string, r U
 		before := u
 		names := newNames(t)
 		beforeOrg := names.org(ctx, u.OrganizationID)
-		u.DisplayName, u.Email, u.UPN, u.Attributes = check.DisplayName, check.Email, check.UPN, check.Attributes
+		u.DisplayName, u.Email, u.UPN, u.Attributes, u.Language = check.DisplayName, check.Email, check.UPN, check.Attributes, check.Language
 		if r.Organization != nil {
 			u.OrganizationID = ""
 			if check.Organization != "" {
@@ -172,6 +177,7 @@ func (s *Service) UpdateUser(ctx context.Context, by Actor, username string, r U
 		diff("display_name", before.DisplayName, nu.DisplayName, before.DisplayName == nu.DisplayName)
 		diff("email", before.Email, nu.Email, before.Email == nu.Email)
 		diff("upn", before.UPN, nu.UPN, before.UPN == nu.UPN)
+		diff("language", before.Language, nu.Language, before.Language == nu.Language)
 		diff("organization", beforeOrg, afterOrg, before.OrganizationID == nu.OrganizationID)
 		diff("attributes", before.Attributes, nu.Attributes, maps.Equal(before.Attributes, nu.Attributes))
 		if len(changes) > 0 {

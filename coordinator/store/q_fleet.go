@@ -422,6 +422,9 @@ func (x *q) ListCertificates(ctx context.Context, f CertificateFilter, p Page) (
 			w.add("revoked_at IS NULL")
 		}
 	}
+	if !f.ExpiresBefore.IsZero() {
+		w.add("not_after < ?", x.d.ts(f.ExpiresBefore))
+	}
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 2)
 		if err != nil {

@@ -96,13 +96,13 @@ func (x *q) ListOrganizations(ctx context.Context, p Page) ([]Organization, stri
 
 // ---- users ----
 
-const userCols = "id, username, display_name, email, upn, organisation_id, attributes, disabled, created_at"
+const userCols = "id, username, display_name, email, upn, organisation_id, attributes, disabled, created_at, language"
 
 func scanUser(r scanner, extra ...any) (User, error) {
 	var u User
 	var attrs []byte
 	dest := []any{&u.ID, &u.Username, &u.DisplayName, &u.Email, &u.UPN, strCol{&u.OrganizationID},
-		bytesCol{&attrs}, &u.Disabled, timeCol{&u.Created}}
+		bytesCol{&attrs}, &u.Disabled, timeCol{&u.Created}, &u.Language}
 	if err := r.Scan(append(dest, extra...)...); err != nil {
 		return User{}, err
 	}
@@ -158,11 +158,11 @@ func (x *q) CreateUser(ctx context.Context, u User) (User, error) {
 	}
 	u.Created = orNow(u.Created)
 	row := x.queryRow(ctx, `INSERT INTO users (id, username, username_key, display_name, email, upn,
-			organisation_id, attributes, disabled, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			organisation_id, attributes, disabled, created_at, language)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (username_key) DO NOTHING RETURNING id`,
 		u.ID, u.Username, strings.ToLower(u.Username), u.DisplayName, u.Email, u.UPN,
-		nullStr(u.OrganizationID), attrs, u.Disabled, x.d.ts(u.Created))
+		nullStr(u.OrganizationID), attrs, u.Disabled, x.d.ts(u.Created), u.Language)
 	var id string
 	if err := row.Scan(&id); err != nil {
 		if isNoRows(err) {
@@ -206,10 +206,10 @@ func (x *q) UpdateUser(ctx context.Context, u User) (User, error) {
 		return User{}, err
 	}
 	res, err := x.exec(ctx, `UPDATE users SET username = ?, username_key = ?, display_name = ?, email = ?,
-			upn = ?, organisation_id = ?, attributes = ?, disabled = ?
+			upn = ?, organisation_id = ?, attributes = ?, disabled = ?, language = ?
 		WHERE id = ?`,
 		u.Username, strings.ToLower(u.Username), u.DisplayName, u.Email, u.UPN,
-		nullStr(u.OrganizationID), attrs, u.Disabled, u.ID)
+		nullStr(u.OrganizationID), attrs, u.Disabled, u.Language, u.ID)
 	if err != nil {
 		return User{}, x.d.wrap("update user "+u.ID, err)
 	}

@@ -145,6 +145,14 @@ type Reader interface {
 	GetOutbox(ctx context.Context, id int64) (OutboxMessage, error)
 	GetInbox(ctx context.Context, messageID string) (InboxEntry, error)
 
+	GetNotification(ctx context.Context, id string) (Notification, error)
+	// ListNotifications lists notifications, newest first.
+	ListNotifications(ctx context.Context, f NotificationFilter, p Page) (ns []Notification, next string, err error)
+	// NotificationDeliveries counts the messages (a digest is one) sent over channel to
+	// recipient after since, and gives the time of the oldest: what a rate limit over a
+	// sliding window needs (a slot frees a window after the oldest was sent).
+	NotificationDeliveries(ctx context.Context, channel, recipient string, since time.Time) (n int, oldest time.Time, err error)
+
 	// FleetStats counts jobs, unsent outbox messages, agents and certificates in use, in
 	// a few aggregate queries: what the metrics read at each scrape.
 	FleetStats(ctx context.Context, now time.Time) (FleetStats, error)
@@ -344,6 +352,30 @@ type Writer interface {
 	MarkOutboxesSent(ctx context.Context, ids []int64, at time.Time) error
 	RecordOutboxFailure(ctx context.Context, id int64, reason string) error
 	PurgeSentOutbox(ctx context.Context, sentBefore time.Time) (int64, error)
+
+	// AddNotifications adds notifications to the outbox, pending and due at NextAttempt
+	// (zero: at once); one whose DedupeKey is taken is passed over. It returns how many it
+	// added.
+	AddNotifications(ctx context.Context, ns []Notification) (added int, err error)
+	// ClaimNotifications leases up to c.Limit pending notifications due at c.Now and not
+	// leased then, to c.Owner until c.LeaseUntil, and returns them, soonest due first. Two
+	// senders never claim a row at once; a row whose lease ran out may be claimed again.
+	ClaimNotifications(ctx context.Context, c NotificationClaim) ([]Notification, error)
+	// MarkNotificationsSent records the notifications as sent at at in the message
+	// deliveryID, counting the attempt; a row sent already is left as it is.
+	MarkNotificationsSent(ctx context.Context, ids []string, deliveryID string, at time.Time) error
+	// RetryNotification counts a failed attempt of a pending notification, keeps its
+	// error and makes it due again at next.
+	RetryNotification(ctx context.Context, id string, next time.Time, lastError string) error
+	// FailNotification gives a pending notification up: its last attempt counted, failed
+	// with lastError.
+	FailNotification(ctx context.Context, id, lastError string) error
+	// HoldNotifications holds pending notifications back for the recipient's rate limit
+	// until until, without counting an attempt; held ones go out as a digest.
+	HoldNotifications(ctx context.Context, ids []string, until time.Time) error
+	// ReleaseNotifications gives back, unsent and due as before, the pending rows owner
+	// leased; rows leased by another sender are left alone.
+	ReleaseNotifications(ctx context.Context, owner string, ids []string) error
 
 	// RecordInbox records a processed message ID and reports whether it was already
 	// there, in which case the message is a duplicate and nothing is written.

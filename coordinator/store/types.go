@@ -33,6 +33,9 @@ type User struct {
 	Roles          []jobs.Role // cumulative, sorted, no duplicates; a holder may have none
 	Disabled       bool
 	Created        time.Time
+	// Language is the language of the user's notifications ("fr", "en"); "" for the
+	// coordinator's default.
+	Language string
 }
 
 // HasRole reports whether u holds r.
@@ -474,6 +477,8 @@ type CertificateFilter struct {
 	AgentID     string
 	JobID       string
 	Revoked     *bool
+	// ExpiresBefore keeps certificates whose NotAfter is before it; zero: any.
+	ExpiresBefore time.Time
 }
 
 // JobFilter selects jobs; empty fields match everything. Jobs are listed newest first.

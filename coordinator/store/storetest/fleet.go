@@ -319,6 +319,7 @@ func testCertificateList(t *testing.T, h *harness) {
 		{"agent", store.CertificateFilter{AgentID: f.agent.ID}, []string{"105", "104", "102", "101", "100"}},
 		{"revoked", store.CertificateFilter{Revoked: ptr(true)}, []string{"102"}},
 		{"valid of holder", store.CertificateFilter{HolderID: f.holder.ID, Revoked: ptr(false)}, []string{"104", "100"}},
+		{"expiring before", store.CertificateFilter{ExpiresBefore: base.AddDate(1, 0, 2), Revoked: ptr(false)}, []string{"101", "100"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, limit := range []int{1, 4} {

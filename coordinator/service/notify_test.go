@@ -1,0 +1,367 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/notify"
+	"github.com/tokenfleet/tokenfleet/coordinator/rollout"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// orgProfile needs one approver of the holder's organisation and warns 30 days before
+// its certificates expire.
+const orgProfile = `name: logon
+key: {type: ec, curve: P-256}
+subject: {common_name: "{{.Name}}"}
+key_usage: [digitalSignature]
+extended_key_usage: [clientAuth]
+validity: 90d
+expiry_warning: 30d
+pin_policy: {min_length: 6, max_length: 8}
+approval: {required: 1, roles: [approver], scope: organization, expires_after: 48h}
+`
+
+// newNotifyRig is newRig with a notifications outbox (e-mail and a webhook that takes
+// every event), and people with e-mail addresses and languages.
+func newNotifyRig(t *testing.T) *rig {
+	t.Helper()
+	ctx := context.Background()
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	st, err := store.Open(ctx, sqlite(t), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	tm, err := notify.LoadTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
+	o, err := notify.NewOutbox(notify.OutboxConfig{Email: true, Webhooks: []notify.Webhook{{Name: "siem", URL: "https://siem.example/hook"}}}, tm, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := service.New(service.Options{Store: st, Logger: log, Now: clk.now, Notifier: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, ctx: ctx, s: s, st: st, clock: clk}
+	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	au, err := st.GetUserByUsername(ctx, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.admin = service.ActorFor(au)
+	email := "admin@acme.test"
+	if _, err := s.UpdateUser(ctx, r.admin, "admin", service.UserUpdate{Email: &email}); err != nil {
+		t.Fatal(err)
+	}
+	for _, org := range []string{"Acme", "Globex"} {
+		if _, err := s.CreateOrganization(ctx, r.admin, org); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(name, org, lang string, roles ...jobs.Role) service.Actor {
+		u, err := s.CreateUser(ctx, r.admin, service.UserRequest{Username: name, DisplayName: strings.ToUpper(name[:1]) + name[1:],
+			Email: name + "@acme.test", Organization: org, Roles: roles, Language: lang})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return service.ActorFor(u.User)
+	}
+	r.owner = mk("olga", "Acme", "en", jobs.RoleRolloutOwner)
+	r.ap1 = mk("arne", "Acme", "fr", jobs.RoleApprover)
+	r.ap2 = mk("gina", "Globex", "en", jobs.RoleApprover)
+	r.helpdesk = mk("hank", "Acme", "en", jobs.RoleHelpdesk)
+	mk("ines", "Acme", "", jobs.RoleApprover)
+	mk("alice", "Acme", "fr")
+	if r.holder, err = st.GetUserByUsername(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ApplyProfiles(ctx, r.admin, []byte(fleetProfile+"---\n"+orgProfile)); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// notices returns the e-mail rows of event by address, and how many webhook rows it has.
+func (r *rig) notices(event notify.Event) (map[string]store.Notification, int) {
+	r.t.Helper()
+	ns, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(event)}, store.Page{Limit: store.MaxPageLimit})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	mails := map[string]store.Notification{}
+	hooks := 0
+	for _, n := range ns {
+		if n.Channel == store.ChannelWebhook {
+			hooks++
+			continue
+		}
+		if _, seen := mails[n.Recipient]; !seen {
+			mails[n.Recipient] = n // the newest
+		}
+	}
+	return mails, hooks
+}
+
+func addresses(m map[string]store.Notification) []string {
+	var out []string
+	for a := range m {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (r *rig) wantNotices(event notify.Event, hooks int, to ...string) map[string]store.Notification {
+	r.t.Helper()
+	got, h := r.notices(event)
+	slices.Sort(to)
+	if !slices.Equal(addresses(got), to) || h != hooks {
+		r.t.Fatalf("%s: e-mails to %v and %d webhook calls, want %v and %d", event, addresses(got), h, to, hooks)
+	}
+	return got
+}
+
+func (r *rig) enrol(ids ...string) {
+	r.t.Helper()
+	if err := r.st.InTx(r.ctx, func(tx store.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.CreateAgent(r.ctx, store.Agent{ID: id, Hostname: id + ".acme.example"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func TestNotificationsOfJobs(t *testing.T) {
+	t.Parallel()
+	r := newNotifyRig(t)
+	r.enrol("ws-1", "ws-2", "ws-3")
+	queue := func(holder, agent string) service.Job {
+		t.Helper()
+		j, err := r.s.CreateJob(r.ctx, r.helpdesk, service.JobRequest{Kind: jobs.KindIssue, Holder: holder, Profile: "logon", Agent: agent})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	j := queue("alice", "ws-1")
+	// Approvers of Acme (not gina of Globex), each in their language (ines: the default).
+	got := r.wantNotices(notify.EventApprovalRequested, 1, "arne@acme.test", "ines@acme.test")
+	if fr := got["arne@acme.test"]; fr.Language != "fr" || !strings.HasPrefix(fr.Subject, "[tokenfleet] Demande à approuver : issue pour Alice") ||
+		!strings.Contains(string(fr.Body), "tokenfleetctl approve "+j.ID) || !strings.Contains(string(fr.Body), "ws-1 (ws-1.acme.example)") {
+		t.Fatalf("approver's notice: %s\n%s", fr.Subject, fr.Body)
+	}
+	if got["ines@acme.test"].Language != "fr" {
+		t.Fatalf("default language: %q", got["ines@acme.test"].Language)
+	}
+	// The holder is never asked to approve their own request, nor the requester.
+	queue("arne", "ws-2")
+	if got, _ := r.notices(notify.EventApprovalRequested); len(got) != 2 {
+		t.Fatalf("approval notices: %v", addresses(got))
+	}
+	ns, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(notify.EventApprovalRequested), Channel: store.ChannelEmail}, store.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var own []string
+	for _, n := range ns {
+		if strings.Contains(n.Subject, "pour Arne") {
+			own = append(own, n.Recipient)
+		}
+	}
+	if len(ns) != 3 || !slices.Equal(own, []string{"ines@acme.test"}) {
+		t.Fatalf("arne's own request went to %v", own)
+	}
+
+	// Approved: the requester hears it, in English.
+	if _, err := r.s.Approve(r.ctx, r.ap1, j.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	got = r.wantNotices(notify.EventJobDecided, 1, "hank@acme.test")
+	if m := got["hank@acme.test"]; m.Subject != "[tokenfleet] Request approved: issue for Alice" || !strings.Contains(string(m.Body), "approved by arne") {
+		t.Fatalf("decision: %s\n%s", m.Subject, m.Body)
+	}
+	// Rejected, with the reason.
+	j3 := queue("alice", "ws-3")
+	if _, err := r.s.Reject(r.ctx, r.ap1, j3.ID, service.DecisionRequest{Reason: "wrong workstation"}); err != nil {
+		t.Fatal(err)
+	}
+	ds, _, _ := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(notify.EventJobDecided), Channel: store.ChannelEmail}, store.Page{})
+	rejected := slices.IndexFunc(ds, func(n store.Notification) bool { return strings.Contains(n.Subject, "rejected") })
+	if len(ds) != 2 || rejected < 0 || !strings.Contains(string(ds[rejected].Body), "Reason: wrong workstation") {
+		t.Fatalf("rejection: %d notices, %d rejected", len(ds), rejected)
+	}
+
+	// The holder is asked for their token once per attempt, however often the dispatch
+	// looks; a transaction rolled back writes nothing.
+	ask := func(jobID string, fail bool) error {
+		return r.s.UpdateJobs(r.ctx, func(jt *service.JobTx) error {
+			cur, err := jt.GetJob(r.ctx, jobID)
+			if err != nil {
+				return err
+			}
+			if err := jt.NotifyTokenNeeded(r.ctx, cur, notify.Token{Blank: true}); err != nil {
+				return err
+			}
+			if fail {
+				return errors.New("rolled back")
+			}
+			return nil
+		})
+	}
+	if err := ask(j.ID, true); err == nil {
+		t.Fatal("no error")
+	}
+	r.wantNotices(notify.EventTokenInsert, 0)
+	for range 2 {
+		if err := ask(j.ID, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got = r.wantNotices(notify.EventTokenInsert, 1, "alice@acme.test")
+	if m := got["alice@acme.test"]; !strings.Contains(m.Subject, "Insérez votre jeton sur le poste ws-1") || !strings.Contains(string(m.Body), "un jeton vierge") {
+		t.Fatalf("token notice: %s\n%s", m.Subject, m.Body)
+	}
+
+	// Succeeded, then a failure of another job: the requester hears both.
+	cur, err := r.st.GetJob(r.ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Kind = jobs.KindIssue
+	r.finish(cur, "")
+	r.wantNotices(notify.EventJobSucceeded, 1, "hank@acme.test")
+	j4 := queue("alice", "ws-3")
+	if _, err := r.s.Approve(r.ctx, r.ap1, j4.ID, service.DecisionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ = r.st.GetJob(r.ctx, j4.ID)
+	r.finish(cur, "token.locked")
+	got = r.wantNotices(notify.EventJobFailed, 1, "hank@acme.test")
+	if m := got["hank@acme.test"]; !strings.Contains(string(m.Body), "token.locked: the token said token.locked") {
+		t.Fatalf("failure: %s", m.Body)
+	}
+	// No notice carries anything but what its data holds: every body names its job.
+	all, _, _ := r.st.ListNotifications(r.ctx, store.NotificationFilter{}, store.Page{Limit: store.MaxPageLimit})
+	for _, n := range all {
+		if n.State != store.NotificationPending || n.Attempts != 0 {
+			t.Fatalf("row %+v", n)
+		}
+	}
+
+	// Listing is for administrators.
+	_, _, err = r.s.ListNotifications(r.ctx, r.ap1, service.NotificationQuery{}, service.Page{})
+	wantCode(t, err, service.CodeForbidden)
+	_, _, err = r.s.ListNotifications(r.ctx, r.admin, service.NotificationQuery{State: "lost"}, service.Page{})
+	wantCode(t, err, service.CodeBadRequest)
+	list, _, err := r.s.ListNotifications(r.ctx, r.admin, service.NotificationQuery{State: "pending", Event: string(notify.EventJobFailed)}, service.Page{})
+	if err != nil || len(list) != 2 || list[1].Username != "hank" && list[0].Username != "hank" {
+		t.Fatalf("list: %+v, %v", list, err)
+	}
+}
+
+func TestNotificationsOfRollouts(t *testing.T) {
+	t.Parallel()
+	r := newNotifyRig(t)
+	r.agents(4)
+	spec := inventorySpec("brake")
+	spec.Plan = rollout.Plan{Canary: rollout.Canary{Count: 2}, Waves: []float64{100}}
+	spec.Brake = rollout.Brake{ThresholdPercent: 50, MinExecuted: 2}
+	v := r.create(spec)
+	r.approve(r.ap1, v)
+	r.pass()
+	js := r.rolloutJobs(v.ID)
+	r.finish(js[0], "token.device_error")
+	r.finish(js[1], "token.device_error")
+	r.pass()
+	got := r.wantNotices(notify.EventRolloutBrakeTripped, 1, "olga@acme.test")
+	if m := got["olga@acme.test"]; !strings.Contains(m.Subject, "Rollout brake paused") || !strings.Contains(string(m.Body), "brake tripped") {
+		t.Fatalf("brake: %s\n%s", m.Subject, m.Body)
+	}
+	// A rollout's jobs tell nobody of their end: the rollout does.
+	r.wantNotices(notify.EventJobFailed, 0)
+	r.approve(r.ap1, r.get(v.ID))
+	r.pass()
+	for _, j := range r.rolloutJobs(v.ID, jobs.StateApproved) {
+		r.finish(j, "")
+	}
+	r.pass()
+	if st := r.get(v.ID).State; st != rollout.StateCompleted {
+		t.Fatalf("rollout %s", st)
+	}
+	got = r.wantNotices(notify.EventRolloutCompleted, 1, "olga@acme.test")
+	if m := got["olga@acme.test"]; !strings.Contains(string(m.Body), "Targets: 4, succeeded: 2, failed: 2") {
+		t.Fatalf("completed: %s", m.Body)
+	}
+}
+
+func TestNotificationsOfExpiringCertificatesAndCRL(t *testing.T) {
+	t.Parallel()
+	r := newNotifyRig(t)
+	r.enrol("ws-1")
+	now := r.clock.now()
+	seed := func(serial, token string, notAfter time.Time) {
+		t.Helper()
+		if err := r.st.InTx(r.ctx, func(tx store.Tx) error {
+			_, err := tx.AddCertificate(r.ctx, store.Certificate{Serial: serial, HolderID: r.holder.ID, Profile: "logon",
+				TokenSerial: token, AgentID: "ws-1", Subject: "CN=Alice", Issuer: "CN=test CA", NotBefore: notAfter.Add(-90 * 24 * time.Hour),
+				NotAfter: notAfter, DER: []byte{0x30, 0}})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seed("a1", "tok-1", now.Add(20*24*time.Hour)) // within 30 days: warned
+	seed("a2", "tok-2", now.Add(40*24*time.Hour)) // not yet
+	seed("a3", "tok-3", now.Add(-24*time.Hour))   // expired already
+	// The daily sweep, twice: one notice per certificate and warning.
+	for range 2 {
+		if n, err := r.s.NotifyExpiringCertificates(r.ctx); err != nil || n != 1 {
+			t.Fatalf("sweep: %d, %v", n, err)
+		}
+	}
+	got := r.wantNotices(notify.EventCertificateExpiring, 1, "alice@acme.test", "hank@acme.test")
+	if m := got["hank@acme.test"]; !strings.Contains(m.Subject, "Certificate of Alice expires on") || !strings.Contains(string(m.Body), "Serial       : a1") ||
+		!strings.Contains(string(m.Body), "--agent ws-1 --token tok-1") {
+		t.Fatalf("expiring: %s\n%s", m.Subject, m.Body)
+	}
+	// Eleven days on, a2 enters its window, but b2 renewed it on its token meanwhile: no
+	// warning; a1 is not warned again.
+	r.clock.add(11 * 24 * time.Hour)
+	seed("b2", "tok-2", r.clock.now().Add(80*24*time.Hour))
+	if n, err := r.s.NotifyExpiringCertificates(r.ctx); err != nil || n != 2 {
+		t.Fatalf("second sweep: %d, %v", n, err)
+	}
+	ns, _, _ := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(notify.EventCertificateExpiring), Channel: store.ChannelWebhook}, store.Page{})
+	if len(ns) != 1 {
+		t.Fatalf("a2 was warned although b2 replaces it: %d webhook calls", len(ns))
+	}
+
+	crl := notify.CRL{Issuer: "CN=tokenfleet CA", NextUpdate: now.Add(24 * time.Hour), Margin: "72h0m0s"}
+	for range 2 {
+		if err := r.s.NotifyCRL(r.ctx, crl, "next:"+crl.NextUpdate.Format(time.RFC3339)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got = r.wantNotices(notify.EventCRLExpiring, 1, "admin@acme.test")
+	if m := got["admin@acme.test"]; !strings.Contains(m.Subject, "liste de révocation") {
+		t.Fatalf("CRL: %s", m.Subject)
+	}
+}
