@@ -88,6 +88,8 @@ func leakCheck(t *testing.T) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
 		deadline := time.Now().Add(10 * time.Second)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			n := runtime.NumGoroutine()
 			if n <= before {
@@ -99,8 +101,7 @@ func leakCheck(t *testing.T) {
 				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
 				return
 			}
-			runtime.Gosched()
-			time.Sleep(20 * time.Millisecond) // polling interval, not a wait for an event
+			<-tick.C // poll: goroutines end on their own time, with no event to wait for
 		}
 	})
 }
@@ -110,11 +111,13 @@ func leakCheck(t *testing.T) {
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(10 * time.Millisecond) // polling interval
+		<-tick.C
 	}
 }
 
@@ -194,6 +197,8 @@ func waitDepth(t testing.TB, b *testenv.Broker, queue string, ready, unacked int
 	t.Helper()
 	var r, u int
 	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		if r, u = queueDepth(t, b, queue); r == ready && u == unacked {
 			return
@@ -201,7 +206,7 @@ func waitDepth(t testing.TB, b *testenv.Broker, queue string, ready, unacked int
 		if time.Now().After(deadline) {
 			t.Fatalf("queue %s: %d ready, %d unacknowledged; want %d and %d", queue, r, u, ready, unacked)
 		}
-		time.Sleep(200 * time.Millisecond) // polling interval
+		<-tick.C
 	}
 }
 
