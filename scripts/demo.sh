@@ -11,7 +11,9 @@
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-bin="$top/bin"
+# TOKENFLEET_BIN: where the binaries are (make demo builds them into bin/; the e2e test
+# that runs this script, into its own directory).
+bin="${TOKENFLEET_BIN:-$top/bin}"
 module=/usr/lib/softhsm/libsofthsm2.so
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -78,7 +80,8 @@ done
 export TOKENFLEET_URL="$url"
 export TOKENFLEET_TOKEN_FILE="$work/coordinator/admin.token"
 ctl() { "$bin/tokenfleetctl" --token-file "$TOKENFLEET_TOKEN_FILE" "$@"; }
-as() { local tok=$1; shift; "$bin/tokenfleetctl" --token "$tok" "$@"; }
+# The token goes by the environment: issue's own --token names the target token.
+as() { local tok=$1; shift; TOKENFLEET_TOKEN="$tok" "$bin/tokenfleetctl" "$@"; }
 
 say "An administrator sets up an organisation, people and a profile"
 ctl org create acme
