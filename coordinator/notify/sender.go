@@ -197,9 +197,11 @@ func (s *Sender) SendDue(ctx context.Context) (int, error) {
 		groups[k] = append(groups[k], n)
 	}
 	var release []string
+	// canSend: enough of the lease is left to send one more message.
+	canSend := func() bool { return lease.Sub(s.o.Now()) >= s.o.Timeout && ctx.Err() == nil }
 	for i, k := range order {
 		g := groups[k]
-		if lease.Sub(s.o.Now()) < s.o.Timeout || ctx.Err() != nil {
+		if !canSend() {
 			// Not enough of the lease left to send safely: leave the rest to the next pass.
 			for _, k := range order[i:] {
 				for _, n := range groups[k] {
@@ -212,7 +214,20 @@ func (s *Sender) SendDue(ctx context.Context) (int, error) {
 			s.deliver(ctx, g, s.postWebhook(ctx, g[0]), g[0].ID)
 			continue
 		}
-		if err = s.sendEmails(ctx, g); err != nil {
+		unsent, serr := s.sendEmails(ctx, g, canSend)
+		if err = serr; err == nil && len(unsent) > 0 {
+			// The lease ran short within one address's e-mails: give back what is left.
+			for _, n := range unsent {
+				release = append(release, n.ID)
+			}
+			for _, k := range order[i+1:] {
+				for _, n := range groups[k] {
+					release = append(release, n.ID)
+				}
+			}
+			break
+		}
+		if err != nil {
 			// The store failed: give the rest back rather than leave it leased.
 			for _, k := range order[i+1:] {
 				for _, n := range groups[k] {
@@ -238,18 +253,22 @@ func (s *Sender) SendDue(ctx context.Context) (int, error) {
 
 // sendEmails sends one address's claimed e-mails under its rate limit: held ones (and any
 // others due with them) as one digest when the window has room, the others one by one
-// while it has room; what is left is held until the window frees.
-func (s *Sender) sendEmails(ctx context.Context, g []store.Notification) error {
+// while it has room; what is left is held until the window frees. Before each message it
+// asks canSend, and returns the rows it did not get to when the lease ran short.
+func (s *Sender) sendEmails(ctx context.Context, g []store.Notification, canSend func() bool) ([]store.Notification, error) {
 	if s.o.RateLimit.Count <= 0 {
-		for _, n := range g {
+		for i, n := range g {
+			if i > 0 && !canSend() {
+				return g[i:], nil
+			}
 			s.deliver(ctx, []store.Notification{n}, s.mail(ctx, n.Recipient, n.Language, Message{Subject: n.Subject, Body: string(n.Body)}, n.ID, n.Event), n.ID)
 		}
-		return nil
+		return nil, nil
 	}
 	now := s.now()
 	used, oldest, err := s.o.Store.NotificationDeliveries(ctx, store.ChannelEmail, g[0].Recipient, now.Add(-s.o.RateLimit.Per))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	room := s.o.RateLimit.Count - used
 	anyHeld := false
@@ -262,12 +281,15 @@ func (s *Sender) sendEmails(ctx context.Context, g []store.Notification) error {
 		rest = g
 	case anyHeld || (len(g) > room && room == 1):
 		s.digest(ctx, g)
-		return nil
+		return nil, nil
 	default:
 		for i, n := range g {
 			if i >= room {
 				rest = g[i:]
 				break
+			}
+			if i > 0 && !canSend() {
+				return g[i:], nil
 			}
 			s.deliver(ctx, []store.Notification{n}, s.mail(ctx, n.Recipient, n.Language, Message{Subject: n.Subject, Body: string(n.Body)}, n.ID, n.Event), n.ID)
 			if oldest.IsZero() {
@@ -276,7 +298,7 @@ func (s *Sender) sendEmails(ctx context.Context, g []store.Notification) error {
 		}
 	}
 	if len(rest) == 0 {
-		return nil
+		return nil, nil
 	}
 	if oldest.IsZero() {
 		oldest = now
@@ -288,7 +310,7 @@ func (s *Sender) sendEmails(ctx context.Context, g []store.Notification) error {
 	}
 	s.o.Logger.Info().Str("recipient", g[0].Recipient).Int("held", len(ids)).Time("until", until).
 		Msg("rate limit reached: notifications held, to go out as one digest")
-	return s.o.Store.InTx(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.HoldNotifications(ctx, ids, until) })
+	return nil, s.o.Store.InTx(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.HoldNotifications(ctx, ids, until) })
 }
 
 // digest sends g as one e-mail.

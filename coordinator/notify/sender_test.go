@@ -477,3 +477,54 @@ func TestLeaseNeverOutlived(t *testing.T) {
 		t.Fatalf("sent %d in all", len(mailer.sent))
 	}
 }
+
+// TestLeaseNeverOutlivedByOneAddress: many notices to one address are sent one by one
+// under the same lease check as notices to many addresses, with or without a rate limit:
+// a lease never runs out while its rows are being sent (another coordinator could claim
+// and send them again).
+func TestLeaseNeverOutlivedByOneAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		limit notify.RateLimit
+	}{
+		{"no rate limit", notify.RateLimit{}},
+		{"rate limit with room", notify.RateLimit{Count: 100, Per: time.Hour}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := openStore(t)
+			tm := templates(t)
+			clk := &clock{t: time.Now().UTC().Truncate(time.Microsecond).Add(time.Minute)}
+			o, _ := notify.NewOutbox(notify.OutboxConfig{Email: true}, tm, nil)
+			mailer := &slowMailer{clk: clk}
+			s, _ := notify.NewSender(notify.SenderOptions{Store: st, Templates: tm, Mailer: mailer, Now: clk.now,
+				Timeout: time.Second, RateLimit: tc.limit})
+			for i := range 8 {
+				write(t, st, o, decided("job"+string(rune('a'+i)), alice))
+			}
+			if n, err := s.SendDue(t.Context()); err != nil || n != 8 {
+				t.Fatalf("claimed %d, %v", n, err)
+			}
+			if len(mailer.sent) != 3 {
+				t.Fatalf("sent %d under one lease, want 3", len(mailer.sent))
+			}
+			pending := list(t, st, store.NotificationPending)
+			if len(pending) != 5 {
+				t.Fatalf("%d left pending", len(pending))
+			}
+			for _, n := range pending {
+				if n.LeaseOwner != "" || n.Attempts != 0 || n.Held {
+					t.Fatalf("given back %+v", n)
+				}
+			}
+			for range 3 {
+				if _, err := s.SendDue(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(mailer.sent) != 8 || len(list(t, st, store.NotificationSent)) != 8 {
+				t.Fatalf("sent %d in all", len(mailer.sent))
+			}
+		})
+	}
+}
