@@ -1,12 +1,17 @@
 package amqp
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
+
+// closeReasonWait bounds the wait for the reason of a channel the broker closed.
+const closeReasonWait = 2 * time.Second
 
 // closeNotifier is the part of *amqp091.Channel that says why the broker closed it.
 type closeNotifier interface {
@@ -33,14 +38,36 @@ func DeclareAgents(ch Declarer, agentIDs []string) error {
 		closed = cn.NotifyClose(make(chan *amqp091.Error, 1))
 	}
 	why := func(err error) error {
-		select {
-		case reason, ok := <-closed:
+		if closed == nil {
+			return err
+		}
+		because := func(reason *amqp091.Error, ok bool) error {
 			if ok && reason != nil {
 				return fmt.Errorf("%w (the broker closed the channel: %w)", err, reason)
 			}
-		default:
+			return err
 		}
-		return err
+		// A declaration sent after the one the broker refused fails with "channel not
+		// open" before the close reason, which names the refused queue, has reached the
+		// notify channel: wait a moment for it, so that the error says what was wrong.
+		// It comes at once in practice, or the channel closes without one.
+		var ae *amqp091.Error
+		if errors.As(err, &ae) && ae.Code == amqp091.ChannelError {
+			t := time.NewTimer(closeReasonWait)
+			defer t.Stop()
+			select {
+			case reason, ok := <-closed:
+				return because(reason, ok)
+			case <-t.C:
+				return err
+			}
+		}
+		select {
+		case reason, ok := <-closed:
+			return because(reason, ok)
+		default:
+			return err
+		}
 	}
 	for i, q := range specs {
 		last := i == len(specs)-1
