@@ -307,6 +307,24 @@ func (w *where) in(col string, vals []string) {
 	w.add(col+" IN ("+placeholders(len(vals))+")", args...)
 }
 
+// olderThan keeps, of a list ordered newest first (created_at DESC, id DESC), the rows
+// after the one a cursor of encodeCursor(cursorTime(created), id) names; "" keeps all.
+func (w *where) olderThan(d *dialect, cursor string) error {
+	if cursor == "" {
+		return nil
+	}
+	c, err := decodeCursor(cursor, 2)
+	if err != nil {
+		return err
+	}
+	t, err := parseCursorTime(c[0])
+	if err != nil {
+		return err
+	}
+	w.add("(created_at < ? OR (created_at = ? AND id < ?))", d.ts(t), d.ts(t), c[1])
+	return nil
+}
+
 func (w *where) sql() string {
 	if len(w.conds) == 0 {
 		return ""

@@ -433,16 +433,8 @@ func (x *q) ListJobs(ctx context.Context, f JobFilter, p Page) ([]Job, string, e
 		w.add(`EXISTS (SELECT 1 FROM job_attempts a
 			WHERE a.job_id = jobs.id AND a.attempt = jobs.attempt AND a.dispatch_message_id = '')`)
 	}
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 2)
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		t, err := parseCursorTime(c[0])
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		w.add("(created_at < ? OR (created_at = ? AND id < ?))", x.d.ts(t), x.d.ts(t), c[1])
+	if err := w.olderThan(x.d, p.Cursor); err != nil {
+		return nil, "", x.d.wrap(op, err)
 	}
 	rows, err := x.query(ctx, "SELECT "+jobCols+" FROM jobs"+w.sql()+" ORDER BY created_at DESC, id DESC LIMIT ?",
 		append(w.args, limit+1)...)

@@ -80,16 +80,8 @@ func (x *q) ListNotifications(ctx context.Context, f NotificationFilter, p Page)
 			w.add(c.col+" = ?", c.val)
 		}
 	}
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 2)
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		t, err := parseCursorTime(c[0])
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		w.add("(created_at < ? OR (created_at = ? AND id < ?))", x.d.ts(t), x.d.ts(t), c[1])
+	if err := w.olderThan(x.d, p.Cursor); err != nil {
+		return nil, "", x.d.wrap(op, err)
 	}
 	rows, err := x.query(ctx, "SELECT "+notificationCols+" FROM notifications"+w.sql()+
 		" ORDER BY created_at DESC, id DESC LIMIT ?", append(w.args, limit+1)...)

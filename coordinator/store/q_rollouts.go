@@ -252,16 +252,8 @@ func (x *q) ListRollouts(ctx context.Context, f RolloutFilter, p Page) ([]Rollou
 	if f.ProfileName != "" {
 		w.add("profile_name = ?", f.ProfileName)
 	}
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 2)
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		t, err := parseCursorTime(c[0])
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		w.add("(created_at < ? OR (created_at = ? AND id < ?))", x.d.ts(t), x.d.ts(t), c[1])
+	if err := w.olderThan(x.d, p.Cursor); err != nil {
+		return nil, "", x.d.wrap(op, err)
 	}
 	rows, err := x.query(ctx, "SELECT "+rolloutCols+" FROM rollouts"+w.sql()+" ORDER BY created_at DESC, id DESC LIMIT ?",
 		append(w.args, limit+1)...)
