@@ -196,9 +196,18 @@ func TestCheckAgentQueue(t *testing.T) {
 	if err := c.Ready(ctx); err != nil {
 		t.Fatalf("Ready after enrolment: %v", err)
 	}
-	for len(statusCh) > 0 {
-		statuses = append(statuses, <-statusCh)
-	}
+	// Ready may return before OnStatus has handed over the connected status: collect until
+	// it has come.
+	waitFor(t, 30*time.Second, "the connected status", func() bool {
+		for {
+			select {
+			case s := <-statusCh:
+				statuses = append(statuses, s)
+			default:
+				return len(statuses) > 0 && statuses[len(statuses)-1].State == StateConnected
+			}
+		}
+	})
 	var sawDisconnected bool
 	for _, s := range statuses {
 		if s.State == StateDisconnected && errors.Is(s.Err, ErrNotEnrolled) && s.RetryIn > 0 {
