@@ -178,7 +178,13 @@ func refused(t testing.TB, conn *amqp.Connection, op func(*amqp.Channel) error) 
 	select {
 	case e := <-closed:
 		return e != nil && e.Code == amqp.AccessRefused
-	case c := <-confirms:
+	case c, ok := <-confirms:
+		if !ok {
+			// The library closes the confirmation channel when the broker closes the
+			// channel: the refusal is on its way to closed.
+			e := <-closed
+			return e != nil && e.Code == amqp.AccessRefused
+		}
 		if !c.Ack {
 			t.Fatalf("publish nacked")
 		}
