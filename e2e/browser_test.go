@@ -240,20 +240,32 @@ func byTest(name string) string { return fmt.Sprintf(`[data-test=%q]`, name) }
 func byName(name string) string { return fmt.Sprintf(`[name=%q]`, name) }
 
 // click clicks the visible element with that data-test attribute.
-func (b *browser) click(dataTest string) {
+func (b *browser) click(dataTest string) { b.t.Helper(); b.clickSel(byTest(dataTest)) }
+
+// clickSel clicks the visible element sel.
+func (b *browser) clickSel(sel string) {
 	b.t.Helper()
-	b.do("click "+dataTest, chromedp.Click(chromedp.CSS(byTest(dataTest)), chromedp.NodeVisible))
+	b.do("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 }
 
 // clickAndLoad clicks the element with that data-test attribute and waits for the page the
-// click loads.
-func (b *browser) clickAndLoad(dataTest string) {
+// click loads; it returns the page's HTTP status.
+func (b *browser) clickAndLoad(dataTest string) int64 {
+	b.t.Helper()
+	return b.clickLoadSel(byTest(dataTest))
+}
+
+// clickLoadSel clicks the visible element sel and waits for the page the click loads; it
+// returns the page's HTTP status.
+func (b *browser) clickLoadSel(sel string) int64 {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, browserStepLimit)
 	defer cancel()
-	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(byTest(dataTest)), chromedp.NodeVisible)); err != nil {
-		b.fail("click "+dataTest+" and wait for the page", err)
+	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	if err != nil {
+		b.fail("click "+sel+" and wait for the page", err)
 	}
+	return resp.Status
 }
 
 // fill types a value into the form field of that name, replacing what it held. A select
