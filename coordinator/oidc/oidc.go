@@ -357,12 +357,12 @@ func (p *Provider) refusal(err error, ks *recordingKeySet) error {
 	case ks.err != nil:
 		var ue *url.Error
 		if errors.As(ks.err, &ue) {
-			return fmt.Errorf("%w: fetching its signing keys: %v", ErrUnreachable, ue.Err)
+			return fmt.Errorf("%w: fetching its signing keys: %w", ErrUnreachable, ue.Err)
 		}
-		return fmt.Errorf("%w: %v", ErrBadSignature, ks.err)
+		return fmt.Errorf("%w: %w", ErrBadSignature, ks.err)
 	case ks.payload == nil:
 		// Refused before the signature was looked at: not a JWT, or an algorithm not allowed.
-		return fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	var expired *gooidc.TokenExpiredError
 	if errors.As(err, &expired) {
@@ -381,7 +381,7 @@ func (p *Provider) refusal(err error, ks *recordingKeySet) error {
 			return fmt.Errorf("%w: it is for %q, this client is %q", ErrWrongAudience, []string(claims.Audience), p.clientID)
 		}
 	}
-	return fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	return fmt.Errorf("%w: %w", ErrInvalidToken, err)
 }
 
 // audience is the aud claim: one string or a list.
