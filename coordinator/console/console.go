@@ -30,6 +30,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/oidc"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
@@ -40,6 +41,8 @@ const Prefix = "/ui/"
 type Options struct {
 	Service *service.Service // required
 	Logger  zerolog.Logger
+	// OIDC is the identity provider's relying party; nil offers password sign-in only.
+	OIDC *oidc.Provider
 	// OIDCName names the identity provider on the sign-in button; "" says "single sign-on".
 	OIDCName string
 	// SecureCookies marks cookies Secure and names the session cookie with the __Host-
@@ -56,6 +59,7 @@ type Options struct {
 type Console struct {
 	svc      *service.Service
 	log      zerolog.Logger
+	oidc     *oidc.Provider
 	oidcName string
 	secure   bool
 	stop     <-chan struct{}
@@ -78,7 +82,7 @@ func newConsole(o Options) (*Console, error) {
 	if o.Service == nil {
 		return nil, errors.New("console: no service")
 	}
-	c := &Console{svc: o.Service, log: o.Logger, oidcName: o.OIDCName, secure: o.SecureCookies,
+	c := &Console{svc: o.Service, log: o.Logger, oidc: o.OIDC, oidcName: o.OIDCName, secure: o.SecureCookies,
 		stop: o.Stop, now: o.Now, origin: http.NewCrossOriginProtection(), mux: http.NewServeMux()}
 	if c.now == nil {
 		c.now = time.Now
