@@ -236,8 +236,9 @@ func (b *browser) path() string {
 // sel is the CSS selector of the element with that data-test attribute.
 func byTest(name string) string { return fmt.Sprintf(`[data-test=%q]`, name) }
 
-// byName is the CSS selector of the form field of that name.
-func byName(name string) string { return fmt.Sprintf(`[name=%q]`, name) }
+// byName is the CSS selector of the form field of that name a person fills (hidden fields
+// of the same name, such as a search form's, left out).
+func byName(name string) string { return fmt.Sprintf(`[name=%q]:not([type=hidden])`, name) }
 
 // click clicks the visible element with that data-test attribute.
 func (b *browser) click(dataTest string) { b.t.Helper(); b.clickSel(byTest(dataTest)) }

@@ -1,0 +1,427 @@
+//go:build cgo
+
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tokenfleet/tokenfleet/coordinator"
+	"github.com/tokenfleet/tokenfleet/coordinator/console"
+	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
+)
+
+// The console's people, besides those of every system: an auditor, a help-desk operator who
+// is also an approver (to try approving her own request), and an approver of another
+// organisation.
+const (
+	auditor       = "audrey"
+	helpApprover  = "hanna"
+	otherOrg      = "globex"
+	otherApprover = "bert"
+)
+
+// consolePassword is the password of every person in the console's tests.
+const consolePassword = "Correct-Horse-Battery-9"
+
+// alert is the selector of the console's flash and error messages.
+const alert = `[role="alert"]`
+
+// newConsoleSite starts a coordinator with the console on a broker vhost of its own, with no
+// agent running (approved jobs wait in the agent's queue: the refusals need no agent), with
+// the people of every system, those of the console's tests and their passwords, and an
+// enrolled agent, ws-01.
+func newConsoleSite(t *testing.T, configure func(*coordinator.Config)) *system {
+	t.Helper()
+	s := &system{t: t, record: &record{
+		root: t.TempDir(), logs: map[string]*logBuffer{}, pins: map[string]string{},
+		brokerURLs: map[string]string{}, snapshots: map[string][]byte{},
+	}}
+	s.coordLog = newLogBuffer()
+	s.logs["coordinator"] = s.coordLog
+	s.broker = testenv.NewBroker(t)
+	s.coord = coordinatortest.Start(t, coordinatortest.Options{BrokerURL: s.broker.URL, Log: s.coordLog, Configure: configure})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("coordinator log (info and above):\n%s", tail(withoutDebug(s.coordLog.String()), 6000))
+		}
+	})
+	s.setUp()
+	s.addConsolePeople()
+	s.ctl(s.admin, "agent", "add", "ws-01", "--hostname", "ws-01.acme.example")
+	return s
+}
+
+// addConsolePeople adds the console's people and gives everyone a password.
+func (s *system) addConsolePeople() {
+	s.t.Helper()
+	s.ctl(s.admin, "user", "create", auditor, "--name", "Audrey Auditor", "--org", org, "--role", "auditor")
+	s.ctl(s.admin, "user", "create", helpApprover, "--name", "Hanna Helpdesk", "--org", org, "--role", "helpdesk", "--role", "approver")
+	s.ctl(s.admin, "org", "create", otherOrg)
+	s.ctl(s.admin, "user", "create", otherApprover, "--name", "Bert Approver", "--org", otherOrg, "--role", "approver")
+	for _, u := range []string{operator, approver, auditor, helpApprover, otherApprover} {
+		s.setPassword(u, consolePassword)
+	}
+}
+
+// setPassword sets a person's console password as an administrator.
+func (s *system) setPassword(username, password string) {
+	s.t.Helper()
+	ctx := context.Background()
+	svc := s.coord.Server.Service()
+	admin, err := svc.Authenticate(ctx, s.admin, "e2e")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := svc.SetPassword(ctx, admin, username, password); err != nil {
+		s.t.Fatalf("set %s's password: %v", username, err)
+	}
+}
+
+// consoleOn turns the console on.
+func consoleOn(c *coordinator.Config) {
+	// filled in when the console's configuration lands
+}
+
+// consoleURL serves the console of the system's coordinator and returns its base URL.
+func (s *system) consoleURL() string {
+	t := s.t
+	t.Helper()
+	stop := make(chan struct{})
+	h, err := console.New(console.Options{Service: s.coord.Server.Service(),
+		Logger: zerolog.New(s.coordLog).Level(zerolog.DebugLevel).With().Timestamp().Logger(), Stop: stop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stop) })
+	return srv.URL
+}
+
+// signIn signs in with a password on the sign-in page and waits for the page it leads to.
+func (b *browser) signIn(username, password string) {
+	b.t.Helper()
+	b.open("/ui/signin")
+	b.fill("username", username)
+	b.fill("password", password)
+	b.clickAndLoad("signin")
+	if p := b.path(); strings.HasPrefix(p, "/ui/signin") {
+		b.fail("sign in as "+username, fmt.Errorf("still on the sign-in page (%s)", p))
+	}
+}
+
+// choose picks the radio button of that name and value.
+func (b *browser) choose(name, value string) {
+	b.t.Helper()
+	b.clickSel(fmt.Sprintf(`input[type=radio][name=%q][value=%q]`, name, value))
+}
+
+var jobPath = regexp.MustCompile(`^/ui/jobs/([0-9A-Za-z]+)$`)
+
+// TestConsoleIssue: the whole issue of a token in the console, in real Chromium, with a
+// real agent on SoftHSM2. The help-desk operator signs in and requests a token for Alice at
+// the workstation; the approver signs in and finds it in the queue with what she approves
+// (holder, subject, profile, agent, binding hash) and approves; the operator's job page,
+// open all along, follows the agent's progress live (the state changes without a reload)
+// until it succeeds; the PIN is revealed once, logs in to the token, and a second reveal
+// is refused; the auditor verifies the audit log. Every page is checked with axe-core and
+// photographed; no page writes an error to the console.
+func TestConsoleIssue(t *testing.T) {
+	s := newSystem(t, systemOptions{perAgentUsers: true, configure: consoleOn})
+	s.addConsolePeople()
+	id := testenv.UniqueUser("ws-console-")
+	s.enrol(id)
+	s.startAgent(id, agentOptions{})
+	shots := newShots(t)
+	url := s.consoleURL()
+
+	// The operator requests the token.
+	olga := newBrowser(t, operator, url, shots)
+	olga.signIn(operator, consolePassword)
+	olga.axe("home")
+	olga.screenshot("home")
+	olga.open("/ui/request")
+	olga.choose("holder", holder)
+	olga.fill("profile", profileName)
+	olga.choose("agent", id)
+	olga.axe("request")
+	olga.screenshot("request")
+	olga.clickAndLoad("submit-request")
+	m := jobPath.FindStringSubmatch(olga.path())
+	if m == nil {
+		olga.fail("request a token", fmt.Errorf("landed on %s, not a job's page", olga.path()))
+	}
+	jobID := m[1]
+	d := s.job(jobID)
+	if d.State != jobs.StatePendingApproval || d.Holder != holder || d.Requester != operator || d.Agent != id {
+		t.Fatalf("the requested job: state %s, holder %s, requester %s, agent %s", d.State, d.Holder, d.Requester, d.Agent)
+	}
+	olga.waitJS("the job pending approval", `document.querySelector("#job-state").dataset.state === "pending_approval"`)
+	olga.axe("job pending approval")
+	olga.screenshot("job-pending")
+	olga.watchText("#job-state")
+
+	// The approver finds it in the queue, with what she approves, and approves.
+	arne := newBrowser(t, approver, url, shots)
+	arne.signIn(approver, consolePassword)
+	arne.open("/ui/approvals")
+	card := "#job-" + jobID
+	for _, want := range []string{holder, "CN=Alice Holder", profileName, id, d.BindingHash, operator} {
+		arne.waitText(card, want)
+	}
+	arne.axe("approvals")
+	arne.screenshot("approvals")
+	arne.clickLoadSel(card + " " + byTest("approve"))
+	arne.waitVisible(alert)
+	arne.screenshot("approved")
+
+	// The operator's page follows the job to its end, live.
+	olga.waitJS("the job to succeed", `document.querySelector("#job-state").dataset.state === "succeeded"`)
+	seen, live := olga.seenTexts()
+	if !live {
+		t.Errorf("the job page was reloaded while it followed the job")
+	}
+	if len(seen) < 3 {
+		t.Errorf("the job page showed states %q, want its progress (at least three states) live", seen)
+	}
+	t.Logf("the job page showed %q", seen)
+	olga.axe("job succeeded")
+	olga.screenshot("job-succeeded")
+	d = s.waitJob(jobID, jobs.StateSucceeded)
+	wantIssueHistory(t, d)
+
+	// The PIN, once.
+	csrf := eval[string](olga, "read the form's CSRF token", `document.querySelector("[name=csrf_token]").value`)
+	olga.clickAndLoad("reveal-pin")
+	pin := olga.text("#pin")
+	if pin == "" {
+		t.Fatal("the revealed PIN is empty")
+	}
+	s.remember("user PIN revealed in the console for job "+jobID, pin)
+	wantLogin(t, d.TokenSerial, pin, true)
+	eval[bool](olga, "mask the PIN for the screenshot", `(() => { document.querySelector("#pin").textContent = "••••••••••••"; return true; })()`)
+	olga.axe("PIN revealed")
+	olga.screenshot("pin-revealed")
+	olga.postForm("/ui/jobs/"+jobID+"/pin", map[string]string{"csrf_token": csrf})
+	olga.waitVisible(alert)
+	if txt := olga.pageText(); strings.Contains(txt, pin) {
+		t.Fatalf("a second reveal showed the PIN again")
+	}
+	olga.screenshot("pin-refused")
+
+	// The auditor verifies the audit log.
+	audrey := newBrowser(t, auditor, url, shots)
+	audrey.signIn(auditor, consolePassword)
+	audrey.open("/ui/audit")
+	audrey.axe("audit")
+	audrey.click("verify-audit")
+	audrey.waitVisible("#audit-verify-result")
+	res := audrey.text("#audit-verify-result")
+	if !strings.Contains(strings.ToLower(res), "verified") {
+		t.Errorf("the audit log's verification says %q", res)
+	}
+	audrey.axe("audit verified")
+	audrey.screenshot("audit-verified")
+
+	for _, b := range []*browser{olga, arne, audrey} {
+		b.checkConsole()
+	}
+	s.finalChecks()
+}
+
+// postForm posts a form built in the page (as a person re-sending an old form would), and
+// waits for the page it loads; it returns the page's HTTP status.
+func (b *browser) postForm(action string, fields map[string]string) int64 {
+	b.t.Helper()
+	var sb strings.Builder
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&sb, `i = document.createElement("input"); i.type = "hidden"; i.name = %q; i.value = %q; f.appendChild(i);`, k, fields[k])
+	}
+	js := fmt.Sprintf(`(() => { const f = document.createElement("form"); f.method = "post"; f.action = %q; let i; %s
+		const s = document.createElement("button"); s.type = "submit"; s.dataset.test = "forged-submit"; f.appendChild(s);
+		document.body.appendChild(f); return true; })()`, action, sb.String())
+	eval[bool](b, "build a form to "+action, js)
+	return b.clickAndLoad("forged-submit")
+}
+
+// exists says whether an element matches sel now.
+func (b *browser) exists(sel string) bool {
+	b.t.Helper()
+	return eval[bool](b, "look for "+sel, fmt.Sprintf(`document.querySelector(%q) !== null`, sel))
+}
+
+// queueFor queues a job for a holder at ws-01 as the help-desk operator, through
+// tokenfleetctl. Each test has a holder of its own: a request for the same holder, profile
+// and agent supersedes the open one.
+func (s *system) queueFor(holderName string) string {
+	s.t.Helper()
+	id := strings.TrimSpace(s.ctl(s.operator, "issue", "--holder", holderName, "--agent", "ws-01", "--profile", profileName))
+	if id == "" {
+		s.t.Fatal("tokenfleetctl issue printed no job ID")
+	}
+	return id
+}
+
+// wantStillPending fails the test unless the job still waits for approval, with no
+// approval given.
+func (s *system) wantStillPending(jobID, after string) {
+	s.t.Helper()
+	d := s.job(jobID)
+	if d.State != jobs.StatePendingApproval || len(d.ApprovalList) != 0 {
+		s.t.Errorf("after %s, job %s is %s with decisions %+v; want it pending with none", after, jobID, d.State, d.ApprovalList)
+	}
+}
+
+// TestConsoleRefusals: what the API refuses, the console refuses, in the browser: a wrong
+// password; the requester approving her own request; an approver of another organisation
+// approving (the job is not in his queue, and a forged approval is refused); a form posted
+// without its CSRF token (and the same form with it then goes through); and a signed-out
+// session is gone.
+func TestConsoleRefusals(t *testing.T) {
+	t.Parallel()
+	site := newConsoleSite(t, consoleOn)
+	url := site.consoleURL()
+
+	t.Run("wrong password", func(t *testing.T) {
+		t.Parallel()
+		shots := newShots(t)
+		b := newBrowser(t, operator, url, shots)
+		b.open("/ui/signin")
+		b.fill("username", operator)
+		b.fill("password", "not-"+consolePassword)
+		b.clickAndLoad("signin")
+		b.waitVisible(alert)
+		b.axe("sign-in refused")
+		b.screenshot("signin-refused")
+		if !strings.HasPrefix(b.path(), "/ui/signin") {
+			t.Errorf("a wrong password led to %s", b.path())
+		}
+		b.open("/ui/")
+		if !strings.HasPrefix(b.path(), "/ui/signin") {
+			t.Errorf("after a refused sign-in, /ui/ shows %s, not the sign-in page", b.path())
+		}
+	})
+
+	t.Run("self-approval", func(t *testing.T) {
+		t.Parallel()
+		s := site.sub(t)
+		s.addHolder("sam", "Sam Self")
+		shots := newShots(t)
+		b := newBrowser(t, helpApprover, url, shots)
+		b.signIn(helpApprover, consolePassword)
+		b.open("/ui/request")
+		b.choose("holder", "sam")
+		b.fill("profile", profileName)
+		b.choose("agent", "ws-01")
+		b.clickAndLoad("submit-request")
+		m := jobPath.FindStringSubmatch(b.path())
+		if m == nil {
+			b.fail("request a token", fmt.Errorf("landed on %s, not a job's page", b.path()))
+		}
+		jobID := m[1]
+		d := s.job(jobID)
+		b.open("/ui/approvals")
+		card := "#job-" + jobID
+		if b.exists(card) {
+			b.clickLoadSel(card + " " + byTest("approve"))
+		} else {
+			b.postForm("/ui/jobs/"+jobID+"/approve", map[string]string{
+				"csrf_token": b.csrf(), "binding_hash": d.BindingHash, "reason": "my own"})
+		}
+		b.waitText(alert, "may not decide")
+		b.axe("self-approval refused")
+		b.screenshot("self-approval-refused")
+		s.wantStillPending(jobID, "her own approval")
+		b.checkConsole()
+	})
+
+	t.Run("other organisation", func(t *testing.T) {
+		t.Parallel()
+		s := site.sub(t)
+		s.addHolder("otto", "Otto Other")
+		jobID := s.queueFor("otto")
+		d := s.job(jobID)
+		shots := newShots(t)
+		b := newBrowser(t, otherApprover, url, shots)
+		b.signIn(otherApprover, consolePassword)
+		b.open("/ui/approvals")
+		if b.exists("#job-" + jobID) {
+			t.Errorf("an approver of %s sees %s's job in his queue", otherOrg, org)
+		}
+		b.screenshot("other-queue")
+		b.postForm("/ui/jobs/"+jobID+"/approve", map[string]string{
+			"csrf_token": b.csrf(), "binding_hash": d.BindingHash, "reason": "not mine to approve"})
+		b.waitText(alert, "another organisation")
+		b.axe("other organisation refused")
+		b.screenshot("other-refused")
+		s.wantStillPending(jobID, "an approval from another organisation")
+		b.checkConsole()
+	})
+
+	t.Run("no CSRF token", func(t *testing.T) {
+		t.Parallel()
+		s := site.sub(t)
+		s.addHolder("cora", "Cora CSRF")
+		jobID := s.queueFor("cora")
+		shots := newShots(t)
+		b := newBrowser(t, approver, url, shots)
+		b.signIn(approver, consolePassword)
+		b.open("/ui/approvals")
+		card := "#job-" + jobID
+		b.waitVisible(card)
+		eval[bool](b, "remove the CSRF field", fmt.Sprintf(
+			`(() => { document.querySelector(%q).form.querySelector("[name=csrf_token]").remove(); return true; })()`,
+			card+" "+byTest("approve")))
+		if status := b.clickLoadSel(card + " " + byTest("approve")); status != 403 {
+			t.Errorf("an approval posted without its CSRF token answered %d, want 403", status)
+		}
+		b.waitText(alert, "anti-forgery")
+		b.axe("CSRF refusal")
+		b.screenshot("no-csrf-refused")
+		s.wantStillPending(jobID, "an approval without its CSRF token")
+		// The same form with its token goes through.
+		b.open("/ui/approvals")
+		b.clickLoadSel(card + " " + byTest("approve"))
+		b.waitVisible(alert)
+		if d := s.job(jobID); d.State == jobs.StatePendingApproval || len(d.ApprovalList) != 1 {
+			t.Errorf("the approval with its CSRF token left the job %s with decisions %+v", d.State, d.ApprovalList)
+		}
+	})
+
+	t.Run("sign out", func(t *testing.T) {
+		t.Parallel()
+		shots := newShots(t)
+		b := newBrowser(t, operator, url, shots)
+		b.signIn(operator, consolePassword)
+		b.clickAndLoad("signout")
+		if !strings.HasPrefix(b.path(), "/ui/signin") {
+			t.Errorf("signing out led to %s, not the sign-in page", b.path())
+		}
+		b.screenshot("signed-out")
+		b.open("/ui/jobs")
+		if !strings.HasPrefix(b.path(), "/ui/signin") {
+			t.Errorf("after signing out, /ui/jobs shows %s, not the sign-in page", b.path())
+		}
+	})
+}
+
+// csrf is the page's CSRF token (every signed-in page has one, in the sign-out form).
+func (b *browser) csrf() string {
+	b.t.Helper()
+	return eval[string](b, "read the CSRF token", `document.querySelector("[name=csrf_token]").value`)
+}
