@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"time"
@@ -81,6 +82,9 @@ type Options struct {
 	Broker BrokerIdentities
 	// Notifier writes notices into the notifications outbox; nil: nobody is notified.
 	Notifier Notifier
+	// CheckpointKey verifies the kept audit checkpoints in VerifyAudit; nil: they are not
+	// checked.
+	CheckpointKey ed25519.PublicKey
 }
 
 // Service is the coordinator's business operations. It is safe for concurrent use.
@@ -101,6 +105,7 @@ type Service struct {
 
 	rollouts *rolloutEngine
 	notifier Notifier // nil: no notices
+	cpKey    ed25519.PublicKey
 }
 
 // New returns a Service over o.Store.
@@ -115,6 +120,7 @@ func New(o Options) (*Service, error) {
 	}
 	s.rollouts = newRolloutEngine()
 	s.notifier = o.Notifier
+	s.cpKey = o.CheckpointKey
 	s.tokenTTL, s.tokenMaxTTL = o.APITokenTTL, o.APITokenMaxTTL
 	if s.tokenTTL <= 0 {
 		s.tokenTTL = DefaultAPITokenTTL
