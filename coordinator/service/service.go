@@ -105,6 +105,7 @@ type Service struct {
 
 	rollouts *rolloutEngine
 	notifier Notifier // nil: no notices
+	watch    watchers // WatchJob's subscribers, told of job changes after each commit
 	cpKey    ed25519.PublicKey
 }
 
@@ -286,6 +287,11 @@ func (t *txn) moveAll(ctx context.Context, js []store.Job, to jobs.State, c stor
 	if err := t.auditAll(ctx, entries); err != nil {
 		return nil, err
 	}
+	ids := make([]string, len(njs))
+	for i, nj := range njs {
+		ids[i] = nj.ID
+	}
+	t.jobsChanged(ids...)
 	nudged := false
 	for i := range njs {
 		from, nj := js[i].State, njs[i]
