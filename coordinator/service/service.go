@@ -82,6 +82,9 @@ type Options struct {
 	Broker BrokerIdentities
 	// Notifier writes notices into the notifications outbox; nil: nobody is notified.
 	Notifier Notifier
+	// SignIn is how people sign in to the web console: session timeouts, lockout and
+	// password hashing; zero fields take the defaults.
+	SignIn SignInOptions
 	// CheckpointKey verifies the kept audit checkpoints in VerifyAudit; nil: they are not
 	// checked.
 	CheckpointKey ed25519.PublicKey
@@ -106,7 +109,11 @@ type Service struct {
 	rollouts *rolloutEngine
 	notifier Notifier // nil: no notices
 	watch    watchers // WatchJob's subscribers, told of job changes after each commit
-	cpKey    ed25519.PublicKey
+
+	signin SignInOptions // defaults filled in
+	hasher *hasher
+	ghosts *ghostLocks // lockout of usernames no user has
+	cpKey  ed25519.PublicKey
 }
 
 // New returns a Service over o.Store.
@@ -131,6 +138,9 @@ func New(o Options) (*Service, error) {
 	}
 	if s.tokenTTL > s.tokenMaxTTL {
 		return nil, fmt.Errorf("service: API token default life %s is longer than the maximum %s", s.tokenTTL, s.tokenMaxTTL)
+	}
+	if err := s.setSignIn(o.SignIn); err != nil {
+		return nil, err
 	}
 	if s.disp == nil {
 		s.disp = NopDispatcher{}

@@ -12,7 +12,8 @@ import (
 // one and decides with it. Callers hold it without looking inside, so the API layer needs
 // nothing of the store.
 type Actor struct {
-	user store.User
+	user    store.User
+	session string // the ID of the console session acting; "" for an API token
 }
 
 // ActorFor makes an actor of a stored user, for in-process callers that looked the user
