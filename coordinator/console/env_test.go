@@ -212,7 +212,7 @@ func (b *browser) do(req *http.Request) page {
 	if err != nil {
 		b.e.t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		b.e.t.Fatal(err)

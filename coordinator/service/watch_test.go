@@ -15,12 +15,12 @@ import (
 
 // watchScene is a pending job and the people around it.
 type watchScene struct {
-	s                *service.Service
-	st               store.Store
-	admin, hd, ap    service.Actor
-	outsider         service.Actor
-	job              service.Job
-	profile, agentID string
+	s             *service.Service
+	st            store.Store
+	admin, hd, ap service.Actor
+	outsider      service.Actor
+	job           service.Job
+	agentID       string
 }
 
 func newWatchScene(t *testing.T) watchScene {
