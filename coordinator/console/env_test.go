@@ -24,6 +24,8 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/console"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/oidc"
+	"github.com/tokenfleet/tokenfleet/coordinator/oidc/oidctest"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
@@ -88,7 +90,10 @@ type env struct {
 	admin service.Actor
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with single sign-on through idp (nil: none).
+func newEnvWith(t *testing.T, idp *oidctest.Provider) *env {
 	t.Helper()
 	ctx := context.Background()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
@@ -149,12 +154,20 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := console.New(console.Options{Service: svc, Logger: log, Now: clk.Now})
-	if err != nil {
+	// The server first: the relying party needs the callback's URL.
+	var h http.Handler
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	t.Cleanup(e.srv.Close)
+	o := console.Options{Service: svc, Logger: log, Now: clk.Now}
+	if idp != nil {
+		if o.OIDC, err = oidc.New(ctx, idp.Config(e.srv.URL+"/ui/oidc/callback"), nil); err != nil {
+			t.Fatal(err)
+		}
+		o.OIDCName = "Acme SSO"
+	}
+	if h, err = console.New(o); err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(h)
-	t.Cleanup(e.srv.Close)
 	return e
 }
 
