@@ -193,9 +193,14 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if err := s.bootstrap(ctx); err != nil {
 		return err
 	}
+	consoleStop := make(chan struct{})
+	ui, err := s.setupConsole(consoleStop)
+	if err != nil {
+		return err
+	}
 	api, err := httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg,
 		Checkpoints: apiCheckpoints{s.cps}, Enrolment: httpapi.Enrolment{BrokerURL: s.cfg.agentBrokerURL(),
-			ResultKey: s.disp.ResultPublicKey(), TrustForwardedProto: s.cfg.InsecureHTTP}})
+			ResultKey: s.disp.ResultPublicKey(), TrustForwardedProto: s.cfg.InsecureHTTP}, Console: ui})
 	if err != nil {
 		return err
 	}
@@ -215,6 +220,8 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(logWriter{s.log}, "", 0),
 	}
+	var stopOnce sync.Once
+	s.http.RegisterOnShutdown(func() { stopOnce.Do(func() { close(consoleStop) }) })
 	return nil
 }
 
