@@ -56,6 +56,8 @@ type Config struct {
 	Rollouts RolloutsConfig `yaml:"rollouts"`
 	// Notifications sends e-mails and webhooks (config_notify.go).
 	Notifications NotificationsConfig `yaml:"notifications"`
+	// Console is the web console under /ui (config_console.go).
+	Console ConsoleConfig `yaml:"console"`
 
 	// src says where each setting came from, for errors; nil for a Config built in code.
 	src *configSource

@@ -155,6 +155,8 @@ var extra []route
 
 // register adds a signed-in page; call it from an init function of the page's file.
 // post marks a POST action (CSRF-checked).
+//
+//nolint:unused // the list pages' files call it
 func register(pattern string, post bool, h func(c *Console) http.HandlerFunc) {
 	extra = append(extra, route{pattern: pattern, post: post, h: h})
 }
