@@ -238,6 +238,10 @@ func TestStateMismatch(t *testing.T) {
 	_, err = rp.FinishCallback(t.Context(), flow, forged)
 	wantErr(t, err, oidc.ErrStateMismatch)
 
+	mixedUp := url.Values{"state": {flow.State}, "code": {q.Get("code")}, "iss": {"https://other-idp.example"}}
+	_, err = rp.FinishCallback(t.Context(), flow, mixedUp)
+	wantErr(t, err, oidc.ErrWrongIssuer, "other-idp.example")
+
 	// Refused before the exchange: the code is still good for its own flow.
 	if id, err := rp.FinishCallback(t.Context(), flow, q); err != nil || id.Username != "alice" {
 		t.Fatalf("identity = %+v, %v", id, err)
