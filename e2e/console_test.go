@@ -5,18 +5,19 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
+	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/rs/zerolog"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator"
-	"github.com/tokenfleet/tokenfleet/coordinator/console"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/oidc/oidctest"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
@@ -87,26 +88,9 @@ func (s *system) setPassword(username, password string) {
 	}
 }
 
-// consoleOn turns the console on.
-func consoleOn(c *coordinator.Config) {
-	// filled in when the console's configuration lands
-}
-
-// consoleURL serves the console of the system's coordinator and returns its base URL.
-func (s *system) consoleURL() string {
-	t := s.t
-	t.Helper()
-	stop := make(chan struct{})
-	h, err := console.New(console.Options{Service: s.coord.Server.Service(),
-		Logger: zerolog.New(s.coordLog).Level(zerolog.DebugLevel).With().Timestamp().Logger(), Stop: stop})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(stop) })
-	return srv.URL
-}
+// consoleOn turns the console on (the coordinator serves it under /ui on the API's
+// listener; the tests reach it directly, not through the proxy that checks API responses).
+func consoleOn(c *coordinator.Config) { c.Console.Enabled = true }
 
 // signIn signs in with a password on the sign-in page and waits for the page it leads to.
 func (b *browser) signIn(username, password string) {
@@ -143,7 +127,7 @@ func TestConsoleIssue(t *testing.T) {
 	s.enrol(id)
 	s.startAgent(id, agentOptions{})
 	shots := newShots(t)
-	url := s.consoleURL()
+	url := s.coord.DirectURL
 
 	// The operator requests the token.
 	olga := newBrowser(t, operator, url, shots)
@@ -295,7 +279,7 @@ func (s *system) wantStillPending(jobID, after string) {
 func TestConsoleRefusals(t *testing.T) {
 	t.Parallel()
 	site := newConsoleSite(t, consoleOn)
-	url := site.consoleURL()
+	url := site.coord.DirectURL
 
 	t.Run("wrong password", func(t *testing.T) {
 		t.Parallel()
@@ -424,4 +408,120 @@ func TestConsoleRefusals(t *testing.T) {
 func (b *browser) csrf() string {
 	b.t.Helper()
 	return eval[string](b, "read the CSRF token", `document.querySelector("[name=csrf_token]").value`)
+}
+
+// sessionIdle is the idle timeout of TestConsoleSessionTimeout's coordinator.
+const sessionIdle = 2 * time.Second
+
+// TestConsoleSessionTimeout: a session left idle past the coordinator's idle timeout is
+// ended; the next page sends the browser back to the sign-in page, which says why, and a
+// new sign-in works.
+func TestConsoleSessionTimeout(t *testing.T) {
+	t.Parallel()
+	s := newConsoleSite(t, func(c *coordinator.Config) {
+		consoleOn(c)
+		c.Console.SessionIdle = coordinator.Duration(sessionIdle)
+	})
+	url := s.coord.DirectURL
+	shots := newShots(t)
+	b := newBrowser(t, approver, url, shots)
+	b.signIn(approver, consolePassword)
+	b.open("/ui/approvals")
+	lastUse := time.Now() // the session was last used no later than this
+
+	// Nothing the test does may touch the session now: wait, on the clock, until its idle
+	// timeout has passed for certain.
+	eventually(t, "the session's idle timeout to pass", func() (bool, string) {
+		left := time.Until(lastUse.Add(sessionIdle + 500*time.Millisecond))
+		return left <= 0, fmt.Sprintf("%v left", left)
+	})
+	b.open("/ui/approvals")
+	if p := b.path(); !strings.HasPrefix(p, "/ui/signin") {
+		t.Fatalf("a session idle past its timeout still opens %s", p)
+	}
+	b.waitText(alert, "idle")
+	b.axe("session expired")
+	b.screenshot("session-expired")
+	b.signIn(approver, consolePassword)
+	b.open("/ui/approvals")
+	if p := b.path(); p != "/ui/approvals" {
+		t.Errorf("after signing in again, /ui/approvals shows %s", p)
+	}
+	b.checkConsole()
+}
+
+// TestConsoleSingleSignOn: signing in with OpenID Connect against a real provider on
+// loopback: the sign-in page offers it, the provider vouches for the approver, who lands
+// signed in; an ID token for another client (wrong audience) and an expired one are refused
+// with the reason, and open no session.
+func TestConsoleSingleSignOn(t *testing.T) {
+	t.Parallel()
+	idp := oidctest.Start(t)
+	port := freePort(t)
+	site := newConsoleSite(t, func(c *coordinator.Config) {
+		consoleOn(c)
+		c.Listen = "127.0.0.1:" + port
+		o := idp.Config("http://127.0.0.1:" + port + coordinator.OIDCCallbackPath)
+		secret := filepath.Join(t.TempDir(), "oidc-client.secret")
+		if err := os.WriteFile(secret, []byte(o.ClientSecret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.Console.OIDC = coordinator.OIDCConfig{Issuer: o.Issuer, ClientID: o.ClientID, ClientSecretFile: secret,
+			RedirectURL: o.RedirectURL, Scopes: []string{"openid", "profile", "email"}, UsernameClaim: "preferred_username"}
+	})
+	url := site.coord.DirectURL
+	shots := newShots(t)
+
+	b := newBrowser(t, approver, url, shots)
+	b.open("/ui/signin")
+	b.waitVisible(byTest("signin-oidc"))
+	b.axe("sign-in with single sign-on")
+	b.screenshot("signin")
+	idp.QueueUser(oidctest.User{Username: approver, Email: approver + "@acme.example"})
+	b.clickAndLoad("signin-oidc")
+	b.waitText("header", "Signed in as "+approver)
+	b.open("/ui/approvals")
+	if p := b.path(); p != "/ui/approvals" {
+		t.Errorf("signed in with OpenID Connect, /ui/approvals shows %s", p)
+	}
+	b.screenshot("signed-in")
+	b.checkConsole()
+
+	for _, c := range []struct {
+		name, reason string
+		claims       map[string]any
+	}{
+		{"wrong audience", "audience", map[string]any{"aud": "another-client"}},
+		{"expired", "expired", map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix()}},
+	} {
+		r := newBrowser(t, approver+"-"+strings.ReplaceAll(c.name, " ", "-"), url, shots)
+		idp.QueueUser(oidctest.User{Username: approver, Override: c.claims})
+		r.open("/ui/signin")
+		r.clickAndLoad("signin-oidc")
+		r.waitVisible(alert)
+		if txt := strings.ToLower(r.text(alert)); !strings.Contains(txt, c.reason) {
+			t.Errorf("%s ID token: the console says %q, want the reason (%s)", c.name, txt, c.reason)
+		}
+		r.axe("single sign-on refused")
+		r.screenshot("refused")
+		r.open("/ui/approvals")
+		if p := r.path(); !strings.HasPrefix(p, "/ui/signin") {
+			t.Errorf("after a refused single sign-on (%s), /ui/approvals shows %s", c.name, p)
+		}
+	}
+}
+
+// freePort is a loopback TCP port free a moment ago: for a coordinator whose own URL must
+// be known before it starts (the identity provider's redirect URL).
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
