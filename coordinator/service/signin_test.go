@@ -338,6 +338,24 @@ func TestSessionTimeouts(t *testing.T) {
 	})
 }
 
+// TestShortIdleTimeout: with an idle timeout of seconds, a session in use is recorded
+// often enough never to reach its idle end.
+func TestShortIdleTimeout(t *testing.T) {
+	t.Parallel()
+	r := newSigninRig(t, sqlite(t), service.SignInOptions{SessionIdle: 8 * time.Second, SessionMax: time.Hour})
+	r.setPassword(r.admin, "hank", goodPassword)
+	secret, _ := r.signIn("hank", goodPassword)
+	for range 20 {
+		r.clock.add(3 * time.Second)
+		if _, err := r.s.Session(r.ctx, secret, ""); err != nil {
+			t.Fatalf("used every 3s with an 8s idle timeout: %v", err)
+		}
+	}
+	r.clock.add(8 * time.Second)
+	_, err := r.s.Session(r.ctx, secret, "")
+	wantMsg(t, err, service.CodeUnauthenticated, "idle for more than 8s")
+}
+
 // TestSessionRefusals: unknown and ended sessions, and sessions of a disabled user.
 func TestSessionRefusals(t *testing.T) {
 	t.Parallel()

@@ -136,11 +136,18 @@ func (x *q) ListOpenSessions(ctx context.Context, userID string, at time.Time) (
 	return collect(rows, x.d, "list sessions", scanSession)
 }
 
+// SessionTouchEvery is how stale a session's last use may get before a use is written:
+// a minute, or a quarter of the idle timeout when that is shorter, so that a session in
+// use never reaches its idle end.
+func SessionTouchEvery(idle time.Duration) time.Duration {
+	return max(min(sessionTouchEvery, idle/4), 0)
+}
+
 func (x *q) TouchSession(ctx context.Context, id string, at, idleExpires time.Time) error {
 	at = orNow(at)
 	res, err := x.exec(ctx, `UPDATE sessions SET last_seen_at = ?, idle_expires_at = ?
 		WHERE id = ? AND ended_at IS NULL AND last_seen_at < ?`,
-		x.d.ts(at), x.d.ts(idleExpires), id, x.d.ts(at.Add(-sessionTouchEvery)))
+		x.d.ts(at), x.d.ts(idleExpires), id, x.d.ts(at.Add(-SessionTouchEvery(idleExpires.Sub(at)))))
 	if err != nil {
 		return x.d.wrap("touch session "+id, err)
 	}
