@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/console"
 	"github.com/tokenfleet/tokenfleet/coordinator/oidc"
@@ -33,7 +34,10 @@ func (s *Server) setupConsole(ctx context.Context, stop <-chan struct{}) (http.H
 		if err != nil {
 			return nil, s.cfg.fieldError("console.oidc.issuer", fmt.Sprintf("single sign-on: %v", err))
 		}
-		o.OIDCName = o.OIDC.Issuer()
+		o.OIDCName = k.Issuer
+		if u, err := url.Parse(k.Issuer); err == nil {
+			o.OIDCName = u.Host
+		}
 	}
 	h, err := console.New(o)
 	if err != nil {
