@@ -356,6 +356,9 @@ func TestPINRevealedOnce(t *testing.T) {
 	b := e.browser()
 	b.signIn("helen")
 	p := b.get("/ui/jobs/" + j.ID)
+	if !strings.Contains(text(byID(p.doc, "certs").Parent), "1a2b3c") {
+		t.Errorf("the job page does not show the certificate it issued")
+	}
 	if byID(p.doc, "pin") != nil || !strings.Contains(text(byID(p.doc, "main")), "shown once") {
 		t.Fatalf("job page before the reveal:\n%s", text(byID(p.doc, "main")))
 	}

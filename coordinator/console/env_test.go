@@ -450,6 +450,11 @@ func (e *env) succeed(id, pin string) {
 				return err
 			}
 		}
+		if _, err := jt.AddCertificate(e.ctx, store.Certificate{Serial: "1a2b3c", JobID: j.ID, HolderID: j.HolderID, Profile: j.ProfileName,
+			TokenSerial: j.TokenSerial, AgentID: j.AgentID, Subject: "CN=Hugo Holder", Issuer: "CN=tokenfleet test CA",
+			NotBefore: jt.Now(), NotAfter: jt.Now().Add(365 * 24 * time.Hour), DER: []byte{0x30, 0x00}, Created: jt.Now()}); err != nil {
+			return err
+		}
 		sealed, err := seal.Seal(e.key.PublicKey(), []byte(pin), seal.Binding{JobID: j.ID, Attempt: uint32(j.Attempt), Purpose: protocol.SealPurpose(store.PINPurposeUser)})
 		if err != nil {
 			return err

@@ -24,6 +24,7 @@ type jobData struct {
 	CanCancel      bool   // the job may still be cancelled and the user is its requester or may manage jobs
 	CanRetry       bool   // the job failed and the user is its requester or may request
 	PIN            string // the user PIN, revealed just now
+	Certificates   []service.Certificate // issued by this job (to readers of certificates)
 	Events         string // the live stream's URL
 }
 
@@ -66,6 +67,18 @@ func (c *Console) jobData(r *http.Request, d service.JobDetail) jobData {
 	reached := slices.Index(steps, d.Progress.Highest)
 	for i, st := range steps {
 		jd.Steps = append(jd.Steps, stepView{Step: st, Done: i <= reached || d.State == jobs.StateSucceeded, Current: st == d.Progress.Current})
+	}
+	if d.TokenSerial != "" && jobs.NeedsCertificate(d.Kind) && shows(s.User, "certificates") {
+		// Certificates are found by token; the job's are those it issued.
+		cs, _, err := c.svc.ListCertificates(r.Context(), s.Actor, service.CertificateQuery{Holder: d.Holder, TokenSerial: d.TokenSerial}, service.Page{Limit: PageSize})
+		if err != nil {
+			c.log.Warn().Err(err).Str("job", d.ID).Msg("console: listing a job's certificates")
+		}
+		for _, cert := range cs {
+			if cert.JobID == d.ID {
+				jd.Certificates = append(jd.Certificates, cert)
+			}
+		}
 	}
 	mine := d.Requester == s.User.Username
 	jd.CanCancel = jobs.Cancellable(d.State, d.Progress) && (mine || can(s.User, jobs.PermManageJobs))
