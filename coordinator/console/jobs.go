@@ -19,13 +19,13 @@ type jobData struct {
 	service.JobDetail
 	ProfileVersion int64
 	Steps          []stepView
-	CanDecide      bool   // the job waits at a gate and the user's roles may decide
-	CanReveal      bool   // the job succeeded and the user is its requester or may manage jobs
-	CanCancel      bool   // the job may still be cancelled and the user is its requester or may manage jobs
-	CanRetry       bool   // the job failed and the user is its requester or may request
-	PIN            string // the user PIN, revealed just now
+	CanDecide      bool                  // the job waits at a gate and the user's roles may decide
+	CanReveal      bool                  // the job succeeded and the user is its requester or may manage jobs
+	CanCancel      bool                  // the job may still be cancelled and the user is its requester or may manage jobs
+	CanRetry       bool                  // the job failed and the user is its requester or may request
+	PIN            string                // the user PIN, revealed just now
 	Certificates   []service.Certificate // issued by this job (to readers of certificates)
-	Events         string // the live stream's URL
+	Events         string                // the live stream's URL
 }
 
 // stepView is one step of the job's kind, as far as the current attempt got.
