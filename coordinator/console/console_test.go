@@ -3,6 +3,7 @@ package console_test
 import (
 	"bufio"
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -336,12 +337,30 @@ func TestJobEventsStream(t *testing.T) {
 	if !strings.Contains(ev.HTML, "reveal-pin") {
 		t.Errorf("the succeeded job's live part offers no PIN reveal to its requester")
 	}
-
 	// Someone who may not read the job gets no stream.
 	gary := e.browser()
 	gary.signIn("gary")
 	if p := gary.get("/ui/jobs/" + j.ID + "/events"); p.status != http.StatusForbidden {
 		t.Errorf("another organisation's approver streams the job: %d", p.status)
+	}
+	// A server shutting down ends the stream (the browser reconnects to the next one).
+	close(e.stop)
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, s.r)
+		ended <- err
+	}()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Errorf("stream ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived the console's stop")
+	}
+
+	if p := b.get("/ui/jobs/" + j.ID + "/events"); p.status != http.StatusServiceUnavailable {
+		t.Errorf("a stream asked for after the stop: %d", p.status)
 	}
 }
 

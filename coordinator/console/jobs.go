@@ -101,6 +101,10 @@ func (c *Console) jobData(r *http.Request, d service.JobDetail) jobData {
 // session alive (the browser reconnects, and is then asked to sign in).
 func (c *Console) jobEvents(w http.ResponseWriter, r *http.Request) {
 	s := session(r)
+	if c.stopping() {
+		c.fail(w, r, &service.Error{Code: service.CodeUnavailable, Msg: "the coordinator is shutting down; the page reconnects to it when it is back"})
+		return
+	}
 	ctx, cancel := c.stopped(r.Context())
 	defer cancel()
 	if !s.IdleExpires.IsZero() {
