@@ -31,6 +31,14 @@ func TestSignInHeadersAndPages(t *testing.T) {
 	if p.status != http.StatusUnauthorized || !strings.Contains(alerts(p.doc), "username or password") {
 		t.Fatalf("wrong password: %d, alerts %q", p.status, alerts(p.doc))
 	}
+	// Wrong passwords lock the account for a while: the page says until when.
+	for range service.DefaultLockoutAttempts {
+		p = b.post("/ui/signin", url.Values{"username": {"sam"}, "password": {"wrong password here"}})
+	}
+	p = b.post("/ui/signin", url.Values{"username": {"sam"}, "password": {password}})
+	if p.status != http.StatusTooManyRequests || !strings.Contains(alerts(p.doc), "locked") {
+		t.Fatalf("locked account: %d %q", p.status, alerts(p.doc))
+	}
 	// The sign-in goes back only to console pages.
 	p = b.post("/ui/signin", url.Values{"username": {"helen"}, "password": {password}, "next": {"https://evil.example/ui/"}})
 	if p.status != http.StatusSeeOther || p.location() != "/ui/" {

@@ -231,7 +231,7 @@ func statusOf(code service.Code) int {
 		return http.StatusServiceUnavailable
 	case service.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case "locked":
+	case service.CodeLocked:
 		return http.StatusTooManyRequests
 	case service.CodeConflict, service.CodeAlreadyDecided, service.CodeIllegalTransition, service.CodeNotPending,
 		service.CodeNotCancellable, service.CodeBindingMismatch, service.CodeApprovalExpired:
