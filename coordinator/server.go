@@ -194,7 +194,7 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 		return err
 	}
 	consoleStop := make(chan struct{})
-	ui, err := s.setupConsole(consoleStop)
+	ui, err := s.setupConsole(ctx, consoleStop)
 	if err != nil {
 		return err
 	}

@@ -124,6 +124,8 @@ func (c *Console) routes() {
 	m.Handle("GET /ui/jobs/{id}", c.view(c.jobPage))
 	m.Handle("GET /ui/jobs/{id}/events", c.view(c.jobEvents))
 	m.Handle("POST /ui/jobs/{id}/pin", c.action(c.revealPIN))
+	m.Handle("POST /ui/jobs/{id}/cancel", c.action(c.cancel))
+	m.Handle("POST /ui/jobs/{id}/retry", c.action(c.retry))
 
 	c.extraRoutes(m)
 
@@ -173,6 +175,16 @@ func source(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// stopping reports whether the console was told to stop.
+func (c *Console) stopping() bool {
+	select {
+	case <-c.stop: // a nil stop never is
+		return true
+	default:
+		return false
+	}
 }
 
 // stopped returns a context that ends with ctx or when the console is told to stop.
