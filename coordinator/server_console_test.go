@@ -2,12 +2,15 @@ package coordinator_test
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/tokenfleet/tokenfleet/coordinator"
 	"github.com/tokenfleet/tokenfleet/coordinator/console"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
+	"github.com/tokenfleet/tokenfleet/coordinator/oidc/oidctest"
 )
 
 // TestConsoleMounted: console.enabled serves the console under /ui/ next to the API,
@@ -53,4 +56,34 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestConsoleSingleSignOn: with console.oidc set, the coordinator reads the provider's
+// discovery document at start and the sign-in page offers single sign-on.
+func TestConsoleSingleSignOn(t *testing.T) {
+	t.Parallel()
+	idp := oidctest.Start(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "client.secret")
+	if err := os.WriteFile(secret, []byte(idp.Mock.ClientSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := localConfig(filepath.Join(dir, "data"))
+	cfg.Broker.URL = coordinatortest.NoBroker
+	cfg.Console.OIDC.Issuer = idp.Issuer()
+	cfg.Console.OIDC.ClientID = idp.Mock.ClientID
+	cfg.Console.OIDC.ClientSecretFile = secret
+	cfg.Console.OIDC.RedirectURL = "http://127.0.0.1:8443/ui/oidc/callback"
+	r := start(t, cfg)
+	status, body := get(t, http.DefaultClient, r.srv.URL()+"/ui/signin", "")
+	if status != http.StatusOK || !strings.Contains(string(body), `href="/ui/oidc/start?next=`) {
+		t.Fatalf("sign-in page: %d\n%s", status, body)
+	}
+
+	// A provider that does not answer stops the start, naming the setting.
+	idp.Stop()
+	cfg.DataDir = filepath.Join(dir, "data2")
+	if _, err := coordinator.New(cfg, testLogger(t)); err == nil || !strings.Contains(err.Error(), "console.oidc.issuer") {
+		t.Fatalf("start with an unreachable provider: %v", err)
+	}
 }

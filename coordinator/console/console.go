@@ -124,6 +124,8 @@ func (c *Console) routes() {
 	m.Handle("GET /ui/jobs/{id}", c.view(c.jobPage))
 	m.Handle("GET /ui/jobs/{id}/events", c.view(c.jobEvents))
 	m.Handle("POST /ui/jobs/{id}/pin", c.action(c.revealPIN))
+	m.Handle("POST /ui/jobs/{id}/cancel", c.action(c.cancel))
+	m.Handle("POST /ui/jobs/{id}/retry", c.action(c.retry))
 
 	c.extraRoutes(m)
 

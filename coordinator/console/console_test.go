@@ -275,6 +275,21 @@ func TestRequestFormCreatesAJob(t *testing.T) {
 	if p.location() != "/ui/jobs/"+id {
 		t.Errorf("the form sent twice made %q, want the same job %s", p.location(), id)
 	}
+
+	// Another help desk operator may not cancel it (the service refuses); its requester may.
+	other := e.browser()
+	other.signIn("sam")
+	p = other.post("/ui/jobs/"+id+"/cancel", other.form("reason", "not mine"))
+	if p.status != http.StatusForbidden || alerts(p.doc) == "" {
+		t.Fatalf("cancel by another: %d %q", p.status, alerts(p.doc))
+	}
+	p = b.post("/ui/jobs/"+id+"/cancel", b.form("reason", "wrong holder"))
+	if p.status != http.StatusSeeOther {
+		t.Fatalf("cancel: %d %q", p.status, alerts(p.doc))
+	}
+	if p = b.get(p.location()); attr(byID(p.doc, "job-state"), "data-state") != "cancelled" || strings.Contains(p.body, `data-test="cancel"`) {
+		t.Errorf("after the cancel: state %q", attr(byID(p.doc, "job-state"), "data-state"))
+	}
 }
 
 func TestJobEventsStream(t *testing.T) {

@@ -21,6 +21,8 @@ type jobData struct {
 	Steps          []stepView
 	CanDecide      bool   // the job waits at a gate and the user's roles may decide
 	CanReveal      bool   // the job succeeded and the user is its requester or may manage jobs
+	CanCancel      bool   // the job may still be cancelled and the user is its requester or may manage jobs
+	CanRetry       bool   // the job failed and the user is its requester or may request
 	PIN            string // the user PIN, revealed just now
 	Events         string // the live stream's URL
 }
@@ -65,13 +67,16 @@ func (c *Console) jobData(r *http.Request, d service.JobDetail) jobData {
 	for i, st := range steps {
 		jd.Steps = append(jd.Steps, stepView{Step: st, Done: i <= reached || d.State == jobs.StateSucceeded, Current: st == d.Progress.Current})
 	}
+	mine := d.Requester == s.User.Username
+	jd.CanCancel = jobs.Cancellable(d.State, d.Progress) && (mine || can(s.User, jobs.PermManageJobs))
+	jd.CanRetry = d.State == jobs.StateFailed && (mine || can(s.User, jobs.PermRequest))
 	switch d.State {
 	case jobs.StatePendingApproval:
 		jd.CanDecide = can(s.User, jobs.PermApprove)
 	case jobs.StateAwaitingCertificate:
 		jd.CanDecide = can(s.User, jobs.PermCAOperator)
 	case jobs.StateSucceeded:
-		jd.CanReveal = d.TokenSerial != "" && (d.Requester == s.User.Username || can(s.User, jobs.PermManageJobs))
+		jd.CanReveal = d.TokenSerial != "" && (mine || can(s.User, jobs.PermManageJobs))
 	}
 	return jd
 }
@@ -177,6 +182,31 @@ func (c *Console) revealPIN(w http.ResponseWriter, r *http.Request) {
 	shown := string(pin)
 	clear(pin)
 	c.renderJob(w, r, id, nil, shown)
+}
+
+// cancel cancels the job (service.Cancel: its requester or an administrator, before it
+// runs), with the reason the form gives.
+func (c *Console) cancel(w http.ResponseWriter, r *http.Request) {
+	s := session(r)
+	id := r.PathValue("id")
+	if _, err := c.svc.Cancel(r.Context(), s.Actor, id, r.PostFormValue("reason")); err != nil {
+		c.jobPageWith(w, r, id, service.AsError(err))
+		return
+	}
+	c.setFlash(w, "Job "+id+" cancelled.")
+	http.Redirect(w, r, Prefix+"jobs/"+id, http.StatusSeeOther)
+}
+
+// retry starts a new attempt of a failed job (service.RetryJob), while its approvals hold.
+func (c *Console) retry(w http.ResponseWriter, r *http.Request) {
+	s := session(r)
+	id := r.PathValue("id")
+	if _, err := c.svc.RetryJob(r.Context(), s.Actor, id, service.RetryRequest{Reason: strings.TrimSpace(r.PostFormValue("reason"))}); err != nil {
+		c.jobPageWith(w, r, id, service.AsError(err))
+		return
+	}
+	c.setFlash(w, "Job "+id+" is tried again.")
+	http.Redirect(w, r, Prefix+"jobs/"+id, http.StatusSeeOther)
 }
 
 // jobListFilters are the job list's query fields.

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
@@ -143,7 +144,7 @@ func (c *Console) toSignin(w http.ResponseWriter, r *http.Request, why string) {
 // safeNext is where to go after signing in: a console path, never another site.
 func safeNext(next string) string {
 	u, err := url.Parse(next)
-	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, Prefix) ||
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(path.Clean(u.Path)+"/", Prefix) ||
 		strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
 		return Prefix
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 // Bounds of the request form's choices: the holder and agent searches look at this many
@@ -162,7 +163,7 @@ func (c *Console) searchAgents(r *http.Request, q, chosen string) ([]agentChoice
 	more := false
 	p := service.Page{Limit: 1000}
 	for scanned := 0; scanned < searchScan; {
-		as, next, err := c.svc.ListAgents(ctx, s.Actor, service.AgentState("active"), p)
+		as, next, err := c.svc.ListAgents(ctx, s.Actor, store.AgentActive, p)
 		if err != nil {
 			return nil, false, err
 		}

@@ -123,7 +123,7 @@ func (s *Service) Session(ctx context.Context, secret, source string) (Session, 
 		return Session{}, s.expireSession(ctx, st, u, source, store.SessionUserDisabled,
 			"%s is disabled; ask an administrator", u.Username)
 	}
-	if now.Sub(st.LastSeen) >= touchEvery {
+	if now.Sub(st.LastSeen) >= store.SessionTouchEvery(s.signin.SessionIdle) {
 		idle := now.Add(s.signin.SessionIdle)
 		if idle.After(st.Expires) {
 			idle = st.Expires

@@ -23,6 +23,9 @@ func ActorFor(u store.User) Actor { return Actor{user: u} }
 // Username is the actor's username, for logs.
 func (a Actor) Username() string { return a.user.Username }
 
+// ID is the actor's user ID, as audit entries name them.
+func (a Actor) ID() string { return a.user.ID }
+
 // Page asks for one page of a list: at most Limit items (0: the store's default) after
 // the position Cursor names (a previous page's next cursor; "" for the first page).
 type Page struct {

@@ -9,7 +9,7 @@ import (
 
 // ---- passwords and lockout ----
 
-const credentialCols = "id, password_hash, password_set_at, failed_signins, lockouts, locked_until"
+const credentialCols = "id, password_hash, password_set_at, failed_sign_ins, lockouts, locked_until"
 
 func scanCredential(r scanner) (Credential, error) {
 	var c Credential
@@ -31,7 +31,7 @@ func (x *q) SetPasswordHash(ctx context.Context, userID, hash string, at time.Ti
 	if hash == "" {
 		setAt = nil
 	}
-	res, err := x.exec(ctx, `UPDATE users SET password_hash = ?, password_set_at = ?, failed_signins = 0, lockouts = 0,
+	res, err := x.exec(ctx, `UPDATE users SET password_hash = ?, password_set_at = ?, failed_sign_ins = 0, lockouts = 0,
 			locked_until = NULL WHERE id = ?`, nullStr(hash), setAt, userID)
 	if err != nil {
 		return x.d.wrap(what, err)
@@ -40,7 +40,7 @@ func (x *q) SetPasswordHash(ctx context.Context, userID, hash string, at time.Ti
 }
 
 func (x *q) AddSignInFailure(ctx context.Context, userID string) (Credential, error) {
-	c, err := scanCredential(x.queryRow(ctx, "UPDATE users SET failed_signins = failed_signins + 1 WHERE id = ? RETURNING "+credentialCols, userID))
+	c, err := scanCredential(x.queryRow(ctx, "UPDATE users SET failed_sign_ins = failed_sign_ins + 1 WHERE id = ? RETURNING "+credentialCols, userID))
 	return c, x.d.wrap("sign-in failure of user "+userID, err)
 }
 
@@ -49,14 +49,14 @@ func (x *q) LockSignIn(ctx context.Context, userID string, until time.Time) (Cre
 	if until.IsZero() {
 		return Credential{}, fmt.Errorf("store: %s: no end: %w", what, ErrInvalid)
 	}
-	c, err := scanCredential(x.queryRow(ctx, `UPDATE users SET failed_signins = 0, lockouts = lockouts + 1, locked_until = ?
+	c, err := scanCredential(x.queryRow(ctx, `UPDATE users SET failed_sign_ins = 0, lockouts = lockouts + 1, locked_until = ?
 		WHERE id = ? RETURNING `+credentialCols, x.d.ts(until), userID))
 	return c, x.d.wrap(what, err)
 }
 
 func (x *q) ResetSignInFailures(ctx context.Context, userID string) error {
 	what := "reset sign-in failures of user " + userID
-	res, err := x.exec(ctx, "UPDATE users SET failed_signins = 0, lockouts = 0, locked_until = NULL WHERE id = ?", userID)
+	res, err := x.exec(ctx, "UPDATE users SET failed_sign_ins = 0, lockouts = 0, locked_until = NULL WHERE id = ?", userID)
 	if err != nil {
 		return x.d.wrap(what, err)
 	}
@@ -136,11 +136,18 @@ func (x *q) ListOpenSessions(ctx context.Context, userID string, at time.Time) (
 	return collect(rows, x.d, "list sessions", scanSession)
 }
 
+// SessionTouchEvery is how stale a session's last use may get before a use is written:
+// a minute, or a quarter of the idle timeout when that is shorter, so that a session in
+// use never reaches its idle end.
+func SessionTouchEvery(idle time.Duration) time.Duration {
+	return max(min(sessionTouchEvery, idle/4), 0)
+}
+
 func (x *q) TouchSession(ctx context.Context, id string, at, idleExpires time.Time) error {
 	at = orNow(at)
 	res, err := x.exec(ctx, `UPDATE sessions SET last_seen_at = ?, idle_expires_at = ?
 		WHERE id = ? AND ended_at IS NULL AND last_seen_at < ?`,
-		x.d.ts(at), x.d.ts(idleExpires), id, x.d.ts(at.Add(-sessionTouchEvery)))
+		x.d.ts(at), x.d.ts(idleExpires), id, x.d.ts(at.Add(-SessionTouchEvery(idleExpires.Sub(at)))))
 	if err != nil {
 		return x.d.wrap("touch session "+id, err)
 	}

@@ -218,8 +218,8 @@ type Writer interface {
 	// stored and cannot be shown again.
 	CreateSession(ctx context.Context, s Session) (Session, string, error)
 	// TouchSession records a use and moves the idle end. To spare a write per request it
-	// only writes when the recorded last use is older than a minute; an ended session is
-	// left as it is.
+	// only writes when the recorded last use is older than SessionTouchEvery of the idle
+	// timeout (idleExpires - at); an ended session is left as it is.
 	TouchSession(ctx context.Context, id string, at, idleExpires time.Time) error
 	// EndSession ends an open session for reason (a Session* reason) and returns it; an
 	// ended one gives ErrConflict.

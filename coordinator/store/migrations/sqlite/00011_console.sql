@@ -1,7 +1,7 @@
 -- Signing in to the web console: passwords, lockout, sessions and OpenID Connect
 -- identities.
 -- users.password_hash is a self-describing argon2id hash ($argon2id$v=19$m=...,t=...,p=...$salt$hash);
--- NULL: the user has no password and cannot sign in with one. failed_signins counts wrong
+-- NULL: the user has no password and cannot sign in with one. failed_sign_ins counts wrong
 -- passwords since the last success or lock; lockouts counts the locks since the last
 -- success, which doubles each lock's length; locked_until is when the current lock ends.
 -- A session is one signed-in browser: only the SHA-256 of its secret is kept (the secret
@@ -15,7 +15,7 @@
 -- +goose Up
 ALTER TABLE users ADD COLUMN password_hash TEXT;
 ALTER TABLE users ADD COLUMN password_set_at TEXT;
-ALTER TABLE users ADD COLUMN failed_signins INTEGER NOT NULL DEFAULT 0 CHECK (failed_signins >= 0);
+ALTER TABLE users ADD COLUMN failed_sign_ins INTEGER NOT NULL DEFAULT 0 CHECK (failed_sign_ins >= 0);
 ALTER TABLE users ADD COLUMN lockouts INTEGER NOT NULL DEFAULT 0 CHECK (lockouts >= 0);
 ALTER TABLE users ADD COLUMN locked_until TEXT;
 
@@ -54,6 +54,6 @@ DROP TABLE oidc_identities;
 DROP TABLE sessions;
 ALTER TABLE users DROP COLUMN locked_until;
 ALTER TABLE users DROP COLUMN lockouts;
-ALTER TABLE users DROP COLUMN failed_signins;
+ALTER TABLE users DROP COLUMN failed_sign_ins;
 ALTER TABLE users DROP COLUMN password_set_at;
 ALTER TABLE users DROP COLUMN password_hash;
