@@ -214,18 +214,6 @@ func (b *browser) open(path string) {
 	b.do("open "+path, chromedp.Navigate(b.base+path), chromedp.WaitReady(chromedp.CSS("body")))
 }
 
-// openStatus navigates to a path and returns the HTTP status of the page.
-func (b *browser) openStatus(path string) int64 {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, browserStepLimit)
-	defer cancel()
-	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(b.base+path))
-	if err != nil {
-		b.fail("open "+path, err)
-	}
-	return resp.Status
-}
-
 // path is the path of the page the tab shows.
 func (b *browser) path() string {
 	b.t.Helper()
