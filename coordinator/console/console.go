@@ -177,6 +177,16 @@ func source(r *http.Request) string {
 	return host
 }
 
+// stopping reports whether the console was told to stop.
+func (c *Console) stopping() bool {
+	select {
+	case <-c.stop: // a nil stop never is
+		return true
+	default:
+		return false
+	}
+}
+
 // stopped returns a context that ends with ctx or when the console is told to stop.
 func (c *Console) stopped(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(ctx)

@@ -3,6 +3,7 @@ package console_test
 import (
 	"bufio"
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -29,6 +30,14 @@ func TestSignInHeadersAndPages(t *testing.T) {
 	p = b.post("/ui/signin", url.Values{"username": {"helen"}, "password": {"wrong password here"}})
 	if p.status != http.StatusUnauthorized || !strings.Contains(alerts(p.doc), "username or password") {
 		t.Fatalf("wrong password: %d, alerts %q", p.status, alerts(p.doc))
+	}
+	// Wrong passwords lock the account for a while: the page says until when.
+	for range service.DefaultLockoutAttempts {
+		p = b.post("/ui/signin", url.Values{"username": {"sam"}, "password": {"wrong password here"}})
+	}
+	p = b.post("/ui/signin", url.Values{"username": {"sam"}, "password": {password}})
+	if p.status != http.StatusTooManyRequests || !strings.Contains(alerts(p.doc), "locked") {
+		t.Fatalf("locked account: %d %q", p.status, alerts(p.doc))
 	}
 	// The sign-in goes back only to console pages.
 	p = b.post("/ui/signin", url.Values{"username": {"helen"}, "password": {password}, "next": {"https://evil.example/ui/"}})
@@ -336,12 +345,30 @@ func TestJobEventsStream(t *testing.T) {
 	if !strings.Contains(ev.HTML, "reveal-pin") {
 		t.Errorf("the succeeded job's live part offers no PIN reveal to its requester")
 	}
-
 	// Someone who may not read the job gets no stream.
 	gary := e.browser()
 	gary.signIn("gary")
 	if p := gary.get("/ui/jobs/" + j.ID + "/events"); p.status != http.StatusForbidden {
 		t.Errorf("another organisation's approver streams the job: %d", p.status)
+	}
+	// A server shutting down ends the stream (the browser reconnects to the next one).
+	close(e.stop)
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, s.r)
+		ended <- err
+	}()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Errorf("stream ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived the console's stop")
+	}
+
+	if p := b.get("/ui/jobs/" + j.ID + "/events"); p.status != http.StatusServiceUnavailable {
+		t.Errorf("a stream asked for after the stop: %d", p.status)
 	}
 }
 
@@ -356,6 +383,9 @@ func TestPINRevealedOnce(t *testing.T) {
 	b := e.browser()
 	b.signIn("helen")
 	p := b.get("/ui/jobs/" + j.ID)
+	if !strings.Contains(text(byID(p.doc, "certs").Parent), "1a2b3c") {
+		t.Errorf("the job page does not show the certificate it issued")
+	}
 	if byID(p.doc, "pin") != nil || !strings.Contains(text(byID(p.doc, "main")), "shown once") {
 		t.Fatalf("job page before the reveal:\n%s", text(byID(p.doc, "main")))
 	}

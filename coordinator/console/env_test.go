@@ -88,6 +88,7 @@ type env struct {
 	key   *ecdh.PrivateKey
 	srv   *httptest.Server
 	admin service.Actor
+	stop  chan struct{} // closing it stops the console's streams, as a server shutdown does
 }
 
 func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
@@ -113,7 +114,7 @@ func newEnvWith(t *testing.T, idp *oidctest.Provider) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ctx: ctx, svc: svc, st: st, clock: clk, key: key}
+	e := &env{t: t, ctx: ctx, svc: svc, st: st, clock: clk, key: key, stop: make(chan struct{})}
 	if _, err := svc.Bootstrap(ctx, func(string) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func newEnvWith(t *testing.T, idp *oidctest.Provider) *env {
 	var h http.Handler
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
-	o := console.Options{Service: svc, Logger: log, Now: clk.Now}
+	o := console.Options{Service: svc, Logger: log, Now: clk.Now, Stop: e.stop}
 	if idp != nil {
 		if o.OIDC, err = oidc.New(ctx, idp.Config(e.srv.URL+"/ui/oidc/callback"), nil); err != nil {
 			t.Fatal(err)
@@ -449,6 +450,11 @@ func (e *env) succeed(id, pin string) {
 			if j, err = jt.Transition(e.ctx, j, to, by); err != nil {
 				return err
 			}
+		}
+		if _, err := jt.AddCertificate(e.ctx, store.Certificate{Serial: "1a2b3c", JobID: j.ID, HolderID: j.HolderID, Profile: j.ProfileName,
+			TokenSerial: j.TokenSerial, AgentID: j.AgentID, Subject: "CN=Hugo Holder", Issuer: "CN=tokenfleet test CA",
+			NotBefore: jt.Now(), NotAfter: jt.Now().Add(365 * 24 * time.Hour), DER: []byte{0x30, 0x00}, Created: jt.Now()}); err != nil {
+			return err
 		}
 		sealed, err := seal.Seal(e.key.PublicKey(), []byte(pin), seal.Binding{JobID: j.ID, Attempt: uint32(j.Attempt), Purpose: protocol.SealPurpose(store.PINPurposeUser)})
 		if err != nil {

@@ -2,7 +2,6 @@ package console
 
 import (
 	"net/http"
-	"slices"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
@@ -45,7 +44,7 @@ func (c *Console) home(w http.ResponseWriter, r *http.Request) {
 		}
 		d.Mine = js
 	}
-	if slices.ContainsFunc(navFor(s.User), func(n NavItem) bool { return n.Key == "agents" }) {
+	if shows(s.User, "agents") {
 		d.ShowFleet = true
 		p, err := c.svc.FleetPresence(ctx, s.Actor)
 		if err != nil {

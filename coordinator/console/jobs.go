@@ -19,12 +19,13 @@ type jobData struct {
 	service.JobDetail
 	ProfileVersion int64
 	Steps          []stepView
-	CanDecide      bool   // the job waits at a gate and the user's roles may decide
-	CanReveal      bool   // the job succeeded and the user is its requester or may manage jobs
-	CanCancel      bool   // the job may still be cancelled and the user is its requester or may manage jobs
-	CanRetry       bool   // the job failed and the user is its requester or may request
-	PIN            string // the user PIN, revealed just now
-	Events         string // the live stream's URL
+	CanDecide      bool                  // the job waits at a gate and the user's roles may decide
+	CanReveal      bool                  // the job succeeded and the user is its requester or may manage jobs
+	CanCancel      bool                  // the job may still be cancelled and the user is its requester or may manage jobs
+	CanRetry       bool                  // the job failed and the user is its requester or may request
+	PIN            string                // the user PIN, revealed just now
+	Certificates   []service.Certificate // issued by this job (to readers of certificates)
+	Events         string                // the live stream's URL
 }
 
 // stepView is one step of the job's kind, as far as the current attempt got.
@@ -67,6 +68,18 @@ func (c *Console) jobData(r *http.Request, d service.JobDetail) jobData {
 	for i, st := range steps {
 		jd.Steps = append(jd.Steps, stepView{Step: st, Done: i <= reached || d.State == jobs.StateSucceeded, Current: st == d.Progress.Current})
 	}
+	if d.TokenSerial != "" && jobs.NeedsCertificate(d.Kind) && shows(s.User, "certificates") {
+		// Certificates are found by token; the job's are those it issued.
+		cs, _, err := c.svc.ListCertificates(r.Context(), s.Actor, service.CertificateQuery{Holder: d.Holder, TokenSerial: d.TokenSerial}, service.Page{Limit: PageSize})
+		if err != nil {
+			c.log.Warn().Err(err).Str("job", d.ID).Msg("console: listing a job's certificates")
+		}
+		for _, cert := range cs {
+			if cert.JobID == d.ID {
+				jd.Certificates = append(jd.Certificates, cert)
+			}
+		}
+	}
 	mine := d.Requester == s.User.Username
 	jd.CanCancel = jobs.Cancellable(d.State, d.Progress) && (mine || can(s.User, jobs.PermManageJobs))
 	jd.CanRetry = d.State == jobs.StateFailed && (mine || can(s.User, jobs.PermRequest))
@@ -88,6 +101,10 @@ func (c *Console) jobData(r *http.Request, d service.JobDetail) jobData {
 // session alive (the browser reconnects, and is then asked to sign in).
 func (c *Console) jobEvents(w http.ResponseWriter, r *http.Request) {
 	s := session(r)
+	if c.stopping() {
+		c.fail(w, r, &service.Error{Code: service.CodeUnavailable, Msg: "the coordinator is shutting down; the page reconnects to it when it is back"})
+		return
+	}
 	ctx, cancel := c.stopped(r.Context())
 	defer cancel()
 	if !s.IdleExpires.IsZero() {

@@ -153,6 +153,11 @@ func navFor(u service.User) []NavItem {
 	return out
 }
 
+// shows reports whether u's navigation has the section key: u's roles read it.
+func shows(u service.User, key string) bool {
+	return slices.ContainsFunc(navFor(u), func(n NavItem) bool { return n.Key == key })
+}
+
 // can reports whether u's built-in roles grant p (for showing a form or a button; the
 // service decides).
 func can(u service.User, p jobs.Permission) bool {
@@ -226,7 +231,7 @@ func statusOf(code service.Code) int {
 		return http.StatusServiceUnavailable
 	case service.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case "locked":
+	case service.CodeLocked:
 		return http.StatusTooManyRequests
 	case service.CodeConflict, service.CodeAlreadyDecided, service.CodeIllegalTransition, service.CodeNotPending,
 		service.CodeNotCancellable, service.CodeBindingMismatch, service.CodeApprovalExpired:

@@ -85,10 +85,12 @@ func (c *Console) requestWith(w http.ResponseWriter, r *http.Request, f requestF
 		d.TokensUnknown = true
 		problems = append(problems, "agents: "+service.AsError(err).Msg)
 	}
-	if e == nil && len(problems) > 0 {
-		e = &service.Error{Code: service.CodeForbidden, Msg: "Some choices cannot be listed (" + strings.Join(problems, "; ") + "): type them instead."}
+	p := Page{Title: "Request a token", Section: "request", Data: d, Error: e}
+	if len(problems) > 0 {
+		// Not an error of this page: the form still works with the values typed in.
+		p.Flash = "Some choices cannot be listed (" + strings.Join(problems, "; ") + "): type them instead."
 	}
-	c.page(w, r, "request", Page{Title: "Request a token", Section: "request", Data: d, Error: e})
+	c.page(w, r, "request", p)
 }
 
 // request creates the job through service.CreateJob, as the API does, and shows its page.

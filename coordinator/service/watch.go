@@ -66,15 +66,17 @@ type watcher struct {
 }
 
 // jobVersion tells whether a detail shows something new: the job row's version moves
-// with every transition, step and edit; decisions and presence do not move it.
+// with every transition, step and edit; decisions, presence and what the dispatcher
+// learnt of the attempt do not move it.
 type jobVersion struct {
-	version   int64
-	decisions int
-	online    bool
+	version       int64
+	decisions     int
+	online        bool
+	waiting, said string
 }
 
 func versionOf(d JobDetail) jobVersion {
-	return jobVersion{version: d.Version, decisions: len(d.Decisions), online: d.AgentOnline}
+	return jobVersion{version: d.Version, decisions: len(d.Decisions), online: d.AgentOnline, waiting: d.WaitingReason, said: d.AgentResult}
 }
 
 // changed tells the watchers of these jobs that they changed; called after the commit.

@@ -13,6 +13,28 @@
       return;
     }
     var source = new EventSource(url);
+    // The live part is replaced only while the keyboard focus is elsewhere: a reason
+    // being typed, or a button about to be pressed, is not swept away under the person.
+    var pending = null;
+    function apply(html) {
+      if (live.contains(document.activeElement)) {
+        pending = html;
+        return;
+      }
+      pending = null;
+      var doc = new DOMParser().parseFromString(html, "text/html");
+      var fresh = doc.getElementById("job-live");
+      if (fresh) {
+        live.replaceChildren.apply(live, Array.prototype.slice.call(fresh.childNodes));
+      }
+    }
+    live.addEventListener("focusout", function () {
+      window.setTimeout(function () {
+        if (pending !== null) {
+          apply(pending);
+        }
+      }, 0);
+    });
     source.addEventListener("job", function (ev) {
       var d;
       try {
@@ -26,11 +48,7 @@
         state.className = "state state-" + d.state;
         state.setAttribute("data-state", d.state);
       }
-      var doc = new DOMParser().parseFromString(d.html, "text/html");
-      var fresh = doc.getElementById("job-live");
-      if (fresh) {
-        live.replaceChildren.apply(live, Array.prototype.slice.call(fresh.childNodes));
-      }
+      apply(d.html);
     });
     window.addEventListener("pagehide", function () { source.close(); });
   }
