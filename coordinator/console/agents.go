@@ -25,18 +25,29 @@ type agentRow struct {
 	service.Agent
 	Tokens     []service.Token
 	MoreTokens bool
-	Actions    []string // what its state allows (the service still decides)
+	Actions    []verb // what its state allows (the service still decides)
+}
+
+// verb is an action of a form: its path segment and its button's text.
+type verb struct{ Name, Label string }
+
+func verbs(names ...string) []verb {
+	out := make([]verb, len(names))
+	for i, n := range names {
+		out[i] = verb{Name: n, Label: strings.ToUpper(n[:1]) + n[1:]}
+	}
+	return out
 }
 
 // agentActions is what an agent's state allows, as the service's life cycle has it.
-func agentActions(st store.AgentState) []string {
+func agentActions(st store.AgentState) []verb {
 	switch st {
 	case store.AgentPending:
-		return []string{"approve", "reject"}
+		return verbs("approve", "reject")
 	case store.AgentActive:
-		return []string{"disable", "remove"}
+		return verbs("disable", "remove")
 	case store.AgentDisabled:
-		return []string{"enable", "remove"}
+		return verbs("enable", "remove")
 	}
 	return nil
 }

@@ -173,6 +173,20 @@ func TestAgentsPage(t *testing.T) {
 		t.Errorf("approve refused: %d %q, rows %v", p.status, alerts(p.doc), rowsOf(p.doc, "agent-"))
 	}
 
+	// Reject a pending agent, remove an active one: both through the service, both listed
+	// as removed with their reasons.
+	for id, action := range map[string]string{"ws-0005": "reject", "ws-0004": "remove"} {
+		if p := admin.post("/ui/agents/"+id+"/"+action, admin.form("reason", "not ours")); p.status != http.StatusSeeOther {
+			t.Fatalf("%s %s: %d %q", action, id, p.status, alerts(p.doc))
+		}
+	}
+	if got := rowsOf(admin.get("/ui/agents?state=removed").doc, "agent-"); strings.Join(got, " ") != "ws-0004 ws-0005" {
+		t.Errorf("removed agents: %v", got)
+	}
+	if p := admin.post("/ui/agents/ws-0004/teleport", admin.form()); p.status != http.StatusNotFound {
+		t.Errorf("unknown action: %d", p.status)
+	}
+
 	// The help desk reads agents but has no buttons, and a forged form is refused by the
 	// service.
 	helen := e.browser()
@@ -519,11 +533,33 @@ func TestRolloutPages(t *testing.T) {
 	if p = rita.post("/ui/rollouts/"+v.ID+"/pause", rita.form("reason", "again")); p.status < 400 || alerts(p.doc) == "" {
 		t.Errorf("second pause: %d %q", p.status, alerts(p.doc))
 	}
+	if p = rita.post("/ui/rollouts/"+v.ID+"/resume", rita.form("reason", "back")); p.status != http.StatusSeeOther {
+		t.Errorf("resume: %d %q", p.status, alerts(p.doc))
+	}
+	if st := text(byID(rita.get("/ui/rollouts/"+v.ID).doc, "rollout-state")); st != "running" {
+		t.Errorf("after resume: %q", st)
+	}
 	if p = rita.post("/ui/rollouts/"+v.ID+"/abort", rita.form("reason", "done for today")); p.status != http.StatusSeeOther {
 		t.Errorf("abort: %d %q", p.status, alerts(p.doc))
 	}
 	if st := text(byID(rita.get("/ui/rollouts/"+v.ID).doc, "rollout-state")); st != "aborted" {
 		t.Errorf("after abort: %q", st)
+	}
+
+	// Another rollout, rejected: a reason is required, and the service says so.
+	spec.Name = "inventory-again"
+	v2, err := e.svc.CreateRollout(e.ctx, e.actor("rita"), service.RolloutRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p = alice.post("/ui/rollouts/"+v2.ID+"/reject", alice.form("binding_hash", v2.BindingHash)); p.status != http.StatusBadRequest || !strings.Contains(alerts(p.doc), "reason") {
+		t.Errorf("reject without a reason: %d %q", p.status, alerts(p.doc))
+	}
+	if p = alice.post("/ui/rollouts/"+v2.ID+"/reject", alice.form("binding_hash", v2.BindingHash, "reason", "not this week")); p.status != http.StatusSeeOther {
+		t.Fatalf("reject: %d %q", p.status, alerts(p.doc))
+	}
+	if st := text(byID(alice.get("/ui/rollouts/"+v2.ID).doc, "rollout-state")); st != "rejected" {
+		t.Errorf("after rejection: %q", st)
 	}
 }
 

@@ -58,7 +58,7 @@ type rolloutData struct {
 	service.RolloutView
 	Failed    []service.RolloutTargetView // the latest failures, to look into
 	CanDecide bool                        // waits for approvals and the user's roles may give one
-	Controls  []string                    // what the user may do to it now: pause, resume, promote, abort
+	Controls  []verb                      // what the user may do to it now: pause, resume, promote, abort
 	Failures  int                         // targets whose jobs failed, as the brake counts them
 	ETAText   string
 	Reason    string // typed before a refusal, kept
@@ -150,16 +150,16 @@ func (c *Console) rolloutAction(w http.ResponseWriter, r *http.Request) {
 }
 
 // controlsOf is what a rollout's state allows an owner to do (the service decides).
-func controlsOf(v service.RolloutView) []string {
+func controlsOf(v service.RolloutView) []verb {
 	switch {
 	case v.State.Final():
 		return nil
 	case v.State == rollout.StatePaused && v.PauseKind == rollout.PausePromote:
-		return []string{"promote", "abort"}
+		return verbs("promote", "abort")
 	case v.State == rollout.StatePaused && v.PauseKind == rollout.PauseOperator:
-		return []string{"resume", "abort"}
+		return verbs("resume", "abort")
 	case v.State == rollout.StateApproved || v.State == rollout.StateRunning:
-		return []string{"pause", "abort"}
+		return verbs("pause", "abort")
 	}
-	return []string{"abort"}
+	return verbs("abort")
 }
