@@ -50,6 +50,7 @@ var schemaTypes = map[string]reflect.Type{
 	"JobList":             reflect.TypeFor[api.JobList](),
 	"Decision":            reflect.TypeFor[api.Decision](),
 	"Reason":              reflect.TypeFor[api.Reason](),
+	"PasswordSet":         reflect.TypeFor[api.PasswordSet](),
 	"Retry":               reflect.TypeFor[api.Retry](),
 	"UserPIN":             reflect.TypeFor[api.UserPIN](),
 	"Agent":               reflect.TypeFor[api.Agent](),
