@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"errors"
 	"io"
 	"os"
 
@@ -27,8 +28,11 @@ func withoutEcho(r io.Reader) (restore func(), err error) {
 	}
 	fd := int(f.Fd())
 	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if errors.Is(err, unix.ENOTTY) {
+		return func() {}, nil // not a terminal: nothing echoes
+	}
 	if err != nil {
-		return func() {}, nil //nolint:nilerr // not a terminal: nothing echoes
+		return nil, err
 	}
 	quiet := *old
 	quiet.Lflag &^= unix.ECHO | unix.ECHONL

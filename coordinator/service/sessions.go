@@ -214,6 +214,29 @@ func (s *Service) EndSession(ctx context.Context, secret, source string) error {
 	})
 }
 
+// SessionRetention is how long a session is kept once it ended or reached its absolute
+// end, so that a browser presenting it is told why it is over; the audit log keeps its
+// history for good.
+const SessionRetention = 7 * 24 * time.Hour
+
+// sessionPurgeEvery spaces the purges of RunExpiry's sweep.
+const sessionPurgeEvery = time.Hour
+
+// PurgeSessions deletes the sessions that ended, or reached their absolute end, more
+// than SessionRetention ago, and returns how many.
+func (s *Service) PurgeSessions(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.st.InTx(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = tx.PurgeSessions(ctx, s.clock().Add(-SessionRetention))
+		return err
+	})
+	if err != nil {
+		return 0, AsError(err)
+	}
+	return n, nil
+}
+
 // endUserSessions ends every open session of u (for a disabled user) and returns their
 // IDs for the audit entry of the change.
 func (t *txn) endUserSessions(ctx context.Context, u store.User, reason string) ([]string, error) {

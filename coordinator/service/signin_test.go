@@ -356,6 +356,31 @@ func TestShortIdleTimeout(t *testing.T) {
 	wantMsg(t, err, service.CodeUnauthenticated, "idle for more than 8s")
 }
 
+// TestPurgeSessions: sessions over for longer than the retention are deleted; a browser
+// presenting one is then told it is unknown.
+func TestPurgeSessions(t *testing.T) {
+	t.Parallel()
+	r := newSigninRig(t, sqlite(t), service.SignInOptions{SessionIdle: time.Hour, SessionMax: 2 * time.Hour})
+	r.setPassword(r.admin, "hank", goodPassword)
+	ended, _ := r.signIn("hank", goodPassword)
+	if err := r.s.EndSession(r.ctx, ended, ""); err != nil {
+		t.Fatal(err)
+	}
+	open, _ := r.signIn("hank", goodPassword)
+	r.clock.add(service.SessionRetention)
+	if n, err := r.s.PurgeSessions(r.ctx); err != nil || n != 0 {
+		t.Fatalf("purged %d, %v before the retention passed", n, err)
+	}
+	r.clock.add(2*time.Hour + time.Minute)
+	if n, err := r.s.PurgeSessions(r.ctx); err != nil || n != 2 {
+		t.Fatalf("purged %d, %v; want the ended one and the expired one", n, err)
+	}
+	for _, sec := range []string{ended, open} {
+		_, err := r.s.Session(r.ctx, sec, "")
+		wantMsg(t, err, service.CodeUnauthenticated, "unknown session")
+	}
+}
+
 // TestSessionRefusals: unknown and ended sessions, and sessions of a disabled user.
 func TestSessionRefusals(t *testing.T) {
 	t.Parallel()
