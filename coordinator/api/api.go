@@ -313,6 +313,11 @@ type PasswordSet struct {
 	Password string `json:"password"`
 }
 
+// OIDCUnlinked says how many links to identity providers' subjects were removed.
+type OIDCUnlinked struct {
+	Removed int `json:"removed"`
+}
+
 // Retry asks for a new attempt of a failed job.
 type Retry struct {
 	Reason string `json:"reason,omitempty"`

@@ -51,6 +51,7 @@ var schemaTypes = map[string]reflect.Type{
 	"Decision":            reflect.TypeFor[api.Decision](),
 	"Reason":              reflect.TypeFor[api.Reason](),
 	"PasswordSet":         reflect.TypeFor[api.PasswordSet](),
+	"OIDCUnlinked":        reflect.TypeFor[api.OIDCUnlinked](),
 	"Retry":               reflect.TypeFor[api.Retry](),
 	"UserPIN":             reflect.TypeFor[api.UserPIN](),
 	"Agent":               reflect.TypeFor[api.Agent](),

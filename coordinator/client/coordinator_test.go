@@ -133,6 +133,11 @@ func TestAgainstCoordinator(t *testing.T) {
 		t.Errorf("op1 sets their own password: %v", err)
 	}
 	wantCode(t, opc.SetPassword(ctx, "alice", "not op1's to set at all"), "forbidden")
+	if n, err := admin.UnlinkOIDC(ctx, "alice", "no identity provider yet"); err != nil || n != 0 {
+		t.Errorf("unlink OIDC: %d, %v", n, err)
+	}
+	_, err = opc.UnlinkOIDC(ctx, "alice", "not op1's to do")
+	wantCode(t, err, "forbidden")
 	err = admin.SetPassword(ctx, "alice", "short")
 	if !errors.As(err, &apiErr) || apiErr.Code != "bad_request" || apiErr.Field != "password" || apiErr.Status != 400 {
 		t.Errorf("a short password gave %v", err)

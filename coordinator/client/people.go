@@ -99,6 +99,19 @@ func (c *Client) SetPassword(ctx context.Context, username, password string) err
 	return err
 }
 
+// UnlinkOIDC removes a person's links to identity providers' subjects (manage_users), so
+// that their next OIDC sign-in links them again by username; it returns how many it
+// removed.
+func (c *Client) UnlinkOIDC(ctx context.Context, username, reason string) (int, error) {
+	if err := needID("username", username); err != nil {
+		return 0, err
+	}
+	var out api.OIDCUnlinked
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/users/" + url.PathEscape(username) + "/unlink-oidc",
+		body: api.Reason{Reason: reason}, out: &out})
+	return out.Removed, err
+}
+
 // DeleteRole deletes a custom role nobody holds.
 func (c *Client) DeleteRole(ctx context.Context, name, reason string) error {
 	if err := needID("role name", name); err != nil {

@@ -96,3 +96,39 @@ func readLine(r *bufio.Reader) (string, error) {
 	}
 	return strings.TrimRight(line, "\r\n"), nil
 }
+
+func userUnlinkOIDCCommand(e *env) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "unlink-oidc USERNAME --reason R",
+		Short: "Remove a person's links to identity provider accounts (manage_users): their next OIDC sign-in links them again",
+		Long: `Remove a person's links to identity provider accounts. The console links an account of
+the identity provider to the tokenfleet user of the same username at its first sign-in,
+and refuses another account of the same provider under that username afterwards (a name
+given again to someone else must not take over the first one's access). When it is the
+same person with an account made anew at the provider, remove the old link: their next
+sign-in links the new account.`,
+		Args: exactArgs("USERNAME"),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			if strings.TrimSpace(reason) == "" {
+				return usageErrorf("--reason is required: say why, for the audit log")
+			}
+			c, err := e.newClient(e.conn)
+			if err != nil {
+				return err
+			}
+			n, err := c.UnlinkOIDC(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			links := "links"
+			if n == 1 {
+				links = "link"
+			}
+			_, err = fmt.Fprintf(e.stdout, "%d identity provider %s of %s removed\n", n, links, clean(args[0]))
+			return err
+		}),
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	return cmd
+}

@@ -119,11 +119,29 @@ func TestUserPasswordCoordinator(t *testing.T) {
 	if r := runCtl(t, admin, "short\n", "user", "password", "bob"); r.code != 1 || !strings.Contains(r.stderr, "at least 12") {
 		t.Fatalf("short: %+v", r)
 	}
-	// The coordinator's store now signs ann in with her own password only.
+	// Identity provider links: none yet, and only manage_users removes them.
+	if r := runCtl(t, admin, "", "user", "unlink-oidc", "ann"); r.code != 2 || !strings.Contains(r.stderr, "--reason is required") {
+		t.Fatalf("unlink without a reason: %+v", r)
+	}
+	if r := runCtl(t, admin, "", "user", "unlink-oidc", "ann", "--reason", "new account at the provider"); r.code != 0 ||
+		r.stdout != "0 identity provider links of ann removed\n" {
+		t.Fatalf("unlink: %+v", r)
+	}
 	svc, err := service.New(service.Options{Store: inst.Store, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := svc.SignInOIDC(context.Background(), service.OIDCIdentity{Issuer: "https://idp.example.test", Subject: "s1", Username: "ann"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCtl(t, admin, "", "user", "unlink-oidc", "ann", "--reason", "new account at the provider"); r.code != 0 ||
+		r.stdout != "1 identity provider link of ann removed\n" {
+		t.Fatalf("unlink: %+v", r)
+	}
+	if r := runCtl(t, ann, "", "user", "unlink-oidc", "bob", "--reason", "x"); r.code != 1 || !strings.Contains(r.stderr, "forbidden") {
+		t.Fatalf("ann unlinks bob: %+v", r)
+	}
+	// The coordinator's store now signs ann in with her own password only.
 	if _, err := svc.SignInPassword(context.Background(), "ann", "ann's own passphrase", "test"); err != nil {
 		t.Fatalf("sign in with the password set: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
 // TestSetPassword: PUT /api/v1/users/{username}/password sets a console password: anyone
@@ -50,5 +51,35 @@ func TestSetPassword(t *testing.T) {
 		if strings.Contains(string(en.Details), "passphrase") || strings.Contains(en.Reason, "passphrase") {
 			t.Fatalf("audit entry %s holds the password: %s", en.Action, en.Details)
 		}
+	}
+}
+
+// TestUnlinkOIDC: POST /api/v1/users/{username}/unlink-oidc removes a person's identity
+// provider links (manage_users, with a reason).
+func TestUnlinkOIDC(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.world(t)
+	if _, err := e.svc.SignInOIDC(context.Background(), service.OIDCIdentity{Issuer: "https://idp.example.test", Subject: "s-ann", Username: "ann"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, e.as(t, "hd", "POST", "/api/v1/users/ann/unlink-oidc", map[string]string{"reason": "new account"}), 403, "forbidden", "")
+	wantErr(t, e.as(t, "admin", "POST", "/api/v1/users/ann/unlink-oidc", map[string]string{}), 400, "bad_request", "reason")
+	wantErr(t, e.as(t, "admin", "POST", "/api/v1/users/nobody/unlink-oidc", map[string]string{"reason": "x"}), 404, "not_found", "")
+	head := e.auditHead(t)
+	got := ok[struct {
+		Removed int `json:"removed"`
+	}](t, e.as(t, "admin", "POST", "/api/v1/users/ann/unlink-oidc", map[string]string{"reason": "new account"}), 200)
+	if got.Removed != 1 {
+		t.Fatalf("removed %d", got.Removed)
+	}
+	if es := e.auditSince(t, head, audit.ActionOIDCUnlinked); len(es) != 1 || es[0].Reason != "new account" || !strings.Contains(string(es[0].Details), "s-ann") {
+		t.Fatalf("audited %+v", es)
+	}
+	got = ok[struct {
+		Removed int `json:"removed"`
+	}](t, e.as(t, "admin", "POST", "/api/v1/users/ann/unlink-oidc", map[string]string{"reason": "again"}), 200)
+	if got.Removed != 0 {
+		t.Fatalf("removed again %d", got.Removed)
 	}
 }

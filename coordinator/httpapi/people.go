@@ -58,6 +58,20 @@ func (a *server) setPassword(w http.ResponseWriter, r *http.Request, u service.A
 	w.WriteHeader(http.StatusNoContent)
 }
 
+func (a *server) unlinkOIDC(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	var in api.Reason
+	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, true)); err != nil {
+		a.fail(w, err)
+		return
+	}
+	n, err := a.svc.UnlinkOIDC(r.Context(), u, r.PathValue("username"), in.Reason)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.OIDCUnlinked{Removed: n})
+}
+
 func apiTokenOut(t service.APIToken) api.APIToken {
 	return api.APIToken{ID: t.ID, Name: t.Name, Username: t.Username, Created: t.Created, Expires: t.Expires,
 		LastUsed: t.LastUsed, Revoked: t.Revoked, Bootstrap: t.Bootstrap}

@@ -552,11 +552,28 @@ func TestSignInOIDC(t *testing.T) {
 				[]string{"no upn_short claim", "sub-y"}},
 			// A username given again to someone else at the provider takes no account over.
 			{service.OIDCIdentity{Issuer: iss, Subject: "sub-other", Username: "hank"}, service.CodeUnauthenticated,
-				[]string{"linked to another identity", "sub-hank"}},
+				[]string{"linked to another identity", "sub-hank", "tokenfleetctl user unlink-oidc hank"}},
 			{service.OIDCIdentity{Subject: "sub-z", Username: "hank"}, service.CodeBadRequest, []string{"no issuer"}},
 		} {
 			_, err := r.s.SignInOIDC(r.ctx, c.id, "")
 			wantMsg(t, err, c.code, c.says...)
+		}
+		// The same person made anew at the provider: an administrator removes the old link,
+		// and the next sign-in links the new subject.
+		_, err = r.s.UnlinkOIDC(r.ctx, r.hd, "hank", "new account at the provider")
+		wantCode(t, err, service.CodeForbidden)
+		_, err = r.s.UnlinkOIDC(r.ctx, r.admin, "hank", " ")
+		wantMsg(t, err, service.CodeBadRequest, "reason")
+		_, err = r.s.UnlinkOIDC(r.ctx, r.admin, "nobody", "x")
+		wantCode(t, err, service.CodeNotFound)
+		if n, err := r.s.UnlinkOIDC(r.ctx, r.admin, "hank", "new account at the provider"); err != nil || n != 1 {
+			t.Fatalf("unlinked %d, %v", n, err)
+		}
+		if n, err := r.s.UnlinkOIDC(r.ctx, r.admin, "hank", "again"); err != nil || n != 0 {
+			t.Fatalf("unlinked again %d, %v", n, err)
+		}
+		if a, err := r.s.SignInOIDC(r.ctx, service.OIDCIdentity{Issuer: iss, Subject: "sub-other", Username: "hank"}, ""); err != nil || a.Username() != "hank" {
+			t.Fatalf("after the unlink: %v, %v", a.Username(), err)
 		}
 		// Another issuer's subject links to the same user.
 		if _, err := r.s.SignInOIDC(r.ctx, service.OIDCIdentity{Issuer: "https://other.example.test", Subject: "sub-hank", Username: "hank"}, ""); err != nil {
@@ -571,7 +588,7 @@ func TestSignInOIDC(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		_, err = r.s.SignInOIDC(r.ctx, service.OIDCIdentity{Issuer: iss, Subject: "sub-hank"}, "")
+		_, err = r.s.SignInOIDC(r.ctx, service.OIDCIdentity{Issuer: iss, Subject: "sub-other"}, "")
 		wantMsg(t, err, service.CodeForbidden, "hank is disabled")
 		r.user("carl")
 		if _, err := r.s.SetUserDisabled(r.ctx, r.admin, "carl", true, "not yet"); err != nil {
