@@ -270,8 +270,18 @@ func TestLockout(t *testing.T) {
 			_, err := r.s.SignInPassword(r.ctx, "ghost", goodPassword, "")
 			wantCode(t, err, service.CodeUnauthenticated)
 		}
+		ghostHead := r.head()
 		_, err := r.s.SignInPassword(r.ctx, "ghost", goodPassword, "")
 		wantMsg(t, err, service.CodeLocked, "1m0s from now")
+		_, err = r.s.SignInPassword(r.ctx, "ghost", goodPassword, "")
+		wantMsg(t, err, service.CodeLocked, "1m0s from now")
+		var ghostActions []string
+		for _, e := range r.auditAfter(ghostHead) {
+			ghostActions = append(ghostActions, e.Action+":"+e.Reason)
+		}
+		if strings.Join(ghostActions, " ") != "signin.failed:unknown username signin.locked:5 wrong passwords in a row signin.failed:sign-in locked" {
+			t.Fatalf("an unknown username's lock audited as %q", ghostActions)
+		}
 	})
 }
 
