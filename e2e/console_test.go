@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
+	"github.com/tokenfleet/tokenfleet/coordinator/ctl"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/oidc/oidctest"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
@@ -72,18 +73,13 @@ func (s *system) addConsolePeople() {
 	s.ctl(s.admin, "user", "create", otherApprover, "--name", "Bert Approver", "--org", otherOrg, "--role", "approver")
 }
 
-// setPasswords sets people's console password (consolePassword) as an administrator.
+// setPasswords sets people's console password (consolePassword) as an administrator does,
+// with tokenfleetctl user password (the password on its standard input).
 func (s *system) setPasswords(usernames ...string) {
 	s.t.Helper()
-	ctx := context.Background()
-	svc := s.coord.Server.Service()
-	admin, err := svc.Authenticate(ctx, s.admin, "e2e")
-	if err != nil {
-		s.t.Fatal(err)
-	}
 	for _, u := range usernames {
-		if err := svc.SetPassword(ctx, admin, u, consolePassword); err != nil {
-			s.t.Fatalf("set %s's password: %v", u, err)
+		if r := s.ctlRunInput(s.admin, consolePassword+"\n", "user", "password", u); r.code != ctl.ExitOK {
+			s.t.Fatalf("tokenfleetctl user password %s: exit status %d\n%s%s", u, r.code, r.stdout, r.stderr)
 		}
 	}
 }

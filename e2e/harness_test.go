@@ -227,11 +227,18 @@ type ctlResult struct {
 // holder of the API token.
 func (s *system) ctlRun(token string, args ...string) ctlResult {
 	s.t.Helper()
+	return s.ctlRunInput(token, "", args...)
+}
+
+// ctlRunInput is ctlRun with stdin as the standard input.
+func (s *system) ctlRunInput(token, stdin string, args ...string) ctlResult {
+	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	vars := map[string]string{"TOKENFLEET_URL": s.coord.URL, "TOKENFLEET_TOKEN": token, "HOME": s.t.TempDir()}
-	code := ctl.Main(ctx, args, ctl.Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return vars[k] }})
+	code := ctl.Main(ctx, args, ctl.Env{Stdin: strings.NewReader(stdin), Stdout: &stdout, Stderr: &stderr,
+		Getenv: func(k string) string { return vars[k] }})
 	return ctlResult{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 
