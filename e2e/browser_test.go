@@ -257,6 +257,25 @@ func (b *browser) clickLoadSel(sel string) int64 {
 	return resp.Status
 }
 
+// keys types keys into whatever has the keyboard focus ("\t" is Tab, "\r" Enter), as a
+// person at the keyboard does.
+func (b *browser) keys(keys string) {
+	b.t.Helper()
+	b.do(fmt.Sprintf("type %q", keys), chromedp.KeyEvent(keys))
+}
+
+// keysAndLoad types keys and waits for the page they load; it returns its HTTP status.
+func (b *browser) keysAndLoad(keys string) int64 {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, browserStepLimit)
+	defer cancel()
+	resp, err := chromedp.RunResponse(ctx, chromedp.KeyEvent(keys))
+	if err != nil {
+		b.fail(fmt.Sprintf("type %q and wait for the page", keys), err)
+	}
+	return resp.Status
+}
+
 // fill types a value into the form field of that name, replacing what it held. A select
 // is set to the option of that value.
 func (b *browser) fill(name, value string) {

@@ -279,7 +279,7 @@ func (s *system) wantStillPending(jobID, after string) {
 // password; the requester approving her own request; an approver of another organisation
 // approving (the job is not in his queue, and a forged approval is refused); a form posted
 // without its CSRF token (and the same form with it then goes through); and a signed-out
-// session is gone.
+// session is gone. And a person at the keyboard alone signs in and skips to the content.
 func TestConsoleRefusals(t *testing.T) {
 	t.Parallel()
 	site := newConsoleSite(t, consoleOn)
@@ -398,6 +398,31 @@ func TestConsoleRefusals(t *testing.T) {
 		if d := s.job(jobID); d.State == jobs.StatePendingApproval || len(d.ApprovalList) != 1 {
 			t.Errorf("the approval with its CSRF token left the job %s with decisions %+v", d.State, d.ApprovalList)
 		}
+	})
+
+	t.Run("keyboard only", func(t *testing.T) {
+		t.Parallel()
+		shots := newShots(t)
+		b := newBrowser(t, approver, url, shots)
+		// The sign-in page puts the focus in the username field; Tab goes to the password,
+		// Enter sends the form.
+		b.open("/ui/signin")
+		b.keys(approver + "\t" + consolePassword)
+		b.keysAndLoad("\r")
+		if p := b.path(); strings.HasPrefix(p, "/ui/signin") {
+			b.fail("sign in at the keyboard", fmt.Errorf("still on %s", p))
+		}
+		// The first Tab on a page reaches the link that skips to its content; Enter follows it.
+		b.open("/ui/approvals")
+		b.keys("\t")
+		focused := eval[string](b, "read the focus", `document.activeElement.textContent.trim()`)
+		if focused != "Skip to content" {
+			t.Errorf("the first Tab focuses %q, not the link that skips to the content", focused)
+		}
+		b.keys("\r")
+		b.waitJS("the focus on the content", `document.activeElement && document.activeElement.id === "main"`)
+		b.screenshot("keyboard")
+		b.checkConsole()
 	})
 
 	t.Run("sign out", func(t *testing.T) {
