@@ -83,7 +83,8 @@ const (
 	ActionSessionEnded   = "session.ended"   // signed out, or ended by a password change or a disabled user
 	ActionSessionExpired = "session.expired" // idle too long, or past its absolute end
 	ActionPasswordSet    = "user.password_set"
-	ActionOIDCLinked     = "oidc.linked" // an identity provider's subject linked to a user at its first sign-in
+	ActionOIDCLinked     = "oidc.linked"   // an identity provider's subject linked to a user at its first sign-in
+	ActionOIDCUnlinked   = "oidc.unlinked" // a user's links to identity providers' subjects removed by an administrator
 )
 
 var actions = map[string]bool{
@@ -109,6 +110,7 @@ var actions = map[string]bool{
 	ActionRolloutExpired: true,
 	ActionSignIn:         true, ActionSignInFailed: true, ActionSignInLocked: true, ActionSessionStarted: true,
 	ActionSessionEnded: true, ActionSessionExpired: true, ActionPasswordSet: true, ActionOIDCLinked: true,
+	ActionOIDCUnlinked: true,
 }
 
 // KnownAction reports whether a is one of the actions above. Verification never depends

@@ -95,6 +95,8 @@ func New(o Options) (http.Handler, error) {
 	authed("PATCH /api/v1/users/{username}", a.updateUser)
 	authed("POST /api/v1/users/{username}/disable", a.disableUser)
 	authed("POST /api/v1/users/{username}/enable", a.enableUser)
+	authed("PUT /api/v1/users/{username}/password", a.setPassword)
+	authed("POST /api/v1/users/{username}/unlink-oidc", a.unlinkOIDC)
 	authed("POST /api/v1/users/{username}/tokens", a.issueToken)
 	authed("GET /api/v1/users/{username}/tokens", a.listAPITokens)
 	authed("POST /api/v1/api-tokens/{id}/revoke", a.revokeAPIToken)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
@@ -214,6 +215,29 @@ func (s *Service) EndSession(ctx context.Context, secret, source string) error {
 	})
 }
 
+// SessionRetention is how long a session is kept once it ended or reached its absolute
+// end, so that a browser presenting it is told why it is over; the audit log keeps its
+// history for good.
+const SessionRetention = 7 * 24 * time.Hour
+
+// sessionPurgeEvery spaces the purges of RunExpiry's sweep.
+const sessionPurgeEvery = time.Hour
+
+// PurgeSessions deletes the sessions that ended, or reached their absolute end, more
+// than SessionRetention ago, and returns how many.
+func (s *Service) PurgeSessions(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.st.InTx(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = tx.PurgeSessions(ctx, s.clock().Add(-SessionRetention))
+		return err
+	})
+	if err != nil {
+		return 0, AsError(err)
+	}
+	return n, nil
+}
+
 // endUserSessions ends every open session of u (for a disabled user) and returns their
 // IDs for the audit entry of the change.
 func (t *txn) endUserSessions(ctx context.Context, u store.User, reason string) ([]string, error) {
@@ -303,8 +327,8 @@ func (t *txn) linkOIDC(ctx context.Context, id OIDCIdentity, claim, source strin
 			// The provider's username now names another subject: a name given again to
 			// someone else must not take over the first one's account.
 			return store.User{}, t.signInRefused(ctx, u, store.SessionOIDC, source, newErr(CodeUnauthenticated, "",
-				"tokenfleet user %q is linked to another identity of %s (subject %q), not to subject %q; an administrator must remove that link first",
-				u.Username, id.Issuer, l.Subject, id.Subject))
+				"tokenfleet user %q is linked to another identity of %s (subject %q), not to subject %q; if it is the same person, an administrator removes the old link (tokenfleetctl user unlink-oidc %s)",
+				u.Username, id.Issuer, l.Subject, id.Subject, u.Username))
 		}
 	}
 	if _, err := t.LinkOIDCIdentity(ctx, store.OIDCIdentity{Issuer: id.Issuer, Subject: id.Subject, UserID: u.ID, Email: id.Email,
@@ -313,4 +337,47 @@ func (t *txn) linkOIDC(ctx context.Context, id OIDCIdentity, claim, source strin
 	}
 	return u, t.audit(ctx, audit.Entry{Actor: u.ID, Action: audit.ActionOIDCLinked, Target: "user:" + u.ID,
 		Details: audit.Details("username", u.Username, "issuer", id.Issuer, "subject", id.Subject, "claim", claim, "email", id.Email, "source", source)})
+}
+
+// UnlinkOIDC removes a person's links to identity providers' subjects (manage_users), with
+// a reason, audited: their next OIDC sign-in links them again by username. For a person
+// whose account at the provider was made anew (another subject), whose sign-in is refused
+// while the old link stands. It returns how many links it removed.
+func (s *Service) UnlinkOIDC(ctx context.Context, by Actor, username, reason string) (int, error) {
+	actor := by.user
+	if _, err := s.authorize(ctx, actor, "unlink OIDC identities", jobs.PermManageUsers, ""); err != nil {
+		return 0, err
+	}
+	if err := checkReason("reason", reason); err != nil {
+		return 0, err
+	}
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return 0, badRequest("reason", "is required: say why, for the audit log")
+	}
+	var n int
+	err := s.update(ctx, func(t *txn) error {
+		u, err := t.GetUserByUsername(ctx, username)
+		if errors.Is(err, store.ErrNotFound) {
+			return newErr(CodeNotFound, "", "no user named %q", username)
+		}
+		if err != nil {
+			return err
+		}
+		gone, err := t.UnlinkOIDCIdentities(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		n = len(gone)
+		if n == 0 {
+			return nil // nothing to remove or audit
+		}
+		links := make([]map[string]string, n)
+		for i, l := range gone {
+			links[i] = map[string]string{"issuer": l.Issuer, "subject": l.Subject}
+		}
+		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionOIDCUnlinked, Target: "user:" + u.ID, Reason: reason,
+			Details: audit.Details("username", u.Username, "identities", links)})
+	})
+	return n, err
 }

@@ -237,26 +237,27 @@ func (s *Service) wrongPassword(ctx context.Context, u store.User, source string
 // most once per user and minute, with how many were left out.
 func (s *Service) lockedSignIn(ctx context.Context, u store.User, source string, until, now time.Time) error {
 	if held, ok := s.anon.AllowCount("signin-locked|"+u.ID, now); ok {
-		err := s.update(ctx, func(t *txn) error {
-			return t.audit(ctx, audit.Entry{Actor: AnonymousActor, Action: audit.ActionSignInFailed, Target: "user:" + u.ID,
-				Reason: "sign-in locked", Details: audit.Details("username", u.Username, "method", store.SessionPassword,
-					"source", source, "until", until.Format(time.RFC3339), "suppressed", held)})
-		})
-		if err != nil {
-			s.log.Warn().Err(err).Str("source", source).Msg("cannot audit a sign-in refused while locked")
-		}
+		s.auditAnonymous(ctx, source, audit.Entry{Actor: AnonymousActor, Action: audit.ActionSignInFailed, Target: "user:" + u.ID,
+			Reason: "sign-in locked", Details: audit.Details("username", u.Username, "method", store.SessionPassword,
+				"source", source, "until", until.Format(time.RFC3339), "suppressed", held)})
 	}
 	s.obs.Denial(CodeLocked)
 	return errLocked(until, now)
 }
 
-// unknownSignIn refuses a username no user has, after the same hashing work as a real
-// check, with the same answer. Such usernames are locked out like users (in memory), so
-// that a lock does not tell which usernames exist. Audited at most once per source and
-// minute.
+// unknownSignIn refuses a username no user has, the way a user's wrong password is
+// refused: after the same hashing work, with the same answer, audited the same way (each
+// failure, then attempts while locked at most once a minute), and locked out like a user
+// (in memory), so that neither the answer, its time nor a lock tells which usernames
+// exist.
 func (s *Service) unknownSignIn(ctx context.Context, username, password, source string, now time.Time) error {
 	key := strings.ToLower(username)
 	if until, locked := s.ghosts.locked(key, now); locked {
+		if held, ok := s.anon.AllowCount("signin-locked|"+key, now); ok {
+			s.auditAnonymous(ctx, source, audit.Entry{Actor: AnonymousActor, Action: audit.ActionSignInFailed, Reason: "sign-in locked",
+				Details: audit.Details("username", username, "method", store.SessionPassword, "source", source,
+					"until", until.Format(time.RFC3339), "suppressed", held)})
+		}
 		s.obs.Denial(CodeLocked)
 		return errLocked(until, now)
 	}
@@ -264,20 +265,35 @@ func (s *Service) unknownSignIn(ctx context.Context, username, password, source 
 		return err
 	}
 	refusal := errWrongPassword()
-	if until, locked := s.ghosts.fail(key, now, s.signin); locked {
+	failures, lock, until := s.ghosts.fail(key, now, s.signin)
+	entries := []audit.Entry{{Actor: AnonymousActor, Action: audit.ActionSignInFailed, Reason: "unknown username",
+		Details: audit.Details("username", username, "method", store.SessionPassword, "source", source, "failures", failures)}}
+	if !until.IsZero() {
 		refusal = errLocked(until, now)
+		entries = append(entries, audit.Entry{Actor: AnonymousActor, Action: audit.ActionSignInLocked,
+			Reason: fmt.Sprintf("%d wrong passwords in a row", failures),
+			Details: audit.Details("username", username, "source", source, "until", until.Format(time.RFC3339), "lock", lock,
+				"duration", until.Sub(now).String())})
 	}
-	if held, ok := s.anon.AllowCount("signin|"+source, now); ok {
-		err := s.update(ctx, func(t *txn) error {
-			return t.audit(ctx, audit.Entry{Actor: AnonymousActor, Action: audit.ActionSignInFailed, Reason: "unknown username",
-				Details: audit.Details("username", username, "method", store.SessionPassword, "source", source, "suppressed", held)})
-		})
-		if err != nil {
-			s.log.Warn().Err(err).Str("source", source).Msg("cannot audit a failed sign-in")
-		}
-	}
+	s.auditAnonymous(ctx, source, entries...)
 	s.obs.Denial(refusal.Code)
 	return refusal
+}
+
+// auditAnonymous records entries about a request nobody is known for; a failure to is
+// logged, not returned: the request is refused anyway.
+func (s *Service) auditAnonymous(ctx context.Context, source string, es ...audit.Entry) {
+	err := s.update(ctx, func(t *txn) error {
+		for _, e := range es {
+			if err := t.audit(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn().Err(err).Str("source", source).Msg("cannot audit a refused sign-in")
+	}
 }
 
 // signInRefused records a refused sign-in of a known user (disabled, or an identity that
@@ -320,8 +336,9 @@ func (g *ghostLocks) locked(key string, now time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// fail counts a failure of key and reports the lock it starts, if it does.
-func (g *ghostLocks) fail(key string, now time.Time, o SignInOptions) (time.Time, bool) {
+// fail counts a failure of key and returns the failures in a row, and the lock it
+// starts, if it does: its number and end (zero when none).
+func (g *ghostLocks) fail(key string, now time.Time, o SignInOptions) (failures, lock int, until time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	e, ok := g.m[key]
@@ -335,7 +352,7 @@ func (g *ghostLocks) fail(key string, now time.Time, o SignInOptions) (time.Time
 				}
 			}
 			if len(g.m) >= g.full {
-				return time.Time{}, false
+				return 1, 0, time.Time{}
 			}
 		}
 		e = &ghost{}
@@ -343,11 +360,11 @@ func (g *ghostLocks) fail(key string, now time.Time, o SignInOptions) (time.Time
 	}
 	e.last = now
 	e.failures++
-	if e.failures < o.LockoutAttempts {
-		return time.Time{}, false
+	if failures = e.failures; failures < o.LockoutAttempts {
+		return failures, 0, time.Time{}
 	}
 	e.until = now.Add(o.lockFor(e.lockouts))
 	e.failures = 0
 	e.lockouts++
-	return e.until, true
+	return failures, e.lockouts, e.until
 }

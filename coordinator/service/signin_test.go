@@ -270,8 +270,18 @@ func TestLockout(t *testing.T) {
 			_, err := r.s.SignInPassword(r.ctx, "ghost", goodPassword, "")
 			wantCode(t, err, service.CodeUnauthenticated)
 		}
+		ghostHead := r.head()
 		_, err := r.s.SignInPassword(r.ctx, "ghost", goodPassword, "")
 		wantMsg(t, err, service.CodeLocked, "1m0s from now")
+		_, err = r.s.SignInPassword(r.ctx, "ghost", goodPassword, "")
+		wantMsg(t, err, service.CodeLocked, "1m0s from now")
+		var ghostActions []string
+		for _, e := range r.auditAfter(ghostHead) {
+			ghostActions = append(ghostActions, e.Action+":"+e.Reason)
+		}
+		if strings.Join(ghostActions, " ") != "signin.failed:unknown username signin.locked:5 wrong passwords in a row signin.failed:sign-in locked" {
+			t.Fatalf("an unknown username's lock audited as %q", ghostActions)
+		}
 	})
 }
 
@@ -354,6 +364,31 @@ func TestShortIdleTimeout(t *testing.T) {
 	r.clock.add(8 * time.Second)
 	_, err := r.s.Session(r.ctx, secret, "")
 	wantMsg(t, err, service.CodeUnauthenticated, "idle for more than 8s")
+}
+
+// TestPurgeSessions: sessions over for longer than the retention are deleted; a browser
+// presenting one is then told it is unknown.
+func TestPurgeSessions(t *testing.T) {
+	t.Parallel()
+	r := newSigninRig(t, sqlite(t), service.SignInOptions{SessionIdle: time.Hour, SessionMax: 2 * time.Hour})
+	r.setPassword(r.admin, "hank", goodPassword)
+	ended, _ := r.signIn("hank", goodPassword)
+	if err := r.s.EndSession(r.ctx, ended, ""); err != nil {
+		t.Fatal(err)
+	}
+	open, _ := r.signIn("hank", goodPassword)
+	r.clock.add(service.SessionRetention)
+	if n, err := r.s.PurgeSessions(r.ctx); err != nil || n != 0 {
+		t.Fatalf("purged %d, %v before the retention passed", n, err)
+	}
+	r.clock.add(2*time.Hour + time.Minute)
+	if n, err := r.s.PurgeSessions(r.ctx); err != nil || n != 2 {
+		t.Fatalf("purged %d, %v; want the ended one and the expired one", n, err)
+	}
+	for _, sec := range []string{ended, open} {
+		_, err := r.s.Session(r.ctx, sec, "")
+		wantMsg(t, err, service.CodeUnauthenticated, "unknown session")
+	}
 }
 
 // TestSessionRefusals: unknown and ended sessions, and sessions of a disabled user.
@@ -527,11 +562,28 @@ func TestSignInOIDC(t *testing.T) {
 				[]string{"no upn_short claim", "sub-y"}},
 			// A username given again to someone else at the provider takes no account over.
 			{service.OIDCIdentity{Issuer: iss, Subject: "sub-other", Username: "hank"}, service.CodeUnauthenticated,
-				[]string{"linked to another identity", "sub-hank"}},
+				[]string{"linked to another identity", "sub-hank", "tokenfleetctl user unlink-oidc hank"}},
 			{service.OIDCIdentity{Subject: "sub-z", Username: "hank"}, service.CodeBadRequest, []string{"no issuer"}},
 		} {
 			_, err := r.s.SignInOIDC(r.ctx, c.id, "")
 			wantMsg(t, err, c.code, c.says...)
+		}
+		// The same person made anew at the provider: an administrator removes the old link,
+		// and the next sign-in links the new subject.
+		_, err = r.s.UnlinkOIDC(r.ctx, r.hd, "hank", "new account at the provider")
+		wantCode(t, err, service.CodeForbidden)
+		_, err = r.s.UnlinkOIDC(r.ctx, r.admin, "hank", " ")
+		wantMsg(t, err, service.CodeBadRequest, "reason")
+		_, err = r.s.UnlinkOIDC(r.ctx, r.admin, "nobody", "x")
+		wantCode(t, err, service.CodeNotFound)
+		if n, err := r.s.UnlinkOIDC(r.ctx, r.admin, "hank", "new account at the provider"); err != nil || n != 1 {
+			t.Fatalf("unlinked %d, %v", n, err)
+		}
+		if n, err := r.s.UnlinkOIDC(r.ctx, r.admin, "hank", "again"); err != nil || n != 0 {
+			t.Fatalf("unlinked again %d, %v", n, err)
+		}
+		if a, err := r.s.SignInOIDC(r.ctx, service.OIDCIdentity{Issuer: iss, Subject: "sub-other", Username: "hank"}, ""); err != nil || a.Username() != "hank" {
+			t.Fatalf("after the unlink: %v, %v", a.Username(), err)
 		}
 		// Another issuer's subject links to the same user.
 		if _, err := r.s.SignInOIDC(r.ctx, service.OIDCIdentity{Issuer: "https://other.example.test", Subject: "sub-hank", Username: "hank"}, ""); err != nil {
@@ -546,7 +598,7 @@ func TestSignInOIDC(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		_, err = r.s.SignInOIDC(r.ctx, service.OIDCIdentity{Issuer: iss, Subject: "sub-hank"}, "")
+		_, err = r.s.SignInOIDC(r.ctx, service.OIDCIdentity{Issuer: iss, Subject: "sub-other"}, "")
 		wantMsg(t, err, service.CodeForbidden, "hank is disabled")
 		r.user("carl")
 		if _, err := r.s.SetUserDisabled(r.ctx, r.admin, "carl", true, "not yet"); err != nil {

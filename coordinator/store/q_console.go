@@ -246,3 +246,12 @@ func (x *q) TouchOIDCIdentity(ctx context.Context, issuer, subject, email string
 	}
 	return x.d.wrap(what, mustAffect(res))
 }
+
+func (x *q) UnlinkOIDCIdentities(ctx context.Context, userID string) ([]OIDCIdentity, error) {
+	what := "unlink OIDC identities of user " + userID
+	rows, err := x.query(ctx, "DELETE FROM oidc_identities WHERE user_id = ? RETURNING "+oidcCols, userID)
+	if err != nil {
+		return nil, x.d.wrap(what, err)
+	}
+	return collect(rows, x.d, what, scanOIDCIdentity)
+}

@@ -237,6 +237,8 @@ type Writer interface {
 	// TouchOIDCIdentity records a sign-in with the identity and the e-mail address the
 	// provider gave.
 	TouchOIDCIdentity(ctx context.Context, issuer, subject, email string, at time.Time) error
+	// UnlinkOIDCIdentities removes every identity linked to the user and returns them.
+	UnlinkOIDCIdentities(ctx context.Context, userID string) ([]OIDCIdentity, error)
 
 	// CreateCustomRole gives ErrConflict when the name is taken and ErrInvalid when it is
 	// malformed, a built-in role's, or a permission is unknown.

@@ -269,4 +269,25 @@ func testOIDCIdentities(t *testing.T, h *harness) {
 		t.Fatalf("touched %+v", got)
 	}
 	wantErr(t, try(h, func(tx store.Tx) (int, error) { return 0, tx.TouchOIDCIdentity(h.ctx, iss, "nope", "", base) }), store.ErrNotFound)
+
+	// Unlinking removes the user's links, and only theirs; the subject may be linked again.
+	do(t, h, func(tx store.Tx) (store.OIDCIdentity, error) {
+		return tx.LinkOIDCIdentity(h.ctx, store.OIDCIdentity{Issuer: iss, Subject: "s-2", UserID: f.approver.ID})
+	})
+	gone := do(t, h, func(tx store.Tx) ([]store.OIDCIdentity, error) { return tx.UnlinkOIDCIdentities(h.ctx, f.holder.ID) })
+	if len(gone) != 2 {
+		t.Fatalf("unlinked %+v", gone)
+	}
+	if links := must(h.s.ListOIDCIdentities(h.ctx, f.holder.ID))(t); len(links) != 0 {
+		t.Fatalf("links left %+v", links)
+	}
+	if links := must(h.s.ListOIDCIdentities(h.ctx, f.approver.ID))(t); len(links) != 1 {
+		t.Fatalf("another user's links %+v", links)
+	}
+	if gone := do(t, h, func(tx store.Tx) ([]store.OIDCIdentity, error) { return tx.UnlinkOIDCIdentities(h.ctx, f.holder.ID) }); len(gone) != 0 {
+		t.Fatalf("unlinked again %+v", gone)
+	}
+	do(t, h, func(tx store.Tx) (store.OIDCIdentity, error) {
+		return tx.LinkOIDCIdentity(h.ctx, store.OIDCIdentity{Issuer: iss, Subject: "s-1", UserID: f.approver.ID})
+	})
 }
