@@ -35,8 +35,8 @@ var (
 	ErrNoIDToken = errors.New("the identity provider returned no ID token")
 	// ErrBadSignature: the ID token is not signed by a key the provider publishes.
 	ErrBadSignature = errors.New("the ID token's signature does not verify against the identity provider's keys")
-	// ErrWrongIssuer: the ID token names another issuer.
-	ErrWrongIssuer = errors.New("the ID token was issued by another issuer")
+	// ErrWrongIssuer: the ID token, or the callback (RFC 9207), names another issuer.
+	ErrWrongIssuer = errors.New("the sign-in answer comes from another issuer")
 	// ErrWrongAudience: the ID token is not meant for this client.
 	ErrWrongAudience = errors.New("the ID token is meant for another client (wrong audience)")
 	// ErrExpired: the ID token's expiry (plus Leeway) has passed.

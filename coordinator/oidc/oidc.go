@@ -162,9 +162,11 @@ func New(ctx context.Context, c Config, hc *http.Client) (*Provider, error) {
 	if err := disc.Claims(&meta); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDiscovery, err)
 	}
-	for name, v := range map[string]string{"authorization_endpoint": meta.AuthURL, "token_endpoint": meta.TokenURL, "jwks_uri": meta.JWKSURI} {
-		if v == "" {
-			return nil, fmt.Errorf("%w: it names no %s (is %s an OpenID Connect provider?)", ErrDiscovery, name, c.Issuer)
+	for _, e := range []struct{ name, value string }{
+		{"authorization_endpoint", meta.AuthURL}, {"token_endpoint", meta.TokenURL}, {"jwks_uri", meta.JWKSURI},
+	} {
+		if e.value == "" {
+			return nil, fmt.Errorf("%w: it names no %s (is %s an OpenID Connect provider?)", ErrDiscovery, e.name, c.Issuer)
 		}
 	}
 	// A provider that lists its PKCE methods without S256 would refuse every sign-in.
@@ -228,11 +230,15 @@ func (p *Provider) Start() (Flow, string, error) {
 	return f, authURL, nil
 }
 
-// FinishCallback completes a sign-in from the callback's query: the state first, then an
-// error the provider reported in the redirect (a *ProviderError), then the code.
+// FinishCallback completes a sign-in from the callback's query: the state first, the
+// issuer if the provider names it (RFC 9207, against mix-up with another provider), then
+// an error the provider reported in the redirect (a *ProviderError), then the code.
 func (p *Provider) FinishCallback(ctx context.Context, f Flow, q url.Values) (Identity, error) {
 	if err := p.checkFlow(f, q.Get("state")); err != nil {
 		return Identity{}, err
+	}
+	if q.Has("iss") && q.Get("iss") != p.issuer {
+		return Identity{}, fmt.Errorf("%w: the callback names %q, expected %q", ErrWrongIssuer, clean(q.Get("iss"), 200), p.issuer)
 	}
 	if code := q.Get("error"); code != "" {
 		return Identity{}, newProviderError("authorization", code, q.Get("error_description"), q.Get("error_uri"))
@@ -375,7 +381,7 @@ func (p *Provider) refusal(err error, ks *recordingKeySet) error {
 	}
 	if json.Unmarshal(ks.payload, &claims) == nil {
 		if claims.Issuer != p.issuer {
-			return fmt.Errorf("%w: %q, expected %q", ErrWrongIssuer, claims.Issuer, p.issuer)
+			return fmt.Errorf("%w: the ID token names %q, expected %q", ErrWrongIssuer, claims.Issuer, p.issuer)
 		}
 		if !slices.Contains(claims.Audience, p.clientID) {
 			return fmt.Errorf("%w: it is for %q, this client is %q", ErrWrongAudience, []string(claims.Audience), p.clientID)

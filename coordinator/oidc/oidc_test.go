@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -188,7 +189,7 @@ func TestExpired(t *testing.T) {
 	wantErr(t, err, oidc.ErrExpired, "leeway")
 
 	// Every token the provider issues is already old: its clock runs an hour behind.
-	idp.Mock.FastForward(-time.Hour)
+	idp.FastForward(-time.Hour)
 	idp.QueueUser(oidctest.User{Username: "alice"})
 	_, err = signIn(t, rp)
 	wantErr(t, err, oidc.ErrExpired)
@@ -236,6 +237,10 @@ func TestStateMismatch(t *testing.T) {
 	forged := url.Values{"state": {other.State}, "code": {q.Get("code")}}
 	_, err = rp.FinishCallback(t.Context(), flow, forged)
 	wantErr(t, err, oidc.ErrStateMismatch)
+
+	mixedUp := url.Values{"state": {flow.State}, "code": {q.Get("code")}, "iss": {"https://other-idp.example"}}
+	_, err = rp.FinishCallback(t.Context(), flow, mixedUp)
+	wantErr(t, err, oidc.ErrWrongIssuer, "other-idp.example")
 
 	// Refused before the exchange: the code is still good for its own flow.
 	if id, err := rp.FinishCallback(t.Context(), flow, q); err != nil || id.Username != "alice" {
@@ -323,6 +328,88 @@ func TestUnreachable(t *testing.T) {
 	idp.Stop()
 	_, err = rp.FinishCallback(t.Context(), flow, back.Query())
 	wantErr(t, err, oidc.ErrUnreachable, "token endpoint")
+}
+
+func TestKeysUnreachable(t *testing.T) {
+	t.Parallel()
+	// The provider drops the connection when asked for its keys.
+	drop := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/jwks.json") {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					_ = conn.Close()
+				}
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	idp, rp := setup(t, oidctest.Options{Middleware: drop}, nil)
+	idp.QueueUser(oidctest.User{Username: "alice"})
+	_, err := signIn(t, rp)
+	wantErr(t, err, oidc.ErrUnreachable, "signing keys")
+}
+
+func TestProviderWithoutS256(t *testing.T) {
+	t.Parallel()
+	idp := oidctest.StartWith(t, oidctest.Options{PKCEMethods: []string{"plain"}})
+	_, err := oidc.New(t.Context(), idp.Config(callback), client())
+	wantErr(t, err, oidc.ErrDiscovery, "S256")
+}
+
+func TestConcurrentSignIns(t *testing.T) {
+	t.Parallel()
+	idp, rp := setup(t, oidctest.Options{}, nil)
+	const n = 8
+	want := map[string]bool{}
+	for i := range n {
+		name := "user" + strconv.Itoa(i)
+		want[name] = true
+		idp.QueueUser(oidctest.User{Username: name})
+	}
+	type result struct {
+		id  oidc.Identity
+		err error
+	}
+	results := make(chan result, n)
+	for range n {
+		go func() {
+			flow, authURL, err := rp.Start()
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, authURL, nil)
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			resp, err := oidctest.Browser().Do(req)
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			_ = resp.Body.Close()
+			back, err := resp.Location()
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			id, err := rp.FinishCallback(t.Context(), flow, back.Query())
+			results <- result{id, err}
+		}()
+	}
+	for range n {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("sign-in: %v", r.err)
+		}
+		if !want[r.id.Username] {
+			t.Fatalf("signed in %q twice or unqueued", r.id.Username)
+		}
+		delete(want, r.id.Username)
+	}
 }
 
 func TestUnknownIssuer(t *testing.T) {

@@ -40,13 +40,20 @@ type Options struct {
 	// ForgeSignatures makes the provider sign ID tokens with a key other than the one it
 	// publishes (under the same key ID): none of its tokens should verify.
 	ForgeSignatures bool
+	// PKCEMethods are the code challenge methods the provider accepts and lists; nil for
+	// S256 alone.
+	PKCEMethods []string
+	// Middleware wraps every endpoint: to break the provider as a test needs.
+	Middleware func(http.Handler) http.Handler
 }
 
 // Provider is a running test identity provider.
 type Provider struct {
 	Mock *mockoidc.MockOIDC
 
-	authMu sync.Mutex // serialises authorization requests, so each takes its own queued user
+	// serve serialises requests: mockoidc's session store and key cache are unguarded,
+	// and each authorization request must take its own queued user.
+	serve sync.Mutex
 
 	mu    sync.Mutex // guards queue
 	queue []signIn
@@ -68,7 +75,18 @@ func StartWith(t testing.TB, o Options) *Provider {
 		t.Fatalf("oidctest: new provider: %v", err)
 	}
 	m.CodeChallengeMethodsSupported = []string{mockoidc.CodeChallengeMethodS256}
+	if o.PKCEMethods != nil {
+		m.CodeChallengeMethodsSupported = o.PKCEMethods
+	}
+	if _, err := m.Keypair.KeyID(); err != nil { // computed once, before requests race to
+		t.Fatalf("oidctest: %v", err)
+	}
 	p := &Provider{Mock: m}
+	if o.Middleware != nil {
+		if err := m.AddMiddleware(o.Middleware); err != nil {
+			t.Fatalf("oidctest: %v", err)
+		}
+	}
 	if err := m.AddMiddleware(p.authorize); err != nil {
 		t.Fatalf("oidctest: %v", err)
 	}
@@ -135,17 +153,25 @@ func (p *Provider) next() signIn {
 	return s
 }
 
-// authorize takes the next queued sign-in at the authorization endpoint: a user goes to
-// mockoidc's own queue just before its handler pops it; a refusal is answered here, as a
-// provider does (RFC 6749 4.1.2.1), since mockoidc answers errors with JSON instead.
+// FastForward moves the provider's clock (negative: back) for the tokens it issues next.
+func (p *Provider) FastForward(d time.Duration) {
+	p.serve.Lock()
+	defer p.serve.Unlock()
+	p.Mock.FastForward(d)
+}
+
+// authorize serves one request at a time, and takes the next queued sign-in at the
+// authorization endpoint: a user goes to mockoidc's own queue just before its handler pops
+// it; a refusal is answered here, as a provider does (RFC 6749 4.1.2.1), since mockoidc
+// answers errors with JSON instead.
 func (p *Provider) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.serve.Lock()
+		defer p.serve.Unlock()
 		if r.URL.Path != mockoidc.AuthorizationEndpoint {
 			next.ServeHTTP(w, r)
 			return
 		}
-		p.authMu.Lock()
-		defer p.authMu.Unlock()
 		s := p.next()
 		if s.user != nil {
 			p.Mock.QueueUser((*user)(s.user))
