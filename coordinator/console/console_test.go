@@ -87,6 +87,9 @@ func TestSignInHeadersAndPages(t *testing.T) {
 	if !strings.Contains(text(byID(home.doc, "main")), j.ID) {
 		t.Errorf("home does not list the help desk's request %s", j.ID)
 	}
+	if on, off := byID(home.doc, "agents-online"), byID(home.doc, "agents-offline"); on == nil || off == nil || text(on) != "0" || text(off) != "1" {
+		t.Errorf("home's agent counts missing or wrong")
+	}
 
 	// Signing out ends the session: the old cookie no longer opens pages.
 	p = b.post("/ui/signout", b.form())
@@ -195,7 +198,13 @@ func TestApproveAndRejectThroughForms(t *testing.T) {
 
 	// Alice sees what she approves, and approves j1.
 	alice := e.browser()
-	alice.signIn("alice")
+	home := alice.signIn("alice")
+	if aw := byID(home.doc, "awaiting"); aw == nil || !strings.Contains(text(aw.Parent), j1.ID) || byID(home.doc, "agents-online") != nil {
+		t.Errorf("alice's home: awaiting %v, fleet shown %v", aw != nil, byID(home.doc, "agents-online") != nil)
+	}
+	if strings.Contains(home.body, `href="/ui/request"`) || !strings.Contains(home.body, `href="/ui/approvals"`) {
+		t.Errorf("an approver's navigation offers requests or lacks approvals")
+	}
 	q = alice.get("/ui/approvals")
 	card := byID(q.doc, "job-"+j1.ID)
 	if card == nil {
