@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/html"
+
 	"github.com/tokenfleet/tokenfleet/coordinator/console"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
@@ -84,6 +86,9 @@ func TestSignInHeadersAndPages(t *testing.T) {
 	}
 	if !strings.Contains(text(byID(home.doc, "main")), j.ID) {
 		t.Errorf("home does not list the help desk's request %s", j.ID)
+	}
+	if on, off := byID(home.doc, "agents-online"), byID(home.doc, "agents-offline"); on == nil || off == nil || text(on) != "0" || text(off) != "1" {
+		t.Errorf("home's agent counts missing or wrong")
 	}
 
 	// Signing out ends the session: the old cookie no longer opens pages.
@@ -193,7 +198,13 @@ func TestApproveAndRejectThroughForms(t *testing.T) {
 
 	// Alice sees what she approves, and approves j1.
 	alice := e.browser()
-	alice.signIn("alice")
+	home := alice.signIn("alice")
+	if aw := byID(home.doc, "awaiting"); aw == nil || !strings.Contains(text(aw.Parent), j1.ID) || byID(home.doc, "agents-online") != nil {
+		t.Errorf("alice's home: awaiting %v, fleet shown %v", aw != nil, byID(home.doc, "agents-online") != nil)
+	}
+	if strings.Contains(home.body, `href="/ui/request"`) || !strings.Contains(home.body, `href="/ui/approvals"`) {
+		t.Errorf("an approver's navigation offers requests or lacks approvals")
+	}
 	q = alice.get("/ui/approvals")
 	card := byID(q.doc, "job-"+j1.ID)
 	if card == nil {
@@ -413,4 +424,66 @@ func mustURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+func TestJobListFiltersAndPages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// Each request supersedes the one before (same holder, profile and agent): one stays
+	// pending, the rest are superseded.
+	var last service.Job
+	for range console.PageSize + 5 {
+		last = e.createJob("helen", "TOK-1")
+	}
+	b := e.browser()
+	b.signIn("helen")
+
+	rows := func(p page) int {
+		n := 0
+		walk(p.doc, func(n2 *html.Node) {
+			if n2.Type == html.ElementNode && n2.Data == "tr" && n2.Parent != nil && n2.Parent.Data == "tbody" {
+				n++
+			}
+		})
+		return n
+	}
+	link := func(p page, rel string) string {
+		href := ""
+		walk(p.doc, func(n *html.Node) {
+			if n.Type == html.ElementNode && n.Data == "a" && text(n) == rel {
+				href = attr(n, "href")
+			}
+		})
+		return href
+	}
+	p := b.get("/ui/jobs")
+	if rows(p) != console.PageSize || link(p, "Next page") == "" || link(p, "First page") != "" {
+		t.Fatalf("first page: %d rows, next %q", rows(p), link(p, "Next page"))
+	}
+	p = b.get(link(p, "Next page"))
+	if rows(p) != 5 || link(p, "Next page") != "" || link(p, "First page") != "/ui/jobs" {
+		t.Fatalf("second page: %d rows, first %q", rows(p), link(p, "First page"))
+	}
+	p = b.get("/ui/jobs?state=pending_approval&profile=smartcard&holder=hugo&agent=ws-0001")
+	if rows(p) != 1 || !strings.Contains(text(byID(p.doc, "main")), last.ID) {
+		t.Fatalf("filtered: %d rows", rows(p))
+	}
+	if p := b.get("/ui/jobs?state=superseded&cursor="); rows(p) != console.PageSize {
+		t.Errorf("superseded: %d rows", rows(p))
+	}
+	// The search box opens a job by its ID, lists a holder's jobs, and says when it
+	// finds neither.
+	if p := b.get("/ui/jobs?q=" + last.ID); p.status != http.StatusSeeOther || p.location() != "/ui/jobs/"+last.ID {
+		t.Errorf("search by ID: %d to %q", p.status, p.location())
+	}
+	if p := b.get("/ui/jobs?q=hugo&state=pending_approval"); rows(p) != 1 {
+		t.Errorf("search by holder: %d rows", rows(p))
+	}
+	p = b.get("/ui/jobs?q=nobody")
+	if p.status != http.StatusBadRequest || !strings.Contains(alerts(p.doc), `no job with ID "nobody", and no holder of that username`) {
+		t.Errorf("search for nothing: %d %q", p.status, alerts(p.doc))
+	}
+	if p := b.get("/ui/jobs?state=bogus"); p.status != http.StatusBadRequest || !strings.Contains(alerts(p.doc), "unknown state") {
+		t.Errorf("unknown state: %d %q", p.status, alerts(p.doc))
+	}
 }

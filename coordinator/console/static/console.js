@@ -66,7 +66,7 @@
     input.addEventListener("input", function () {
       var q = input.value.trim().toLowerCase();
       list.querySelectorAll("[data-search]").forEach(function (el) {
-        el.hidden = q !== "" && el.getAttribute("data-search").indexOf(q) < 0;
+        el.hidden = q !== "" && el.getAttribute("data-search").toLowerCase().indexOf(q) < 0;
       });
     });
   }
