@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
+
 	"github.com/tokenfleet/tokenfleet/coordinator"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
 	"github.com/tokenfleet/tokenfleet/coordinator/ctl"
@@ -129,6 +131,7 @@ func TestConsoleIssue(t *testing.T) {
 	// The operator requests the token.
 	olga := newBrowser(t, operator, url, shots)
 	olga.signIn(operator, consolePassword)
+	wantSessionCookie(t, olga)
 	olga.axe("home")
 	olga.screenshot("home")
 	olga.open("/ui/request")
@@ -563,4 +566,27 @@ func freePort(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return port
+}
+
+// wantSessionCookie checks what the browser holds after signing in: one session cookie,
+// HttpOnly (no script reads it) and SameSite=Lax; and that the page came with a
+// Content-Security-Policy that allows no inline script or style.
+func wantSessionCookie(t *testing.T, b *browser) {
+	t.Helper()
+	cs := b.cookies()
+	if len(cs) != 1 || !strings.Contains(cs[0].Name, "session") {
+		t.Fatalf("cookies after signing in: %+v, want the session's alone", cs)
+	}
+	c := cs[0]
+	if !c.HTTPOnly || c.SameSite != network.CookieSameSiteLax {
+		t.Errorf("session cookie %s: HttpOnly %v, SameSite %q; want HttpOnly and Lax", c.Name, c.HTTPOnly, c.SameSite)
+	}
+	if seen := eval[string](b, "read document.cookie", "document.cookie"); strings.Contains(seen, c.Value) {
+		t.Errorf("a script in the page reads the session cookie")
+	}
+	csp := eval[string](b, "read the page's CSP",
+		`fetch(location.href).then(r => r.headers.get("content-security-policy") || "")`)
+	if !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "style-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+		t.Errorf("the console's Content-Security-Policy %q allows more than its own scripts and styles", csp)
+	}
 }
