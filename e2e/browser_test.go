@@ -128,6 +128,7 @@ func (s *shotSeq) next() int {
 func newBrowser(t testing.TB, who, base string, shots *shotSeq) *browser {
 	t.Helper()
 	exe := chromiumPath(t)
+	axeSource(t) // fails now, naming the install command, rather than at the first page
 	out := newLogBuffer()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
@@ -152,7 +153,8 @@ func newBrowser(t testing.TB, who, base string, shots *shotSeq) *browser {
 	})
 	messages := chromedp.Console(ctx) // subscribes now; starts the browser
 	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start Chromium (%s) for %s: %v\n%s", exe, who, err, tail(withoutDBus(out.String()), 3000))
+		t.Fatalf("start Chromium (%s) for %s: %v\n%s\nif it is not installed: run %s", exe, who, err,
+			tail(withoutDBus(out.String()), 3000), installBrowserDeps)
 	}
 	go func() {
 		for m, err := range messages {

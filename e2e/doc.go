@@ -87,9 +87,12 @@
 //     state changes, the page is not reloaded) until it succeeds; the PIN is revealed once
 //     (it logs in to the token) and a second reveal is refused; the auditor verifies the
 //     audit log; no page writes an error to the browser's console (a script the CSP
-//     refused among them). TestConsoleRefusals: a wrong password (answered as for an
-//     unknown user), self-approval, an approver of another organisation, a form posted
-//     without its CSRF token (then with it, accepted), a signed-out session.
+//     refused among them); the session cookie is HttpOnly, SameSite=Lax and unreadable by
+//     scripts, and the CSP allows no inline script or style. TestConsoleRefusals: a wrong
+//     password (answered as for an unknown user), self-approval, an approver of another
+//     organisation, a form posted without its CSRF token (then with it, accepted), a
+//     signed-out session; and a person at the keyboard alone signs in (Tab, Enter) and
+//     skips to the content.
 //     TestConsoleSessionTimeout: a session idle past the timeout goes back to sign-in.
 //     TestConsoleSingleSignOn: OpenID Connect sign-in against a real provider on
 //     loopback, and an ID token for another audience and an expired one refused.
