@@ -101,7 +101,6 @@ type browser struct {
 	base  string          // the site's base URL, no trailing slash
 	ctx   context.Context // the tab
 	shots *shotSeq        // the test's screenshots
-	out   *logBuffer      // Chromium's own output, shown when the test fails
 
 	mu       sync.Mutex // guards problems
 	problems []string   // console errors and exceptions, CSP refusals among them
@@ -143,7 +142,7 @@ func newBrowser(t testing.TB, who, base string, shots *shotSeq) *browser {
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
-	b := &browser{t: t, who: who, base: strings.TrimSuffix(base, "/"), ctx: ctx, out: out, shots: shots}
+	b := &browser{t: t, who: who, base: strings.TrimSuffix(base, "/"), ctx: ctx, shots: shots}
 	t.Cleanup(func() {
 		cancel()
 		cancelAlloc()
