@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
 
 	"github.com/tokenfleet/tokenfleet/coordinator"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
@@ -114,8 +115,8 @@ var jobPath = regexp.MustCompile(`^/ui/jobs/([0-9A-Za-z]+)$`)
 // real agent on SoftHSM2. The help-desk operator signs in and requests a token for Alice at
 // the workstation; the approver signs in and finds it in the queue with what she approves
 // (holder, subject, profile, agent, binding hash) and approves; the operator's job page,
-// open all along, follows the agent's progress live (the state changes without a reload)
-// until it succeeds; the PIN is revealed once, logs in to the token, and a second reveal
+// open all along, follows the agent's progress live (the state and the steps change without
+// a reload) until it succeeds; the PIN is revealed once, logs in to the token, and a second reveal
 // is refused; the auditor verifies the audit log. Every page is checked with axe-core and
 // photographed; no page writes an error to the console.
 func TestConsoleIssue(t *testing.T) {
@@ -135,6 +136,12 @@ func TestConsoleIssue(t *testing.T) {
 	olga.axe("home")
 	olga.screenshot("home")
 	olga.open("/ui/request")
+	// The holder list filters as she types (the page's script).
+	olga.do("filter the holders", chromedp.SendKeys(chromedp.CSS("#holder-filter-input"), "Alice H", chromedp.NodeVisible))
+	olga.waitJS("the holders filtered", `(() => {
+		const shown = (v) => !document.querySelector('input[name="holder"][value="' + v + '"]').closest("label").hidden;
+		return shown("alice") && !shown("arne") && !shown("olga");
+	})()`)
 	olga.choose("holder", holder)
 	olga.fill("profile", profileName)
 	olga.choose("agent", id)
@@ -171,6 +178,10 @@ func TestConsoleIssue(t *testing.T) {
 
 	// The operator's page follows the job to its end, live.
 	olga.waitJS("the job to succeed", `document.querySelector("#job-state").dataset.state === "succeeded"`)
+	d = s.waitJob(jobID, jobs.StateSucceeded)
+	for _, st := range d.Steps { // the live part of the page shows every step the agent reported
+		olga.waitText("#job-live", strings.ReplaceAll(string(st.Step), "_", " "))
+	}
 	seen, live := olga.seenTexts()
 	if !live {
 		t.Errorf("the job page was reloaded while it followed the job")
@@ -181,7 +192,6 @@ func TestConsoleIssue(t *testing.T) {
 	t.Logf("the job page showed %q", seen)
 	olga.axe("job succeeded")
 	olga.screenshot("job-succeeded")
-	d = s.waitJob(jobID, jobs.StateSucceeded)
 	wantIssueHistory(t, d)
 
 	// The PIN, once.
