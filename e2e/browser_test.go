@@ -313,11 +313,12 @@ func (b *browser) waitVisible(sel string) {
 	b.do("wait for "+sel, chromedp.WaitVisible(chromedp.CSS(sel)))
 }
 
-// poll waits in the page until the expression is true (on every animation frame and DOM change).
+// poll waits in the page until the expression is true, checking it every 50 ms (in the page:
+// a condition need not change the DOM to be seen).
 func (b *browser) poll(js string) (bool, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, browserStepLimit)
 	defer cancel()
-	return chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingMutation(), chromedp.WithPollingTimeout(browserStepLimit)))
+	return chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(browserStepLimit)))
 }
 
 // text is the text of the first element that matches sel (waiting for it).
