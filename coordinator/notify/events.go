@@ -13,6 +13,10 @@ const (
 	// EventApprovalRequested: a request awaits the recipient's approval (to the approvers
 	// in scope).
 	EventApprovalRequested Event = "job.approval_requested"
+	// EventCAApprovalRequested: a job waits at the CA-operator gate, its CSR accepted, for
+	// the recipient's decision before its certificate is signed (to the CA operators in
+	// scope).
+	EventCAApprovalRequested Event = "job.ca_approval_requested"
 	// EventJobDecided: a request was approved or rejected (to its requester).
 	EventJobDecided Event = "job.decided"
 	// EventJobSucceeded and EventJobFailed: a job ended (to its requester).
@@ -33,7 +37,7 @@ const (
 	EventCRLExpiring Event = "crl.expiring"
 )
 
-var events = []Event{EventApprovalRequested, EventJobDecided, EventJobSucceeded, EventJobFailed, EventTokenInsert,
+var events = []Event{EventApprovalRequested, EventCAApprovalRequested, EventJobDecided, EventJobSucceeded, EventJobFailed, EventTokenInsert,
 	EventRolloutBrakeTripped, EventRolloutCompleted, EventCertificateExpiring, EventCRLExpiring}
 
 // Events lists every event.
@@ -109,6 +113,11 @@ type Job struct {
 	TokenSerial  string    `json:"token_serial,omitempty"`
 	Deadline     time.Time `json:"deadline,omitzero"`
 	Rollout      string    `json:"rollout,omitempty"` // the rollout that made it
+	// Subject is the certificate's subject as the profile renders it for the holder: what
+	// a CA operator is asked to have signed.
+	Subject string `json:"subject,omitempty"`
+	// DecideBy is when the gate the job waits at lapses (approval notices only).
+	DecideBy time.Time `json:"decide_by,omitzero"`
 }
 
 // Decision is an approval or rejection at a gate.

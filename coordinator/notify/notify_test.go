@@ -35,7 +35,7 @@ func TestEveryEventRendersInEveryLanguage(t *testing.T) {
 	for _, e := range notify.Events() {
 		var subjects []string
 		for _, lang := range notify.Languages() {
-			m, err := tm.Render(lang, e, sample())
+			m, err := tm.Render(lang, e, sample(), "")
 			if err != nil {
 				t.Fatalf("%s in %s: %v", e, lang, err)
 			}
@@ -51,14 +51,14 @@ func TestEveryEventRendersInEveryLanguage(t *testing.T) {
 			t.Errorf("%s: French and English subjects are the same: %q", e, subjects[0])
 		}
 	}
-	fr, _ := tm.Render(notify.French, notify.EventJobDecided, sample())
-	en, _ := tm.Render(notify.English, notify.EventJobDecided, sample())
+	fr, _ := tm.Render(notify.French, notify.EventJobDecided, sample(), "")
+	en, _ := tm.Render(notify.English, notify.EventJobDecided, sample(), "")
 	if !strings.Contains(fr.Subject, "refusée") || !strings.Contains(fr.Body, "Motif : mauvais poste") ||
 		!strings.Contains(en.Subject, "rejected") || !strings.Contains(en.Body, "Reason: mauvais poste") {
 		t.Errorf("decision:\n%s\n%s\n%s\n%s", fr.Subject, fr.Body, en.Subject, en.Body)
 	}
 	// An unknown language is the default's.
-	if m, _ := tm.Render("xx", notify.EventJobDecided, sample()); m != fr {
+	if m, _ := tm.Render("xx", notify.EventJobDecided, sample(), ""); m != fr {
 		t.Errorf("unknown language: %q", m.Subject)
 	}
 	d, err := tm.RenderDigest(notify.English, []notify.Message{fr, en})
@@ -68,7 +68,7 @@ func TestEveryEventRendersInEveryLanguage(t *testing.T) {
 	// A subject stays one header line whatever the data holds.
 	bad := sample()
 	bad.Job.HolderName = "Alice\r\nBcc: everyone@example.org"
-	if m, _ := tm.Render(notify.English, notify.EventJobSucceeded, bad); strings.ContainsAny(m.Subject, "\r\n") {
+	if m, _ := tm.Render(notify.English, notify.EventJobSucceeded, bad, ""); strings.ContainsAny(m.Subject, "\r\n") {
 		t.Errorf("subject with a line break: %q", m.Subject)
 	}
 }

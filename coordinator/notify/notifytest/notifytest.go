@@ -14,14 +14,17 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
 	"mime"
+	"mime/multipart"
 	"mime/quotedprintable"
 	"net"
 	"net/http"
 	"net/mail"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,7 +47,19 @@ type Message struct {
 	Raw      []byte
 	Header   mail.Header
 	Subject  string // decoded
-	Body     string // decoded (quoted-printable), with LF line ends
+	Body     string // the text, decoded (quoted-printable), with LF line ends
+	HTML     string // the HTML part of a multipart/alternative message, decoded; "" for none
+	// Parts are the parts of a multipart message as sent; nil when it is not one.
+	Parts []Part
+	// ParseError says why the message could not be read as MIME; nil when it could.
+	ParseError error
+}
+
+// Part is one part of a multipart message.
+type Part struct {
+	Header  textproto.MIMEHeader // as sent, Content-Transfer-Encoding included
+	Raw     []byte               // as sent (encoded)
+	Decoded string               // decoded, with LF line ends
 }
 
 // SMTPOptions configure a test SMTP server.
@@ -179,17 +194,7 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	_, isTLS := ss.c.TLSConnectionState()
 	m := Message{From: ss.from, To: append([]string(nil), ss.to...), AuthUser: ss.user, TLS: isTLS, Raw: raw}
-	if pm, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
-		m.Header = pm.Header
-		dec := new(mime.WordDecoder)
-		m.Subject, _ = dec.DecodeHeader(pm.Header.Get("Subject"))
-		body := pm.Body
-		if strings.EqualFold(pm.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-			body = quotedprintable.NewReader(pm.Body)
-		}
-		b, _ := io.ReadAll(body)
-		m.Body = strings.ReplaceAll(string(b), "\r\n", "\n")
-	}
+	m.ParseError = parse(&m)
 	if ss.s.opts.Accept != nil {
 		if err := ss.s.opts.Accept(m); err != nil {
 			return err
@@ -199,6 +204,66 @@ func (ss *session) Data(r io.Reader) error {
 	ss.s.msgs = append(ss.s.msgs, m)
 	ss.s.mu.Unlock()
 	return nil
+}
+
+// parse reads m.Raw as an e-mail: its headers, subject, and text (and HTML) body,
+// decoding quoted-printable; a multipart/alternative message's parts are kept as sent.
+func parse(m *Message) error {
+	pm, err := mail.ReadMessage(bytes.NewReader(m.Raw))
+	if err != nil {
+		return err
+	}
+	m.Header = pm.Header
+	dec := new(mime.WordDecoder)
+	if m.Subject, err = dec.DecodeHeader(pm.Header.Get("Subject")); err != nil {
+		return fmt.Errorf("subject: %w", err)
+	}
+	mt, params, err := mime.ParseMediaType(pm.Header.Get("Content-Type"))
+	if err != nil {
+		return fmt.Errorf("content type: %w", err)
+	}
+	if !strings.HasPrefix(mt, "multipart/") {
+		m.Body, err = decode(pm.Header.Get("Content-Transfer-Encoding"), pm.Body)
+		return err
+	}
+	mr := multipart.NewReader(pm.Body, params["boundary"])
+	for {
+		// NextRawPart: the part as sent, its transfer encoding left for decode to undo.
+		p, err := mr.NextRawPart()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("multipart: %w", err)
+		}
+		raw, err := io.ReadAll(p)
+		if err != nil {
+			return fmt.Errorf("multipart: %w", err)
+		}
+		part := Part{Header: textproto.MIMEHeader(p.Header), Raw: raw}
+		if part.Decoded, err = decode(p.Header.Get("Content-Transfer-Encoding"), bytes.NewReader(raw)); err != nil {
+			return err
+		}
+		m.Parts = append(m.Parts, part)
+		switch pt, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type")); pt {
+		case "text/plain":
+			m.Body = part.Decoded
+		case "text/html":
+			m.HTML = part.Decoded
+		}
+	}
+}
+
+// decode undoes a transfer encoding (quoted-printable, or none) and makes line ends LF.
+func decode(cte string, r io.Reader) (string, error) {
+	if strings.EqualFold(cte, "quoted-printable") {
+		r = quotedprintable.NewReader(r)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", fmt.Errorf("decoding %s: %w", cte, err)
+	}
+	return strings.ReplaceAll(string(b), "\r\n", "\n"), nil
 }
 
 func (ss *session) Reset()        { ss.from, ss.to = "", nil }
