@@ -27,6 +27,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -268,6 +269,96 @@ func decode(cte string, r io.Reader) (string, error) {
 
 func (ss *session) Reset()        { ss.from, ss.to = "", nil }
 func (ss *session) Logout() error { return nil }
+
+// messageIDRE is the form of a Message-ID (RFC 5322): <left@right>.
+var messageIDRE = regexp.MustCompile(`^<[^<>@\s]+@[^<>@\s]+>$`)
+
+// urlRE finds every URL a message holds, with a scheme or scheme-relative.
+var urlRE = regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*:)?//[^\s"'<>]*`)
+
+// CheckMail reads an e-mail back as a mail client does and says what is wrong with its
+// form (nil when nothing): the headers (MIME-Version, a multipart/alternative
+// Content-Type with its boundary, Date, Message-ID, Auto-Submitted, Content-Language
+// lang), a text part then an HTML part (the richest last), each UTF-8 and
+// quoted-printable, so that the message is 7-bit; French accents that decode in both
+// parts; the console link in both (when link is not ""); an HTML page that fetches
+// nothing (no image, style sheet, script or frame, and no URL but the link).
+func CheckMail(m Message, lang, link string) error {
+	if m.ParseError != nil {
+		return fmt.Errorf("the message does not read as MIME: %w", m.ParseError)
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	h := m.Header
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil || mt != "multipart/alternative" || params["boundary"] == "" {
+		bad("Content-Type %q is not multipart/alternative with a boundary (%v)", h.Get("Content-Type"), err)
+	}
+	if h.Get("MIME-Version") != "1.0" {
+		bad("MIME-Version %q", h.Get("MIME-Version"))
+	}
+	if cte := h.Get("Content-Transfer-Encoding"); cte != "" {
+		bad("a multipart message with Content-Transfer-Encoding %q (its parts are encoded, not it)", cte)
+	}
+	if h.Get("Auto-Submitted") != "auto-generated" {
+		bad("Auto-Submitted %q", h.Get("Auto-Submitted"))
+	}
+	if h.Get("Content-Language") != lang {
+		bad("Content-Language %q, want %q", h.Get("Content-Language"), lang)
+	}
+	if d, err := mail.ParseDate(h.Get("Date")); err != nil || time.Since(d).Abs() > 24*time.Hour {
+		bad("Date %q: %v", h.Get("Date"), err)
+	}
+	if !messageIDRE.MatchString(h.Get("Message-ID")) {
+		bad("Message-ID %q is not <id@domain>", h.Get("Message-ID"))
+	}
+	var types []string
+	for _, p := range m.Parts {
+		types = append(types, p.Header.Get("Content-Type"))
+		if cte := p.Header.Get("Content-Transfer-Encoding"); cte != "quoted-printable" {
+			bad("part %s is %q, not quoted-printable", p.Header.Get("Content-Type"), cte)
+		}
+	}
+	if strings.Join(types, ", ") != "text/plain; charset=utf-8, text/html; charset=utf-8" {
+		bad("parts %q, want text/plain then text/html, in UTF-8", types)
+	}
+	for i, c := range m.Raw {
+		if c > 127 {
+			bad("byte %d of the message is not 7-bit: %q", i, m.Raw[max(0, i-20):min(len(m.Raw), i+20)])
+			break
+		}
+	}
+	for _, line := range strings.Split(string(m.Raw), "\r\n") {
+		if len(line) > 998 {
+			bad("a line of %d characters (at most 998)", len(line))
+			break
+		}
+	}
+	if lang == "fr" && (!strings.Contains(m.Body, "é") || !strings.Contains(m.HTML, "é") || !bytes.Contains(m.Raw, []byte("=C3=A9"))) {
+		bad("French accents do not come through, quoted-printable, in both parts")
+	}
+	if !strings.Contains(m.HTML, "<!DOCTYPE html>") || !strings.Contains(m.HTML, `<html lang="`+lang+`">`) {
+		bad("the HTML part is not a page in %s", lang)
+	}
+	if link != "" && (!strings.Contains(m.Body, link) || !strings.Contains(m.HTML, `href="`+link+`"`)) {
+		bad("the link %s is missing from a part", link)
+	}
+	lower := strings.ToLower(m.HTML)
+	for _, remote := range []string{"<img", "src=", "url(", "@import", "<link", "<script", "<iframe", "<object", "<embed"} {
+		if strings.Contains(lower, remote) {
+			bad("the HTML part holds %q", remote)
+		}
+	}
+	for _, u := range urlRE.FindAllString(m.HTML, -1) {
+		if link == "" || u != link {
+			bad("the HTML part points to %q", u)
+		}
+	}
+	if len(errs) > 0 {
+		errs = append(errs, fmt.Errorf("the message:\n%s", m.Raw))
+	}
+	return errors.Join(errs...)
+}
 
 // Delivery is one request the webhook receiver got.
 type Delivery struct {
