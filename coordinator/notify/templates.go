@@ -213,7 +213,7 @@ type pageData struct {
 func (t *Templates) page(lang, subject string, digest bool, ms []Message) (string, error) {
 	d := pageData{Lang: lang, Subject: subject, Digest: digest, Count: len(ms)}
 	for _, m := range ms {
-		d.Items = append(d.Items, pageItem{Subject: m.Subject, HTML: htmltemplate.HTML(m.HTML), Text: m.Body}) //nolint:gosec // rendered by html/template when written
+		d.Items = append(d.Items, pageItem{Subject: m.Subject, HTML: htmltemplate.HTML(m.HTML), Text: m.Body})
 	}
 	var b bytes.Buffer
 	if err := t.html[lang][pageName].ExecuteTemplate(&b, pageName, d); err != nil {

@@ -241,7 +241,7 @@ func parse(m *Message) error {
 		if err != nil {
 			return fmt.Errorf("multipart: %w", err)
 		}
-		part := Part{Header: textproto.MIMEHeader(p.Header), Raw: raw}
+		part := Part{Header: p.Header, Raw: raw}
 		if part.Decoded, err = decode(p.Header.Get("Content-Transfer-Encoding"), bytes.NewReader(raw)); err != nil {
 			return err
 		}
