@@ -29,6 +29,9 @@ const (
 	// brake, or finished (to its creator).
 	EventRolloutBrakeTripped Event = "rollout.brake_tripped"
 	EventRolloutCompleted    Event = "rollout.completed"
+	// EventRolloutEnded: a rollout ended without completing: rejected, or not approved in
+	// time, or aborted (to its creator, unless they did it).
+	EventRolloutEnded Event = "rollout.ended"
 	// EventCertificateExpiring: a certificate is within its profile's warning period (to
 	// its holder and the help desk).
 	EventCertificateExpiring Event = "certificate.expiring"
@@ -38,7 +41,7 @@ const (
 )
 
 var events = []Event{EventApprovalRequested, EventCAApprovalRequested, EventJobDecided, EventJobSucceeded, EventJobFailed, EventTokenInsert,
-	EventRolloutBrakeTripped, EventRolloutCompleted, EventCertificateExpiring, EventCRLExpiring}
+	EventRolloutBrakeTripped, EventRolloutCompleted, EventRolloutEnded, EventCertificateExpiring, EventCRLExpiring}
 
 // Events lists every event.
 func Events() []Event { return slices.Clone(events) }
@@ -147,7 +150,8 @@ type Rollout struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
 	State     string `json:"state"`
-	Summary   string `json:"summary,omitempty"` // the brake trip, in words
+	Summary   string `json:"summary,omitempty"` // the brake trip, or why it ended, in words
+	By        string `json:"by,omitempty"`      // who ended it (username), "" for the coordinator
 	Round     int    `json:"round,omitempty"`   // brake trips so far
 	Targets   int    `json:"targets"`
 	Succeeded int    `json:"succeeded"`

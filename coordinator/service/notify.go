@@ -35,6 +35,8 @@ type Notifier interface {
 //   - token.insert: the holder, when a job needing their token is dispatched to, or waits
 //     at, an agent that reports no matching token; once per job attempt.
 //   - rollout.brake_tripped, rollout.completed: the rollout's creator.
+//   - rollout.ended: the rollout's creator, when it is rejected, expires unapproved or is
+//     aborted by someone else.
 //   - certificate.expiring: the holder and the help desk, once per certificate and
 //     warning period (NotifyExpiringCertificates).
 //   - crl.expiring: the administrators (NotifyCRL).
@@ -318,8 +320,23 @@ func (jt *JobTx) NotifyTokenNeeded(ctx context.Context, j store.Job, tok notify.
 		Data: notify.Data{Job: jd, Token: &tok}, To: to})
 }
 
-// notifyRollout tells a rollout's creator that its brake tripped or it completed.
-func (t *txn) notifyRollout(ctx context.Context, e notify.Event, r store.Rollout, tally rollout.Tally, summary string) error {
+// notifyRolloutEnded tells a rollout's creator that it ended without completing
+// (rejected, not approved in time, aborted), unless they ended it themselves. by is the
+// user who ended it, "" for the coordinator.
+func (t *txn) notifyRolloutEnded(ctx context.Context, r store.Rollout, spec rollout.Spec, by, reason string) error {
+	if !t.s.notifying() || (by != "" && by == r.CreatedBy) {
+		return nil
+	}
+	st, err := statusOf(ctx, t, r, spec, t.now)
+	if err != nil {
+		return err
+	}
+	return t.notifyRollout(ctx, notify.EventRolloutEnded, r, st.overall, reason, newNames(t).user(ctx, by))
+}
+
+// notifyRollout tells a rollout's creator that its brake tripped, it completed, or it
+// ended otherwise (by: who ended it).
+func (t *txn) notifyRollout(ctx context.Context, e notify.Event, r store.Rollout, tally rollout.Tally, summary, by string) error {
 	if !t.s.notifying() {
 		return nil
 	}
@@ -334,7 +351,7 @@ func (t *txn) notifyRollout(ctx context.Context, e notify.Event, r store.Rollout
 		key += ":" + strconv.Itoa(r.PauseRound)
 	}
 	return t.notify(ctx, notify.Notice{Event: e, Key: key, To: to, Data: notify.Data{Rollout: &notify.Rollout{
-		ID: r.ID, Name: r.Name, State: r.State, Summary: summary, Round: r.PauseRound, Targets: tally.Targets,
+		ID: r.ID, Name: r.Name, State: r.State, Summary: summary, By: by, Round: r.PauseRound, Targets: tally.Targets,
 		Succeeded: tally.Succeeded, Failed: tally.Executed() - tally.Succeeded, Cancelled: tally.Cancelled}}})
 }
 

@@ -329,6 +329,72 @@ func TestNotificationsOfRollouts(t *testing.T) {
 	if m := got["olga@acme.test"]; !strings.Contains(string(m.Body), "Targets: 4, succeeded: 2, failed: 2") {
 		t.Fatalf("completed: %s", m.Body)
 	}
+	r.wantNotices(notify.EventRolloutEnded, 0)
+}
+
+// TestNotificationsOfRolloutsThatEndEarly: a rollout rejected, aborted by someone else, or
+// left unapproved tells its creator, with who and why; one its creator aborts does not.
+func TestNotificationsOfRolloutsThatEndEarly(t *testing.T) {
+	t.Parallel()
+	r := newNotifyRig(t)
+	r.agents(2)
+	ended := func(id string) (store.Notification, int) {
+		t.Helper()
+		ns, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(notify.EventRolloutEnded)}, store.Page{Limit: store.MaxPageLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mail store.Notification
+		n := 0
+		for _, x := range ns {
+			if !strings.Contains(string(x.Body), id) {
+				continue
+			}
+			n++
+			if x.Channel == store.ChannelEmail {
+				mail = x
+			}
+		}
+		return mail, n
+	}
+	rejected := r.create(inventorySpec("rejected"))
+	if _, err := r.s.DecideRollout(r.ctx, r.ap1, rejected.ID, service.RolloutVote{Verdict: jobs.VerdictReject, BindingHash: rejected.BindingHash,
+		Reason: "pas cette semaine"}); err != nil {
+		t.Fatal(err)
+	}
+	if m, n := ended(rejected.ID); n != 2 || m.Recipient != "olga@acme.test" || m.Subject != "[tokenfleet] Rollout rejected rejected" ||
+		!strings.Contains(string(m.Body), "was rejected by arne") || !strings.Contains(string(m.Body), "Reason: pas cette semaine") ||
+		!strings.Contains(m.HTML, `href="`+consoleURL+"/ui/rollouts/"+rejected.ID+`"`) {
+		t.Fatalf("rejected (%d rows): %s\n%s\n%s", n, m.Subject, m.Body, m.HTML)
+	}
+
+	aborted := r.approve(r.ap1, r.create(inventorySpec("aborted")))
+	r.pass()
+	if _, err := r.s.AbortRollout(r.ctx, r.admin, aborted.ID, "wrong tokens"); err != nil {
+		t.Fatal(err)
+	}
+	if m, n := ended(aborted.ID); n != 2 || m.Subject != "[tokenfleet] Rollout aborted aborted" || !strings.Contains(string(m.Body), "was aborted by admin") ||
+		!strings.Contains(string(m.Body), "Reason: wrong tokens") || !strings.Contains(string(m.Body), "Targets: 2") {
+		t.Fatalf("aborted (%d rows): %s\n%s", n, m.Subject, m.Body)
+	}
+	own := r.approve(r.ap1, r.create(inventorySpec("own")))
+	if _, err := r.s.AbortRollout(r.ctx, r.owner, own.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := ended(own.ID); n != 0 {
+		t.Fatalf("the creator who aborted their own rollout was told: %d rows", n)
+	}
+
+	late := r.create(inventorySpec("late"))
+	r.clock.add(49 * time.Hour)
+	r.pass()
+	if st := r.get(late.ID).State; st != "expired" {
+		t.Fatalf("rollout %s", st)
+	}
+	if m, n := ended(late.ID); n != 2 || m.Subject != "[tokenfleet] Rollout late expired" || !strings.Contains(string(m.Body), "not approved in time") ||
+		!strings.Contains(string(m.Body), "Reason: not approved within 48h") {
+		t.Fatalf("expired (%d rows): %s\n%s", n, m.Subject, m.Body)
+	}
 }
 
 func TestNotificationsOfExpiringCertificatesAndCRL(t *testing.T) {
