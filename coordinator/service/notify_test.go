@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -537,6 +538,19 @@ func TestNotificationsOfTheCAGate(t *testing.T) {
 		!strings.Contains(string(fr.Body), "À décider avant : "+entered.Add(48*time.Hour).UTC().Format("2006-01-02 15:04 UTC")) ||
 		!strings.Contains(string(fr.Body), "Dans la console : "+link) || !strings.Contains(fr.HTML, `href="`+link+`"`) {
 		t.Fatalf("CA operator's notice: %s\n%s\n%s", fr.Subject, fr.Body, fr.HTML)
+	}
+	// The webhook's call carries the link too.
+	hooks, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(notify.EventCAApprovalRequested), Channel: store.ChannelWebhook}, store.Page{})
+	if err != nil || len(hooks) != 1 {
+		t.Fatalf("webhook rows: %d, %v", len(hooks), err)
+	}
+	var call struct {
+		Link string
+		Data notify.Data
+	}
+	if err := json.Unmarshal(hooks[0].Body, &call); err != nil || call.Link != link || call.Data.Job == nil || call.Data.Job.Subject != "CN=Alice" ||
+		call.Data.Job.DecideBy.IsZero() || hooks[0].HTML != "" {
+		t.Fatalf("webhook body %s: %v", hooks[0].Body, err)
 	}
 	// Everyone the notice went to may decide: the awaiting-me list agrees.
 	carla, err := r.st.GetUserByUsername(r.ctx, "carla")
