@@ -56,6 +56,8 @@ type Config struct {
 	Rollouts RolloutsConfig `yaml:"rollouts"`
 	// Notifications sends e-mails and webhooks (config_notify.go).
 	Notifications NotificationsConfig `yaml:"notifications"`
+	// Console is the web console and how people sign in to it (config_console.go).
+	Console ConsoleConfig `yaml:"console"`
 
 	// src says where each setting came from, for errors; nil for a Config built in code.
 	src *configSource
@@ -123,7 +125,8 @@ func DefaultConfig() Config {
 		Log: LogConfig{Level: "info", Format: "auto"}, ExpirySweepInterval: Duration(DefaultSweepInterval),
 		Broker:    BrokerConfig{URL: DefaultBrokerURL},
 		APITokens: APITokensConfig{DefaultTTL: Duration(service.DefaultAPITokenTTL), MaxTTL: Duration(service.MaxAPITokenTTL)},
-		Rollouts:  RolloutsConfig{Interval: Duration(DefaultRolloutInterval)}, Notifications: defaultNotifications()}
+		Rollouts:  RolloutsConfig{Interval: Duration(DefaultRolloutInterval)}, Notifications: defaultNotifications(),
+		Console: defaultConsole()}
 }
 
 // maxConfigSize bounds the configuration file.
@@ -266,6 +269,7 @@ func (c Config) Validate() error {
 	c.validateManagement(bad)
 	c.validateAudit(bad)
 	c.validateNotifications(bad)
+	c.validateConsole(bad)
 	switch def, maxTTL := time.Duration(c.APITokens.DefaultTTL), time.Duration(c.APITokens.MaxTTL); {
 	case def <= 0:
 		bad("api_tokens.default_ttl", "%s is not positive (e.g. 2160h for 90 days)", def)

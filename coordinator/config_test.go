@@ -66,6 +66,7 @@ rollouts:
 		APITokens: coordinator.APITokensConfig{DefaultTTL: coordinator.Duration(30 * 24 * time.Hour), MaxTTL: coordinator.Duration(365 * 24 * time.Hour)},
 		Rollouts:  coordinator.RolloutsConfig{Interval: coordinator.Duration(2 * time.Second)}}
 	want.Notifications = coordinator.DefaultConfig().Notifications
+	want.Console = coordinator.DefaultConfig().Console
 	if !reflect.DeepEqual(coordinator.WithoutSource(cfg), want) {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
 	}
@@ -92,7 +93,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		name, yaml string
 		want       []string // all must appear
 	}{
-		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit, api_tokens, rollouts, notifications)`}},
+		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit, api_tokens, rollouts, notifications, console)`}},
 		{"misspelt field", "listen: 127.0.0.1:1\ndata-dir: /srv\n", []string{`:2:1: data-dir: unknown field "data-dir"; did you mean "data_dir"?`}},
 		{"unknown nested field", "database:\n  driver: sqlite\n  user: x\n", []string{`:3:3: database.user: unknown field "user" (known fields: driver, dsn)`}},
 		{"wrong type", "listen: [1, 2]\n", []string{":1:9: listen: want text, got a list"}},

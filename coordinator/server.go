@@ -180,7 +180,8 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	}
 	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),
 		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp, Broker: broker, Notifier: s.notify.notifier(),
-		APITokenTTL: time.Duration(s.cfg.APITokens.DefaultTTL), APITokenMaxTTL: time.Duration(s.cfg.APITokens.MaxTTL)})
+		APITokenTTL: time.Duration(s.cfg.APITokens.DefaultTTL), APITokenMaxTTL: time.Duration(s.cfg.APITokens.MaxTTL),
+		SignIn: s.cfg.signInOptions()})
 	if err != nil {
 		return err
 	}
@@ -191,9 +192,14 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if err := s.setupCheckpoints(); err != nil {
 		return err
 	}
+	consoleStop := make(chan struct{})
+	ui, err := s.setupConsole(ctx, consoleStop)
+	if err != nil {
+		return err
+	}
 	api, err := httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg,
 		Checkpoints: apiCheckpoints{s.cps}, Enrolment: httpapi.Enrolment{BrokerURL: s.cfg.agentBrokerURL(),
-			ResultKey: s.disp.ResultPublicKey(), TrustForwardedProto: s.cfg.InsecureHTTP}})
+			ResultKey: s.disp.ResultPublicKey(), TrustForwardedProto: s.cfg.InsecureHTTP}, Console: ui})
 	if err != nil {
 		return err
 	}
@@ -213,6 +219,8 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(logWriter{s.log}, "", 0),
 	}
+	var stopOnce sync.Once
+	s.http.RegisterOnShutdown(func() { stopOnce.Do(func() { close(consoleStop) }) })
 	return nil
 }
 

@@ -161,6 +161,7 @@ func needsRestart(a, b Config) []string {
 	diff("api_tokens", a.APITokens, b.APITokens)
 	diff("rollouts", a.Rollouts, b.Rollouts)
 	diff("notifications", a.Notifications, b.Notifications)
+	diff("console", a.Console, b.Console)
 	return out
 }
 

@@ -308,6 +308,16 @@ type Reason struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// PasswordSet sets a person's password for signing in to the web console.
+type PasswordSet struct {
+	Password string `json:"password"`
+}
+
+// OIDCUnlinked says how many links to identity providers' subjects were removed.
+type OIDCUnlinked struct {
+	Removed int `json:"removed"`
+}
+
 // Retry asks for a new attempt of a failed job.
 type Retry struct {
 	Reason string `json:"reason,omitempty"`

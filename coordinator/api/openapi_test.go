@@ -50,6 +50,8 @@ var schemaTypes = map[string]reflect.Type{
 	"JobList":             reflect.TypeFor[api.JobList](),
 	"Decision":            reflect.TypeFor[api.Decision](),
 	"Reason":              reflect.TypeFor[api.Reason](),
+	"PasswordSet":         reflect.TypeFor[api.PasswordSet](),
+	"OIDCUnlinked":        reflect.TypeFor[api.OIDCUnlinked](),
 	"Retry":               reflect.TypeFor[api.Retry](),
 	"UserPIN":             reflect.TypeFor[api.UserPIN](),
 	"Agent":               reflect.TypeFor[api.Agent](),

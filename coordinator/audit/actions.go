@@ -74,6 +74,17 @@ const (
 	ActionRolloutCompleted    = "rollout.completed"
 	ActionRolloutTargetsAdded = "rollout.targets_added" // a standing rollout took up certificates entering their renewal window
 	ActionRolloutExpired      = "rollout.expired"       // not approved in time
+
+	// Signing in to the web console.
+	ActionSignIn         = "signin.succeeded" // a password or an identity provider's word accepted
+	ActionSignInFailed   = "signin.failed"    // a wrong username or password, an identity matching no user, a disabled user
+	ActionSignInLocked   = "signin.locked"    // too many wrong passwords: sign-in locked for a while
+	ActionSessionStarted = "session.started"
+	ActionSessionEnded   = "session.ended"   // signed out, or ended by a password change or a disabled user
+	ActionSessionExpired = "session.expired" // idle too long, or past its absolute end
+	ActionPasswordSet    = "user.password_set"
+	ActionOIDCLinked     = "oidc.linked"   // an identity provider's subject linked to a user at its first sign-in
+	ActionOIDCUnlinked   = "oidc.unlinked" // a user's links to identity providers' subjects removed by an administrator
 )
 
 var actions = map[string]bool{
@@ -97,6 +108,9 @@ var actions = map[string]bool{
 	ActionRolloutWaveStarted: true, ActionRolloutBrakeTripped: true, ActionRolloutPaused: true, ActionRolloutResumed: true,
 	ActionRolloutPromoted: true, ActionRolloutAborted: true, ActionRolloutCompleted: true, ActionRolloutTargetsAdded: true,
 	ActionRolloutExpired: true,
+	ActionSignIn:         true, ActionSignInFailed: true, ActionSignInLocked: true, ActionSessionStarted: true,
+	ActionSessionEnded: true, ActionSessionExpired: true, ActionPasswordSet: true, ActionOIDCLinked: true,
+	ActionOIDCUnlinked: true,
 }
 
 // KnownAction reports whether a is one of the actions above. Verification never depends

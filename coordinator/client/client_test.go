@@ -257,6 +257,9 @@ func TestEmptyIDRefused(t *testing.T) {
 	if _, err := c.CreateAPIToken(context.Background(), "", client.APITokenCreate{}); err == nil {
 		t.Error("empty username accepted")
 	}
+	if err := c.SetPassword(context.Background(), " ", "a long enough password"); err == nil {
+		t.Error("empty username accepted")
+	}
 }
 
 func TestHealth(t *testing.T) {

@@ -125,6 +125,24 @@ func TestAgainstCoordinator(t *testing.T) {
 		t.Errorf("op1's token belongs to %s", who.Username)
 	}
 
+	// Console passwords: anyone their own, manage_users anyone's.
+	if err := admin.SetPassword(ctx, "alice", "alice's console passphrase"); err != nil {
+		t.Errorf("admin sets alice's password: %v", err)
+	}
+	if err := opc.SetPassword(ctx, "op1", "op1's own console passphrase"); err != nil {
+		t.Errorf("op1 sets their own password: %v", err)
+	}
+	wantCode(t, opc.SetPassword(ctx, "alice", "not op1's to set at all"), "forbidden")
+	if n, err := admin.UnlinkOIDC(ctx, "alice", "no identity provider yet"); err != nil || n != 0 {
+		t.Errorf("unlink OIDC: %d, %v", n, err)
+	}
+	_, err = opc.UnlinkOIDC(ctx, "alice", "not op1's to do")
+	wantCode(t, err, "forbidden")
+	err = admin.SetPassword(ctx, "alice", "short")
+	if !errors.As(err, &apiErr) || apiErr.Code != "bad_request" || apiErr.Field != "password" || apiErr.Status != 400 {
+		t.Errorf("a short password gave %v", err)
+	}
+
 	// Profiles.
 	doc := exampleProfile(t, "smartcard-logon")
 	applied := must(admin.ApplyProfiles(ctx, doc))(t)

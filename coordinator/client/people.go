@@ -88,6 +88,30 @@ func (c *Client) UpdateRole(ctx context.Context, name string, r CustomRoleSpec) 
 	return out, err
 }
 
+// SetPassword sets a person's password for signing in to the web console: anyone their
+// own, a holder of manage_users anyone's. It ends that person's console sessions.
+func (c *Client) SetPassword(ctx context.Context, username, password string) error {
+	if err := needID("username", username); err != nil {
+		return err
+	}
+	_, err := c.do(ctx, request{method: http.MethodPut, path: "/api/v1/users/" + url.PathEscape(username) + "/password",
+		body: api.PasswordSet{Password: password}, want: []int{http.StatusNoContent}})
+	return err
+}
+
+// UnlinkOIDC removes a person's links to identity providers' subjects (manage_users), so
+// that their next OIDC sign-in links them again by username; it returns how many it
+// removed.
+func (c *Client) UnlinkOIDC(ctx context.Context, username, reason string) (int, error) {
+	if err := needID("username", username); err != nil {
+		return 0, err
+	}
+	var out api.OIDCUnlinked
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/users/" + url.PathEscape(username) + "/unlink-oidc",
+		body: api.Reason{Reason: reason}, out: &out})
+	return out.Removed, err
+}
+
 // DeleteRole deletes a custom role nobody holds.
 func (c *Client) DeleteRole(ctx context.Context, name, reason string) error {
 	if err := needID("role name", name); err != nil {

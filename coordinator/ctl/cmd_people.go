@@ -65,9 +65,10 @@ func orgCommand(e *env) *cobra.Command {
 }
 
 func userCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "user", Short: "People: create, list, show, update, disable; issue, list and revoke API tokens"}
+	cmd := &cobra.Command{Use: "user", Short: "People: create, list, show, update, disable; issue, list and revoke API tokens; console passwords and identity provider links"}
 	cmd.AddCommand(userCreateCommand(e), userListCommand(e), userShowCommand(e), userTokenCommand(e),
-		userUpdateCommand(e), userDisableCommand(e, true), userDisableCommand(e, false), userTokensCommand(e), userRevokeTokenCommand(e))
+		userUpdateCommand(e), userDisableCommand(e, true), userDisableCommand(e, false), userTokensCommand(e), userRevokeTokenCommand(e),
+		userPasswordCommand(e), userUnlinkOIDCCommand(e))
 	return cmd
 }
 

@@ -45,6 +45,33 @@ func (a *server) setDisabled(w http.ResponseWriter, r *http.Request, u service.A
 	writeJSON(w, http.StatusOK, userOut(v))
 }
 
+func (a *server) setPassword(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	var in api.PasswordSet
+	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, true)); err != nil {
+		a.fail(w, err)
+		return
+	}
+	if err := a.svc.SetPassword(r.Context(), u, r.PathValue("username"), in.Password); err != nil {
+		a.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *server) unlinkOIDC(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	var in api.Reason
+	if err := firstErr(noQuery(r), decodeJSON(w, r, &in, true)); err != nil {
+		a.fail(w, err)
+		return
+	}
+	n, err := a.svc.UnlinkOIDC(r.Context(), u, r.PathValue("username"), in.Reason)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.OIDCUnlinked{Removed: n})
+}
+
 func apiTokenOut(t service.APIToken) api.APIToken {
 	return api.APIToken{ID: t.ID, Name: t.Name, Username: t.Username, Created: t.Created, Expires: t.Expires,
 		LastUsed: t.LastUsed, Revoked: t.Revoked, Bootstrap: t.Bootstrap}

@@ -33,6 +33,8 @@ func statusOf(c service.Code) int {
 	case service.CodeConflict, service.CodeIllegalTransition, service.CodeAlreadyDecided, service.CodeApprovalExpired,
 		service.CodeBindingMismatch, service.CodeNotPending, service.CodeNotCancellable, service.CodeApprovalRequired:
 		return http.StatusConflict
+	case service.CodeLocked:
+		return http.StatusTooManyRequests
 	case service.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	case service.CodeUnavailable:

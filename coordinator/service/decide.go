@@ -106,6 +106,7 @@ func (s *Service) decide(ctx context.Context, actor store.User, jobID string, ve
 			return err
 		}
 		t.events = append(t.events, func(o Observer) { o.Decision(d.Gate, d.Verdict) })
+		t.jobsChanged(j.ID)
 		out, pending, err = t.apply(ctx, j, outcome, actor.ID)
 		return err
 	})
@@ -385,10 +386,12 @@ func (s *Service) ExpireDue(ctx context.Context) (int, error) {
 	return changed, firstErr
 }
 
-// RunExpiry sweeps every interval until ctx is done.
+// RunExpiry sweeps every interval until ctx is done: jobs past their deadline, and once
+// an hour the console sessions over for longer than SessionRetention.
 func (s *Service) RunExpiry(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var purged time.Time // the last purge of old console sessions
 	for {
 		n, err := s.ExpireDue(ctx)
 		switch {
@@ -398,6 +401,16 @@ func (s *Service) RunExpiry(ctx context.Context, interval time.Duration) {
 			s.log.Warn().Err(err).Msg("expiry sweep incomplete")
 		case n > 0:
 			s.log.Info().Int("jobs", n).Msg("expiry sweep settled jobs")
+		}
+		if now := s.clock(); now.Sub(purged) >= sessionPurgeEvery {
+			if n, err := s.PurgeSessions(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("cannot purge old console sessions")
+			} else {
+				purged = now
+				if n > 0 {
+					s.log.Info().Int64("sessions", n).Msg("purged old console sessions")
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():

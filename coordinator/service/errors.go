@@ -49,7 +49,10 @@ const (
 	// CodeApprovalRequired: the operation needs approvals first (a rollout its brake
 	// paused resumes only when approved again).
 	CodeApprovalRequired Code = "approval_required"
-	CodeInternal         Code = "internal"
+	// CodeLocked: too many wrong passwords; sign-in is locked for a while (the message
+	// says until when).
+	CodeLocked   Code = "locked"
+	CodeInternal Code = "internal"
 )
 
 // Error is what every operation of the service returns on failure: a stable code, a

@@ -81,6 +81,9 @@ type Options struct {
 	Broker BrokerIdentities
 	// Notifier writes notices into the notifications outbox; nil: nobody is notified.
 	Notifier Notifier
+	// SignIn is how people sign in to the web console: session timeouts, lockout and
+	// password hashing; zero fields take the defaults.
+	SignIn SignInOptions
 }
 
 // Service is the coordinator's business operations. It is safe for concurrent use.
@@ -101,6 +104,11 @@ type Service struct {
 
 	rollouts *rolloutEngine
 	notifier Notifier // nil: no notices
+	watch    watchers // WatchJob's subscribers, told of job changes after each commit
+
+	signin SignInOptions // defaults filled in
+	hasher *hasher
+	ghosts *ghostLocks // lockout of usernames no user has
 }
 
 // New returns a Service over o.Store.
@@ -124,6 +132,9 @@ func New(o Options) (*Service, error) {
 	}
 	if s.tokenTTL > s.tokenMaxTTL {
 		return nil, fmt.Errorf("service: API token default life %s is longer than the maximum %s", s.tokenTTL, s.tokenMaxTTL)
+	}
+	if err := s.setSignIn(o.SignIn); err != nil {
+		return nil, err
 	}
 	if s.disp == nil {
 		s.disp = NopDispatcher{}
@@ -280,6 +291,11 @@ func (t *txn) moveAll(ctx context.Context, js []store.Job, to jobs.State, c stor
 	if err := t.auditAll(ctx, entries); err != nil {
 		return nil, err
 	}
+	ids := make([]string, len(njs))
+	for i, nj := range njs {
+		ids[i] = nj.ID
+	}
+	t.jobsChanged(ids...)
 	nudged := false
 	for i := range njs {
 		from, nj := js[i].State, njs[i]

@@ -245,11 +245,17 @@ func (s *Service) SetUserDisabled(ctx context.Context, by Actor, username string
 		}
 		out.User = nu
 		action := audit.ActionUserEnabled
+		details := audit.Details("username", nu.Username)
 		if disabled {
 			action = audit.ActionUserDisabled
+			// A disabled user's console sessions end with their API tokens' use.
+			ended, err := t.endUserSessions(ctx, nu, store.SessionUserDisabled)
+			if err != nil {
+				return err
+			}
+			details = audit.Details("username", nu.Username, "sessions_ended", ended)
 		}
-		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: action, Target: "user:" + nu.ID, Reason: reason,
-			Details: audit.Details("username", nu.Username)})
+		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: action, Target: "user:" + nu.ID, Reason: reason, Details: details})
 	})
 	return out, err
 }

@@ -12,7 +12,8 @@ import (
 // one and decides with it. Callers hold it without looking inside, so the API layer needs
 // nothing of the store.
 type Actor struct {
-	user store.User
+	user    store.User
+	session string // the ID of the console session acting; "" for an API token
 }
 
 // ActorFor makes an actor of a stored user, for in-process callers that looked the user
@@ -21,6 +22,9 @@ func ActorFor(u store.User) Actor { return Actor{user: u} }
 
 // Username is the actor's username, for logs.
 func (a Actor) Username() string { return a.user.Username }
+
+// ID is the actor's user ID, as audit entries name them.
+func (a Actor) ID() string { return a.user.ID }
 
 // Page asks for one page of a list: at most Limit items (0: the store's default) after
 // the position Cursor names (a previous page's next cursor; "" for the first page).

@@ -66,6 +66,20 @@ type Reader interface {
 	ListAPITokens(ctx context.Context, userID string) ([]APIToken, error)
 	GetAPIToken(ctx context.Context, id string) (APIToken, error)
 
+	// GetCredential returns the user's password hash and lockout state.
+	GetCredential(ctx context.Context, userID string) (Credential, error)
+	// LookupSession returns the session whose secret is presented, open or ended; a
+	// malformed or unknown secret is ErrNotFound.
+	LookupSession(ctx context.Context, secret string) (Session, error)
+	GetSession(ctx context.Context, id string) (Session, error)
+	// ListOpenSessions returns the user's sessions neither ended nor expired at at, oldest
+	// first.
+	ListOpenSessions(ctx context.Context, userID string, at time.Time) ([]Session, error)
+	// GetOIDCIdentity returns the link of an identity provider's subject to a user.
+	GetOIDCIdentity(ctx context.Context, issuer, subject string) (OIDCIdentity, error)
+	// ListOIDCIdentities returns the identities linked to the user, by issuer and subject.
+	ListOIDCIdentities(ctx context.Context, userID string) ([]OIDCIdentity, error)
+
 	GetCustomRole(ctx context.Context, name string) (CustomRole, error)
 	// GetCustomRoles returns those of names that are custom roles, by name; other names
 	// (built-in roles, roles deleted since) are passed over.
@@ -186,6 +200,45 @@ type Writer interface {
 	// CreateBootstrapAPIToken makes the first administrator's token: it never expires and
 	// is marked Bootstrap.
 	CreateBootstrapAPIToken(ctx context.Context, userID string) (APIToken, string, error)
+
+	// SetPasswordHash replaces the user's password hash ("" removes the password) and
+	// clears their failures and lock.
+	SetPasswordHash(ctx context.Context, userID, hash string, at time.Time) error
+	// AddSignInFailure counts a wrong password and returns the state after it. The row
+	// stays locked until the transaction ends, so concurrent failures all count.
+	AddSignInFailure(ctx context.Context, userID string) (Credential, error)
+	// LockSignIn locks password sign-in until until, counts the lock and clears the
+	// failures.
+	LockSignIn(ctx context.Context, userID string, until time.Time) (Credential, error)
+	// ResetSignInFailures clears the failures, the locks counted and the lock: a success.
+	ResetSignInFailures(ctx context.Context, userID string) error
+
+	// CreateSession starts a session like s (UserID, Method, Source and its times) with a
+	// new ID, CSRF token and secret, and returns its record and the secret, which is not
+	// stored and cannot be shown again.
+	CreateSession(ctx context.Context, s Session) (Session, string, error)
+	// TouchSession records a use and moves the idle end. To spare a write per request it
+	// only writes when the recorded last use is older than SessionTouchEvery of the idle
+	// timeout (idleExpires - at); an ended session is left as it is.
+	TouchSession(ctx context.Context, id string, at, idleExpires time.Time) error
+	// EndSession ends an open session for reason (a Session* reason) and returns it; an
+	// ended one gives ErrConflict.
+	EndSession(ctx context.Context, id string, at time.Time, reason string) (Session, error)
+	// EndUserSessions ends every open session of the user but exceptID ("" for none) and
+	// returns those it ended.
+	EndUserSessions(ctx context.Context, userID, exceptID string, at time.Time, reason string) ([]Session, error)
+	// PurgeSessions deletes the sessions that ended, or reached their absolute end,
+	// before before.
+	PurgeSessions(ctx context.Context, before time.Time) (int64, error)
+
+	// LinkOIDCIdentity records the link of an identity provider's subject to a user; a
+	// subject linked already gives ErrConflict.
+	LinkOIDCIdentity(ctx context.Context, o OIDCIdentity) (OIDCIdentity, error)
+	// TouchOIDCIdentity records a sign-in with the identity and the e-mail address the
+	// provider gave.
+	TouchOIDCIdentity(ctx context.Context, issuer, subject, email string, at time.Time) error
+	// UnlinkOIDCIdentities removes every identity linked to the user and returns them.
+	UnlinkOIDCIdentities(ctx context.Context, userID string) ([]OIDCIdentity, error)
 
 	// CreateCustomRole gives ErrConflict when the name is taken and ErrInvalid when it is
 	// malformed, a built-in role's, or a permission is unknown.
