@@ -178,18 +178,19 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if s.notify, err = s.setupNotifications(); err != nil {
 		return err
 	}
+	// Before the service: it verifies kept checkpoints with the checkpointer's key.
+	if err := s.setupCheckpoints(); err != nil {
+		return err
+	}
 	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),
 		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp, Broker: broker, Notifier: s.notify.notifier(),
 		APITokenTTL: time.Duration(s.cfg.APITokens.DefaultTTL), APITokenMaxTTL: time.Duration(s.cfg.APITokens.MaxTTL),
-		SignIn: s.cfg.signInOptions()})
+		SignIn: s.cfg.signInOptions(), CheckpointKey: s.cps.PublicKey()})
 	if err != nil {
 		return err
 	}
 	s.disp.Bind(s.svc)
 	if err := s.bootstrap(ctx); err != nil {
-		return err
-	}
-	if err := s.setupCheckpoints(); err != nil {
 		return err
 	}
 	consoleStop := make(chan struct{})
