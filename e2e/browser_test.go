@@ -102,8 +102,9 @@ type browser struct {
 	ctx   context.Context // the tab
 	shots *shotSeq        // the test's screenshots
 
-	mu       sync.Mutex // guards problems
+	mu       sync.Mutex // guards the fields below
 	problems []string   // console errors and exceptions, CSP refusals among them
+	requests []string   // every request the tab sent, "METHOD path"
 }
 
 // shotSeq is a test's screenshot folder; it numbers the screenshots of all the test's
@@ -154,6 +155,16 @@ func newBrowser(t testing.TB, who, base string, shots *shotSeq) *browser {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("start Chromium (%s) for %s: %v\n%s\nif it is not installed: run %s", exe, who, err,
 			tail(withoutDBus(out.String()), 3000), installBrowserDeps)
+	}
+	err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
+			b.mu.Lock()
+			b.requests = append(b.requests, e.Request.Method+" "+strings.TrimPrefix(e.Request.URL, b.base))
+			b.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	go func() {
 		for m, err := range messages {
@@ -423,6 +434,15 @@ func (b *browser) consoleProblems() []string {
 	p := b.problems
 	b.problems = nil
 	return p
+}
+
+// sentRequests returns and forgets the requests the tab sent so far, "METHOD path".
+func (b *browser) sentRequests() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.requests
+	b.requests = nil
+	return r
 }
 
 // cookies are the cookies the browser holds for the site.

@@ -147,6 +147,7 @@ func TestConsoleIssue(t *testing.T) {
 	olga.choose("agent", id)
 	olga.axe("request")
 	olga.screenshot("request")
+	olga.sentRequests() // from here on, what the request and the job's page send
 	olga.clickAndLoad("submit-request")
 	m := jobPath.FindStringSubmatch(olga.path())
 	if m == nil {
@@ -190,6 +191,19 @@ func TestConsoleIssue(t *testing.T) {
 		t.Errorf("the job page showed states %q, want its progress (at least three states) live", seen)
 	}
 	t.Logf("the job page showed %q", seen)
+	// Live without a polling storm: the page was loaded once and opened one event stream;
+	// it asked for nothing else of the job while it followed it.
+	sent := olga.sentRequests()
+	t.Logf("from the request to the job's end, the page sent %q", sent)
+	var ofJob []string
+	for _, r := range sent {
+		if strings.HasPrefix(r, "GET /ui/jobs/"+jobID) {
+			ofJob = append(ofJob, r)
+		}
+	}
+	if !slices.Equal(ofJob, []string{"GET /ui/jobs/" + jobID, "GET /ui/jobs/" + jobID + "/events"}) || len(sent) > 8 {
+		t.Errorf("from the request to the job's end, the page sent %q; want the job's page once and one event stream", sent)
+	}
 	olga.axe("job succeeded")
 	olga.screenshot("job-succeeded")
 	wantIssueHistory(t, d)

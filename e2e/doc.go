@@ -84,7 +84,8 @@
 //     the help desk requests a token in the console; the approver finds it in her queue
 //     with holder, subject, profile, agent and binding hash, and approves; the requester's
 //     job page, open all along, follows the real agent's progress on SoftHSM2 live (the
-//     state changes, the page is not reloaded) until it succeeds; the PIN is revealed once
+//     state and steps change, the page is not reloaded, one event stream is its only
+//     request) until it succeeds; the PIN is revealed once
 //     (it logs in to the token) and a second reveal is refused; the auditor verifies the
 //     audit log; no page writes an error to the browser's console (a script the CSP
 //     refused among them); the session cookie is HttpOnly, SameSite=Lax and unreadable by
