@@ -124,8 +124,9 @@ func (s *shotSeq) next() int {
 }
 
 // newBrowser starts Chromium for who on the site at base. Every browser of a test writes its
-// screenshots to the test's folder, numbered in the order they were taken.
-func newBrowser(t testing.TB, who, base string, shots *shotSeq) *browser {
+// screenshots to the test's folder, numbered in the order they were taken. extra are more
+// Chromium options.
+func newBrowser(t testing.TB, who, base string, shots *shotSeq, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	exe := chromiumPath(t)
 	axeSource(t) // fails now, naming the install command, rather than at the first page
@@ -141,6 +142,7 @@ func newBrowser(t testing.TB, who, base string, shots *shotSeq) *browser {
 		chromedp.WindowSize(1280, 900),
 		chromedp.CombinedOutput(out),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	b := &browser{t: t, who: who, base: strings.TrimSuffix(base, "/"), ctx: ctx, shots: shots}

@@ -95,6 +95,7 @@
 //     signed-out session; and a person at the keyboard alone signs in (Tab, Enter) and
 //     skips to the content.
 //     TestConsoleSessionTimeout: a session idle past the timeout goes back to sign-in.
+//     TestConsoleTLS: over TLS the session cookie is __Host-, Secure, HttpOnly, Lax.
 //     TestConsoleSingleSignOn: OpenID Connect sign-in against a real provider on
 //     loopback, and an ID token for another audience and an expired one refused.
 //     TestBrowserHarness shows the harness's checks on a page served in the test: axe-core
