@@ -200,17 +200,13 @@ func (s *Service) SignInPassword(ctx context.Context, username, password, source
 // audits both.
 func (s *Service) wrongPassword(ctx context.Context, u store.User, source string) error {
 	return s.update(ctx, func(t *txn) error {
-		c, err := t.GetCredential(ctx, u.ID)
+		c, err := t.AddSignInFailure(ctx, u.ID, t.now)
 		if err != nil {
 			return err
 		}
 		if t.now.Before(c.LockedUntil) {
 			t.refusal = errLocked(c.LockedUntil, t.now) // locked by a concurrent failure
 			return nil
-		}
-		c, err = t.AddSignInFailure(ctx, u.ID)
-		if err != nil {
-			return err
 		}
 		t.refusal = errWrongPassword()
 		if err := t.audit(ctx, audit.Entry{Actor: AnonymousActor, Action: audit.ActionSignInFailed, Target: "user:" + u.ID,

@@ -2,7 +2,9 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -282,6 +284,56 @@ func TestLockout(t *testing.T) {
 		if strings.Join(ghostActions, " ") != "signin.failed:unknown username signin.locked:5 wrong passwords in a row signin.failed:sign-in locked" {
 			t.Fatalf("an unknown username's lock audited as %q", ghostActions)
 		}
+	})
+}
+
+// TestLockoutConcurrent: wrong passwords sent at once lock the account once, after
+// exactly the configured number; none is counted against the next lock.
+func TestLockoutConcurrent(t *testing.T) {
+	t.Parallel()
+	bothStores(t, func(t *testing.T, cfg store.Config) {
+		r := newSigninRig(t, cfg, service.SignInOptions{LockoutAttempts: 5})
+		r.setPassword(r.admin, "hank", goodPassword)
+		before := r.head()
+		const n = 16
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				_, err := r.s.SignInPassword(r.ctx, "hank", "a wrong password again", "198.51.100.4")
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		locked := 0
+		for err := range errs {
+			switch {
+			case errors.Is(err, &service.Error{Code: service.CodeLocked}):
+				locked++
+			case errors.Is(err, &service.Error{Code: service.CodeUnauthenticated}):
+			default:
+				t.Fatalf("refused with %v", err)
+			}
+		}
+		wrong, locks := 0, 0
+		for _, e := range r.auditAfter(before) {
+			switch {
+			case e.Action == audit.ActionSignInFailed && e.Reason == "wrong password":
+				wrong++
+			case e.Action == audit.ActionSignInLocked:
+				locks++
+			}
+		}
+		if wrong != 5 || locks != 1 || locked != n-4 {
+			t.Fatalf("%d failures counted, %d locks, %d refused as locked; want 5, 1, %d", wrong, locks, locked, n-4)
+		}
+		hank, _ := r.st.GetUserByUsername(r.ctx, "hank")
+		if c, err := r.st.GetCredential(r.ctx, hank.ID); err != nil || c.FailedSignIns != 0 || c.Lockouts != 1 {
+			t.Fatalf("credential after the burst: %+v, %v", c, err)
+		}
+		_, err := r.s.SignInPassword(r.ctx, "hank", goodPassword, "")
+		wantCode(t, err, service.CodeLocked)
 	})
 }
 
