@@ -17,9 +17,13 @@ import (
 // smtp.host is set or a webhook is configured.
 type NotificationsConfig struct {
 	// Language is the language of people who chose none: fr (default) or en.
-	Language string          `yaml:"language"`
-	SMTP     SMTPConfig      `yaml:"smtp"`
-	Webhooks []WebhookConfig `yaml:"webhooks"`
+	Language string `yaml:"language"`
+	// ConsoleURL is the coordinator's address as people's browsers reach it
+	// (https://pki.example.org): e-mails and webhook calls link to the console page of
+	// their job (/ui/jobs/ID) or rollout (/ui/rollouts/ID). Empty: no link.
+	ConsoleURL string          `yaml:"console_url"`
+	SMTP       SMTPConfig      `yaml:"smtp"`
+	Webhooks   []WebhookConfig `yaml:"webhooks"`
 	// MaxAttempts: a notification that failed this many times is given up (failed).
 	MaxAttempts int `yaml:"max_attempts"`
 	// RetryInitial is the wait after the first failure, doubled after each one up to
@@ -128,6 +132,9 @@ func (c Config) validateNotifications(bad func(field, format string, args ...any
 	n := c.Notifications
 	if !notify.KnownLanguage(n.Language) {
 		bad("notifications.language", "%q: notifications are written in %v", n.Language, notify.Languages())
+	}
+	if _, err := notify.CheckConsoleURL(n.ConsoleURL); err != nil {
+		bad("notifications.console_url", "%v", err)
 	}
 	c.validateSMTP(bad)
 	names := map[string]bool{}

@@ -25,6 +25,7 @@ func TestNotificationsConfig(t *testing.T) {
 	notPEM := write("ca.txt", "not a certificate\n")
 	good := `notifications:
   language: en
+  console_url: https://pki.example.org/
   smtp:
     host: smtp.example.org
     username: tokenfleet
@@ -55,7 +56,7 @@ func TestNotificationsConfig(t *testing.T) {
 		t.Fatalf("valid configuration refused: %v", err)
 	}
 	n := cfg.Notifications
-	if n.Language != "en" || n.SMTP.Host != "smtp.example.org" || len(n.Webhooks) != 2 || n.Webhooks[1].Events[1] != "rollout.brake_tripped" ||
+	if n.Language != "en" || n.ConsoleURL != "https://pki.example.org/" || n.SMTP.Host != "smtp.example.org" || len(n.Webhooks) != 2 || n.Webhooks[1].Events[1] != "rollout.brake_tripped" ||
 		n.MaxAttempts != 5 || time.Duration(n.RateLimit.Per) != 30*time.Minute || time.Duration(n.Interval) != 5*time.Second {
 		t.Fatalf("loaded %+v", n)
 	}
@@ -88,6 +89,9 @@ func TestNotificationsConfig(t *testing.T) {
 		{"rate limit window", "notifications: {rate_limit: {count: 5, per: 1s}}\n", "notifications.rate_limit.per: 1s is outside 1m..168h"},
 		{"timeout", "notifications: {timeout: 10ms}\n", "notifications.timeout: 10ms is outside 1s..5m"},
 		{"CRL margin below the sweep", "notifications: {sweep_interval: 24h, crl_margin: 12h}\n", "notifications.crl_margin: 12h0m0s is not longer than notifications.sweep_interval 24h0m0s"},
+		{"console URL relative", "notifications: {console_url: pki.example.org}\n", `notifications.console_url: console URL "pki.example.org" is not an absolute https (or http) URL`},
+		{"console URL with /ui", "notifications: {console_url: 'https://pki.example.org/ui/'}\n", "notifications.console_url: console URL \"https://pki.example.org/ui/\": give the coordinator's address without /ui"},
+		{"console URL with a query", "notifications: {console_url: 'https://pki.example.org/?a=b'}\n", "with no user, query or fragment"},
 		{"unknown key", "notifications: {smtp: {server: h}}\n", `notifications.smtp.server: unknown field "server"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,7 +32,7 @@ func (s *Server) setupNotifications() (*notifications, error) {
 	if err != nil {
 		return nil, err
 	}
-	oc := notify.OutboxConfig{Email: n.SMTP.Host != "", Language: n.Language}
+	oc := notify.OutboxConfig{Email: n.SMTP.Host != "", Language: n.Language, ConsoleURL: n.ConsoleURL}
 	targets := map[string]notify.WebhookTarget{}
 	for i, w := range n.Webhooks {
 		field := fmt.Sprintf("notifications.webhooks[%d]", i)
@@ -91,7 +91,7 @@ func (s *Server) setupNotifications() (*notifications, error) {
 		return nil, err
 	}
 	outbox.OnWritten(sender.Wake)
-	s.log.Info().Bool("email", mailer != nil).Int("webhooks", len(targets)).Str("language", n.Language).Msg("notifications on")
+	s.log.Info().Bool("email", mailer != nil).Int("webhooks", len(targets)).Str("language", n.Language).Str("console_url", n.ConsoleURL).Msg("notifications on")
 	return &notifications{outbox: outbox, sender: sender}, nil
 }
 

@@ -28,8 +28,8 @@ approval: {required: 1, roles: [approver], scope: organization, expires_after: 4
 `
 
 // TestServerNotifies runs a coordinator with e-mail (STARTTLS and AUTH to a real SMTP
-// server) and a webhook: a request reaches the approver, the decision the requester, each
-// in their language; the CRL check (with a margin longer than the CRL's life) tells the
+// server) and a webhook: a request reaches the approver (text and HTML, with the console
+// link), the decision the requester, each in their language; the CRL check (with a margin longer than the CRL's life) tells the
 // administrators' webhook.
 func TestServerNotifies(t *testing.T) {
 	smtpSrv := notifytest.StartSMTP(t, notifytest.SMTPOptions{User: "tokenfleet", Password: "mail-pass"})
@@ -48,6 +48,7 @@ func TestServerNotifies(t *testing.T) {
 		PasswordFile: pw, From: "tokenfleet <pki@acme.test>", CAFile: smtpSrv.CAFile}
 	n.Webhooks = []coordinator.WebhookConfig{{Name: "siem", URL: hook.URL, SecretFile: sec}}
 	n.Interval = coordinator.Duration(100 * time.Millisecond)
+	n.ConsoleURL = "https://pki.acme.test"
 	n.SweepInterval = coordinator.Duration(time.Hour)
 	n.CRLMargin = coordinator.Duration(30 * 24 * time.Hour) // the CRL lives 7 days: always within
 	c := coordinatortest.Start(t, coordinatortest.Options{Notifications: &n})
@@ -94,6 +95,10 @@ func TestServerNotifies(t *testing.T) {
 	if m.Subject != "[tokenfleet] Demande à approuver : issue pour Alice" || !m.TLS || m.AuthUser != "tokenfleet" ||
 		!strings.Contains(m.Body, "tokenfleetctl approve "+j.ID) || !strings.Contains(m.Body, "ws-1 (poste-1.acme.test)") {
 		t.Fatalf("approver's e-mail (TLS %v, auth %q): %s\n%s", m.TLS, m.AuthUser, m.Subject, m.Body)
+	}
+	// Text and HTML, in French, linking to the job's page in the console.
+	if err := notifytest.CheckMail(m, notify.French, "https://pki.acme.test/ui/jobs/"+j.ID); err != nil {
+		t.Errorf("approver's e-mail: %v", err)
 	}
 	if _, err := svc.Approve(ctx, ap, j.ID, service.DecisionRequest{Reason: "vu"}); err != nil {
 		t.Fatal(err)

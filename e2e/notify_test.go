@@ -73,6 +73,9 @@ func TestNotificationsOfAnIssuance(t *testing.T) {
 		!ask.TLS || ask.AuthUser != "tokenfleet" {
 		t.Fatalf("approver's e-mail (TLS %v): %s\n%s", ask.TLS, ask.Subject, ask.Body)
 	}
+	if err := notifytest.CheckMail(ask, notify.French, ""); err != nil {
+		t.Errorf("approver's e-mail: %v", err)
+	}
 	s.ctl(s.approver, "approve", jobID, "--reason", "vérifié")
 	s.waitJob(jobID, jobs.StateSucceeded)
 	pin := s.revealPIN(jobID)
@@ -115,7 +118,7 @@ func TestNotificationsOfAnIssuance(t *testing.T) {
 	s.mu.Unlock()
 	sources := map[string][]byte{}
 	for i, m := range smtpSrv.Messages() {
-		sources[fmt.Sprintf("e-mail %d to %v (%s)", i, m.To, m.Subject)] = append(append([]byte(nil), m.Raw...), m.Body...)
+		sources[fmt.Sprintf("e-mail %d to %v (%s)", i, m.To, m.Subject)] = append(append(append([]byte(nil), m.Raw...), m.Body...), m.HTML...)
 	}
 	for i, d := range hook.Deliveries() {
 		sources[fmt.Sprintf("webhook delivery %d (%s)", i, d.Event)] = append([]byte(d.Signature+" "+d.ID+" "), d.Body...)

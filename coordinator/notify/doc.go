@@ -10,19 +10,22 @@
 //
 // # The outbox
 //
-// Outbox.Write renders the notice (text/template files embedded per event and language,
-// French and English; a person's language, else the configured default) and adds one row
-// per recipient with an e-mail address and one per webhook subscribed to the event, in the
-// caller's transaction: a change rolled back notifies nobody, a committed one is never
-// lost. Each row's dedupe key (event, key, channel, recipient) is unique, so that a
-// transaction run again or a second coordinator noticing the same thing adds nothing.
+// Outbox.Write renders the notice (templates embedded per event and language, French and
+// English: text/template for the subject and text, html/template for the HTML part; a
+// person's language, else the configured default; a link to the console page of its job
+// or rollout when a console URL is configured) and adds one row per recipient with an
+// e-mail address and one per webhook subscribed to the event, in the caller's
+// transaction: a change rolled back notifies nobody, a committed one is never lost. Each
+// row's dedupe key (event, key, channel, recipient) is unique, so that a transaction run
+// again or a second coordinator noticing the same thing adds nothing.
 //
 // # The sender
 //
 // Sender.Run claims due rows under a lease (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite
 // has one writer), so that two coordinators never send a row at once and a row whose
-// sender died is taken up again when its lease ends. It sends each, and marks it sent; a
-// failure is retried after an exponential back-off with jitter, and after MaxAttempts (or
+// sender died is taken up again when its lease ends. It sends each (an e-mail as
+// multipart/alternative: its text, and its HTML content in the page of its language),
+// and marks it sent; a failure is retried after an exponential back-off with jitter, and after MaxAttempts (or
 // at once for a permanent refusal, an SMTP 5xx reply) the row is failed with its last
 // error. Delivery is at least once: a coordinator killed between the send and the mark
 // sends again once the lease ends, with the same Message-ID and Tokenfleet-Delivery, for

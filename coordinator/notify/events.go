@@ -13,6 +13,10 @@ const (
 	// EventApprovalRequested: a request awaits the recipient's approval (to the approvers
 	// in scope).
 	EventApprovalRequested Event = "job.approval_requested"
+	// EventCAApprovalRequested: a job waits at the CA-operator gate, its CSR accepted, for
+	// the recipient's decision before its certificate is signed (to the CA operators in
+	// scope).
+	EventCAApprovalRequested Event = "job.ca_approval_requested"
 	// EventJobDecided: a request was approved or rejected (to its requester).
 	EventJobDecided Event = "job.decided"
 	// EventJobSucceeded and EventJobFailed: a job ended (to its requester).
@@ -25,6 +29,9 @@ const (
 	// brake, or finished (to its creator).
 	EventRolloutBrakeTripped Event = "rollout.brake_tripped"
 	EventRolloutCompleted    Event = "rollout.completed"
+	// EventRolloutEnded: a rollout ended without completing: rejected, or not approved in
+	// time, or aborted (to its creator, unless they did it).
+	EventRolloutEnded Event = "rollout.ended"
 	// EventCertificateExpiring: a certificate is within its profile's warning period (to
 	// its holder and the help desk).
 	EventCertificateExpiring Event = "certificate.expiring"
@@ -33,8 +40,8 @@ const (
 	EventCRLExpiring Event = "crl.expiring"
 )
 
-var events = []Event{EventApprovalRequested, EventJobDecided, EventJobSucceeded, EventJobFailed, EventTokenInsert,
-	EventRolloutBrakeTripped, EventRolloutCompleted, EventCertificateExpiring, EventCRLExpiring}
+var events = []Event{EventApprovalRequested, EventCAApprovalRequested, EventJobDecided, EventJobSucceeded, EventJobFailed, EventTokenInsert,
+	EventRolloutBrakeTripped, EventRolloutCompleted, EventRolloutEnded, EventCertificateExpiring, EventCRLExpiring}
 
 // Events lists every event.
 func Events() []Event { return slices.Clone(events) }
@@ -109,6 +116,11 @@ type Job struct {
 	TokenSerial  string    `json:"token_serial,omitempty"`
 	Deadline     time.Time `json:"deadline,omitzero"`
 	Rollout      string    `json:"rollout,omitempty"` // the rollout that made it
+	// Subject is the certificate's subject as the profile renders it for the holder: what
+	// a CA operator is asked to have signed.
+	Subject string `json:"subject,omitempty"`
+	// DecideBy is when the gate the job waits at lapses (approval notices only).
+	DecideBy time.Time `json:"decide_by,omitzero"`
 }
 
 // Decision is an approval or rejection at a gate.
@@ -138,7 +150,8 @@ type Rollout struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
 	State     string `json:"state"`
-	Summary   string `json:"summary,omitempty"` // the brake trip, in words
+	Summary   string `json:"summary,omitempty"` // the brake trip, or why it ended, in words
+	By        string `json:"by,omitempty"`      // who ended it (username), "" for the coordinator
 	Round     int    `json:"round,omitempty"`   // brake trips so far
 	Targets   int    `json:"targets"`
 	Succeeded int    `json:"succeeded"`

@@ -6,7 +6,9 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -31,6 +33,10 @@ type OutboxConfig struct {
 	// Language is the language of people who chose none; "" for DefaultLanguage.
 	Language string
 	Webhooks []Webhook
+	// ConsoleURL is the coordinator's address as people's browsers reach it
+	// (https://pki.example.org): notices link to the console page of their job
+	// (/ui/jobs/ID) or rollout (/ui/rollouts/ID). "" for no link.
+	ConsoleURL string
 }
 
 // Outbox turns notices into rows of the notifications outbox, rendered, inside the
@@ -64,6 +70,11 @@ func NewOutbox(cfg OutboxConfig, tmpl *Templates, now func() time.Time) (*Outbox
 			return nil, fmt.Errorf("notify: webhook %s: language %q has no templates (%v)", w.Name, w.Language, Languages())
 		}
 	}
+	base, err := CheckConsoleURL(cfg.ConsoleURL)
+	if err != nil {
+		return nil, fmt.Errorf("notify: %w", err)
+	}
+	cfg.ConsoleURL = base
 	if now == nil {
 		now = time.Now
 	}
@@ -98,6 +109,7 @@ type webhookBody struct {
 	Language string    `json:"language"`
 	Subject  string    `json:"subject"`
 	Text     string    `json:"text"`
+	Link     string    `json:"link,omitempty"` // the console page, when notifications.console_url is set
 	Data     Data      `json:"data"`
 }
 
@@ -110,13 +122,14 @@ func (o *Outbox) Write(ctx context.Context, tx Tx, n Notice) error {
 		return fmt.Errorf("notify: notice of event %q with key %q", n.Event, n.Key)
 	}
 	now := o.now().UTC().Truncate(time.Microsecond)
+	link := consoleLink(o.cfg.ConsoleURL, n.Data)
 	var rows []store.Notification
 	rendered := map[string]Message{}
 	render := func(lang string) (Message, error) {
 		if m, ok := rendered[lang]; ok {
 			return m, nil
 		}
-		m, err := o.tmpl.Render(lang, n.Event, n.Data)
+		m, err := o.tmpl.Render(lang, n.Event, n.Data, link)
 		if err == nil {
 			rendered[lang] = m
 		}
@@ -139,7 +152,7 @@ func (o *Outbox) Write(ctx context.Context, tx Tx, n Notice) error {
 			}
 			rows = append(rows, store.Notification{ID: newID(), DedupeKey: dedupeKey(n, store.ChannelEmail, r.UserID),
 				Event: string(n.Event), Channel: store.ChannelEmail, Recipient: r.Email, UserID: r.UserID, Language: lang,
-				Subject: m.Subject, Body: []byte(m.Body), Created: now})
+				Subject: m.Subject, Body: []byte(m.Body), HTML: m.HTML, Created: now})
 		}
 	}
 	for _, w := range o.cfg.Webhooks {
@@ -155,7 +168,7 @@ func (o *Outbox) Write(ctx context.Context, tx Tx, n Notice) error {
 			return err
 		}
 		id := newID()
-		body, err := json.Marshal(webhookBody{ID: id, Event: n.Event, Time: now, Language: lang, Subject: m.Subject, Text: m.Body, Data: n.Data})
+		body, err := json.Marshal(webhookBody{ID: id, Event: n.Event, Time: now, Language: lang, Subject: m.Subject, Text: m.Body, Link: link, Data: n.Data})
 		if err != nil {
 			return fmt.Errorf("notify: webhook body: %w", err)
 		}
@@ -168,6 +181,42 @@ func (o *Outbox) Write(ctx context.Context, tx Tx, n Notice) error {
 	}
 	_, err := tx.AddNotifications(ctx, rows)
 	return err
+}
+
+// CheckConsoleURL checks the coordinator's address for links (notifications.console_url)
+// and returns it without a trailing slash; "" stays "".
+func CheckConsoleURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("console URL %q: %w", s, err)
+	case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+		return "", fmt.Errorf("console URL %q is not an absolute https (or http) URL, e.g. https://pki.example.org", s)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		return "", fmt.Errorf("console URL %q: give the address alone, with no user, query or fragment (e.g. https://pki.example.org)", s)
+	}
+	base := strings.TrimRight(u.String(), "/")
+	if strings.HasSuffix(base, "/ui") {
+		return "", fmt.Errorf("console URL %q: give the coordinator's address without /ui; the links add /ui/jobs/ID", s)
+	}
+	return base, nil
+}
+
+// consoleLink is the console page of what a notice is about: its job's, else its
+// rollout's; "" when no console URL is configured or the notice is about neither.
+func consoleLink(base string, d Data) string {
+	switch {
+	case base == "":
+		return ""
+	case d.Job != nil && d.Job.ID != "":
+		return base + "/ui/jobs/" + url.PathEscape(d.Job.ID)
+	case d.Rollout != nil && d.Rollout.ID != "":
+		return base + "/ui/rollouts/" + url.PathEscape(d.Rollout.ID)
+	}
+	return ""
 }
 
 // dedupeKey names one notice to one recipient over one channel.

@@ -261,7 +261,7 @@ func (s *Sender) sendEmails(ctx context.Context, g []store.Notification, canSend
 			if i > 0 && !canSend() {
 				return g[i:], nil
 			}
-			s.deliver(ctx, []store.Notification{n}, s.mail(ctx, n.Recipient, n.Language, Message{Subject: n.Subject, Body: string(n.Body)}, n.ID, n.Event), n.ID)
+			s.deliver(ctx, []store.Notification{n}, s.mail(ctx, n.Recipient, n.Language, s.page(n), n.ID, n.Event), n.ID)
 		}
 		return nil, nil
 	}
@@ -291,7 +291,7 @@ func (s *Sender) sendEmails(ctx context.Context, g []store.Notification, canSend
 			if i > 0 && !canSend() {
 				return g[i:], nil
 			}
-			s.deliver(ctx, []store.Notification{n}, s.mail(ctx, n.Recipient, n.Language, Message{Subject: n.Subject, Body: string(n.Body)}, n.ID, n.Event), n.ID)
+			s.deliver(ctx, []store.Notification{n}, s.mail(ctx, n.Recipient, n.Language, s.page(n), n.ID, n.Event), n.ID)
 			if oldest.IsZero() {
 				oldest = now
 			}
@@ -317,7 +317,7 @@ func (s *Sender) sendEmails(ctx context.Context, g []store.Notification, canSend
 func (s *Sender) digest(ctx context.Context, g []store.Notification) {
 	items := make([]Message, len(g))
 	for i, n := range g {
-		items[i] = Message{Subject: n.Subject, Body: string(n.Body)}
+		items[i] = Message{Subject: n.Subject, Body: string(n.Body), HTML: n.HTML}
 	}
 	lang := g[0].Language
 	id := "digest-" + newID()
@@ -328,13 +328,31 @@ func (s *Sender) digest(ctx context.Context, g []store.Notification) {
 	s.deliver(ctx, g, err, id)
 }
 
+// page is the message of one notification, its HTML content in its page: text alone for
+// a row kept without HTML, or when the page cannot be made (a template's bug, logged:
+// the text still tells the person).
+func (s *Sender) page(n store.Notification) Message {
+	m := Message{Subject: n.Subject, Body: string(n.Body)}
+	if n.HTML == "" {
+		return m
+	}
+	page, err := s.o.Templates.Page(n.Language, Message{Subject: n.Subject, Body: string(n.Body), HTML: n.HTML})
+	if err != nil {
+		s.o.Logger.Error().Err(err).Str("notification", n.ID).Msg("HTML part left out")
+		return m
+	}
+	m.HTML = page
+	return m
+}
+
+// mail sends m, whose HTML (if any) is a whole page.
 func (s *Sender) mail(ctx context.Context, to, lang string, m Message, id, event string) error {
 	if s.o.Mailer == nil {
 		return &PermanentError{Err: errors.New("no SMTP server is configured (notifications.smtp.host)")}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
-	return s.o.Mailer.Send(ctx, Mail{To: to, Subject: m.Subject, Body: m.Body, Language: lang, MessageID: id, Event: event, Date: s.o.Now()})
+	return s.o.Mailer.Send(ctx, Mail{To: to, Subject: m.Subject, Body: m.Body, HTML: m.HTML, Language: lang, MessageID: id, Event: event, Date: s.o.Now()})
 }
 
 // postWebhook posts a webhook notification, signed.

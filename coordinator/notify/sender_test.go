@@ -113,7 +113,7 @@ func TestEmailsOverSMTP(t *testing.T) {
 			srv := notifytest.StartSMTP(t, tc.server)
 			st := openStore(t)
 			tm := templates(t)
-			o, err := notify.NewOutbox(notify.OutboxConfig{Email: true}, tm, nil)
+			o, err := notify.NewOutbox(notify.OutboxConfig{Email: true, ConsoleURL: "https://pki.acme.test/"}, tm, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -156,6 +156,20 @@ func TestEmailsOverSMTP(t *testing.T) {
 				fr.Header.Get("From") != `"tokenfleet PKI" <pki@acme.test>` {
 				t.Errorf("headers: %v", fr.Header)
 			}
+			// Each is text and HTML, both carrying the French (or English) words and the link.
+			link := "https://pki.acme.test/ui/jobs/job123"
+			for lang, m := range map[string]notifytest.Message{"fr": fr, "en": en} {
+				if err := notifytest.CheckMail(m, lang, link); err != nil {
+					t.Errorf("%s e-mail: %v", lang, err)
+				}
+				if !strings.HasSuffix(m.Header.Get("Message-ID"), "@acme.test>") {
+					t.Errorf("Message-ID %q", m.Header.Get("Message-ID"))
+				}
+			}
+			if !strings.Contains(fr.HTML, "approuvée</strong> par arne") || !strings.Contains(fr.HTML, "Motif : mauvais poste") ||
+				!strings.Contains(en.HTML, "approved</strong> by arne") {
+				t.Errorf("HTML parts:\n%s\n%s", fr.HTML, en.HTML)
+			}
 			if sent := list(t, st, store.NotificationSent); len(sent) != 3 {
 				t.Fatalf("%d rows sent", len(sent))
 			}
@@ -165,6 +179,27 @@ func TestEmailsOverSMTP(t *testing.T) {
 				t.Fatalf("a repeated notice was sent again")
 			}
 		})
+	}
+}
+
+// TestTextAloneWithoutHTML: an e-mail with no HTML (a row kept before there was any) goes
+// as a single text part.
+func TestTextAloneWithoutHTML(t *testing.T) {
+	t.Parallel()
+	srv := notifytest.StartSMTP(t, notifytest.SMTPOptions{NoTLS: true})
+	mailer, err := notify.NewSMTP(notify.SMTPConfig{Host: srv.Host, Port: srv.Port, Security: notify.SecurityNone, From: "pki@acme.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mailer.Send(t.Context(), notify.Mail{To: "x@acme.test", Subject: "Échéance", Body: "Votre demande a été approuvée.\n",
+		MessageID: "id1", Date: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	m := srv.Messages()[0]
+	if m.ParseError != nil || m.Parts != nil || m.Header.Get("Content-Type") != "text/plain; charset=utf-8" ||
+		m.Header.Get("Content-Transfer-Encoding") != "quoted-printable" || m.Body != "Votre demande a été approuvée.\n" ||
+		m.Subject != "Échéance" || m.HTML != "" {
+		t.Fatalf("text alone: %v %+v %q %q", m.ParseError, m.Header, m.Subject, m.Body)
 	}
 }
 
@@ -386,6 +421,11 @@ func TestRateLimitDigest(t *testing.T) {
 	digest := srv.Messages()[len(srv.Messages())-1]
 	if digest.Subject != "[tokenfleet] 3 notifications" || strings.Count(digest.Body, "Demande approuvée") != 3 {
 		t.Fatalf("digest: %q\n%s", digest.Subject, digest.Body)
+	}
+	// Its HTML gathers the three notices' own, each under its subject, in one page.
+	if digest.ParseError != nil || strings.Count(digest.HTML, "<h2") != 3 || strings.Count(digest.HTML, "approuvée</strong> par arne") != 3 ||
+		strings.Count(digest.HTML, "<html") != 1 || !strings.Contains(digest.HTML, "les 3 suivantes sont regroupées") {
+		t.Fatalf("digest HTML (%v):\n%s", digest.ParseError, digest.HTML)
 	}
 	sent := list(t, st, store.NotificationSent)
 	if len(sent) != 7 || len(list(t, st, store.NotificationPending)) != 0 {

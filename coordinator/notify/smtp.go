@@ -7,7 +7,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
+	"mime/multipart"
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
@@ -97,7 +99,8 @@ func isLoopbackHost(host string) bool {
 type Mail struct {
 	To        string
 	Subject   string
-	Body      string
+	Body      string // text
+	HTML      string // an HTML document, sent as the alternative to Body; "" for text alone
 	Language  string
 	MessageID string // the delivery's ID: the same on every retry
 	Event     string
@@ -184,8 +187,10 @@ func smtpErr(addr, step string, err error) error {
 	return e
 }
 
-// compose writes the message: UTF-8 text, quoted-printable, CRLF line ends, headers
-// encoded (RFC 2047), marked as automatically sent (RFC 3834).
+// compose writes the message: CRLF line ends, headers encoded (RFC 2047), marked as
+// automatically sent (RFC 3834); the text in UTF-8, quoted-printable, and the HTML page
+// beside it as the richer alternative (multipart/alternative, RFC 2046: text first).
+// Every part is quoted-printable, so the message is 7-bit whatever the language.
 func (s *SMTP) compose(m Mail) []byte {
 	var b bytes.Buffer
 	h := func(k, v string) { b.WriteString(k + ": " + v + "\r\n") }
@@ -199,8 +204,14 @@ func (s *SMTP) compose(m Mail) []byte {
 	}
 	h("Message-ID", "<"+m.MessageID+"@"+domain+">")
 	h("MIME-Version", "1.0")
-	h("Content-Type", "text/plain; charset=utf-8")
-	h("Content-Transfer-Encoding", "quoted-printable")
+	var mw *multipart.Writer
+	if m.HTML == "" {
+		h("Content-Type", textPlain)
+		h("Content-Transfer-Encoding", "quoted-printable")
+	} else {
+		mw = multipart.NewWriter(&b)
+		h("Content-Type", mime.FormatMediaType("multipart/alternative", map[string]string{"boundary": mw.Boundary()}))
+	}
 	if m.Language != "" {
 		h("Content-Language", m.Language)
 	}
@@ -209,9 +220,28 @@ func (s *SMTP) compose(m Mail) []byte {
 		h("X-Tokenfleet-Event", m.Event)
 	}
 	b.WriteString("\r\n")
-	qp := quotedprintable.NewWriter(&b)
-	body := strings.ReplaceAll(strings.ReplaceAll(m.Body, "\r\n", "\n"), "\n", "\r\n")
-	_, _ = qp.Write([]byte(body)) // into a buffer: cannot fail
-	_ = qp.Close()
+	if mw == nil {
+		writeQP(&b, m.Body)
+		return b.Bytes()
+	}
+	for _, p := range []struct{ ctype, content string }{{textPlain, m.Body}, {textHTML, m.HTML}} {
+		// Into a buffer: cannot fail.
+		w, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {p.ctype}, "Content-Transfer-Encoding": {"quoted-printable"}})
+		writeQP(w, p.content)
+	}
+	_ = mw.Close()
 	return b.Bytes()
+}
+
+const (
+	textPlain = "text/plain; charset=utf-8"
+	textHTML  = "text/html; charset=utf-8"
+)
+
+// writeQP writes text quoted-printable, with CRLF line ends.
+func writeQP(w io.Writer, text string) {
+	qp := quotedprintable.NewWriter(w)
+	text = strings.ReplaceAll(strings.ReplaceAll(text, "\r\n", "\n"), "\n", "\r\n")
+	_, _ = qp.Write([]byte(text)) // into a buffer: cannot fail
+	_ = qp.Close()
 }

@@ -719,7 +719,7 @@ func (s *Service) identityOf(ctx context.Context, n *names, j store.Job, p profi
 	if j.HolderID == "" {
 		return profile.Identity{}, false
 	}
-	holder, err := s.st.GetUser(ctx, j.HolderID)
+	holder, err := n.r.GetUser(ctx, j.HolderID)
 	if err != nil {
 		return profile.Identity{}, false
 	}

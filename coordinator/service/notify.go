@@ -26,17 +26,23 @@ type Notifier interface {
 //   - job.approval_requested: the people an approval would be taken from now, as
 //     checkVote says (the rule deciding and the awaiting-me list apply), never the
 //     requester or the holder; sent when a request is created pending.
+//   - job.ca_approval_requested: the CA operators who may decide at the CA-operator gate
+//     now (the administrators when nobody else may), when a job enters it; once per
+//     attempt (notifyCAGate).
 //   - job.decided: the requester, when the request gate approves or a gate rejects.
-//   - job.succeeded, job.failed: the requester.
+//   - job.succeeded, job.failed: the requester; an expired job is told as failed, its
+//     error saying it expired.
 //   - token.insert: the holder, when a job needing their token is dispatched to, or waits
 //     at, an agent that reports no matching token; once per job attempt.
 //   - rollout.brake_tripped, rollout.completed: the rollout's creator.
+//   - rollout.ended: the rollout's creator, when it is rejected, expires unapproved or is
+//     aborted by someone else.
 //   - certificate.expiring: the holder and the help desk, once per certificate and
 //     warning period (NotifyExpiringCertificates).
 //   - crl.expiring: the administrators (NotifyCRL).
 //
 // A rollout's jobs notify nobody of their decisions and ends: their rollout does. Their
-// holders are still asked to insert their tokens.
+// holders are still asked to insert their tokens, and the CA operators to decide on them.
 
 // notify writes n in the transaction; the sender is woken once it committed. A notice
 // whose template fails (a bug, caught by the template tests) is logged, not allowed to
@@ -132,12 +138,67 @@ func (t *txn) notifyApprovalRequested(ctx context.Context, j store.Job, p profil
 	if !t.s.notifying() || j.State != jobs.StatePendingApproval {
 		return nil
 	}
-	seen := map[string]bool{j.RequesterID: true, j.HolderID: true}
+	to, err := t.deciders(ctx, j, p.Approval.Policy().Roles)
+	if err != nil {
+		return err
+	}
+	if len(to) == 0 {
+		t.s.log.Warn().Str("job", j.ID).Msg("nobody may approve this request now: no approval notice sent")
+	}
+	return t.notifyAwaiting(ctx, j, p, notify.EventApprovalRequested, j.ID, to)
+}
+
+// notifyCAGate tells the CA operators who may decide now that a job waits at the
+// CA-operator gate, its CSR accepted, before its certificate is signed: the holders of the
+// ca_operator role or of a custom role granting its permission, as checkVote says (scope;
+// never the requester, the holder, nor whoever passed the request gate). The
+// administrators, whose role grants every permission, are told only when nobody else may
+// decide, so that a gate never waits unseen. Written once per job attempt; a rollout's
+// jobs too, since each needs its own decision (the rate limit gathers a flood into
+// digests).
+func (t *txn) notifyCAGate(ctx context.Context, j store.Job) error {
+	if !t.s.notifying() || j.State != jobs.StateAwaitingCertificate {
+		return nil
+	}
+	p, _, err := t.s.profileOfJob(ctx, t, j)
+	if err != nil {
+		return err
+	}
+	if !p.Approval.CAOperatorRequired {
+		return nil
+	}
+	roles := []jobs.Role{jobs.RoleCAOperator}
+	custom, err := t.ListCustomRoles(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range custom {
+		if slices.Contains(c.Permissions, jobs.PermCAOperator) {
+			roles = append(roles, jobs.Role(c.Name))
+		}
+	}
+	to, err := t.deciders(ctx, j, roles)
+	if err == nil && len(to) == 0 {
+		to, err = t.deciders(ctx, j, []jobs.Role{jobs.RoleAdmin})
+	}
+	if err != nil {
+		return err
+	}
+	if len(to) == 0 {
+		t.s.log.Warn().Str("job", j.ID).Msg("nobody may decide at the CA-operator gate now: no notice sent")
+	}
+	return t.notifyAwaiting(ctx, j, p, notify.EventCAApprovalRequested, j.ID+":"+strconv.Itoa(j.Attempt), to)
+}
+
+// deciders are the enabled holders of roles whose approval of j would be taken now, as
+// checkVote says: the rule deciding and the awaiting-me list apply.
+func (t *txn) deciders(ctx context.Context, j store.Job, roles []jobs.Role) ([]notify.Recipient, error) {
+	seen := map[string]bool{}
 	var to []notify.Recipient
-	for _, role := range p.Approval.Policy().Roles {
+	for _, role := range roles {
 		users, err := usersWithRole(ctx, t, role)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, u := range users {
 			if seen[u.ID] {
@@ -146,7 +207,7 @@ func (t *txn) notifyApprovalRequested(ctx context.Context, j store.Job, p profil
 			seen[u.ID] = true
 			vc, err := t.s.checkVote(ctx, t, u, j, jobs.Vote{Verdict: jobs.VerdictApprove}, t.now)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if vc.refusal != nil {
 				continue
@@ -156,15 +217,28 @@ func (t *txn) notifyApprovalRequested(ctx context.Context, j store.Job, p profil
 			}
 		}
 	}
-	if len(to) == 0 {
-		t.s.log.Warn().Str("job", j.ID).Msg("nobody may approve this request now: no approval notice sent")
-	}
+	return to, nil
+}
+
+// notifyAwaiting writes the notice that j waits at the gate its state holds open, with
+// what is to be decided on (the certificate's subject as the profile renders it) and
+// until when.
+func (t *txn) notifyAwaiting(ctx context.Context, j store.Job, p profile.Profile, e notify.Event, key string, to []notify.Recipient) error {
 	jd, err := t.jobData(ctx, j)
 	if err != nil {
 		return err
 	}
-	return t.notify(ctx, notify.Notice{Event: notify.EventApprovalRequested, Key: j.ID,
-		Data: notify.Data{Job: jd}, To: to})
+	if id, ok := t.s.identityOf(ctx, newNames(t), j, p); ok {
+		jd.Subject = id.Subject.String()
+	}
+	approvals, err := t.ListApprovals(ctx, j.ID)
+	if err != nil {
+		return err
+	}
+	if o, err := jobs.Evaluate(p.Approval.Policy(), j.Rules(j.OrganizationID, approvals), t.now); err == nil && o.Status == jobs.StatusPending {
+		jd.DecideBy = o.ValidUntil
+	}
+	return t.notify(ctx, notify.Notice{Event: e, Key: key, Data: notify.Data{Job: jd}, To: to})
 }
 
 // notifyDecided tells the requester that a gate approved or rejected their request, with
@@ -188,7 +262,7 @@ func (t *txn) notifyDecided(ctx context.Context, j store.Job, gate jobs.Gate, ve
 		notify.Data{Decision: d})
 }
 
-// notifyJobEnded tells the requester that a job succeeded or failed.
+// notifyJobEnded tells the requester that a job succeeded, failed or expired.
 func (t *txn) notifyJobEnded(ctx context.Context, j store.Job) error {
 	if !t.s.notifying() || j.RolloutID != "" {
 		return nil
@@ -196,7 +270,9 @@ func (t *txn) notifyJobEnded(ctx context.Context, j store.Job) error {
 	switch j.State {
 	case jobs.StateSucceeded:
 		return t.notifyRequester(ctx, j, notify.EventJobSucceeded, j.ID+":"+strconv.Itoa(j.Attempt), notify.Data{})
-	case jobs.StateFailed:
+	case jobs.StateFailed, jobs.StateExpired:
+		// An expired job was never carried out: its requester hears it as a failure whose
+		// error says so, rather than waiting for a job that will not run.
 		return t.notifyRequester(ctx, j, notify.EventJobFailed, j.ID+":"+strconv.Itoa(j.Attempt),
 			notify.Data{Failure: &notify.Failure{Code: j.ErrorCode, Message: j.ErrorMessage}})
 	}
@@ -244,8 +320,23 @@ func (jt *JobTx) NotifyTokenNeeded(ctx context.Context, j store.Job, tok notify.
 		Data: notify.Data{Job: jd, Token: &tok}, To: to})
 }
 
-// notifyRollout tells a rollout's creator that its brake tripped or it completed.
-func (t *txn) notifyRollout(ctx context.Context, e notify.Event, r store.Rollout, tally rollout.Tally, summary string) error {
+// notifyRolloutEnded tells a rollout's creator that it ended without completing
+// (rejected, not approved in time, aborted), unless they ended it themselves. by is the
+// user who ended it, "" for the coordinator.
+func (t *txn) notifyRolloutEnded(ctx context.Context, r store.Rollout, spec rollout.Spec, by, reason string) error {
+	if !t.s.notifying() || (by != "" && by == r.CreatedBy) {
+		return nil
+	}
+	st, err := statusOf(ctx, t, r, spec, t.now)
+	if err != nil {
+		return err
+	}
+	return t.notifyRollout(ctx, notify.EventRolloutEnded, r, st.overall, reason, newNames(t).user(ctx, by))
+}
+
+// notifyRollout tells a rollout's creator that its brake tripped, it completed, or it
+// ended otherwise (by: who ended it).
+func (t *txn) notifyRollout(ctx context.Context, e notify.Event, r store.Rollout, tally rollout.Tally, summary, by string) error {
 	if !t.s.notifying() {
 		return nil
 	}
@@ -260,7 +351,7 @@ func (t *txn) notifyRollout(ctx context.Context, e notify.Event, r store.Rollout
 		key += ":" + strconv.Itoa(r.PauseRound)
 	}
 	return t.notify(ctx, notify.Notice{Event: e, Key: key, To: to, Data: notify.Data{Rollout: &notify.Rollout{
-		ID: r.ID, Name: r.Name, State: r.State, Summary: summary, Round: r.PauseRound, Targets: tally.Targets,
+		ID: r.ID, Name: r.Name, State: r.State, Summary: summary, By: by, Round: r.PauseRound, Targets: tally.Targets,
 		Succeeded: tally.Succeeded, Failed: tally.Executed() - tally.Succeeded, Cancelled: tally.Cancelled}}})
 }
 

@@ -2,6 +2,9 @@ package service_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/notify"
+	"github.com/tokenfleet/tokenfleet/coordinator/notify/notifytest"
 	"github.com/tokenfleet/tokenfleet/coordinator/rollout"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -46,11 +50,12 @@ func newNotifyRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
-	o, err := notify.NewOutbox(notify.OutboxConfig{Email: true, Webhooks: []notify.Webhook{{Name: "siem", URL: "https://siem.example/hook"}}}, tm, clk.now)
+	o, err := notify.NewOutbox(notify.OutboxConfig{Email: true, Webhooks: []notify.Webhook{{Name: "siem", URL: "https://siem.example/hook"}},
+		ConsoleURL: consoleURL}, tm, clk.now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := service.New(service.Options{Store: st, Logger: log, Now: clk.now, Notifier: o})
+	s, err := service.New(service.Options{Store: st, Logger: log, Now: clk.now, Notifier: o, Issuer: pinIssuer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,14 +77,7 @@ func newNotifyRig(t *testing.T) *rig {
 			t.Fatal(err)
 		}
 	}
-	mk := func(name, org, lang string, roles ...jobs.Role) service.Actor {
-		u, err := s.CreateUser(ctx, r.admin, service.UserRequest{Username: name, DisplayName: strings.ToUpper(name[:1]) + name[1:],
-			Email: name + "@acme.test", Organization: org, Roles: roles, Language: lang})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return service.ActorFor(u.User)
-	}
+	mk := r.person
 	r.owner = mk("olga", "Acme", "en", jobs.RoleRolloutOwner)
 	r.ap1 = mk("arne", "Acme", "fr", jobs.RoleApprover)
 	r.ap2 = mk("gina", "Globex", "en", jobs.RoleApprover)
@@ -93,6 +91,28 @@ func newNotifyRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// consoleURL is where the rig's notices link to.
+const consoleURL = "https://pki.acme.test"
+
+// testPIN is the user PIN the rig's issuer opens: the one a job set on its token.
+const testPIN = "73905142"
+
+// pinIssuer opens every kept PIN as testPIN, as the dispatcher opens what an agent sealed.
+type pinIssuer struct{ service.NopIssuer }
+
+func (pinIssuer) OpenTokenPIN(store.TokenPIN) ([]byte, error) { return []byte(testPIN), nil }
+
+// person creates a user with an e-mail address (name@acme.test) and a language.
+func (r *rig) person(name, org, lang string, roles ...jobs.Role) service.Actor {
+	r.t.Helper()
+	u, err := r.s.CreateUser(r.ctx, r.admin, service.UserRequest{Username: name, DisplayName: strings.ToUpper(name[:1]) + name[1:],
+		Email: name + "@acme.test", Organization: org, Roles: roles, Language: lang})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return service.ActorFor(u.User)
 }
 
 // notices returns the e-mail rows of event by address, and how many webhook rows it has.
@@ -310,6 +330,72 @@ func TestNotificationsOfRollouts(t *testing.T) {
 	if m := got["olga@acme.test"]; !strings.Contains(string(m.Body), "Targets: 4, succeeded: 2, failed: 2") {
 		t.Fatalf("completed: %s", m.Body)
 	}
+	r.wantNotices(notify.EventRolloutEnded, 0)
+}
+
+// TestNotificationsOfRolloutsThatEndEarly: a rollout rejected, aborted by someone else, or
+// left unapproved tells its creator, with who and why; one its creator aborts does not.
+func TestNotificationsOfRolloutsThatEndEarly(t *testing.T) {
+	t.Parallel()
+	r := newNotifyRig(t)
+	r.agents(2)
+	ended := func(id string) (store.Notification, int) {
+		t.Helper()
+		ns, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(notify.EventRolloutEnded)}, store.Page{Limit: store.MaxPageLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mail store.Notification
+		n := 0
+		for _, x := range ns {
+			if !strings.Contains(string(x.Body), id) {
+				continue
+			}
+			n++
+			if x.Channel == store.ChannelEmail {
+				mail = x
+			}
+		}
+		return mail, n
+	}
+	rejected := r.create(inventorySpec("rejected"))
+	if _, err := r.s.DecideRollout(r.ctx, r.ap1, rejected.ID, service.RolloutVote{Verdict: jobs.VerdictReject, BindingHash: rejected.BindingHash,
+		Reason: "pas cette semaine"}); err != nil {
+		t.Fatal(err)
+	}
+	if m, n := ended(rejected.ID); n != 2 || m.Recipient != "olga@acme.test" || m.Subject != "[tokenfleet] Rollout rejected rejected" ||
+		!strings.Contains(string(m.Body), "was rejected by arne") || !strings.Contains(string(m.Body), "Reason: pas cette semaine") ||
+		!strings.Contains(m.HTML, `href="`+consoleURL+"/ui/rollouts/"+rejected.ID+`"`) {
+		t.Fatalf("rejected (%d rows): %s\n%s\n%s", n, m.Subject, m.Body, m.HTML)
+	}
+
+	aborted := r.approve(r.ap1, r.create(inventorySpec("aborted")))
+	r.pass()
+	if _, err := r.s.AbortRollout(r.ctx, r.admin, aborted.ID, "wrong tokens"); err != nil {
+		t.Fatal(err)
+	}
+	if m, n := ended(aborted.ID); n != 2 || m.Subject != "[tokenfleet] Rollout aborted aborted" || !strings.Contains(string(m.Body), "was aborted by admin") ||
+		!strings.Contains(string(m.Body), "Reason: wrong tokens") || !strings.Contains(string(m.Body), "Targets: 2") {
+		t.Fatalf("aborted (%d rows): %s\n%s", n, m.Subject, m.Body)
+	}
+	own := r.approve(r.ap1, r.create(inventorySpec("own")))
+	if _, err := r.s.AbortRollout(r.ctx, r.owner, own.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := ended(own.ID); n != 0 {
+		t.Fatalf("the creator who aborted their own rollout was told: %d rows", n)
+	}
+
+	late := r.create(inventorySpec("late"))
+	r.clock.add(49 * time.Hour)
+	r.pass()
+	if st := r.get(late.ID).State; st != "expired" {
+		t.Fatalf("rollout %s", st)
+	}
+	if m, n := ended(late.ID); n != 2 || m.Subject != "[tokenfleet] Rollout late expired" || !strings.Contains(string(m.Body), "not approved in time") ||
+		!strings.Contains(string(m.Body), "Reason: not approved within 48h") {
+		t.Fatalf("expired (%d rows): %s\n%s", n, m.Subject, m.Body)
+	}
 }
 
 func TestNotificationsOfExpiringCertificatesAndCRL(t *testing.T) {
@@ -363,5 +449,263 @@ func TestNotificationsOfExpiringCertificatesAndCRL(t *testing.T) {
 	got = r.wantNotices(notify.EventCRLExpiring, 1, "admin@acme.test")
 	if m := got["admin@acme.test"]; !strings.Contains(m.Subject, "liste de révocation") {
 		t.Fatalf("CRL: %s", m.Subject)
+	}
+}
+
+// orgCAProfile needs one approver of the holder's organisation, then a CA operator's
+// decision before the certificate is signed.
+const orgCAProfile = `name: logon-ca
+key: {type: ec, curve: P-256}
+subject: {common_name: "{{.Name}}"}
+key_usage: [digitalSignature]
+extended_key_usage: [clientAuth]
+validity: 90d
+pin_policy: {min_length: 6, max_length: 8}
+approval: {required: 1, roles: [approver], scope: organization, expires_after: 48h, ca_operator_required: true}
+`
+
+// toCAGate drives an approved job as its agent and the RA would, up to the CA-operator
+// gate: dispatched, running, its CSR accepted on token tok.
+func (r *rig) toCAGate(jobID, tok string) store.Job {
+	r.t.Helper()
+	var out store.Job
+	if err := r.s.UpdateJobs(r.ctx, func(jt *service.JobTx) error {
+		cur, err := jt.GetJob(r.ctx, jobID)
+		if err != nil {
+			return err
+		}
+		agent := store.JobChange{Actor: service.AgentActor(cur.AgentID)}
+		for _, to := range []jobs.State{jobs.StateDispatched, jobs.StateRunning} {
+			if cur, err = jt.Transition(r.ctx, cur, to, agent); err != nil {
+				return err
+			}
+		}
+		out, err = jt.Transition(r.ctx, cur, jobs.StateAwaitingCertificate, store.JobChange{Actor: "system:ra", Reason: "CSR accepted", TokenSerial: tok})
+		return err
+	}); err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+// TestNotificationsOfTheCAGate: a job that reaches the CA-operator gate tells the CA
+// operators who may decide on it, and nobody else; the administrators only when no CA
+// operator may. The e-mails, sent to a real SMTP server and read back, are text and HTML
+// with the console link, and nothing delivered holds the PIN the job set.
+func TestNotificationsOfTheCAGate(t *testing.T) {
+	t.Parallel()
+	r := newNotifyRig(t)
+	r.enrol("ws-1")
+	if _, err := r.s.ApplyProfiles(r.ctx, r.admin, []byte(orgCAProfile)); err != nil {
+		t.Fatal(err)
+	}
+	for _, org := range []string{"Acme", "Globex"} {
+		if _, err := r.s.CreateRole(r.ctx, r.admin, service.RoleRequest{Name: "ca-" + strings.ToLower(org), Organization: org,
+			Permissions: []jobs.Permission{jobs.PermCAOperator, jobs.PermRead}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// CA operators: carla of Acme; cyril of Globex (the built-in role decides for every
+	// organisation); clem through a role limited to Acme; gus through one limited to
+	// Globex (out of scope); paul, also an approver, who passes the request gate (one
+	// person never passes both); dora, disabled.
+	r.person("carla", "Acme", "fr", jobs.RoleCAOperator)
+	r.person("cyril", "Globex", "en", jobs.RoleCAOperator)
+	r.person("clem", "Acme", "fr", "ca-acme")
+	r.person("gus", "Acme", "en", "ca-globex")
+	paul := r.person("paul", "Acme", "en", jobs.RoleApprover, jobs.RoleCAOperator)
+	r.person("dora", "Acme", "fr", jobs.RoleCAOperator)
+	if _, err := r.s.SetUserDisabled(r.ctx, r.admin, "dora", true, "left"); err != nil {
+		t.Fatal(err)
+	}
+
+	j, err := r.s.CreateJob(r.ctx, r.helpdesk, service.JobRequest{Kind: jobs.KindIssue, Holder: "alice", Profile: "logon-ca", Agent: "ws-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.wantNotices(notify.EventApprovalRequested, 1, "arne@acme.test", "ines@acme.test", "paul@acme.test")
+	if _, err := r.s.Approve(r.ctx, paul, j.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	r.wantNotices(notify.EventCAApprovalRequested, 0)
+	entered := r.clock.now()
+	r.toCAGate(j.ID, "tok-1")
+	got := r.wantNotices(notify.EventCAApprovalRequested, 1, "carla@acme.test", "cyril@acme.test", "clem@acme.test")
+	link := consoleURL + "/ui/jobs/" + j.ID
+	fr := got["carla@acme.test"]
+	if fr.Subject != "[tokenfleet] Certificat à approuver (opérateur d'AC) : issue pour Alice" || fr.Language != "fr" ||
+		!strings.Contains(string(fr.Body), "Sujet        : CN=Alice") || !strings.Contains(string(fr.Body), "tokenfleetctl approve "+j.ID) ||
+		!strings.Contains(string(fr.Body), "À décider avant : "+entered.Add(48*time.Hour).UTC().Format("2006-01-02 15:04 UTC")) ||
+		!strings.Contains(string(fr.Body), "Dans la console : "+link) || !strings.Contains(fr.HTML, `href="`+link+`"`) {
+		t.Fatalf("CA operator's notice: %s\n%s\n%s", fr.Subject, fr.Body, fr.HTML)
+	}
+	// The webhook's call carries the link too.
+	hooks, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(notify.EventCAApprovalRequested), Channel: store.ChannelWebhook}, store.Page{})
+	if err != nil || len(hooks) != 1 {
+		t.Fatalf("webhook rows: %d, %v", len(hooks), err)
+	}
+	var call struct {
+		Link string
+		Data notify.Data
+	}
+	if err := json.Unmarshal(hooks[0].Body, &call); err != nil || call.Link != link || call.Data.Job == nil || call.Data.Job.Subject != "CN=Alice" ||
+		call.Data.Job.DecideBy.IsZero() || hooks[0].HTML != "" {
+		t.Fatalf("webhook body %s: %v", hooks[0].Body, err)
+	}
+	// Everyone the notice went to may decide: the awaiting-me list agrees.
+	carla, err := r.st.GetUserByUsername(r.ctx, "carla")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, _, err := r.s.ListJobs(r.ctx, service.ActorFor(carla), service.JobQuery{AwaitingMe: true}, service.Page{})
+	if err != nil || len(mine) != 1 || mine[0].ID != j.ID {
+		t.Fatalf("carla's queue: %v, %v", mine, err)
+	}
+
+	// The CA operator approves; the job ends (its certificate installed) and its PIN is
+	// revealed to the requester.
+	if _, err := r.s.Approve(r.ctx, service.ActorFor(carla), j.ID, service.DecisionRequest{Reason: "vérifié"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.st.InTx(r.ctx, func(tx store.Tx) error {
+		_, err := tx.AddTokenPIN(r.ctx, store.TokenPIN{TokenSerial: "tok-1", Purpose: store.PINPurposeUser, JobID: j.ID, Attempt: 1,
+			Sealed: []byte(`{"sealed":"opaque"}`), Recorded: r.clock.now()})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The issuer signed (a no-op here): the certificate is installed, and the job ends.
+	if err := r.s.UpdateJobs(r.ctx, func(jt *service.JobTx) error {
+		cur, err := jt.GetJob(r.ctx, j.ID)
+		if err != nil {
+			return err
+		}
+		for _, to := range []jobs.State{jobs.StateInstalling, jobs.StateSucceeded} {
+			if cur, err = jt.Transition(r.ctx, cur, to, store.JobChange{Actor: service.AgentActor(cur.AgentID)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pin, err := r.s.RevealUserPIN(r.ctx, r.helpdesk, j.ID)
+	if err != nil || string(pin) != testPIN {
+		t.Fatalf("PIN %q, %v", pin, err)
+	}
+	r.wantNotices(notify.EventJobSucceeded, 1, "hank@acme.test")
+
+	// Nobody else may decide: the administrators are told. A job of another holder,
+	// requested by carla and approved by arne, on a coordinator whose other CA operators
+	// are gone.
+	for _, name := range []string{"cyril", "clem", "paul"} {
+		if _, err := r.s.SetUserDisabled(r.ctx, r.admin, name, true, "gone"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.s.UpdateUser(r.ctx, r.admin, "carla", service.UserUpdate{Roles: &[]jobs.Role{jobs.RoleCAOperator, jobs.RoleHelpdesk}}); err != nil {
+		t.Fatal(err)
+	}
+	carla, _ = r.st.GetUserByUsername(r.ctx, "carla")
+	j2, err := r.s.CreateJob(r.ctx, service.ActorFor(carla), service.JobRequest{Kind: jobs.KindIssue, Holder: "hank", Profile: "logon-ca", Agent: "ws-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.s.Approve(r.ctx, r.ap1, j2.ID, service.DecisionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	r.toCAGate(j2.ID, "tok-2")
+	ns, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{Event: string(notify.EventCAApprovalRequested), Channel: store.ChannelEmail}, store.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second []string
+	for _, n := range ns {
+		if strings.Contains(string(n.Body), j2.ID) {
+			second = append(second, n.Recipient)
+		}
+	}
+	if !slices.Equal(second, []string{"admin@acme.test"}) {
+		t.Fatalf("with no CA operator who may decide, the notice went to %v, want the administrator", second)
+	}
+
+	// Everything goes out through a real SMTP server and is read back.
+	srv := notifytest.StartSMTP(t, notifytest.SMTPOptions{NoTLS: true})
+	mailer, err := notify.NewSMTP(notify.SMTPConfig{Host: srv.Host, Port: srv.Port, Security: notify.SecurityNone, From: "tokenfleet <pki@acme.test>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := notify.LoadTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := notify.NewSender(notify.SenderOptions{Store: r.st, Templates: tm, Mailer: mailer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := sender.SendDue(r.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	msgs := srv.Messages()
+	emails, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{Channel: store.ChannelEmail, State: store.NotificationSent}, store.Page{Limit: store.MaxPageLimit})
+	if err != nil || len(msgs) == 0 || len(msgs) != len(emails) {
+		t.Fatalf("%d e-mails received, %d rows sent (%v)", len(msgs), len(emails), err)
+	}
+	var sources []string
+	for _, m := range msgs {
+		if m.Header.Get("X-Tokenfleet-Event") == string(notify.EventCAApprovalRequested) && m.To[0] == "carla@acme.test" {
+			if err := notifytest.CheckMail(m, "fr", link); err != nil {
+				t.Errorf("carla's e-mail: %v", err)
+			}
+			if !strings.Contains(m.Body, "attend la décision d'un opérateur") || !strings.Contains(m.HTML, "opérateur de l'autorité de certification") ||
+				m.Subject != fr.Subject {
+				t.Errorf("carla's e-mail: %s\n%s\n%s", m.Subject, m.Body, m.HTML)
+			}
+		}
+		sources = append(sources, string(m.Raw), m.Subject, m.Body, m.HTML)
+	}
+	all, _, err := r.st.ListNotifications(r.ctx, store.NotificationFilter{}, store.Page{Limit: store.MaxPageLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range all {
+		sources = append(sources, n.Subject, string(n.Body), n.HTML)
+	}
+	// The PIN in clear, and in the encodings a message could carry it in.
+	for _, needle := range []string{testPIN, base64.StdEncoding.EncodeToString([]byte(testPIN)), hex.EncodeToString([]byte(testPIN))} {
+		for _, src := range sources {
+			if strings.Contains(src, needle) {
+				t.Fatalf("the PIN (%s) is in a notification:\n%s", needle, src)
+			}
+		}
+	}
+	t.Logf("%d e-mails and %d outbox rows searched: no PIN", len(msgs), len(all))
+}
+
+// TestNotificationOfAnExpiredRequest: a request nobody approved in time expires, and its
+// requester is told, rather than left waiting.
+func TestNotificationOfAnExpiredRequest(t *testing.T) {
+	t.Parallel()
+	r := newNotifyRig(t)
+	r.enrol("ws-1")
+	j, err := r.s.CreateJob(r.ctx, r.helpdesk, service.JobRequest{Kind: jobs.KindIssue, Holder: "alice", Profile: "logon", Agent: "ws-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clock.add(49 * time.Hour)
+	if n, err := r.s.ExpireDue(r.ctx); err != nil || n != 1 {
+		t.Fatalf("expired %d, %v", n, err)
+	}
+	got := r.wantNotices(notify.EventJobFailed, 1, "hank@acme.test")
+	if m := got["hank@acme.test"]; m.Subject != "[tokenfleet] Expired: issue for Alice" ||
+		!strings.Contains(string(m.Body), "expired before it was carried out") || !strings.Contains(string(m.Body), "not approved within 48h") ||
+		!strings.Contains(m.HTML, "<strong>expired</strong>") || !strings.Contains(string(m.Body), j.ID) {
+		t.Fatalf("expiry notice: %s\n%s\n%s", m.Subject, m.Body, m.HTML)
 	}
 }

@@ -218,6 +218,9 @@ func (s *Service) DecideRollout(ctx context.Context, by Actor, id string, v Roll
 		case v.Verdict == jobs.VerdictReject:
 			ro.State, ro.FinishedAt = string(rollout.StateRejected), t.now
 			cancelRun = round > 0
+			if err := t.notifyRolloutEnded(ctx, *ro, spec, actor.ID, v.Reason); err != nil {
+				return nil, err
+			}
 		case len(approvers) < required:
 		case state == rollout.StatePendingApproval:
 			ro.State, ro.ApprovedAt = string(rollout.StateApproved), t.now
@@ -441,6 +444,7 @@ func (s *Service) AbortRollout(ctx context.Context, by Actor, id, reason string)
 	if err != nil {
 		return RolloutView{}, err
 	}
+	given := reason
 	if reason == "" {
 		reason = "aborted by " + actor.Username
 	}
@@ -468,6 +472,9 @@ func (s *Service) AbortRollout(ctx context.Context, by Actor, id, reason string)
 			}
 		}
 		ro.State, ro.FinishedAt = string(rollout.StateAborted), t.now
+		if err := t.notifyRolloutEnded(ctx, *ro, spec, actor.ID, given); err != nil {
+			return nil, err
+		}
 		return []audit.Entry{{Actor: actor.ID, Action: audit.ActionRolloutAborted, Reason: reason,
 			Details: audit.Details("jobs_cancelled", toCancel, "jobs_running", running, "targets_without_job", pending, "wave", ro.CurrentWave)}}, nil
 	})

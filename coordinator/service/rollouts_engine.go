@@ -187,7 +187,7 @@ func (s *Service) advance(ctx context.Context, ro store.Rollout) (int, error) {
 		case step.Complete:
 			_, err := s.engineChange(ctx, ro, func(t *txn, r *store.Rollout) ([]audit.Entry, error) {
 				r.State, r.FinishedAt = string(rollout.StateCompleted), t.now
-				if err := t.notifyRollout(ctx, notify.EventRolloutCompleted, *r, st.overall, ""); err != nil {
+				if err := t.notifyRollout(ctx, notify.EventRolloutCompleted, *r, st.overall, "", ""); err != nil {
 					return nil, err
 				}
 				if r.WaveFinishedAt.IsZero() {
@@ -284,7 +284,11 @@ func (s *Service) expireRollout(ctx context.Context, ro store.Rollout, spec roll
 	}
 	_, err = s.engineChange(ctx, ro, func(t *txn, r *store.Rollout) ([]audit.Entry, error) {
 		r.State, r.FinishedAt = string(rollout.StateExpired), t.now
-		return []audit.Entry{{Action: audit.ActionRolloutExpired, Reason: fmt.Sprintf("not approved within %s", life)}}, nil
+		reason := fmt.Sprintf("not approved within %s", life)
+		if err := t.notifyRolloutEnded(ctx, *r, spec, "", reason); err != nil {
+			return nil, err
+		}
+		return []audit.Entry{{Action: audit.ActionRolloutExpired, Reason: reason}}, nil
 	})
 	return err
 }
@@ -343,7 +347,7 @@ func (s *Service) checkBrake(ctx context.Context, ro store.Rollout, spec rollout
 		r.State, r.PauseKind, r.PauseReason, r.PausedBy, r.PausedAt = string(rollout.StatePaused), string(rollout.PauseBrake), summary, systemActor("brake"), t.now
 		r.PauseRound++
 		r.Trip = stored
-		if err := t.notifyRollout(ctx, notify.EventRolloutBrakeTripped, *r, st.overall, summary); err != nil {
+		if err := t.notifyRollout(ctx, notify.EventRolloutBrakeTripped, *r, st.overall, summary, ""); err != nil {
 			return nil, err
 		}
 		t.events = append(t.events, func(o Observer) {

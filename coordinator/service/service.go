@@ -315,6 +315,9 @@ func (t *txn) moveAll(ctx context.Context, js []store.Job, to jobs.State, c stor
 		if err := t.notifyJobEnded(ctx, njs[i]); err != nil {
 			return nil, err
 		}
+		if err := t.notifyCAGate(ctx, njs[i]); err != nil {
+			return nil, err
+		}
 	}
 	return njs, nil
 }

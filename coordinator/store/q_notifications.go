@@ -9,13 +9,13 @@ import (
 
 // ---- notifications ----
 
-const notificationCols = "id, dedupe_key, event, channel, recipient, user_id, language, subject, body, state, attempts, " +
+const notificationCols = "id, dedupe_key, event, channel, recipient, user_id, language, subject, body, body_html, state, attempts, " +
 	"next_attempt_at, lease_until, lease_owner, held, last_error, delivery_id, created_at, sent_at"
 
 func scanNotification(r scanner) (Notification, error) {
 	var n Notification
 	err := r.Scan(&n.ID, &n.DedupeKey, &n.Event, &n.Channel, &n.Recipient, &n.UserID, &n.Language, &n.Subject,
-		bytesCol{&n.Body}, &n.State, &n.Attempts, timeCol{&n.NextAttempt}, timeCol{&n.LeaseUntil}, &n.LeaseOwner,
+		bytesCol{&n.Body}, &n.HTML, &n.State, &n.Attempts, timeCol{&n.NextAttempt}, timeCol{&n.LeaseUntil}, &n.LeaseOwner,
 		&n.Held, &n.LastError, &n.DeliveryID, timeCol{&n.Created}, timeCol{&n.SentAt})
 	if n.Body == nil {
 		n.Body = []byte{}
@@ -49,9 +49,9 @@ func (x *q) AddNotifications(ctx context.Context, ns []Notification) (int, error
 		// ON CONFLICT DO NOTHING rather than catching the unique violation: on PostgreSQL a
 		// violation would abort the caller's transaction, and a repeat is normal here.
 		res, err := x.exec(ctx, `INSERT INTO notifications (id, dedupe_key, event, channel, recipient, user_id, language,
-				subject, body, state, next_attempt_at, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING`,
-			n.ID, n.DedupeKey, n.Event, n.Channel, n.Recipient, n.UserID, n.Language, n.Subject, n.Body,
+				subject, body, body_html, state, next_attempt_at, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING`,
+			n.ID, n.DedupeKey, n.Event, n.Channel, n.Recipient, n.UserID, n.Language, n.Subject, n.Body, n.HTML,
 			NotificationPending, x.d.ts(next), x.d.ts(created))
 		if err != nil {
 			return added, x.d.wrap(what, err)

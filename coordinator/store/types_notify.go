@@ -28,8 +28,11 @@ type Notification struct {
 	Language  string
 	Subject   string
 	Body      []byte // the e-mail's text, or the webhook's JSON
-	State     string // NotificationPending, NotificationSent or NotificationFailed
-	Attempts  int
+	// HTML is an e-mail's HTML part: the notice's own content, which the sender puts in a
+	// page; "" for a webhook call (and an e-mail that goes out as text alone).
+	HTML     string
+	State    string // NotificationPending, NotificationSent or NotificationFailed
+	Attempts int
 	// NextAttempt is when the sender may try it (again).
 	NextAttempt time.Time
 	// LeaseUntil and LeaseOwner: the sender that claimed it and until when; zero and ""

@@ -14,16 +14,20 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
 	"mime"
+	"mime/multipart"
 	"mime/quotedprintable"
 	"net"
 	"net/http"
 	"net/mail"
+	"net/textproto"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -44,7 +48,19 @@ type Message struct {
 	Raw      []byte
 	Header   mail.Header
 	Subject  string // decoded
-	Body     string // decoded (quoted-printable), with LF line ends
+	Body     string // the text, decoded (quoted-printable), with LF line ends
+	HTML     string // the HTML part of a multipart/alternative message, decoded; "" for none
+	// Parts are the parts of a multipart message as sent; nil when it is not one.
+	Parts []Part
+	// ParseError says why the message could not be read as MIME; nil when it could.
+	ParseError error
+}
+
+// Part is one part of a multipart message.
+type Part struct {
+	Header  textproto.MIMEHeader // as sent, Content-Transfer-Encoding included
+	Raw     []byte               // as sent (encoded)
+	Decoded string               // decoded, with LF line ends
 }
 
 // SMTPOptions configure a test SMTP server.
@@ -179,17 +195,7 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	_, isTLS := ss.c.TLSConnectionState()
 	m := Message{From: ss.from, To: append([]string(nil), ss.to...), AuthUser: ss.user, TLS: isTLS, Raw: raw}
-	if pm, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
-		m.Header = pm.Header
-		dec := new(mime.WordDecoder)
-		m.Subject, _ = dec.DecodeHeader(pm.Header.Get("Subject"))
-		body := pm.Body
-		if strings.EqualFold(pm.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-			body = quotedprintable.NewReader(pm.Body)
-		}
-		b, _ := io.ReadAll(body)
-		m.Body = strings.ReplaceAll(string(b), "\r\n", "\n")
-	}
+	m.ParseError = parse(&m)
 	if ss.s.opts.Accept != nil {
 		if err := ss.s.opts.Accept(m); err != nil {
 			return err
@@ -201,8 +207,158 @@ func (ss *session) Data(r io.Reader) error {
 	return nil
 }
 
+// parse reads m.Raw as an e-mail: its headers, subject, and text (and HTML) body,
+// decoding quoted-printable; a multipart/alternative message's parts are kept as sent.
+func parse(m *Message) error {
+	pm, err := mail.ReadMessage(bytes.NewReader(m.Raw))
+	if err != nil {
+		return err
+	}
+	m.Header = pm.Header
+	dec := new(mime.WordDecoder)
+	if m.Subject, err = dec.DecodeHeader(pm.Header.Get("Subject")); err != nil {
+		return fmt.Errorf("subject: %w", err)
+	}
+	mt, params, err := mime.ParseMediaType(pm.Header.Get("Content-Type"))
+	if err != nil {
+		return fmt.Errorf("content type: %w", err)
+	}
+	if !strings.HasPrefix(mt, "multipart/") {
+		m.Body, err = decode(pm.Header.Get("Content-Transfer-Encoding"), pm.Body)
+		return err
+	}
+	mr := multipart.NewReader(pm.Body, params["boundary"])
+	for {
+		// NextRawPart: the part as sent, its transfer encoding left for decode to undo.
+		p, err := mr.NextRawPart()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("multipart: %w", err)
+		}
+		raw, err := io.ReadAll(p)
+		if err != nil {
+			return fmt.Errorf("multipart: %w", err)
+		}
+		part := Part{Header: p.Header, Raw: raw}
+		if part.Decoded, err = decode(p.Header.Get("Content-Transfer-Encoding"), bytes.NewReader(raw)); err != nil {
+			return err
+		}
+		m.Parts = append(m.Parts, part)
+		switch pt, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type")); pt {
+		case "text/plain":
+			m.Body = part.Decoded
+		case "text/html":
+			m.HTML = part.Decoded
+		}
+	}
+}
+
+// decode undoes a transfer encoding (quoted-printable, or none) and makes line ends LF.
+func decode(cte string, r io.Reader) (string, error) {
+	if strings.EqualFold(cte, "quoted-printable") {
+		r = quotedprintable.NewReader(r)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", fmt.Errorf("decoding %s: %w", cte, err)
+	}
+	return strings.ReplaceAll(string(b), "\r\n", "\n"), nil
+}
+
 func (ss *session) Reset()        { ss.from, ss.to = "", nil }
 func (ss *session) Logout() error { return nil }
+
+// messageIDRE is the form of a Message-ID (RFC 5322): <left@right>.
+var messageIDRE = regexp.MustCompile(`^<[^<>@\s]+@[^<>@\s]+>$`)
+
+// urlRE finds every URL a message holds, with a scheme or scheme-relative.
+var urlRE = regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*:)?//[^\s"'<>]*`)
+
+// CheckMail reads an e-mail back as a mail client does and says what is wrong with its
+// form (nil when nothing): the headers (MIME-Version, a multipart/alternative
+// Content-Type with its boundary, Date, Message-ID, Auto-Submitted, Content-Language
+// lang), a text part then an HTML part (the richest last), each UTF-8 and
+// quoted-printable, so that the message is 7-bit; French accents that decode in both
+// parts; the console link in both (when link is not ""); an HTML page that fetches
+// nothing (no image, style sheet, script or frame, and no URL but the link).
+func CheckMail(m Message, lang, link string) error {
+	if m.ParseError != nil {
+		return fmt.Errorf("the message does not read as MIME: %w", m.ParseError)
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	h := m.Header
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil || mt != "multipart/alternative" || params["boundary"] == "" {
+		bad("Content-Type %q is not multipart/alternative with a boundary (%v)", h.Get("Content-Type"), err)
+	}
+	if h.Get("MIME-Version") != "1.0" {
+		bad("MIME-Version %q", h.Get("MIME-Version"))
+	}
+	if cte := h.Get("Content-Transfer-Encoding"); cte != "" {
+		bad("a multipart message with Content-Transfer-Encoding %q (its parts are encoded, not it)", cte)
+	}
+	if h.Get("Auto-Submitted") != "auto-generated" {
+		bad("Auto-Submitted %q", h.Get("Auto-Submitted"))
+	}
+	if h.Get("Content-Language") != lang {
+		bad("Content-Language %q, want %q", h.Get("Content-Language"), lang)
+	}
+	if d, err := mail.ParseDate(h.Get("Date")); err != nil || time.Since(d).Abs() > 24*time.Hour {
+		bad("Date %q: %v", h.Get("Date"), err)
+	}
+	if !messageIDRE.MatchString(h.Get("Message-ID")) {
+		bad("Message-ID %q is not <id@domain>", h.Get("Message-ID"))
+	}
+	var types []string
+	for _, p := range m.Parts {
+		types = append(types, p.Header.Get("Content-Type"))
+		if cte := p.Header.Get("Content-Transfer-Encoding"); cte != "quoted-printable" {
+			bad("part %s is %q, not quoted-printable", p.Header.Get("Content-Type"), cte)
+		}
+	}
+	if strings.Join(types, ", ") != "text/plain; charset=utf-8, text/html; charset=utf-8" {
+		bad("parts %q, want text/plain then text/html, in UTF-8", types)
+	}
+	for i, c := range m.Raw {
+		if c > 127 {
+			bad("byte %d of the message is not 7-bit: %q", i, m.Raw[max(0, i-20):min(len(m.Raw), i+20)])
+			break
+		}
+	}
+	for _, line := range strings.Split(string(m.Raw), "\r\n") {
+		if len(line) > 998 {
+			bad("a line of %d characters (at most 998)", len(line))
+			break
+		}
+	}
+	if lang == "fr" && (!strings.Contains(m.Body, "é") || !strings.Contains(m.HTML, "é") || !bytes.Contains(m.Raw, []byte("=C3=A9"))) {
+		bad("French accents do not come through, quoted-printable, in both parts")
+	}
+	if !strings.Contains(m.HTML, "<!DOCTYPE html>") || !strings.Contains(m.HTML, `<html lang="`+lang+`">`) {
+		bad("the HTML part is not a page in %s", lang)
+	}
+	if link != "" && (!strings.Contains(m.Body, link) || !strings.Contains(m.HTML, `href="`+link+`"`)) {
+		bad("the link %s is missing from a part", link)
+	}
+	lower := strings.ToLower(m.HTML)
+	for _, remote := range []string{"<img", "src=", "url(", "@import", "<link", "<script", "<iframe", "<object", "<embed"} {
+		if strings.Contains(lower, remote) {
+			bad("the HTML part holds %q", remote)
+		}
+	}
+	for _, u := range urlRE.FindAllString(m.HTML, -1) {
+		if link == "" || u != link {
+			bad("the HTML part points to %q", u)
+		}
+	}
+	if len(errs) > 0 {
+		errs = append(errs, fmt.Errorf("the message:\n%s", m.Raw))
+	}
+	return errors.Join(errs...)
+}
 
 // Delivery is one request the webhook receiver got.
 type Delivery struct {

@@ -14,7 +14,7 @@ import (
 // notice is a notification to add.
 func notice(key, channel, recipient string, created time.Time) store.Notification {
 	return store.Notification{DedupeKey: key, Event: "job.decided", Channel: channel, Recipient: recipient,
-		Language: "fr", Subject: "Demande " + key, Body: []byte("corps\r\n" + key), Created: created}
+		Language: "fr", Subject: "Demande " + key, Body: []byte("corps\r\n" + key), HTML: "<p>corps é " + key + "</p>", Created: created}
 }
 
 func ids(ns []store.Notification) []string {
@@ -70,7 +70,7 @@ func testNotifications(t *testing.T, h *harness) {
 	equal(t, "newest first", keys, []string{"d", "c", "b", "a"})
 	a := all[3]
 	if a.State != store.NotificationPending || a.Attempts != 0 || !a.NextAttempt.Equal(stored(base)) || !a.Created.Equal(stored(base)) ||
-		a.Subject != "Demande a" || !bytes.Equal(a.Body, []byte("corps\r\na")) || a.Language != "fr" || a.Channel != store.ChannelEmail ||
+		a.Subject != "Demande a" || !bytes.Equal(a.Body, []byte("corps\r\na")) || a.HTML != "<p>corps é a</p>" || a.Language != "fr" || a.Channel != store.ChannelEmail ||
 		a.Recipient != "alice@acme.test" || !a.LeaseUntil.IsZero() || a.Held || !a.SentAt.IsZero() {
 		t.Fatalf("stored %+v", a)
 	}
