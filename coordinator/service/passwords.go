@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -134,12 +133,13 @@ type hasher struct {
 	params PasswordParams
 	slots  chan struct{}
 
-	dummyOnce sync.Once
-	dummy     string // a hash of a random password, verified against for unknown users
+	dummySalt []byte // what a password is hashed with when there is no hash to check it against
 }
 
 func newHasher(p PasswordParams, concurrent int) *hasher {
-	return &hasher{params: p, slots: make(chan struct{}, max(concurrent, 1))}
+	salt := make([]byte, argonSaltLen)
+	_, _ = rand.Read(salt) // crypto/rand.Read never fails
+	return &hasher{params: p, slots: make(chan struct{}, max(concurrent, 1)), dummySalt: salt}
 }
 
 func (h *hasher) acquire(ctx context.Context) error {
@@ -162,21 +162,16 @@ func (h *hasher) hash(ctx context.Context, pw string) (string, error) {
 	return hashPassword(pw, h.params), nil
 }
 
-// verify checks pw against encoded; an empty encoded (a user without a password, or no
-// user at all) is checked against a dummy hash, so that it costs the same work and
-// matches nothing.
+// verify checks pw against encoded. An empty encoded (a user without a password, or no
+// user at all) matches nothing after the same work as a real check: the password is
+// hashed with the current parameters all the same.
 func (h *hasher) verify(ctx context.Context, encoded, pw string) (ok, rehash bool, err error) {
 	if err := h.acquire(ctx); err != nil {
 		return false, false, err
 	}
 	defer h.release()
 	if encoded == "" {
-		h.dummyOnce.Do(func() {
-			b := make([]byte, 32)
-			_, _ = rand.Read(b)
-			h.dummy = hashPassword(string(b), h.params)
-		})
-		_, _, _ = verifyPassword(h.dummy, pw, h.params)
+		_ = argon2.IDKey([]byte(pw), h.dummySalt, h.params.Time, h.params.Memory, h.params.Threads, argonKeyLen)
 		return false, false, nil
 	}
 	return verifyPassword(encoded, pw, h.params)
