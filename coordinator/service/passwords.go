@@ -229,6 +229,32 @@ func (s *Service) SetPassword(ctx context.Context, by Actor, username, password 
 	})
 }
 
+// ChangePassword changes the actor's own password, given the current one: what a console
+// page offers, where a session left open must not be enough to take the account over. A
+// wrong current password counts towards the lockout like a failed sign-in; then it is
+// SetPassword: the actor's other sessions end, audited.
+func (s *Service) ChangePassword(ctx context.Context, by Actor, current, newPassword, source string) error {
+	switch {
+	case current == "":
+		return badRequest("current_password", "is required")
+	case len(current) > MaxPasswordBytes:
+		return badRequest("current_password", "is wrong")
+	}
+	if err := checkNewPassword(by.user.Username, newPassword); err != nil {
+		return err
+	}
+	if current == newPassword {
+		return badRequest("password", "is the current password; choose another")
+	}
+	if _, err := s.checkPassword(ctx, by.user.Username, current, source, nil); err != nil {
+		if errors.Is(err, &Error{Code: CodeUnauthenticated}) {
+			return badRequest("current_password", "is wrong (someone who never had a password is given one by an administrator: tokenfleetctl user password)")
+		}
+		return err
+	}
+	return s.SetPassword(ctx, by, by.user.Username, newPassword)
+}
+
 func sessionIDs(ss []store.Session) []string {
 	out := make([]string, len(ss))
 	for i, s := range ss {
