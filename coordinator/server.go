@@ -178,10 +178,14 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if s.notify, err = s.setupNotifications(); err != nil {
 		return err
 	}
+	// Before the service: it verifies kept checkpoints with the checkpointer's key.
+	if err := s.setupCheckpoints(); err != nil {
+		return err
+	}
 	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),
 		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp, Broker: broker, Notifier: s.notify.notifier(),
 		APITokenTTL: time.Duration(s.cfg.APITokens.DefaultTTL), APITokenMaxTTL: time.Duration(s.cfg.APITokens.MaxTTL),
-		SignIn: s.cfg.signInOptions()})
+		SignIn: s.cfg.signInOptions(), CheckpointKey: s.cps.PublicKey()})
 	if err != nil {
 		return err
 	}
@@ -189,12 +193,14 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if err := s.bootstrap(ctx); err != nil {
 		return err
 	}
-	if err := s.setupCheckpoints(); err != nil {
+	consoleStop := make(chan struct{})
+	ui, err := s.setupConsole(ctx, consoleStop)
+	if err != nil {
 		return err
 	}
 	api, err := httpapi.New(httpapi.Options{Service: s.svc, Logger: s.base.With().Str("component", "httpapi").Logger(), Registry: reg,
 		Checkpoints: apiCheckpoints{s.cps}, Enrolment: httpapi.Enrolment{BrokerURL: s.cfg.agentBrokerURL(),
-			ResultKey: s.disp.ResultPublicKey(), TrustForwardedProto: s.cfg.InsecureHTTP}})
+			ResultKey: s.disp.ResultPublicKey(), TrustForwardedProto: s.cfg.InsecureHTTP}, Console: ui})
 	if err != nil {
 		return err
 	}
@@ -214,6 +220,8 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(logWriter{s.log}, "", 0),
 	}
+	var stopOnce sync.Once
+	s.http.RegisterOnShutdown(func() { stopOnce.Do(func() { close(consoleStop) }) })
 	return nil
 }
 

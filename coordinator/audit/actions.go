@@ -1,5 +1,7 @@
 package audit
 
+import "slices"
+
 // Actions. The names are stored in the log: never rename one, add new ones.
 const (
 	ActionJobCreated     = "job.created"
@@ -116,3 +118,13 @@ var actions = map[string]bool{
 // KnownAction reports whether a is one of the actions above. Verification never depends
 // on it: a log written by a newer version with more actions still verifies.
 func KnownAction(a string) bool { return actions[a] }
+
+// Actions lists the actions above, sorted, for choosing one to filter by.
+func Actions() []string {
+	out := make([]string, 0, len(actions))
+	for a := range actions {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
+}

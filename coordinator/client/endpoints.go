@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 )
@@ -60,6 +61,7 @@ func (c *Client) ListUsers(ctx context.Context, f UserFilter, p Page) (UserList,
 	q := p.values()
 	set(q, "organization", f.Organization)
 	set(q, "role", string(f.Role))
+	set(q, "q", f.Search)
 	var l UserList
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/api/v1/users", query: q, out: &l})
 	return l, err
@@ -229,6 +231,9 @@ func (c *Client) ListAgents(ctx context.Context, p Page) (AgentList, error) {
 func (c *Client) ListTokens(ctx context.Context, f TokenFilter, p Page) (TokenList, error) {
 	q := p.values()
 	set(q, "agent", f.Agent)
+	set(q, "holder", f.Holder)
+	set(q, "model", f.Model)
+	set(q, "q", f.Search)
 	var l TokenList
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/api/v1/tokens", query: q, out: &l})
 	return l, err
@@ -240,6 +245,11 @@ func (c *Client) ListCertificates(ctx context.Context, f CertificateFilter, p Pa
 	set(q, "holder", f.Holder)
 	set(q, "agent", f.Agent)
 	set(q, "token", f.Token)
+	set(q, "profile", f.Profile)
+	setBool(q, "revoked", f.Revoked)
+	if !f.ExpiresBefore.IsZero() {
+		q.Set("expires_before", f.ExpiresBefore.UTC().Format(time.RFC3339))
+	}
 	var l CertificateList
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/api/v1/certificates", query: q, out: &l})
 	return l, err
@@ -273,6 +283,13 @@ func (p Page) values() url.Values {
 func set(q url.Values, k, v string) {
 	if v != "" {
 		q.Set(k, v)
+	}
+}
+
+// setBool sets an optional true or false; nil leaves it out.
+func setBool(q url.Values, k string, v *bool) {
+	if v != nil {
+		q.Set(k, strconv.FormatBool(*v))
 	}
 }
 

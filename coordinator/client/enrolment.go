@@ -39,7 +39,9 @@ type EnrolmentKeyFilter struct {
 
 // AgentFilter narrows a list of agents; empty fields do not filter.
 type AgentFilter struct {
-	State string // AgentPending, AgentActive, AgentDisabled or AgentRemoved
+	State  string // AgentPending, AgentActive, AgentDisabled or AgentRemoved
+	Online *bool  // nil: both
+	Search string // text in the ID or hostname, ignoring case
 }
 
 // CreateEnrolmentKeys creates one-off activation codes or a reusable enrolment key
@@ -90,6 +92,8 @@ func (c *Client) RevokeEnrolmentKey(ctx context.Context, id, reason string) (Enr
 func (c *Client) ListAgentsBy(ctx context.Context, f AgentFilter, p Page) (AgentList, error) {
 	q := p.values()
 	set(q, "state", f.State)
+	setBool(q, "online", f.Online)
+	set(q, "q", f.Search)
 	var l AgentList
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/api/v1/agents", query: q, out: &l})
 	return l, err

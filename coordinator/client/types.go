@@ -1,6 +1,8 @@
 package client
 
 import (
+	"time"
+
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 )
@@ -62,6 +64,7 @@ type Page struct {
 type UserFilter struct {
 	Organization string // organisation name
 	Role         jobs.Role
+	Search       string // text in the username, name or e-mail address, ignoring case
 }
 
 // JobFilter narrows a list of jobs; empty fields do not filter.
@@ -77,12 +80,19 @@ type JobFilter struct {
 
 // TokenFilter narrows a list of tokens.
 type TokenFilter struct {
-	Agent string
+	Agent  string
+	Holder string // username: tokens carrying one of the holder's certificates
+	Model  string // text in the model or manufacturer, ignoring case
+	Search string // text in the serial or label, ignoring case
 }
 
 // CertificateFilter narrows a list of certificates.
 type CertificateFilter struct {
-	Holder string
-	Agent  string
-	Token  string // token serial
+	Holder  string
+	Agent   string
+	Token   string // token serial
+	Profile string
+	Revoked *bool // nil: both
+	// ExpiresBefore keeps certificates whose validity ends before it; zero: any.
+	ExpiresBefore time.Time
 }

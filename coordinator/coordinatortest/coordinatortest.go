@@ -140,7 +140,7 @@ func Start(t testing.TB, o Options) *Instance {
 // validatingProxy serves the coordinator at target through a proxy that holds every API
 // response to the API description (coordinator/api/openapi.yaml): one it does not allow
 // fails t, the test whose request caused it. What the coordinator serves outside the API
-// (the CRL) passes unchecked.
+// (the CRL, the web console under /ui) passes unchecked.
 func validatingProxy(t testing.TB, target string) string {
 	t.Helper()
 	u, err := url.Parse(target)
@@ -150,7 +150,7 @@ func validatingProxy(t testing.TB, target string) string {
 	direct := httputil.NewSingleHostReverseProxy(u)
 	checked := apitest.Handler(t, direct)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/crl" {
+		if r.URL.Path == "/crl" || r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/") {
 			direct.ServeHTTP(w, r)
 			return
 		}

@@ -8,15 +8,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
+	"github.com/tokenfleet/tokenfleet/coordinator/profile"
 )
 
 func agentsCommand(e *env) *cobra.Command {
 	var (
-		f       client.AgentFilter
-		pending bool
+		f                        client.AgentFilter
+		pending, online, offline bool
 	)
 	cmd := &cobra.Command{
-		Use:   "agents [--pending | --state S]",
+		Use:   "agents [--pending | --state S] [--online | --offline] [--search TEXT]",
 		Short: "List agents with their life-cycle state and presence",
 		Long: `List agents with their life-cycle state and presence. States: pending (enrolled with a
 key held for approval: tokenfleetctl agent approve ID), active, disabled (agent enable ID
@@ -26,9 +27,18 @@ makes it active again) and removed.`,
 	lf := addListFlags(cmd, "agents")
 	cmd.Flags().BoolVar(&pending, "pending", false, "only agents waiting for an administrator's approval (--state pending)")
 	cmd.Flags().StringVar(&f.State, "state", "", "only agents in this state: pending, active, disabled or removed")
+	cmd.Flags().BoolVar(&online, "online", false, "only agents online now")
+	cmd.Flags().BoolVar(&offline, "offline", false, "only agents offline now")
+	cmd.Flags().StringVar(&f.Search, "search", "", "only agents whose ID or hostname holds this text (any case)")
 	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
 		if err := lf.check(cmd); err != nil {
 			return err
+		}
+		if online && offline {
+			return usageErrorf("--online and --offline exclude each other: pass one of them")
+		}
+		if online || offline {
+			f.Online = &online
 		}
 		if pending {
 			if f.State != "" && f.State != client.AgentPending {
@@ -82,14 +92,17 @@ func refusalNotes(e *env, as []client.Agent, now time.Time) error {
 }
 
 func tokensCommand(e *env) *cobra.Command {
-	var agent string
+	var f client.TokenFilter
 	cmd := &cobra.Command{
-		Use:   "tokens [--agent A]",
+		Use:   "tokens [--agent A] [--holder H] [--model TEXT] [--search TEXT]",
 		Short: "List tokens as last reported by agents",
 		Args:  exactArgs(),
 	}
 	lf := addListFlags(cmd, "tokens")
-	cmd.Flags().StringVar(&agent, "agent", "", "only tokens last seen on this agent")
+	cmd.Flags().StringVar(&f.Agent, "agent", "", "only tokens last seen on this agent")
+	cmd.Flags().StringVar(&f.Holder, "holder", "", "only tokens carrying one of this holder's certificates (username)")
+	cmd.Flags().StringVar(&f.Model, "model", "", "only tokens whose model or manufacturer holds this text (any case)")
+	cmd.Flags().StringVar(&f.Search, "search", "", "only tokens whose serial or label holds this text (any case)")
 	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
 		if err := lf.check(cmd); err != nil {
 			return err
@@ -98,7 +111,7 @@ func tokensCommand(e *env) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return list(e, lf, c.AllTokens(cmd.Context(), client.TokenFilter{Agent: agent}, lf.pageSize()), func(ts []client.Token) error {
+		return list(e, lf, c.AllTokens(cmd.Context(), f, lf.pageSize()), func(ts []client.Token) error {
 			now := e.now()
 			t := newTable(e.stdout, "SERIAL", "AGENT", "LABEL", "MANUFACTURER", "MODEL", "LAST SEEN")
 			for _, tok := range ts {
@@ -111,9 +124,13 @@ func tokensCommand(e *env) *cobra.Command {
 }
 
 func certsCommand(e *env) *cobra.Command {
-	var f client.CertificateFilter
+	var (
+		f              client.CertificateFilter
+		revoked, valid bool
+		expiring       string
+	)
 	cmd := &cobra.Command{
-		Use:   "certs [--holder H] [--agent A] [--token S]",
+		Use:   "certs [--holder H] [--agent A] [--token S] [--profile P] [--revoked | --valid] [--expiring SPAN]",
 		Short: "List certificates issued or installed",
 		Args:  exactArgs(),
 	}
@@ -121,9 +138,26 @@ func certsCommand(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&f.Holder, "holder", "", "only this holder's certificates (username)")
 	cmd.Flags().StringVar(&f.Agent, "agent", "", "only certificates installed through this agent")
 	cmd.Flags().StringVar(&f.Token, "token", "", "only certificates on this token (serial)")
+	cmd.Flags().StringVar(&f.Profile, "profile", "", "only certificates of this profile")
+	cmd.Flags().BoolVar(&revoked, "revoked", false, "only revoked certificates")
+	cmd.Flags().BoolVar(&valid, "valid", false, "only certificates not revoked")
+	cmd.Flags().StringVar(&expiring, "expiring", "", "only certificates whose validity ends within this span from now (30d, 72h)")
 	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
 		if err := lf.check(cmd); err != nil {
 			return err
+		}
+		if revoked && valid {
+			return usageErrorf("--revoked and --valid exclude each other: pass one of them")
+		}
+		if revoked || valid {
+			f.Revoked = &revoked
+		}
+		if expiring != "" {
+			d, err := profile.ParseDuration(expiring)
+			if err != nil || d <= 0 {
+				return usageErrorf("--expiring %q: want a span from now such as 30d or 72h", expiring)
+			}
+			f.ExpiresBefore = e.now().UTC().Add(time.Duration(d))
 		}
 		c, err := e.newClient(e.conn)
 		if err != nil {

@@ -139,15 +139,16 @@ UPN, organisation, attributes); an operator needs roles. Roles are cumulative:
 }
 
 func userListCommand(e *env) *cobra.Command {
-	var org, role string
+	var org, role, search string
 	cmd := &cobra.Command{
-		Use:   "list [--org O] [--role R]",
+		Use:   "list [--org O] [--role R] [--search TEXT]",
 		Short: "List people",
 		Args:  exactArgs(),
 	}
 	lf := addListFlags(cmd, "users")
 	cmd.Flags().StringVar(&org, "org", "", "only this organisation")
 	cmd.Flags().StringVar(&role, "role", "", "only people with this role")
+	cmd.Flags().StringVar(&search, "search", "", "only people whose username, name or e-mail address holds this text (any case)")
 	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
 		if err := lf.check(cmd); err != nil {
 			return err
@@ -159,7 +160,7 @@ func userListCommand(e *env) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		f := client.UserFilter{Organization: org, Role: jobs.Role(role)}
+		f := client.UserFilter{Organization: org, Role: jobs.Role(role), Search: search}
 		return list(e, lf, c.AllUsers(cmd.Context(), f, lf.pageSize()), func(us []client.User) error {
 			t := newTable(e.stdout, "USERNAME", "NAME", "ORGANISATION", "ROLES", "EMAIL", "UPN", "STATUS")
 			for _, u := range us {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -466,8 +467,15 @@ ABC123  ws-01  alice\tsmith  SoftHSM project  SoftHSM v2  10s ago
 			t.Errorf("%v --json: %v\n%s", tt.args, err, r.stdout)
 		}
 	}
-	for _, args := range [][]string{{"agents", "--pending"}, {"agents", "--state", "disabled"}} {
+	for _, args := range [][]string{{"agents", "--pending"}, {"agents", "--state", "disabled"},
+		{"agents", "--offline", "--search", "ws-0"}, {"tokens", "--holder", "alice", "--model", "yubi", "--search", "AB"},
+		{"certs", "--profile", "smartcard-logon", "--valid", "--expiring", "30d"}} {
 		if r := runCtl(t, api.env(), "", args...); r.code != 0 {
+			t.Errorf("%v: exit %d stderr %q", args, r.code, r.stderr)
+		}
+	}
+	for _, args := range [][]string{{"agents", "--online", "--offline"}, {"certs", "--revoked", "--valid"}, {"certs", "--expiring", "soon"}} {
+		if r := runCtl(t, api.env(), "", args...); r.code != 2 {
 			t.Errorf("%v: exit %d stderr %q", args, r.code, r.stderr)
 		}
 	}
@@ -476,7 +484,10 @@ ABC123  ws-01  alice\tsmith  SoftHSM project  SoftHSM v2  10s ago
 		queries = append(queries, req.Path+"?"+req.Query)
 	}
 	for _, want := range []string{"/api/v1/tokens?agent=ws-01&limit=51", "/api/v1/certificates?holder=alice&limit=51",
-		"/api/v1/agents?limit=51&state=pending", "/api/v1/agents?limit=51&state=disabled"} {
+		"/api/v1/agents?limit=51&state=pending", "/api/v1/agents?limit=51&state=disabled",
+		"/api/v1/agents?limit=51&online=false&q=ws-0", "/api/v1/tokens?holder=alice&limit=51&model=yubi&q=AB",
+		"/api/v1/certificates?expires_before=" + url.QueryEscape(fixedNow.Add(30*24*time.Hour).UTC().Format(time.RFC3339)) +
+			"&limit=51&profile=smartcard-logon&revoked=false"} {
 		if !strings.Contains(strings.Join(queries, " "), want) {
 			t.Errorf("no request %s among %v", want, queries)
 		}
@@ -519,6 +530,12 @@ op1       -     acme          helpdesk,approver  op1@acme.test  -    active
 	}
 	if q := api.requests()[2].Query; q != "limit=51&organization=acme&role=helpdesk" {
 		t.Errorf("user list query %q", q)
+	}
+	if r := runCtl(t, api.env(), "", "user", "list", "--search", "olga"); r.code != 0 {
+		t.Fatalf("user list --search: exit %d stderr %q", r.code, r.stderr)
+	}
+	if reqs := api.requests(); reqs[len(reqs)-1].Query != "limit=51&q=olga" {
+		t.Errorf("user list --search query %q", reqs[len(reqs)-1].Query)
 	}
 }
 

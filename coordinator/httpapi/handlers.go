@@ -62,7 +62,7 @@ func (a *server) createOrg(w http.ResponseWriter, r *http.Request, u service.Act
 }
 
 func (a *server) listUsers(w http.ResponseWriter, r *http.Request, u service.Actor) {
-	q, err := parseQuery(r, "limit", "cursor", "organization", "role")
+	q, err := parseQuery(r, "limit", "cursor", "organization", "role", "q")
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -72,7 +72,7 @@ func (a *server) listUsers(w http.ResponseWriter, r *http.Request, u service.Act
 		a.fail(w, err)
 		return
 	}
-	users, next, err := a.svc.ListUsers(r.Context(), u, service.UserQuery{Organization: q.get("organization"), Role: jobs.Role(q.get("role"))}, p)
+	users, next, err := a.svc.ListUsers(r.Context(), u, service.UserQuery{Organization: q.get("organization"), Role: jobs.Role(q.get("role")), Search: q.get("q")}, p)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -312,7 +312,7 @@ func (a *server) cancel(w http.ResponseWriter, r *http.Request, u service.Actor)
 }
 
 func (a *server) listAgents(w http.ResponseWriter, r *http.Request, u service.Actor) {
-	q, err := parseQuery(r, "limit", "cursor", "state")
+	q, err := parseQuery(r, "limit", "cursor", "state", "online", "q")
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -322,7 +322,12 @@ func (a *server) listAgents(w http.ResponseWriter, r *http.Request, u service.Ac
 		a.fail(w, err)
 		return
 	}
-	as, next, err := a.svc.ListAgents(r.Context(), u, service.AgentState(q.get("state")), p)
+	online, err := q.optBool("online")
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	as, next, err := a.svc.SearchAgents(r.Context(), u, service.AgentQuery{State: service.AgentState(q.get("state")), Online: online, Search: q.get("q")}, p)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -331,7 +336,7 @@ func (a *server) listAgents(w http.ResponseWriter, r *http.Request, u service.Ac
 }
 
 func (a *server) listTokens(w http.ResponseWriter, r *http.Request, u service.Actor) {
-	q, err := parseQuery(r, "limit", "cursor", "agent")
+	q, err := parseQuery(r, "limit", "cursor", "agent", "holder", "model", "q")
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -341,7 +346,7 @@ func (a *server) listTokens(w http.ResponseWriter, r *http.Request, u service.Ac
 		a.fail(w, err)
 		return
 	}
-	ts, next, err := a.svc.ListTokens(r.Context(), u, q.get("agent"), p)
+	ts, next, err := a.svc.SearchTokens(r.Context(), u, service.TokenQuery{Agent: q.get("agent"), Holder: q.get("holder"), Model: q.get("model"), Search: q.get("q")}, p)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -350,7 +355,7 @@ func (a *server) listTokens(w http.ResponseWriter, r *http.Request, u service.Ac
 }
 
 func (a *server) listCertificates(w http.ResponseWriter, r *http.Request, u service.Actor) {
-	q, err := parseQuery(r, "limit", "cursor", "holder", "agent", "token")
+	q, err := parseQuery(r, "limit", "cursor", "holder", "agent", "token", "profile", "revoked", "expires_before")
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -360,7 +365,18 @@ func (a *server) listCertificates(w http.ResponseWriter, r *http.Request, u serv
 		a.fail(w, err)
 		return
 	}
-	cs, next, err := a.svc.ListCertificates(r.Context(), u, service.CertificateQuery{Holder: q.get("holder"), Agent: q.get("agent"), TokenSerial: q.get("token")}, p)
+	revoked, err := q.optBool("revoked")
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	before, err := q.timeParam("expires_before")
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	cs, next, err := a.svc.ListCertificates(r.Context(), u, service.CertificateQuery{Holder: q.get("holder"), Agent: q.get("agent"),
+		TokenSerial: q.get("token"), Profile: q.get("profile"), Revoked: revoked, ExpiresBefore: before}, p)
 	if err != nil {
 		a.fail(w, err)
 		return

@@ -34,6 +34,10 @@ type Options struct {
 	Checkpoints Checkpoints
 	// Enrolment is what self-enrolling agents are told: the broker's URL, the result key.
 	Enrolment Enrolment
+	// Console, when set, is served under /ui/ (the web console, package console), counted
+	// and logged with the API's requests under its own route patterns; nil: /ui is not
+	// served.
+	Console http.Handler
 }
 
 // server holds what the handlers share.
@@ -147,6 +151,12 @@ func New(o Options) (http.Handler, error) {
 	handle("GET /api/v1/audit/checkpoint-key", http.HandlerFunc(a.checkpointKey))
 	authed("GET /api/v1/notifications", a.listNotifications)
 
+	if o.Console != nil {
+		// The console's own mux sets the request's Pattern ("GET /ui/jobs/{id}"), which
+		// instrument reads after it served.
+		mux.Handle("/ui/", o.Console)
+		mux.Handle("/ui", o.Console)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if h, p := paths.Handler(r); p != "" {
 			h.ServeHTTP(w, r)

@@ -80,3 +80,6 @@ func AdvanceStep(kind Kind, state State, p Progress, s Step) (Progress, error) {
 	}
 	return next, nil
 }
+
+// KindSteps lists the steps a job of kind k may report, in run order.
+func KindSteps(k Kind) []Step { return slices.Clone(kindSteps[k]) }

@@ -106,6 +106,7 @@ func (s *Service) decide(ctx context.Context, actor store.User, jobID string, ve
 			return err
 		}
 		t.events = append(t.events, func(o Observer) { o.Decision(d.Gate, d.Verdict) })
+		t.jobsChanged(j.ID)
 		out, pending, err = t.apply(ctx, j, outcome, actor.ID)
 		return err
 	})

@@ -2,54 +2,42 @@ package service
 
 import (
 	"context"
-	"errors"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 // ListAgents lists agents by ID with their presence; state "" lists every state.
+// SearchAgents filters further.
 func (s *Service) ListAgents(ctx context.Context, by Actor, state store.AgentState, page Page) ([]Agent, string, error) {
-	actor := by.user
-	p := page.store()
-	if _, err := s.canRead(ctx, actor, resFleet); err != nil {
-		return nil, "", err
-	}
-	if state != "" && !state.Valid() {
-		return nil, "", badRequest("state", "is %q: want pending, active, disabled or removed", state)
-	}
-	as, next, err := s.st.ListAgents(ctx, store.AgentFilter{State: state}, p)
-	if err != nil {
-		return nil, "", pageErr(err)
-	}
-	return convert(as, agentOf), next, nil
+	return s.SearchAgents(ctx, by, AgentQuery{State: state}, page)
 }
 
-// ListTokens lists tokens by serial, as agents last reported them.
+// ListTokens lists tokens by serial, as agents last reported them. SearchTokens filters
+// further.
 func (s *Service) ListTokens(ctx context.Context, by Actor, agentID string, page Page) ([]Token, string, error) {
-	actor := by.user
-	p := page.store()
-	if _, err := s.canRead(ctx, actor, resFleet); err != nil {
-		return nil, "", err
-	}
-	ts, next, err := s.st.ListTokens(ctx, store.TokenFilter{AgentID: agentID}, p)
-	if err != nil {
-		return nil, "", pageErr(err)
-	}
-	return convert(ts, tokenOf), next, nil
+	return s.SearchTokens(ctx, by, TokenQuery{Agent: agentID}, page)
 }
 
 // Certificate is a stored certificate with its holder's username.
 type Certificate struct {
 	store.Certificate
 	Holder string
+	// ExpiryWarning is its profile's warning period before expiry (0: the profile has
+	// none, or is gone).
+	ExpiryWarning time.Duration
 }
 
-// CertificateQuery filters ListCertificates.
+// CertificateQuery filters ListCertificates; empty fields match everything.
 type CertificateQuery struct {
 	Holder      string // username
 	Agent       string
 	TokenSerial string
+	Profile     string
+	// ExpiresBefore keeps certificates whose validity ends before it.
+	ExpiresBefore time.Time
+	Revoked       *bool
 }
 
 // ListCertificates lists certificates, newest first.
@@ -59,25 +47,27 @@ func (s *Service) ListCertificates(ctx context.Context, by Actor, q CertificateQ
 	if _, err := s.canRead(ctx, actor, resCertificates); err != nil {
 		return nil, "", err
 	}
-	f := store.CertificateFilter{AgentID: q.Agent, TokenSerial: q.TokenSerial}
+	f := store.CertificateFilter{AgentID: q.Agent, TokenSerial: q.TokenSerial, Profile: q.Profile,
+		ExpiresBefore: q.ExpiresBefore, Revoked: q.Revoked}
 	if q.Holder != "" {
-		u, err := s.st.GetUserByUsername(ctx, q.Holder)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, "", badRequest("holder", "no user named %q", q.Holder)
-		}
+		id, err := s.userID(ctx, "holder", q.Holder)
 		if err != nil {
-			return nil, "", AsError(err)
+			return nil, "", err
 		}
-		f.HolderID = u.ID
+		f.HolderID = id
 	}
 	cs, next, err := s.st.ListCertificates(ctx, f, p)
 	if err != nil {
 		return nil, "", pageErr(err)
 	}
+	warnings, err := s.expiryWarnings(ctx)
+	if err != nil {
+		return nil, "", AsError(err)
+	}
 	names := newNames(s.st)
 	out := make([]Certificate, len(cs))
 	for i, c := range cs {
-		out[i] = Certificate{Certificate: c, Holder: names.user(ctx, c.HolderID)}
+		out[i] = Certificate{Certificate: c, Holder: names.user(ctx, c.HolderID), ExpiryWarning: warnings[c.Profile]}
 	}
 	return out, next, nil
 }

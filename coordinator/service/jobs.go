@@ -70,8 +70,9 @@ type JobDetail struct {
 	SANs    []string
 	// TokenURI is the PKCS#11 URI of the job's token; "" when the job names none.
 	TokenURI string
-	// AgentOnline and AgentLastSeen are the presence of the job's agent (LastSeen zero:
-	// it never connected).
+	// AgentHostname, AgentOnline and AgentLastSeen are the job's agent's host and presence
+	// (LastSeen zero: it never connected).
+	AgentHostname string
 	AgentOnline   bool
 	AgentLastSeen time.Time
 }
@@ -449,6 +450,8 @@ type JobQuery struct {
 	Kind         jobs.Kind
 	Organization string // name
 	Holder       string // username
+	Requester    string // username
+	Profile      string // profile name
 	Agent        string
 	// AwaitingMe keeps only the jobs the caller may decide on now, at either gate.
 	AwaitingMe bool
@@ -495,7 +498,17 @@ func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page)
 		}
 		f.HolderID = u.ID
 	}
-	f.AgentID = q.Agent
+	if q.Requester != "" {
+		u, err := s.st.GetUserByUsername(ctx, q.Requester)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, "", badRequest("requester", "no user named %q", q.Requester)
+		}
+		if err != nil {
+			return nil, "", AsError(err)
+		}
+		f.RequesterID = u.ID
+	}
+	f.AgentID, f.ProfileName = q.Agent, q.Profile
 	if f.OrganizationID, err = s.narrowList(ctx, actor, sc, f.OrganizationID, "jobs"); err != nil {
 		return nil, "", err
 	}
@@ -707,7 +720,7 @@ func (s *Service) jobDetail(ctx context.Context, j store.Job) (JobDetail, error)
 		case err != nil:
 			return JobDetail{}, AsError(err)
 		default:
-			d.AgentOnline, d.AgentLastSeen = a.Online, a.LastSeen
+			d.AgentHostname, d.AgentOnline, d.AgentLastSeen = a.Hostname, a.Online, a.LastSeen
 		}
 	}
 	return d, nil

@@ -262,6 +262,9 @@ func roleNames(rs []jobs.Role) []string {
 type UserQuery struct {
 	Organization string // name
 	Role         jobs.Role
+	// Search keeps people whose username, name or e-mail address contains it, ignoring
+	// case.
+	Search string
 }
 
 // ListUsers lists people by username: everyone, or an approver's organisation.
@@ -272,7 +275,7 @@ func (s *Service) ListUsers(ctx context.Context, by Actor, q UserQuery, page Pag
 	if err != nil {
 		return nil, "", err
 	}
-	f := store.UserFilter{Role: q.Role}
+	f := store.UserFilter{Role: q.Role, Search: q.Search}
 	if q.Role != "" && !q.Role.WellFormed() {
 		return nil, "", badRequest("role", "%q is neither a built-in role (%v) nor a custom role's name", q.Role, jobs.AllRoles())
 	}

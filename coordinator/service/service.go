@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"time"
@@ -84,6 +85,9 @@ type Options struct {
 	// SignIn is how people sign in to the web console: session timeouts, lockout and
 	// password hashing; zero fields take the defaults.
 	SignIn SignInOptions
+	// CheckpointKey verifies the kept audit checkpoints in VerifyAudit; nil: they are not
+	// checked.
+	CheckpointKey ed25519.PublicKey
 }
 
 // Service is the coordinator's business operations. It is safe for concurrent use.
@@ -104,10 +108,12 @@ type Service struct {
 
 	rollouts *rolloutEngine
 	notifier Notifier // nil: no notices
+	watch    watchers // WatchJob's subscribers, told of job changes after each commit
 
 	signin SignInOptions // defaults filled in
 	hasher *hasher
 	ghosts *ghostLocks // lockout of usernames no user has
+	cpKey  ed25519.PublicKey
 }
 
 // New returns a Service over o.Store.
@@ -122,6 +128,7 @@ func New(o Options) (*Service, error) {
 	}
 	s.rollouts = newRolloutEngine()
 	s.notifier = o.Notifier
+	s.cpKey = o.CheckpointKey
 	s.tokenTTL, s.tokenMaxTTL = o.APITokenTTL, o.APITokenMaxTTL
 	if s.tokenTTL <= 0 {
 		s.tokenTTL = DefaultAPITokenTTL
@@ -290,6 +297,11 @@ func (t *txn) moveAll(ctx context.Context, js []store.Job, to jobs.State, c stor
 	if err := t.auditAll(ctx, entries); err != nil {
 		return nil, err
 	}
+	ids := make([]string, len(njs))
+	for i, nj := range njs {
+		ids[i] = nj.ID
+	}
+	t.jobsChanged(ids...)
 	nudged := false
 	for i := range njs {
 		from, nj := js[i].State, njs[i]

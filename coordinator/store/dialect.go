@@ -296,6 +296,24 @@ func (w *where) add(cond string, args ...any) {
 	w.args = append(w.args, args...)
 }
 
+// contains keeps rows where one of cols holds text, ignoring case (ASCII case on
+// SQLite, whose LOWER folds nothing else); LIKE's wildcards in text match themselves.
+func (w *where) contains(text string, cols ...string) {
+	if text == "" {
+		return
+	}
+	pat := "%" + likeEscaper.Replace(strings.ToLower(text)) + "%"
+	conds := make([]string, len(cols))
+	args := make([]any, len(cols))
+	for i, c := range cols {
+		conds[i] = "LOWER(" + c + ") LIKE ? ESCAPE '\\'"
+		args[i] = pat
+	}
+	w.add("("+strings.Join(conds, " OR ")+")", args...)
+}
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`)
+
 func (w *where) in(col string, vals []string) {
 	if len(vals) == 0 {
 		return

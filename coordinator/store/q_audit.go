@@ -223,6 +223,16 @@ func (x *q) ListAudit(ctx context.Context, f AuditFilter, p Page) ([]audit.Entry
 	if f.JobID != "" {
 		w.add("job_id = ?", f.JobID)
 	}
+	if f.Action != "" {
+		w.add("action = ?", f.Action)
+	}
+	if f.Actor != "" {
+		w.add("actor = ?", f.Actor)
+	}
+	order, next := "seq", "seq > ?"
+	if f.Newest {
+		order, next = "seq DESC", "seq < ?"
+	}
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {
@@ -232,9 +242,9 @@ func (x *q) ListAudit(ctx context.Context, f AuditFilter, p Page) ([]audit.Entry
 		if err != nil {
 			return nil, "", x.d.wrap(op, fmt.Errorf("malformed page cursor: %w", ErrInvalid))
 		}
-		w.add("seq > ?", after)
+		w.add(next, after)
 	}
-	rows, err := x.query(ctx, "SELECT "+auditCols+" FROM audit_log"+w.sql()+" ORDER BY seq LIMIT ?", append(w.args, limit+1)...)
+	rows, err := x.query(ctx, "SELECT "+auditCols+" FROM audit_log"+w.sql()+" ORDER BY "+order+" LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
 		return nil, "", x.d.wrap(op, err)
 	}

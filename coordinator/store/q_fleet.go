@@ -228,6 +228,7 @@ func (x *q) ListAgents(ctx context.Context, f AgentFilter, p Page) ([]Agent, str
 	if f.State != "" {
 		w.add("state = ?", f.State)
 	}
+	w.contains(f.Search, "id", "hostname")
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {
@@ -304,6 +305,11 @@ func (x *q) ListTokens(ctx context.Context, f TokenFilter, p Page) ([]Token, str
 	if f.AgentID != "" {
 		w.add("agent_id = ?", f.AgentID)
 	}
+	if f.HolderID != "" {
+		w.add("serial IN (SELECT token_serial FROM certificates WHERE holder_id = ?)", f.HolderID)
+	}
+	w.contains(f.Model, "model", "manufacturer")
+	w.contains(f.Search, "serial", "label")
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {
@@ -410,6 +416,7 @@ func (x *q) ListCertificates(ctx context.Context, f CertificateFilter, p Page) (
 	var w where
 	for _, c := range []struct{ col, val string }{
 		{"holder_id", f.HolderID}, {"token_serial", f.TokenSerial}, {"agent_id", f.AgentID}, {"job_id", f.JobID},
+		{"profile", f.Profile},
 	} {
 		if c.val != "" {
 			w.add(c.col+" = ?", c.val)

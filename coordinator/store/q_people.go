@@ -289,6 +289,7 @@ func (x *q) ListUsers(ctx context.Context, f UserFilter, p Page) ([]User, string
 	if f.Disabled != nil {
 		w.add("disabled = ?", *f.Disabled)
 	}
+	w.contains(f.Search, "username", "display_name", "email")
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {

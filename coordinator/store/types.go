@@ -455,6 +455,9 @@ type UserFilter struct {
 	OrganizationID string
 	Role           jobs.Role
 	Disabled       *bool
+	// Search keeps users whose username, display name or e-mail address contains it,
+	// ignoring case.
+	Search string
 }
 
 // AgentFilter selects agents; nil fields match everything. Agents are listed by ID.
@@ -462,11 +465,19 @@ type AgentFilter struct {
 	Online   *bool
 	Approved *bool
 	State    AgentState // "" for every state
+	// Search keeps agents whose ID or hostname contains it, ignoring case.
+	Search string
 }
 
 // TokenFilter selects tokens. Tokens are listed by serial.
 type TokenFilter struct {
 	AgentID string
+	// HolderID keeps tokens that carry a certificate of this user.
+	HolderID string
+	// Model keeps tokens whose model or manufacturer contains it, ignoring case.
+	Model string
+	// Search keeps tokens whose serial or label contains it, ignoring case.
+	Search string
 }
 
 // CertificateFilter selects certificates; empty fields match everything. Certificates are
@@ -476,6 +487,7 @@ type CertificateFilter struct {
 	TokenSerial string
 	AgentID     string
 	JobID       string
+	Profile     string
 	Revoked     *bool
 	// ExpiresBefore keeps certificates whose NotAfter is before it; zero: any.
 	ExpiresBefore time.Time
@@ -503,4 +515,8 @@ type AuditFilter struct {
 	FromSeq int64 // first sequence number, inclusive; 0: from the start
 	ToSeq   int64 // last sequence number, inclusive; 0: to the end
 	JobID   string
+	Action  string // exact action name
+	Actor   string // exact actor as recorded (a user ID, or system:… )
+	// Newest lists newest first (the page cursor then continues downwards).
+	Newest bool
 }

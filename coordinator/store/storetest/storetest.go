@@ -48,6 +48,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"Tokens", testTokens},
 		{"Certificates", testCertificates},
 		{"CertificateList", testCertificateList},
+		{"SearchFilters", testSearchFilters},
 		{"Profiles", testProfiles},
 		{"Jobs", testJobs},
 		{"JobStateCompareAndSet", testJobCAS},
