@@ -81,3 +81,27 @@ func historyText(h []api.RegisterEvent, layout string) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// FileName is the name an export of r in format (csv, pdf) is offered under:
+// register-<organisation>-<date>.<format>, the organisation reduced to letters, digits and
+// '-' so that it is safe in a header and a file system.
+func FileName(r api.Register, format string) string {
+	org := "all"
+	if r.Organization != "" {
+		var b strings.Builder
+		for _, c := range strings.ToLower(r.Organization) {
+			switch {
+			case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+				b.WriteRune(c)
+			default:
+				if s := b.String(); s != "" && !strings.HasSuffix(s, "-") {
+					b.WriteByte('-')
+				}
+			}
+		}
+		if s := strings.Trim(b.String(), "-"); s != "" {
+			org = s
+		}
+	}
+	return "register-" + org + "-" + r.Generated.UTC().Format("2006-01-02") + "." + format
+}

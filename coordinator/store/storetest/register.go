@@ -32,7 +32,9 @@ func testRegister(t *testing.T, h *harness) {
 	f.createJob(t, h, func(j *store.Job) { j.TokenSerial, j.Created = "tok-b", base.Add(time.Minute) })
 	failed := f.createJob(t, h, func(j *store.Job) { j.TokenSerial, j.Created = "tok-c", base.Add(2*time.Minute) })
 	at(failed, jobs.StateFailed, base.Add(2*time.Hour))
-	renew := f.createJob(t, h, func(j *store.Job) { j.Kind, j.TokenSerial, j.Created = jobs.KindRenew, "tok-a", base.Add(3*time.Minute) })
+	renew := f.createJob(t, h, func(j *store.Job) {
+		j.Kind, j.TokenSerial, j.Created = jobs.KindRenew, "tok-a", base.Add(3*time.Minute)
+	})
 	at(renew, jobs.StateSucceeded, base.Add(3*time.Hour))
 	elsewhere := f.createJob(t, h, func(j *store.Job) {
 		j.TokenSerial, j.OrganizationID, j.Created = "tok-d", other.ID, base.Add(4*time.Minute)
