@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/rollout"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
@@ -280,4 +281,22 @@ func TestRegister(t *testing.T) {
 		last.State != service.DeviceReturned || !last.At.Equal(got.Returned) {
 		t.Fatalf("returned entry %+v", got)
 	}
+}
+
+// A rollout of issues under a profile that requires a document is refused: each issuance
+// cites its own.
+func TestRegisterRolloutRefused(t *testing.T) {
+	t.Parallel()
+	e := newRegisterEnv(t, sqlite(t))
+	u, err := e.s.CreateUser(e.ctx, e.admin, service.UserRequest{Username: "rita", Organization: "Acme", Roles: []jobs.Role{jobs.RoleRolloutOwner}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := rollout.Spec{Name: "all-signers",
+		Template: rollout.Template{Kind: jobs.KindIssue, Profile: "qualified-signature", Holder: "eloise"},
+		Selector: rollout.Selector{Tokens: rollout.TokenSelector{Models: []string{"Rutoken ECP"}}},
+		Plan:     rollout.Plan{Canary: rollout.Canary{Count: 1}, Waves: []float64{100}},
+		Brake:    rollout.Brake{ThresholdPercent: 20, MinExecuted: 1}}
+	_, err = e.s.CreateRollout(e.ctx, service.ActorFor(u.User), service.RolloutRequest{Spec: spec, DryRun: true})
+	wantBadField(t, err, "spec.template.profile", "requires a document for each issuance")
 }
