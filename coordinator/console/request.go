@@ -103,7 +103,7 @@ func (c *Console) request(w http.ResponseWriter, r *http.Request) {
 	f := formOf(r)
 	j, err := c.svc.CreateJob(r.Context(), s.Actor, service.JobRequest{Kind: jobs.Kind(f.Kind), Holder: f.Holder, Profile: f.Profile,
 		Agent: f.Agent, TokenSerial: f.TokenSerial, IdempotencyKey: "console:" + f.IdempotencyKey,
-		Document: store.Document{Number: f.DocumentNumber, Date: f.DocumentDate}})
+		Document: service.Document{Number: f.DocumentNumber, Date: f.DocumentDate}})
 	if err != nil {
 		c.requestWith(w, r, f, service.AsError(err))
 		return

@@ -10,7 +10,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 func (a *server) fail(w http.ResponseWriter, err error) { writeError(w, a.log, err) }
@@ -224,7 +223,7 @@ func (a *server) createJob(w http.ResponseWriter, r *http.Request, u service.Act
 	req := service.JobRequest{Kind: in.Kind, Holder: in.Holder, Agent: in.Agent, Profile: in.Profile, TokenSerial: in.TokenSerial,
 		Deadline: deadline, IdempotencyKey: key}
 	if in.Document != nil {
-		req.Document = store.Document{Number: in.Document.Number, Date: in.Document.Date}
+		req.Document = service.Document{Number: in.Document.Number, Date: in.Document.Date}
 	}
 	j, err := a.svc.CreateJob(r.Context(), u, req)
 	if err != nil {

@@ -3,7 +3,6 @@ package register
 import (
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
 // Of is the register as the API sends it and the exports write it.
@@ -23,7 +22,7 @@ func Of(r service.Register) api.Register {
 }
 
 // DocumentOut is a cited document as the API sends it; nil for none.
-func DocumentOut(d store.Document) *api.Document {
+func DocumentOut(d service.Document) *api.Document {
 	if d.IsZero() {
 		return nil
 	}

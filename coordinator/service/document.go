@@ -11,6 +11,10 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
+// Document is the document (number and YYYY-MM-DD date) a request cites, as the job
+// keeps it.
+type Document = store.Document
+
 // MaxDocumentNumber bounds a document number, in characters.
 const MaxDocumentNumber = 64
 
