@@ -23,6 +23,10 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for p in gcc libc6-dev pkg-config libusb-1.0-0-dev softhsm2 opensc openssl sqlite3 gcc-mingw-w64-x86-64; do
   have_pkg "$p" || need_pkgs+=("$p")
 done
+# The register's PDF tests read the PDF back (pdftotext, pdftoppm) and OCR its image.
+for p in poppler-utils tesseract-ocr tesseract-ocr-eng; do
+  have_pkg "$p" || need_pkgs+=("$p")
+done
 if [ "$lint" = 1 ] || [ "$browser" = 1 ]; then
   command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 fi

@@ -219,6 +219,15 @@ type JobCreate struct {
 	TokenSerial string `json:"token_serial,omitempty"`
 	// Deadline defaults to the profile's expires_after from now.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// Document is the document the issuance is based on, for the crypto-device register:
+	// required when the profile says register.document: required.
+	Document *Document `json:"document,omitempty"`
+}
+
+// Document is the document (number and date) an issuance is based on.
+type Document struct {
+	Number string `json:"number"`
+	Date   string `json:"date"` // YYYY-MM-DD
 }
 
 // Job is a job as listed.
@@ -242,6 +251,8 @@ type Job struct {
 	ErrorCode    string     `json:"error_code,omitempty"`
 	ErrorMessage string     `json:"error_message,omitempty"`
 	SupersededBy string     `json:"superseded_by,omitempty"`
+	// Document is the document the request cites; approvers approve it with the rest.
+	Document *Document `json:"document,omitempty"`
 }
 
 // JobDetail is one job with its approvals, timeline and steps.

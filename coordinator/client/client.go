@@ -181,6 +181,10 @@ type request struct {
 	resend int
 	// got receives the answer's headers when not nil.
 	got *http.Header
+	// raw receives the body as it came, of the content type rawWant, when not nil (a file
+	// the server renders: the register as CSV or PDF).
+	raw     *[]byte
+	rawWant string
 }
 
 // resendWait is the first pause before a request lost in transport is sent again; each
@@ -253,6 +257,13 @@ func (c *Client) do(ctx context.Context, r request) (int, error) {
 	}
 	if !slices.Contains(want, resp.StatusCode) {
 		return resp.StatusCode, c.decodeError(resp, data)
+	}
+	if r.raw != nil {
+		if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != r.rawWant {
+			return resp.StatusCode, c.unexpected(resp, data)
+		}
+		*r.raw = data
+		return resp.StatusCode, nil
 	}
 	if r.out == nil {
 		return resp.StatusCode, nil

@@ -51,6 +51,9 @@ type (
 	AuditPage       = api.AuditPage
 	CheckpointList  = api.AuditCheckpointList
 	CheckpointKey   = api.AuditCheckpointKey
+	Document        = api.Document
+	Register        = api.Register
+	RegisterEntry   = api.RegisterEntry
 )
 
 // Page asks for one page of a list: at most Limit items (0: the server's default) after

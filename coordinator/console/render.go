@@ -115,6 +115,7 @@ var navigation = []struct {
 	{NavItem{"agents", "Agents", Prefix + "agents"}, readers(), nil},
 	{NavItem{"tokens", "Tokens", Prefix + "tokens"}, readers(), nil},
 	{NavItem{"certificates", "Certificates", Prefix + "certificates"}, readers(jobs.RoleCAOperator), nil},
+	{NavItem{"register", "Register", Prefix + "register"}, readers(jobs.RoleApprover, jobs.RoleCAOperator), nil},
 	{NavItem{"rollouts", "Rollouts", Prefix + "rollouts"}, readers(jobs.RoleCAOperator), nil},
 	{NavItem{"audit", "Audit log", Prefix + "audit"}, nil, []jobs.Permission{jobs.PermReadAudit}},
 	{NavItem{"profiles", "Profiles", Prefix + "profiles"}, readers(jobs.RoleApprover, jobs.RoleCAOperator), nil},

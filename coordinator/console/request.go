@@ -25,6 +25,7 @@ type requestForm struct {
 	Kind, Holder, Profile, Agent, TokenSerial string
 	HolderQuery, AgentQuery                   string // the searches
 	IdempotencyKey                            string
+	DocumentNumber, DocumentDate              string // the document the issuance is based on
 }
 
 type agentChoice struct {
@@ -46,7 +47,8 @@ type requestData struct {
 func formOf(r *http.Request) requestForm {
 	v := func(k string) string { return strings.TrimSpace(r.FormValue(k)) }
 	f := requestForm{Kind: v("kind"), Holder: v("holder"), Profile: v("profile"), Agent: v("agent"), TokenSerial: v("token_serial"),
-		HolderQuery: v("holder_q"), AgentQuery: v("agent_q"), IdempotencyKey: v("idempotency_key")}
+		HolderQuery: v("holder_q"), AgentQuery: v("agent_q"), IdempotencyKey: v("idempotency_key"),
+		DocumentNumber: v("document_number"), DocumentDate: v("document_date")}
 	if f.Kind == "" {
 		f.Kind = string(jobs.KindIssue)
 	}
@@ -100,7 +102,8 @@ func (c *Console) request(w http.ResponseWriter, r *http.Request) {
 	s := session(r)
 	f := formOf(r)
 	j, err := c.svc.CreateJob(r.Context(), s.Actor, service.JobRequest{Kind: jobs.Kind(f.Kind), Holder: f.Holder, Profile: f.Profile,
-		Agent: f.Agent, TokenSerial: f.TokenSerial, IdempotencyKey: "console:" + f.IdempotencyKey})
+		Agent: f.Agent, TokenSerial: f.TokenSerial, IdempotencyKey: "console:" + f.IdempotencyKey,
+		Document: service.Document{Number: f.DocumentNumber, Date: f.DocumentDate}})
 	if err != nil {
 		c.requestWith(w, r, f, service.AsError(err))
 		return

@@ -79,6 +79,9 @@ func approvalSummary(d client.JobDetail) string {
 		token = "any the profile allows"
 	}
 	t.row("  Target", "agent "+d.Agent+", token "+token)
+	if d.Document != nil {
+		t.row("  Document", documentText(d.Document))
+	}
 	t.row("  Requester", d.Requester)
 	t.row("  Binding hash", d.BindingHash)
 	_ = t.flush()

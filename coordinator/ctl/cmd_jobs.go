@@ -21,9 +21,10 @@ func issueCommand(e *env) *cobra.Command {
 		token    string
 		key      string
 		asJSON   bool
+		doc      client.Document
 	)
 	cmd := &cobra.Command{
-		Use:   "issue --holder H --agent A --profile P [--token URI|SERIAL] [--kind K] [--idempotency-key K]",
+		Use:   "issue --holder H --agent A --profile P [--token URI|SERIAL] [--kind K] [--document-number N --document-date YYYY-MM-DD] [--idempotency-key K]",
 		Short: "Queue a job for a holder at a workstation and print its ID (helpdesk, admin)",
 		Long: `Queue a job: issue a token of profile P for holder H at the workstation of agent A.
 Only the new job's ID is printed, so it can be captured: JOB=$(tokenfleetctl issue ...).
@@ -41,7 +42,12 @@ key when the connection drops before the answer, so a lost answer never makes tw
 A script that may run the same command again (after a crash, from a retrying scheduler)
 passes its own --idempotency-key (1 to 255 printable ASCII characters, for example
 "onboard-alice-2026-12"): a run with a key used before prints the job the first run
-created and creates nothing; the same key with different flags is refused.`,
+created and creates nothing; the same key with different flags is refused.
+
+--document-number and --document-date cite the document the issuance is based on (an
+order, a decision), for the crypto-device register: a profile with register.document:
+required refuses an issue without them. Approvers see the document and approve it with
+the rest of the request.`,
 		Args: exactArgs(),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			req.Kind = jobs.Kind(kind)
@@ -50,6 +56,9 @@ created and creates nothing; the same key with different flags is refused.`,
 			}
 			if token != "" && req.TokenSerial != "" {
 				return usageErrorf("pass --token or --token-serial, not both")
+			}
+			if doc != (client.Document{}) {
+				req.Document = &doc
 			}
 			if deadline != "" {
 				t, err := e.parseDeadline(deadline)
@@ -96,6 +105,8 @@ created and creates nothing; the same key with different flags is refused.`,
 	f.StringVar(&kind, "kind", string(jobs.KindIssue), "job kind")
 	f.StringVar(&deadline, "deadline", "", "deadline: RFC 3339 time or a span from now (72h, 3d); default: the profile's expires_after")
 	f.BoolVar(&asJSON, "json", false, "print the created job as JSON instead of its ID")
+	f.StringVar(&doc.Number, "document-number", "", "number of the document the issuance is based on (with --document-date)")
+	f.StringVar(&doc.Date, "document-date", "", "date of that document, YYYY-MM-DD (with --document-number)")
 	f.StringVar(&key, "idempotency-key", "", "name this request: running again with the same key returns the job the first run created (default: a random key per run)")
 	for _, name := range []string{"holder", "agent", "profile"} {
 		_ = cmd.MarkFlagRequired(name)
@@ -219,6 +230,9 @@ func printJob(e *env, d client.JobDetail) error {
 	}
 	if len(d.SANs) > 0 {
 		t.row("SANs", strings.Join(d.SANs, ", "))
+	}
+	if d.Document != nil {
+		t.row("Document", documentText(d.Document))
 	}
 	if d.BindingHash != "" {
 		t.row("Binding hash", d.BindingHash)
@@ -389,4 +403,9 @@ func agentPresence(d client.JobDetail, now time.Time) string {
 		return " (offline, last seen " + relText(d.AgentLastSeen, now) + ")"
 	}
 	return ""
+}
+
+// documentText is a cited document as the commands show it.
+func documentText(d *client.Document) string {
+	return d.Number + " of " + d.Date
 }

@@ -219,6 +219,7 @@ watch gave up at its --timeout before the job ended.`,
 		whoamiCommand(e),
 		auditCommand(e),
 		notificationsCommand(e),
+		registerCommand(e),
 	)
 	buildinfo.AddTo(root)
 	return root

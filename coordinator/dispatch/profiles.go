@@ -95,7 +95,8 @@ func identity(ctx context.Context, r store.Reader, p profile.Profile, j store.Jo
 func bindingHolds(j store.Job, id profile.Identity) bool {
 	for _, serial := range []string{j.TokenSerial, ""} {
 		h := jobs.BindingHash(jobs.Binding{Kind: j.Kind, HolderID: j.HolderID, ProfileName: j.ProfileName,
-			ProfileHash: j.ProfileHash, Subject: id.Canonical(), TargetAgentID: j.AgentID, TokenSerial: serial})
+			ProfileHash: j.ProfileHash, Subject: id.Canonical(), TargetAgentID: j.AgentID, TokenSerial: serial,
+			Params: jobs.DocumentParams(j.Document.Number, j.Document.Date)})
 		if h == j.BindingHash {
 			return true
 		}

@@ -222,6 +222,9 @@ func (a *server) createJob(w http.ResponseWriter, r *http.Request, u service.Act
 	}
 	req := service.JobRequest{Kind: in.Kind, Holder: in.Holder, Agent: in.Agent, Profile: in.Profile, TokenSerial: in.TokenSerial,
 		Deadline: deadline, IdempotencyKey: key}
+	if in.Document != nil {
+		req.Document = service.Document{Number: in.Document.Number, Date: in.Document.Date}
+	}
 	j, err := a.svc.CreateJob(r.Context(), u, req)
 	if err != nil {
 		a.fail(w, err)

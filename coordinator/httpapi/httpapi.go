@@ -150,6 +150,7 @@ func New(o Options) (http.Handler, error) {
 	authed("POST /api/v1/audit/checkpoints", a.makeCheckpoint)
 	handle("GET /api/v1/audit/checkpoint-key", http.HandlerFunc(a.checkpointKey))
 	authed("GET /api/v1/notifications", a.listNotifications)
+	authed("GET /api/v1/register", a.getRegister)
 
 	if o.Console != nil {
 		// The console's own mux sets the request's Pattern ("GET /ui/jobs/{id}"), which

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/register"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
@@ -57,7 +58,8 @@ func jobOut(j service.Job) api.Job {
 		ProfileHash: j.ProfileHash, Agent: j.AgentID, TokenSerial: j.TokenSerial, Requester: j.Requester,
 		Organization: j.Organization, BindingHash: j.BindingHash, Attempt: j.Attempt,
 		Approvals: fmt.Sprintf("%d/%d", j.Approvals, j.Required), Deadline: j.Deadline, Created: j.Created,
-		Updated: j.Updated, ErrorCode: j.ErrorCode, ErrorMessage: j.ErrorMessage, SupersededBy: j.SupersededBy}
+		Updated: j.Updated, ErrorCode: j.ErrorCode, ErrorMessage: j.ErrorMessage, SupersededBy: j.SupersededBy,
+		Document: register.DocumentOut(j.Document)}
 }
 
 func jobDetailOut(d service.JobDetail) api.JobDetail {

@@ -56,3 +56,12 @@ func writeField(h hash.Hash, s string) {
 	h.Write(n[:])
 	h.Write([]byte(s))
 }
+
+// DocumentParams is the Params entry of the document a request cites (the crypto-device
+// register's basis of issuance); nil for none, so that jobs without one keep their hash.
+func DocumentParams(number, date string) map[string]string {
+	if number == "" && date == "" {
+		return nil
+	}
+	return map[string]string{"document_number": number, "document_date": date}
+}

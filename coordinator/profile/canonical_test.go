@@ -38,6 +38,7 @@ func TestHashSameMeaningSameHash(t *testing.T) {
 		// A profile without standing renewals keeps the hash it had before the field existed.
 		"renew_before zero":   {"validity: 365d", "validity: 365d\nrenew_before: 0d"},
 		"expiry_warning zero": {"validity: 365d", "validity: 365d\nexpiry_warning: 0d"},
+		"register empty":      {"validity: 365d", "validity: 365d\nregister: {}"},
 	}
 	for name, r := range equivalents {
 		want := h0
@@ -77,6 +78,8 @@ func TestHashAnyChangeChangesHash(t *testing.T) {
 		{"validity:", "allowed_keys: [{type: rsa, size: 2048}, {type: rsa, size: 4096}]\nvalidity:"},
 		{"validity: 365d", "validity: 365d\nrenew_before: 30d"},
 		{"validity: 365d", "validity: 365d\nexpiry_warning: 30d"},
+		{"validity: 365d", "validity: 365d\nregister: {document: required}"},
+		{"validity: 365d", "validity: 365d\nregister: {document: optional}"},
 	}
 	for _, c := range changes {
 		if hashOf(t, loadOne(t, strings.Replace(base, c[0], c[1], 1))) == h0 {

@@ -35,6 +35,25 @@ type Profile struct {
 	Token         Token     `yaml:"token,omitempty" json:"token"`
 	PINPolicy     PINPolicy `yaml:"pin_policy" json:"pin_policy"`
 	Approval      Approval  `yaml:"approval,omitempty" json:"approval"`
+	// Register says what the crypto-device register needs of a request. Omitted from the
+	// canonical form when empty, so profiles without it keep their hash.
+	Register Register `yaml:"register,omitempty" json:"register,omitzero"`
+}
+
+// DocumentRule says whether a request must cite the document (number and date) its
+// issuance is based on, as regulated users' registers of crypto devices record.
+type DocumentRule string
+
+// Document rules.
+const (
+	DocumentNone     DocumentRule = ""         // no document is asked; one given is refused
+	DocumentOptional DocumentRule = "optional" // a request may cite one
+	DocumentRequired DocumentRule = "required" // a request without one is refused
+)
+
+// Register is the profile's crypto-device register policy.
+type Register struct {
+	Document DocumentRule `yaml:"document,omitempty" json:"document,omitempty"`
 }
 
 // KeyType names a key algorithm.

@@ -99,6 +99,11 @@ func (p Profile) validateIn(doc int, src *yamlstrict.Doc) error {
 	validateToken(ps, p)
 	validatePIN(ps, p)
 	validateApproval(ps, p.Approval)
+	switch p.Register.Document {
+	case DocumentNone, DocumentOptional, DocumentRequired:
+	default:
+		ps.invalid("register.document", "%q is not allowed (required, optional, or leave it out)", p.Register.Document)
+	}
 	return errors.Join(ps.errs...)
 }
 

@@ -75,6 +75,7 @@ func TestValidateProblems(t *testing.T) {
 		{"too many approvals", []repl{{"required: 1", "required: 11"}}, "approval.required: 11 outside 0..10"},
 		{"no expiry", []repl{{", expires_after: 72h", ""}}, "approval.expires_after: required when approvals are needed"},
 		{"expiry too long", []repl{{"expires_after: 72h", "expires_after: 91d"}}, "approval.expires_after: 91d exceeds the maximum of 90d"},
+		{"unknown document rule", []repl{{"validity: 365d", "validity: 365d\nregister: {document: always}"}}, `register.document: "always" is not allowed (required, optional, or leave it out)`},
 		{"expiry without gate", []repl{{"approval: {required: 1, roles: [approver], expires_after: 72h}", "approval: {expires_after: 72h}"}}, "approval.expires_after: given but no approval is needed"},
 	}
 	for _, tt := range tests {

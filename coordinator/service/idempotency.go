@@ -46,7 +46,10 @@ func (r JobRequest) requestHash() string {
 		Agent       string `json:"agent"`
 		TokenSerial string `json:"token_serial"`
 		Deadline    string `json:"deadline"`
-	}{string(r.Kind), r.Holder, r.Profile, r.Agent, r.TokenSerial, deadline})
+		// Omitted when empty: requests without a document keep the hash they had before.
+		DocumentNumber string `json:"document_number,omitempty"`
+		DocumentDate   string `json:"document_date,omitempty"`
+	}{string(r.Kind), r.Holder, r.Profile, r.Agent, r.TokenSerial, deadline, r.Document.Number, r.Document.Date})
 	if err != nil {
 		panic(err) // strings only: cannot fail
 	}

@@ -38,6 +38,10 @@ type JobRequest struct {
 	// requester again returns the job created the first time (Job.Replayed), and the key
 	// with another request is refused. Keys are kept as long as their job.
 	IdempotencyKey string
+	// Document is the document the issuance is based on (number and YYYY-MM-DD date), for
+	// the crypto-device register: required by a profile with register.document: required
+	// for an issue, refused by a profile that records none.
+	Document store.Document
 }
 
 // Job is a stored job with the names the API shows and its approval progress.
@@ -117,6 +121,9 @@ func (r *JobRequest) validate(now time.Time) error {
 	if r.TokenSerial != "" && !tokenSerialRE.MatchString(r.TokenSerial) {
 		return badRequest("token_serial", "%q: use 1 to 64 letters, digits and . _ : -", r.TokenSerial)
 	}
+	if err := validateDocument(r.Document, now); err != nil {
+		return err
+	}
 	if !r.Deadline.IsZero() {
 		switch {
 		case !r.Deadline.After(now):
@@ -150,6 +157,9 @@ type jobCore struct {
 	// gate by the rollout's approval, bound to RolloutBinding.
 	Rollout        store.Rollout
 	RolloutBinding string
+	// Document is the document the request cites (zero for none), checked against the
+	// profile by documentAllowed.
+	Document store.Document
 }
 
 // jobReady checks that the job could be sent to its agent: an enabled holder, an enrolled
@@ -229,18 +239,24 @@ func (t *txn) insertJob(ctx context.Context, c jobCore, subject string) (store.J
 		deadline = t.now.Add(life)
 	}
 	sp := c.Profile
+	// The document is part of what is approved: approvers see it, and the register shows
+	// it as the basis of the issuance.
 	binding := jobs.BindingHash(jobs.Binding{Kind: c.Kind, HolderID: c.Holder.ID, ProfileName: sp.Name, ProfileHash: sp.ContentHash,
-		Subject: subject, TargetAgentID: c.AgentID, TokenSerial: c.TokenSerial})
+		Subject: subject, TargetAgentID: c.AgentID, TokenSerial: c.TokenSerial, Params: jobs.DocumentParams(c.Document.Number, c.Document.Date)})
 	j, err := t.CreateJob(ctx, store.Job{Kind: c.Kind, State: jobs.StatePendingApproval, HolderID: c.Holder.ID,
 		ProfileName: sp.Name, ProfileHash: sp.ContentHash, AgentID: c.AgentID, TokenSerial: c.TokenSerial,
 		RequesterID: c.RequesterID, OrganizationID: c.Holder.OrganizationID, BindingHash: binding,
-		Deadline: deadline, Created: t.now, IdempotencyKey: c.IdempotencyKey, RequestHash: c.RequestHash, RolloutID: c.Rollout.ID})
+		Deadline: deadline, Created: t.now, IdempotencyKey: c.IdempotencyKey, RequestHash: c.RequestHash, RolloutID: c.Rollout.ID,
+		Document: c.Document})
 	if err != nil {
 		return store.Job{}, audit.Entry{}, err
 	}
 	actor := c.RequesterID
 	kv := []any{"kind", string(j.Kind), "holder", c.Holder.Username, "profile", sp.Name, "profile_hash", sp.ContentHash,
 		"agent", j.AgentID, "token_serial", j.TokenSerial, "binding_hash", binding, "deadline", deadline.Format(time.RFC3339)}
+	if !c.Document.IsZero() {
+		kv = append(kv, "document_number", c.Document.Number, "document_date", c.Document.Date)
+	}
 	if c.Rollout.ID != "" {
 		actor = rolloutActor(c.Rollout.ID)
 		kv = append(kv, "rollout", c.Rollout.ID, "rollout_binding", c.RolloutBinding)
@@ -263,6 +279,7 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		return Job{}, err
 	}
 	r.Holder, r.Profile, r.Agent, r.TokenSerial = strings.TrimSpace(r.Holder), strings.TrimSpace(r.Profile), strings.TrimSpace(r.Agent), strings.TrimSpace(r.TokenSerial)
+	r.Document.Number, r.Document.Date = strings.TrimSpace(r.Document.Number), strings.TrimSpace(r.Document.Date)
 	if err := checkIdempotencyKey(r.IdempotencyKey); err != nil {
 		return Job{}, err
 	}
@@ -321,8 +338,11 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		if err != nil {
 			return internal(err)
 		}
+		if err := documentAllowed(p, r.Kind, r.Document); err != nil {
+			return err
+		}
 		c := jobCore{Kind: r.Kind, Holder: holder, Profile: sp, Parsed: p, AgentID: r.Agent, TokenSerial: r.TokenSerial,
-			Deadline: r.Deadline, RequesterID: actor.ID, IdempotencyKey: key, RequestHash: hash}
+			Deadline: r.Deadline, RequesterID: actor.ID, IdempotencyKey: key, RequestHash: hash, Document: r.Document}
 		subject, err := t.jobReady(ctx, c)
 		if err != nil {
 			return err

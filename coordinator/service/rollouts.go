@@ -224,6 +224,10 @@ func (s *Service) CreateRollout(ctx context.Context, by Actor, req RolloutReques
 		return RolloutView{}, internal(err)
 	}
 	spec.Template.ProfileHash = sp.ContentHash
+	if spec.Template.Kind == jobs.KindIssue && p.Register.Document == profile.DocumentRequired {
+		// Each issuance cites its own document: a rollout has none to give.
+		return RolloutView{}, badRequest("spec.template.profile", "profile %s requires a document for each issuance (register.document: required): request those jobs one by one with their documents", sp.Name)
+	}
 	if spec.Standing && p.RenewBefore <= 0 {
 		return RolloutView{}, badRequest("spec.standing", "profile %s sets no renew_before: set it (e.g. renew_before: 30d) to say when a certificate enters its renewal window", sp.Name)
 	}

@@ -20,7 +20,7 @@ func toStrings[T ~string](in []T) []string {
 
 // ---- jobs ----
 
-const jobCols = "id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id, token_serial, requester_id, organisation_id, binding_hash, attempt, step_current, step_highest, deadline, created_at, updated_at, error_code, error_message, superseded_by, version, idempotency_key, request_hash, rollout_id"
+const jobCols = "id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id, token_serial, requester_id, organisation_id, binding_hash, attempt, step_current, step_highest, deadline, created_at, updated_at, error_code, error_message, superseded_by, version, idempotency_key, request_hash, rollout_id, document_number, document_date"
 
 func scanJob(r scanner) (Job, error) {
 	var j Job
@@ -28,7 +28,7 @@ func scanJob(r scanner) (Job, error) {
 		strCol{&j.AgentID}, strCol{&j.TokenSerial}, &j.RequesterID, strCol{&j.OrganizationID},
 		&j.BindingHash, &j.Attempt, &j.Progress.Current, &j.Progress.Highest, timeCol{&j.Deadline},
 		timeCol{&j.Created}, timeCol{&j.Updated}, &j.ErrorCode, &j.ErrorMessage, strCol{&j.SupersededBy}, &j.Version,
-		strCol{&j.IdempotencyKey}, &j.RequestHash, strCol{&j.RolloutID})
+		strCol{&j.IdempotencyKey}, &j.RequestHash, strCol{&j.RolloutID}, &j.Document.Number, &j.Document.Date)
 	return j, err
 }
 
@@ -45,12 +45,13 @@ func (x *q) CreateJob(ctx context.Context, j Job) (Job, error) {
 	j.Created = orNow(j.Created)
 	row := x.queryRow(ctx, `INSERT INTO jobs (id, kind, state, state_since, holder_id, profile_name, profile_hash, agent_id,
 			token_serial, requester_id, organisation_id, binding_hash, attempt, deadline, created_at, updated_at,
-			error_code, error_message, superseded_by, version, idempotency_key, request_hash, rollout_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) RETURNING `+jobCols,
+			error_code, error_message, superseded_by, version, idempotency_key, request_hash, rollout_id,
+			document_number, document_date)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) RETURNING `+jobCols,
 		j.ID, string(j.Kind), string(j.State), x.d.ts(j.Created), nullStr(j.HolderID), j.ProfileName, j.ProfileHash,
 		nullStr(j.AgentID), nullStr(j.TokenSerial), j.RequesterID, nullStr(j.OrganizationID), j.BindingHash,
 		x.d.ts(j.Deadline), x.d.ts(j.Created), x.d.ts(j.Created), j.ErrorCode, j.ErrorMessage, nullStr(j.SupersededBy),
-		nullStr(j.IdempotencyKey), j.RequestHash, nullStr(j.RolloutID))
+		nullStr(j.IdempotencyKey), j.RequestHash, nullStr(j.RolloutID), j.Document.Number, j.Document.Date)
 	out, err := scanJob(row)
 	if err != nil {
 		return Job{}, x.d.wrap(what, err)
@@ -458,11 +459,13 @@ func (x *q) ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error)
 	if err != nil {
 		return nil, x.d.wrap("job "+jobID+" timeline", err)
 	}
-	return collect(rows, x.d, "job "+jobID+" timeline", func(r scanner) (JobEvent, error) {
-		var e JobEvent
-		err := r.Scan(&e.ID, &e.JobID, &e.From, &e.To, &e.Attempt, &e.Actor, &e.Reason, timeCol{&e.At})
-		return e, err
-	})
+	return collect(rows, x.d, "job "+jobID+" timeline", scanJobEvent)
+}
+
+func scanJobEvent(r scanner) (JobEvent, error) {
+	var e JobEvent
+	err := r.Scan(&e.ID, &e.JobID, &e.From, &e.To, &e.Attempt, &e.Actor, &e.Reason, timeCol{&e.At})
+	return e, err
 }
 
 func (x *q) ListJobSteps(ctx context.Context, jobID string) ([]JobStep, error) {

@@ -116,6 +116,11 @@ type Reader interface {
 	GetJobByIdempotencyKey(ctx context.Context, requesterID, key string) (Job, error)
 	ListJobs(ctx context.Context, f JobFilter, p Page) (jobs []Job, next string, err error)
 	ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error)
+	// ListJobEventsOf returns the timelines of the jobs named, by job ID, each in order.
+	ListJobEventsOf(ctx context.Context, jobIDs []string) (map[string][]JobEvent, error)
+	// ListRegister lists the crypto-device register: every issue job that succeeded on a
+	// token, oldest first, with the token and what took it back.
+	ListRegister(ctx context.Context, f RegisterFilter, p Page) (entries []RegisterEntry, next string, err error)
 	ListJobSteps(ctx context.Context, jobID string) ([]JobStep, error)
 	ListJobAttempts(ctx context.Context, jobID string) ([]JobAttempt, error)
 	GetJobAttempt(ctx context.Context, jobID string, attempt int) (JobAttempt, error)

@@ -269,7 +269,20 @@ type Job struct {
 	// RolloutID is the rollout that made the job ("" for none): its approval is the
 	// job's request approval.
 	RolloutID string
+	// Document is the document the request cites, for the crypto-device register; zero
+	// for none.
+	Document Document
 }
+
+// Document is the document (number and date) an issuance is based on. Date is a calendar
+// date, YYYY-MM-DD.
+type Document struct {
+	Number string
+	Date   string
+}
+
+// IsZero reports whether no document is cited.
+func (d Document) IsZero() bool { return d == Document{} }
 
 // Rules returns the job as package jobs reads it, with the organisation of its holder and
 // the decisions recorded on it.

@@ -19,6 +19,7 @@ func testJobs(t *testing.T, h *harness) {
 	f := newFixture(t, h)
 	in := f.job()
 	in.TokenSerial = "tok-1"
+	in.Document = store.Document{Number: "Ordre n° 12/2025", Date: "2025-03-01"}
 	in.Deadline = base.Add(24 * time.Hour)
 	in.Created = base
 	j := do(t, h, func(tx store.Tx) (store.Job, error) { return tx.CreateJob(h.ctx, in) })

@@ -59,6 +59,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"JobIdempotencyKey", testJobIdempotencyKey},
 		{"JobIdempotencyConcurrent", testJobIdempotencyConcurrent},
 		{"JobList", testJobList},
+		{"Register", testRegister},
 		{"Approvals", testApprovals},
 		{"Rollouts", testRollouts},
 		{"RolloutTenThousandTargets", testRolloutTenThousand},

@@ -1,0 +1,137 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/store"
+)
+
+// Register states of an issued device.
+const (
+	DeviceIssued   = "issued"   // out with its holder
+	DeviceReturned = "returned" // back: wiped, issued again, or (once tokens have states) retired or replaced
+)
+
+// Register is the crypto-device register of one organisation, or of all: every device
+// issued, oldest first, as regulated users keep it.
+type Register struct {
+	Organization string // name; "" for every organisation
+	Generated    time.Time
+	Entries      []RegisterEntry
+}
+
+// RegisterEntry is one issued device with its names and its history.
+type RegisterEntry struct {
+	store.RegisterEntry
+	Holder       string // username
+	HolderName   string // display name ("" when the holder has none)
+	Organization string // name
+	State        string // DeviceIssued or DeviceReturned
+	// ReturnReason says what took the device back ("" while it is out).
+	ReturnReason string
+	History      []RegisterEvent
+}
+
+// RegisterEvent is one step of a device's history: a transition of its issue job, or what
+// took it back.
+type RegisterEvent struct {
+	At     time.Time
+	State  string // a job state, or DeviceReturned
+	Actor  string // username, or the actor as recorded when it is not a user
+	Reason string
+}
+
+// RegisterQuery selects the register to read.
+type RegisterQuery struct {
+	Organization string // name; "" for the reader's own organisation, or every one for a reader of all
+}
+
+// ReadRegister returns the crypto-device register. It reads what the jobs read: who
+// reads an organisation's jobs reads its register (the register shows nothing the jobs do
+// not), the refusals audited likewise.
+func (s *Service) ReadRegister(ctx context.Context, by Actor, q RegisterQuery) (Register, error) {
+	actor := by.user
+	sc, err := s.canRead(ctx, actor, resJobs)
+	if err != nil {
+		return Register{}, err
+	}
+	var f store.RegisterFilter
+	if q.Organization != "" {
+		o, err := s.st.GetOrganizationByName(ctx, q.Organization)
+		if errors.Is(err, store.ErrNotFound) {
+			return Register{}, badRequest("organization", "no organisation named %q", q.Organization)
+		}
+		if err != nil {
+			return Register{}, AsError(err)
+		}
+		f.OrganizationID = o.ID
+	}
+	if f.OrganizationID, err = s.narrowList(ctx, actor, sc, f.OrganizationID, "crypto-device register"); err != nil {
+		return Register{}, err
+	}
+	out := Register{Generated: s.clock(), Entries: []RegisterEntry{}}
+	n := newNames(s.st)
+	out.Organization = n.org(ctx, f.OrganizationID)
+	users := map[string]store.User{}
+	p := store.Page{Limit: store.MaxPageLimit}
+	for {
+		es, next, err := s.st.ListRegister(ctx, f, p)
+		if err != nil {
+			return Register{}, pageErr(err)
+		}
+		ids := make([]string, 0, 2*len(es))
+		for _, e := range es {
+			ids = append(ids, e.JobID)
+		}
+		timelines, err := s.st.ListJobEventsOf(ctx, ids)
+		if err != nil {
+			return Register{}, AsError(err)
+		}
+		for _, e := range es {
+			v := RegisterEntry{RegisterEntry: e, Organization: n.org(ctx, e.OrganizationID), State: DeviceIssued}
+			u, ok := users[e.HolderID]
+			if !ok && e.HolderID != "" {
+				if u, err = s.st.GetUser(ctx, e.HolderID); err != nil && !errors.Is(err, store.ErrNotFound) {
+					return Register{}, AsError(err)
+				}
+				users[e.HolderID] = u
+			}
+			v.Holder, v.HolderName = u.Username, u.DisplayName
+			if v.Holder == "" {
+				v.Holder = e.HolderID
+			}
+			v.History = make([]RegisterEvent, 0, len(timelines[e.JobID])+1)
+			for _, ev := range timelines[e.JobID] {
+				v.History = append(v.History, RegisterEvent{At: ev.At, State: string(ev.To), Actor: n.user(ctx, ev.Actor), Reason: ev.Reason})
+			}
+			if at, why, ok := deviceReturn(e); ok {
+				v.State, v.Returned, v.ReturnReason = DeviceReturned, at, why
+				v.History = append(v.History, RegisterEvent{At: at, State: DeviceReturned, Reason: why})
+			}
+			out.Entries = append(out.Entries, v)
+		}
+		if next == "" {
+			return out, nil
+		}
+		p.Cursor = next
+	}
+}
+
+// deviceReturn says whether and when an issued device came back, and why. Today that is
+// what the jobs show: a later wipe or issue of the same token that succeeded. This is the
+// one place to add token states (retired, replaced, returned) when tokens have them: the
+// earliest of those after the issue ends it too.
+func deviceReturn(e store.RegisterEntry) (time.Time, string, bool) {
+	if e.Returned.IsZero() {
+		return time.Time{}, "", false
+	}
+	switch jobs.Kind(e.ReturnedByKind) {
+	case jobs.KindWipe:
+		return e.Returned, "token wiped by job " + e.ReturnedByJob, true
+	default:
+		return e.Returned, "token issued again by job " + e.ReturnedByJob, true
+	}
+}
