@@ -33,8 +33,29 @@ type Profile struct {
 	// canonical form when 0, so profiles without it keep their hash.
 	ExpiryWarning Duration  `yaml:"expiry_warning,omitempty" json:"expiry_warning,omitempty"`
 	Token         Token     `yaml:"token,omitempty" json:"token"`
+	// Temporary, when set, lets the profile issue temporary tokens: a stand-in for a
+	// holder whose own token is suspended, whose certificate lives Temporary.Validity
+	// instead of Validity. Omitted from the canonical form when absent, so profiles
+	// without it keep their hash.
+	Temporary *Temporary `yaml:"temporary,omitempty" json:"temporary,omitempty"`
 	PINPolicy     PINPolicy `yaml:"pin_policy" json:"pin_policy"`
 	Approval      Approval  `yaml:"approval,omitempty" json:"approval"`
+}
+
+// Temporary is how the profile issues temporary tokens.
+type Temporary struct {
+	// Validity is the temporary certificate's lifetime (e.g. 7d): short, since the holder
+	// gets their own token back or a replacement.
+	Validity Duration `yaml:"validity" json:"validity"`
+}
+
+// CertificateValidity is the lifetime of a certificate the profile issues: Validity, or
+// Temporary.Validity for a temporary token.
+func (p Profile) CertificateValidity(temporary bool) time.Duration {
+	if temporary && p.Temporary != nil {
+		return time.Duration(p.Temporary.Validity)
+	}
+	return time.Duration(p.Validity)
 }
 
 // KeyType names a key algorithm.

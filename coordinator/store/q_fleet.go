@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 )
 
 // ---- agents ----
@@ -386,8 +388,11 @@ func (x *q) RevokeCertificate(ctx context.Context, serial string, at time.Time, 
 	if err != nil {
 		return Certificate{}, fmt.Errorf("store: revoke certificate: %w", err)
 	}
-	row := x.queryRow(ctx, `UPDATE certificates SET revoked_at = ?, revocation_reason = ?
-		WHERE serial = ? AND revoked_at IS NULL RETURNING `+certCols, x.d.ts(orNow(at)), reason, s)
+	// A certificate on hold may be revoked for good with another reason; it keeps the
+	// hold's time, since when it has not been trusted.
+	row := x.queryRow(ctx, `UPDATE certificates SET revoked_at = COALESCE(revoked_at, ?), revocation_reason = ?
+		WHERE serial = ? AND (revoked_at IS NULL OR (revocation_reason = ? AND ? <> ?)) RETURNING `+certCols,
+		x.d.ts(orNow(at)), reason, s, ca.ReasonCertificateHold, reason, ca.ReasonCertificateHold)
 	out, err := scanCert(row)
 	if isNoRows(err) {
 		if err := x.exists(ctx, "certificate "+s, "SELECT 1 FROM certificates WHERE serial = ?", s); err != nil {
