@@ -30,10 +30,17 @@ type EscrowReinstaller interface {
 // TokenLife is a token's life-cycle record with its holder's username and its history.
 type TokenLife struct {
 	store.TokenLife
-	Holder  string // username; "" when unknown
-	History []store.TokenLifeEvent
+	Holder        string // username; "" when unknown
+	ChangedByName string // username, or the actor as recorded when it is not a user
+	History       []TokenLifeEvent
 	// Temporary lists the temporary tokens standing in for this one, by serial.
 	Temporary []store.TokenLife
+}
+
+// TokenLifeEvent is one change of a token's state with its actor's username.
+type TokenLifeEvent struct {
+	store.TokenLifeEvent
+	ActorName string
 }
 
 // GetTokenLife returns where a token is in its life cycle (active when the help desk
@@ -50,9 +57,15 @@ func (s *Service) GetTokenLife(ctx context.Context, by Actor, serial string) (To
 	if err != nil {
 		return TokenLife{}, AsError(err)
 	}
-	out := TokenLife{TokenLife: l, Holder: newNames(s.st).user(ctx, l.HolderID)}
-	if out.History, err = s.st.ListTokenLifeEvents(ctx, serial); err != nil {
+	names := newNames(s.st)
+	out := TokenLife{TokenLife: l, Holder: names.user(ctx, l.HolderID), ChangedByName: names.user(ctx, l.ChangedBy)}
+	es, err := s.st.ListTokenLifeEvents(ctx, serial)
+	if err != nil {
 		return TokenLife{}, AsError(err)
+	}
+	out.History = make([]TokenLifeEvent, len(es))
+	for i, e := range es {
+		out.History[i] = TokenLifeEvent{TokenLifeEvent: e, ActorName: names.user(ctx, e.Actor)}
 	}
 	if out.Temporary, err = s.st.ListTemporaryTokens(ctx, serial); err != nil {
 		return TokenLife{}, AsError(err)
