@@ -46,6 +46,7 @@ func (c *Client) tokenIssue(ctx context.Context, serial, what string, r TokenIss
 		return Job{}, err
 	}
 	var out Job
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/tokens/" + url.PathEscape(serial) + "/" + what, body: r, out: &out})
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/api/v1/tokens/" + url.PathEscape(serial) + "/" + what, body: r,
+		want: []int{http.StatusCreated}, out: &out})
 	return out, err
 }
