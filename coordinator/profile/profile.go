@@ -31,15 +31,15 @@ type Profile struct {
 	// ExpiryWarning asks for a notice to the holder and the help desk when a certificate
 	// of the profile has this long left before it expires. 0: none. Omitted from the
 	// canonical form when 0, so profiles without it keep their hash.
-	ExpiryWarning Duration  `yaml:"expiry_warning,omitempty" json:"expiry_warning,omitempty"`
-	Token         Token     `yaml:"token,omitempty" json:"token"`
+	ExpiryWarning Duration `yaml:"expiry_warning,omitempty" json:"expiry_warning,omitempty"`
+	Token         Token    `yaml:"token,omitempty" json:"token"`
 	// Temporary, when set, lets the profile issue temporary tokens: a stand-in for a
 	// holder whose own token is suspended, whose certificate lives Temporary.Validity
 	// instead of Validity. Omitted from the canonical form when absent, so profiles
 	// without it keep their hash.
 	Temporary *Temporary `yaml:"temporary,omitempty" json:"temporary,omitempty"`
-	PINPolicy     PINPolicy `yaml:"pin_policy" json:"pin_policy"`
-	Approval      Approval  `yaml:"approval,omitempty" json:"approval"`
+	PINPolicy PINPolicy  `yaml:"pin_policy" json:"pin_policy"`
+	Approval  Approval   `yaml:"approval,omitempty" json:"approval"`
 }
 
 // Temporary is how the profile issues temporary tokens.

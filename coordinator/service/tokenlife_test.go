@@ -179,7 +179,9 @@ func evenHex(s string) string {
 	return s
 }
 
-func pemOf(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
+func pemOf(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
 
 // paths reach each state from active through the help desk's moves.
 var paths = map[tokenlife.State][]tokenlife.State{
