@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
@@ -262,10 +263,7 @@ func (t *txn) endTemporaries(ctx context.Context, original string, to tokenlife.
 		why = "original token " + original + " replaced"
 	}
 	for _, tmp := range temps {
-		if tokenlife.Final(tmp.State) {
-			continue
-		}
-		if _, err := tokenlife.Check(tmp.State, tokenlife.Retired); err != nil {
+		if !slices.Contains(tokenlife.Next(tmp.State), tokenlife.Retired) {
 			continue // lost or stolen meanwhile: its certificates are revoked already
 		}
 		if _, err := t.moveToken(ctx, tmp, tmp.HolderID, tokenlife.Retired, actor, why, jobID); err != nil {
@@ -437,17 +435,31 @@ func (t *txn) tokenJobSucceeded(ctx context.Context, j store.Job) error {
 		next := cur
 		next.State, next.HolderID, next.TemporaryFor = tokenlife.Active, j.HolderID, req.TokenSerial
 		next.Reason, next.ChangedBy, next.ChangedAt = "temporary token for suspended token "+req.TokenSerial, actor, t.now
-		if _, err := t.SetTokenLife(ctx, next, cur.Version, store.TokenLifeEvent{From: cur.State, JobID: j.ID}); err != nil {
+		temp, err := t.SetTokenLife(ctx, next, cur.Version, store.TokenLifeEvent{From: cur.State, JobID: j.ID})
+		if err != nil {
 			return err
 		}
-		return t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionTokenStateChanged, JobID: j.ID, Target: "token:" + j.TokenSerial,
-			Reason: next.Reason, Details: audit.Details("from", string(cur.State), "to", string(tokenlife.Active), "temporary_for", req.TokenSerial)})
+		if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionTokenStateChanged, JobID: j.ID, Target: "token:" + j.TokenSerial,
+			Reason: next.Reason, Details: audit.Details("from", string(cur.State), "to", string(tokenlife.Active), "temporary_for", req.TokenSerial)}); err != nil {
+			return err
+		}
+		orig, err := tokenLifeOf(ctx, t, req.TokenSerial)
+		if err != nil {
+			return err
+		}
+		if orig.State != tokenlife.Suspended {
+			// The original came back (or was replaced) after the certificate was signed:
+			// the stand-in is not needed, and ends at once like the others.
+			_, err = t.moveToken(ctx, temp, j.HolderID, tokenlife.Retired, actor,
+				"original token "+req.TokenSerial+" is "+string(orig.State)+": the temporary token is not needed", j.ID)
+		}
+		return err
 	case store.PurposeReplacement:
 		old, err := tokenLifeOf(ctx, t, req.TokenSerial)
 		if err != nil {
 			return err
 		}
-		if _, err := tokenlife.Check(old.State, tokenlife.Replaced); err != nil {
+		if !slices.Contains(tokenlife.Next(old.State), tokenlife.Replaced) {
 			// Another replacement came first, or the token was retired meanwhile: the new
 			// token stands; the old one's record says what happened to it.
 			t.s.log.Warn().Str("job", j.ID).Str("token", req.TokenSerial).Str("state", string(old.State)).

@@ -171,10 +171,10 @@ func TemporaryAllowed(serial string, s State) error {
 
 // ReplaceAllowed refuses the replacement of a token in state s.
 func ReplaceAllowed(serial string, s State) error {
-	if _, err := Check(orActive(s), Replaced); err != nil {
-		return errorf(CodeIllegalTransition, "token %s cannot be replaced: %s", serial, err.(*Error).Msg)
+	if slices.Contains(table[orActive(s)], Replaced) {
+		return nil
 	}
-	return nil
+	return errorf(CodeIllegalTransition, "token %s cannot be replaced: it is %s, a final state", serial, orActive(s))
 }
 
 func orActive(s State) State {
