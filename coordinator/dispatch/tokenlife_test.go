@@ -159,6 +159,9 @@ func TestTokenLifeCycle(t *testing.T) {
 		t.Errorf("temporary with a profile without it: %v", err)
 	}
 	ti.Profile = "temp-issue"
+	if _, err := lw.appr.RequestTemporaryToken(lw.ctx, "ORIG1", ti); apiCode(err) != "forbidden" || !strings.Contains(err.Error(), "manage_tokens") {
+		t.Errorf("an approver asking for a temporary token: %v", err)
+	}
 	if _, err := lw.desk.RequestTemporaryToken(lw.ctx, "NEW1", ti); apiCode(err) != "token_not_suspended" {
 		t.Errorf("temporary for an active token: %v", err)
 	}

@@ -356,8 +356,8 @@ func (t *txn) releaseForToken(ctx context.Context, c store.Certificate, actor, r
 		Details: audit.Details("subject", c.Subject, "holder", c.HolderID, "token_serial", c.TokenSerial)})
 }
 
-// RequestTemporaryToken queues an issue job for a temporary token (request permission,
-// like any job) standing in for original, which must be suspended; r names the holder,
+// RequestTemporaryToken queues an issue job for a temporary token (the request and
+// manage_tokens permissions) standing in for original, which must be suspended; r names the holder,
 // agent, profile and the new token as for CreateJob. The profile must allow temporary
 // tokens (temporary.validity), which sets the certificate's lifetime. When the job
 // succeeds, the new token is recorded as original's temporary token; it is retired, its
@@ -366,7 +366,8 @@ func (s *Service) RequestTemporaryToken(ctx context.Context, by Actor, original 
 	return s.requestForToken(ctx, by, store.PurposeTemporary, original, r)
 }
 
-// RequestReplacement queues an issue job for a token replacing old (request permission):
+// RequestReplacement queues an issue job for a token replacing old (the request and
+// manage_tokens permissions):
 // r names the holder, agent, profile and the new token as for CreateJob. When the job
 // succeeds, old becomes replaced and its certificates are revoked (superseded), the
 // temporary tokens standing in for it end, and the escrowed keys are re-installed
@@ -376,6 +377,13 @@ func (s *Service) RequestReplacement(ctx context.Context, by Actor, old string, 
 }
 
 func (s *Service) requestForToken(ctx context.Context, by Actor, purpose store.TokenPurpose, serial string, r JobRequest) (Job, error) {
+	// Besides the request permission the job needs (CreateJob checks it): its success
+	// moves tokens (a replacement revokes the old token's certificates).
+	op := "request a " + string(purpose) + " token"
+	acc, err := s.authorizeAnywhere(ctx, by.user, op, jobs.PermManageTokens)
+	if err != nil {
+		return Job{}, err
+	}
 	serial = strings.TrimSpace(serial)
 	if !tokenSerialRE.MatchString(serial) {
 		return Job{}, badRequest("serial", "%q: use 1 to 64 letters, digits and . _ : -", serial)
@@ -393,6 +401,9 @@ func (s *Service) requestForToken(ctx context.Context, by Actor, purpose store.T
 		return Job{}, badRequest("idempotency_key", "not taken for %s requests", purpose)
 	}
 	check := func(ctx context.Context, t *txn, c jobCore) error {
+		if !acc.can(jobs.PermManageTokens, c.Holder.OrganizationID) {
+			return acc.refusal(op, jobs.PermManageTokens, c.Holder.OrganizationID)
+		}
 		l, err := tokenLifeOf(ctx, t, serial)
 		if err != nil {
 			return err
