@@ -10,12 +10,16 @@ export CGO_ENABLED := 1
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI := $(shell $(GO) env GOPATH)/bin/golangci-lint
 
-.PHONY: all build windows test test-run vet lint bench bench-fleet rollout-fleet deps demo clean
+.PHONY: all build windows test test-run test-deps test-browser vet lint bench bench-fleet rollout-fleet deps demo clean
 
 all: build
 
 deps:
 	@bash scripts/ensure-deps.sh
+
+# What the tests need besides: Chromium and axe-core for the console's browser tests.
+test-deps:
+	@bash scripts/ensure-deps.sh --browser
 
 build: deps
 	$(GO) build -o $(BIN)/ ./agent/cmd/... ./coordinator/cmd/...
@@ -39,8 +43,13 @@ test:
 	$(MAKE) --no-print-directory test-run; status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s in all"; exit $$status
 
-test-run: deps vet windows
+test-run: test-deps vet windows
 	$(GO) test -race -count=1 -timeout 30m -parallel $(TEST_PARALLEL) $(PKGS)
+
+# The console's browser tests alone (part of make test): real Chromium, axe-core; the
+# screenshots go to e2e/testdata/screenshots/<test>/ (TOKENFLEET_SCREENSHOTS moves them).
+test-browser: test-deps
+	$(GO) test -race -count=1 -timeout 10m -run '^(TestBrowser|TestConsole)' -v ./e2e/
 
 # go.mod says exactly what the code imports: nothing unused, direct dependencies not marked
 # indirect. internal/layering holds the import rules between the parts of the tree. The API

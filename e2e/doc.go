@@ -78,10 +78,36 @@
 //     the coordinator's data directory (database, -wal), or any message on the broker (a
 //     tap queue bound to the events, commands and dead-letter exchanges).
 //     TestSecretScanFindsPINs shows the scan finds a PIN in each encoding.
+//   - The web console in a real Chromium (Debian's chromium, driven with chromedp; every
+//     page checked with axe-core, which fails the test on any serious or critical
+//     violation, and photographed into testdata/screenshots/<test>/). TestConsoleIssue:
+//     the help desk requests a token in the console; the approver finds it in her queue
+//     with holder, subject, profile, agent and binding hash, and approves; the requester's
+//     job page, open all along, follows the real agent's progress on SoftHSM2 live (the
+//     state and steps change, the page is not reloaded, one event stream is its only
+//     request) until it succeeds; the PIN is revealed once
+//     (it logs in to the token) and a second reveal is refused; the auditor verifies the
+//     audit log; no page writes an error to the browser's console (a script the CSP
+//     refused among them); the session cookie is HttpOnly, SameSite=Lax and unreadable by
+//     scripts, and the CSP allows no inline script or style. TestConsoleRefusals: a wrong
+//     password (answered as for an unknown user), self-approval, an approver of another
+//     organisation, a form posted without its CSRF token (then with it, accepted), a
+//     signed-out session; and a person at the keyboard alone signs in (Tab, Enter) and
+//     skips to the content.
+//     TestConsoleSessionTimeout: a session idle past the timeout goes back to sign-in.
+//     TestConsoleTLS: over TLS the session cookie is __Host-, Secure, HttpOnly, Lax.
+//     TestConsoleSingleSignOn: OpenID Connect sign-in against a real provider on
+//     loopback, and an ID token for another audience and an expired one refused.
+//     TestBrowserHarness shows the harness's checks on a page served in the test: axe-core
+//     reports an image without alt text and an unlabelled field, a CSP refusal shows as a
+//     console error, a form without its CSRF field is refused, and a Secure cookie set
+//     over plain HTTP on 127.0.0.1 comes back (so the console's tests need no TLS).
 //
 // Every test has its own coordinator (SQLite), broker vhost and SoftHSM2 token store, so
 // tests never see each other's tokens; they do not run in parallel (the SoftHSM2 store of
-// the process is chosen by SOFTHSM2_CONF when an agent in it loads the module).
+// the process is chosen by SOFTHSM2_CONF when an agent in it loads the module). The
+// console's tests that run no agent (refusals, timeout, single sign-on, the harness) do,
+// each person with a Chromium of their own.
 //
 // The package has no code besides the tests.
 package e2e

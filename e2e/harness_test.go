@@ -122,6 +122,8 @@ type systemOptions struct {
 	management bool
 	// notifications is the coordinator's notifications section; nil: off.
 	notifications *coordinator.NotificationsConfig
+	// configure changes the coordinator's configuration last (the console's section).
+	configure func(*coordinator.Config)
 }
 
 // newSystem starts a coordinator on a broker vhost of the test's own, points SOFTHSM2_CONF
@@ -148,12 +150,20 @@ func newSystem(t *testing.T, opts ...systemOptions) *system {
 		agentUsers = "per_agent"
 	}
 	s.coord = coordinatortest.Start(t, coordinatortest.Options{BrokerURL: s.broker.URL, AgentUsers: agentUsers, Log: s.coordLog,
-		Management: o.management, Notifications: o.notifications})
+		Management: o.management, Notifications: o.notifications, Configure: o.configure})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("coordinator log (info and above):\n%s", tail(withoutDebug(s.coordLog.String()), 6000))
 		}
 	})
+	s.setUp()
+	return s
+}
+
+// setUp sets up the people and the profile with tokenfleetctl, as an administrator does.
+func (s *system) setUp() {
+	t := s.t
+	t.Helper()
 	s.admin = s.coord.AdminToken
 	var err error
 	if s.api, err = client.New(s.coord.URL, s.admin); err != nil {
@@ -171,7 +181,6 @@ func newSystem(t *testing.T, opts ...systemOptions) *system {
 		t.Fatal(err)
 	}
 	s.ctl(s.admin, "profile", "apply", profile)
-	return s
 }
 
 // addHolder creates a token holder of the organisation.
@@ -218,11 +227,18 @@ type ctlResult struct {
 // holder of the API token.
 func (s *system) ctlRun(token string, args ...string) ctlResult {
 	s.t.Helper()
+	return s.ctlRunInput(token, "", args...)
+}
+
+// ctlRunInput is ctlRun with stdin as the standard input.
+func (s *system) ctlRunInput(token, stdin string, args ...string) ctlResult {
+	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	vars := map[string]string{"TOKENFLEET_URL": s.coord.URL, "TOKENFLEET_TOKEN": token, "HOME": s.t.TempDir()}
-	code := ctl.Main(ctx, args, ctl.Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return vars[k] }})
+	code := ctl.Main(ctx, args, ctl.Env{Stdin: strings.NewReader(stdin), Stdout: &stdout, Stderr: &stderr,
+		Getenv: func(k string) string { return vars[k] }})
 	return ctlResult{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 

@@ -5,8 +5,16 @@
 set -euo pipefail
 
 # --lint: also what `make lint` runs (node and npm for the OpenAPI linter).
+# --browser: also what the browser tests need (Chromium, and axe-core through npm).
 lint=0
-[ "${1:-}" = "--lint" ] && lint=1
+browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --lint) lint=1 ;;
+    --browser) browser=1 ;;
+    *) echo "ensure-deps: unknown option $arg (known: --lint, --browser)" >&2; exit 2 ;;
+  esac
+done
 
 need_pkgs=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -15,8 +23,12 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for p in gcc libc6-dev pkg-config libusb-1.0-0-dev softhsm2 opensc openssl sqlite3 gcc-mingw-w64-x86-64; do
   have_pkg "$p" || need_pkgs+=("$p")
 done
-if [ "$lint" = 1 ]; then
+if [ "$lint" = 1 ] || [ "$browser" = 1 ]; then
   command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
+fi
+# The console's browser tests drive Debian's Chromium (e2e/browser_test.go).
+if [ "$browser" = 1 ]; then
+  have_pkg chromium || need_pkgs+=(chromium)
 fi
 # Broker and database (used by the coordinator, agent and their tests).
 if [ "${TOKENFLEET_SKIP_SERVICES:-}" != "1" ]; then
@@ -69,6 +81,20 @@ fi
 # Redocly CLI, pinned, into .tools/ (scripts/ensure-redocly.sh).
 if [ "$lint" = 1 ]; then
   bash "$(dirname "$0")/ensure-redocly.sh" >/dev/null
+fi
+
+# axe-core, pinned in e2e/browser/package-lock.json, into e2e/browser/node_modules, where
+# the browser tests read it; again when the lock file changed since.
+if [ "$browser" = 1 ]; then
+  axe_dir="$(cd "$(dirname "$0")/../e2e/browser" && pwd)"
+  if [ ! -f "$axe_dir/node_modules/axe-core/axe.min.js" ] ||
+     [ "$axe_dir/package-lock.json" -nt "$axe_dir/node_modules/.package-lock.json" ]; then
+    echo "ensure-deps: installing axe-core into e2e/browser/node_modules (npm ci)" >&2
+    if ! (cd "$axe_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null); then
+      echo "ensure-deps: npm ci failed; run it yourself: (cd e2e/browser && npm ci --ignore-scripts)" >&2
+      exit 1
+    fi
+  fi
 fi
 
 [ "${TOKENFLEET_SKIP_SERVICES:-}" = "1" ] && exit 0

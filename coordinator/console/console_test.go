@@ -408,6 +408,12 @@ func TestPINRevealedOnce(t *testing.T) {
 	if !strings.Contains(text(byID(p.doc, "main")), "cannot be shown again") {
 		t.Error("the revealed PIN comes without its warning")
 	}
+	if strings.Contains(p.body, "reveal-pin") || byID(p.doc, "pin-revealed") == nil {
+		t.Error("the page that shows the PIN still offers to reveal it, or does not say it was shown")
+	}
+	if p = b.get("/ui/jobs/" + j.ID); strings.Contains(p.body, "reveal-pin") || byID(p.doc, "pin-revealed") == nil || strings.Contains(p.body, "482913") {
+		t.Error("after the reveal, the job page offers it again, does not say it was shown, or shows the PIN")
+	}
 	p = b.post("/ui/jobs/"+j.ID+"/pin", b.form())
 	if p.status != http.StatusConflict || byID(p.doc, "pin") != nil || !strings.Contains(alerts(p.doc), "already shown") {
 		t.Fatalf("second reveal: %d %q", p.status, alerts(p.doc))

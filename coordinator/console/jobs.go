@@ -89,7 +89,7 @@ func (c *Console) jobData(r *http.Request, d service.JobDetail) jobData {
 	case jobs.StateAwaitingCertificate:
 		jd.CanDecide = can(s.User, jobs.PermCAOperator)
 	case jobs.StateSucceeded:
-		jd.CanReveal = d.TokenSerial != "" && (mine || can(s.User, jobs.PermManageJobs))
+		jd.CanReveal = d.TokenSerial != "" && d.PINRevealed.IsZero() && (mine || can(s.User, jobs.PermManageJobs))
 	}
 	return jd
 }

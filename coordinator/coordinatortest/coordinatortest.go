@@ -56,6 +56,9 @@ type Options struct {
 	// Notifications, if set, is the config's notifications section (e-mail and webhooks,
 	// for example to servers of package notify/notifytest).
 	Notifications *coordinator.NotificationsConfig
+	// Configure, if set, changes the configuration last, just before the coordinator
+	// starts: for the sections the options above do not cover (the console's, for one).
+	Configure func(*coordinator.Config)
 	// Log, if set, receives the coordinator's log at debug level, as JSON lines (tests
 	// that read every log line, for example to look for secrets in them). nil: the log goes
 	// to the test's output at info level.
@@ -109,6 +112,9 @@ func Start(t testing.TB, o Options) *Instance {
 	cfg.Broker.HeartbeatTimeout = coordinator.Duration(o.HeartbeatTimeout)
 	if o.Notifications != nil {
 		cfg.Notifications = *o.Notifications
+	}
+	if o.Configure != nil {
+		o.Configure(&cfg)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	if o.Log != nil {

@@ -75,6 +75,9 @@ type JobDetail struct {
 	AgentHostname string
 	AgentOnline   bool
 	AgentLastSeen time.Time
+	// PINRevealed is when the user PIN this job set was shown (zero: not yet, or the job
+	// set none), so that a page offers the one reveal only while it can succeed.
+	PINRevealed time.Time
 }
 
 // DecisionView is one recorded decision.
@@ -734,6 +737,14 @@ func (s *Service) jobDetail(ctx context.Context, j store.Job) (JobDetail, error)
 			return JobDetail{}, AsError(err)
 		default:
 			d.TokenURI = tokenOf(tok).URI
+		}
+		pin, err := s.st.GetTokenPIN(ctx, j.TokenSerial, store.PINPurposeUser)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return JobDetail{}, AsError(err)
+		case pin.JobID == j.ID:
+			d.PINRevealed = pin.Revealed
 		}
 	}
 	if j.AgentID != "" {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -134,12 +133,13 @@ type hasher struct {
 	params PasswordParams
 	slots  chan struct{}
 
-	dummyOnce sync.Once
-	dummy     string // a hash of a random password, verified against for unknown users
+	dummySalt []byte // what a password is hashed with when there is no hash to check it against
 }
 
 func newHasher(p PasswordParams, concurrent int) *hasher {
-	return &hasher{params: p, slots: make(chan struct{}, max(concurrent, 1))}
+	salt := make([]byte, argonSaltLen)
+	_, _ = rand.Read(salt) // crypto/rand.Read never fails
+	return &hasher{params: p, slots: make(chan struct{}, max(concurrent, 1)), dummySalt: salt}
 }
 
 func (h *hasher) acquire(ctx context.Context) error {
@@ -162,21 +162,16 @@ func (h *hasher) hash(ctx context.Context, pw string) (string, error) {
 	return hashPassword(pw, h.params), nil
 }
 
-// verify checks pw against encoded; an empty encoded (a user without a password, or no
-// user at all) is checked against a dummy hash, so that it costs the same work and
-// matches nothing.
+// verify checks pw against encoded. An empty encoded (a user without a password, or no
+// user at all) matches nothing after the same work as a real check: the password is
+// hashed with the current parameters all the same.
 func (h *hasher) verify(ctx context.Context, encoded, pw string) (ok, rehash bool, err error) {
 	if err := h.acquire(ctx); err != nil {
 		return false, false, err
 	}
 	defer h.release()
 	if encoded == "" {
-		h.dummyOnce.Do(func() {
-			b := make([]byte, 32)
-			_, _ = rand.Read(b)
-			h.dummy = hashPassword(string(b), h.params)
-		})
-		_, _, _ = verifyPassword(h.dummy, pw, h.params)
+		_ = argon2.IDKey([]byte(pw), h.dummySalt, h.params.Time, h.params.Memory, h.params.Threads, argonKeyLen)
 		return false, false, nil
 	}
 	return verifyPassword(encoded, pw, h.params)
@@ -232,6 +227,32 @@ func (s *Service) SetPassword(ctx context.Context, by Actor, username, password 
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionPasswordSet, Target: "user:" + u.ID,
 			Details: audit.Details("username", u.Username, "sessions_ended", sessionIDs(ended))})
 	})
+}
+
+// ChangePassword changes the actor's own password, given the current one: what a console
+// page offers, where a session left open must not be enough to take the account over. A
+// wrong current password counts towards the lockout like a failed sign-in; then it is
+// SetPassword: the actor's other sessions end, audited.
+func (s *Service) ChangePassword(ctx context.Context, by Actor, current, newPassword, source string) error {
+	switch {
+	case current == "":
+		return badRequest("current_password", "is required")
+	case len(current) > MaxPasswordBytes:
+		return badRequest("current_password", "is wrong")
+	}
+	if err := checkNewPassword(by.user.Username, newPassword); err != nil {
+		return err
+	}
+	if current == newPassword {
+		return badRequest("password", "is the current password; choose another")
+	}
+	if _, err := s.checkPassword(ctx, by.user.Username, current, source, nil); err != nil {
+		if errors.Is(err, &Error{Code: CodeUnauthenticated}) {
+			return badRequest("current_password", "is wrong (someone who never had a password is given one by an administrator: tokenfleetctl user password)")
+		}
+		return err
+	}
+	return s.SetPassword(ctx, by, by.user.Username, newPassword)
 }
 
 func sessionIDs(ss []store.Session) []string {

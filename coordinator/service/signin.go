@@ -124,20 +124,36 @@ func (s *Service) SignInPassword(ctx context.Context, username, password, source
 		// No password this long can be set: refused before any hashing work.
 		return Actor{}, badRequest("password", "is %d bytes long; passwords are at most %d", len(password), MaxPasswordBytes)
 	}
+	u, err := s.checkPassword(ctx, username, password, source, func(t *txn, u store.User, rehashed bool) error {
+		return t.audit(ctx, audit.Entry{Actor: u.ID, Action: audit.ActionSignIn, Target: "user:" + u.ID,
+			Details: audit.Details("username", u.Username, "method", store.SessionPassword, "source", source, "rehashed", rehashed)})
+	})
+	if err != nil {
+		return Actor{}, err
+	}
+	return Actor{user: u}, nil
+}
+
+// checkPassword is the one check of a password: the user's, with the lockout, its
+// audit entries and the same answer for every failure. On success it resets the user's
+// failures, makes the hash again if its parameters are old, and calls success (when not
+// nil) in the same transaction.
+func (s *Service) checkPassword(ctx context.Context, username, password, source string,
+	success func(t *txn, u store.User, rehashed bool) error) (store.User, error) {
 	now := s.clock()
 	u, err := s.st.GetUserByUsername(ctx, username)
 	if errors.Is(err, store.ErrNotFound) {
-		return Actor{}, s.unknownSignIn(ctx, username, password, source, now)
+		return store.User{}, s.unknownSignIn(ctx, username, password, source, now)
 	}
 	if err != nil {
-		return Actor{}, AsError(err)
+		return store.User{}, AsError(err)
 	}
 	cred, err := s.st.GetCredential(ctx, u.ID)
 	if err != nil {
-		return Actor{}, AsError(err)
+		return store.User{}, AsError(err)
 	}
 	if now.Before(cred.LockedUntil) {
-		return Actor{}, s.lockedSignIn(ctx, u, source, cred.LockedUntil, now)
+		return store.User{}, s.lockedSignIn(ctx, u, source, cred.LockedUntil, now)
 	}
 	ok, rehash, err := s.hasher.verify(ctx, cred.PasswordHash, password)
 	if err != nil {
@@ -146,12 +162,12 @@ func (s *Service) SignInPassword(ctx context.Context, username, password, source
 		ok = false
 	}
 	if !ok {
-		return Actor{}, s.wrongPassword(ctx, u, source)
+		return store.User{}, s.wrongPassword(ctx, u, source)
 	}
 	var newHash string
 	if rehash {
 		if newHash, err = s.hasher.hash(ctx, password); err != nil {
-			return Actor{}, err
+			return store.User{}, err
 		}
 	}
 	var out store.User
@@ -187,30 +203,28 @@ func (s *Service) SignInPassword(ctx context.Context, username, password, source
 			}
 		}
 		out = cur
-		return t.audit(ctx, audit.Entry{Actor: cur.ID, Action: audit.ActionSignIn, Target: "user:" + cur.ID,
-			Details: audit.Details("username", cur.Username, "method", store.SessionPassword, "source", source, "rehashed", newHash != "")})
+		if success == nil {
+			return nil
+		}
+		return success(t, cur, newHash != "")
 	})
 	if err != nil {
-		return Actor{}, err
+		return store.User{}, err
 	}
-	return Actor{user: out}, nil
+	return out, nil
 }
 
 // wrongPassword counts a failure of an existing user, locks them after too many, and
 // audits both.
 func (s *Service) wrongPassword(ctx context.Context, u store.User, source string) error {
 	return s.update(ctx, func(t *txn) error {
-		c, err := t.GetCredential(ctx, u.ID)
+		c, err := t.AddSignInFailure(ctx, u.ID, t.now)
 		if err != nil {
 			return err
 		}
 		if t.now.Before(c.LockedUntil) {
 			t.refusal = errLocked(c.LockedUntil, t.now) // locked by a concurrent failure
 			return nil
-		}
-		c, err = t.AddSignInFailure(ctx, u.ID)
-		if err != nil {
-			return err
 		}
 		t.refusal = errWrongPassword()
 		if err := t.audit(ctx, audit.Entry{Actor: AnonymousActor, Action: audit.ActionSignInFailed, Target: "user:" + u.ID,

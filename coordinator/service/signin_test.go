@@ -2,7 +2,9 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -282,6 +284,56 @@ func TestLockout(t *testing.T) {
 		if strings.Join(ghostActions, " ") != "signin.failed:unknown username signin.locked:5 wrong passwords in a row signin.failed:sign-in locked" {
 			t.Fatalf("an unknown username's lock audited as %q", ghostActions)
 		}
+	})
+}
+
+// TestLockoutConcurrent: wrong passwords sent at once lock the account once, after
+// exactly the configured number; none is counted against the next lock.
+func TestLockoutConcurrent(t *testing.T) {
+	t.Parallel()
+	bothStores(t, func(t *testing.T, cfg store.Config) {
+		r := newSigninRig(t, cfg, service.SignInOptions{LockoutAttempts: 5})
+		r.setPassword(r.admin, "hank", goodPassword)
+		before := r.head()
+		const n = 16
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				_, err := r.s.SignInPassword(r.ctx, "hank", "a wrong password again", "198.51.100.4")
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		locked := 0
+		for err := range errs {
+			switch {
+			case errors.Is(err, &service.Error{Code: service.CodeLocked}):
+				locked++
+			case errors.Is(err, &service.Error{Code: service.CodeUnauthenticated}):
+			default:
+				t.Fatalf("refused with %v", err)
+			}
+		}
+		wrong, locks := 0, 0
+		for _, e := range r.auditAfter(before) {
+			switch {
+			case e.Action == audit.ActionSignInFailed && e.Reason == "wrong password":
+				wrong++
+			case e.Action == audit.ActionSignInLocked:
+				locks++
+			}
+		}
+		if wrong != 5 || locks != 1 || locked != n-4 {
+			t.Fatalf("%d failures counted, %d locks, %d refused as locked; want 5, 1, %d", wrong, locks, locked, n-4)
+		}
+		hank, _ := r.st.GetUserByUsername(r.ctx, "hank")
+		if c, err := r.st.GetCredential(r.ctx, hank.ID); err != nil || c.FailedSignIns != 0 || c.Lockouts != 1 {
+			t.Fatalf("credential after the burst: %+v, %v", c, err)
+		}
+		_, err := r.s.SignInPassword(r.ctx, "hank", goodPassword, "")
+		wantCode(t, err, service.CodeLocked)
 	})
 }
 
@@ -651,4 +703,64 @@ func TestPasswordRehash(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "idle") {
 		t.Fatalf("idle longer than max: %v", err)
 	}
+}
+
+// TestChangePassword: one's own password, given the current one; a wrong current one
+// counts towards the lockout.
+func TestChangePassword(t *testing.T) {
+	t.Parallel()
+	bothStores(t, func(t *testing.T, cfg store.Config) {
+		r := newSigninRig(t, cfg, service.SignInOptions{LockoutAttempts: 3})
+		r.setPassword(r.admin, "hank", goodPassword)
+		keep, sess := r.signIn("hank", goodPassword)
+		other, _ := r.signIn("hank", goodPassword)
+		const newPW = "another long passphrase"
+
+		err := r.s.ChangePassword(r.ctx, sess.Actor, "not the current one", newPW, "")
+		wantMsg(t, err, service.CodeBadRequest, "current_password", "is wrong")
+		err = r.s.ChangePassword(r.ctx, sess.Actor, goodPassword, "short", "")
+		wantMsg(t, err, service.CodeBadRequest, "password", "at least 12")
+		err = r.s.ChangePassword(r.ctx, sess.Actor, goodPassword, goodPassword, "")
+		wantMsg(t, err, service.CodeBadRequest, "is the current password")
+		err = r.s.ChangePassword(r.ctx, sess.Actor, "", newPW, "")
+		wantMsg(t, err, service.CodeBadRequest, "current_password", "required")
+		hank, _ := r.st.GetUserByUsername(r.ctx, "hank")
+		if c, _ := r.st.GetCredential(r.ctx, hank.ID); c.FailedSignIns != 1 {
+			t.Fatalf("a wrong current password counted %d failures, want 1", c.FailedSignIns)
+		}
+
+		before := r.head()
+		if err := r.s.ChangePassword(r.ctx, sess.Actor, goodPassword, newPW, "192.0.2.7"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.s.Session(r.ctx, keep, ""); err != nil {
+			t.Fatalf("the session that changed the password: %v", err)
+		}
+		_, err = r.s.Session(r.ctx, other, "")
+		wantMsg(t, err, service.CodeUnauthenticated, "password was changed")
+		if _, err := r.s.SignInPassword(r.ctx, "hank", newPW, ""); err != nil {
+			t.Fatalf("the new password: %v", err)
+		}
+		var actions []string
+		for _, e := range r.auditAfter(before) {
+			actions = append(actions, e.Action)
+			if strings.Contains(string(e.Details), "passphrase") || strings.Contains(string(e.Details), "horse") {
+				t.Fatalf("the audit log holds a password: %s", e.Details)
+			}
+		}
+		if actions[0] != audit.ActionPasswordSet {
+			t.Fatalf("change audited as %v", actions)
+		}
+
+		// Wrong current passwords lock like failed sign-ins.
+		for range 2 {
+			wantCode(t, r.s.ChangePassword(r.ctx, sess.Actor, "still not the current one", goodPassword, ""), service.CodeBadRequest)
+		}
+		wantCode(t, r.s.ChangePassword(r.ctx, sess.Actor, "still not the current one", goodPassword, ""), service.CodeLocked)
+		wantCode(t, r.s.ChangePassword(r.ctx, sess.Actor, newPW, goodPassword, ""), service.CodeLocked)
+
+		// Someone who never had a password gets one from an administrator.
+		err = r.s.ChangePassword(r.ctx, r.boss, "whatever it may be", newPW, "")
+		wantMsg(t, err, service.CodeBadRequest, "current_password", "tokenfleetctl user password")
+	})
 }

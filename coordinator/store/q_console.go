@@ -39,9 +39,17 @@ func (x *q) SetPasswordHash(ctx context.Context, userID, hash string, at time.Ti
 	return x.d.wrap(what, mustAffect(res))
 }
 
-func (x *q) AddSignInFailure(ctx context.Context, userID string) (Credential, error) {
-	c, err := scanCredential(x.queryRow(ctx, "UPDATE users SET failed_sign_ins = failed_sign_ins + 1 WHERE id = ? RETURNING "+credentialCols, userID))
-	return c, x.d.wrap("sign-in failure of user "+userID, err)
+func (x *q) AddSignInFailure(ctx context.Context, userID string, at time.Time) (Credential, error) {
+	what := "sign-in failure of user " + userID
+	// The lock is checked by the UPDATE itself: a failure racing with the one that locked
+	// waits for its row and then sees the lock (PostgreSQL evaluates the condition again
+	// on the row as committed), so it is not counted against the next lock.
+	c, err := scanCredential(x.queryRow(ctx, `UPDATE users SET failed_sign_ins = failed_sign_ins + 1
+		WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?) RETURNING `+credentialCols, userID, x.d.ts(orNow(at))))
+	if isNoRows(err) {
+		return x.GetCredential(ctx, userID) // locked, or no such user (ErrNotFound)
+	}
+	return c, x.d.wrap(what, err)
 }
 
 func (x *q) LockSignIn(ctx context.Context, userID string, until time.Time) (Credential, error) {

@@ -215,9 +215,10 @@ type Writer interface {
 	// SetPasswordHash replaces the user's password hash ("" removes the password) and
 	// clears their failures and lock.
 	SetPasswordHash(ctx context.Context, userID, hash string, at time.Time) error
-	// AddSignInFailure counts a wrong password and returns the state after it. The row
-	// stays locked until the transaction ends, so concurrent failures all count.
-	AddSignInFailure(ctx context.Context, userID string) (Credential, error)
+	// AddSignInFailure counts a wrong password unless sign-in is locked at at, and
+	// returns the state after it (a locked one unchanged). The row stays locked until the
+	// transaction ends, so concurrent failures all count, and none after a lock.
+	AddSignInFailure(ctx context.Context, userID string, at time.Time) (Credential, error)
 	// LockSignIn locks password sign-in until until, counts the lock and clears the
 	// failures.
 	LockSignIn(ctx context.Context, userID string, until time.Time) (Credential, error)

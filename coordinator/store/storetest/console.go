@@ -27,15 +27,25 @@ func testCredentials(t *testing.T, h *harness) {
 
 	// Failures count up; a lock clears them and counts itself.
 	for i := 1; i <= 3; i++ {
-		c = do(t, h, func(tx store.Tx) (store.Credential, error) { return tx.AddSignInFailure(h.ctx, f.holder.ID) })
+		c = do(t, h, func(tx store.Tx) (store.Credential, error) { return tx.AddSignInFailure(h.ctx, f.holder.ID, base) })
 		if c.FailedSignIns != i || c.PasswordHash != hash {
 			t.Fatalf("failure %d: %+v", i, c)
 		}
 	}
 	until := base.Add(time.Minute)
 	c = do(t, h, func(tx store.Tx) (store.Credential, error) { return tx.LockSignIn(h.ctx, f.holder.ID, until) })
-	equal(t, "locked", c, store.Credential{UserID: f.holder.ID, PasswordHash: hash, PasswordSet: stored(base), Lockouts: 1, LockedUntil: stored(until)})
-	c = do(t, h, func(tx store.Tx) (store.Credential, error) { return tx.AddSignInFailure(h.ctx, f.holder.ID) })
+	locked := store.Credential{UserID: f.holder.ID, PasswordHash: hash, PasswordSet: stored(base), Lockouts: 1, LockedUntil: stored(until)}
+	equal(t, "locked", c, locked)
+	// While locked, a failure is not counted; from the lock's end on, it is.
+	c = do(t, h, func(tx store.Tx) (store.Credential, error) {
+		return tx.AddSignInFailure(h.ctx, f.holder.ID, until.Add(-time.Second))
+	})
+	equal(t, "failure while locked", c, locked)
+	c = do(t, h, func(tx store.Tx) (store.Credential, error) { return tx.AddSignInFailure(h.ctx, f.holder.ID, until) })
+	if c.FailedSignIns != 1 {
+		t.Fatalf("failure at the lock's end: %+v", c)
+	}
+	wantErr(t, try(h, func(tx store.Tx) (store.Credential, error) { return tx.AddSignInFailure(h.ctx, "nope", base) }), store.ErrNotFound)
 	c = do(t, h, func(tx store.Tx) (store.Credential, error) {
 		return tx.LockSignIn(h.ctx, f.holder.ID, until.Add(time.Minute))
 	})
@@ -48,7 +58,7 @@ func testCredentials(t *testing.T, h *harness) {
 	wantErr(t, try(h, func(tx store.Tx) (int, error) { return 0, tx.ResetSignInFailures(h.ctx, "nope") }), store.ErrNotFound)
 
 	// Setting a password clears the failures and the lock; "" removes it.
-	do(t, h, func(tx store.Tx) (store.Credential, error) { return tx.AddSignInFailure(h.ctx, f.holder.ID) })
+	do(t, h, func(tx store.Tx) (store.Credential, error) { return tx.AddSignInFailure(h.ctx, f.holder.ID, base) })
 	do(t, h, func(tx store.Tx) (store.Credential, error) { return tx.LockSignIn(h.ctx, f.holder.ID, until) })
 	h.tx(t, func(tx store.Tx) error { return tx.SetPasswordHash(h.ctx, f.holder.ID, "", base) })
 	equal(t, "password removed", must(h.s.GetCredential(h.ctx, f.holder.ID))(t), store.Credential{UserID: f.holder.ID})
@@ -57,7 +67,7 @@ func testCredentials(t *testing.T, h *harness) {
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			if err := h.s.InTx(h.ctx, func(tx store.Tx) error { _, err := tx.AddSignInFailure(h.ctx, f.holder.ID); return err }); err != nil {
+			if err := h.s.InTx(h.ctx, func(tx store.Tx) error { _, err := tx.AddSignInFailure(h.ctx, f.holder.ID, base); return err }); err != nil {
 				t.Error(err)
 			}
 		})
