@@ -54,6 +54,11 @@ func (s *Service) GetTokenLife(ctx context.Context, by Actor, serial string) (To
 	if !tokenSerialRE.MatchString(serial) {
 		return TokenLife{}, badRequest("serial", "%q: use 1 to 64 letters, digits and . _ : -", serial)
 	}
+	return s.tokenLifeView(ctx, serial)
+}
+
+// tokenLifeView is a token's record with its names, history and temporary tokens.
+func (s *Service) tokenLifeView(ctx context.Context, serial string) (TokenLife, error) {
 	l, err := tokenLifeOf(ctx, s.st, serial)
 	if err != nil {
 		return TokenLife{}, AsError(err)
@@ -204,7 +209,7 @@ func (s *Service) SetTokenState(ctx context.Context, by Actor, serial string, to
 	if err != nil {
 		return TokenLife{}, err
 	}
-	return s.GetTokenLife(ctx, by, serial)
+	return s.tokenLifeView(ctx, serial) // the mover sees the result, whether or not they read tokens
 }
 
 // tokenOwner reads a token's record and its holder: the one recorded, else the holder of
