@@ -443,6 +443,9 @@ type Token struct {
 	// Flags are the token's PKCS#11 flags as the agent reported them.
 	Flags    json.RawMessage `json:"flags,omitempty"`
 	LastSeen time.Time       `json:"last_seen,omitzero"`
+	// State is where the token is in its life cycle: active, suspended, lost, stolen,
+	// damaged, retired or replaced.
+	State string `json:"state"`
 }
 
 // Certificate is a certificate the coordinator issued or installed.

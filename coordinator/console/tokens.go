@@ -26,8 +26,7 @@ type tokenRow struct {
 	service.Token
 	Certs     []certRow
 	MoreCerts bool
-	// State is the token's life-cycle state; Moves where the help desk may move it.
-	State tokenlife.State
+	// Moves is where the help desk may move the token in its life cycle.
 	Moves []tokenlife.State
 }
 
@@ -66,21 +65,10 @@ func (c *Console) tokens(w http.ResponseWriter, r *http.Request, failed string, 
 		c.page(w, r, "tokens", Page{Title: "Tokens", Section: "tokens", Data: d, Error: e})
 		return
 	}
-	serials := make([]string, len(ts))
-	for i, t := range ts {
-		serials[i] = t.Serial
-	}
-	states, err := c.svc.TokenStates(ctx, s.Actor, serials)
-	if err != nil {
-		e = service.AsError(err)
-	}
 	rows := make([]tokenRow, len(ts))
 	for i, t := range ts {
-		rows[i] = tokenRow{Token: t, State: states[t.Serial]}
-		if rows[i].State == "" {
-			rows[i].State = tokenlife.Active
-		}
-		for _, m := range tokenlife.Next(rows[i].State) {
+		rows[i] = tokenRow{Token: t}
+		for _, m := range tokenlife.Next(t.State) {
 			if m != tokenlife.Replaced { // replaced comes from a replacement's success
 				rows[i].Moves = append(rows[i].Moves, m)
 			}

@@ -142,6 +142,9 @@ func TestTokenLifeCycle(t *testing.T) {
 	if out := runCtl(t, lw.world, desk, 0, "token", "suspend", "ORIG1", "--reason", "left at home"); out != "token ORIG1 is suspended\n" {
 		t.Errorf("suspend said %q", out)
 	}
+	if out := runCtl(t, lw.world, desk, 0, "tokens", "--search", "ORIG1"); !strings.Contains(out, "STATE") || !strings.Contains(out, " suspended ") {
+		t.Errorf("tokenfleetctl tokens does not show the token suspended:\n%s", out)
+	}
 	if e := entry(lw.crl("held"), cert); !strings.Contains(e, "Certificate Hold") {
 		t.Errorf("suspended token's certificate not on hold in the CRL: %q", e)
 	}

@@ -79,23 +79,6 @@ func (s *Service) tokenLifeView(ctx context.Context, serial string) (TokenLife, 
 	return out, nil
 }
 
-// TokenStates returns the life-cycle state of each token named (active for a token never
-// moved), for lists that show it.
-func (s *Service) TokenStates(ctx context.Context, by Actor, serials []string) (map[string]tokenlife.State, error) {
-	if _, err := s.canRead(ctx, by.user, resFleet); err != nil {
-		return nil, err
-	}
-	out := make(map[string]tokenlife.State, len(serials))
-	for _, serial := range serials {
-		l, err := tokenLifeOf(ctx, s.st, serial)
-		if err != nil {
-			return nil, AsError(err)
-		}
-		out[serial] = l.State
-	}
-	return out, nil
-}
-
 // tokenLifeOf reads a token's record; a token never moved is active at version 0.
 func tokenLifeOf(ctx context.Context, r store.Reader, serial string) (store.TokenLife, error) {
 	l, err := r.GetTokenLife(ctx, serial)
