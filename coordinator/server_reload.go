@@ -69,6 +69,15 @@ func (s *swapCA) CRL(ctx context.Context) ([]byte, error) {
 	return src.CRL(ctx)
 }
 
+// ReleaseHold implements ca.HoldReleaser when the back end does.
+func (s *swapCA) ReleaseHold(ctx context.Context, serial *big.Int) error {
+	hr, ok := s.current().(ca.HoldReleaser)
+	if !ok {
+		return ca.Errorf(ca.CodeConfig, "this CA cannot lift a certificate hold")
+	}
+	return hr.ReleaseHold(ctx, serial)
+}
+
 // crlMux serves the CRL at the path of the CRL URL of the moment, and the API elsewhere.
 type crlMux struct {
 	path atomic.Pointer[string]

@@ -454,6 +454,9 @@ type Token struct {
 	// Flags are the token's PKCS#11 flags as the agent reported them.
 	Flags    json.RawMessage `json:"flags,omitempty"`
 	LastSeen time.Time       `json:"last_seen,omitzero"`
+	// State is where the token is in its life cycle: active, suspended, lost, stolen,
+	// damaged, retired or replaced.
+	State string `json:"state"`
 }
 
 // Certificate is a certificate the coordinator issued or installed.
@@ -477,6 +480,57 @@ type Revoke struct {
 	// Reason is an RFC 5280 reason name such as key_compromise or superseded.
 	Reason  string `json:"reason"`
 	Comment string `json:"comment,omitempty"` // kept in the audit log
+}
+
+// TokenStateChange moves a token in its life cycle.
+type TokenStateChange struct {
+	// State is suspended, active (reinstate a suspended token), lost, stolen, damaged or
+	// retired; replaced comes from a replacement's success.
+	State  string `json:"state"`
+	Reason string `json:"reason"` // required; kept in the audit log
+}
+
+// TokenIssue requests a temporary token for a suspended token, or a replacement: an issue
+// job for the holder on agent, with profile, on token_serial (empty: any token the
+// profile allows).
+type TokenIssue struct {
+	Holder      string    `json:"holder"`
+	Agent       string    `json:"agent"`
+	Profile     string    `json:"profile"`
+	TokenSerial string    `json:"token_serial,omitempty"`
+	Deadline    time.Time `json:"deadline,omitzero"`
+}
+
+// TokenLife is where a token is in its life cycle, with its history.
+type TokenLife struct {
+	Serial string `json:"serial"`
+	State  string `json:"state"`
+	Holder string `json:"holder,omitempty"` // username, when known
+	// Reason, ChangedBy and ChangedAt are the last change's; absent for a token never moved.
+	Reason       string    `json:"reason,omitempty"`
+	ChangedBy    string    `json:"changed_by,omitempty"`
+	ChangedAt    time.Time `json:"changed_at,omitzero"`
+	TemporaryFor string    `json:"temporary_for,omitempty"` // the suspended token this one stands in for
+	ReplacedBy   string    `json:"replaced_by,omitempty"`
+	// Temporary lists the temporary tokens standing in for this one, by serial.
+	Temporary []TokenLifeBrief `json:"temporary"`
+	History   []TokenLifeEvent `json:"history"`
+}
+
+// TokenLifeBrief is a token's serial and state.
+type TokenLifeBrief struct {
+	Serial string `json:"serial"`
+	State  string `json:"state"`
+}
+
+// TokenLifeEvent is one change of a token's state.
+type TokenLifeEvent struct {
+	From   string    `json:"from,omitempty"` // absent for the token's first record
+	To     string    `json:"to"`
+	Actor  string    `json:"actor"`
+	Reason string    `json:"reason"`
+	JobID  string    `json:"job_id,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // CAChain is the coordinator's CA certificates, the issuing CA first.

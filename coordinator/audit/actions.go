@@ -23,6 +23,10 @@ const (
 	ActionPINsReplaced       = "pin.replaced"        // a job that re-initialised a token replaced the PINs kept for it
 	ActionPINsRefused        = "pin.refused"         // PINs in a result not kept: the attempt had no right to change them
 	ActionTokenClaimRefused  = "token.claim_refused" // an agent reported a token another agent holds
+	// The token life cycle (package tokenlife); Target is "token:SERIAL".
+	ActionTokenStateChanged       = "token.state_changed"       // suspended, reinstated, lost, ...; details: from, to, certificates
+	ActionTokenRequested          = "token.requested"           // a temporary token or a replacement requested for the token
+	ActionCertificateHoldReleased = "certificate.hold_released" // a certificate on hold is valid again (its token reinstated)
 
 	ActionAccessDenied    = "access.denied"
 	ActionTokenUsed       = "token.used" // an API token was used
@@ -97,6 +101,7 @@ var actions = map[string]bool{
 	ActionJobRetried: true, ActionJobResultStale: true, ActionJobWaiting: true,
 	ActionCertificateIssued: true, ActionCertificateRevoked: true, ActionCSRRejected: true, ActionPINRevealed: true,
 	ActionPINsReplaced: true, ActionPINsRefused: true, ActionTokenClaimRefused: true,
+	ActionTokenStateChanged: true, ActionTokenRequested: true, ActionCertificateHoldReleased: true,
 	ActionAccessDenied: true, ActionTokenUsed: true, ActionTokenCreated: true, ActionTokenRevoked: true,
 	ActionMessageRejected: true,
 	ActionConfigChanged:   true, ActionProfileApplied: true, ActionProfileDeleted: true,

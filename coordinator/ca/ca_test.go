@@ -195,7 +195,7 @@ func TestMemRevocations(t *testing.T) {
 func TestCheckReason(t *testing.T) {
 	for reason := -1; reason <= 11; reason++ {
 		err := ca.CheckReason(reason)
-		wantOK := reason >= 0 && reason <= 10 && reason != 6 && reason != 7 && reason != 8
+		wantOK := reason >= 0 && reason <= 10 && reason != 7 && reason != 8
 		if (err == nil) != wantOK {
 			t.Errorf("CheckReason(%d) = %v", reason, err)
 		}
@@ -220,5 +220,38 @@ func TestKeyID(t *testing.T) {
 	var bad crypto.PublicKey = struct{}{}
 	if _, err := ca.KeyID(bad); err == nil {
 		t.Error("KeyID of a non-key succeeded")
+	}
+}
+
+func TestMemRevocationsHold(t *testing.T) {
+	ctx := context.Background()
+	var m ca.MemRevocations
+	held := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := m.Revoke(ctx, ca.Revoked{Serial: big.NewInt(5), RevokedAt: held, Reason: ca.ReasonCertificateHold}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Revoke(ctx, ca.Revoked{Serial: big.NewInt(5), RevokedAt: held.Add(time.Hour), Reason: ca.ReasonCertificateHold}); !errors.Is(err, ca.ErrAlreadyRevoked) {
+		t.Errorf("hold twice: %v", err)
+	}
+	if err := m.ReleaseHold(ctx, big.NewInt(5)); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	if rs, _ := m.Revoked(ctx); len(rs) != 0 {
+		t.Errorf("released hold still listed: %v", rs)
+	}
+	if err := m.ReleaseHold(ctx, big.NewInt(5)); !errors.Is(err, ca.ErrNotOnHold) {
+		t.Errorf("release of a valid certificate: %v", err)
+	}
+	// Held, then revoked for good: the reason changes, the time stays the hold's.
+	_ = m.Revoke(ctx, ca.Revoked{Serial: big.NewInt(6), RevokedAt: held, Reason: ca.ReasonCertificateHold})
+	if err := m.Revoke(ctx, ca.Revoked{Serial: big.NewInt(6), RevokedAt: held.Add(time.Hour), Reason: ca.ReasonKeyCompromise}); err != nil {
+		t.Fatalf("hold to key compromise: %v", err)
+	}
+	rs, _ := m.Revoked(ctx)
+	if len(rs) != 1 || rs[0].Reason != ca.ReasonKeyCompromise || !rs[0].RevokedAt.Equal(held) {
+		t.Errorf("after hold then revoke: %+v", rs)
+	}
+	if err := m.ReleaseHold(ctx, big.NewInt(6)); !errors.Is(err, ca.ErrNotOnHold) {
+		t.Errorf("release of a revoked certificate: %v", err)
 	}
 }

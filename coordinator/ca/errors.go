@@ -23,6 +23,8 @@ const (
 	CodeExpired Code = "ca_expired"
 	// CodeAlreadyRevoked: the certificate is already revoked.
 	CodeAlreadyRevoked Code = "already_revoked"
+	// CodeNotOnHold: a hold was to be lifted from a certificate that is not on hold.
+	CodeNotOnHold Code = "not_on_hold"
 	// CodeUnknownCertificate: the serial names no certificate of this CA.
 	CodeUnknownCertificate Code = "unknown_certificate"
 	// CodeUnavailable: the CA or its revocation store failed; the operation may succeed
@@ -81,5 +83,6 @@ var (
 	ErrExpired            = &Error{Code: CodeExpired}
 	ErrAlreadyRevoked     = &Error{Code: CodeAlreadyRevoked}
 	ErrUnknownCertificate = &Error{Code: CodeUnknownCertificate}
+	ErrNotOnHold          = &Error{Code: CodeNotOnHold}
 	ErrUnavailable        = &Error{Code: CodeUnavailable}
 )

@@ -23,19 +23,32 @@ const (
 )
 
 // CheckReason refuses reason codes a revocation cannot carry here: unknown ones (7 is
-// unassigned), removeFromCRL (delta CRLs only) and certificateHold (a revocation is
-// final: nothing here lifts a hold).
+// unassigned) and removeFromCRL (delta CRLs only). certificateHold is the one reversible
+// reason: ReleaseHold lifts it, and a later revocation with another reason makes it final.
 func CheckReason(reason int) error {
 	switch reason {
 	case ReasonUnspecified, ReasonKeyCompromise, ReasonCACompromise, ReasonAffiliationChanged,
-		ReasonSuperseded, ReasonCessationOfOperation, ReasonPrivilegeWithdrawn, ReasonAACompromise:
+		ReasonSuperseded, ReasonCessationOfOperation, ReasonCertificateHold, ReasonPrivilegeWithdrawn, ReasonAACompromise:
 		return nil
-	case ReasonCertificateHold:
-		return Errorf(CodeBadRequest, "reason certificateHold (6) is not supported: revocation is final")
 	case ReasonRemoveFromCRL:
-		return Errorf(CodeBadRequest, "reason removeFromCRL (8) belongs to delta CRLs only")
+		return Errorf(CodeBadRequest, "reason removeFromCRL (8) belongs to delta CRLs only; lift a hold with ReleaseHold")
 	}
 	return Errorf(CodeBadRequest, "reason code %d is not an RFC 5280 CRL reason", reason)
+}
+
+// HoldReleaser is an optional capability of a CA: lifting a certificateHold. On a full
+// CRL the certificate simply leaves the list (RFC 5280 5.3.1: removeFromCRL appears only
+// in delta CRLs). A certificate that is not on hold gives CodeNotOnHold.
+type HoldReleaser interface {
+	ReleaseHold(ctx context.Context, serial *big.Int) error
+}
+
+// HoldStore is the optional capability of a RevocationStore that a CA's ReleaseHold
+// needs: forgetting a revocation whose reason is certificateHold.
+type HoldStore interface {
+	// ReleaseHold forgets the hold of serial; CodeNotOnHold when it is not on hold,
+	// CodeUnknownCertificate when the store does not know it.
+	ReleaseHold(ctx context.Context, serial *big.Int) error
 }
 
 // Revoked is one revoked certificate.
@@ -54,7 +67,9 @@ type Revoked struct {
 // CodeUnknownCertificate); MemRevocations serves tests.
 type RevocationStore interface {
 	// Revoke records r. A serial already revoked gives an error with
-	// CodeAlreadyRevoked, one the store does not know CodeUnknownCertificate.
+	// CodeAlreadyRevoked, unless it is on hold (certificateHold) and r.Reason is another:
+	// the hold then becomes r's revocation, keeping the hold's time. One the store does
+	// not know gives CodeUnknownCertificate.
 	Revoke(ctx context.Context, r Revoked) error
 	// Revoked lists every revoked certificate, in any order.
 	Revoked(ctx context.Context) ([]Revoked, error)
@@ -86,8 +101,11 @@ func (m *MemRevocations) Revoke(ctx context.Context, r Revoked) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := FormatSerial(r.Serial)
-	if _, dup := m.m[key]; dup {
-		return Errorf(CodeAlreadyRevoked, "certificate %s is already revoked", key)
+	if cur, dup := m.m[key]; dup {
+		if cur.Reason != ReasonCertificateHold || r.Reason == ReasonCertificateHold {
+			return Errorf(CodeAlreadyRevoked, "certificate %s is already revoked", key)
+		}
+		r.RevokedAt = cur.RevokedAt
 	}
 	if m.m == nil {
 		m.m = map[string]Revoked{}
@@ -111,4 +129,19 @@ func (m *MemRevocations) Revoked(ctx context.Context) ([]Revoked, error) {
 	}
 	slices.SortFunc(out, func(a, b Revoked) int { return a.Serial.Cmp(b.Serial) })
 	return out, nil
+}
+
+// ReleaseHold implements HoldStore.
+func (m *MemRevocations) ReleaseHold(ctx context.Context, serial *big.Int) error {
+	if err := ctx.Err(); err != nil {
+		return Errorf(CodeUnavailable, "release hold: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := FormatSerial(serial)
+	if cur, ok := m.m[key]; !ok || cur.Reason != ReasonCertificateHold {
+		return Errorf(CodeNotOnHold, "certificate %s is not on hold", key)
+	}
+	delete(m.m, key)
+	return nil
 }

@@ -46,6 +46,9 @@ type (
 	Certificate     = api.Certificate
 	CertificateList = api.CertificateList
 	CACertificate   = api.CACertificate
+	TokenLife       = api.TokenLife
+	TokenLifeEvent  = api.TokenLifeEvent
+	TokenIssue      = api.TokenIssue
 	CAChain         = api.CAChain
 	AuditEntry      = api.AuditEntry
 	AuditPage       = api.AuditPage

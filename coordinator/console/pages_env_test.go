@@ -29,6 +29,11 @@ func (revokingIssuer) RevokeCertificate(ctx context.Context, tx store.Tx, c stor
 	return err
 }
 
+func (revokingIssuer) ReleaseCertificateHold(ctx context.Context, tx store.Tx, c store.Certificate) error {
+	_, err := tx.ReleaseCertificateHold(ctx, c.Serial)
+	return err
+}
+
 // fleetProfile warns 30 days before expiry; rollouts of it may be approved by any
 // approver.
 const fleetProfile = `name: fleet

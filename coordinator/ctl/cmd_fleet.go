@@ -113,9 +113,13 @@ func tokensCommand(e *env) *cobra.Command {
 		}
 		return list(e, lf, c.AllTokens(cmd.Context(), f, lf.pageSize()), func(ts []client.Token) error {
 			now := e.now()
-			t := newTable(e.stdout, "SERIAL", "AGENT", "LABEL", "MANUFACTURER", "MODEL", "LAST SEEN")
+			t := newTable(e.stdout, "SERIAL", "AGENT", "LABEL", "MANUFACTURER", "MODEL", "STATE", "LAST SEEN")
 			for _, tok := range ts {
-				t.row(tok.Serial, tok.Agent, tok.Label, tok.Manufacturer, tok.Model, relText(tok.LastSeen, now))
+				state := tok.State
+				if state == "" {
+					state = "active" // a coordinator without the token life cycle
+				}
+				t.row(tok.Serial, tok.Agent, tok.Label, tok.Manufacturer, tok.Model, state, relText(tok.LastSeen, now))
 			}
 			return t.flush()
 		})

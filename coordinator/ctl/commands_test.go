@@ -450,8 +450,8 @@ func TestFleetListings(t *testing.T) {
 ws-01  ws-01.acme.test  linux    1.0.0    active   online    3m ago     site:paris,laptop  2025-05-30T12:00:00Z
 ws-02  ws-02.acme.test  windows  1.0.0    pending  offline   3d ago     -                  -
 `},
-		{[]string{"tokens", "--agent", "ws-01"}, `SERIAL  AGENT  LABEL         MANUFACTURER     MODEL       LAST SEEN
-ABC123  ws-01  alice\tsmith  SoftHSM project  SoftHSM v2  10s ago
+		{[]string{"tokens", "--agent", "ws-01"}, `SERIAL  AGENT  LABEL         MANUFACTURER     MODEL       STATE   LAST SEEN
+ABC123  ws-01  alice\tsmith  SoftHSM project  SoftHSM v2  active  10s ago
 `},
 		{[]string{"certs", "--holder", "alice"}, `SERIAL  HOLDER  PROFILE          SUBJECT   TOKEN   NOT AFTER             STATUS
 1a      alice   smartcard-logon  CN=Alice  ABC123  2025-06-02T12:00:00Z  valid

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/big"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
@@ -32,7 +33,34 @@ type Revocations struct {
 	Store store.Store
 }
 
-var _ ca.RevocationStore = Revocations{}
+var (
+	_ ca.RevocationStore = Revocations{}
+	_ ca.HoldStore       = Revocations{}
+)
+
+// ReleaseHold implements ca.HoldStore, in the caller's transaction when there is one.
+func (r Revocations) ReleaseHold(ctx context.Context, serial *big.Int) error {
+	if serial == nil || serial.Sign() <= 0 {
+		return ca.Errorf(ca.CodeBadRequest, "release hold: serial must be positive")
+	}
+	hex := ca.FormatSerial(serial)
+	write := func(tx store.Tx) error {
+		_, err := tx.ReleaseCertificateHold(ctx, hex)
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			return ca.Errorf(ca.CodeNotOnHold, "certificate %s is not on hold", hex)
+		case errors.Is(err, store.ErrNotFound):
+			return ca.Errorf(ca.CodeUnknownCertificate, "no certificate %s was issued here", hex)
+		case err != nil:
+			return ca.Errorf(ca.CodeUnavailable, "release hold of %s: %w", hex, err)
+		}
+		return nil
+	}
+	if tx, ok := txFrom(ctx); ok {
+		return write(tx)
+	}
+	return r.Store.InTx(ctx, write)
+}
 
 // Revoke implements ca.RevocationStore.
 func (r Revocations) Revoke(ctx context.Context, rv ca.Revoked) error {
@@ -109,9 +137,37 @@ func (d *Dispatcher) RevokeCertificate(ctx context.Context, tx store.Tx, c store
 	if err != nil {
 		return err
 	}
-	if cur.RevokedAt.IsZero() {
+	if cur.RevokedAt.IsZero() || (cur.RevocationReason == ca.ReasonCertificateHold && reason != ca.ReasonCertificateHold) {
 		if _, err := tx.RevokeCertificate(ctx, c.Serial, at, reason); err != nil {
 			return fmt.Errorf("recording the revocation of %s: %w", c.Serial, err)
+		}
+	}
+	return nil
+}
+
+// ReleaseCertificateHold lifts the hold of a certificate on hold, inside the caller's
+// transaction: the CA forgets it (through Revocations, in tx) and makes a new CRL without
+// it. It is the Issuer capability the token life cycle uses to reinstate a token.
+func (d *Dispatcher) ReleaseCertificateHold(ctx context.Context, tx store.Tx, c store.Certificate) error {
+	serial, err := ca.ParseSerial(c.Serial)
+	if err != nil {
+		return err
+	}
+	hr, ok := d.ca.(ca.HoldReleaser)
+	if !ok {
+		return ca.Errorf(ca.CodeConfig, "this CA cannot lift a certificate hold")
+	}
+	if err := hr.ReleaseHold(withTx(ctx, tx), serial); err != nil {
+		return err
+	}
+	// A CA that keeps its own revocation list leaves the store's record to this.
+	cur, err := tx.GetCertificate(ctx, c.Serial)
+	if err != nil {
+		return err
+	}
+	if !cur.RevokedAt.IsZero() && cur.RevocationReason == ca.ReasonCertificateHold {
+		if _, err := tx.ReleaseCertificateHold(ctx, c.Serial); err != nil {
+			return fmt.Errorf("recording the release of %s: %w", c.Serial, err)
 		}
 	}
 	return nil

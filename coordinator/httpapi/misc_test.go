@@ -200,9 +200,10 @@ func TestFleetLists(t *testing.T) {
 		URI          string          `json:"uri"`
 		Flags        json.RawMessage `json:"flags"`
 		LastSeen     time.Time       `json:"last_seen"`
+		State        string          `json:"state"`
 	}
 	ts := ok[list[token]](t, e.as(t, "hd", "GET", "/api/v1/tokens?agent=ws-1", nil), 200)
-	if len(ts.Items) != 1 || ts.Items[0].Serial != "0042" || string(ts.Items[0].Flags) != `{"initialized":true}` {
+	if len(ts.Items) != 1 || ts.Items[0].Serial != "0042" || string(ts.Items[0].Flags) != `{"initialized":true}` || ts.Items[0].State != "active" {
 		t.Fatalf("tokens %+v", ts)
 	}
 	if ts = ok[list[token]](t, e.as(t, "hd", "GET", "/api/v1/tokens?agent=ws-2", nil), 200); len(ts.Items) != 0 {

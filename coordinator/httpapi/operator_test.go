@@ -129,6 +129,7 @@ func TestJobShowsWhatIsApproved(t *testing.T) {
 		URI          string          `json:"uri"`
 		Flags        json.RawMessage `json:"flags"`
 		LastSeen     time.Time       `json:"last_seen"`
+		State        string          `json:"state"`
 	}
 	ts := ok[list[token]](t, e.as(t, "hd", "GET", "/api/v1/tokens", nil), 200)
 	if len(ts.Items) != 1 || ts.Items[0].URI != uri {

@@ -28,7 +28,8 @@ func statusOf(c service.Code) int {
 	case service.CodeBadRequest, service.CodeInvalidProfile, service.CodeReasonRequired,
 		service.CodeMissingAttribute, service.CodeInvalidAttribute:
 		return http.StatusBadRequest
-	case service.CodePINsUnknown, service.CodeNotHoldersToken, service.CodeIdempotencyKeyReused:
+	case service.CodePINsUnknown, service.CodeNotHoldersToken, service.CodeIdempotencyKeyReused,
+		service.CodeTokenNotActive, service.CodeTokenNotSuspended:
 		return http.StatusUnprocessableEntity
 	case service.CodeConflict, service.CodeIllegalTransition, service.CodeAlreadyDecided, service.CodeApprovalExpired,
 		service.CodeBindingMismatch, service.CodeNotPending, service.CodeNotCancellable, service.CodeApprovalRequired:

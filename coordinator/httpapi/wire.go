@@ -104,7 +104,7 @@ func agentOut(a service.Agent) api.Agent {
 
 func tokenOut(t service.Token) api.Token {
 	out := api.Token{Serial: t.Serial, Agent: t.AgentID, Label: t.Label, Manufacturer: t.Manufacturer, Model: t.Model,
-		URI: t.URI, LastSeen: t.LastSeen}
+		URI: t.URI, LastSeen: t.LastSeen, State: string(t.State)}
 	if json.Valid(t.Flags) {
 		out.Flags = t.Flags
 	}

@@ -25,10 +25,13 @@ const (
 	// PermManageRollouts: create fleet rollouts, and pause, resume, promote and abort them.
 	// Approving one is the approve permission's, under the rollout profile's gate rules.
 	PermManageRollouts Permission = "manage_rollouts"
+	// PermManageTokens: move tokens in their life cycle (suspend, reinstate, lost,
+	// stolen, damaged, retire), which holds, releases or revokes their certificates.
+	PermManageTokens Permission = "manage_tokens"
 )
 
 var permissions = []Permission{PermRequest, PermApprove, PermCAOperator, PermManageJobs, PermManageAgents,
-	PermManageProfiles, PermManageUsers, PermReadAudit, PermRead, PermManageRollouts}
+	PermManageProfiles, PermManageUsers, PermReadAudit, PermRead, PermManageRollouts, PermManageTokens}
 
 // AllPermissions lists every permission.
 func AllPermissions() []Permission { return slices.Clone(permissions) }
@@ -41,7 +44,7 @@ func (p Permission) Valid() bool { return slices.Contains(permissions, p) }
 // the service's read table says how.
 var builtin = map[Role][]Permission{
 	RoleAdmin:      permissions,
-	RoleHelpdesk:   {PermRequest, PermRead},
+	RoleHelpdesk:   {PermRequest, PermRead, PermManageTokens},
 	RoleApprover:   {PermApprove, PermRead},
 	RoleCAOperator: {PermCAOperator, PermRead},
 	RoleAuditor:    {PermRead, PermReadAudit},

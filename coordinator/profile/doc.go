@@ -25,4 +25,9 @@
 // expiry_warning (e.g. 30d; absent or 0: none) asks for a notice to the holder and the
 // help desk when a certificate of the profile has that long left (package notify). It must
 // be below validity, and is part of the hash when set.
+//
+// temporary: {validity: 7d} (absent: none) lets the profile issue temporary tokens, the
+// stand-in for a holder whose own token is suspended (package tokenlife): such a job's
+// certificate lives temporary.validity instead of validity. It must not exceed validity,
+// and is part of the hash when set.
 package profile

@@ -31,10 +31,15 @@ type Profile struct {
 	// ExpiryWarning asks for a notice to the holder and the help desk when a certificate
 	// of the profile has this long left before it expires. 0: none. Omitted from the
 	// canonical form when 0, so profiles without it keep their hash.
-	ExpiryWarning Duration  `yaml:"expiry_warning,omitempty" json:"expiry_warning,omitempty"`
-	Token         Token     `yaml:"token,omitempty" json:"token"`
-	PINPolicy     PINPolicy `yaml:"pin_policy" json:"pin_policy"`
-	Approval      Approval  `yaml:"approval,omitempty" json:"approval"`
+	ExpiryWarning Duration `yaml:"expiry_warning,omitempty" json:"expiry_warning,omitempty"`
+	Token         Token    `yaml:"token,omitempty" json:"token"`
+	// Temporary, when set, lets the profile issue temporary tokens: a stand-in for a
+	// holder whose own token is suspended, whose certificate lives Temporary.Validity
+	// instead of Validity. Omitted from the canonical form when absent, so profiles
+	// without it keep their hash.
+	Temporary *Temporary `yaml:"temporary,omitempty" json:"temporary,omitempty"`
+	PINPolicy PINPolicy  `yaml:"pin_policy" json:"pin_policy"`
+	Approval  Approval   `yaml:"approval,omitempty" json:"approval"`
 	// Register says what the crypto-device register needs of a request. Omitted from the
 	// canonical form when empty, so profiles without it keep their hash.
 	Register Register `yaml:"register,omitempty" json:"register,omitzero"`
@@ -54,6 +59,22 @@ const (
 // Register is the profile's crypto-device register policy.
 type Register struct {
 	Document DocumentRule `yaml:"document,omitempty" json:"document,omitempty"`
+}
+
+// Temporary is how the profile issues temporary tokens.
+type Temporary struct {
+	// Validity is the temporary certificate's lifetime (e.g. 7d): short, since the holder
+	// gets their own token back or a replacement.
+	Validity Duration `yaml:"validity" json:"validity"`
+}
+
+// CertificateValidity is the lifetime of a certificate the profile issues: Validity, or
+// Temporary.Validity for a temporary token.
+func (p Profile) CertificateValidity(temporary bool) time.Duration {
+	if temporary && p.Temporary != nil {
+		return time.Duration(p.Temporary.Validity)
+	}
+	return time.Duration(p.Validity)
 }
 
 // KeyType names a key algorithm.

@@ -96,6 +96,17 @@ func (p Profile) validateIn(doc int, src *yamlstrict.Doc) error {
 		ps.invalid("expiry_warning", "%s is not a whole number of seconds", p.ExpiryWarning)
 	}
 
+	if p.Temporary != nil {
+		switch v := time.Duration(p.Temporary.Validity); {
+		case v <= 0:
+			ps.invalid("temporary.validity", "must be positive (e.g. 7d), or leave temporary out: the profile then issues no temporary tokens")
+		case v > time.Duration(p.Validity) && p.Validity > 0:
+			ps.invalid("temporary.validity", "%s is longer than the validity %s: a temporary certificate is the short one", p.Temporary.Validity, p.Validity)
+		case v%time.Second != 0:
+			ps.invalid("temporary.validity", "%s is not a whole number of seconds", p.Temporary.Validity)
+		}
+	}
+
 	validateToken(ps, p)
 	validatePIN(ps, p)
 	validateApproval(ps, p.Approval)

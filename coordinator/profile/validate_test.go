@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidateProblems(t *testing.T) {
@@ -56,6 +57,8 @@ func TestValidateProblems(t *testing.T) {
 		{"renew before sub-second", []repl{{"validity: 365d", "validity: 365d\nrenew_before: 1500ms"}}, "renew_before: 1.5s is not a whole number of seconds"},
 		{"expiry warning negative", []repl{{"validity: 365d", "validity: 365d\nexpiry_warning: -1h"}}, "expiry_warning: must be positive (e.g. 30d)"},
 		{"expiry warning past the validity", []repl{{"validity: 365d", "validity: 365d\nexpiry_warning: 400d"}}, "expiry_warning: 400d is not below the validity 365d"},
+		{"temporary validity zero", []repl{{"validity: 365d", "validity: 365d\ntemporary: {validity: 0s}"}}, "temporary.validity: must be positive (e.g. 7d)"},
+		{"temporary past the validity", []repl{{"validity: 365d", "validity: 365d\ntemporary: {validity: 400d}"}}, "temporary.validity: 400d is longer than the validity 365d"},
 		{"label without initialise", []repl{{"  initialize: true\n", ""}, {", so_pin_length: 16", ""}}, "token.label: only used when token.initialize is true"},
 		{"initialise without label", []repl{{"  label: \"{{.Name}}\"\n", ""}}, "token.label: required when token.initialize is true"},
 		{"label literal too long", []repl{{`label: "{{.Name}}"`, `label: "` + strings.Repeat("L", 33) + `"`}}, "token.label: fixed text alone is 33 bytes; a token label holds 32"},
@@ -132,5 +135,30 @@ func TestValidateOnGoValue(t *testing.T) {
 	p := loadOne(t, base)
 	if err := p.Validate(); err != nil {
 		t.Errorf("loaded profile does not validate again: %v", err)
+	}
+}
+
+func TestTemporaryValidity(t *testing.T) {
+	p, err := Load(strings.NewReader(strings.Replace(base, "validity: 365d", "validity: 365d\ntemporary: {validity: 7d}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p[0].CertificateValidity(true); got != 7*24*time.Hour {
+		t.Errorf("temporary validity %s", got)
+	}
+	if got := p[0].CertificateValidity(false); got != 365*24*time.Hour {
+		t.Errorf("validity %s", got)
+	}
+	// Without temporary the hash stays what it was: the field is left out of the canonical form.
+	plain, err := Load(strings.NewReader(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	canon, err := plain[0].Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(canon), "temporary") {
+		t.Error("a profile without temporary names it in its canonical form")
 	}
 }

@@ -58,7 +58,15 @@ func (s *Service) SearchTokens(ctx context.Context, by Actor, q TokenQuery, page
 	if err != nil {
 		return nil, "", pageErr(err)
 	}
-	return convert(ts, tokenOf), next, nil
+	out := convert(ts, tokenOf)
+	for i := range out {
+		l, err := tokenLifeOf(ctx, s.st, out[i].Serial)
+		if err != nil {
+			return nil, "", AsError(err)
+		}
+		out[i].State = l.State
+	}
+	return out, next, nil
 }
 
 // userID finds a user's ID by username for a filter; an unknown name is the field's error.

@@ -40,6 +40,11 @@ const (
 	CodePINsUnknown Code = "pins_unknown"
 	// CodeNotHoldersToken: the token carries another holder's certificates.
 	CodeNotHoldersToken Code = "not_holders_token"
+	// CodeTokenNotActive: the job would issue to a token that is suspended, lost, stolen,
+	// damaged, retired or replaced.
+	CodeTokenNotActive Code = "token_not_active"
+	// CodeTokenNotSuspended: a temporary token was asked for a token that is not suspended.
+	CodeTokenNotSuspended Code = "token_not_suspended"
 	// CodeIdempotencyKeyReused: a job creation request's idempotency key was used before
 	// with another request.
 	CodeIdempotencyKeyReused Code = "idempotency_key_reused"

@@ -273,6 +273,14 @@ func (t *txn) insertJob(ctx context.Context, c jobCore, subject string) (store.J
 // job waits for an offline agent, but a job for an agent ID nobody enrolled is a typo that
 // would sit until it expires.
 func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, error) {
+	return s.queueJob(ctx, by, r, nil, nil)
+}
+
+// queueJob is CreateJob with two hooks for requests that ask more of a job (a temporary
+// token, a replacement): check refuses the job once jobReady passed it, after records
+// what goes with the created job; both run in its transaction, and either may be nil.
+func (s *Service) queueJob(ctx context.Context, by Actor, r JobRequest,
+	check func(context.Context, *txn, jobCore) error, after func(context.Context, *txn, store.Job) error) (Job, error) {
 	actor := by.user
 	acc, err := s.authorizeAnywhere(ctx, actor, "create job", jobs.PermRequest)
 	if err != nil {
@@ -347,11 +355,19 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 		if err != nil {
 			return err
 		}
+		if check != nil {
+			if err := check(ctx, t, c); err != nil {
+				return err
+			}
+		}
 		out, err = t.createJob(ctx, c, subject)
 		if key != "" && errors.Is(err, store.ErrConflict) {
 			// A concurrent request with the same key took it first (the unique index):
 			// run again, and the look above finds its job.
 			return retryable{err}
+		}
+		if err == nil && after != nil {
+			err = after(ctx, t, out)
 		}
 		return err
 	})
@@ -379,6 +395,13 @@ func (s *Service) replayed(ctx context.Context, j store.Job) (Job, error) {
 func (t *txn) tokenReady(ctx context.Context, r JobRequest, p profile.Profile, holder store.User) error {
 	if r.TokenSerial == "" {
 		return nil // the token is chosen at dispatch; what is wrong then fails the job there
+	}
+	switch r.Kind {
+	case jobs.KindIssue, jobs.KindCSR, jobs.KindRenew, jobs.KindInstallCertificate:
+		// A certificate would go onto it: only an active token takes one.
+		if err := TokenIssuable(ctx, t, r.TokenSerial); err != nil {
+			return err
+		}
 	}
 	blank := false
 	tok, err := t.GetToken(ctx, r.TokenSerial)

@@ -324,6 +324,12 @@ func (t *txn) moveAll(ctx context.Context, js []store.Job, to jobs.State, c stor
 		if err != nil {
 			return nil, fmt.Errorf("dispatcher: job %s %s -> %s: %w", nj.ID, from, to, err)
 		}
+		if to == jobs.StateSucceeded {
+			// A temporary token or a replacement takes effect with its job's success.
+			if err := t.tokenJobSucceeded(ctx, njs[i]); err != nil {
+				return nil, fmt.Errorf("token life cycle: job %s: %w", nj.ID, err)
+			}
+		}
 		if err := t.notifyJobEnded(ctx, njs[i]); err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/coordinator/tokenlife"
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/uri"
 )
 
@@ -88,6 +89,8 @@ type Token struct {
 	URI          string          // PKCS#11 URI (RFC 7512) naming the token by what it reports
 	Flags        json.RawMessage // as reported
 	LastSeen     time.Time
+	// State is where the token is in its life cycle (package tokenlife).
+	State tokenlife.State
 }
 
 func tokenOf(t store.Token) Token {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 )
 
 // ---- agents ----
@@ -386,8 +388,15 @@ func (x *q) RevokeCertificate(ctx context.Context, serial string, at time.Time, 
 	if err != nil {
 		return Certificate{}, fmt.Errorf("store: revoke certificate: %w", err)
 	}
-	row := x.queryRow(ctx, `UPDATE certificates SET revoked_at = ?, revocation_reason = ?
-		WHERE serial = ? AND revoked_at IS NULL RETURNING `+certCols, x.d.ts(orNow(at)), reason, s)
+	// A certificate on hold may be revoked for good with another reason; it keeps the
+	// hold's time, since when it has not been trusted.
+	held := -1 // no reason matches: only a valid certificate is revoked
+	if reason != ca.ReasonCertificateHold {
+		held = ca.ReasonCertificateHold
+	}
+	row := x.queryRow(ctx, `UPDATE certificates SET revoked_at = COALESCE(revoked_at, ?), revocation_reason = ?
+		WHERE serial = ? AND (revoked_at IS NULL OR revocation_reason = ?) RETURNING `+certCols,
+		x.d.ts(orNow(at)), reason, s, held)
 	out, err := scanCert(row)
 	if isNoRows(err) {
 		if err := x.exists(ctx, "certificate "+s, "SELECT 1 FROM certificates WHERE serial = ?", s); err != nil {

@@ -101,6 +101,17 @@ type Reader interface {
 	GetToken(ctx context.Context, serial string) (Token, error)
 	ListTokens(ctx context.Context, f TokenFilter, p Page) (tokens []Token, next string, err error)
 
+	// GetTokenLife returns where a token is in its life cycle; ErrNotFound for a token
+	// never moved, which is active.
+	GetTokenLife(ctx context.Context, serial string) (TokenLife, error)
+	// ListTemporaryTokens returns the tokens standing in for original, by serial.
+	ListTemporaryTokens(ctx context.Context, original string) ([]TokenLife, error)
+	// ListTokenLifeEvents returns a token's life-cycle changes, oldest first.
+	ListTokenLifeEvents(ctx context.Context, serial string) ([]TokenLifeEvent, error)
+	// GetTokenRequest returns the token a job is issued for (a temporary token's original,
+	// a replacement's old token); ErrNotFound for a job with none.
+	GetTokenRequest(ctx context.Context, jobID string) (TokenRequest, error)
+
 	GetCertificate(ctx context.Context, serial string) (Certificate, error)
 	ListCertificates(ctx context.Context, f CertificateFilter, p Page) (certs []Certificate, next string, err error)
 
@@ -298,8 +309,20 @@ type Writer interface {
 	UpsertToken(ctx context.Context, t Token) (Token, error)
 
 	AddCertificate(ctx context.Context, c Certificate) (Certificate, error)
-	// RevokeCertificate gives ErrConflict when the certificate is already revoked.
+	// RevokeCertificate gives ErrConflict when the certificate is already revoked, unless
+	// it is on hold (certificateHold) and reason is another: the hold then becomes that
+	// revocation, keeping its time.
 	RevokeCertificate(ctx context.Context, serial string, at time.Time, reason int) (Certificate, error)
+	// ReleaseCertificateHold makes a certificate on hold valid again; one that is not on
+	// hold gives ErrConflict.
+	ReleaseCertificateHold(ctx context.Context, serial string) (Certificate, error)
+
+	// SetTokenLife records a token's new state (expectedVersion 0 creates its record;
+	// otherwise compare-and-set on the version, ErrConflict when it moved) with its
+	// history event e (From, JobID; the rest comes from l).
+	SetTokenLife(ctx context.Context, l TokenLife, expectedVersion int64, e TokenLifeEvent) (TokenLife, error)
+	// AddTokenRequest records the token a job is issued for; one per job.
+	AddTokenRequest(ctx context.Context, r TokenRequest) error
 
 	// PutProfile creates a profile (expectedVersion 0) or replaces the content of the
 	// version the caller read (compare-and-set); each version is kept. ContentHash is

@@ -293,3 +293,31 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reason int, at time.Ti
 	}
 	return nil
 }
+
+// ReleaseHold implements ca.HoldReleaser: the revocation store forgets the hold, then a new
+// CRL is made without the certificate.
+func (c *CA) ReleaseHold(ctx context.Context, serial *big.Int) error {
+	if serial == nil || serial.Sign() <= 0 {
+		return ca.Errorf(ca.CodeBadRequest, "release hold: serial must be positive")
+	}
+	hs, ok := c.revs.(ca.HoldStore)
+	if !ok {
+		return ca.Errorf(ca.CodeConfig, "the revocation store cannot lift a hold")
+	}
+	hex := ca.FormatSerial(serial)
+	if err := hs.ReleaseHold(ctx, serial); err != nil {
+		var ce *ca.Error
+		if errors.As(err, &ce) {
+			return err
+		}
+		return ca.Errorf(ca.CodeUnavailable, "release hold of %s: %w", hex, err)
+	}
+	c.log.Info().Str("serial", hex).Msg("certificate hold released")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.crlStale = true
+	if _, err := c.makeCRLLocked(ctx, c.now()); err != nil {
+		c.log.Error().Err(err).Str("serial", hex).Msg("hold released but the CRL could not be made; retrying at the next request")
+	}
+	return nil
+}

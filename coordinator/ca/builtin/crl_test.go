@@ -124,7 +124,7 @@ func TestRevokeRefusals(t *testing.T) {
 	}{
 		{"nil serial", nil, ca.ReasonUnspecified, time.Time{}},
 		{"zero serial", big.NewInt(0), ca.ReasonUnspecified, time.Time{}},
-		{"certificate hold", big.NewInt(7), ca.ReasonCertificateHold, time.Time{}},
+		{"remove from CRL", big.NewInt(7), ca.ReasonRemoveFromCRL, time.Time{}},
 		{"unassigned reason", big.NewInt(7), 7, time.Time{}},
 		{"future time", big.NewInt(7), ca.ReasonSuperseded, time.Now().Add(time.Hour)},
 	}
@@ -137,6 +137,44 @@ func TestRevokeRefusals(t *testing.T) {
 	}
 	if crl, _ := currentCRL(t, authority); len(crl.RevokedCertificateEntries) != 0 {
 		t.Error("a refused revocation reached the CRL")
+	}
+}
+
+// TestHoldAndRelease: a certificate on hold is listed with reason certificateHold, and
+// leaves the next CRL when the hold is released, as openssl reads it.
+func TestHoldAndRelease(t *testing.T) {
+	ctx := context.Background()
+	authority := newCA(t, testOptions(t))
+	dir := t.TempDir()
+	caFile := writeCAFile(t, authority, dir)
+	p := loadProfiles(t)[0]
+	cert, err := authority.Sign(ctx, signRequest(t, p, testKey(t, protocol.KeyP256).Public()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serialHex := fmt.Sprintf("%X", cert.SerialNumber.Bytes())
+	crlText := func(name string) string {
+		_, der := currentCRL(t, authority)
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, der, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return mustOpenSSL(t, "crl", "-inform", "DER", "-in", f, "-noout", "-text", "-CAfile", caFile)
+	}
+	if err := authority.ReleaseHold(ctx, cert.SerialNumber); !errors.Is(err, ca.ErrNotOnHold) {
+		t.Errorf("release of a valid certificate: %v", err)
+	}
+	if err := authority.Revoke(ctx, cert.SerialNumber, ca.ReasonCertificateHold, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if text := crlText("held.der"); !strings.Contains(text, serialHex) || !strings.Contains(text, "Certificate Hold") {
+		t.Errorf("held certificate not on the CRL with Certificate Hold:\n%s", text)
+	}
+	if err := authority.ReleaseHold(ctx, cert.SerialNumber); err != nil {
+		t.Fatal(err)
+	}
+	if text := crlText("released.der"); strings.Contains(text, serialHex) {
+		t.Errorf("released certificate still on the CRL:\n%s", text)
 	}
 }
 

@@ -92,6 +92,8 @@ func Run(t *testing.T, fresh Fresh) {
 		{"FleetStats", testFleetStats},
 		{"AttemptRecords", testAttemptRecords},
 		{"TokenPINs", testTokenPINs},
+		{"TokenLife", testTokenLife},
+		{"CertificateHold", testCertificateHold},
 		{"TxCommitsTogether", testTxCommit},
 		{"TxRollbackLeavesNothing", testTxRollback},
 		{"TxPanicRollsBack", testTxPanic},
