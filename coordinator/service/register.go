@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/coordinator/tokenlife"
 )
 
 // Register states of an issued device.
@@ -107,7 +108,19 @@ func (s *Service) ReadRegister(ctx context.Context, by Actor, q RegisterQuery) (
 			for _, ev := range timelines[e.JobID] {
 				v.History = append(v.History, RegisterEvent{At: ev.At, State: string(ev.To), Actor: n.user(ctx, ev.Actor), Reason: ev.Reason})
 			}
-			if at, why, ok := deviceReturn(e); ok {
+			life, err := s.st.ListTokenLifeEvents(ctx, e.TokenSerial)
+			if err != nil {
+				return Register{}, AsError(err)
+			}
+			at, why, returned := deviceReturn(e, life)
+			for _, le := range life {
+				// The token's own states while this issue held it: lost, suspended, reinstated...
+				if le.At.Before(e.Issued) || (returned && le.At.After(at)) || le.From == "" {
+					continue
+				}
+				v.History = append(v.History, RegisterEvent{At: le.At, State: "token " + string(le.To), Actor: n.user(ctx, le.Actor), Reason: le.Reason})
+			}
+			if returned {
 				v.State, v.Returned, v.ReturnReason = DeviceReturned, at, why
 				v.History = append(v.History, RegisterEvent{At: at, State: DeviceReturned, Reason: why})
 			}
@@ -120,18 +133,27 @@ func (s *Service) ReadRegister(ctx context.Context, by Actor, q RegisterQuery) (
 	}
 }
 
-// deviceReturn says whether and when an issued device came back, and why. Today that is
-// what the jobs show: a later wipe or issue of the same token that succeeded. This is the
-// one place to add token states (retired, replaced, returned) when tokens have them: the
-// earliest of those after the issue ends it too.
-func deviceReturn(e store.RegisterEntry) (time.Time, string, bool) {
-	if e.Returned.IsZero() {
-		return time.Time{}, "", false
-	}
-	switch jobs.Kind(e.ReturnedByKind) {
-	case jobs.KindWipe:
-		return e.Returned, "token wiped by job " + e.ReturnedByJob, true
+// deviceReturn says whether and when an issued device came back, and why: the earliest of
+// a later wipe or issue of the same token that succeeded, and the token leaving service for
+// good after the issue (retired or replaced, tokenlife's final states).
+func deviceReturn(e store.RegisterEntry, life []store.TokenLifeEvent) (time.Time, string, bool) {
+	at, why := e.Returned, ""
+	switch {
+	case e.Returned.IsZero():
+	case jobs.Kind(e.ReturnedByKind) == jobs.KindWipe:
+		why = "token wiped by job " + e.ReturnedByJob
 	default:
-		return e.Returned, "token issued again by job " + e.ReturnedByJob, true
+		why = "token issued again by job " + e.ReturnedByJob
 	}
+	for _, le := range life {
+		if le.At.Before(e.Issued) || !tokenlife.Final(le.To) || (!at.IsZero() && !le.At.Before(at)) {
+			continue
+		}
+		at, why = le.At, "token "+string(le.To)
+		if le.Reason != "" {
+			why += ": " + le.Reason
+		}
+		break
+	}
+	return at, why, !at.IsZero()
 }

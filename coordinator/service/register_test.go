@@ -13,6 +13,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/rollout"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/coordinator/tokenlife"
 )
 
 const registerProfile = `name: qualified-signature
@@ -299,4 +300,44 @@ func TestRegisterRolloutRefused(t *testing.T) {
 		Brake:    rollout.Brake{ThresholdPercent: 20, MinExecuted: 1}}
 	_, err = e.s.CreateRollout(e.ctx, service.ActorFor(u.User), service.RolloutRequest{Spec: spec, DryRun: true})
 	wantBadField(t, err, "spec.template.profile", "requires a document for each issuance")
+}
+
+// The token's own life shows in the register: a suspension and its reinstatement in the
+// history, and retiring the token takes the device back.
+func TestRegisterTokenLife(t *testing.T) {
+	t.Parallel()
+	e := newRegisterEnv(t, sqlite(t))
+	j, err := e.s.CreateJob(e.ctx, e.hd, e.request("qualified-signature", store.Document{Number: "A-7", Date: "2026-03-01"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Approve(e.ctx, e.acmeAp, j.ID, service.DecisionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	e.succeed(t, j.ID, "RT0002", e.now.Add(time.Hour))
+	for i, m := range []struct {
+		to     tokenlife.State
+		reason string
+	}{{tokenlife.Suspended, "left at home"}, {tokenlife.Active, "back"}, {tokenlife.Retired, "handed back at the desk"}} {
+		e.now = e.now.Add(time.Duration(i+2) * time.Hour)
+		if _, err := e.s.SetTokenState(e.ctx, e.hd, "RT0002", m.to, m.reason); err != nil {
+			t.Fatalf("%s: %v", m.to, err)
+		}
+	}
+	reg, err := e.s.ReadRegister(e.ctx, e.acmeAp, service.RegisterQuery{})
+	if err != nil || len(reg.Entries) != 1 {
+		t.Fatalf("register %+v, %v", reg, err)
+	}
+	got := reg.Entries[0]
+	var states []string
+	for _, h := range got.History {
+		states = append(states, h.State)
+	}
+	want := "pending_approval approved succeeded token suspended token active token retired " + service.DeviceReturned
+	if strings.Join(states, " ") != want {
+		t.Errorf("history %q, want %q", strings.Join(states, " "), want)
+	}
+	if got.State != service.DeviceReturned || !got.Returned.Equal(e.now) || got.ReturnReason != "token retired: handed back at the desk" {
+		t.Errorf("entry state %s, returned %v (want %v), reason %q", got.State, got.Returned, e.now, got.ReturnReason)
+	}
 }
