@@ -22,7 +22,7 @@ func (p Profile) Normalized() Profile {
 	n := p
 	n.AllowedKeys = slices.Clone(p.AllowedKeys)
 	if len(n.AllowedKeys) == 0 {
-		n.AllowedKeys = []KeySpec{p.Key}
+		n.AllowedKeys = []KeySpec{p.Key.Algorithm()}
 	}
 	slices.SortFunc(n.AllowedKeys, func(a, b KeySpec) int {
 		return cmp.Or(cmp.Compare(a.Type, b.Type), cmp.Compare(a.Size, b.Size), cmp.Compare(a.Curve, b.Curve))
@@ -133,7 +133,7 @@ func (p Profile) AllowsKey(pub any) error {
 	}
 	allowed := p.AllowedKeys
 	if len(allowed) == 0 {
-		allowed = []KeySpec{p.Key}
+		allowed = []KeySpec{p.Key.Algorithm()}
 	}
 	if slices.Contains(allowed, got) {
 		return nil

@@ -91,7 +91,24 @@ type KeySpec struct {
 	Type  KeyType `yaml:"type" json:"type"`
 	Size  int     `yaml:"size,omitempty" json:"size,omitempty"`
 	Curve string  `yaml:"curve,omitempty" json:"curve,omitempty"`
+	// Origin and Escrow belong to the profile's key only (not allowed_keys): where the key
+	// pair is made, and whether its private half is archived for recovery. Omitted from the
+	// canonical form when empty, so profiles without them keep their hash.
+	Origin KeyOrigin `yaml:"origin,omitempty" json:"origin,omitempty"`
+	Escrow bool      `yaml:"escrow,omitempty" json:"escrow,omitempty"`
 }
+
+// KeyOrigin says where a key pair is generated.
+type KeyOrigin string
+
+// Key origins.
+const (
+	OriginToken  KeyOrigin = ""       // on the token, by the agent (the default)
+	OriginServer KeyOrigin = "server" // by the coordinator, archived, then imported onto the token
+)
+
+// Algorithm is the spec without origin and escrow: what a CSR's key is compared with.
+func (k KeySpec) Algorithm() KeySpec { return KeySpec{Type: k.Type, Size: k.Size, Curve: k.Curve} }
 
 func (k KeySpec) String() string {
 	if k.Type == KeyRSA {
