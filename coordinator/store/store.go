@@ -87,6 +87,11 @@ type Reader interface {
 	// ListCustomRoles returns every custom role by name.
 	ListCustomRoles(ctx context.Context) ([]CustomRole, error)
 
+	GetRecoveryCertificate(ctx context.Context, id string) (RecoveryCertificate, error)
+	// ListRecoveryCertificates returns the recovery certificates, those in use first, each
+	// group by expiry; retired ones only when asked.
+	ListRecoveryCertificates(ctx context.Context, withRetired bool) ([]RecoveryCertificate, error)
+
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	ListAgents(ctx context.Context, f AgentFilter, p Page) (agents []Agent, next string, err error)
 	// CheckAgentSecret returns the agent whose secret (IssueAgentSecret) was presented;
@@ -264,6 +269,13 @@ type Writer interface {
 	UpdateCustomRole(ctx context.Context, r CustomRole) (CustomRole, error)
 	// DeleteCustomRole removes the role and every user's holding of it.
 	DeleteCustomRole(ctx context.Context, name string) error
+
+	// AddRecoveryCertificate keeps a recovery certificate under a new ID; a certificate of
+	// a key already kept gives ErrConflict.
+	AddRecoveryCertificate(ctx context.Context, c RecoveryCertificate) (RecoveryCertificate, error)
+	// RetireRecoveryCertificate marks it retired; ErrNotFound when there is no such
+	// certificate, ErrConflict when it is retired already.
+	RetireRecoveryCertificate(ctx context.Context, id, by, reason string, at time.Time) (RecoveryCertificate, error)
 
 	// CreateAgent enrols an agent. A taken ID gives ErrConflict naming the host holding it.
 	CreateAgent(ctx context.Context, a Agent) (Agent, error)

@@ -39,6 +39,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"APITokenNeverStoredInClear", testAPITokenStorage},
 		{"BootstrapAPIToken", testBootstrapToken},
 		{"CustomRoles", testCustomRoles},
+		{"RecoveryCertificates", testRecoveryCertificates},
 		{"Agents", testAgents},
 		{"AgentList", testAgentList},
 		{"AgentsBatch", testAgentsBatch},
