@@ -44,6 +44,9 @@ const (
 	ActionOrgCreated     = "org.created"
 	ActionOrgUpdated     = "org.updated"
 
+	ActionRecoveryCertAdded   = "recovery_certificate.added"
+	ActionRecoveryCertRetired = "recovery_certificate.retired"
+
 	ActionAgentEnrolled       = "agent.enrolled"
 	ActionAgentApproved       = "agent.approved"
 	ActionAgentRevoked        = "agent.revoked"
@@ -107,6 +110,7 @@ var actions = map[string]bool{
 	ActionConfigChanged:   true, ActionProfileApplied: true, ActionProfileDeleted: true,
 	ActionUserCreated: true, ActionUserUpdated: true, ActionUserDisabled: true, ActionRolesChanged: true,
 	ActionOrgCreated: true, ActionOrgUpdated: true,
+	ActionRecoveryCertAdded: true, ActionRecoveryCertRetired: true,
 	ActionAgentEnrolled: true, ActionAgentApproved: true, ActionAgentRevoked: true, ActionAgentDuplicateID: true,
 	ActionAgentKeySet: true, ActionAgentKeyReset: true,
 	ActionAuditVerified: true,
