@@ -173,6 +173,38 @@ type CustomRoleCreate struct {
 	Permissions  []jobs.Permission `json:"permissions"`
 }
 
+// RecoveryCertificate is one of the organisation's backup keys: escrowed encryption keys
+// are sealed to its public key; its private half is held outside the coordinator.
+type RecoveryCertificate struct {
+	ID           string    `json:"id"`
+	KeyID        string    `json:"key_id"` // fingerprint of the public key, as archives name it
+	CommonName   string    `json:"common_name"`
+	NotBefore    time.Time `json:"not_before"`
+	NotAfter     time.Time `json:"not_after"`
+	Certificate  string    `json:"certificate"` // PEM
+	Added        time.Time `json:"added"`
+	AddedBy      string    `json:"added_by"` // username
+	Retired      time.Time `json:"retired,omitzero"`
+	RetiredBy    string    `json:"retired_by,omitempty"`
+	RetireReason string    `json:"retire_reason,omitempty"`
+}
+
+// RecoveryCertificateList is the recovery certificates, in use first, each by expiry (not
+// paginated: an organisation has a handful).
+type RecoveryCertificateList struct {
+	Items []RecoveryCertificate `json:"items"`
+}
+
+// RecoveryCertificateAdd adds a recovery certificate.
+type RecoveryCertificateAdd struct {
+	Certificate string `json:"certificate"` // PEM
+}
+
+// RecoveryCertificateRetire retires one, saying why.
+type RecoveryCertificateRetire struct {
+	Reason string `json:"reason"`
+}
+
 // APITokenIssued is a new API token. Token is the secret: the server shows it this once.
 type APITokenIssued struct {
 	ID       string    `json:"id"`
