@@ -35,8 +35,12 @@ func recoveryCertPEM(t *testing.T, cn string, notAfter time.Time) string {
 func TestRecoveryCertificatesAPI(t *testing.T) {
 	t.Parallel()
 	for name, cfg := range map[string]func(t *testing.T) store.Config{
-		"sqlite":   func(t *testing.T) store.Config { return store.Config{Driver: store.DriverSQLite, DSN: t.TempDir() + "/c.db"} },
-		"postgres": func(t *testing.T) store.Config { return store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)} },
+		"sqlite": func(t *testing.T) store.Config {
+			return store.Config{Driver: store.DriverSQLite, DSN: t.TempDir() + "/c.db"}
+		},
+		"postgres": func(t *testing.T) store.Config {
+			return store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
