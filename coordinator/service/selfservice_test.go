@@ -27,6 +27,16 @@ pin_policy: {min_length: 6, max_length: 8}
 approval: {required: 1, roles: [approver], scope: organization, expires_after: 48h}
 self_service: {request: true, reveal_pin: true, unblock_pin: true}
 ---
+name: ask
+key: {type: ec, curve: P-256}
+subject: {common_name: "{{.Name}}"}
+key_usage: [digitalSignature]
+extended_key_usage: [clientAuth]
+validity: 90d
+pin_policy: {min_length: 6, max_length: 8}
+approval: {required: 1, roles: [approver], scope: organization, expires_after: 48h}
+self_service: {request: true}
+---
 name: desk
 key: {type: ec, curve: P-256}
 subject: {common_name: "{{.Name}}"}
@@ -231,6 +241,18 @@ func TestSelfServicePIN(t *testing.T) {
 	e.succeed(t, dj.ID)
 	_, err = e.s.RevealUserPIN(e.ctx, e.alice, dj.ID)
 	wantSelfCode(t, "desk PIN", err, service.CodeForbidden, "self_service.reveal_pin")
+	// Asking for herself does not make her the requester who hands the token over: a
+	// profile without reveal_pin keeps the PIN from her.
+	aj, err := e.s.CreateJob(e.ctx, e.alice, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "ask", Agent: "ws-1", TokenSerial: "tok-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Approve(e.ctx, e.arne, aj.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	e.succeed(t, aj.ID)
+	_, err = e.s.RevealUserPIN(e.ctx, e.alice, aj.ID)
+	wantSelfCode(t, "ask PIN", err, service.CodeForbidden, "self_service.reveal_pin")
 
 	j, err := e.s.CreateJob(e.ctx, e.alice, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "mine", Agent: "ws-1", TokenSerial: "tok-a"})
 	if err != nil {
@@ -242,7 +264,7 @@ func TestSelfServicePIN(t *testing.T) {
 	e.succeed(t, j.ID)
 	mine, err := e.s.MyTokens(e.ctx, e.alice)
 	if err != nil || len(mine.Tokens) != 1 || mine.Tokens[0].Serial != "tok-a" || mine.Tokens[0].PINJob != j.ID ||
-		!mine.Tokens[0].CanRequest || !mine.Tokens[0].CanUnblock || len(mine.Jobs) != 3 {
+		!mine.Tokens[0].CanRequest || !mine.Tokens[0].CanUnblock || len(mine.Jobs) != 4 {
 		t.Fatalf("alice's tokens: %+v, %v", mine, errors.Unwrap(err))
 	}
 	_, err = e.s.RevealUserPIN(e.ctx, e.bob, j.ID)
