@@ -109,6 +109,7 @@ var navigation = []struct {
 	perms []jobs.Permission // or a built-in role granting any of these
 }{
 	{NavItem{"home", "Home", Prefix}, nil, nil},
+	{NavItem{"me", "My tokens", Prefix + "me"}, nil, nil},
 	{NavItem{"approvals", "Approvals", Prefix + "approvals"}, nil, []jobs.Permission{jobs.PermApprove, jobs.PermCAOperator}},
 	{NavItem{"request", "Request a token", Prefix + "request"}, nil, []jobs.Permission{jobs.PermRequest}},
 	{NavItem{"jobs", "Jobs", Prefix + "jobs"}, readers(jobs.RoleApprover, jobs.RoleCAOperator), nil},

@@ -39,6 +39,7 @@ func TestHashSameMeaningSameHash(t *testing.T) {
 		"renew_before zero":   {"validity: 365d", "validity: 365d\nrenew_before: 0d"},
 		"expiry_warning zero": {"validity: 365d", "validity: 365d\nexpiry_warning: 0d"},
 		"register empty":      {"validity: 365d", "validity: 365d\nregister: {}"},
+		"self_service empty":  {"validity: 365d", "validity: 365d\nself_service: {request: false}"},
 	}
 	for name, r := range equivalents {
 		want := h0
@@ -80,6 +81,9 @@ func TestHashAnyChangeChangesHash(t *testing.T) {
 		{"validity: 365d", "validity: 365d\nexpiry_warning: 30d"},
 		{"validity: 365d", "validity: 365d\nregister: {document: required}"},
 		{"validity: 365d", "validity: 365d\nregister: {document: optional}"},
+		{"validity: 365d", "validity: 365d\nself_service: {request: true}"},
+		{"validity: 365d", "validity: 365d\nself_service: {reveal_pin: true}"},
+		{"validity: 365d", "validity: 365d\nself_service: {unblock_pin: true}"},
 	}
 	for _, c := range changes {
 		if hashOf(t, loadOne(t, strings.Replace(base, c[0], c[1], 1))) == h0 {

@@ -55,7 +55,7 @@ func TestLoadStrict(t *testing.T) {
 		wantIn string
 	}{
 		{"unknown top-level field", base + "colour: blue\n",
-			`line 16, column 1: profile "test-profile": colour: unknown field "colour" (known fields: name, description, key, allowed_keys, subject, sans, key_usage, extended_key_usage, validity, renew_before, expiry_warning, token, temporary, pin_policy, approval, register)`},
+			`line 16, column 1: profile "test-profile": colour: unknown field "colour" (known fields: name, description, key, allowed_keys, subject, sans, key_usage, extended_key_usage, validity, renew_before, expiry_warning, token, temporary, pin_policy, approval, register, self_service)`},
 		{"misspelt field", strings.Replace(base, "approval: {required: 1,", "approval: {requird: 1,", 1),
 			`line 15, column 12: profile "test-profile": approval.requird: unknown field "requird"; did you mean "required"? (known fields: required, roles, scope, expires_after, ca_operator_required)`},
 		{"unknown nested field", strings.Replace(base, "key: {type: rsa, size: 2048}", "key: {type: rsa, size: 2048, exponent: 3}", 1),

@@ -43,6 +43,21 @@ type Profile struct {
 	// Register says what the crypto-device register needs of a request. Omitted from the
 	// canonical form when empty, so profiles without it keep their hash.
 	Register Register `yaml:"register,omitempty" json:"register,omitzero"`
+	// SelfService says what a holder may do for themselves with this profile, without a
+	// role. Omitted from the canonical form when empty, so profiles without it keep their
+	// hash.
+	SelfService SelfService `yaml:"self_service,omitempty" json:"self_service,omitzero"`
+}
+
+// SelfService is what the profile lets its holders do for themselves: the same operations
+// the help desk has, limited to their own tokens and jobs, through the same approval gates.
+type SelfService struct {
+	// Request: a holder may queue an issue or renew job for themselves.
+	Request bool `yaml:"request,omitempty" json:"request,omitempty"`
+	// RevealPIN: a holder may see, once, the user PIN a job set on their token.
+	RevealPIN bool `yaml:"reveal_pin,omitempty" json:"reveal_pin,omitempty"`
+	// UnblockPIN: a holder may queue an unblock_pin job for their own token.
+	UnblockPIN bool `yaml:"unblock_pin,omitempty" json:"unblock_pin,omitempty"`
 }
 
 // DocumentRule says whether a request must cite the document (number and date) its

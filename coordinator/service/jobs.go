@@ -287,11 +287,18 @@ func (s *Service) CreateJob(ctx context.Context, by Actor, r JobRequest) (Job, e
 func (s *Service) queueJob(ctx context.Context, by Actor, r JobRequest,
 	check func(context.Context, *txn, jobCore) error, after func(context.Context, *txn, store.Job) error) (Job, error) {
 	actor := by.user
-	acc, err := s.authorizeAnywhere(ctx, actor, "create job", jobs.PermRequest)
-	if err != nil {
-		return Job{}, err
-	}
 	r.Holder, r.Profile, r.Agent, r.TokenSerial = strings.TrimSpace(r.Holder), strings.TrimSpace(r.Profile), strings.TrimSpace(r.Agent), strings.TrimSpace(r.TokenSerial)
+	acc, err := accessOf(ctx, s.st, actor)
+	if err != nil {
+		return Job{}, AsError(err)
+	}
+	// A holder without the request permission may still ask for themselves, on a plain
+	// request (no temporary or replacement token), when the profile allows it: judged in
+	// the transaction by selfRequest.
+	self := check == nil && after == nil && !actor.Disabled && r.Holder == actor.Username
+	if !acc.canAnywhere(jobs.PermRequest) && !self {
+		return Job{}, s.deny(ctx, actor, "create job", "", "", acc.refusal("create job", jobs.PermRequest, ""))
+	}
 	r.Document.Number, r.Document.Date = strings.TrimSpace(r.Document.Number), strings.TrimSpace(r.Document.Date)
 	if err := checkIdempotencyKey(r.IdempotencyKey); err != nil {
 		return Job{}, err
@@ -337,7 +344,8 @@ func (s *Service) queueJob(ctx context.Context, by Actor, r JobRequest,
 		if holder.Disabled {
 			return badRequest("holder", "user %q is disabled", holder.Username)
 		}
-		if !acc.can(jobs.PermRequest, holder.OrganizationID) {
+		byRole := acc.can(jobs.PermRequest, holder.OrganizationID)
+		if !byRole && (!self || holder.ID != actor.ID) {
 			return t.refuse(ctx, actor, "create job", "", "user:"+holder.ID, acc.refusal("create job", jobs.PermRequest, holder.OrganizationID))
 		}
 		sp, err := t.GetProfile(ctx, r.Profile)
@@ -350,6 +358,15 @@ func (s *Service) queueJob(ctx context.Context, by Actor, r JobRequest,
 		p, err := s.profiles.parse(sp)
 		if err != nil {
 			return internal(err)
+		}
+		if !byRole {
+			refusal, err := t.selfRequest(ctx, r, p, holder)
+			if err != nil {
+				return err
+			}
+			if refusal != nil {
+				return t.refuse(ctx, actor, "create job", "", "user:"+holder.ID, refusal)
+			}
 		}
 		if err := documentAllowed(p, r.Kind, r.Document); err != nil {
 			return err

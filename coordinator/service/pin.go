@@ -18,7 +18,8 @@ type PINOpener interface {
 }
 
 // RevealUserPIN returns the user PIN a job set on its token, once: to the job's requester
-// (who hands the token over) or an administrator. It is shown only while it is still the
+// (who hands the token over), its holder when the profile allows self-service reveal, or
+// an administrator. It is shown only while it is still the
 // token's PIN, and the reveal is recorded, with who asked, before the PIN leaves the
 // coordinator; a second call is refused. The caller clears the returned bytes.
 func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]byte, error) {
@@ -35,9 +36,20 @@ func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]
 	if err != nil {
 		return nil, AsError(err)
 	}
-	if actor.ID != j.RequesterID && !acc.can(jobs.PermManageJobs, j.OrganizationID) {
-		return nil, s.deny(ctx, actor, op, j.ID, "job:"+j.ID,
-			forbidden("only the requester of job %s or a holder of the %s permission (admin) may see its PIN; %s is neither", j.ID, jobs.PermManageJobs, actor.Username))
+	// The requester hands the token over; a holder who asked for themselves without a
+	// role is judged as the holder, by the profile.
+	byRequester := actor.ID == j.RequesterID && (actor.ID != j.HolderID || acc.can(jobs.PermRequest, j.OrganizationID))
+	if !byRequester && !acc.can(jobs.PermManageJobs, j.OrganizationID) {
+		// The holder of the job, when its profile lets holders see their PIN themselves.
+		ss, err := s.selfServiceOf(ctx, s.st, j.ProfileName)
+		if err != nil {
+			return nil, AsError(err)
+		}
+		if actor.ID != j.HolderID || actor.Disabled || !ss.RevealPIN {
+			return nil, s.deny(ctx, actor, op, j.ID, "job:"+j.ID,
+				forbidden("only the requester of job %s, its holder when profile %s allows (self_service.reveal_pin), or a holder of the %s permission (admin) may see its PIN; %s is none of these",
+					j.ID, j.ProfileName, jobs.PermManageJobs, actor.Username))
+		}
 	}
 	if j.State != jobs.StateSucceeded {
 		return nil, newErr(CodeConflict, "id", "job %s is %s: its PIN is shown once it succeeded", j.ID, j.State)

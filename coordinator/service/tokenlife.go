@@ -151,16 +151,23 @@ func lifeErr(field string, err error) error {
 }
 
 // SetTokenState moves a token in its life cycle (manage_tokens, in the holder's
-// organisation) with a reason, audited: suspend, reinstate, lost, stolen, damaged,
+// organisation; or the token's own holder, to suspended or lost only) with a reason,
+// audited: suspend, reinstate, lost, stolen, damaged,
 // retire. What the move does to the token's certificates is tokenlife's table: a hold, a
 // release, or a revocation, each in the CRL before this returns. replaced is reached
 // through RequestReplacement only.
 func (s *Service) SetTokenState(ctx context.Context, by Actor, serial string, to tokenlife.State, reason string) (TokenLife, error) {
 	actor := by.user
 	const op = "change token state"
-	acc, err := s.authorizeAnywhere(ctx, actor, op, jobs.PermManageTokens)
+	acc, err := accessOf(ctx, s.st, actor)
 	if err != nil {
-		return TokenLife{}, err
+		return TokenLife{}, AsError(err)
+	}
+	// The holder of the token may report it suspended or lost themselves: judged in the
+	// transaction, once the token's holder is known.
+	selfReport := (to == tokenlife.Suspended || to == tokenlife.Lost) && !actor.Disabled
+	if !acc.canAnywhere(jobs.PermManageTokens) && !selfReport {
+		return TokenLife{}, s.deny(ctx, actor, op, "", "", acc.refusal(op, jobs.PermManageTokens, ""))
 	}
 	serial = strings.TrimSpace(serial)
 	if !tokenSerialRE.MatchString(serial) {
@@ -184,7 +191,18 @@ func (s *Service) SetTokenState(ctx context.Context, by Actor, serial string, to
 			return err
 		}
 		if !acc.can(jobs.PermManageTokens, holder.OrganizationID) {
-			return t.refuse(ctx, actor, op, "", "token:"+serial, acc.refusal(op, jobs.PermManageTokens, holder.OrganizationID))
+			refusal := acc.refusal(op, jobs.PermManageTokens, holder.OrganizationID)
+			if selfReport && (holder.ID == actor.ID || !acc.canAnywhere(jobs.PermManageTokens)) {
+				refusal = nil
+				if mine, err := t.ownToken(ctx, serial, "", actor); err != nil {
+					return err
+				} else if mine != nil {
+					refusal = mine
+				}
+			}
+			if refusal != nil {
+				return t.refuse(ctx, actor, op, "", "token:"+serial, refusal)
+			}
 		}
 		_, err = t.moveToken(ctx, cur, holder.ID, to, actor.ID, strings.TrimSpace(reason), "")
 		return err
