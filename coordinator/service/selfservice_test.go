@@ -367,3 +367,29 @@ func TestSelfServiceProfileOfToken(t *testing.T) {
 		t.Fatalf("renew under the token's profile: %v", err)
 	}
 }
+
+// TestRequesterWithoutRoleSeesNoPIN: the requester sees the PIN to hand the token over
+// while they still may request; one whose role was taken away since does not.
+func TestRequesterWithoutRoleSeesNoPIN(t *testing.T) {
+	t.Parallel()
+	e := newSelfEnv(t)
+	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "desk", Agent: "ws-1", TokenSerial: "tok-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Approve(e.ctx, e.arne, j.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	e.succeed(t, j.ID)
+	none := []jobs.Role{}
+	u, err := e.s.UpdateUser(e.ctx, e.admin, "hank", service.UserUpdate{Roles: &none})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.RevealUserPIN(e.ctx, service.ActorFor(u.User), j.ID)
+	wantSelfCode(t, "PIN to a requester without a role", err, service.CodeForbidden, "")
+	// The PIN was not marked shown: an administrator still gets it.
+	if pin, err := e.s.RevealUserPIN(e.ctx, e.admin, j.ID); err != nil || string(pin) != testPIN {
+		t.Fatalf("PIN to an administrator: %q, %v", pin, err)
+	}
+}
