@@ -1,9 +1,13 @@
 package console_test
 
 import (
+	"bufio"
+	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
@@ -88,5 +92,51 @@ func TestHostileAgentFields(t *testing.T) {
 		if p.status != http.StatusOK || strings.Contains(p.body, "<img src=x") {
 			t.Errorf("%s: %d, the hostile value is markup", path, p.status)
 		}
+	}
+}
+
+// TestJobStreamEndsWithSession: a job page left open in another tab stops following the
+// job once its session is signed out: the next change is not sent.
+func TestJobStreamEndsWithSession(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	j := e.createJob("helen", "TOK-1")
+	b := e.browser()
+	b.signIn("helen")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/ui/jobs/"+j.ID+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *b.c
+	c.Timeout = 0 // a stream; the context ends it
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	s := &sse{r: bufio.NewReader(resp.Body), body: resp.Body}
+	if first := s.next(t); first.State != "pending_approval" {
+		t.Fatalf("first event: %+v", first)
+	}
+	if p := b.post("/ui/signout", b.form()); p.status != http.StatusSeeOther {
+		t.Fatalf("sign out: %d", p.status)
+	}
+	if _, err := e.svc.Approve(e.ctx, e.actor("alice"), j.ID, service.DecisionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	rest := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(s.r)
+		rest <- string(b)
+	}()
+	select {
+	case got := <-rest:
+		if strings.Contains(got, "event: job") {
+			t.Errorf("the signed-out stream sent a change:\n%s", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived its signed-out session")
 	}
 }
