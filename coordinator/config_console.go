@@ -72,6 +72,17 @@ func defaultConsole() ConsoleConfig {
 // OIDCEnabled reports whether the console signs people in through an identity provider.
 func (c Config) OIDCEnabled() bool { return c.Console.OIDC.Issuer != "" }
 
+// ConsoleOverHTTPS reports whether browsers reach the console over HTTPS: the coordinator
+// serves TLS, or (behind a TLS-terminating proxy) the identity provider sends them back
+// to an https redirect_url. Its cookies are then Secure.
+func (c Config) ConsoleOverHTTPS() bool {
+	if c.TLSEnabled() {
+		return true
+	}
+	u, err := url.Parse(c.Console.OIDC.RedirectURL)
+	return c.OIDCEnabled() && err == nil && u.Scheme == "https"
+}
+
 // OIDCClientSecret reads the identity provider's client secret; "" for a public client.
 func (c Config) OIDCClientSecret() (string, error) {
 	name := c.Console.OIDC.ClientSecretFile

@@ -11,8 +11,9 @@ import (
 )
 
 // setupConsole builds the web console when console.enabled; nil otherwise. Its cookies
-// are Secure when the coordinator serves TLS. Its live streams end when the HTTP server
-// shuts down (stop is closed then): an open job page must not hold the shutdown.
+// are Secure when browsers reach it over HTTPS (ConsoleOverHTTPS). Its live streams end
+// when the HTTP server shuts down (stop is closed then): an open job page must not hold
+// the shutdown.
 //
 // With console.oidc set, the identity provider's discovery document is read now: a
 // provider that cannot be reached stops the start with the reason, rather than a console
@@ -22,7 +23,7 @@ func (s *Server) setupConsole(ctx context.Context, stop <-chan struct{}) (http.H
 		return nil, nil
 	}
 	o := console.Options{Service: s.svc, Logger: s.base.With().Str("component", "console").Logger(),
-		SecureCookies: s.cfg.TLSEnabled(), Stop: stop}
+		SecureCookies: s.cfg.ConsoleOverHTTPS(), Stop: stop}
 	if s.cfg.OIDCEnabled() {
 		secret, err := s.cfg.OIDCClientSecret()
 		if err != nil {

@@ -87,3 +87,42 @@ func TestConsoleSingleSignOn(t *testing.T) {
 		t.Fatalf("start with an unreachable provider: %v", err)
 	}
 }
+
+// TestConsoleCookiesSecureBehindProxy: a coordinator on plain HTTP behind a TLS-terminating
+// proxy still marks its cookies Secure when browsers come back from the identity provider
+// to an https redirect_url: they use HTTPS, and a cookie sent over plain HTTP could be read
+// on the way.
+func TestConsoleCookiesSecureBehindProxy(t *testing.T) {
+	t.Parallel()
+	idp := oidctest.Start(t)
+	dir := t.TempDir()
+	cfg := localConfig(filepath.Join(dir, "data"))
+	cfg.Broker.URL = coordinatortest.NoBroker
+	cfg.Console.OIDC.Issuer = idp.Issuer()
+	cfg.Console.OIDC.ClientID = idp.Mock.ClientID
+	cfg.Console.OIDC.RedirectURL = "https://coordinator.example.org/ui/oidc/callback"
+	r := start(t, cfg)
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(r.srv.URL() + "/ui/oidc/start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	cookies := resp.Cookies()
+	if len(cookies) == 0 {
+		t.Fatalf("no flow cookie: %d", resp.StatusCode)
+	}
+	for _, ck := range cookies {
+		if !ck.Secure {
+			t.Errorf("cookie %s is not Secure behind an https redirect_url", ck.Name)
+		}
+	}
+	resp, err = c.Get(r.srv.URL() + "/ui/jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/signin") {
+		t.Fatalf("signed out: %d to %q", resp.StatusCode, loc)
+	}
+}

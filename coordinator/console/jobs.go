@@ -97,8 +97,9 @@ func (c *Console) jobData(r *http.Request, d service.JobDetail) jobData {
 // jobEvents streams the job's changes as Server-Sent Events: the current state first,
 // then one event per change, each with the state and the live part of the page rendered
 // as a refresh would show it. The stream ends when the browser leaves, when the server
-// stops, and when the session would have gone idle: a page left open must not keep a
-// session alive (the browser reconnects, and is then asked to sign in).
+// stops, when the session ends (signed out elsewhere, user disabled), and when the session
+// would have gone idle: a page left open must not keep a session alive (the browser
+// reconnects, and is then asked to sign in).
 func (c *Console) jobEvents(w http.ResponseWriter, r *http.Request) {
 	s := session(r)
 	if c.stopping() {
@@ -140,12 +141,12 @@ func (c *Console) jobEvents(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 			return
 		case <-keepalive.C:
-			if !send([]byte(": keepalive\n\n")) {
+			if c.svc.SessionLive(ctx, s.Actor) != nil || !send([]byte(": keepalive\n\n")) {
 				return
 			}
 		case d, ok := <-ch:
-			if !ok {
-				return
+			if !ok || c.svc.SessionLive(ctx, s.Actor) != nil {
+				return // a session signed out in another tab follows the job no more
 			}
 			b, err := c.jobEvent(r, d)
 			if err != nil {

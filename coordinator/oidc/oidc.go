@@ -334,6 +334,13 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, err
 	if err != nil {
 		return Identity{}, err
 	}
+	// The first sign-in links by username: an address as the username must be one the
+	// provider vouches for, or anyone could claim an account by typing its address.
+	if p.usernameClaim == "email" {
+		if verified, ok := claims["email_verified"].(bool); ok && !verified {
+			return Identity{}, fmt.Errorf("%w: the username claim \"email\" holds %q, which the provider has not verified (email_verified false): verify the address at the provider", ErrMissingClaim, clean(username, 200))
+		}
+	}
 	id := Identity{Issuer: idt.Issuer, Subject: idt.Subject, Username: username}
 	// An address the provider says it did not verify is not vouched for.
 	if email, ok := claims["email"].(string); ok {

@@ -150,6 +150,21 @@ func TestUnverifiedEmailIsDropped(t *testing.T) {
 	}
 }
 
+// TestUnverifiedEmailIsNoUsername: with the e-mail address as the username claim, an
+// address the provider says it did not verify names nobody: anyone can type anyone's
+// address into their profile at many providers, and the first sign-in links by username.
+func TestUnverifiedEmailIsNoUsername(t *testing.T) {
+	t.Parallel()
+	idp, rp := setup(t, oidctest.Options{}, func(c *oidc.Config) { c.UsernameClaim = "email" })
+	idp.QueueUser(oidctest.User{Username: "admin@example.org", UsernameClaim: "email", Override: map[string]any{"email_verified": false}})
+	_, err := signIn(t, rp)
+	wantErr(t, err, oidc.ErrMissingClaim, "email_verified")
+	idp.QueueUser(oidctest.User{Username: "carol@example.org", UsernameClaim: "email", Override: map[string]any{"email_verified": true}})
+	if id, err := signIn(t, rp); err != nil || id.Username != "carol@example.org" {
+		t.Fatalf("verified address: %+v, %v", id, err)
+	}
+}
+
 func TestWrongAudience(t *testing.T) {
 	t.Parallel()
 	idp, rp := setup(t, oidctest.Options{}, nil)

@@ -18,10 +18,10 @@ type PINOpener interface {
 }
 
 // RevealUserPIN returns the user PIN a job set on its token, once: to the job's requester
-// (who hands the token over), its holder when the profile allows self-service reveal, or
-// an administrator. It is shown only while it is still the
-// token's PIN, and the reveal is recorded, with who asked, before the PIN leaves the
-// coordinator; a second call is refused. The caller clears the returned bytes.
+// who still holds the request permission (they hand the token over), its holder when the
+// profile allows self-service reveal, or an administrator. It is shown only while it is
+// still the token's PIN, and the reveal is recorded, with who asked, before the PIN leaves
+// the coordinator; a second call is refused. The caller clears the returned bytes.
 func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]byte, error) {
 	actor := by.user
 	const op = "reveal user PIN"
@@ -36,9 +36,10 @@ func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]
 	if err != nil {
 		return nil, AsError(err)
 	}
-	// The requester hands the token over; a holder who asked for themselves without a
-	// role is judged as the holder, by the profile.
-	byRequester := actor.ID == j.RequesterID && (actor.ID != j.HolderID || acc.can(jobs.PermRequest, j.OrganizationID))
+	// The requester hands the token over, while they still may request for the job's
+	// organisation (a role taken away since takes the PIN away too); a holder who asked
+	// for themselves without a role is judged as the holder, by the profile.
+	byRequester := actor.ID == j.RequesterID && acc.can(jobs.PermRequest, j.OrganizationID)
 	if !byRequester && !acc.can(jobs.PermManageJobs, j.OrganizationID) {
 		// The holder of the job, when its profile lets holders see their PIN themselves.
 		ss, err := s.selfServiceOf(ctx, s.st, j.ProfileName)
@@ -47,8 +48,8 @@ func (s *Service) RevealUserPIN(ctx context.Context, by Actor, jobID string) ([]
 		}
 		if actor.ID != j.HolderID || actor.Disabled || !ss.RevealPIN {
 			return nil, s.deny(ctx, actor, op, j.ID, "job:"+j.ID,
-				forbidden("only the requester of job %s, its holder when profile %s allows (self_service.reveal_pin), or a holder of the %s permission (admin) may see its PIN; %s is none of these",
-					j.ID, j.ProfileName, jobs.PermManageJobs, actor.Username))
+				forbidden("only the requester of job %s (while they hold the %s permission), its holder when profile %s allows (self_service.reveal_pin), or a holder of the %s permission (admin) may see its PIN; %s is none of these",
+					j.ID, jobs.PermRequest, j.ProfileName, jobs.PermManageJobs, actor.Username))
 		}
 	}
 	if j.State != jobs.StateSucceeded {

@@ -37,7 +37,24 @@ func (t *txn) selfRequest(ctx context.Context, r JobRequest, p profile.Profile, 
 	if r.TokenSerial == "" {
 		return &Error{Code: CodeBadRequest, Field: "token_serial", Msg: "a request for yourself names your token"}, nil
 	}
-	return t.ownToken(ctx, r.TokenSerial, r.Agent, holder)
+	if refusal, err := t.ownToken(ctx, r.TokenSerial, r.Agent, holder); err != nil || refusal != nil {
+		return refusal, err
+	}
+	if r.Kind == jobs.KindIssue {
+		return nil, nil // a new certificate of a profile that lets holders ask for it
+	}
+	// A renewal or an unblock acts on what the token carries: the profile of the holder's
+	// newest certificate on it decides, not one the holder names (whose self_service
+	// might allow what the token's does not).
+	newest, _, err := t.ListCertificates(ctx, store.CertificateFilter{TokenSerial: r.TokenSerial, HolderID: holder.ID}, store.Page{Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(newest) > 0 && newest[0].Profile != p.Name {
+		return &Error{Code: CodeForbidden, Field: "profile", Msg: "token " + r.TokenSerial + " carries a certificate of profile " + newest[0].Profile +
+			", not " + p.Name + ": a " + string(r.Kind) + " for yourself is asked with the token's profile"}, nil
+	}
+	return nil, nil
 }
 
 // ownToken refuses a token that is not holder's, or not at agent (when agent is not "").

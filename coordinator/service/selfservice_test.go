@@ -242,8 +242,9 @@ func TestSelfServicePIN(t *testing.T) {
 	_, err = e.s.RevealUserPIN(e.ctx, e.alice, dj.ID)
 	wantSelfCode(t, "desk PIN", err, service.CodeForbidden, "self_service.reveal_pin")
 	// Asking for herself does not make her the requester who hands the token over: a
-	// profile without reveal_pin keeps the PIN from her.
-	aj, err := e.s.CreateJob(e.ctx, e.alice, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "ask", Agent: "ws-1", TokenSerial: "tok-a"})
+	// profile without reveal_pin keeps the PIN from her (an issue: a renewal takes the
+	// token's profile, "mine").
+	aj, err := e.s.CreateJob(e.ctx, e.alice, service.JobRequest{Kind: jobs.KindIssue, Holder: "alice", Profile: "ask", Agent: "ws-1", TokenSerial: "tok-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,5 +337,59 @@ func TestSelfServiceTokenState(t *testing.T) {
 	// Her lost token's certificate is revoked.
 	if rs := e.crlReasons(t); len(rs) != 1 {
 		t.Fatalf("CRL: %v", rs)
+	}
+}
+
+// TestSelfServiceProfileOfToken: a renewal or an unblock is judged by the profile of the
+// token's newest certificate, not by a profile the holder names: a holder cannot borrow
+// another profile's self_service to unblock a token whose profile leaves that to the
+// help desk.
+func TestSelfServiceProfileOfToken(t *testing.T) {
+	t.Parallel()
+	e := newSelfEnv(t)
+	// tok-a now carries a newer certificate of "ask" (request only: no unblock, no reveal).
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := e.st.InTx(e.ctx, func(tx store.Tx) error {
+		_, err := tx.AddCertificate(e.ctx, store.Certificate{Serial: "a02", HolderID: e.alice.ID(), Profile: "ask", TokenSerial: "tok-a",
+			AgentID: "ws-1", Subject: "CN=alice", Issuer: "CN=Test CA", NotBefore: now.Add(time.Minute), NotAfter: now.Add(90 * 24 * time.Hour), DER: []byte{1}, Created: now})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	req := func(kind jobs.Kind, profile string) error {
+		_, err := e.s.CreateJob(e.ctx, e.alice, service.JobRequest{Kind: kind, Holder: "alice", Profile: profile, Agent: "ws-1", TokenSerial: "tok-a"})
+		return err
+	}
+	wantSelfCode(t, "unblock under a borrowed profile", req(jobs.KindUnblockPIN, "mine"), service.CodeForbidden, "profile ask")
+	wantSelfCode(t, "renew under a borrowed profile", req(jobs.KindRenew, "mine"), service.CodeForbidden, "profile ask")
+	wantSelfCode(t, "unblock under the token's profile", req(jobs.KindUnblockPIN, "ask"), service.CodeForbidden, "self_service.unblock_pin")
+	if err := req(jobs.KindRenew, "ask"); err != nil {
+		t.Fatalf("renew under the token's profile: %v", err)
+	}
+}
+
+// TestRequesterWithoutRoleSeesNoPIN: the requester sees the PIN to hand the token over
+// while they still may request; one whose role was taken away since does not.
+func TestRequesterWithoutRoleSeesNoPIN(t *testing.T) {
+	t.Parallel()
+	e := newSelfEnv(t)
+	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "desk", Agent: "ws-1", TokenSerial: "tok-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Approve(e.ctx, e.arne, j.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	e.succeed(t, j.ID)
+	none := []jobs.Role{}
+	u, err := e.s.UpdateUser(e.ctx, e.admin, "hank", service.UserUpdate{Roles: &none})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.RevealUserPIN(e.ctx, service.ActorFor(u.User), j.ID)
+	wantSelfCode(t, "PIN to a requester without a role", err, service.CodeForbidden, "")
+	// The PIN was not marked shown: an administrator still gets it.
+	if pin, err := e.s.RevealUserPIN(e.ctx, e.admin, j.ID); err != nil || string(pin) != testPIN {
+		t.Fatalf("PIN to an administrator: %q, %v", pin, err)
 	}
 }

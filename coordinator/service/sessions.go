@@ -181,6 +181,31 @@ func (s *Service) expireSession(ctx context.Context, st store.Session, u store.U
 	return refusal
 }
 
+// SessionLive reports whether the session by acts in still holds: not ended, not past
+// its idle or absolute end, its user not disabled. It does not count as a use (the idle
+// end stays): a long response, such as a job page's live stream, asks it to stop when the
+// session does. An actor without a session (an API token) always holds.
+func (s *Service) SessionLive(ctx context.Context, by Actor) error {
+	if by.session == "" {
+		return nil
+	}
+	st, err := s.st.GetSession(ctx, by.session)
+	if err != nil {
+		return AsError(err)
+	}
+	if !st.Ended.IsZero() {
+		return errSessionEnded(st)
+	}
+	u, err := s.st.GetUser(ctx, st.UserID)
+	if err != nil {
+		return AsError(err)
+	}
+	if now := s.clock(); !now.Before(st.Expires) || !now.Before(st.IdleExpires) || u.Disabled {
+		return newErr(CodeUnauthenticated, "", "this session has ended; sign in again")
+	}
+	return nil
+}
+
 // EndSession signs the session whose secret the browser presented out. Signing out a
 // session that already ended changes nothing and is not an error; an unknown secret is
 // refused (unauthenticated).
