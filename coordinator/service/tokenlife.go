@@ -197,6 +197,7 @@ func (s *Service) SetTokenState(ctx context.Context, by Actor, serial string, to
 				if mine, err := t.ownToken(ctx, serial, "", actor); err != nil {
 					return err
 				} else if mine != nil {
+					mine.Msg += "; moving someone else's token needs the " + string(jobs.PermManageTokens) + " permission (help desk)"
 					refusal = mine
 				}
 			}
