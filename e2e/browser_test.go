@@ -300,7 +300,20 @@ func (b *browser) fill(name, value string) {
 		b.do("choose "+value+" in "+name, chromedp.SetValue(sel, value, chromedp.NodeVisible))
 		return
 	}
-	b.do("fill "+name, chromedp.Clear(sel, chromedp.NodeVisible), chromedp.SendKeys(sel, value, chromedp.NodeVisible))
+	b.typeInto(byName(name), value)
+}
+
+// typeInto focuses the visible field sel, empties it and types value at the keyboard, as a
+// person does. Not chromedp.SendKeys: it reads the field's attributes while chromedp's own
+// DOM event loop updates them, a data race inside chromedp that the race detector reports.
+func (b *browser) typeInto(sel, value string) {
+	b.t.Helper()
+	b.waitVisible(sel)
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.focus(); e.value = ""; return document.activeElement === e; })()`, sel)
+	if !eval[bool](b, "focus and empty "+sel, js) {
+		b.t.Fatalf("%s: %s cannot take the keyboard focus", b.who, sel)
+	}
+	b.do("type into "+sel, chromedp.KeyEvent(value))
 }
 
 // waitText waits until the element sel holds text.

@@ -138,7 +138,7 @@ func TestConsoleIssue(t *testing.T) {
 	olga.screenshot("home")
 	olga.open("/ui/request")
 	// The holder list filters as she types (the page's script).
-	olga.do("filter the holders", chromedp.SendKeys(chromedp.CSS("#holder-filter-input"), "Alice H", chromedp.NodeVisible))
+	olga.typeInto("#holder-filter-input", "Alice H")
 	olga.waitJS("the holders filtered", `(() => {
 		const shown = (v) => !document.querySelector('input[name="holder"][value="' + v + '"]').closest("label").hidden;
 		return shown("alice") && !shown("arne") && !shown("olga");
