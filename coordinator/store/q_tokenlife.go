@@ -22,20 +22,12 @@ func (x *q) GetTokenLife(ctx context.Context, serial string) (TokenLife, error) 
 }
 
 func (x *q) ListTemporaryTokens(ctx context.Context, original string) ([]TokenLife, error) {
+	op := "temporary tokens of " + original
 	rows, err := x.query(ctx, "SELECT "+tokenLifeCols+" FROM token_life WHERE temporary_for = ? AND temporary_for <> '' ORDER BY serial", original)
 	if err != nil {
-		return nil, x.d.wrap("temporary tokens of "+original, err)
+		return nil, x.d.wrap(op, err)
 	}
-	defer func() { _ = rows.Close() }()
-	var out []TokenLife
-	for rows.Next() {
-		l, err := scanTokenLife(rows)
-		if err != nil {
-			return nil, x.d.wrap("temporary tokens of "+original, err)
-		}
-		out = append(out, l)
-	}
-	return out, x.d.wrap("temporary tokens of "+original, rows.Err())
+	return collect(rows, x.d, op, scanTokenLife)
 }
 
 func (x *q) ListTokenLifeEvents(ctx context.Context, serial string) ([]TokenLifeEvent, error) {
@@ -45,16 +37,13 @@ func (x *q) ListTokenLifeEvents(ctx context.Context, serial string) ([]TokenLife
 	if err != nil {
 		return nil, x.d.wrap(op, err)
 	}
-	defer func() { _ = rows.Close() }()
-	var out []TokenLifeEvent
-	for rows.Next() {
-		var e TokenLifeEvent
-		if err := rows.Scan(&e.ID, &e.Serial, &e.From, &e.To, &e.Actor, &e.Reason, &e.JobID, timeCol{&e.At}); err != nil {
-			return nil, x.d.wrap(op, err)
-		}
-		out = append(out, e)
-	}
-	return out, x.d.wrap(op, rows.Err())
+	return collect(rows, x.d, op, scanTokenLifeEvent)
+}
+
+func scanTokenLifeEvent(r scanner) (TokenLifeEvent, error) {
+	var e TokenLifeEvent
+	err := r.Scan(&e.ID, &e.Serial, &e.From, &e.To, &e.Actor, &e.Reason, &e.JobID, timeCol{&e.At})
+	return e, err
 }
 
 func (x *q) SetTokenLife(ctx context.Context, l TokenLife, expectedVersion int64, e TokenLifeEvent) (TokenLife, error) {
