@@ -407,6 +407,23 @@ func (x *q) RevokeCertificate(ctx context.Context, serial string, at time.Time, 
 	return out, x.d.wrap("revoke certificate "+s, err)
 }
 
+func (x *q) ReleaseCertificateHold(ctx context.Context, serial string) (Certificate, error) {
+	s, err := normSerial(serial)
+	if err != nil {
+		return Certificate{}, fmt.Errorf("store: release certificate hold: %w", err)
+	}
+	row := x.queryRow(ctx, `UPDATE certificates SET revoked_at = NULL, revocation_reason = 0
+		WHERE serial = ? AND revoked_at IS NOT NULL AND revocation_reason = ? RETURNING `+certCols, s, ca.ReasonCertificateHold)
+	out, err := scanCert(row)
+	if isNoRows(err) {
+		if err := x.exists(ctx, "certificate "+s, "SELECT 1 FROM certificates WHERE serial = ?", s); err != nil {
+			return Certificate{}, err
+		}
+		return Certificate{}, fmt.Errorf("store: release certificate hold %s: not on hold: %w", s, ErrConflict)
+	}
+	return out, x.d.wrap("release certificate hold "+s, err)
+}
+
 func (x *q) GetCertificate(ctx context.Context, serial string) (Certificate, error) {
 	s, err := normSerial(serial)
 	if err != nil {

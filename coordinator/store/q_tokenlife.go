@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-
-	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 )
 
 const tokenLifeCols = "serial, state, holder_id, reason, changed_by, changed_at, temporary_for, replaced_by, version"
@@ -98,21 +96,4 @@ func (x *q) GetTokenRequest(ctx context.Context, jobID string) (TokenRequest, er
 	err := x.queryRow(ctx, "SELECT job_id, purpose, token_serial FROM token_requests WHERE job_id = ?", jobID).
 		Scan(&r.JobID, &r.Purpose, &r.TokenSerial)
 	return r, x.d.wrap("token request of job "+jobID, err)
-}
-
-func (x *q) ReleaseCertificateHold(ctx context.Context, serial string) (Certificate, error) {
-	s, err := normSerial(serial)
-	if err != nil {
-		return Certificate{}, fmt.Errorf("store: release certificate hold: %w", err)
-	}
-	row := x.queryRow(ctx, `UPDATE certificates SET revoked_at = NULL, revocation_reason = 0
-		WHERE serial = ? AND revoked_at IS NOT NULL AND revocation_reason = ? RETURNING `+certCols, s, ca.ReasonCertificateHold)
-	out, err := scanCert(row)
-	if isNoRows(err) {
-		if err := x.exists(ctx, "certificate "+s, "SELECT 1 FROM certificates WHERE serial = ?", s); err != nil {
-			return Certificate{}, err
-		}
-		return Certificate{}, fmt.Errorf("store: release certificate hold %s: not on hold: %w", s, ErrConflict)
-	}
-	return out, x.d.wrap("release certificate hold "+s, err)
 }
