@@ -1,8 +1,6 @@
 package storetest
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -303,30 +301,11 @@ func testAPITokenStorage(t *testing.T, h *harness) {
 	if len(secret) < 43 {
 		t.Fatalf("secret part %q is too short for 256 bits", secret)
 	}
-	rows, err := h.raw(t).QueryContext(h.ctx, "SELECT * FROM api_tokens")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rows.Close() }()
-	cols, _ := rows.Columns()
-	sum := sha256.Sum256([]byte(clear))
-	wantHash := hex.EncodeToString(sum[:])
-	n, sawHash := 0, false
-	for rows.Next() {
-		n++
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		for i, v := range vals {
-			s := fmt.Sprint(v)
-			if b, ok := v.([]byte); ok {
-				s = string(b)
-			}
+	cols, rows := tableText(t, h, "api_tokens")
+	wantHash := hashOf([]byte(clear))
+	n, sawHash := len(rows), false
+	for _, row := range rows {
+		for i, s := range row {
 			if strings.Contains(s, secret) || strings.Contains(s, clear) {
 				t.Fatalf("column %s holds the token in clear", cols[i])
 			}
@@ -334,9 +313,6 @@ func testAPITokenStorage(t *testing.T, h *harness) {
 				sawHash = true
 			}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	if n != 1 || !sawHash {
 		t.Fatalf("%d rows; SHA-256 of the token stored: %v", n, sawHash)

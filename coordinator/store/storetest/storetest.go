@@ -320,6 +320,42 @@ func (f fixture) createJob(t *testing.T, h *harness, mod func(j *store.Job)) sto
 
 func ptr[T any](v T) *T { return &v }
 
+// tableText reads every row of table behind the store's back, each column as text (a
+// byte column as its bytes): what the checks that a secret is never stored in clear read.
+func tableText(t *testing.T, h *harness, table string) (cols []string, rows [][]string) {
+	t.Helper()
+	r, err := h.raw(t).QueryContext(h.ctx, "SELECT * FROM "+table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Close() }()
+	if cols, err = r.Columns(); err != nil {
+		t.Fatal(err)
+	}
+	for r.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := r.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		row := make([]string, len(cols))
+		for i, v := range vals {
+			row[i] = fmt.Sprint(v)
+			if b, ok := v.([]byte); ok {
+				row[i] = string(b)
+			}
+		}
+		rows = append(rows, row)
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return cols, rows
+}
+
 func hashOf(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
