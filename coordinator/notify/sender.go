@@ -197,46 +197,38 @@ func (s *Sender) SendDue(ctx context.Context) (int, error) {
 		groups[k] = append(groups[k], n)
 	}
 	var release []string
+	giveBack := func(ns []store.Notification) {
+		for _, n := range ns {
+			release = append(release, n.ID)
+		}
+	}
+	giveBackGroups := func(keys []string) {
+		for _, k := range keys {
+			giveBack(groups[k])
+		}
+	}
 	// canSend: enough of the lease is left to send one more message.
 	canSend := func() bool { return lease.Sub(s.o.Now()) >= s.o.Timeout && ctx.Err() == nil }
 	for i, k := range order {
 		g := groups[k]
 		if !canSend() {
 			// Not enough of the lease left to send safely: leave the rest to the next pass.
-			for _, k := range order[i:] {
-				for _, n := range groups[k] {
-					release = append(release, n.ID)
-				}
-			}
+			giveBackGroups(order[i:])
 			break
 		}
 		if g[0].Channel == store.ChannelWebhook {
 			s.deliver(ctx, g, s.postWebhook(ctx, g[0]), g[0].ID)
 			continue
 		}
-		unsent, serr := s.sendEmails(ctx, g, canSend)
-		if err = serr; err == nil && len(unsent) > 0 {
-			// The lease ran short within one address's e-mails: give back what is left.
-			for _, n := range unsent {
-				release = append(release, n.ID)
-			}
-			for _, k := range order[i+1:] {
-				for _, n := range groups[k] {
-					release = append(release, n.ID)
-				}
-			}
-			break
-		}
-		if err != nil {
+		var unsent []store.Notification
+		if unsent, err = s.sendEmails(ctx, g, canSend); err != nil {
 			// The store failed: give the rest back rather than leave it leased.
-			for _, k := range order[i+1:] {
-				for _, n := range groups[k] {
-					release = append(release, n.ID)
-				}
-			}
-			for _, n := range g {
-				release = append(release, n.ID)
-			}
+			unsent = g
+		}
+		if len(unsent) > 0 {
+			// The store failed, or the lease ran short within this address's e-mails.
+			giveBack(unsent)
+			giveBackGroups(order[i+1:])
 			break
 		}
 	}
