@@ -2,7 +2,7 @@
 -- notice's own content only; the page around it (and, for a digest, around several) is
 -- added when the e-mail is sent. '' for a webhook call, and for a row written before
 -- this column existed: such an e-mail goes out as text alone.
--- Keep this file and ../sqlite/00011_notification_html.sql describing the same schema.
+-- Keep this file and ../sqlite/00012_notification_html.sql describing the same schema.
 
 -- +goose Up
 ALTER TABLE notifications ADD COLUMN body_html text NOT NULL DEFAULT '';
