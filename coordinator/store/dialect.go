@@ -328,6 +328,12 @@ func (w *where) in(col string, vals []string) {
 // olderThan keeps, of a list ordered newest first (created_at DESC, id DESC), the rows
 // after the one a cursor of encodeCursor(cursorTime(created), id) names; "" keeps all.
 func (w *where) olderThan(d *dialect, cursor string) error {
+	return w.afterCursor(d, cursor, "created_at", "id", false)
+}
+
+// afterCursor keeps, of a list ordered by (timeCol, idCol), ascending or descending, the
+// rows after the one a cursor of encodeCursor(cursorTime(t), id) names; "" keeps all.
+func (w *where) afterCursor(d *dialect, cursor, timeCol, idCol string, ascending bool) error {
 	if cursor == "" {
 		return nil
 	}
@@ -339,7 +345,11 @@ func (w *where) olderThan(d *dialect, cursor string) error {
 	if err != nil {
 		return err
 	}
-	w.add("(created_at < ? OR (created_at = ? AND id < ?))", d.ts(t), d.ts(t), c[1])
+	cmp := " < "
+	if ascending {
+		cmp = " > "
+	}
+	w.add("("+timeCol+cmp+"? OR ("+timeCol+" = ? AND "+idCol+cmp+"?))", d.ts(t), d.ts(t), c[1])
 	return nil
 }
 

@@ -122,16 +122,8 @@ func (x *q) ListEnrolmentKeys(ctx context.Context, f EnrolmentKeyFilter, p Page)
 	if !f.Usable.IsZero() {
 		w.add("revoked_at IS NULL AND expires_at > ? AND (max_uses = 0 OR uses < max_uses)", x.d.ts(f.Usable))
 	}
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 2)
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		t, err := parseCursorTime(c[0])
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		w.add("(created_at > ? OR (created_at = ? AND id > ?))", x.d.ts(t), x.d.ts(t), c[1])
+	if err := w.afterCursor(x.d, p.Cursor, "created_at", "id", true); err != nil {
+		return nil, "", x.d.wrap(op, err)
 	}
 	rows, err := x.query(ctx, "SELECT "+enrolmentCols+" FROM enrolment_keys"+w.sql()+" ORDER BY created_at, id LIMIT ?",
 		append(w.args, limit+1)...)

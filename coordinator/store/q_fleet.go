@@ -458,16 +458,8 @@ func (x *q) ListCertificates(ctx context.Context, f CertificateFilter, p Page) (
 	if !f.ExpiresBefore.IsZero() {
 		w.add("not_after < ?", x.d.ts(f.ExpiresBefore))
 	}
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 2)
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		t, err := parseCursorTime(c[0])
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		w.add("(not_before < ? OR (not_before = ? AND serial < ?))", x.d.ts(t), x.d.ts(t), c[1])
+	if err := w.afterCursor(x.d, p.Cursor, "not_before", "serial", false); err != nil {
+		return nil, "", x.d.wrap(op, err)
 	}
 	rows, err := x.query(ctx, "SELECT "+certCols+" FROM certificates"+w.sql()+
 		" ORDER BY not_before DESC, serial DESC LIMIT ?", append(w.args, limit+1)...)

@@ -46,16 +46,8 @@ func (x *q) ListRegister(ctx context.Context, f RegisterFilter, p Page) ([]Regis
 		w.add("j.organisation_id = ?", f.OrganizationID)
 	}
 	// Oldest first, as a register is kept.
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 2)
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		t, err := parseCursorTime(c[0])
-		if err != nil {
-			return nil, "", x.d.wrap(op, err)
-		}
-		w.add("(j.created_at > ? OR (j.created_at = ? AND j.id > ?))", x.d.ts(t), x.d.ts(t), c[1])
+	if err := w.afterCursor(x.d, p.Cursor, "j.created_at", "j.id", true); err != nil {
+		return nil, "", x.d.wrap(op, err)
 	}
 	rows, err := x.query(ctx, registerQuery+w.sql()+" ORDER BY j.created_at, j.id LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
