@@ -36,6 +36,13 @@ func CheckReason(reason int) error {
 	return Errorf(CodeBadRequest, "reason code %d is not an RFC 5280 CRL reason", reason)
 }
 
+// Revocable reports whether a certificate may be revoked with reason: one not revoked
+// always, one on hold (certificateHold) with another reason, which makes the hold final,
+// and one revoked otherwise never. current is its reason when revoked.
+func Revocable(revoked bool, current, reason int) bool {
+	return !revoked || (current == ReasonCertificateHold && reason != ReasonCertificateHold)
+}
+
 // HoldReleaser is an optional capability of a CA: lifting a certificateHold. On a full
 // CRL the certificate simply leaves the list (RFC 5280 5.3.1: removeFromCRL appears only
 // in delta CRLs). A certificate that is not on hold gives CodeNotOnHold.
@@ -102,7 +109,7 @@ func (m *MemRevocations) Revoke(ctx context.Context, r Revoked) error {
 	defer m.mu.Unlock()
 	key := FormatSerial(r.Serial)
 	if cur, dup := m.m[key]; dup {
-		if cur.Reason != ReasonCertificateHold || r.Reason == ReasonCertificateHold {
+		if !Revocable(true, cur.Reason, r.Reason) {
 			return Errorf(CodeAlreadyRevoked, "certificate %s is already revoked", key)
 		}
 		r.RevokedAt = cur.RevokedAt

@@ -137,7 +137,7 @@ func (d *Dispatcher) RevokeCertificate(ctx context.Context, tx store.Tx, c store
 	if err != nil {
 		return err
 	}
-	if cur.RevokedAt.IsZero() || (cur.RevocationReason == ca.ReasonCertificateHold && reason != ca.ReasonCertificateHold) {
+	if ca.Revocable(!cur.RevokedAt.IsZero(), cur.RevocationReason, reason) {
 		if _, err := tx.RevokeCertificate(ctx, c.Serial, at, reason); err != nil {
 			return fmt.Errorf("recording the revocation of %s: %w", c.Serial, err)
 		}

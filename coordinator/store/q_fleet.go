@@ -388,8 +388,9 @@ func (x *q) RevokeCertificate(ctx context.Context, serial string, at time.Time, 
 	if err != nil {
 		return Certificate{}, fmt.Errorf("store: revoke certificate: %w", err)
 	}
-	// A certificate on hold may be revoked for good with another reason; it keeps the
-	// hold's time, since when it has not been trusted.
+	// A certificate on hold may be revoked for good with another reason (ca.Revocable, in SQL
+	// so that it holds under concurrency); it keeps the hold's time, since when it has not
+	// been trusted.
 	held := -1 // no reason matches: only a valid certificate is revoked
 	if reason != ca.ReasonCertificateHold {
 		held = ca.ReasonCertificateHold
