@@ -214,17 +214,16 @@ func (d *Dispatcher) sign(ctx context.Context, tx *service.JobTx, j store.Job, p
 	// Only an active token takes a certificate (the help desk may have suspended it since
 	// the request, or the agent picked a token the request did not name), and a temporary
 	// token only while its original is still suspended.
-	for _, check := range []func() error{
-		func() error { return service.TokenIssuable(ctx, tx, j.TokenSerial) },
-		func() error { return service.CheckTokenRequest(ctx, tx, j.ID) },
-	} {
-		if err := check(); err != nil {
-			var se *service.Error
-			if errors.As(err, &se) {
-				return nil, refused(protocol.NewError(protocol.CodePolicyViolation, "%s", se.Msg))
-			}
-			return nil, err
+	err = service.TokenIssuable(ctx, tx, j.TokenSerial)
+	if err == nil {
+		err = service.CheckTokenRequest(ctx, tx, j.ID)
+	}
+	if err != nil {
+		var se *service.Error
+		if errors.As(err, &se) {
+			return nil, refused(protocol.NewError(protocol.CodePolicyViolation, "%s", se.Msg))
 		}
+		return nil, err
 	}
 	temporary, err := service.CertificateValidityTemporary(ctx, tx, j.ID)
 	if err != nil {
