@@ -284,14 +284,19 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reason int, at time.Ti
 		return ca.Errorf(ca.CodeUnavailable, "revoke %s: %w", hex, err)
 	}
 	c.log.Info().Str("serial", hex).Int("reason", reason).Time("at", at).Msg("certificate revoked")
+	c.remakeCRL(ctx, now, hex, "revocation recorded")
+	return nil
+}
 
+// remakeCRL makes a new CRL after the revocation list changed (what says how, for the
+// log); if that fails, the change stands and the next CRL request tries again.
+func (c *CA) remakeCRL(ctx context.Context, now time.Time, serialHex, what string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.crlStale = true
 	if _, err := c.makeCRLLocked(ctx, now); err != nil {
-		c.log.Error().Err(err).Str("serial", hex).Msg("revocation recorded but the CRL could not be made; retrying at the next request")
+		c.log.Error().Err(err).Str("serial", serialHex).Msg(what + " but the CRL could not be made; retrying at the next request")
 	}
-	return nil
 }
 
 // ReleaseHold implements ca.HoldReleaser: the revocation store forgets the hold, then a new
@@ -313,11 +318,6 @@ func (c *CA) ReleaseHold(ctx context.Context, serial *big.Int) error {
 		return ca.Errorf(ca.CodeUnavailable, "release hold of %s: %w", hex, err)
 	}
 	c.log.Info().Str("serial", hex).Msg("certificate hold released")
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.crlStale = true
-	if _, err := c.makeCRLLocked(ctx, c.now()); err != nil {
-		c.log.Error().Err(err).Str("serial", hex).Msg("hold released but the CRL could not be made; retrying at the next request")
-	}
+	c.remakeCRL(ctx, c.now(), hex, "hold released")
 	return nil
 }
