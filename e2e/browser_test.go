@@ -434,12 +434,9 @@ func (b *browser) axe(page string) {
 // exception, a failed script, a resource the Content-Security-Policy refused.
 func (b *browser) checkConsole() {
 	b.t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.problems) > 0 {
-		b.t.Errorf("%s's browser console shows errors:\n  %s", b.who, strings.Join(b.problems, "\n  "))
+	if p := b.consoleProblems(); len(p) > 0 {
+		b.t.Errorf("%s's browser console shows errors:\n  %s", b.who, strings.Join(p, "\n  "))
 	}
-	b.problems = nil
 }
 
 // consoleProblems returns and forgets what the pages wrote to the console as errors.

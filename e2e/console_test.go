@@ -48,19 +48,9 @@ const alert = `[role="alert"]`
 // enrolled agent, ws-01.
 func newConsoleSite(t *testing.T, configure func(*coordinator.Config)) *system {
 	t.Helper()
-	s := &system{t: t, record: &record{
-		root: t.TempDir(), logs: map[string]*logBuffer{}, pins: map[string]string{},
-		brokerURLs: map[string]string{}, snapshots: map[string][]byte{},
-	}}
-	s.coordLog = newLogBuffer()
-	s.logs["coordinator"] = s.coordLog
+	s := &system{t: t, record: newRecord(t)}
 	s.broker = testenv.NewBroker(t)
-	s.coord = coordinatortest.Start(t, coordinatortest.Options{BrokerURL: s.broker.URL, Log: s.coordLog, Configure: configure})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("coordinator log (info and above):\n%s", tail(withoutDebug(s.coordLog.String()), 6000))
-		}
-	})
+	s.startCoordinator(coordinatortest.Options{Configure: configure})
 	s.setUp()
 	s.addConsolePeople()
 	s.ctl(s.admin, "agent", "add", "ws-01", "--hostname", "ws-01.acme.example")

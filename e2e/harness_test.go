@@ -136,28 +136,40 @@ func newSystem(t *testing.T, opts ...systemOptions) *system {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	s := &system{t: t, opts: o, record: &record{
-		root: t.TempDir(), logs: map[string]*logBuffer{}, pins: map[string]string{},
-		brokerURLs: map[string]string{}, snapshots: map[string][]byte{},
-	}}
+	s := &system{t: t, opts: o, record: newRecord(t)}
 	s.tokens = newTokenStore(t)
 	s.broker = testenv.NewBroker(t)
 	s.tap = newTap(t, s.broker)
-	s.coordLog = newLogBuffer()
-	s.logs["coordinator"] = s.coordLog
 	agentUsers := "shared"
 	if o.perAgentUsers {
 		agentUsers = "per_agent"
 	}
-	s.coord = coordinatortest.Start(t, coordinatortest.Options{BrokerURL: s.broker.URL, AgentUsers: agentUsers, Log: s.coordLog,
-		Management: o.management, Notifications: o.notifications, Configure: o.configure})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("coordinator log (info and above):\n%s", tail(withoutDebug(s.coordLog.String()), 6000))
-		}
-	})
+	s.startCoordinator(coordinatortest.Options{AgentUsers: agentUsers, Management: o.management,
+		Notifications: o.notifications, Configure: o.configure})
 	s.setUp()
 	return s
+}
+
+// newRecord is a system's empty record, its agents' data directories under the test's
+// temporary directory.
+func newRecord(t *testing.T) *record {
+	return &record{root: t.TempDir(), logs: map[string]*logBuffer{}, pins: map[string]string{},
+		brokerURLs: map[string]string{}, snapshots: map[string][]byte{}}
+}
+
+// startCoordinator starts the system's coordinator with o on its broker, its log kept in
+// the record and shown when the test fails.
+func (s *system) startCoordinator(o coordinatortest.Options) {
+	s.t.Helper()
+	s.coordLog = newLogBuffer()
+	s.logs["coordinator"] = s.coordLog
+	o.BrokerURL, o.Log = s.broker.URL, s.coordLog
+	s.coord = coordinatortest.Start(s.t, o)
+	s.t.Cleanup(func() {
+		if s.t.Failed() {
+			s.t.Logf("coordinator log (info and above):\n%s", tail(withoutDebug(s.coordLog.String()), 6000))
+		}
+	})
 }
 
 // setUp sets up the people and the profile with tokenfleetctl, as an administrator does.

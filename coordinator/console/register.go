@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -63,13 +62,7 @@ func (c *Console) registerExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := regexport.Of(reg)
-	var b bytes.Buffer
-	ctype := "application/pdf"
-	if format == api.RegisterCSV {
-		ctype, err = "text/csv; charset=utf-8; header=present", regexport.WriteCSV(&b, out)
-	} else {
-		err = regexport.WritePDF(&b, out)
-	}
+	ctype, b, err := regexport.Render(out, format)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -77,7 +70,7 @@ func (c *Console) registerExport(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	noStore(h)
 	h.Set("Content-Type", ctype)
-	h.Set("Content-Length", strconv.Itoa(b.Len()))
+	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, regexport.FileName(out, format)))
-	_, _ = w.Write(b.Bytes()) // the browser may be gone; nothing useful can be done
+	_, _ = w.Write(b) // the browser may be gone; nothing useful can be done
 }

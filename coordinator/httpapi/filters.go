@@ -15,14 +15,4 @@ func (q query) optBool(k string) (*bool, error) {
 }
 
 // timeParam reads an optional RFC 3339 time; absent is the zero time.
-func (q query) timeParam(k string) (time.Time, error) {
-	s := q.get(k)
-	if s == "" {
-		return time.Time{}, nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, bad(k, "%q: want an RFC 3339 time such as 2026-03-01T00:00:00Z", s)
-	}
-	return t, nil
-}
+func (q query) timeParam(k string) (time.Time, error) { return parseTime(k, q.get(k)) }

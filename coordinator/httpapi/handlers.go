@@ -423,13 +423,16 @@ func (a *server) listAudit(w http.ResponseWriter, r *http.Request, u service.Act
 }
 
 // parseDeadline reads an optional RFC 3339 deadline; "" is the zero time.
-func parseDeadline(s string) (time.Time, error) {
+func parseDeadline(s string) (time.Time, error) { return parseTime("deadline", s) }
+
+// parseTime reads the optional RFC 3339 time of field; "" is the zero time.
+func parseTime(field, s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, bad("deadline", "%q is not an RFC 3339 date-time such as 2026-01-31T18:00:00Z", s)
+		return time.Time{}, bad(field, "%q is not an RFC 3339 date-time such as 2026-01-31T18:00:00Z", s)
 	}
 	return t, nil
 }

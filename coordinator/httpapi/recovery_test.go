@@ -34,17 +34,15 @@ func recoveryCertPEM(t *testing.T, cn string, notAfter time.Time) string {
 
 func TestRecoveryCertificatesAPI(t *testing.T) {
 	t.Parallel()
-	for name, cfg := range map[string]func(t *testing.T) store.Config{
-		"sqlite": func(t *testing.T) store.Config {
-			return store.Config{Driver: store.DriverSQLite, DSN: t.TempDir() + "/c.db"}
-		},
-		"postgres": func(t *testing.T) store.Config {
-			return store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)}
+	for name, newEnvFor := range map[string]func(t *testing.T) *env{
+		"sqlite": newEnv,
+		"postgres": func(t *testing.T) *env {
+			return newEnvOn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			e := newEnvOn(t, cfg(t))
+			e := newEnvFor(t)
 			e.world(t)
 			const path = "/api/v1/recovery-certificates"
 			expires := time.Now().UTC().AddDate(2, 0, 0).Truncate(time.Second)

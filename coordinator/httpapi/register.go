@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -32,29 +31,21 @@ func (a *server) getRegister(w http.ResponseWriter, r *http.Request, u service.A
 		return
 	}
 	out := register.Of(reg)
-	var (
-		b     bytes.Buffer
-		ctype string
-	)
-	switch format {
-	case "", api.RegisterJSON:
+	if format == "" || format == api.RegisterJSON {
 		writeJSON(w, http.StatusOK, out)
 		return
-	case api.RegisterCSV:
-		ctype, err = "text/csv; charset=utf-8; header=present", register.WriteCSV(&b, out)
-	case api.RegisterPDF:
-		ctype, err = "application/pdf", register.WritePDF(&b, out)
 	}
+	ctype, b, err := register.Render(out, format)
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", ctype)
-	h.Set("Content-Length", strconv.Itoa(b.Len()))
+	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, register.FileName(out, format)))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b.Bytes()) // the client may be gone; nothing useful can be done
+	_, _ = w.Write(b) // the client may be gone; nothing useful can be done
 }

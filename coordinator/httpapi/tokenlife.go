@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
@@ -37,8 +38,9 @@ func (a *server) setTokenState(w http.ResponseWriter, r *http.Request, u service
 	writeJSON(w, http.StatusOK, tokenLifeOut(l))
 }
 
-// tokenIssue queues a temporary token for a suspended token, or a replacement.
-func (a *server) tokenIssue(request func(*service.Service) func(r *http.Request, u service.Actor, serial string, j service.JobRequest) (service.Job, error)) func(http.ResponseWriter, *http.Request, service.Actor) {
+// tokenIssue queues a temporary token for a suspended token, or a replacement: request is
+// the service's method, (*service.Service).RequestTemporaryToken or RequestReplacement.
+func (a *server) tokenIssue(request func(*service.Service, context.Context, service.Actor, string, service.JobRequest) (service.Job, error)) func(http.ResponseWriter, *http.Request, service.Actor) {
 	return func(w http.ResponseWriter, r *http.Request, u service.Actor) {
 		// The deadline is read as text, so that a malformed one is refused naming the field.
 		var in struct {
@@ -54,25 +56,13 @@ func (a *server) tokenIssue(request func(*service.Service) func(r *http.Request,
 			a.fail(w, err)
 			return
 		}
-		j, err := request(a.svc)(r, u, r.PathValue("serial"), service.JobRequest{Holder: in.Holder, Agent: in.Agent,
+		j, err := request(a.svc, r.Context(), u, r.PathValue("serial"), service.JobRequest{Holder: in.Holder, Agent: in.Agent,
 			Profile: in.Profile, TokenSerial: in.TokenSerial, Deadline: deadline})
 		if err != nil {
 			a.fail(w, err)
 			return
 		}
 		writeJSON(w, http.StatusCreated, jobOut(j))
-	}
-}
-
-func temporaryRequest(s *service.Service) func(*http.Request, service.Actor, string, service.JobRequest) (service.Job, error) {
-	return func(r *http.Request, u service.Actor, serial string, j service.JobRequest) (service.Job, error) {
-		return s.RequestTemporaryToken(r.Context(), u, serial, j)
-	}
-}
-
-func replacementRequest(s *service.Service) func(*http.Request, service.Actor, string, service.JobRequest) (service.Job, error) {
-	return func(r *http.Request, u service.Actor, serial string, j service.JobRequest) (service.Job, error) {
-		return s.RequestReplacement(r.Context(), u, serial, j)
 	}
 }
 

@@ -3,6 +3,7 @@
 package register
 
 import (
+	"bytes"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -104,4 +105,23 @@ func FileName(r api.Register, format string) string {
 		}
 	}
 	return "register-" + org + "-" + r.Generated.UTC().Format("2006-01-02") + "." + format
+}
+
+// Render writes r whole in format (api.RegisterCSV or api.RegisterPDF) and returns it with
+// its media type, for the API and the console to send: a failure is an error, never half
+// a file.
+func Render(r api.Register, format string) (contentType string, data []byte, err error) {
+	var b bytes.Buffer
+	switch format {
+	case api.RegisterCSV:
+		contentType, err = "text/csv; charset=utf-8; header=present", WriteCSV(&b, r)
+	case api.RegisterPDF:
+		contentType, err = "application/pdf", WritePDF(&b, r)
+	default:
+		return "", nil, fmt.Errorf("register: format %q: want csv or pdf", format)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return contentType, b.Bytes(), nil
 }
