@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
@@ -32,7 +31,8 @@ type tokenRow struct {
 
 type tokensData struct {
 	List[tokenRow]
-	// CertsHidden: the user's roles do not read certificates, so none is shown.
+	// CertsHidden: the user's roles do not read certificates (the navigation mirrors the
+	// service's read rule), so none is asked for: no refusals fill the audit log.
 	CertsHidden bool
 	// CanManage: the user's roles move tokens in their life cycle (the service decides).
 	CanManage bool
@@ -51,7 +51,7 @@ func (c *Console) tokens(w http.ResponseWriter, r *http.Request, failed string, 
 	s := session(r)
 	ctx := r.Context()
 	q := listQuery(r, Prefix+"tokens", tokenFilters...)
-	d := tokensData{CertsHidden: !readsCertificates(s.User), CanManage: can(s.User, jobs.PermManageTokens), Back: q.here(), Failed: failed}
+	d := tokensData{CertsHidden: !shows(s.User, "certificates"), CanManage: can(s.User, jobs.PermManageTokens), Back: q.here(), Failed: failed}
 	if failed != "" {
 		d.Reason = r.PostFormValue("reason")
 	}
@@ -98,12 +98,6 @@ func (c *Console) setTokenState(w http.ResponseWriter, r *http.Request) {
 	}
 	c.setFlash(w, fmt.Sprintf("Token %s is now %s.", l.Serial, l.State))
 	http.Redirect(w, r, backTo(r, Prefix+"tokens"), http.StatusSeeOther)
-}
-
-// readsCertificates is whether the navigation offers certificates to u: it mirrors the
-// service's read rule, so that a token list does not fill the audit log with refusals.
-func readsCertificates(u service.User) bool {
-	return slices.ContainsFunc(navFor(u), func(n NavItem) bool { return n.Key == "certificates" })
 }
 
 // certsOn is the newest certificates on a token.
