@@ -11,13 +11,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/certificates", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.certificates(w, r, "", nil) }
-	})
-	register("POST /ui/certificates/{serial}/revoke", true, func(c *Console) http.HandlerFunc { return c.revoke })
-}
-
 type certificatesData struct {
 	List[certRow]
 	Profiles  []string

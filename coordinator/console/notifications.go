@@ -7,10 +7,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/notifications", false, func(c *Console) http.HandlerFunc { return c.notifications })
-}
-
 type notificationRow struct {
 	service.Notification
 	// Status is the state as people read it: pending (not tried yet), retrying (an

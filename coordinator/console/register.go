@@ -12,11 +12,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/register", false, func(c *Console) http.HandlerFunc { return c.registerPage })
-	register("GET /ui/register/export", false, func(c *Console) http.HandlerFunc { return c.registerExport })
-}
-
 type registerData struct {
 	service.Register
 	Asked string // the organisation asked for ("" for the default)

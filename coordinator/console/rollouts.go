@@ -11,14 +11,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/rollouts", false, func(c *Console) http.HandlerFunc { return c.rollouts })
-	register("GET /ui/rollouts/{id}", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.rolloutPage(w, r, r.PathValue("id"), nil) }
-	})
-	register("POST /ui/rollouts/{id}/{action}", true, func(c *Console) http.HandlerFunc { return c.rolloutAction })
-}
-
 type rolloutsData struct {
 	List[service.RolloutView]
 	States []rollout.State

@@ -11,13 +11,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/tokenlife"
 )
 
-func init() {
-	register("GET /ui/tokens", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.tokens(w, r, "", nil) }
-	})
-	register("POST /ui/tokens/{serial}/state", true, func(c *Console) http.HandlerFunc { return c.setTokenState })
-}
-
 // tokenCerts is how many of a token's certificates its row shows.
 const tokenCerts = 5
 
