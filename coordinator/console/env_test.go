@@ -474,9 +474,30 @@ func (e *env) succeed(id, pin string) {
 }
 
 // sse reads a Server-Sent Events stream.
-type sse struct {
-	r    *bufio.Reader
-	body io.Closer
+type sse struct{ r *bufio.Reader }
+
+// stream opens the job's live stream in b's session, as the job page does; it is closed
+// when the test ends.
+func (b *browser) stream(jobID string) *sse {
+	t := b.e.t
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.e.srv.URL+"/ui/jobs/"+jobID+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *b.c
+	c.Timeout = 0 // a stream; the context ends it
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return &sse{r: bufio.NewReader(resp.Body)}
 }
 
 type jobEvent struct {

@@ -1,8 +1,6 @@
 package console_test
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -103,20 +101,7 @@ func TestJobStreamEndsWithSession(t *testing.T) {
 	j := e.createJob("helen", "TOK-1")
 	b := e.browser()
 	b.signIn("helen")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/ui/jobs/"+j.ID+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := *b.c
-	c.Timeout = 0 // a stream; the context ends it
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	s := &sse{r: bufio.NewReader(resp.Body), body: resp.Body}
+	s := b.stream(j.ID)
 	if first := s.next(t); first.State != "pending_approval" {
 		t.Fatalf("first event: %+v", first)
 	}
