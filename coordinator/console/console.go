@@ -72,14 +72,6 @@ type Console struct {
 
 // New returns the console's handler, to be mounted at /ui/ (it also answers /ui).
 func New(o Options) (http.Handler, error) {
-	c, err := newConsole(o)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-func newConsole(o Options) (*Console, error) {
 	if o.Service == nil {
 		return nil, errors.New("console: no service")
 	}
