@@ -180,13 +180,10 @@ func newEnvFrom(t *testing.T, s setup) *env {
 	if _, err := svc.ApplyProfiles(ctx, e.admin, []byte(s.profiles)); err != nil {
 		t.Fatal(err)
 	}
-	err = st.InTx(ctx, func(tx store.Tx) error {
+	e.tx(func(tx store.Tx) error {
 		_, err := tx.CreateAgent(ctx, store.Agent{ID: "ws-0001", Hostname: "reception-pc", OS: "linux", Version: s.agentVer})
 		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The server first: the relying party needs the callback's URL.
 	var h http.Handler
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
@@ -202,6 +199,14 @@ func newEnvFrom(t *testing.T, s setup) *env {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// tx runs fn in a store transaction, setting the scene.
+func (e *env) tx(fn func(tx store.Tx) error) {
+	e.t.Helper()
+	if err := e.st.InTx(e.ctx, fn); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // actor is a stored user as an actor, for setting the scene through the service.

@@ -81,14 +81,6 @@ func newPagesEnv(t *testing.T) *pagesEnv {
 	return e
 }
 
-// tx runs fn in a store transaction, setting the scene.
-func (e *pagesEnv) tx(fn func(tx store.Tx) error) {
-	e.t.Helper()
-	if err := e.st.InTx(e.ctx, fn); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
 // tamper runs statements on the database behind the coordinator's back.
 func (e *pagesEnv) tamper(stmts ...string) {
 	e.t.Helper()

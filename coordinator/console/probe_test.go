@@ -74,15 +74,13 @@ func TestHostileAgentFields(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	const evil = `<script>alert(1)</script><img src=x onerror=alert(2)>`
-	if err := e.st.InTx(e.ctx, func(tx store.Tx) error {
+	e.tx(func(tx store.Tx) error {
 		if _, err := tx.CreateAgent(e.ctx, store.Agent{ID: "ws-evil", Hostname: evil, OS: evil, Version: evil}); err != nil {
 			return err
 		}
 		_, err := tx.UpsertToken(e.ctx, store.Token{Serial: "TOK-EVIL", AgentID: "ws-evil", Label: evil, Flags: []byte(`{"initialized":true}`)})
 		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	})
 	b := e.browser()
 	b.signIn("admin")
 	for _, path := range []string{"/ui/agents", "/ui/tokens", "/ui/agents?q=ws-evil"} {
