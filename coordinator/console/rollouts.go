@@ -36,11 +36,7 @@ func (c *Console) rollouts(w http.ResponseWriter, r *http.Request) {
 	}
 	rs, next, err := c.svc.ListRollouts(r.Context(), s.Actor, rq, q.Page())
 	d.List = listOf(q, rs, next)
-	var e *service.Error
-	if err != nil {
-		e = service.AsError(err)
-	}
-	c.page(w, r, "rollouts", Page{Title: "Rollouts", Section: "rollouts", Data: d, Error: e})
+	c.page(w, r, "rollouts", Page{Title: "Rollouts", Section: "rollouts", Data: d, Error: service.AsError(err)})
 }
 
 // rolloutTargets is how many of a rollout's failed targets its page lists.
