@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/oidc"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
@@ -66,7 +67,7 @@ var claimNameRE = regexp.MustCompile(`^[A-Za-z0-9_.:/-]{1,128}$`)
 func defaultConsole() ConsoleConfig {
 	return ConsoleConfig{Enabled: true, SessionIdle: Duration(service.DefaultSessionIdle), SessionMax: Duration(service.DefaultSessionMax),
 		Lockout: LockoutConfig{Attempts: service.DefaultLockoutAttempts, First: Duration(service.DefaultLockoutFirst), Max: Duration(service.DefaultLockoutMax)},
-		OIDC:    OIDCConfig{Scopes: []string{"openid", "profile", "email"}, UsernameClaim: service.DefaultUsernameClaim}}
+		OIDC:    OIDCConfig{Scopes: slices.Clone(oidc.DefaultScopes), UsernameClaim: oidc.DefaultUsernameClaim}}
 }
 
 // OIDCEnabled reports whether the console signs people in through an identity provider.

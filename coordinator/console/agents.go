@@ -11,13 +11,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
-func init() {
-	register("GET /ui/agents", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.agents(w, r, "", nil) }
-	})
-	register("POST /ui/agents/{id}/{action}", true, func(c *Console) http.HandlerFunc { return c.agentAction })
-}
-
 // agentTokens is how many of an agent's tokens its row names.
 const agentTokens = 5
 

@@ -7,13 +7,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/audit", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.auditLog(w, r, nil, nil) }
-	})
-	register("POST /ui/audit/verify", true, func(c *Console) http.HandlerFunc { return c.verifyAudit })
-}
-
 type auditData struct {
 	List[service.AuditEntry]
 	Actions []string

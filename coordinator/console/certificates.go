@@ -11,13 +11,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/certificates", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.certificates(w, r, "", nil) }
-	})
-	register("POST /ui/certificates/{serial}/revoke", true, func(c *Console) http.HandlerFunc { return c.revoke })
-}
-
 type certificatesData struct {
 	List[certRow]
 	Profiles  []string
@@ -45,11 +38,7 @@ func (c *Console) certificates(w http.ResponseWriter, r *http.Request, failed st
 	if failed != "" {
 		d.Reason, d.Comment = r.PostFormValue("reason"), r.PostFormValue("comment")
 	}
-	if ps, err := c.svc.ListProfiles(ctx, s.Actor); err == nil {
-		for _, p := range ps {
-			d.Profiles = append(d.Profiles, p.Name)
-		}
-	}
+	d.Profiles = c.profileNames(ctx, s.Actor)
 	show := func(e *service.Error) {
 		c.page(w, r, "certificates", Page{Title: "Certificates", Section: "certificates", Data: d, Error: e})
 	}

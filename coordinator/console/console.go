@@ -30,6 +30,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/oidc"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
@@ -71,14 +72,6 @@ type Console struct {
 
 // New returns the console's handler, to be mounted at /ui/ (it also answers /ui).
 func New(o Options) (http.Handler, error) {
-	c, err := newConsole(o)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-func newConsole(o Options) (*Console, error) {
 	if o.Service == nil {
 		return nil, errors.New("console: no service")
 	}
@@ -98,9 +91,11 @@ func newConsole(o Options) (*Console, error) {
 	return c, nil
 }
 
-// routes registers every page. Handlers are wrapped per route (not around the mux) so
-// that the mux sets the request's Pattern on the request the coordinator's request
-// metrics hold: they count console requests by route, never by raw path.
+// routes registers every page: view for a signed-in page, action for a form's POST
+// (checked for origin and anti-forgery token). Handlers are wrapped per route (not
+// around the mux) so that the mux sets the request's Pattern on the request the
+// coordinator's request metrics hold: they count console requests by route, never by
+// raw path.
 func (c *Console) routes() {
 	m := c.mux
 	m.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) {
@@ -127,40 +122,34 @@ func (c *Console) routes() {
 	m.Handle("POST /ui/jobs/{id}/cancel", c.action(c.cancel))
 	m.Handle("POST /ui/jobs/{id}/retry", c.action(c.retry))
 
-	c.extraRoutes(m)
+	m.Handle("GET /ui/me", c.view(func(w http.ResponseWriter, r *http.Request) { c.me(w, r, meData{}, nil) }))
+	m.Handle("POST /ui/me/tokens/{serial}/renew", c.action(c.selfJob(jobs.KindRenew)))
+	m.Handle("POST /ui/me/tokens/{serial}/unblock", c.action(c.selfJob(jobs.KindUnblockPIN)))
+	m.Handle("POST /ui/me/tokens/{serial}/report", c.action(c.selfReport))
+	m.Handle("POST /ui/me/jobs/{id}/pin", c.action(c.selfPIN))
+
+	m.Handle("GET /ui/agents", c.view(func(w http.ResponseWriter, r *http.Request) { c.agents(w, r, "", nil) }))
+	m.Handle("POST /ui/agents/{id}/{action}", c.action(c.agentAction))
+	m.Handle("GET /ui/tokens", c.view(func(w http.ResponseWriter, r *http.Request) { c.tokens(w, r, "", nil) }))
+	m.Handle("POST /ui/tokens/{serial}/state", c.action(c.setTokenState))
+	m.Handle("GET /ui/certificates", c.view(func(w http.ResponseWriter, r *http.Request) { c.certificates(w, r, "", nil) }))
+	m.Handle("POST /ui/certificates/{serial}/revoke", c.action(c.revoke))
+	m.Handle("GET /ui/register", c.view(c.registerPage))
+	m.Handle("GET /ui/register/export", c.view(c.registerExport))
+	m.Handle("GET /ui/rollouts", c.view(c.rollouts))
+	m.Handle("GET /ui/rollouts/{id}", c.view(func(w http.ResponseWriter, r *http.Request) { c.rolloutPage(w, r, r.PathValue("id"), nil) }))
+	m.Handle("POST /ui/rollouts/{id}/{action}", c.action(c.rolloutAction))
+	m.Handle("GET /ui/audit", c.view(func(w http.ResponseWriter, r *http.Request) { c.auditLog(w, r, nil, nil) }))
+	m.Handle("POST /ui/audit/verify", c.action(c.verifyAudit))
+	m.Handle("GET /ui/profiles", c.view(func(w http.ResponseWriter, r *http.Request) { c.profiles(w, r, "", nil) }))
+	m.Handle("POST /ui/profiles", c.action(c.applyProfiles))
+	m.Handle("GET /ui/profiles/{name}", c.view(func(w http.ResponseWriter, r *http.Request) { c.profilePage(w, r, r.PathValue("name"), "", nil) }))
+	m.Handle("POST /ui/profiles/{name}", c.action(c.applyProfiles))
+	m.Handle("GET /ui/notifications", c.view(c.notifications))
 
 	m.Handle("/ui/", c.view(func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, &service.Error{Code: service.CodeNotFound, Msg: "no such page: " + r.URL.Path})
 	}))
-}
-
-// extraRoutes is where the list pages (agents, tokens, certificates, rollouts, audit,
-// profiles, notifications) register theirs.
-func (c *Console) extraRoutes(m *http.ServeMux) {
-	for _, r := range extra {
-		if r.post {
-			m.Handle(r.pattern, c.action(r.h(c)))
-		} else {
-			m.Handle(r.pattern, c.view(r.h(c)))
-		}
-	}
-}
-
-// route is a page another file of the package adds with register.
-type route struct {
-	pattern string
-	post    bool // a form's action: checked for origin and CSRF token
-	h       func(c *Console) http.HandlerFunc
-}
-
-var extra []route
-
-// register adds a signed-in page; call it from an init function of the page's file.
-// post marks a POST action (CSRF-checked).
-//
-//nolint:unused // the list pages' files call it
-func register(pattern string, post bool, h func(c *Console) http.HandlerFunc) {
-	extra = append(extra, route{pattern: pattern, post: post, h: h})
 }
 
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {

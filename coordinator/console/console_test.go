@@ -1,8 +1,6 @@
 package console_test
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"net/http"
 	"net/url"
@@ -319,23 +317,7 @@ func TestJobEventsStream(t *testing.T) {
 	b := e.browser()
 	b.signIn("helen")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/ui/jobs/"+j.ID+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := *b.c
-	c.Timeout = 0 // a stream; the context ends it
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
-		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
-	}
-	s := &sse{r: bufio.NewReader(resp.Body), body: resp.Body}
+	s := b.stream(j.ID)
 	first := s.next(t)
 	if first.State != "pending_approval" || !strings.Contains(first.HTML, `id="job-live"`) {
 		t.Fatalf("first event: %+v", first)

@@ -91,14 +91,53 @@ type env struct {
 	stop  chan struct{} // closing it stops the console's streams, as a server shutdown does
 }
 
-func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+// setup is what a test environment is made of.
+type setup struct {
+	idp      *oidctest.Provider // single sign-on through it (nil: none)
+	dsn      string             // the database file ("": one in a temporary directory)
+	people   []service.UserRequest
+	signers  []string // the people given the test password
+	profiles string   // the profile document applied
+	agentVer string   // the version ws-0001 reports
+	// service, when set, changes the service's options (another issuer, a checkpoint key).
+	service func(st store.Store, key *ecdh.PrivateKey, o *service.Options)
+}
+
+// defaultSetup is newEnv's: two organisations' people, a profile and an enrolled agent.
+func defaultSetup() setup {
+	return setup{
+		people: []service.UserRequest{
+			{Username: "helen", DisplayName: "Helen Desk", Email: "helen@acme.example", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk}},
+			{Username: "alice", DisplayName: "Alice Approver", Email: "alice@acme.example", Organization: "Acme", Roles: []jobs.Role{jobs.RoleApprover}},
+			{Username: "gary", DisplayName: "Gary Globex", Email: "gary@globex.example", Organization: "Globex", Roles: []jobs.Role{jobs.RoleApprover}},
+			{Username: "sam", DisplayName: "Sam Both", Email: "sam@acme.example", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk, jobs.RoleApprover}},
+			{Username: "hugo", DisplayName: "Hugo Holder", Email: "hugo@acme.example", Organization: "Acme"},
+		},
+		signers:  []string{"admin", "helen", "alice", "gary", "sam"},
+		profiles: testProfile,
+		agentVer: "test",
+	}
+}
+
+func newEnv(t *testing.T) *env { return newEnvFrom(t, defaultSetup()) }
 
 // newEnvWith is newEnv with single sign-on through idp (nil: none).
 func newEnvWith(t *testing.T, idp *oidctest.Provider) *env {
+	s := defaultSetup()
+	s.idp = idp
+	return newEnvFrom(t, s)
+}
+
+// newEnvFrom is a console over a real service on SQLite, made of s.
+func newEnvFrom(t *testing.T, s setup) *env {
 	t.Helper()
 	ctx := context.Background()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "c.db")}, log)
+	dsn := s.dsn
+	if dsn == "" {
+		dsn = filepath.Join(t.TempDir(), "c.db")
+	}
+	st, err := store.Open(ctx, store.Config{Driver: store.DriverSQLite, DSN: dsn}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,9 +147,13 @@ func newEnvWith(t *testing.T, idp *oidctest.Provider) *env {
 		t.Fatal(err)
 	}
 	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
-	svc, err := service.New(service.Options{Store: st, Logger: log, Now: clk.Now, Issuer: pinIssuer{key},
+	so := service.Options{Store: st, Logger: log, Now: clk.Now, Issuer: pinIssuer{key},
 		// Cheap hashes: the tests sign in often.
-		SignIn: service.SignInOptions{Password: service.PasswordParams{Memory: 8 * 1024, Time: 1, Threads: 1}}})
+		SignIn: service.SignInOptions{Password: service.PasswordParams{Memory: 8 * 1024, Time: 1, Threads: 1}}}
+	if s.service != nil {
+		s.service(st, key, &so)
+	}
+	svc, err := service.New(so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,50 +161,36 @@ func newEnvWith(t *testing.T, idp *oidctest.Provider) *env {
 	if _, err := svc.Bootstrap(ctx, func(string) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	u, err := st.GetUserByUsername(ctx, service.BootstrapUsername)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.admin = service.ActorFor(u)
+	e.admin = e.actor(service.BootstrapUsername)
 	for _, org := range []string{"Acme", "Globex"} {
 		if _, err := svc.CreateOrganization(ctx, e.admin, org); err != nil {
 			t.Fatal(err)
 		}
 	}
-	people := []service.UserRequest{
-		{Username: "helen", DisplayName: "Helen Desk", Email: "helen@acme.example", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk}},
-		{Username: "alice", DisplayName: "Alice Approver", Email: "alice@acme.example", Organization: "Acme", Roles: []jobs.Role{jobs.RoleApprover}},
-		{Username: "gary", DisplayName: "Gary Globex", Email: "gary@globex.example", Organization: "Globex", Roles: []jobs.Role{jobs.RoleApprover}},
-		{Username: "sam", DisplayName: "Sam Both", Email: "sam@acme.example", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk, jobs.RoleApprover}},
-		{Username: "hugo", DisplayName: "Hugo Holder", Email: "hugo@acme.example", Organization: "Acme"},
-	}
-	for _, p := range people {
+	for _, p := range s.people {
 		if _, err := svc.CreateUser(ctx, e.admin, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, name := range []string{"admin", "helen", "alice", "gary", "sam"} {
+	for _, name := range s.signers {
 		if err := svc.SetPassword(ctx, e.admin, name, password); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := svc.ApplyProfiles(ctx, e.admin, []byte(testProfile)); err != nil {
+	if _, err := svc.ApplyProfiles(ctx, e.admin, []byte(s.profiles)); err != nil {
 		t.Fatal(err)
 	}
-	err = st.InTx(ctx, func(tx store.Tx) error {
-		_, err := tx.CreateAgent(ctx, store.Agent{ID: "ws-0001", Hostname: "reception-pc", OS: "linux", Version: "test"})
+	e.tx(func(tx store.Tx) error {
+		_, err := tx.CreateAgent(ctx, store.Agent{ID: "ws-0001", Hostname: "reception-pc", OS: "linux", Version: s.agentVer})
 		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The server first: the relying party needs the callback's URL.
 	var h http.Handler
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
 	o := console.Options{Service: svc, Logger: log, Now: clk.Now, Stop: e.stop}
-	if idp != nil {
-		if o.OIDC, err = oidc.New(ctx, idp.Config(e.srv.URL+"/ui/oidc/callback"), nil); err != nil {
+	if s.idp != nil {
+		if o.OIDC, err = oidc.New(ctx, s.idp.Config(e.srv.URL+"/ui/oidc/callback"), nil); err != nil {
 			t.Fatal(err)
 		}
 		o.OIDCName = "Acme SSO"
@@ -170,6 +199,14 @@ func newEnvWith(t *testing.T, idp *oidctest.Provider) *env {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// tx runs fn in a store transaction, setting the scene.
+func (e *env) tx(fn func(tx store.Tx) error) {
+	e.t.Helper()
+	if err := e.st.InTx(e.ctx, fn); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // actor is a stored user as an actor, for setting the scene through the service.
@@ -474,9 +511,30 @@ func (e *env) succeed(id, pin string) {
 }
 
 // sse reads a Server-Sent Events stream.
-type sse struct {
-	r    *bufio.Reader
-	body io.Closer
+type sse struct{ r *bufio.Reader }
+
+// stream opens the job's live stream in b's session, as the job page does; it is closed
+// when the test ends.
+func (b *browser) stream(jobID string) *sse {
+	t := b.e.t
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.e.srv.URL+"/ui/jobs/"+jobID+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *b.c
+	c.Timeout = 0 // a stream; the context ends it
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return &sse{r: bufio.NewReader(resp.Body)}
 }
 
 type jobEvent struct {

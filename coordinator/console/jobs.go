@@ -256,11 +256,7 @@ func (c *Console) jobList(w http.ResponseWriter, r *http.Request) {
 		jq.Holder = v
 	}
 	d := jobListData{States: jobs.States(), Kinds: jobs.Kinds()}
-	if ps, err := c.svc.ListProfiles(ctx, s.Actor); err == nil {
-		for _, p := range ps {
-			d.Profiles = append(d.Profiles, p.Name)
-		}
-	}
+	d.Profiles = c.profileNames(ctx, s.Actor)
 	js, next, err := c.svc.ListJobs(ctx, s.Actor, jq, q.Page())
 	var e *service.Error
 	if err != nil {

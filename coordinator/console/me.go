@@ -14,16 +14,6 @@ import (
 // a profile's self_service lets them do themselves. Each button calls the service
 // operation the help desk's page calls; the service decides whether the holder may.
 
-func init() {
-	register("GET /ui/me", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.me(w, r, meData{}, nil) }
-	})
-	register("POST /ui/me/tokens/{serial}/renew", true, func(c *Console) http.HandlerFunc { return c.selfJob(jobs.KindRenew) })
-	register("POST /ui/me/tokens/{serial}/unblock", true, func(c *Console) http.HandlerFunc { return c.selfJob(jobs.KindUnblockPIN) })
-	register("POST /ui/me/tokens/{serial}/report", true, func(c *Console) http.HandlerFunc { return c.selfReport })
-	register("POST /ui/me/jobs/{id}/pin", true, func(c *Console) http.HandlerFunc { return c.selfPIN })
-}
-
 type myTokenRow struct {
 	service.MyToken
 	Certs []certRow

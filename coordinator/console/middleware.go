@@ -65,16 +65,21 @@ func (c *Console) cookieName() string {
 	return cookiePlain
 }
 
-// setSessionCookie hands the browser the session secret. The cookie lives as long as the
-// browser runs (no Max-Age): the service decides when the session ends.
-func (c *Console) setSessionCookie(w http.ResponseWriter, secret string) {
-	http.SetCookie(w, &http.Cookie{Name: c.cookieName(), Value: secret, Path: "/", HttpOnly: true,
+// setCookie sets one of the console's cookies: HttpOnly, SameSite=Lax, and Secure when
+// browsers come over HTTPS. maxAge 0 keeps it while the browser runs; -1 deletes it.
+func (c *Console) setCookie(w http.ResponseWriter, name, value, path string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: path, MaxAge: maxAge, HttpOnly: true,
 		Secure: c.secure, SameSite: http.SameSiteLaxMode})
 }
 
+// setSessionCookie hands the browser the session secret. The cookie lives as long as the
+// browser runs (no Max-Age): the service decides when the session ends.
+func (c *Console) setSessionCookie(w http.ResponseWriter, secret string) {
+	c.setCookie(w, c.cookieName(), secret, "/", 0)
+}
+
 func (c *Console) clearSessionCookie(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: c.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
-		Secure: c.secure, SameSite: http.SameSiteLaxMode})
+	c.setCookie(w, c.cookieName(), "", "/", -1)
 }
 
 // setFlash leaves a message for the next page the browser shows (after a redirect). It
@@ -84,8 +89,7 @@ func (c *Console) setFlash(w http.ResponseWriter, msg string) {
 	if len(msg) > maxFlashLength {
 		msg = msg[:maxFlashLength]
 	}
-	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: base64.RawURLEncoding.EncodeToString([]byte(msg)),
-		Path: Prefix, MaxAge: flashMaxAge, HttpOnly: true, Secure: c.secure, SameSite: http.SameSiteLaxMode})
+	c.setCookie(w, flashCookie, base64.RawURLEncoding.EncodeToString([]byte(msg)), Prefix, flashMaxAge)
 }
 
 // takeFlash reads the flash message, if any, and clears it.
@@ -94,8 +98,7 @@ func (c *Console) takeFlash(w http.ResponseWriter, r *http.Request) string {
 	if err != nil {
 		return ""
 	}
-	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: "", Path: Prefix, MaxAge: -1, HttpOnly: true,
-		Secure: c.secure, SameSite: http.SameSiteLaxMode})
+	c.setCookie(w, flashCookie, "", Prefix, -1)
 	b, err := base64.RawURLEncoding.DecodeString(ck.Value)
 	if err != nil {
 		return ""

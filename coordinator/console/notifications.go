@@ -7,10 +7,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/notifications", false, func(c *Console) http.HandlerFunc { return c.notifications })
-}
-
 type notificationRow struct {
 	service.Notification
 	// Status is the state as people read it: pending (not tried yet), retrying (an
@@ -40,11 +36,7 @@ func (c *Console) notifications(w http.ResponseWriter, r *http.Request) {
 		rows[i] = notificationRow{Notification: n, Status: notificationStatus(n)}
 	}
 	d.List = listOf(q, rows, next)
-	var e *service.Error
-	if err != nil {
-		e = service.AsError(err)
-	}
-	c.page(w, r, "notifications", Page{Title: "Notifications", Section: "notifications", Data: d, Error: e})
+	c.page(w, r, "notifications", Page{Title: "Notifications", Section: "notifications", Data: d, Error: service.AsError(err)})
 }
 
 func notificationStatus(n service.Notification) string {

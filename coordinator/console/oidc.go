@@ -35,8 +35,7 @@ func (c *Console) oidcStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.URL.Query().Get("next"))
-	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: f.Encode() + "." + base64.RawURLEncoding.EncodeToString([]byte(next)),
-		Path: oidcPath, MaxAge: int(oidc.FlowTTL / time.Second), HttpOnly: true, Secure: c.secure, SameSite: http.SameSiteLaxMode})
+	c.setCookie(w, oidcCookie, f.Encode()+"."+base64.RawURLEncoding.EncodeToString([]byte(next)), oidcPath, int(oidc.FlowTTL/time.Second))
 	http.Redirect(w, r, authURL, http.StatusFound)
 }
 
@@ -50,8 +49,7 @@ func (c *Console) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The flow serves once, whatever happens next.
-	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: "", Path: oidcPath, MaxAge: -1, HttpOnly: true,
-		Secure: c.secure, SameSite: http.SameSiteLaxMode})
+	c.setCookie(w, oidcCookie, "", oidcPath, -1)
 	raw := ""
 	if ck, err := r.Cookie(oidcCookie); err == nil {
 		raw = ck.Value

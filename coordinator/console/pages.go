@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -42,6 +43,20 @@ func listQuery(r *http.Request, list string, names ...string) Query {
 
 // here is the list's URL with its filters and cursor, for the back field of its forms.
 func (q Query) here() string { return q.url(q.Values) }
+
+// profileNames names the profiles, for a list's profile filter; none when they cannot be
+// read (the list still works).
+func (c *Console) profileNames(ctx context.Context, by service.Actor) []string {
+	ps, err := c.svc.ListProfiles(ctx, by)
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(ps))
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	return names
+}
 
 // badFilter is the error of a filter value the page does not know.
 func badFilter(field, format string, args ...any) *service.Error {

@@ -6,15 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"database/sql"
-	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/tokenfleet/tokenfleet/coordinator/checkpoint"
-	"github.com/tokenfleet/tokenfleet/coordinator/console"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -57,85 +53,32 @@ type pagesEnv struct {
 
 func newPagesEnv(t *testing.T) *pagesEnv {
 	t.Helper()
-	ctx := context.Background()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	dsn := filepath.Join(t.TempDir(), "p.db")
-	st, err := store.Open(ctx, store.Config{Driver: store.DriverSQLite, DSN: dsn}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	key, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, cpKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cps, err := checkpoint.New(checkpoint.Options{Store: st, Key: cpKey, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
-	svc, err := service.New(service.Options{Store: st, Logger: log, Now: clk.Now, Issuer: revokingIssuer{pinIssuer{key}},
-		CheckpointKey: cps.PublicKey(),
-		SignIn:        service.SignInOptions{Password: service.PasswordParams{Memory: 8 * 1024, Time: 1, Threads: 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &pagesEnv{env: &env{t: t, ctx: ctx, svc: svc, st: st, clock: clk, key: key}, dsn: dsn, cps: cps}
-	if _, err := svc.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	e.admin = e.actor(service.BootstrapUsername)
-	for _, org := range []string{"Acme", "Globex"} {
-		if _, err := svc.CreateOrganization(ctx, e.admin, org); err != nil {
-			t.Fatal(err)
-		}
-	}
-	people := []service.UserRequest{
-		{Username: "helen", DisplayName: "Helen Desk", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk}},
-		{Username: "alice", DisplayName: "Alice Approver", Organization: "Acme", Roles: []jobs.Role{jobs.RoleApprover}},
-		{Username: "audrey", DisplayName: "Audrey Auditor", Organization: "Acme", Roles: []jobs.Role{jobs.RoleAuditor}},
-		{Username: "carl", DisplayName: "Carl CA", Organization: "Acme", Roles: []jobs.Role{jobs.RoleCAOperator}},
-		{Username: "rita", DisplayName: "Rita Rollouts", Organization: "Acme", Roles: []jobs.Role{jobs.RoleRolloutOwner}},
-		{Username: "hugo", DisplayName: "Hugo Holder", Email: "hugo@acme.example", Organization: "Acme"},
-	}
-	for _, p := range people {
-		if _, err := svc.CreateUser(ctx, e.admin, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, name := range []string{"admin", "helen", "alice", "audrey", "carl", "rita"} {
-		if err := svc.SetPassword(ctx, e.admin, name, password); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := svc.ApplyProfiles(ctx, e.admin, []byte(testProfile+"---\n"+fleetProfile)); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.InTx(ctx, func(tx store.Tx) error {
-		_, err := tx.CreateAgent(ctx, store.Agent{ID: "ws-0001", Hostname: "reception-pc", OS: "linux", Version: "1.4.2"})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	h, err := console.New(console.Options{Service: svc, Logger: log, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.srv = httptest.NewServer(h)
-	t.Cleanup(e.srv.Close)
+	e := &pagesEnv{dsn: filepath.Join(t.TempDir(), "p.db")}
+	e.env = newEnvFrom(t, setup{
+		dsn: e.dsn,
+		people: []service.UserRequest{
+			{Username: "helen", DisplayName: "Helen Desk", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk}},
+			{Username: "alice", DisplayName: "Alice Approver", Organization: "Acme", Roles: []jobs.Role{jobs.RoleApprover}},
+			{Username: "audrey", DisplayName: "Audrey Auditor", Organization: "Acme", Roles: []jobs.Role{jobs.RoleAuditor}},
+			{Username: "carl", DisplayName: "Carl CA", Organization: "Acme", Roles: []jobs.Role{jobs.RoleCAOperator}},
+			{Username: "rita", DisplayName: "Rita Rollouts", Organization: "Acme", Roles: []jobs.Role{jobs.RoleRolloutOwner}},
+			{Username: "hugo", DisplayName: "Hugo Holder", Email: "hugo@acme.example", Organization: "Acme"},
+		},
+		signers:  []string{"admin", "helen", "alice", "audrey", "carl", "rita"},
+		profiles: testProfile + "---\n" + fleetProfile,
+		agentVer: "1.4.2",
+		service: func(st store.Store, key *ecdh.PrivateKey, o *service.Options) {
+			_, cpKey, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.cps, err = checkpoint.New(checkpoint.Options{Store: st, Key: cpKey, Logger: o.Logger}); err != nil {
+				t.Fatal(err)
+			}
+			o.Issuer, o.CheckpointKey = revokingIssuer{pinIssuer{key}}, e.cps.PublicKey()
+		},
+	})
 	return e
-}
-
-// tx runs fn in a store transaction, setting the scene.
-func (e *pagesEnv) tx(fn func(tx store.Tx) error) {
-	e.t.Helper()
-	if err := e.st.InTx(e.ctx, fn); err != nil {
-		e.t.Fatal(err)
-	}
 }
 
 // tamper runs statements on the database behind the coordinator's back.

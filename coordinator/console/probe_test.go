@@ -1,8 +1,6 @@
 package console_test
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -76,15 +74,13 @@ func TestHostileAgentFields(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	const evil = `<script>alert(1)</script><img src=x onerror=alert(2)>`
-	if err := e.st.InTx(e.ctx, func(tx store.Tx) error {
+	e.tx(func(tx store.Tx) error {
 		if _, err := tx.CreateAgent(e.ctx, store.Agent{ID: "ws-evil", Hostname: evil, OS: evil, Version: evil}); err != nil {
 			return err
 		}
 		_, err := tx.UpsertToken(e.ctx, store.Token{Serial: "TOK-EVIL", AgentID: "ws-evil", Label: evil, Flags: []byte(`{"initialized":true}`)})
 		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	})
 	b := e.browser()
 	b.signIn("admin")
 	for _, path := range []string{"/ui/agents", "/ui/tokens", "/ui/agents?q=ws-evil"} {
@@ -103,20 +99,7 @@ func TestJobStreamEndsWithSession(t *testing.T) {
 	j := e.createJob("helen", "TOK-1")
 	b := e.browser()
 	b.signIn("helen")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/ui/jobs/"+j.ID+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := *b.c
-	c.Timeout = 0 // a stream; the context ends it
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	s := &sse{r: bufio.NewReader(resp.Body), body: resp.Body}
+	s := b.stream(j.ID)
 	if first := s.next(t); first.State != "pending_approval" {
 		t.Fatalf("first event: %+v", first)
 	}

@@ -9,17 +9,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/profiles", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.profiles(w, r, "", nil) }
-	})
-	register("POST /ui/profiles", true, func(c *Console) http.HandlerFunc { return c.applyProfiles })
-	register("GET /ui/profiles/{name}", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.profilePage(w, r, r.PathValue("name"), "", nil) }
-	})
-	register("POST /ui/profiles/{name}", true, func(c *Console) http.HandlerFunc { return c.applyProfiles })
-}
-
 // ProfileField is the form field holding a profile document (YAML, one or more profiles):
 // the body of the API's profile apply.
 const ProfileField = "content"

@@ -11,11 +11,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/register", false, func(c *Console) http.HandlerFunc { return c.registerPage })
-	register("GET /ui/register/export", false, func(c *Console) http.HandlerFunc { return c.registerExport })
-}
-
 type registerData struct {
 	service.Register
 	Asked string // the organisation asked for ("" for the default)
@@ -39,11 +34,7 @@ func (c *Console) registerPage(w http.ResponseWriter, r *http.Request) {
 		return Prefix + "register/export?" + q.Encode()
 	}
 	d.CSV, d.PDF = link(api.RegisterCSV), link(api.RegisterPDF)
-	var e *service.Error
-	if err != nil {
-		e = service.AsError(err)
-	}
-	c.page(w, r, "register", Page{Title: "Crypto-device register", Section: "register", Data: d, Error: e})
+	c.page(w, r, "register", Page{Title: "Crypto-device register", Section: "register", Data: d, Error: service.AsError(err)})
 }
 
 // registerExport sends the register as a CSV or PDF file, as the API does, under the

@@ -124,33 +124,13 @@ func (c *Console) request(w http.ResponseWriter, r *http.Request) {
 func (c *Console) searchHolders(r *http.Request, q, chosen string) ([]service.User, bool, error) {
 	s := session(r)
 	q = strings.ToLower(q)
-	var out []service.User
-	more := false
-	p := service.Page{Limit: 1000}
-	for scanned := 0; scanned < searchScan; {
-		us, next, err := c.svc.ListUsers(r.Context(), s.Actor, service.UserQuery{}, p)
-		if err != nil {
-			return nil, false, err
-		}
-		scanned += len(us)
-		for _, u := range us {
-			if u.Disabled {
-				continue
-			}
-			hay := strings.ToLower(u.Username + " " + u.DisplayName + " " + u.Email)
-			if u.Username != chosen && q != "" && !strings.Contains(hay, q) {
-				continue
-			}
-			if len(out) == choicesShown {
-				more = true
-				continue
-			}
-			out = append(out, u)
-		}
-		if next == "" {
-			break
-		}
-		p.Cursor = next
+	out, more, err := search(func(p service.Page) ([]service.User, string, error) {
+		return c.svc.ListUsers(r.Context(), s.Actor, service.UserQuery{}, p)
+	}, func(u service.User) bool {
+		return !u.Disabled && (u.Username == chosen || q == "" || strings.Contains(strings.ToLower(u.Username+" "+u.DisplayName+" "+u.Email), q))
+	})
+	if err != nil {
+		return nil, false, err
 	}
 	slices.SortStableFunc(out, func(a, b service.User) int {
 		return boolOrder(a.Username == chosen, b.Username == chosen)
@@ -164,36 +144,21 @@ func (c *Console) searchAgents(r *http.Request, q, chosen string) ([]agentChoice
 	s := session(r)
 	ctx := r.Context()
 	q = strings.ToLower(q)
-	var out []agentChoice
-	more := false
-	p := service.Page{Limit: 1000}
-	for scanned := 0; scanned < searchScan; {
-		as, next, err := c.svc.ListAgents(ctx, s.Actor, store.AgentActive, p)
-		if err != nil {
-			return nil, false, err
-		}
-		scanned += len(as)
-		for _, a := range as {
-			if a.ID != chosen && q != "" && !strings.Contains(strings.ToLower(a.ID+" "+a.Hostname), q) {
-				continue
-			}
-			if len(out) == choicesShown {
-				more = true
-				continue
-			}
-			out = append(out, agentChoice{Agent: a})
-		}
-		if next == "" {
-			break
-		}
-		p.Cursor = next
+	as, more, err := search(func(p service.Page) ([]service.Agent, string, error) {
+		return c.svc.ListAgents(ctx, s.Actor, store.AgentActive, p)
+	}, func(a service.Agent) bool {
+		return a.ID == chosen || q == "" || strings.Contains(strings.ToLower(a.ID+" "+a.Hostname), q)
+	})
+	if err != nil {
+		return nil, false, err
 	}
-	for i := range out {
-		ts, _, err := c.svc.ListTokens(ctx, s.Actor, out[i].ID, service.Page{Limit: 50})
+	out := make([]agentChoice, len(as))
+	for i, a := range as {
+		ts, _, err := c.svc.ListTokens(ctx, s.Actor, a.ID, service.Page{Limit: 50})
 		if err != nil {
 			return nil, false, err
 		}
-		out[i].Tokens = ts
+		out[i] = agentChoice{Agent: a, Tokens: ts}
 	}
 	slices.SortStableFunc(out, func(a, b agentChoice) int {
 		if o := boolOrder(a.ID == chosen, b.ID == chosen); o != 0 {
@@ -201,6 +166,34 @@ func (c *Console) searchAgents(r *http.Request, q, chosen string) ([]agentChoice
 		}
 		return boolOrder(a.Online, b.Online)
 	})
+	return out, more, nil
+}
+
+// search pages through a list, searchScan rows at most, and keeps the rows match takes:
+// choicesShown of them at most, more reporting that there were others.
+func search[T any](list func(service.Page) ([]T, string, error), match func(T) bool) (out []T, more bool, err error) {
+	p := service.Page{Limit: 1000}
+	for scanned := 0; scanned < searchScan; {
+		rows, next, err := list(p)
+		if err != nil {
+			return nil, false, err
+		}
+		scanned += len(rows)
+		for _, row := range rows {
+			if !match(row) {
+				continue
+			}
+			if len(out) == choicesShown {
+				more = true
+				continue
+			}
+			out = append(out, row)
+		}
+		if next == "" {
+			break
+		}
+		p.Cursor = next
+	}
 	return out, more, nil
 }
 

@@ -11,14 +11,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 )
 
-func init() {
-	register("GET /ui/rollouts", false, func(c *Console) http.HandlerFunc { return c.rollouts })
-	register("GET /ui/rollouts/{id}", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.rolloutPage(w, r, r.PathValue("id"), nil) }
-	})
-	register("POST /ui/rollouts/{id}/{action}", true, func(c *Console) http.HandlerFunc { return c.rolloutAction })
-}
-
 type rolloutsData struct {
 	List[service.RolloutView]
 	States []rollout.State
@@ -44,11 +36,7 @@ func (c *Console) rollouts(w http.ResponseWriter, r *http.Request) {
 	}
 	rs, next, err := c.svc.ListRollouts(r.Context(), s.Actor, rq, q.Page())
 	d.List = listOf(q, rs, next)
-	var e *service.Error
-	if err != nil {
-		e = service.AsError(err)
-	}
-	c.page(w, r, "rollouts", Page{Title: "Rollouts", Section: "rollouts", Data: d, Error: e})
+	c.page(w, r, "rollouts", Page{Title: "Rollouts", Section: "rollouts", Data: d, Error: service.AsError(err)})
 }
 
 // rolloutTargets is how many of a rollout's failed targets its page lists.

@@ -4,20 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/tokenlife"
 )
-
-func init() {
-	register("GET /ui/tokens", false, func(c *Console) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) { c.tokens(w, r, "", nil) }
-	})
-	register("POST /ui/tokens/{serial}/state", true, func(c *Console) http.HandlerFunc { return c.setTokenState })
-}
 
 // tokenCerts is how many of a token's certificates its row shows.
 const tokenCerts = 5
@@ -32,7 +24,8 @@ type tokenRow struct {
 
 type tokensData struct {
 	List[tokenRow]
-	// CertsHidden: the user's roles do not read certificates, so none is shown.
+	// CertsHidden: the user's roles do not read certificates (the navigation mirrors the
+	// service's read rule), so none is asked for: no refusals fill the audit log.
 	CertsHidden bool
 	// CanManage: the user's roles move tokens in their life cycle (the service decides).
 	CanManage bool
@@ -51,7 +44,7 @@ func (c *Console) tokens(w http.ResponseWriter, r *http.Request, failed string, 
 	s := session(r)
 	ctx := r.Context()
 	q := listQuery(r, Prefix+"tokens", tokenFilters...)
-	d := tokensData{CertsHidden: !readsCertificates(s.User), CanManage: can(s.User, jobs.PermManageTokens), Back: q.here(), Failed: failed}
+	d := tokensData{CertsHidden: !shows(s.User, "certificates"), CanManage: can(s.User, jobs.PermManageTokens), Back: q.here(), Failed: failed}
 	if failed != "" {
 		d.Reason = r.PostFormValue("reason")
 	}
@@ -98,12 +91,6 @@ func (c *Console) setTokenState(w http.ResponseWriter, r *http.Request) {
 	}
 	c.setFlash(w, fmt.Sprintf("Token %s is now %s.", l.Serial, l.State))
 	http.Redirect(w, r, backTo(r, Prefix+"tokens"), http.StatusSeeOther)
-}
-
-// readsCertificates is whether the navigation offers certificates to u: it mirrors the
-// service's read rule, so that a token list does not fill the audit log with refusals.
-func readsCertificates(u service.User) bool {
-	return slices.ContainsFunc(navFor(u), func(n NavItem) bool { return n.Key == "certificates" })
 }
 
 // certsOn is the newest certificates on a token.
