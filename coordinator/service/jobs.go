@@ -557,24 +557,14 @@ func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page)
 		f.OrganizationID = o.ID
 	}
 	if q.Holder != "" {
-		u, err := s.st.GetUserByUsername(ctx, q.Holder)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, "", badRequest("holder", "no user named %q", q.Holder)
+		if f.HolderID, err = s.userID(ctx, "holder", q.Holder); err != nil {
+			return nil, "", err
 		}
-		if err != nil {
-			return nil, "", AsError(err)
-		}
-		f.HolderID = u.ID
 	}
 	if q.Requester != "" {
-		u, err := s.st.GetUserByUsername(ctx, q.Requester)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, "", badRequest("requester", "no user named %q", q.Requester)
+		if f.RequesterID, err = s.userID(ctx, "requester", q.Requester); err != nil {
+			return nil, "", err
 		}
-		if err != nil {
-			return nil, "", AsError(err)
-		}
-		f.RequesterID = u.ID
 	}
 	f.AgentID, f.ProfileName = q.Agent, q.Profile
 	if f.OrganizationID, err = s.narrowList(ctx, actor, sc, f.OrganizationID, "jobs"); err != nil {
