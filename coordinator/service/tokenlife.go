@@ -51,8 +51,8 @@ func (s *Service) GetTokenLife(ctx context.Context, by Actor, serial string) (To
 		return TokenLife{}, err
 	}
 	serial = strings.TrimSpace(serial)
-	if !tokenSerialRE.MatchString(serial) {
-		return TokenLife{}, badRequest("serial", "%q: use 1 to 64 letters, digits and . _ : -", serial)
+	if err := checkTokenSerial("serial", serial); err != nil {
+		return TokenLife{}, err
 	}
 	return s.tokenLifeView(ctx, serial)
 }
@@ -170,8 +170,8 @@ func (s *Service) SetTokenState(ctx context.Context, by Actor, serial string, to
 		return TokenLife{}, s.deny(ctx, actor, op, "", "", acc.refusal(op, jobs.PermManageTokens, ""))
 	}
 	serial = strings.TrimSpace(serial)
-	if !tokenSerialRE.MatchString(serial) {
-		return TokenLife{}, badRequest("serial", "%q: use 1 to 64 letters, digits and . _ : -", serial)
+	if err := checkTokenSerial("serial", serial); err != nil {
+		return TokenLife{}, err
 	}
 	if !to.Valid() {
 		return TokenLife{}, badRequest("state", "unknown token state %q (known: %v)", to, tokenlife.States())
@@ -392,8 +392,8 @@ func (s *Service) requestForToken(ctx context.Context, by Actor, purpose store.T
 		return Job{}, err
 	}
 	serial = strings.TrimSpace(serial)
-	if !tokenSerialRE.MatchString(serial) {
-		return Job{}, badRequest("serial", "%q: use 1 to 64 letters, digits and . _ : -", serial)
+	if err := checkTokenSerial("serial", serial); err != nil {
+		return Job{}, err
 	}
 	if r.Kind == "" {
 		r.Kind = jobs.KindIssue
