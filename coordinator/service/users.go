@@ -249,7 +249,7 @@ func (s *Service) SetUserDisabled(ctx context.Context, by Actor, username string
 		if disabled {
 			action = audit.ActionUserDisabled
 			// A disabled user's console sessions end with their API tokens' use.
-			ended, err := t.endUserSessions(ctx, nu, store.SessionUserDisabled)
+			ended, err := t.endUserSessions(ctx, nu.ID, "", store.SessionUserDisabled)
 			if err != nil {
 				return err
 			}
