@@ -378,15 +378,12 @@ func (s *Service) UnlinkOIDC(ctx context.Context, by Actor, username, reason str
 	if _, err := s.authorize(ctx, actor, "unlink OIDC identities", jobs.PermManageUsers, ""); err != nil {
 		return 0, err
 	}
-	if err := checkReason("reason", reason); err != nil {
+	reason, err := requiredReason("reason", reason)
+	if err != nil {
 		return 0, err
 	}
-	reason = strings.TrimSpace(reason)
-	if reason == "" {
-		return 0, badRequest("reason", "is required: say why, for the audit log")
-	}
 	var n int
-	err := s.update(ctx, func(t *txn) error {
+	err = s.update(ctx, func(t *txn) error {
 		u, err := t.GetUserByUsername(ctx, username)
 		if errors.Is(err, store.ErrNotFound) {
 			return newErr(CodeNotFound, "", "no user named %q", username)
