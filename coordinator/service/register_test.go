@@ -61,14 +61,7 @@ func newRegisterEnv(t *testing.T, cfg store.Config) *registerEnv {
 	if e.s, err = service.New(service.Options{Store: st, Logger: log, Now: func() time.Time { return e.now }}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.Bootstrap(e.ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	au, err := st.GetUserByUsername(e.ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.admin = service.ActorFor(au)
+	e.admin = bootstrapAdmin(t, e.s, st)
 	for _, o := range []string{"Acme", "Globex"} {
 		if _, err := e.s.CreateOrganization(e.ctx, e.admin, o); err != nil {
 			t.Fatal(err)

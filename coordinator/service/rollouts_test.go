@@ -85,14 +85,7 @@ func newRig(t *testing.T, cfg store.Config) *rig {
 		t.Fatal(err)
 	}
 	r := &rig{t: t, ctx: ctx, s: s, st: st, clock: clk}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	au, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.admin = service.ActorFor(au)
+	r.admin = bootstrapAdmin(t, s, st)
 	for _, o := range []string{"Acme", "Globex"} {
 		if _, err := s.CreateOrganization(ctx, r.admin, o); err != nil {
 			t.Fatal(err)

@@ -70,15 +70,7 @@ func newSelfEnv(t *testing.T) *selfEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	e := &selfEnv{ctx: ctx, s: s, st: st}
-	au, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.admin = service.ActorFor(au)
+	e := &selfEnv{ctx: ctx, s: s, st: st, admin: bootstrapAdmin(t, s, st)}
 	if _, err := s.CreateOrganization(ctx, e.admin, "Acme"); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,26 @@ func open(t *testing.T, cfg store.Config) (*service.Service, store.Store) {
 	return s, st
 }
 
+// bootstrapAdmin runs a coordinator's first start on s and returns the administrator it
+// made.
+func bootstrapAdmin(t *testing.T, s *service.Service, st store.Store) service.Actor {
+	t.Helper()
+	if _, err := s.Bootstrap(t.Context(), func(string) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return actorNamed(t, st, "admin")
+}
+
+// actorNamed is the stored user named name, as an actor.
+func actorNamed(t *testing.T, st store.Store, name string) service.Actor {
+	t.Helper()
+	u, err := st.GetUserByUsername(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return service.ActorFor(u)
+}
+
 func sqlite(t *testing.T) store.Config {
 	return store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "s.db")}
 }
@@ -109,14 +129,7 @@ approval: {required: 2, roles: [approver], scope: organization, expires_after: 4
 func TestConcurrentApprovalsPostgres(t *testing.T) {
 	ctx := context.Background()
 	s, st := open(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	adminUser, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := service.ActorFor(adminUser)
+	admin := bootstrapAdmin(t, s, st)
 	if _, err := s.CreateOrganization(ctx, admin, "Acme"); err != nil {
 		t.Fatal(err)
 	}

@@ -52,14 +52,7 @@ func newSigninRig(t *testing.T, cfg store.Config, o service.SignInOptions) *sign
 		t.Fatal(err)
 	}
 	r := &signinRig{t: t, ctx: ctx, s: s, st: st, clock: clk}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	au, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.admin = service.ActorFor(au)
+	r.admin = bootstrapAdmin(t, s, st)
 	if _, err := s.CreateOrganization(ctx, r.admin, "Acme"); err != nil {
 		t.Fatal(err)
 	}

@@ -71,11 +71,7 @@ func newLifeEnv(t *testing.T, cfg store.Config) *lifeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	e := &lifeEnv{s: s, st: st, ca: authority, dir: dir}
-	e.admin = e.actor(t, "admin")
+	e := &lifeEnv{s: s, st: st, ca: authority, dir: dir, admin: bootstrapAdmin(t, s, st)}
 	if _, err := s.CreateOrganization(ctx, e.admin, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +97,7 @@ func newLifeEnv(t *testing.T, cfg store.Config) *lifeEnv {
 
 func (e *lifeEnv) actor(t *testing.T, name string) service.Actor {
 	t.Helper()
-	u, err := e.st.GetUserByUsername(t.Context(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return service.ActorFor(u)
+	return actorNamed(t, e.st, name)
 }
 
 // certify has the CA sign a certificate for alice and records it on token serial.
