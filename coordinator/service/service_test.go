@@ -33,6 +33,18 @@ func open(t *testing.T, cfg store.Config) (*service.Service, store.Store) {
 	return s, st
 }
 
+// bothStores runs fn as two parallel subtests, on SQLite and on PostgreSQL.
+func bothStores(t *testing.T, fn func(t *testing.T, cfg store.Config)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		fn(t, sqlite(t))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		fn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
+	})
+}
+
 // bootstrapAdmin runs a coordinator's first start on s and returns the administrator it
 // made.
 func bootstrapAdmin(t *testing.T, s *service.Service, st store.Store) service.Actor {

@@ -14,7 +14,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
-	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 // cheapHashing keeps the tests' password hashes fast; the parameters are recorded in
@@ -121,17 +120,6 @@ func wantMsg(t *testing.T, err error, code service.Code, words ...string) {
 			t.Fatalf("error %q does not say %q", err, w)
 		}
 	}
-}
-
-func bothStores(t *testing.T, fn func(t *testing.T, cfg store.Config)) {
-	t.Run("sqlite", func(t *testing.T) {
-		t.Parallel()
-		fn(t, sqlite(t))
-	})
-	t.Run("postgres", func(t *testing.T) {
-		t.Parallel()
-		fn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
-	})
 }
 
 func TestPasswordSignInAndSession(t *testing.T) {
