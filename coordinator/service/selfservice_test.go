@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -60,16 +58,7 @@ type selfEnv struct {
 func newSelfEnv(t *testing.T) *selfEnv {
 	t.Helper()
 	ctx := t.Context()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, sqlite(t), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	s, err := service.New(service.Options{Store: st, Logger: log, Issuer: pinIssuer{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := openWith(t, sqlite(t), service.Options{Issuer: pinIssuer{}})
 	e := &selfEnv{ctx: ctx, s: s, st: st, admin: bootstrapAdmin(t, s, st)}
 	if _, err := s.CreateOrganization(ctx, e.admin, "Acme"); err != nil {
 		t.Fatal(err)

@@ -20,13 +20,20 @@ import (
 
 func open(t *testing.T, cfg store.Config) (*service.Service, store.Store) {
 	t.Helper()
+	return openWith(t, cfg, service.Options{})
+}
+
+// openWith is open with options; their Store and Logger are filled in.
+func openWith(t *testing.T, cfg store.Config, o service.Options) (*service.Service, store.Store) {
+	t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	st, err := store.Open(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	s, err := service.New(service.Options{Store: st, Logger: log})
+	o.Store, o.Logger = st, log
+	s, err := service.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

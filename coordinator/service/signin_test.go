@@ -36,20 +36,11 @@ type signinRig struct {
 func newSigninRig(t *testing.T, cfg store.Config, o service.SignInOptions) *signinRig {
 	t.Helper()
 	ctx := context.Background()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
 	clk := &clock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
 	if o.Password == (service.PasswordParams{}) {
 		o.Password = cheapHashing
 	}
-	s, err := service.New(service.Options{Store: st, Logger: log, Now: clk.now, SignIn: o})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := openWith(t, cfg, service.Options{Now: clk.now, SignIn: o})
 	r := &signinRig{t: t, ctx: ctx, s: s, st: st, clock: clk}
 	r.admin = bootstrapAdmin(t, s, st)
 	if _, err := s.CreateOrganization(ctx, r.admin, "Acme"); err != nil {
