@@ -20,10 +20,7 @@ import (
 // this package does not know are kept as they are (Validate reports them).
 func (p Profile) Normalized() Profile {
 	n := p
-	n.AllowedKeys = slices.Clone(p.AllowedKeys)
-	if len(n.AllowedKeys) == 0 {
-		n.AllowedKeys = []KeySpec{p.Key.Algorithm()}
-	}
+	n.AllowedKeys = slices.Clone(p.allowedKeys())
 	slices.SortFunc(n.AllowedKeys, func(a, b KeySpec) int {
 		return cmp.Or(cmp.Compare(a.Type, b.Type), cmp.Compare(a.Size, b.Size), cmp.Compare(a.Curve, b.Curve))
 	})
@@ -131,10 +128,7 @@ func (p Profile) AllowsKey(pub any) error {
 	default:
 		return &Error{Code: CodeKeyNotAllowed, Profile: p.Name, Field: "allowed_keys", Msg: fmt.Sprintf("unsupported public key type %T", pub)}
 	}
-	allowed := p.AllowedKeys
-	if len(allowed) == 0 {
-		allowed = []KeySpec{p.Key.Algorithm()}
-	}
+	allowed := p.allowedKeys()
 	if slices.Contains(allowed, got) {
 		return nil
 	}

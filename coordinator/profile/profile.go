@@ -125,6 +125,15 @@ const (
 // Algorithm is the spec without origin and escrow: what a CSR's key is compared with.
 func (k KeySpec) Algorithm() KeySpec { return KeySpec{Type: k.Type, Size: k.Size, Curve: k.Curve} }
 
+// allowedKeys is what a CSR's key may be: AllowedKeys, or the profile's key's algorithm
+// when it is empty.
+func (p Profile) allowedKeys() []KeySpec {
+	if len(p.AllowedKeys) == 0 {
+		return []KeySpec{p.Key.Algorithm()}
+	}
+	return p.AllowedKeys
+}
+
 func (k KeySpec) String() string {
 	if k.Type == KeyRSA {
 		return fmt.Sprintf("rsa-%d", k.Size)

@@ -224,10 +224,7 @@ func validateUsages(ps *problems, p Profile) {
 		}
 		seen[c] = i
 	}
-	keys := p.AllowedKeys
-	if len(keys) == 0 {
-		keys = []KeySpec{p.Key.Algorithm()}
-	}
+	keys := p.allowedKeys()
 	// Usages the key algorithm cannot perform would give an unusable certificate.
 	for i, name := range p.KeyUsage {
 		c, err := canonicalKeyUsage(name)

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -113,14 +112,12 @@ func (s *Service) keptCheckpoints(ctx context.Context, res *AuditVerification) (
 
 // verifiedEntry records a verification and what it found.
 func verifiedEntry(actorID string, res AuditVerification) audit.Entry {
-	d := map[string]any{"verified": res.Verified(), "entries": res.Entries, "head_seq": res.Head.Seq,
-		"checkpoints": res.Checkpoints}
+	kv := []any{"verified", res.Verified(), "entries", res.Entries, "head_seq", res.Head.Seq, "checkpoints", res.Checkpoints}
 	if res.Broken != nil {
-		d["broken_seq"], d["broken_kind"], d["broken_detail"] = res.Broken.Seq, res.Broken.Kind, res.Broken.Detail
+		kv = append(kv, "broken_seq", res.Broken.Seq, "broken_kind", res.Broken.Kind, "broken_detail", res.Broken.Detail)
 	}
 	if len(res.Forged) > 0 {
-		d["forged_checkpoints"] = res.Forged
+		kv = append(kv, "forged_checkpoints", res.Forged)
 	}
-	details, _ := json.Marshal(d) // plain values: it cannot fail
-	return audit.Entry{Actor: actorID, Action: audit.ActionAuditVerified, Target: "audit", Details: details}
+	return audit.Entry{Actor: actorID, Action: audit.ActionAuditVerified, Target: "audit", Details: audit.Details(kv...)}
 }

@@ -47,10 +47,7 @@ func newViewsEnv(t *testing.T) *viewsEnv {
 	if e.s, err = service.New(service.Options{Store: e.st, Logger: log, CheckpointKey: e.cps.PublicKey()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	e.admin = e.actor(t, "admin")
+	e.admin = bootstrapAdmin(t, e.s, e.st)
 	if _, err := e.s.CreateOrganization(ctx, e.admin, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -69,11 +66,7 @@ func newViewsEnv(t *testing.T) *viewsEnv {
 
 func (e *viewsEnv) actor(t *testing.T, name string) service.Actor {
 	t.Helper()
-	u, err := e.st.GetUserByUsername(t.Context(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return service.ActorFor(u)
+	return actorNamed(t, e.st, name)
 }
 
 // tamper runs statements on the database behind the store's back.

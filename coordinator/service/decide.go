@@ -28,6 +28,18 @@ func checkReason(field, v string) error {
 	return nil
 }
 
+// requiredReason checks a reason that must be given (checkReason, and not blank) and
+// returns it trimmed.
+func requiredReason(field, v string) (string, error) {
+	if err := checkReason(field, v); err != nil {
+		return "", err
+	}
+	if v = strings.TrimSpace(v); v == "" {
+		return "", badRequest(field, "is required: say why, for the audit log")
+	}
+	return v, nil
+}
+
 // DecisionRequest is an approver's decision on a job.
 type DecisionRequest struct {
 	Reason string

@@ -17,7 +17,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
-	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 const escrowProfile = `name: tender-encryption
@@ -57,85 +56,77 @@ func recoveryPEM(t *testing.T, cn string, pub crypto.PublicKey, signer crypto.Si
 
 func TestRecoveryCertificates(t *testing.T) {
 	t.Parallel()
-	for name, cfg := range map[string]func(t *testing.T) store.Config{
-		"sqlite": sqlite,
-		"postgres": func(t *testing.T) store.Config {
-			return store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)}
-		},
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			e := newRegisterEnv(t, cfg(t))
-			rk, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			if err != nil {
-				t.Fatal(err)
-			}
-			later := e.now.AddDate(5, 0, 0)
-			rsaPEM := recoveryPEM(t, "Clé de secours 1", &rk.PublicKey, rk, later, x509.KeyUsageKeyEncipherment)
-			ecPEM := recoveryPEM(t, "Clé de secours 2", &ek.PublicKey, ek, e.now.AddDate(3, 0, 0), x509.KeyUsageKeyAgreement)
+	bothStores(t, func(t *testing.T, cfg store.Config) {
+		e := newRegisterEnv(t, cfg)
+		rk, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		later := e.now.AddDate(5, 0, 0)
+		rsaPEM := recoveryPEM(t, "Clé de secours 1", &rk.PublicKey, rk, later, x509.KeyUsageKeyEncipherment)
+		ecPEM := recoveryPEM(t, "Clé de secours 2", &ek.PublicKey, ek, e.now.AddDate(3, 0, 0), x509.KeyUsageKeyAgreement)
 
-			// Only those who manage profiles add them.
-			if _, err := e.s.AddRecoveryCertificate(e.ctx, e.hd, rsaPEM); !errors.Is(err, &service.Error{Code: service.CodeForbidden}) {
-				t.Fatalf("help desk adds a recovery certificate: %v", err)
-			}
-			one, err := e.s.AddRecoveryCertificate(e.ctx, e.admin, rsaPEM)
+		// Only those who manage profiles add them.
+		if _, err := e.s.AddRecoveryCertificate(e.ctx, e.hd, rsaPEM); !errors.Is(err, &service.Error{Code: service.CodeForbidden}) {
+			t.Fatalf("help desk adds a recovery certificate: %v", err)
+		}
+		one, err := e.s.AddRecoveryCertificate(e.ctx, e.admin, rsaPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if one.CommonName != "Clé de secours 1" || !one.NotAfter.Equal(later) || one.AddedBy != "admin" || one.KeyID == "" || one.PEM() != rsaPEM {
+			t.Fatalf("added %+v", one)
+		}
+		two, err := e.s.AddRecoveryCertificate(e.ctx, e.admin, ecPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.s.AddRecoveryCertificate(e.ctx, e.admin, rsaPEM); !errors.Is(err, &service.Error{Code: service.CodeConflict}) {
+			t.Fatalf("the same key twice: %v", err)
+		}
+		// The help desk reads them, by expiry, with CN and expiry.
+		list, err := e.s.ListRecoveryCertificates(e.ctx, e.hd, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 2 || list[0].ID != two.ID || list[1].ID != one.ID {
+			t.Fatalf("list %+v", list)
+		}
+		if _, err := e.s.RetireRecoveryCertificate(e.ctx, e.admin, two.ID, " "); !errors.Is(err, &service.Error{Code: service.CodeReasonRequired}) {
+			t.Fatalf("retire without a reason: %v", err)
+		}
+		r, err := e.s.RetireRecoveryCertificate(e.ctx, e.admin, two.ID, "officer left the organisation")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Retired.IsZero() || r.RetiredBy != "admin" {
+			t.Fatalf("retired %+v", r)
+		}
+		if _, err := e.s.RetireRecoveryCertificate(e.ctx, e.admin, two.ID, "again"); !errors.Is(err, &service.Error{Code: service.CodeConflict}) {
+			t.Fatalf("retired twice: %v", err)
+		}
+		if list, _ = e.s.ListRecoveryCertificates(e.ctx, e.hd, false); len(list) != 1 || list[0].ID != one.ID {
+			t.Fatalf("in use after retiring: %+v", list)
+		}
+		if list, _ = e.s.ListRecoveryCertificates(e.ctx, e.hd, true); len(list) != 2 {
+			t.Fatalf("with retired: %+v", list)
+		}
+		// Both changes are audited.
+		seen := map[string]bool{}
+		for a, err := range e.st.AuditEntries(e.ctx, 1) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if one.CommonName != "Clé de secours 1" || !one.NotAfter.Equal(later) || one.AddedBy != "admin" || one.KeyID == "" || one.PEM() != rsaPEM {
-				t.Fatalf("added %+v", one)
-			}
-			two, err := e.s.AddRecoveryCertificate(e.ctx, e.admin, ecPEM)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := e.s.AddRecoveryCertificate(e.ctx, e.admin, rsaPEM); !errors.Is(err, &service.Error{Code: service.CodeConflict}) {
-				t.Fatalf("the same key twice: %v", err)
-			}
-			// The help desk reads them, by expiry, with CN and expiry.
-			list, err := e.s.ListRecoveryCertificates(e.ctx, e.hd, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(list) != 2 || list[0].ID != two.ID || list[1].ID != one.ID {
-				t.Fatalf("list %+v", list)
-			}
-			if _, err := e.s.RetireRecoveryCertificate(e.ctx, e.admin, two.ID, " "); !errors.Is(err, &service.Error{Code: service.CodeReasonRequired}) {
-				t.Fatalf("retire without a reason: %v", err)
-			}
-			r, err := e.s.RetireRecoveryCertificate(e.ctx, e.admin, two.ID, "officer left the organisation")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Retired.IsZero() || r.RetiredBy != "admin" {
-				t.Fatalf("retired %+v", r)
-			}
-			if _, err := e.s.RetireRecoveryCertificate(e.ctx, e.admin, two.ID, "again"); !errors.Is(err, &service.Error{Code: service.CodeConflict}) {
-				t.Fatalf("retired twice: %v", err)
-			}
-			if list, _ = e.s.ListRecoveryCertificates(e.ctx, e.hd, false); len(list) != 1 || list[0].ID != one.ID {
-				t.Fatalf("in use after retiring: %+v", list)
-			}
-			if list, _ = e.s.ListRecoveryCertificates(e.ctx, e.hd, true); len(list) != 2 {
-				t.Fatalf("with retired: %+v", list)
-			}
-			// Both changes are audited.
-			seen := map[string]bool{}
-			for a, err := range e.st.AuditEntries(e.ctx, 1) {
-				if err != nil {
-					t.Fatal(err)
-				}
-				seen[a.Action] = true
-			}
-			if !seen[audit.ActionRecoveryCertAdded] || !seen[audit.ActionRecoveryCertRetired] {
-				t.Fatalf("audit actions %v", seen)
-			}
-		})
-	}
+			seen[a.Action] = true
+		}
+		if !seen[audit.ActionRecoveryCertAdded] || !seen[audit.ActionRecoveryCertRetired] {
+			t.Fatalf("audit actions %v", seen)
+		}
+	})
 }
 
 func TestRecoveryCertificateRefusals(t *testing.T) {

@@ -26,6 +26,14 @@ const MaxJobDeadline = 366 * 24 * time.Hour
 
 var tokenSerialRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 
+// checkTokenSerial refuses a token serial the fleet could not have reported.
+func checkTokenSerial(field, serial string) error {
+	if !tokenSerialRE.MatchString(serial) {
+		return badRequest(field, "%q: use 1 to 64 letters, digits and . _ : -", serial)
+	}
+	return nil
+}
+
 // JobRequest is a request to queue a job.
 type JobRequest struct {
 	Kind        jobs.Kind
@@ -118,8 +126,10 @@ func (r *JobRequest) validate(now time.Time) error {
 	if err := protocol.ValidateAgentID(r.Agent); err != nil {
 		return badRequest("agent", "%v", err)
 	}
-	if r.TokenSerial != "" && !tokenSerialRE.MatchString(r.TokenSerial) {
-		return badRequest("token_serial", "%q: use 1 to 64 letters, digits and . _ : -", r.TokenSerial)
+	if r.TokenSerial != "" {
+		if err := checkTokenSerial("token_serial", r.TokenSerial); err != nil {
+			return err
+		}
 	}
 	if err := validateDocument(r.Document, now); err != nil {
 		return err
@@ -557,24 +567,14 @@ func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page)
 		f.OrganizationID = o.ID
 	}
 	if q.Holder != "" {
-		u, err := s.st.GetUserByUsername(ctx, q.Holder)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, "", badRequest("holder", "no user named %q", q.Holder)
+		if f.HolderID, err = s.userID(ctx, "holder", q.Holder); err != nil {
+			return nil, "", err
 		}
-		if err != nil {
-			return nil, "", AsError(err)
-		}
-		f.HolderID = u.ID
 	}
 	if q.Requester != "" {
-		u, err := s.st.GetUserByUsername(ctx, q.Requester)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, "", badRequest("requester", "no user named %q", q.Requester)
+		if f.RequesterID, err = s.userID(ctx, "requester", q.Requester); err != nil {
+			return nil, "", err
 		}
-		if err != nil {
-			return nil, "", AsError(err)
-		}
-		f.RequesterID = u.ID
 	}
 	f.AgentID, f.ProfileName = q.Agent, q.Profile
 	if f.OrganizationID, err = s.narrowList(ctx, actor, sc, f.OrganizationID, "jobs"); err != nil {

@@ -60,14 +60,7 @@ func newNotifyRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	r := &rig{t: t, ctx: ctx, s: s, st: st, clock: clk}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	au, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.admin = service.ActorFor(au)
+	r.admin = bootstrapAdmin(t, s, st)
 	email := "admin@acme.test"
 	if _, err := s.UpdateUser(ctx, r.admin, "admin", service.UserUpdate{Email: &email}); err != nil {
 		t.Fatal(err)

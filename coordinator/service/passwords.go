@@ -220,12 +220,12 @@ func (s *Service) SetPassword(ctx context.Context, by Actor, username, password 
 		if u.ID == actor.ID {
 			keep = by.session // the session that changed its own password stays signed in
 		}
-		ended, err := t.EndUserSessions(ctx, u.ID, keep, t.now, store.SessionPasswordChanged)
+		ended, err := t.endUserSessions(ctx, u.ID, keep, store.SessionPasswordChanged)
 		if err != nil {
 			return err
 		}
 		return t.audit(ctx, audit.Entry{Actor: actor.ID, Action: audit.ActionPasswordSet, Target: "user:" + u.ID,
-			Details: audit.Details("username", u.Username, "sessions_ended", sessionIDs(ended))})
+			Details: audit.Details("username", u.Username, "sessions_ended", ended)})
 	})
 }
 
@@ -253,12 +253,4 @@ func (s *Service) ChangePassword(ctx context.Context, by Actor, current, newPass
 		return err
 	}
 	return s.SetPassword(ctx, by, by.user.Username, newPassword)
-}
-
-func sessionIDs(ss []store.Session) []string {
-	out := make([]string, len(ss))
-	for i, s := range ss {
-		out[i] = s.ID
-	}
-	return out
 }

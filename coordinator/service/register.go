@@ -60,15 +60,8 @@ func (s *Service) ReadRegister(ctx context.Context, by Actor, q RegisterQuery) (
 		return Register{}, err
 	}
 	var f store.RegisterFilter
-	if q.Organization != "" {
-		o, err := s.st.GetOrganizationByName(ctx, q.Organization)
-		if errors.Is(err, store.ErrNotFound) {
-			return Register{}, badRequest("organization", "no organisation named %q", q.Organization)
-		}
-		if err != nil {
-			return Register{}, AsError(err)
-		}
-		f.OrganizationID = o.ID
+	if f.OrganizationID, err = orgIDOf(ctx, s.st, q.Organization); err != nil {
+		return Register{}, AsError(err)
 	}
 	if f.OrganizationID, err = s.narrowList(ctx, actor, sc, f.OrganizationID, "crypto-device register"); err != nil {
 		return Register{}, err

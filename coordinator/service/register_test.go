@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/rollout"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
@@ -51,24 +49,8 @@ type registerEnv struct {
 func newRegisterEnv(t *testing.T, cfg store.Config) *registerEnv {
 	t.Helper()
 	e := &registerEnv{ctx: context.Background(), now: time.Date(2026, 3, 14, 10, 0, 0, 0, time.UTC)}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(e.ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	e.st = st
-	if e.s, err = service.New(service.Options{Store: st, Logger: log, Now: func() time.Time { return e.now }}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Bootstrap(e.ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	au, err := st.GetUserByUsername(e.ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.admin = service.ActorFor(au)
+	e.s, e.st = openWith(t, cfg, service.Options{Now: func() time.Time { return e.now }})
+	e.admin = bootstrapAdmin(t, e.s, e.st)
 	for _, o := range []string{"Acme", "Globex"} {
 		if _, err := e.s.CreateOrganization(e.ctx, e.admin, o); err != nil {
 			t.Fatal(err)
@@ -88,7 +70,7 @@ func newRegisterEnv(t *testing.T, cfg store.Config) *registerEnv {
 	if _, err := e.s.ApplyProfiles(e.ctx, e.admin, []byte(registerProfile+"---\n"+plainProfile)); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.InTx(e.ctx, func(tx store.Tx) error {
+	if err := e.st.InTx(e.ctx, func(tx store.Tx) error {
 		if _, err := tx.CreateAgent(e.ctx, store.Agent{ID: "ws-1", Hostname: "ws-1"}); err != nil {
 			return err
 		}

@@ -73,26 +73,10 @@ type rig struct {
 func newRig(t *testing.T, cfg store.Config) *rig {
 	t.Helper()
 	ctx := context.Background()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
 	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
-	s, err := service.New(service.Options{Store: st, Logger: log, Now: clk.now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := openWith(t, cfg, service.Options{Now: clk.now})
 	r := &rig{t: t, ctx: ctx, s: s, st: st, clock: clk}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	au, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.admin = service.ActorFor(au)
+	r.admin = bootstrapAdmin(t, s, st)
 	for _, o := range []string{"Acme", "Globex"} {
 		if _, err := s.CreateOrganization(ctx, r.admin, o); err != nil {
 			t.Fatal(err)
@@ -103,6 +87,7 @@ func newRig(t *testing.T, cfg store.Config) *rig {
 	r.ap2 = r.user("gina", "Globex", jobs.RoleApprover)
 	r.helpdesk = r.user("hank", "Acme", jobs.RoleHelpdesk)
 	r.user("alice", "Acme")
+	var err error
 	if r.holder, err = st.GetUserByUsername(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}

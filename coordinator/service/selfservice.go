@@ -184,21 +184,12 @@ func (s *Service) myToken(ctx context.Context, me store.User, m *MyToken) error 
 	default:
 		m.AgentID, m.Label, m.LastSeen = tok.AgentID, tok.Label, tok.LastSeen
 	}
-	l, err := tokenLifeOf(ctx, s.st, m.Serial)
+	l, owner, err := tokenHolderID(ctx, s.st, m.Serial)
 	if err != nil {
 		return err
 	}
-	if l.HolderID != "" && l.HolderID != me.ID {
+	if owner != "" && owner != me.ID {
 		return nil
-	}
-	if l.HolderID == "" {
-		newest, _, err := s.st.ListCertificates(ctx, store.CertificateFilter{TokenSerial: m.Serial}, store.Page{Limit: 1})
-		if err != nil {
-			return err
-		}
-		if len(newest) > 0 && newest[0].HolderID != me.ID {
-			return nil
-		}
 	}
 	m.State = l.State
 	ss, err := s.selfServiceOf(ctx, s.st, m.Profile)

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
@@ -60,25 +58,8 @@ type selfEnv struct {
 func newSelfEnv(t *testing.T) *selfEnv {
 	t.Helper()
 	ctx := t.Context()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, sqlite(t), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	s, err := service.New(service.Options{Store: st, Logger: log, Issuer: pinIssuer{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	e := &selfEnv{ctx: ctx, s: s, st: st}
-	au, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.admin = service.ActorFor(au)
+	s, st := openWith(t, sqlite(t), service.Options{Issuer: pinIssuer{}})
+	e := &selfEnv{ctx: ctx, s: s, st: st, admin: bootstrapAdmin(t, s, st)}
 	if _, err := s.CreateOrganization(ctx, e.admin, "Acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +133,20 @@ func wantSelfCode(t *testing.T, what string, err error, code service.Code, in st
 	if e := service.AsError(err); err == nil || e.Code != code || !strings.Contains(e.Msg, in) {
 		t.Fatalf("%s: %v, want %s containing %q", what, err, code, in)
 	}
+}
+
+// succeeded queues r for by, has arne approve it, and ends it as succeeded.
+func (e *selfEnv) succeeded(t *testing.T, by service.Actor, r service.JobRequest) service.Job {
+	t.Helper()
+	j, err := e.s.CreateJob(e.ctx, by, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Approve(e.ctx, e.arne, j.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	e.succeed(t, j.ID)
+	return j
 }
 
 // succeed ends an approved job as an agent would, with the user PIN it set kept.
@@ -231,38 +226,17 @@ func TestSelfServicePIN(t *testing.T) {
 	t.Parallel()
 	e := newSelfEnv(t)
 	// A job of the desk profile: its holder may not see the PIN; the requester may.
-	dj, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "desk", Agent: "ws-1", TokenSerial: "tok-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Approve(e.ctx, e.arne, dj.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
-		t.Fatal(err)
-	}
-	e.succeed(t, dj.ID)
-	_, err = e.s.RevealUserPIN(e.ctx, e.alice, dj.ID)
+	dj := e.succeeded(t, e.desk, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "desk", Agent: "ws-1", TokenSerial: "tok-a"})
+	_, err := e.s.RevealUserPIN(e.ctx, e.alice, dj.ID)
 	wantSelfCode(t, "desk PIN", err, service.CodeForbidden, "self_service.reveal_pin")
 	// Asking for herself does not make her the requester who hands the token over: a
 	// profile without reveal_pin keeps the PIN from her (an issue: a renewal takes the
 	// token's profile, "mine").
-	aj, err := e.s.CreateJob(e.ctx, e.alice, service.JobRequest{Kind: jobs.KindIssue, Holder: "alice", Profile: "ask", Agent: "ws-1", TokenSerial: "tok-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Approve(e.ctx, e.arne, aj.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
-		t.Fatal(err)
-	}
-	e.succeed(t, aj.ID)
+	aj := e.succeeded(t, e.alice, service.JobRequest{Kind: jobs.KindIssue, Holder: "alice", Profile: "ask", Agent: "ws-1", TokenSerial: "tok-a"})
 	_, err = e.s.RevealUserPIN(e.ctx, e.alice, aj.ID)
 	wantSelfCode(t, "ask PIN", err, service.CodeForbidden, "self_service.reveal_pin")
 
-	j, err := e.s.CreateJob(e.ctx, e.alice, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "mine", Agent: "ws-1", TokenSerial: "tok-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Approve(e.ctx, e.arne, j.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
-		t.Fatal(err)
-	}
-	e.succeed(t, j.ID)
+	j := e.succeeded(t, e.alice, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "mine", Agent: "ws-1", TokenSerial: "tok-a"})
 	mine, err := e.s.MyTokens(e.ctx, e.alice)
 	if err != nil || len(mine.Tokens) != 1 || mine.Tokens[0].Serial != "tok-a" || mine.Tokens[0].PINJob != j.ID ||
 		!mine.Tokens[0].CanRequest || !mine.Tokens[0].CanUnblock || len(mine.Jobs) != 4 {
@@ -373,14 +347,7 @@ func TestSelfServiceProfileOfToken(t *testing.T) {
 func TestRequesterWithoutRoleSeesNoPIN(t *testing.T) {
 	t.Parallel()
 	e := newSelfEnv(t)
-	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "desk", Agent: "ws-1", TokenSerial: "tok-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.Approve(e.ctx, e.arne, j.ID, service.DecisionRequest{Reason: "ok"}); err != nil {
-		t.Fatal(err)
-	}
-	e.succeed(t, j.ID)
+	j := e.succeeded(t, e.desk, service.JobRequest{Kind: jobs.KindRenew, Holder: "alice", Profile: "desk", Agent: "ws-1", TokenSerial: "tok-a"})
 	none := []jobs.Role{}
 	u, err := e.s.UpdateUser(e.ctx, e.admin, "hank", service.UserUpdate{Roles: &none})
 	if err != nil {

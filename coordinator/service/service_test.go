@@ -20,17 +20,56 @@ import (
 
 func open(t *testing.T, cfg store.Config) (*service.Service, store.Store) {
 	t.Helper()
+	return openWith(t, cfg, service.Options{})
+}
+
+// openWith is open with options; their Store and Logger are filled in.
+func openWith(t *testing.T, cfg store.Config, o service.Options) (*service.Service, store.Store) {
+	t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	st, err := store.Open(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	s, err := service.New(service.Options{Store: st, Logger: log})
+	o.Store, o.Logger = st, log
+	s, err := service.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, st
+}
+
+// bothStores runs fn as two parallel subtests, on SQLite and on PostgreSQL.
+func bothStores(t *testing.T, fn func(t *testing.T, cfg store.Config)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		fn(t, sqlite(t))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		fn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
+	})
+}
+
+// bootstrapAdmin runs a coordinator's first start on s and returns the administrator it
+// made.
+func bootstrapAdmin(t *testing.T, s *service.Service, st store.Store) service.Actor {
+	t.Helper()
+	if _, err := s.Bootstrap(t.Context(), func(string) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return actorNamed(t, st, "admin")
+}
+
+// actorNamed is the stored user named name, as an actor.
+func actorNamed(t *testing.T, st store.Store, name string) service.Actor {
+	t.Helper()
+	u, err := st.GetUserByUsername(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return service.ActorFor(u)
 }
 
 func sqlite(t *testing.T) store.Config {
@@ -109,14 +148,7 @@ approval: {required: 2, roles: [approver], scope: organization, expires_after: 4
 func TestConcurrentApprovalsPostgres(t *testing.T) {
 	ctx := context.Background()
 	s, st := open(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	adminUser, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := service.ActorFor(adminUser)
+	admin := bootstrapAdmin(t, s, st)
 	if _, err := s.CreateOrganization(ctx, admin, "Acme"); err != nil {
 		t.Fatal(err)
 	}

@@ -263,14 +263,19 @@ func (s *Service) PurgeSessions(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// endUserSessions ends every open session of u (for a disabled user) and returns their
-// IDs for the audit entry of the change.
-func (t *txn) endUserSessions(ctx context.Context, u store.User, reason string) ([]string, error) {
-	ended, err := t.EndUserSessions(ctx, u.ID, "", t.now, reason)
+// endUserSessions ends every open session of user userID but keep ("" for none), for a
+// disabled user or a new password, and returns their IDs for the audit entry of the
+// change.
+func (t *txn) endUserSessions(ctx context.Context, userID, keep, reason string) ([]string, error) {
+	ended, err := t.EndUserSessions(ctx, userID, keep, t.now, reason)
 	if err != nil {
 		return nil, err
 	}
-	return sessionIDs(ended), nil
+	ids := make([]string, len(ended))
+	for i, s := range ended {
+		ids[i] = s.ID
+	}
+	return ids, nil
 }
 
 // OIDCIdentity is what an identity provider vouched for, after the relying party verified
@@ -373,15 +378,12 @@ func (s *Service) UnlinkOIDC(ctx context.Context, by Actor, username, reason str
 	if _, err := s.authorize(ctx, actor, "unlink OIDC identities", jobs.PermManageUsers, ""); err != nil {
 		return 0, err
 	}
-	if err := checkReason("reason", reason); err != nil {
+	reason, err := requiredReason("reason", reason)
+	if err != nil {
 		return 0, err
 	}
-	reason = strings.TrimSpace(reason)
-	if reason == "" {
-		return 0, badRequest("reason", "is required: say why, for the audit log")
-	}
 	var n int
-	err := s.update(ctx, func(t *txn) error {
+	err = s.update(ctx, func(t *txn) error {
 		u, err := t.GetUserByUsername(ctx, username)
 		if errors.Is(err, store.ErrNotFound) {
 			return newErr(CodeNotFound, "", "no user named %q", username)

@@ -14,7 +14,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
-	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 // cheapHashing keeps the tests' password hashes fast; the parameters are recorded in
@@ -37,29 +36,13 @@ type signinRig struct {
 func newSigninRig(t *testing.T, cfg store.Config, o service.SignInOptions) *signinRig {
 	t.Helper()
 	ctx := context.Background()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
 	clk := &clock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
 	if o.Password == (service.PasswordParams{}) {
 		o.Password = cheapHashing
 	}
-	s, err := service.New(service.Options{Store: st, Logger: log, Now: clk.now, SignIn: o})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := openWith(t, cfg, service.Options{Now: clk.now, SignIn: o})
 	r := &signinRig{t: t, ctx: ctx, s: s, st: st, clock: clk}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	au, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.admin = service.ActorFor(au)
+	r.admin = bootstrapAdmin(t, s, st)
 	if _, err := s.CreateOrganization(ctx, r.admin, "Acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -128,17 +111,6 @@ func wantMsg(t *testing.T, err error, code service.Code, words ...string) {
 			t.Fatalf("error %q does not say %q", err, w)
 		}
 	}
-}
-
-func bothStores(t *testing.T, fn func(t *testing.T, cfg store.Config)) {
-	t.Run("sqlite", func(t *testing.T) {
-		t.Parallel()
-		fn(t, sqlite(t))
-	})
-	t.Run("postgres", func(t *testing.T) {
-		t.Parallel()
-		fn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
-	})
 }
 
 func TestPasswordSignInAndSession(t *testing.T) {

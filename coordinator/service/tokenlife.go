@@ -51,8 +51,8 @@ func (s *Service) GetTokenLife(ctx context.Context, by Actor, serial string) (To
 		return TokenLife{}, err
 	}
 	serial = strings.TrimSpace(serial)
-	if !tokenSerialRE.MatchString(serial) {
-		return TokenLife{}, badRequest("serial", "%q: use 1 to 64 letters, digits and . _ : -", serial)
+	if err := checkTokenSerial("serial", serial); err != nil {
+		return TokenLife{}, err
 	}
 	return s.tokenLifeView(ctx, serial)
 }
@@ -170,8 +170,8 @@ func (s *Service) SetTokenState(ctx context.Context, by Actor, serial string, to
 		return TokenLife{}, s.deny(ctx, actor, op, "", "", acc.refusal(op, jobs.PermManageTokens, ""))
 	}
 	serial = strings.TrimSpace(serial)
-	if !tokenSerialRE.MatchString(serial) {
-		return TokenLife{}, badRequest("serial", "%q: use 1 to 64 letters, digits and . _ : -", serial)
+	if err := checkTokenSerial("serial", serial); err != nil {
+		return TokenLife{}, err
 	}
 	if !to.Valid() {
 		return TokenLife{}, badRequest("state", "unknown token state %q (known: %v)", to, tokenlife.States())
@@ -214,28 +214,35 @@ func (s *Service) SetTokenState(ctx context.Context, by Actor, serial string, to
 	return s.tokenLifeView(ctx, serial) // the mover sees the result, whether or not they read tokens
 }
 
-// tokenOwner reads a token's record and its holder: the one recorded, else the holder of
-// its newest certificate (zero when the token carries none).
+// tokenOwner reads a token's record and its holder (see tokenHolderID; zero when the
+// token carries no certificate).
 func (t *txn) tokenOwner(ctx context.Context, serial string) (store.TokenLife, store.User, error) {
-	l, err := tokenLifeOf(ctx, t, serial)
-	if err != nil {
-		return store.TokenLife{}, store.User{}, err
-	}
-	id := l.HolderID
-	if id == "" {
-		cs, _, err := t.ListCertificates(ctx, store.CertificateFilter{TokenSerial: serial}, store.Page{Limit: 1})
-		if err != nil {
-			return store.TokenLife{}, store.User{}, err
-		}
-		if len(cs) > 0 {
-			id = cs[0].HolderID
-		}
-	}
-	if id == "" {
-		return l, store.User{}, nil
+	l, id, err := tokenHolderID(ctx, t, serial)
+	if err != nil || id == "" {
+		return l, store.User{}, err
 	}
 	u, err := t.GetUser(ctx, id)
 	return l, u, err
+}
+
+// tokenHolderID reads a token's record and its holder's ID: the one recorded, else the
+// holder of its newest certificate ("" when the token carries none).
+func tokenHolderID(ctx context.Context, r store.Reader, serial string) (store.TokenLife, string, error) {
+	l, err := tokenLifeOf(ctx, r, serial)
+	if err != nil {
+		return store.TokenLife{}, "", err
+	}
+	if l.HolderID != "" {
+		return l, l.HolderID, nil
+	}
+	cs, _, err := r.ListCertificates(ctx, store.CertificateFilter{TokenSerial: serial}, store.Page{Limit: 1})
+	if err != nil {
+		return store.TokenLife{}, "", err
+	}
+	if len(cs) == 0 {
+		return l, "", nil
+	}
+	return l, cs[0].HolderID, nil
 }
 
 // moveToken applies one transition of tokenlife's table: the effect on the token's
@@ -392,8 +399,8 @@ func (s *Service) requestForToken(ctx context.Context, by Actor, purpose store.T
 		return Job{}, err
 	}
 	serial = strings.TrimSpace(serial)
-	if !tokenSerialRE.MatchString(serial) {
-		return Job{}, badRequest("serial", "%q: use 1 to 64 letters, digits and . _ : -", serial)
+	if err := checkTokenSerial("serial", serial); err != nil {
+		return Job{}, err
 	}
 	if r.Kind == "" {
 		r.Kind = jobs.KindIssue

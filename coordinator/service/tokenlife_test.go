@@ -26,7 +26,6 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/coordinator/tokenlife"
-	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -71,11 +70,7 @@ func newLifeEnv(t *testing.T, cfg store.Config) *lifeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	e := &lifeEnv{s: s, st: st, ca: authority, dir: dir}
-	e.admin = e.actor(t, "admin")
+	e := &lifeEnv{s: s, st: st, ca: authority, dir: dir, admin: bootstrapAdmin(t, s, st)}
 	if _, err := s.CreateOrganization(ctx, e.admin, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +96,7 @@ func newLifeEnv(t *testing.T, cfg store.Config) *lifeEnv {
 
 func (e *lifeEnv) actor(t *testing.T, name string) service.Actor {
 	t.Helper()
-	u, err := e.st.GetUserByUsername(t.Context(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return service.ActorFor(u)
+	return actorNamed(t, e.st, name)
 }
 
 // certify has the CA sign a certificate for alice and records it on token serial.
@@ -210,74 +201,65 @@ var wantCRL = map[tokenlife.State]string{
 // tokenlife says (checked with openssl); a refused one changes nothing.
 func TestSetTokenStateEveryPair(t *testing.T) {
 	t.Parallel()
-	for _, driver := range []string{store.DriverSQLite, store.DriverPostgres} {
-		t.Run(driver, func(t *testing.T) {
-			t.Parallel()
-			var cfg store.Config
-			if driver == store.DriverSQLite {
-				cfg = store.Config{Driver: driver, DSN: filepath.Join(t.TempDir(), "s.db")}
-			} else {
-				cfg = store.Config{Driver: driver, DSN: testenv.PostgresDatabase(t)}
-			}
-			e := newLifeEnv(t, cfg)
-			ctx := t.Context()
-			n := 0
-			for from, path := range paths {
-				for _, to := range tokenlife.States() {
-					n++
-					serial := fmt.Sprintf("T%02d", n)
-					cert := e.certify(t, serial)
-					for _, s := range path {
-						if _, err := e.s.SetTokenState(ctx, e.desk, serial, s, "setting up"); err != nil {
-							t.Fatalf("%s: to %s: %v", serial, s, err)
-						}
+	bothStores(t, func(t *testing.T, cfg store.Config) {
+		e := newLifeEnv(t, cfg)
+		ctx := t.Context()
+		n := 0
+		for from, path := range paths {
+			for _, to := range tokenlife.States() {
+				n++
+				serial := fmt.Sprintf("T%02d", n)
+				cert := e.certify(t, serial)
+				for _, s := range path {
+					if _, err := e.s.SetTokenState(ctx, e.desk, serial, s, "setting up"); err != nil {
+						t.Fatalf("%s: to %s: %v", serial, s, err)
 					}
-					_, err := e.s.SetTokenState(ctx, e.desk, serial, to, fmt.Sprintf("%s to %s", from, to))
-					_, legal := tokenlife.Check(from, to)
-					got := e.crlReasons(t)[hexSerial(cert)]
-					l, rerr := e.s.GetTokenLife(ctx, e.desk, serial)
-					if rerr != nil {
-						t.Fatal(rerr)
+				}
+				_, err := e.s.SetTokenState(ctx, e.desk, serial, to, fmt.Sprintf("%s to %s", from, to))
+				_, legal := tokenlife.Check(from, to)
+				got := e.crlReasons(t)[hexSerial(cert)]
+				l, rerr := e.s.GetTokenLife(ctx, e.desk, serial)
+				if rerr != nil {
+					t.Fatal(rerr)
+				}
+				switch {
+				case to == tokenlife.Replaced:
+					if service.AsError(err).Code != service.CodeBadRequest || l.State != from {
+						t.Errorf("%s -> replaced directly: %v, now %s", from, err, l.State)
 					}
-					switch {
-					case to == tokenlife.Replaced:
-						if service.AsError(err).Code != service.CodeBadRequest || l.State != from {
-							t.Errorf("%s -> replaced directly: %v, now %s", from, err, l.State)
-						}
-					case legal != nil:
-						if service.AsError(err).Code != service.CodeIllegalTransition || l.State != from || got != wantCRL[from] {
-							t.Errorf("%s -> %s: %v; now %s, CRL %q", from, to, err, l.State, got)
-						}
-					default:
-						want := wantCRL[to]
-						if from == tokenlife.Lost && to == tokenlife.Stolen {
-							want = "Key Compromise"
-						}
-						if from == tokenlife.Damaged && to == tokenlife.Retired {
-							want = "Cessation Of Operation"
-						}
-						if err != nil || l.State != to || got != want || len(l.History) != len(path)+1 ||
-							l.History[len(path)].Reason != fmt.Sprintf("%s to %s", from, to) || l.ChangedByName != "olga" || l.Holder != "alice" {
-							t.Errorf("%s -> %s: %v; now %s, CRL %q (want %q), history %+v", from, to, err, l.State, got, want, l.History)
-						}
+				case legal != nil:
+					if service.AsError(err).Code != service.CodeIllegalTransition || l.State != from || got != wantCRL[from] {
+						t.Errorf("%s -> %s: %v; now %s, CRL %q", from, to, err, l.State, got)
+					}
+				default:
+					want := wantCRL[to]
+					if from == tokenlife.Lost && to == tokenlife.Stolen {
+						want = "Key Compromise"
+					}
+					if from == tokenlife.Damaged && to == tokenlife.Retired {
+						want = "Cessation Of Operation"
+					}
+					if err != nil || l.State != to || got != want || len(l.History) != len(path)+1 ||
+						l.History[len(path)].Reason != fmt.Sprintf("%s to %s", from, to) || l.ChangedByName != "olga" || l.Holder != "alice" {
+						t.Errorf("%s -> %s: %v; now %s, CRL %q (want %q), history %+v", from, to, err, l.State, got, want, l.History)
 					}
 				}
 			}
-			// Every allowed move is audited with its from and to.
-			var moves int
-			for en, err := range e.st.AuditEntries(ctx, 1) {
-				if err != nil {
-					t.Fatal(err)
-				}
-				if en.Action == audit.ActionTokenStateChanged {
-					moves++
-				}
+		}
+		// Every allowed move is audited with its from and to.
+		var moves int
+		for en, err := range e.st.AuditEntries(ctx, 1) {
+			if err != nil {
+				t.Fatal(err)
 			}
-			if moves == 0 {
-				t.Error("no token.state_changed audit entry")
+			if en.Action == audit.ActionTokenStateChanged {
+				moves++
 			}
-		})
-	}
+		}
+		if moves == 0 {
+			t.Error("no token.state_changed audit entry")
+		}
+	})
 }
 
 // TestTokenLifeRefusals: who may move a token, bad input, and a replaced token that

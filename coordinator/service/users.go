@@ -208,15 +208,12 @@ func (s *Service) SetUserDisabled(ctx context.Context, by Actor, username string
 	if _, err := s.authorize(ctx, actor, op, jobs.PermManageUsers, ""); err != nil {
 		return User{}, err
 	}
-	if err := checkReason("reason", reason); err != nil {
+	reason, err := requiredReason("reason", reason)
+	if err != nil {
 		return User{}, err
 	}
-	reason = strings.TrimSpace(reason)
-	if reason == "" {
-		return User{}, badRequest("reason", "is required: say why, for the audit log")
-	}
 	var out User
-	err := s.update(ctx, func(t *txn) error {
+	err = s.update(ctx, func(t *txn) error {
 		u, err := t.GetUserByUsername(ctx, username)
 		if errors.Is(err, store.ErrNotFound) {
 			return newErr(CodeNotFound, "", "no user named %q", username)
@@ -249,7 +246,7 @@ func (s *Service) SetUserDisabled(ctx context.Context, by Actor, username string
 		if disabled {
 			action = audit.ActionUserDisabled
 			// A disabled user's console sessions end with their API tokens' use.
-			ended, err := t.endUserSessions(ctx, nu, store.SessionUserDisabled)
+			ended, err := t.endUserSessions(ctx, nu.ID, "", store.SessionUserDisabled)
 			if err != nil {
 				return err
 			}

@@ -27,14 +27,7 @@ func newWatchScene(t *testing.T) watchScene {
 	t.Helper()
 	ctx := context.Background()
 	s, st := open(t, sqlite(t))
-	if _, err := s.Bootstrap(ctx, func(string) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	adminUser, err := st.GetUserByUsername(ctx, "admin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := watchScene{s: s, st: st, admin: service.ActorFor(adminUser), agentID: "ws-1"}
+	sc := watchScene{s: s, st: st, admin: bootstrapAdmin(t, s, st), agentID: "ws-1"}
 	for _, org := range []string{"Acme", "Globex"} {
 		if _, err := s.CreateOrganization(ctx, sc.admin, org); err != nil {
 			t.Fatal(err)
@@ -58,6 +51,7 @@ func newWatchScene(t *testing.T) watchScene {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	if sc.job, err = s.CreateJob(ctx, sc.hd, service.JobRequest{Kind: jobs.KindIssue, Holder: "holder", Profile: "dual", Agent: sc.agentID}); err != nil {
 		t.Fatal(err)
 	}
