@@ -194,7 +194,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	}
 	p.OIDC, p.OIDCName = c.oidcEnabled(), c.oidcName
 	if p.Error != nil && status == http.StatusOK {
-		status = statusOf(p.Error.Code)
+		status = p.Error.Code.HTTPStatus()
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
@@ -215,35 +215,11 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code == service.CodeInternal {
 		c.log.Error().Err(e.Err).Str("path", r.URL.Path).Msg("console: internal error")
 	}
-	c.render(w, r, statusOf(e.Code), "error", Page{Title: errorTitle(e.Code), Error: e})
-}
-
-// statusOf is the HTTP status of a page showing a service error with this code.
-func statusOf(code service.Code) int {
-	switch code {
-	case service.CodeUnauthenticated:
-		return http.StatusUnauthorized
-	case service.CodeForbidden, service.CodeOutOfScope, service.CodeSelfApproval, service.CodeRoleNotPermitted:
-		return http.StatusForbidden
-	case service.CodeNotFound:
-		return http.StatusNotFound
-	case service.CodeInternal:
-		return http.StatusInternalServerError
-	case service.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case service.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case service.CodeLocked:
-		return http.StatusTooManyRequests
-	case service.CodeConflict, service.CodeAlreadyDecided, service.CodeIllegalTransition, service.CodeNotPending,
-		service.CodeNotCancellable, service.CodeBindingMismatch, service.CodeApprovalExpired:
-		return http.StatusConflict
-	}
-	return http.StatusBadRequest
+	c.render(w, r, e.Code.HTTPStatus(), "error", Page{Title: errorTitle(e.Code), Error: e})
 }
 
 func errorTitle(code service.Code) string {
-	switch statusOf(code) {
+	switch code.HTTPStatus() {
 	case http.StatusForbidden:
 		return "Refused"
 	case http.StatusNotFound:

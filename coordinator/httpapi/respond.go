@@ -16,39 +16,18 @@ const (
 	codeUnsupportedMediaType service.Code = "unsupported_media_type"
 )
 
-// statusOf maps a stable error code to its HTTP status (coordinator/api/openapi.yaml).
+// statusOf maps a stable error code to its HTTP status: the service's table, plus the codes
+// only the HTTP layer gives.
 func statusOf(c service.Code) int {
 	switch c {
-	case service.CodeUnauthenticated:
-		return http.StatusUnauthorized
-	case service.CodeForbidden, service.CodeSelfApproval, service.CodeRoleNotPermitted, service.CodeOutOfScope:
-		return http.StatusForbidden
-	case service.CodeNotFound:
-		return http.StatusNotFound
-	case service.CodeBadRequest, service.CodeInvalidProfile, service.CodeReasonRequired,
-		service.CodeMissingAttribute, service.CodeInvalidAttribute:
-		return http.StatusBadRequest
-	case service.CodePINsUnknown, service.CodeNotHoldersToken, service.CodeIdempotencyKeyReused,
-		service.CodeTokenNotActive, service.CodeTokenNotSuspended:
-		return http.StatusUnprocessableEntity
-	case service.CodeConflict, service.CodeIllegalTransition, service.CodeAlreadyDecided, service.CodeApprovalExpired,
-		service.CodeBindingMismatch, service.CodeNotPending, service.CodeNotCancellable, service.CodeApprovalRequired:
-		return http.StatusConflict
-	case service.CodeLocked:
-		return http.StatusTooManyRequests
-	case service.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case service.CodeUnavailable:
-		return http.StatusServiceUnavailable
 	case codeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
 	case codeUnsupportedMediaType:
 		return http.StatusUnsupportedMediaType
 	}
-	return http.StatusInternalServerError
+	return c.HTTPStatus()
 }
 
-// writeJSON writes v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
@@ -59,6 +60,33 @@ const (
 	CodeLocked   Code = "locked"
 	CodeInternal Code = "internal"
 )
+
+// HTTPStatus is the HTTP status that answers a code, the one table the API and the console
+// share (coordinator/api/openapi.yaml lists it). Unknown codes are internal errors.
+func (c Code) HTTPStatus() int {
+	switch c {
+	case CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case CodeForbidden, CodeSelfApproval, CodeRoleNotPermitted, CodeOutOfScope:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeBadRequest, CodeInvalidProfile, CodeReasonRequired, CodeMissingAttribute, CodeInvalidAttribute:
+		return http.StatusBadRequest
+	case CodePINsUnknown, CodeNotHoldersToken, CodeIdempotencyKeyReused, CodeTokenNotActive, CodeTokenNotSuspended:
+		return http.StatusUnprocessableEntity
+	case CodeConflict, CodeIllegalTransition, CodeAlreadyDecided, CodeApprovalExpired,
+		CodeBindingMismatch, CodeNotPending, CodeNotCancellable, CodeApprovalRequired:
+		return http.StatusConflict
+	case CodeLocked:
+		return http.StatusTooManyRequests
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
 
 // Error is what every operation of the service returns on failure: a stable code, a
 // message for people, and the request field at fault when there is one.
