@@ -30,8 +30,7 @@ func (s *Server) setupConsole(ctx context.Context, stop <-chan struct{}) (http.H
 			return nil, err
 		}
 		k := s.cfg.Console.OIDC
-		o.OIDC, err = oidc.New(ctx, oidc.Config{Issuer: k.Issuer, ClientID: k.ClientID, ClientSecret: secret, RedirectURL: k.RedirectURL,
-			Scopes: k.Scopes, UsernameClaim: k.UsernameClaim}, nil)
+		o.OIDC, err = oidc.New(ctx, k.relyingParty(secret), nil)
 		if err != nil {
 			return nil, s.cfg.fieldError("console.oidc.issuer", fmt.Sprintf("single sign-on: %v", err))
 		}

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -64,53 +65,65 @@ type Config struct {
 // Identity is what the identity provider vouched for, once the ID token verified.
 type Identity struct{ Issuer, Subject, Username, Email string }
 
-// Validate checks the configuration; an error is a *ConfigError naming the field.
+// Validate checks the configuration; an error is a *ConfigError naming the field (the
+// first of Problems).
 func (c Config) Validate() error {
-	if err := checkURL("issuer", c.Issuer, "the provider's issuer URL, as its discovery document names it"); err != nil {
-		return err
-	}
-	if strings.TrimSpace(c.ClientID) == "" {
-		return &ConfigError{Field: "client_id", Problem: "is empty: set the client ID registered at the identity provider"}
-	}
-	if c.ClientSecret != strings.TrimSpace(c.ClientSecret) {
-		return &ConfigError{Field: "client_secret_file", Problem: "the secret starts or ends with white space or a line end: remove it from the file"}
-	}
-	if err := checkURL("redirect_url", c.RedirectURL, "the console's callback, https://COORDINATOR/ui/oidc/callback, registered at the provider"); err != nil {
-		return err
-	}
-	if len(c.Scopes) > 0 {
-		for _, s := range c.Scopes {
-			if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
-				return &ConfigError{Field: "scopes", Problem: fmt.Sprintf("%q is not a scope: give one scope per list item, without spaces", s)}
-			}
-		}
-		if !slices.Contains(c.Scopes, gooidc.ScopeOpenID) {
-			return &ConfigError{Field: "scopes", Problem: `must include "openid" (without it the provider sends no ID token)`}
-		}
-	}
-	if c.UsernameClaim != "" && strings.ContainsAny(c.UsernameClaim, " \t\r\n") {
-		return &ConfigError{Field: "username_claim", Problem: fmt.Sprintf("%q is not a claim name", c.UsernameClaim)}
+	if p := c.Problems(); len(p) > 0 {
+		return p[0]
 	}
 	return nil
 }
 
-// checkURL wants an absolute https URL (http only on loopback, for tests and local
-// providers) without a fragment.
-func checkURL(field, raw, what string) error {
-	if raw == "" {
-		return &ConfigError{Field: field, Problem: "is empty: set " + what}
+// Problems lists everything wrong with the configuration, each naming its field (scopes[i]
+// for one scope), so that a configuration file's reader can report them all at once.
+func (c Config) Problems() []*ConfigError {
+	var out []*ConfigError
+	bad := func(field, format string, args ...any) {
+		out = append(out, &ConfigError{Field: field, Problem: fmt.Sprintf(format, args...)})
 	}
+	if p := checkURL(c.Issuer); p != "" {
+		bad("issuer", "%q %s: set the provider's issuer URL, as its discovery document names it (e.g. https://idp.example.org/realms/acme)", c.Issuer, p)
+	}
+	if strings.TrimSpace(c.ClientID) == "" {
+		bad("client_id", "is required: the client ID the provider registered for the console")
+	}
+	if c.ClientSecret != strings.TrimSpace(c.ClientSecret) {
+		bad("client_secret_file", "the secret starts or ends with white space or a line end: remove it from the file")
+	}
+	if p := checkURL(c.RedirectURL); p != "" {
+		bad("redirect_url", "%q %s: set the console's callback, https://COORDINATOR/ui/oidc/callback, registered with the provider", c.RedirectURL, p)
+	}
+	if len(c.Scopes) > 0 && !slices.Contains(c.Scopes, gooidc.ScopeOpenID) {
+		bad("scopes", "%v lacks openid, without which the provider sends no ID token", c.Scopes)
+	}
+	for i, s := range c.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
+			bad(fmt.Sprintf("scopes[%d]", i), "%q is not a scope name: give one scope per list item, without spaces", s)
+		}
+	}
+	if c.UsernameClaim != "" && !claimNameRE.MatchString(c.UsernameClaim) {
+		bad("username_claim", "%q is not a claim name (e.g. preferred_username, email, upn)", c.UsernameClaim)
+	}
+	return out
+}
+
+// claimNameRE is what a claim name may be; claim names with spaces or quotes are not
+// worth supporting and would more likely be a typing error.
+var claimNameRE = regexp.MustCompile(`^[A-Za-z0-9_.:/-]{1,128}$`)
+
+// checkURL says what is wrong with an absolute https URL (http on loopback only, for tests
+// and local providers); "" when nothing is.
+func checkURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return &ConfigError{Field: field, Problem: fmt.Sprintf("%q is not an absolute http(s) URL: set %s", raw, what)}
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		return "is not an absolute https URL"
+	case u.Scheme == "http" && !isLoopback(u.Hostname()):
+		return "is http: only a loopback address may be reached without TLS"
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return "has a query, a fragment or credentials"
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return &ConfigError{Field: field, Problem: fmt.Sprintf("%q uses http: only https is allowed, except on loopback", raw)}
-	}
-	if u.Fragment != "" || u.User != nil {
-		return &ConfigError{Field: field, Problem: fmt.Sprintf("%q has a fragment or user info: remove it", raw)}
-	}
-	return nil
+	return ""
 }
 
 func isLoopback(host string) bool {
