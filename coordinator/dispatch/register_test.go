@@ -3,7 +3,6 @@ package dispatch_test
 import (
 	"encoding/csv"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch/dispatchtest"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/register"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -99,16 +99,9 @@ func TestRegisterThroughBroker(t *testing.T) {
 	if len(rows) != 2 || !slices.Equal(rows[0], register.CSVHeader) || rows[1][0] != "REG0042" || !slices.Contains(rows[1], "Arrêté n° 2025-117") {
 		t.Fatalf("CSV rows %q", rows)
 	}
-	pdftotext, err := exec.LookPath("pdftotext")
-	if err != nil {
-		t.Fatal("pdftotext is missing: install it with `sudo apt-get install poppler-utils` (or run scripts/ensure-deps.sh)")
-	}
-	text, err := exec.Command(pdftotext, "-layout", "-enc", "UTF-8", pdfFile, "-").CombinedOutput()
-	if err != nil {
-		t.Fatalf("pdftotext: %v\n%s", err, text)
-	}
+	text := testenv.PDFText(t, pdfFile)
 	for _, want := range []string{"Crypto-device register — Acme", "REG0042", "Alice Martin (alice)", "Arrêté n° 2025-117"} {
-		if !strings.Contains(string(text), want) {
+		if !strings.Contains(text, want) {
 			t.Errorf("the exported PDF lacks %q:\n%s", want, text)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/register"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 var t0 = time.Date(2025, 3, 14, 9, 30, 0, 0, time.UTC)
@@ -96,31 +97,12 @@ func TestSafeCell(t *testing.T) {
 }
 
 // need fails the test when a tool the test reads the PDF with is missing.
-func need(t *testing.T, tool, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		t.Fatalf("%s is missing: install it with `sudo apt-get install %s` (or run scripts/ensure-deps.sh)", tool, pkg)
-	}
-	return p
-}
-
-func run(t *testing.T, name string, args ...string) []byte {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
 // The PDF is read by tools nobody here wrote: poppler's pdftotext finds every row and the
 // accented names, pdftoppm renders it, and tesseract reads the serials off the image.
 func TestPDFReadsBack(t *testing.T) {
 	t.Parallel()
-	pdftotext := need(t, "pdftotext", "poppler-utils")
-	pdftoppm := need(t, "pdftoppm", "poppler-utils")
-	tesseract := need(t, "tesseract", "tesseract-ocr")
+	pdftoppm := testenv.Tool(t, "pdftoppm", "poppler-utils")
+	tesseract := testenv.Tool(t, "tesseract", "tesseract-ocr")
 	r := sample()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "register.pdf")
@@ -132,7 +114,7 @@ func TestPDFReadsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	text := string(run(t, pdftotext, "-layout", "-enc", "UTF-8", file, "-"))
+	text := testenv.PDFText(t, file)
 	pages := strings.Split(strings.TrimRight(text, "\f"), "\f")
 	if len(pages) < 2 {
 		t.Fatalf("%d page(s) for %d devices; want the table to continue on more pages", len(pages), len(r.Items))
@@ -159,7 +141,7 @@ func TestPDFReadsBack(t *testing.T) {
 
 	// Rendered to images, and read back by OCR: the serials are on the page, not only in
 	// the text layer.
-	run(t, pdftoppm, "-png", "-r", "300", file, filepath.Join(dir, "page"))
+	testenv.Run(t, pdftoppm, "-png", "-r", "300", file, filepath.Join(dir, "page"))
 	images, _ := filepath.Glob(filepath.Join(dir, "page-*.png"))
 	if len(images) != len(pages) {
 		t.Fatalf("%d images for %d pages", len(images), len(pages))
