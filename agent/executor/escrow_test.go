@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/agent/journal"
+	"github.com/tokenfleet/tokenfleet/agent/keys"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/seal"
@@ -402,5 +404,122 @@ func TestRegisterCertificate(t *testing.T) {
 	}
 	if res.Outputs != nil && res.Outputs.Certificate != nil {
 		t.Errorf("a failure carries a certificate")
+	}
+}
+
+// A crash after the import reached the token, before the certificate was written (and
+// before the journal recorded the import), resumes without a second key: the restarted
+// agent finds the key under the job's ID and goes on. A crash between the public and the
+// private key object leaves a public key alone, which the resumed import replaces.
+func TestServerKeygenCrashAndResume(t *testing.T) {
+	points := []struct {
+		name, crash string
+		privs, pubs int // what the dead agent left under the job's ID
+	}{
+		{"public key object written, private not", "after:CreateObject:CreateObject", 0, 1},
+		{"key imported, not journalled", "after:CreateObject:GetAttributeValue", 1, 1},
+	}
+	for i, p := range points {
+		t.Run(p.name, func(t *testing.T) {
+			ctx := context.Background()
+			label, serial := initToken(t, soPIN, userPIN)
+			ref := protocol.JobRef{JobID: fmt.Sprintf("import-crash-%02d", i), Attempt: 1}
+			dir, coord := journalledImport(t, ref, serial)
+
+			runChild(t, dir, p.crash, false)
+			id := keyID(ref.JobID)
+			objs := objects(t, label, userPIN)
+			if countObjects(objs, "Private Key", id) != p.privs || countObjects(objs, "Public Key", id) != p.pubs ||
+				countObjects(objs, "Certificate", id) != 0 {
+				t.Fatalf("after the crash the token holds, want %d private and %d public keys and no certificate:\n%s",
+					p.privs, p.pubs, strings.Join(objs, "\n"))
+			}
+
+			a := newAgent(t, agentOptions{dir: dir, coord: coord, noRun: true})
+			if n, err := a.ex.Resume(ctx); err != nil || n != 1 {
+				t.Fatalf("Resume found %d jobs (%v), want 1", n, err)
+			}
+			a.start()
+			wantSuccess(t, a.result(ref))
+			a.stop()
+			objs = objects(t, label, userPIN)
+			if countObjects(objs, "Private Key", id) != 1 || countObjects(objs, "Public Key", id) != 1 || countObjects(objs, "Certificate", id) != 1 {
+				t.Fatalf("after the resumed job the token holds, want one key pair and one certificate:\n%s", strings.Join(objs, "\n"))
+			}
+			msgs, err := a.j.Messages(ctx, ref.JobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			results := 0
+			for _, m := range msgs {
+				if m.Type == protocol.TypeResult {
+					results++
+				}
+			}
+			if results != 1 {
+				t.Errorf("the attempt sent %d results, want 1", results)
+			}
+		})
+	}
+}
+
+// journalledImport makes an agent's data directory whose journal holds a server_keygen
+// dispatch of ref for the token with the serial, as the consumer leaves it before the
+// agent went down.
+func journalledImport(t *testing.T, ref protocol.JobRef, serial string) (dir string, coord *coordinator) {
+	t.Helper()
+	ctx := context.Background()
+	dir = t.TempDir()
+	pair, err := keys.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := testenv.NewCA("tokenfleet test issuing CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	coordKey, err := seal.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord = newCoordinator(pair, ca, coordKey)
+	j, err := journal.Open(ctx, filepath.Join(dir, journal.FileName), pair, journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEscrowed(t, ca, protocol.KeyRSA2048)
+	if _, err := j.RecordDispatch(ctx, coord.dispatch(ref, importDispatch(coord, protocol.KindServerKeygen, ref, serial, e))); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, coord
+}
+
+// wipeKey leaves no private part of the key it was given.
+func TestWipeKey(t *testing.T) {
+	r, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wipeKey(r)
+	for i, v := range append([]*big.Int{r.D, r.Precomputed.Dp, r.Precomputed.Dq, r.Precomputed.Qinv}, r.Primes...) {
+		for _, w := range v.Bits() {
+			if w != 0 {
+				t.Fatalf("RSA part %d not wiped", i)
+			}
+		}
+	}
+	wipeKey(&rsa.PrivateKey{D: new(big.Int)}) // without precomputed values: no panic
+	e, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wipeKey(e)
+	for _, w := range e.D.Bits() { //nolint:staticcheck // reading what wipeKey zeroed
+		if w != 0 {
+			t.Fatal("EC scalar not wiped")
+		}
 	}
 }

@@ -113,13 +113,13 @@ func wipeKey(key crypto.Signer) {
 		for _, p := range k.Primes {
 			clear(p.Bits())
 		}
-		for _, v := range []interface{ Bits() []big.Word }{k.Precomputed.Dp, k.Precomputed.Dq, k.Precomputed.Qinv} {
+		for _, v := range []*big.Int{k.Precomputed.Dp, k.Precomputed.Dq, k.Precomputed.Qinv} {
 			if v != nil {
 				clear(v.Bits())
 			}
 		}
 	case *ecdsa.PrivateKey:
-		clear(k.D.Bits())
+		clear(k.D.Bits()) //nolint:staticcheck // the raw scalar is what must go; the key is not used again
 	}
 }
 
