@@ -19,8 +19,9 @@
 // Messages (progress, CSR, result) go to the journal's outbox in the same transaction as
 // the step change that causes them; this package never sends anything itself.
 //
-// PINs: the PINs of a dispatch are opened with the agent's key when needed and never
-// stored; PINs the agent generates are kept in the journal only sealed to the agent's own
+// PINs and keys: the PINs of a dispatch, and the private key of server_keygen and
+// recover_key, are opened with the agent's key when needed and never stored (the journal
+// keeps the dispatch, where they stay sealed; the key is wiped once on the token); PINs the agent generates are kept in the journal only sealed to the agent's own
 // key until the result carrying them (sealed to the coordinator's result key) is in the
 // outbox. No PIN is ever logged or put in an error.
 //
@@ -35,18 +36,22 @@
 //	progress initialising        issue/csr with initialise; wipe
 //	progress key_generated       key_id, public_key (PKIX), key_existed (the key was found
 //	                             on the token, made by an earlier pass or attempt)
+//	progress key_imported        server_keygen, recover_key: the dispatch's key is on the
+//	                             token (detail says when an earlier pass put it there)
 //	csr                          CSRSubmission: csr, key_id, public_key, token_serial
 //	progress csr_sent            then issue and renew park in awaiting_certificate
 //	progress certificate_written after the delivery (issue, renew) or from the dispatch
-//	                             (install_certificate)
-//	progress verified            the key signed a fresh challenge its certificate verifies;
+//	                             (install_certificate, server_keygen, recover_key)
+//	progress verified            the key signed a fresh challenge its certificate verifies
+//	                             (a decryption key: decrypted one, or agreed an ECDH secret);
 //	                             unblock_pin: the new user PIN logs in; wipe: token empty
 //	result                       always last; exactly one per attempt
 //
 // A csr job's result (succeeded) is written with its CSR and csr_sent: a csr job ends
 // there, its certificate comes with an install_certificate job. An inventory job sends
 // only its result, the tokens in outputs.tokens (with a selector: waiting_for_token and
-// token_found first). Kinds report only the steps the coordinator's table allows them
+// token_found first). A register_certificate job reports token_found, then its result with
+// the certificate read (outputs.certificate, DER). Kinds report only the steps the coordinator's table allows them
 // (renew never initialising). A job resumed after a restart repeats no step it reported,
 // except waiting_for_token and token_found when it had to wait for the token again.
 //
@@ -56,7 +61,8 @@
 // initialised before a later step failed has new PINs the coordinator must know. A
 // failure's error has the driver's token.* code as is, retryable as the protocol's table
 // says (token.device_removed, token.not_present: true), or deadline_exceeded,
-// job_cancelled, factory_pins_unknown, policy_violation, unseal_failed.
+// job_cancelled, factory_pins_unknown, policy_violation, unseal_failed, key_mismatch (a
+// sealed key that is not its certificate's).
 //
 // A retry (a new attempt of the same job) inherits the token serial and the PINs the job
 // set: a token this job initialised is not wiped again, its key is found by its CKA_ID.
@@ -90,6 +96,10 @@
 //     once written) stays beside them, reported as for issue.
 //   - install_certificate: stopped before write_certificate, nothing is written; after it,
 //     the certificate and its chain stay (outputs.certificate_serial).
+//   - server_keygen, recover_key: stopped before import_key, the token is untouched; after
+//     it, the key stays under the job's CKA_ID (a retry finds it), then the certificate
+//     once written, as for install_certificate.
+//   - register_certificate reads only.
 //   - unblock_pin: stopped before reset_pin, the token is untouched; after it, the token
 //     has the new user PIN, which the result carries sealed.
 //   - wipe: stopped before the wipe step, the token is untouched; a wipe step started is

@@ -210,6 +210,23 @@ func TestFactoryPINs(t *testing.T) {
 			t.Errorf("a key was made on a token with its factory PIN: %v", objs)
 		}
 	})
+	t.Run("an escrowed key is not imported onto a token with its factory PIN", func(t *testing.T) {
+		label, serial := initToken(t, factorySO, factoryUser)
+		a := newAgent(t, agentOptions{factory: factoryRegistry(t, serial)})
+		ref := protocol.JobRef{JobID: "import-on-factory", Attempt: 1}
+		d := importDispatch(a.coord, protocol.KindServerKeygen, ref, serial, newEscrowed(t, a.coord.ca, protocol.KeyP256))
+		d.PINs = &protocol.SealedPINs{UserPIN: a.coord.sealToAgent(ref, protocol.PurposeUserPIN, factoryUser)}
+		a.submit(a.coord.dispatch(ref, d))
+		res := a.result(ref)
+		wantFailure(t, res, protocol.CodePolicyViolation, false)
+		if !strings.Contains(res.Error.Message, "issue to the token first") {
+			t.Errorf("message %q", res.Error.Message)
+		}
+		a.stop()
+		if objs := objects(t, label, factoryUser); len(objs) != 0 {
+			t.Errorf("a key was imported onto a token with its factory PIN: %v", objs)
+		}
+	})
 	t.Run("an unknown model", func(t *testing.T) {
 		_, serial := initToken(t, factorySO, factoryUser)
 		a := newAgent(t, agentOptions{factory: factoryRegistry(t, "another-serial")})

@@ -16,13 +16,16 @@ import (
 //	csr                   [initialise | factory_pins] generate_key send_csr (the result goes with the CSR)
 //	renew                 generate_key send_csr ‖ write_certificate verify remove_old
 //	install_certificate   write_certificate verify
+//	server_keygen,
+//	recover_key           import_key write_certificate verify
+//	register_certificate  read_certificate (the result goes with it)
 //	unblock_pin           reset_pin verify_pin
 //	wipe                  wipe verify_wipe
 //	inventory             inventory
 //
 // ‖ is where issue and renew park in awaiting_certificate until the certificate comes.
 // Steps report the protocol's steps: initialise and wipe report initialising when they
-// start; generate_key key_generated, send_csr csr_sent, write_certificate
+// start; generate_key key_generated, import_key key_imported, send_csr csr_sent, write_certificate
 // certificate_written, and verify, verify_pin and verify_wipe verified when they are done.
 type step struct {
 	name string
@@ -36,6 +39,8 @@ const (
 	stepInitialise  = "initialise"
 	stepFactoryPINs = "factory_pins"
 	stepGenerateKey = "generate_key"
+	stepImportKey   = "import_key"
+	stepReadCert    = "read_certificate"
 	stepSendCSR     = "send_csr"
 	stepWriteCert   = "write_certificate"
 	stepVerify      = "verify"
@@ -78,6 +83,14 @@ func stepsFor(kind protocol.JobKind, d protocol.JobDispatch) []step {
 		}
 	case protocol.KindInstallCertificate:
 		s = []step{{name: stepWriteCert, run: (*run).writeCertificate}, {name: stepVerify, run: (*run).verify}}
+	case protocol.KindServerKeygen, protocol.KindRecoverKey:
+		s = []step{
+			{name: stepImportKey, run: (*run).importKey},
+			{name: stepWriteCert, run: (*run).writeCertificate},
+			{name: stepVerify, run: (*run).verify},
+		}
+	case protocol.KindRegisterCertificate:
+		s = []step{{name: stepReadCert, run: (*run).readCertificate}}
 	case protocol.KindUnblockPIN:
 		s = []step{{name: stepResetPIN, run: (*run).resetPIN}, {name: stepVerifyPIN, run: (*run).verifyPIN}}
 	case protocol.KindWipe:

@@ -22,9 +22,10 @@ func chainID(c *x509.Certificate) []byte {
 }
 
 // certificates returns what the job writes: the delivered certificate (issue, renew) or
-// the dispatch's (install_certificate); nil while none was delivered.
+// the dispatch's (install_certificate, server_keygen, recover_key); nil while none was
+// delivered.
 func (r *run) certificates() (*protocol.CertificateChain, error) {
-	if r.job.Kind == protocol.KindInstallCertificate {
+	if r.job.Kind == protocol.KindInstallCertificate || importsKey(r.job.Kind) {
 		return r.d.Certificates, nil
 	}
 	del, err := r.job.Delivery()

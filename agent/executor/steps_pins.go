@@ -63,10 +63,12 @@ func (r *run) login(ctx context.Context) error {
 	return nil
 }
 
-// refuseFactoryUserPIN stops an issue or csr job from putting a key on a token whose user
-// PIN is still its model's factory PIN: such a token must be dispatched with factory_pins.
+// refuseFactoryUserPIN stops an issue, csr, server_keygen or recover_key job from putting
+// a key on a token whose user PIN is still its model's factory PIN: such a token must be
+// issued to first (with factory_pins), so that it gets a PIN of its own.
 func (r *run) refuseFactoryUserPIN(ctx context.Context, pin string) error {
-	if r.job.Kind != protocol.KindIssue && r.job.Kind != protocol.KindCSR || r.secrets[secretUserPIN].Applied ||
+	putsKey := r.job.Kind == protocol.KindIssue || r.job.Kind == protocol.KindCSR || importsKey(r.job.Kind)
+	if !putsKey || r.secrets[secretUserPIN].Applied ||
 		r.e.cfg.FactoryPINs == nil || r.slot.Token == nil {
 		return nil
 	}
@@ -75,6 +77,10 @@ func (r *run) refuseFactoryUserPIN(ctx context.Context, pin string) error {
 		return nil //nolint:nilerr // an unknown model is no reason to refuse; factory_pins jobs check strictly
 	}
 	if def.UserPIN != "" && def.UserPIN == pin {
+		if importsKey(r.job.Kind) {
+			return protocol.NewError(protocol.CodePolicyViolation,
+				"the token's user PIN is still its model's factory PIN; issue to the token first (with factory_pins) so that it gets PINs of its own")
+		}
 		return protocol.NewError(protocol.CodePolicyViolation,
 			"the token's user PIN is still its model's factory PIN; dispatch the job with factory_pins to replace it")
 	}

@@ -18,6 +18,7 @@ var stepText = map[string]string{
 	"token_found":         "token found",
 	"initialising":        "initialising the token",
 	"key_generated":       "key pair generated on the token",
+	"key_imported":        "key imported onto the token",
 	"csr_sent":            "certificate request sent",
 	"certificate_written": "certificate written to the token",
 	"verified":            "key and certificate verified on the token",

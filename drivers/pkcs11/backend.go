@@ -37,6 +37,7 @@ type Backend interface {
 	Sign(sh p11.SessionHandle, message []byte) ([]byte, error)
 	DecryptInit(sh p11.SessionHandle, m []*p11.Mechanism, o p11.ObjectHandle) error
 	Decrypt(sh p11.SessionHandle, cipher []byte) ([]byte, error)
+	DeriveKey(sh p11.SessionHandle, m []*p11.Mechanism, base p11.ObjectHandle, a []*p11.Attribute) (p11.ObjectHandle, error)
 }
 
 var _ Backend = (*p11.Ctx)(nil)

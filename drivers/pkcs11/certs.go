@@ -266,7 +266,9 @@ func (t *Token) certificatesLocked(sh p11.SessionHandle, id []byte) ([]Certifica
 // VerifyKeyAndCertificate checks what an issue job ends with: the private key and the
 // certificate under the ID are both on the token, belong together, and the key works: it
 // signs something the certificate's key verifies (or, for a decryption-only key, decrypts
-// what the certificate's key encrypted). The user must be logged in.
+// what the certificate's key encrypted, or for an EC key that may only derive, agrees the
+// same ECDH secret with a one-time key as the certificate's key does). The user must be
+// logged in.
 func (t *Token) VerifyKeyAndCertificate(ctx context.Context, id []byte) error {
 	const op = "verify key and certificate"
 	if err := checkID(op, id); err != nil {
@@ -301,6 +303,9 @@ func (t *Token) VerifyKeyAndCertificate(ctx context.Context, id []byte) error {
 		}
 		if boolAttr(usage[p11.CKA_SIGN]) {
 			return t.proveBySignatureLocked(op, sh, key, cert.Cert)
+		}
+		if _, ok := cert.Cert.PublicKey.(*ecdsa.PublicKey); ok {
+			return t.proveByDerivationLocked(op, sh, key, cert.Cert)
 		}
 		return t.proveByDecryptionLocked(op, sh, key, cert.Cert)
 	})
@@ -349,6 +354,54 @@ func (t *Token) proveByDecryptionLocked(op string, sh p11.SessionHandle, key *Ke
 	if !bytes.Equal(plain, challenge) {
 		return &Error{Op: op, Code: CodeCertificateKeyMismatch,
 			Err: fmt.Errorf("key ID %x does not decrypt what its certificate's key encrypts", key.id)}
+	}
+	return nil
+}
+
+// proveByDerivationLocked checks an EC key that may only derive (an encryption key): the
+// token agrees an ECDH secret (CKM_ECDH1_DERIVE, no KDF) between its key and a one-time
+// key of ours, into a session object it lets us read; we agree one between the one-time
+// key and the certificate's key. Equal secrets prove the token holds the certificate's
+// private key. The derived object is destroyed at once.
+func (t *Token) proveByDerivationLocked(op string, sh p11.SessionHandle, key *Key, cert *x509.Certificate) error {
+	pub := cert.PublicKey.(*ecdsa.PublicKey)
+	theirs, err := pub.ECDH()
+	if err != nil {
+		return &Error{Op: op, Code: CodeMechanismNotSupported, Err: fmt.Errorf("certificate key of key ID %x: %w", key.id, err)}
+	}
+	eph, err := theirs.Curve().GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	want, err := eph.ECDH(theirs)
+	if err != nil {
+		return err
+	}
+	h, err := key.handleLocked(op, sh)
+	if err != nil {
+		return err
+	}
+	mech := p11.NewMechanism(p11.CKM_ECDH1_DERIVE, p11.NewECDH1DeriveParams(p11.CKD_NULL, nil, eph.PublicKey().Bytes()))
+	tmpl := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_SENSITIVE, false),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		p11.NewAttribute(p11.CKA_VALUE_LEN, len(want)),
+	}
+	secret, err := t.mod.b.DeriveKey(sh, []*p11.Mechanism{mech}, h, tmpl)
+	if err != nil {
+		return wrapErr(op, err)
+	}
+	got, err := t.attrsLocked(sh, secret, p11.CKA_VALUE)
+	_ = t.mod.b.DestroyObject(sh, secret) // a session object: gone with the session anyway
+	if err != nil {
+		return wrapErr(op, err)
+	}
+	if !bytes.Equal(got[p11.CKA_VALUE], want) {
+		return &Error{Op: op, Code: CodeCertificateKeyMismatch,
+			Err: fmt.Errorf("key ID %x does not agree the ECDH secret its certificate's key does", key.id)}
 	}
 	return nil
 }

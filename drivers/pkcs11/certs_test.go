@@ -150,6 +150,22 @@ func TestVerifyKeyAndCertificate(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// An EC encryption key may only derive: the check is an ECDH agreement.
+	for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+		t.Run("derive-only key "+curve.Params().Name, func(t *testing.T) {
+			priv, _ := ecdsa.GenerateKey(curve, rand.Reader)
+			id := []byte{0xd4, byte(curve.Params().BitSize)}
+			if _, _, err := tok.ImportKey(ctx, pkcs11.ImportRequest{ID: id, Key: priv, Usage: pkcs11.UsageDecrypt}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tok.WriteCertificate(ctx, pkcs11.CertificateWrite{ID: id, Label: "enc", Cert: ca.issue(t, "enc", &priv.PublicKey)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tok.VerifyKeyAndCertificate(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 	t.Run("no certificate", func(t *testing.T) {
 		id := []byte{0xd1}
 		generate(t, tok, id, "ec-p256", 0)

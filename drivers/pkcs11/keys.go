@@ -340,7 +340,7 @@ func keyTemplates(req KeyRequest) (mech []*p11.Mechanism, pub, priv []*p11.Attri
 }
 
 // ImportKey writes the private key (sensitive, not extractable) and its public key to the
-// token. Idempotent by ID like GenerateKey: the same key already there gives created
+// token with C_CreateObject, so the token marks it not local (CKA_LOCAL false). Idempotent by ID like GenerateKey: the same key already there gives created
 // false, another key under the ID gives CodeKeyExists. The user must be logged in.
 func (t *Token) ImportKey(ctx context.Context, req ImportRequest) (key *Key, created bool, err error) {
 	const op = "import key"
@@ -351,6 +351,17 @@ func (t *Token) ImportKey(ctx context.Context, req ImportRequest) (key *Key, cre
 	if err != nil {
 		return nil, false, &Error{Op: op, Code: CodeInvalidArgument, Err: err}
 	}
+	// The template holds copies of the private key's parts: overwrite them once the
+	// module has them (the caller wipes its own key).
+	defer func() {
+		for _, a := range privT {
+			switch a.Type {
+			case p11.CKA_PRIVATE_EXPONENT, p11.CKA_PRIME_1, p11.CKA_PRIME_2, p11.CKA_EXPONENT_1,
+				p11.CKA_EXPONENT_2, p11.CKA_COEFFICIENT, p11.CKA_VALUE:
+				clear(a.Value) // not the ID or label: those may be the caller's own slices
+			}
+		}
+	}()
 	want := req.Key.Public()
 	err = t.do(ctx, op, func(sh p11.SessionHandle) error {
 		existing, err := t.existingLocked(op, sh, req.ID)

@@ -312,6 +312,10 @@ func TestImportEscrowedKey(t *testing.T) {
 			!strings.Contains(priv1, "decrypt") || strings.Contains(priv1, "sign") {
 			t.Errorf("imported private key, want sensitive, not extractable, decrypt only:\n%s", priv1)
 		}
+		// Made elsewhere, so not local (CKA_LOCAL false), as pkcs11-tool shows it.
+		if strings.Contains(access, "local") {
+			t.Errorf("imported private key listed as local:\n%s", priv1)
+		}
 	})
 
 	t.Run("ec signing key", func(t *testing.T) {

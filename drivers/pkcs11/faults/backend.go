@@ -319,3 +319,10 @@ func (w *backend) Decrypt(sh p11.SessionHandle, cipher []byte) ([]byte, error) {
 	}
 	return w.inner.Decrypt(sh, cipher)
 }
+
+func (w *backend) DeriveKey(sh p11.SessionHandle, m []*p11.Mechanism, base p11.ObjectHandle, a []*p11.Attribute) (p11.ObjectHandle, error) {
+	if err := w.sess("DeriveKey", sh); err != nil {
+		return 0, err
+	}
+	return w.inner.DeriveKey(sh, m, base, a)
+}

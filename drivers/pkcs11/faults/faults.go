@@ -48,6 +48,7 @@ var calls = map[string]bool{
 	"SetPIN": true, "CreateObject": true, "DestroyObject": true, "GetAttributeValue": true,
 	"FindObjectsInit": true, "FindObjects": true, "FindObjectsFinal": true,
 	"GenerateKeyPair": true, "SignInit": true, "Sign": true, "DecryptInit": true, "Decrypt": true,
+	"DeriveKey": true,
 }
 
 func checkCall(call string) {

@@ -770,3 +770,13 @@ func (b *Backend) Decrypt(sh p11.SessionHandle, cipher []byte) ([]byte, error) {
 	})
 	return plain, err
 }
+
+// DeriveKey implements pkcs11.Backend. Simulated tokens derive nothing: an EC key that
+// may only derive (an imported encryption key) cannot be checked on them, and the driver
+// reports that as an unsupported mechanism.
+func (b *Backend) DeriveKey(sh p11.SessionHandle, _ []*p11.Mechanism, _ p11.ObjectHandle, _ []*p11.Attribute) (p11.ObjectHandle, error) {
+	if _, err := b.lookup(sh); err != nil {
+		return 0, err
+	}
+	return 0, p11.Error(p11.CKR_MECHANISM_INVALID)
+}

@@ -10,12 +10,17 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"testing"
+	"time"
 
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11"
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/simtoken"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 // An escrowed key imported through the driver signs on the token, and its material is
@@ -150,5 +155,49 @@ func TestSessionObjects(t *testing.T) {
 	}
 	if err := b.CloseSession(sh); rvOf(err) != p11.CKR_SESSION_HANDLE_INVALID {
 		t.Errorf("second close: %v", err)
+	}
+}
+
+// Escrowed encryption keys: an RSA one is checked against its certificate by decryption,
+// as on a real token; an EC one may only derive, which simulated tokens do not, so the
+// check is refused as an unsupported mechanism rather than passed unchecked.
+func TestImportedEncryptionKeys(t *testing.T) {
+	ctx := context.Background()
+	_, _, tok := ready(t, simtoken.Options{})
+	ca, err := testenv.NewCA("simulated CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range []crypto.Signer{rsaKey, ecKey} {
+		id := []byte{0xe8, byte(i)}
+		if _, _, err := tok.ImportKey(ctx, pkcs11.ImportRequest{ID: id, Label: "enc", Key: k, Usage: pkcs11.UsageDecrypt}); err != nil {
+			t.Fatalf("import %T: %v", k, err)
+		}
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(int64(10 + i)),
+			Subject: pkix.Name{CommonName: "enc"}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)},
+			ca.Cert, k.Public(), ca.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		if _, err := tok.WriteCertificate(ctx, pkcs11.CertificateWrite{ID: id, Label: "enc", Cert: cert}); err != nil {
+			t.Fatal(err)
+		}
+		err = tok.VerifyKeyAndCertificate(ctx, id)
+		if _, isRSA := k.(*rsa.PrivateKey); isRSA {
+			if err != nil {
+				t.Fatalf("RSA encryption key: %v", err)
+			}
+			continue
+		}
+		wantCode(t, err, pkcs11.CodeMechanismNotSupported)
 	}
 }
