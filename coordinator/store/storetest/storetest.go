@@ -40,6 +40,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"BootstrapAPIToken", testBootstrapToken},
 		{"CustomRoles", testCustomRoles},
 		{"RecoveryCertificates", testRecoveryCertificates},
+		{"EscrowedKeys", testEscrowedKeys},
 		{"Agents", testAgents},
 		{"AgentList", testAgentList},
 		{"AgentsBatch", testAgentsBatch},
