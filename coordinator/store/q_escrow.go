@@ -188,3 +188,55 @@ func (x *q) ListHolderEncryptionKeys(ctx context.Context, holderID string) ([]Ho
 	}
 	return collect(rows, x.d, op, scanEncKey)
 }
+
+// ---- key requests ----
+
+const keyReqCols = "job_id, escrowed_key_id, target, cka_id, delivered_key, delivered_attempt, delivered_by, delivered_at"
+
+func scanKeyReq(r scanner) (KeyRequest, error) {
+	var k KeyRequest
+	err := r.Scan(&k.JobID, &k.EscrowedKeyID, &k.Target, &k.CKAID, bytesCol{&k.DeliveredKey}, &k.DeliveredAttempt, &k.DeliveredBy, timeCol{&k.Delivered})
+	return k, err
+}
+
+func (x *q) AddKeyRequest(ctx context.Context, k KeyRequest) error {
+	const what = "add key request"
+	if err := required(what, "job ID", k.JobID); err != nil {
+		return err
+	}
+	if (k.EscrowedKeyID == "") == (k.CKAID == "") || (k.EscrowedKeyID != "") != (k.Target != "") {
+		return fmt.Errorf("store: %s: name an escrowed key and its target, or a CKA_ID: %w", what, ErrInvalid)
+	}
+	_, err := x.exec(ctx, "INSERT INTO key_requests (job_id, escrowed_key_id, target, cka_id) VALUES (?, ?, ?, ?)",
+		k.JobID, k.EscrowedKeyID, k.Target, k.CKAID)
+	return x.d.wrap(what, err)
+}
+
+func (x *q) GetKeyRequest(ctx context.Context, jobID string) (KeyRequest, error) {
+	k, err := scanKeyReq(x.queryRow(ctx, "SELECT "+keyReqCols+" FROM key_requests WHERE job_id = ?", jobID))
+	return k, x.d.wrap("key request of job "+jobID, err)
+}
+
+func (x *q) SetKeyDelivery(ctx context.Context, jobID string, attempt int, sealed []byte, by string, at time.Time) (KeyRequest, error) {
+	what := fmt.Sprintf("record delivery for job %s attempt %d", jobID, attempt)
+	if err := required(what, "delivered by", by); err != nil {
+		return KeyRequest{}, err
+	}
+	if attempt < 1 {
+		return KeyRequest{}, fmt.Errorf("store: %s: %w", what, ErrInvalid)
+	}
+	var key any
+	if len(sealed) > 0 {
+		key = sealed
+	}
+	row := x.queryRow(ctx, `UPDATE key_requests SET delivered_key = ?, delivered_attempt = ?, delivered_by = ?, delivered_at = ?
+		WHERE job_id = ? AND delivered_attempt < ? RETURNING `+keyReqCols, key, attempt, by, x.d.ts(orNow(at)), jobID, attempt)
+	out, err := scanKeyReq(row)
+	if isNoRows(err) {
+		if _, gerr := x.GetKeyRequest(ctx, jobID); gerr != nil {
+			return KeyRequest{}, gerr
+		}
+		return KeyRequest{}, fmt.Errorf("store: %s: delivered already: %w", what, ErrConflict)
+	}
+	return out, x.d.wrap(what, err)
+}

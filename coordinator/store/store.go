@@ -99,6 +99,8 @@ type Reader interface {
 	ListEscrowedKeys(ctx context.Context, f EscrowedKeyFilter) ([]EscrowedKey, error)
 	// ListHolderEncryptionKeys returns a holder's encryption keys, oldest first.
 	ListHolderEncryptionKeys(ctx context.Context, holderID string) ([]HolderEncryptionKey, error)
+	// GetKeyRequest returns what a recover_key or register_certificate job is about.
+	GetKeyRequest(ctx context.Context, jobID string) (KeyRequest, error)
 
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	ListAgents(ctx context.Context, f AgentFilter, p Page) (agents []Agent, next string, err error)
@@ -299,6 +301,12 @@ type Writer interface {
 	// AddHolderEncryptionKey records a holder's encryption key; a second for the same job
 	// gives ErrConflict.
 	AddHolderEncryptionKey(ctx context.Context, k HolderEncryptionKey) (HolderEncryptionKey, error)
+	// AddKeyRequest records what a recover_key job (an escrowed key and a target) or a
+	// register_certificate job (a CKA_ID) is about.
+	AddKeyRequest(ctx context.Context, k KeyRequest) error
+	// SetKeyDelivery records an officer's delivery for an attempt (sealed nil for a PKCS#12
+	// the officer kept); ErrConflict when that attempt, or a later one, was delivered.
+	SetKeyDelivery(ctx context.Context, jobID string, attempt int, sealed []byte, by string, at time.Time) (KeyRequest, error)
 
 	// CreateAgent enrols an agent. A taken ID gives ErrConflict naming the host holding it.
 	CreateAgent(ctx context.Context, a Agent) (Agent, error)

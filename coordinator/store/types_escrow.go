@@ -75,3 +75,25 @@ type HolderEncryptionKey struct {
 	EscrowedKeyID     string // SourceEscrowed only
 	Created           time.Time
 }
+
+// Targets of a key recovery.
+const (
+	RecoveryToToken   = "token"   // the job's token, on the job's agent
+	RecoveryToOfficer = "officer" // a PKCS#12 file the officer writes on their machine
+)
+
+// KeyRequest is what a recover_key or register_certificate job is about beyond its row:
+// the escrowed key to recover and where to, or the CKA_ID of the certificate to register.
+type KeyRequest struct {
+	JobID         string
+	EscrowedKeyID string // recover_key
+	Target        string // recover_key: RecoveryToToken or RecoveryToOfficer
+	CKAID         string // register_certificate: the certificate's CKA_ID, lower-case hex
+	// DeliveredKey is the recovered key sealed by the officer's tool to the target agent
+	// for DeliveredAttempt (protocol.Sealed as JSON); nil until delivered, and for an
+	// officer's PKCS#12, which never reaches the coordinator.
+	DeliveredKey     []byte
+	DeliveredAttempt int
+	DeliveredBy      string // user ID
+	Delivered        time.Time
+}

@@ -105,3 +105,41 @@ func testEscrowedKeys(t *testing.T, h *harness) {
 		t.Fatalf("holder's keys: %+v", ks)
 	}
 }
+
+func testKeyRequests(t *testing.T, h *harness) {
+	f := newFixture(t, h)
+	rj := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.Kind("recover_key"); j.TokenSerial = "0099" })
+	reg := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.Kind("register_certificate"); j.TokenSerial = "0042" })
+	h.tx(t, func(tx store.Tx) error {
+		return tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: rj.ID, EscrowedKeyID: "ek1", Target: store.RecoveryToToken})
+	})
+	h.tx(t, func(tx store.Tx) error { return tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: reg.ID, CKAID: "a1b2"}) })
+	wantErr(t, try(h, func(tx store.Tx) (int, error) {
+		return 0, tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: reg.ID, CKAID: "a1b2"})
+	}), store.ErrConflict)
+	wantErr(t, try(h, func(tx store.Tx) (int, error) {
+		return 0, tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: reg.ID, EscrowedKeyID: "ek1", CKAID: "a1b2", Target: store.RecoveryToOfficer})
+	}), store.ErrInvalid)
+	if k := must(h.s.GetKeyRequest(h.ctx, reg.ID))(t); k.CKAID != "a1b2" || k.EscrowedKeyID != "" || k.DeliveredKey != nil {
+		t.Fatalf("register request %+v", k)
+	}
+	got := do(t, h, func(tx store.Tx) (store.KeyRequest, error) {
+		return tx.SetKeyDelivery(h.ctx, rj.ID, 1, []byte(`{"alg":"x"}`), f.approver.ID, base)
+	})
+	if got.EscrowedKeyID != "ek1" || got.Target != store.RecoveryToToken || string(got.DeliveredKey) != `{"alg":"x"}` ||
+		got.DeliveredAttempt != 1 || got.DeliveredBy != f.approver.ID || !got.Delivered.Equal(stored(base)) {
+		t.Fatalf("delivered %+v", got)
+	}
+	wantErr(t, try(h, func(tx store.Tx) (store.KeyRequest, error) {
+		return tx.SetKeyDelivery(h.ctx, rj.ID, 1, []byte("again"), f.approver.ID, base)
+	}), store.ErrConflict)
+	wantErr(t, try(h, func(tx store.Tx) (store.KeyRequest, error) {
+		return tx.SetKeyDelivery(h.ctx, "no-such-job", 1, nil, f.approver.ID, base)
+	}), store.ErrNotFound)
+	// A later attempt is delivered anew; an officer's PKCS#12 leaves no key.
+	if got := do(t, h, func(tx store.Tx) (store.KeyRequest, error) {
+		return tx.SetKeyDelivery(h.ctx, rj.ID, 2, nil, f.approver.ID, base.Add(time.Hour))
+	}); got.DeliveredKey != nil || got.DeliveredAttempt != 2 {
+		t.Fatalf("delivered for attempt 2 %+v", got)
+	}
+}

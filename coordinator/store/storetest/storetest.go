@@ -41,6 +41,7 @@ func Run(t *testing.T, fresh Fresh) {
 		{"CustomRoles", testCustomRoles},
 		{"RecoveryCertificates", testRecoveryCertificates},
 		{"EscrowedKeys", testEscrowedKeys},
+		{"KeyRequests", testKeyRequests},
 		{"Agents", testAgents},
 		{"AgentList", testAgentList},
 		{"AgentsBatch", testAgentsBatch},

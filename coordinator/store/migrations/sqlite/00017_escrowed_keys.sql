@@ -10,6 +10,11 @@
 -- holder_encryption_keys: the public keys others encrypt to, per holder: escrowed (a
 -- server_keygen job succeeded) or registered (a register_certificate job read an existing
 -- certificate from the holder's token).
+-- key_requests: what a recover_key or register_certificate job is about, beyond the job
+-- row: the escrowed key to recover and where to (a token, or "officer" for a PKCS#12),
+-- or the CKA_ID of the certificate to register. delivered_key is the recovered key as an
+-- officer's tool sealed it to the target agent (protocol.Sealed, JSON), for the attempt
+-- delivered_attempt: the coordinator cannot open it.
 -- Keep this file and ../postgres/00017_escrowed_keys.sql describing the same schema.
 
 -- +goose Up
@@ -49,6 +54,18 @@ CREATE TABLE holder_encryption_keys (
 );
 CREATE INDEX holder_encryption_keys_holder ON holder_encryption_keys (holder_id);
 
+CREATE TABLE key_requests (
+    job_id            TEXT PRIMARY KEY REFERENCES jobs (id),
+    escrowed_key_id   TEXT NOT NULL DEFAULT '',
+    target            TEXT NOT NULL DEFAULT '' CHECK (target IN ('', 'token', 'officer')),
+    cka_id            TEXT NOT NULL DEFAULT '',
+    delivered_key     BLOB,
+    delivered_attempt INTEGER NOT NULL DEFAULT 0,
+    delivered_by      TEXT NOT NULL DEFAULT '',
+    delivered_at      TEXT
+);
+
 -- +goose Down
+DROP TABLE key_requests;
 DROP TABLE holder_encryption_keys;
 DROP TABLE escrowed_keys;
