@@ -61,6 +61,13 @@ func TestJobDispatchValidate(t *testing.T) {
 				d.Key = &KeyParams{ID: "01"}
 				d.Certificates = &CertificateChain{Certificate: m.certDER}
 				d.PINs = user
+			case KindServerKeygen, KindRecoverKey:
+				d.Key = &KeyParams{Type: KeyP256, ID: DeriveKeyID(testJob)}
+				d.Certificates = &CertificateChain{Certificate: m.certDER, Chain: [][]byte{m.issuerDER}}
+				d.PrivateKey = sealedKey(100)
+				d.PINs = user
+			case KindRegisterCertificate:
+				d.Key = &KeyParams{ID: DeriveKeyID(testJob)}
 			case KindUnblockPIN:
 				d.PINs, d.PINPolicy, d.ResultKey = so, policy, m.sealKeyDER
 			case KindWipe:
@@ -121,6 +128,52 @@ func TestJobDispatchValidate(t *testing.T) {
 		{"minimal unblock_pin", minimal(KindUnblockPIN), "", ""},
 		{"minimal wipe", minimal(KindWipe), "", ""},
 		{"minimal inventory", minimal(KindInventory), "", ""},
+		{"minimal server_keygen", minimal(KindServerKeygen), "", ""},
+		{"minimal recover_key", minimal(KindRecoverKey), "", ""},
+		{"minimal register_certificate", minimal(KindRegisterCertificate), "", ""},
+
+		// server_keygen, recover_key: an escrowed key, imported with its certificate.
+		{"server_keygen without private key", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.PrivateKey = nil }, CodeBadRequest, "private_key: required by server_keygen jobs"},
+		{"recover_key without private key", func(d *JobDispatch) { minimal(KindRecoverKey)(d); d.PrivateKey = nil }, CodeBadRequest, "private_key: required by recover_key jobs"},
+		{"server_keygen without certificates", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.Certificates = nil }, CodeBadRequest, "certificates: required by server_keygen jobs"},
+		{"server_keygen without key", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.Key = nil }, CodeBadRequest, "key: required by server_keygen jobs"},
+		{"server_keygen without key type", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.Key.Type = "" }, CodeBadRequest, "key.type: required"},
+		{"server_keygen without user PIN", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.PINs = so }, CodeBadRequest, "pins.user_pin: required by server_keygen jobs"},
+		{"server_keygen with no PINs", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.PINs = nil }, CodeBadRequest, "pins.user_pin: required by server_keygen jobs"},
+		{"server_keygen with initialise", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.Initialise = true }, CodeBadRequest, "initialise: not used by server_keygen jobs"},
+		{"server_keygen with policy", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.PINPolicy = policy }, CodeBadRequest, "pin_policy: not used by server_keygen jobs"},
+		{"server_keygen with result key", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.ResultKey = m.sealKeyDER }, CodeBadRequest, "result_key: not used by server_keygen jobs"},
+		{"server_keygen replaces", func(d *JobDispatch) { minimal(KindServerKeygen)(d); d.Key.Replaces = "02" }, CodeBadRequest, "key.replaces: only used by renew jobs"},
+		{"private key at its bound", func(d *JobDispatch) {
+			minimal(KindServerKeygen)(d)
+			d.PrivateKey.Ciphertext = make([]byte, SealTagSize+MaxSealedKey)
+		}, "", ""},
+		{"private key too long", func(d *JobDispatch) {
+			minimal(KindServerKeygen)(d)
+			d.PrivateKey.Ciphertext = make([]byte, SealTagSize+MaxSealedKey+1)
+		}, CodeBadRequest, "private_key.ct: 8209 bytes, want 17 to 8208"},
+		{"private key malformed", func(d *JobDispatch) { minimal(KindRecoverKey)(d); d.PrivateKey.Nonce = nil }, CodeBadRequest, "private_key.nonce: 0 bytes, want 12"},
+		// A PIN keeps its own bound even in a dispatch that carries a key.
+		{"user PIN at the key's bound", func(d *JobDispatch) {
+			minimal(KindServerKeygen)(d)
+			d.PINs = &SealedPINs{UserPIN: sealedKey(1)}
+		}, CodeBadRequest, "pins.user_pin.ct: 4112 bytes, want 17 to 272"},
+		{"private key on issue", func(d *JobDispatch) { d.PrivateKey = sealedKey(1) }, CodeBadRequest, "private_key: not used by issue jobs"},
+		{"private key on install_certificate", func(d *JobDispatch) { minimal(KindInstallCertificate)(d); d.PrivateKey = sealedKey(1) }, CodeBadRequest, "private_key: not used by install_certificate jobs"},
+		{"private key on renew", func(d *JobDispatch) { minimal(KindRenew)(d); d.PrivateKey = sealedKey(1) }, CodeBadRequest, "private_key: not used by renew jobs"},
+		{"private key on register_certificate", func(d *JobDispatch) { minimal(KindRegisterCertificate)(d); d.PrivateKey = sealedKey(1) }, CodeBadRequest, "private_key: not used by register_certificate jobs"},
+		{"private key on wipe", func(d *JobDispatch) { minimal(KindWipe)(d); d.PrivateKey = sealedKey(1) }, CodeBadRequest, "private_key: not used by wipe jobs"},
+		{"private key on inventory", func(d *JobDispatch) { minimal(KindInventory)(d); d.PrivateKey = sealedKey(1) }, CodeBadRequest, "private_key: not used by inventory jobs"},
+
+		// register_certificate reads a certificate back: no login, nothing to write.
+		{"register_certificate with key type", func(d *JobDispatch) { minimal(KindRegisterCertificate)(d); d.Key.Type = KeyRSA2048 }, "", ""},
+		{"register_certificate without key", func(d *JobDispatch) { minimal(KindRegisterCertificate)(d); d.Key = nil }, CodeBadRequest, "key: required by register_certificate jobs"},
+		{"register_certificate with PINs", func(d *JobDispatch) { minimal(KindRegisterCertificate)(d); d.PINs = user }, CodeBadRequest, "pins: not used by register_certificate jobs"},
+		{"register_certificate with certificates", func(d *JobDispatch) {
+			minimal(KindRegisterCertificate)(d)
+			d.Certificates = &CertificateChain{Certificate: m.certDER}
+		}, CodeBadRequest, "certificates: not used by register_certificate jobs"},
+		{"register_certificate without token", func(d *JobDispatch) { minimal(KindRegisterCertificate)(d); d.Token = TokenSelector{} }, CodeBadRequest, "token: no criterion"},
 		{"wipe with label", func(d *JobDispatch) { minimal(KindWipe)(d); d.TokenLabel = "spare" }, "", ""},
 		{"renew with initialise", func(d *JobDispatch) { minimal(KindRenew)(d); d.Initialise = true }, CodeBadRequest, "initialise: not used by renew jobs"},
 		{"renew without user PIN", func(d *JobDispatch) { minimal(KindRenew)(d); d.PINs = so }, CodeBadRequest, "pins.user_pin: required by renew jobs"},
@@ -301,6 +354,7 @@ func TestCSRSubmissionValidate(t *testing.T) {
 }
 
 func TestResultValidate(t *testing.T) {
+	m := testMaterial(t)
 	cases := []bodyCase[Result]{
 		{"outcome missing", func(r *Result) { r.Outcome = "" }, CodeBadRequest, "outcome: required"},
 		{"outcome unknown", func(r *Result) { r.Outcome = "partial" }, CodeBadRequest, `outcome: unknown value "partial"`},
@@ -320,6 +374,23 @@ func TestResultValidate(t *testing.T) {
 		{"outputs user pin broken", func(r *Result) { r.Outputs.PINs.UserPIN.Algorithm = "" }, CodeBadRequest, "outputs.pins.user_pin.alg: required"},
 		{"outputs token invalid", func(r *Result) { r.Outputs.Tokens[0].Serial = "" }, CodeBadRequest, "outputs.tokens[0].serial: required"},
 		{"no outputs", func(r *Result) { r.Outputs = nil }, "", ""},
+		// register_certificate succeeds with the certificate it read.
+		{"certificate registered", func(r *Result) {
+			r.Outcome, r.Error = OutcomeSucceeded, nil
+			r.Outputs = &Outputs{TokenSerial: "0a1b2c3d4e5f6789", KeyID: DeriveKeyID(testJob), CertificateSerial: "1a2b3c", Certificate: m.certDER}
+		}, "", ""},
+		{"certificate in a failure", func(r *Result) { r.Outputs.Certificate = m.certDER }, CodeBadRequest, "outputs.certificate: only sent in a succeeded result"},
+		{"certificate PEM", func(r *Result) {
+			r.Outcome, r.Error = OutcomeSucceeded, nil
+			r.Outputs.Certificate = []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+		}, CodeBadRequest, "outputs.certificate: PEM; send the DER bytes"},
+		{"certificate too large", func(r *Result) {
+			r.Outcome, r.Error = OutcomeSucceeded, nil
+			r.Outputs.Certificate = make([]byte, MaxCertificateSize+1)
+		}, CodeTooLarge, "outputs.certificate: 16385 bytes, limit 16384"},
+		{"certificate not DER", func(r *Result) {
+			r.Outcome, r.Error, r.Outputs.Certificate = OutcomeSucceeded, nil, []byte{0x30, 0x05, 0x01}
+		}, CodeBadRequest, "outputs.certificate: not DER"},
 	}
 	runBodyCases(t, sampleOf[Result](t, TypeResult), cases)
 }

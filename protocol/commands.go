@@ -33,13 +33,15 @@ func (r JobRef) Validate() error {
 // Which sections a kind needs (anything else is refused, so a dispatch
 // cannot carry material its job does not use):
 //
-//	kind                 key           certificates  pins (sealed to agent)       pin_policy, result_key
-//	issue, csr           type, id      -             user PIN, or SO PIN (a)      when initialise
-//	renew                type, id      -             user PIN                     -
-//	install_certificate  id            required      user PIN                     -
-//	unblock_pin          -             -             SO PIN                       required
-//	wipe                 -             -             SO PIN                       -
-//	inventory            -             -             -                            -
+//	kind                        key       certificates  private_key  pins (sealed to agent)   pin_policy, result_key
+//	issue, csr                  type, id  -             -            user PIN, or SO PIN (a)  when initialise
+//	renew                       type, id  -             -            user PIN                 -
+//	install_certificate         id        required      -            user PIN                 -
+//	server_keygen, recover_key  type, id  required      required     user PIN                 -
+//	register_certificate        id        -             -            -                        -
+//	unblock_pin                 -         -             -            SO PIN                   required
+//	wipe                        -         -             -            SO PIN                   -
+//	inventory                   -         -             -            -                        -
 //
 // (a) without initialise the agent logs in with the user PIN; with
 // initialise a blank token needs no PIN, and re-initialising a chosen
@@ -75,10 +77,17 @@ type JobDispatch struct {
 	// PINPolicy governs the PINs the agent generates (initialise,
 	// unblock_pin).
 	PINPolicy *PINPolicy `json:"pin_policy,omitempty"`
-	// Key is the key to generate, or the key a certificate goes with.
+	// Key is the key to generate or import, or the key a certificate goes
+	// with.
 	Key *KeyParams `json:"key,omitempty"`
-	// Certificates is what install_certificate writes.
+	// Certificates is what install_certificate, server_keygen and
+	// recover_key write.
 	Certificates *CertificateChain `json:"certificates,omitempty"`
+	// PrivateKey (server_keygen, recover_key) is the key to import, PKCS#8
+	// DER, sealed to the agent's key with PurposePrivateKey. The agent
+	// imports it with CKA_ID key.id after checking it is the key of
+	// certificates.certificate; key.type says what it must be.
+	PrivateKey *Sealed `json:"private_key,omitempty"`
 	// PINs are the token's current PINs the agent needs, sealed to the
 	// agent's key (the one in its hello).
 	PINs *SealedPINs `json:"pins,omitempty"`
@@ -118,7 +127,8 @@ func (d JobDispatch) Validate() error {
 		}
 	}
 	if d.Key != nil {
-		if err := within("key", d.Key.Validate(d.Kind != KindInstallCertificate)); err != nil {
+		typeRequired := d.Kind != KindInstallCertificate && d.Kind != KindRegisterCertificate
+		if err := within("key", d.Key.Validate(typeRequired)); err != nil {
 			return err
 		}
 		if d.Key.Replaces != "" && d.Kind != KindRenew {
@@ -127,6 +137,11 @@ func (d JobDispatch) Validate() error {
 	}
 	if d.Certificates != nil {
 		if err := within("certificates", d.Certificates.Validate()); err != nil {
+			return err
+		}
+	}
+	if d.PrivateKey != nil {
+		if err := within("private_key", d.PrivateKey.ValidateFor(PurposePrivateKey)); err != nil {
 			return err
 		}
 	}
@@ -143,9 +158,9 @@ func (d JobDispatch) Validate() error {
 
 // need is what one kind requires and allows; see the table on JobDispatch.
 type need struct {
-	initialise, factoryPINs, tokenLabel, key, certificates bool
-	userPIN, soPIN, pinPolicy, resultKey                   bool // required
-	anyPINs                                                bool // allowed
+	initialise, factoryPINs, tokenLabel, key, certificates, privateKey bool
+	userPIN, soPIN, pinPolicy, resultKey                               bool // required
+	anyPINs                                                            bool // allowed
 }
 
 func (d JobDispatch) needs() need {
@@ -166,6 +181,10 @@ func (d JobDispatch) needs() need {
 		return need{key: true, userPIN: true, anyPINs: true}
 	case KindInstallCertificate:
 		return need{key: true, certificates: true, userPIN: true, anyPINs: true}
+	case KindServerKeygen, KindRecoverKey:
+		return need{key: true, certificates: true, privateKey: true, userPIN: true, anyPINs: true}
+	case KindRegisterCertificate:
+		return need{key: true}
 	case KindUnblockPIN:
 		return need{soPIN: true, pinPolicy: true, resultKey: true, anyPINs: true}
 	case KindWipe:
@@ -211,6 +230,10 @@ func (d JobDispatch) checkSections() error {
 		return neededBy("certificates")
 	case d.Certificates != nil && !n.certificates:
 		return notFor("certificates")
+	case d.PrivateKey == nil && n.privateKey:
+		return neededBy("private_key")
+	case d.PrivateKey != nil && !n.privateKey:
+		return notFor("private_key")
 	case d.PINPolicy == nil && n.pinPolicy:
 		return neededBy("pin_policy")
 	case d.PINPolicy != nil && !n.pinPolicy:

@@ -34,9 +34,26 @@ const (
 	// KindRevoke is carried out by the coordinator (CRL); it is never
 	// dispatched to an agent, though it may cause a wipe job.
 	KindRevoke JobKind = "revoke"
+	// KindServerKeygen imports an escrowed encryption key: the coordinator
+	// made the key pair, archived the private key and had its certificate
+	// issued; the agent imports the key (sealed to it, PurposePrivateKey)
+	// and writes the certificate onto the token.
+	KindServerKeygen JobKind = "server_keygen"
+	// KindRecoverKey imports an archived key that a key-recovery officer
+	// opened, with its certificate, onto a token. On the agent it is
+	// server_keygen; only the coordinator's side (who approves, where the
+	// key comes from) differs.
+	KindRecoverKey JobKind = "recover_key"
+	// KindRegisterCertificate reads the certificate with a given CKA_ID
+	// from the token and reports it (DER) in the result: the coordinator
+	// records its public key as the holder's encryption key.
+	KindRegisterCertificate JobKind = "register_certificate"
 )
 
-var jobKinds = []JobKind{KindIssue, KindCSR, KindInstallCertificate, KindRenew, KindUnblockPIN, KindWipe, KindInventory, KindRevoke}
+var jobKinds = []JobKind{
+	KindIssue, KindCSR, KindInstallCertificate, KindRenew, KindUnblockPIN, KindWipe, KindInventory, KindRevoke,
+	KindServerKeygen, KindRecoverKey, KindRegisterCertificate,
+}
 
 // JobKinds lists every job kind.
 func JobKinds() []JobKind { return slices.Clone(jobKinds) }
@@ -91,18 +108,27 @@ func (s JobState) IsTerminal() bool {
 type Step string
 
 const (
-	StepWaitingForToken    Step = "waiting_for_token"
-	StepTokenFound         Step = "token_found"
-	StepInitialising       Step = "initialising"
-	StepKeyGenerated       Step = "key_generated"
+	StepWaitingForToken Step = "waiting_for_token"
+	StepTokenFound      Step = "token_found"
+	StepInitialising    Step = "initialising"
+	StepKeyGenerated    Step = "key_generated"
+	// StepKeyImported takes key_generated's place in server_keygen and
+	// recover_key: the key the coordinator made is on the token.
+	StepKeyImported        Step = "key_imported"
 	StepCSRSent            Step = "csr_sent"
 	StepCertificateWritten Step = "certificate_written"
 	StepVerified           Step = "verified"
 )
 
-var steps = []Step{StepWaitingForToken, StepTokenFound, StepInitialising, StepKeyGenerated, StepCSRSent, StepCertificateWritten, StepVerified}
+var steps = []Step{
+	StepWaitingForToken, StepTokenFound, StepInitialising, StepKeyGenerated, StepKeyImported,
+	StepCSRSent, StepCertificateWritten, StepVerified,
+}
 
-// Steps lists every step in the order an issue job passes them.
+// Steps lists every step in the order a run passes them. No kind passes
+// all: a key is either generated on the token (issue: initialising,
+// key_generated, csr_sent) or imported onto it (server_keygen,
+// recover_key: key_imported), at the same point of the run.
 func Steps() []Step { return slices.Clone(steps) }
 
 // Valid reports whether s is a known step.
@@ -170,11 +196,29 @@ const (
 	// sealed to the agent's key by the coordinator, to that agent rather
 	// than to a job: they are kept sealed until the agent fetches them.
 	PurposeBrokerCredentials SealPurpose = "broker_credentials"
+	// PurposePrivateKey is a PKCS#8 DER private key the coordinator made
+	// (server_keygen, recover_key), sealed to the agent that imports it.
+	// It is the one purpose whose secrets may exceed MaxSealedPlaintext.
+	PurposePrivateKey SealPurpose = "private_key"
 )
 
 // Valid reports whether p is a known purpose.
 func (p SealPurpose) Valid() bool {
-	return p == PurposeUserPIN || p == PurposeSOPIN || p == PurposeAgentResume || p == PurposeBrokerCredentials
+	switch p {
+	case PurposeUserPIN, PurposeSOPIN, PurposeAgentResume, PurposeBrokerCredentials, PurposePrivateKey:
+		return true
+	}
+	return false
+}
+
+// MaxPlaintext is the largest secret a value sealed for p may hold:
+// MaxSealedKey for a private key, MaxSealedPlaintext for everything else,
+// so a PIN field still refuses a kilobyte-sized value.
+func (p SealPurpose) MaxPlaintext() int {
+	if p == PurposePrivateKey {
+		return MaxSealedKey
+	}
+	return MaxSealedPlaintext
 }
 
 // Outcome is how an attempt ended, as the agent reports it.

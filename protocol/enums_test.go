@@ -15,7 +15,8 @@ import (
 // The strings are the ones DESIGN.md fixes; the coordinator stores them and
 // UIs show them, so a rename is a breaking change this test catches.
 func TestEnumSpellings(t *testing.T) {
-	kinds := []JobKind{"issue", "csr", "install_certificate", "renew", "unblock_pin", "wipe", "inventory", "revoke"}
+	kinds := []JobKind{"issue", "csr", "install_certificate", "renew", "unblock_pin", "wipe", "inventory", "revoke",
+		"server_keygen", "recover_key", "register_certificate"}
 	if !slices.Equal(JobKinds(), kinds) {
 		t.Errorf("JobKinds() = %q, want %q", JobKinds(), kinds)
 	}
@@ -24,7 +25,7 @@ func TestEnumSpellings(t *testing.T) {
 	if !slices.Equal(JobStates(), states) {
 		t.Errorf("JobStates() = %q, want %q", JobStates(), states)
 	}
-	steps := []Step{"waiting_for_token", "token_found", "initialising", "key_generated", "csr_sent", "certificate_written", "verified"}
+	steps := []Step{"waiting_for_token", "token_found", "initialising", "key_generated", "key_imported", "csr_sent", "certificate_written", "verified"}
 	if !slices.Equal(Steps(), steps) {
 		t.Errorf("Steps() = %q, want %q", Steps(), steps)
 	}
@@ -56,10 +57,20 @@ func TestEnumValid(t *testing.T) {
 	if JobKind("").Dispatchable() {
 		t.Error("empty kind dispatchable")
 	}
-	for _, p := range []SealPurpose{PurposeUserPIN, PurposeSOPIN, PurposeAgentResume} {
+	for _, p := range []SealPurpose{PurposeUserPIN, PurposeSOPIN, PurposeAgentResume, PurposeBrokerCredentials, PurposePrivateKey} {
 		if !p.Valid() {
 			t.Errorf("%s not valid", p)
 		}
+		want := MaxSealedPlaintext
+		if p == PurposePrivateKey {
+			want = MaxSealedKey
+		}
+		if got := p.MaxPlaintext(); got != want {
+			t.Errorf("%s.MaxPlaintext() = %d, want %d", p, got, want)
+		}
+	}
+	if string(PurposePrivateKey) != "private_key" {
+		t.Errorf("PurposePrivateKey = %q; it is bound into sealed values and must not change", PurposePrivateKey)
 	}
 	if SealPurpose("puk").Valid() || Outcome("partial").Valid() || !OutcomeFailed.Valid() {
 		t.Error("purpose/outcome validity wrong")

@@ -316,6 +316,17 @@ func TestDispatchAdditionsRoundTrip(t *testing.T) {
 			Key:  &KeyParams{Type: KeyP256, ID: DeriveKeyID("renewal"), Replaces: DeriveKeyID(testJob)},
 			PINs: &SealedPINs{UserPIN: testSealed(1)},
 		}, []string{`"replaces":"` + DeriveKeyID(testJob) + `"`}},
+		{"private_key", JobDispatch{
+			Kind: KindServerKeygen, Deadline: testTime, Token: TokenSelector{Serial: "0a1b2c3d4e5f6789"},
+			Key:          &KeyParams{Type: KeyP256, ID: DeriveKeyID(testJob), Label: "encryption"},
+			Certificates: &CertificateChain{Certificate: m.certDER, Chain: [][]byte{m.issuerDER}},
+			PrivateKey:   sealedKey(30),
+			PINs:         &SealedPINs{UserPIN: testSealed(1)},
+		}, []string{`"kind":"server_keygen"`, `"private_key":{"alg":"` + SealAlgorithm + `"`}},
+		{"register_certificate", JobDispatch{
+			Kind: KindRegisterCertificate, Deadline: testTime, Token: TokenSelector{Serial: "0a1b2c3d4e5f6789"},
+			Key: &KeyParams{ID: DeriveKeyID(testJob)},
+		}, []string{`"kind":"register_certificate"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -349,7 +360,7 @@ func TestDispatchAdditionsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"factory_pins", "replaces"} {
+	for _, k := range []string{"factory_pins", "replaces", "private_key"} {
 		if bytes.Contains(plain, []byte(k)) {
 			t.Errorf("a dispatch without %s still carries the key:\n%s", k, plain)
 		}

@@ -207,7 +207,14 @@ func (r Result) Validate() error {
 		}
 	}
 	if r.Outputs != nil {
-		return within("outputs", r.Outputs.Validate())
+		if err := within("outputs", r.Outputs.Validate()); err != nil {
+			return err
+		}
+		// A certificate read from the token is what register_certificate
+		// succeeds with; a failure has none to report.
+		if r.Outcome == OutcomeFailed && len(r.Outputs.Certificate) != 0 {
+			return invalid("outputs.certificate", "only sent in a %s result", OutcomeSucceeded)
+		}
 	}
 	return nil
 }
@@ -220,8 +227,13 @@ type Outputs struct {
 	// KeyID is the CKA_ID of the key generated or used.
 	KeyID string `json:"key_id,omitempty"`
 	// CertificateSerial is the serial (lowercase hex) of the certificate
-	// written.
+	// written, or read (register_certificate).
 	CertificateSerial string `json:"certificate_serial,omitempty"`
+	// Certificate (register_certificate) is the DER certificate the agent
+	// read from the token with the dispatch's key.id. Outputs does not know
+	// its job's kind: the coordinator's event table requires it in a
+	// register_certificate success and refuses it with any other kind.
+	Certificate []byte `json:"certificate,omitempty"`
 	// PINs are the PINs the agent set, sealed to the dispatch's result key.
 	PINs *SealedPINs `json:"pins,omitempty"`
 	// Tokens answers an inventory job.
@@ -237,6 +249,9 @@ func (o Outputs) Validate() error {
 		return err
 	}
 	if err := checkHex("certificate_serial", o.CertificateSerial, MaxSerialBytes, false); err != nil {
+		return err
+	}
+	if err := checkDER("certificate", o.Certificate, MaxCertificateSize, false); err != nil {
 		return err
 	}
 	if o.PINs != nil {

@@ -110,6 +110,14 @@ func testSealed(fill byte) *Sealed {
 	}
 }
 
+// sealedKey has the shape of a sealed PKCS#8 private key, longer than any
+// PIN may be.
+func sealedKey(fill byte) *Sealed {
+	s := testSealed(fill)
+	s.Ciphertext = bytesOf(fill+2, SealTagSize+4096)
+	return s
+}
+
 func bytesOf(b byte, n int) []byte {
 	out := make([]byte, n)
 	for i := range out {

@@ -16,6 +16,14 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte(`{"version":1,"id":"0b7e4c1a-2d3f-4e5a-8b6c-7d8e9f0a1b2c","type":"cancel","agent_id":"a","job_id":"j","attempt":1,"time":"2026-11-21T10:30:15.5+00:00","body":{"state":"expired"}}`))
 	f.Add([]byte(`{"version":1,"id":"0b7e4c1a-2d3f-4e5a-8b6c-7d8e9f0a1b2c","type":"dispatch","agent_id":"a","job_id":"j","attempt":1,"time":"2026-11-21T10:30:15Z","body":{"kind":"inventory","deadline":"2026-11-22T00:00:00+00:00","token":{}}}`))
+	f.Add([]byte(`{"version":1,"id":"0b7e4c1a-2d3f-4e5a-8b6c-7d8e9f0a1b2c","type":"dispatch","agent_id":"a","job_id":"0193a5c4-7d2e-7b1f-9c3a-2f4e5d6c7b8a","attempt":1,"time":"2026-11-21T10:30:15Z","body":{"kind":"register_certificate","deadline":"2026-11-22T00:00:00Z","token":{"serial":"42"},"key":{"id":"0a1b"}}}`))
+	f.Add(encodeDispatch(f, JobDispatch{
+		Kind: KindServerKeygen, Deadline: testTime, Token: TokenSelector{Serial: "0a1b2c3d4e5f6789"},
+		Key:          &KeyParams{Type: KeyP256, ID: DeriveKeyID(testJob)},
+		Certificates: &CertificateChain{Certificate: testMaterial(f).certDER},
+		PrivateKey:   sealedKey(7),
+		PINs:         &SealedPINs{UserPIN: testSealed(1)},
+	}))
 	f.Add([]byte(`{"version":2}`))
 	f.Add([]byte(`{"version":1,"version":1}`))
 	f.Add([]byte(`[]`))
@@ -63,4 +71,17 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("envelope changed across re-encoding:\n%+v\n%+v", e, e2)
 		}
 	})
+}
+
+func encodeDispatch(t testing.TB, d JobDispatch) []byte {
+	t.Helper()
+	e, err := NewEnvelope(testAgent, testJobRef, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -70,6 +70,9 @@ const (
 
 	// MaxSealedPlaintext bounds a sealed secret; PINs are far shorter.
 	MaxSealedPlaintext = 256
+	// MaxSealedKey bounds a sealed private key (PurposePrivateKey), PKCS#8
+	// DER: RSA-4096 is about 2.4 KiB, EC keys far less.
+	MaxSealedKey = 8 << 10
 
 	// MinPINLength and MaxPINLength bound a PIN policy. Below 4 a PIN is a
 	// guess away from being known; above 64 no token accepts it.

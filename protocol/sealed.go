@@ -14,9 +14,10 @@ const (
 	SealTagSize          = 16 // AES-GCM tag, appended to the ciphertext
 )
 
-// Sealed is a secret (a PIN) encrypted to one recipient's public key. It is
-// the only form in which PINs travel: the broker, its logs and the outboxes
-// only ever hold this. Byte fields are base64 in JSON.
+// Sealed is a secret (a PIN, or an escrowed private key) encrypted to one
+// recipient's public key. It is the only form in which PINs and keys
+// travel: the broker, its logs and the outboxes only ever hold this. Byte
+// fields are base64 in JSON.
 type Sealed struct {
 	// Algorithm is SealAlgorithm.
 	Algorithm string `json:"alg"`
@@ -30,9 +31,16 @@ type Sealed struct {
 	Ciphertext []byte `json:"ct"`
 }
 
-// Validate checks the shape of a sealed value; only opening it proves it
-// authentic.
-func (s Sealed) Validate() error {
+// Validate checks the shape of a sealed PIN or other short secret
+// (MaxSealedPlaintext); ValidateFor checks a value of another purpose.
+func (s Sealed) Validate() error { return s.validate(MaxSealedPlaintext) }
+
+// ValidateFor checks the shape of a value sealed for purpose p, against
+// that purpose's bound (SealPurpose.MaxPlaintext). Only opening it proves
+// it authentic, and that it was sealed for p.
+func (s Sealed) ValidateFor(p SealPurpose) error { return s.validate(p.MaxPlaintext()) }
+
+func (s Sealed) validate(maxPlaintext int) error {
 	if s.Algorithm == "" {
 		return invalid("alg", "required")
 	}
@@ -51,9 +59,9 @@ func (s Sealed) Validate() error {
 	if len(s.Nonce) != SealNonceSize {
 		return invalid("nonce", "%d bytes, want %d", len(s.Nonce), SealNonceSize)
 	}
-	if n := len(s.Ciphertext) - SealTagSize; n < 1 || n > MaxSealedPlaintext {
+	if n := len(s.Ciphertext) - SealTagSize; n < 1 || n > maxPlaintext {
 		return invalid("ct", "%d bytes, want %d to %d (secret of 1 to %d bytes plus the tag)",
-			len(s.Ciphertext), SealTagSize+1, SealTagSize+MaxSealedPlaintext, MaxSealedPlaintext)
+			len(s.Ciphertext), SealTagSize+1, SealTagSize+maxPlaintext, maxPlaintext)
 	}
 	return nil
 }

@@ -74,10 +74,11 @@ func TestAcceptEventTable(t *testing.T) {
 			if e.step == StepWaitingForToken {
 				return prefix + "step"
 			}
-			// certificate_written: kinds that write one, and for issue and renew only
+			// certificate_written: kinds that write one (install_certificate and the
+			// escrowed kinds get it in their dispatch), and for issue and renew only
 			// once the certificate was delivered.
 			switch {
-			case k == KindInstallCertificate:
+			case k == KindInstallCertificate || k == KindServerKeygen || k == KindRecoverKey:
 				return prefix + "step"
 			case certKind && c.state == StateInstalling:
 				return "step"

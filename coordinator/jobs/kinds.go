@@ -25,6 +25,12 @@ const (
 	KindWipe               = protocol.KindWipe
 	KindInventory          = protocol.KindInventory
 	KindRevoke             = protocol.KindRevoke // coordinator-side (CRL); never dispatched
+	// Escrowed encryption keys: the coordinator makes the key (or recovers an archived one)
+	// and the agent imports it with its certificate; register_certificate reads a
+	// certificate back from a token.
+	KindServerKeygen        = protocol.KindServerKeygen
+	KindRecoverKey          = protocol.KindRecoverKey
+	KindRegisterCertificate = protocol.KindRegisterCertificate
 )
 
 // Kinds lists every kind.
@@ -76,6 +82,7 @@ const (
 	StepTokenFound         = protocol.StepTokenFound
 	StepInitialising       = protocol.StepInitialising
 	StepKeyGenerated       = protocol.StepKeyGenerated
+	StepKeyImported        = protocol.StepKeyImported
 	StepCSRSent            = protocol.StepCSRSent
 	StepCertificateWritten = protocol.StepCertificateWritten
 	StepVerified           = protocol.StepVerified

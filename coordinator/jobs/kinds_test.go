@@ -7,10 +7,11 @@ import (
 
 // The names are DESIGN.md's and go on the wire: a rename must fail here.
 func TestNames(t *testing.T) {
-	kinds := []Kind{"issue", "csr", "install_certificate", "renew", "unblock_pin", "wipe", "inventory", "revoke"}
+	kinds := []Kind{"issue", "csr", "install_certificate", "renew", "unblock_pin", "wipe", "inventory", "revoke",
+		"server_keygen", "recover_key", "register_certificate"}
 	states := []State{"pending_approval", "approved", "dispatched", "running", "awaiting_certificate", "installing",
 		"succeeded", "failed", "rejected", "cancelled", "superseded", "expired"}
-	steps := []Step{"waiting_for_token", "token_found", "initialising", "key_generated", "csr_sent", "certificate_written", "verified"}
+	steps := []Step{"waiting_for_token", "token_found", "initialising", "key_generated", "key_imported", "csr_sent", "certificate_written", "verified"}
 	if !slices.Equal(Kinds(), kinds) || !slices.Equal(States(), states) || !slices.Equal(Steps(), steps) {
 		t.Fatalf("names drifted:\n%v\n%v\n%v", Kinds(), States(), Steps())
 	}

@@ -11,9 +11,10 @@ type Progress struct {
 }
 
 // kindSteps lists the steps each kind may report. renew never initialises: that would wipe
-// the token it renews. revoke runs on the coordinator and reports none.
+// the token it renews. revoke runs on the coordinator and reports none. Steps lists them
+// all in run order; no kind passes every one.
 var kindSteps = map[Kind][]Step{
-	KindIssue:              Steps(),
+	KindIssue:              {StepWaitingForToken, StepTokenFound, StepInitialising, StepKeyGenerated, StepCSRSent, StepCertificateWritten, StepVerified},
 	KindRenew:              {StepWaitingForToken, StepTokenFound, StepKeyGenerated, StepCSRSent, StepCertificateWritten, StepVerified},
 	KindCSR:                {StepWaitingForToken, StepTokenFound, StepInitialising, StepKeyGenerated, StepCSRSent},
 	KindInstallCertificate: {StepWaitingForToken, StepTokenFound, StepCertificateWritten, StepVerified},
@@ -21,6 +22,11 @@ var kindSteps = map[Kind][]Step{
 	KindWipe:               {StepWaitingForToken, StepTokenFound, StepInitialising, StepVerified},
 	KindInventory:          {StepWaitingForToken, StepTokenFound},
 	KindRevoke:             nil,
+	// The escrowed kinds import a key the coordinator made, then write its certificate:
+	// no initialising (that would need PINs the coordinator hands out), no CSR.
+	KindServerKeygen:        {StepWaitingForToken, StepTokenFound, StepKeyImported, StepCertificateWritten, StepVerified},
+	KindRecoverKey:          {StepWaitingForToken, StepTokenFound, StepKeyImported, StepCertificateWritten, StepVerified},
+	KindRegisterCertificate: {StepWaitingForToken, StepTokenFound},
 }
 
 // MayReinitialise reports whether a job of the kind may re-initialise its token, which it

@@ -1,4 +1,4 @@
-// Package seal encrypts small secrets (PINs) to a recipient's public key in
+// Package seal encrypts small secrets (PINs, escrowed private keys) to a recipient's public key in
 // the wire form protocol.Sealed, and opens them.
 //
 // Scheme (protocol.SealAlgorithm): the sender makes a one-time X25519 key
@@ -69,8 +69,8 @@ func (b Binding) Validate() error {
 		return fmt.Errorf("binding: %w", err)
 	}
 	if !b.Purpose.Valid() {
-		return protocol.NewError(protocol.CodeBadRequest, "binding: purpose %q unknown; want %q, %q, %q or %q",
-			b.Purpose, protocol.PurposeUserPIN, protocol.PurposeSOPIN, protocol.PurposeAgentResume, protocol.PurposeBrokerCredentials)
+		return protocol.NewError(protocol.CodeBadRequest, "binding: purpose %q unknown; want %q, %q, %q, %q or %q",
+			b.Purpose, protocol.PurposeUserPIN, protocol.PurposeSOPIN, protocol.PurposePrivateKey, protocol.PurposeAgentResume, protocol.PurposeBrokerCredentials)
 	}
 	return nil
 }
@@ -169,8 +169,8 @@ func checkX25519(pub *ecdh.PublicKey) error {
 	return nil
 }
 
-// Seal encrypts secret (1 to protocol.MaxSealedPlaintext bytes) to the
-// recipient's key, bound to b.
+// Seal encrypts secret (1 to b.Purpose.MaxPlaintext() bytes: a private key
+// may be longer than a PIN) to the recipient's key, bound to b.
 func Seal(to *ecdh.PublicKey, secret []byte, b Binding) (*protocol.Sealed, error) {
 	kid, err := KeyID(to)
 	if err != nil {
@@ -179,8 +179,8 @@ func Seal(to *ecdh.PublicKey, secret []byte, b Binding) (*protocol.Sealed, error
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
-	if len(secret) == 0 || len(secret) > protocol.MaxSealedPlaintext {
-		return nil, fmt.Errorf("seal: secret is %d bytes, want 1 to %d", len(secret), protocol.MaxSealedPlaintext)
+	if limit := b.Purpose.MaxPlaintext(); len(secret) == 0 || len(secret) > limit {
+		return nil, fmt.Errorf("seal: %s secret is %d bytes, want 1 to %d", b.Purpose, len(secret), limit)
 	}
 	eph, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
@@ -218,7 +218,7 @@ func Open(key *ecdh.PrivateKey, s *protocol.Sealed, b Binding) ([]byte, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
-	if err := s.Validate(); err != nil {
+	if err := s.ValidateFor(b.Purpose); err != nil {
 		return nil, protocol.NewError(protocol.CodeUnsealFailed, "%w", err)
 	}
 	kid, err := KeyID(key.PublicKey())

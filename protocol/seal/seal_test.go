@@ -317,3 +317,44 @@ func TestBrokerCredentialsBoundToTheAgent(t *testing.T) {
 		}
 	}
 }
+
+// A private key is sealed like a PIN, with its own purpose and its own,
+// larger bound; the PIN purposes keep theirs, in Seal and in Open alike.
+func TestPrivateKeyPurpose(t *testing.T) {
+	key := newKey(t)
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyBinding := Binding{JobID: binding.JobID, Attempt: binding.Attempt, Purpose: protocol.PurposePrivateKey}
+	for _, secret := range [][]byte{pkcs8, bytes.Repeat([]byte{0x30}, protocol.MaxSealedKey)} {
+		s, err := Seal(key.PublicKey(), secret, keyBinding)
+		if err != nil {
+			t.Fatalf("Seal(%d bytes): %v", len(secret), err)
+		}
+		if err := s.ValidateFor(protocol.PurposePrivateKey); err != nil {
+			t.Fatalf("sealed key fails protocol validation: %v", err)
+		}
+		got, err := Open(key, s, keyBinding)
+		if err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("Open = %d bytes, %v; want the %d sealed", len(got), err, len(secret))
+		}
+		// Lifted into a PIN field, it does not open: the purpose differs
+		// (and a long one is too long for a PIN).
+		if _, err := Open(key, s, binding); protocol.CodeOf(err) != protocol.CodeUnsealFailed {
+			t.Errorf("sealed key opened as a user PIN: %v", err)
+		}
+	}
+	if _, err := Seal(key.PublicKey(), make([]byte, protocol.MaxSealedKey+1), keyBinding); err == nil ||
+		!strings.Contains(err.Error(), "private_key secret is 8193 bytes, want 1 to 8192") {
+		t.Errorf("oversized key sealed: %v", err)
+	}
+	if _, err := Seal(key.PublicKey(), make([]byte, protocol.MaxSealedPlaintext+1), binding); err == nil ||
+		!strings.Contains(err.Error(), "user_pin secret is") {
+		t.Errorf("a key-sized user PIN sealed: %v", err)
+	}
+}
