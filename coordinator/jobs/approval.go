@@ -20,9 +20,13 @@ const (
 	RoleAuditor    Role = "auditor" // read-only: never decides on anything
 	// RoleRolloutOwner creates and steers fleet rollouts (manage_rollouts) and reads.
 	RoleRolloutOwner Role = "rollout_owner"
+	// RoleKeyRecoveryOfficer approves the recovery of escrowed keys (N of M, never their
+	// own request) and, once enough officers approved, opens the archive on their own
+	// machine with a recovery private key (recover_keys).
+	RoleKeyRecoveryOfficer Role = "key_recovery_officer"
 )
 
-var roles = []Role{RoleHelpdesk, RoleApprover, RoleCAOperator, RoleAdmin, RoleAuditor, RoleRolloutOwner}
+var roles = []Role{RoleHelpdesk, RoleApprover, RoleCAOperator, RoleAdmin, RoleAuditor, RoleRolloutOwner, RoleKeyRecoveryOfficer}
 
 // AllRoles lists every role.
 func AllRoles() []Role { return slices.Clone(roles) }

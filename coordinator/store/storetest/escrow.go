@@ -10,7 +10,7 @@ import (
 
 func testEscrowedKeys(t *testing.T, h *harness) {
 	f := newFixture(t, h)
-	j := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.Kind("server_keygen"); j.TokenSerial = "0042" })
+	j := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.KindServerKeygen; j.TokenSerial = "0042" })
 	add := func(attempt int, kid string) store.EscrowedKey {
 		return do(t, h, func(tx store.Tx) (store.EscrowedKey, error) {
 			return tx.AddEscrowedKey(h.ctx, store.EscrowedKey{JobID: j.ID, Attempt: attempt, HolderID: f.holder.ID, TokenSerial: "0042",
@@ -61,7 +61,7 @@ func testEscrowedKeys(t *testing.T, h *harness) {
 		t.Fatalf("of another holder: %+v", ks)
 	}
 
-	rj := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.Kind("recover_key"); j.TokenSerial = "0099" })
+	rj := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.KindRecoverKey; j.TokenSerial = "0099" })
 	rec := do(t, h, func(tx store.Tx) (store.EscrowedKey, error) {
 		return tx.RecordEscrowedKeyRecovery(h.ctx, second.ID, rj.ID, "0099", base.Add(2*time.Hour))
 	})
@@ -92,7 +92,7 @@ func testEscrowedKeys(t *testing.T, h *harness) {
 		return tx.AddHolderEncryptionKey(h.ctx, store.HolderEncryptionKey{HolderID: f.holder.ID, KeyID: "k2", PublicKey: []byte("pub"),
 			Certificate: []byte("cert"), Source: store.SourceEscrowed, JobID: j.ID, EscrowedKeyID: second.ID})
 	}), store.ErrConflict)
-	regJob := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.Kind("register_certificate"); j.TokenSerial = "0042" })
+	regJob := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.KindRegisterCertificate; j.TokenSerial = "0042" })
 	wantErr(t, try(h, func(tx store.Tx) (store.HolderEncryptionKey, error) {
 		return tx.AddHolderEncryptionKey(h.ctx, store.HolderEncryptionKey{HolderID: f.holder.ID, KeyID: "k3", PublicKey: []byte("pub"),
 			Certificate: []byte("cert"), Source: store.SourceRegistered, JobID: regJob.ID, EscrowedKeyID: second.ID})
@@ -108,8 +108,8 @@ func testEscrowedKeys(t *testing.T, h *harness) {
 
 func testKeyRequests(t *testing.T, h *harness) {
 	f := newFixture(t, h)
-	rj := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.Kind("recover_key"); j.TokenSerial = "0099" })
-	reg := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.Kind("register_certificate"); j.TokenSerial = "0042" })
+	rj := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.KindRecoverKey; j.TokenSerial = "0099" })
+	reg := f.createJob(t, h, func(j *store.Job) { j.Kind = jobs.KindRegisterCertificate; j.TokenSerial = "0042" })
 	h.tx(t, func(tx store.Tx) error {
 		return tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: rj.ID, EscrowedKeyID: "ek1", Target: store.RecoveryToToken})
 	})
