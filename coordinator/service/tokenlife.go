@@ -20,14 +20,6 @@ type CertificateHoldReleaser interface {
 	ReleaseCertificateHold(ctx context.Context, tx store.Tx, c store.Certificate) error
 }
 
-// EscrowReinstaller is an optional capability of the Issuer, called in the transaction in
-// which a replacement job succeeded: it queues the re-installation of the holder's
-// escrowed encryption keys on the new token. Nothing implements it yet (key escrow comes
-// later); without it a replacement carries only the certificate its job issued.
-type EscrowReinstaller interface {
-	ReinstallEscrowedKeys(ctx context.Context, jt *JobTx, oldSerial string, replacement store.Job) error
-}
-
 // TokenLife is a token's life-cycle record with its holder's username and its history.
 type TokenLife struct {
 	store.TokenLife
@@ -384,8 +376,8 @@ func (s *Service) RequestTemporaryToken(ctx context.Context, by Actor, original 
 // manage_tokens permissions):
 // r names the holder, agent, profile and the new token as for CreateJob. When the job
 // succeeds, old becomes replaced and its certificates are revoked (superseded), the
-// temporary tokens standing in for it end, and the escrowed keys are re-installed
-// (EscrowReinstaller, when the coordinator has one).
+// temporary tokens standing in for it end, and a recover_key job is queued for each of
+// the old token's active escrowed keys, targeting the new token (reinstallEscrowedKeys).
 func (s *Service) RequestReplacement(ctx context.Context, by Actor, old string, r JobRequest) (Job, error) {
 	return s.requestForToken(ctx, by, store.PurposeReplacement, old, r)
 }
@@ -512,9 +504,7 @@ func (t *txn) tokenJobSucceeded(ctx context.Context, j store.Job) error {
 		if _, err := t.moveToken(ctx, old, j.HolderID, tokenlife.Replaced, actor, "replaced by token "+j.TokenSerial, j.ID); err != nil {
 			return err
 		}
-		if er, ok := t.s.issuer.(EscrowReinstaller); ok {
-			return er.ReinstallEscrowedKeys(ctx, &JobTx{Tx: t.Tx, t: t}, req.TokenSerial, j)
-		}
+		return t.reinstallEscrowedKeys(ctx, req.TokenSerial, j)
 	}
 	return nil
 }
