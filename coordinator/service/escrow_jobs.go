@@ -590,6 +590,6 @@ func (t *txn) reinstallEscrowedKeys(ctx context.Context, oldSerial string, repla
 		return nil
 	}
 	return t.audit(ctx, audit.Entry{Actor: systemActor("tokenlife"), Action: audit.ActionKeyRecoveryRequested, JobID: replacement.ID, Target: "token:" + replacement.TokenSerial,
-		Reason: fmt.Sprintf("%d escrowed key(s) of token %s queued for re-installation; each waits for %d key-recovery officers' approvals", len(ids), oldSerial, t.s.recoveryN),
+		Reason:  fmt.Sprintf("%d escrowed key(s) of token %s queued for re-installation; each waits for %d key-recovery officers' approvals", len(ids), oldSerial, t.s.recoveryN),
 		Details: audit.Details("recovery_jobs", strings.Join(ids, ","), "old_token", oldSerial)})
 }

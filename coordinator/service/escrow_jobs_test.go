@@ -43,6 +43,17 @@ extended_key_usage: [emailProtection]
 validity: 30d
 pin_policy: {min_length: 6, max_length: 16}
 ---
+name: enc-gated
+description: An escrowed encryption key, one approval, then the CA operator before signing.
+key: {type: ec, curve: P-256, origin: server, escrow: true}
+subject:
+  common_name: "{{.Name}}"
+key_usage: [keyAgreement]
+extended_key_usage: [emailProtection]
+validity: 30d
+pin_policy: {min_length: 6, max_length: 16}
+approval: {required: 1, roles: [approver], expires_after: 7d, ca_operator_required: true}
+---
 name: plain
 description: A signing key made on the token.
 key: {type: ec, curve: P-256}
@@ -107,6 +118,7 @@ func newEscrowEnv(t *testing.T, cfg store.Config, withRecoveryCert bool) *escrow
 	for _, u := range []service.UserRequest{
 		{Username: "olga", Organization: "acme", Roles: []jobs.Role{jobs.RoleHelpdesk}},
 		{Username: "arne", Organization: "acme", Roles: []jobs.Role{jobs.RoleApprover}},
+		{Username: "cao", Roles: []jobs.Role{jobs.RoleCAOperator}},
 		{Username: "kro1", Organization: "acme", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
 		{Username: "kro2", Organization: "acme", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
 		{Username: "kro3", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer, jobs.RoleHelpdesk}},
@@ -739,4 +751,35 @@ func TestRegisterCertificate(t *testing.T) {
 		t.Fatalf("holder's keys %+v, %v", eks, err)
 	}
 	e.wantAudit(audit.ActionEncryptionKeyRefused, audit.ActionEncryptionKeyRecorded)
+}
+
+func TestServerKeygenCAOperatorGate(t *testing.T) {
+	t.Parallel()
+	e := newEscrowEnv(t, sqlite(t), true)
+	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindIssue, Holder: "alice", Agent: "ws-01", Profile: "enc-gated", TokenSerial: "T1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Approve(e.ctx, e.boss, j.ID, service.DecisionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// Approved, but no key or certificate is made before the CA operator says so.
+	d, err := e.s.GetJob(e.ctx, e.desk, j.ID)
+	if err != nil || d.State != jobs.StateApproved || !strings.Contains(d.WaitingReason, "CA operator") {
+		t.Fatalf("job %s, waiting %q, %v", d.State, d.WaitingReason, err)
+	}
+	if ks, err := e.st.ListEscrowedKeys(e.ctx, store.EscrowedKeyFilter{HolderID: e.alice.ID}); err != nil || len(ks) != 0 {
+		t.Fatalf("keys made before the CA operator approved: %+v, %v", ks, err)
+	}
+	cao := actorNamed(t, e.st, "cao")
+	if mine, _, err := e.s.ListJobs(e.ctx, cao, service.JobQuery{AwaitingMe: true}, service.Page{}); err != nil || len(mine) != 1 || mine[0].ID != j.ID {
+		t.Fatalf("awaiting the CA operator: %+v, %v", mine, err)
+	}
+	_, err = e.s.Approve(e.ctx, e.officers[0], j.ID, service.DecisionRequest{})
+	wantRefusal(t, "an officer at the CA gate", err, service.CodeRoleNotPermitted, "ca_operator")
+	if _, err := e.s.Approve(e.ctx, cao, j.ID, service.DecisionRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	env, disp := e.dispatchOf(j.ID)
+	e.openDispatchedKey(env, disp)
 }

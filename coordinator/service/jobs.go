@@ -648,7 +648,9 @@ func (s *Service) ListJobs(ctx context.Context, by Actor, q JobQuery, page Page)
 // store's pages until it has a page of its own; the cursor continues after the last job
 // it returns.
 func (s *Service) awaiting(ctx context.Context, actor store.User, f store.JobFilter, p store.Page) ([]store.Job, string, error) {
-	gates := []jobs.State{jobs.StatePendingApproval, jobs.StateAwaitingCertificate}
+	// approved: a server_keygen job may wait there for the CA operator (checkVote passes
+	// over the others).
+	gates := []jobs.State{jobs.StatePendingApproval, jobs.StateAwaitingCertificate, jobs.StateApproved}
 	switch {
 	case len(f.States) == 0:
 		f.States = gates

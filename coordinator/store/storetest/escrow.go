@@ -113,7 +113,9 @@ func testKeyRequests(t *testing.T, h *harness) {
 	h.tx(t, func(tx store.Tx) error {
 		return tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: rj.ID, EscrowedKeyID: "ek1", Target: store.RecoveryToToken})
 	})
-	h.tx(t, func(tx store.Tx) error { return tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: reg.ID, CKAID: "a1b2"}) })
+	h.tx(t, func(tx store.Tx) error {
+		return tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: reg.ID, CKAID: "a1b2"})
+	})
 	wantErr(t, try(h, func(tx store.Tx) (int, error) {
 		return 0, tx.AddKeyRequest(h.ctx, store.KeyRequest{JobID: reg.ID, CKAID: "a1b2"})
 	}), store.ErrConflict)
