@@ -440,8 +440,20 @@ func (s *Service) requestForToken(ctx context.Context, by Actor, purpose store.T
 		if err := t.AddTokenRequest(ctx, store.TokenRequest{JobID: j.ID, Purpose: purpose, TokenSerial: serial}); err != nil {
 			return err
 		}
+		kv := []any{"purpose", string(purpose), "new_token", j.TokenSerial}
+		if purpose == store.PurposeReplacement {
+			// Said now, so that the help desk knows the officers will be asked once the
+			// new token is issued (reinstallEscrowedKeys).
+			ks, err := t.ListEscrowedKeys(ctx, store.EscrowedKeyFilter{TokenSerial: serial, States: []store.EscrowedKeyState{store.EscrowActive}})
+			if err != nil {
+				return err
+			}
+			if len(ks) > 0 {
+				kv = append(kv, "escrowed_keys_to_reinstall", len(ks), "recovery_approvals", t.s.recoveryN)
+			}
+		}
 		return t.audit(ctx, audit.Entry{Actor: j.RequesterID, Action: audit.ActionTokenRequested, JobID: j.ID, Target: "token:" + serial,
-			Details: audit.Details("purpose", string(purpose), "new_token", j.TokenSerial)})
+			Details: audit.Details(kv...)})
 	}
 	return s.queueJob(ctx, by, r, check, after)
 }
