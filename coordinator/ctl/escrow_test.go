@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
 	"os"
 	"os/exec"
@@ -77,18 +76,9 @@ func TestEscrowRecoveryToOfficer(t *testing.T) {
 	dir := t.TempDir()
 
 	// The organisation's backup key: the officers keep its private half in a PEM file.
-	rk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rkDER, err := x509.MarshalPKCS8PrivateKey(rk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "backup-key.pem")
-	writeSecret(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: rkDER}))
-	rcDER := certFor(t, rk, &rk.PublicKey, "Backup key 1", x509.KeyUsageKeyAgreement)
-	if _, err := admin.AddRecoveryCertificate(ctx, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rcDER}))); err != nil {
+	rec := coordinatortest.NewRecoveryKey(t, "Backup key 1")
+	keyFile := rec.KeyFile
+	if _, err := admin.AddRecoveryCertificate(ctx, rec.CertPEM); err != nil {
 		t.Fatal(err)
 	}
 
@@ -97,12 +87,11 @@ func TestEscrowRecoveryToOfficer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	holderCert := certFor(t, rk, &hk.PublicKey, "Alice Martin", x509.KeyUsageKeyAgreement)
-	hc, err := x509.ParseCertificate(holderCert)
+	hc, err := x509.ParseCertificate(certFor(t, hk, &hk.PublicKey, "Alice Martin", x509.KeyUsageKeyAgreement))
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := escrow.Seal(hk, hc, []crypto.PublicKey{&rk.PublicKey})
+	a, err := escrow.Seal(hk, hc, []crypto.PublicKey{&rec.Key.PublicKey})
 	if err != nil {
 		t.Fatal(err)
 	}
