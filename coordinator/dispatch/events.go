@@ -69,6 +69,9 @@ func (d *Dispatcher) onJobEvent(ctx context.Context, jt *service.JobTx, del *amq
 		// Only a register_certificate job reads a certificate back for the coordinator.
 		return "", d.refuse(del, false, protocol.CodeEventNotAllowed, "a %s job reports no certificate it read; only register_certificate does", j.Kind), nil
 	}
+	if e.kind == jobs.EventSucceeded && j.Kind == jobs.KindRegisterCertificate && len(e.outputs.Certificate) == 0 {
+		return "", d.refuse(del, false, protocol.CodeEventNotAllowed, "a register_certificate job's success carries the certificate it read (outputs.certificate)"), nil
+	}
 	if e.att, err = jt.GetJobAttempt(ctx, j.ID, j.Attempt); err != nil {
 		return "", verdict{}, err
 	}
