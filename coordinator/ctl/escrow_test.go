@@ -3,11 +3,13 @@ package ctl_test
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"math/big"
 	"os"
 	"os/exec"
@@ -19,10 +21,13 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
+	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/escrow"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
+	"github.com/tokenfleet/tokenfleet/protocol"
+	"github.com/tokenfleet/tokenfleet/protocol/seal"
 )
 
 const encProfile = `name: enc
@@ -222,4 +227,160 @@ func seedEscrowedKey(t *testing.T, st store.Store, a *escrow.Archive) string {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestEscrowRecoveryToToken: recovery open seals the archived key to the target agent,
+// and the coordinator's recover_key dispatch carries it, the archived certificate and the
+// token's PIN; the agent's key opens it to the escrowed key.
+func TestEscrowRecoveryToToken(t *testing.T) {
+	t.Parallel()
+	inst := coordinatortest.Start(t, coordinatortest.Options{})
+	ctx := testenv.Context(t)
+	admin, err := client.New(inst.URL, inst.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateOrg(ctx, "Acme"); err != nil {
+		t.Fatal(err)
+	}
+	envOf := map[string]map[string]string{}
+	for _, u := range []client.UserCreate{
+		{Username: "alice", DisplayName: "Alice Martin", Organization: "Acme"},
+		{Username: "desk", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk}},
+		{Username: "kro1", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
+		{Username: "kro2", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
+	} {
+		if _, err := admin.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if u.Username != "alice" {
+			tok, err := admin.CreateAPIToken(ctx, u.Username, client.APITokenCreate{Name: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			envOf[u.Username] = map[string]string{"TOKENFLEET_URL": inst.URL, "TOKENFLEET_TOKEN": tok.Token}
+		}
+	}
+	if _, err := admin.ApplyProfiles(ctx, []byte(encProfile)); err != nil {
+		t.Fatal(err)
+	}
+	rec := coordinatortest.NewRecoveryKey(t, "Backup key 1")
+	if _, err := admin.AddRecoveryCertificate(ctx, rec.CertPEM); err != nil {
+		t.Fatal(err)
+	}
+	hk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := x509.ParseCertificate(certFor(t, hk, &hk.PublicKey, "Alice Martin", x509.KeyUsageKeyAgreement))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := escrow.Seal(hk, hc, []crypto.PublicKey{&rec.Key.PublicKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID := seedEscrowedKey(t, inst.Store, a)
+	agentKey := replacementToken(t, inst, "ws-01", "T2")
+
+	r := runCtl(t, envOf["desk"], "", "escrow", "recover", keyID, "--token", "T2", "--agent", "ws-01", "--reason", "T1 lost")
+	m := regexp.MustCompile(`recovery job (\S+) queued`).FindStringSubmatch(r.stdout)
+	if r.code != 0 || m == nil {
+		t.Fatalf("recover: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	job := m[1]
+	for _, o := range []string{"kro1", "kro2"} {
+		if r = runCtl(t, envOf[o], "", "approve", job, "--yes"); r.code != 0 {
+			t.Fatalf("approval by %s: exit %d, %q %q", o, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r = runCtl(t, envOf["kro1"], "", "recovery", "open", job, "--recovery-key", rec.KeyFile, "--pkcs12", filepath.Join(t.TempDir(), "x.p12")); r.code == 0 {
+		t.Fatalf("a PKCS#12 for a token target: exit 0, %q", r.stdout)
+	}
+	if r = runCtl(t, envOf["kro1"], "", "recovery", "open", job, "--recovery-key", rec.KeyFile); r.code != 0 || !strings.Contains(r.stdout, "sealed to agent ws-01 for token T2") {
+		t.Fatalf("open: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+
+	// The dispatch waits in the outbox (no broker here); the agent's key opens its key.
+	ms, err := inst.Store.ListUnsentOutbox(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d protocol.JobDispatch
+	var env *protocol.Envelope
+	for _, msg := range ms {
+		if msg.CorrelationID == job && msg.Type == string(protocol.TypeDispatch) {
+			if env, err = protocol.Decode(msg.Body); err != nil {
+				t.Fatal(err)
+			}
+			if d, err = protocol.DecodeBody[protocol.JobDispatch](env); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if env == nil || d.Kind != jobs.KindRecoverKey || d.Token.Serial != "T2" || d.PINs == nil || !bytes.Equal(d.Certificates.Certificate, hc.Raw) {
+		t.Fatalf("recover_key dispatch %+v", d)
+	}
+	der, err := seal.Open(agentKey, d.PrivateKey, seal.Binding{JobID: job, Attempt: env.Attempt, Purpose: protocol.PurposePrivateKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.(*ecdsa.PrivateKey).Equal(hk) {
+		t.Fatal("the agent received another key than the escrowed one")
+	}
+}
+
+// replacementToken records agent id with a seal key the test keeps, and token serial on it
+// with a user PIN the coordinator holds (sealed to its result key, as an agent's result
+// would have left it).
+func replacementToken(t *testing.T, inst *coordinatortest.Instance, id, serial string) *ecdh.PrivateKey {
+	t.Helper()
+	ctx := t.Context()
+	agentKey, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := seal.MarshalPublicKey(agentKey.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resultKey, _, err := dispatch.LoadOrCreateResultKey(filepath.Join(inst.DataDir, dispatch.ResultKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = inst.Store.InTx(ctx, func(tx store.Tx) error {
+		if _, err := tx.CreateAgent(ctx, store.Agent{ID: id, Hostname: id + ".acme.test", PublicKey: pub}); err != nil {
+			return err
+		}
+		if _, err := tx.UpsertToken(ctx, store.Token{Serial: serial, AgentID: id, Flags: json.RawMessage(`{"initialized":true}`), LastSeen: time.Now()}); err != nil {
+			return err
+		}
+		u, err := tx.GetUserByUsername(ctx, "alice")
+		if err != nil {
+			return err
+		}
+		j, err := tx.CreateJob(ctx, store.Job{Kind: jobs.KindIssue, State: jobs.StatePendingApproval, HolderID: u.ID, ProfileName: "enc",
+			TokenSerial: serial, RequesterID: u.ID, BindingHash: strings.Repeat("0", 64)})
+		if err != nil {
+			return err
+		}
+		s, err := seal.Seal(resultKey.PublicKey(), []byte("123456"), seal.Binding{JobID: j.ID, Attempt: 1, Purpose: protocol.PurposeUserPIN})
+		if err != nil {
+			return err
+		}
+		raw, err := json.Marshal(s)
+		if err != nil {
+			return err
+		}
+		_, err = tx.AddTokenPIN(ctx, store.TokenPIN{TokenSerial: serial, Purpose: store.PINPurposeUser, JobID: j.ID, Attempt: 1, Sealed: raw})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return agentKey
 }
