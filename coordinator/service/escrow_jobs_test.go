@@ -16,6 +16,7 @@ import (
 	"errors"
 	"math/big"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/escrow"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
+	"github.com/tokenfleet/tokenfleet/coordinator/notify"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
@@ -106,7 +108,15 @@ func newEscrowEnv(t *testing.T, cfg store.Config, withRecoveryCert bool) *escrow
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := service.New(service.Options{Store: d.Store(st), Logger: log, Issuer: d, Dispatcher: d})
+	tm, err := notify.LoadTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := notify.NewOutbox(notify.OutboxConfig{Email: true}, tm, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := service.New(service.Options{Store: d.Store(st), Logger: log, Issuer: d, Dispatcher: d, Notifier: o})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +134,7 @@ func newEscrowEnv(t *testing.T, cfg store.Config, withRecoveryCert bool) *escrow
 		{Username: "kro3", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer, jobs.RoleHelpdesk}},
 		{Username: "alice", DisplayName: "Alice Holder", Organization: "acme"},
 	} {
+		u.Email = u.Username + "@acme.test"
 		if _, err := s.CreateUser(ctx, e.admin, u); err != nil {
 			t.Fatal(err)
 		}
@@ -502,6 +513,8 @@ func TestRecoveryToToken(t *testing.T) {
 		if rj.Kind != jobs.KindRecoverKey || rj.State != jobs.StatePendingApproval || rj.Required != 2 || rj.Approvals != 0 {
 			t.Fatalf("recovery job %+v", rj)
 		}
+		// The officers are asked, not the organisation's approvers.
+		e.wantNotified(notify.EventApprovalRequested, "kro1@acme.test", "kro2@acme.test", "kro3@acme.test")
 
 		// Before the gate passed, the archive is not given out.
 		_, err = e.s.RecoveryArchive(e.ctx, kro1, rj.ID)
@@ -771,6 +784,7 @@ func TestServerKeygenCAOperatorGate(t *testing.T) {
 	if ks, err := e.st.ListEscrowedKeys(e.ctx, store.EscrowedKeyFilter{HolderID: e.alice.ID}); err != nil || len(ks) != 0 {
 		t.Fatalf("keys made before the CA operator approved: %+v, %v", ks, err)
 	}
+	e.wantNotified(notify.EventCAApprovalRequested, "cao@acme.test")
 	cao := actorNamed(t, e.st, "cao")
 	if mine, _, err := e.s.ListJobs(e.ctx, cao, service.JobQuery{AwaitingMe: true}, service.Page{}); err != nil || len(mine) != 1 || mine[0].ID != j.ID {
 		t.Fatalf("awaiting the CA operator: %+v, %v", mine, err)
@@ -782,4 +796,24 @@ func TestServerKeygenCAOperatorGate(t *testing.T) {
 	}
 	env, disp := e.dispatchOf(j.ID)
 	e.openDispatchedKey(env, disp)
+}
+
+// wantNotified checks who was sent e-mails of event.
+func (e *escrowEnv) wantNotified(event notify.Event, to ...string) {
+	e.t.Helper()
+	ns, _, err := e.st.ListNotifications(e.ctx, store.NotificationFilter{Event: string(event), Channel: store.ChannelEmail}, store.Page{Limit: store.MaxPageLimit})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var got []string
+	for _, n := range ns {
+		if !slices.Contains(got, n.Recipient) {
+			got = append(got, n.Recipient)
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(to)
+	if !slices.Equal(got, to) {
+		e.t.Fatalf("%s: e-mails to %v, want %v", event, got, to)
+	}
 }
