@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/internal/yamlstrict"
@@ -58,6 +59,8 @@ type Config struct {
 	Notifications NotificationsConfig `yaml:"notifications"`
 	// Console is the web console and how people sign in to it (config_console.go).
 	Console ConsoleConfig `yaml:"console"`
+	// Escrow governs the recovery of escrowed encryption keys.
+	Escrow EscrowConfig `yaml:"escrow"`
 
 	// src says where each setting came from, for errors; nil for a Config built in code.
 	src *configSource
@@ -95,6 +98,13 @@ type RolloutsConfig struct {
 	Interval Duration `yaml:"interval"`
 }
 
+// EscrowConfig governs the recovery of escrowed encryption keys.
+type EscrowConfig struct {
+	// RecoveryApprovals is how many key-recovery officers approve each recovery, never the
+	// requester or the holder; at least 1, default 2.
+	RecoveryApprovals int `yaml:"recovery_approvals"`
+}
+
 // DefaultRolloutInterval is the rollout engine's default pass interval.
 const DefaultRolloutInterval = time.Second
 
@@ -126,7 +136,7 @@ func DefaultConfig() Config {
 		Broker:    BrokerConfig{URL: DefaultBrokerURL},
 		APITokens: APITokensConfig{DefaultTTL: Duration(service.DefaultAPITokenTTL), MaxTTL: Duration(service.MaxAPITokenTTL)},
 		Rollouts:  RolloutsConfig{Interval: Duration(DefaultRolloutInterval)}, Notifications: defaultNotifications(),
-		Console: defaultConsole()}
+		Console: defaultConsole(), Escrow: EscrowConfig{RecoveryApprovals: service.DefaultRecoveryApprovals}}
 }
 
 // maxConfigSize bounds the configuration file.
@@ -264,6 +274,9 @@ func (c Config) Validate() error {
 	}
 	if d := time.Duration(c.Rollouts.Interval); d < 100*time.Millisecond || d > time.Minute {
 		bad("rollouts.interval", "%s is outside 100ms..1m", d)
+	}
+	if n := c.Escrow.RecoveryApprovals; n < 1 || n > jobs.MaxRequired {
+		bad("escrow.recovery_approvals", "%d: want 1 to %d key-recovery officers", n, jobs.MaxRequired)
 	}
 	c.validateDispatch(bad)
 	c.validateManagement(bad)

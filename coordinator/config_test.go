@@ -50,6 +50,8 @@ api_tokens:
   default_ttl: 720h
 rollouts:
   interval: 2s
+escrow:
+  recovery_approvals: 3
 `)
 	cfg, err := coordinator.LoadConfig(p)
 	if err != nil {
@@ -67,6 +69,7 @@ rollouts:
 		Rollouts:  coordinator.RolloutsConfig{Interval: coordinator.Duration(2 * time.Second)}}
 	want.Notifications = coordinator.DefaultConfig().Notifications
 	want.Console = coordinator.DefaultConfig().Console
+	want.Escrow = coordinator.EscrowConfig{RecoveryApprovals: 3}
 	if !reflect.DeepEqual(coordinator.WithoutSource(cfg), want) {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
 	}
@@ -93,7 +96,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		name, yaml string
 		want       []string // all must appear
 	}{
-		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit, api_tokens, rollouts, notifications, console)`}},
+		{"unknown field", "listen: 127.0.0.1:1\nport: 80\n", []string{`:2:1: port: unknown field "port" (known fields: listen, data_dir, database, tls, insecure_http, log, expiry_sweep_interval, broker, ca, audit, api_tokens, rollouts, notifications, console, escrow)`}},
 		{"misspelt field", "listen: 127.0.0.1:1\ndata-dir: /srv\n", []string{`:2:1: data-dir: unknown field "data-dir"; did you mean "data_dir"?`}},
 		{"unknown nested field", "database:\n  driver: sqlite\n  user: x\n", []string{`:3:3: database.user: unknown field "user" (known fields: driver, dsn)`}},
 		{"wrong type", "listen: [1, 2]\n", []string{":1:9: listen: want text, got a list"}},
@@ -172,6 +175,19 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	for _, w := range []string{`config: listen (--listen): "x" is not host:port`, p + `:2:14: log.level: "loud" is not one of debug, info, warn, error`} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("error %v lacks %q", err, w)
+		}
+	}
+}
+
+func TestConfigRecoveryApprovals(t *testing.T) {
+	cfg := coordinator.DefaultConfig()
+	if cfg.Escrow.RecoveryApprovals != 2 {
+		t.Fatalf("default recovery approvals %d, want 2", cfg.Escrow.RecoveryApprovals)
+	}
+	for _, n := range []int{0, -1, 11} {
+		cfg.Escrow.RecoveryApprovals = n
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "escrow.recovery_approvals") {
+			t.Errorf("%d approvals: %v, want a refusal naming escrow.recovery_approvals", n, err)
 		}
 	}
 }

@@ -185,7 +185,7 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),
 		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp, Broker: broker, Notifier: s.notify.notifier(),
 		APITokenTTL: time.Duration(s.cfg.APITokens.DefaultTTL), APITokenMaxTTL: time.Duration(s.cfg.APITokens.MaxTTL),
-		SignIn: s.cfg.signInOptions(), CheckpointKey: s.cps.PublicKey()})
+		SignIn: s.cfg.signInOptions(), CheckpointKey: s.cps.PublicKey(), RecoveryApprovals: s.cfg.Escrow.RecoveryApprovals})
 	if err != nil {
 		return err
 	}

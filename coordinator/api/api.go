@@ -254,6 +254,9 @@ type JobCreate struct {
 	// Document is the document the issuance is based on, for the crypto-device register:
 	// required when the profile says register.document: required.
 	Document *Document `json:"document,omitempty"`
+	// CertificateID (register_certificate only) is the CKA_ID, in hex, of the certificate on
+	// the token to register as the holder's encryption key.
+	CertificateID string `json:"certificate_id,omitempty"`
 }
 
 // Document is the document (number and date) an issuance is based on.

@@ -46,6 +46,17 @@ const (
 
 	ActionRecoveryCertAdded   = "recovery_certificate.added"
 	ActionRecoveryCertRetired = "recovery_certificate.retired"
+	// Escrowed keys: made and archived (details: key id, certificate, recovery keys), a
+	// previous attempt's archive superseded, an encryption key recorded for a holder
+	// (escrowed or registered) or refused, and the steps of a recovery: queued, the archive
+	// taken by an officer, delivered (to a token, or as a PKCS#12 to the officer).
+	ActionKeyEscrowed           = "escrowed_key.archived"
+	ActionKeySuperseded         = "escrowed_key.superseded"
+	ActionEncryptionKeyRecorded = "encryption_key.recorded"
+	ActionEncryptionKeyRefused  = "encryption_key.refused"
+	ActionKeyRecoveryRequested  = "key_recovery.requested"
+	ActionKeyRecoveryOpened     = "key_recovery.archive_taken"
+	ActionKeyRecoveryDelivered  = "key_recovery.delivered"
 
 	ActionAgentEnrolled       = "agent.enrolled"
 	ActionAgentApproved       = "agent.approved"
@@ -111,6 +122,8 @@ var actions = map[string]bool{
 	ActionUserCreated: true, ActionUserUpdated: true, ActionUserDisabled: true, ActionRolesChanged: true,
 	ActionOrgCreated: true, ActionOrgUpdated: true,
 	ActionRecoveryCertAdded: true, ActionRecoveryCertRetired: true,
+	ActionKeyEscrowed: true, ActionKeySuperseded: true, ActionEncryptionKeyRecorded: true, ActionEncryptionKeyRefused: true,
+	ActionKeyRecoveryRequested: true, ActionKeyRecoveryOpened: true, ActionKeyRecoveryDelivered: true,
 	ActionAgentEnrolled: true, ActionAgentApproved: true, ActionAgentRevoked: true, ActionAgentDuplicateID: true,
 	ActionAgentKeySet: true, ActionAgentKeyReset: true,
 	ActionAuditVerified: true,

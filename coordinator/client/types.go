@@ -28,6 +28,11 @@ type (
 
 	RecoveryCertificate     = api.RecoveryCertificate
 	RecoveryCertificateList = api.RecoveryCertificateList
+	EscrowedKey             = api.EscrowedKey
+	EscrowedKeyList         = api.EscrowedKeyList
+	RecoveryCreate          = api.RecoveryCreate
+	RecoveryArchive         = api.RecoveryArchive
+	RecoveryDelivery        = api.RecoveryDelivery
 	Profile                 = api.Profile
 	ProfileList             = api.ProfileList
 	JobCreate               = api.JobCreate

@@ -110,16 +110,16 @@ var navigation = []struct {
 }{
 	{NavItem{"home", "Home", Prefix}, nil, nil},
 	{NavItem{"me", "My tokens", Prefix + "me"}, nil, nil},
-	{NavItem{"approvals", "Approvals", Prefix + "approvals"}, nil, []jobs.Permission{jobs.PermApprove, jobs.PermCAOperator}},
+	{NavItem{"approvals", "Approvals", Prefix + "approvals"}, nil, []jobs.Permission{jobs.PermApprove, jobs.PermCAOperator, jobs.PermRecoverKeys}},
 	{NavItem{"request", "Request a token", Prefix + "request"}, nil, []jobs.Permission{jobs.PermRequest}},
-	{NavItem{"jobs", "Jobs", Prefix + "jobs"}, readers(jobs.RoleApprover, jobs.RoleCAOperator), nil},
+	{NavItem{"jobs", "Jobs", Prefix + "jobs"}, readers(jobs.RoleApprover, jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
 	{NavItem{"agents", "Agents", Prefix + "agents"}, readers(), nil},
 	{NavItem{"tokens", "Tokens", Prefix + "tokens"}, readers(), nil},
-	{NavItem{"certificates", "Certificates", Prefix + "certificates"}, readers(jobs.RoleCAOperator), nil},
-	{NavItem{"register", "Register", Prefix + "register"}, readers(jobs.RoleApprover, jobs.RoleCAOperator), nil},
-	{NavItem{"rollouts", "Rollouts", Prefix + "rollouts"}, readers(jobs.RoleCAOperator), nil},
+	{NavItem{"certificates", "Certificates", Prefix + "certificates"}, readers(jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
+	{NavItem{"register", "Register", Prefix + "register"}, readers(jobs.RoleApprover, jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
+	{NavItem{"rollouts", "Rollouts", Prefix + "rollouts"}, readers(jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
 	{NavItem{"audit", "Audit log", Prefix + "audit"}, nil, []jobs.Permission{jobs.PermReadAudit}},
-	{NavItem{"profiles", "Profiles", Prefix + "profiles"}, readers(jobs.RoleApprover, jobs.RoleCAOperator), nil},
+	{NavItem{"profiles", "Profiles", Prefix + "profiles"}, readers(jobs.RoleApprover, jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
 	{NavItem{"notifications", "Notifications", Prefix + "notifications"}, nil, []jobs.Permission{jobs.PermManageUsers}},
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/notify"
 	"github.com/tokenfleet/tokenfleet/coordinator/profile"
+	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/seal"
@@ -52,8 +53,11 @@ func failf(code protocol.ErrorCode, format string, args ...any) error {
 
 // builder builds one attempt's dispatch.
 type builder struct {
-	d     *Dispatcher
-	r     store.Reader
+	d *Dispatcher
+	r store.Reader
+	// jt is the transaction the dispatch is written in: a server_keygen dispatch records
+	// its key's archive and certificate in it.
+	jt    *service.JobTx
 	job   store.Job
 	p     profile.Profile
 	id    profile.Identity
@@ -63,11 +67,16 @@ type builder struct {
 	serial string
 }
 
-// build returns the dispatch of the job's current attempt. An error is a *waitError when
-// the job must wait (see the package documentation), or a store failure.
-func (d *Dispatcher) build(ctx context.Context, r store.Reader, j store.Job) (*protocol.JobDispatch, error) {
+// build returns the dispatch of the job's current attempt, in jt. An error is a *waitError
+// when the job must wait (see the package documentation), or a store failure.
+func (d *Dispatcher) build(ctx context.Context, jt *service.JobTx, j store.Job) (*protocol.JobDispatch, error) {
+	var r store.Reader = jt
 	if !jobs.OnAgent(j.Kind) {
 		return nil, fmt.Errorf("dispatch: a %s job is not dispatched to an agent", j.Kind)
+	}
+	if j.Kind == jobs.KindRecoverKey && j.AgentID == "" {
+		// A recovery to an officer's PKCS#12: the officer's delivery ends it, no agent.
+		return nil, waitf("a key-recovery officer delivers this key as a PKCS#12 file (tokenfleetctl recovery open %s --recovery-key KEY.pem --pkcs12 FILE)", j.ID)
 	}
 	agent, err := r.GetAgent(ctx, j.AgentID)
 	if err != nil {
@@ -88,7 +97,7 @@ func (d *Dispatcher) build(ctx context.Context, r store.Reader, j store.Job) (*p
 		}
 		return nil, err
 	}
-	b := &builder{d: d, r: r, job: j, p: p, id: id, agent: agent}
+	b := &builder{d: d, r: r, jt: jt, job: j, p: p, id: id, agent: agent}
 	deadline := j.Deadline
 	if deadline.IsZero() {
 		deadline = d.clock().Add(defaultDeadline)
@@ -113,6 +122,12 @@ func (b *builder) kind(ctx context.Context) error {
 		return b.renew(ctx)
 	case jobs.KindInstallCertificate:
 		return b.install(ctx)
+	case jobs.KindServerKeygen:
+		return b.serverKeygen(ctx)
+	case jobs.KindRecoverKey:
+		return b.recoverKey(ctx)
+	case jobs.KindRegisterCertificate:
+		return b.registerCertificate(ctx)
 	case jobs.KindUnblockPIN:
 		if err := b.chooseToken(ctx, false); err != nil {
 			return err

@@ -65,6 +65,13 @@ func (d *Dispatcher) onJobEvent(ctx context.Context, jt *service.JobTx, del *amq
 	if v, err := d.decodeJobEvent(e); err != nil || v.reject != nil {
 		return "", v, err
 	}
+	if len(e.outputs.Certificate) > 0 && j.Kind != jobs.KindRegisterCertificate {
+		// Only a register_certificate job reads a certificate back for the coordinator.
+		return "", d.refuse(del, false, protocol.CodeEventNotAllowed, "a %s job reports no certificate it read; only register_certificate does", j.Kind), nil
+	}
+	if e.kind == jobs.EventSucceeded && j.Kind == jobs.KindRegisterCertificate && len(e.outputs.Certificate) == 0 {
+		return "", d.refuse(del, false, protocol.CodeEventNotAllowed, "a register_certificate job's success carries the certificate it read (outputs.certificate)"), nil
+	}
 	if e.att, err = jt.GetJobAttempt(ctx, j.ID, j.Attempt); err != nil {
 		return "", verdict{}, err
 	}
@@ -309,6 +316,24 @@ func (d *Dispatcher) onResult(ctx context.Context, jt *service.JobTx, e *jobEven
 	change := store.JobChange{Actor: agentActor(j.AgentID), TokenSerial: e.outputs.TokenSerial}
 	if j.TokenSerial != "" {
 		change.TokenSerial = ""
+	}
+	if eff.To == jobs.StateSucceeded && j.Kind == jobs.KindRegisterCertificate {
+		serial := j.TokenSerial
+		if serial == "" {
+			serial = e.outputs.TokenSerial
+		}
+		if err := jt.RegisterCertificate(ctx, j, e.outputs.Certificate, serial); err != nil {
+			var pe *protocol.Error
+			if !errors.As(err, &pe) {
+				return "", v, err
+			}
+			change.Reason = protocol.TruncateText("the certificate read was refused: "+pe.Message, protocol.MaxTextLen)
+			change.Error = &store.JobError{Code: string(pe.Code), Message: pe.Message}
+			if _, err := jt.Transition(ctx, j, jobs.StateFailed, change); err != nil {
+				return "", v, err
+			}
+			return "failed: certificate refused" + note, v, nil
+		}
 	}
 	if eff.To == jobs.StateSucceeded {
 		change.Reason = "the agent reported success"

@@ -135,6 +135,11 @@ func refusalOf(err error) (protocol.ErrorCode, string) {
 // awaiting_certificate; its accepted CSR is checked again and signed, in the service's
 // transaction.
 func (d *Dispatcher) CAGatePassed(ctx context.Context, tx *service.JobTx, j store.Job) error {
+	if j.Kind == jobs.KindServerKeygen && j.State == jobs.StateApproved {
+		// Its certificate is signed as its dispatch is built, which waited for this.
+		_, err := d.tryDispatch(ctx, tx, j)
+		return err
+	}
 	if j.State != jobs.StateAwaitingCertificate {
 		return fmt.Errorf("dispatch: job %s is %s, not awaiting its certificate", j.ID, j.State)
 	}

@@ -1,9 +1,17 @@
 package dispatch_test
 
 import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/big"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +24,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
 	"github.com/tokenfleet/tokenfleet/coordinator/dispatch/dispatchtest"
+	"github.com/tokenfleet/tokenfleet/coordinator/escrow"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
@@ -130,6 +139,8 @@ type matrix struct {
 	cursor  int64  // audit entries before this sequence number were looked at
 	holders int
 	queries map[string]string // table → the query that renders it, for snapshot
+	archive []byte            // an escrowed key's archive, for the escrowed kinds' fixtures
+	encCert []byte            // an encryption certificate, for register_certificate's success
 }
 
 const matrixAgent = "ws-matrix"
@@ -269,8 +280,13 @@ func (m *matrix) fixture(t *testing.T, kind jobs.Kind, f fixture, ev agentEvent)
 	if _, err := m.w.admin.CreateUser(ctx, client.UserCreate{Username: holder, DisplayName: "Holder " + holder, Organization: "Acme"}); err != nil {
 		t.Fatal(err)
 	}
-	cj, err := m.w.desk.CreateJob(ctx, client.JobCreate{Kind: kind, Holder: holder, Agent: matrixAgent, Profile: "held"})
-	if err != nil {
+	var cj client.Job
+	var err error
+	if escrowKind(kind) {
+		// Queued through their own paths (an escrow profile, an escrowed key, a CKA_ID):
+		// the event table is the same whatever made the job.
+		cj.ID = m.escrowJob(t, kind, holder)
+	} else if cj, err = m.w.desk.CreateJob(ctx, client.JobCreate{Kind: kind, Holder: holder, Agent: matrixAgent, Profile: "held"}); err != nil {
 		t.Fatal(err)
 	}
 	var key *dispatchtest.Key
@@ -288,6 +304,17 @@ func (m *matrix) fixture(t *testing.T, kind jobs.Kind, f fixture, ev agentEvent)
 			if _, err := tx.AddApproval(ctx, store.Approval{JobID: j.ID, Gate: jobs.GateRequest, ApproverID: m.boss,
 				Verdict: jobs.VerdictApprove, BoundHash: j.BindingHash, Attempt: 1, At: now, Expires: now.Add(30 * 24 * time.Hour)}); err != nil {
 				return err
+			}
+			if kind == jobs.KindRecoverKey {
+				// The recovery gate wants two approvals (the default).
+				caop, err := tx.GetUserByUsername(ctx, "caop")
+				if err != nil {
+					return err
+				}
+				if _, err := tx.AddApproval(ctx, store.Approval{JobID: j.ID, Gate: jobs.GateRequest, ApproverID: caop.ID,
+					Verdict: jobs.VerdictApprove, BoundHash: j.BindingHash, Attempt: 1, At: now, Expires: now.Add(30 * 24 * time.Hour)}); err != nil {
+					return err
+				}
 			}
 			if j, err = tx.UpdateJobState(ctx, j.ID, j.State, f.state, j.Version, store.JobChange{Actor: "test", Reason: "fixture", At: now}); err != nil {
 				return err
@@ -337,6 +364,10 @@ func (m *matrix) send(t *testing.T, j store.Job, ev agentEvent, key *dispatchtes
 		}
 		return m.a.Send(ref, protocol.CSRSubmission{CSR: key.CSR, KeyID: protocol.DeriveKeyID(j.ID), PublicKey: key.PublicKey})
 	case jobs.EventSucceeded:
+		if j.Kind == jobs.KindRegisterCertificate {
+			// Its success carries the certificate it read.
+			return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeSucceeded, Outputs: &protocol.Outputs{Certificate: m.encryptionCert(t)}})
+		}
 		return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeSucceeded})
 	case jobs.EventFailed:
 		return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeFailed, Error: protocol.NewError(protocol.CodeTokenNotPresent, "token removed")})
@@ -489,4 +520,104 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 		<-tick.C
 	}
+}
+
+func escrowKind(k jobs.Kind) bool {
+	return k == jobs.KindServerKeygen || k == jobs.KindRecoverKey || k == jobs.KindRegisterCertificate
+}
+
+// escrowJob stores a job of an escrowed kind in pending_approval, with what its own path
+// would have recorded: a server_keygen attempt's archive, a recovery's escrowed key and
+// target, a registration's CKA_ID.
+func (m *matrix) escrowJob(t *testing.T, kind jobs.Kind, holder string) string {
+	t.Helper()
+	ctx := m.w.ctx
+	if m.archive == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rk, err := ecdh.X25519().GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tpl := &x509.Certificate{SerialNumber: big.NewInt(8), Subject: pkix.Name{CommonName: "escrowed"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageKeyAgreement}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &k.PublicKey, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := escrow.Seal(k, cert, []crypto.PublicKey{rk.PublicKey()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.archive, err = a.Marshal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var id string
+	err := m.w.c.Store.InTx(ctx, func(tx store.Tx) error {
+		u, err := tx.GetUserByUsername(ctx, holder)
+		if err != nil {
+			return err
+		}
+		desk, err := tx.GetUserByUsername(ctx, "desk")
+		if err != nil {
+			return err
+		}
+		sp, err := tx.GetProfile(ctx, "held")
+		if err != nil {
+			return err
+		}
+		serial := ""
+		if kind == jobs.KindRecoverKey {
+			serial = "rk-" + holder // a recovery always names the token it installs on
+		}
+		j, err := tx.CreateJob(ctx, store.Job{Kind: kind, State: jobs.StatePendingApproval, HolderID: u.ID, ProfileName: "held",
+			ProfileHash: sp.ContentHash, AgentID: matrixAgent, TokenSerial: serial, RequesterID: desk.ID, OrganizationID: u.OrganizationID,
+			BindingHash: strings.Repeat("ab", 32), Deadline: time.Now().Add(30 * 24 * time.Hour)})
+		if err != nil {
+			return err
+		}
+		id = j.ID
+		switch kind {
+		case jobs.KindServerKeygen:
+			_, err = tx.AddEscrowedKey(ctx, store.EscrowedKey{JobID: j.ID, Attempt: 1, HolderID: u.ID, KeyID: "k-" + j.ID, Archive: m.archive})
+		case jobs.KindRecoverKey:
+			var k store.EscrowedKey
+			if k, err = tx.AddEscrowedKey(ctx, store.EscrowedKey{JobID: j.ID, Attempt: 1, HolderID: u.ID, KeyID: "k-" + j.ID, Archive: m.archive,
+				State: store.EscrowActive}); err == nil {
+				err = tx.AddKeyRequest(ctx, store.KeyRequest{JobID: j.ID, EscrowedKeyID: k.ID, Target: store.RecoveryToToken})
+			}
+		case jobs.KindRegisterCertificate:
+			err = tx.AddKeyRequest(ctx, store.KeyRequest{JobID: j.ID, CKAID: "0102"})
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// encryptionCert is a certificate of an EC key allowing keyAgreement, valid now.
+func (m *matrix) encryptionCert(t *testing.T) []byte {
+	t.Helper()
+	if m.encCert != nil {
+		return m.encCert
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "encryption"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageKeyAgreement}
+	if m.encCert, err = x509.CreateCertificate(rand.Reader, tpl, tpl, &k.PublicKey, k); err != nil {
+		t.Fatal(err)
+	}
+	return m.encCert
 }

@@ -221,7 +221,7 @@ func (a *server) createJob(w http.ResponseWriter, r *http.Request, u service.Act
 		return
 	}
 	req := service.JobRequest{Kind: in.Kind, Holder: in.Holder, Agent: in.Agent, Profile: in.Profile, TokenSerial: in.TokenSerial,
-		Deadline: deadline, IdempotencyKey: key}
+		Deadline: deadline, IdempotencyKey: key, CertificateID: in.CertificateID}
 	if in.Document != nil {
 		req.Document = service.Document{Number: in.Document.Number, Date: in.Document.Date}
 	}

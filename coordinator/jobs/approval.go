@@ -20,9 +20,13 @@ const (
 	RoleAuditor    Role = "auditor" // read-only: never decides on anything
 	// RoleRolloutOwner creates and steers fleet rollouts (manage_rollouts) and reads.
 	RoleRolloutOwner Role = "rollout_owner"
+	// RoleKeyRecoveryOfficer approves the recovery of escrowed keys (N of M, never their
+	// own request) and, once enough officers approved, opens the archive on their own
+	// machine with a recovery private key (recover_keys).
+	RoleKeyRecoveryOfficer Role = "key_recovery_officer"
 )
 
-var roles = []Role{RoleHelpdesk, RoleApprover, RoleCAOperator, RoleAdmin, RoleAuditor, RoleRolloutOwner}
+var roles = []Role{RoleHelpdesk, RoleApprover, RoleCAOperator, RoleAdmin, RoleAuditor, RoleRolloutOwner, RoleKeyRecoveryOfficer}
 
 // AllRoles lists every role.
 func AllRoles() []Role { return slices.Clone(roles) }
@@ -188,13 +192,20 @@ type Outcome struct {
 	ValidUntil time.Time `json:"valid_until,omitzero"`
 }
 
-// gateFor names the gate that applies in the job's state: the CA-operator gate while the
-// job awaits its certificate, the request gate otherwise.
-func gateFor(s State) Gate {
-	if s == StateAwaitingCertificate {
+// gateFor names the gate that applies to the job in its state: the CA-operator gate while
+// the job awaits its certificate, or while an approved server_keygen job waits for it (its
+// certificate is signed when its dispatch is built), the request gate otherwise.
+func gateFor(p Policy, j Job) Gate {
+	if j.State == StateAwaitingCertificate || caGateBeforeDispatch(p, j) {
 		return GateCAOperator
 	}
 	return GateRequest
+}
+
+// caGateBeforeDispatch reports whether j is a server_keygen job whose CA-operator gate is
+// open: approved at the request gate, its key and certificate not made yet.
+func caGateBeforeDispatch(p Policy, j Job) bool {
+	return j.Kind == KindServerKeygen && j.State == StateApproved && p.CAOperatorRequired
 }
 
 // Evaluate computes the gate that applies to the job's current state at time now: the
@@ -208,7 +219,7 @@ func Evaluate(p Policy, j Job, now time.Time) (Outcome, error) {
 	if err := j.validate(); err != nil {
 		return Outcome{}, err
 	}
-	gate := gateFor(j.State)
+	gate := gateFor(p, j)
 	if gate == GateCAOperator {
 		return evaluateCA(p, j, now), nil
 	}
@@ -323,7 +334,7 @@ func Decide(p Policy, j Job, a Actor, v Vote, now time.Time) (Decision, Outcome,
 	switch {
 	case j.State == StatePendingApproval:
 		gate = GateRequest
-	case j.State == StateAwaitingCertificate && p.CAOperatorRequired:
+	case j.State == StateAwaitingCertificate && p.CAOperatorRequired, caGateBeforeDispatch(p, j):
 		gate = GateCAOperator
 	case j.State == StateAwaitingCertificate:
 		return Decision{}, Outcome{}, errorf(CodeNotPending, "job %s awaits its certificate but its profile has no CA-operator gate", j.ID)

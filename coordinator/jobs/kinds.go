@@ -119,7 +119,7 @@ func PINNeeded(k Kind, initialise, blank bool) string {
 			return PINSO
 		}
 		return PINUser
-	case KindRenew, KindInstallCertificate:
+	case KindRenew, KindInstallCertificate, KindServerKeygen, KindRecoverKey:
 		return PINUser
 	}
 	return ""

@@ -74,12 +74,15 @@ func Open(s State) bool {
 // Supersedes reports whether the new request supersedes the existing job old: same
 // holder, same profile, same target (agent and token serial, an empty serial meaning "any
 // token at that agent"), old still open, and both run on an agent. The kind is not
-// compared: the latest request for a holder's token under a profile is the one that
-// counts, whatever it asks.
+// compared (the latest request for a holder's token under a profile is the one that
+// counts, whatever it asks), except that a recovery neither replaces nor is replaced.
 func Supersedes(newJob, old Job) bool {
 	return newJob.ID != old.ID &&
 		Open(old.State) &&
 		OnAgent(newJob.Kind) && OnAgent(old.Kind) &&
+		// A recovery names its own escrowed key: a new request for the token does not
+		// replace it, nor does it replace anything.
+		newJob.Kind != KindRecoverKey && old.Kind != KindRecoverKey &&
 		newJob.HolderID != "" && newJob.HolderID == old.HolderID &&
 		newJob.ProfileName != "" && newJob.ProfileName == old.ProfileName &&
 		newJob.TargetAgentID != "" && newJob.TargetAgentID == old.TargetAgentID &&

@@ -135,6 +135,8 @@ func TestSupersedes(t *testing.T) {
 		{"any token vs a given token", func(n, o *Job) { n.TokenSerial = "" }, false},
 		{"same job", func(n, o *Job) { n.ID = o.ID }, false},
 		{"revoke", func(n, o *Job) { n.Kind = KindRevoke }, false},
+		{"an issue for a token a recovery targets", func(n, o *Job) { o.Kind = KindRecoverKey }, false},
+		{"a recovery for a token an issue targets", func(n, o *Job) { n.Kind = KindRecoverKey }, false},
 		{"no holder", func(n, o *Job) { n.HolderID, o.HolderID = "", "" }, false},
 		{"no agent", func(n, o *Job) { n.TargetAgentID, o.TargetAgentID = "", "" }, false},
 	}

@@ -28,10 +28,14 @@ const (
 	// PermManageTokens: move tokens in their life cycle (suspend, reinstate, lost,
 	// stolen, damaged, retire), which holds, releases or revokes their certificates.
 	PermManageTokens Permission = "manage_tokens"
+	// PermRecoverKeys: take an approved recovery's archive to open it with a recovery key,
+	// and deliver the result (to the target token, or as a PKCS#12 to oneself). Approving
+	// a recovery is the key_recovery_officer role's, at the recovery gate.
+	PermRecoverKeys Permission = "recover_keys"
 )
 
 var permissions = []Permission{PermRequest, PermApprove, PermCAOperator, PermManageJobs, PermManageAgents,
-	PermManageProfiles, PermManageUsers, PermReadAudit, PermRead, PermManageRollouts, PermManageTokens}
+	PermManageProfiles, PermManageUsers, PermReadAudit, PermRead, PermManageRollouts, PermManageTokens, PermRecoverKeys}
 
 // AllPermissions lists every permission.
 func AllPermissions() []Permission { return slices.Clone(permissions) }
@@ -51,6 +55,9 @@ var builtin = map[Role][]Permission{
 	// A rollout owner runs fleet rollouts and reads what they target; the jobs a rollout
 	// creates pass their request gate by the rollout's own approval, never by this role.
 	RoleRolloutOwner: {PermManageRollouts, PermRead},
+	// A key-recovery officer approves recoveries (by role, at their gate), opens the
+	// approved ones, and reads jobs, people and certificates to judge them.
+	RoleKeyRecoveryOfficer: {PermRecoverKeys, PermRead},
 }
 
 // RolePermissions returns what a built-in role allows; nil for any other name.

@@ -66,7 +66,9 @@ func kindForbids(kind Kind, from, to State) string {
 		return "revoke runs on the coordinator and is not cancelled once it runs"
 	case kind == KindRevoke && to == StateSuperseded:
 		return "revoke has no target agent and is never superseded"
-	case kind != KindRevoke && from == StateApproved && to == StateRunning:
+	// A recover_key job may also end with a PKCS#12 an officer writes on their own
+	// machine: the officer's delivery runs it, and nothing is dispatched.
+	case kind != KindRevoke && kind != KindRecoverKey && from == StateApproved && to == StateRunning:
 		return "a " + string(kind) + " job runs on an agent and must be dispatched first"
 	case !NeedsCertificate(kind) && (certStates(from) || certStates(to)):
 		return "a " + string(kind) + " job produces no certificate"

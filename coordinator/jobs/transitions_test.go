@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 )
@@ -150,6 +151,10 @@ func TestCanTransitionKindCrossProduct(t *testing.T) {
 			want = wantCertKinds
 		case KindRevoke:
 			want = wantRevoke
+		case KindRecoverKey:
+			// An officer's PKCS#12 delivery runs the job without a dispatch.
+			want = maps.Clone(wantAgentKindsWithoutCertificate)
+			want[edge{StateApproved, StateRunning}] = true
 		}
 		checkCrossProduct(t, string(kind), want, func(from, to State) error { return CanTransitionKind(kind, from, to) })
 	}

@@ -199,7 +199,7 @@ func readScope(a access, r resource) (scope, error) {
 			switch {
 			case slices.Contains([]jobs.Role{jobs.RoleAdmin, jobs.RoleHelpdesk, jobs.RoleAuditor, jobs.RoleRolloutOwner}, g.role):
 				return scope{all: true}, nil
-			case g.role == jobs.RoleCAOperator && r != resFleet:
+			case (g.role == jobs.RoleCAOperator || g.role == jobs.RoleKeyRecoveryOfficer) && r != resFleet:
 				return scope{all: true}, nil
 			case g.role == jobs.RoleApprover && r == resProfiles:
 				return scope{all: true}, nil

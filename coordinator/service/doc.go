@@ -16,6 +16,7 @@
 //	helpdesk          all    all       all       all       all            all           -
 //	rollout_owner     all    all       all       all       all            all           -
 //	ca_operator       all    all       all       all       -              all           -
+//	key_recovery_off. all    all       all       all       -              all           -
 //	approver          own    own org   all       own org   -              -             -
 //	no role           -      self      -         -         -              -             -
 //	custom, read      all    all       all       all       all            all           -

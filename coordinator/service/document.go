@@ -63,7 +63,7 @@ func validateDocument(d store.Document, now time.Time) error {
 // nobody to ask.
 func documentAllowed(p profile.Profile, kind jobs.Kind, d store.Document) error {
 	switch rule := p.Register.Document; {
-	case rule == profile.DocumentRequired && kind == jobs.KindIssue && d.IsZero():
+	case rule == profile.DocumentRequired && (kind == jobs.KindIssue || kind == jobs.KindServerKeygen) && d.IsZero():
 		return badRequest("document", "profile %s requires the document the issuance is based on: give its number and date (document.number, document.date; tokenfleetctl issue --document-number N --document-date YYYY-MM-DD)", p.Name)
 	case rule == profile.DocumentNone && !d.IsZero():
 		return badRequest("document", "profile %s records no document (its register.document is not set): leave the document out, or ask an administrator to set register.document in the profile", p.Name)

@@ -49,7 +49,8 @@ func (r JobRequest) requestHash() string {
 		// Omitted when empty: requests without a document keep the hash they had before.
 		DocumentNumber string `json:"document_number,omitempty"`
 		DocumentDate   string `json:"document_date,omitempty"`
-	}{string(r.Kind), r.Holder, r.Profile, r.Agent, r.TokenSerial, deadline, r.Document.Number, r.Document.Date})
+		CertificateID  string `json:"certificate_id,omitempty"`
+	}{string(r.Kind), r.Holder, r.Profile, r.Agent, r.TokenSerial, deadline, r.Document.Number, r.Document.Date, r.CertificateID})
 	if err != nil {
 		panic(err) // strings only: cannot fail
 	}

@@ -157,7 +157,10 @@ func (t *txn) notifyApprovalRequested(ctx context.Context, j store.Job, p profil
 // jobs too, since each needs its own decision (the rate limit gathers a flood into
 // digests).
 func (t *txn) notifyCAGate(ctx context.Context, j store.Job) error {
-	if !t.s.notifying() || j.State != jobs.StateAwaitingCertificate {
+	// A server_keygen job waits for the CA operator once approved: its key and
+	// certificate are made when its dispatch is built.
+	gate := j.State == jobs.StateAwaitingCertificate || (j.Kind == jobs.KindServerKeygen && j.State == jobs.StateApproved)
+	if !t.s.notifying() || !gate {
 		return nil
 	}
 	p, _, err := t.s.profileOfJob(ctx, t, j)

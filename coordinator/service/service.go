@@ -88,6 +88,9 @@ type Options struct {
 	// CheckpointKey verifies the kept audit checkpoints in VerifyAudit; nil: they are not
 	// checked.
 	CheckpointKey ed25519.PublicKey
+	// RecoveryApprovals is how many key-recovery officers must approve the recovery of an
+	// escrowed key (at least 1); 0: DefaultRecoveryApprovals.
+	RecoveryApprovals int
 }
 
 // Service is the coordinator's business operations. It is safe for concurrent use.
@@ -114,6 +117,8 @@ type Service struct {
 	hasher *hasher
 	ghosts *ghostLocks // lockout of usernames no user has
 	cpKey  ed25519.PublicKey
+
+	recoveryN int // approvals a key recovery needs
 }
 
 // New returns a Service over o.Store.
@@ -125,6 +130,14 @@ func New(o Options) (*Service, error) {
 		profiles: newProfileCache(), tokenUse: ratelimit.New(TokenUseAuditEvery, maxTracked), anon: ratelimit.New(anonDenialWindow, maxTracked)}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	switch {
+	case o.RecoveryApprovals < 0 || o.RecoveryApprovals > jobs.MaxRequired:
+		return nil, fmt.Errorf("service: recovery approvals %d: want 1 to %d (0: the default, %d)", o.RecoveryApprovals, jobs.MaxRequired, DefaultRecoveryApprovals)
+	case o.RecoveryApprovals == 0:
+		s.recoveryN = DefaultRecoveryApprovals
+	default:
+		s.recoveryN = o.RecoveryApprovals
 	}
 	s.rollouts = newRolloutEngine()
 	s.notifier = o.Notifier
@@ -328,6 +341,11 @@ func (t *txn) moveAll(ctx context.Context, js []store.Job, to jobs.State, c stor
 			// A temporary token or a replacement takes effect with its job's success.
 			if err := t.tokenJobSucceeded(ctx, njs[i]); err != nil {
 				return nil, fmt.Errorf("token life cycle: job %s: %w", nj.ID, err)
+			}
+		}
+		if jobs.Terminal(to) {
+			if err := t.escrowJobEnded(ctx, njs[i]); err != nil {
+				return nil, fmt.Errorf("key escrow: job %s: %w", nj.ID, err)
 			}
 		}
 		if err := t.notifyJobEnded(ctx, njs[i]); err != nil {

@@ -20,14 +20,6 @@ type CertificateHoldReleaser interface {
 	ReleaseCertificateHold(ctx context.Context, tx store.Tx, c store.Certificate) error
 }
 
-// EscrowReinstaller is an optional capability of the Issuer, called in the transaction in
-// which a replacement job succeeded: it queues the re-installation of the holder's
-// escrowed encryption keys on the new token. Nothing implements it yet (key escrow comes
-// later); without it a replacement carries only the certificate its job issued.
-type EscrowReinstaller interface {
-	ReinstallEscrowedKeys(ctx context.Context, jt *JobTx, oldSerial string, replacement store.Job) error
-}
-
 // TokenLife is a token's life-cycle record with its holder's username and its history.
 type TokenLife struct {
 	store.TokenLife
@@ -384,8 +376,8 @@ func (s *Service) RequestTemporaryToken(ctx context.Context, by Actor, original 
 // manage_tokens permissions):
 // r names the holder, agent, profile and the new token as for CreateJob. When the job
 // succeeds, old becomes replaced and its certificates are revoked (superseded), the
-// temporary tokens standing in for it end, and the escrowed keys are re-installed
-// (EscrowReinstaller, when the coordinator has one).
+// temporary tokens standing in for it end, and a recover_key job is queued for each of
+// the old token's active escrowed keys, targeting the new token (reinstallEscrowedKeys).
 func (s *Service) RequestReplacement(ctx context.Context, by Actor, old string, r JobRequest) (Job, error) {
 	return s.requestForToken(ctx, by, store.PurposeReplacement, old, r)
 }
@@ -448,8 +440,20 @@ func (s *Service) requestForToken(ctx context.Context, by Actor, purpose store.T
 		if err := t.AddTokenRequest(ctx, store.TokenRequest{JobID: j.ID, Purpose: purpose, TokenSerial: serial}); err != nil {
 			return err
 		}
+		kv := []any{"purpose", string(purpose), "new_token", j.TokenSerial}
+		if purpose == store.PurposeReplacement {
+			// Said now, so that the help desk knows the officers will be asked once the
+			// new token is issued (reinstallEscrowedKeys).
+			ks, err := t.ListEscrowedKeys(ctx, store.EscrowedKeyFilter{TokenSerial: serial, States: []store.EscrowedKeyState{store.EscrowActive}})
+			if err != nil {
+				return err
+			}
+			if len(ks) > 0 {
+				kv = append(kv, "escrowed_keys_to_reinstall", len(ks), "recovery_approvals", t.s.recoveryN)
+			}
+		}
 		return t.audit(ctx, audit.Entry{Actor: j.RequesterID, Action: audit.ActionTokenRequested, JobID: j.ID, Target: "token:" + serial,
-			Details: audit.Details("purpose", string(purpose), "new_token", j.TokenSerial)})
+			Details: audit.Details(kv...)})
 	}
 	return s.queueJob(ctx, by, r, check, after)
 }
@@ -512,9 +516,7 @@ func (t *txn) tokenJobSucceeded(ctx context.Context, j store.Job) error {
 		if _, err := t.moveToken(ctx, old, j.HolderID, tokenlife.Replaced, actor, "replaced by token "+j.TokenSerial, j.ID); err != nil {
 			return err
 		}
-		if er, ok := t.s.issuer.(EscrowReinstaller); ok {
-			return er.ReinstallEscrowedKeys(ctx, &JobTx{Tx: t.Tx, t: t}, req.TokenSerial, j)
-		}
+		return t.reinstallEscrowedKeys(ctx, req.TokenSerial, j)
 	}
 	return nil
 }

@@ -92,6 +92,16 @@ type Reader interface {
 	// group by expiry; retired ones only when asked.
 	ListRecoveryCertificates(ctx context.Context, withRetired bool) ([]RecoveryCertificate, error)
 
+	GetEscrowedKey(ctx context.Context, id string) (EscrowedKey, error)
+	// GetEscrowedKeyOfAttempt returns the key archived with a server_keygen job's attempt.
+	GetEscrowedKeyOfAttempt(ctx context.Context, jobID string, attempt int) (EscrowedKey, error)
+	// ListEscrowedKeys returns the escrowed keys f selects, oldest first.
+	ListEscrowedKeys(ctx context.Context, f EscrowedKeyFilter) ([]EscrowedKey, error)
+	// ListHolderEncryptionKeys returns a holder's encryption keys, oldest first.
+	ListHolderEncryptionKeys(ctx context.Context, holderID string) ([]HolderEncryptionKey, error)
+	// GetKeyRequest returns what a recover_key or register_certificate job is about.
+	GetKeyRequest(ctx context.Context, jobID string) (KeyRequest, error)
+
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	ListAgents(ctx context.Context, f AgentFilter, p Page) (agents []Agent, next string, err error)
 	// CheckAgentSecret returns the agent whose secret (IssueAgentSecret) was presented;
@@ -276,6 +286,27 @@ type Writer interface {
 	// RetireRecoveryCertificate marks it retired; ErrNotFound when there is no such
 	// certificate, ErrConflict when it is retired already.
 	RetireRecoveryCertificate(ctx context.Context, id, by, reason string, at time.Time) (RecoveryCertificate, error)
+
+	// AddEscrowedKey keeps the archive of a job attempt's key under a new ID, pending
+	// unless a state is given; a second for the same attempt gives ErrConflict.
+	AddEscrowedKey(ctx context.Context, k EscrowedKey) (EscrowedKey, error)
+	// SetEscrowedKeyState moves a key from one state to another; ErrConflict when it is
+	// not in from.
+	SetEscrowedKeyState(ctx context.Context, id string, from, to EscrowedKeyState, reason string, at time.Time) (EscrowedKey, error)
+	// SetEscrowedKeyToken records the token a key went onto (a job naming no token).
+	SetEscrowedKeyToken(ctx context.Context, id, tokenSerial string) error
+	// RecordEscrowedKeyRecovery records where a recovery put the key (a token serial, which
+	// becomes the key's token, or RecoveredToOfficer) and by which job.
+	RecordEscrowedKeyRecovery(ctx context.Context, id, jobID, to string, at time.Time) (EscrowedKey, error)
+	// AddHolderEncryptionKey records a holder's encryption key; a second for the same job
+	// gives ErrConflict.
+	AddHolderEncryptionKey(ctx context.Context, k HolderEncryptionKey) (HolderEncryptionKey, error)
+	// AddKeyRequest records what a recover_key job (an escrowed key and a target) or a
+	// register_certificate job (a CKA_ID) is about.
+	AddKeyRequest(ctx context.Context, k KeyRequest) error
+	// SetKeyDelivery records an officer's delivery for an attempt (sealed nil for a PKCS#12
+	// the officer kept); ErrConflict when that attempt, or a later one, was delivered.
+	SetKeyDelivery(ctx context.Context, jobID string, attempt int, sealed []byte, by string, at time.Time) (KeyRequest, error)
 
 	// CreateAgent enrols an agent. A taken ID gives ErrConflict naming the host holding it.
 	CreateAgent(ctx context.Context, a Agent) (Agent, error)

@@ -40,6 +40,8 @@ func Run(t *testing.T, fresh Fresh) {
 		{"BootstrapAPIToken", testBootstrapToken},
 		{"CustomRoles", testCustomRoles},
 		{"RecoveryCertificates", testRecoveryCertificates},
+		{"EscrowedKeys", testEscrowedKeys},
+		{"KeyRequests", testKeyRequests},
 		{"Agents", testAgents},
 		{"AgentList", testAgentList},
 		{"AgentsBatch", testAgentsBatch},
