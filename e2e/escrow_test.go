@@ -90,6 +90,14 @@ func TestEscrowEndToEnd(t *testing.T) {
 	first := s.waitJob(s.queue(jobs.KindIssue, id, holder), jobs.StateSucceeded)
 	serial := first.TokenSerial
 	pin := s.revealPIN(first.ID)
+	// A certificate already on the token (the logon one) registered as an encryption key:
+	// the agent reads it back and the coordinator records its public key.
+	regJob := strings.TrimSpace(s.ctl(s.operator, "issue", "--kind", "register_certificate", "--holder", holder, "--agent", id,
+		"--profile", profileName, "--token", serial, "--certificate-id", protocol.DeriveKeyID(first.ID)))
+	s.ctl(s.approver, "approve", regJob, "--reason", "register the existing certificate")
+	if reg := s.waitJob(regJob, jobs.StateSucceeded); reg.Kind != jobs.KindRegisterCertificate {
+		t.Errorf("register job is %s", reg.Kind)
+	}
 	encJob := strings.TrimSpace(s.ctl(s.operator, "issue", "--holder", holder, "--agent", id, "--profile", "e2e-encryption", "--token", serial))
 	s.ctl(s.approver, "approve", encJob, "--reason", "encryption key for tenders")
 	enc := s.waitJob(encJob, jobs.StateSucceeded)

@@ -24,7 +24,7 @@ func issueCommand(e *env) *cobra.Command {
 		doc      client.Document
 	)
 	cmd := &cobra.Command{
-		Use:   "issue --holder H --agent A --profile P [--token URI|SERIAL] [--kind K] [--document-number N --document-date YYYY-MM-DD] [--idempotency-key K]",
+		Use:   "issue --holder H --agent A --profile P [--token URI|SERIAL] [--kind K [--certificate-id HEX]] [--document-number N --document-date YYYY-MM-DD] [--idempotency-key K]",
 		Short: "Queue a job for a holder at a workstation and print its ID (helpdesk, admin)",
 		Long: `Queue a job: issue a token of profile P for holder H at the workstation of agent A.
 Only the new job's ID is printed, so it can be captured: JOB=$(tokenfleetctl issue ...).
@@ -47,12 +47,20 @@ created and creates nothing; the same key with different flags is refused.
 --document-number and --document-date cite the document the issuance is based on (an
 order, a decision), for the crypto-device register: a profile with register.document:
 required refuses an issue without them. Approvers see the document and approve it with
-the rest of the request.`,
+the rest of the request.
+
+--kind register_certificate --certificate-id HEX reads the certificate with that CKA_ID
+from the holder's token (--token) and records its public key as the holder's encryption
+key; pkcs11-tool --list-objects --type cert shows the IDs. Under a profile whose key is
+made by the coordinator (key.origin: server), an issue becomes a server_keygen job.`,
 		Args: exactArgs(),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			req.Kind = jobs.Kind(kind)
 			if !jobs.KnownKind(req.Kind) {
 				return usageErrorf("--kind %q: want one of %s", kind, joinStrings(jobs.Kinds(), ", "))
+			}
+			if (req.CertificateID != "") != (req.Kind == jobs.KindRegisterCertificate) {
+				return usageErrorf("--certificate-id goes with --kind %s, and that kind needs it: the CKA_ID of the certificate to register", jobs.KindRegisterCertificate)
 			}
 			if token != "" && req.TokenSerial != "" {
 				return usageErrorf("pass --token or --token-serial, not both")
@@ -103,6 +111,7 @@ the rest of the request.`,
 	f.StringVar(&token, "token", "", "the token to use, among those the agent reported: its serial or a PKCS#11 URI (default: any token the profile allows)")
 	f.StringVar(&req.TokenSerial, "token-serial", "", "serial of a token the agent has not reported yet")
 	f.StringVar(&kind, "kind", string(jobs.KindIssue), "job kind")
+	f.StringVar(&req.CertificateID, "certificate-id", "", "register_certificate: CKA_ID (hex) of the certificate on the token to register as the holder's encryption key")
 	f.StringVar(&deadline, "deadline", "", "deadline: RFC 3339 time or a span from now (72h, 3d); default: the profile's expires_after")
 	f.BoolVar(&asJSON, "json", false, "print the created job as JSON instead of its ID")
 	f.StringVar(&doc.Number, "document-number", "", "number of the document the issuance is based on (with --document-date)")
