@@ -14,6 +14,7 @@ require (
 	github.com/google/gousb v1.1.3
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/kardianos/service v1.3.0
+	github.com/mattn/go-sqlite3 v1.14.32
 	github.com/miekg/pkcs11 v1.1.2
 	github.com/oauth2-proxy/mockoidc v0.0.0-20261103160011-e06ed0b7cb7f
 	github.com/pressly/goose/v3 v3.29.0

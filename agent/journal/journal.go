@@ -45,7 +45,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	// SQLite in C through cgo, built into the executable: the agent needs cgo for PKCS#11
+	// anyway, and the pure-Go translation of SQLite was a fifth of the executable, whose
+	// pages are most of an idle agent's memory. Same file format, same guarantees.
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" database/sql driver
 
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/seal"
@@ -58,7 +61,7 @@ const FileName = "journal.db"
 // before it returns (see the package doc), a busy timeout for a second process (the
 // agent's CLI reading the journal), and write transactions that take the lock at BEGIN so
 // two writers never deadlock upgrading a read lock.
-const pragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+const pragmas = "_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL&_foreign_keys=1&_txlock=immediate"
 
 // Sealer seals the journal's secrets to the agent's own key; *keys.Pair is one.
 type Sealer interface {
@@ -105,7 +108,7 @@ func Open(ctx context.Context, path string, sealer Sealer, opts Options) (*Journ
 	if err := ensurePrivateFile(path); err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite", path+"?"+pragmas)
+	db, err := sql.Open("sqlite3", path+"?"+pragmas)
 	if err != nil {
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}

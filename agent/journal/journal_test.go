@@ -40,7 +40,7 @@ type fixture struct {
 	j    *Journal
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	pair, err := keys.LoadOrCreate(dir)
@@ -53,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 }
 
 // reopen closes the journal (if open) and opens the file again, as a restarted agent does.
-func (f *fixture) reopen(t *testing.T) {
+func (f *fixture) reopen(t testing.TB) {
 	t.Helper()
 	if f.j != nil {
 		if err := f.j.Close(); err != nil {
@@ -69,7 +69,7 @@ func (f *fixture) reopen(t *testing.T) {
 }
 
 // sealedPIN seals a PIN to the agent as the coordinator does for a dispatch.
-func (f *fixture) sealedPIN(t *testing.T, ref protocol.JobRef, purpose protocol.SealPurpose, pin string) *protocol.Sealed {
+func (f *fixture) sealedPIN(t testing.TB, ref protocol.JobRef, purpose protocol.SealPurpose, pin string) *protocol.Sealed {
 	t.Helper()
 	pub, err := seal.ParsePublicKey(f.pair.PublicKey())
 	if err != nil {
@@ -82,7 +82,7 @@ func (f *fixture) sealedPIN(t *testing.T, ref protocol.JobRef, purpose protocol.
 	return s
 }
 
-func dispatch(t *testing.T, f *fixture, ref protocol.JobRef, userPIN string) *protocol.Envelope {
+func dispatch(t testing.TB, f *fixture, ref protocol.JobRef, userPIN string) *protocol.Envelope {
 	t.Helper()
 	d := protocol.JobDispatch{
 		Kind:     protocol.KindIssue,
@@ -94,7 +94,7 @@ func dispatch(t *testing.T, f *fixture, ref protocol.JobRef, userPIN string) *pr
 	return envelope(t, ref, d)
 }
 
-func envelope(t *testing.T, ref protocol.JobRef, body protocol.Body) *protocol.Envelope {
+func envelope(t testing.TB, ref protocol.JobRef, body protocol.Body) *protocol.Envelope {
 	t.Helper()
 	env, err := protocol.NewEnvelope(agentID, ref, body)
 	if err != nil {
