@@ -97,8 +97,8 @@ func (s *Service) ListEncryptionKeys(ctx context.Context, by Actor, holder, toke
 // encryptionKeyState reads e's certificate and says whether it is usable now (NotCurrent
 // stays "" when it is).
 func (s *Service) encryptionKeyState(ctx context.Context, e *EncryptionKey, now time.Time) error {
-	c, err := x509.ParseCertificate(e.Certificate)
-	if err != nil {
+	c, ok := parseCertificate(e.Certificate)
+	if !ok { // recorded after a check, so never expected; listed, never current
 		e.NotCurrent = notCurrentUnreadable
 		return nil
 	}
@@ -152,4 +152,10 @@ func markCurrent(ks []EncryptionKey) {
 			ks[i].NotCurrent = notCurrentLater
 		}
 	}
+}
+
+// parseCertificate parses der; false when it does not parse.
+func parseCertificate(der []byte) (*x509.Certificate, bool) {
+	c, err := x509.ParseCertificate(der)
+	return c, err == nil
 }
