@@ -238,6 +238,16 @@ func TestConsoleIssue(t *testing.T) {
 	audrey.axe("audit verified")
 	audrey.screenshot("audit-verified")
 
+	// The escrow pages an auditor reads: the backup keys and a holder's escrowed and
+	// encryption keys (none here: the profile makes keys on the token).
+	audrey.open("/ui/recovery-certificates")
+	audrey.waitText("main", "None in use")
+	audrey.axe("backup keys")
+	audrey.open("/ui/escrow?holder=" + holder)
+	audrey.waitText("main", "No encryption key is recorded")
+	audrey.axe("escrowed keys")
+	audrey.screenshot("escrowed-keys")
+
 	for _, b := range []*browser{olga, arne, audrey} {
 		b.checkConsole()
 	}

@@ -105,7 +105,13 @@ func TestEscrowEndToEnd(t *testing.T) {
 		t.Fatalf("the escrow profile's job is %s, want %s", enc.Kind, jobs.KindServerKeygen)
 	}
 	wantSteps(t, enc, jobs.StepTokenFound, jobs.StepKeyImported, jobs.StepCertificateWritten, jobs.StepVerified)
-	encCert := write("enc-cert.pem", s.certificateOf(encJob).PEM)
+	// What an application encrypts to: the holder's current encryption key, the escrowed
+	// one (the later of the two), as tokenfleetctl prints it for openssl.
+	encPEM := s.ctl(s.operator, "encryption-key", "list", "--holder", holder, "--pem")
+	if strings.TrimSpace(encPEM) != strings.TrimSpace(s.certificateOf(encJob).PEM) {
+		t.Fatalf("the current encryption key of %s is\n%s\nwant the certificate of job %s", holder, encPEM, encJob)
+	}
+	encCert := write("enc-cert.pem", encPEM)
 	keyID := protocol.DeriveKeyID(encJob)
 	wantServerMadeKey(t, serial, pin, keyID)
 

@@ -63,3 +63,31 @@ type RecoveryDelivery struct {
 	PrivateKey *protocol.Sealed `json:"private_key,omitempty"`
 	PKCS12     bool             `json:"pkcs12,omitempty"`
 }
+
+// EncryptionKey is a holder's encryption key: a certificate others may encrypt to, made by
+// the coordinator and escrowed (source escrowed) or read from the holder's token (source
+// registered). Current marks the one to encrypt to now; NotCurrent says why another is
+// not (revoked, expired, superseded, a later key).
+type EncryptionKey struct {
+	ID                string    `json:"id"`
+	Holder            string    `json:"holder"`
+	Source            string    `json:"source"` // escrowed, registered
+	KeyID             string    `json:"key_id"`
+	Certificate       string    `json:"certificate"` // PEM
+	CertificateSerial string    `json:"certificate_serial"`
+	Subject           string    `json:"subject,omitempty"`
+	NotBefore         time.Time `json:"not_before,omitzero"`
+	NotAfter          time.Time `json:"not_after,omitzero"`
+	Revoked           time.Time `json:"revoked,omitzero"`
+	TokenSerial       string    `json:"token_serial,omitempty"`
+	JobID             string    `json:"job_id"`
+	EscrowedKey       string    `json:"escrowed_key,omitempty"`
+	Created           time.Time `json:"created"`
+	Current           bool      `json:"current"`
+	NotCurrent        string    `json:"not_current,omitempty"`
+}
+
+// EncryptionKeyList is a holder's encryption keys, oldest first.
+type EncryptionKeyList struct {
+	Items []EncryptionKey `json:"items"`
+}

@@ -47,6 +47,8 @@ var schemaTypes = map[string]reflect.Type{
 	"RecoveryCertificateRetire": reflect.TypeFor[api.RecoveryCertificateRetire](),
 	"EscrowedKey":               reflect.TypeFor[api.EscrowedKey](),
 	"EscrowedKeyList":           reflect.TypeFor[api.EscrowedKeyList](),
+	"EncryptionKey":             reflect.TypeFor[api.EncryptionKey](),
+	"EncryptionKeyList":         reflect.TypeFor[api.EncryptionKeyList](),
 	"RecoveryCreate":            reflect.TypeFor[api.RecoveryCreate](),
 	"RecoveryArchive":           reflect.TypeFor[api.RecoveryArchive](),
 	"RecoveryDelivery":          reflect.TypeFor[api.RecoveryDelivery](),

@@ -20,6 +20,19 @@ func (c *Client) ListEscrowedKeys(ctx context.Context, holder, tokenSerial strin
 	return out, err
 }
 
+// ListEncryptionKeys lists a holder's encryption keys, oldest first, optionally those on
+// one token; the current one has Current set.
+func (c *Client) ListEncryptionKeys(ctx context.Context, holder, tokenSerial string) (EncryptionKeyList, error) {
+	q := url.Values{}
+	q.Set("holder", holder)
+	if tokenSerial != "" {
+		q.Set("token_serial", tokenSerial)
+	}
+	var out EncryptionKeyList
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/api/v1/encryption-keys", query: q, out: &out})
+	return out, err
+}
+
 // RecoverEscrowedKey queues a recover_key job for an escrowed key; it waits for the
 // key-recovery officers' approvals.
 func (c *Client) RecoverEscrowedKey(ctx context.Context, id string, r RecoveryCreate) (Job, error) {

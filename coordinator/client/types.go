@@ -30,6 +30,8 @@ type (
 	RecoveryCertificateList = api.RecoveryCertificateList
 	EscrowedKey             = api.EscrowedKey
 	EscrowedKeyList         = api.EscrowedKeyList
+	EncryptionKey           = api.EncryptionKey
+	EncryptionKeyList       = api.EncryptionKeyList
 	RecoveryCreate          = api.RecoveryCreate
 	RecoveryArchive         = api.RecoveryArchive
 	RecoveryDelivery        = api.RecoveryDelivery

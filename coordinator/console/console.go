@@ -146,6 +146,12 @@ func (c *Console) routes() {
 	m.Handle("GET /ui/profiles/{name}", c.view(func(w http.ResponseWriter, r *http.Request) { c.profilePage(w, r, r.PathValue("name"), "", nil) }))
 	m.Handle("POST /ui/profiles/{name}", c.action(c.applyProfiles))
 	m.Handle("GET /ui/notifications", c.view(c.notifications))
+	m.Handle("GET /ui/recovery-certificates", c.view(func(w http.ResponseWriter, r *http.Request) { c.recoveryCerts(w, r, recoveryCertsData{}, nil) }))
+	m.Handle("POST /ui/recovery-certificates", c.action(c.addRecoveryCert))
+	m.Handle("POST /ui/recovery-certificates/{id}/retire", c.action(c.retireRecoveryCert))
+	m.Handle("GET /ui/escrow", c.view(func(w http.ResponseWriter, r *http.Request) { c.escrow(w, r, escrowData{}, nil) }))
+	m.Handle("POST /ui/escrow/{id}/recover", c.action(c.requestRecovery))
+	m.Handle("GET /ui/encryption-keys/{holder}/{id}/certificate.pem", c.view(c.encryptionCert))
 
 	m.Handle("/ui/", c.view(func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, &service.Error{Code: service.CodeNotFound, Msg: "no such page: " + r.URL.Path})

@@ -22,6 +22,8 @@ type myTokenRow struct {
 type meData struct {
 	Tokens []myTokenRow
 	Jobs   []service.Job
+	// EncKeys are the holder's encryption keys, for applications to encrypt to.
+	EncKeys []service.EncryptionKey
 	// Reports is where a holder may move their own token.
 	Reports []tokenlife.State
 	// Key is the idempotency key of the page's request buttons: a form sent twice makes
@@ -44,6 +46,11 @@ func (c *Console) me(w http.ResponseWriter, r *http.Request, d meData, e *servic
 		d.Tokens = append(d.Tokens, myTokenRow{MyToken: t, Certs: c.certRows(t.Certificates)})
 	}
 	d.Jobs = mine.Jobs
+	if ks, err := c.svc.ListEncryptionKeys(r.Context(), s.Actor, s.User.Username, ""); err == nil {
+		d.EncKeys = ks
+	} else if e == nil {
+		e = service.AsError(err)
+	}
 	c.page(w, r, "me", Page{Title: "My tokens", Section: "me", Data: d, Error: e})
 }
 

@@ -43,7 +43,7 @@ func TestPagesByRole(t *testing.T) {
 	t.Parallel()
 	e := newPagesEnv(t)
 	pages := []string{"/ui/agents", "/ui/tokens", "/ui/certificates", "/ui/rollouts", "/ui/audit", "/ui/profiles",
-		"/ui/profiles/smartcard", "/ui/notifications"}
+		"/ui/profiles/smartcard", "/ui/notifications", "/ui/recovery-certificates", "/ui/escrow"}
 	// Who may open what, as the service's read rules have it; the navigation matches.
 	refused := map[string][]string{
 		"admin":  nil,

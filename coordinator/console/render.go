@@ -116,10 +116,12 @@ var navigation = []struct {
 	{NavItem{"agents", "Agents", Prefix + "agents"}, readers(), nil},
 	{NavItem{"tokens", "Tokens", Prefix + "tokens"}, readers(), nil},
 	{NavItem{"certificates", "Certificates", Prefix + "certificates"}, readers(jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
+	{NavItem{"escrow", "Escrowed keys", Prefix + "escrow"}, readers(jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
 	{NavItem{"register", "Register", Prefix + "register"}, readers(jobs.RoleApprover, jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
 	{NavItem{"rollouts", "Rollouts", Prefix + "rollouts"}, readers(jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
 	{NavItem{"audit", "Audit log", Prefix + "audit"}, nil, []jobs.Permission{jobs.PermReadAudit}},
 	{NavItem{"profiles", "Profiles", Prefix + "profiles"}, readers(jobs.RoleApprover, jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
+	{NavItem{"recovery-certificates", "Backup keys", Prefix + "recovery-certificates"}, readers(jobs.RoleApprover, jobs.RoleCAOperator, jobs.RoleKeyRecoveryOfficer), nil},
 	{NavItem{"notifications", "Notifications", Prefix + "notifications"}, nil, []jobs.Permission{jobs.PermManageUsers}},
 }
 

@@ -103,6 +103,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"user", "list", "--role", "Boss!"}, `--role "Boss!"`},
 		{[]string{"audit", "verify", "--page-size", "0"}, "--page-size must be between 1 and 5000"},
 		{[]string{"audit", "list", "--after", "-1"}, "--after must not be negative"},
+		{[]string{"encryption-key", "list"}, "name the holder (--holder USER)"},
+		{[]string{"encryption-key", "list", "--holder", "a", "--json", "--pem"}, "give one"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

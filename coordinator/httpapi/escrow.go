@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/pem"
 	"net/http"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
@@ -27,6 +28,31 @@ func (a *server) listEscrowedKeys(w http.ResponseWriter, r *http.Request, u serv
 	out := api.EscrowedKeyList{Items: make([]api.EscrowedKey, len(ks))}
 	for i, k := range ks {
 		out.Items[i] = escrowedKeyOut(k)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func encryptionKeyOut(k service.EncryptionKey) api.EncryptionKey {
+	return api.EncryptionKey{ID: k.ID, Holder: k.Holder, Source: string(k.Source), KeyID: k.KeyID,
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.Certificate})), CertificateSerial: k.CertificateSerial,
+		Subject: k.Subject, NotBefore: k.NotBefore, NotAfter: k.NotAfter, Revoked: k.Revoked, TokenSerial: k.TokenSerial, JobID: k.JobID,
+		EscrowedKey: k.EscrowedKeyID, Created: k.Created, Current: k.Current, NotCurrent: k.NotCurrent}
+}
+
+func (a *server) listEncryptionKeys(w http.ResponseWriter, r *http.Request, u service.Actor) {
+	q, err := parseQuery(r, "holder", "token_serial")
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	ks, err := a.svc.ListEncryptionKeys(r.Context(), u, q.get("holder"), q.get("token_serial"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := api.EncryptionKeyList{Items: make([]api.EncryptionKey, len(ks))}
+	for i, k := range ks {
+		out.Items[i] = encryptionKeyOut(k)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -109,6 +109,7 @@ func New(o Options) (http.Handler, error) {
 	authed("POST /api/v1/recovery-certificates", a.addRecoveryCert)
 	authed("POST /api/v1/recovery-certificates/{id}/retire", a.retireRecoveryCert)
 	authed("GET /api/v1/escrowed-keys", a.listEscrowedKeys)
+	authed("GET /api/v1/encryption-keys", a.listEncryptionKeys)
 	authed("POST /api/v1/escrowed-keys/{id}/recover", a.recoverEscrowedKey)
 	authed("GET /api/v1/recoveries/{job}", a.recoveryArchive)
 	authed("POST /api/v1/recoveries/{job}/delivery", a.deliverRecovery)

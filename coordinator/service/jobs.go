@@ -93,6 +93,18 @@ type JobDetail struct {
 	// PINRevealed is when the user PIN this job set was shown (zero: not yet, or the job
 	// set none), so that a page offers the one reveal only while it can succeed.
 	PINRevealed time.Time
+	// Recovery is what a recover_key job recovers and where to; nil for other kinds.
+	Recovery *JobRecovery
+}
+
+// JobRecovery is a recover_key job's escrowed key and target.
+type JobRecovery struct {
+	EscrowedKeyID     string
+	KeyID             string // fingerprint of the escrowed public key
+	CertificateSerial string
+	Target            string    // store.RecoveryToToken or store.RecoveryToOfficer
+	Delivered         time.Time // when an officer delivered the key (zero: not yet)
+	DeliveredBy       string    // username
 }
 
 // DecisionView is one recorded decision.
@@ -841,6 +853,18 @@ func (s *Service) jobDetail(ctx context.Context, j store.Job) (JobDetail, error)
 			return JobDetail{}, AsError(err)
 		default:
 			d.AgentHostname, d.AgentOnline, d.AgentLastSeen = a.Hostname, a.Online, a.LastSeen
+		}
+	}
+	if j.Kind == jobs.KindRecoverKey {
+		kr, err := s.st.GetKeyRequest(ctx, j.ID)
+		if err != nil {
+			return JobDetail{}, AsError(err)
+		}
+		d.Recovery = &JobRecovery{EscrowedKeyID: kr.EscrowedKeyID, Target: kr.Target, Delivered: kr.Delivered, DeliveredBy: n.user(ctx, kr.DeliveredBy)}
+		if k, err := s.st.GetEscrowedKey(ctx, kr.EscrowedKeyID); err == nil {
+			d.Recovery.KeyID, d.Recovery.CertificateSerial = k.KeyID, k.CertificateSerial
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return JobDetail{}, AsError(err)
 		}
 	}
 	return d, nil
