@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	"github.com/tokenfleet/tokenfleet/coordinator/escrow"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/profile"
@@ -138,14 +140,23 @@ func (t *txn) recordEncryptionKey(ctx context.Context, j store.Job, k store.Hold
 // ---- registering an existing certificate ----
 
 // RegisterCertificate is the success of a register_certificate job, in the dispatcher's
-// transaction: the certificate the agent read (DER) must parse, be valid now, and be for
+// transaction: the certificate the agent read (DER) must parse, be valid now, be for
 // an encryption key (keyEncipherment or dataEncipherment for RSA, keyAgreement for EC; not
-// an Ed25519 key, which only signs), and is then recorded as the holder's encryption
-// key. A refusal is a *protocol.Error (policy_violation) for the caller to fail the job
+// an Ed25519 key, which only signs), be issued by a trusted issuer and name the holder's
+// e-mail address or UPN, and is then recorded as the holder's encryption key. The agent is not
+// trusted for what it read: a compromised workstation could answer with a certificate of
+// a key it holds, and everyone encrypting to the holder would encrypt to it. A refusal is a *protocol.Error (policy_violation) for the caller to fail the job
 // with; it is audited here.
 func (jt *JobTx) RegisterCertificate(ctx context.Context, j store.Job, der []byte, tokenSerial string) error {
 	t := jt.t
+	holder, err := t.GetUser(ctx, j.HolderID)
+	if err != nil {
+		return err
+	}
 	c, why := checkEncryptionCertificate(der, t.now)
+	if why == "" {
+		why = t.s.checkCertificateNamesHolder(c, holder, t.now)
+	}
 	if why != "" {
 		if err := t.audit(ctx, audit.Entry{Actor: systemActor("escrow"), Action: audit.ActionEncryptionKeyRefused, JobID: j.ID,
 			Target: "user:" + j.HolderID, Reason: why, Details: audit.Details("token_serial", tokenSerial)}); err != nil {
@@ -159,6 +170,53 @@ func (jt *JobTx) RegisterCertificate(ctx context.Context, j store.Job, der []byt
 	}
 	return t.recordEncryptionKey(ctx, j, store.HolderEncryptionKey{HolderID: j.HolderID, KeyID: protocol.KeyFingerprint(pub), PublicKey: pub,
 		Certificate: c.Raw, CertificateSerial: fmt.Sprintf("%x", c.SerialNumber), TokenSerial: tokenSerial, Source: store.SourceRegistered, JobID: j.ID})
+}
+
+// checkCertificateNamesHolder says why c, read from a token by an agent, is not the
+// holder's: it must be issued by one of the encryption issuers (the coordinator's CA or a
+// configured escrow.trusted_issuers certificate) and carry the holder's e-mail address or
+// UPN as a subject alternative name (compared without regard to case); "" when it is. The approver approved a CKA_ID, not a
+// certificate: these checks are what ties what was read to the person.
+func (s *Service) checkCertificateNamesHolder(c *x509.Certificate, holder store.User, now time.Time) string {
+	roots := x509.NewCertPool()
+	if s.encIssuers != nil {
+		for _, ic := range s.encIssuers() {
+			roots.AddCert(ic)
+		}
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Sprintf("it is not issued by a trusted issuer (the coordinator's CA or escrow.trusted_issuers; issuer %q): %v", c.Issuer.String(), err)
+	}
+	if holder.Email == "" && holder.UPN == "" {
+		return fmt.Sprintf("holder %s has neither an e-mail address nor a UPN to match the certificate's names: set one (tokenfleetctl user update %s --email ...) and register again", holder.Username, holder.Username)
+	}
+	upns := ca.UPNs(c)
+	for _, m := range c.EmailAddresses {
+		if holder.Email != "" && strings.EqualFold(m, holder.Email) {
+			return ""
+		}
+	}
+	for _, u := range upns {
+		if holder.UPN != "" && strings.EqualFold(u, holder.UPN) {
+			return ""
+		}
+	}
+	var want []string
+	if holder.Email != "" {
+		want = append(want, "e-mail address "+holder.Email)
+	}
+	if holder.UPN != "" {
+		want = append(want, "UPN "+holder.UPN)
+	}
+	return fmt.Sprintf("it names %s, not the holder's %s: a certificate of another person is not the holder's encryption key",
+		orNone(append(slices.Clone(c.EmailAddresses), upns...)), strings.Join(want, " or "))
+}
+
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "no e-mail address or UPN"
+	}
+	return strings.Join(names, ", ")
 }
 
 // checkEncryptionCertificate says why der is not a certificate others can encrypt to now;
