@@ -391,21 +391,25 @@ func (t *txn) queueRecovery(ctx context.Context, actorID string, k store.Escrowe
 	if holder.Disabled {
 		return store.Job{}, badRequest("holder", "user %q is disabled", holder.Username)
 	}
+	var agentKey []byte
 	if target == store.RecoveryToToken {
-		if _, err := t.GetAgent(ctx, agentID); errors.Is(err, store.ErrNotFound) {
+		a, err := t.GetAgent(ctx, agentID)
+		if errors.Is(err, store.ErrNotFound) {
 			return store.Job{}, badRequest("agent", "agent %q is not enrolled", agentID)
 		} else if err != nil {
 			return store.Job{}, err
 		}
+		if len(a.PublicKey) == 0 {
+			return store.Job{}, newErr(CodeConflict, "agent", "agent %s has not said hello yet: its seal key, which the officers approve the key being sealed to, is unknown; request the recovery once it is online", a.ID)
+		}
+		agentKey = a.PublicKey
 		if err := t.tokenReady(ctx, JobRequest{Kind: jobs.KindRecoverKey, TokenSerial: serial}, p, holder); err != nil {
 			return store.Job{}, err
 		}
 	}
 	p.Approval = t.s.recoveryApproval(p.Approval)
 	policy := p.Approval.Policy()
-	binding := jobs.BindingHash(jobs.Binding{Kind: jobs.KindRecoverKey, HolderID: holder.ID, ProfileName: sp.Name, ProfileHash: sp.ContentHash,
-		Subject: "escrowed-key:" + k.ID + ":" + k.KeyID, TargetAgentID: agentID, TokenSerial: serial,
-		Params: map[string]string{"target": target, "escrowed_key": k.ID}})
+	binding := recoveryBinding(holder.ID, sp.Name, sp.ContentHash, k, target, agentID, serial, agentKey)
 	j, err := t.CreateJob(ctx, store.Job{Kind: jobs.KindRecoverKey, State: jobs.StatePendingApproval, HolderID: holder.ID,
 		ProfileName: sp.Name, ProfileHash: sp.ContentHash, AgentID: agentID, TokenSerial: serial, RequesterID: actorID,
 		OrganizationID: holder.OrganizationID, BindingHash: binding, Deadline: t.now.Add(policy.ExpiresAfter), Created: t.now})
@@ -426,6 +430,19 @@ func (t *txn) queueRecovery(ctx context.Context, actorID string, k store.Escrowe
 		return store.Job{}, err
 	}
 	return j, t.notifyApprovalRequested(ctx, j, p)
+}
+
+// recoveryBinding is the hash the officers approve for a recovery: the escrowed key, the
+// target and, for a token target, the agent, the token and the agent's seal key as it was
+// when the recovery was requested, so that an agent whose key changed since (reset and
+// enrolled again, perhaps by another machine) does not inherit the approvals.
+func recoveryBinding(holderID, profileName, profileHash string, k store.EscrowedKey, target, agentID, serial string, agentKey []byte) string {
+	params := map[string]string{"target": target, "escrowed_key": k.ID}
+	if target == store.RecoveryToToken {
+		params["agent_seal_key"] = protocol.KeyFingerprint(agentKey)
+	}
+	return jobs.BindingHash(jobs.Binding{Kind: jobs.KindRecoverKey, HolderID: holderID, ProfileName: profileName, ProfileHash: profileHash,
+		Subject: "escrowed-key:" + k.ID + ":" + k.KeyID, TargetAgentID: agentID, TokenSerial: serial, Params: params})
 }
 
 // RecoveryArchive is what an officer needs to open an approved recovery on their own
@@ -464,6 +481,12 @@ func (t *txn) recoveryJob(ctx context.Context, actor store.User, op, jobID strin
 	if !acc.can(jobs.PermRecoverKeys, j.OrganizationID) {
 		return store.Job{}, store.KeyRequest{}, jobs.Outcome{}, t.refuse(ctx, actor, op, j.ID, "", acc.refusal(op, jobs.PermRecoverKeys, j.OrganizationID))
 	}
+	if actor.ID == j.HolderID {
+		// The holder never approves their key's recovery (jobs.Decide), nor takes it out:
+		// an officer holding a recovery key would otherwise hold their own key in clear.
+		return store.Job{}, store.KeyRequest{}, jobs.Outcome{}, t.refuse(ctx, actor, op, j.ID, "", newErr(CodeSelfApproval, "",
+			"%s is the holder of the key recovery job %s recovers: another key-recovery officer opens it", actor.Username, j.ID))
+	}
 	p, _, err := t.s.profileOfJob(ctx, t, j)
 	if err != nil {
 		return store.Job{}, store.KeyRequest{}, jobs.Outcome{}, internal(err)
@@ -491,7 +514,31 @@ func (t *txn) recoveryJob(ctx context.Context, actor store.User, op, jobID strin
 	if err != nil {
 		return store.Job{}, store.KeyRequest{}, o, err
 	}
+	if kr.Target == store.RecoveryToToken {
+		if err := t.recoveryTargetUnchanged(ctx, actor, op, j, kr); err != nil || t.refusal != nil {
+			return store.Job{}, store.KeyRequest{}, o, err
+		}
+	}
 	return j, kr, o, nil
+}
+
+// recoveryTargetUnchanged refuses an approved recovery to a token whose agent's seal key
+// is not the one the officers approved (recoveryBinding).
+func (t *txn) recoveryTargetUnchanged(ctx context.Context, actor store.User, op string, j store.Job, kr store.KeyRequest) error {
+	a, err := t.GetAgent(ctx, j.AgentID)
+	if err != nil {
+		return err
+	}
+	k, err := t.GetEscrowedKey(ctx, kr.EscrowedKeyID)
+	if err != nil {
+		return err
+	}
+	if recoveryBinding(j.HolderID, j.ProfileName, j.ProfileHash, k, kr.Target, j.AgentID, j.TokenSerial, a.PublicKey) == j.BindingHash {
+		return nil
+	}
+	return t.refuse(ctx, actor, op, j.ID, "", newErr(CodeBindingMismatch, "",
+		"agent %s's seal key (%s) is not the one the officers approved sealing the key to: the agent was reset or enrolled again since; cancel recovery job %s and request it again",
+		a.ID, protocol.KeyFingerprint(a.PublicKey), j.ID))
 }
 
 // RecoveryArchive gives an officer (recover_keys) the archive of an approved recovery job,

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/protocol"
+	"github.com/tokenfleet/tokenfleet/protocol/seal"
 )
 
 // The escrow seen from an attacker's seat: a compromised workstation, a careless or
@@ -197,4 +199,128 @@ func TestRegisterCertificateMatchesTheHoldersUPN(t *testing.T) {
 	if err := e.registerRead(j.ID, withUPN("BOB@corp.test")); err != nil {
 		t.Fatalf("the holder's UPN: %v", err)
 	}
+}
+
+// escrowedFor runs a server_keygen job for holder on token serial to success and returns
+// its escrowed key.
+func (e *escrowEnv) escrowedFor(holder, serial string) store.EscrowedKey {
+	e.t.Helper()
+	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindIssue, Holder: holder, Agent: "ws-01", Profile: "enc", TokenSerial: serial})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.succeed(j.ID)
+	k, err := e.st.GetEscrowedKeyOfAttempt(e.ctx, j.ID, 1)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return k
+}
+
+// approveAll has each actor approve job id.
+func (e *escrowEnv) approveAll(id string, by ...service.Actor) {
+	e.t.Helper()
+	for _, a := range by {
+		if _, err := e.s.Approve(e.ctx, a, id, service.DecisionRequest{}); err != nil {
+			e.t.Fatalf("%s approving %s: %v", a.Username(), id, err)
+		}
+	}
+}
+
+// A key-recovery officer who is also the holder never takes their own escrowed key out:
+// they may not approve (jobs.Decide), and they may not open the archive or deliver it
+// once others approved, whoever requested it and to whatever target.
+func TestRecoveryHolderOfficerCannotTakeTheirOwnKey(t *testing.T) {
+	t.Parallel()
+	e := newEscrowEnv(t, sqlite(t), true)
+	if _, err := e.s.CreateUser(e.ctx, e.admin, service.UserRequest{Username: "otto", DisplayName: "Otto", Email: "otto@acme.test",
+		Organization: "acme", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}}); err != nil {
+		t.Fatal(err)
+	}
+	otto := actorNamed(t, e.st, "otto")
+	k := e.escrowedFor("otto", "T2")
+	for _, target := range []service.RecoveryRequest{
+		{Target: store.RecoveryToOfficer, Reason: "otto's mailbox"},
+		{Target: store.RecoveryToToken, Agent: "ws-01", TokenSerial: "T2", Reason: "otto's token reset"},
+	} {
+		rj, err := e.s.RequestRecovery(e.ctx, e.desk, k.ID, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.s.Approve(e.ctx, otto, rj.ID, service.DecisionRequest{})
+		wantRefusal(t, "the holder approving", err, service.CodeSelfApproval, "holder")
+		e.approveAll(rj.ID, e.officers[0], e.officers[1])
+		_, err = e.s.RecoveryArchive(e.ctx, otto, rj.ID)
+		wantRefusal(t, target.Target+": the holder opening their own key's archive", err, service.CodeSelfApproval, "holder")
+		_, err = e.s.DeliverRecovery(e.ctx, otto, rj.ID, service.RecoveryDelivery{PKCS12: target.Target == store.RecoveryToOfficer})
+		wantRefusal(t, target.Target+": the holder delivering their own key", err, service.CodeSelfApproval, "holder")
+		if _, err := e.s.RecoveryArchive(e.ctx, e.officers[2], rj.ID); err != nil {
+			t.Fatalf("%s: another officer opening: %v", target.Target, err)
+		}
+		if _, err := e.s.Cancel(e.ctx, e.desk, rj.ID, "probe done"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A careless or malicious help desk asks for alice's key to be installed on a token that
+// carries another holder's certificates (on that holder's workstation): refused.
+func TestRecoveryOntoAnotherHoldersTokenRefused(t *testing.T) {
+	t.Parallel()
+	e := newEscrowEnv(t, sqlite(t), true)
+	_, k := e.issueEscrowed()
+	if _, err := e.s.CreateUser(e.ctx, e.admin, service.UserRequest{Username: "mallory", DisplayName: "Mallory", Email: "mallory@acme.test", Organization: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	e.escrowedFor("mallory", "T2")
+	_, err := e.s.RequestRecovery(e.ctx, e.desk, k.ID, service.RecoveryRequest{Target: store.RecoveryToToken, Agent: "ws-01", TokenSerial: "T2", Reason: "T1 lost"})
+	wantRefusal(t, "onto mallory's token", err, service.CodeNotHoldersToken, "another holder")
+	if _, err := e.s.RequestRecovery(e.ctx, e.desk, k.ID, service.RecoveryRequest{Target: store.RecoveryToToken, Agent: "ws-01", TokenSerial: "T3", Reason: "T1 lost"}); err != nil {
+		t.Fatalf("onto a token of nobody's: %v", err)
+	}
+}
+
+// The officers approve a recovery to an agent as it is: if its seal key changes
+// afterwards (reset and enrolled again, perhaps by someone else's machine), the approvals
+// do not carry over to the new key: opening and delivering are refused.
+func TestRecoveryApprovalBoundToTheAgentsSealKey(t *testing.T) {
+	t.Parallel()
+	e := newEscrowEnv(t, sqlite(t), true)
+	_, k := e.issueEscrowed()
+	rj, err := e.s.RequestRecovery(e.ctx, e.desk, k.ID, service.RecoveryRequest{Target: store.RecoveryToToken, Agent: "ws-01", TokenSerial: "T2", Reason: "T1 lost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.approveAll(rj.ID, e.officers[0], e.officers[1])
+	if _, err := e.s.RecoveryArchive(e.ctx, e.officers[2], rj.ID); err != nil {
+		t.Fatal(err)
+	}
+	// ws-01 now has another seal key.
+	other, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := seal.MarshalPublicKey(other.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.InTx(e.ctx, func(tx store.Tx) error {
+		a, err := tx.GetAgent(e.ctx, "ws-01")
+		if err != nil {
+			return err
+		}
+		a.PublicKey = pub
+		_, err = tx.UpdateAgent(e.ctx, a)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.RecoveryArchive(e.ctx, e.officers[2], rj.ID)
+	wantRefusal(t, "opening for a changed agent key", err, service.CodeBindingMismatch, "seal key")
+	sealed, err := seal.Seal(other.PublicKey(), []byte("not a key"), seal.Binding{JobID: rj.ID, Attempt: 1, Purpose: protocol.PurposePrivateKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.DeliverRecovery(e.ctx, e.officers[2], rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
+	wantRefusal(t, "delivering to a changed agent key", err, service.CodeBindingMismatch, "seal key")
 }
