@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
@@ -8,6 +9,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"math/big"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
+	"github.com/tokenfleet/tokenfleet/coordinator/escrow"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/profile"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
@@ -323,4 +327,108 @@ func TestRecoveryApprovalBoundToTheAgentsSealKey(t *testing.T) {
 	}
 	_, err = e.s.DeliverRecovery(e.ctx, e.officers[2], rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
 	wantRefusal(t, "delivering to a changed agent key", err, service.CodeBindingMismatch, "seal key")
+}
+
+// One officer cannot make N of M alone, and the archive and the delivery follow the gate:
+// a second approval by the same officer is refused, a delivery before the gate passed or
+// by someone without recover_keys is refused, and a delivery sealed to another key than
+// the target agent's is refused.
+func TestRecoveryOneOfficerAlone(t *testing.T) {
+	t.Parallel()
+	e := newEscrowEnv(t, sqlite(t), true)
+	_, k := e.issueEscrowed()
+	kro1, kro2 := e.officers[0], e.officers[1]
+	rj, err := e.s.RequestRecovery(e.ctx, kro1, k.ID, service.RecoveryRequest{Target: store.RecoveryToToken, Agent: "ws-01", TokenSerial: "T2", Reason: "T1 lost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.Approve(e.ctx, kro1, rj.ID, service.DecisionRequest{})
+	wantRefusal(t, "the requesting officer approving", err, service.CodeSelfApproval, "requested")
+	e.approveAll(rj.ID, kro2)
+	_, err = e.s.Approve(e.ctx, kro2, rj.ID, service.DecisionRequest{})
+	wantRefusal(t, "a second approval by the same officer", err, service.CodeAlreadyDecided, "already decided")
+	agentPub, err := seal.ParsePublicKey(func() []byte {
+		a, err := e.st.GetAgent(e.ctx, "ws-01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.PublicKey
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := seal.Seal(agentPub, []byte("key"), seal.Binding{JobID: rj.ID, Attempt: 1, Purpose: protocol.PurposePrivateKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.DeliverRecovery(e.ctx, kro1, rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
+	wantRefusal(t, "a delivery with one approval", err, service.CodeApprovalRequired, "1 of 2")
+	e.approveAll(rj.ID, e.officers[2])
+	_, err = e.s.DeliverRecovery(e.ctx, e.desk, rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
+	wantRefusal(t, "a delivery by the help desk", err, service.CodeForbidden, "recover_keys")
+	other, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere, err := seal.Seal(other.PublicKey(), []byte("key"), seal.Binding{JobID: rj.ID, Attempt: 1, Purpose: protocol.PurposePrivateKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.DeliverRecovery(e.ctx, kro1, rj.ID, service.RecoveryDelivery{PrivateKey: elsewhere})
+	wantRefusal(t, "a key sealed to another key than the agent's", err, service.CodeBadRequest, "seal key is")
+	// Another recovery job's delivery does not count for this one: one per job and attempt.
+	if _, err := e.s.DeliverRecovery(e.ctx, kro1, rj.ID, service.RecoveryDelivery{PrivateKey: sealed}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.DeliverRecovery(e.ctx, kro2, rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
+	wantRefusal(t, "a second delivery", err, service.CodeConflict, "delivered already")
+}
+
+// The server-made key never reaches the outbox, the audit log or the stored archive in
+// clear: in none of them shows its PKCS#8 form, raw, in hex or in base64.
+func TestServerKeygenKeyNeverStoredInClear(t *testing.T) {
+	t.Parallel()
+	e := newEscrowEnv(t, sqlite(t), true)
+	j, k := e.issueEscrowed()
+	a, err := escrow.Unmarshal(k.Archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := escrow.Open(a, e.recovery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scalar := priv.(*ecdsa.PrivateKey).D.Bytes()
+	needles := map[string][]byte{"PKCS#8": der, "PKCS#8 hex": []byte(hex.EncodeToString(der)),
+		"PKCS#8 base64": []byte(base64.StdEncoding.EncodeToString(der)), "scalar": scalar,
+		"scalar hex": []byte(hex.EncodeToString(scalar)), "scalar base64url": []byte(base64.RawURLEncoding.EncodeToString(scalar))}
+	var hay [][]byte
+	ms, err := e.st.ListUnsentOutbox(e.ctx, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		hay = append(hay, m.Body)
+	}
+	for ae, err := range e.st.AuditEntries(e.ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		hay = append(hay, []byte(ae.Details), []byte(ae.Reason))
+	}
+	hay = append(hay, k.Archive)
+	if len(ms) == 0 {
+		t.Fatal("no outbox message to look in")
+	}
+	for _, h := range hay {
+		for what, n := range needles {
+			if bytes.Contains(h, n) {
+				t.Errorf("job %s's private key (%s) shows in clear in %.80q", j.ID, what, h)
+			}
+		}
+	}
 }
