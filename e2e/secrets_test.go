@@ -135,7 +135,11 @@ func (s *system) rememberPrivateKey(what, pemFile string) {
 	case *rsa.PrivateKey:
 		s.remember(what+" (its prime p)", string(k.Primes[0].Bytes()))
 	case *ecdsa.PrivateKey:
-		s.remember(what+" (its scalar)", string(k.D.Bytes()))
+		d, err := k.Bytes()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		s.remember(what+" (its scalar)", string(d))
 	}
 }
 

@@ -402,7 +402,10 @@ func TestServerKeygenKeyNeverStoredInClear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scalar := priv.(*ecdsa.PrivateKey).D.Bytes()
+	scalar, err := priv.(*ecdsa.PrivateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	needles := map[string][]byte{"PKCS#8": der, "PKCS#8 hex": []byte(hex.EncodeToString(der)),
 		"PKCS#8 base64": []byte(base64.StdEncoding.EncodeToString(der)), "scalar": scalar,
 		"scalar hex": []byte(hex.EncodeToString(scalar)), "scalar base64url": []byte(base64.RawURLEncoding.EncodeToString(scalar))}
