@@ -103,6 +103,10 @@ type EscrowConfig struct {
 	// RecoveryApprovals is how many key-recovery officers approve each recovery, never the
 	// requester or the holder; at least 1, default 2.
 	RecoveryApprovals int `yaml:"recovery_approvals"`
+	// TrustedIssuers are PEM files of CA certificates (one or more each) whose
+	// certificates a register_certificate job may record as a holder's encryption key,
+	// besides the coordinator's own CA. The certificate must be issued directly by one.
+	TrustedIssuers []string `yaml:"trusted_issuers"`
 }
 
 // DefaultRolloutInterval is the rollout engine's default pass interval.

@@ -36,6 +36,7 @@ package coordinator
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -182,10 +183,15 @@ func (s *Server) setup(ctx context.Context, tlsConf *tls.Config) (err error) {
 	if err := s.setupCheckpoints(); err != nil {
 		return err
 	}
+	outside, err := loadTrustedIssuers(s.cfg.Escrow.TrustedIssuers)
+	if err != nil {
+		return err
+	}
 	s.svc, err = service.New(service.Options{Store: s.disp.Store(s.st), Logger: s.base.With().Str("component", "service").Logger(),
 		Observer: m, Dispatcher: s.disp, Issuer: s.disp, AgentHook: s.disp, Broker: broker, Notifier: s.notify.notifier(),
 		APITokenTTL: time.Duration(s.cfg.APITokens.DefaultTTL), APITokenMaxTTL: time.Duration(s.cfg.APITokens.MaxTTL),
-		SignIn: s.cfg.signInOptions(), CheckpointKey: s.cps.PublicKey(), RecoveryApprovals: s.cfg.Escrow.RecoveryApprovals})
+		SignIn: s.cfg.signInOptions(), CheckpointKey: s.cps.PublicKey(), RecoveryApprovals: s.cfg.Escrow.RecoveryApprovals,
+		EncryptionIssuers: func() []*x509.Certificate { return append(s.ca.CACertificates(), outside...) }})
 	if err != nil {
 		return err
 	}

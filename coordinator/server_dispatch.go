@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -76,3 +78,37 @@ func (s *Server) withCRL(api http.Handler, crlURL string) (http.Handler, error) 
 
 // Dispatcher returns the server's dispatcher.
 func (s *Server) Dispatcher() *dispatch.Dispatcher { return s.disp }
+
+// loadTrustedIssuers reads escrow.trusted_issuers: PEM files of CA certificates.
+func loadTrustedIssuers(files []string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for i, f := range files {
+		field := fmt.Sprintf("escrow.trusted_issuers[%d]", i)
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, &FieldError{Field: field, Msg: err.Error()}
+		}
+		n := 0
+		for {
+			var b *pem.Block
+			if b, data = pem.Decode(data); b == nil {
+				break
+			}
+			if b.Type != "CERTIFICATE" {
+				continue
+			}
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, &FieldError{Field: field, Msg: fmt.Sprintf("%s: a certificate does not parse: %v", f, err)}
+			}
+			if !c.IsCA {
+				return nil, &FieldError{Field: field, Msg: fmt.Sprintf("%s: %q is not a CA certificate (basicConstraints CA:TRUE): name the issuer of the certificates to register", f, c.Subject.CommonName)}
+			}
+			out, n = append(out, c), n+1
+		}
+		if n == 0 {
+			return nil, &FieldError{Field: field, Msg: f + " holds no PEM certificate (-----BEGIN CERTIFICATE-----)"}
+		}
+	}
+	return out, nil
+}

@@ -143,6 +143,7 @@ func TestEscrowEndToEnd(t *testing.T) {
 	s.waitJob(p12Job, jobs.StateSucceeded)
 	keyPEM := filepath.Join(dir, "recovered-key.pem")
 	tool(t, "openssl", "pkcs12", "-in", p12, "-nocerts", "-nodes", "-passin", "file:"+pw, "-out", keyPEM)
+	s.rememberPrivateKey("the escrowed key", keyPEM)
 	opensslPlain := filepath.Join(dir, "openssl-plain")
 	tool(t, "openssl", "pkeyutl", "-decrypt", "-inkey", keyPEM, "-in", ct, "-out", opensslPlain, "-pkeyopt", "rsa_padding_mode:oaep")
 	if got, err := os.ReadFile(opensslPlain); err != nil || !bytes.Equal(got, secret) {

@@ -5,9 +5,13 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -92,6 +96,13 @@ func (s *system) checkNoPINs() {
 	for _, f := range findSecrets(pins, sources) {
 		s.t.Error(f)
 	}
+	// No private key in PEM, whichever: logs and messages never carry one (the data
+	// directories do, the CA's and the result key, in files of their own).
+	for name, data := range sources {
+		if !strings.HasPrefix(name, "file ") && bytes.Contains(data, []byte("PRIVATE KEY-----")) {
+			s.t.Errorf("%s holds a PEM private key", name)
+		}
+	}
 	var files []string
 	for name := range sources {
 		if f, ok := strings.CutPrefix(name, "file "); ok {
@@ -100,6 +111,36 @@ func (s *system) checkNoPINs() {
 	}
 	slices.Sort(files)
 	s.t.Logf("secret scan: %d PINs, %d sources (%d broker messages), nothing found; files %v", len(pins), len(sources), len(msgs), files)
+}
+
+// rememberPrivateKey adds a private key the test obtained (a PEM file of PKCS#8, as
+// openssl writes it) to the secrets the scan looks for: its DER form, and its first
+// prime, or its private scalar, on their own.
+func (s *system) rememberPrivateKey(what, pemFile string) {
+	s.t.Helper()
+	data, err := os.ReadFile(pemFile)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil {
+		s.t.Fatalf("%s: no PEM block", pemFile)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	if err != nil {
+		s.t.Fatalf("%s: %v", pemFile, err)
+	}
+	s.remember(what+" (PKCS#8)", string(b.Bytes))
+	switch k := k.(type) {
+	case *rsa.PrivateKey:
+		s.remember(what+" (its prime p)", string(k.Primes[0].Bytes()))
+	case *ecdsa.PrivateKey:
+		d, err := k.Bytes()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		s.remember(what+" (its scalar)", string(d))
+	}
 }
 
 // snapshot keeps the files of a directory as they are now, for the secret scan.

@@ -86,3 +86,37 @@ func KeyID(pub crypto.PublicKey) ([]byte, error) {
 	h := sha256.Sum256(spki.PublicKey.Bytes)
 	return h[:20], nil
 }
+
+// UPNs reads the UPNs (otherName of type profile.OIDUPN) of c's subject alternative
+// names, which crypto/x509 does not parse; a malformed extension gives none.
+func UPNs(c *x509.Certificate) []string {
+	var out []string
+	for _, e := range c.Extensions {
+		if !e.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		var seq []asn1.RawValue
+		if rest, err := asn1.Unmarshal(e.Value, &seq); err != nil || len(rest) != 0 {
+			return nil
+		}
+		for _, gn := range seq {
+			if gn.Class != asn1.ClassContextSpecific || gn.Tag != tagOtherName || !gn.IsCompound {
+				continue
+			}
+			var typeID asn1.ObjectIdentifier
+			rest, err := asn1.Unmarshal(gn.Bytes, &typeID)
+			if err != nil || !typeID.Equal(profile.OIDUPN) {
+				continue
+			}
+			var explicit, str asn1.RawValue
+			if _, err := asn1.Unmarshal(rest, &explicit); err != nil || explicit.Class != asn1.ClassContextSpecific || explicit.Tag != 0 {
+				continue
+			}
+			if _, err := asn1.Unmarshal(explicit.Bytes, &str); err != nil || str.Tag != asn1.TagUTF8String {
+				continue
+			}
+			out = append(out, string(str.Bytes))
+		}
+	}
+	return out
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator"
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
@@ -106,8 +107,14 @@ type world struct {
 
 func newWorld(t *testing.T, agentUsers string) *world {
 	t.Helper()
+	return newWorldWith(t, agentUsers, nil)
+}
+
+// newWorldWith is newWorld with configure changing the coordinator's configuration.
+func newWorldWith(t *testing.T, agentUsers string, configure func(*coordinator.Config)) *world {
+	t.Helper()
 	b := testenv.NewBroker(t)
-	c := coordinatortest.Start(t, coordinatortest.Options{BrokerURL: b.URL, AgentUsers: agentUsers})
+	c := coordinatortest.Start(t, coordinatortest.Options{BrokerURL: b.URL, AgentUsers: agentUsers, Configure: configure})
 	ctx := testenv.Context(t)
 	w := &world{t: t, ctx: ctx, broker: b, c: c, holder: "alice"}
 	w.admin = w.client(c.AdminToken)

@@ -9,9 +9,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"database/sql"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -140,13 +142,34 @@ type matrix struct {
 	holders int
 	queries map[string]string // table → the query that renders it, for snapshot
 	archive []byte            // an escrowed key's archive, for the escrowed kinds' fixtures
-	encCert []byte            // an encryption certificate, for register_certificate's success
+	// issuer signs the encryption certificates register_certificate's success carries; the
+	// coordinator trusts it (escrow.trusted_issuers).
+	issuerKey *ecdsa.PrivateKey
+	issuer    *x509.Certificate
 }
 
 const matrixAgent = "ws-matrix"
 
 func newMatrix(t *testing.T) *matrix {
-	w := newWorld(t, "per_agent")
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Mail CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &issuerKey.PublicKey, issuerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerFile := filepath.Join(t.TempDir(), "mail-ca.pem")
+	if err := os.WriteFile(issuerFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorldWith(t, "per_agent", func(c *coordinator.Config) { c.Escrow.TrustedIssuers = []string{issuerFile} })
 	if _, err := w.admin.ApplyProfiles(w.ctx, []byte(heldProfile)); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +193,7 @@ func newMatrix(t *testing.T) *matrix {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &matrix{w: w, a: a, db: db, dead: dead, boss: boss.ID}
+	m := &matrix{w: w, a: a, db: db, dead: dead, boss: boss.ID, issuerKey: issuerKey, issuer: issuer}
 	// The hello is taken before any job exists.
 	waitFor(t, "the agent's hello", func() bool {
 		ag, err := w.c.Store.GetAgent(w.ctx, matrixAgent)
@@ -277,7 +300,7 @@ func (m *matrix) fixture(t *testing.T, kind jobs.Kind, f fixture, ev agentEvent)
 	// A holder of its own: a new request would supersede the last one of the same holder.
 	m.holders++
 	holder := fmt.Sprintf("holder-%d", m.holders)
-	if _, err := m.w.admin.CreateUser(ctx, client.UserCreate{Username: holder, DisplayName: "Holder " + holder, Organization: "Acme"}); err != nil {
+	if _, err := m.w.admin.CreateUser(ctx, client.UserCreate{Username: holder, DisplayName: "Holder " + holder, Email: holder + "@acme.example", Organization: "Acme"}); err != nil {
 		t.Fatal(err)
 	}
 	var cj client.Job
@@ -366,7 +389,7 @@ func (m *matrix) send(t *testing.T, j store.Job, ev agentEvent, key *dispatchtes
 	case jobs.EventSucceeded:
 		if j.Kind == jobs.KindRegisterCertificate {
 			// Its success carries the certificate it read.
-			return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeSucceeded, Outputs: &protocol.Outputs{Certificate: m.encryptionCert(t)}})
+			return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeSucceeded, Outputs: &protocol.Outputs{Certificate: m.encryptionCert(t, j)}})
 		}
 		return m.a.Send(ref, protocol.Result{Outcome: protocol.OutcomeSucceeded})
 	case jobs.EventFailed:
@@ -604,20 +627,23 @@ func (m *matrix) escrowJob(t *testing.T, kind jobs.Kind, holder string) string {
 	return id
 }
 
-// encryptionCert is a certificate of an EC key allowing keyAgreement, valid now.
-func (m *matrix) encryptionCert(t *testing.T) []byte {
+// encryptionCert is a certificate of an EC key allowing keyAgreement, valid now, naming
+// j's holder, from the issuer the coordinator trusts.
+func (m *matrix) encryptionCert(t *testing.T, j store.Job) []byte {
 	t.Helper()
-	if m.encCert != nil {
-		return m.encCert
+	u, err := m.w.c.Store.GetUser(m.w.ctx, j.HolderID)
+	if err != nil {
+		t.Fatal(err)
 	}
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "encryption"},
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "encryption"}, EmailAddresses: []string{u.Email},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageKeyAgreement}
-	if m.encCert, err = x509.CreateCertificate(rand.Reader, tpl, tpl, &k.PublicKey, k); err != nil {
+	der, err := x509.CreateCertificate(rand.Reader, tpl, m.issuer, &k.PublicKey, m.issuerKey)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return m.encCert
+	return der
 }

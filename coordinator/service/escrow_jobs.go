@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	"github.com/tokenfleet/tokenfleet/coordinator/escrow"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/profile"
@@ -138,14 +140,23 @@ func (t *txn) recordEncryptionKey(ctx context.Context, j store.Job, k store.Hold
 // ---- registering an existing certificate ----
 
 // RegisterCertificate is the success of a register_certificate job, in the dispatcher's
-// transaction: the certificate the agent read (DER) must parse, be valid now, and be for
+// transaction: the certificate the agent read (DER) must parse, be valid now, be for
 // an encryption key (keyEncipherment or dataEncipherment for RSA, keyAgreement for EC; not
-// an Ed25519 key, which only signs), and is then recorded as the holder's encryption
-// key. A refusal is a *protocol.Error (policy_violation) for the caller to fail the job
+// an Ed25519 key, which only signs), be issued by a trusted issuer and name the holder's
+// e-mail address or UPN, and is then recorded as the holder's encryption key. The agent is not
+// trusted for what it read: a compromised workstation could answer with a certificate of
+// a key it holds, and everyone encrypting to the holder would encrypt to it. A refusal is a *protocol.Error (policy_violation) for the caller to fail the job
 // with; it is audited here.
 func (jt *JobTx) RegisterCertificate(ctx context.Context, j store.Job, der []byte, tokenSerial string) error {
 	t := jt.t
+	holder, err := t.GetUser(ctx, j.HolderID)
+	if err != nil {
+		return err
+	}
 	c, why := checkEncryptionCertificate(der, t.now)
+	if why == "" {
+		why = t.s.checkCertificateNamesHolder(c, holder, t.now)
+	}
 	if why != "" {
 		if err := t.audit(ctx, audit.Entry{Actor: systemActor("escrow"), Action: audit.ActionEncryptionKeyRefused, JobID: j.ID,
 			Target: "user:" + j.HolderID, Reason: why, Details: audit.Details("token_serial", tokenSerial)}); err != nil {
@@ -159,6 +170,53 @@ func (jt *JobTx) RegisterCertificate(ctx context.Context, j store.Job, der []byt
 	}
 	return t.recordEncryptionKey(ctx, j, store.HolderEncryptionKey{HolderID: j.HolderID, KeyID: protocol.KeyFingerprint(pub), PublicKey: pub,
 		Certificate: c.Raw, CertificateSerial: fmt.Sprintf("%x", c.SerialNumber), TokenSerial: tokenSerial, Source: store.SourceRegistered, JobID: j.ID})
+}
+
+// checkCertificateNamesHolder says why c, read from a token by an agent, is not the
+// holder's: it must be issued by one of the encryption issuers (the coordinator's CA or a
+// configured escrow.trusted_issuers certificate) and carry the holder's e-mail address or
+// UPN as a subject alternative name (compared without regard to case); "" when it is. The approver approved a CKA_ID, not a
+// certificate: these checks are what ties what was read to the person.
+func (s *Service) checkCertificateNamesHolder(c *x509.Certificate, holder store.User, now time.Time) string {
+	roots := x509.NewCertPool()
+	if s.encIssuers != nil {
+		for _, ic := range s.encIssuers() {
+			roots.AddCert(ic)
+		}
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Sprintf("it is not issued by a trusted issuer (the coordinator's CA or escrow.trusted_issuers; issuer %q): %v", c.Issuer.String(), err)
+	}
+	if holder.Email == "" && holder.UPN == "" {
+		return fmt.Sprintf("holder %s has neither an e-mail address nor a UPN to match the certificate's names: set one (tokenfleetctl user update %s --email ...) and register again", holder.Username, holder.Username)
+	}
+	upns := ca.UPNs(c)
+	for _, m := range c.EmailAddresses {
+		if holder.Email != "" && strings.EqualFold(m, holder.Email) {
+			return ""
+		}
+	}
+	for _, u := range upns {
+		if holder.UPN != "" && strings.EqualFold(u, holder.UPN) {
+			return ""
+		}
+	}
+	var want []string
+	if holder.Email != "" {
+		want = append(want, "e-mail address "+holder.Email)
+	}
+	if holder.UPN != "" {
+		want = append(want, "UPN "+holder.UPN)
+	}
+	return fmt.Sprintf("it names %s, not the holder's %s: a certificate of another person is not the holder's encryption key",
+		orNone(append(slices.Clone(c.EmailAddresses), upns...)), strings.Join(want, " or "))
+}
+
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "no e-mail address or UPN"
+	}
+	return strings.Join(names, ", ")
 }
 
 // checkEncryptionCertificate says why der is not a certificate others can encrypt to now;
@@ -333,21 +391,25 @@ func (t *txn) queueRecovery(ctx context.Context, actorID string, k store.Escrowe
 	if holder.Disabled {
 		return store.Job{}, badRequest("holder", "user %q is disabled", holder.Username)
 	}
+	var agentKey []byte
 	if target == store.RecoveryToToken {
-		if _, err := t.GetAgent(ctx, agentID); errors.Is(err, store.ErrNotFound) {
+		a, err := t.GetAgent(ctx, agentID)
+		if errors.Is(err, store.ErrNotFound) {
 			return store.Job{}, badRequest("agent", "agent %q is not enrolled", agentID)
 		} else if err != nil {
 			return store.Job{}, err
 		}
+		if len(a.PublicKey) == 0 {
+			return store.Job{}, newErr(CodeConflict, "agent", "agent %s has not said hello yet: its seal key, which the officers approve the key being sealed to, is unknown; request the recovery once it is online", a.ID)
+		}
+		agentKey = a.PublicKey
 		if err := t.tokenReady(ctx, JobRequest{Kind: jobs.KindRecoverKey, TokenSerial: serial}, p, holder); err != nil {
 			return store.Job{}, err
 		}
 	}
 	p.Approval = t.s.recoveryApproval(p.Approval)
 	policy := p.Approval.Policy()
-	binding := jobs.BindingHash(jobs.Binding{Kind: jobs.KindRecoverKey, HolderID: holder.ID, ProfileName: sp.Name, ProfileHash: sp.ContentHash,
-		Subject: "escrowed-key:" + k.ID + ":" + k.KeyID, TargetAgentID: agentID, TokenSerial: serial,
-		Params: map[string]string{"target": target, "escrowed_key": k.ID}})
+	binding := recoveryBinding(holder.ID, sp.Name, sp.ContentHash, k, target, agentID, serial, agentKey)
 	j, err := t.CreateJob(ctx, store.Job{Kind: jobs.KindRecoverKey, State: jobs.StatePendingApproval, HolderID: holder.ID,
 		ProfileName: sp.Name, ProfileHash: sp.ContentHash, AgentID: agentID, TokenSerial: serial, RequesterID: actorID,
 		OrganizationID: holder.OrganizationID, BindingHash: binding, Deadline: t.now.Add(policy.ExpiresAfter), Created: t.now})
@@ -368,6 +430,19 @@ func (t *txn) queueRecovery(ctx context.Context, actorID string, k store.Escrowe
 		return store.Job{}, err
 	}
 	return j, t.notifyApprovalRequested(ctx, j, p)
+}
+
+// recoveryBinding is the hash the officers approve for a recovery: the escrowed key, the
+// target and, for a token target, the agent, the token and the agent's seal key as it was
+// when the recovery was requested, so that an agent whose key changed since (reset and
+// enrolled again, perhaps by another machine) does not inherit the approvals.
+func recoveryBinding(holderID, profileName, profileHash string, k store.EscrowedKey, target, agentID, serial string, agentKey []byte) string {
+	params := map[string]string{"target": target, "escrowed_key": k.ID}
+	if target == store.RecoveryToToken {
+		params["agent_seal_key"] = protocol.KeyFingerprint(agentKey)
+	}
+	return jobs.BindingHash(jobs.Binding{Kind: jobs.KindRecoverKey, HolderID: holderID, ProfileName: profileName, ProfileHash: profileHash,
+		Subject: "escrowed-key:" + k.ID + ":" + k.KeyID, TargetAgentID: agentID, TokenSerial: serial, Params: params})
 }
 
 // RecoveryArchive is what an officer needs to open an approved recovery on their own
@@ -406,6 +481,12 @@ func (t *txn) recoveryJob(ctx context.Context, actor store.User, op, jobID strin
 	if !acc.can(jobs.PermRecoverKeys, j.OrganizationID) {
 		return store.Job{}, store.KeyRequest{}, jobs.Outcome{}, t.refuse(ctx, actor, op, j.ID, "", acc.refusal(op, jobs.PermRecoverKeys, j.OrganizationID))
 	}
+	if actor.ID == j.HolderID {
+		// The holder never approves their key's recovery (jobs.Decide), nor takes it out:
+		// an officer holding a recovery key would otherwise hold their own key in clear.
+		return store.Job{}, store.KeyRequest{}, jobs.Outcome{}, t.refuse(ctx, actor, op, j.ID, "", newErr(CodeSelfApproval, "",
+			"%s is the holder of the key recovery job %s recovers: another key-recovery officer opens it", actor.Username, j.ID))
+	}
 	p, _, err := t.s.profileOfJob(ctx, t, j)
 	if err != nil {
 		return store.Job{}, store.KeyRequest{}, jobs.Outcome{}, internal(err)
@@ -433,7 +514,31 @@ func (t *txn) recoveryJob(ctx context.Context, actor store.User, op, jobID strin
 	if err != nil {
 		return store.Job{}, store.KeyRequest{}, o, err
 	}
+	if kr.Target == store.RecoveryToToken {
+		if err := t.recoveryTargetUnchanged(ctx, actor, op, j, kr); err != nil || t.refusal != nil {
+			return store.Job{}, store.KeyRequest{}, o, err
+		}
+	}
 	return j, kr, o, nil
+}
+
+// recoveryTargetUnchanged refuses an approved recovery to a token whose agent's seal key
+// is not the one the officers approved (recoveryBinding).
+func (t *txn) recoveryTargetUnchanged(ctx context.Context, actor store.User, op string, j store.Job, kr store.KeyRequest) error {
+	a, err := t.GetAgent(ctx, j.AgentID)
+	if err != nil {
+		return err
+	}
+	k, err := t.GetEscrowedKey(ctx, kr.EscrowedKeyID)
+	if err != nil {
+		return err
+	}
+	if recoveryBinding(j.HolderID, j.ProfileName, j.ProfileHash, k, kr.Target, j.AgentID, j.TokenSerial, a.PublicKey) == j.BindingHash {
+		return nil
+	}
+	return t.refuse(ctx, actor, op, j.ID, "", newErr(CodeBindingMismatch, "",
+		"agent %s's seal key (%s) is not the one the officers approved sealing the key to: the agent was reset or enrolled again since; cancel recovery job %s and request it again",
+		a.ID, protocol.KeyFingerprint(a.PublicKey), j.ID))
 }
 
 // RecoveryArchive gives an officer (recover_keys) the archive of an approved recovery job,

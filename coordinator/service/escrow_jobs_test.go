@@ -40,6 +40,7 @@ description: An escrowed encryption key made by the coordinator, no approval.
 key: {type: ec, curve: P-256, origin: server, escrow: true}
 subject:
   common_name: "{{.Name}}"
+sans: {email: true}
 key_usage: [keyAgreement]
 extended_key_usage: [emailProtection]
 validity: 30d
@@ -83,6 +84,10 @@ type escrowEnv struct {
 	boss      service.Actor
 	officers  []service.Actor
 	alice     store.User
+	// issuer is an outside CA the coordinator is configured to trust for registered
+	// encryption certificates (escrow.trusted_issuers).
+	issuerKey  *ecdsa.PrivateKey
+	issuerCert *x509.Certificate
 }
 
 func newEscrowEnv(t *testing.T, cfg store.Config, withRecoveryCert bool) *escrowEnv {
@@ -116,12 +121,21 @@ func newEscrowEnv(t *testing.T, cfg store.Config, withRecoveryCert bool) *escrow
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := service.New(service.Options{Store: d.Store(st), Logger: log, Issuer: d, Dispatcher: d, Notifier: o})
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerCert, err := x509.ParseCertificate(caCert(t, issuerKey, "Outside Mail CA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := service.New(service.Options{Store: d.Store(st), Logger: log, Issuer: d, Dispatcher: d, Notifier: o,
+		EncryptionIssuers: func() []*x509.Certificate { return append(authority.CACertificates(), issuerCert) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.Bind(s)
-	e := &escrowEnv{t: t, ctx: ctx, s: s, st: st, resultKey: key, admin: bootstrapAdmin(t, s, st)}
+	e := &escrowEnv{t: t, ctx: ctx, s: s, st: st, resultKey: key, admin: bootstrapAdmin(t, s, st), issuerKey: issuerKey, issuerCert: issuerCert}
 	if _, err := s.CreateOrganization(ctx, e.admin, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -732,8 +746,8 @@ func TestRegisterCertificate(t *testing.T) {
 		{"RSA signing only", selfSigned(t, rsaKey, &rsaKey.PublicKey, "sig", x509.KeyUsageDigitalSignature, year), "keyEncipherment"},
 		{"EC without keyAgreement", selfSigned(t, ecKey, &ecKey.PublicKey, "ec", x509.KeyUsageDigitalSignature, year), "keyAgreement"},
 		{"Ed25519", selfSigned(t, edKey, edPub, "ed", x509.KeyUsageKeyAgreement, year), "only signs"},
-		{"RSA encryption", selfSigned(t, rsaKey, &rsaKey.PublicKey, "enc", x509.KeyUsageKeyEncipherment|x509.KeyUsageDigitalSignature, year), ""},
-		{"EC key agreement", selfSigned(t, ecKey, &ecKey.PublicKey, "ecdh", x509.KeyUsageKeyAgreement, year), ""},
+		{"RSA encryption", e.issued(&rsaKey.PublicKey, "alice@acme.test", x509.KeyUsageKeyEncipherment|x509.KeyUsageDigitalSignature), ""},
+		{"EC key agreement", e.issued(&ecKey.PublicKey, "alice@acme.test", x509.KeyUsageKeyAgreement), ""},
 	} {
 		// A refusal is returned for the dispatcher to fail the job with, in the same
 		// transaction, which commits the refusal's audit entry.

@@ -514,7 +514,7 @@ func (t *txn) tokenReady(ctx context.Context, r JobRequest, p profile.Profile, h
 			return err
 		}
 	}
-	if r.Kind != jobs.KindRenew {
+	if r.Kind != jobs.KindRenew && r.Kind != jobs.KindRecoverKey {
 		return nil
 	}
 	valid := false
@@ -536,7 +536,13 @@ func (t *txn) tokenReady(ctx context.Context, r JobRequest, p profile.Profile, h
 		}
 		p2.Cursor = next
 	}
-	if len(others) > 0 {
+	switch {
+	case len(others) > 0 && r.Kind == jobs.KindRecoverKey:
+		// Someone else's token, likely on their workstation: the key would be theirs.
+		return newErr(CodeNotHoldersToken, "token_serial",
+			"token %s carries certificates of another holder and none of %s: an escrowed key is recovered onto its holder's token, or onto one carrying no one's certificates",
+			r.TokenSerial, holder.Username)
+	case len(others) > 0:
 		return newErr(CodeNotHoldersToken, "token_serial",
 			"token %s carries certificates of another holder and none of %s: a renew is for the holder whose certificate the token has",
 			r.TokenSerial, holder.Username)

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -91,6 +92,11 @@ type Options struct {
 	// RecoveryApprovals is how many key-recovery officers must approve the recovery of an
 	// escrowed key (at least 1); 0: DefaultRecoveryApprovals.
 	RecoveryApprovals int
+	// EncryptionIssuers gives the CA certificates a certificate read by a
+	// register_certificate job must be issued by (directly): the coordinator's own CA and
+	// the configured escrow.trusted_issuers. Asked at each registration, so a reloaded CA
+	// is seen. nil or none: no certificate can be registered.
+	EncryptionIssuers func() []*x509.Certificate
 }
 
 // Service is the coordinator's business operations. It is safe for concurrent use.
@@ -118,7 +124,8 @@ type Service struct {
 	ghosts *ghostLocks // lockout of usernames no user has
 	cpKey  ed25519.PublicKey
 
-	recoveryN int // approvals a key recovery needs
+	recoveryN  int                        // approvals a key recovery needs
+	encIssuers func() []*x509.Certificate // see Options.EncryptionIssuers
 }
 
 // New returns a Service over o.Store.
@@ -139,6 +146,7 @@ func New(o Options) (*Service, error) {
 	default:
 		s.recoveryN = o.RecoveryApprovals
 	}
+	s.encIssuers = o.EncryptionIssuers
 	s.rollouts = newRolloutEngine()
 	s.notifier = o.Notifier
 	s.cpKey = o.CheckpointKey
