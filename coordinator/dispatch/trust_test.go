@@ -50,6 +50,23 @@ approval:
   expires_after: 30d
 `
 
+// heldEscrowProfile is heldProfile with a key the coordinator makes and escrows, for
+// server_keygen jobs: under any other profile the dispatcher fails them at its first look.
+const heldEscrowProfile = `name: held-escrow
+description: One approval kept for thirty days; the key made by the coordinator, escrowed.
+key: {type: ec, curve: P-256, origin: server, escrow: true}
+subject:
+  common_name: "{{.Name}}"
+key_usage: [keyAgreement]
+extended_key_usage: [emailProtection]
+validity: 30d
+pin_policy: {min_length: 6, max_length: 8}
+approval:
+  required: 1
+  roles: [approver]
+  expires_after: 30d
+`
+
 // fixture is a state a job can be in when an agent's event arrives.
 type fixture struct {
 	name       string
@@ -170,8 +187,10 @@ func newMatrix(t *testing.T) *matrix {
 		t.Fatal(err)
 	}
 	w := newWorldWith(t, "per_agent", func(c *coordinator.Config) { c.Escrow.TrustedIssuers = []string{issuerFile} })
-	if _, err := w.admin.ApplyProfiles(w.ctx, []byte(heldProfile)); err != nil {
-		t.Fatal(err)
+	for _, p := range []string{heldProfile, heldEscrowProfile} {
+		if _, err := w.admin.ApplyProfiles(w.ctx, []byte(p)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a := w.agent(matrixAgent, w.agentUser(matrixAgent))
 	a.Hello() // its seal key; it reports no token, so jobs that need one wait
@@ -592,7 +611,11 @@ func (m *matrix) escrowJob(t *testing.T, kind jobs.Kind, holder string) string {
 		if err != nil {
 			return err
 		}
-		sp, err := tx.GetProfile(ctx, "held")
+		profileName := "held"
+		if kind == jobs.KindServerKeygen {
+			profileName = "held-escrow"
+		}
+		sp, err := tx.GetProfile(ctx, profileName)
 		if err != nil {
 			return err
 		}
@@ -600,7 +623,7 @@ func (m *matrix) escrowJob(t *testing.T, kind jobs.Kind, holder string) string {
 		if kind == jobs.KindRecoverKey {
 			serial = "rk-" + holder // a recovery always names the token it installs on
 		}
-		j, err := tx.CreateJob(ctx, store.Job{Kind: kind, State: jobs.StatePendingApproval, HolderID: u.ID, ProfileName: "held",
+		j, err := tx.CreateJob(ctx, store.Job{Kind: kind, State: jobs.StatePendingApproval, HolderID: u.ID, ProfileName: profileName,
 			ProfileHash: sp.ContentHash, AgentID: matrixAgent, TokenSerial: serial, RequesterID: desk.ID, OrganizationID: u.OrganizationID,
 			BindingHash: strings.Repeat("ab", 32), Deadline: time.Now().Add(30 * 24 * time.Hour)})
 		if err != nil {
