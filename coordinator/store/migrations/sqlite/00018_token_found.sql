@@ -4,6 +4,12 @@
 -- Keep this file and ../postgres/00018_token_found.sql describing the same schema.
 
 -- +goose Up
+-- A rebuild succeeds however often it runs; two processes migrating a new file at once
+-- must not both apply it (see Migrate). The guard fails when the table already takes
+-- found, so the later one rolls back and finds the work done.
+CREATE TEMP TABLE token_found_guard (applied INTEGER CHECK (applied = 0));
+INSERT INTO token_found_guard SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'token_life' AND sql LIKE '%''found''%';
+DROP TABLE token_found_guard;
 CREATE TABLE token_life_new (
     serial        TEXT PRIMARY KEY,
     state         TEXT NOT NULL CHECK (state IN ('active', 'suspended', 'lost', 'stolen', 'damaged', 'retired', 'replaced', 'found')),
