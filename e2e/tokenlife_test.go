@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenfleet/tokenfleet/agent/journal"
 	"github.com/tokenfleet/tokenfleet/coordinator/ctl"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
@@ -121,5 +122,50 @@ func TestTokenLifeCycle(t *testing.T) {
 	if objs := p11(t, "--token-label", slotOf(t, repl.TokenSerial).label, "--list-objects", "--type", "cert"); !strings.Contains(objs, "Certificate Object") {
 		t.Errorf("no certificate on the new token:\n%s", objs)
 	}
+	s.finalChecks()
+}
+
+// TestTokenSuspendedCancelsJob: the real agent has put a key on a SoftHSM2 token and waits
+// for its certificate behind the CA operator; the help desk suspends that token, and the
+// job is cancelled with the token's new state as its reason: the agent stops waiting, its
+// journal says cancelled, and it answers job_cancelled.
+func TestTokenSuspendedCancelsJob(t *testing.T) {
+	s := newSystem(t)
+	profile := filepath.Join(t.TempDir(), "gated.yaml")
+	if err := os.WriteFile(profile, []byte(gatedProfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.ctl(s.admin, "profile", "apply", profile)
+	id := testenv.UniqueUser("ws-gone-")
+	s.enrol(id)
+	run := s.startAgent(id, agentOptions{})
+
+	jobID := strings.TrimSpace(s.ctl(s.operator, "issue", "--holder", holder, "--agent", id, "--profile", "e2e-gated"))
+	s.ctl(s.approver, "approve", jobID)
+	var serial string
+	eventually(t, "the job to wait for the CA operator", func() (bool, string) {
+		d := s.job(jobID)
+		serial = d.TokenSerial
+		return d.State == jobs.StateAwaitingCertificate && serial != "", string(d.State)
+	})
+
+	s.ctl(s.operator, "token", "suspend", serial, "--reason", "left at home")
+	d := s.waitJob(jobID, jobs.StateCancelled)
+	why := "token " + serial + " became suspended: left at home"
+	if len(d.Timeline) == 0 || d.Timeline[len(d.Timeline)-1].Reason != why {
+		t.Errorf("job timeline %+v, want it to end with %q", d.Timeline, why)
+	}
+	run.logs.waitFor(t, "the coordinator cancelled the job", why)
+	eventually(t, "the job to end on the agent", func() (bool, string) {
+		state, _ := journalState(t, run.dir, jobID)
+		return state.Finished(), string(state)
+	})
+	if state, _ := journalState(t, run.dir, jobID); state != journal.StateCancelled {
+		t.Errorf("the agent's journal says %s, want cancelled", state)
+	}
+	eventually(t, "the agent's answer at the coordinator", func() (bool, string) {
+		d := s.job(jobID)
+		return strings.Contains(d.AgentResult, "job_cancelled"), d.AgentResult
+	})
 	s.finalChecks()
 }

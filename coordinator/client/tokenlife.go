@@ -19,7 +19,7 @@ func (c *Client) TokenLife(ctx context.Context, serial string) (TokenLife, error
 }
 
 // SetTokenState moves a token in its life cycle (manage_tokens): state is suspended,
-// active (reinstate), lost, stolen, damaged or retired; reason goes to the audit log.
+// active (reinstate), lost, stolen, found, damaged or retired; reason goes to the audit log.
 func (c *Client) SetTokenState(ctx context.Context, serial, state, reason string) (TokenLife, error) {
 	if err := needID("token serial", serial); err != nil {
 		return TokenLife{}, err

@@ -14,7 +14,7 @@ import (
 func tokenCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "A token's life cycle: show, suspend, reinstate, lost, stolen, damaged, retire, replace, temporary",
+		Short: "A token's life cycle: show, suspend, reinstate, lost, stolen, found, damaged, retire, replace, temporary",
 		Long: `A token's life cycle, by its serial. A token the help desk never moved is active.
 
   suspend    left at home, temporarily lost: its certificates are put on hold (CRL reason
@@ -23,7 +23,11 @@ func tokenCommand(e *env) *cobra.Command {
              its temporary tokens are retired, their certificates revoked
   lost, stolen
              its certificates are revoked (keyCompromise); a suspended token may move on
-             to lost or stolen
+             to lost or stolen; their open jobs are cancelled (suspend, damaged and
+             retire too; a wipe goes on for a damaged or retired token)
+  found      a lost or stolen token back: its certificates stay revoked; it takes only a
+             wipe job, whose success makes it a blank active token to issue again, or
+             it is retired
   damaged, retire
              its certificates are revoked (cessationOfOperation)
   replace    queue an issue job for a new token for its holder; when it succeeds, this
@@ -72,6 +76,7 @@ admin). replace and temporary need the request permission, like issue.`,
 		move("reinstate", "active", "Reinstate a suspended token: the hold is lifted, its temporary tokens end"),
 		move("lost", "lost", "Declare a token lost: its certificates are revoked (keyCompromise)"),
 		move("stolen", "stolen", "Declare a token stolen: its certificates are revoked (keyCompromise)"),
+		move("found", "found", "Declare a lost or stolen token found: it takes only a wipe, which makes it blank and active again"),
 		move("damaged", "damaged", "Declare a token damaged: its certificates are revoked (cessationOfOperation)"),
 		move("retire", "retired", "Retire a token: its certificates are revoked (cessationOfOperation)"),
 		tokenIssueCommand(e, "replace", "Queue a new token for the holder; on success the old one is replaced and its certificates revoked"),

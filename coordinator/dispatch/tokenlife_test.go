@@ -274,3 +274,50 @@ func TestSuspendedTokenPickedByAgent(t *testing.T) {
 		t.Errorf("%d certificates issued to a suspended token", len(certs))
 	}
 }
+
+// TestTokenLostEndsOpenJobs: a job sent to the agent for a token that is then declared
+// lost is cancelled at once and the agent is told why; the token found again stays out of
+// use (issuing refused, with the way out), and tokenfleetctl shows it. Through the API,
+// tokenfleetctl and a scripted agent over the broker.
+func TestTokenLostEndsOpenJobs(t *testing.T) {
+	t.Parallel()
+	lw := newLifeWorld(t, "GONE1")
+	desk := lw.tokenOf("desk")
+	lw.issue(lw.job(jobs.KindIssue, "ws-life", "blank-issue", "GONE1"), "GONE1")
+	j := lw.job(jobs.KindIssue, "ws-life", "blank-issue", "GONE1")
+	lw.a.Next(protocol.TypeDispatch, j.ID)
+
+	runCtl(t, lw.world, desk, 0, "token", "lost", "GONE1", "--reason", "left on the train")
+	d := lw.waitState(j.ID, jobs.StateCancelled)
+	c, err := protocol.DecodeBody[protocol.Cancel](lw.a.Next(protocol.TypeCancel, j.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const why = "token GONE1 became lost: left on the train"
+	if c.State != jobs.StateCancelled || c.Reason != why {
+		t.Errorf("the agent was told %+v, want cancelled: %q", c, why)
+	}
+	if len(d.Timeline) == 0 || d.Timeline[len(d.Timeline)-1].Reason != why {
+		t.Errorf("job timeline %+v", d.Timeline)
+	}
+
+	// Found again: it stays out of use until it is wiped.
+	if out := runCtl(t, lw.world, desk, 2, "token", "found", "GONE1"); !strings.Contains(out, "--reason") {
+		t.Errorf("found without a reason: %s", out)
+	}
+	if out := runCtl(t, lw.world, desk, 0, "token", "found", "GONE1", "--reason", "in the lost property office"); out != "token GONE1 is found\n" {
+		t.Errorf("token found: %q", out)
+	}
+	out := runCtl(t, lw.world, desk, 1, "issue", "--holder", "alice", "--agent", "ws-life", "--profile", "blank-issue", "--token-serial", "GONE1")
+	if !strings.Contains(out, "token_not_active") || !strings.Contains(out, "wipe it first") {
+		t.Errorf("issuing to a found token: %s", out)
+	}
+	out = runCtl(t, lw.world, desk, 1, "token", "reinstate", "GONE1", "--reason", "back")
+	if !strings.Contains(out, "illegal_transition") || !strings.Contains(out, "wipe") {
+		t.Errorf("a found token reinstated by hand: %s", out)
+	}
+	show := runCtl(t, lw.world, desk, 0, "token", "show", "GONE1")
+	if !strings.Contains(show, "token GONE1: found") || !strings.Contains(show, "lost -> found  by desk: in the lost property office") {
+		t.Errorf("token show:\n%s", show)
+	}
+}

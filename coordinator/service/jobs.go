@@ -479,12 +479,9 @@ func (t *txn) tokenReady(ctx context.Context, r JobRequest, p profile.Profile, h
 	if r.TokenSerial == "" {
 		return nil // the token is chosen at dispatch; what is wrong then fails the job there
 	}
-	switch r.Kind {
-	case jobs.KindIssue, jobs.KindCSR, jobs.KindRenew, jobs.KindInstallCertificate, jobs.KindServerKeygen, jobs.KindRecoverKey:
-		// A certificate would go onto it: only an active token takes one.
-		if err := TokenIssuable(ctx, t, r.TokenSerial); err != nil {
-			return err
-		}
+	// Only an active token takes every job; the token's state says which it still takes.
+	if err := tokenTakes(ctx, t, r.TokenSerial, r.Kind); err != nil {
+		return err
 	}
 	blank := false
 	tok, err := t.GetToken(ctx, r.TokenSerial)

@@ -79,6 +79,11 @@ func (s *Service) RetryJob(ctx context.Context, by Actor, jobID string, r RetryR
 		} else if refusal != nil {
 			return t.refuse(ctx, actor, "retry job", j.ID, "", refusal)
 		}
+		// A token that left active meanwhile takes the retry only if it takes a new job of
+		// the kind (tokenlife.JobAllowed).
+		if err := tokenTakes(ctx, t, j.TokenSerial, j.Kind); err != nil {
+			return err
+		}
 		deadline := r.Deadline
 		if deadline.IsZero() && !j.Deadline.After(t.now) {
 			span := max(j.Deadline.Sub(j.Created), minRetrySpan)

@@ -94,6 +94,20 @@ func TokenIssuable(ctx context.Context, r store.Reader, serial string) error {
 	return lifeErr("token_serial", tokenlife.Issuable(serial, l.State))
 }
 
+// tokenTakes refuses, with CodeTokenNotActive, a job of kind k on a token whose state
+// does not take it (tokenlife.JobAllowed): the rule that also ends such jobs when the
+// token leaves active (endTokenJobs).
+func tokenTakes(ctx context.Context, r store.Reader, serial string, k jobs.Kind) error {
+	if serial == "" {
+		return nil
+	}
+	l, err := tokenLifeOf(ctx, r, serial)
+	if err != nil {
+		return err
+	}
+	return lifeErr("token_serial", tokenlife.JobAllowed(serial, l.State, k))
+}
+
 // CertificateValidityTemporary reports whether job's certificate is a temporary token's,
 // which lives the profile's temporary validity.
 func CertificateValidityTemporary(ctx context.Context, r store.Reader, jobID string) (bool, error) {
@@ -238,13 +252,20 @@ func tokenHolderID(ctx context.Context, r store.Reader, serial string) (store.To
 }
 
 // moveToken applies one transition of tokenlife's table: the effect on the token's
-// certificates, the record with its history event, the audit entry, and the end of the
-// temporary tokens standing in for it when it is reinstated or replaced.
+// certificates, the record with its history event, the end of the open jobs the new state
+// does not take, the audit entry, and the end of the temporary tokens standing in for it
+// when it is reinstated or replaced.
 func (t *txn) moveToken(ctx context.Context, cur store.TokenLife, holderID string, to tokenlife.State, actor, reason, jobID string) (store.TokenLife, error) {
 	tr, err := tokenlife.Check(cur.State, to)
 	if err != nil {
 		return store.TokenLife{}, lifeErr("state", err)
 	}
+	return t.applyTransition(ctx, cur, holderID, tr, actor, reason, jobID)
+}
+
+// applyTransition is moveToken for a transition already checked.
+func (t *txn) applyTransition(ctx context.Context, cur store.TokenLife, holderID string, tr tokenlife.Transition, actor, reason, jobID string) (store.TokenLife, error) {
+	to := tr.To
 	changed, err := t.applyCertEffect(ctx, cur.Serial, tr, actor, reason, jobID)
 	if err != nil {
 		return store.TokenLife{}, err
@@ -261,9 +282,16 @@ func (t *txn) moveToken(ctx context.Context, cur store.TokenLife, holderID strin
 	if err != nil {
 		return store.TokenLife{}, err
 	}
+	ended, err := t.endTokenJobs(ctx, cur.Serial, to, actor, reason, jobID)
+	if err != nil {
+		return store.TokenLife{}, err
+	}
+	kv := []any{"from", string(cur.State), "to", string(to), "certificates", tr.Effect.String(), "crl_reason", tr.Reason, "changed", changed}
+	if ended > 0 {
+		kv = append(kv, "jobs_ended", ended)
+	}
 	if err := t.audit(ctx, audit.Entry{Actor: actor, Action: audit.ActionTokenStateChanged, JobID: jobID, Target: "token:" + cur.Serial,
-		Reason: reason, Details: audit.Details("from", string(cur.State), "to", string(to), "certificates", tr.Effect.String(),
-			"crl_reason", tr.Reason, "changed", changed)}); err != nil {
+		Reason: reason, Details: audit.Details(kv...)}); err != nil {
 		return store.TokenLife{}, err
 	}
 	if (cur.State == tokenlife.Suspended && to == tokenlife.Active) || to == tokenlife.Replaced {
@@ -272,6 +300,75 @@ func (t *txn) moveToken(ctx context.Context, cur store.TokenLife, holderID strin
 		}
 	}
 	return out, nil
+}
+
+// endTokenJobs ends, in the transaction that moves the token, the open jobs naming it that
+// a token in state to no longer takes (tokenlife.JobAllowed): cancelled through the normal
+// transition, audited and their agents told, with a reason naming the new state. A job
+// writing its certificate to the token (installing) can no longer be cancelled and fails
+// instead, with the error code token_<state>. Jobs that pick their token themselves name
+// none yet: they fail when their certificate would be signed (TokenIssuable).
+func (t *txn) endTokenJobs(ctx context.Context, serial string, to tokenlife.State, actor, reason, jobID string) (int, error) {
+	if to == tokenlife.Active {
+		return 0, nil
+	}
+	var open []jobs.State
+	for _, st := range jobs.States() {
+		if !jobs.Terminal(st) {
+			open = append(open, st)
+		}
+	}
+	var end []store.Job
+	page := store.Page{Limit: store.MaxPageLimit}
+	for {
+		js, next, err := t.ListJobs(ctx, store.JobFilter{TokenSerial: serial, States: open}, page)
+		if err != nil {
+			return 0, err
+		}
+		for _, j := range js {
+			if j.ID != jobID && tokenlife.JobAllowed(serial, to, j.Kind) != nil {
+				end = append(end, j)
+			}
+		}
+		if next == "" {
+			break
+		}
+		page.Cursor = next
+	}
+	why := fmt.Sprintf("token %s became %s", serial, to)
+	if reason != "" {
+		why += ": " + reason
+	}
+	for _, j := range end {
+		c := store.JobChange{Actor: actor, Reason: why}
+		target, action := jobs.StateCancelled, audit.ActionJobCancelled
+		if jobs.CanTransitionKind(j.Kind, j.State, jobs.StateCancelled) != nil {
+			target, action = jobs.StateFailed, audit.ActionJobTransition
+			c.Error = &store.JobError{Code: "token_" + string(to), Message: why}
+		}
+		if _, err := t.transition(ctx, j, target, c, action); err != nil {
+			return 0, fmt.Errorf("ending job %s on token %s: %w", j.ID, serial, err)
+		}
+	}
+	return len(end), nil
+}
+
+// tokenWiped makes a found token, wiped by job j, a blank active token: its certificates
+// stay revoked, its holder is forgotten (the next issue names one), and the crypto-device
+// register shows its next issue as a new device. A wipe of a token in any other state
+// moves nothing.
+func (t *txn) tokenWiped(ctx context.Context, j store.Job) error {
+	cur, err := tokenLifeOf(ctx, t, j.TokenSerial)
+	if err != nil {
+		return err
+	}
+	tr, ok := tokenlife.Wiped(cur.State)
+	if !ok {
+		return nil
+	}
+	cur.HolderID, cur.TemporaryFor = "", ""
+	_, err = t.applyTransition(ctx, cur, "", tr, systemActor("tokenlife"), "wiped by job "+j.ID+" after it was found: a blank token again", j.ID)
+	return err
 }
 
 // endTemporaries retires the temporary tokens standing in for original, whose holder has
@@ -459,8 +556,11 @@ func (s *Service) requestForToken(ctx context.Context, by Actor, purpose store.T
 }
 
 // tokenJobSucceeded applies what a temporary or replacement job's success means for the
-// tokens involved; jobs without a token request are left alone.
+// tokens involved, and a wipe's for a found token; other jobs are left alone.
 func (t *txn) tokenJobSucceeded(ctx context.Context, j store.Job) error {
+	if j.Kind == jobs.KindWipe && j.TokenSerial != "" {
+		return t.tokenWiped(ctx, j)
+	}
 	req, err := t.GetTokenRequest(ctx, j.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
