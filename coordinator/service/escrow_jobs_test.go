@@ -15,13 +15,10 @@ import (
 	"encoding/json"
 	"errors"
 	"math/big"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
@@ -93,26 +90,8 @@ type escrowEnv struct {
 func newEscrowEnv(t *testing.T, cfg store.Config, withRecoveryCert bool) *escrowEnv {
 	t.Helper()
 	ctx := t.Context()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	dir := t.TempDir()
-	authority, err := ca.New(ctx, ca.Options{DataDir: filepath.Join(dir, "ca"), Revocations: dispatch.Revocations{Store: st}, Logger: log,
-		Builtin: ca.BuiltinOptions{CRLURL: "http://pki.test/crl", KeyType: protocol.KeyP256}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _, err := dispatch.LoadOrCreateResultKey(filepath.Join(dir, dispatch.ResultKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := dispatch.New(dispatch.Options{Store: st, CA: authority, ResultKey: key, AgentUsers: dispatch.AgentUsersShared, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newDispatchRig(t, cfg)
+	st, authority, d, key, log := r.st, r.ca, r.d, r.resultKey, r.log
 	tm, err := notify.LoadTemplates()
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -12,10 +13,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
+	"github.com/tokenfleet/tokenfleet/coordinator/ca"
+	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
+	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
 func open(t *testing.T, cfg store.Config) (*service.Service, store.Store) {
@@ -229,4 +233,40 @@ func TestConcurrentApprovalsPostgres(t *testing.T) {
 	if err := audit.Verify(entries); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// dispatchRig is a store with the built-in CA and the real dispatcher on it (no broker),
+// for service tests whose jobs go as far as their dispatch.
+type dispatchRig struct {
+	st        store.Store
+	ca        ca.CA
+	d         *dispatch.Dispatcher
+	resultKey *ecdh.PrivateKey
+	dir       string
+	log       zerolog.Logger
+}
+
+func newDispatchRig(t *testing.T, cfg store.Config) dispatchRig {
+	t.Helper()
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	st, err := store.Open(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	dir := t.TempDir()
+	authority, err := ca.New(t.Context(), ca.Options{DataDir: filepath.Join(dir, "ca"), Revocations: dispatch.Revocations{Store: st}, Logger: log,
+		Builtin: ca.BuiltinOptions{CRLURL: "http://pki.test/crl", KeyType: protocol.KeyP256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := dispatch.LoadOrCreateResultKey(filepath.Join(dir, dispatch.ResultKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := dispatch.New(dispatch.Options{Store: st, CA: authority, ResultKey: key, AgentUsers: dispatch.AgentUsersShared, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dispatchRig{st: st, ca: authority, d: d, resultKey: key, dir: dir, log: log}
 }

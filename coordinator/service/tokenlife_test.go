@@ -15,18 +15,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
 	"github.com/tokenfleet/tokenfleet/coordinator/ca"
 	_ "github.com/tokenfleet/tokenfleet/coordinator/ca/builtin" // the built-in CA, registered
-	"github.com/tokenfleet/tokenfleet/coordinator/dispatch"
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/profile"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 	"github.com/tokenfleet/tokenfleet/coordinator/tokenlife"
-	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
 // lifeEnv is a service on a store with the built-in CA behind the dispatcher's revocation
@@ -46,26 +42,8 @@ type lifeEnv struct {
 func newLifeEnv(t *testing.T, cfg store.Config) *lifeEnv {
 	t.Helper()
 	ctx := t.Context()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	st, err := store.Open(ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	dir := t.TempDir()
-	authority, err := ca.New(ctx, ca.Options{DataDir: filepath.Join(dir, "ca"), Revocations: dispatch.Revocations{Store: st}, Logger: log,
-		Builtin: ca.BuiltinOptions{CRLURL: "http://pki.test/crl", KeyType: protocol.KeyP256}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _, err := dispatch.LoadOrCreateResultKey(filepath.Join(dir, dispatch.ResultKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := dispatch.New(dispatch.Options{Store: st, CA: authority, ResultKey: key, AgentUsers: dispatch.AgentUsersShared, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newDispatchRig(t, cfg)
+	st, authority, d, dir, log := r.st, r.ca, r.d, r.dir, r.log
 	s, err := service.New(service.Options{Store: st, Logger: log, Issuer: d})
 	if err != nil {
 		t.Fatal(err)
