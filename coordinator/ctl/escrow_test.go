@@ -88,19 +88,7 @@ func TestEscrowRecoveryToOfficer(t *testing.T) {
 	}
 
 	// alice's escrowed key, as a server_keygen job that succeeded leaves it.
-	hk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := x509.ParseCertificate(certFor(t, hk, &hk.PublicKey, "Alice Martin", x509.KeyUsageKeyAgreement))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := escrow.Seal(hk, hc, []crypto.PublicKey{&rec.Key.PublicKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyID := seedEscrowedKey(t, inst.Store, a)
+	keyID, _, _ := seedAliceKey(t, inst.Store, rec)
 
 	r := runCtl(t, envOf["desk"], "", "escrow", "list", "--holder", "alice")
 	if r.code != 0 || !strings.Contains(r.stdout, keyID) || !strings.Contains(r.stdout, "active") {
@@ -194,6 +182,25 @@ func certFor(t *testing.T, issuer *ecdsa.PrivateKey, pub any, cn string, ku x509
 	return der
 }
 
+// seedAliceKey makes an encryption key and certificate for alice, archives the key to the
+// recovery key and records it as her escrowed key (seedEscrowedKey).
+func seedAliceKey(t *testing.T, st store.Store, rec coordinatortest.RecoveryKey) (string, *ecdsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	hk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := x509.ParseCertificate(certFor(t, hk, &hk.PublicKey, "Alice Martin", x509.KeyUsageKeyAgreement))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := escrow.Seal(hk, hc, []crypto.PublicKey{&rec.Key.PublicKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seedEscrowedKey(t, st, a), hk, hc
+}
+
 // seedEscrowedKey records archive a as alice's active escrowed key on token T1, made by a
 // server_keygen job that succeeded.
 func seedEscrowedKey(t *testing.T, st store.Store, a *escrow.Archive) string {
@@ -268,19 +275,7 @@ func TestEscrowRecoveryToToken(t *testing.T) {
 	if _, err := admin.AddRecoveryCertificate(ctx, rec.CertPEM); err != nil {
 		t.Fatal(err)
 	}
-	hk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := x509.ParseCertificate(certFor(t, hk, &hk.PublicKey, "Alice Martin", x509.KeyUsageKeyAgreement))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := escrow.Seal(hk, hc, []crypto.PublicKey{&rec.Key.PublicKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyID := seedEscrowedKey(t, inst.Store, a)
+	keyID, hk, hc := seedAliceKey(t, inst.Store, rec)
 	agentKey := replacementToken(t, inst, "ws-01", "T2")
 
 	r := runCtl(t, envOf["desk"], "", "escrow", "recover", keyID, "--token", "T2", "--agent", "ws-01", "--reason", "T1 lost")
