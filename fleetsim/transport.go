@@ -354,7 +354,9 @@ func (l *logical) Consume(ctx context.Context, queue string, opts amqp.ConsumeOp
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
+	// consumers is nil from the moment Close takes them: a subscription that ends after
+	// that is closed here, never added to a map Close no longer looks at.
+	if l.closed || l.consumers == nil {
 		go cons.Close()
 		return nil, amqp.ErrClosed
 	}
