@@ -2,6 +2,7 @@ package ctl_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
@@ -41,12 +42,21 @@ validity: 30d
 pin_policy: {min_length: 6, max_length: 16}
 `
 
-// TestEscrowRecoveryToOfficer runs a recovery to an officer's PKCS#12 through the real
-// coordinator (responses held to the API description): the request, the refusal with one
-// approval, the second approval, and recovery open, whose PKCS#12 openssl reads back with
-// the key of the archived certificate.
-func TestEscrowRecoveryToOfficer(t *testing.T) {
-	t.Parallel()
+// recoveryOrg is a real coordinator with organisation Acme: alice, a holder with no API
+// token; desk, its help desk; kro1 and kro2, key-recovery officers; the enc profile; and
+// the organisation's backup key as a recovery certificate, whose private half the test
+// keeps as the officers would.
+type recoveryOrg struct {
+	inst  *coordinatortest.Instance
+	ctx   context.Context
+	envOf map[string]map[string]string // username → tokenfleetctl's environment, for all but alice
+	rec   coordinatortest.RecoveryKey
+}
+
+// newRecoveryOrg starts a recoveryOrg. officersInOrg makes kro1 and kro2 members of Acme;
+// otherwise they belong to no organisation, and the recovery gate must still count them.
+func newRecoveryOrg(t *testing.T, officersInOrg bool) recoveryOrg {
+	t.Helper()
 	inst := coordinatortest.Start(t, coordinatortest.Options{})
 	ctx := testenv.Context(t)
 	admin, err := client.New(inst.URL, inst.AdminToken)
@@ -56,12 +66,16 @@ func TestEscrowRecoveryToOfficer(t *testing.T) {
 	if _, err := admin.CreateOrg(ctx, "Acme"); err != nil {
 		t.Fatal(err)
 	}
+	officerOrg := ""
+	if officersInOrg {
+		officerOrg = "Acme"
+	}
 	envOf := map[string]map[string]string{}
 	for _, u := range []client.UserCreate{
 		{Username: "alice", DisplayName: "Alice Martin", Organization: "Acme"},
 		{Username: "desk", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk}},
-		{Username: "kro1", Organization: "Acme", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
-		{Username: "kro2", Organization: "Acme", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
+		{Username: "kro1", Organization: officerOrg, Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
+		{Username: "kro2", Organization: officerOrg, Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
 	} {
 		if _, err := admin.CreateUser(ctx, u); err != nil {
 			t.Fatal(err)
@@ -78,14 +92,23 @@ func TestEscrowRecoveryToOfficer(t *testing.T) {
 	if _, err := admin.ApplyProfiles(ctx, []byte(encProfile)); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-
-	// The organisation's backup key: the officers keep its private half in a PEM file.
 	rec := coordinatortest.NewRecoveryKey(t, "Backup key 1")
-	keyFile := rec.KeyFile
 	if _, err := admin.AddRecoveryCertificate(ctx, rec.CertPEM); err != nil {
 		t.Fatal(err)
 	}
+	return recoveryOrg{inst: inst, ctx: ctx, envOf: envOf, rec: rec}
+}
+
+// TestEscrowRecoveryToOfficer runs a recovery to an officer's PKCS#12 through the real
+// coordinator (responses held to the API description): the request, the refusal with one
+// approval, the second approval, and recovery open, whose PKCS#12 openssl reads back with
+// the key of the archived certificate.
+func TestEscrowRecoveryToOfficer(t *testing.T) {
+	t.Parallel()
+	org := newRecoveryOrg(t, true)
+	inst, envOf, rec := org.inst, org.envOf, org.rec
+	dir := t.TempDir()
+	keyFile := rec.KeyFile
 
 	// alice's escrowed key, as a server_keygen job that succeeded leaves it.
 	keyID, _, _ := seedAliceKey(t, inst.Store, rec)
@@ -241,40 +264,8 @@ func seedEscrowedKey(t *testing.T, st store.Store, a *escrow.Archive) string {
 // token's PIN; the agent's key opens it to the escrowed key.
 func TestEscrowRecoveryToToken(t *testing.T) {
 	t.Parallel()
-	inst := coordinatortest.Start(t, coordinatortest.Options{})
-	ctx := testenv.Context(t)
-	admin, err := client.New(inst.URL, inst.AdminToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.CreateOrg(ctx, "Acme"); err != nil {
-		t.Fatal(err)
-	}
-	envOf := map[string]map[string]string{}
-	for _, u := range []client.UserCreate{
-		{Username: "alice", DisplayName: "Alice Martin", Organization: "Acme"},
-		{Username: "desk", Organization: "Acme", Roles: []jobs.Role{jobs.RoleHelpdesk}},
-		{Username: "kro1", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
-		{Username: "kro2", Roles: []jobs.Role{jobs.RoleKeyRecoveryOfficer}},
-	} {
-		if _, err := admin.CreateUser(ctx, u); err != nil {
-			t.Fatal(err)
-		}
-		if u.Username != "alice" {
-			tok, err := admin.CreateAPIToken(ctx, u.Username, client.APITokenCreate{Name: "test"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			envOf[u.Username] = map[string]string{"TOKENFLEET_URL": inst.URL, "TOKENFLEET_TOKEN": tok.Token}
-		}
-	}
-	if _, err := admin.ApplyProfiles(ctx, []byte(encProfile)); err != nil {
-		t.Fatal(err)
-	}
-	rec := coordinatortest.NewRecoveryKey(t, "Backup key 1")
-	if _, err := admin.AddRecoveryCertificate(ctx, rec.CertPEM); err != nil {
-		t.Fatal(err)
-	}
+	org := newRecoveryOrg(t, false)
+	inst, ctx, envOf, rec := org.inst, org.ctx, org.envOf, org.rec
 	keyID, hk, hc := seedAliceKey(t, inst.Store, rec)
 	agentKey := replacementToken(t, inst, "ws-01", "T2")
 
