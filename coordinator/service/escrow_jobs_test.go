@@ -140,9 +140,7 @@ func newEscrowEnv(t *testing.T, cfg store.Config, withRecoveryCert bool) *escrow
 	if _, err := s.ApplyProfiles(ctx, e.admin, []byte(escrowProfiles)); err != nil {
 		t.Fatal(err)
 	}
-	if e.agentKey, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
-		t.Fatal(err)
-	}
+	e.agentKey = newSealKey(t)
 	pub, err := seal.MarshalPublicKey(e.agentKey.PublicKey())
 	if err != nil {
 		t.Fatal(err)
@@ -293,13 +291,19 @@ func publicEqual(t *testing.T, a, b crypto.PublicKey) bool {
 // succeed moves a dispatched job through running to succeeded, as the agent's reports do.
 func (e *escrowEnv) succeed(id string) store.Job {
 	e.t.Helper()
+	return e.moveThrough(id, jobs.StateDispatched, jobs.StateRunning, jobs.StateSucceeded)
+}
+
+// moveThrough moves job id through states, in one transaction, as ws-01's agent.
+func (e *escrowEnv) moveThrough(id string, states ...jobs.State) store.Job {
+	e.t.Helper()
 	var out store.Job
 	err := e.s.UpdateJobs(e.ctx, func(jt *service.JobTx) error {
 		j, err := jt.GetJob(e.ctx, id)
 		if err != nil {
 			return err
 		}
-		for _, to := range []jobs.State{jobs.StateDispatched, jobs.StateRunning, jobs.StateSucceeded} {
+		for _, to := range states {
 			if j, err = jt.Transition(e.ctx, j, to, store.JobChange{Actor: "agent:ws-01", Reason: "test"}); err != nil {
 				return err
 			}
@@ -317,7 +321,14 @@ func (e *escrowEnv) succeed(id string) store.Job {
 // escrowed key.
 func (e *escrowEnv) issueEscrowed() (service.Job, store.EscrowedKey) {
 	e.t.Helper()
-	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindIssue, Holder: "alice", Agent: "ws-01", Profile: "enc", TokenSerial: "T1"})
+	return e.issueEscrowedFor("alice", "T1")
+}
+
+// issueEscrowedFor runs a server_keygen job for holder on token serial to success and
+// returns it with its escrowed key.
+func (e *escrowEnv) issueEscrowedFor(holder, serial string) (service.Job, store.EscrowedKey) {
+	e.t.Helper()
+	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindIssue, Holder: holder, Agent: "ws-01", Profile: "enc", TokenSerial: serial})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -327,6 +338,68 @@ func (e *escrowEnv) issueEscrowed() (service.Job, store.EscrowedKey) {
 		e.t.Fatal(err)
 	}
 	return j, k
+}
+
+// registerJob queues a register_certificate job for holder: certificate A1B2 of token T1,
+// on ws-01.
+func (e *escrowEnv) registerJob(holder string) service.Job {
+	e.t.Helper()
+	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRegisterCertificate, Holder: holder, Agent: "ws-01", Profile: "plain",
+		TokenSerial: "T1", CertificateID: "A1B2"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return j
+}
+
+// registerRead runs the success of register_certificate job id with the certificate a
+// (possibly compromised) agent says it read, and returns the refusal, if any.
+func (e *escrowEnv) registerRead(id string, der []byte) error {
+	e.t.Helper()
+	var err error
+	if txErr := e.s.UpdateJobs(e.ctx, func(jt *service.JobTx) error {
+		cur, gerr := jt.GetJob(e.ctx, id)
+		if gerr != nil {
+			return gerr
+		}
+		err = jt.RegisterCertificate(e.ctx, cur, der, "T1")
+		return nil
+	}); txErr != nil {
+		e.t.Fatal(txErr)
+	}
+	return err
+}
+
+// newSealKey makes an X25519 seal key, as an agent makes its own.
+func newSealKey(t *testing.T) *ecdh.PrivateKey {
+	t.Helper()
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// sealedKey seals key to an agent's seal key pub for the first attempt of recovery job id,
+// as an officer does before delivering it.
+func (e *escrowEnv) sealedKey(pub *ecdh.PublicKey, id string, key []byte) *protocol.Sealed {
+	e.t.Helper()
+	s, err := seal.Seal(pub, key, seal.Binding{JobID: id, Attempt: 1, Purpose: protocol.PurposePrivateKey})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// deliverOnce delivers sealed for recovery job id as by, and checks that a second delivery,
+// by again, is refused: one delivery per job and attempt.
+func (e *escrowEnv) deliverOnce(by, again service.Actor, id string, sealed *protocol.Sealed) {
+	e.t.Helper()
+	if _, err := e.s.DeliverRecovery(e.ctx, by, id, service.RecoveryDelivery{PrivateKey: sealed}); err != nil {
+		e.t.Fatal(err)
+	}
+	_, err := e.s.DeliverRecovery(e.ctx, again, id, service.RecoveryDelivery{PrivateKey: sealed})
+	wantRefusal(e.t, "a second delivery", err, service.CodeConflict, "delivered already")
 }
 
 func TestServerKeygenDispatch(t *testing.T) {
@@ -554,17 +627,11 @@ func TestRecoveryToToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sealed, err := seal.Seal(agentPub, der, seal.Binding{JobID: ra.JobID, Attempt: uint32(ra.Attempt), Purpose: ra.Purpose})
-		if err != nil {
-			t.Fatal(err)
-		}
+		// The binding is the archive view's: job, attempt 1 and purpose private_key (above).
+		sealed := e.sealedKey(agentPub, ra.JobID, der)
 		_, err = e.s.DeliverRecovery(e.ctx, kro2, rj.ID, service.RecoveryDelivery{PKCS12: true})
 		wantRefusal(t, "PKCS#12 for a token target", err, service.CodeBadRequest, "sealed")
-		if _, err := e.s.DeliverRecovery(e.ctx, kro2, rj.ID, service.RecoveryDelivery{PrivateKey: sealed}); err != nil {
-			t.Fatal(err)
-		}
-		_, err = e.s.DeliverRecovery(e.ctx, kro2, rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
-		wantRefusal(t, "second delivery", err, service.CodeConflict, "delivered already")
+		e.deliverOnce(kro2, kro2, rj.ID, sealed)
 
 		// The recover_key dispatch carries the archived certificate, the sealed key and T2's PIN.
 		env, d := e.dispatchOf(rj.ID)
@@ -653,20 +720,7 @@ func TestReplacementQueuesRecoveries(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The replacement's issue job succeeds, as the agent's reports and the CA would move it.
-	if err := e.s.UpdateJobs(e.ctx, func(jt *service.JobTx) error {
-		j, err := jt.GetJob(e.ctx, rep.ID)
-		if err != nil {
-			return err
-		}
-		for _, to := range []jobs.State{jobs.StateDispatched, jobs.StateRunning, jobs.StateAwaitingCertificate, jobs.StateInstalling, jobs.StateSucceeded} {
-			if j, err = jt.Transition(e.ctx, j, to, store.JobChange{Actor: "agent:ws-01", Reason: "test"}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.moveThrough(rep.ID, jobs.StateDispatched, jobs.StateRunning, jobs.StateAwaitingCertificate, jobs.StateInstalling, jobs.StateSucceeded)
 	js, _, err := e.s.ListJobs(e.ctx, e.desk, service.JobQuery{Kind: jobs.KindRecoverKey}, service.Page{})
 	if err != nil {
 		t.Fatal(err)
@@ -691,11 +745,7 @@ func TestRegisterCertificate(t *testing.T) {
 	wantRefusal(t, "no CKA_ID", err, service.CodeBadRequest, "certificate_id")
 	_, err = e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindIssue, Holder: "alice", Agent: "ws-01", Profile: "plain", TokenSerial: "T1", CertificateID: "01"})
 	wantRefusal(t, "CKA_ID on an issue", err, service.CodeBadRequest, "certificate_id")
-	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRegisterCertificate, Holder: "alice", Agent: "ws-01", Profile: "plain",
-		TokenSerial: "T1", CertificateID: "A1B2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.registerJob("alice")
 	_, d := e.dispatchOf(j.ID)
 	if d.Kind != jobs.KindRegisterCertificate || d.Key.ID != "a1b2" || d.Token.Serial != "T1" || d.PINs != nil || d.PrivateKey != nil {
 		t.Fatalf("dispatch %+v", d)
@@ -730,17 +780,7 @@ func TestRegisterCertificate(t *testing.T) {
 	} {
 		// A refusal is returned for the dispatcher to fail the job with, in the same
 		// transaction, which commits the refusal's audit entry.
-		var err error
-		if txErr := e.s.UpdateJobs(e.ctx, func(jt *service.JobTx) error {
-			cur, gerr := jt.GetJob(e.ctx, j.ID)
-			if gerr != nil {
-				return gerr
-			}
-			err = jt.RegisterCertificate(e.ctx, cur, tc.der, "T1")
-			return nil
-		}); txErr != nil {
-			t.Fatal(txErr)
-		}
+		err := e.registerRead(j.ID, tc.der)
 		var pe *protocol.Error
 		switch {
 		case tc.want == "" && err != nil:

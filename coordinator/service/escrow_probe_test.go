@@ -3,7 +3,6 @@ package service_test
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -65,24 +64,6 @@ func issuedBy(t *testing.T, key *ecdsa.PrivateKey, issuer *x509.Certificate, pub
 	return der
 }
 
-// registerRead runs the success of register_certificate job id with the certificate a
-// (possibly compromised) agent says it read, and returns the refusal, if any.
-func (e *escrowEnv) registerRead(id string, der []byte) error {
-	e.t.Helper()
-	var err error
-	if txErr := e.s.UpdateJobs(e.ctx, func(jt *service.JobTx) error {
-		cur, gerr := jt.GetJob(e.ctx, id)
-		if gerr != nil {
-			return gerr
-		}
-		err = jt.RegisterCertificate(e.ctx, cur, der, "T1")
-		return nil
-	}); txErr != nil {
-		e.t.Fatal(txErr)
-	}
-	return err
-}
-
 // A compromised workstation answers a register_certificate job with a certificate of a
 // key it holds (self-made, or a real certificate of someone else's): envelopes for the
 // holder would then be encrypted to the attacker. The certificate must come from an
@@ -90,11 +71,7 @@ func (e *escrowEnv) registerRead(id string, der []byte) error {
 func TestRegisterCertificateRefusesAnAttackersCertificate(t *testing.T) {
 	t.Parallel()
 	e := newEscrowEnv(t, sqlite(t), true)
-	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRegisterCertificate, Holder: "alice", Agent: "ws-01", Profile: "plain",
-		TokenSerial: "T1", CertificateID: "A1B2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.registerJob("alice")
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -151,11 +128,7 @@ func TestRegisterCertificateTrustsTheCoordinatorsCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRegisterCertificate, Holder: "alice", Agent: "ws-01", Profile: "plain",
-		TokenSerial: "T1", CertificateID: "A1B2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := e.registerJob("alice")
 	if err := e.registerRead(reg.ID, c.DER); err != nil {
 		t.Fatalf("the coordinator's own certificate of alice: %v", err)
 	}
@@ -190,11 +163,7 @@ func TestRegisterCertificateMatchesTheHoldersUPN(t *testing.T) {
 		}
 		return der
 	}
-	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindRegisterCertificate, Holder: "bob", Agent: "ws-01", Profile: "plain",
-		TokenSerial: "T1", CertificateID: "A1B2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.registerJob("bob")
 	err = e.registerRead(j.ID, withUPN("mallory@corp.test"))
 	var pe *protocol.Error
 	if !errors.As(err, &pe) || !strings.Contains(pe.Message, "mallory@corp.test, not the holder's UPN bob@corp.test") {
@@ -203,22 +172,6 @@ func TestRegisterCertificateMatchesTheHoldersUPN(t *testing.T) {
 	if err := e.registerRead(j.ID, withUPN("BOB@corp.test")); err != nil {
 		t.Fatalf("the holder's UPN: %v", err)
 	}
-}
-
-// escrowedFor runs a server_keygen job for holder on token serial to success and returns
-// its escrowed key.
-func (e *escrowEnv) escrowedFor(holder, serial string) store.EscrowedKey {
-	e.t.Helper()
-	j, err := e.s.CreateJob(e.ctx, e.desk, service.JobRequest{Kind: jobs.KindIssue, Holder: holder, Agent: "ws-01", Profile: "enc", TokenSerial: serial})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.succeed(j.ID)
-	k, err := e.st.GetEscrowedKeyOfAttempt(e.ctx, j.ID, 1)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return k
 }
 
 // approveAll has each actor approve job id.
@@ -242,7 +195,7 @@ func TestRecoveryHolderOfficerCannotTakeTheirOwnKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	otto := actorNamed(t, e.st, "otto")
-	k := e.escrowedFor("otto", "T2")
+	_, k := e.issueEscrowedFor("otto", "T2")
 	for _, target := range []service.RecoveryRequest{
 		{Target: store.RecoveryToOfficer, Reason: "otto's mailbox"},
 		{Target: store.RecoveryToToken, Agent: "ws-01", TokenSerial: "T2", Reason: "otto's token reset"},
@@ -276,7 +229,7 @@ func TestRecoveryOntoAnotherHoldersTokenRefused(t *testing.T) {
 	if _, err := e.s.CreateUser(e.ctx, e.admin, service.UserRequest{Username: "mallory", DisplayName: "Mallory", Email: "mallory@acme.test", Organization: "acme"}); err != nil {
 		t.Fatal(err)
 	}
-	e.escrowedFor("mallory", "T2")
+	e.issueEscrowedFor("mallory", "T2")
 	_, err := e.s.RequestRecovery(e.ctx, e.desk, k.ID, service.RecoveryRequest{Target: store.RecoveryToToken, Agent: "ws-01", TokenSerial: "T2", Reason: "T1 lost"})
 	wantRefusal(t, "onto mallory's token", err, service.CodeNotHoldersToken, "another holder")
 	if _, err := e.s.RequestRecovery(e.ctx, e.desk, k.ID, service.RecoveryRequest{Target: store.RecoveryToToken, Agent: "ws-01", TokenSerial: "T3", Reason: "T1 lost"}); err != nil {
@@ -300,10 +253,7 @@ func TestRecoveryApprovalBoundToTheAgentsSealKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ws-01 now has another seal key.
-	other, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := newSealKey(t)
 	pub, err := seal.MarshalPublicKey(other.PublicKey())
 	if err != nil {
 		t.Fatal(err)
@@ -321,10 +271,7 @@ func TestRecoveryApprovalBoundToTheAgentsSealKey(t *testing.T) {
 	}
 	_, err = e.s.RecoveryArchive(e.ctx, e.officers[2], rj.ID)
 	wantRefusal(t, "opening for a changed agent key", err, service.CodeBindingMismatch, "seal key")
-	sealed, err := seal.Seal(other.PublicKey(), []byte("not a key"), seal.Binding{JobID: rj.ID, Attempt: 1, Purpose: protocol.PurposePrivateKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealed := e.sealedKey(other.PublicKey(), rj.ID, []byte("not a key"))
 	_, err = e.s.DeliverRecovery(e.ctx, e.officers[2], rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
 	wantRefusal(t, "delivering to a changed agent key", err, service.CodeBindingMismatch, "seal key")
 }
@@ -357,31 +304,17 @@ func TestRecoveryOneOfficerAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := seal.Seal(agentPub, []byte("key"), seal.Binding{JobID: rj.ID, Attempt: 1, Purpose: protocol.PurposePrivateKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealed := e.sealedKey(agentPub, rj.ID, []byte("key"))
 	_, err = e.s.DeliverRecovery(e.ctx, kro1, rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
 	wantRefusal(t, "a delivery with one approval", err, service.CodeApprovalRequired, "1 of 2")
 	e.approveAll(rj.ID, e.officers[2])
 	_, err = e.s.DeliverRecovery(e.ctx, e.desk, rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
 	wantRefusal(t, "a delivery by the help desk", err, service.CodeForbidden, "recover_keys")
-	other, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	elsewhere, err := seal.Seal(other.PublicKey(), []byte("key"), seal.Binding{JobID: rj.ID, Attempt: 1, Purpose: protocol.PurposePrivateKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	elsewhere := e.sealedKey(newSealKey(t).PublicKey(), rj.ID, []byte("key"))
 	_, err = e.s.DeliverRecovery(e.ctx, kro1, rj.ID, service.RecoveryDelivery{PrivateKey: elsewhere})
 	wantRefusal(t, "a key sealed to another key than the agent's", err, service.CodeBadRequest, "seal key is")
-	// Another recovery job's delivery does not count for this one: one per job and attempt.
-	if _, err := e.s.DeliverRecovery(e.ctx, kro1, rj.ID, service.RecoveryDelivery{PrivateKey: sealed}); err != nil {
-		t.Fatal(err)
-	}
-	_, err = e.s.DeliverRecovery(e.ctx, kro2, rj.ID, service.RecoveryDelivery{PrivateKey: sealed})
-	wantRefusal(t, "a second delivery", err, service.CodeConflict, "delivered already")
+	// A second delivery, by another officer, is refused: one per job and attempt.
+	e.deliverOnce(kro1, kro2, rj.ID, sealed)
 }
 
 // The server-made key never reaches the outbox, the audit log or the stored archive in
