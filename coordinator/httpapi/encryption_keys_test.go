@@ -15,7 +15,6 @@ import (
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
-	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
 
@@ -53,49 +52,39 @@ func registerKey(t *testing.T, e *env, holder, jobID, serial string, notAfter ti
 
 func TestEncryptionKeysAPI(t *testing.T) {
 	t.Parallel()
-	for name, newEnvFor := range map[string]func(t *testing.T) *env{
-		"sqlite": newEnv,
-		"postgres": func(t *testing.T) *env {
-			return newEnvOn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
-		},
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			e := newEnvFor(t)
-			e.world(t)
-			const path = "/api/v1/encryption-keys"
-			j1 := e.newJob(t, "hd", issue("ann", "open-client", "ws-1"))
-			j2 := e.newJob(t, "hd", issue("ann", "open-client", "ws-2"))
-			registerKey(t, e, "ann", j1.ID, "0042", time.Now().Add(365*24*time.Hour))
-			registerKey(t, e, "ann", j2.ID, "0043", time.Now().Add(-time.Hour)) // later, but expired
+	worldOnBothStores(t, func(t *testing.T, e *env) {
+		const path = "/api/v1/encryption-keys"
+		j1 := e.newJob(t, "hd", issue("ann", "open-client", "ws-1"))
+		j2 := e.newJob(t, "hd", issue("ann", "open-client", "ws-2"))
+		registerKey(t, e, "ann", j1.ID, "0042", time.Now().Add(365*24*time.Hour))
+		registerKey(t, e, "ann", j2.ID, "0043", time.Now().Add(-time.Hour)) // later, but expired
 
-			// The holder reads their own; the help desk and the auditor read them too.
-			for _, who := range []string{"ann", "hd", "aud"} {
-				l := ok[list[api.EncryptionKey]](t, e.as(t, who, "GET", path+"?holder=ann", nil), 200)
-				if len(l.Items) != 2 || !l.Items[0].Current || l.Items[1].Current || l.Items[1].NotCurrent != "its certificate has expired" {
-					t.Fatalf("%s: %+v", who, l.Items)
-				}
-				b, _ := pem.Decode([]byte(l.Items[0].Certificate))
-				if b == nil || b.Type != "CERTIFICATE" || l.Items[0].Source != "registered" || l.Items[0].Subject != "CN=ann encryption" ||
-					l.Items[0].TokenSerial != "0042" || l.Items[0].JobID != j1.ID {
-					t.Fatalf("%s: first key %+v", who, l.Items[0])
-				}
+		// The holder reads their own; the help desk and the auditor read them too.
+		for _, who := range []string{"ann", "hd", "aud"} {
+			l := ok[list[api.EncryptionKey]](t, e.as(t, who, "GET", path+"?holder=ann", nil), 200)
+			if len(l.Items) != 2 || !l.Items[0].Current || l.Items[1].Current || l.Items[1].NotCurrent != "its certificate has expired" {
+				t.Fatalf("%s: %+v", who, l.Items)
 			}
-			l := ok[list[api.EncryptionKey]](t, e.as(t, "hd", "GET", path+"?holder=ann&token_serial=0043", nil), 200)
-			if len(l.Items) != 1 || l.Items[0].JobID != j2.ID {
-				t.Fatalf("on 0043: %+v", l.Items)
+			b, _ := pem.Decode([]byte(l.Items[0].Certificate))
+			if b == nil || b.Type != "CERTIFICATE" || l.Items[0].Source != "registered" || l.Items[0].Subject != "CN=ann encryption" ||
+				l.Items[0].TokenSerial != "0042" || l.Items[0].JobID != j1.ID {
+				t.Fatalf("%s: first key %+v", who, l.Items[0])
 			}
+		}
+		l := ok[list[api.EncryptionKey]](t, e.as(t, "hd", "GET", path+"?holder=ann&token_serial=0043", nil), 200)
+		if len(l.Items) != 1 || l.Items[0].JobID != j2.ID {
+			t.Fatalf("on 0043: %+v", l.Items)
+		}
 
-			// Another holder, an approver (who reads no certificates), no holder, an unknown
-			// parameter.
-			for _, who := range []string{"bob", "ap1"} {
-				if r := wantErr(t, e.as(t, who, "GET", path+"?holder=ann", nil), 403, "forbidden", ""); !strings.Contains(r.Error.Message, "certificates") && !strings.Contains(r.Error.Message, "no role") {
-					t.Fatalf("%s refused with %q", who, r.Error.Message)
-				}
+		// Another holder, an approver (who reads no certificates), no holder, an unknown
+		// parameter.
+		for _, who := range []string{"bob", "ap1"} {
+			if r := wantErr(t, e.as(t, who, "GET", path+"?holder=ann", nil), 403, "forbidden", ""); !strings.Contains(r.Error.Message, "certificates") && !strings.Contains(r.Error.Message, "no role") {
+				t.Fatalf("%s refused with %q", who, r.Error.Message)
 			}
-			wantErr(t, e.as(t, "hd", "GET", path, nil), 400, "bad_request", "holder")
-			wantErr(t, e.as(t, "hd", "GET", path+"?holder=nobody", nil), 400, "bad_request", "holder")
-			wantErr(t, e.as(t, "hd", "GET", path+"?holder=ann&agent=ws-1", nil), 400, "bad_request", "-")
-		})
-	}
+		}
+		wantErr(t, e.as(t, "hd", "GET", path, nil), 400, "bad_request", "holder")
+		wantErr(t, e.as(t, "hd", "GET", path+"?holder=nobody", nil), 400, "bad_request", "holder")
+		wantErr(t, e.as(t, "hd", "GET", path+"?holder=ann&agent=ws-1", nil), 400, "bad_request", "-")
+	})
 }

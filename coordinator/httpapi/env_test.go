@@ -23,6 +23,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/jobs"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
+	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 // fakeClock is the service's clock in tests: it starts at the real time (the store stamps
@@ -128,6 +129,26 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	return newEnvOn(t, store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "c.db")})
+}
+
+// newPostgresEnv is newEnv on a PostgreSQL database of its own.
+func newPostgresEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvOn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
+}
+
+// worldOnBothStores runs fn as two parallel subtests, each with an env of its own holding
+// the world: one on SQLite, one on PostgreSQL.
+func worldOnBothStores(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Helper()
+	for name, newEnvFor := range map[string]func(t *testing.T) *env{"sqlite": newEnv, "postgres": newPostgresEnv} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnvFor(t)
+			e.world(t)
+			fn(t, e)
+		})
+	}
 }
 
 // newEnvOn is newEnv on the store cfg describes.

@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
-	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 // createWithKey posts a job creation as user with the Idempotency-Key header set to keys
@@ -179,5 +177,5 @@ func TestCreateJobIdempotentConcurrentSQLite(t *testing.T) {
 
 func TestCreateJobIdempotentConcurrentPostgres(t *testing.T) {
 	t.Parallel() // a service, store and database of its own
-	testIdempotentConcurrent(t, newEnvOn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)}))
+	testIdempotentConcurrent(t, newPostgresEnv(t))
 }

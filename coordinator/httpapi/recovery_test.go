@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/api"
-	"github.com/tokenfleet/tokenfleet/coordinator/store"
-	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
 type recoveryCert = api.RecoveryCertificate
@@ -34,50 +32,40 @@ func recoveryCertPEM(t *testing.T, cn string, notAfter time.Time) string {
 
 func TestRecoveryCertificatesAPI(t *testing.T) {
 	t.Parallel()
-	for name, newEnvFor := range map[string]func(t *testing.T) *env{
-		"sqlite": newEnv,
-		"postgres": func(t *testing.T) *env {
-			return newEnvOn(t, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)})
-		},
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			e := newEnvFor(t)
-			e.world(t)
-			const path = "/api/v1/recovery-certificates"
-			expires := time.Now().UTC().AddDate(2, 0, 0).Truncate(time.Second)
-			p := recoveryCertPEM(t, "Backup key A", expires)
+	worldOnBothStores(t, func(t *testing.T, e *env) {
+		const path = "/api/v1/recovery-certificates"
+		expires := time.Now().UTC().AddDate(2, 0, 0).Truncate(time.Second)
+		p := recoveryCertPEM(t, "Backup key A", expires)
 
-			wantErr(t, e.as(t, "hd", "POST", path, map[string]any{"certificate": p}), 403, "forbidden", "")
-			wantErr(t, e.as(t, "admin", "POST", path, map[string]any{"certificate": "not a certificate"}), 400, "bad_request", "certificate")
-			c := ok[recoveryCert](t, e.as(t, "admin", "POST", path, map[string]any{"certificate": p}), 201)
-			if c.CommonName != "Backup key A" || !c.NotAfter.Equal(expires) || c.Certificate != p || c.AddedBy != "admin" || c.KeyID == "" {
-				t.Fatalf("added %+v", c)
-			}
-			wantErr(t, e.as(t, "admin", "POST", path, map[string]any{"certificate": p}), 409, "conflict", "certificate")
+		wantErr(t, e.as(t, "hd", "POST", path, map[string]any{"certificate": p}), 403, "forbidden", "")
+		wantErr(t, e.as(t, "admin", "POST", path, map[string]any{"certificate": "not a certificate"}), 400, "bad_request", "certificate")
+		c := ok[recoveryCert](t, e.as(t, "admin", "POST", path, map[string]any{"certificate": p}), 201)
+		if c.CommonName != "Backup key A" || !c.NotAfter.Equal(expires) || c.Certificate != p || c.AddedBy != "admin" || c.KeyID == "" {
+			t.Fatalf("added %+v", c)
+		}
+		wantErr(t, e.as(t, "admin", "POST", path, map[string]any{"certificate": p}), 409, "conflict", "certificate")
 
-			// An auditor reads the list (CN and expiry); someone without read does not.
-			l := ok[list[recoveryCert]](t, e.as(t, "aud", "GET", path, nil), 200)
-			if len(l.Items) != 1 || l.Items[0].ID != c.ID {
-				t.Fatalf("list %+v", l.Items)
-			}
-			wantErr(t, e.as(t, "ann", "GET", path, nil), 403, "forbidden", "")
-			wantErr(t, e.as(t, "aud", "GET", path+"?all=maybe", nil), 400, "bad_request", "all")
+		// An auditor reads the list (CN and expiry); someone without read does not.
+		l := ok[list[recoveryCert]](t, e.as(t, "aud", "GET", path, nil), 200)
+		if len(l.Items) != 1 || l.Items[0].ID != c.ID {
+			t.Fatalf("list %+v", l.Items)
+		}
+		wantErr(t, e.as(t, "ann", "GET", path, nil), 403, "forbidden", "")
+		wantErr(t, e.as(t, "aud", "GET", path+"?all=maybe", nil), 400, "bad_request", "all")
 
-			retire := path + "/" + c.ID + "/retire"
-			wantErr(t, e.as(t, "admin", "POST", retire, map[string]any{"reason": ""}), 400, "reason_required", "reason")
-			r := ok[recoveryCert](t, e.as(t, "admin", "POST", retire, map[string]any{"reason": "key ceremony 2026"}), 200)
-			if r.Retired.IsZero() || r.RetiredBy != "admin" || r.RetireReason != "key ceremony 2026" {
-				t.Fatalf("retired %+v", r)
-			}
-			wantErr(t, e.as(t, "admin", "POST", retire, map[string]any{"reason": "again"}), 409, "conflict", "")
-			wantErr(t, e.as(t, "admin", "POST", path+"/nope/retire", map[string]any{"reason": "x"}), 404, "not_found", "")
-			if l = ok[list[recoveryCert]](t, e.as(t, "aud", "GET", path, nil), 200); len(l.Items) != 0 {
-				t.Fatalf("in use after retiring: %+v", l.Items)
-			}
-			if l = ok[list[recoveryCert]](t, e.as(t, "aud", "GET", path+"?all=true", nil), 200); len(l.Items) != 1 || l.Items[0].Retired.IsZero() {
-				t.Fatalf("with retired: %+v", l.Items)
-			}
-		})
-	}
+		retire := path + "/" + c.ID + "/retire"
+		wantErr(t, e.as(t, "admin", "POST", retire, map[string]any{"reason": ""}), 400, "reason_required", "reason")
+		r := ok[recoveryCert](t, e.as(t, "admin", "POST", retire, map[string]any{"reason": "key ceremony 2026"}), 200)
+		if r.Retired.IsZero() || r.RetiredBy != "admin" || r.RetireReason != "key ceremony 2026" {
+			t.Fatalf("retired %+v", r)
+		}
+		wantErr(t, e.as(t, "admin", "POST", retire, map[string]any{"reason": "again"}), 409, "conflict", "")
+		wantErr(t, e.as(t, "admin", "POST", path+"/nope/retire", map[string]any{"reason": "x"}), 404, "not_found", "")
+		if l = ok[list[recoveryCert]](t, e.as(t, "aud", "GET", path, nil), 200); len(l.Items) != 0 {
+			t.Fatalf("in use after retiring: %+v", l.Items)
+		}
+		if l = ok[list[recoveryCert]](t, e.as(t, "aud", "GET", path+"?all=true", nil), 200); len(l.Items) != 1 || l.Items[0].Retired.IsZero() {
+			t.Fatalf("with retired: %+v", l.Items)
+		}
+	})
 }
