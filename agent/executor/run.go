@@ -259,11 +259,15 @@ func (r *run) settle(ctx context.Context, err error) {
 // sets them (or the token refused them in this pass and nothing was sent since), and a
 // check would only spend one of the token's tries; the mark is taken back then too. A
 // token that is not there, or that another job holds, stays unresolved: the journal keeps
-// the PINs, marked, for a retry of the job.
+// the PINs, marked, for a retry of the job. The check runs whatever step the attempt
+// stopped at: PINs marked sent by an earlier attempt that was superseded before it could
+// say the token took them are checked too when this attempt ends before its own
+// initialise (cancelled, or failed by the coordinator, while waiting): a cancelled job's
+// PINs leave the journal, and the coordinator would keep the SO PIN the token no longer
+// has (a wipe with it then spends the SO PIN's tries until the token locks).
 func (r *run) resolvePINs(ctx context.Context) {
 	so, user := r.secrets[secretSOPIN], r.secrets[secretUserPIN]
-	if so.Value == "" || user.Value == "" || (so.Applied && user.Applied) || !so.Sent ||
-		r.job.Step != stepInitialise || r.job.StepStatus == journal.StepDone {
+	if !r.d.Initialise || so.Value == "" || user.Value == "" || (so.Applied && user.Applied) || !so.Sent {
 		return
 	}
 	if r.pinsAbsent && !r.pinsSent {
@@ -291,7 +295,20 @@ func (r *run) resolvePINs(ctx context.Context) {
 		}
 		return
 	}
-	if err := r.update(ctx, journal.Change{Applied: []string{secretSOPIN, secretUserPIN}}); err != nil {
+	var c journal.Change
+	if r.job.Step != stepInitialise {
+		// An earlier attempt set them and ended before saying so; this one stopped before
+		// its own initialise. Reported as this attempt's initialising step: the coordinator
+		// takes the PINs of a result only from an attempt that re-initialised its token.
+		var err error
+		if c, err = r.progressChange(protocol.Progress{Step: protocol.StepInitialising,
+			Detail: "the token has the PINs an earlier attempt of this job set"}); err != nil {
+			r.log.Error().Err(err).Msg("reporting the PINs an earlier attempt set")
+			return
+		}
+	}
+	c.Applied = []string{secretSOPIN, secretUserPIN}
+	if err := r.update(ctx, c); err != nil {
 		r.log.Error().Err(err).Msg("the token has the PINs the interrupted initialise chose, but the journal could not record it")
 		return
 	}

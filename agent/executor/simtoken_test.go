@@ -266,3 +266,66 @@ func TestRetriesSpendNoSOPINTryOnAGuess(t *testing.T) {
 		t.Errorf("the SO PIN the issue reports: %v", err)
 	}
 }
+
+// An attempt re-initialising a token is superseded by a retry of the job just as the
+// token takes the new SO PIN, before the journal says so; the retry is cancelled before it
+// reaches its own initialise. Its result still reports the PINs the token has (the job's
+// secrets are marked sent, so the token is checked for them), with the initialising step
+// that gives the coordinator the right to keep them: the cancel would otherwise take them
+// out of the journal, the coordinator would keep the SO PIN the token no longer has, and
+// the next wipe would spend the SO PIN's tries with it until the token locked.
+func TestSupersededInitialiseThenCancelledRetryReportsThePINs(t *testing.T) {
+	const serial, oldSO, oldUser = "SIMWS0004", "13572468", "24681357"
+	b, err := simtoken.New(simtoken.Options{Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddToken(simtoken.TokenSpec{Serial: serial, SOPIN: oldSO, Label: "sim", UserPIN: oldUser}); err != nil {
+		t.Fatal(err)
+	}
+	a := newSimAgent(t, b)
+	ctx := context.Background()
+	dispatch := func(ref protocol.JobRef) *protocol.Envelope {
+		return a.coord.dispatch(ref, protocol.JobDispatch{
+			Kind: protocol.KindIssue, Token: protocol.TokenSelector{Serial: serial},
+			Initialise: true, TokenLabel: "issued", PINPolicy: policy(8, true),
+			Key:       &protocol.KeyParams{Type: protocol.KeyP256, ID: keyID(ref.JobID)},
+			PINs:      &protocol.SealedPINs{SOPIN: a.coord.sealToAgent(ref, protocol.PurposeSOPIN, oldSO)},
+			ResultKey: a.coord.resultKey(),
+		})
+	}
+	first := protocol.JobRef{JobID: "sim-superseded", Attempt: 1}
+	second := protocol.JobRef{JobID: first.JobID, Attempt: 2}
+	var once sync.Once
+	// The first C_InitPIN comes right after the SO PIN change: the retry and its cancel
+	// arrive then.
+	a.inj.Hook("InitPIN", func() {
+		once.Do(func() {
+			if _, err := a.ex.Submit(ctx, dispatch(second)); err != nil {
+				t.Errorf("submit the retry: %v", err)
+			}
+			if _, err := a.ex.Cancel(ctx, a.coord.envelope(second, protocol.Cancel{State: protocol.StateCancelled, Reason: "asked by mistake"})); err != nil {
+				t.Errorf("cancel the retry: %v", err)
+			}
+		})
+	})
+	a.submit(dispatch(first))
+	res := a.result(second)
+	wantFailure(t, res, protocol.CodeJobCancelled, false)
+	user, so := a.pins(second, res)
+	if so == "" || so == oldSO || user == "" {
+		t.Fatalf("the cancelled retry reports PINs user %t, SO %t (changed %t)", user != "", so != "", so != oldSO)
+	}
+	if got := trace(a.coord.messages(second)); !slices.Contains(got, "progress:initialising") {
+		t.Errorf("the cancelled retry does not report the initialising step that sets PINs: %v", got)
+	}
+	a.stop()
+	tok, err := a.mod.FindToken(ctx, &uri.URI{Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tok.Close() }()
+	if err := tok.InitUserPIN(ctx, so, user); err != nil {
+		t.Errorf("the SO PIN the retry reports: %v", err)
+	}
+}
