@@ -279,7 +279,8 @@ func (r *run) resolvePINs(ctx context.Context) {
 	tok := r.tok
 	if tok == nil {
 		// This pass never had the token: it stopped (cancelled, past its deadline) before
-		// resuming the step a crash interrupted, so check as the resumed step would.
+		// resuming the step a crash interrupted, or before the initialise of a retry whose
+		// superseded attempt sent the PINs; check as the resumed step would.
 		var done func()
 		if tok, done = r.openIdle(ctx); tok == nil {
 			return
