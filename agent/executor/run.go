@@ -50,9 +50,12 @@ type run struct {
 	serial   string
 	release  func()
 	loggedIn bool
-	// pinsTouched: this pass had initialise change the token's SO PIN (or initialise a
-	// blank token with a new one), whatever came of it; resolvePINs checks only then.
-	pinsTouched bool
+	// pinsSent: this pass had initialise send the token the new SO PIN (change its SO
+	// PIN, or initialise a blank token with it), whatever came of it, or found the token
+	// had it. pinsAbsent: this pass knows the token does not have the new PINs (it chose
+	// them, or marked them sent itself, or the token refused them). resolvePINs goes by
+	// both.
+	pinsSent, pinsAbsent bool
 	// waited says this pass had to wait for the token (so token_found is reported again).
 	waited bool
 
@@ -249,27 +252,35 @@ func (r *run) settle(ctx context.Context, err error) {
 // coordinator would go on with the SO PIN the token no longer has, and every later job on
 // the token would fail with token.pin_incorrect (a token that locks after wrong tries
 // locks). The check is the resumed step's own: the new SO PIN setting the new user PIN. If
-// the token takes it, both are journalled as set and reported; if it refuses the SO PIN,
-// the token still has the one the coordinator knows, at the cost of one wrong try, which
-// the coordinator's next good one resets; a pass that failed before touching the PINs does
-// not check. A token that is not there, or that another job holds, stays unresolved: the
-// journal keeps the PINs for a retry of the job.
+// the token takes it, both are journalled as set and reported. If it refuses the SO PIN,
+// the token still has the one the coordinator knows, at the cost of one wrong try; the
+// journal then takes back the PINs' sent mark, so that no retry tries them again before
+// it sends them. PINs never sent are not checked: this pass stopped before the call that
+// sets them (or the token refused them in this pass and nothing was sent since), and a
+// check would only spend one of the token's tries; the mark is taken back then too. A
+// token that is not there, or that another job holds, stays unresolved: the journal keeps
+// the PINs, marked, for a retry of the job. The check runs whatever step the attempt
+// stopped at: PINs marked sent by an earlier attempt that was superseded before it could
+// say the token took them are checked too when this attempt ends before its own
+// initialise (cancelled, or failed by the coordinator, while waiting): a cancelled job's
+// PINs leave the journal, and the coordinator would keep the SO PIN the token no longer
+// has (a wipe with it then spends the SO PIN's tries until the token locks).
 func (r *run) resolvePINs(ctx context.Context) {
 	so, user := r.secrets[secretSOPIN], r.secrets[secretUserPIN]
-	if so.Value == "" || user.Value == "" || (so.Applied && user.Applied) ||
-		r.job.Step != stepInitialise || r.job.StepStatus == journal.StepDone {
+	if !r.d.Initialise || so.Value == "" || user.Value == "" || (so.Applied && user.Applied) || !so.Sent {
+		return
+	}
+	if r.pinsAbsent && !r.pinsSent {
+		// This pass stopped before sending the token the PINs (or after it refused
+		// them): the token still has those the coordinator knows.
+		r.unsend(ctx)
 		return
 	}
 	tok := r.tok
-	if tok != nil && !r.pinsTouched {
-		// This pass stopped before initialise touched the token's PINs: it still has
-		// those the coordinator knows, and a check with the new SO PIN would only spend
-		// one of its tries.
-		return
-	}
 	if tok == nil {
 		// This pass never had the token: it stopped (cancelled, past its deadline) before
-		// resuming the step a crash interrupted, so check as the resumed step would.
+		// resuming the step a crash interrupted, or before the initialise of a retry whose
+		// superseded attempt sent the PINs; check as the resumed step would.
 		var done func()
 		if tok, done = r.openIdle(ctx); tok == nil {
 			return
@@ -280,13 +291,36 @@ func (r *run) resolvePINs(ctx context.Context) {
 	if err := tok.InitUserPIN(ctx, so.Value, user.Value); err != nil {
 		r.log.Info().Str("code", string(pkcs11.CodeOf(err))).
 			Msg("the token does not take the PINs the interrupted initialise chose; it keeps those the coordinator knows")
+		if isCode(err, pkcs11.CodePINIncorrect) {
+			r.unsend(ctx)
+		}
 		return
 	}
-	if err := r.update(ctx, journal.Change{Applied: []string{secretSOPIN, secretUserPIN}}); err != nil {
+	var c journal.Change
+	if r.job.Step != stepInitialise {
+		// An earlier attempt set them and ended before saying so; this one stopped before
+		// its own initialise. Reported as this attempt's initialising step: the coordinator
+		// takes the PINs of a result only from an attempt that re-initialised its token.
+		var err error
+		if c, err = r.progressChange(protocol.Progress{Step: protocol.StepInitialising,
+			Detail: "the token has the PINs an earlier attempt of this job set"}); err != nil {
+			r.log.Error().Err(err).Msg("reporting the PINs an earlier attempt set")
+			return
+		}
+	}
+	c.Applied = []string{secretSOPIN, secretUserPIN}
+	if err := r.update(ctx, c); err != nil {
 		r.log.Error().Err(err).Msg("the token has the PINs the interrupted initialise chose, but the journal could not record it")
 		return
 	}
 	r.log.Warn().Msg("the token has the PINs the interrupted initialise chose: the result reports them")
+}
+
+// unsend takes back the sent mark of the initialise's PINs: the token does not have them.
+func (r *run) unsend(ctx context.Context) {
+	if err := r.update(ctx, journal.Change{Unsent: []string{secretSOPIN, secretUserPIN}}); err != nil {
+		r.log.Error().Err(err).Msg("journalling that the token does not have the new PINs; a retry tries them once")
+	}
 }
 
 // openIdle opens the job's token for resolvePINs when it is there and no other job holds
@@ -492,9 +526,19 @@ func (r *run) update(ctx context.Context, c journal.Change) error {
 	for _, s := range c.Secrets {
 		r.secrets[s.Name] = s
 	}
+	for _, n := range c.Unsent {
+		s := r.secrets[n]
+		s.Sent = s.Applied
+		r.secrets[n] = s
+	}
+	for _, n := range c.Sent {
+		s := r.secrets[n]
+		s.Sent = true
+		r.secrets[n] = s
+	}
 	for _, n := range c.Applied {
 		s := r.secrets[n]
-		s.Applied = true
+		s.Applied, s.Sent = true, true
 		r.secrets[n] = s
 	}
 	for _, env := range c.Outbox {

@@ -180,3 +180,152 @@ func TestSimulatedTokenPulledOut(t *testing.T) {
 		t.Errorf("second attempt: %v", got)
 	}
 }
+
+// Consecutive attempts of an issue that re-initialises a token, each failing before the
+// new SO PIN reaches it, on a token that locks its SO PIN after three wrong tries (as
+// hardware does): the token is first wiped, as the help desk does before issuing again.
+// No attempt tries the new SO PIN unless the change may have reached the token, and one
+// that was refused is not tried again until it is sent again: the token never comes near
+// its lock, and the fourth attempt issues. Each retry used to try the new SO PIN first:
+// after three such failures the token was locked and every later attempt failed with
+// token.pin_locked.
+func TestRetriesSpendNoSOPINTryOnAGuess(t *testing.T) {
+	const serial, oldSO, oldUser = "SIMWS0003", "13572468", "24681357"
+	b, err := simtoken.New(simtoken.Options{Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddToken(simtoken.TokenSpec{Serial: serial, SOPIN: oldSO, Label: "sim", UserPIN: oldUser}); err != nil {
+		t.Fatal(err)
+	}
+	a := newSimAgent(t, b)
+	ctx := context.Background()
+	soStatus := func() pkcs11.PINStatus {
+		t.Helper()
+		tok, err := a.mod.FindToken(ctx, &uri.URI{Serial: serial})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tok.Close() }()
+		info, err := tok.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.SOPIN
+	}
+
+	wipe := protocol.JobRef{JobID: "sim-wipe", Attempt: 1}
+	a.submit(a.coord.dispatch(wipe, protocol.JobDispatch{
+		Kind: protocol.KindWipe, Token: protocol.TokenSelector{Serial: serial}, TokenLabel: "spare",
+		PINs: &protocol.SealedPINs{SOPIN: a.coord.sealToAgent(wipe, protocol.PurposeSOPIN, oldSO)},
+	}))
+	wantSuccess(t, a.result(wipe))
+
+	issue := func(ref protocol.JobRef) protocol.Result {
+		a.submit(a.coord.dispatch(ref, protocol.JobDispatch{
+			Kind: protocol.KindIssue, Token: protocol.TokenSelector{Serial: serial},
+			Initialise: true, TokenLabel: "issued", PINPolicy: policy(8, true),
+			Key:       &protocol.KeyParams{Type: protocol.KeyP256, ID: keyID(ref.JobID)},
+			PINs:      &protocol.SealedPINs{SOPIN: a.coord.sealToAgent(ref, protocol.PurposeSOPIN, oldSO)},
+			ResultKey: a.coord.resultKey(),
+		}))
+		return a.result(ref)
+	}
+	// Attempt 1: the SO PIN change fails without reaching the token. It may have, as far
+	// as the agent knows: it checks once, and the token refuses the new SO PIN.
+	// Attempts 2 and 3: initialising the token fails before the change is sent.
+	for n, fail := range []string{"SetPIN", "InitToken", "InitToken"} {
+		ref := protocol.JobRef{JobID: "sim-issue", Attempt: uint32(n + 1)}
+		a.inj.Fail(fail, p11.CKR_DEVICE_ERROR, 1)
+		res := issue(ref)
+		wantFailure(t, res, protocol.CodeTokenDeviceError, true)
+		if res.Outputs != nil && res.Outputs.PINs != nil {
+			t.Fatalf("attempt %d reports PINs the token does not have", ref.Attempt)
+		}
+		if st := soStatus(); st.FinalTry || st.Locked {
+			t.Fatalf("after attempt %d (%s failed) the SO PIN is %+v: the agent spent its tries on guesses", ref.Attempt, fail, st)
+		}
+	}
+	last := protocol.JobRef{JobID: "sim-issue", Attempt: 4}
+	res := issue(last)
+	wantSuccess(t, res)
+	user, so := a.pins(last, res)
+	a.stop()
+	if so == "" || so == oldSO || user == "" {
+		t.Fatalf("the issue reports PINs user %t, SO %t (changed %t)", user != "", so != "", so != oldSO)
+	}
+	if st := soStatus(); st.CountLow || st.Locked {
+		t.Errorf("after the issue the SO PIN is %+v", st)
+	}
+	tok, err := a.mod.FindToken(ctx, &uri.URI{Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tok.Close() }()
+	if err := tok.InitUserPIN(ctx, so, user); err != nil {
+		t.Errorf("the SO PIN the issue reports: %v", err)
+	}
+}
+
+// An attempt re-initialising a token is superseded by a retry of the job just as the
+// token takes the new SO PIN, before the journal says so; the retry is cancelled before it
+// reaches its own initialise. Its result still reports the PINs the token has (the job's
+// secrets are marked sent, so the token is checked for them), with the initialising step
+// that gives the coordinator the right to keep them: the cancel would otherwise take them
+// out of the journal, the coordinator would keep the SO PIN the token no longer has, and
+// the next wipe would spend the SO PIN's tries with it until the token locked.
+func TestSupersededInitialiseThenCancelledRetryReportsThePINs(t *testing.T) {
+	const serial, oldSO, oldUser = "SIMWS0004", "13572468", "24681357"
+	b, err := simtoken.New(simtoken.Options{Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddToken(simtoken.TokenSpec{Serial: serial, SOPIN: oldSO, Label: "sim", UserPIN: oldUser}); err != nil {
+		t.Fatal(err)
+	}
+	a := newSimAgent(t, b)
+	ctx := context.Background()
+	dispatch := func(ref protocol.JobRef) *protocol.Envelope {
+		return a.coord.dispatch(ref, protocol.JobDispatch{
+			Kind: protocol.KindIssue, Token: protocol.TokenSelector{Serial: serial},
+			Initialise: true, TokenLabel: "issued", PINPolicy: policy(8, true),
+			Key:       &protocol.KeyParams{Type: protocol.KeyP256, ID: keyID(ref.JobID)},
+			PINs:      &protocol.SealedPINs{SOPIN: a.coord.sealToAgent(ref, protocol.PurposeSOPIN, oldSO)},
+			ResultKey: a.coord.resultKey(),
+		})
+	}
+	first := protocol.JobRef{JobID: "sim-superseded", Attempt: 1}
+	second := protocol.JobRef{JobID: first.JobID, Attempt: 2}
+	var once sync.Once
+	// The first C_InitPIN comes right after the SO PIN change: the retry and its cancel
+	// arrive then.
+	a.inj.Hook("InitPIN", func() {
+		once.Do(func() {
+			if _, err := a.ex.Submit(ctx, dispatch(second)); err != nil {
+				t.Errorf("submit the retry: %v", err)
+			}
+			if _, err := a.ex.Cancel(ctx, a.coord.envelope(second, protocol.Cancel{State: protocol.StateCancelled, Reason: "asked by mistake"})); err != nil {
+				t.Errorf("cancel the retry: %v", err)
+			}
+		})
+	})
+	a.submit(dispatch(first))
+	res := a.result(second)
+	wantFailure(t, res, protocol.CodeJobCancelled, false)
+	user, so := a.pins(second, res)
+	if so == "" || so == oldSO || user == "" {
+		t.Fatalf("the cancelled retry reports PINs user %t, SO %t (changed %t)", user != "", so != "", so != oldSO)
+	}
+	if got := trace(a.coord.messages(second)); !slices.Contains(got, "progress:initialising") {
+		t.Errorf("the cancelled retry does not report the initialising step that sets PINs: %v", got)
+	}
+	a.stop()
+	tok, err := a.mod.FindToken(ctx, &uri.URI{Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tok.Close() }()
+	if err := tok.InitUserPIN(ctx, so, user); err != nil {
+		t.Errorf("the SO PIN the retry reports: %v", err)
+	}
+}

@@ -106,7 +106,7 @@ func stepsFor(kind protocol.JobKind, d protocol.JobDispatch) []step {
 // to record.
 func (r *run) begin(ctx context.Context, name string, c journal.Change) error {
 	if r.job.Step == name && r.job.StepStatus == journal.StepStarted && len(c.Secrets) == 0 && len(c.Outbox) == 0 &&
-		c.State == "" && c.OldKeyID == "" && r.held == nil {
+		len(c.Sent) == 0 && c.State == "" && c.OldKeyID == "" && r.held == nil {
 		return nil
 	}
 	c.Step, c.StepStatus = name, journal.StepStarted
@@ -204,6 +204,8 @@ func merge(a, b journal.Change) journal.Change {
 	}
 	out.Secrets = append(slices.Clip(a.Secrets), b.Secrets...)
 	out.Applied = append(slices.Clip(a.Applied), b.Applied...)
+	out.Sent = append(slices.Clip(a.Sent), b.Sent...)
+	out.Unsent = append(slices.Clip(a.Unsent), b.Unsent...)
 	out.Outbox = append(slices.Clip(a.Outbox), b.Outbox...)
 	if out.Result == nil {
 		out.Result = a.Result

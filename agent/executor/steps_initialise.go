@@ -12,11 +12,15 @@ import (
 
 // initialise wipes and initialises the token with a fresh SO PIN, user PIN and label.
 //
-// Safe to repeat: the new PINs are journalled (sealed) before the token is touched, so a
-// resumed step first tries them (the new SO PIN setting the new user PIN). If they work,
-// the earlier pass got through; if the SO PIN is refused, the token still has its old
-// one and the step runs again. That costs at most one wrong SO PIN try, which the good
-// one resets. A token this job initialised in an earlier attempt is not wiped again.
+// Safe to repeat: the new PINs are journalled (sealed) before the token is touched, marked
+// sent in the same commit, before the call that may set them (the SO PIN change, or the
+// initialisation of a blank token). A step resumed with the PINs marked sent first tries
+// them (the new SO PIN setting the new user PIN). If they work, the earlier pass got
+// through; if the SO PIN is refused, the token still has its old one and the step runs
+// again. That costs one wrong SO PIN try, which the good one right after resets. PINs not
+// marked sent are not tried: the token cannot have them, and each guess would spend one
+// of its tries (a token that locks after three locks after three guesses in a row). A
+// token this job initialised in an earlier attempt is not wiped again.
 func (r *run) initialise(ctx context.Context, _ bool) error {
 	so, user := r.secrets[secretSOPIN], r.secrets[secretUserPIN]
 	if so.Applied && user.Applied && r.tok != nil {
@@ -31,7 +35,10 @@ func (r *run) initialise(ctx context.Context, _ bool) error {
 		}
 		factory = def
 	}
+	names := []string{secretSOPIN, secretUserPIN}
 	fresh := so.Value == "" || user.Value == ""
+	// probe: an earlier pass may have set these PINs on the token.
+	probe := !fresh && so.Sent
 	var c journal.Change
 	if r.job.Step != stepInitialise { // a resumed step reported initialising already
 		var err error
@@ -45,27 +52,33 @@ func (r *run) initialise(ctx context.Context, _ bool) error {
 		if factory != nil {
 			avoid = append(avoid, factory.UserPIN, factory.SOPIN)
 		}
-		if c.Secrets, err = r.newPINs([]string{secretSOPIN, secretUserPIN}, avoid); err != nil {
+		if c.Secrets, err = r.newPINs(names, avoid); err != nil {
 			return err
 		}
+		for i := range c.Secrets {
+			c.Secrets[i].Sent = true
+		}
+	} else if !so.Sent || !user.Sent {
+		c.Sent = names
 	}
 	if err := r.begin(ctx, stepInitialise, c); err != nil {
 		return err
 	}
+	r.pinsAbsent = !probe
 	so, user = r.secrets[secretSOPIN], r.secrets[secretUserPIN]
 	r.loggedIn = false
 	if r.tok == nil {
 		if err := r.initBlank(ctx, so.Value, user.Value); err != nil {
 			return err
 		}
-	} else if err := r.reinitialise(ctx, !fresh, factory, so.Value, user.Value); err != nil {
+	} else if err := r.reinitialise(ctx, probe, factory, so.Value, user.Value); err != nil {
 		return err
 	}
-	return r.done(ctx, stepInitialise, journal.Change{TokenSerial: r.serial, Applied: []string{secretSOPIN, secretUserPIN}})
+	return r.done(ctx, stepInitialise, journal.Change{TokenSerial: r.serial, Applied: names})
 }
 
 func (r *run) initBlank(ctx context.Context, so, user string) error {
-	r.pinsTouched = true // a blank token takes the new SO PIN as it is initialised
+	r.pinsSent = true // a blank token takes the new SO PIN as it is initialised
 	info, err := r.e.cfg.Tokens.InitBlank(ctx, r.slot.ID, pkcs11.InitOptions{Label: r.d.TokenLabel, SOPIN: so})
 	if err != nil {
 		return err
@@ -101,12 +114,14 @@ func (r *run) reinitialise(ctx context.Context, probe bool, factory *usb.Default
 	if probe {
 		err := tok.InitUserPIN(ctx, so, user)
 		if err == nil {
-			r.pinsTouched = true
+			r.pinsSent = true
 			return nil
 		}
 		if !isCode(err, pkcs11.CodePINIncorrect) {
 			return err
 		}
+		// The token has its old SO PIN: nothing this job sent it took.
+		r.pinsAbsent = true
 	}
 	var oldSO string
 	if factory != nil && factory.SOPIN != "" {
@@ -124,7 +139,7 @@ func (r *run) reinitialise(ctx context.Context, probe bool, factory *usb.Default
 		return err
 	}
 	r.slot.Token = &info
-	r.pinsTouched = true
+	r.pinsSent = true // the next call may set the new SO PIN (begin marked it sent)
 	if err := tok.ChangeSOPIN(ctx, oldSO, so); err != nil {
 		return err
 	}
@@ -133,7 +148,7 @@ func (r *run) reinitialise(ctx context.Context, probe bool, factory *usb.Default
 
 // replaceFactoryPINs replaces the factory PINs of a token that arrived initialised with
 // them: the SO PIN (when the model has a factory one) and the user PIN. Safe to repeat
-// like initialise: a resumed step tries the new PINs first.
+// like initialise: a resumed step tries the new PINs first when it may have set them.
 func (r *run) replaceFactoryPINs(ctx context.Context, _ bool) error {
 	tok, err := r.requireToken()
 	if err != nil {
@@ -156,11 +171,18 @@ func (r *run) replaceFactoryPINs(ctx context.Context, _ bool) error {
 		return r.done(ctx, stepFactoryPINs, journal.Change{})
 	}
 	fresh := r.secrets[secretUserPIN].Value == "" || (def.SOPIN != "" && r.secrets[secretSOPIN].Value == "")
+	// Tried first only when an earlier pass may have set them (see initialise).
+	probe := !fresh && r.secrets[names[len(names)-1]].Sent
 	var c journal.Change
 	if fresh {
 		if c.Secrets, err = r.newPINs(names, []string{def.UserPIN, def.SOPIN}); err != nil {
 			return err
 		}
+		for i := range c.Secrets {
+			c.Secrets[i].Sent = true
+		}
+	} else if !probe {
+		c.Sent = names
 	}
 	if err := r.begin(ctx, stepFactoryPINs, c); err != nil {
 		return err
@@ -169,7 +191,7 @@ func (r *run) replaceFactoryPINs(ctx context.Context, _ bool) error {
 	r.loggedIn = false
 	if def.SOPIN != "" {
 		err := errors.New("not tried")
-		if !fresh {
+		if probe {
 			err = tok.InitUserPIN(ctx, so, user)
 			if err != nil && !isCode(err, pkcs11.CodePINIncorrect) {
 				return err
@@ -185,7 +207,7 @@ func (r *run) replaceFactoryPINs(ctx context.Context, _ bool) error {
 		}
 	} else {
 		err := errors.New("not tried")
-		if !fresh {
+		if probe {
 			err = tok.Login(ctx, user)
 			if err != nil && !isCode(err, pkcs11.CodePINIncorrect) {
 				return err

@@ -186,7 +186,8 @@ func (j *Journal) signal() {
 	}
 }
 
-const schemaVersion = 1
+// schemaVersion 2 added secrets.sent.
+const schemaVersion = 2
 
 // migrate creates the schema. Times are Unix nanoseconds (UTC); envelopes are stored in
 // their encoded wire form, so what is replayed is exactly what was received or will be
@@ -234,6 +235,7 @@ CREATE TABLE IF NOT EXISTS secrets (
 	name       TEXT NOT NULL,
 	attempt    INTEGER NOT NULL,
 	applied    INTEGER NOT NULL,
+	sent       INTEGER NOT NULL DEFAULT 0,
 	sealed     BLOB NOT NULL,
 	updated_at INTEGER NOT NULL,
 	PRIMARY KEY (job_id, name)
@@ -254,6 +256,14 @@ CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
 		var v string
 		err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
 		switch {
+		case err == nil && v == "1":
+			// A secret journalled by an agent that did not mark what it sent may have
+			// been sent: marked so, a resumed step checks the token for it as it did.
+			if _, err := tx.ExecContext(ctx, `ALTER TABLE secrets ADD COLUMN sent INTEGER NOT NULL DEFAULT 1`); err != nil {
+				return fmt.Errorf("migrate schema 1 to 2: %w", err)
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'schema_version'`, fmt.Sprint(schemaVersion))
+			return err
 		case err == nil:
 			if v != fmt.Sprint(schemaVersion) {
 				return fmt.Errorf("journal: %s has schema version %s; this agent knows %d", j.path, v, schemaVersion)

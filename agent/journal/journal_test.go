@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -169,7 +170,7 @@ func TestDispatchStepsAndResultRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Secret{{Name: "user_pin", Value: "55512340", Applied: true}}; !reflect.DeepEqual(secrets, want) {
+	if want := []Secret{{Name: "user_pin", Value: "55512340", Applied: true, Sent: true}}; !reflect.DeepEqual(secrets, want) {
 		t.Fatalf("secrets %+v, want %+v", secrets, want)
 	}
 	pending, err := f.j.Pending(ctx)
@@ -231,9 +232,83 @@ func TestFailedJobsKeepTheirSecretsForARetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Secret{{Name: "so_pin", Value: "66778899", Applied: true}, {Name: "user_pin", Value: "44556677"}}
+	want := []Secret{{Name: "so_pin", Value: "66778899", Applied: true, Sent: true}, {Name: "user_pin", Value: "44556677"}}
 	if !reflect.DeepEqual(secrets, want) {
 		t.Fatalf("secrets %+v, want %+v", secrets, want)
+	}
+}
+
+// A secret's sent mark is kept across attempts and restarts, taken back by Unsent (not
+// from an applied secret), and set by Sent.
+func TestSecretsMarkedSent(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	ref := protocol.JobRef{JobID: "job-sent", Attempt: 1}
+	expect(t, Accepted)(f.j.RecordDispatch(ctx, dispatch(t, f, ref, "11223344")))
+	check := func(what string, want ...Secret) {
+		t.Helper()
+		got, err := f.j.Secrets(ctx, ref.JobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: secrets %+v, want %+v", what, got, want)
+		}
+	}
+	update := func(c Change) {
+		t.Helper()
+		if err := f.j.Update(ctx, ref, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(Change{Secrets: []Secret{{Name: "so_pin", Value: "66778899", Sent: true}, {Name: "user_pin", Value: "44556677"}}})
+	f.reopen(t)
+	check("stored", Secret{Name: "so_pin", Value: "66778899", Sent: true}, Secret{Name: "user_pin", Value: "44556677"})
+	update(Change{Sent: []string{"user_pin"}, Unsent: []string{"so_pin"}})
+	check("swapped", Secret{Name: "so_pin", Value: "66778899"}, Secret{Name: "user_pin", Value: "44556677", Sent: true})
+	update(Change{Applied: []string{"user_pin"}})
+	update(Change{Unsent: []string{"so_pin", "user_pin"}})
+	check("applied", Secret{Name: "so_pin", Value: "66778899"}, Secret{Name: "user_pin", Value: "44556677", Applied: true, Sent: true})
+}
+
+// A journal of schema 1, which did not mark secrets sent, is migrated: its secrets count as
+// sent, so that a resumed step checks the token for them as the agent that chose them
+// would have.
+func TestSchema1SecretsCountAsSent(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	ref := protocol.JobRef{JobID: "job-v1", Attempt: 1}
+	expect(t, Accepted)(f.j.RecordDispatch(ctx, dispatch(t, f, ref, "11223344")))
+	if err := f.j.Update(ctx, ref, Change{Secrets: []Secret{{Name: "so_pin", Value: "66778899"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite3", f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`ALTER TABLE secrets DROP COLUMN sent`, `UPDATE meta SET value = '1' WHERE key = 'schema_version'`} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.j = nil
+	f.reopen(t)
+	got, err := f.j.Secrets(ctx, ref.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Secret{{Name: "so_pin", Value: "66778899", Sent: true}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("secrets %+v, want %+v", got, want)
+	}
+	var v string
+	if err := f.j.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v); err != nil || v != "2" {
+		t.Fatalf("schema version %q, %v", v, err)
 	}
 }
 

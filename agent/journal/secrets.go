@@ -12,11 +12,14 @@ import (
 )
 
 // Secret is a secret of a job (a PIN the agent generated). Applied says the token has
-// it: the step that sets it is done. A secret not applied may or may not be on the token.
+// it: the step that sets it is done. Sent says a call that sets it on the token was made,
+// or was about to be: a secret sent and not applied may or may not be on the token; one
+// not sent is not on it, and trying it there would only spend one of the token's tries.
 type Secret struct {
 	Name    string
 	Value   string
 	Applied bool
+	Sent    bool
 }
 
 // secretPlaintext seals the name with the value, so a row copied under another name
@@ -42,7 +45,7 @@ func (j *Journal) sealSecret(ref protocol.JobRef, s Secret) ([]byte, error) {
 
 // Secrets returns the job's secrets, opened with the agent's key.
 func (j *Journal) Secrets(ctx context.Context, jobID string) ([]Secret, error) {
-	rows, err := j.db.QueryContext(ctx, `SELECT name, attempt, applied, sealed FROM secrets WHERE job_id = ? ORDER BY name`, jobID)
+	rows, err := j.db.QueryContext(ctx, `SELECT name, attempt, applied, sent, sealed FROM secrets WHERE job_id = ? ORDER BY name`, jobID)
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
@@ -51,9 +54,9 @@ func (j *Journal) Secrets(ctx context.Context, jobID string) ([]Secret, error) {
 	for rows.Next() {
 		var name string
 		var attempt uint32
-		var applied bool
+		var applied, sent bool
 		var raw []byte
-		if err := rows.Scan(&name, &attempt, &applied, &raw); err != nil {
+		if err := rows.Scan(&name, &attempt, &applied, &sent, &raw); err != nil {
 			return nil, fmt.Errorf("journal: %w", err)
 		}
 		var sealed protocol.Sealed
@@ -68,7 +71,7 @@ func (j *Journal) Secrets(ctx context.Context, jobID string) ([]Secret, error) {
 		if !bytes.HasPrefix(plain, prefix) {
 			return nil, fmt.Errorf("journal: secret %q of job %s was sealed under another name", name, jobID)
 		}
-		out = append(out, Secret{Name: name, Value: string(plain[len(prefix):]), Applied: applied})
+		out = append(out, Secret{Name: name, Value: string(plain[len(prefix):]), Applied: applied, Sent: sent || applied})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)

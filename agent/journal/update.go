@@ -25,6 +25,10 @@ type Change struct {
 	Secrets []Secret
 	// Applied marks the named secrets applied.
 	Applied []string
+	// Sent marks the named secrets sent: a call that sets them on the token is about to
+	// be made, and may reach it. Unsent takes the mark back once the token refused them
+	// and no such call was made since.
+	Sent, Unsent []string
 	// Outbox are messages to send, appended in order.
 	Outbox []*protocol.Envelope
 	// Result is stored on the attempt and appended to the outbox after Outbox.
@@ -90,15 +94,28 @@ func (j *Journal) Update(ctx context.Context, ref protocol.JobRef, c Change) err
 			return err
 		}
 		for i, s := range c.Secrets {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO secrets (job_id, name, attempt, applied, sealed, updated_at)
-				VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, name) DO UPDATE SET
-				attempt = excluded.attempt, applied = excluded.applied, sealed = excluded.sealed, updated_at = excluded.updated_at`,
-				ref.JobID, s.Name, ref.Attempt, s.Applied, sealed[i], now); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO secrets (job_id, name, attempt, applied, sent, sealed, updated_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, name) DO UPDATE SET
+				attempt = excluded.attempt, applied = excluded.applied, sent = excluded.sent, sealed = excluded.sealed,
+				updated_at = excluded.updated_at`,
+				ref.JobID, s.Name, ref.Attempt, s.Applied, s.Sent || s.Applied, sealed[i], now); err != nil {
+				return err
+			}
+		}
+		for _, name := range c.Unsent {
+			if _, err := tx.ExecContext(ctx, `UPDATE secrets SET sent = 0, updated_at = ? WHERE job_id = ? AND name = ? AND applied = 0`,
+				now, ref.JobID, name); err != nil {
+				return err
+			}
+		}
+		for _, name := range c.Sent {
+			if _, err := tx.ExecContext(ctx, `UPDATE secrets SET sent = 1, updated_at = ? WHERE job_id = ? AND name = ?`,
+				now, ref.JobID, name); err != nil {
 				return err
 			}
 		}
 		for _, name := range c.Applied {
-			if _, err := tx.ExecContext(ctx, `UPDATE secrets SET applied = 1, updated_at = ? WHERE job_id = ? AND name = ?`,
+			if _, err := tx.ExecContext(ctx, `UPDATE secrets SET applied = 1, sent = 1, updated_at = ? WHERE job_id = ? AND name = ?`,
 				now, ref.JobID, name); err != nil {
 				return err
 			}
