@@ -67,7 +67,9 @@ func TestCrashAndResumeAtEveryStep(t *testing.T) {
 		{name: "initialised, user PIN not set", crash: "block:InitPIN", tokens: 1, keys: -1, certs: -1},
 		{name: "PINs set, before key generation", crash: "block:GenerateKeyPair", tokens: 1},
 		{name: "key generated, not journalled", crash: "after:GenerateKeyPair:GetAttributeValue", tokens: 1, keys: 1, keyExisted: true},
-		{name: "key generated, before the CSR", crash: "block:SignInit", tokens: 1, keys: 1},
+		// send_csr only reads the token: generate_key's done is journalled with the CSR, so
+		// the restarted agent finds the key it made, as when the key was not journalled.
+		{name: "key generated, before the CSR", crash: "block:SignInit", tokens: 1, keys: 1, keyExisted: true},
 		{name: "CSR sent, certificate after restart", crash: "parked", tokens: 1, keys: 1},
 		{name: "CSR sent, certificate before restart", crash: "parked", deliverBeforeRestart: true, tokens: 1, keys: 1},
 		{name: "before the certificate write", crash: "block:CreateObject", deliver: true, tokens: 1, keys: 1},

@@ -113,6 +113,18 @@ func (r *run) begin(ctx context.Context, name string, c journal.Change) error {
 	return r.update(ctx, c)
 }
 
+// beginReading begins a step that only reads the token (its key signs, nothing on the
+// token changes): its start is held and journalled with its done, one commit instead of
+// two. The journal is then as it was at the last token write, which is all a token write
+// needs; a crash before the done finds the step before it, or this one, started, and
+// both are safe to repeat (a key or certificate already on the token is found and kept).
+func (r *run) beginReading(name string) {
+	if r.job.Step == name && r.job.StepStatus == journal.StepStarted && r.held == nil {
+		return
+	}
+	r.hold(journal.Change{Step: name, StepStatus: journal.StepStarted})
+}
+
 // done journals a step as done, with what goes with it. A done that changes no state
 // and stores no secret and no result is held and written with the next change (the next
 // step's begin, or the result): one commit instead of two. Nothing touches the token in

@@ -148,9 +148,7 @@ func (r *run) writeCertificate(ctx context.Context, _ bool) error {
 // verify proves the key and certificate belong together and the key works: the token
 // signs a fresh challenge that the certificate's public key verifies.
 func (r *run) verify(ctx context.Context, _ bool) error {
-	if err := r.begin(ctx, stepVerify, journal.Change{}); err != nil {
-		return err
-	}
+	r.beginReading(stepVerify)
 	if err := r.login(ctx); err != nil {
 		return err
 	}

@@ -75,9 +75,7 @@ func (r *run) generateKey(ctx context.Context, _ bool) error {
 // takes subject and SANs from the approved request. The CSR, csr_sent and, for a csr job,
 // the result are journalled in one transaction, so the attempt sends exactly one CSR.
 func (r *run) sendCSR(ctx context.Context, _ bool) error {
-	if err := r.begin(ctx, stepSendCSR, journal.Change{}); err != nil {
-		return err
-	}
+	r.beginReading(stepSendCSR)
 	if err := r.login(ctx); err != nil {
 		return err
 	}

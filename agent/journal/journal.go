@@ -48,7 +48,7 @@ import (
 	// SQLite in C through cgo, built into the executable: the agent needs cgo for PKCS#11
 	// anyway, and the pure-Go translation of SQLite was a fifth of the executable, whose
 	// pages are most of an idle agent's memory. Same file format, same guarantees.
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" database/sql driver
+	sqlite3 "github.com/mattn/go-sqlite3"
 
 	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/protocol/seal"
@@ -108,10 +108,7 @@ func Open(ctx context.Context, path string, sealer Sealer, opts Options) (*Journ
 	if err := ensurePrivateFile(path); err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite3", path+"?"+pragmas)
-	if err != nil {
-		return nil, fmt.Errorf("journal: open %s: %w", path, err)
-	}
+	db := sql.OpenDB(connector{dsn: path + "?" + pragmas, drv: &sqlite3.SQLiteDriver{}})
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)

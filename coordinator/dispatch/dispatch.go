@@ -111,6 +111,8 @@ type Dispatcher struct {
 	backoffs      *rowBackoffs
 	early         *earlyCounts
 	presence      *presence
+	// beforeMark, when set (tests), runs before each marking of confirmed rows.
+	beforeMark func()
 }
 
 // New checks o and returns a Dispatcher; nothing runs until Run.

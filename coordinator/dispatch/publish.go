@@ -81,10 +81,14 @@ func (b *rowBackoffs) done(id int64) {
 }
 
 // runPublisher sends the outbox until ctx ends: at once when woken, otherwise every
-// PublishInterval, and sooner when a failed row's backoff ends.
+// PublishInterval, and sooner when a failed row's backoff ends. The marking of a pass's
+// last round goes on while the next pass reads and sends: a message queued meanwhile
+// (a certificate, another job's dispatch) does not wait for that commit.
 func (d *Dispatcher) runPublisher(ctx context.Context, conn *amqp.Conn) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	m := &marker{d: d, ctx: ctx}
+	defer func() { _ = m.wait() }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -92,7 +96,7 @@ func (d *Dispatcher) runPublisher(ctx context.Context, conn *amqp.Conn) {
 		case <-d.publishKick:
 		case <-timer.C:
 		}
-		wait := d.publishPass(ctx, conn)
+		wait := d.send(ctx, conn, m)
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -103,12 +107,19 @@ func (d *Dispatcher) runPublisher(ctx context.Context, conn *amqp.Conn) {
 	}
 }
 
-// publishPass sends what the outbox holds and returns how long to wait before the next
-// pass when nothing wakes the publisher.
+// publishPass sends what the outbox holds, waits until the rows it sent are marked, and
+// returns how long to wait before the next pass when nothing wakes the publisher.
 func (d *Dispatcher) publishPass(ctx context.Context, conn *amqp.Conn) time.Duration {
-	wait := d.opts.PublishInterval
 	m := &marker{d: d, ctx: ctx}
 	defer func() { _ = m.wait() }()
+	return d.send(ctx, conn, m)
+}
+
+// send is a pass of the publisher: it sends what the outbox holds, leaving out the rows m
+// is marking, and returns how long to wait before the next pass when nothing wakes the
+// publisher. The marking of its last round may still be in flight when it returns.
+func (d *Dispatcher) send(ctx context.Context, conn *amqp.Conn, m *marker) time.Duration {
+	wait := d.opts.PublishInterval
 	for {
 		// The rows being marked sent are still unsent to this read: they are left out, and
 		// read past.
@@ -167,19 +178,20 @@ func (d *Dispatcher) publishPass(ctx context.Context, conn *amqp.Conn) time.Dura
 }
 
 // marker marks confirmed rows sent in the background, one transaction at a time, so that
-// the publisher sends the next round while the last one commits. Only the publisher's
-// goroutine calls its methods.
+// the publisher sends the next round, or starts the next pass, while the last one
+// commits. Only the publisher's goroutine calls its methods.
 type marker struct {
 	d    *Dispatcher
 	ctx  context.Context
 	done chan struct{}  // closed when the marking in flight ends; nil when there is none
 	ids  map[int64]bool // the rows of the marking in flight
-	err  error          // the first marking that failed; written before done closes
+	err  error          // the marking that failed, until wait reports it; written before done closes
 }
 
 // start waits for the marking in flight, then marks the confirmed rows (indexes into rows
-// and envs) in the background. It returns the error of an earlier marking: the broker
-// has those rows but they are still unsent, and the pass ends.
+// and envs) in the background. It returns the error of the earlier marking: the broker
+// has those rows but they are still unsent, and the pass ends; the next pass sends them
+// again.
 func (m *marker) start(rows []store.OutboxMessage, envs []*protocol.Envelope, confirmed []int) error {
 	if err := m.wait(); err != nil || len(confirmed) == 0 {
 		return err
@@ -192,6 +204,9 @@ func (m *marker) start(rows []store.OutboxMessage, envs []*protocol.Envelope, co
 	m.done = done
 	go func() {
 		defer close(done)
+		if m.d.beforeMark != nil {
+			m.d.beforeMark()
+		}
 		if err := m.d.markSent(m.ctx, rows, envs, confirmed); err != nil {
 			m.err = err
 		}
@@ -199,13 +214,15 @@ func (m *marker) start(rows []store.OutboxMessage, envs []*protocol.Envelope, co
 	return nil
 }
 
-// wait waits for the marking in flight and returns the first marking error.
+// wait waits for the marking in flight and returns its error, once.
 func (m *marker) wait() error {
 	if m.done != nil {
 		<-m.done
 		m.done, m.ids = nil, nil
 	}
-	return m.err
+	err := m.err
+	m.err = nil
+	return err
 }
 
 // routeOf is what orders an outbox row: its exchange and routing key.

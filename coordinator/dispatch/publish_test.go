@@ -1,8 +1,10 @@
 package dispatch_test
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,4 +191,59 @@ func TestPublishMarksRoundsAsSets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPublisherSendsWhileMarking: a dispatch queued while the publisher's last round is
+// still being marked sent leaves at once; it does not wait for that commit. The first
+// job's marking is held until the second job's dispatch is in its agent's queue, then
+// both are marked sent and their jobs dispatched.
+func TestPublisherSendsWhileMarking(t *testing.T) {
+	t.Parallel()
+	f := newDispatchFixture(t, store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(t.TempDir(), "c.db")}, 2)
+	marking, hold := make(chan struct{}), make(chan struct{})
+	var once, release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(hold) }) })
+	f.d.BeforeMark(func() {
+		once.Do(func() {
+			close(marking)
+			<-hold
+		})
+	})
+	ctx, cancel := context.WithCancel(f.ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- f.d.Run(ctx) }()
+	t.Cleanup(func() {
+		release.Do(func() { close(hold) })
+		cancel()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
+	})
+
+	f.approveJobs(t, "h1", f.agents[:1])
+	<-marking
+	f.approveJobs(t, "h2", f.agents[1:])
+	q, err := protocol.AgentQueue(f.agents[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second dispatch in its queue while the first is being marked", func() bool {
+		st, err := f.raw.QueueDeclarePassive(q, true, false, false, false, nil)
+		return err == nil && st.Messages == 1
+	})
+	release.Do(func() { close(hold) })
+	waitFor(t, "both jobs dispatched", func() bool {
+		rows, err := f.st.ListUnsentOutbox(f.ctx, 10)
+		if err != nil || len(rows) != 0 {
+			return false
+		}
+		for _, h := range []string{"h1", "h2"} {
+			js, _, err := f.svc.ListJobs(f.ctx, f.admin, service.JobQuery{Holder: h, State: jobs.StateDispatched},
+				service.Page{Limit: store.MaxPageLimit})
+			if err != nil || len(js) != 1 {
+				return false
+			}
+		}
+		return true
+	})
 }
