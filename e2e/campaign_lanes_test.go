@@ -18,7 +18,11 @@ import (
 // after the other, as a help desk runs them: the first issue on a blank token, then
 // renewals, PIN unblocks, wipes, re-issues and csr + install_certificate pairs. The lane
 // knows what the token must hold after each job that succeeded: the checker holds the
-// token to it.
+// token to it. A job that reached the agent and did not succeed (failed after the help
+// desk's last retry, or expired) leaves the token as far as it got, by design (nothing is
+// undone, see agent/executor): an issue may have initialised it, a renewal left its key
+// beside the current one, an unblock set a new user PIN. The lane then no longer knows
+// what the token holds, and wipes it, as a help desk does, before going on.
 type lane struct {
 	c       *campaign
 	n       int
@@ -44,6 +48,9 @@ const (
 	tokenIssued tokenState = "issued" // key and certificate
 	tokenCSR    tokenState = "csr"    // key, certificate signed but not installed
 	tokenWiped  tokenState = "wiped"  // initialised, nothing on it, no user PIN
+	// tokenUnknown: a job that did not succeed left the token as far as it got; the
+	// lane's next job wipes it.
+	tokenUnknown tokenState = "unknown"
 )
 
 // run does the lane's jobs. Every lane's first issue ends before any lane goes on, so
@@ -85,6 +92,8 @@ func (l *lane) next() (jobs.Kind, string) {
 		return jobs.KindCSR, l.serial
 	case tokenCSR:
 		return jobs.KindInstallCertificate, l.serial
+	case tokenUnknown:
+		return jobs.KindWipe, l.serial
 	default:
 		switch {
 		case r < 45:
@@ -138,7 +147,8 @@ func (l *lane) do(kind jobs.Kind, serial string) {
 		return
 	}
 	if d.State != jobs.StateSucceeded {
-		return // rejected or cancelled as decided: the token is as it was
+		l.leftBehind(rec, d)
+		return
 	}
 	switch kind {
 	case jobs.KindIssue:
@@ -154,6 +164,24 @@ func (l *lane) do(kind jobs.Kind, serial string) {
 	case jobs.KindInstallCertificate:
 		l.state = tokenIssued
 	}
+}
+
+// leftBehind updates the token's model after a job that did not succeed. Rejected or
+// cancelled at its gate as decided, it never reached the agent: the token is as it was.
+// Otherwise the token is as far as the job got: the lane takes the token an issue found
+// (a blank token it initialised is the lane's now: no other job accounts for it) and
+// wipes it next. A job that never found a token leaves a blank one blank.
+func (l *lane) leftBehind(rec *jobRecord, d client.JobDetail) {
+	if (rec.decision == "reject" && d.State == jobs.StateRejected) || (rec.decision == "cancel" && d.State == jobs.StateCancelled) {
+		return
+	}
+	if l.serial == "" {
+		l.serial = d.TokenSerial
+	}
+	if l.serial == "" {
+		return
+	}
+	l.state, l.keyJob, l.pinJob = tokenUnknown, "", ""
 }
 
 // create queues the job as the help-desk operator. When the answer is lost (the
