@@ -257,7 +257,9 @@ func (e *Executor) DeliverCertificate(ctx context.Context, env *protocol.Envelop
 	if !reflect.DeepEqual(body, d) {
 		return journal.Receipt{}, protocol.NewError(protocol.CodeBadRequest, "the delivery given is not the envelope's body")
 	}
-	rc, err := e.cfg.Journal.RecordCertificate(ctx, env)
+	// Issue and renew write the certificate next: its step begins in the delivery's
+	// commit, before any token write as always, one commit fewer.
+	rc, err := e.cfg.Journal.RecordCertificateAndBegin(ctx, env, stepWriteCert)
 	if err != nil {
 		return rc, err
 	}

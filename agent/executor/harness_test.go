@@ -86,6 +86,8 @@ type coordinator struct {
 	seen []*protocol.Envelope
 	// kinds of the jobs dispatched, to deliver certificates only to jobs that take them.
 	kinds map[string]protocol.JobKind
+	// marked counts the MarkSent calls that succeeded: a journal commit each.
+	marked uint64
 }
 
 func newCoordinator(agent *keys.Pair, ca *testenv.CA, key *ecdh.PrivateKey) *coordinator {
@@ -163,8 +165,18 @@ func (c *coordinator) poll(ctx context.Context, j *journal.Journal, ex *Executor
 		if err := j.MarkSent(ctx, o.ID); err != nil {
 			return err
 		}
+		c.mu.Lock()
+		c.marked++
+		c.mu.Unlock()
 	}
 	return nil
+}
+
+// markCommits is how many journal commits marking messages sent has taken.
+func (c *coordinator) markCommits() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.marked
 }
 
 func (c *coordinator) deliverFor(ctx context.Context, env *protocol.Envelope, ex *Executor) error {

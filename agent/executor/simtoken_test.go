@@ -149,6 +149,33 @@ func TestIssueOnASimulatedToken(t *testing.T) {
 	}
 }
 
+// The journal commits of an issuance on a blank token whose serial is known before it is
+// initialised (a chip's; a simulated token's), the sender's marks apart: the dispatch; the
+// begin of initialise (running, token found, PINs, the serial); the begin of generate_key;
+// the CSR; the certificate with the begin of write_certificate; the result. Each token
+// write still follows the commit of its step's begin: the crash tests check that.
+func TestIssueJournalCommits(t *testing.T) {
+	b, err := simtoken.New(simtoken.Options{Profile: simtoken.Instant, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddToken(simtoken.TokenSpec{Serial: "SIMWS0002"}); err != nil {
+		t.Fatal(err)
+	}
+	a := newSimAgent(t, b)
+	ref := protocol.JobRef{JobID: "issue-commits", Attempt: 1}
+	before := a.j.Commits()
+	a.submit(issueBlank(a, ref, newLabel(t), protocol.KeyP256))
+	wantSuccess(t, a.result(ref))
+	a.stop()
+	if got := a.j.Commits() - before - a.coord.markCommits(); got != 6 {
+		t.Errorf("the issuance took %d journal commits besides marking messages sent, want 6", got)
+	}
+	if state := a.state(ref); state != journal.StateDone {
+		t.Errorf("journal state %s", state)
+	}
+}
+
 // A simulated token pulled out during key generation: the attempt fails at once with the
 // removal code, retryable; the retry waits for the token and finishes on it.
 func TestSimulatedTokenPulledOut(t *testing.T) {

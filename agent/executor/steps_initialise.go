@@ -102,9 +102,12 @@ func (r *run) initBlank(ctx context.Context, so, user string) error {
 		}
 	}
 	// Journal the serial at once: a crash before the user PIN is set then finds the token
-	// by it.
-	if err := r.update(ctx, journal.Change{TokenSerial: r.serial}); err != nil {
-		return err
+	// by it. A blank token whose serial was known before (a chip's, journalled with the
+	// step's begin) needs no commit here.
+	if r.held != nil || r.job.TokenSerial != r.serial {
+		if err := r.update(ctx, journal.Change{TokenSerial: r.serial}); err != nil {
+			return err
+		}
 	}
 	return tok.InitUserPIN(ctx, so, user)
 }

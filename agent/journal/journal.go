@@ -42,6 +42,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -84,6 +85,8 @@ type Journal struct {
 	now    func() time.Time
 	log    zerolog.Logger
 	notify chan struct{}
+	// commits counts committed write transactions (Commits).
+	commits atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -294,7 +297,12 @@ func (j *Journal) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("journal: commit: %w", err)
 	}
+	j.commits.Add(1)
 	return nil
 }
+
+// Commits is how many write transactions the journal committed since it was opened: each
+// is a sync of the file, what a job's journal work costs most.
+func (j *Journal) Commits() uint64 { return j.commits.Load() }
 
 func (j *Journal) stamp() int64 { return j.now().UTC().UnixNano() }

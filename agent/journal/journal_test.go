@@ -412,6 +412,47 @@ func TestCertificateAndCancelDispositions(t *testing.T) {
 	}
 }
 
+// A certificate delivered to an attempt awaiting it can begin the step that writes it, in
+// the delivery's one commit; delivered early (the attempt still running), it leaves the
+// step alone.
+func TestCertificateBeginsItsStep(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	deliver := func(ref protocol.JobRef) *protocol.Envelope {
+		return envelope(t, ref, protocol.CertificateDelivery{KeyID: "0a0b",
+			Certificates: protocol.CertificateChain{Certificate: []byte{0x30, 0x03, 0x02, 0x01, 0x05}}})
+	}
+	awaiting := protocol.JobRef{JobID: "job-awaiting", Attempt: 1}
+	expect(t, Accepted)(f.j.RecordDispatch(ctx, dispatch(t, f, awaiting, "56473829")))
+	if err := f.j.Update(ctx, awaiting, Change{State: StateAwaitingCertificate, Step: "send_csr", StepStatus: StepDone}); err != nil {
+		t.Fatal(err)
+	}
+	before := f.j.Commits()
+	expect(t, Accepted)(f.j.RecordCertificateAndBegin(ctx, deliver(awaiting), "write_certificate"))
+	if n := f.j.Commits() - before; n != 1 {
+		t.Errorf("the delivery took %d commits, want 1", n)
+	}
+	f.reopen(t) // what is on disk
+	job, err := f.j.Job(ctx, awaiting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State != StateInstalling || job.Step != "write_certificate" || job.StepStatus != StepStarted || job.CertificateEnvelope == nil {
+		t.Errorf("after the delivery: %s, step %s %s, certificate %t; want installing, write_certificate started, a certificate",
+			job.State, job.Step, job.StepStatus, job.CertificateEnvelope != nil)
+	}
+
+	early := protocol.JobRef{JobID: "job-early", Attempt: 1}
+	expect(t, Accepted)(f.j.RecordDispatch(ctx, dispatch(t, f, early, "56473829")))
+	if err := f.j.Update(ctx, early, Change{State: StateRunning, Step: "generate_key", StepStatus: StepStarted}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, Accepted)(f.j.RecordCertificateAndBegin(ctx, deliver(early), "write_certificate"))
+	if job, _ := f.j.Job(ctx, early); job.State != StateRunning || job.Step != "generate_key" || job.StepStatus != StepStarted {
+		t.Errorf("an early delivery moved the attempt to %s, step %s %s", job.State, job.Step, job.StepStatus)
+	}
+}
+
 func TestOutboxOrderAndNotify(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)

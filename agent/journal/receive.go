@@ -152,6 +152,14 @@ func (j *Journal) RecordDispatch(ctx context.Context, env *protocol.Envelope) (R
 // awaiting it moves to installing. The first delivery counts; a second one for the same
 // attempt is a duplicate.
 func (j *Journal) RecordCertificate(ctx context.Context, env *protocol.Envelope) (Receipt, error) {
+	return j.RecordCertificateAndBegin(ctx, env, "")
+}
+
+// RecordCertificateAndBegin is RecordCertificate that, when the attempt moves from
+// awaiting the certificate to installing, also journals step as started in the same
+// commit: the step that writes the certificate, which then needs no commit of its own
+// before its token write. An empty step leaves the step as it was.
+func (j *Journal) RecordCertificateAndBegin(ctx context.Context, env *protocol.Envelope, step string) (Receipt, error) {
 	return j.record(ctx, env, protocol.TypeCertificate, "certificate", func(tx *sql.Tx, data []byte, rc *Receipt) error {
 		job, err := j.attemptForMessage(ctx, tx, env, rc)
 		if err != nil || rc.Disposition != "" {
@@ -167,12 +175,15 @@ func (j *Journal) RecordCertificate(ctx context.Context, env *protocol.Envelope)
 			rc.Disposition, rc.Reason = Duplicate, "a certificate was delivered for this attempt already"
 		default:
 			rc.Disposition = Accepted
-			state := job.State
+			state, stepName, status := job.State, job.Step, job.StepStatus
 			if state == StateAwaitingCertificate {
 				state = StateInstalling
+				if step != "" {
+					stepName, status = step, StepStarted
+				}
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET certificate = ?, state = ?, updated_at = ?
-				WHERE job_id = ? AND attempt = ?`, data, string(state), j.stamp(), env.JobID, env.Attempt); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET certificate = ?, state = ?, step = ?, step_status = ?, updated_at = ?
+				WHERE job_id = ? AND attempt = ?`, data, string(state), stepName, string(status), j.stamp(), env.JobID, env.Attempt); err != nil {
 				return err
 			}
 		}
