@@ -23,6 +23,17 @@ import (
 //     an administrator's tool, makes writers wait rather than fail at once).
 const sqlitePragmas = "_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"
 
+// sqliteWriterPragmas are the writer's own: temp_store=MEMORY keeps the sub-journal of a
+// transaction's savepoints (one an event when events share a transaction) in memory.
+// SQLite otherwise spills it past 64 KiB into a temporary file, created, unlinked and
+// written anew for each transaction that spills: under the fleet simulator's job load,
+// as many writes as to the WAL itself. The sub-journal only undoes a savepoint within a
+// transaction and is never needed after a crash (the WAL is), so nothing durable moves
+// to memory; it holds at most the original of each page one transaction changes. The
+// readers keep the default (their sorts of large exports may spill to disk).
+// wal_autocheckpoint: a backstop, see walCheckpointer.
+var sqliteWriterPragmas = fmt.Sprintf("&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(%d)&_txlock=immediate", walWriterCheckpointPages)
+
 // sqliteReaders is the size of the read pool.
 const sqliteReaders = 4
 
@@ -61,7 +72,7 @@ func openSQLite(ctx context.Context, cfg Config, log zerolog.Logger) (*sqlStore,
 	// One writer connection: SQLite allows one writer at a time anyway, and serialising
 	// in the pool avoids busy errors and lets a transaction begin IMMEDIATE (take the
 	// write lock first) instead of failing on a read-to-write upgrade.
-	wdb, err := sql.Open("sqlite", path+"?"+sqlitePragmas+"&_txlock=immediate")
+	wdb, err := sql.Open("sqlite", path+"?"+sqlitePragmas+sqliteWriterPragmas)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: %s: %w", path, err)
 	}
@@ -95,6 +106,18 @@ func openSQLite(ctx context.Context, cfg Config, log zerolog.Logger) (*sqlStore,
 		_ = wdb.Close()
 		return nil, fmt.Errorf("store: sqlite: %s: journal mode is %q, not WAL (is the file on a file system without shared memory?): %w", path, mode, errors.ErrUnsupported)
 	}
+	cdb, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
+	if err != nil {
+		_ = rdb.Close()
+		_ = wdb.Close()
+		return nil, fmt.Errorf("store: sqlite: %s: %w", path, err)
+	}
+	cdb.SetMaxOpenConns(1)
+	cdb.SetMaxIdleConns(1)
+	cdb.SetConnMaxLifetime(0)
+	cdb.SetConnMaxIdleTime(0)
 	log.Debug().Str("path", path).Msg("sqlite store open")
-	return newSQLStore(sqliteDialect, rdb, wdb, log), nil
+	s := newSQLStore(sqliteDialect, rdb, wdb, log)
+	s.ckpt = newWALCheckpointer(cdb, walCheckpointEvery, log)
+	return s, nil
 }

@@ -22,6 +22,8 @@ type sqlStore struct {
 	log zerolog.Logger
 	// rstmts and wstmts are the prepared statements of rdb and wdb, on SQLite only.
 	rstmts, wstmts *stmtCache
+	// ckpt runs the WAL's checkpoints, on SQLite only.
+	ckpt *walCheckpointer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -112,16 +114,24 @@ func (s *sqlStore) inTx(ctx context.Context, fn func(Tx) error) (err error) {
 	if err := sqlTx.Commit(); err != nil {
 		return s.d.wrap("commit", err)
 	}
+	if s.ckpt != nil {
+		s.ckpt.committed()
+	}
 	return nil
 }
 
 func (s *sqlStore) Close() error {
 	s.closeOnce.Do(func() {
+		if s.ckpt != nil {
+			s.closeErr = s.ckpt.stop()
+		}
 		if s.rstmts != nil {
 			_ = s.rstmts.close()
 			_ = s.wstmts.close()
 		}
-		s.closeErr = s.rdb.Close()
+		if err := s.rdb.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
 		if s.wdb != s.rdb {
 			if err := s.wdb.Close(); err != nil && s.closeErr == nil {
 				s.closeErr = err
