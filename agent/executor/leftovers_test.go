@@ -76,13 +76,7 @@ func simObjects(t *testing.T, a *agent, serial, pin string) (keys, certs []strin
 // reported, and the token then holds that issue's key and certificate alone.
 func TestAFailedIssueLeavesItsTokenInitialised(t *testing.T) {
 	const serial = "SIMWS0010"
-	b, err := simtoken.New(simtoken.Options{Seed: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.AddToken(simtoken.TokenSpec{Serial: serial}); err != nil {
-		t.Fatal(err)
-	}
+	b := simBackendWith(t, 10, simtoken.TokenSpec{Serial: serial})
 	a := newSimAgent(t, b)
 	a.coord.deliver = false
 	label := newLabel(t)
@@ -133,13 +127,7 @@ func TestAFailedIssueLeavesItsTokenInitialised(t *testing.T) {
 // retry of the failed renewal instead reuses its key and leaves one.
 func TestAFailedRenewalLeavesItsKeyBesideTheCurrentOne(t *testing.T) {
 	const serial, so, pin = "SIMWS0011", "13572468", "24681357"
-	b, err := simtoken.New(simtoken.Options{Seed: 11})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.AddToken(simtoken.TokenSpec{Serial: serial, SOPIN: so, Label: "sim", UserPIN: pin}); err != nil {
-		t.Fatal(err)
-	}
+	b := simBackendWith(t, 11, simtoken.TokenSpec{Serial: serial, SOPIN: so, Label: "sim", UserPIN: pin})
 	a := newSimAgent(t, b)
 	a.coord.deliver = false
 

@@ -218,13 +218,7 @@ func TestSimulatedTokenPulledOut(t *testing.T) {
 // token.pin_locked.
 func TestRetriesSpendNoSOPINTryOnAGuess(t *testing.T) {
 	const serial, oldSO, oldUser = "SIMWS0003", "13572468", "24681357"
-	b, err := simtoken.New(simtoken.Options{Seed: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.AddToken(simtoken.TokenSpec{Serial: serial, SOPIN: oldSO, Label: "sim", UserPIN: oldUser}); err != nil {
-		t.Fatal(err)
-	}
+	b := simBackendWith(t, 3, simtoken.TokenSpec{Serial: serial, SOPIN: oldSO, Label: "sim", UserPIN: oldUser})
 	a := newSimAgent(t, b)
 	ctx := context.Background()
 	soStatus := func() pkcs11.PINStatus {
@@ -303,13 +297,7 @@ func TestRetriesSpendNoSOPINTryOnAGuess(t *testing.T) {
 // the next wipe would spend the SO PIN's tries with it until the token locked.
 func TestSupersededInitialiseThenCancelledRetryReportsThePINs(t *testing.T) {
 	const serial, oldSO, oldUser = "SIMWS0004", "13572468", "24681357"
-	b, err := simtoken.New(simtoken.Options{Seed: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.AddToken(simtoken.TokenSpec{Serial: serial, SOPIN: oldSO, Label: "sim", UserPIN: oldUser}); err != nil {
-		t.Fatal(err)
-	}
+	b := simBackendWith(t, 4, simtoken.TokenSpec{Serial: serial, SOPIN: oldSO, Label: "sim", UserPIN: oldUser})
 	a := newSimAgent(t, b)
 	ctx := context.Background()
 	dispatch := func(ref protocol.JobRef) *protocol.Envelope {
@@ -355,4 +343,17 @@ func TestSupersededInitialiseThenCancelledRetryReportsThePINs(t *testing.T) {
 	if err := tok.InitUserPIN(ctx, so, user); err != nil {
 		t.Errorf("the SO PIN the retry reports: %v", err)
 	}
+}
+
+// simBackendWith is a simulated token backend (seeded, default profile) holding one token.
+func simBackendWith(t *testing.T, seed uint64, spec simtoken.TokenSpec) *simtoken.Backend {
+	t.Helper()
+	b, err := simtoken.New(simtoken.Options{Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddToken(spec); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
