@@ -278,14 +278,7 @@ func TestRetriesSpendNoSOPINTryOnAGuess(t *testing.T) {
 	if st := soStatus(); st.CountLow || st.Locked {
 		t.Errorf("after the issue the SO PIN is %+v", st)
 	}
-	tok, err := a.mod.FindToken(ctx, &uri.URI{Serial: serial})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tok.Close() }()
-	if err := tok.InitUserPIN(ctx, so, user); err != nil {
-		t.Errorf("the SO PIN the issue reports: %v", err)
-	}
+	wantTokenTakesPINs(t, a, serial, so, user, "the SO PIN the issue reports")
 }
 
 // An attempt re-initialising a token is superseded by a retry of the job just as the
@@ -335,14 +328,7 @@ func TestSupersededInitialiseThenCancelledRetryReportsThePINs(t *testing.T) {
 		t.Errorf("the cancelled retry does not report the initialising step that sets PINs: %v", got)
 	}
 	a.stop()
-	tok, err := a.mod.FindToken(ctx, &uri.URI{Serial: serial})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tok.Close() }()
-	if err := tok.InitUserPIN(ctx, so, user); err != nil {
-		t.Errorf("the SO PIN the retry reports: %v", err)
-	}
+	wantTokenTakesPINs(t, a, serial, so, user, "the SO PIN the retry reports")
 }
 
 // simBackendWith is a simulated token backend (seeded, default profile) holding one token.
@@ -356,4 +342,19 @@ func simBackendWith(t *testing.T, seed uint64, spec simtoken.TokenSpec) *simtoke
 		t.Fatal(err)
 	}
 	return b
+}
+
+// wantTokenTakesPINs checks that the token takes so as its SO PIN (setting user as its
+// user PIN): the PINs a job reported are the token's. what names them in the failure.
+func wantTokenTakesPINs(t *testing.T, a *agent, serial, so, user, what string) {
+	t.Helper()
+	ctx := context.Background()
+	tok, err := a.mod.FindToken(ctx, &uri.URI{Serial: serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tok.Close() }()
+	if err := tok.InitUserPIN(ctx, so, user); err != nil {
+		t.Errorf("%s: %v", what, err)
+	}
 }
