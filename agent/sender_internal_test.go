@@ -453,8 +453,10 @@ func TestProgressWaitsForWhatFollows(t *testing.T) {
 	for len(r.held) > 0 {
 		<-r.held // the earlier steps, held again on each wake-up
 	}
-	alone := r.journalled(t, r.envelope(t, protocol.Progress{Step: protocol.StepCertificateWritten}))
+	// Taken before the commit: the sender may read the step, and start its clock, before
+	// Append returns here.
 	journalled := time.Now()
+	alone := r.journalled(t, r.envelope(t, protocol.Progress{Step: protocol.StepCertificateWritten}))
 	due := receive(t, r.held, "the lone step held back")
 	if got := receive(t, r.batches, "the lone step"); !slices.Equal(got, alone) {
 		t.Fatalf("published %v, want the lone step %v", got, alone)
