@@ -32,6 +32,12 @@
 //     honours its context (key generation on a real token takes minutes). A session that
 //     dies (token pulled out) or wedges is replaced on the next call; the user then logs
 //     in again.
+//   - A C_InitToken that fails with a device error is tried again after reloading the
+//     module (C_Finalize, C_Initialize), a few times: SoftHSM2 reads a token's objects
+//     once, and an object a killed process left half-written (its file without its lock
+//     file) makes every C_InitToken of the process fail until it reads them again. The
+//     reload waits for the calls in flight and ends every session of the library; Tokens
+//     the user was logged in through log in again, so other tokens' work goes on.
 //   - What the agent repeats after a crash or a redelivered job is idempotent by CKA_ID:
 //     GenerateKey and ImportKey return the key already under the ID and clear a half-made
 //     one; WriteCertificate leaves an identical certificate alone and finishes a

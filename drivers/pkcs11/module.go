@@ -30,6 +30,13 @@ type library struct {
 	refs     int
 	finalize bool // we called C_Initialize, so C_Finalize is ours to call
 
+	// use is held shared by every call into the module and exclusively by reseat, so that
+	// no call runs while the module is finalized and initialised again.
+	use sync.RWMutex
+	// seat counts reseats (guarded by use): a session opened before the last one is gone,
+	// and its handle may name another token's session now.
+	seat uint64
+
 	mu sync.Mutex // guards turns and open
 	// turns holds, per token serial, the 1-slot semaphore every Token on that token holds
 	// while it calls the module, whichever Module of this library it came from: see Token.
@@ -85,6 +92,36 @@ func (l *library) turn(serial string) chan struct{} {
 		l.turns[serial] = s
 	}
 	return s
+}
+
+// errNoReseat says why a library cannot be reseated.
+var errNoReseat = errors.New("the module was not initialised by this package (another part of the process did, or it is a backend in this process), so it cannot be reloaded here")
+
+// reseat finalizes the library and initialises it again, as unplugging a token and
+// plugging it back makes a module read it afresh. Some modules keep a token's state in
+// memory and do not read it again by themselves: SoftHSM2 lists a token's objects once,
+// so when C_InitToken fails on an object whose files a write cut short left incomplete
+// (it removes the object's file, then fails on its missing lock file), every later
+// C_InitToken in the process fails on that object again, though its file is gone. It
+// waits for the calls in flight on any token of the library to end and holds new ones
+// back meanwhile. Every session ends: each Token opens a new one at its next call, and
+// one the user was logged in through logs in again (see Token.sessionLocked).
+func (l *library) reseat() error {
+	libraries.mu.Lock() // Close finalizes under it: never reseat a library being closed
+	defer libraries.mu.Unlock()
+	if l.ctx == nil || !l.finalize || l.refs == 0 {
+		return errNoReseat
+	}
+	l.use.Lock()
+	defer l.use.Unlock()
+	l.seat++
+	if err := l.ctx.Finalize(); err != nil && rvOf(err) != p11.CKR_CRYPTOKI_NOT_INITIALIZED {
+		return fmt.Errorf("C_Finalize: %w", err)
+	}
+	if err := l.ctx.Initialize(); err != nil {
+		return fmt.Errorf("C_Initialize: %w", err)
+	}
+	return nil
 }
 
 // libraries mirrors the process-wide state of the C libraries; it is global because
@@ -299,7 +336,9 @@ func (m *Module) Info(ctx context.Context) (ModuleInfo, error) {
 	if err := m.check(ctx, op); err != nil {
 		return ModuleInfo{}, err
 	}
+	m.lib.use.RLock()
 	in, err := m.b.GetInfo()
+	m.lib.use.RUnlock()
 	if err != nil {
 		return ModuleInfo{}, wrapErr(op, err)
 	}
@@ -319,6 +358,8 @@ func (m *Module) Slots(ctx context.Context) ([]Slot, error) {
 	if err := m.check(ctx, op); err != nil {
 		return nil, err
 	}
+	m.lib.use.RLock()
+	defer m.lib.use.RUnlock()
 	ids, err := m.b.GetSlotList(false)
 	if err != nil {
 		return nil, wrapErr(op, err)
@@ -446,7 +487,9 @@ func (m *Module) InitToken(ctx context.Context, slotID uint, opts InitOptions) (
 		return TokenInfo{}, err
 	}
 	start := time.Now()
+	m.lib.use.RLock()
 	info, err := initToken(m.b, op, slotID, opts)
+	m.lib.use.RUnlock()
 	m.log.Debug().Str("op", op).Uint("slot", slotID).Str("label", opts.Label).Dur("took_ms", time.Since(start)).
 		Str("code", string(CodeOf(err))).Msg("pkcs11")
 	return info, err

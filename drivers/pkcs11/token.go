@@ -24,7 +24,10 @@ import (
 // fail (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT) or be stored under a damaged
 // CKA_ID. A call waiting its turn gives up when its context ends. After the token was
 // pulled out and put back, the next call opens a new session, and calls that need the
-// user get CodeNotLoggedIn until Login.
+// user get CodeNotLoggedIn until Login. After the module was reloaded (Init does that
+// after a device error, see Init), the next call opens a new session and logs the user
+// in again with the PIN it logged in with, which a Token keeps in memory while the user
+// is logged in through it.
 type Token struct {
 	mod    *Module
 	serial string // identity; never changes
@@ -38,9 +41,14 @@ type Token struct {
 	slot uint
 	// minPIN and maxPIN are the token's PIN length range (0, 0 when it reports none).
 	minPIN, maxPIN uint
-	// sess is the token's session, valid while open.
+	// sess is the token's session, valid while open and opened in the library's current
+	// seat (see library.reseat).
 	sess p11.SessionHandle
 	open bool
+	seat uint64
+	// userPIN is kept while the user is logged in through this Token, to log in again
+	// when the module is reloaded under it (library.reseat); empty otherwise.
+	userPIN string
 	// epoch changes whenever object handles may have gone stale (new session, login or
 	// logout, objects destroyed, token initialised): a Key finds its handle again then.
 	epoch uint64
@@ -99,6 +107,8 @@ func (t *Token) run(ctx context.Context, op string, fn func() error) (label stri
 		return "", err
 	}
 	defer t.release()
+	t.mod.lib.use.RLock()
+	defer t.mod.lib.use.RUnlock()
 	defer func() { label = t.label }() // still holding the token
 	if t.closed {
 		return "", &Error{Op: op, Code: CodeGeneralError, Err: errors.New("the token handle is closed")}
@@ -153,8 +163,16 @@ func (t *Token) locateLocked(op string) (uint, error) {
 }
 
 func (t *Token) sessionLocked(op string) (p11.SessionHandle, error) {
-	if t.open {
+	if t.open && t.seat == t.mod.lib.seat {
 		return t.sess, nil
+	}
+	relogin := ""
+	if t.open {
+		// The module was reloaded under the session (library.reseat): it is gone, and
+		// so is the login it held, which this Token restores.
+		relogin = t.userPIN
+		t.open, t.userPIN = false, ""
+		t.epoch++
 	}
 	slot, err := t.locateLocked(op)
 	if err != nil {
@@ -168,23 +186,37 @@ func (t *Token) sessionLocked(op string) (p11.SessionHandle, error) {
 	if err != nil {
 		return 0, wrapErr(op, err)
 	}
-	t.sess, t.open = sh, true
+	t.sess, t.open, t.seat = sh, true, t.mod.lib.seat
 	t.epoch++
+	if relogin != "" {
+		if err := t.loginLocked(op, sh, p11.CKU_USER, relogin); err != nil {
+			// Left logged out: calls that need the user say so, as after a removal.
+			t.mod.log.Info().Str("serial", t.serial).Str("code", string(CodeOf(err))).
+				Msg("pkcs11: the user could not log in again after the module was reloaded")
+		} else {
+			t.userPIN = relogin
+		}
+	}
 	return sh, nil
 }
 
 func (t *Token) dropSessionLocked() {
 	if t.open {
-		_ = t.mod.b.CloseSession(t.sess) // the session may be gone already
+		if t.seat == t.mod.lib.seat { // else the reload ended it, and the handle is stale
+			_ = t.mod.b.CloseSession(t.sess) // the session may be gone already
+		}
 		t.open = false
 		t.epoch++
 	}
+	t.userPIN = ""
 }
 
 // closeSession is how Module.Close closes the token: it waits for a running call.
 func (t *Token) closeSession() {
 	t.sem <- struct{}{}
 	defer t.release()
+	t.mod.lib.use.RLock()
+	defer t.mod.lib.use.RUnlock()
 	t.dropSessionLocked()
 	t.closed = true
 	t.mod.lib.track(t, false)
@@ -247,6 +279,7 @@ func (t *Token) requireUserLocked(op string, sh p11.SessionHandle) error {
 func (t *Token) logoutLocked(sh p11.SessionHandle) {
 	_ = t.mod.b.Logout(sh) // CKR_USER_NOT_LOGGED_IN when nobody was
 	t.epoch++
+	t.userPIN = ""
 }
 
 // loginLocked logs in as user or SO, checking the PIN even when someone is logged in
@@ -286,7 +319,11 @@ func (t *Token) pinErr(op string, err error, so bool) *Error {
 func (t *Token) Login(ctx context.Context, pin string) error {
 	const op = "login"
 	return t.do(ctx, op, func(sh p11.SessionHandle) error {
-		return t.loginLocked(op, sh, p11.CKU_USER, pin)
+		if err := t.loginLocked(op, sh, p11.CKU_USER, pin); err != nil {
+			return err
+		}
+		t.userPIN = pin
+		return nil
 	})
 }
 
@@ -347,6 +384,9 @@ func (t *Token) ChangeUserPIN(ctx context.Context, oldPIN, newPIN string) error 
 		if err := t.mod.b.SetPIN(sh, oldPIN, newPIN); err != nil {
 			return t.pinErr(op, err, false)
 		}
+		if t.userPIN != "" {
+			t.userPIN = newPIN
+		}
 		return nil
 	})
 }
@@ -370,12 +410,50 @@ func (t *Token) ChangeSOPIN(ctx context.Context, oldPIN, newPIN string) error {
 	})
 }
 
+// maxReseats bounds the module reloads one Init tries: SoftHSM2 gets past one incomplete
+// object per reload, and one write cut short leaves at most one.
+const maxReseats = 4
+
 // Init initialises the token (C_InitToken): every object on it goes, the SO PIN and label
 // are set, and the user PIN must then be set with InitUserPIN. An initialised token is
 // refused with CodeAlreadyInitialized unless opts.Force; re-initialising needs its
 // current SO PIN. Keys obtained before are dead. Another session on the token in this
 // process (another Token for it) makes it fail with CodeSessionError.
+//
+// When the token answers CodeDeviceError, the module is reloaded (finalized and
+// initialised again, see library.reseat) and the initialisation tried again, up to
+// maxReseats times: SoftHSM2 cannot reset a token holding an object a write cut short
+// left half-made (the process writing it was killed, as a token pulled out mid-write
+// would be) until the module is reloaded, and gets past one such object per reload. A
+// token still failing has damaged storage: the error says to re-initialise it with its
+// vendor's tool or replace it.
 func (t *Token) Init(ctx context.Context, opts InitOptions) (TokenInfo, error) {
+	info, err := t.initOnce(ctx, opts)
+	reloads := 0
+	var reseatErr error
+	for ; reloads < maxReseats && CodeOf(err) == CodeDeviceError && ctx.Err() == nil; reloads++ {
+		if reseatErr = t.mod.lib.reseat(); reseatErr != nil {
+			break
+		}
+		t.mod.log.Info().Str("serial", t.serial).Int("reload", reloads+1).
+			Msg("pkcs11: the token could not be initialised (device error); the module was reloaded to try again")
+		info, err = t.initOnce(ctx, opts)
+	}
+	var e *Error
+	if CodeOf(err) != CodeDeviceError || !errors.As(err, &e) {
+		return info, err
+	}
+	advice := "its storage may be damaged (a write cut short, as when a token is pulled out or the process writing to it stops mid-write): re-initialise it with its vendor's tool, or replace it"
+	if reseatErr != nil {
+		e.Err = fmt.Errorf("the token could not be reset, and the module could not be reloaded to try again (%w); restarting the process may help, else %s: %w", reseatErr, advice, e.Err)
+	} else {
+		e.Err = fmt.Errorf("the token could not be reset, even after reloading the module %d times; %s: %w", reloads, advice, e.Err)
+	}
+	return info, e
+}
+
+// initOnce is one try of Init.
+func (t *Token) initOnce(ctx context.Context, opts InitOptions) (TokenInfo, error) {
 	const op = "initialise token"
 	var info TokenInfo
 	err := t.locked(ctx, op, func() error {
