@@ -535,6 +535,13 @@ func (c *campaign) summary() {
 		total += n
 	}
 	fmt.Fprintf(&b, "  faults:     %d, %s\n", total, sortedCounts(c.faults))
+	reloads := 0
+	for _, ag := range c.agents {
+		reloads += ag.log.reloadsSeen()
+	}
+	// A wipe or initialise that met an object a killed agent left half-written on a
+	// SoftHSM2 token: the agent reloaded its module and initialised again.
+	fmt.Fprintf(&b, "  reloads:    %d PKCS#11 module reloads by real agents after a token initialisation failed with a device error\n", reloads)
 	for _, v := range c.verdicts {
 		ok := "holds"
 		if len(v.problems) > 0 {

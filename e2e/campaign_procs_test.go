@@ -190,15 +190,22 @@ func (p *proc) exited() (bool, error) {
 	return true, p.err
 }
 
-// tailBuffer keeps the last max bytes written to it, and remembers whether a line that
-// reports a data race or a panic went through.
+// tailBuffer keeps the last max bytes written to it, remembers whether a line that
+// reports a data race or a panic went through, and counts the agent's PKCS#11 module
+// reloads (reloadMark).
 type tailBuffer struct {
 	max int
 
-	mu     sync.Mutex // guards the fields below
-	buf    []byte
-	alarms []string
+	mu      sync.Mutex // guards the fields below
+	buf     []byte
+	alarms  []string
+	reloads int
 }
+
+// reloadMark is what the PKCS#11 driver logs when a token's initialisation failed with a
+// device error and it reloaded the module to try again: on SoftHSM2, an object an agent
+// killed mid-write left half-made on the token.
+const reloadMark = "the module was reloaded to try again"
 
 func newTailBuffer(limit int) *tailBuffer { return &tailBuffer{max: limit} }
 
@@ -210,6 +217,7 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 			b.alarms = append(b.alarms, alarm)
 		}
 	}
+	b.reloads += strings.Count(string(p), reloadMark)
 	b.buf = append(b.buf, p...)
 	if len(b.buf) > b.max {
 		b.buf = append([]byte(nil), b.buf[len(b.buf)-b.max/2:]...)
@@ -221,6 +229,12 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return string(b.buf)
+}
+
+func (b *tailBuffer) reloadsSeen() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reloads
 }
 
 func (b *tailBuffer) alarmsSeen() []string {
