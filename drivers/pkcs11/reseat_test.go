@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	p11 "github.com/miekg/pkcs11"
@@ -202,5 +203,190 @@ func TestInitOfATokenStillFailingAfterTheReloads(t *testing.T) {
 	info, err := tok.Init(ctx, pkcs11.InitOptions{Label: label, SOPIN: soPIN, Force: true})
 	if err != nil || !info.Initialized {
 		t.Fatalf("initialise again: %+v, %v", info, err)
+	}
+}
+
+// reload reloads the module under the tokens open on it: initialising the token z fails
+// once with a device error, so Init reloads the module and tries again.
+func reload(t *testing.T, z *pkcs11.Token, inj *faults.Injector, logs *bytes.Buffer) {
+	t.Helper()
+	inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
+	before := strings.Count(logs.String(), "the module was reloaded")
+	if _, err := z.Init(context.Background(), pkcs11.InitOptions{Label: "reloaded", SOPIN: soPIN, Force: true}); err != nil {
+		t.Fatalf("initialise a token through one reload: %v", err)
+	}
+	if got := strings.Count(logs.String(), "the module was reloaded") - before; got != 1 {
+		t.Fatalf("module reloads logged: %d, want 1:\n%s", got, logs.String())
+	}
+}
+
+// Login state belongs to the token, not to a Token handle: a logout through one handle
+// logs out every handle on the token, and a reload must not log the user back in with
+// the PIN another handle kept.
+func TestReloadAfterALogoutThroughAnotherHandle(t *testing.T) {
+	ctx := context.Background()
+	var inj faults.Injector
+	_, serial := newToken(t)
+	_, zSerial := newToken(t)
+	var logs bytes.Buffer
+	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
+	a, b, z := openToken(t, mod, serial), openToken(t, mod, serial), openToken(t, mod, zSerial)
+	if err := a.Login(ctx, userPIN); err != nil {
+		t.Fatal(err)
+	}
+	for _, logout := range []func() error{
+		func() error { return b.Logout(ctx) },
+		func() error { return b.InitUserPIN(ctx, soPIN, userPIN) },
+		func() error { return b.ChangeSOPIN(ctx, soPIN, soPIN) },
+	} {
+		if err := a.Login(ctx, userPIN); err != nil {
+			t.Fatal(err)
+		}
+		if err := logout(); err != nil {
+			t.Fatal(err)
+		}
+		if in, err := a.LoggedIn(ctx); err != nil || in {
+			t.Fatalf("after a logout through another handle: logged in %t, %v", in, err)
+		}
+		reload(t, z, &inj, &logs)
+		if in, err := a.LoggedIn(ctx); err != nil || in {
+			t.Fatalf("after a logout through another handle and a reload: logged in %t, %v", in, err)
+		}
+	}
+}
+
+// A user PIN changed through another handle is the one a reload logs in with again: the
+// old one would fail, and count as a wrong PIN on a token that locks it.
+func TestReloadAfterAPINChangeThroughAnotherHandle(t *testing.T) {
+	ctx := context.Background()
+	var inj faults.Injector
+	_, serial := newToken(t)
+	_, zSerial := newToken(t)
+	var logs bytes.Buffer
+	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
+	a, b, z := openToken(t, mod, serial), openToken(t, mod, serial), openToken(t, mod, zSerial)
+	info, err := a.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inj.LimitPINTries(info.SlotID, 3, 3)
+	if err := a.Login(ctx, userPIN); err != nil {
+		t.Fatal(err)
+	}
+	const newPIN = "246810"
+	if err := b.ChangeUserPIN(ctx, userPIN, newPIN); err != nil {
+		t.Fatal(err)
+	}
+	reload(t, z, &inj, &logs)
+	if in, err := a.LoggedIn(ctx); err != nil || !in {
+		t.Fatalf("after a PIN change through another handle and a reload: logged in %t, %v", in, err)
+	}
+	if info, err := a.Info(ctx); err != nil || info.UserPIN.CountLow {
+		t.Fatalf("after the reload the user PIN says %+v, %v: a wrong PIN was tried", info.UserPIN, err)
+	}
+}
+
+// Two handles on one token the user logged in through both log in again after a reload,
+// whichever calls first, and neither logs the other out doing so.
+func TestReloadUnderTwoHandlesLoggedIn(t *testing.T) {
+	ctx := context.Background()
+	var inj faults.Injector
+	_, serial := newToken(t)
+	_, zSerial := newToken(t)
+	var logs bytes.Buffer
+	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
+	a, b, z := openToken(t, mod, serial), openToken(t, mod, serial), openToken(t, mod, zSerial)
+	for _, tok := range []*pkcs11.Token{a, b} {
+		if err := tok.Login(ctx, userPIN); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, order := range [][]*pkcs11.Token{{a, b}, {b, a}} {
+		reload(t, z, &inj, &logs)
+		for _, tok := range order {
+			if in, err := tok.LoggedIn(ctx); err != nil || !in {
+				t.Fatalf("a handle called after a reload: logged in %t, %v", in, err)
+			}
+		}
+	}
+	reload(t, z, &inj, &logs)
+	if in, err := b.LoggedIn(ctx); err != nil || !in { // b's login again logged a in
+		t.Fatalf("the second handle called after a reload: logged in %t, %v", in, err)
+	}
+	if strings.Contains(logs.String(), "could not log in again") {
+		t.Errorf("a login again failed:\n%s", logs.String())
+	}
+}
+
+// A reload while a call on another token is in flight and a third waits for that token's
+// turn: the call in flight ends as it would have, the waiting one runs logged in again,
+// and the initialisation succeeds after the reload.
+func TestReloadBesideACallInFlight(t *testing.T) {
+	ctx := context.Background()
+	var inj faults.Injector
+	_, serial := newToken(t)
+	_, zSerial := newToken(t)
+	var logs bytes.Buffer
+	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
+	x, z := openToken(t, mod, serial), openToken(t, mod, zSerial)
+	if err := x.Login(ctx, userPIN); err != nil {
+		t.Fatal(err)
+	}
+	key := generate(t, x, []byte{7}, "ec-p256", pkcs11.UsageSign)
+
+	signing, release := make(chan struct{}), make(chan struct{})
+	var signOnce, initOnce sync.Once
+	inj.Hook("Sign", func() { signOnce.Do(func() { close(signing); <-release }) })
+	initTried := make(chan struct{})
+	inj.Hook("InitToken", func() { initOnce.Do(func() { close(initTried) }) })
+	inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
+
+	digest := sha256.Sum256([]byte("in flight"))
+	type signed struct {
+		sig []byte
+		err error
+	}
+	signs := make(chan signed, 1)
+	go func() {
+		sig, err := key.SignContext(ctx, digest[:], crypto.SHA256)
+		signs <- signed{sig, err}
+	}()
+	<-signing
+	type state struct {
+		in  bool
+		err error
+	}
+	states := make(chan state, 1)
+	go func() { // waits for x's turn, which the signature holds
+		in, err := x.LoggedIn(ctx)
+		states <- state{in, err}
+	}()
+	inits := make(chan error, 1)
+	go func() {
+		_, err := z.Init(ctx, pkcs11.InitOptions{Label: "beside", SOPIN: soPIN, Force: true})
+		inits <- err
+	}()
+	<-initTried // the first try ran beside the signature
+	close(release)
+
+	pub := key.Public().(*ecdsa.PublicKey)
+	if s := <-signs; s.err != nil {
+		t.Errorf("the signature in flight: %v", s.err)
+	} else if !ecdsa.VerifyASN1(pub, digest[:], s.sig) {
+		t.Error("the signature in flight does not verify")
+	}
+	if err := <-inits; err != nil {
+		t.Fatalf("initialise beside a call in flight: %v", err)
+	}
+	if s := <-states; s.err != nil || !s.in {
+		t.Errorf("the call that waited for the token: logged in %t, %v", s.in, s.err)
+	}
+	if got := strings.Count(logs.String(), "the module was reloaded"); got != 1 {
+		t.Errorf("module reloads logged: %d, want 1:\n%s", got, logs.String())
+	}
+	inj.Hook("Sign", nil)
+	sig, err := key.SignContext(ctx, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
+		t.Fatalf("sign after the reload: %v", err)
 	}
 }

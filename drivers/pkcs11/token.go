@@ -27,7 +27,9 @@ import (
 // user get CodeNotLoggedIn until Login. After the module was reloaded (Init does that
 // after a device error, see Init), the next call opens a new session and logs the user
 // in again with the PIN it logged in with, which a Token keeps in memory while the user
-// is logged in through it.
+// is logged in through it. Login state and the user PIN belong to the token: a logout
+// through any Token on it forgets the PIN in all of them, and a PIN change through any
+// Token on it replaces it.
 type Token struct {
 	mod    *Module
 	serial string // identity; never changes
@@ -279,7 +281,18 @@ func (t *Token) requireUserLocked(op string, sh p11.SessionHandle) error {
 func (t *Token) logoutLocked(sh p11.SessionHandle) {
 	_ = t.mod.b.Logout(sh) // CKR_USER_NOT_LOGGED_IN when nobody was
 	t.epoch++
-	t.userPIN = ""
+	// The login was the token's, so every Token on it is logged out: none may log in
+	// again after a reload.
+	for _, o := range t.sameTokenLocked() {
+		o.userPIN = ""
+	}
+}
+
+// sameTokenLocked returns t and the other open Tokens on its token, whichever Module of
+// the library they came from. They share t's turn, which the caller holds, so their
+// fields are the caller's to change.
+func (t *Token) sameTokenLocked() []*Token {
+	return append(t.mod.lib.others(t), t)
 }
 
 // loginLocked logs in as user or SO, checking the PIN even when someone is logged in
@@ -294,8 +307,19 @@ func (t *Token) loginLocked(op string, sh p11.SessionHandle, userType uint, pin 
 	}
 	err := t.mod.b.Login(sh, userType, pin)
 	if rv := rvOf(err); rv == p11.CKR_USER_ALREADY_LOGGED_IN || rv == p11.CKR_USER_ANOTHER_ALREADY_LOGGED_IN {
+		var keeping []*Token // the Tokens to log in again after a reload, as before
+		for _, o := range t.sameTokenLocked() {
+			if o.userPIN != "" {
+				keeping = append(keeping, o)
+			}
+		}
 		t.logoutLocked(sh)
 		err = t.mod.b.Login(sh, userType, pin)
+		if err == nil && userType == p11.CKU_USER {
+			for _, o := range keeping {
+				o.userPIN = pin // the user PIN is the token's: this one is it
+			}
+		}
 	}
 	if err != nil {
 		return t.pinErr(op, err, userType == p11.CKU_SO)
@@ -384,8 +408,12 @@ func (t *Token) ChangeUserPIN(ctx context.Context, oldPIN, newPIN string) error 
 		if err := t.mod.b.SetPIN(sh, oldPIN, newPIN); err != nil {
 			return t.pinErr(op, err, false)
 		}
-		if t.userPIN != "" {
-			t.userPIN = newPIN
+		// The user PIN is the token's: whichever Token keeps it to log in again keeps
+		// the new one.
+		for _, o := range t.sameTokenLocked() {
+			if o.userPIN != "" {
+				o.userPIN = newPIN
+			}
 		}
 		return nil
 	})
