@@ -95,7 +95,9 @@ func TestWipeOfATokenWithAnObjectWriteCutShort(t *testing.T) {
 	if objs := objects(t, spare, "Wz5-new-user-PIN"); len(objs) != 0 {
 		t.Fatalf("objects left after the wipe: %v", objs)
 	}
-	// The issue on the other token, whose session the reload ended, holds its key and
-	// certificate.
+	// The issue on the other token holds its key and certificate. (The two jobs run in no
+	// set order: the reload may have come before, during or after the issue; the driver's
+	// TestReloadBesideACallInFlight and TestInitAfterObjectWritesCutShort pin down a call
+	// in flight and a login on another token across a reload.)
 	wantOneKeyAndCertificate(t, otherLabel, userPIN, keyID(issue.JobID))
 }
