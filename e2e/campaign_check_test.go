@@ -154,10 +154,12 @@ func (c *campaign) checkAccounted(all []client.Job, details map[string]client.Jo
 			continue
 		}
 		want := jobs.StateSucceeded
-		switch rec.decision {
-		case "reject":
+		switch {
+		case rec.lost != nil: // cancelled by the help desk: its token was lost (campaign_lost_test.go)
+			want = jobs.StateCancelled
+		case rec.decision == "reject":
 			want = jobs.StateRejected
-		case "cancel":
+		case rec.decision == "cancel":
 			want = jobs.StateCancelled
 		}
 		if d.State != want {
@@ -293,6 +295,8 @@ func (c *campaign) checkTokens(certs []client.Certificate) verdict {
 			v.problems = append(v.problems, c.checkToken(a, serial, l.expect(), certOf)...)
 		}
 	}
+	lostProblems, left := c.checkLost()
+	v.problems = append(v.problems, lostProblems...)
 	simulated := 0
 	for _, l := range c.lanes {
 		if l.agent == nil && l.serial != "" {
@@ -300,7 +304,11 @@ func (c *campaign) checkTokens(certs []client.Certificate) verdict {
 			v.problems = append(v.problems, c.checkSimToken(l, l.expect(), certOf)...)
 		}
 	}
-	v.note = fmt.Sprintf("%d initialised tokens on %d real agents (pkcs11-tool), %d simulated tokens", tokens, len(c.agents), simulated)
+	v.note = fmt.Sprintf("%d initialised tokens on %d real agents (pkcs11-tool), %d simulated tokens, %d replaced as lost (their serials absent)",
+		tokens, len(c.agents), simulated, len(c.replaced))
+	if len(left) > 0 {
+		v.note += fmt.Sprintf("; damaged token files no job waited for: %v", left)
+	}
 	return v
 }
 
@@ -542,6 +550,7 @@ func (c *campaign) summary() {
 	// A wipe or initialise that met an object a killed agent left half-written on a
 	// SoftHSM2 token: the agent reloaded its module and initialised again.
 	fmt.Fprintf(&b, "  reloads:    %d PKCS#11 module reloads by real agents after a token initialisation failed with a device error\n", reloads)
+	fmt.Fprintf(&b, "  tokens replaced: %s\n", c.replacedSummary())
 	for _, v := range c.verdicts {
 		ok := "holds"
 		if len(v.problems) > 0 {

@@ -48,6 +48,8 @@ func (c *campaign) injectFaults(inj *injector, lanesDone <-chan struct{}) {
 			select {
 			case <-time.After(delay):
 			case <-lanesDone:
+			case r := <-c.restarts:
+				c.serveRestart(r)
 			}
 			inj.one()
 			c.faultsRun.Add(1)
@@ -56,6 +58,8 @@ func (c *campaign) injectFaults(inj *injector, lanesDone <-chan struct{}) {
 		select {
 		case <-lanesDone:
 			return
+		case r := <-c.restarts:
+			c.serveRestart(r)
 		case <-tick.C:
 		}
 	}

@@ -22,7 +22,9 @@ import (
 // desk's last retry, or expired) leaves the token as far as it got, by design (nothing is
 // undone, see agent/executor): an issue may have initialised it, a renewal left its key
 // beside the current one, an unblock set a new user PIN. The lane then no longer knows
-// what the token holds, and wipes it, as a help desk does, before going on.
+// what the token holds, and wipes it, as a help desk does, before going on. A real
+// lane's token whose SoftHSM2 file a kill emptied is replaced, its job cancelled, and the
+// lane starts again from a blank token (campaign_lost_test.go).
 type lane struct {
 	c       *campaign
 	n       int
@@ -36,9 +38,10 @@ type lane struct {
 	// The token as the lane's jobs left it.
 	serial string
 	state  tokenState
-	keyJob string // the job whose key (and certificate, when hasCert) the token holds
-	pinJob string // the job that set the user PIN now on the token
-	broken string // why the lane stopped: a job ended in a way it cannot account for
+	keyJob string   // the job whose key (and certificate, when hasCert) the token holds
+	pinJob string   // the job that set the user PIN now on the token
+	broken string   // why the lane stopped: a job ended in a way it cannot account for
+	lost   []string // serials of the lane's tokens a kill emptied, replaced since
 }
 
 type tokenState string
@@ -110,6 +113,9 @@ func (l *lane) next() (jobs.Kind, string) {
 // while it fails, and updates the token's model when it succeeded.
 func (l *lane) do(kind jobs.Kind, serial string) {
 	c := l.c
+	if c.beforeJob != nil {
+		c.beforeJob(l)
+	}
 	n := c.created.Add(1)
 	if n%500 == 0 {
 		c.t.Logf("progress: job %d of %d created, %d faults injected, %v in", n, c.plan.jobs, c.faultsRun.Load(), time.Since(c.started).Round(time.Second))
@@ -146,9 +152,21 @@ func (l *lane) do(kind jobs.Kind, serial string) {
 		c.problem("lane %d (%s): %s", l.n, l.holder, l.broken)
 		return
 	}
+	if rec.lost != nil {
+		// Cancelled and its token replaced: the lane starts again from a blank token,
+		// which its next issue initialises under a new serial.
+		l.lost = append(l.lost, rec.lost.serial)
+		l.serial, l.state, l.keyJob, l.pinJob = "", tokenBlank, "", ""
+		return
+	}
 	if d.State != jobs.StateSucceeded {
 		l.leftBehind(rec, d)
 		return
+	}
+	if l.agent != nil {
+		// Which directory holds the token, for when a kill empties its file. A look that
+		// falls while the agent rewrites a token file sees it damaged: it is not noted.
+		_, _, _ = l.agent.noteTokens()
 	}
 	switch kind {
 	case jobs.KindIssue:
@@ -245,6 +263,7 @@ func (l *lane) drive(rec *jobRecord) (client.JobDetail, error) {
 	c := l.c
 	deadline := time.Now().Add(jobWait)
 	var d client.JobDetail
+	var watch lostWatch
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -268,6 +287,13 @@ func (l *lane) drive(rec *jobRecord) (client.JobDetail, error) {
 			continue
 		case jobs.Terminal(d.State):
 			return d, nil
+		}
+		replaced, err := l.watchLost(&watch, rec, d)
+		if err != nil {
+			return d, err
+		}
+		if replaced {
+			continue // the job is cancelled: see it end
 		}
 		if time.Now().After(deadline) {
 			return d, fmt.Errorf("still %s (attempt %d, steps %v, waiting: %q) after %v", d.State, d.Attempt, stepNames(d), d.WaitingReason, jobWait)

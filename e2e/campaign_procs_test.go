@@ -370,6 +370,9 @@ type agentProc struct {
 	// blankMu lets one job at a time look for a blank token on the agent: two first
 	// issues at once would race for the store's one free slot.
 	blankMu sync.Mutex
+
+	dirsMu sync.Mutex
+	dirs   map[string]string // token directory → the serial it held when last seen whole
 }
 
 // softStore is a SoftHSM2 token store: its configuration file and token directory.

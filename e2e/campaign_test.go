@@ -254,6 +254,15 @@ type campaign struct {
 	verdicts   []verdict
 	deadByCode map[string]int
 
+	// replaced are the lanes' tokens a kill emptied, replaced as an operator does
+	// (campaign_lost_test.go).
+	replaced []*replacement
+	// restarts carries agent restarts the lanes ask for to the test's goroutine.
+	restarts chan agentRestart
+	// beforeJob, when set, runs in a lane's goroutine before each of its jobs: a focused
+	// test's way to act between two jobs.
+	beforeJob func(l *lane)
+
 	sims      *fleetsim.Fleet // nil without simulated agents
 	simTokens *fleetsim.SimTokens
 	simLog    *tailBuffer
@@ -270,6 +279,9 @@ type jobRecord struct {
 	retries  int
 	final    client.JobDetail
 	ended    bool
+	// lost is set when the job waited for a token a kill emptied: the campaign cancelled
+	// it, as decided then, and replaced the token.
+	lost *replacement
 }
 
 func newCampaign(t *testing.T, set campaignSettings, p variantPlan, seed uint64) *campaign {
@@ -277,7 +289,7 @@ func newCampaign(t *testing.T, set campaignSettings, p variantPlan, seed uint64)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	c := &campaign{t: t, set: set, plan: p, seed: seed, ctx: ctx, cancel: cancel,
-		jobs: map[string]*jobRecord{}, faults: map[string]int{}}
+		jobs: map[string]*jobRecord{}, faults: map[string]int{}, restarts: make(chan agentRestart)}
 	t.Logf("variant %s: seed %d, %d jobs, %d faults, %d real agents with %d lanes each, %d simulated agents", p.name, seed, p.jobs, p.faults, p.agents, p.lanes, p.sims)
 	c.broker = testenv.NewBroker(t)
 	c.dead = newDeadTap(t, c.broker)
