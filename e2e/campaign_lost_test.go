@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/client"
@@ -359,33 +358,6 @@ func (c *campaign) serveRestart(r agentRestart) {
 	}
 	r.done <- err
 }
-
-// stop ends the child with SIGTERM and waits until it is gone; one that does not end
-// within stopLimit is killed.
-func (p *proc) stop() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-		fmt.Fprintf(p.log, "--- %s stopped with SIGTERM ---\n", p.name)
-	case <-time.After(stopLimit):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-		fmt.Fprintf(p.log, "--- %s did not stop within %v of SIGTERM: killed ---\n", p.name, stopLimit)
-	}
-}
-
-const stopLimit = time.Minute
 
 // checkLost holds the replaced tokens to what the replacement did: the lost serial is
 // gone from the agent's store. It also names the damaged token files left in the stores

@@ -149,25 +149,54 @@ func (p *proc) start() error {
 	return nil
 }
 
-// kill ends the child with SIGKILL and waits until it is gone. It says whether the child
-// was running.
-func (p *proc) kill() bool {
+// live returns the running child and the channel closed when it ends; nil when none runs.
+func (p *proc) live() (*exec.Cmd, <-chan struct{}) {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
 	if cmd == nil {
-		return false
+		return nil, nil
 	}
 	select {
 	case <-done:
-		return false
+		return nil, nil
 	default:
+		return cmd, done
+	}
+}
+
+// kill ends the child with SIGKILL and waits until it is gone. It says whether the child
+// was running.
+func (p *proc) kill() bool {
+	cmd, done := p.live()
+	if cmd == nil {
+		return false
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	<-done
 	fmt.Fprintf(p.log, "--- %s killed with SIGKILL ---\n", p.name)
 	return true
 }
+
+// stop ends the child with SIGTERM and waits until it is gone; one that does not end
+// within stopLimit is killed.
+func (p *proc) stop() {
+	cmd, done := p.live()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		fmt.Fprintf(p.log, "--- %s stopped with SIGTERM ---\n", p.name)
+	case <-time.After(stopLimit):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+		fmt.Fprintf(p.log, "--- %s did not stop within %v of SIGTERM: killed ---\n", p.name, stopLimit)
+	}
+}
+
+const stopLimit = time.Minute
 
 // exited says whether the child ended by itself (not killed by the campaign), and how.
 func (p *proc) exited() (bool, error) {

@@ -144,7 +144,7 @@ func TestInitAfterObjectWritesCutShort(t *testing.T) {
 		t.Fatalf("after the initialisation the token says %+v", info)
 	}
 	// A try gets past one object cut short at least (SoftHSM2 sometimes gets past more).
-	if got := strings.Count(logs.String(), "the module was reloaded"); got < 1 || got > 2 {
+	if got := reloadsLogged(&logs); got < 1 || got > 2 {
 		t.Errorf("module reloads logged: %d, want 1 or 2:\n%s", got, logs.String())
 	}
 	if files := objectFiles(t, dir); len(files) != 0 {
@@ -196,7 +196,7 @@ func TestInitOfATokenStillFailingAfterTheReloads(t *testing.T) {
 	if !pkcs11.Retryable(err) {
 		t.Error("a device error is not retryable")
 	}
-	if got := strings.Count(logs.String(), "the module was reloaded"); got != 4 {
+	if got := reloadsLogged(&logs); got != 4 {
 		t.Errorf("module reloads logged: %d, want 4:\n%s", got, logs.String())
 	}
 	// The token answers again: the next initialisation (a retry of the job) succeeds.
@@ -206,17 +206,40 @@ func TestInitOfATokenStillFailingAfterTheReloads(t *testing.T) {
 	}
 }
 
+// reloadsLogged counts the module reloads the driver logged.
+func reloadsLogged(logs *bytes.Buffer) int {
+	return strings.Count(logs.String(), "the module was reloaded")
+}
+
+// reloadRig is a module with fault injection and its log, and two tokens: serial, the one
+// a test watches, and zSerial, the one whose initialisation reloads the module (reload).
+type reloadRig struct {
+	inj             faults.Injector
+	logs            bytes.Buffer
+	mod             *pkcs11.Module
+	serial, zSerial string
+}
+
+func newReloadRig(t *testing.T) *reloadRig {
+	t.Helper()
+	r := &reloadRig{}
+	_, r.serial = newToken(t)
+	_, r.zSerial = newToken(t)
+	r.mod = openModule(t, pkcs11.Options{Wrap: r.inj.Wrap, Logger: zerolog.New(&r.logs).Level(zerolog.InfoLevel)})
+	return r
+}
+
 // reload reloads the module under the tokens open on it: initialising the token z fails
 // once with a device error, so Init reloads the module and tries again.
-func reload(t *testing.T, z *pkcs11.Token, inj *faults.Injector, logs *bytes.Buffer) {
+func (r *reloadRig) reload(t *testing.T, z *pkcs11.Token) {
 	t.Helper()
-	inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
-	before := strings.Count(logs.String(), "the module was reloaded")
+	r.inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
+	before := reloadsLogged(&r.logs)
 	if _, err := z.Init(context.Background(), pkcs11.InitOptions{Label: "reloaded", SOPIN: soPIN, Force: true}); err != nil {
 		t.Fatalf("initialise a token through one reload: %v", err)
 	}
-	if got := strings.Count(logs.String(), "the module was reloaded") - before; got != 1 {
-		t.Fatalf("module reloads logged: %d, want 1:\n%s", got, logs.String())
+	if got := reloadsLogged(&r.logs) - before; got != 1 {
+		t.Fatalf("module reloads logged: %d, want 1:\n%s", got, r.logs.String())
 	}
 }
 
@@ -225,12 +248,8 @@ func reload(t *testing.T, z *pkcs11.Token, inj *faults.Injector, logs *bytes.Buf
 // the PIN another handle kept.
 func TestReloadAfterALogoutThroughAnotherHandle(t *testing.T) {
 	ctx := context.Background()
-	var inj faults.Injector
-	_, serial := newToken(t)
-	_, zSerial := newToken(t)
-	var logs bytes.Buffer
-	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
-	a, b, z := openToken(t, mod, serial), openToken(t, mod, serial), openToken(t, mod, zSerial)
+	r := newReloadRig(t)
+	a, b, z := openToken(t, r.mod, r.serial), openToken(t, r.mod, r.serial), openToken(t, r.mod, r.zSerial)
 	if err := a.Login(ctx, userPIN); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +267,7 @@ func TestReloadAfterALogoutThroughAnotherHandle(t *testing.T) {
 		if in, err := a.LoggedIn(ctx); err != nil || in {
 			t.Fatalf("after a logout through another handle: logged in %t, %v", in, err)
 		}
-		reload(t, z, &inj, &logs)
+		r.reload(t, z)
 		if in, err := a.LoggedIn(ctx); err != nil || in {
 			t.Fatalf("after a logout through another handle and a reload: logged in %t, %v", in, err)
 		}
@@ -259,17 +278,13 @@ func TestReloadAfterALogoutThroughAnotherHandle(t *testing.T) {
 // old one would fail, and count as a wrong PIN on a token that locks it.
 func TestReloadAfterAPINChangeThroughAnotherHandle(t *testing.T) {
 	ctx := context.Background()
-	var inj faults.Injector
-	_, serial := newToken(t)
-	_, zSerial := newToken(t)
-	var logs bytes.Buffer
-	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
-	a, b, z := openToken(t, mod, serial), openToken(t, mod, serial), openToken(t, mod, zSerial)
+	r := newReloadRig(t)
+	a, b, z := openToken(t, r.mod, r.serial), openToken(t, r.mod, r.serial), openToken(t, r.mod, r.zSerial)
 	info, err := a.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	inj.LimitPINTries(info.SlotID, 3, 3)
+	r.inj.LimitPINTries(info.SlotID, 3, 3)
 	if err := a.Login(ctx, userPIN); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +292,7 @@ func TestReloadAfterAPINChangeThroughAnotherHandle(t *testing.T) {
 	if err := b.ChangeUserPIN(ctx, userPIN, newPIN); err != nil {
 		t.Fatal(err)
 	}
-	reload(t, z, &inj, &logs)
+	r.reload(t, z)
 	if in, err := a.LoggedIn(ctx); err != nil || !in {
 		t.Fatalf("after a PIN change through another handle and a reload: logged in %t, %v", in, err)
 	}
@@ -290,31 +305,27 @@ func TestReloadAfterAPINChangeThroughAnotherHandle(t *testing.T) {
 // whichever calls first, and neither logs the other out doing so.
 func TestReloadUnderTwoHandlesLoggedIn(t *testing.T) {
 	ctx := context.Background()
-	var inj faults.Injector
-	_, serial := newToken(t)
-	_, zSerial := newToken(t)
-	var logs bytes.Buffer
-	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
-	a, b, z := openToken(t, mod, serial), openToken(t, mod, serial), openToken(t, mod, zSerial)
+	r := newReloadRig(t)
+	a, b, z := openToken(t, r.mod, r.serial), openToken(t, r.mod, r.serial), openToken(t, r.mod, r.zSerial)
 	for _, tok := range []*pkcs11.Token{a, b} {
 		if err := tok.Login(ctx, userPIN); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, order := range [][]*pkcs11.Token{{a, b}, {b, a}} {
-		reload(t, z, &inj, &logs)
+		r.reload(t, z)
 		for _, tok := range order {
 			if in, err := tok.LoggedIn(ctx); err != nil || !in {
 				t.Fatalf("a handle called after a reload: logged in %t, %v", in, err)
 			}
 		}
 	}
-	reload(t, z, &inj, &logs)
+	r.reload(t, z)
 	if in, err := b.LoggedIn(ctx); err != nil || !in { // b's login again logged a in
 		t.Fatalf("the second handle called after a reload: logged in %t, %v", in, err)
 	}
-	if strings.Contains(logs.String(), "could not log in again") {
-		t.Errorf("a login again failed:\n%s", logs.String())
+	if strings.Contains(r.logs.String(), "could not log in again") {
+		t.Errorf("a login again failed:\n%s", r.logs.String())
 	}
 }
 
@@ -323,12 +334,8 @@ func TestReloadUnderTwoHandlesLoggedIn(t *testing.T) {
 // and the initialisation succeeds after the reload.
 func TestReloadBesideACallInFlight(t *testing.T) {
 	ctx := context.Background()
-	var inj faults.Injector
-	_, serial := newToken(t)
-	_, zSerial := newToken(t)
-	var logs bytes.Buffer
-	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
-	x, z := openToken(t, mod, serial), openToken(t, mod, zSerial)
+	r := newReloadRig(t)
+	x, z := openToken(t, r.mod, r.serial), openToken(t, r.mod, r.zSerial)
 	if err := x.Login(ctx, userPIN); err != nil {
 		t.Fatal(err)
 	}
@@ -336,10 +343,10 @@ func TestReloadBesideACallInFlight(t *testing.T) {
 
 	signing, release := make(chan struct{}), make(chan struct{})
 	var signOnce, initOnce sync.Once
-	inj.Hook("Sign", func() { signOnce.Do(func() { close(signing); <-release }) })
+	r.inj.Hook("Sign", func() { signOnce.Do(func() { close(signing); <-release }) })
 	initTried := make(chan struct{})
-	inj.Hook("InitToken", func() { initOnce.Do(func() { close(initTried) }) })
-	inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
+	r.inj.Hook("InitToken", func() { initOnce.Do(func() { close(initTried) }) })
+	r.inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
 
 	digest := sha256.Sum256([]byte("in flight"))
 	type signed struct {
@@ -381,10 +388,10 @@ func TestReloadBesideACallInFlight(t *testing.T) {
 	if s := <-states; s.err != nil || !s.in {
 		t.Errorf("the call that waited for the token: logged in %t, %v", s.in, s.err)
 	}
-	if got := strings.Count(logs.String(), "the module was reloaded"); got != 1 {
-		t.Errorf("module reloads logged: %d, want 1:\n%s", got, logs.String())
+	if got := reloadsLogged(&r.logs); got != 1 {
+		t.Errorf("module reloads logged: %d, want 1:\n%s", got, r.logs.String())
 	}
-	inj.Hook("Sign", nil)
+	r.inj.Hook("Sign", nil)
 	sig, err := key.SignContext(ctx, digest[:], crypto.SHA256)
 	if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
 		t.Fatalf("sign after the reload: %v", err)
