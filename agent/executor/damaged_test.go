@@ -4,44 +4,14 @@ package executor
 
 import (
 	"bytes"
-	"crypto/rand"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 	"github.com/tokenfleet/tokenfleet/protocol"
 )
-
-// softHSMTokenDir is the SoftHSM2 directory of the token with the serial, in the store
-// SOFTHSM2_CONF names: the directory's name, without dashes, ends with the serial.
-func softHSMTokenDir(t *testing.T, serial string) string {
-	t.Helper()
-	conf, err := os.ReadFile(os.Getenv("SOFTHSM2_CONF"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tokens string
-	for _, line := range strings.Split(string(conf), "\n") {
-		if v, ok := strings.CutPrefix(line, "directories.tokendir ="); ok {
-			tokens = strings.TrimSpace(v)
-		}
-	}
-	dirs, err := filepath.Glob(filepath.Join(tokens, "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range dirs {
-		if strings.HasSuffix(strings.ReplaceAll(filepath.Base(d), "-", ""), serial) {
-			return d
-		}
-	}
-	t.Fatalf("no SoftHSM2 directory for token %s in %s", serial, tokens)
-	return ""
-}
 
 // An agent killed while SoftHSM2 created an object on a token (SoftHSM2 writes the
 // object's file, then its lock file) leaves the object's empty file without its lock;
@@ -55,15 +25,8 @@ func TestWipeOfATokenWithAnObjectWriteCutShort(t *testing.T) {
 	testenv.PKCS11Tool(t, "--token-label", label, "--login", "--pin", userPIN, "--keypairgen",
 		"--key-type", "EC:prime256v1", "--id", "ee05", "--label", "doomed")
 	otherLabel, otherSerial := initToken(t, soPIN, userPIN)
-	dir := softHSMTokenDir(t, serial)
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	cut := fmt.Sprintf("%x-%x-%x-%x-%x.object", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-	if err := os.WriteFile(filepath.Join(dir, cut), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := testenv.SoftHSMTokenDir(t, serial)
+	cut := testenv.CutObjectWriteShort(t, dir)
 
 	a := newAgent(t, agentOptions{})
 	issue := protocol.JobRef{JobID: "issue-beside-the-wipe", Attempt: 1}

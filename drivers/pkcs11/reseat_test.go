@@ -7,11 +7,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/sha256"
-	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -36,37 +33,6 @@ import (
 // such a kill does, from outside the process and before it loads the module, as a killed
 // agent's successor finds them.
 
-// tokenDir is the SoftHSM2 directory of the token with the serial: its name, without
-// dashes, ends with the serial.
-func tokenDir(t *testing.T, store *testenv.SoftHSM, serial string) string {
-	t.Helper()
-	dirs, err := filepath.Glob(filepath.Join(store.Dir, "tokens", "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range dirs {
-		if strings.HasSuffix(strings.ReplaceAll(filepath.Base(d), "-", ""), serial) {
-			return d
-		}
-	}
-	t.Fatalf("no SoftHSM2 directory for token %s among %v", serial, dirs)
-	return ""
-}
-
-// cutShort leaves in the token directory what a process killed while SoftHSM2 created an
-// object leaves: the object's empty file, without its lock file.
-func cutShort(t *testing.T, dir string) {
-	t.Helper()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("%x-%x-%x-%x-%x.object", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-	if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // objectFiles lists the token directory's object files (<uuid>.object), token.object aside.
 func objectFiles(t *testing.T, dir string) []string {
 	t.Helper()
@@ -86,11 +52,11 @@ func objectFiles(t *testing.T, dir string) []string {
 
 // damagedToken makes a token with a key and a second token with a key, through the
 // module, closes the module as a killed process would have it closed, and leaves n
-// objects cut short on the first token. It returns the module's store and the tokens'
-// labels and serials.
-func damagedToken(t *testing.T, n int) (store *testenv.SoftHSM, label, serial, otherSerial string) {
+// objects cut short on the first token, in a store of the test's own. It returns the
+// tokens' labels and serials.
+func damagedToken(t *testing.T, n int) (label, serial, otherSerial string) {
 	t.Helper()
-	store = testenv.NewSoftHSMStore(t)
+	testenv.NewSoftHSMStore(t)
 	label, serial = newToken(t)
 	_, otherSerial = newToken(t)
 	mod, err := pkcs11.Open(testenv.SoftHSMModule, pkcs11.Options{})
@@ -110,17 +76,17 @@ func damagedToken(t *testing.T, n int) (store *testenv.SoftHSM, label, serial, o
 	if err := mod.Close(); err != nil {
 		t.Fatal(err)
 	}
-	dir := tokenDir(t, store, serial)
+	dir := testenv.SoftHSMTokenDir(t, serial)
 	for range n {
-		cutShort(t, dir)
+		testenv.CutObjectWriteShort(t, dir)
 	}
-	return store, label, serial, otherSerial
+	return label, serial, otherSerial
 }
 
 func TestInitAfterObjectWritesCutShort(t *testing.T) {
 	ctx := context.Background()
-	store, label, serial, otherSerial := damagedToken(t, 2) // two kills, two objects cut short
-	dir := tokenDir(t, store, serial)
+	label, serial, otherSerial := damagedToken(t, 2) // two kills, two objects cut short
+	dir := testenv.SoftHSMTokenDir(t, serial)
 
 	var logs bytes.Buffer
 	mod := openModule(t, pkcs11.Options{Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
