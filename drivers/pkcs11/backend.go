@@ -10,7 +10,8 @@ import (
 
 // Backend is the part of a PKCS#11 module this package calls: exactly the functions it
 // uses, with miekg/pkcs11's signatures, so *pkcs11.Ctx is one and a wrapper (fault
-// injection, tracing) can stand between. Loading, C_Initialize and C_Finalize stay outside.
+// injection, tracing) can stand between. Loading, C_Initialize and C_Finalize stay outside
+// (see Reloader).
 type Backend interface {
 	GetInfo() (p11.Info, error)
 	GetSlotList(tokenPresent bool) ([]uint, error)
@@ -41,6 +42,18 @@ type Backend interface {
 }
 
 var _ Backend = (*p11.Ctx)(nil)
+
+// Reloader is what a wrapper (Options.Wrap) implements to stand between this package and
+// the module's C_Finalize and C_Initialize as well, when the module is reloaded (see
+// Module.initWithReloads): to fail them in tests, or to trace them. *pkcs11.Ctx is one. A
+// wrapper that implements it must pass both calls on to the module it wraps; one that
+// does not leaves them to the module itself.
+type Reloader interface {
+	Finalize() error
+	Initialize(opts ...p11.InitializeOption) error
+}
+
+var _ Reloader = (*p11.Ctx)(nil)
 
 // rvOf returns the PKCS#11 return value inside err, 0 if there is none.
 func rvOf(err error) uint {

@@ -21,6 +21,9 @@ var errNoCgo = &Error{Op: "open module", Code: CodeModuleLoadFailed,
 // Backend is the module's functions; without cgo there are none.
 type Backend interface{ noCgo() }
 
+// Reloader is the module's C_Finalize and C_Initialize; without cgo there are none.
+type Reloader interface{ noCgo() }
+
 // Module is a loaded PKCS#11 module; without cgo, Open never returns one.
 type Module struct{}
 

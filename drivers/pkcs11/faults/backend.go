@@ -18,6 +18,28 @@ type backend struct {
 
 var _ pkcs11.Backend = (*backend)(nil)
 
+// reloadingBackend is a wrapped module that takes C_Finalize and C_Initialize as well.
+type reloadingBackend struct {
+	*backend
+	reloader pkcs11.Reloader
+}
+
+var _ pkcs11.Reloader = (*reloadingBackend)(nil)
+
+func (w *reloadingBackend) Finalize() error {
+	if err := w.none("Finalize"); err != nil {
+		return err
+	}
+	return w.reloader.Finalize()
+}
+
+func (w *reloadingBackend) Initialize(opts ...p11.InitializeOption) error {
+	if err := w.none("Initialize"); err != nil {
+		return err
+	}
+	return w.reloader.Initialize(opts...)
+}
+
 func (w *backend) none(call string) error { return w.f.enter(call, 0, false, 0, false) }
 func (w *backend) slot(call string, slot uint) error {
 	return w.f.enter(call, slot, true, 0, false)

@@ -48,7 +48,7 @@ var calls = map[string]bool{
 	"SetPIN": true, "CreateObject": true, "DestroyObject": true, "GetAttributeValue": true,
 	"FindObjectsInit": true, "FindObjects": true, "FindObjectsFinal": true,
 	"GenerateKeyPair": true, "SignInit": true, "Sign": true, "DecryptInit": true, "Decrypt": true,
-	"DeriveKey": true,
+	"DeriveKey": true, "Finalize": true, "Initialize": true,
 }
 
 func checkCall(call string) {
@@ -57,9 +57,16 @@ func checkCall(call string) {
 	}
 }
 
-// Wrap puts the injector in front of a module: pkcs11.Options{Wrap: inj.Wrap}.
+// Wrap puts the injector in front of a module: pkcs11.Options{Wrap: inj.Wrap}. In front of
+// a module that takes C_Finalize and C_Initialize (pkcs11.Reloader: a loaded library, not
+// a backend in this process), it stands in front of those too, which the driver calls
+// when it reloads the module: rules may name "Finalize" and "Initialize".
 func (f *Injector) Wrap(b pkcs11.Backend) pkcs11.Backend {
-	return &backend{inner: b, f: f}
+	w := &backend{inner: b, f: f}
+	if r, ok := b.(pkcs11.Reloader); ok {
+		return &reloadingBackend{backend: w, reloader: r}
+	}
+	return w
 }
 
 // Fail makes the next n calls of the function (its C_ name without "C_", e.g.
