@@ -36,8 +36,11 @@
 //     module (C_Finalize, C_Initialize), a few times: SoftHSM2 reads a token's objects
 //     once, and an object a killed process left half-written (its file without its lock
 //     file) makes every C_InitToken of the process fail until it reads them again. The
-//     reload waits for the calls in flight and ends every session of the library; Tokens
-//     the user was logged in through log in again, so other tokens' work goes on.
+//     reload waits for the calls in flight and holds new ones back, each side giving up
+//     when its context ends; it ends every session of the library once C_Finalize
+//     succeeds, and Tokens the user was logged in through log in again, so other tokens'
+//     work goes on. A module whose C_Initialize fails after the reload stays down, and
+//     each call tries C_Initialize again before it goes on.
 //   - What the agent repeats after a crash or a redelivered job is idempotent by CKA_ID:
 //     GenerateKey and ImportKey return the key already under the ID and clear a half-made
 //     one; WriteCertificate leaves an identical certificate alone and finishes a

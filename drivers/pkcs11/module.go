@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,6 +16,7 @@ import (
 
 	p11 "github.com/miekg/pkcs11"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/tokenfleet/tokenfleet/drivers/pkcs11/uri"
 )
@@ -30,12 +32,22 @@ type library struct {
 	refs     int
 	finalize bool // we called C_Initialize, so C_Finalize is ours to call
 
-	// use is held shared by every call into the module and exclusively by reseat, so that
-	// no call runs while the module is finalized and initialised again.
-	use sync.RWMutex
-	// seat counts reseats (guarded by use): a session opened before the last one is gone,
-	// and its handle may name another token's session now.
+	// use is the library's gate: every call into the module holds one unit of it
+	// (Module.enter), reseat holds all of them, so that no call runs while the module is
+	// finalized and initialised again. It serves in arrival order: a reload waiting for
+	// the calls in flight holds back the calls that come after it, so it cannot starve,
+	// and either side gives up waiting when its context ends.
+	use *semaphore.Weighted
+	// seat counts reseats that ended the module's sessions (guarded by use): a session
+	// opened before the last one is gone, and its handle may name another token's
+	// session now.
 	seat uint64
+
+	downMu sync.Mutex // guards down
+	// down is why the module is not initialised: a reseat finalized it and its
+	// C_Initialize failed. The next call tries C_Initialize again (Module.upLocked); nil
+	// while the module is up.
+	down error
 
 	mu sync.Mutex // guards turns and open
 	// turns holds, per token serial, the 1-slot semaphore every Token on that token holds
@@ -44,6 +56,14 @@ type library struct {
 	// open holds, per token serial, the Tokens on it not closed yet, whichever Module of
 	// this library they came from: initialising a token must first end their sessions.
 	open map[string]map[*Token]struct{}
+}
+
+// useAll is the size of a library's gate: what reseat takes, and more calls than can be
+// in flight.
+const useAll = math.MaxInt64
+
+func newLibrary(key string) *library {
+	return &library{key: key, use: semaphore.NewWeighted(useAll)}
 }
 
 // track notes t as open, or (open false) closed.
@@ -97,30 +117,55 @@ func (l *library) turn(serial string) chan struct{} {
 // errNoReseat says why a library cannot be reseated.
 var errNoReseat = errors.New("the module was not initialised by this package (another part of the process did, or it is a backend in this process), so it cannot be reloaded here")
 
+// reloader is what reseat and upLocked call C_Finalize and C_Initialize through: b, the
+// Module's wrapped backend, if it takes them, else the library itself.
+func (l *library) reloader(b Backend) Reloader {
+	if r, ok := b.(Reloader); ok {
+		return r
+	}
+	return l.ctx
+}
+
 // reseat finalizes the library and initialises it again, as unplugging a token and
 // plugging it back makes a module read it afresh. Some modules keep a token's state in
 // memory and do not read it again by themselves: SoftHSM2 lists a token's objects once,
 // so when C_InitToken fails on an object whose files a write cut short left incomplete
 // (it removes the object's file, then fails on its missing lock file), every later
-// C_InitToken in the process fails on that object again, though its file is gone. It
-// waits for the calls in flight on any token of the library to end and holds new ones
-// back meanwhile. Every session ends: each Token opens a new one at its next call, and
-// one the user was logged in through logs in again (see Token.sessionLocked).
-func (l *library) reseat() error {
-	libraries.mu.Lock() // Close finalizes under it: never reseat a library being closed
-	defer libraries.mu.Unlock()
-	if l.ctx == nil || !l.finalize || l.refs == 0 {
+// C_InitToken in the process fails on that object again, though its file is gone.
+//
+// It waits for the calls in flight on any token of the library to end and holds new ones
+// back meanwhile; when ctx ends first it gives up, having finalized nothing, and the
+// calls held back go on. Once C_Finalize ends the module's sessions, each Token opens a
+// new one at its next call, and one the user was logged in through logs in again (see
+// Token.sessionLocked); a C_Finalize that fails ended nothing, and every session stays.
+// A C_Initialize that fails leaves the module down: each later call tries it again.
+func (l *library) reseat(ctx context.Context, b Backend) error {
+	if l.ctx == nil || !l.finalize {
 		return errNoReseat
 	}
-	l.use.Lock()
-	defer l.use.Unlock()
-	l.seat++
-	if err := l.ctx.Finalize(); err != nil && rvOf(err) != p11.CKR_CRYPTOKI_NOT_INITIALIZED {
-		return fmt.Errorf("C_Finalize: %w", err)
+	if err := l.use.Acquire(ctx, useAll); err != nil {
+		return fmt.Errorf("gave up waiting for the calls in flight on the module to end: %w", err)
 	}
-	if err := l.ctx.Initialize(); err != nil {
-		return fmt.Errorf("C_Initialize: %w", err)
+	defer l.use.Release(useAll)
+	// Close finalizes under libraries.mu: never reseat a library being closed. Nobody
+	// takes use holding libraries.mu, so taking it after use cannot deadlock.
+	libraries.mu.Lock()
+	defer libraries.mu.Unlock()
+	if l.refs == 0 {
+		return errNoReseat
 	}
+	l.downMu.Lock()
+	defer l.downMu.Unlock()
+	r := l.reloader(b)
+	if err := r.Finalize(); err != nil && rvOf(err) != p11.CKR_CRYPTOKI_NOT_INITIALIZED {
+		return fmt.Errorf("C_Finalize (nothing was finalized; every session stays): %w", err)
+	}
+	l.seat++ // every session ended
+	if err := r.Initialize(); err != nil && rvOf(err) != p11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
+		l.down = err
+		return fmt.Errorf("C_Initialize after C_Finalize (the module stays uninitialised; each call tries again): %w", err)
+	}
+	l.down = nil
 	return nil
 }
 
@@ -210,7 +255,8 @@ func Open(path string, opts Options) (*Module, error) {
 		if ctx == nil {
 			return nil, &Error{Op: op, Code: CodeModuleLoadFailed, Err: explainLoadFailure(path)}
 		}
-		lib = &library{ctx: ctx, key: key, file: file, finalize: true}
+		lib = newLibrary(key)
+		lib.ctx, lib.file, lib.finalize = ctx, file, true
 		if err := ctx.Initialize(); err != nil {
 			if rvOf(err) != p11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
 				ctx.Destroy()
@@ -253,7 +299,8 @@ func OpenBackend(name string, b Backend, opts Options) (*Module, error) {
 		lib = libraries.backends[b]
 	}
 	if lib == nil {
-		lib = &library{key: name, backend: b}
+		lib = newLibrary(name)
+		lib.backend = b
 		if shared {
 			libraries.backends[b] = lib
 		}
@@ -304,8 +351,11 @@ func (m *Module) Close() error {
 		return nil
 	}
 	delete(libraries.m, lib.key)
+	lib.downMu.Lock()
+	down := lib.down != nil // a reload left it uninitialised: nothing to finalize
+	lib.downMu.Unlock()
 	var err error
-	if lib.finalize {
+	if lib.finalize && !down {
 		if ferr := lib.ctx.Finalize(); ferr != nil {
 			err = &Error{Op: "close module", Code: CodeGeneralError, RV: rvOf(ferr), Err: ferr}
 		}
@@ -330,15 +380,56 @@ func (m *Module) check(ctx context.Context, op string) error {
 	return nil
 }
 
+// enter waits for the library's gate (see library.use), or for ctx to end, and brings the
+// module up again if a reload left it down. Every call into the module is between enter
+// and leave.
+func (m *Module) enter(ctx context.Context, op string) error {
+	if err := m.lib.use.Acquire(ctx, 1); err != nil {
+		return ctxErr(op, fmt.Errorf("waiting to call the module (calls wait while a reload of it is pending or running): %w", err))
+	}
+	if err := m.upLocked(op); err != nil {
+		m.lib.use.Release(1)
+		return err
+	}
+	return nil
+}
+
+// leave ends what enter began.
+func (m *Module) leave() { m.lib.use.Release(1) }
+
+// upLocked tries C_Initialize again if a reload left the module down, once: a module
+// that cannot be initialised again stays down until the process loads it afresh. Call it
+// holding a unit of the gate: no call is in the module while it is down, since only a
+// reseat, holding the whole gate, takes it down.
+func (m *Module) upLocked(op string) error {
+	l := m.lib
+	l.downMu.Lock()
+	defer l.downMu.Unlock()
+	if l.down == nil {
+		return nil
+	}
+	err := l.reloader(m.b).Initialize()
+	if err == nil || rvOf(err) == p11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
+		l.down = nil
+		m.log.Info().Str("module", m.path).Msg("pkcs11: the module, down since a reload, was initialised again")
+		return nil
+	}
+	l.down = err
+	return &Error{Op: op, Code: CodeModuleLoadFailed, RV: rvOf(err),
+		Err: fmt.Errorf("the PKCS#11 module %s could not be initialised again after a reload, and C_Initialize failed again now (%w); restart the process (the agent) to load it afresh", m.path, err)}
+}
+
 // Info describes the library.
 func (m *Module) Info(ctx context.Context) (ModuleInfo, error) {
 	const op = "module info"
 	if err := m.check(ctx, op); err != nil {
 		return ModuleInfo{}, err
 	}
-	m.lib.use.RLock()
+	if err := m.enter(ctx, op); err != nil {
+		return ModuleInfo{}, err
+	}
 	in, err := m.b.GetInfo()
-	m.lib.use.RUnlock()
+	m.leave()
 	if err != nil {
 		return ModuleInfo{}, wrapErr(op, err)
 	}
@@ -358,8 +449,10 @@ func (m *Module) Slots(ctx context.Context) ([]Slot, error) {
 	if err := m.check(ctx, op); err != nil {
 		return nil, err
 	}
-	m.lib.use.RLock()
-	defer m.lib.use.RUnlock()
+	if err := m.enter(ctx, op); err != nil {
+		return nil, err
+	}
+	defer m.leave()
 	ids, err := m.b.GetSlotList(false)
 	if err != nil {
 		return nil, wrapErr(op, err)
@@ -480,19 +573,68 @@ func describeTokens(ts []TokenInfo) string {
 // InitToken initialises the token in the slot (use a slot Slots lists as Free): it sets
 // the SO PIN and the label and erases every object on it. A token already initialised is
 // refused with CodeAlreadyInitialized unless opts.Force. Set the user PIN afterwards with
-// Token.InitUserPIN (find the token by its new serial or label).
+// Token.InitUserPIN (find the token by its new serial or label). When the token answers
+// CodeDeviceError, the module is reloaded and the initialisation tried again, as
+// Token.Init does.
 func (m *Module) InitToken(ctx context.Context, slotID uint, opts InitOptions) (TokenInfo, error) {
 	const op = "initialise token"
-	if err := m.check(ctx, op); err != nil {
-		return TokenInfo{}, err
+	return m.initWithReloads(ctx, func(e *zerolog.Event) *zerolog.Event { return e.Uint("slot", slotID) },
+		func() (TokenInfo, error) {
+			if err := m.check(ctx, op); err != nil {
+				return TokenInfo{}, err
+			}
+			start := time.Now()
+			if err := m.enter(ctx, op); err != nil {
+				return TokenInfo{}, err
+			}
+			info, err := initToken(m.b, op, slotID, opts)
+			m.leave()
+			m.log.Debug().Str("op", op).Uint("slot", slotID).Str("label", opts.Label).Dur("took_ms", time.Since(start)).
+				Str("code", string(CodeOf(err))).Msg("pkcs11")
+			return info, err
+		})
+}
+
+// maxReseats bounds the module reloads one initialisation tries: SoftHSM2 gets past one
+// incomplete object per reload, and one write cut short leaves at most one.
+const maxReseats = 4
+
+// initWithReloads runs try, one C_InitToken of a token (which, for the log, names), and
+// while it answers CodeDeviceError reloads the module (library.reseat) and runs it again,
+// up to maxReseats times: SoftHSM2 cannot reset a token holding an object a write cut
+// short left half-made (the process writing it was killed, as a token pulled out mid-write
+// would be) until the module is reloaded, and gets past one such object per reload. A
+// token still failing has damaged storage: the error says to re-initialise it with its
+// vendor's tool or replace it. A reload gives up when ctx ends while it waits for the
+// calls in flight on the module, finalizing nothing: the error is then CodeCancelled and
+// wraps ctx's.
+func (m *Module) initWithReloads(ctx context.Context, names func(*zerolog.Event) *zerolog.Event, try func() (TokenInfo, error)) (TokenInfo, error) {
+	info, err := try()
+	reloads := 0
+	var reseatErr error
+	for ; reloads < maxReseats && CodeOf(err) == CodeDeviceError; reloads++ {
+		if reseatErr = m.lib.reseat(ctx, m.b); reseatErr != nil {
+			break
+		}
+		names(m.log.Info()).Int("reload", reloads+1).
+			Msg("pkcs11: the token could not be initialised (device error); the module was reloaded to try again")
+		info, err = try()
 	}
-	start := time.Now()
-	m.lib.use.RLock()
-	info, err := initToken(m.b, op, slotID, opts)
-	m.lib.use.RUnlock()
-	m.log.Debug().Str("op", op).Uint("slot", slotID).Str("label", opts.Label).Dur("took_ms", time.Since(start)).
-		Str("code", string(CodeOf(err))).Msg("pkcs11")
-	return info, err
+	var e *Error
+	if CodeOf(err) != CodeDeviceError || !errors.As(err, &e) {
+		return info, err
+	}
+	if ctx.Err() != nil && errors.Is(reseatErr, ctx.Err()) {
+		return info, &Error{Op: e.Op, Code: CodeCancelled, Token: e.Token, Label: e.Label,
+			Err: fmt.Errorf("the token could not be reset (%w), and the module reload to try again %w", e.Err, reseatErr)}
+	}
+	advice := "its storage may be damaged (a write cut short, as when a token is pulled out or the process writing to it stops mid-write): re-initialise it with its vendor's tool, or replace it"
+	if reseatErr != nil {
+		e.Err = fmt.Errorf("the token could not be reset, and the module could not be reloaded to try again (%w); restarting the process may help, else %s: %w", reseatErr, advice, e.Err)
+	} else {
+		e.Err = fmt.Errorf("the token could not be reset, even after reloading the module %d times; %s: %w", reloads, advice, e.Err)
+	}
+	return info, e
 }
 
 // initToken checks the request against the token and runs C_InitToken.

@@ -8,7 +8,9 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"errors"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -362,4 +364,326 @@ func TestReloadBesideACallInFlight(t *testing.T) {
 	if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
 		t.Fatalf("sign after the reload: %v", err)
 	}
+}
+
+// holdSign starts a signature with the key and holds it inside the module (in C_Sign)
+// until release is called; it returns once the signature is there. The signature's
+// outcome (nil when it verifies) comes on the channel. Later signatures are not held.
+func (r *reloadRig) holdSign(t *testing.T, key *pkcs11.Key) (release func(), signed <-chan error) {
+	t.Helper()
+	inside, held := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.inj.Hook("Sign", func() { once.Do(func() { close(inside); <-held }) })
+	out := make(chan error, 1)
+	go func() {
+		digest := sha256.Sum256([]byte("held in the module"))
+		sig, err := key.SignContext(context.Background(), digest[:], crypto.SHA256)
+		if err == nil && !ecdsa.VerifyASN1(key.Public().(*ecdsa.PublicKey), digest[:], sig) {
+			err = errors.New("the signature does not verify")
+		}
+		out <- err
+	}()
+	<-inside
+	var releaseOnce sync.Once
+	release = func() { releaseOnce.Do(func() { close(held) }) }
+	t.Cleanup(release) // a test that fails early must not leave the module held
+	return release, out
+}
+
+// untilReloadHolds waits until a reload of the module holds calls back.
+func untilReloadHolds(mod *pkcs11.Module) {
+	for !pkcs11.ReloadHolding(mod) {
+		runtime.Gosched()
+	}
+}
+
+// signs fails unless the key still signs.
+func signs(t *testing.T, key *pkcs11.Key) {
+	t.Helper()
+	digest := sha256.Sum256([]byte("still signs"))
+	sig, err := key.SignContext(context.Background(), digest[:], crypto.SHA256)
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	if !ecdsa.VerifyASN1(key.Public().(*ecdsa.PublicKey), digest[:], sig) {
+		t.Fatal("the signature does not verify")
+	}
+}
+
+// loggedInKey logs the user in through tok and makes a signing key on it.
+func loggedInKey(t *testing.T, tok *pkcs11.Token) *pkcs11.Key {
+	t.Helper()
+	if err := tok.Login(context.Background(), userPIN); err != nil {
+		t.Fatal(err)
+	}
+	return generate(t, tok, []byte{9}, "ec-p256", pkcs11.UsageSign)
+}
+
+// A reload waiting for a call in flight (a real token's key generation takes seconds)
+// gives up when the initialisation's context ends, while that call is still in the
+// module: nothing is finalized, the calls it held back go on, and every session stays.
+func TestReloadGivesUpWhenItsContextEnds(t *testing.T) {
+	ctx := context.Background()
+	r := newReloadRig(t)
+	x, z := openToken(t, r.mod, r.serial), openToken(t, r.mod, r.zSerial)
+	key := loggedInKey(t, x)
+	opened := r.inj.Calls("OpenSession")
+
+	release, signed := r.holdSign(t, key)
+	r.inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
+	initCtx, cancel := context.WithCancel(ctx)
+	inits := make(chan error, 1)
+	go func() {
+		_, err := z.Init(initCtx, pkcs11.InitOptions{Label: "given-up", SOPIN: soPIN, Force: true})
+		inits <- err
+	}()
+	untilReloadHolds(r.mod) // the first try failed, and the reload waits for the signature
+	cancel()
+	err := <-inits // the signature is still held in the module
+	e := codeErr(t, err, pkcs11.CodeCancelled)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("the initialisation's error does not wrap the context's: %v", err)
+	}
+	for _, want := range []string{"could not be reset", "CKR_DEVICE_ERROR", "gave up waiting for the calls in flight"} {
+		if !strings.Contains(e.Error(), want) {
+			t.Errorf("error %q does not say %q", e.Error(), want)
+		}
+	}
+	if pkcs11.ReloadHolding(r.mod) {
+		t.Fatal("the reload given up still holds calls back")
+	}
+	// Calls on other tokens go on while the signature is still in the module.
+	if _, err := z.Info(ctx); err != nil {
+		t.Fatalf("a call beside the signature after the reload gave up: %v", err)
+	}
+
+	release()
+	if err := <-signed; err != nil {
+		t.Fatalf("the signature in flight: %v", err)
+	}
+	if n := r.inj.Calls("Finalize") + r.inj.Calls("Initialize"); n != 0 {
+		t.Errorf("C_Finalize or C_Initialize called %d times by a reload that gave up", n)
+	}
+	if got := reloadsLogged(&r.logs); got != 0 {
+		t.Errorf("module reloads logged: %d, want 0:\n%s", got, r.logs.String())
+	}
+	// The session and its login stayed: no session was opened again.
+	if in, err := x.LoggedIn(ctx); err != nil || !in {
+		t.Fatalf("after the reload gave up: logged in %t, %v", in, err)
+	}
+	signs(t, key)
+	if got := r.inj.Calls("OpenSession"); got != opened {
+		t.Errorf("sessions opened after the reload gave up: %d, want none", got-opened)
+	}
+	// A reload with time to wait still works.
+	r.reload(t, z)
+	if in, err := x.LoggedIn(ctx); err != nil || !in {
+		t.Fatalf("after a reload: logged in %t, %v", in, err)
+	}
+	signs(t, key)
+}
+
+// A call waiting to enter the module behind a reload that waits for a call in flight gives
+// up when its context ends, through a Token or the Module; the reload then goes on.
+func TestCallBehindAReloadGivesUpWhenItsContextEnds(t *testing.T) {
+	ctx := context.Background()
+	r := newReloadRig(t)
+	x, z := openToken(t, r.mod, r.serial), openToken(t, r.mod, r.zSerial)
+	key := loggedInKey(t, x)
+
+	release, signed := r.holdSign(t, key)
+	r.inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
+	inits := make(chan error, 1)
+	go func() {
+		_, err := z.Init(ctx, pkcs11.InitOptions{Label: "held-back", SOPIN: soPIN, Force: true})
+		inits <- err
+	}()
+	untilReloadHolds(r.mod)
+
+	callCtx, cancel := context.WithCancel(ctx)
+	calls := make(chan error, 2)
+	go func() { _, err := z.Info(callCtx); calls <- err }() // z's turn is free: it waits for the module
+	go func() { _, err := r.mod.Slots(callCtx); calls <- err }()
+	cancel()
+	for range 2 {
+		err := <-calls // the signature, and so the reload, are still held
+		wantCode(t, err, pkcs11.CodeCancelled)
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the call's error does not wrap the context's: %v", err)
+		}
+	}
+	if !pkcs11.ReloadHolding(r.mod) {
+		t.Fatal("the reload stopped holding calls back when the calls behind it gave up")
+	}
+
+	release()
+	if err := <-signed; err != nil {
+		t.Fatalf("the signature in flight: %v", err)
+	}
+	if err := <-inits; err != nil {
+		t.Fatalf("initialise through the reload: %v", err)
+	}
+	if got := reloadsLogged(&r.logs); got != 1 {
+		t.Errorf("module reloads logged: %d, want 1:\n%s", got, r.logs.String())
+	}
+	if in, err := x.LoggedIn(ctx); err != nil || !in {
+		t.Fatalf("after the reload: logged in %t, %v", in, err)
+	}
+}
+
+// A C_Finalize that fails ends no session: the Tokens keep theirs, logged in, and open
+// none again; the initialisation reports the failed reload.
+func TestReloadWhoseFinalizeFails(t *testing.T) {
+	ctx := context.Background()
+	r := newReloadRig(t)
+	x, z := openToken(t, r.mod, r.serial), openToken(t, r.mod, r.zSerial)
+	key := loggedInKey(t, x)
+	opened := r.inj.Calls("OpenSession")
+
+	r.inj.Fail("Finalize", p11.CKR_GENERAL_ERROR, 1)
+	r.inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
+	_, err := z.Init(ctx, pkcs11.InitOptions{Label: "not-reloaded", SOPIN: soPIN, Force: true})
+	e := codeErr(t, err, pkcs11.CodeDeviceError)
+	for _, want := range []string{"the module could not be reloaded to try again", "C_Finalize",
+		"nothing was finalized", "CKR_GENERAL_ERROR", "restarting the process may help"} {
+		if !strings.Contains(e.Error(), want) {
+			t.Errorf("error %q does not say %q", e.Error(), want)
+		}
+	}
+	if n := r.inj.Calls("Initialize"); n != 0 {
+		t.Errorf("C_Initialize called %d times after a C_Finalize that failed", n)
+	}
+	if in, err := x.LoggedIn(ctx); err != nil || !in {
+		t.Fatalf("after a C_Finalize that failed: logged in %t, %v", in, err)
+	}
+	signs(t, key)
+	if got := r.inj.Calls("OpenSession"); got != opened {
+		t.Errorf("sessions opened after a C_Finalize that failed: %d, want none (the old ones would leak)", got-opened)
+	}
+	r.reload(t, z)
+	if in, err := x.LoggedIn(ctx); err != nil || !in {
+		t.Fatalf("after a reload: logged in %t, %v", in, err)
+	}
+}
+
+// A C_Initialize that fails after C_Finalize leaves the module down: each call tries it
+// again, once, and says what happened while it fails; the first that succeeds brings the
+// module up, and the Tokens go on, logged in again.
+func TestReloadWhoseInitializeFails(t *testing.T) {
+	ctx := context.Background()
+	r := newReloadRig(t)
+	x, z := openToken(t, r.mod, r.serial), openToken(t, r.mod, r.zSerial)
+	key := loggedInKey(t, x)
+
+	r.inj.Fail("Initialize", p11.CKR_GENERAL_ERROR, 2) // the reload's, then the next call's
+	r.inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
+	_, err := z.Init(ctx, pkcs11.InitOptions{Label: "down", SOPIN: soPIN, Force: true})
+	e := codeErr(t, err, pkcs11.CodeDeviceError)
+	for _, want := range []string{"the module could not be reloaded to try again", "C_Initialize after C_Finalize",
+		"stays uninitialised"} {
+		if !strings.Contains(e.Error(), want) {
+			t.Errorf("error %q does not say %q", e.Error(), want)
+		}
+	}
+	if n := r.inj.Calls("Finalize"); n != 1 {
+		t.Errorf("C_Finalize called %d times, want 1", n)
+	}
+
+	_, err = x.LoggedIn(ctx)
+	e = codeErr(t, err, pkcs11.CodeModuleLoadFailed)
+	for _, want := range []string{"could not be initialised again after a reload", "CKR_GENERAL_ERROR", "restart the process"} {
+		if !strings.Contains(e.Error(), want) {
+			t.Errorf("error %q does not say %q", e.Error(), want)
+		}
+	}
+	if n := r.inj.Calls("Initialize"); n != 2 {
+		t.Errorf("C_Initialize called %d times, want 2: the reload's and one by the call", n)
+	}
+
+	// The next call's C_Initialize reaches the module and succeeds.
+	if in, err := x.LoggedIn(ctx); err != nil || !in {
+		t.Fatalf("the call that initialised the module again: logged in %t, %v", in, err)
+	}
+	signs(t, key)
+	if _, err := r.mod.Slots(ctx); err != nil {
+		t.Fatalf("list slots once the module is up: %v", err)
+	}
+	if n := r.inj.Calls("Initialize"); n != 3 {
+		t.Errorf("C_Initialize called %d times, want 3: the module is up, calls need not try it", n)
+	}
+	r.reload(t, z)
+}
+
+// Module.InitToken, initialising a token by its slot, reloads the module after a device
+// error as Token.Init does, with real SoftHSM2 objects cut short.
+func TestModuleInitTokenAfterObjectWritesCutShort(t *testing.T) {
+	ctx := context.Background()
+	label, serial, _ := damagedToken(t, 2)
+	dir := testenv.SoftHSMTokenDir(t, serial)
+	var logs bytes.Buffer
+	mod := openModule(t, pkcs11.Options{Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
+	slot := slotHolding(t, mod, serial)
+
+	info, err := mod.InitToken(ctx, slot, pkcs11.InitOptions{Label: label + "-m", SOPIN: soPIN, Force: true})
+	if err != nil {
+		t.Fatalf("initialise the token in slot %d with two objects cut short: %v", slot, err)
+	}
+	if info.Label != label+"-m" || !info.Initialized || info.UserPINInitialized {
+		t.Fatalf("after the initialisation the token says %+v", info)
+	}
+	if got := reloadsLogged(&logs); got < 1 || got > 2 {
+		t.Errorf("module reloads logged: %d, want 1 or 2:\n%s", got, logs.String())
+	}
+	if files := objectFiles(t, dir); len(files) != 0 {
+		t.Errorf("object files left on the initialised token: %v", files)
+	}
+	if out := testenv.PKCS11Tool(t, "--list-token-slots"); !strings.Contains(out, label+"-m") {
+		t.Errorf("pkcs11-tool does not list the token as %q:\n%s", label+"-m", out)
+	}
+}
+
+// Module.InitToken on a token still failing after the reloads says what the operator can
+// do, as Token.Init does.
+func TestModuleInitTokenStillFailingAfterTheReloads(t *testing.T) {
+	ctx := context.Background()
+	var inj faults.Injector
+	label, serial := newToken(t)
+	var logs bytes.Buffer
+	mod := openModule(t, pkcs11.Options{Wrap: inj.Wrap, Logger: zerolog.New(&logs).Level(zerolog.InfoLevel)})
+	slot := slotHolding(t, mod, serial)
+	inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 5)
+
+	_, err := mod.InitToken(ctx, slot, pkcs11.InitOptions{Label: label, SOPIN: soPIN, Force: true})
+	e := codeErr(t, err, pkcs11.CodeDeviceError)
+	for _, want := range []string{"could not be reset, even after reloading the module 4 times",
+		"re-initialise it with its vendor's tool, or replace it", "CKR_DEVICE_ERROR"} {
+		if !strings.Contains(e.Error(), want) {
+			t.Errorf("error %q does not say %q", e.Error(), want)
+		}
+	}
+	if got := reloadsLogged(&logs); got != 4 {
+		t.Errorf("module reloads logged: %d, want 4:\n%s", got, logs.String())
+	}
+	if n := inj.Calls("Finalize"); n != 4 {
+		t.Errorf("C_Finalize called %d times, want 4", n)
+	}
+	if info, err := mod.InitToken(ctx, slot, pkcs11.InitOptions{Label: label, SOPIN: soPIN, Force: true}); err != nil || !info.Initialized {
+		t.Fatalf("initialise again: %+v, %v", info, err)
+	}
+}
+
+// slotHolding is the slot the token with the serial is in.
+func slotHolding(t *testing.T, mod *pkcs11.Module, serial string) uint {
+	t.Helper()
+	slots, err := mod.Slots(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		if s.Token != nil && s.Token.Serial == serial {
+			return s.ID
+		}
+	}
+	t.Fatalf("no slot holds token %s", serial)
+	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	p11 "github.com/miekg/pkcs11"
+	"github.com/rs/zerolog"
 )
 
 // Token is one token, followed by its serial number in whatever slot it sits.
@@ -22,12 +23,12 @@ import (
 // encrypts and decrypts the private objects of a token with one cipher state shared by
 // all its sessions, so a key generated while another session reads private objects can
 // fail (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT) or be stored under a damaged
-// CKA_ID. A call waiting its turn gives up when its context ends. After the token was
-// pulled out and put back, the next call opens a new session, and calls that need the
-// user get CodeNotLoggedIn until Login. After the module was reloaded (Init does that
-// after a device error, see Init), the next call opens a new session and logs the user
-// in again with the PIN it logged in with, which a Token keeps in memory while the user
-// is logged in through it. Login state and the user PIN belong to the token: a logout
+// CKA_ID. A call waiting its turn gives up when its context ends, as does one waiting for
+// a reload of the module to end (see Init). After the token was pulled out and put back,
+// the next call opens a new session, and calls that need the user get CodeNotLoggedIn
+// until Login. After the module was reloaded (Init does that after a device error, see
+// Init), the next call opens a new session and logs the user in again with the PIN it
+// logged in with, which a Token keeps in memory while the user is logged in through it. Login state and the user PIN belong to the token: a logout
 // through any Token on it forgets the PIN in all of them, and a PIN change through any
 // Token on it replaces it.
 type Token struct {
@@ -109,8 +110,6 @@ func (t *Token) run(ctx context.Context, op string, fn func() error) (label stri
 		return "", err
 	}
 	defer t.release()
-	t.mod.lib.use.RLock()
-	defer t.mod.lib.use.RUnlock()
 	defer func() { label = t.label }() // still holding the token
 	if t.closed {
 		return "", &Error{Op: op, Code: CodeGeneralError, Err: errors.New("the token handle is closed")}
@@ -118,6 +117,10 @@ func (t *Token) run(ctx context.Context, op string, fn func() error) (label stri
 	if err := t.mod.check(ctx, op); err != nil {
 		return "", err
 	}
+	if err := t.mod.enter(ctx, op); err != nil {
+		return "", err
+	}
+	defer t.mod.leave()
 	return "", fn()
 }
 
@@ -217,8 +220,10 @@ func (t *Token) dropSessionLocked() {
 func (t *Token) closeSession() {
 	t.sem <- struct{}{}
 	defer t.release()
-	t.mod.lib.use.RLock()
-	defer t.mod.lib.use.RUnlock()
+	// Without a context to end the wait: a reload waiting or running ends by itself. A
+	// module down since a reload needs no call here, since the reload ended the session.
+	_ = t.mod.lib.use.Acquire(context.Background(), 1)
+	defer t.mod.leave()
 	t.dropSessionLocked()
 	t.closed = true
 	t.mod.lib.track(t, false)
@@ -438,10 +443,6 @@ func (t *Token) ChangeSOPIN(ctx context.Context, oldPIN, newPIN string) error {
 	})
 }
 
-// maxReseats bounds the module reloads one Init tries: SoftHSM2 gets past one incomplete
-// object per reload, and one write cut short leaves at most one.
-const maxReseats = 4
-
 // Init initialises the token (C_InitToken): every object on it goes, the SO PIN and label
 // are set, and the user PIN must then be set with InitUserPIN. An initialised token is
 // refused with CodeAlreadyInitialized unless opts.Force; re-initialising needs its
@@ -449,35 +450,17 @@ const maxReseats = 4
 // process (another Token for it) makes it fail with CodeSessionError.
 //
 // When the token answers CodeDeviceError, the module is reloaded (finalized and
-// initialised again, see library.reseat) and the initialisation tried again, up to
-// maxReseats times: SoftHSM2 cannot reset a token holding an object a write cut short
-// left half-made (the process writing it was killed, as a token pulled out mid-write
-// would be) until the module is reloaded, and gets past one such object per reload. A
-// token still failing has damaged storage: the error says to re-initialise it with its
-// vendor's tool or replace it.
+// initialised again) and the initialisation tried again, up to 4 times: SoftHSM2 cannot
+// reset a token holding an object a write cut short left half-made until the module is
+// reloaded. A token still failing has damaged storage: the error says to re-initialise it
+// with its vendor's tool or replace it. A reload waits for the calls in flight on every
+// token of the module, and holds new ones back meanwhile; when ctx ends first it gives up
+// having finalized nothing, and Init fails with CodeCancelled. A reload whose
+// C_Initialize fails leaves the module down: every later call tries C_Initialize again,
+// and fails with CodeModuleLoadFailed while it fails.
 func (t *Token) Init(ctx context.Context, opts InitOptions) (TokenInfo, error) {
-	info, err := t.initOnce(ctx, opts)
-	reloads := 0
-	var reseatErr error
-	for ; reloads < maxReseats && CodeOf(err) == CodeDeviceError && ctx.Err() == nil; reloads++ {
-		if reseatErr = t.mod.lib.reseat(); reseatErr != nil {
-			break
-		}
-		t.mod.log.Info().Str("serial", t.serial).Int("reload", reloads+1).
-			Msg("pkcs11: the token could not be initialised (device error); the module was reloaded to try again")
-		info, err = t.initOnce(ctx, opts)
-	}
-	var e *Error
-	if CodeOf(err) != CodeDeviceError || !errors.As(err, &e) {
-		return info, err
-	}
-	advice := "its storage may be damaged (a write cut short, as when a token is pulled out or the process writing to it stops mid-write): re-initialise it with its vendor's tool, or replace it"
-	if reseatErr != nil {
-		e.Err = fmt.Errorf("the token could not be reset, and the module could not be reloaded to try again (%w); restarting the process may help, else %s: %w", reseatErr, advice, e.Err)
-	} else {
-		e.Err = fmt.Errorf("the token could not be reset, even after reloading the module %d times; %s: %w", reloads, advice, e.Err)
-	}
-	return info, e
+	return t.mod.initWithReloads(ctx, func(e *zerolog.Event) *zerolog.Event { return e.Str("serial", t.serial) },
+		func() (TokenInfo, error) { return t.initOnce(ctx, opts) })
 }
 
 // initOnce is one try of Init.
