@@ -155,12 +155,7 @@ func TestInitOfATokenStillFailingAfterTheReloads(t *testing.T) {
 
 	_, err := tok.Init(ctx, pkcs11.InitOptions{Label: label, SOPIN: soPIN, Force: true})
 	e := codeErr(t, err, pkcs11.CodeDeviceError)
-	for _, want := range []string{"could not be reset, even after reloading the module 4 times",
-		"re-initialise it with its vendor's tool, or replace it", "CKR_DEVICE_ERROR"} {
-		if !strings.Contains(e.Error(), want) {
-			t.Errorf("error %q does not say %q", e.Error(), want)
-		}
-	}
+	says(t, e, "could not be reset, even after reloading the module 4 times", "re-initialise it with its vendor's tool, or replace it", "CKR_DEVICE_ERROR")
 	if !pkcs11.Retryable(err) {
 		t.Error("a device error is not retryable")
 	}
@@ -444,11 +439,7 @@ func TestReloadGivesUpWhenItsContextEnds(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("the initialisation's error does not wrap the context's: %v", err)
 	}
-	for _, want := range []string{"could not be reset", "CKR_DEVICE_ERROR", "gave up waiting for the calls in flight"} {
-		if !strings.Contains(e.Error(), want) {
-			t.Errorf("error %q does not say %q", e.Error(), want)
-		}
-	}
+	says(t, e, "could not be reset", "CKR_DEVICE_ERROR", "gave up waiting for the calls in flight")
 	if pkcs11.ReloadHolding(r.mod) {
 		t.Fatal("the reload given up still holds calls back")
 	}
@@ -544,12 +535,7 @@ func TestReloadWhoseFinalizeFails(t *testing.T) {
 	r.inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
 	_, err := z.Init(ctx, pkcs11.InitOptions{Label: "not-reloaded", SOPIN: soPIN, Force: true})
 	e := codeErr(t, err, pkcs11.CodeDeviceError)
-	for _, want := range []string{"the module could not be reloaded to try again", "C_Finalize",
-		"nothing was finalized", "CKR_GENERAL_ERROR", "restarting the process may help"} {
-		if !strings.Contains(e.Error(), want) {
-			t.Errorf("error %q does not say %q", e.Error(), want)
-		}
-	}
+	says(t, e, "the module could not be reloaded to try again", "C_Finalize", "nothing was finalized", "CKR_GENERAL_ERROR", "restarting the process may help")
 	if n := r.inj.Calls("Initialize"); n != 0 {
 		t.Errorf("C_Initialize called %d times after a C_Finalize that failed", n)
 	}
@@ -579,23 +565,14 @@ func TestReloadWhoseInitializeFails(t *testing.T) {
 	r.inj.Fail("InitToken", p11.CKR_DEVICE_ERROR, 1)
 	_, err := z.Init(ctx, pkcs11.InitOptions{Label: "down", SOPIN: soPIN, Force: true})
 	e := codeErr(t, err, pkcs11.CodeDeviceError)
-	for _, want := range []string{"the module could not be reloaded to try again", "C_Initialize after C_Finalize",
-		"stays uninitialised"} {
-		if !strings.Contains(e.Error(), want) {
-			t.Errorf("error %q does not say %q", e.Error(), want)
-		}
-	}
+	says(t, e, "the module could not be reloaded to try again", "C_Initialize after C_Finalize", "stays uninitialised")
 	if n := r.inj.Calls("Finalize"); n != 1 {
 		t.Errorf("C_Finalize called %d times, want 1", n)
 	}
 
 	_, err = x.LoggedIn(ctx)
 	e = codeErr(t, err, pkcs11.CodeModuleLoadFailed)
-	for _, want := range []string{"could not be initialised again after a reload", "CKR_GENERAL_ERROR", "restart the process"} {
-		if !strings.Contains(e.Error(), want) {
-			t.Errorf("error %q does not say %q", e.Error(), want)
-		}
-	}
+	says(t, e, "could not be initialised again after a reload", "CKR_GENERAL_ERROR", "restart the process")
 	if n := r.inj.Calls("Initialize"); n != 2 {
 		t.Errorf("C_Initialize called %d times, want 2: the reload's and one by the call", n)
 	}
@@ -655,12 +632,7 @@ func TestModuleInitTokenStillFailingAfterTheReloads(t *testing.T) {
 
 	_, err := mod.InitToken(ctx, slot, pkcs11.InitOptions{Label: label, SOPIN: soPIN, Force: true})
 	e := codeErr(t, err, pkcs11.CodeDeviceError)
-	for _, want := range []string{"could not be reset, even after reloading the module 4 times",
-		"re-initialise it with its vendor's tool, or replace it", "CKR_DEVICE_ERROR"} {
-		if !strings.Contains(e.Error(), want) {
-			t.Errorf("error %q does not say %q", e.Error(), want)
-		}
-	}
+	says(t, e, "could not be reset, even after reloading the module 4 times", "re-initialise it with its vendor's tool, or replace it", "CKR_DEVICE_ERROR")
 	if got := reloadsLogged(&logs); got != 4 {
 		t.Errorf("module reloads logged: %d, want 4:\n%s", got, logs.String())
 	}
@@ -686,4 +658,14 @@ func slotHolding(t *testing.T, mod *pkcs11.Module, serial string) uint {
 	}
 	t.Fatalf("no slot holds token %s", serial)
 	return 0
+}
+
+// says fails t unless err's text says each of wants.
+func says(t *testing.T, err error, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err.Error(), want)
+		}
+	}
 }
