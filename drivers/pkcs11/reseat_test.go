@@ -108,26 +108,11 @@ func TestInitAfterObjectWritesCutShort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("initialise a token with two objects cut short: %v", err)
 	}
-	if info.Label != label+"-w" || !info.Initialized || info.UserPINInitialized {
-		t.Fatalf("after the initialisation the token says %+v", info)
-	}
-	// A try gets past one object cut short at least (SoftHSM2 sometimes gets past more).
-	if got := reloadsLogged(&logs); got < 1 || got > 2 {
-		t.Errorf("module reloads logged: %d, want 1 or 2:\n%s", got, logs.String())
-	}
-	if files := objectFiles(t, dir); len(files) != 0 {
-		t.Errorf("object files left on the initialised token: %v", files)
-	}
-	// pkcs11-tool, from another process, sees the token initialised, its label new.
-	if out := testenv.PKCS11Tool(t, "--list-token-slots"); !strings.Contains(out, label+"-w") {
-		t.Errorf("pkcs11-tool does not list the token as %q:\n%s", label+"-w", out)
-	}
+	wipedThroughReloads(t, info, label+"-w", &logs, dir)
 
 	// The other token was logged in again after each reload: its key still signs, and its
 	// private key is still seen.
-	if in, err := other.LoggedIn(ctx); err != nil || !in {
-		t.Fatalf("the other token after the reloads: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, other, "the other token after the reloads")
 	digest := sha256.Sum256([]byte("after the reload"))
 	sig, err := otherKey.SignContext(ctx, digest[:], crypto.SHA256)
 	if err != nil {
@@ -256,9 +241,7 @@ func TestReloadAfterAPINChangeThroughAnotherHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.reload(t, z)
-	if in, err := a.LoggedIn(ctx); err != nil || !in {
-		t.Fatalf("after a PIN change through another handle and a reload: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, a, "after a PIN change through another handle and a reload")
 	if info, err := a.Info(ctx); err != nil || info.UserPIN.CountLow {
 		t.Fatalf("after the reload the user PIN says %+v, %v: a wrong PIN was tried", info.UserPIN, err)
 	}
@@ -278,15 +261,11 @@ func TestReloadUnderTwoHandlesLoggedIn(t *testing.T) {
 	for _, order := range [][]*pkcs11.Token{{a, b}, {b, a}} {
 		r.reload(t, z)
 		for _, tok := range order {
-			if in, err := tok.LoggedIn(ctx); err != nil || !in {
-				t.Fatalf("a handle called after a reload: logged in %t, %v", in, err)
-			}
+			stillLoggedIn(t, tok, "a handle called after a reload")
 		}
 	}
 	r.reload(t, z)
-	if in, err := b.LoggedIn(ctx); err != nil || !in { // b's login again logged a in
-		t.Fatalf("the second handle called after a reload: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, b, "the second handle called after a reload") // b's login again logged a in
 	if strings.Contains(r.logs.String(), "could not log in again") {
 		t.Errorf("a login again failed:\n%s", r.logs.String())
 	}
@@ -459,18 +438,14 @@ func TestReloadGivesUpWhenItsContextEnds(t *testing.T) {
 		t.Errorf("module reloads logged: %d, want 0:\n%s", got, r.logs.String())
 	}
 	// The session and its login stayed: no session was opened again.
-	if in, err := x.LoggedIn(ctx); err != nil || !in {
-		t.Fatalf("after the reload gave up: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, x, "after the reload gave up")
 	signs(t, key)
 	if got := r.inj.Calls("OpenSession"); got != opened {
 		t.Errorf("sessions opened after the reload gave up: %d, want none", got-opened)
 	}
 	// A reload with time to wait still works.
 	r.reload(t, z)
-	if in, err := x.LoggedIn(ctx); err != nil || !in {
-		t.Fatalf("after a reload: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, x, "after a reload")
 	signs(t, key)
 }
 
@@ -517,9 +492,7 @@ func TestCallBehindAReloadGivesUpWhenItsContextEnds(t *testing.T) {
 	if got := reloadsLogged(&r.logs); got != 1 {
 		t.Errorf("module reloads logged: %d, want 1:\n%s", got, r.logs.String())
 	}
-	if in, err := x.LoggedIn(ctx); err != nil || !in {
-		t.Fatalf("after the reload: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, x, "after the reload")
 }
 
 // A C_Finalize that fails ends no session: the Tokens keep theirs, logged in, and open
@@ -539,17 +512,13 @@ func TestReloadWhoseFinalizeFails(t *testing.T) {
 	if n := r.inj.Calls("Initialize"); n != 0 {
 		t.Errorf("C_Initialize called %d times after a C_Finalize that failed", n)
 	}
-	if in, err := x.LoggedIn(ctx); err != nil || !in {
-		t.Fatalf("after a C_Finalize that failed: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, x, "after a C_Finalize that failed")
 	signs(t, key)
 	if got := r.inj.Calls("OpenSession"); got != opened {
 		t.Errorf("sessions opened after a C_Finalize that failed: %d, want none (the old ones would leak)", got-opened)
 	}
 	r.reload(t, z)
-	if in, err := x.LoggedIn(ctx); err != nil || !in {
-		t.Fatalf("after a reload: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, x, "after a reload")
 }
 
 // A C_Initialize that fails after C_Finalize leaves the module down: each call tries it
@@ -578,9 +547,7 @@ func TestReloadWhoseInitializeFails(t *testing.T) {
 	}
 
 	// The next call's C_Initialize reaches the module and succeeds.
-	if in, err := x.LoggedIn(ctx); err != nil || !in {
-		t.Fatalf("the call that initialised the module again: logged in %t, %v", in, err)
-	}
+	stillLoggedIn(t, x, "the call that initialised the module again")
 	signs(t, key)
 	if _, err := r.mod.Slots(ctx); err != nil {
 		t.Fatalf("list slots once the module is up: %v", err)
@@ -605,18 +572,7 @@ func TestModuleInitTokenAfterObjectWritesCutShort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("initialise the token in slot %d with two objects cut short: %v", slot, err)
 	}
-	if info.Label != label+"-m" || !info.Initialized || info.UserPINInitialized {
-		t.Fatalf("after the initialisation the token says %+v", info)
-	}
-	if got := reloadsLogged(&logs); got < 1 || got > 2 {
-		t.Errorf("module reloads logged: %d, want 1 or 2:\n%s", got, logs.String())
-	}
-	if files := objectFiles(t, dir); len(files) != 0 {
-		t.Errorf("object files left on the initialised token: %v", files)
-	}
-	if out := testenv.PKCS11Tool(t, "--list-token-slots"); !strings.Contains(out, label+"-m") {
-		t.Errorf("pkcs11-tool does not list the token as %q:\n%s", label+"-m", out)
-	}
+	wipedThroughReloads(t, info, label+"-m", &logs, dir)
 }
 
 // Module.InitToken on a token still failing after the reloads says what the operator can
@@ -667,5 +623,33 @@ func says(t *testing.T, err error, wants ...string) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err.Error(), want)
 		}
+	}
+}
+
+// stillLoggedIn fails t unless tok's user is logged in; when says at what point.
+func stillLoggedIn(t *testing.T, tok *pkcs11.Token, when string) {
+	t.Helper()
+	if in, err := tok.LoggedIn(context.Background()); err != nil || !in {
+		t.Fatalf("%s: logged in %t, %v", when, in, err)
+	}
+}
+
+// wipedThroughReloads checks a token initialised with two object writes cut short on it:
+// labelled as asked, no object file left, after one or two module reloads (a try gets
+// past one object cut short at least; SoftHSM2 sometimes gets past more), and pkcs11-tool,
+// from another process, sees it with its new label.
+func wipedThroughReloads(t *testing.T, info pkcs11.TokenInfo, label string, logs *bytes.Buffer, dir string) {
+	t.Helper()
+	if info.Label != label || !info.Initialized || info.UserPINInitialized {
+		t.Fatalf("after the initialisation the token says %+v", info)
+	}
+	if got := reloadsLogged(logs); got < 1 || got > 2 {
+		t.Errorf("module reloads logged: %d, want 1 or 2:\n%s", got, logs.String())
+	}
+	if files := objectFiles(t, dir); len(files) != 0 {
+		t.Errorf("object files left on the initialised token: %v", files)
+	}
+	if out := testenv.PKCS11Tool(t, "--list-token-slots"); !strings.Contains(out, label) {
+		t.Errorf("pkcs11-tool does not list the token as %q:\n%s", label, out)
 	}
 }
