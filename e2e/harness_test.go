@@ -264,12 +264,10 @@ func (s *system) ctl(token string, args ...string) string {
 	return r.stdout
 }
 
-// enrol enrols an agent ID (tokenfleetctl agent add) and taps its command queue's routing
-// key, before any agent with that ID runs.
+// enrol enrols an agent ID (tokenfleetctl agent add), before any agent with that ID runs.
 func (s *system) enrol(id string) {
 	s.t.Helper()
 	s.ctl(s.admin, "agent", "add", id, "--hostname", "ws-"+id+".acme.example")
-	s.tap.bindAgent(s.t, id)
 	if !s.opts.perAgentUsers {
 		return
 	}

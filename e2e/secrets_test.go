@@ -85,8 +85,9 @@ func (s *system) checkNoPINs() {
 	for _, m := range msgs {
 		exchanges[m.exchange] = true
 	}
-	if !exchanges[protocol.CommandsExchange] || !exchanges[protocol.EventsExchange] {
-		s.t.Fatalf("checkNoPINs: the tap saw messages on %v, want the commands and the events exchanges", exchanges)
+	// Commands go through the default exchange (protocol.CommandRoute).
+	if !exchanges[protocol.DefaultExchange] || !exchanges[protocol.EventsExchange] {
+		s.t.Fatalf("checkNoPINs: the tap saw messages on %v, want the commands (default exchange) and the events exchange", exchanges)
 	}
 	for _, want := range []string{journal.FileName, coordinator.DatabaseFile} {
 		if !slices.ContainsFunc(slices.Collect(maps.Keys(sources)), func(n string) bool { return strings.Contains(n, string(filepath.Separator)+want) }) {

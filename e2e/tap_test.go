@@ -4,6 +4,7 @@ package e2e_test
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,8 +16,15 @@ import (
 )
 
 // tapQueue is the queue in the test's vhost that gets a copy of every message: everything
-// on the events exchange ("#"), the commands to every enrolled agent, and the dead letters.
+// on the events exchange ("#"), the dead letters, and the commands to the agents. Commands
+// go through the default exchange to each agent's queue by its name, which no binding can
+// copy: the vhost traces (RabbitMQ's firehose), and the tap takes the copies of what was
+// published to the default exchange.
 const tapQueue = "e2e.tap"
+
+// tracedDefault is the routing key of the firehose's copy of a message published to the
+// default exchange ("publish." + the exchange's name, which is empty).
+const tracedDefault = "publish."
 
 // tap reads what crosses the broker with a plain AMQP client, not the project's transport.
 // It holds no connection between uses: tests close every connection of the vhost.
@@ -53,17 +61,13 @@ func newTap(t *testing.T, b *testenv.Broker) *tap {
 		if err := ch.QueueBind(tapQueue, "#", protocol.EventsExchange, false, nil); err != nil {
 			return err
 		}
+		if err := ch.QueueBind(tapQueue, tracedDefault, testenv.TraceExchange, false, nil); err != nil {
+			return err
+		}
 		return ch.QueueBind(tapQueue, "", protocol.DeadLetterExchange, false, nil)
 	})
+	b.Trace(t)
 	return tp
-}
-
-// bindAgent copies the commands to the agent into the tap.
-func (tp *tap) bindAgent(t *testing.T, id string) {
-	t.Helper()
-	tp.with(t, func(ch *amqp091.Channel) error {
-		return ch.QueueBind(tapQueue, id, protocol.CommandsExchange, false, nil)
-	})
 }
 
 // consumers is how many consumers the queue has.
@@ -99,11 +103,38 @@ func (tp *tap) messages(t testing.TB) []tapped {
 			if err != nil || !ok {
 				return err
 			}
+			if d.Exchange == testenv.TraceExchange {
+				m, ok := traced(d)
+				if ok {
+					tp.msgs = append(tp.msgs, m)
+				}
+				continue
+			}
 			tp.msgs = append(tp.msgs, tapped{exchange: d.Exchange, routingKey: d.RoutingKey, messageID: d.MessageId,
 				typ: d.Type, userID: d.UserId, body: d.Body, properties: fmt.Sprintf("%v %s %s %s %s", d.Headers, d.CorrelationId, d.UserId, d.AppId, d.ReplyTo)})
 		}
 	})
 	return append([]tapped(nil), tp.msgs...)
+}
+
+// traced is the message a firehose copy stands for, as published: the firehose puts the
+// exchange, the routing keys and the publisher's properties in its headers. Only commands
+// are kept (published to the default exchange for an agent's queue): the other copies
+// are what the coordinator's start sends to check its permissions.
+func traced(d amqp091.Delivery) (tapped, bool) {
+	ex, _ := d.Headers["exchange_name"].(string)
+	keys, _ := d.Headers["routing_keys"].([]any)
+	props, _ := d.Headers["properties"].(amqp091.Table)
+	if ex != protocol.DefaultExchange || len(keys) != 1 {
+		return tapped{}, false
+	}
+	key, _ := keys[0].(string)
+	if !strings.HasPrefix(key, protocol.AgentQueuePrefix) {
+		return tapped{}, false
+	}
+	str := func(name string) string { v, _ := props[name].(string); return v }
+	return tapped{exchange: ex, routingKey: key, messageID: str("message_id"), typ: str("type"), userID: str("user_id"),
+		body: d.Body, properties: fmt.Sprintf("%v %s %s %s %s", props["headers"], str("correlation_id"), str("user_id"), str("app_id"), str("reply_to"))}, true
 }
 
 // with runs fn on a fresh channel of a fresh connection.

@@ -294,7 +294,8 @@ func referencePublish(b *testing.B, brokerURL, prefix string, n int) (rate float
 	for start := 0; start < n; start += refInFlight {
 		var pending []*amqp091.DeferredConfirmation
 		for i := start; i < min(start+refInFlight, n); i++ {
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, protocol.CommandsExchange, keys[i], true, false, amqp091.Publishing{
+			// The route a command takes (protocol.CommandRoute): the agent's queue by name.
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, protocol.DefaultExchange, protocol.AgentQueuePrefix+keys[i], true, false, amqp091.Publishing{
 				ContentType: protocol.ContentType, DeliveryMode: amqp091.Persistent, MessageId: fmt.Sprintf("ref-%d", i),
 				Type: "reference", UserId: "guest", Timestamp: time.Now(), Body: body})
 			if err != nil {

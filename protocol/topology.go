@@ -17,10 +17,22 @@ import (
 // CheckSender meaningful), delivery mode persistent per
 // MessageType.Persistent, content_type ContentType.
 const (
-	// CommandsExchange (direct) carries coordinator → agent messages,
-	// routed by agent ID.
+	// CommandsExchange with the agent's ID as routing key is the address of
+	// a coordinator → agent message, as the coordinator's outbox stores it.
+	// On the broker such a message goes through the default exchange to the
+	// agent's queue by its name (CommandRoute): agent queues are not bound,
+	// which halves what the broker does to enrol an agent. The exchange is
+	// still declared, for coordinators of earlier versions during a rolling
+	// upgrade, which publish to it (and bind a queue they find unbound when a
+	// command comes back unrouted).
 	CommandsExchange     = "tokenfleet.commands"
 	CommandsExchangeKind = "direct"
+
+	// DefaultExchange is the broker's default exchange ("", named
+	// amq.default in permissions): it routes a message to the queue its
+	// routing key names, with no binding.
+	DefaultExchange           = ""
+	DefaultExchangePermission = "amq.default"
 
 	// EventsExchange (topic) carries agent → coordinator messages, routed
 	// by "<type>.<agentID>" (EventRoutingKey).
@@ -161,7 +173,9 @@ func SharedTopology() Topology {
 // coordinator when the agent enrols (the agent itself may only
 // passive-declare it: see AgentPermissions). Classic, not quorum: thousands
 // of quorum queues are heavy, and a command lost with a broker node is
-// re-sent from the coordinator's outbox.
+// re-sent from the coordinator's outbox. Unbound: commands reach it through
+// the default exchange (CommandRoute), and a binding is as much work for the
+// broker as the queue itself.
 func AgentQueueSpec(agentID string) (QueueSpec, error) {
 	q, err := AgentQueue(agentID)
 	if err != nil {
@@ -174,8 +188,22 @@ func AgentQueueSpec(agentID string) (QueueSpec, error) {
 			"x-queue-type":           "classic",
 			"x-dead-letter-exchange": DeadLetterExchange,
 		},
-		Bindings: []Binding{{Exchange: CommandsExchange, RoutingKey: agentID}},
 	}, nil
+}
+
+// CommandRoute returns where a message addressed to exchange with routing key
+// goes on the broker: a command (CommandsExchange, the agent's ID) goes to
+// the agent's queue through the default exchange; any other address is its
+// own route.
+func CommandRoute(exchange, key string) (string, string, error) {
+	if exchange != CommandsExchange {
+		return exchange, key, nil
+	}
+	q, err := AgentQueue(key)
+	if err != nil {
+		return "", "", err
+	}
+	return DefaultExchange, q, nil
 }
 
 // AgentQueue returns the name of an agent's command queue.
@@ -273,12 +301,26 @@ type Permissions struct {
 	TopicExchange, TopicWrite, TopicRead string
 }
 
+// CoordinatorPermissions returns the permissions a coordinator's broker user
+// needs: configure, write and read every tokenfleet.* exchange and queue, and
+// write to the default exchange, through which commands reach agents' queues
+// (CommandRoute).
+func CoordinatorPermissions() Permissions {
+	own := "^" + regexp.QuoteMeta("tokenfleet.")
+	return Permissions{
+		Configure: own,
+		Write:     "^(" + regexp.QuoteMeta("tokenfleet.") + ".*|" + regexp.QuoteMeta(DefaultExchangePermission) + ")$",
+		Read:      own,
+	}
+}
+
 // AgentPermissions returns the permissions of an agent's broker user:
 // consume its own queue, publish events under its own ID, nothing else.
-// It may not configure anything (its queue is declared and bound by the
-// coordinator; a passive declare needs no permission): binding rights would
-// let it bind its queue to another agent's routing key and read that
-// agent's commands.
+// It may not configure anything (its queue is declared by the coordinator;
+// a passive declare needs no permission): binding rights would let it bind
+// its queue to another agent's routing key on an exchange of earlier
+// versions and read that agent's commands. It may not write to the default
+// exchange either: that would let it put messages in any queue by name.
 func AgentPermissions(agentID string) (Permissions, error) {
 	q, err := AgentQueue(agentID)
 	if err != nil {

@@ -169,9 +169,8 @@ func TestAgentQueueSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	if q.Name != "tokenfleet.agent.ws-0042" || !q.Durable || q.Args["x-queue-type"] != "classic" ||
-		q.Args["x-dead-letter-exchange"] != DeadLetterExchange ||
-		!slices.Equal(q.Bindings, []Binding{{Exchange: CommandsExchange, RoutingKey: "ws-0042"}}) {
-		t.Errorf("AgentQueueSpec = %+v", q)
+		q.Args["x-dead-letter-exchange"] != DeadLetterExchange || len(q.Bindings) != 0 {
+		t.Errorf("AgentQueueSpec = %+v, want an unbound classic queue (commands come through the default exchange)", q)
 	}
 	if _, err := AgentQueueSpec("WS"); err == nil {
 		t.Error("invalid agent ID accepted")
@@ -197,6 +196,7 @@ func TestAgentPermissions(t *testing.T) {
 		{"configure nothing", p.Configure, "tokenfleet.agent.alice@ws-01", false},
 		{"write events", p.Write, EventsExchange, true},
 		{"no write on commands", p.Write, CommandsExchange, false},
+		{"no write on the default exchange", p.Write, DefaultExchangePermission, false},
 		{"read own queue", p.Read, "tokenfleet.agent.alice@ws-01", true},
 		{"no read of another queue", p.Read, "tokenfleet.agent.bob@ws-01", false},
 		{"no read of a longer name", p.Read, "tokenfleet.agent.alice@ws-01x", false},
@@ -218,6 +218,45 @@ func TestAgentPermissions(t *testing.T) {
 	}
 	if _, err := AgentPermissions("*"); err == nil {
 		t.Error("wildcard agent ID accepted")
+	}
+}
+
+// A command's address, as the outbox stores it, becomes the agent's queue through the
+// default exchange; other addresses are their own route.
+func TestCommandRoute(t *testing.T) {
+	ex, key, err := CommandRoute(CommandsExchange, "ws-0042")
+	if err != nil || ex != DefaultExchange || key != "tokenfleet.agent.ws-0042" {
+		t.Errorf("CommandRoute(commands, ws-0042) = %q, %q, %v", ex, key, err)
+	}
+	ex, key, err = CommandRoute(EventsExchange, "result.ws-0042")
+	if err != nil || ex != EventsExchange || key != "result.ws-0042" {
+		t.Errorf("CommandRoute(events, result.ws-0042) = %q, %q, %v", ex, key, err)
+	}
+	if _, _, err := CommandRoute(CommandsExchange, "WS 42"); err == nil {
+		t.Error("a command for an invalid agent ID was routed")
+	}
+}
+
+func TestCoordinatorPermissions(t *testing.T) {
+	p := CoordinatorPermissions()
+	for _, tc := range []struct {
+		what, re, s string
+		want        bool
+	}{
+		{"configure an agent queue", p.Configure, "tokenfleet.agent.ws-01", true},
+		{"configure the events queue", p.Configure, EventsQueue, true},
+		{"no configure elsewhere", p.Configure, "other.queue", false},
+		{"write events (dead letters, republished)", p.Write, EventsExchange, true},
+		{"write the dead-letter exchange", p.Write, DeadLetterExchange, true},
+		{"write the default exchange", p.Write, DefaultExchangePermission, true},
+		{"no write to another amq exchange", p.Write, "amq.direct", false},
+		{"no write elsewhere", p.Write, "other.exchange", false},
+		{"read the events queue", p.Read, EventsQueue, true},
+		{"no read elsewhere", p.Read, "other.queue", false},
+	} {
+		if got, err := regexp.MatchString(tc.re, tc.s); err != nil || got != tc.want {
+			t.Errorf("%s: %q matches %q = %v (%v), want %v", tc.what, tc.re, tc.s, got, err, tc.want)
+		}
 	}
 }
 

@@ -96,7 +96,11 @@ func TestAgentAccess(t *testing.T) {
 		t.Fatalf("consuming its own queue: %v", err)
 	}
 	coord := channel(t, mustDial(t, b.VHost, "guest", "guest"))
-	if err := coord.PublishWithContext(ctx, protocol.CommandsExchange, u.AgentID, false, false, amqp.Publishing{Body: []byte("cmd")}); err != nil {
+	ex, key, err := protocol.CommandRoute(protocol.CommandsExchange, u.AgentID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := coord.PublishWithContext(ctx, ex, key, false, false, amqp.Publishing{Body: []byte("cmd")}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -119,6 +123,7 @@ func TestAgentAccess(t *testing.T) {
 		{"publishing its own event", publish(protocol.EventsExchange, own, u.User), false},
 		{"publishing under another agent's key", publish(protocol.EventsExchange, others, u.User), true},
 		{"publishing to the commands exchange", publish(protocol.CommandsExchange, victim.AgentID, u.User), true},
+		{"publishing into another agent's queue through the default exchange", publish(protocol.DefaultExchange, victimQueue, u.User), true},
 		{"declaring a queue", func(ch *amqp.Channel) error {
 			_, err := ch.QueueDeclare(queue+".x", false, true, false, false, nil)
 			return err

@@ -47,7 +47,7 @@ func BenchmarkEnrol(b *testing.B) {
 // Sizes of BenchmarkEnrolQueues: creating a queue costs the broker milliseconds, so
 // fewer agents an iteration.
 const (
-	enrolQueuesBatch  = 250
+	enrolQueuesBatch  = 1000
 	enrolQueuesSingle = 25
 )
 

@@ -131,3 +131,16 @@ func (b *Broker) List(t testing.TB, what string) []map[string]any {
 	ManagementGet(t, "/"+what+"/"+url.PathEscape(b.VHost), &rows)
 	return rows
 }
+
+// TraceExchange is where RabbitMQ's firehose copies each message published in a vhost
+// that traces (Broker.Trace), with routing key "publish." + the exchange's name.
+const TraceExchange = "amq.rabbitmq.trace"
+
+// Trace turns on RabbitMQ's firehose in the broker's vhost (rabbitmqctl trace_on): every
+// message published there is copied to TraceExchange, whichever exchange it went to.
+// Tests see through it what no binding can show them, such as what goes through the
+// default exchange. The vhost is the test's own, so nothing else is traced.
+func (b *Broker) Trace(t testing.TB) {
+	t.Helper()
+	mgmt(t, "PUT", "/vhosts/"+url.PathEscape(b.VHost), map[string]any{"tracing": true})
+}

@@ -354,7 +354,7 @@ func TestExclusiveConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 60*time.Second, "the second agent's delivery", func() bool { return rec2.count() == 1 })
-	if got := rec2.all()[0]; got.Envelope.ID != env2.ID || got.UserID != "guest" || got.RoutingKey != agent {
+	if got := rec2.all()[0]; got.Envelope.ID != env2.ID || got.UserID != "guest" || got.RoutingKey != protocol.AgentQueuePrefix+agent {
 		t.Errorf("second agent got %+v", got)
 	}
 }

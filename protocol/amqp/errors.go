@@ -64,6 +64,10 @@ type ReturnedError struct {
 }
 
 func (e *ReturnedError) Error() string {
+	if e.Exchange == protocol.DefaultExchange {
+		return fmt.Sprintf("message %s returned by the broker (%d %s): there is no queue %s (an agent's queue is declared when the agent is enrolled)",
+			e.MessageID, e.ReplyCode, e.ReplyText, e.RoutingKey)
+	}
 	return fmt.Sprintf("message %s returned by the broker (%d %s): nothing bound to exchange %q takes routing key %q",
 		e.MessageID, e.ReplyCode, e.ReplyText, e.Exchange, e.RoutingKey)
 }

@@ -53,7 +53,11 @@ func (c *Conn) Publish(ctx context.Context, exchange, key string, env *protocol.
 	if err != nil {
 		return err
 	}
-	if err := c.publish(ctx, exchange, key, msg); err != nil {
+	ex, rk, err := protocol.CommandRoute(exchange, key)
+	if err != nil {
+		return err
+	}
+	if err := c.publish(ctx, ex, rk, msg); err != nil {
 		return fmt.Errorf("publishing %s %s to exchange %q with key %q: %w", env.Type, env.ID, exchange, key, err)
 	}
 	return nil
@@ -98,9 +102,9 @@ func (c *Conn) PublishEvents(ctx context.Context, envs []*protocol.Envelope) []e
 	return errs
 }
 
-// PublishCommand publishes a coordinator → agent message to the commands
-// exchange, routed to env.AgentID. A missing agent queue makes it fail with
-// ErrReturned.
+// PublishCommand publishes a coordinator → agent message to env.AgentID's
+// queue, through the default exchange (protocol.CommandRoute). A missing agent
+// queue makes it fail with ErrReturned.
 func (c *Conn) PublishCommand(ctx context.Context, env *protocol.Envelope) error {
 	if env == nil {
 		return protocol.NewError(protocol.CodeBadRequest, "envelope: nil")

@@ -11,7 +11,8 @@ import (
 )
 
 // Outgoing is one message of PublishBatch: env, encoded with protocol.Encode,
-// to exchange with routing key Key.
+// to exchange with routing key Key (a command's address, CommandsExchange and
+// the agent's ID, goes to the agent's queue: protocol.CommandRoute).
 type Outgoing struct {
 	Exchange string
 	Key      string
@@ -43,6 +44,7 @@ type Outgoing struct {
 func (c *Conn) PublishBatch(ctx context.Context, msgs []Outgoing) []error {
 	errs := make([]error, len(msgs))
 	pubs := make([]amqp091.Publishing, len(msgs))
+	routes := make([][2]string, len(msgs)) // exchange and key on the broker (protocol.CommandRoute)
 	var todo []int
 	for i, m := range msgs {
 		if m.Env == nil {
@@ -54,7 +56,12 @@ func (c *Conn) PublishBatch(ctx context.Context, msgs []Outgoing) []error {
 			errs[i] = err
 			continue
 		}
-		pubs[i] = p
+		ex, key, err := protocol.CommandRoute(m.Exchange, m.Key)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		pubs[i], routes[i] = p, [2]string{ex, key}
 		todo = append(todo, i)
 	}
 	sent := make([]inFlight, len(msgs))
@@ -72,7 +79,7 @@ func (c *Conn) PublishBatch(ctx context.Context, msgs []Outgoing) []error {
 			err = s.waitUnblocked(ctx)
 		}
 		if err == nil {
-			sent[i], err = cc.send(ctx, msgs[i].Exchange, msgs[i].Key, pubs[i])
+			sent[i], err = cc.send(ctx, routes[i][0], routes[i][1], pubs[i])
 		}
 		if err == nil {
 			waiting = append(waiting, i)

@@ -55,7 +55,7 @@ func TestPublishBatch(t *testing.T) {
 		}
 	}
 	var re *ReturnedError
-	if !errors.As(errs[1], &re) || re.MessageID != msgs[1].Env.ID || re.RoutingKey != "ws-nobody" {
+	if !errors.As(errs[1], &re) || re.MessageID != msgs[1].Env.ID || re.Exchange != protocol.DefaultExchange || re.RoutingKey != protocol.AgentQueuePrefix+"ws-nobody" {
 		t.Errorf("message to a missing agent queue: %v, want ErrReturned for %s", errs[1], msgs[1].Env.ID)
 	}
 	if protocol.CodeOf(errs[2]) != protocol.CodeBadRequest || protocol.CodeOf(errs[4]) != protocol.CodeBadRequest {

@@ -38,7 +38,8 @@ func TestPublishProperties(t *testing.T) {
 	}{
 		{"progress", progressEnv(t, agent), c.PublishEvent, protocol.EventsQueue, "progress." + agent, true, ""},
 		{"heartbeat", heartbeatEnv(t, agent), c.PublishEvent, protocol.HeartbeatsQueue, "heartbeat." + agent, false, strconv.FormatInt(protocol.HeartbeatTTL.Milliseconds(), 10)},
-		{"cancel", cancelEnv(t, agent), c.PublishCommand, protocol.AgentQueuePrefix + agent, agent, true, ""},
+		// Commands reach the agent's queue through the default exchange, by its name.
+		{"cancel", cancelEnv(t, agent), c.PublishCommand, protocol.AgentQueuePrefix + agent, protocol.AgentQueuePrefix + agent, true, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,7 +83,7 @@ func TestPublishReturned(t *testing.T) {
 	if !errors.Is(err, ErrReturned) || !errors.As(err, &re) {
 		t.Fatalf("publish to a missing agent queue: %v, want ErrReturned", err)
 	}
-	if re.MessageID != env.ID || re.RoutingKey != "ws-nobody" || re.ReplyCode != amqp091.NoRoute {
+	if re.MessageID != env.ID || re.Exchange != protocol.DefaultExchange || re.RoutingKey != protocol.AgentQueuePrefix+"ws-nobody" || re.ReplyCode != amqp091.NoRoute {
 		t.Errorf("returned error %+v", re)
 	}
 	// Returns among concurrent publishes reach the right callers.

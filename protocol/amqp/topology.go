@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"context"
 	"fmt"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -22,7 +23,8 @@ type Declarer interface {
 // protocol.SharedTopology, with their bindings. It is idempotent; a queue
 // or exchange that exists with other properties fails with
 // ErrTopologyMismatch. Coordinators call it after every connection
-// (Config.Topology).
+// (Config.Topology); on a channel that publishes it also checks that the user
+// may write to the default exchange, which commands go through.
 func DeclareShared(ch Declarer) error {
 	t := protocol.SharedTopology()
 	for _, x := range t.Exchanges {
@@ -35,11 +37,41 @@ func DeclareShared(ch Declarer) error {
 			return err
 		}
 	}
+	if p, ok := ch.(probePublisher); ok {
+		return checkCommandRoute(ch, p)
+	}
 	return nil
 }
 
-// DeclareAgent declares an agent's command queue (protocol.AgentQueueSpec)
-// and binds it to the commands exchange, which must exist (DeclareShared).
+// probePublisher is the part of *amqp091.Channel that publishes.
+type probePublisher interface {
+	PublishWithContext(ctx context.Context, exchange, key string, mandatory, immediate bool, msg amqp091.Publishing) error
+}
+
+// checkCommandRoute makes sure the coordinator's broker user may write to the default
+// exchange, through which commands reach agents' queues (protocol.CommandRoute): a user
+// set up for earlier versions may write to tokenfleet.* only, and would have every
+// command refused. An empty message to the default exchange with an empty routing key
+// reaches no queue; a refusal closes the channel, which the passive declare after it
+// reports.
+func checkCommandRoute(ch Declarer, p probePublisher) error {
+	err := p.PublishWithContext(context.Background(), protocol.DefaultExchange, "", false, false, amqp091.Publishing{})
+	if err == nil {
+		_, err = ch.QueueDeclarePassive(protocol.EventsQueue, true, false, false, false, nil)
+	}
+	if ae, ok := brokerError(err); ok && ae.Code == amqp091.AccessRefused {
+		perm := protocol.CoordinatorPermissions()
+		return fmt.Errorf("the coordinator's broker user may not write to the default exchange (%s), through which commands reach the agents' queues: give it rabbitmqctl set_permissions -p VHOST USER '%s' '%s' '%s': %w",
+			protocol.DefaultExchangePermission, perm.Configure, perm.Write, perm.Read, err)
+	}
+	if err != nil {
+		return fmt.Errorf("checking the route of commands through the default exchange: %w", err)
+	}
+	return nil
+}
+
+// DeclareAgent declares an agent's command queue (protocol.AgentQueueSpec),
+// unbound: commands reach it through the default exchange.
 // The coordinator calls it when it enrols an agent; an agent's broker user
 // may not configure anything and uses CheckAgentQueue instead.
 func DeclareAgent(ch Declarer, agentID string) error {

@@ -18,7 +18,7 @@ type closeNotifier interface {
 	NotifyClose(c chan *amqp091.Error) chan *amqp091.Error
 }
 
-// DeclareAgents declares the command queues of many agents with their bindings, as
+// DeclareAgents declares the command queues of many agents, as
 // DeclareAgent does, pipelined on one channel: every method but the last is sent without
 // waiting for its answer (nowait), and the last one's answer, which the broker sends
 // after all before it, confirms them all. A refusal of any of them closes the channel;

@@ -243,3 +243,38 @@ func TestTopologyMismatch(t *testing.T) {
 		t.Errorf("error %q does not name the queue", err)
 	}
 }
+
+// A coordinator's broker user with protocol.CoordinatorPermissions declares the topology
+// and an agent's queue and reaches the agent with a command; one set up as for earlier
+// versions (tokenfleet.* only, no write to the default exchange) is stopped at the
+// declaration with what to grant, instead of having every command refused later.
+func TestCoordinatorPermissionsOnTheBroker(t *testing.T) {
+	leakCheck(t)
+	b := testenv.NewBroker(t)
+	ctx := testContext(t)
+	perm := protocol.CoordinatorPermissions()
+	url := b.AddUser(t, testenv.UniqueUser("coordinator-"), perm.Configure, perm.Write, perm.Read)
+	c := openConn(t, Config{URL: url, Name: "tokenfleet-coordinator permissions", Topology: DeclareShared})
+	const agent = "ws-perm"
+	if err := c.Declare(ctx, func(ch Declarer) error { return DeclareAgent(ch, agent) }); err != nil {
+		t.Fatalf("declaring an agent's queue with the coordinator's permissions: %v", err)
+	}
+	env := cancelEnv(t, agent)
+	if err := c.PublishCommand(ctx, env); err != nil {
+		t.Fatalf("a command with the coordinator's permissions: %v", err)
+	}
+	if got := getN(t, rawChannel(t, b.URL), protocol.AgentQueuePrefix+agent, 1)[0]; got.MessageId != env.ID {
+		t.Errorf("the agent's queue holds %s, want %s", got.MessageId, env.ID)
+	}
+
+	old := b.AddUser(t, testenv.UniqueUser("coordinator-"), `^tokenfleet\.`, `^tokenfleet\.`, `^tokenfleet\.`)
+	err := DeclareShared(rawChannel(t, old))
+	if err == nil {
+		t.Fatal("a user that may not write to the default exchange passed the declaration")
+	}
+	for _, want := range []string{"may not write to the default exchange (amq.default)", "rabbitmqctl set_permissions", perm.Write, "ACCESS_REFUSED"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
