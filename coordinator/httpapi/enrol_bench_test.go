@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tokenfleet/tokenfleet/coordinator/api"
 	"github.com/tokenfleet/tokenfleet/coordinator/coordinatortest"
 	"github.com/tokenfleet/tokenfleet/coordinator/httpapi"
 	"github.com/tokenfleet/tokenfleet/coordinator/service"
@@ -44,10 +45,12 @@ func BenchmarkEnrol(b *testing.B) {
 	})
 }
 
-// Sizes of BenchmarkEnrolQueues: creating a queue costs the broker milliseconds, so
-// fewer agents an iteration.
+// Sizes of BenchmarkEnrolQueues: a batch as large as the endpoint takes, as an operator
+// enrolling thousands sends (and tokenfleet-fleetsim enrol does), so that its queues
+// spread over every declaring channel; creating a queue costs the broker milliseconds, so
+// fewer single enrolments.
 const (
-	enrolQueuesBatch  = 1000
+	enrolQueuesBatch  = api.MaxAgentBatch
 	enrolQueuesSingle = 25
 )
 
