@@ -66,7 +66,7 @@ const (
 	// queue passively, as QueueCheck does. An enrolled agent's broker user may not
 	// configure anything, so it costs such an agent one refused attempt per start.
 	QueueAuto QueueMode = "auto"
-	// QueueDeclare declares the queue and binds it, on every connection: for development
+	// QueueDeclare declares the queue, on every connection: for development
 	// brokers where agents share a user with configure rights (guest).
 	QueueDeclare QueueMode = "declare"
 	// QueueCheck only checks passively that the queue exists, which needs no permission:

@@ -4,10 +4,12 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tokenfleet/tokenfleet/coordinator"
+	"github.com/tokenfleet/tokenfleet/protocol"
 	"github.com/tokenfleet/tokenfleet/systemd"
 )
 
@@ -101,7 +103,8 @@ func TestReadmeBrokerCommands(t *testing.T) {
 		t.Fatal("no rabbitmqctl command in the README's coordinator section")
 	}
 	vhosts, users := map[string]bool{}, map[string]bool{}
-	granted := map[string]bool{} // user@vhost
+	granted := map[string]bool{}   // user@vhost
+	perms := map[string][]string{} // user@vhost: configure, write, read as the README quotes them
 	for _, c := range cmds {
 		switch c[1] {
 		case "add_vhost":
@@ -129,6 +132,7 @@ func TestReadmeBrokerCommands(t *testing.T) {
 		}
 		if c[1] == "set_permissions" && len(rest) > 0 {
 			granted[rest[0]+"@"+vhost] = true
+			perms[rest[0]+"@"+vhost] = rest[1:]
 		}
 	}
 	cfg, err := coordinator.LoadConfig("../examples/coordinator.yaml")
@@ -142,5 +146,10 @@ func TestReadmeBrokerCommands(t *testing.T) {
 	who := u.User.Username() + "@" + path.Base(u.Path)
 	if !granted[who] {
 		t.Errorf("the README never gives the coordinator's broker user of examples/coordinator.yaml (%s) its permissions; granted: %v", who, granted)
+	}
+	// What it grants is what the coordinator needs (write to the default exchange included).
+	p := protocol.CoordinatorPermissions()
+	if got, want := perms[who], []string{"'" + p.Configure + "'", "'" + p.Write + "'", "'" + p.Read + "'"}; !slices.Equal(got, want) {
+		t.Errorf("the README gives %s the permissions %q, want protocol.CoordinatorPermissions %q", who, got, want)
 	}
 }

@@ -7,7 +7,7 @@ import "sort"
 // single lowercase words, so "<type>.<agentID>" has exactly two words.
 type MessageType string
 
-// Coordinator → agent, on the commands exchange.
+// Coordinator → agent, to the agent's queue (protocol.CommandRoute).
 const (
 	// TypeDispatch hands an attempt of a job to an agent (JobDispatch).
 	TypeDispatch MessageType = "dispatch"

@@ -124,6 +124,7 @@ func TestAgentAccess(t *testing.T) {
 		{"publishing under another agent's key", publish(protocol.EventsExchange, others, u.User), true},
 		{"publishing to the commands exchange", publish(protocol.CommandsExchange, victim.AgentID, u.User), true},
 		{"publishing into another agent's queue through the default exchange", publish(protocol.DefaultExchange, victimQueue, u.User), true},
+		{"publishing into the events queue through the default exchange", publish(protocol.DefaultExchange, protocol.EventsQueue, u.User), true},
 		{"declaring a queue", func(ch *amqp.Channel) error {
 			_, err := ch.QueueDeclare(queue+".x", false, true, false, false, nil)
 			return err

@@ -97,6 +97,10 @@ type Dispatcher struct {
 	profiles  *profileCache
 
 	publishKick chan struct{} // wakes the publisher; buffered 1
+	// declaring holds a token for each channel declaring agents' queues, across every
+	// batch at once (AgentsEnrolled): batches in parallel share declareChannels, far
+	// below a connection's 2,047 channels.
+	declaring   chan struct{}
 	waitingKick chan struct{} // wakes the waiting sweeper; buffered 1
 
 	mu      sync.Mutex // guards the fields below
@@ -163,7 +167,7 @@ func New(o Options) (*Dispatcher, error) {
 	return &Dispatcher{
 		st: o.Store, ca: o.CA, resultKey: o.ResultKey, resultPub: pub,
 		log: o.Logger, now: o.Now, opts: o, profiles: newProfileCache(),
-		publishKick: make(chan struct{}, 1), waitingKick: make(chan struct{}, 1),
+		publishKick: make(chan struct{}, 1), waitingKick: make(chan struct{}, 1), declaring: make(chan struct{}, declareChannels),
 		refusalLog: ratelimit.New(time.Hour, maxLimiterKeys), refusalRecord: ratelimit.New(time.Minute, maxLimiterKeys), backoffs: newRowBackoffs(), early: newEarlyCounts(),
 		presence: newPresence(),
 	}, nil

@@ -17,7 +17,8 @@ import (
 // 1,600 queues a run: unbound (as now), 569-695 a second on 4 channels, 856-1,001 on 16,
 // 1,322-1,465 on 64; each with its binding (as before), 498-545, 737-832 and 757-808:
 // bindings are served one at a time whatever the channels. A batch is spread over at most
-// declareChannels channels of at least declarePerChannel agents each.
+// declareChannels channels of at least declarePerChannel agents each, and batches at once
+// share the declareChannels (Dispatcher.declaring).
 const (
 	declareChannels   = 64
 	declarePerChannel = 16
@@ -47,24 +48,35 @@ func (d *Dispatcher) AgentsEnrolled(ctx context.Context, as []store.Agent) error
 	}
 	per := max(declarePerChannel, (len(ids)+declareChannels-1)/declareChannels)
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex // guards errs
-		errs []error
+		wg     sync.WaitGroup
+		mu     sync.Mutex // guards first and failed
+		first  error
+		failed int // parts that failed
 	)
 	for start := 0; start < len(ids); start += per {
 		part := ids[start:min(start+per, len(ids))]
 		wg.Go(func() {
-			err := conn.Declare(ctx, func(ch amqp.Declarer) error { return amqp.DeclareAgents(ch, part) })
+			var err error
+			select {
+			case d.declaring <- struct{}{}:
+				err = conn.Declare(ctx, func(ch amqp.Declarer) error { return amqp.DeclareAgents(ch, part) })
+				<-d.declaring
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
 			if err != nil {
 				mu.Lock()
-				errs = append(errs, fmt.Errorf("dispatch: declaring the queues of agents %s to %s: %w", part[0], part[len(part)-1], err))
+				if failed++; first == nil {
+					first = fmt.Errorf("dispatch: declaring the queues of agents %s to %s: %w", part[0], part[len(part)-1], err)
+				}
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	if first != nil {
+		// The parts fail alike (the broker away, a permission): the first says why.
+		return fmt.Errorf("%w (%d of %d parts of %d agents failed)", first, failed, (len(ids)+per-1)/per, len(ids))
 	}
 	d.log.Info().Int("agents", len(ids)).Str("first", ids[0]).Str("last", ids[len(ids)-1]).Msg("agent queues declared")
 	return nil

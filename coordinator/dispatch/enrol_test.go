@@ -9,7 +9,8 @@ import (
 )
 
 // TestAgentsEnrolledDeclaresQueues: when a batch enrolment answers, every agent of it has
-// its command queue, bound to the commands exchange, as a single enrolment leaves it.
+// its command queue, unbound (commands come through the default exchange), as a single
+// enrolment leaves it.
 func TestAgentsEnrolledDeclaresQueues(t *testing.T) {
 	w := newWorld(t, "")
 	batch := make([]client.AgentEnrolment, 250) // spread over every declaring channel

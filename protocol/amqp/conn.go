@@ -377,6 +377,8 @@ func (c *Conn) run() {
 			what = "the broker refused the login, retrying"
 		case errors.Is(err, ErrNotEnrolled):
 			what = "the agent's queue does not exist (not enrolled), retrying"
+		case errors.Is(err, ErrCommandRouteRefused):
+			what = "the broker user may not write to the default exchange (the error says what to grant), retrying"
 		}
 		delay := c.cfg.Backoff.Delay(failures)
 		failures++

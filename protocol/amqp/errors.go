@@ -29,7 +29,7 @@ var (
 	// ErrReturned: the message was mandatory and no queue was bound to take
 	// it (see *ReturnedError). Republishing the same way fails the same way
 	// until the topology changes.
-	ErrReturned = errors.New("message returned by the broker: no queue is bound to receive it")
+	ErrReturned = errors.New("message returned by the broker: no queue takes it")
 
 	// ErrQueueInUse: another connection consumes the queue exclusively
 	// (see *QueueInUseError).

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -48,26 +49,33 @@ type probePublisher interface {
 	PublishWithContext(ctx context.Context, exchange, key string, mandatory, immediate bool, msg amqp091.Publishing) error
 }
 
+// ErrCommandRouteRefused is DeclareShared's refusal of a broker user that may not write
+// to the default exchange, through which commands reach the agents' queues.
+var ErrCommandRouteRefused = errors.New("the broker user may not write to the default exchange (" +
+	protocol.DefaultExchangePermission + "), through which commands reach the agents' queues")
+
 // checkCommandRoute makes sure the coordinator's broker user may write to the default
 // exchange, through which commands reach agents' queues (protocol.CommandRoute): a user
 // set up for earlier versions may write to tokenfleet.* only, and would have every
 // command refused. An empty message to the default exchange with an empty routing key
-// reaches no queue; a refusal closes the channel, which the passive declare after it
-// reports.
+// reaches no queue (no queue is named ""); a refusal closes the channel, which the passive
+// declare after it reports, or the close's reason when it comes first.
 func checkCommandRoute(ch Declarer, p probePublisher) error {
+	closed := notifyClose(ch)
 	err := p.PublishWithContext(context.Background(), protocol.DefaultExchange, "", false, false, amqp091.Publishing{})
 	if err == nil {
 		_, err = ch.QueueDeclarePassive(protocol.EventsQueue, true, false, false, false, nil)
 	}
-	if ae, ok := brokerError(err); ok && ae.Code == amqp091.AccessRefused {
+	err = closeReason(closed, err)
+	if err == nil {
+		return nil
+	}
+	if hasBrokerCode(err, amqp091.AccessRefused) {
 		perm := protocol.CoordinatorPermissions()
-		return fmt.Errorf("the coordinator's broker user may not write to the default exchange (%s), through which commands reach the agents' queues: give it rabbitmqctl set_permissions -p VHOST USER '%s' '%s' '%s': %w",
-			protocol.DefaultExchangePermission, perm.Configure, perm.Write, perm.Read, err)
+		return fmt.Errorf("%w: give the coordinator's user rabbitmqctl set_permissions -p VHOST USER '%s' '%s' '%s': %w",
+			ErrCommandRouteRefused, perm.Configure, perm.Write, perm.Read, err)
 	}
-	if err != nil {
-		return fmt.Errorf("checking the route of commands through the default exchange: %w", err)
-	}
-	return nil
+	return fmt.Errorf("checking the route of commands through the default exchange: %w", err)
 }
 
 // DeclareAgent declares an agent's command queue (protocol.AgentQueueSpec),
@@ -119,4 +127,25 @@ func declareError(kind, name string, err error) error {
 		return fmt.Errorf("%w: %s %s exists with other properties; migrate it by hand: %w", ErrTopologyMismatch, kind, name, err)
 	}
 	return fmt.Errorf("declaring %s %s: %w", kind, name, err)
+}
+
+// hasBrokerCode says whether any broker error in err's tree has the code: a call that
+// found the channel closed (504) carries the close's reason (a 403, say) beside it, which
+// errors.As, stopping at the first, would not reach.
+func hasBrokerCode(err error, code int) bool {
+	// The tree is walked by hand: errors.As would stop at the first broker error.
+	if ae, ok := err.(*amqp091.Error); ok && ae.Code == code { //nolint:errorlint // one node of the walk
+		return true
+	}
+	switch u := err.(type) { //nolint:errorlint // the walk's own unwrapping
+	case interface{ Unwrap() error }:
+		return hasBrokerCode(u.Unwrap(), code)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if hasBrokerCode(e, code) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // TestDeclareAgents: many agents' queues declared pipelined on one channel are those
-// DeclareAgent declares, bound to the commands exchange; declaring them again is
+// DeclareAgent declares, unbound (commands come through the default exchange); declaring them again is
 // harmless, and a queue that exists with other properties fails the call, saying which.
 func TestDeclareAgents(t *testing.T) {
 	leakCheck(t)

@@ -268,13 +268,52 @@ func TestCoordinatorPermissionsOnTheBroker(t *testing.T) {
 	}
 
 	old := b.AddUser(t, testenv.UniqueUser("coordinator-"), `^tokenfleet\.`, `^tokenfleet\.`, `^tokenfleet\.`)
-	err := DeclareShared(rawChannel(t, old))
-	if err == nil {
-		t.Fatal("a user that may not write to the default exchange passed the declaration")
+	says := func(err error) {
+		t.Helper()
+		if !errors.Is(err, ErrCommandRouteRefused) {
+			t.Errorf("error %v, want ErrCommandRouteRefused", err)
+		}
+		for _, want := range []string{"may not write to the default exchange (amq.default)", "rabbitmqctl set_permissions", perm.Write, "ACCESS_REFUSED"} {
+			if !strings.Contains(fmt.Sprint(err), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
 	}
-	for _, want := range []string{"may not write to the default exchange (amq.default)", "rabbitmqctl set_permissions", perm.Write, "ACCESS_REFUSED"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not say %q", err, want)
+	says(DeclareShared(rawChannel(t, old)))
+	// A coordinator's connection with that user does not come up, and says why while it
+	// retries.
+	oc, err := Open(ctx, Config{URL: old, Name: "tokenfleet-coordinator old permissions", Topology: DeclareShared,
+		Backoff: fastBackoff, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = oc.Close() })
+	waitFor(t, 20*time.Second, "the connection to report the refusal", func() bool { return oc.Status().Err != nil })
+	if st := oc.Status(); st.State == StateConnected {
+		t.Fatalf("connected with a user that may not write to the default exchange: %+v", st)
+	}
+	says(oc.Status().Err)
+}
+
+// A call that found the channel closed carries the close's reason beside its own error:
+// the refusal is found in either place.
+func TestHasBrokerCode(t *testing.T) {
+	closed := &amqp091.Error{Code: amqp091.ChannelError, Reason: "channel/connection is not open"}
+	refused := &amqp091.Error{Code: amqp091.AccessRefused, Reason: "ACCESS_REFUSED"}
+	for _, tc := range []struct {
+		what string
+		err  error
+		want bool
+	}{
+		{"the refusal itself", refused, true},
+		{"the refusal wrapped", fmt.Errorf("declaring: %w", refused), true},
+		{"the refusal as the close's reason", fmt.Errorf("declaring: %w", fmt.Errorf("%w (the broker closed the channel: %w)", closed, refused)), true},
+		{"closed without a reason", fmt.Errorf("declaring: %w", closed), false},
+		{"no broker error", errors.New("other"), false},
+		{"nil", nil, false},
+	} {
+		if got := hasBrokerCode(tc.err, amqp091.AccessRefused); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.what, got, tc.want)
 		}
 	}
 }
