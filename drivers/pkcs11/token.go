@@ -28,9 +28,9 @@ import (
 // the next call opens a new session, and calls that need the user get CodeNotLoggedIn
 // until Login. After the module was reloaded (Init does that after a device error, see
 // Init), the next call opens a new session and logs the user in again with the PIN it
-// logged in with, which a Token keeps in memory while the user is logged in through it. Login state and the user PIN belong to the token: a logout
-// through any Token on it forgets the PIN in all of them, and a PIN change through any
-// Token on it replaces it.
+// logged in with, which a Token keeps in memory while the user is logged in through it.
+// Login state and the user PIN belong to the token: a logout through any Token on it
+// forgets the PIN in all of them, and a PIN change through any Token on it replaces it.
 type Token struct {
 	mod    *Module
 	serial string // identity; never changes
@@ -223,7 +223,7 @@ func (t *Token) closeSession() {
 	// Without a context to end the wait: a reload waiting or running ends by itself. A
 	// module down since a reload needs no call here, since the reload ended the session.
 	_ = t.mod.lib.use.Acquire(context.Background(), 1)
-	defer t.mod.leave()
+	defer t.mod.lib.use.Release(1)
 	t.dropSessionLocked()
 	t.closed = true
 	t.mod.lib.track(t, false)

@@ -42,7 +42,7 @@ func closeReason(closed chan *amqp091.Error, err error) error {
 		return err
 	}
 	var ae *amqp091.Error
-	if errors.As(err, &ae) && ae.Code == amqp091.ChannelError || errors.Is(err, amqp091.ErrClosed) {
+	if errors.As(err, &ae) && ae.Code == amqp091.ChannelError { // amqp091.ErrClosed among them
 		t := time.NewTimer(closeReasonWait)
 		defer t.Stop()
 		select {
