@@ -87,8 +87,8 @@ bench-fleet: deps
 	TOKENFLEET_FLEET_AGENTS=10000 $(GO) test -run '^$$' -bench '^BenchmarkFleetPresence$$' -benchtime 1x -count 1 -timeout 90m ./fleetsim/
 	TOKENFLEET_ROLLOUT_TARGETS=10000 $(GO) test -run '^$$' -bench '^BenchmarkRolloutDispatch$$' -benchtime 1x -count 1 -timeout 60m ./fleetsim/
 
-# Rollouts on the issue's 5,000 simulated agents (e2e/rollout_fleet_test.go; make test runs
-# it at TOKENFLEET_ROLLOUT_AGENTS, default 1,000, with the race detector): the brake,
+# Rollouts over 5,000 simulated agents (e2e/rollout_fleet_test.go; make test runs it at
+# TOKENFLEET_ROLLOUT_AGENTS, default 300, with the race detector): the brake,
 # coordinators killed mid-wave, an abort, over two coordinators on PostgreSQL. Without the
 # race detector, as make soak: it slows the coordinators (children of the test binary)
 # several times over.

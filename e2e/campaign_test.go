@@ -26,7 +26,7 @@ import (
 	"github.com/tokenfleet/tokenfleet/internal/testenv"
 )
 
-// The fault campaign: many jobs of every kind a workstation runs, queued, approved,
+// The fault campaign: many jobs of six kinds a workstation runs, queued, approved,
 // rejected, cancelled and retried as people do, on real agents (child processes, each on
 // a SoftHSM2 store of its own) while coordinators and agents are killed with SIGKILL and
 // the run's broker connections are closed at random moments. A checker then proves that
