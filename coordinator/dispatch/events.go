@@ -86,9 +86,6 @@ func (d *Dispatcher) onJobEvent(ctx context.Context, jt *service.JobTx, del *amq
 	if v, err := d.claimToken(ctx, jt, e); err != nil || v.reject != nil {
 		return "", v, err
 	}
-	if err := jt.RecordAgentSeen(ctx, env.AgentID, d.clock(), false); err != nil {
-		return "", verdict{}, err
-	}
 	if eff.Start {
 		if e.job, err = d.markDispatched(ctx, jt, e.job, e.job.Attempt, "the agent reported on the attempt before the broker's confirmation was recorded"); err != nil {
 			return "", verdict{}, err
@@ -97,13 +94,20 @@ func (d *Dispatcher) onJobEvent(ctx context.Context, jt *service.JobTx, del *amq
 			return "", verdict{}, err
 		}
 	}
+	var result string
+	var v verdict
 	switch e.kind {
 	case jobs.EventProgress:
-		return d.onProgress(ctx, jt, e, eff)
+		result, v, err = d.onProgress(ctx, jt, e, eff)
 	case jobs.EventCSR:
-		return d.onCSR(ctx, jt, e)
+		result, v, err = d.onCSR(ctx, jt, e)
+	default:
+		result, v, err = d.onResult(ctx, jt, e, eff)
 	}
-	return d.onResult(ctx, jt, e, eff)
+	if err == nil {
+		v.seen = env.AgentID
+	}
+	return result, v, err
 }
 
 // tableCode is the wire code of an event table refusal.

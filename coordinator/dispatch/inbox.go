@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/tokenfleet/tokenfleet/coordinator/audit"
@@ -31,6 +32,8 @@ type verdict struct {
 	// later hands the message back to the queue: it arrived before an event it depends
 	// on, which another coordinator may be handling right now. Nothing is recorded.
 	later error
+	// seen is the agent whose last sighting the message, once taken, moves (markSeen).
+	seen string
 }
 
 // errUndo rolls back the transaction of a message that is refused or handed back.
@@ -93,9 +96,33 @@ func (d *Dispatcher) processTogether(ctx context.Context, events []*amqp.Deliver
 				return err
 			}
 		}
-		return nil
+		return d.markSeen(ctx, jt, vs)
 	})
 	return vs, err
+}
+
+// markSeen writes the last sighting of each agent whose job events the transaction took,
+// once an agent, in the order of their IDs, after all of its events. The agents' rows are
+// then the last rows such a transaction locks (before the audit chain head), in one order
+// on every coordinator, as a heartbeat flush locks them (store.RecordHeartbeats), and none
+// is held while the transaction waits for a job's row: with several coordinators on
+// PostgreSQL, a sighting written in the middle of a burst, before the next event's job
+// and attempt were locked, met the other orders in deadlocks.
+func (d *Dispatcher) markSeen(ctx context.Context, jt *service.JobTx, vs []verdict) error {
+	var ids []string
+	for _, v := range vs {
+		if v.seen != "" && v.reject == nil && v.later == nil {
+			ids = append(ids, v.seen)
+		}
+	}
+	slices.Sort(ids)
+	at := d.clock()
+	for _, id := range slices.Compact(ids) {
+		if err := jt.RecordAgentSeen(ctx, id, at, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // processOrUndo processes del into *v and answers errUndo when it is refused or handed
@@ -118,7 +145,12 @@ func (d *Dispatcher) handleEvent(ctx context.Context, del *amqp.Delivery) amqp.O
 		return d.handleHeartbeat(ctx, del)
 	}
 	var v verdict
-	err := d.update(ctx, func(jt *service.JobTx) error { return d.processOrUndo(ctx, jt, del, &v) })
+	err := d.update(ctx, func(jt *service.JobTx) error {
+		if err := d.processOrUndo(ctx, jt, del, &v); err != nil {
+			return err
+		}
+		return d.markSeen(ctx, jt, []verdict{v})
+	})
 	if err != nil && !errors.Is(err, errUndo) {
 		if ctx.Err() == nil {
 			d.log.Error().Err(err).Str("message_id", del.Envelope.ID).Str("type", string(del.Envelope.Type)).

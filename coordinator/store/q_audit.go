@@ -75,15 +75,38 @@ func rawText(v any) string {
 	return strconv.Quote(s)
 }
 
-func (x *q) AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error) {
-	out, err := x.appendAudit(ctx, "append audit "+e.Action, []audit.Entry{e}, seal)
+// pendingAudit is an audit entry a transaction was given, with its seal function, waiting
+// for the end of the transaction's work (see tx.AppendAudit).
+type pendingAudit struct {
+	e    audit.Entry
+	seal SealFunc
+}
+
+// auditQueue is a transaction's pending audit entries, in the order given.
+type auditQueue struct {
+	es []pendingAudit
+	// marks is len(es) at each savepoint still open, the innermost last: rolling back to a
+	// savepoint drops what was given since, as it undoes the rows written since.
+	marks []int
+}
+
+// AppendAudit checks e and queues it; the transaction chains and stores its entries, in
+// the order given, when its work is done, just before it commits (sqlStore.inTx). The
+// chain head, which every appender on every coordinator locks, is so the last lock a
+// transaction takes: one that holds it waits for no row another transaction holds, and
+// so is never in a deadlock with it on PostgreSQL. A transaction that ends with an error,
+// or rolls back to a savepoint, stores none of the entries it was given since. The entry
+// returned is e with its time; its sequence number and hash come at the commit.
+func (t tx) AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error) {
+	out, err := t.AppendAudits(ctx, []audit.Entry{e}, seal)
 	if err != nil {
 		return audit.Entry{}, err
 	}
 	return out[0], nil
 }
 
-func (x *q) AppendAudits(ctx context.Context, es []audit.Entry, seal SealFunc) ([]audit.Entry, error) {
+// AppendAudits is AppendAudit for several entries, in their order.
+func (t tx) AppendAudits(_ context.Context, es []audit.Entry, seal SealFunc) ([]audit.Entry, error) {
 	if len(es) == 0 {
 		return nil, nil
 	}
@@ -91,17 +114,11 @@ func (x *q) AppendAudits(ctx context.Context, es []audit.Entry, seal SealFunc) (
 	if len(es) > 1 {
 		what = fmt.Sprintf("append %d audit entries", len(es))
 	}
-	return x.appendAudit(ctx, what, es, seal)
-}
-
-// appendAudit chains es, in order, after the chain head: the head is locked and read
-// once, each entry sealed onto the one before it, the entries inserted batchRows to a
-// statement, and the head moved once.
-func (x *q) appendAudit(ctx context.Context, what string, es []audit.Entry, seal SealFunc) ([]audit.Entry, error) {
 	if seal == nil {
 		return nil, fmt.Errorf("store: %s: no seal function: %w", what, ErrInvalid)
 	}
-	for _, e := range es {
+	out := make([]audit.Entry, len(es))
+	for i, e := range es {
 		ew := "append audit " + e.Action
 		if err := required(ew, "actor", e.Actor, "action", e.Action); err != nil {
 			return nil, err
@@ -109,8 +126,66 @@ func (x *q) appendAudit(ctx context.Context, what string, es []audit.Entry, seal
 		if err := checkJSON(ew+" details", e.Details); err != nil {
 			return nil, err
 		}
+		// The time is put in store form before it is hashed, so the hash still matches
+		// the entry read back.
+		e.Time = orNow(e.Time)
+		e.Seq, e.PrevHash, e.Hash = 0, "", ""
+		out[i] = e
 	}
+	for _, e := range out {
+		t.audits.es = append(t.audits.es, pendingAudit{e: e, seal: seal})
+	}
+	return out, nil
+}
 
+func (t tx) Savepoint(ctx context.Context) error {
+	if err := t.q.Savepoint(ctx); err != nil {
+		return err
+	}
+	t.audits.marks = append(t.audits.marks, len(t.audits.es))
+	return nil
+}
+
+// RollbackToSavepoint keeps the savepoint, as SQL does: a later rollback to it undoes
+// again from the same point.
+func (t tx) RollbackToSavepoint(ctx context.Context) error {
+	if err := t.q.RollbackToSavepoint(ctx); err != nil {
+		return err
+	}
+	if n := len(t.audits.marks); n > 0 {
+		t.audits.es = t.audits.es[:t.audits.marks[n-1]]
+	}
+	return nil
+}
+
+func (t tx) ReleaseSavepoint(ctx context.Context) error {
+	if err := t.q.ReleaseSavepoint(ctx); err != nil {
+		return err
+	}
+	if n := len(t.audits.marks); n > 0 {
+		t.audits.marks = t.audits.marks[:n-1]
+	}
+	return nil
+}
+
+// flushAudits chains and stores the entries the transaction was given.
+func (t tx) flushAudits(ctx context.Context) error {
+	es := t.audits.es
+	if len(es) == 0 {
+		return nil
+	}
+	what := "append audit " + es[0].e.Action
+	if len(es) > 1 {
+		what = fmt.Sprintf("append %d audit entries", len(es))
+	}
+	_, err := t.appendAudit(ctx, what, es)
+	return err
+}
+
+// appendAudit chains es, in order, after the chain head: the head is locked and read
+// once, each entry sealed onto the one before it, the entries inserted batchRows to a
+// statement, and the head moved once.
+func (x *q) appendAudit(ctx context.Context, what string, es []pendingAudit) ([]audit.Entry, error) {
 	// Lock the chain head: every appender, on every coordinator, queues here until the
 	// transaction holding it ends, so each entry links to the one committed before it.
 	var headSeq int64
@@ -131,17 +206,13 @@ func (x *q) appendAudit(ctx context.Context, what string, es []audit.Entry, seal
 		prev, wantPrev = &p, headHash
 	}
 	out := make([]audit.Entry, len(es))
-	for i, e := range es {
-		// The time is put in store form before it is hashed, so the hash still matches
-		// the entry read back.
-		e.Time = orNow(e.Time)
-		e.Seq, e.PrevHash, e.Hash = 0, "", ""
-		sealed, err := seal(prev, e)
+	for i, pe := range es {
+		sealed, err := pe.seal(prev, pe.e)
 		if err != nil {
-			return nil, fmt.Errorf("store: append audit %s: seal: %w", e.Action, err)
+			return nil, fmt.Errorf("store: append audit %s: seal: %w", pe.e.Action, err)
 		}
 		if err := checkSealed(headSeq+int64(i)+1, wantPrev, sealed); err != nil {
-			return nil, fmt.Errorf("store: append audit %s: %w", e.Action, err)
+			return nil, fmt.Errorf("store: append audit %s: %w", pe.e.Action, err)
 		}
 		if len(sealed.Details) == 0 {
 			sealed.Details = nil

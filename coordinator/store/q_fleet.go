@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,9 +141,17 @@ func (x *q) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (int64, err
 	if x.d.dollar {
 		timeType = "timestamptz"
 	}
+	// Rows are locked in the order of their IDs, as a transaction of events locks its
+	// agents' (after its jobs'): two such orders never wait for each other in a circle.
+	slices.Sort(order)
 	var n int64
 	for start := 0; start < len(order); start += heartbeatsPerStatement {
 		chunk := order[start:min(start+heartbeatsPerStatement, len(order))]
+		if x.d.forUpdate != "" {
+			if err := x.lockAgents(ctx, op, chunk); err != nil {
+				return n, err
+			}
+		}
 		var b strings.Builder
 		args := make([]any, 0, 1+2*len(chunk))
 		args = append(args, true)
@@ -172,6 +181,18 @@ func (x *q) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (int64, err
 		n += m
 	}
 	return n, nil
+}
+
+// lockAgents locks the rows of the agents ids, sorted, in that order: an UPDATE joined
+// to a list locks rows in whatever order its plan meets them.
+func (x *q) lockAgents(ctx context.Context, op string, ids []string) error {
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	_, err := x.exec(ctx, "SELECT id FROM agents WHERE id IN ("+marks+") ORDER BY id"+x.d.forUpdate, args...)
+	return x.d.wrap(op, err)
 }
 
 func (x *q) RecordAgentRefusal(ctx context.Context, id string, r AgentRefusal) error {

@@ -29,8 +29,12 @@ type sqlStore struct {
 	closeErr  error
 }
 
-// tx is a Tx: the full query set bound to a *sql.Tx.
-type tx struct{ *q }
+// tx is a Tx: the full query set bound to a *sql.Tx, and the audit entries given to it,
+// stored when its work is done (see tx.AppendAudit).
+type tx struct {
+	*q
+	audits *auditQueue
+}
 
 func newSQLStore(d *dialect, rdb, wdb *sql.DB, log zerolog.Logger) *sqlStore {
 	s := &sqlStore{d: d, rdb: rdb, wdb: wdb, log: log}
@@ -103,7 +107,12 @@ func (s *sqlStore) inTx(ctx context.Context, fn func(Tx) error) (err error) {
 			s.wstmts.preparePending(context.WithoutCancel(ctx))
 		}
 	}()
-	if err := fn(tx{&q{db: sqlTx, d: s.d, stmts: s.wstmts, tx: sqlTx}}); err != nil {
+	t := tx{q: &q{db: sqlTx, d: s.d, stmts: s.wstmts, tx: sqlTx}, audits: &auditQueue{}}
+	err = fn(t)
+	if err == nil {
+		err = t.flushAudits(ctx)
+	}
+	if err != nil {
 		done = true
 		if rbErr := sqlTx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
 			s.log.Warn().Err(rbErr).Msg("rollback failed")

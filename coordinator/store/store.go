@@ -458,8 +458,12 @@ type Writer interface {
 	AddRolloutApproval(ctx context.Context, a RolloutApproval) (RolloutApproval, error)
 
 	// AppendAudit adds e at the end of the audit log, chained by seal. Appends are
-	// serialised (the chain head is locked until the transaction ends), so append last in
-	// a transaction to hold that lock briefly.
+	// serialised (the chain head is locked until the transaction ends), so e is checked
+	// at once but chained and stored, with every entry the transaction was given, when its
+	// work is done, just before it commits: the head is the last lock a transaction takes,
+	// and it is never held while waiting for a row. Entries given since a savepoint rolled
+	// back to are dropped with its rows. The entry returned has its time; its sequence
+	// number and hash are given at the commit.
 	AppendAudit(ctx context.Context, e audit.Entry, seal SealFunc) (audit.Entry, error)
 	// AppendAudits is AppendAudit for several entries, chained in their order under one
 	// lock of the chain head, and inserted a few hundred to a statement.

@@ -11,17 +11,24 @@ import (
 	"github.com/tokenfleet/tokenfleet/coordinator/store"
 )
 
+// appendAudit appends e in a transaction of its own and returns it as s stored it.
 func appendAudit(t *testing.T, h *harness, s store.Store, e audit.Entry) audit.Entry {
 	t.Helper()
-	var out audit.Entry
 	if err := s.InTx(h.ctx, func(tx store.Tx) error {
-		var err error
-		out, err = tx.AppendAudit(h.ctx, e, audit.Seal)
+		_, err := tx.AppendAudit(h.ctx, e, audit.Seal)
 		return err
 	}); err != nil {
 		t.Fatalf("append audit: %v", err)
 	}
-	return out
+	head := must(s.AuditHead(h.ctx))(t)
+	for got, err := range s.AuditEntries(h.ctx, head.Seq) {
+		if err != nil {
+			t.Fatalf("read audit entry %d: %v", head.Seq, err)
+		}
+		return got
+	}
+	t.Fatalf("no audit entry %d after the append", head.Seq)
+	return audit.Entry{}
 }
 
 func readAudit(t *testing.T, h *harness) []audit.Entry {
@@ -127,18 +134,58 @@ func testAudit(t *testing.T, h *harness) {
 		t.Fatalf("read %d entries before stopping, want 2", n)
 	}
 
-	// Inside a transaction the new entry is visible to the same transaction.
+	// Inside a transaction an entry waits for the end of its work: the head is not locked
+	// or moved yet, and the commit chains it.
+	before := must(h.s.AuditHead(h.ctx))(t)
 	h.tx(t, func(tx store.Tx) error {
 		e, err := tx.AppendAudit(h.ctx, audit.Entry{Actor: "admin1", Action: audit.ActionOrgCreated}, audit.Seal)
 		if err != nil {
 			return err
 		}
 		got, err := tx.AuditHead(h.ctx)
-		if err != nil || got != (audit.Head{Seq: 8, Hash: e.Hash}) || e.Time.IsZero() {
-			return fmt.Errorf("head inside the transaction: %+v (entry %+v): %w", got, e, err)
+		if err != nil || got != before || e.Time.IsZero() || e.Seq != 0 {
+			return fmt.Errorf("head inside the transaction: %+v, want %+v as before (entry %+v): %w", got, before, e, err)
 		}
 		return nil
 	})
+	if got := must(h.s.AuditHead(h.ctx))(t); got.Seq != before.Seq+1 {
+		t.Fatalf("head after the commit: %+v, want entry %d", got, before.Seq+1)
+	}
+	// An entry given after a savepoint goes with it when the transaction rolls back to it,
+	// and one given after that is kept, in order, as are those before.
+	h.tx(t, func(tx store.Tx) error {
+		steps := []func() error{
+			func() error {
+				return ignore(tx.AppendAudit(h.ctx, audit.Entry{Actor: "kept-1", Action: audit.ActionOrgCreated}, audit.Seal))
+			},
+			func() error { return tx.Savepoint(h.ctx) },
+			func() error {
+				return ignore(tx.AppendAudit(h.ctx, audit.Entry{Actor: "undone", Action: audit.ActionOrgCreated}, audit.Seal))
+			},
+			func() error { return tx.RollbackToSavepoint(h.ctx) },
+			func() error {
+				return ignore(tx.AppendAudit(h.ctx, audit.Entry{Actor: "kept-2", Action: audit.ActionOrgCreated}, audit.Seal))
+			},
+			func() error { return tx.ReleaseSavepoint(h.ctx) },
+			func() error { return tx.Savepoint(h.ctx) },
+			func() error {
+				return ignore(tx.AppendAudit(h.ctx, audit.Entry{Actor: "kept-3", Action: audit.ActionOrgCreated}, audit.Seal))
+			},
+			func() error { return tx.ReleaseSavepoint(h.ctx) },
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var actors []string
+	for _, e := range readAudit(t, h)[before.Seq+1:] {
+		actors = append(actors, e.Actor)
+	}
+	equal(t, "entries kept around savepoints", actors, []string{"kept-1", "kept-2", "kept-3"})
+	verifyChain(t, readAudit(t, h))
 
 	for _, tc := range []struct {
 		name string
@@ -291,3 +338,6 @@ func testAuditConcurrent(t *testing.T, h *harness) {
 	}
 	equal(t, "head", must(h.s.AuditHead(h.ctx))(t), audit.Head{Seq: int64(workers * each), Hash: all[len(all)-1].Hash})
 }
+
+// ignore keeps an error and drops the value beside it.
+func ignore[T any](_ T, err error) error { return err }

@@ -186,18 +186,21 @@ func testAuditSet(t *testing.T, h *harness) {
 			Action: audit.ActionJobTransition, JobID: fmt.Sprintf("j%d", i), Reason: "confirmed",
 			Details: audit.Details("from", "approved", "to", "dispatched", "attempt", 1)}
 	}
-	var out []audit.Entry
 	h.tx(t, func(tx store.Tx) error {
-		var err error
-		out, err = tx.AppendAudits(h.ctx, es, audit.Seal)
+		_, err := tx.AppendAudits(h.ctx, es, audit.Seal)
 		return err
 	})
+	all := readAudit(t, h)
+	out := all[1:]
 	if len(out) != manyJobs || out[0].Seq != 2 || out[0].PrevHash != first.Hash || out[manyJobs-1].Seq != manyJobs+1 {
 		t.Fatalf("%d entries appended, first %+v", len(out), out[0])
 	}
-	all := readAudit(t, h)
 	verifyChain(t, all)
-	equal(t, "entries read back", all[1:], out)
+	for i, e := range out {
+		if e.JobID != es[i].JobID || e.Action != es[i].Action || e.Time != stored(es[i].Time) {
+			t.Fatalf("entry %d read back: %+v, want %+v", i, e, es[i])
+		}
+	}
 	equal(t, "head after a set", must(h.s.AuditHead(h.ctx))(t), audit.Head{Seq: manyJobs + 1, Hash: out[manyJobs-1].Hash})
 
 	// The chain goes on from a set, one entry at a time or another set.
