@@ -142,12 +142,13 @@ func (x *q) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (int64, err
 		timeType = "timestamptz"
 	}
 	// Rows are locked in the order of their IDs, as a transaction of events locks its
-	// agents' (after its jobs'): two such orders never wait for each other in a circle.
+	// agents' (after its jobs', dispatch.markSeen): two such orders never wait for each
+	// other in a circle.
 	slices.Sort(order)
 	var n int64
 	for start := 0; start < len(order); start += heartbeatsPerStatement {
 		chunk := order[start:min(start+heartbeatsPerStatement, len(order))]
-		if x.d.forUpdate != "" {
+		if x.d.dollar {
 			if err := x.lockAgents(ctx, op, chunk); err != nil {
 				return n, err
 			}
@@ -183,15 +184,19 @@ func (x *q) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (int64, err
 	return n, nil
 }
 
-// lockAgents locks the rows of the agents ids, sorted, in that order: an UPDATE joined
-// to a list locks rows in whatever order its plan meets them.
+// lockAgents locks the rows of the agents ids in the order of their IDs, compared byte
+// by byte as Go sorts them (COLLATE "C": the database's own collation may order "-" and
+// "_" otherwise): an UPDATE joined to a list locks rows in whatever order its plan meets
+// them. The lock is the UPDATE's own (FOR NO KEY UPDATE), which does not wait for the key
+// share that a row referring to the agent (a token, a job, a certificate) holds while it
+// is inserted. PostgreSQL only: SQLite has one writer and no row locks.
 func (x *q) lockAgents(ctx context.Context, op string, ids []string) error {
 	marks := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
 	args := make([]any, len(ids))
 	for i, id := range ids {
 		args[i] = id
 	}
-	_, err := x.exec(ctx, "SELECT id FROM agents WHERE id IN ("+marks+") ORDER BY id"+x.d.forUpdate, args...)
+	_, err := x.exec(ctx, `SELECT id FROM agents WHERE id IN (`+marks+`) ORDER BY id COLLATE "C" FOR NO KEY UPDATE`, args...)
 	return x.d.wrap(op, err)
 }
 
