@@ -56,6 +56,12 @@ func TestEscrowCertificateFromTheWrongPlaceRefused(t *testing.T) {
 	// Another enrolled agent answers ws-matrix's register_certificate job.
 	other := m.w.agent("ws-other", m.w.agentUser("ws-other"))
 	other.Hello()
+	// Its hello handled first, so that the snapshot before the forged result does not
+	// catch it on its way.
+	waitFor(t, "ws-other's hello handled", func() bool {
+		a, err := m.w.c.Store.GetAgent(m.w.ctx, "ws-other")
+		return err == nil && len(a.PublicKey) > 0
+	})
 	refused("register_certificate result from another agent", func() (protocol.JobRef, string) {
 		j, _ := m.fixture(t, jobs.KindRegisterCertificate, running, agentEvent{kind: jobs.EventSucceeded})
 		return protocol.JobRef{JobID: j.ID, Attempt: uint32(j.Attempt)}, j.ID
