@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"sync"
@@ -22,12 +23,8 @@ import (
 func TestPostgresDeadlockRunsAgain(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
-	st, err := store.Open(ctx, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	err = st.InTx(ctx, func(tx store.Tx) error {
+	st, _ := openPostgres(ctx, t)
+	err := st.InTx(ctx, func(tx store.Tx) error {
 		for _, id := range []string{"ws-a", "ws-b"} {
 			if _, err := tx.CreateAgent(ctx, store.Agent{ID: id, Hostname: id + ".test"}); err != nil {
 				return err
@@ -93,11 +90,7 @@ func TestAbortedIsNotConflict(t *testing.T) {
 func TestPostgresAuditHeadTakenLast(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
-	st, err := store.Open(ctx, store.Config{Driver: store.DriverPostgres, DSN: testenv.PostgresDatabase(t)}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st, _ := openPostgres(ctx, t)
 	if err := st.InTx(ctx, func(tx store.Tx) error {
 		_, err := tx.CreateAgent(ctx, store.Agent{ID: "ws-a", Hostname: "ws-a.test"})
 		return err
@@ -165,12 +158,7 @@ func TestPostgresAuditHeadTakenLast(t *testing.T) {
 func TestPostgresHeartbeatsLockInOrder(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
-	dsn := testenv.PostgresDatabase(t)
-	st, err := store.Open(ctx, store.Config{Driver: store.DriverPostgres, DSN: dsn}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st, dsn := openPostgres(ctx, t)
 	// ws-b first: its row comes first in the table, and in the list given to the flush,
 	// so that whatever plan PostgreSQL picks for the flush's UPDATE meets it first.
 	if err := st.InTx(ctx, func(tx store.Tx) error {
@@ -249,4 +237,17 @@ func TestPostgresHeartbeatsLockInOrder(t *testing.T) {
 	if n := attempts.Load(); n != 2 {
 		t.Errorf("%d attempts in all, want 2: the database aborted one to break a deadlock", n)
 	}
+}
+
+// openPostgres opens a store on a PostgreSQL database of the test's own, closed when the
+// test ends, and returns it with the database's DSN.
+func openPostgres(ctx context.Context, t *testing.T) (store.Store, string) {
+	t.Helper()
+	dsn := testenv.PostgresDatabase(t)
+	st, err := store.Open(ctx, store.Config{Driver: store.DriverPostgres, DSN: dsn}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st, dsn
 }

@@ -110,10 +110,7 @@ func (t tx) AppendAudits(_ context.Context, es []audit.Entry, seal SealFunc) ([]
 	if len(es) == 0 {
 		return nil, nil
 	}
-	what := "append audit " + es[0].Action
-	if len(es) > 1 {
-		what = fmt.Sprintf("append %d audit entries", len(es))
-	}
+	what := appendWhat(es[0].Action, len(es))
 	if seal == nil {
 		return nil, fmt.Errorf("store: %s: no seal function: %w", what, ErrInvalid)
 	}
@@ -174,34 +171,37 @@ func (t tx) flushAudits(ctx context.Context) error {
 	if len(es) == 0 {
 		return nil
 	}
-	what := "append audit " + es[0].e.Action
-	if len(es) > 1 {
-		what = fmt.Sprintf("append %d audit entries", len(es))
+	return t.appendAudit(ctx, appendWhat(es[0].e.Action, len(es)), es)
+}
+
+// appendWhat names an append of n entries, the first of them action, in errors.
+func appendWhat(action string, n int) string {
+	if n > 1 {
+		return fmt.Sprintf("append %d audit entries", n)
 	}
-	_, err := t.appendAudit(ctx, what, es)
-	return err
+	return "append audit " + action
 }
 
 // appendAudit chains es, in order, after the chain head: the head is locked and read
 // once, each entry sealed onto the one before it, the entries inserted batchRows to a
 // statement, and the head moved once.
-func (x *q) appendAudit(ctx context.Context, what string, es []pendingAudit) ([]audit.Entry, error) {
+func (x *q) appendAudit(ctx context.Context, what string, es []pendingAudit) error {
 	// Lock the chain head: every appender, on every coordinator, queues here until the
 	// transaction holding it ends, so each entry links to the one committed before it.
 	var headSeq int64
 	var headHash string
 	if err := x.queryRow(ctx, "SELECT seq, hash FROM audit_head WHERE id = 1"+x.d.forUpdate).Scan(&headSeq, &headHash); err != nil {
-		return nil, x.d.wrap(what+": chain head", err)
+		return x.d.wrap(what+": chain head", err)
 	}
 	var prev *audit.Entry
 	wantPrev := audit.GenesisHash
 	if headSeq > 0 {
 		p, err := scanAudit(x.queryRow(ctx, "SELECT "+auditCols+" FROM audit_log WHERE seq = ?", headSeq))
 		if err != nil {
-			return nil, x.d.wrap(what+": last entry "+strconv.FormatInt(headSeq, 10), err)
+			return x.d.wrap(what+": last entry "+strconv.FormatInt(headSeq, 10), err)
 		}
 		if p.Hash != headHash {
-			return nil, fmt.Errorf("store: %s: chain head says entry %d has hash %s, the log says %s", what, headSeq, headHash, p.Hash)
+			return fmt.Errorf("store: %s: chain head says entry %d has hash %s, the log says %s", what, headSeq, headHash, p.Hash)
 		}
 		prev, wantPrev = &p, headHash
 	}
@@ -209,10 +209,10 @@ func (x *q) appendAudit(ctx context.Context, what string, es []pendingAudit) ([]
 	for i, pe := range es {
 		sealed, err := pe.seal(prev, pe.e)
 		if err != nil {
-			return nil, fmt.Errorf("store: append audit %s: seal: %w", pe.e.Action, err)
+			return fmt.Errorf("store: append audit %s: seal: %w", pe.e.Action, err)
 		}
 		if err := checkSealed(headSeq+int64(i)+1, wantPrev, sealed); err != nil {
-			return nil, fmt.Errorf("store: append audit %s: %w", pe.e.Action, err)
+			return fmt.Errorf("store: append audit %s: %w", pe.e.Action, err)
 		}
 		if len(sealed.Details) == 0 {
 			sealed.Details = nil
@@ -227,14 +227,14 @@ func (x *q) appendAudit(ctx context.Context, what string, es []pendingAudit) ([]
 				nullText(e.Details), e.PrevHash, e.Hash)
 		}
 		if _, err := x.exec(ctx, "INSERT INTO audit_log ("+auditCols+") VALUES "+valueRows(len(chunk), 10), args...); err != nil {
-			return nil, x.d.wrap(what, err)
+			return x.d.wrap(what, err)
 		}
 	}
 	last := out[len(out)-1]
 	if _, err := x.exec(ctx, "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", last.Seq, last.Hash); err != nil {
-		return nil, x.d.wrap(what+": chain head", err)
+		return x.d.wrap(what+": chain head", err)
 	}
-	return out, nil
+	return nil
 }
 
 // checkSealed makes sure the seal function linked the entry where the store holds the
